@@ -1,0 +1,10 @@
+/**
+ * Core: tensors, dtype conversions, seeded randomness, float64 linear algebra,
+ * safetensors, Hadamard rotations and the optax-style transform contract.
+ *
+ * @module
+ */
+export * from "./tensor.ts";
+export * from "./convert.ts";
+export * from "./prng.ts";
+export { CholeskyError } from "./_dense.ts";

@@ -1,0 +1,6 @@
+/**
+ * Layer Hessians from calibration inputs and the one Optimal Brain Surgeon
+ * column solver that GPTQ, SparseGPT and joint compression share.
+ *
+ * @module
+ */

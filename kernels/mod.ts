@@ -1,0 +1,5 @@
+/**
+ * WebGPU kernels with their CPU references, and backend selection.
+ *
+ * @module
+ */

@@ -1,0 +1,5 @@
+/**
+ * Optimizers built on error-feedback compressors (Adam, MicroAdam), optax-style.
+ *
+ * @module
+ */

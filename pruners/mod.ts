@@ -1,0 +1,5 @@
+/**
+ * Pruners: magnitude, Wanda, SparseGPT, N:M structures and mask storage.
+ *
+ * @module
+ */

@@ -1,0 +1,6 @@
+/**
+ * Quantizers: uniform grids, RTN, GPTQ, FP formats, HIGGS, AQLM, packing.
+ *
+ * @module
+ */
+export * from "./quantized_weight.ts";

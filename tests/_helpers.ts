@@ -1,0 +1,63 @@
+/**
+ * Shared test helpers: float comparison with a readable report, and access
+ * to the shared real data (skipped with a reason when absent).
+ *
+ * @module
+ */
+
+import { AssertionError } from "node:assert/strict";
+
+/** Tolerances for {@linkcode assertClose}. */
+export interface CloseOptions {
+  /** Absolute tolerance. @default 1e-9 */
+  atol?: number;
+  /** Relative tolerance. @default 1e-9 */
+  rtol?: number;
+  /** Prefix for the failure message. */
+  message?: string;
+}
+
+/**
+ * Asserts |actual − expected| ≤ atol + rtol·|expected| element-wise; on failure
+ * names the worst element, its values and the count of failing elements.
+ *
+ * @param actual Values to check (a number or array-like).
+ * @param expected Reference values.
+ * @param options Tolerances.
+ */
+export function assertClose(
+  actual: ArrayLike<number> | number,
+  expected: ArrayLike<number> | number,
+  options: CloseOptions = {},
+): void {
+  const { atol = 1e-9, rtol = 1e-9, message = "" } = options;
+  const a = typeof actual === "number" ? [actual] : actual;
+  const e = typeof expected === "number" ? [expected] : expected;
+  if (a.length !== e.length) {
+    throw new AssertionError({
+      message: `${message} length mismatch: actual ${a.length}, expected ${e.length}`,
+    });
+  }
+  let worst = -1, worstExcess = -Infinity, failures = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!, y = e[i]!;
+    const tol = atol + rtol * Math.abs(y);
+    const diff = Math.abs(x - y);
+    const bad = !(diff <= tol) && !(Number.isNaN(x) && Number.isNaN(y)) && x !== y;
+    const excess = Number.isNaN(diff) ? Infinity : diff - tol;
+    if (bad) failures++;
+    if (bad && excess > worstExcess) {
+      worstExcess = excess;
+      worst = i;
+    }
+  }
+  if (failures > 0) {
+    throw new AssertionError({
+      message: `${message} ${failures}/${a.length} elements differ; worst at [${worst}]: ` +
+        `actual ${a[worst]}, expected ${e[worst]}, |diff| ${Math.abs(a[worst]! - e[worst]!)} ` +
+        `(atol ${atol}, rtol ${rtol})`,
+    });
+  }
+}
+
+export { dataFile, dataRoot } from "../examples/data.ts";
