@@ -4,3 +4,5 @@
  * @module
  */
 export * from "./quantized_weight.ts";
+export * from "./bitpack.ts";
+export * from "./gptq_checkpoint.ts";
