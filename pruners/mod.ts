@@ -3,3 +3,8 @@
  *
  * @module
  */
+export * from "./structure.ts";
+export * from "./prune_result.ts";
+export * from "./magnitude.ts";
+export * from "./mask_storage.ts";
+export * from "./schedule.ts";
