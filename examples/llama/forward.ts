@@ -1,0 +1,297 @@
+/**
+ * The Llama forward pass on the CPU in float32 storage with float64
+ * accumulation: RMSNorm, rotary embeddings on interleaved pairs (as llama2.c),
+ * grouped-query attention with a causal mask, SwiGLU, tied or untied
+ * classifier. Activations are row-major `Float32Array`s [tokens, width].
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import type { Tensor } from "../../core/tensor.ts";
+import { llamaDims } from "./model.ts";
+import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
+
+/**
+ * Receives the input of a linear layer during a block's forward pass.
+ * `input` is [tokens, in] and must not be modified; the same array is passed
+ * for linears that share their input (wq, wk, wv; w1, w3).
+ */
+export type LinearInputHook = (name: LlamaLinear, input: Float32Array, tokens: number) => void;
+
+/**
+ * y = x·Wᵀ for x [T, in] and W [out, in].
+ *
+ * @param x Input rows.
+ * @param T Number of rows.
+ * @param w Weight [out, in].
+ * @returns y [T, out].
+ */
+export function linearForward(x: Float32Array, T: number, w: Tensor<"f32">): Float32Array {
+  const out = w.shape[0]!, inp = w.shape[1]!;
+  if (x.length !== T * inp) {
+    throw new RangeError(`linear: input has ${x.length} values, expected ${T}×${inp}`);
+  }
+  const W = w.data;
+  const y = new Float32Array(T * out);
+  let t = 0;
+  for (; t + 4 <= T; t += 4) {
+    const a0 = t * inp, a1 = a0 + inp, a2 = a1 + inp, a3 = a2 + inp;
+    for (let o = 0; o < out; o++) {
+      const wo = o * inp;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < inp; i++) {
+        const wv = W[wo + i]!;
+        s0 += x[a0 + i]! * wv;
+        s1 += x[a1 + i]! * wv;
+        s2 += x[a2 + i]! * wv;
+        s3 += x[a3 + i]! * wv;
+      }
+      y[t * out + o] = s0;
+      y[(t + 1) * out + o] = s1;
+      y[(t + 2) * out + o] = s2;
+      y[(t + 3) * out + o] = s3;
+    }
+  }
+  for (; t < T; t++) {
+    const a = t * inp;
+    for (let o = 0; o < out; o++) {
+      const wo = o * inp;
+      let s = 0;
+      for (let i = 0; i < inp; i++) s += x[a + i]! * W[wo + i]!;
+      y[t * out + o] = s;
+    }
+  }
+  return y;
+}
+
+/**
+ * RMSNorm of each row: x / sqrt(mean(x²) + eps) · weight.
+ *
+ * @param x Rows [T, dim].
+ * @param T Number of rows.
+ * @param weight Scale [dim].
+ * @param eps Epsilon.
+ * @returns Normalized rows [T, dim].
+ */
+export function rmsNorm(
+  x: Float32Array,
+  T: number,
+  weight: Float32Array,
+  eps: number,
+): Float32Array {
+  const dim = weight.length;
+  const y = new Float32Array(T * dim);
+  for (let t = 0; t < T; t++) {
+    const o = t * dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[o + i]! * x[o + i]!;
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) y[o + i] = x[o + i]! * inv * weight[i]!;
+  }
+  return y;
+}
+
+const ropeCache = new Map<string, { cos: Float64Array; sin: Float64Array }>();
+
+function ropeTables(headDim: number, theta: number, T: number) {
+  const key = `${headDim}/${theta}`;
+  let c = ropeCache.get(key);
+  const half = headDim / 2;
+  if (!c || c.cos.length < T * half) {
+    const n = Math.max(T, 1024);
+    const cos = new Float64Array(n * half), sin = new Float64Array(n * half);
+    for (let i = 0; i < half; i++) {
+      // float32 frequencies, as the reference implementations compute them
+      const freq = Math.fround(1 / Math.pow(theta, (2 * i) / headDim));
+      for (let p = 0; p < n; p++) {
+        const ang = p * freq;
+        cos[p * half + i] = Math.cos(ang);
+        sin[p * half + i] = Math.sin(ang);
+      }
+    }
+    c = { cos, sin };
+    ropeCache.set(key, c);
+  }
+  return c;
+}
+
+function applyRope(
+  x: Float32Array,
+  T: number,
+  width: number,
+  headDim: number,
+  theta: number,
+  startPos: number,
+): void {
+  const { cos, sin } = ropeTables(headDim, theta, startPos + T);
+  const half = headDim / 2;
+  for (let t = 0; t < T; t++) {
+    const p = (startPos + t) * half;
+    for (let j = 0; j < width; j += 2) {
+      const i = (j % headDim) / 2;
+      const c = cos[p + i]!, s = sin[p + i]!;
+      const a = x[t * width + j]!, b = x[t * width + j + 1]!;
+      x[t * width + j] = a * c - b * s;
+      x[t * width + j + 1] = a * s + b * c;
+    }
+  }
+}
+
+/**
+ * Causal grouped-query attention over one sequence (queries and keys already rotated).
+ *
+ * @param q Queries [T, nHeads·headDim].
+ * @param k Keys [T, nKvHeads·headDim].
+ * @param v Values [T, nKvHeads·headDim].
+ * @param T Sequence length.
+ * @param config Head counts.
+ * @returns The attention output [T, dim] (heads concatenated).
+ */
+export function causalAttention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  T: number,
+  config: LlamaConfig,
+): Float32Array {
+  const { dim, nHeads, nKvHeads } = config;
+  const { headDim, kvDim } = llamaDims(config);
+  const group = nHeads / nKvHeads;
+  const out = new Float32Array(T * dim);
+  const scale = 1 / Math.sqrt(headDim);
+  const att = new Float64Array(T);
+  const acc = new Float64Array(headDim);
+  for (let h = 0; h < nHeads; h++) {
+    const qo = h * headDim, ko = Math.floor(h / group) * headDim;
+    for (let t = 0; t < T; t++) {
+      const qi = t * dim + qo;
+      let max = -Infinity;
+      for (let s = 0; s <= t; s++) {
+        const ki = s * kvDim + ko;
+        let d = 0;
+        for (let i = 0; i < headDim; i++) d += q[qi + i]! * k[ki + i]!;
+        d *= scale;
+        att[s] = d;
+        if (d > max) max = d;
+      }
+      let sum = 0;
+      for (let s = 0; s <= t; s++) {
+        const e = Math.exp(att[s]! - max);
+        att[s] = e;
+        sum += e;
+      }
+      acc.fill(0);
+      for (let s = 0; s <= t; s++) {
+        const a = att[s]! / sum, vi = s * kvDim + ko;
+        for (let i = 0; i < headDim; i++) acc[i] = acc[i]! + a * v[vi + i]!;
+      }
+      for (let i = 0; i < headDim; i++) out[qi + i] = acc[i]!;
+    }
+  }
+  return out;
+}
+
+/**
+ * One transformer block over one sequence: x + Attn(norm(x)), then + FFN(norm(·)).
+ *
+ * @param config The model configuration.
+ * @param layer The block's weights.
+ * @param x Residual stream [T, dim] (not modified).
+ * @param T Sequence length.
+ * @param onLinearInput Called with each linear's input, in forward order.
+ * @returns The block's output [T, dim].
+ */
+export function llamaBlockForward(
+  config: LlamaConfig,
+  layer: LlamaLayer,
+  x: Float32Array,
+  T: number,
+  onLinearInput?: LinearInputHook,
+): Float32Array {
+  const { dim, normEps, ropeTheta } = config;
+  const { headDim, kvDim } = llamaDims(config);
+  const h = rmsNorm(x, T, layer.attnNorm, normEps);
+  onLinearInput?.("wq", h, T);
+  const q = linearForward(h, T, layer.wq);
+  onLinearInput?.("wk", h, T);
+  const k = linearForward(h, T, layer.wk);
+  onLinearInput?.("wv", h, T);
+  const v = linearForward(h, T, layer.wv);
+  applyRope(q, T, dim, headDim, ropeTheta, 0);
+  applyRope(k, T, kvDim, headDim, ropeTheta, 0);
+  const a = causalAttention(q, k, v, T, config);
+  onLinearInput?.("wo", a, T);
+  const o = linearForward(a, T, layer.wo);
+  const y = new Float32Array(x.length);
+  for (let i = 0; i < y.length; i++) y[i] = x[i]! + o[i]!;
+  const g = rmsNorm(y, T, layer.ffnNorm, normEps);
+  onLinearInput?.("w1", g, T);
+  const u1 = linearForward(g, T, layer.w1);
+  onLinearInput?.("w3", g, T);
+  const u3 = linearForward(g, T, layer.w3);
+  for (let i = 0; i < u1.length; i++) {
+    const z = u1[i]!;
+    u1[i] = (z / (1 + Math.exp(-z))) * u3[i]!;
+  }
+  onLinearInput?.("w2", u1, T);
+  const d = linearForward(u1, T, layer.w2);
+  for (let i = 0; i < y.length; i++) y[i] = y[i]! + d[i]!;
+  return y;
+}
+
+/**
+ * Token embeddings of a sequence.
+ *
+ * @param model The model.
+ * @param tokens Token ids.
+ * @returns x [T, dim].
+ * @throws {RangeError} for an id outside the vocabulary.
+ */
+export function llamaEmbed(model: LlamaModel, tokens: ArrayLike<number>): Float32Array {
+  const { dim, vocabSize } = model.config;
+  const x = new Float32Array(tokens.length * dim);
+  for (let t = 0; t < tokens.length; t++) {
+    const id = tokens[t]!;
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) {
+      throw new RangeError(
+        `Token ${id} at position ${t} is outside the vocabulary of ${vocabSize}`,
+      );
+    }
+    x.set(model.tokenEmbedding.data.subarray(id * dim, (id + 1) * dim), t * dim);
+  }
+  return x;
+}
+
+/**
+ * Final norm and classifier.
+ *
+ * @param model The model.
+ * @param x Residual stream [T, dim].
+ * @param T Sequence length.
+ * @returns Logits [T, vocab].
+ */
+export function llamaHead(model: LlamaModel, x: Float32Array, T: number): Float32Array {
+  return linearForward(rmsNorm(x, T, model.finalNorm, model.config.normEps), T, model.classifier);
+}
+
+/**
+ * Logits of every position of a sequence (positions start at 0).
+ *
+ * @example
+ * ```ts ignore
+ * import { loadLlama2c } from "./llama2c.ts";
+ * import { llamaForward } from "./forward.ts";
+ * const model = await loadLlama2c("stories260K.bin");
+ * const logits = llamaForward(model, [1, 403, 407]); // [3, 512]
+ * ```
+ * @param model The model.
+ * @param tokens Token ids (at most `config.seqLen` is the trained range, not enforced).
+ * @returns Logits [T, vocab], row-major.
+ */
+export function llamaForward(model: LlamaModel, tokens: ArrayLike<number>): Float32Array {
+  const T = tokens.length;
+  let x = llamaEmbed(model, tokens);
+  for (const layer of model.layers) x = llamaBlockForward(model.config, layer, x, T);
+  return llamaHead(model, x, T);
+}

@@ -1,0 +1,248 @@
+/**
+ * The llama2.c tokenizer: pieces with merge scores, encoded by greedy BPE
+ * (repeatedly merge the adjacent pair whose concatenation is the
+ * highest-scoring piece), UTF-8 byte fallback to the `<0xXX>` tokens and a
+ * dummy-prefix space, as SentencePiece does.
+ *
+ * When no piece holds a space after its first character (true of tok512),
+ * merges never cross a word boundary, so the text is encoded word by word
+ * (each word with its one leading space) with a cache: the same ids as the
+ * whole-text merge, much faster. Other vocabularies use the whole-text merge.
+ *
+ * `parseTokenizer` is web-standard; `loadTokenizer` reads a file with `Deno`.
+ *
+ * @module
+ */
+
+/** Options of {@linkcode parseTokenizer}. */
+export interface TokenizerOptions {
+  /**
+   * The model's vocabulary size: the file must hold exactly this many pieces.
+   * When absent, every piece in the file is read.
+   */
+  vocabSize?: number;
+}
+
+/** Options of {@linkcode Tokenizer.encode}. */
+export interface EncodeOptions {
+  /** Prepend the beginning-of-sequence token. @default false */
+  bos?: boolean;
+  /** Append the end-of-sequence token. @default false */
+  eos?: boolean;
+}
+
+/** A loaded tokenizer. */
+export interface Tokenizer {
+  /** Number of pieces. */
+  readonly vocabSize: number;
+  /** Pieces as byte strings (one char per byte), by id. */
+  readonly pieces: readonly string[];
+  /** Merge score of each piece. */
+  readonly scores: Float32Array;
+  /** Beginning-of-sequence id. */
+  readonly bos: number;
+  /** End-of-sequence id. */
+  readonly eos: number;
+  /**
+   * Token ids of a text.
+   *
+   * @param text The text.
+   * @param options BOS/EOS.
+   * @returns The ids.
+   */
+  encode(text: string, options?: EncodeOptions): number[];
+  /**
+   * Text of token ids (byte tokens decoded, the space after BOS dropped).
+   *
+   * @param ids The ids.
+   * @returns The text.
+   */
+  decode(ids: readonly number[]): string;
+}
+
+const utf8 = new TextEncoder();
+
+function toByteString(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  }
+  return s;
+}
+
+/**
+ * A tokenizer from piece strings and scores (ids 0, 1, 2 = unk, BOS, EOS;
+ * byte fallback through pieces named `<0xXX>`).
+ *
+ * @param pieces Pieces as byte strings (one char per byte), by id.
+ * @param scores Merge score of each piece.
+ * @returns The tokenizer.
+ */
+export function makeTokenizer(pieces: readonly string[], scores: Float32Array): Tokenizer {
+  const ids = new Map<string, number>();
+  pieces.forEach((p, i) => {
+    if (!ids.has(p)) ids.set(p, i);
+  });
+  const byteIds = new Int32Array(256).fill(-1);
+  for (let b = 0; b < 256; b++) {
+    const id = ids.get(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+    if (id !== undefined) byteIds[b] = id;
+  }
+  const wordSafe = pieces.every((p) => p.indexOf(" ", 1) < 0);
+
+  const merge = (s: string): number[] => {
+    const out: number[] = [];
+    // Initial tokens: one per UTF-8 code point, else its bytes.
+    for (let i = 0; i < s.length;) {
+      const lead = s.charCodeAt(i);
+      let len = 1;
+      if (lead >= 0xc0) {
+        while (i + len < s.length && len < 4 && (s.charCodeAt(i + len) & 0xc0) === 0x80) len++;
+      }
+      const cp = s.slice(i, i + len);
+      const id = ids.get(cp);
+      if (id !== undefined) out.push(id);
+      else {
+        for (let k = 0; k < len; k++) {
+          const b = byteIds[s.charCodeAt(i + k)]!;
+          out.push(b >= 0 ? b : 0);
+        }
+      }
+      i += len;
+    }
+    for (;;) {
+      let best = -1e10, at = -1, bestId = -1;
+      for (let i = 0; i + 1 < out.length; i++) {
+        const id = ids.get(pieces[out[i]!]! + pieces[out[i + 1]!]!);
+        if (id !== undefined && scores[id]! > best) {
+          best = scores[id]!;
+          at = i;
+          bestId = id;
+        }
+      }
+      if (at < 0) return out;
+      out.splice(at, 2, bestId);
+    }
+  };
+
+  const cache = new Map<string, number[]>();
+  const encodeWords = (s: string): number[] => {
+    const out: number[] = [];
+    for (const m of s.matchAll(/ +(?= [^ ])| ?[^ ]+| +$/g)) {
+      const w = m[0];
+      let r = cache.get(w);
+      if (r === undefined) {
+        r = merge(w);
+        if (cache.size < 100_000) cache.set(w, r);
+      }
+      for (const id of r) out.push(id);
+    }
+    return out;
+  };
+
+  return {
+    vocabSize: pieces.length,
+    pieces,
+    scores,
+    bos: 1,
+    eos: 2,
+    encode(text: string, options: EncodeOptions = {}): number[] {
+      const { bos = false, eos = false } = options;
+      const body = text.length === 0 ? [] : (() => {
+        const s = " " + toByteString(utf8.encode(text));
+        return wordSafe ? encodeWords(s) : merge(s);
+      })();
+      return [...(bos ? [1] : []), ...body, ...(eos ? [2] : [])];
+    },
+    decode(tokens: readonly number[]): string {
+      const bytes: number[] = [];
+      let prev = -1;
+      for (const id of tokens) {
+        let p = pieces[id];
+        if (p === undefined) {
+          throw new RangeError(`Cannot decode token ${id}: the vocabulary has ${pieces.length}`);
+        }
+        if (prev === 1 && p.startsWith(" ")) p = p.slice(1);
+        const m = /^<0x([0-9A-F]{2})>$/.exec(p);
+        if (m) bytes.push(parseInt(m[1]!, 16));
+        else for (let i = 0; i < p.length; i++) bytes.push(p.charCodeAt(i));
+        prev = id;
+      }
+      return new TextDecoder().decode(new Uint8Array(bytes));
+    },
+  };
+}
+
+/**
+ * Parses a llama2.c tokenizer file: int32 max_token_length, then per piece
+ * {float32 score, int32 length, bytes}.
+ *
+ * @param bytes The whole file.
+ * @param source The file name, for error messages.
+ * @param options The expected vocabulary size.
+ * @returns The tokenizer.
+ * @throws {RangeError} naming the file when it is malformed or does not match `vocabSize`.
+ */
+export function parseTokenizer(
+  bytes: Uint8Array,
+  source = "tokenizer",
+  options: TokenizerOptions = {},
+): Tokenizer {
+  const { vocabSize } = options;
+  if (vocabSize !== undefined && !(Number.isSafeInteger(vocabSize) && vocabSize > 0)) {
+    throw new RangeError(
+      `Cannot load a tokenizer as 'vocabSize' must be a positive integer: current value is ${vocabSize}`,
+    );
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 4) throw new RangeError(`${source}: too short for a llama2.c tokenizer`);
+  const maxLen = view.getInt32(0, true);
+  const pieces: string[] = [];
+  const scores: number[] = [];
+  let o = 4;
+  while (o < bytes.length && (vocabSize === undefined || pieces.length < vocabSize)) {
+    if (o + 8 > bytes.length) {
+      throw new RangeError(`${source}: truncated inside piece ${pieces.length} (at byte ${o})`);
+    }
+    const score = view.getFloat32(o, true);
+    const len = view.getInt32(o + 4, true);
+    o += 8;
+    if (len < 0 || len > maxLen || o + len > bytes.length) {
+      throw new RangeError(
+        `${source}: piece ${pieces.length} has length ${len} (max_token_length ${maxLen}, ` +
+          `${bytes.length - o} bytes left): not a llama2.c tokenizer or truncated`,
+      );
+    }
+    pieces.push(toByteString(bytes.subarray(o, o + len)));
+    scores.push(score);
+    o += len;
+  }
+  if (vocabSize !== undefined && pieces.length < vocabSize) {
+    throw new RangeError(
+      `${source}: holds ${pieces.length} pieces, but the model's vocabulary has ${vocabSize}: ` +
+        `the tokenizer does not match the model`,
+    );
+  }
+  if (o !== bytes.length) {
+    throw new RangeError(
+      `${source}: ${bytes.length - o} bytes left after ${pieces.length} pieces: the tokenizer ` +
+        `does not match the model's vocabulary of ${vocabSize}`,
+    );
+  }
+  if (pieces.length < 3) throw new RangeError(`${source}: fewer than 3 pieces`);
+  return makeTokenizer(pieces, Float32Array.from(scores));
+}
+
+/**
+ * Reads a llama2.c tokenizer file. Uses the `Deno` namespace.
+ *
+ * @param path The `.bin` file (e.g. tok512.bin).
+ * @param options The expected vocabulary size.
+ * @returns The tokenizer.
+ */
+export async function loadTokenizer(
+  path: string,
+  options: TokenizerOptions = {},
+): Promise<Tokenizer> {
+  return parseTokenizer(await Deno.readFile(path), path, options);
+}
