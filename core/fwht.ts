@@ -1,0 +1,276 @@
+/**
+ * Fast Walsh–Hadamard transform on the last axis, for every constructible
+ * Hadamard order (see `hadamard.ts`), with the CPU code doubling as the
+ * executable specification of the GPU kernel. Web-standard only.
+ *
+ * For `H_n = H_{2^K} ⊗ P_1 ⊗ … ⊗ P_r` each row x (length n) is seen as a tensor
+ * of shape [2^K, m_1, …, m_r]; every dense block P_i (order m_i) is applied
+ * along its axis (m_i multiply-adds per element) and the Sylvester part by the
+ * radix-2 butterfly over the first axis (K add/subtract passes). The result is
+ * `y = H·x` (or `Hᵀ·x`), i.e. `Y = X·Hᵀ` for a matrix X of rows. Work is done in
+ * float64 per row; f32 results are rounded once at the end.
+ *
+ * @module
+ */
+
+import { requireHadamardConstruction } from "./hadamard.ts";
+import { hadamardFactorMatrix } from "./hadamard.ts";
+import { type Tensor, tensor } from "./tensor.ts";
+
+/** A dense orthogonal (or any) m×m block to use in place of the Paley blocks. */
+export interface FwhtBlock {
+  /** Order of the block. */
+  readonly m: number;
+  /** Row-major [m, m] entries. */
+  readonly data: Float64Array;
+}
+
+/** Options of {@linkcode fwht}. */
+export interface FwhtOptions {
+  /**
+   * Scale by 1/√n so that the transform is orthonormal (with `block`, by
+   * 1/√(n/m): the block is used as given).
+   * @default false
+   */
+  normalize?: boolean;
+  /** Apply Hᵀ instead of H (they differ for Paley I blocks). @default false */
+  transpose?: boolean;
+  /**
+   * Transform with `H_{n/m} ⊗ block` instead of the Hadamard matrix of order n;
+   * n/m must be a constructible Hadamard order. Used by the structured fallback
+   * of `randomHadamard` for orders with no Hadamard construction.
+   */
+  block?: FwhtBlock;
+}
+
+/** One dense factor of a plan, with its transpose. */
+export interface FwhtDense {
+  /** Order. */
+  readonly m: number;
+  /** Row-major [m, m]. */
+  readonly h: Float64Array;
+  /** Its transpose, row-major [m, m]. */
+  readonly ht: Float64Array;
+}
+
+/** How {@linkcode fwht} transforms rows of length n: `H_pow2 ⊗ dense[0] ⊗ … ⊗ dense[r−1]`. */
+export interface FwhtPlan {
+  /** Row length. */
+  readonly n: number;
+  /** Order of the Sylvester (butterfly) part, a power of two (1 when absent). */
+  readonly pow2: number;
+  /** Dense blocks after the Sylvester part, in Kronecker order. */
+  readonly dense: readonly FwhtDense[];
+  /** Factor applied when normalizing (1/√n, or 1/√(n/m) with a custom block). */
+  readonly normScale: number;
+  /** Human-readable recipe. */
+  readonly description: string;
+}
+
+const denseCache = new Map<string, FwhtDense>();
+
+function transposed(h: Float64Array, m: number): Float64Array {
+  const t = new Float64Array(m * m);
+  for (let i = 0; i < m; i++) for (let j = 0; j < m; j++) t[j * m + i] = h[i * m + j]!;
+  return t;
+}
+
+/**
+ * The plan for rows of length n: which butterfly and dense blocks `fwht` runs.
+ *
+ * @param n Row length.
+ * @param block Optional custom dense block (see {@linkcode FwhtOptions.block}).
+ * @returns The plan.
+ * @throws {RangeError} when n (or n/m with a block) is not a constructible order.
+ */
+export function fwhtPlan(n: number, block?: FwhtBlock): FwhtPlan {
+  let outer = n;
+  let custom: FwhtDense | null = null;
+  if (block !== undefined) {
+    const { m, data } = block;
+    if (!Number.isSafeInteger(m) || m < 1 || n % m !== 0 || data.length !== m * m) {
+      throw new RangeError(
+        `Cannot plan a transform of length ${n} as 'block' must be m×m with m dividing n: current m is ${m} with ${data.length} entries`,
+      );
+    }
+    outer = n / m;
+    custom = { m, h: data, ht: transposed(data, m) };
+  }
+  const c = requireHadamardConstruction(outer);
+  let pow2 = 1;
+  const dense: FwhtDense[] = [];
+  for (const f of c.factors) {
+    if (f.kind === "sylvester") {
+      pow2 = f.n;
+      continue;
+    }
+    const key = `${f.kind}:${f.q}`;
+    let d = denseCache.get(key);
+    if (d === undefined) {
+      const h = Float64Array.from(hadamardFactorMatrix(f));
+      d = { m: f.n, h, ht: transposed(h, f.n) };
+      denseCache.set(key, d);
+    }
+    dense.push(d);
+  }
+  if (custom !== null) dense.push(custom);
+  const description = custom === null
+    ? c.description
+    : `${outer === 1 ? "" : `${c.description} ⊗ `}custom block(${custom.m})`;
+  return { n, pow2, dense, normScale: 1 / Math.sqrt(outer), description };
+}
+
+/**
+ * Transforms every row of `data` (rows of length `plan.n`) in place.
+ *
+ * @param data Row-major values; overwritten with `H·row` (or `Hᵀ·row`) per row.
+ * @param plan From {@linkcode fwhtPlan}.
+ * @param options `normalize` and `transpose` as in {@linkcode FwhtOptions}.
+ */
+export function fwhtInPlace(
+  data: Float32Array | Float64Array,
+  plan: FwhtPlan,
+  options: { normalize?: boolean; transpose?: boolean } = {},
+): void {
+  const { normalize = false, transpose = false } = options;
+  const n = plan.n;
+  if (n === 0 || data.length % n !== 0) {
+    throw new RangeError(
+      `Cannot transform rows of length ${n}: the data holds ${data.length} elements`,
+    );
+  }
+  const rows = data.length / n;
+  const scale = normalize ? plan.normScale : 1;
+  let maxScratch = 0;
+  for (const d of plan.dense) maxScratch = Math.max(maxScratch, d.m);
+  const row = data instanceof Float64Array ? null : new Float64Array(n);
+  let inner = 1;
+  for (const d of plan.dense) inner *= d.m;
+  // Scratch big enough for a slab of any dense axis: m_i · stride_i ≤ inner.
+  const slab = new Float64Array(Math.max(inner, maxScratch));
+  const acc = new Float64Array(inner);
+  for (let r = 0; r < rows; r++) {
+    let x: Float64Array;
+    if (row === null) {
+      x = (data as Float64Array).subarray(r * n, (r + 1) * n);
+    } else {
+      x = row;
+      for (let i = 0; i < n; i++) x[i] = data[r * n + i]!;
+    }
+    let stride = inner;
+    for (const d of plan.dense) {
+      stride /= d.m;
+      applyDense(x, n, d.m, stride, transpose ? d.ht : d.h, slab, acc);
+    }
+    butterfly(x, n, inner);
+    if (scale !== 1) { for (let i = 0; i < n; i++) x[i] = x[i]! * scale; }
+    if (row !== null) data.set(x, r * n);
+  }
+}
+
+/**
+ * y[o, :, t] = B · x[o, :, t] for x seen as [n / (m·s), m, s].
+ */
+function applyDense(
+  x: Float64Array,
+  n: number,
+  m: number,
+  s: number,
+  b: Float64Array,
+  slab: Float64Array,
+  acc: Float64Array,
+): void {
+  const span = m * s;
+  if (s === 1) {
+    for (let base = 0; base < n; base += m) {
+      for (let j = 0; j < m; j++) slab[j] = x[base + j]!;
+      let i = 0;
+      for (; i + 4 <= m; i += 4) {
+        const r0 = i * m, r1 = r0 + m, r2 = r1 + m, r3 = r2 + m;
+        let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (let j = 0; j < m; j++) {
+          const v = slab[j]!;
+          a0 += b[r0 + j]! * v;
+          a1 += b[r1 + j]! * v;
+          a2 += b[r2 + j]! * v;
+          a3 += b[r3 + j]! * v;
+        }
+        x[base + i] = a0;
+        x[base + i + 1] = a1;
+        x[base + i + 2] = a2;
+        x[base + i + 3] = a3;
+      }
+      for (; i < m; i++) {
+        let a = 0;
+        for (let j = 0; j < m; j++) a += b[i * m + j]! * slab[j]!;
+        x[base + i] = a;
+      }
+    }
+    return;
+  }
+  for (let base = 0; base < n; base += span) {
+    for (let t = 0; t < span; t++) slab[t] = x[base + t]!;
+    for (let i = 0; i < m; i++) {
+      acc.fill(0, 0, s);
+      for (let j = 0; j < m; j++) {
+        const w = b[i * m + j]!;
+        if (w === 0) continue;
+        const off = j * s;
+        for (let t = 0; t < s; t++) acc[t] = acc[t]! + w * slab[off + t]!;
+      }
+      const out = base + i * s;
+      for (let t = 0; t < s; t++) x[out + t] = acc[t]!;
+    }
+  }
+}
+
+/** Sylvester butterfly over the outer axis: (H_{n/s} ⊗ I_s)·x. */
+function butterfly(x: Float64Array, n: number, s: number): void {
+  for (let h = s; h < n; h *= 2) {
+    for (let base = 0; base < n; base += 2 * h) {
+      const end = base + h;
+      for (let t = base; t < end; t++) {
+        const u = x[t]!, v = x[t + h]!;
+        x[t] = u + v;
+        x[t + h] = u - v;
+      }
+    }
+  }
+}
+
+/**
+ * Fast Walsh–Hadamard transform of every row (last axis) of a float tensor:
+ * `y = H_n·x`, O(n log n) for powers of two and O(n·(K + Σ m_i)) otherwise.
+ *
+ * @example
+ * ```ts
+ * import { fwht } from "./fwht.ts";
+ * import { tensor } from "./tensor.ts";
+ * const x = tensor("f64", [1, 4], new Float64Array([1, 0, 0, 0]));
+ * console.assert(fwht(x).data.every((v) => v === 1));
+ * const y = fwht(fwht(x, { normalize: true }), { normalize: true });
+ * console.assert(Math.abs(y.data[0]! - 1) < 1e-12);
+ * ```
+ * @param x Tensor of f32 or f64 with last axis n (a constructible Hadamard order).
+ * @param options See {@linkcode FwhtOptions}.
+ * @returns A fresh tensor of the same dtype and shape.
+ */
+export function fwht<D extends "f32" | "f64">(x: Tensor<D>, options: FwhtOptions = {}): Tensor<D> {
+  const { normalize = false, transpose = false, block } = options;
+  if (x.dtype !== "f32" && x.dtype !== "f64") {
+    throw new TypeError(`Cannot transform as 'x' must be f32 or f64: current dtype is ${x.dtype}`);
+  }
+  if (x.shape.length === 0) {
+    throw new RangeError("Cannot transform a scalar: 'x' needs at least one axis");
+  }
+  if (typeof normalize !== "boolean" || typeof transpose !== "boolean") {
+    throw new TypeError(
+      `Cannot transform as 'normalize' and 'transpose' must be booleans: current values are ${normalize}, ${transpose}`,
+    );
+  }
+  const n = x.shape[x.shape.length - 1]!;
+  const plan = fwhtPlan(n, block);
+  const out = tensor(x.dtype, x.shape, x.data.slice() as Tensor<D>["data"]);
+  if (n > 0) fwhtInPlace(out.data as Float32Array | Float64Array, plan, { normalize, transpose });
+  return out;
+}
