@@ -8,3 +8,6 @@ export * from "./tensor.ts";
 export * from "./convert.ts";
 export * from "./prng.ts";
 export { CholeskyError } from "./_dense.ts";
+export * from "./fp8.ts";
+export * from "./safetensors.ts";
+export * from "./safetensors_file.ts";

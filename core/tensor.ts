@@ -210,17 +210,41 @@ export function fromArray(
   options: { dtype?: "f32" | "f64"; shape?: readonly number[] } = {},
 ): Tensor<"f32" | "f64"> {
   const { dtype = "f32" } = options;
+  if (dtype !== "f32" && dtype !== "f64") {
+    throw new TypeError(
+      `Cannot make a tensor as 'dtype' must be "f32" or "f64": current value is ${String(dtype)}`,
+    );
+  }
   const shape: number[] = [];
   let level: unknown = values;
   while (Array.isArray(level)) {
     shape.push(level.length);
     level = level[0];
   }
-  const flat = (values as unknown[]).flat(Infinity) as number[];
+  const flat: number[] = [];
+  const walk = (v: unknown, depth: number): void => {
+    if (depth === shape.length) {
+      if (typeof v !== "number") {
+        throw new TypeError(`Cannot make a tensor from a non-number value: ${String(v)}`);
+      }
+      flat.push(v);
+      return;
+    }
+    if (!Array.isArray(v) || v.length !== shape[depth]) {
+      throw new RangeError(
+        `Cannot make a tensor from a ragged array: expected ${
+          shape[depth]
+        } entries at depth ${depth}`,
+      );
+    }
+    for (const x of v) walk(x, depth + 1);
+  };
+  walk(values, 0);
   const finalShape = options.shape ?? shape;
+  checkShape(finalShape);
   if (numel(finalShape) !== flat.length) {
     throw new RangeError(
-      `Cannot make a tensor of shape [${finalShape}] from ${flat.length} values (ragged array?)`,
+      `Cannot make a tensor of shape [${finalShape}] from ${flat.length} values`,
     );
   }
   const data = dtype === "f64" ? Float64Array.from(flat) : Float32Array.from(flat);
@@ -237,11 +261,18 @@ export function fromArray(
 export function reshape<D extends DType>(t: Tensor<D>, shape: readonly number[]): Tensor<D> {
   const n = t.data.length;
   const free = shape.indexOf(-1);
+  for (const [i, d] of shape.entries()) {
+    if (!(Number.isSafeInteger(d) && (d >= 0 || (d === -1 && i === free)))) {
+      throw new RangeError(
+        `Cannot reshape [${t.shape}] to [${shape}]: axes must be non-negative integers, with at most one -1`,
+      );
+    }
+  }
   let resolved = [...shape];
   if (free >= 0) {
     const rest = numel(shape.filter((_, i) => i !== free));
     if (rest === 0 || n % rest !== 0) {
-      throw new RangeError(`Cannot reshape [${t.shape}] to [${shape}]`);
+      throw new RangeError(`Cannot reshape [${t.shape}] (${n} elements) to [${shape}]`);
     }
     resolved = shape.map((d, i) => (i === free ? n / rest : d));
   }
@@ -274,8 +305,13 @@ export function dims2(t: Tensor, name = "tensor"): [number, number] {
  * @returns A fresh tensor.
  */
 export function sliceRows<D extends DType>(t: Tensor<D>, start: number, end: number): Tensor<D> {
-  const rows = t.shape[0] ?? 0;
-  if (!(0 <= start && start <= end && end <= rows)) {
+  if (t.shape.length === 0) {
+    throw new RangeError(`Cannot slice rows of a scalar tensor (shape [])`);
+  }
+  const rows = t.shape[0]!;
+  if (
+    !(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= rows)
+  ) {
     throw new RangeError(`Cannot slice rows [${start}, ${end}) of a tensor with ${rows} rows`);
   }
   const inner = rows === 0 ? 0 : t.data.length / rows;
@@ -293,7 +329,9 @@ export function sliceRows<D extends DType>(t: Tensor<D>, start: number, end: num
  */
 export function sliceCols<D extends DType>(t: Tensor<D>, start: number, end: number): Tensor<D> {
   const [rows, cols] = dims2(t);
-  if (!(0 <= start && start <= end && end <= cols)) {
+  if (
+    !(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= cols)
+  ) {
     throw new RangeError(
       `Cannot slice columns [${start}, ${end}) of a tensor with ${cols} columns`,
     );
