@@ -1,0 +1,427 @@
+/**
+ * AQLM internals: residual k-means, the output-space beam search and the
+ * least-squares codebook and scale updates. Library-internal (tested
+ * directly); the public entry point is `aqlm.ts`. Web-standard only.
+ *
+ * @module
+ */
+
+import type { Prng } from "../core/prng.ts";
+import { matmulRaw } from "../core/_dense.ts";
+
+/** Problem data shared by the phases. */
+export interface Problem {
+  rows: number;
+  cols: number;
+  g: number; // group size
+  G: number; // groups per row
+  M: number;
+  K: number; // 2^B
+  W: Float64Array; // [rows, cols]
+  H: Float64Array; // [cols, cols]
+}
+
+/** Σ_r w_rᵀ H w_r: the output energy ‖WX‖² (per token). */
+export function outputEnergy(p: Problem): number {
+  const WH = matmulRaw(p.W, p.H, p.rows, p.cols, p.cols);
+  let s = 0;
+  for (let i = 0; i < WH.length; i++) s += WH[i]! * p.W[i]!;
+  return s || 1;
+}
+
+/** Unscaled reconstruction U [rows, cols]: U[r, group j] = Σ_m C_m[code]. */
+export function reconstructUnscaled(
+  p: Problem,
+  codebooks: Float64Array,
+  codes: Int32Array,
+): Float64Array {
+  const { rows, cols, g, G, M, K } = p;
+  const U = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < G; j++) {
+      const o = r * cols + j * g;
+      for (let m = 0; m < M; m++) {
+        const cb = (m * K + codes[(r * G + j) * M + m]!) * g;
+        for (let a = 0; a < g; a++) U[o + a] = U[o + a]! + codebooks[cb + a]!;
+      }
+    }
+  }
+  return U;
+}
+
+/** Σ_r (w_r − ŵ_r)ᵀ H (w_r − ŵ_r). */
+export function objectiveOf(
+  p: Problem,
+  codebooks: Float64Array,
+  codes: Int32Array,
+  scales: Float64Array,
+): number {
+  const { rows, cols } = p;
+  const R = reconstructUnscaled(p, codebooks, codes);
+  for (let r = 0; r < rows; r++) {
+    const s = scales[r]!;
+    for (let c = 0; c < cols; c++) R[r * cols + c] = p.W[r * cols + c]! - s * R[r * cols + c]!;
+  }
+  const RH = matmulRaw(R, p.H, rows, cols, cols);
+  let f = 0;
+  for (let i = 0; i < RH.length; i++) f += RH[i]! * R[i]!;
+  return f;
+}
+
+/** Residual k-means: codebook m fitted on what codebooks 0..m−1 left of the normalized groups. */
+export function residualKmeans(
+  p: Problem,
+  scales: Float64Array,
+  iterations: number,
+  rng: Prng,
+): { codebooks: Float64Array; codes: Int32Array } {
+  const { rows, cols, g, G, M, K } = p;
+  const n = rows * G;
+  const points = new Float64Array(n * g); // normalized groups, then residuals
+  for (let r = 0; r < rows; r++) {
+    const inv = 1 / scales[r]!;
+    for (let c = 0; c < cols; c++) points[r * cols + c] = p.W[r * cols + c]! * inv;
+  }
+  const codebooks = new Float64Array(M * K * g);
+  const codes = new Int32Array(n * M);
+  const assign = new Int32Array(n);
+  for (let m = 0; m < M; m++) {
+    const centers = codebooks.subarray(m * K * g, (m + 1) * K * g);
+    // Seeded initialization: K distinct data points (all of them, plus small
+    // Gaussian vectors, when there are fewer points than codes).
+    const order = new Int32Array(n);
+    for (let i = 0; i < n; i++) order[i] = i;
+    for (let k = 0; k < K; k++) {
+      if (k < n) {
+        const j = k + rng.int(n - k);
+        const t = order[k]!;
+        order[k] = order[j]!;
+        order[j] = t;
+        centers.set(points.subarray(order[k]! * g, order[k]! * g + g), k * g);
+      } else {
+        for (let a = 0; a < g; a++) centers[k * g + a] = 0.1 * rng.normal();
+      }
+    }
+    const sums = new Float64Array(K * g);
+    const counts = new Int32Array(K);
+    for (let it = 0; it <= iterations; it++) {
+      nearestCenters(points, n, centers, K, g, assign);
+      if (it === iterations) break;
+      sums.fill(0);
+      counts.fill(0);
+      for (let i = 0; i < n; i++) {
+        const k = assign[i]!;
+        counts[k] = counts[k]! + 1;
+        for (let a = 0; a < g; a++) sums[k * g + a] = sums[k * g + a]! + points[i * g + a]!;
+      }
+      for (let k = 0; k < K; k++) {
+        const cnt = counts[k]!;
+        if (cnt === 0) continue; // an empty cluster keeps its center
+        for (let a = 0; a < g; a++) centers[k * g + a] = sums[k * g + a]! / cnt;
+      }
+    }
+    for (let i = 0; i < n; i++) {
+      const k = assign[i]!;
+      codes[i * M + m] = k;
+      for (let a = 0; a < g; a++) points[i * g + a] = points[i * g + a]! - centers[k * g + a]!;
+    }
+  }
+  return { codebooks, codes };
+}
+
+function nearestCenters(
+  points: Float64Array,
+  n: number,
+  centers: Float64Array,
+  K: number,
+  g: number,
+  out: Int32Array,
+): void {
+  const norms = new Float64Array(K);
+  for (let k = 0; k < K; k++) {
+    let s = 0;
+    for (let a = 0; a < g; a++) s += centers[k * g + a]! ** 2;
+    norms[k] = s;
+  }
+  for (let i = 0; i < n; i++) {
+    let best = 0, bestD = Infinity;
+    const o = i * g;
+    for (let k = 0; k < K; k++) {
+      let dot = 0;
+      const c = k * g;
+      for (let a = 0; a < g; a++) dot += points[o + a]! * centers[c + a]!;
+      const d = norms[k]! - 2 * dot;
+      if (d < bestD) {
+        bestD = d;
+        best = k;
+      }
+    }
+    out[i] = best;
+  }
+}
+
+/**
+ * Beam search over each row's codes in output space. For a change of one code
+ * of group j from b to a (Δ = s·(a − b) on the group's columns), the objective
+ * f(r) = rᵀHr of the residual r = w − ŵ becomes
+ * f − 2Δᵀ(Hr)_j + ΔᵀH_jjΔ, so with v = s·H_jj·b + (Hr)_j every candidate code
+ * costs one dot product: s²·aᵀH_jj a − 2s·a·v (+ a constant).
+ * Overwrites `codes` with the best configuration found per row (never worse
+ * than the one given, which is always in the beam).
+ */
+export function beamSearch(
+  p: Problem,
+  codebooks: Float64Array,
+  codes: Int32Array,
+  scales: Float64Array,
+  beamSize: number,
+  onRow: (done: number) => void,
+): void {
+  const { rows, cols, g, G, M, K, H } = p;
+  // aᵀ H_jj a for every group j, codebook m and code k: [G, M, K].
+  const norms = new Float64Array(G * M * K);
+  const Ha = new Float64Array(g);
+  for (let j = 0; j < G; j++) {
+    for (let m = 0; m < M; m++) {
+      for (let k = 0; k < K; k++) {
+        const c = (m * K + k) * g;
+        let s = 0;
+        for (let a = 0; a < g; a++) {
+          let t = 0;
+          const hr = (j * g + a) * cols + j * g;
+          for (let b = 0; b < g; b++) t += H[hr + b]! * codebooks[c + b]!;
+          Ha[a] = t;
+          s += t * codebooks[c + a]!;
+        }
+        norms[(j * M + m) * K + k] = s;
+      }
+    }
+  }
+  const GM = G * M;
+  type Candidate = { codes: Int32Array; r: Float64Array; hr: Float64Array; f: number };
+  const v = new Float64Array(g);
+  const delta = new Float64Array(g);
+  for (let row = 0; row < rows; row++) {
+    const s = scales[row]!;
+    const rowCodes = codes.slice(row * GM, (row + 1) * GM);
+    const r = new Float64Array(cols);
+    const U = reconstructRow(p, codebooks, rowCodes);
+    for (let c = 0; c < cols; c++) r[c] = p.W[row * cols + c]! - s * U[c]!;
+    const hr = matVec(H, r, cols);
+    let f = 0;
+    for (let c = 0; c < cols; c++) f += r[c]! * hr[c]!;
+    let beam: Candidate[] = [{ codes: rowCodes, r, hr, f }];
+    for (let j = 0; j < G; j++) {
+      for (let m = 0; m < M; m++) {
+        const nb = (j * M + m) * K;
+        // Best (candidate, code) pairs by new objective, kept sorted ascending.
+        const picks: { cand: number; code: number; f: number }[] = [];
+        for (let ci = 0; ci < beam.length; ci++) {
+          const cand = beam[ci]!;
+          const old = cand.codes[j * M + m]!;
+          const bo = (m * K + old) * g;
+          for (let a = 0; a < g; a++) {
+            let t = 0;
+            const hrow = (j * g + a) * cols + j * g;
+            for (let b = 0; b < g; b++) t += H[hrow + b]! * codebooks[bo + b]!;
+            v[a] = s * t + cand.hr[j * g + a]!;
+          }
+          let vb = 0;
+          for (let a = 0; a < g; a++) vb += codebooks[bo + a]! * v[a]!;
+          const base = cand.f - (s * s * norms[nb + old]! - 2 * s * vb);
+          for (let k = 0; k < K; k++) {
+            const co = (m * K + k) * g;
+            let dot = 0;
+            for (let a = 0; a < g; a++) dot += codebooks[co + a]! * v[a]!;
+            const fk = base + s * s * norms[nb + k]! - 2 * s * dot;
+            if (picks.length < beamSize || fk < picks[picks.length - 1]!.f) {
+              if (isDuplicate(beam, picks, ci, k, j * M + m)) continue;
+              let at = picks.length;
+              while (at > 0 && picks[at - 1]!.f > fk) at--;
+              picks.splice(at, 0, { cand: ci, code: k, f: fk });
+              if (picks.length > beamSize) picks.pop();
+            }
+          }
+        }
+        const next: Candidate[] = [];
+        for (const pick of picks) {
+          const parent = beam[pick.cand]!;
+          const old = parent.codes[j * M + m]!;
+          const child: Candidate = {
+            codes: parent.codes.slice(),
+            r: parent.r.slice(),
+            hr: parent.hr.slice(),
+            f: pick.f,
+          };
+          child.codes[j * M + m] = pick.code;
+          if (pick.code !== old) {
+            const ao = (m * K + pick.code) * g, bo = (m * K + old) * g;
+            for (let a = 0; a < g; a++) {
+              delta[a] = s * (codebooks[ao + a]! - codebooks[bo + a]!);
+              child.r[j * g + a] = child.r[j * g + a]! - delta[a]!;
+            }
+            // hr −= H[:, group j]·Δ (H symmetric: use rows of the group).
+            for (let a = 0; a < g; a++) {
+              const d = delta[a]!;
+              if (d === 0) continue;
+              const hrow = (j * g + a) * cols;
+              for (let c = 0; c < cols; c++) child.hr[c] = child.hr[c]! - d * H[hrow + c]!;
+            }
+          }
+          next.push(child);
+        }
+        beam = next;
+      }
+    }
+    codes.set(beam[0]!.codes, row * GM);
+    onRow(row + 1);
+  }
+}
+
+/** Whether choosing `code` at position `pos` of candidate `ci` repeats a configuration already picked. */
+function isDuplicate(
+  beam: { codes: Int32Array }[],
+  picks: { cand: number; code: number }[],
+  ci: number,
+  code: number,
+  pos: number,
+): boolean {
+  for (const pick of picks) {
+    if (pick.code !== code) continue;
+    if (pick.cand === ci) return true;
+    const x = beam[pick.cand]!.codes, y = beam[ci]!.codes;
+    let same = true;
+    for (let i = 0; i < x.length && same; i++) if (i !== pos && x[i] !== y[i]) same = false;
+    if (same) return true;
+  }
+  return false;
+}
+
+function reconstructRow(p: Problem, codebooks: Float64Array, rowCodes: Int32Array): Float64Array {
+  const { cols, g, G, M, K } = p;
+  const u = new Float64Array(cols);
+  for (let j = 0; j < G; j++) {
+    for (let m = 0; m < M; m++) {
+      const cb = (m * K + rowCodes[j * M + m]!) * g;
+      for (let a = 0; a < g; a++) u[j * g + a] = u[j * g + a]! + codebooks[cb + a]!;
+    }
+  }
+  return u;
+}
+
+function matVec(H: Float64Array, x: Float64Array, n: number): Float64Array {
+  const y = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let t = 0;
+    const o = i * n;
+    for (let c = 0; c < n; c++) t += H[o + c]! * x[c]!;
+    y[i] = t;
+  }
+  return y;
+}
+
+/**
+ * The linear map θ ↦ Ŵ(θ) from all codebooks to the scaled reconstruction,
+ * and its adjoint. The objective is ‖(W − Ŵ(θ))‖²_H, so the least-squares
+ * codebooks solve Aᵀ(A(θ)·H) = Aᵀ(W·H).
+ */
+function applyA(
+  p: Problem,
+  theta: Float64Array,
+  codes: Int32Array,
+  scales: Float64Array,
+): Float64Array {
+  const U = reconstructUnscaled(p, theta, codes);
+  for (let r = 0; r < p.rows; r++) {
+    const s = scales[r]!;
+    for (let c = 0; c < p.cols; c++) U[r * p.cols + c] = s * U[r * p.cols + c]!;
+  }
+  return U;
+}
+
+function applyAt(
+  p: Problem,
+  Y: Float64Array,
+  codes: Int32Array,
+  scales: Float64Array,
+): Float64Array {
+  const { rows, cols, g, G, M, K } = p;
+  const out = new Float64Array(M * K * g);
+  for (let r = 0; r < rows; r++) {
+    const s = scales[r]!;
+    for (let j = 0; j < G; j++) {
+      const o = r * cols + j * g;
+      for (let m = 0; m < M; m++) {
+        const cb = (m * K + codes[(r * G + j) * M + m]!) * g;
+        for (let a = 0; a < g; a++) out[cb + a] = out[cb + a]! + s * Y[o + a]!;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Least-squares codebooks given the codes: conjugate gradients on the normal
+ * equations started from the current codebooks (each step lowers the
+ * quadratic objective; at convergence it is the closed-form optimum).
+ */
+export function updateCodebooks(
+  p: Problem,
+  codebooks: Float64Array,
+  codes: Int32Array,
+  scales: Float64Array,
+  steps: number,
+): Float64Array {
+  const { rows, cols } = p;
+  const normal = (theta: Float64Array): Float64Array =>
+    applyAt(p, matmulRaw(applyA(p, theta, codes, scales), p.H, rows, cols, cols), codes, scales);
+  const rhs = applyAt(p, matmulRaw(p.W, p.H, rows, cols, cols), codes, scales);
+  const x = Float64Array.from(codebooks);
+  const Ax = normal(x);
+  const res = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) res[i] = rhs[i]! - Ax[i]!;
+  const dir = Float64Array.from(res);
+  let rr = dot(res, res);
+  const stop = 1e-20 * Math.max(dot(rhs, rhs), 1e-300);
+  for (let it = 0; it < steps && rr > stop; it++) {
+    const Ad = normal(dir);
+    const dAd = dot(dir, Ad);
+    if (!(dAd > 0)) break;
+    const alpha = rr / dAd;
+    for (let i = 0; i < x.length; i++) {
+      x[i] = x[i]! + alpha * dir[i]!;
+      res[i] = res[i]! - alpha * Ad[i]!;
+    }
+    const rrNew = dot(res, res);
+    const beta = rrNew / rr;
+    rr = rrNew;
+    for (let i = 0; i < x.length; i++) dir[i] = res[i]! + beta * dir[i]!;
+  }
+  return x;
+}
+
+/** Per-row least-squares scale: s = (wᵀHu)/(uᵀHu) for the unscaled reconstruction u. */
+export function updateScales(
+  p: Problem,
+  codebooks: Float64Array,
+  codes: Int32Array,
+  scales: Float64Array,
+): void {
+  const { rows, cols } = p;
+  const U = reconstructUnscaled(p, codebooks, codes);
+  const UH = matmulRaw(U, p.H, rows, cols, cols);
+  for (let r = 0; r < rows; r++) {
+    let num = 0, den = 0;
+    for (let c = 0; c < cols; c++) {
+      num += UH[r * cols + c]! * p.W[r * cols + c]!;
+      den += UH[r * cols + c]! * U[r * cols + c]!;
+    }
+    if (den > 0 && Number.isFinite(num / den)) scales[r] = num / den;
+  }
+}
+
+function dot(a: Float64Array, b: Float64Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
+  return s;
+}

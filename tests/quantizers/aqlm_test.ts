@@ -1,0 +1,207 @@
+import assert from "node:assert/strict";
+import { lusolve, matrix } from "mathjs";
+import { aqlm, dequantizeAqlm } from "../../quantizers/aqlm.ts";
+import {
+  beamSearch,
+  objectiveOf,
+  type Problem,
+  updateCodebooks,
+} from "../../quantizers/_aqlm_search.ts";
+import { hessian } from "../../hessian/hessian.ts";
+import { prng, randn } from "../../core/prng.ts";
+import { tensor } from "../../core/tensor.ts";
+import { assertClose } from "../_helpers.ts";
+
+/** Inputs with low-rank-plus-diagonal covariance and a few outlier channels. */
+function correlatedInputs(tokens: number, cols: number, seed: number): Float64Array {
+  const g = prng(seed);
+  const rank = 6;
+  const A = randn(rank * cols, g);
+  const X = new Float64Array(tokens * cols);
+  for (let t = 0; t < tokens; t++) {
+    const z = randn(rank, g);
+    for (let c = 0; c < cols; c++) {
+      let s = 0.3 * g.normal();
+      for (let k = 0; k < rank; k++) s += z[k]! * A[k * cols + c]!;
+      X[t * cols + c] = c % 13 === 0 ? 6 * s : s;
+    }
+  }
+  return X;
+}
+
+function smallLayer(rows: number, cols: number, seed: number) {
+  const g = prng(seed);
+  const w = tensor("f64", [rows, cols], randn(rows * cols, g));
+  const h = hessian(tensor("f64", [4 * cols, cols], correlatedInputs(4 * cols, cols, seed + 1)));
+  return { w, h };
+}
+
+Deno.test("aqlm() never increases the output error from one round to the next", async () => {
+  const { w, h } = smallLayer(32, 64, 1);
+  for (const [codebooks, codebookBits] of [[1, 6], [2, 4]] as const) {
+    const q = await aqlm(w, h, {
+      codebooks,
+      codebookBits,
+      groupSize: 8,
+      iterations: 4,
+      beamSize: 2,
+    });
+    assert.equal(q.objective.length, 5);
+    for (let i = 1; i < q.objective.length; i++) {
+      assert.ok(
+        q.objective[i]! <= q.objective[i - 1]! * (1 + 1e-12),
+        `round ${i}: ${q.objective[i]} > ${q.objective[i - 1]}`,
+      );
+    }
+    assert.ok(q.objective.at(-1)! < q.objective[0]!, "the rounds improve on the k-means start");
+  }
+});
+
+Deno.test("aqlm()'s beam search finds the brute-force optimum when the beam holds every configuration", () => {
+  const g = prng(3);
+  const rows = 2, cols = 4, gs = 2, K = 4, M = 1;
+  const W = randn(rows * cols, g);
+  const X = randn(16 * cols, g);
+  const H = hessian(tensor("f64", [16, cols], X)).xtx;
+  const p: Problem = { rows, cols, g: gs, G: cols / gs, M, K, W, H };
+  const codebooks = randn(M * K * gs, g);
+  const scales = Float64Array.from([0.7, 1.3]);
+  const codes = new Int32Array(rows * p.G * M); // all zero to start
+  beamSearch(p, codebooks, codes, scales, K * K, () => {});
+  // Brute force: rows are independent, so minimize each row over its K^G configurations.
+  const found = objectiveOf(p, codebooks, codes, scales);
+  let best = 0;
+  for (let r = 0; r < rows; r++) {
+    let rowBest = Infinity;
+    for (let a = 0; a < K; a++) {
+      for (let b = 0; b < K; b++) {
+        const trial = new Int32Array(codes.length);
+        trial[r * 2] = a;
+        trial[r * 2 + 1] = b;
+        rowBest = Math.min(rowBest, rowObjective(p, codebooks, trial, scales, r));
+      }
+    }
+    best += rowBest;
+  }
+  assertClose(found, best, { rtol: 1e-10, atol: 1e-12 });
+});
+
+/** Objective contribution of one row. */
+function rowObjective(
+  p: Problem,
+  codebooks: Float64Array,
+  codes: Int32Array,
+  scales: Float64Array,
+  row: number,
+): number {
+  const keep = (r: number) => (r === row ? 1 : 0);
+  const W = p.W.map((v, i) => v * keep(Math.floor(i / p.cols)));
+  const s = scales.map((v, r) => v * keep(r));
+  return objectiveOf({ ...p, W }, codebooks, codes, s);
+}
+
+Deno.test("aqlm()'s codebook update reaches the least-squares optimum (checked with mathjs)", () => {
+  const g = prng(4);
+  const rows = 6, cols = 4, gs = 2, K = 2, M = 2;
+  const W = randn(rows * cols, g);
+  const H = hessian(tensor("f64", [20, cols], randn(20 * cols, g))).xtx;
+  const p: Problem = { rows, cols, g: gs, G: cols / gs, M, K, W, H };
+  const codes = new Int32Array(rows * p.G * M).map(() => g.int(K));
+  const scales = Float64Array.from({ length: rows }, () => 0.5 + g.uniform());
+  const start = randn(M * K * gs, g);
+  const solved = updateCodebooks(p, start, codes, scales, 200);
+  // Independent: the design matrix D maps θ to vec(Ŵ); minimize (w − Dθ)ᵀ(I ⊗ H)(w − Dθ).
+  const n = M * K * gs;
+  const D: number[][] = Array.from({ length: rows * cols }, () => new Array(n).fill(0));
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < p.G; j++) {
+      for (let m = 0; m < M; m++) {
+        const k = codes[(r * p.G + j) * M + m]!;
+        for (let a = 0; a < gs; a++) {
+          const row = D[r * cols + j * gs + a]!;
+          row[(m * K + k) * gs + a] = row[(m * K + k) * gs + a]! + scales[r]!;
+        }
+      }
+    }
+  }
+  const N: number[][] = Array.from({ length: n }, () => new Array(n).fill(0));
+  const b: number[] = new Array(n).fill(0);
+  for (let r = 0; r < rows; r++) {
+    for (let c1 = 0; c1 < cols; c1++) {
+      for (let c2 = 0; c2 < cols; c2++) {
+        const hv = H[c1 * cols + c2]!;
+        const d1 = D[r * cols + c1]!, d2 = D[r * cols + c2]!;
+        for (let i = 0; i < n; i++) {
+          if (d1[i] === 0) continue;
+          b[i] = b[i]! + d1[i]! * hv * W[r * cols + c2]!;
+          const Ni = N[i]!;
+          for (let k = 0; k < n; k++) Ni[k] = Ni[k]! + d1[i]! * hv * d2[k]!;
+        }
+      }
+    }
+  }
+  const expected = (lusolve(matrix(N), b).valueOf() as number[][]).map((row) => row[0]!);
+  const fSolved = objectiveOf(p, solved, codes, scales);
+  const fExpected = objectiveOf(p, Float64Array.from(expected), codes, scales);
+  assertClose(fSolved, fExpected, { rtol: 1e-8 });
+  assert.ok(fSolved <= objectiveOf(p, start, codes, scales));
+});
+
+Deno.test("aqlm() gives bit-identical results for the same seed and reports bits per weight", async () => {
+  const { w, h } = smallLayer(16, 32, 5);
+  const a = await aqlm(w, h, {
+    codebooks: 2,
+    codebookBits: 4,
+    groupSize: 8,
+    iterations: 1,
+    seed: 9,
+  });
+  const b = await aqlm(w, h, {
+    codebooks: 2,
+    codebookBits: 4,
+    groupSize: 8,
+    iterations: 1,
+    seed: 9,
+  });
+  assert.deepEqual(a.codes, b.codes);
+  assert.deepEqual(a.codebooks, b.codebooks);
+  assert.deepEqual(a.scales, b.scales);
+  assert.equal(a.bitsPerWeight.codes, 1); // 2 codebooks × 4 bits / 8 columns
+  // codebooks 2·16·8 f16 values and 16 f16 scales over 16·32 weights
+  assertClose(a.bitsPerWeight.total, 1 + (2 * 16 * 8 * 16 + 16 * 16) / (16 * 32));
+});
+
+Deno.test("dequantizeAqlm() reproduces the reconstruction the objective was computed on", async () => {
+  const { w, h } = smallLayer(16, 32, 6);
+  const q = await aqlm(w, h, { codebooks: 1, codebookBits: 5, groupSize: 4, iterations: 2 });
+  const d = dequantizeAqlm(q);
+  // relative error of the dequantized matrix equals the last reported objective
+  const W = w.data as Float64Array;
+  const R = new Float64Array(W.length).map((_, i) => W[i]! - d[i]!);
+  let num = 0, den = 0;
+  for (let r = 0; r < 16; r++) {
+    for (let i = 0; i < 32; i++) {
+      for (let j = 0; j < 32; j++) {
+        num += R[r * 32 + i]! * h.xtx[i * 32 + j]! * R[r * 32 + j]!;
+        den += W[r * 32 + i]! * h.xtx[i * 32 + j]! * W[r * 32 + j]!;
+      }
+    }
+  }
+  assertClose(num / den, q.objective.at(-1)!, { rtol: 1e-4 });
+});
+
+Deno.test("aqlm() refuses bad codebook shapes with errors naming the option", async () => {
+  const { w, h } = smallLayer(4, 16, 7);
+  await assert.rejects(
+    () => aqlm(w, h, { codebookBits: 0 }),
+    /'codebookBits' must be an integer in \[1, 16\]/,
+  );
+  await assert.rejects(() => aqlm(w, h, { codebookBits: 17 }), /'codebookBits'/);
+  await assert.rejects(() => aqlm(w, h, { codebooks: 0 }), /'codebooks' must be an integer/);
+  await assert.rejects(
+    () => aqlm(w, h, { groupSize: 5 }),
+    /'groupSize' must divide the 16 columns/,
+  );
+  const bad = tensor("f64", [4, 8], new Float64Array(32));
+  await assert.rejects(() => aqlm(bad, h), /'hessian' must be \[8, 8\]/);
+});
