@@ -156,37 +156,42 @@ export function causalAttention(
   config: LlamaConfig,
 ): Float32Array {
   const { dim, nHeads, nKvHeads } = config;
-  const { headDim, kvDim } = llamaDims(config);
+  const { headDim: hd, kvDim } = llamaDims(config);
   const group = nHeads / nKvHeads;
   const out = new Float32Array(T * dim);
-  const scale = 1 / Math.sqrt(headDim);
+  const scale = 1 / Math.sqrt(hd);
   const att = new Float64Array(T);
-  const acc = new Float64Array(headDim);
-  for (let h = 0; h < nHeads; h++) {
-    const qo = h * headDim, ko = Math.floor(h / group) * headDim;
-    for (let t = 0; t < T; t++) {
-      const qi = t * dim + qo;
-      let max = -Infinity;
-      for (let s = 0; s <= t; s++) {
-        const ki = s * kvDim + ko;
-        let d = 0;
-        for (let i = 0; i < headDim; i++) d += q[qi + i]! * k[ki + i]!;
-        d *= scale;
-        att[s] = d;
-        if (d > max) max = d;
+  const acc = new Float64Array(hd);
+  // Per-head contiguous float64 copies keep the inner loops monomorphic and short.
+  const K = new Float64Array(T * hd), Vh = new Float64Array(T * hd), Q = new Float64Array(hd);
+  for (let kh = 0; kh < nKvHeads; kh++) {
+    for (let s = 0; s < T; s++) {
+      for (let i = 0; i < hd; i++) {
+        K[s * hd + i] = k[s * kvDim + kh * hd + i]!;
+        Vh[s * hd + i] = v[s * kvDim + kh * hd + i]!;
       }
-      let sum = 0;
-      for (let s = 0; s <= t; s++) {
-        const e = Math.exp(att[s]! - max);
-        att[s] = e;
-        sum += e;
+    }
+    for (let h = kh * group; h < (kh + 1) * group; h++) {
+      for (let t = 0; t < T; t++) {
+        const qi = t * dim + h * hd;
+        for (let i = 0; i < hd; i++) Q[i] = q[qi + i]! * scale;
+        let max = -Infinity;
+        for (let s = 0, ks = 0; s <= t; s++, ks += hd) {
+          let d = 0;
+          for (let i = 0; i < hd; i++) d += Q[i]! * K[ks + i]!;
+          att[s] = d;
+          if (d > max) max = d;
+        }
+        let sum = 0;
+        acc.fill(0);
+        for (let s = 0, vs = 0; s <= t; s++, vs += hd) {
+          const e = Math.exp(att[s]! - max);
+          sum += e;
+          for (let i = 0; i < hd; i++) acc[i] = acc[i]! + e * Vh[vs + i]!;
+        }
+        const inv = 1 / sum;
+        for (let i = 0; i < hd; i++) out[qi + i] = acc[i]! * inv;
       }
-      acc.fill(0);
-      for (let s = 0; s <= t; s++) {
-        const a = att[s]! / sum, vi = s * kvDim + ko;
-        for (let i = 0; i < headDim; i++) acc[i] = acc[i]! + a * v[vi + i]!;
-      }
-      for (let i = 0; i < headDim; i++) out[qi + i] = acc[i]!;
     }
   }
   return out;
