@@ -11,3 +11,7 @@ export { CholeskyError } from "./_dense.ts";
 export * from "./fp8.ts";
 export * from "./safetensors.ts";
 export * from "./safetensors_file.ts";
+export * from "./galois.ts";
+export * from "./hadamard.ts";
+export * from "./fwht.ts";
+export * from "./rotation.ts";
