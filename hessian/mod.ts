@@ -4,3 +4,6 @@
  *
  * @module
  */
+export * from "./hessian.ts";
+export * from "./obs.ts";
+export * from "./layer_error.ts";

@@ -1,0 +1,55 @@
+/**
+ * `dequantize(q)`: the float32 weight a quantized format stands for.
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import { type Tensor, tensor } from "../core/tensor.ts";
+import type { QuantizedWeight } from "./quantized_weight.ts";
+
+/**
+ * The float32 weight of a quantized weight. Uniform grids:
+ * Ŵ[r, c] = scales[r, g]·(codes[r, c] − zeros[r, g]) with g = gIdx[c].
+ *
+ * @example
+ * ```ts
+ * import { dequantize } from "./dequantize.ts";
+ * import { rtn } from "./rtn.ts";
+ * import { tensor } from "../core/tensor.ts";
+ * const w = tensor("f32", [1, 2], new Float32Array([-1, 1]));
+ * console.assert(dequantize(await rtn(w, { bits: 4 })).data[1] === 1);
+ * ```
+ *
+ * @param q The quantized weight.
+ * @returns Ŵ, f32 [rows, cols].
+ * @throws {TypeError} for an unknown format.
+ */
+export function dequantize(q: QuantizedWeight): Tensor<"f32"> {
+  switch (q?.kind) {
+    case "uniform": {
+      const [rows, cols] = q.shape;
+      if (q.codes.length !== rows * cols || q.gIdx.length !== cols) {
+        throw new RangeError(
+          `Cannot dequantize as 'codes' (${q.codes.length}) or 'gIdx' (${q.gIdx.length}) do not match the shape [${q.shape}]`,
+        );
+      }
+      const groups = q.scales.length / rows;
+      const out = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) {
+        const o = r * cols, g0 = r * groups;
+        for (let c = 0; c < cols; c++) {
+          const k = g0 + q.gIdx[c]!;
+          out[o + c] = q.scales[k]! * (q.codes[o + c]! - q.zeros[k]!);
+        }
+      }
+      return tensor("f32", [rows, cols], out);
+    }
+    default:
+      throw new TypeError(
+        `Cannot dequantize as 'kind' ${
+          (q as { kind?: unknown } | null)?.kind
+        } is not a known format`,
+      );
+  }
+}
