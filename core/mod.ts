@@ -15,3 +15,4 @@ export * from "./galois.ts";
 export * from "./hadamard.ts";
 export * from "./fwht.ts";
 export * from "./rotation.ts";
+export * from "./linalg.ts";

@@ -10,7 +10,17 @@ import {
   invertLower,
   matmulRaw,
 } from "../../core/_dense.ts";
+import {
+  cholesky,
+  choleskyInverse,
+  eigh,
+  gram,
+  matmul,
+  solveTriangular,
+  svd,
+} from "../../core/linalg.ts";
 import { prng, randn } from "../../core/prng.ts";
+import { type Tensor, tensor, transpose } from "../../core/tensor.ts";
 import { assertClose } from "../_helpers.ts";
 
 // ---------- helpers: seeded matrices and mathjs conversions ----------
@@ -43,6 +53,18 @@ function toNested(a: ArrayLike<number>, rows: number, cols: number): number[][] 
 
 function flat(m: number[][]): number[] {
   return m.flat();
+}
+
+/** X = A⁻¹·B for A [n, n] and B [n, k] by mathjs's LU solve, column by column. */
+function mathSolve(a: ArrayLike<number>, b: ArrayLike<number>, n: number, k: number): number[] {
+  const x = new Array<number>(n * k);
+  const lu = math.lup(toNested(a, n, n));
+  for (let j = 0; j < k; j++) {
+    const col = Array.from({ length: n }, (_, i) => b[i * k + j]!);
+    const sol = math.flatten(math.matrix(math.lusolve(lu, col))).toArray() as number[];
+    for (let i = 0; i < n; i++) x[i * k + j] = sol[i]!;
+  }
+  return x;
 }
 
 /** Textbook triple loop, the oracle for the blocked kernels at sizes mathjs is slow for. */
@@ -239,4 +261,276 @@ Deno.test("gemmSubInPlace() rejects sub-matrices that run past their arrays", ()
   assert.throws(() => gemmSubInPlace(c, a, b, 2, 2, 2, -1), RangeError);
   assert.throws(() => gemmSubInPlace(c, a, b, -1, 2, 2), RangeError);
   gemmSubInPlace(c, a, b, 0, 5, 0); // empty update is fine
+});
+
+// ---------- public API (core/linalg.ts) ----------
+
+function t64(rows: number, cols: number, data: Float64Array): Tensor<"f64"> {
+  return tensor("f64", [rows, cols], data);
+}
+
+/** max |MᵀM − I| for M [rows, cols]. */
+function orthogonalityError(m: ArrayLike<number>, rows: number, cols: number): number {
+  let worst = 0;
+  for (let i = 0; i < cols; i++) {
+    for (let j = 0; j < cols; j++) {
+      let s = 0;
+      for (let r = 0; r < rows; r++) s += m[r * cols + i]! * m[r * cols + j]!;
+      worst = Math.max(worst, Math.abs(s - (i === j ? 1 : 0)));
+    }
+  }
+  return worst;
+}
+
+Deno.test("matmul() and gram() match mathjs and accept f32 tensors", () => {
+  const a = randomMatrix(20, 30, 1), b = randomMatrix(30, 11, 2);
+  const expected = flat(math.multiply(toNested(a, 20, 30), toNested(b, 30, 11)) as number[][]);
+  const c = matmul(t64(20, 30, a), tensor("f32", [30, 11], Float32Array.from(b)));
+  assert.equal(c.dtype, "f64");
+  assert.deepEqual(c.shape, [20, 11]);
+  assertClose(
+    c.data,
+    flat(math.multiply(toNested(a, 20, 30), toNested(Float32Array.from(b), 30, 11)) as number[][]),
+    {
+      atol: 1e-12,
+      rtol: 1e-12,
+    },
+  );
+  assertClose(matmul(t64(20, 30, a), t64(30, 11, b)).data, expected, { atol: 1e-12, rtol: 1e-12 });
+  const g = gram(t64(20, 30, a));
+  const gExpected = flat(
+    math.multiply(math.transpose(toNested(a, 20, 30)), toNested(a, 20, 30)) as number[][],
+  );
+  assert.deepEqual(g.shape, [30, 30]);
+  assertClose(g.data, gExpected, { atol: 1e-12, rtol: 1e-12 });
+  const g32 = gram(tensor("f32", [20, 30], Float32Array.from(a)));
+  assertClose(g32.data, gExpected, { atol: 1e-4, rtol: 1e-5 });
+});
+
+Deno.test("cholesky() gives lower and upper factors with L·Lᵀ = A and UᵀU = A, and solves match mathjs", () => {
+  for (const n of [1, 6, 40, 64]) {
+    const a = randomSpd(n, 50 + n, 0.3);
+    const at = t64(n, n, a);
+    const l = cholesky(at);
+    const u = cholesky(at, { upper: true });
+    assertClose(matmul(l, transpose(l)).data, a, { atol: 1e-12, rtol: 1e-11 });
+    assertClose(matmul(transpose(u), u).data, a, { atol: 1e-12, rtol: 1e-11 });
+    assertClose(u.data, transpose(l).data, { atol: 0, rtol: 0 });
+    // A·x = b through two triangular solves, against mathjs's LU solve
+    const b = randomMatrix(n, 3, 60 + n);
+    const y = solveTriangular(l, t64(n, 3, b), { lower: true });
+    const x = solveTriangular(l, y, { lower: true, transpose: true });
+    const expected = mathSolve(a, b, n, 3);
+    assertClose(x.data, expected, { atol: 1e-9, rtol: 1e-9 });
+    // the same with the upper factor and a vector right-hand side
+    const bv = tensor("f64", [n], b.filter((_, i) => i % 3 === 0));
+    const y2 = solveTriangular(u, bv, { lower: false, transpose: true });
+    const x2 = solveTriangular(u, y2, { lower: false });
+    assert.deepEqual(x2.shape, [n]);
+    assertClose(x2.data, expected.filter((_, i) => i % 3 === 0), { atol: 1e-9, rtol: 1e-9 });
+    // det(A) = Π L_ii²
+    let det = 1;
+    for (let i = 0; i < n; i++) det *= l.data[i * n + i]! ** 2;
+    assertClose(det, math.det(toNested(a, n, n)), { atol: 0, rtol: 1e-9 });
+  }
+});
+
+Deno.test("choleskyInverse() matches mathjs's inverse on random SPD matrices up to 64×64", () => {
+  for (const n of [1, 3, 17, 64]) {
+    const a = randomSpd(n, 70 + n, 0.2);
+    const expected = flat(math.inv(toNested(a, n, n)) as number[][]);
+    assertClose(choleskyInverse(t64(n, n, a)).data, expected, { atol: 1e-9, rtol: 1e-9 });
+  }
+});
+
+Deno.test("solveTriangular() matches mathjs on general triangular systems in all four modes", () => {
+  const n = 23;
+  const r = randomMatrix(n, n, 90);
+  const lower = r.map((v, i) => (i % n <= Math.floor(i / n) ? v : 0));
+  for (let i = 0; i < n; i++) lower[i * n + i] = 2 + Math.abs(lower[i * n + i]!);
+  const upper = transposeRaw(lower, n, n);
+  const b = randomMatrix(n, 4, 91);
+  const cases: [Float64Array, boolean, boolean, Float64Array][] = [
+    [lower, true, false, lower],
+    [lower, true, true, upper],
+    [upper, false, false, upper],
+    [upper, false, true, lower],
+  ];
+  for (const [t, isLower, trans, effective] of cases) {
+    // pollute the ignored triangle: it must not be read
+    const polluted = t.map((v, i) => {
+      const row = Math.floor(i / n), col = i % n;
+      return (isLower ? col > row : col < row) ? 1e6 : v;
+    });
+    const x = solveTriangular(t64(n, n, polluted), t64(n, 4, b), {
+      lower: isLower,
+      transpose: trans,
+    });
+    const expected = mathSolve(effective, b, n, 4);
+    assertClose(x.data, expected, {
+      atol: 1e-10,
+      rtol: 1e-10,
+      message: `lower=${isLower} transpose=${trans}`,
+    });
+  }
+});
+
+Deno.test("eigh() matches mathjs's eigenvalues and gives QΛQᵀ = A with QᵀQ = I", () => {
+  for (const n of [1, 2, 3, 10, 37, 64]) {
+    const x = randomMatrix(n, n, 200 + n);
+    const a = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) a[i * n + j] = x[i * n + j]! + x[j * n + i]!;
+    }
+    const { values, vectors } = eigh(t64(n, n, a));
+    assert.deepEqual(values.shape, [n]);
+    assert.deepEqual(vectors.shape, [n, n]);
+    for (let i = 1; i < n; i++) assert.ok(values.data[i - 1]! <= values.data[i]!);
+    const ref = (math.eigs(toNested(a, n, n)).values as number[]).slice().sort((p, q) => p - q);
+    assertClose(values.data, ref, { atol: 1e-10, rtol: 1e-10 });
+    const q = vectors.data;
+    assert.ok(orthogonalityError(q, n, n) < 1e-12, `QᵀQ − I: ${orthogonalityError(q, n, n)}`);
+    const rec = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let k = 0; k < n; k++) s += q[i * n + k]! * values.data[k]! * q[j * n + k]!;
+        rec[i * n + j] = s;
+      }
+    }
+    assertClose(rec, a, { atol: 1e-11, rtol: 1e-11 });
+  }
+});
+
+Deno.test("eigh() is accurate on a rank-deficient PSD matrix, a repeated spectrum and a larger size", () => {
+  // rank 3 PSD 30×30: 27 zero eigenvalues
+  const n = 30;
+  const x = randomMatrix(3, n, 300);
+  const a = gram(t64(3, n, x)).data;
+  const { values, vectors } = eigh(t64(n, n, a));
+  const ref = (math.eigs(toNested(a, n, n)).values as number[]).slice().sort((p, q) => p - q);
+  assertClose(values.data, ref, { atol: 1e-11, rtol: 1e-10 });
+  for (let i = 0; i < n - 3; i++) assert.ok(Math.abs(values.data[i]!) < 1e-12);
+  assert.ok(orthogonalityError(vectors.data, n, n) < 1e-12);
+  // identity plus a rank-one term: eigenvalue 1 repeated n−1 times
+  const v = randomMatrix(1, n, 301);
+  const b = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) b[i * n + j] = (i === j ? 1 : 0) + v[i]! * v[j]!;
+  }
+  const eb = eigh(t64(n, n, b));
+  let vv = 0;
+  for (const t of v) vv += t * t;
+  assertClose(eb.values.data, [...Array(n - 1).fill(1), 1 + vv], { atol: 1e-12, rtol: 1e-12 });
+  assert.ok(orthogonalityError(eb.vectors.data, n, n) < 1e-12);
+  // 150×150: reconstruct A·Q = Q·Λ
+  const m = 150;
+  const y = randomMatrix(m, m, 302);
+  const s = new Float64Array(m * m);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < m; j++) s[i * m + j] = y[i * m + j]! + y[j * m + i]!;
+  }
+  const es = eigh(t64(m, m, s));
+  const aq = matmulRaw(s, es.vectors.data, m, m, m);
+  const ql = es.vectors.data.map((q, i) => q * es.values.data[i % m]!);
+  assertClose(aq, ql, { atol: 1e-11, rtol: 1e-10 });
+  assert.ok(orthogonalityError(es.vectors.data, m, m) < 1e-12);
+});
+
+Deno.test("svd() gives U·S·Vᵀ = A with orthonormal U and V, descending s, matching mathjs's singular values", () => {
+  for (const [m, n] of [[1, 1], [8, 8], [40, 12], [12, 40], [64, 64], [3, 1], [1, 5]]) {
+    const a = randomMatrix(m!, n!, 400 + m! * n!);
+    const { u, s, v } = svd(t64(m!, n!, a));
+    const r = Math.min(m!, n!);
+    assert.deepEqual(u.shape, [m, r]);
+    assert.deepEqual(s.shape, [r]);
+    assert.deepEqual(v.shape, [n, r]);
+    for (let i = 1; i < r; i++) assert.ok(s.data[i - 1]! >= s.data[i]!);
+    assert.ok(orthogonalityError(u.data, m!, r) < 1e-12, "UᵀU = I");
+    assert.ok(orthogonalityError(v.data, n!, r) < 1e-12, "VᵀV = I");
+    const us = u.data.map((x, i) => x * s.data[i % r]!);
+    assertClose(matmul(t64(m!, r, us), transpose(v)).data, a, { atol: 1e-12, rtol: 1e-12 });
+    // singular values are the square roots of the eigenvalues of AᵀA (mathjs)
+    const small = m! <= n!
+      ? math.multiply(toNested(a, m!, n!), math.transpose(toNested(a, m!, n!)))
+      : math.multiply(math.transpose(toNested(a, m!, n!)), toNested(a, m!, n!));
+    const ev = (math.eigs(small as number[][]).values as number[]).map((x) =>
+      Math.sqrt(Math.max(0, x))
+    )
+      .sort((p, q) => q - p);
+    assertClose(s.data, ev, { atol: 1e-10, rtol: 1e-10 });
+  }
+});
+
+Deno.test("svd() of rank-deficient tall and wide matrices still gives orthonormal U and V", () => {
+  for (const [m, n, rank] of [[30, 10, 4], [10, 30, 3], [20, 20, 1], [6, 4, 0]]) {
+    const a = rank === 0
+      ? new Float64Array(m! * n!)
+      : matmulRaw(randomMatrix(m!, rank!, m!), randomMatrix(rank!, n!, n!), m!, rank!, n!);
+    const { u, s, v } = svd(t64(m!, n!, a));
+    const r = Math.min(m!, n!);
+    for (let i = rank!; i < r; i++) {
+      assert.ok(s.data[i]! < 1e-12 * Math.max(1, s.data[0]!), `s[${i}] = ${s.data[i]}`);
+    }
+    for (let i = 0; i < rank!; i++) assert.ok(s.data[i]! > 1e-3);
+    assert.ok(orthogonalityError(u.data, m!, r) < 1e-12, "UᵀU = I");
+    assert.ok(orthogonalityError(v.data, n!, r) < 1e-12, "VᵀV = I");
+    const us = u.data.map((x, i) => x * s.data[i % r]!);
+    assertClose(matmul(t64(m!, r, us), transpose(v)).data, a, { atol: 1e-12, rtol: 1e-12 });
+  }
+});
+
+Deno.test("cholesky() throws CholeskyError carrying the failing pivot on an indefinite matrix", () => {
+  const a = t64(3, 3, new Float64Array([4, 2, 0, 2, 5, 3, 0, 3, 1])); // pivots 4, 4, then 1 − 9/4 < 0
+  assert.throws(() => cholesky(a), (e: unknown) => e instanceof CholeskyError && e.pivot === 2);
+  assert.throws(
+    () => choleskyInverse(a),
+    (e: unknown) => e instanceof CholeskyError && e.pivot === 2,
+  );
+  const nan = t64(2, 2, new Float64Array([1, 0, 0, NaN]));
+  assert.throws(() => cholesky(nan), (e: unknown) => e instanceof CholeskyError && e.pivot === 1);
+});
+
+Deno.test("linalg functions reject non-square, mismatched and malformed inputs with clear errors", () => {
+  const sq = t64(3, 3, new Float64Array(9).fill(1));
+  const rect = t64(2, 3, new Float64Array(6));
+  const vec = tensor("f64", [4], new Float64Array(4));
+  assert.throws(() => matmul(rect, rect), /do not chain/);
+  assert.throws(() => matmul(vec, sq), /must be 2-D/);
+  assert.throws(() => gram(vec), /must be 2-D/);
+  assert.throws(() => cholesky(rect), /must be square/);
+  assert.throws(() => choleskyInverse(rect), /must be square/);
+  assert.throws(() => eigh(rect), /must be square/);
+  assert.throws(() => eigh(t64(2, 2, new Float64Array([1, 2, 3, 4]))), /must be symmetric/);
+  assert.throws(() => eigh(t64(1, 1, new Float64Array([NaN]))), /must be finite/);
+  assert.throws(() => svd(vec), /must be 2-D/);
+  assert.throws(() => svd(t64(1, 2, new Float64Array([1, Infinity]))), /must be finite/);
+  assert.throws(() => solveTriangular(rect, vec), /must be square/);
+  assert.throws(() => solveTriangular(sq, vec), /must have shape \[3\] or \[3, k\]/);
+  assert.throws(
+    () =>
+      solveTriangular(
+        t64(2, 2, new Float64Array([1, 0, 1, 0])),
+        tensor("f64", [2], new Float64Array(2)),
+      ),
+    /singular/,
+  );
+  // deno-lint-ignore no-explicit-any
+  assert.throws(() => cholesky(sq, { upper: "yes" as any }), TypeError);
+  // deno-lint-ignore no-explicit-any
+  assert.throws(() => matmul(null as any, sq), TypeError);
+});
+
+Deno.test("linalg functions never mutate their arguments", () => {
+  const a = randomSpd(10, 5, 0.5);
+  const copy = a.slice();
+  const at = t64(10, 10, a);
+  cholesky(at);
+  choleskyInverse(at);
+  eigh(at);
+  svd(at);
+  gram(at);
+  matmul(at, at);
+  solveTriangular(at, at);
+  assert.deepEqual(a, copy);
 });
