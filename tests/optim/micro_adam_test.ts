@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import { microAdam } from "../../optim/micro_adam.ts";
+import { adam } from "../../optim/adam.ts";
+import { bf16BitsToF32, f32ToBf16Bits } from "../../core/convert.ts";
+import { type Params, stateBytesPerParam } from "../../core/transform.ts";
+import { prng } from "../../core/prng.ts";
+import { assertClose } from "../_helpers.ts";
+
+const bf16 = (x: Float32Array) => x.map((v) => bf16BitsToF32(f32ToBf16Bits(v)));
+
+function gradients(steps: number, n: number, seed: number): Float32Array[] {
+  const rng = prng(seed);
+  return Array.from({ length: steps }, () => Float32Array.from({ length: n }, () => rng.normal()));
+}
+
+Deno.test("microAdam with density 1 and a window covering every step is Adam on bf16 gradients", () => {
+  const steps = 12, n = 40;
+  const gs = gradients(steps, n, 1);
+  const ma = microAdam({ learningRate: 0.01, density: 1, windowSize: steps });
+  const ad = adam({ learningRate: 0.01 });
+  let sm = ma.init({ w: gs[0]! }), sa = ad.init({ w: gs[0]! });
+  for (const g of gs) {
+    const [um, nm] = ma.update({ w: g }, sm);
+    const [ua, na] = ad.update({ w: bf16(g) }, sa);
+    assertClose(um.w!, ua.w!, { rtol: 1e-4, atol: 1e-7 });
+    sm = nm;
+    sa = na;
+  }
+});
+
+Deno.test("microAdam's moments come from the last m gradients only (the sliding window)", () => {
+  const steps = 9, n = 7, m = 3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, lr = 0.1;
+  const gs = gradients(steps, n, 2).map(bf16);
+  const opt = microAdam({ learningRate: lr, density: 1, windowSize: m, beta1, beta2, eps });
+  let s = opt.init({ w: gs[0]! });
+  gs.forEach((g, k) => {
+    const t = k + 1;
+    const [u, next] = opt.update({ w: g }, s);
+    // Oracle: the window sums of the paper's ASC procedure, over ages r < min(t, m).
+    const expected = Array.from({ length: n }, (_, i) => {
+      let mh = 0, vh = 0;
+      for (let r = 0; r < Math.min(t, m); r++) {
+        const v = gs[k - r]![i]!;
+        mh += beta1 ** r * v;
+        vh += beta2 ** r * v * v;
+      }
+      mh *= (1 - beta1) / (1 - beta1 ** t);
+      vh *= (1 - beta2) / (1 - beta2 ** t);
+      return (-lr * mh) / (Math.sqrt(vh) + eps);
+    });
+    assertClose(u.w!, expected, { rtol: 1e-4, atol: 1e-7 });
+    s = next;
+  });
+});
+
+Deno.test("microAdam's first step moves exactly the top 1% entries by −lr·sign(g)", () => {
+  const n = 5000;
+  const [g] = gradients(1, n, 3);
+  const opt = microAdam({ learningRate: 0.5 });
+  const [u] = opt.update({ w: g! }, opt.init({ w: g! }));
+  const moved = Array.from(u.w!.keys()).filter((i) => u.w![i] !== 0);
+  const top = Array.from(g!.keys()).sort((a, b) => Math.abs(g![b]!) - Math.abs(g![a]!)).slice(
+    0,
+    50,
+  );
+  assert.deepStrictEqual(moved, top.sort((a, b) => a - b));
+  for (const i of moved) assertClose(u.w![i]!, -0.5 * Math.sign(g![i]!), { rtol: 1e-6 });
+});
+
+Deno.test("microAdam holds about 1 byte of state per parameter, under a quarter of Adam's 8", () => {
+  const params: Params = { a: new Float32Array(30_000), b: new Float32Array(130) };
+  const opt = microAdam({ learningRate: 1e-3 });
+  let s = opt.init(params);
+  const rng = prng(4);
+  for (let k = 0; k < 12; k++) {
+    const g = { a: params.a!.map(() => rng.normal()), b: params.b!.map(() => rng.normal()) };
+    const [u, next] = opt.update(g, s);
+    // At most m·k entries move: 10 slots of 1% (and of 1 entry for `b`).
+    assert.ok(u.a!.filter((x) => x !== 0).length <= 10 * 300);
+    s = next;
+  }
+  const micro = stateBytesPerParam(s, params);
+  const adamBytes = stateBytesPerParam(adam({ learningRate: 1 }).init(params), params);
+  assert.ok(micro < 1.1 && micro > 0.9, `${micro} bytes/param`);
+  assert.ok(micro <= adamBytes / 4);
+  assert.throws(
+    () => microAdam({ learningRate: 1, topKBlockSize: 70_000 }),
+    (e: Error) => e instanceof RangeError && e.message.includes("'topKBlockSize'"),
+  );
+});
