@@ -16,3 +16,5 @@ export * from "./hadamard.ts";
 export * from "./fwht.ts";
 export * from "./rotation.ts";
 export * from "./linalg.ts";
+export * from "./transform.ts";
+export * from "./error_feedback.ts";

@@ -3,3 +3,7 @@
  *
  * @module
  */
+export * from "./adam.ts";
+export * from "./sgd.ts";
+export * from "./micro_adam.ts";
+export * from "./lgreco.ts";

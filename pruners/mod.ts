@@ -8,3 +8,4 @@ export * from "./prune_result.ts";
 export * from "./magnitude.ts";
 export * from "./mask_storage.ts";
 export * from "./schedule.ts";
+export * from "./topk_compressor.ts";

@@ -13,3 +13,5 @@ export * from "./grid.ts";
 export * from "./rtn.ts";
 export * from "./gptq.ts";
 export * from "./dequantize.ts";
+export * from "./qsgd.ts";
+export * from "./low_rank.ts";
