@@ -15,3 +15,6 @@ export * from "./gptq.ts";
 export * from "./dequantize.ts";
 export * from "./qsgd.ts";
 export * from "./low_rank.ts";
+export * from "./lloyd_max.ts";
+export * from "./nf4.ts";
+export * from "./higgs.ts";
