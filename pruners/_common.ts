@@ -15,6 +15,12 @@ export function checkedWeight(
   weight: Tensor,
   caller: string,
 ): { rows: number; cols: number; w: Float64Array } {
+  const { rows, cols } = checkWeight(weight, caller);
+  return { rows, cols, w: asFloat64(weight) };
+}
+
+/** Checks that a weight is a finite 2-D float tensor (without copying f32/f64 storage). */
+export function checkWeight(weight: Tensor, caller: string): { rows: number; cols: number } {
   if (weight === null || typeof weight !== "object" || !Array.isArray(weight.shape)) {
     throw new TypeError(
       `Cannot ${caller} as 'weight' must be a Tensor: current value is ${weight}`,
@@ -34,7 +40,9 @@ export function checkedWeight(
     );
   }
   const rows = weight.shape[0]!, cols = weight.shape[1]!;
-  const w = asFloat64(weight);
+  const w: ArrayLike<number> = weight.dtype === "f32" || weight.dtype === "f64"
+    ? weight.data as Float32Array
+    : asFloat64(weight);
   for (let i = 0; i < w.length; i++) {
     if (!Number.isFinite(w[i]!)) {
       throw new TypeError(
@@ -42,7 +50,7 @@ export function checkedWeight(
       );
     }
   }
-  return { rows, cols, w };
+  return { rows, cols };
 }
 
 /** The {@linkcode PruneResult} of `w` with `mask` applied (w is only read). */

@@ -9,3 +9,5 @@ export * from "./magnitude.ts";
 export * from "./mask_storage.ts";
 export * from "./schedule.ts";
 export * from "./topk_compressor.ts";
+export * from "./wanda.ts";
+export * from "./sparsegpt.ts";
