@@ -18,3 +18,4 @@ export * from "./low_rank.ts";
 export * from "./lloyd_max.ts";
 export * from "./nf4.ts";
 export * from "./higgs.ts";
+export * from "./rotated.ts";
