@@ -3,3 +3,6 @@
  *
  * @module
  */
+export * from "./backend.ts";
+export * from "./gemm_kernel.ts";
+export * from "./hessian_kernel.ts";

@@ -1,0 +1,463 @@
+/**
+ * WebGPU device management for the solver kernels: choosing a backend,
+ * acquiring one adapter and device per process, buffers, a pipeline cache
+ * keyed by the full kernel specialization, batched command encoding with
+ * timestamp queries, and read-backs that fail (never hang) on device loss.
+ *
+ * Web-standard only (`navigator.gpu`); in Deno it needs `--unstable-webgpu`
+ * (or `"unstable": ["webgpu"]` in deno.json).
+ *
+ * @module
+ */
+
+/** Where a GPU-capable entry point runs. */
+export type Backend = "auto" | "cpu" | "webgpu";
+
+/** What the library knows about the acquired GPU. */
+export interface Gpu {
+  /** The device every kernel runs on. */
+  readonly device: GPUDevice;
+  /** Adapter description (vendor, architecture, description). */
+  readonly description: string;
+  /** Whether the adapter is a software rasterizer (llvmpipe, SwiftShader, WARP). */
+  readonly software: boolean;
+  /** Whether `shader-f16` was enabled. */
+  readonly f16: boolean;
+  /** Whether `timestamp-query` was enabled. */
+  readonly timestamps: boolean;
+  /** The device's limits (the adapter's full limits were requested). */
+  readonly limits: GPUSupportedLimits;
+}
+
+let acquiring: Promise<Gpu | null> | null = null;
+let lostReason: string | null = null;
+
+/**
+ * Acquires the process-wide GPU once: a high-performance adapter, a device
+ * with the adapter's full limits, `shader-f16` and `timestamp-query` when
+ * present. Resolves to null (silently) when WebGPU or an adapter is missing.
+ * After a device loss the next call acquires a fresh device.
+ *
+ * @returns The GPU, or null when none is available.
+ */
+export function acquireGpu(): Promise<Gpu | null> {
+  if (acquiring === null) acquiring = acquire();
+  return acquiring;
+}
+
+async function acquire(): Promise<Gpu | null> {
+  const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
+  if (!gpu) return null;
+  let adapter: GPUAdapter | null = null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch {
+    adapter = null;
+  }
+  if (!adapter) return null;
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const description = [info.vendor, info.architecture, info.device, info.description]
+    .filter((s) => s !== undefined && s !== "").join(" ");
+  const software = info.isFallbackAdapter === true ||
+    (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
+    /llvmpipe|lavapipe|swiftshader|software|warp/i.test(description);
+  const requiredFeatures: GPUFeatureName[] = [];
+  const f16 = adapter.features.has("shader-f16");
+  const timestamps = adapter.features.has("timestamp-query");
+  if (f16) requiredFeatures.push("shader-f16");
+  if (timestamps) requiredFeatures.push("timestamp-query");
+  const requiredLimits: Record<string, number> = {};
+  for (const key in adapter.limits) {
+    const value = (adapter.limits as unknown as Record<string, unknown>)[key];
+    if (typeof value === "number") requiredLimits[key] = value;
+  }
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  } catch {
+    return null;
+  }
+  lostReason = null;
+  device.lost.then((lost) => {
+    lostReason = `the WebGPU device was lost (${lost.reason}): ${lost.message}`;
+    acquiring = null;
+  });
+  return { device, description, software, f16, timestamps, limits: device.limits };
+}
+
+/**
+ * Resolves a `backend` option: null means "run on the CPU". `"auto"` uses
+ * WebGPU only on a hardware adapter (the CPU path is faster than a software
+ * one); `"webgpu"` uses any adapter and throws when there is none.
+ *
+ * @param backend The option's value.
+ * @param what The caller's name, for error messages.
+ * @returns The GPU to use, or null for the CPU.
+ */
+export async function resolveBackend(backend: Backend, what: string): Promise<Gpu | null> {
+  if (backend === "cpu") return null;
+  if (backend !== "auto" && backend !== "webgpu") {
+    throw new RangeError(
+      `Cannot run ${what} as 'backend' must be "auto", "cpu" or "webgpu": current value is ${
+        String(backend)
+      }`,
+    );
+  }
+  const gpu = await acquireGpu();
+  if (backend === "auto") return gpu !== null && !gpu.software ? gpu : null;
+  if (gpu === null) {
+    throw new Error(
+      `Cannot run ${what} with backend "webgpu": no WebGPU adapter is available (is --unstable-webgpu set?)`,
+    );
+  }
+  return gpu;
+}
+
+/** Throws if the device was lost since it was acquired. */
+export function assertDeviceAlive(): void {
+  if (lostReason !== null) throw new Error(lostReason);
+}
+
+const STORAGE_USAGE = 0x80 | 0x4 | 0x8; // STORAGE | COPY_SRC | COPY_DST
+
+/**
+ * A storage buffer of `bytes` (rounded up to 4), usable as copy source and
+ * destination too.
+ *
+ * @param gpu The GPU.
+ * @param bytes Size in bytes.
+ * @param label Debug label.
+ * @returns The buffer (its contents are zero).
+ */
+export function storageBuffer(gpu: Gpu, bytes: number, label = "storage"): GPUBuffer {
+  assertDeviceAlive();
+  const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+  if (size > gpu.limits.maxBufferSize) {
+    throw new RangeError(
+      `Cannot allocate ${label}: ${size} bytes exceeds the device's maxBufferSize ${gpu.limits.maxBufferSize}`,
+    );
+  }
+  return gpu.device.createBuffer({ size, usage: STORAGE_USAGE, label });
+}
+
+/**
+ * Uploads a typed array into a fresh storage buffer.
+ *
+ * @param gpu The GPU.
+ * @param data Values to upload.
+ * @param label Debug label.
+ * @returns The buffer.
+ */
+export function uploadBuffer(gpu: Gpu, data: ArrayBufferView, label = "upload"): GPUBuffer {
+  const buffer = storageBuffer(gpu, data.byteLength, label);
+  writeBuffer(gpu, buffer, 0, data);
+  return buffer;
+}
+
+/**
+ * Writes a typed array into a buffer at a byte offset (padded to 4 bytes).
+ *
+ * @param gpu The GPU.
+ * @param buffer Destination.
+ * @param offset Byte offset (a multiple of 4).
+ * @param data Values.
+ */
+export function writeBuffer(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  offset: number,
+  data: ArrayBufferView,
+): void {
+  const bytes = new Uint8Array(
+    data.buffer as ArrayBuffer,
+    data.byteOffset,
+    data.byteLength,
+  );
+  if (bytes.byteLength % 4 === 0) {
+    gpu.device.queue.writeBuffer(buffer, offset, bytes);
+  } else {
+    const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+    padded.set(bytes);
+    gpu.device.queue.writeBuffer(buffer, offset, padded);
+  }
+}
+
+/** Races a promise against device loss, so a lost device rejects instead of hanging. */
+async function guardLoss<T>(gpu: Gpu, p: Promise<T>): Promise<T> {
+  const lost = gpu.device.lost.then((info) => {
+    throw new Error(`the WebGPU device was lost (${info.reason}): ${info.message}`);
+  });
+  return await Promise.race([p, lost]);
+}
+
+const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+/**
+ * A compute pipeline from the cache, compiled on first use. The key must
+ * name the full specialization (kernel name and every generator parameter),
+ * and `code` must be a pure function of it.
+ *
+ * @param gpu The GPU.
+ * @param key Specialization key.
+ * @param code Produces the WGSL source (entry point `main`).
+ * @returns The pipeline (layout "auto").
+ */
+export function cachedPipeline(gpu: Gpu, key: string, code: () => string): GPUComputePipeline {
+  assertDeviceAlive();
+  let cache = pipelines.get(gpu.device);
+  if (!cache) pipelines.set(gpu.device, cache = new Map());
+  let pipeline = cache.get(key);
+  if (!pipeline) {
+    const module = gpu.device.createShaderModule({ code: code(), label: key });
+    pipeline = gpu.device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+      label: key,
+    });
+    cache.set(key, pipeline);
+  }
+  return pipeline;
+}
+
+/** A value for a uniform block: u32, i32 or f32 fields in declaration order. */
+export type UniformField = { u32: number } | { i32: number } | { f32: number };
+
+const UNIFORM_SLOT = 256;
+const UNIFORM_CHUNK_SLOTS = 1024;
+
+/**
+ * Records many dispatches into one compute pass of one submission (each
+ * dispatch is its own synchronization scope, so later dispatches see earlier
+ * writes), with uniforms packed into shared arenas, and timestamps around the
+ * whole batch when the device has `timestamp-query`.
+ */
+export class GpuBatch {
+  /** The GPU this batch records for. */
+  readonly gpu: Gpu;
+  #encoder: GPUCommandEncoder;
+  #pass: GPUComputePassEncoder | null = null;
+  #chunks: { buffer: GPUBuffer; data: ArrayBuffer; used: number }[] = [];
+  #query: GPUQuerySet | null = null;
+  #dispatches = 0;
+  #copies: {
+    src: GPUBuffer;
+    srcOffset: number;
+    dst: GPUBuffer;
+    dstOffset: number;
+    size: number;
+  }[] = [];
+
+  /** @param gpu The GPU to record for. */
+  constructor(gpu: Gpu) {
+    assertDeviceAlive();
+    this.gpu = gpu;
+    this.#encoder = gpu.device.createCommandEncoder();
+    if (gpu.timestamps) {
+      this.#query = gpu.device.createQuerySet({ type: "timestamp", count: 2 });
+    }
+  }
+
+  /** Number of dispatches recorded so far. */
+  get dispatches(): number {
+    return this.#dispatches;
+  }
+
+  #passEncoder(): GPUComputePassEncoder {
+    if (this.#pass === null) {
+      const desc: GPUComputePassDescriptor = {};
+      if (this.#query !== null) {
+        desc.timestampWrites = {
+          querySet: this.#query,
+          beginningOfPassWriteIndex: 0,
+          endOfPassWriteIndex: 1,
+        };
+      }
+      this.#pass = this.#encoder.beginComputePass(desc);
+    }
+    return this.#pass;
+  }
+
+  /**
+   * Packs a uniform block into an arena and returns its binding.
+   *
+   * @param fields Fields in declaration order (4 bytes each).
+   * @returns The binding resource.
+   */
+  uniform(fields: readonly UniformField[]): GPUBufferBinding {
+    const bytes = Math.max(16, Math.ceil(fields.length / 4) * 16);
+    if (bytes > UNIFORM_SLOT) throw new RangeError("uniform block too large");
+    let chunk = this.#chunks[this.#chunks.length - 1];
+    if (!chunk || chunk.used + UNIFORM_SLOT > chunk.data.byteLength) {
+      const size = UNIFORM_SLOT * UNIFORM_CHUNK_SLOTS;
+      chunk = {
+        buffer: this.gpu.device.createBuffer({ size, usage: 0x40 | 0x8, label: "uniforms" }),
+        data: new ArrayBuffer(size),
+        used: 0,
+      };
+      this.#chunks.push(chunk);
+    }
+    const view = new DataView(chunk.data, chunk.used, bytes);
+    fields.forEach((f, i) => {
+      if ("u32" in f) view.setUint32(i * 4, f.u32, true);
+      else if ("i32" in f) view.setInt32(i * 4, f.i32, true);
+      else view.setFloat32(i * 4, f.f32, true);
+    });
+    const binding = { buffer: chunk.buffer, offset: chunk.used, size: bytes };
+    chunk.used += UNIFORM_SLOT;
+    return binding;
+  }
+
+  /**
+   * Records one dispatch.
+   *
+   * @param pipeline A cached pipeline.
+   * @param resources Bindings of group 0, in binding order (buffers or buffer bindings).
+   * @param groups Workgroup counts [x, y?, z?].
+   */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    resources: readonly (GPUBuffer | GPUBufferBinding)[],
+    groups: readonly [number, number?, number?],
+  ): void {
+    const [x, y = 1, z = 1] = groups;
+    const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) {
+      throw new RangeError(
+        `dispatch of [${x}, ${y}, ${z}] workgroups exceeds ${max} per dimension`,
+      );
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    const bindGroup = this.gpu.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: resources.map((r, binding) => ({
+        binding,
+        resource: "buffer" in r ? r : { buffer: r },
+      })),
+    });
+    const pass = this.#passEncoder();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+    this.#dispatches++;
+  }
+
+  /**
+   * Records a buffer-to-buffer copy at the end of the batch (after all dispatches).
+   *
+   * @param src Source buffer.
+   * @param srcOffset Source byte offset.
+   * @param dst Destination buffer.
+   * @param dstOffset Destination byte offset.
+   * @param size Bytes (a multiple of 4).
+   */
+  copyAtEnd(
+    src: GPUBuffer,
+    srcOffset: number,
+    dst: GPUBuffer,
+    dstOffset: number,
+    size: number,
+  ): void {
+    this.#copies.push({ src, srcOffset, dst, dstOffset, size });
+  }
+
+  /**
+   * Submits everything in one submission, reads the requested buffers back
+   * once, and reports the GPU time between the first and the last dispatch.
+   *
+   * @param reads Buffers (or byte ranges) to read back after the work.
+   * @returns The read-back bytes, in order, and the GPU seconds (NaN without timestamps).
+   */
+  async submit(
+    reads: readonly (GPUBuffer | { buffer: GPUBuffer; offset: number; size: number })[] = [],
+  ): Promise<{ data: ArrayBuffer[]; gpuSeconds: number }> {
+    assertDeviceAlive();
+    const device = this.gpu.device;
+    if (this.#pass !== null) this.#pass.end();
+    for (const c of this.#copies) {
+      this.#encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
+    }
+    for (const chunk of this.#chunks) {
+      device.queue.writeBuffer(chunk.buffer, 0, chunk.data, 0, chunk.used);
+    }
+    const staging: { buffer: GPUBuffer; size: number }[] = [];
+    for (const r of reads) {
+      const src = "offset" in r ? r : { buffer: r, offset: 0, size: r.size };
+      const size = Math.ceil(src.size / 4) * 4;
+      const dst = device.createBuffer({ size, usage: 0x1 | 0x8, label: "readback" });
+      this.#encoder.copyBufferToBuffer(src.buffer, src.offset, dst, 0, size);
+      staging.push({ buffer: dst, size: src.size });
+    }
+    let queryBuffer: GPUBuffer | null = null;
+    if (this.#query !== null && this.#pass !== null) {
+      const resolve = device.createBuffer({ size: 16, usage: 0x200 | 0x4, label: "timestamps" });
+      this.#encoder.resolveQuerySet(this.#query, 0, 2, resolve, 0);
+      queryBuffer = device.createBuffer({ size: 16, usage: 0x1 | 0x8, label: "timestamps-read" });
+      this.#encoder.copyBufferToBuffer(resolve, 0, queryBuffer, 0, 16);
+    }
+    device.pushErrorScope("validation");
+    device.pushErrorScope("out-of-memory");
+    device.queue.submit([this.#encoder.finish()]);
+    const oom = await device.popErrorScope();
+    const invalid = await device.popErrorScope();
+    if (oom) throw new Error(`WebGPU ran out of memory: ${oom.message}`);
+    if (invalid) throw new Error(`WebGPU validation failed: ${invalid.message}`);
+    const data: ArrayBuffer[] = [];
+    const maps = staging.map((s) => s.buffer.mapAsync(0x1));
+    if (queryBuffer !== null) maps.push(queryBuffer.mapAsync(0x1));
+    await guardLoss(
+      this.gpu,
+      Promise.all(maps.length > 0 ? maps : [device.queue.onSubmittedWorkDone()]),
+    );
+    for (const s of staging) {
+      data.push(s.buffer.getMappedRange(0, Math.ceil(s.size / 4) * 4).slice(0, s.size));
+      s.buffer.destroy();
+    }
+    let gpuSeconds = NaN;
+    if (queryBuffer !== null) {
+      const t = new BigUint64Array(queryBuffer.getMappedRange().slice(0));
+      gpuSeconds = Number(t[1]! - t[0]!) / 1e9;
+      queryBuffer.destroy();
+    }
+    for (const chunk of this.#chunks) chunk.buffer.destroy();
+    this.#query?.destroy();
+    return { data, gpuSeconds };
+  }
+}
+
+/**
+ * Encodes validation errors raised while building pipelines and bind groups
+ * into a thrown Error (WebGPU reports them asynchronously otherwise).
+ *
+ * @param gpu The GPU.
+ * @param build Synchronous work that creates GPU objects.
+ * @returns What `build` returned.
+ */
+export async function withValidation<T>(gpu: Gpu, build: () => T): Promise<T> {
+  gpu.device.pushErrorScope("validation");
+  let result: T;
+  try {
+    result = build();
+  } catch (e) {
+    await gpu.device.popErrorScope();
+    throw e;
+  }
+  const error = await gpu.device.popErrorScope();
+  if (error) throw new Error(`WebGPU validation failed: ${error.message}`);
+  return result;
+}
+
+/**
+ * Workgroup counts for `n` workgroups, folded into two dimensions when `n`
+ * exceeds the per-dimension limit (kernels recover the index as
+ * `id.x + id.y * count.x`).
+ *
+ * @param gpu The GPU.
+ * @param n Total workgroups.
+ * @returns [x, y].
+ */
+export function foldGroups(gpu: Gpu, n: number): [number, number] {
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (n <= max) return [n, 1];
+  const y = Math.ceil(n / max);
+  return [Math.ceil(n / y), y];
+}

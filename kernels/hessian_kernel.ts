@@ -1,0 +1,170 @@
+/**
+ * Hessian accumulation on the GPU: XᵀX over batches of tokens, in float32
+ * from float32 or float16 inputs, computing one (lower) triangle and
+ * mirroring it on read-back. Inputs larger than the device's
+ * `maxStorageBufferBindingSize` are split into token tiles that accumulate
+ * into the same result.
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import type { Tensor } from "../core/tensor.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
+import { encodeGemm, type GemmSpec, gemmWgsl } from "./gemm_kernel.ts";
+
+/** Specialization of {@linkcode hessianWgsl}. */
+export interface HessianSpec {
+  /** Storage type of X. */
+  readonly inputs: "f32" | "f16";
+}
+
+function gemmSpecOf(spec: HessianSpec): GemmSpec {
+  return {
+    transA: true,
+    transB: false,
+    accumulate: true,
+    inputs: spec.inputs,
+    aInC: false,
+    bInC: false,
+    lowerC: true,
+    lowerB: false,
+    tile: "large",
+  };
+}
+
+/**
+ * WGSL of the accumulation C ← β·C + XᵀX on the tiles of C that touch its
+ * lower triangle (bindings: 0 = C [cols, cols] f32, 1 and 2 = X [tokens,
+ * cols] bound twice, 3 = parameters).
+ *
+ * @param spec The input type.
+ * @returns WGSL source.
+ */
+export function hessianWgsl(spec: HessianSpec): string {
+  return gemmWgsl(gemmSpecOf(spec));
+}
+
+/** Result of {@linkcode xtxGpu}. */
+export interface GpuXtx {
+  /** XᵀX summed over the tokens (not averaged), full symmetric, [cols, cols]. */
+  readonly xtx: Float64Array;
+  /** GPU seconds (timestamp queries; NaN without them). */
+  readonly gpuSeconds: number;
+}
+
+/**
+ * Records C ← β·C + XᵀX (lower-triangle tiles) for X already on the GPU.
+ *
+ * @param batch The batch.
+ * @param x X's buffer [tokens, cols], f32 or f16 per `spec`.
+ * @param tokens Rows of X.
+ * @param cols Columns of X.
+ * @param out C's buffer [cols, cols] f32.
+ * @param spec Input type.
+ * @param beta 0 to overwrite C, 1 to accumulate.
+ */
+export function encodeHessian(
+  batch: GpuBatch,
+  x: GPUBuffer,
+  tokens: number,
+  cols: number,
+  out: GPUBuffer,
+  spec: HessianSpec,
+  beta: 0 | 1,
+): void {
+  encodeGemm(batch, gemmSpecOf(spec), { c: out, a: x, b: x }, {
+    m: cols,
+    n: cols,
+    k: tokens,
+    lda: cols,
+    ldb: cols,
+    ldc: cols,
+    alpha: 1,
+    beta,
+  });
+}
+
+/**
+ * XᵀX of `x` [tokens, cols] (f32 or f16) on the GPU, in one submission.
+ *
+ * @param gpu The GPU.
+ * @param x Inputs, one token per row.
+ * @returns The summed XᵀX (float64, symmetric) and the GPU time.
+ */
+export async function xtxGpu(gpu: Gpu, x: Tensor): Promise<GpuXtx> {
+  if (x.shape.length !== 2) {
+    throw new RangeError(
+      `Cannot accumulate a Hessian as 'x' must be 2-D: current shape is [${x.shape}]`,
+    );
+  }
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(
+      `Cannot accumulate a Hessian on the GPU from 'x' of dtype ${x.dtype}: use f32 or f16`,
+    );
+  }
+  if (x.dtype === "f16" && !gpu.f16) {
+    throw new TypeError("Cannot accumulate a Hessian from f16 inputs: the device lacks shader-f16");
+  }
+  const [tokens, cols] = x.shape as [number, number];
+  const spec: HessianSpec = { inputs: x.dtype };
+  const data = x.data as Float32Array | Float16Array;
+  const bytesPerRow = cols * data.BYTES_PER_ELEMENT;
+  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  if (cols * cols * 4 > limit) {
+    throw new RangeError(
+      `Cannot accumulate a Hessian of ${cols} columns: [cols, cols] exceeds the binding limit`,
+    );
+  }
+  // Token tiles: an even number of rows so that f16 tiles stay 4-byte aligned.
+  const tileRows = Math.max(2, Math.floor(limit / bytesPerRow / 2) * 2);
+  const out = storageBuffer(gpu, cols * cols * 4, "xtx");
+  const batch = new GpuBatch(gpu);
+  const inputs: GPUBuffer[] = [];
+  for (let r0 = 0; r0 < tokens || r0 === 0; r0 += tileRows) {
+    const r1 = Math.min(tokens, r0 + tileRows);
+    const tile = uploadBuffer(gpu, data.subarray(r0 * cols, r1 * cols), "x-tile");
+    inputs.push(tile);
+    encodeHessian(batch, tile, r1 - r0, cols, out, spec, r0 === 0 ? 0 : 1);
+    if (tokens === 0) break;
+  }
+  const { data: [bytes], gpuSeconds } = await batch.submit([out]);
+  for (const b of inputs) b.destroy();
+  out.destroy();
+  const lower = new Float32Array(bytes!);
+  const xtx = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) {
+    for (let j = 0; j <= i; j++) {
+      const v = lower[i * cols + j]!;
+      xtx[i * cols + j] = v;
+      xtx[j * cols + i] = v;
+    }
+  }
+  return { xtx, gpuSeconds };
+}
+
+/**
+ * CPU reference of {@linkcode xtxGpu}: XᵀX summed over tokens, in float64.
+ *
+ * @param x Inputs [tokens, cols] (any float dtype readable as numbers).
+ * @returns The symmetric [cols, cols] sum.
+ */
+export function xtxReference(x: Tensor): Float64Array {
+  const [tokens, cols] = x.shape as [number, number];
+  const d = x.data as ArrayLike<number>;
+  const out = new Float64Array(cols * cols);
+  for (let t = 0; t < tokens; t++) {
+    const row = t * cols;
+    for (let i = 0; i < cols; i++) {
+      const xi = Number(d[row + i]);
+      if (xi === 0) continue;
+      const o = i * cols;
+      for (let j = 0; j <= i; j++) out[o + j] = out[o + j]! + xi * Number(d[row + j]);
+    }
+  }
+  for (let i = 0; i < cols; i++) {
+    for (let j = 0; j < i; j++) out[j * cols + i] = out[i * cols + j]!;
+  }
+  return out;
+}
