@@ -96,7 +96,7 @@ export function fitParams(
   }
   let scale = f(f(xmax - xmin) / maxq);
   const symZero = (maxq + 1) / 2;
-  let zero = symmetric ? symZero : roundHalfEven(f(-xmin / scale));
+  let zero = symmetric ? symZero : roundHalfEven(f(-xmin / scale)) + 0; // + 0: no −0
   if (!mse) return { scale, zero };
   let best = Infinity;
   const steps = Math.floor(MSE_MAX_SHRINK * MSE_GRID);
@@ -104,7 +104,7 @@ export function fitParams(
     const p = f(1 - s / MSE_GRID);
     const lo = f(p * xmin), hi = f(p * xmax);
     const scale1 = f(f(hi - lo) / maxq);
-    const zero1 = symmetric ? symZero : roundHalfEven(f(-lo / scale1));
+    const zero1 = symmetric ? symZero : roundHalfEven(f(-lo / scale1)) + 0;
     let err = 0;
     for (let i = 0, q = offset; i < length; i++, q += stride) {
       const v = f(x[q]!);
