@@ -17,6 +17,8 @@ import { allocate, type DType, type DTypeStorage, itemSize, type Tensor } from "
 /** A malformed safetensors file (or one this library cannot represent). */
 export class SafetensorsError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message What rule was broken, naming the tensor where there is one.
    */
   constructor(message: string) {
@@ -197,6 +199,7 @@ export function parseHeader(json: Uint8Array, dataLength: number): Header {
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(parsed)) {
     if (name === "__metadata__") {
+      if (raw === null) continue; // Hugging Face's reader takes null as "no metadata"
       if (!isObject(raw)) {
         throw new SafetensorsError(
           `Invalid safetensors header: '__metadata__' must be an object, not ${show(raw)}`,

@@ -25,19 +25,33 @@ export type DType =
 
 /** The typed array that stores each dtype (bf16 and FP8 hold raw bits). */
 export interface DTypeStorage {
+  /** IEEE binary64. */
   f64: Float64Array;
+  /** IEEE binary32. */
   f32: Float32Array;
+  /** IEEE binary16. */
   f16: Float16Array;
+  /** bfloat16 raw bits. */
   bf16: Uint16Array;
+  /** OCP FP8 E4M3 raw bits. */
   f8e4m3: Uint8Array;
+  /** OCP FP8 E5M2 raw bits. */
   f8e5m2: Uint8Array;
+  /** Signed 8-bit integers. */
   i8: Int8Array;
+  /** Unsigned 8-bit integers. */
   u8: Uint8Array;
+  /** Signed 16-bit integers. */
   i16: Int16Array;
+  /** Unsigned 16-bit integers. */
   u16: Uint16Array;
+  /** Signed 32-bit integers. */
   i32: Int32Array;
+  /** Unsigned 32-bit integers. */
   u32: Uint32Array;
+  /** Signed 64-bit integers. */
   i64: BigInt64Array;
+  /** Booleans, one byte each (0 or 1). */
   bool: Uint8Array;
 }
 

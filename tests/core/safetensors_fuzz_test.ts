@@ -59,6 +59,7 @@ function expected(file: Uint8Array): Expected | null {
   const spans: [number, number, string][] = [];
   for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
+      if (v === null) continue;
       if (typeof v !== "object" || v === null || Array.isArray(v)) return null;
       if (!Object.values(v).every((s) => typeof s === "string")) return null;
       out.metadata = Object.fromEntries(Object.entries(v));

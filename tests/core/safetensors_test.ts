@@ -383,3 +383,124 @@ Deno.test("openSafetensors rejects a bad header with SafetensorsError and report
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+// ---------------------------------------------------------------------------
+// Cross-checks with Hugging Face's own safetensors library.
+
+/** Our dtypes with Hugging Face's Python dtype names. */
+const HF_PY_DTYPE: [DType, string][] = [
+  ["f64", "float64"],
+  ["f32", "float32"],
+  ["f16", "float16"],
+  ["bf16", "bfloat16"],
+  ["i64", "int64"],
+  ["i32", "int32"],
+  ["i16", "int16"],
+  ["i8", "int8"],
+  ["u8", "uint8"],
+  ["u16", "uint16"],
+  ["u32", "uint32"],
+  ["bool", "bool"],
+  ["f8e4m3", "float8_e4m3fn"],
+  ["f8e5m2", "float8_e5m2"],
+];
+
+/** The deterministic bytes of fixture tensor k (bool: 0/1). */
+function pattern(k: number, n: number, dtype: DType): Uint8Array {
+  return Uint8Array.from(
+    { length: n },
+    (_, i) => dtype === "bool" ? (i + k) & 1 : (i * 37 + k * 11) & 0xff,
+  );
+}
+
+function fixtureShape(k: number): number[] {
+  return k === 0 ? [] : k % 3 === 0 ? [2, 3] : [k % 4 + 1];
+}
+
+const FIXTURE = new URL("./testdata/hf_all_dtypes.safetensors", import.meta.url);
+
+Deno.test("a file written by Hugging Face's safetensors 0.8.0 (all 14 dtypes, metadata) reads here", async () => {
+  // Made once by tests/core/testdata/hf_cross_check.py ("write" mode) with
+  // Hugging Face's library; its bytes are that library's, not ours.
+  const file = await Deno.readFile(FIXTURE);
+  const { tensors, metadata } = parseSafetensors(file);
+  assert.deepEqual(metadata, { format: "pt", origin: "hf" });
+  assert.equal(tensors.size, HF_PY_DTYPE.length);
+  HF_PY_DTYPE.forEach(([dtype], k) => {
+    const t = tensors.get(`t.${dtype}`);
+    assert.ok(t, `t.${dtype}`);
+    assert.equal(t.dtype, dtype);
+    assert.deepEqual(t.shape, fixtureShape(k));
+    assert.deepEqual(rawBytes(t), pattern(k, t.data.byteLength, dtype), dtype);
+  });
+});
+
+async function findPython(): Promise<string | null> {
+  const python = Deno.env.get("LLMC_PYTHON") ?? "python3";
+  try {
+    const probe = await new Deno.Command(python, {
+      args: ["-c", "import safetensors, numpy"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return probe.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+Deno.test("Hugging Face's safetensors reads our files and writes files we read (when Python has it)", async () => {
+  const python = await findPython();
+  if (python === null) {
+    console.log(
+      "skipped: no Python with safetensors and numpy (set LLMC_PYTHON to one to run this cross-check)",
+    );
+    return;
+  }
+  const script = new URL("./testdata/hf_cross_check.py", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  try {
+    // ours → theirs
+    const input = new Map<string, Tensor>();
+    HF_PY_DTYPE.forEach(([d], i) => input.set(`w.${d}`, randomTensor(d, fixtureShape(i), 300 + i)));
+    const ours = `${dir}/ours.safetensors`;
+    await writeSafetensors(ours, input, { format: "pt", note: "written by llmcompress" });
+    const read = await new Deno.Command(python, { args: [script, "read", ours] }).output();
+    assert.ok(read.success, new TextDecoder().decode(read.stderr));
+    const seen = JSON.parse(new TextDecoder().decode(read.stdout)) as {
+      tensors: { name: string; dtype: string; shape: number[]; hex: string }[];
+      metadata: Record<string, string>;
+    };
+    assert.deepEqual(seen.metadata, { format: "pt", note: "written by llmcompress" });
+    assert.equal(seen.tensors.length, input.size);
+    for (const s of seen.tensors) {
+      const t = input.get(s.name)!;
+      assert.equal(s.dtype, ST_NAME[t.dtype]);
+      assert.deepEqual(s.shape, t.shape);
+      const hex = [...rawBytes(t)].map((b) => b.toString(16).padStart(2, "0")).join("");
+      assert.equal(s.hex, hex, s.name);
+    }
+    // theirs → ours
+    const theirs = `${dir}/theirs.safetensors`;
+    const spec = HF_PY_DTYPE.map(([d, py], k) => {
+      const shape = fixtureShape(k);
+      const n = shape.reduce((a, b) => a * b, 1) * SIZE[d];
+      const hex = [...pattern(k, n, d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+      return { name: `t.${d}`, dtype: py, shape, hex };
+    });
+    const write = await new Deno.Command(python, {
+      args: [script, "write", theirs, JSON.stringify(spec)],
+    }).output();
+    assert.ok(write.success, new TextDecoder().decode(write.stderr));
+    const back = await readSafetensors(theirs);
+    assert.deepEqual(back.metadata, { format: "pt", origin: "hf" });
+    HF_PY_DTYPE.forEach(([d], k) => {
+      const t = back.tensors.get(`t.${d}`)!;
+      assert.equal(t.dtype, d);
+      assert.deepEqual(t.shape, fixtureShape(k));
+      assert.deepEqual(rawBytes(t), pattern(k, t.data.byteLength, d));
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
