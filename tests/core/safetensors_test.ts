@@ -504,3 +504,28 @@ Deno.test("Hugging Face's safetensors reads our files and writes files we read (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("openSafetensors reads one tensor of a sparse 8 GiB file without reading the rest", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/big.safetensors`;
+    const big = 2 ** 31; // f32 elements: 8 GiB of data
+    const small = new Float32Array([1, 2, 3, 4]);
+    const json = `{"small":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},` +
+      `"big":{"dtype":"F32","shape":[2,${big / 2}],"data_offsets":[16,${16 + big * 4}]}}`;
+    const head = handBuilt(json, new Uint8Array(small.buffer));
+    await Deno.writeFile(path, head);
+    await Deno.truncate(path, head.length + big * 4); // a hole: no disk space used
+    using file = await openSafetensors(path);
+    assert.deepEqual(file.names, ["small", "big"]);
+    assert.deepEqual(file.info("big"), {
+      dtype: "f32",
+      shape: [2, big / 2],
+      byteOffset: head.length,
+      byteLength: big * 4,
+    });
+    assert.deepEqual([...(await file.read("small")).data], [1, 2, 3, 4]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
