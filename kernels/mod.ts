@@ -6,3 +6,4 @@
 export * from "./backend.ts";
 export * from "./gemm_kernel.ts";
 export * from "./hessian_kernel.ts";
+export * from "./cholesky_kernel.ts";

@@ -1,0 +1,312 @@
+/**
+ * The upper Cholesky factor U of H⁻¹ on the GPU, in float32, as the OBS
+ * solver needs it: with J the reversal, J·H·J = L·Lᵀ and U = J·L⁻¹·J (one
+ * Cholesky and one triangular inverse, the same route as the CPU path).
+ *
+ * Blocked right-looking Cholesky with panels of 64: one workgroup factors
+ * the diagonal block and inverts it; the panel below is a product with that
+ * inverse and the trailing update a lower-triangle product (both through the
+ * gemm kernel). The inverse is then built by block rows, two products each.
+ * A non-positive pivot is reported through a status word (pivot + 1), read
+ * with the solve's results, so the caller can retry with more damping.
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import { CholeskyError } from "../core/_dense.ts";
+import { upperCholeskyOfInverse } from "../hessian/_obs_kernels.ts";
+import { cachedPipeline, type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
+import { encodeGemm, type GemmSpec } from "./gemm_kernel.ts";
+
+/** Panel width of the blocked factorization. */
+export const CHOLESKY_PANEL = 64;
+
+/**
+ * WGSL of the diagonal-block step: factors A[p:p+b, p:p+b] (lower, in place)
+ * and writes its inverse into X[p:p+b, p:p+b]. Bindings: 0 = A, 1 = X,
+ * 2 = status (u32), 3 = parameters {n, p, b}.
+ *
+ * @returns WGSL source.
+ */
+export function choleskyBlockWgsl(): string {
+  const nb = CHOLESKY_PANEL, s = nb + 1;
+  return `
+struct Params { n: u32, p: u32, b: u32, pad: u32 }
+@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+@group(0) @binding(1) var<storage, read_write> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> status: array<u32>;
+@group(0) @binding(3) var<uniform> prm: Params;
+var<workgroup> S: array<f32, ${nb * s}>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32) {
+  let n = prm.n; let p = prm.p; let b = prm.b;
+  for (var e = t; e < b * b; e += 256u) {
+    let i = e / b; let j = e % b;
+    S[i * ${s}u + j] = A[(p + i) * n + p + j];
+  }
+  workgroupBarrier();
+  for (var j = 0u; j < b; j++) {
+    if (t == 0u) {
+      let d = S[j * ${s}u + j];
+      if (!(d > 0.0) && status[0] == 0u) { status[0] = p + j + 1u; }
+      S[j * ${s}u + j] = sqrt(d);
+    }
+    workgroupBarrier();
+    let ljj = S[j * ${s}u + j];
+    for (var i = j + 1u + t; i < b; i += 256u) { S[i * ${s}u + j] = S[i * ${s}u + j] / ljj; }
+    workgroupBarrier();
+    let w = b - j - 1u;
+    for (var e = t; e < w * w; e += 256u) {
+      let i = j + 1u + e / w; let k = j + 1u + e % w;
+      if (k <= i) { S[i * ${s}u + k] = S[i * ${s}u + k] - S[i * ${s}u + j] * S[k * ${s}u + j]; }
+    }
+    workgroupBarrier();
+  }
+  for (var e = t; e < b * b; e += 256u) {
+    let i = e / b; let j = e % b;
+    A[(p + i) * n + p + j] = select(0.0, S[i * ${s}u + j], j <= i);
+  }
+  // Column c of the block's inverse by forward substitution (one thread each).
+  if (t < b) {
+    let c = t;
+    let base = p * n + p;
+    for (var i = 0u; i < c; i++) { X[base + i * n + c] = 0.0; }
+    X[base + c * n + c] = 1.0 / S[c * ${s}u + c];
+    for (var i = c + 1u; i < b; i++) {
+      var acc = 0.0;
+      for (var k = c; k < i; k++) { acc = fma(S[i * ${s}u + k], X[base + k * n + c], acc); }
+      X[base + i * n + c] = -acc / S[i * ${s}u + i];
+    }
+  }
+}
+`;
+}
+
+/**
+ * WGSL of U = J·X·J restricted to the upper triangle (zeros below), written
+ * into `U`. Bindings: 0 = U, 1 = X, 2 = parameters {n}.
+ *
+ * @returns WGSL source.
+ */
+export function reverseUpperWgsl(): string {
+  return `
+struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<storage, read_write> U: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<uniform> prm: Params;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let n = prm.n;
+  let i = g.y; let j = g.x;
+  if (i >= n || j >= n) { return; }
+  U[i * n + j] = select(0.0, X[(n - 1u - i) * n + (n - 1u - j)], j >= i);
+}
+`;
+}
+
+const SPEC: GemmSpec = {
+  transA: false,
+  transB: false,
+  accumulate: false,
+  inputs: "f32",
+  aInC: false,
+  bInC: false,
+  lowerC: false,
+  lowerB: false,
+  tile: "small",
+};
+
+/** GPU buffers of {@linkcode encodeUpperCholeskyOfInverse}. */
+export interface CholeskyBuffers {
+  /** In: J·H·J (damped) [n, n]; out: U, upper [n, n]. */
+  readonly a: GPUBuffer;
+  /** Scratch [n, n] (L⁻¹). */
+  readonly x: GPUBuffer;
+  /** Scratch [64, n]. */
+  readonly t: GPUBuffer;
+  /** Status word: 0, or the first failing pivot + 1. Must start at 0. */
+  readonly status: GPUBuffer;
+}
+
+/**
+ * Records the whole factorization: A (holding J·H·J) becomes U, the upper
+ * Cholesky factor of H⁻¹.
+ *
+ * @param batch The batch.
+ * @param bufs Buffers.
+ * @param n Order.
+ */
+export function encodeUpperCholeskyOfInverse(
+  batch: GpuBatch,
+  bufs: CholeskyBuffers,
+  n: number,
+): void {
+  const gpu = batch.gpu;
+  const block = cachedPipeline(gpu, "cholesky-block", choleskyBlockWgsl);
+  const nb = CHOLESKY_PANEL;
+  for (let p = 0; p < n; p += nb) {
+    const b = Math.min(nb, n - p);
+    batch.dispatch(block, [
+      bufs.a,
+      bufs.x,
+      bufs.status,
+      batch.uniform([
+        { u32: n },
+        { u32: p },
+        { u32: b },
+        { u32: 0 },
+      ]),
+    ], [1]);
+    const rest = n - p - b;
+    if (rest === 0) break;
+    // L21 = A21 · L11⁻ᵀ (in place: one column tile covers the panel).
+    encodeGemm(batch, { ...SPEC, aInC: true, transB: true }, { c: bufs.a, b: bufs.x }, {
+      m: rest,
+      n: b,
+      k: b,
+      lda: n,
+      ldb: n,
+      ldc: n,
+      offA: (p + b) * n + p,
+      offB: p * n + p,
+      offC: (p + b) * n + p,
+    });
+    // A22 −= L21 · L21ᵀ (lower triangle).
+    encodeGemm(
+      batch,
+      {
+        ...SPEC,
+        aInC: true,
+        bInC: true,
+        transB: true,
+        accumulate: true,
+        lowerC: true,
+        tile: "large",
+      },
+      { c: bufs.a },
+      {
+        m: rest,
+        n: rest,
+        k: b,
+        lda: n,
+        ldb: n,
+        ldc: n,
+        offA: (p + b) * n + p,
+        offB: (p + b) * n + p,
+        offC: (p + b) * n + p + b,
+        alpha: -1,
+        beta: 1,
+      },
+    );
+  }
+  // X = L⁻¹ by block rows: X[i, :i] = −X_ii · (L[i, :i] · X[:i, :i]).
+  for (let r0 = nb; r0 < n; r0 += nb) {
+    const b = Math.min(nb, n - r0);
+    encodeGemm(batch, { ...SPEC, lowerB: true }, { c: bufs.t, a: bufs.a, b: bufs.x }, {
+      m: b,
+      n: r0,
+      k: r0,
+      lda: n,
+      ldb: n,
+      ldc: n,
+      offA: r0 * n,
+    });
+    encodeGemm(batch, { ...SPEC, aInC: true }, { c: bufs.x, b: bufs.t }, {
+      m: b,
+      n: r0,
+      k: b,
+      lda: n,
+      ldb: n,
+      ldc: n,
+      offA: r0 * n + r0,
+      offC: r0 * n,
+      alpha: -1,
+    });
+  }
+  const rev = cachedPipeline(gpu, "reverse-upper", reverseUpperWgsl);
+  batch.dispatch(rev, [
+    bufs.a,
+    bufs.x,
+    batch.uniform([{ u32: n }, { u32: 0 }, { u32: 0 }, {
+      u32: 0,
+    }]),
+  ], [Math.ceil(n / 16), Math.ceil(n / 16)]);
+}
+
+/**
+ * J·H·J as float32 (the input layout of {@linkcode encodeUpperCholeskyOfInverse}).
+ *
+ * @param h Symmetric [n, n].
+ * @param n Order.
+ * @returns The reversed matrix, float32.
+ */
+export function reversedF32(h: Float64Array, n: number): Float32Array {
+  const out = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const src = (n - 1 - i) * n + (n - 1), dst = i * n;
+    for (let j = 0; j < n; j++) out[dst + j] = h[src - j]!;
+  }
+  return out;
+}
+
+/**
+ * Allocates the buffers of {@linkcode encodeUpperCholeskyOfInverse} with A
+ * holding J·H·J.
+ *
+ * @param gpu The GPU.
+ * @param h Damped Hessian [n, n], float64.
+ * @param n Order.
+ * @returns The buffers.
+ */
+export function choleskyBuffers(gpu: Gpu, h: Float64Array, n: number): CholeskyBuffers {
+  return {
+    a: uploadBuffer(gpu, reversedF32(h, n), "hinv-factor"),
+    x: storageBuffer(gpu, n * n * 4, "linv"),
+    t: storageBuffer(gpu, CHOLESKY_PANEL * n * 4, "cholesky-scratch"),
+    status: storageBuffer(gpu, 4, "cholesky-status"),
+  };
+}
+
+/**
+ * U (upper, H⁻¹ = UᵀU) of a damped Hessian on the GPU, in one submission.
+ *
+ * @param gpu The GPU.
+ * @param h Damped Hessian [n, n], float64 (read only).
+ * @param n Order.
+ * @returns U as float32 [n, n] and the GPU seconds.
+ * @throws {CholeskyError} if a pivot is not positive (in float32).
+ */
+export async function upperCholeskyOfInverseGpu(
+  gpu: Gpu,
+  h: Float64Array,
+  n: number,
+): Promise<{ u: Float32Array; gpuSeconds: number }> {
+  if (!Number.isInteger(n) || n < 1 || h.length !== n * n) {
+    throw new RangeError(
+      `Cannot factor H as 'h' must hold n × n values: n = ${n}, length ${h.length}`,
+    );
+  }
+  const bufs = choleskyBuffers(gpu, h, n);
+  const batch = new GpuBatch(gpu);
+  encodeUpperCholeskyOfInverse(batch, bufs, n);
+  const { data, gpuSeconds } = await batch.submit([bufs.a, bufs.status]);
+  for (const b of Object.values(bufs)) (b as GPUBuffer).destroy();
+  const status = new Uint32Array(data[1]!)[0]!;
+  if (status !== 0) throw new CholeskyError(status - 1, NaN);
+  return { u: new Float32Array(data[0]!), gpuSeconds };
+}
+
+/**
+ * CPU reference of {@linkcode upperCholeskyOfInverseGpu} (float64).
+ *
+ * @param h Damped Hessian [n, n].
+ * @param n Order.
+ * @returns U [n, n].
+ */
+export function upperCholeskyOfInverseReference(h: Float64Array, n: number): Float64Array {
+  return upperCholeskyOfInverse(h, n);
+}
