@@ -11,7 +11,7 @@
  * @module
  */
 
-import { decodeFp8Array, encodeFp8Array, type Fp8DType } from "./fp8.ts";
+import { decodeFp8, decodeFp8Array, encodeFp8Array, type Fp8DType } from "./fp8.ts";
 import { allocate, type DType, type Tensor, tensor } from "./tensor.ts";
 
 const f32buf = new Float32Array(1);
@@ -111,8 +111,8 @@ function toNumberReader(t: Tensor, narrow: boolean): Reader {
       return (i) => bf16BitsToF32((d as Uint16Array)[i]!);
     case "f8e4m3":
     case "f8e5m2": {
-      const values = decodeFp8Array(t.dtype, d as Uint8Array);
-      return (i) => values[i]!;
+      const dtype = t.dtype;
+      return (i) => decodeFp8(dtype, (d as Uint8Array)[i]!);
     }
     case "i64":
       return narrow
@@ -203,6 +203,10 @@ export function convert<D extends DType>(t: Tensor, dtype: D): Tensor<D> {
     const bits = src as Uint16Array;
     const dst = new Uint32Array(out.buffer, out.byteOffset, n);
     for (let i = 0; i < n; i++) dst[i] = bits[i]! << 16;
+    return tensor(dtype, t.shape, out);
+  }
+  if ((t.dtype === "f8e4m3" || t.dtype === "f8e5m2") && (dtype === "f32" || dtype === "f64")) {
+    decodeFp8Array(t.dtype, src as Uint8Array, out as Float32Array);
     return tensor(dtype, t.shape, out);
   }
   if (dtype === "f8e4m3" || dtype === "f8e5m2") {

@@ -37,6 +37,10 @@ interface Fp8Format {
   readonly infCode: number;
   /** Decoded value of every code. */
   readonly table: Float64Array;
+  /** Smallest normal magnitude, 2^(1 − bias). */
+  readonly minNormal: number;
+  /** `scale[e + 16]` = 2^(mbits − e), for e in [−16, 16]. */
+  readonly scale: Float64Array;
 }
 
 function decodeFormula(bits: number, ebits: number, mbits: number, bias: number, ieee: boolean) {
@@ -59,7 +63,10 @@ function makeFormat(ebits: number, mbits: number, ieee: boolean): Fp8Format {
   while (!Number.isFinite(table[maxCode]!)) maxCode--;
   const nanCode = ieee ? ((1 << ebits) - 1) << mbits | (1 << (mbits - 1)) : 0x7f;
   const infCode = ieee ? ((1 << ebits) - 1) << mbits : -1;
-  return { mbits, bias, max: table[maxCode]!, maxCode, nanCode, infCode, table };
+  const max = table[maxCode]!;
+  if (max >= 2 ** 16 || 1 - bias < -16) throw new Error("FP8 format outside the encoder's range");
+  const scale = Float64Array.from({ length: 33 }, (_, i) => 2 ** (mbits - (i - 16)));
+  return { mbits, bias, max, maxCode, nanCode, infCode, table, minNormal: 2 ** (1 - bias), scale };
 }
 
 const FORMATS: Record<Fp8DType, Fp8Format> = {
@@ -116,21 +123,17 @@ function encodeWith(f: Fp8Format, x: number): number {
   if (a === Infinity) return sign | (f.infCode >= 0 ? f.infCode : f.maxCode);
   if (a >= f.max) return sign | f.maxCode; // saturating mode
   if (a === 0) return sign;
-  const emin = 1 - f.bias;
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--;
-  else if (2 ** (e + 1) <= a) e++;
-  if (e < emin) e = emin; // subnormal grid
-  const q = a / 2 ** (e - f.mbits); // exact: a power-of-two scaling
+  // Exponent e = floor(log2 a), clamped below to emin (the subnormal grid).
+  // For 2^emin ≤ a < max < 2^16, a·2^16 lies in [1, 2^32) and flooring it
+  // keeps its leading bit, so clz32 gives e exactly.
+  const e = a < f.minNormal ? 1 - f.bias : 15 - Math.clz32(Math.floor(a * 65536));
+  const q = a * f.scale[e + 16]!; // a / 2^(e - mbits): exact, a power-of-two scaling
   let r = Math.floor(q);
   const frac = q - r; // exact: q < 2^(mbits+1)
   if (frac > 0.5 || (frac === 0.5 && (r & 1) === 1)) r++;
   const one = 1 << f.mbits;
   if (r < one) return sign | r; // subnormal (exponent field 0), or zero
-  if (r === 2 * one) {
-    r = one;
-    e++;
-  }
+  if (r === 2 * one) return sign | ((e + 1 + f.bias) << f.mbits); // carried into the next binade
   return sign | ((e + f.bias) << f.mbits) | (r - one);
 }
 
