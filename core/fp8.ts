@@ -118,7 +118,7 @@ export function decodeFp8(dtype: Fp8DType, bits: number): number {
 
 function encodeWith(f: Fp8Format, x: number): number {
   if (x !== x) return f.nanCode;
-  const sign = x < 0 || Object.is(x, -0) ? 0x80 : 0;
+  const sign = x < 0 || (x === 0 && 1 / x < 0) ? 0x80 : 0;
   const a = Math.abs(x);
   if (a === Infinity) return sign | (f.infCode >= 0 ? f.infCode : f.maxCode);
   if (a >= f.max) return sign | f.maxCode; // saturating mode
