@@ -359,7 +359,7 @@ if (import.meta.main) {
   Deno.mkdirSync(out, { recursive: true });
   const rows = ["step,adam_train,adam_val,microadam_train,microadam_val"];
   a.val.forEach((p, i) => {
-    const t = (r: CharMlpResult) => (i > 0 ? r.train[i - 1]!.loss : NaN);
+    const t = (r: CharMlpResult) => (i > 0 ? String(r.train[i - 1]!.loss) : "");
     rows.push(`${p.step},${t(a)},${p.loss},${t(m)},${m.val[i]!.loss}`);
   });
   Deno.writeTextFileSync(`${out}/loss.csv`, rows.join("\n") + "\n");
