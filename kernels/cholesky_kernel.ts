@@ -15,8 +15,7 @@
  * @module
  */
 
-import { CholeskyError } from "../core/_dense.ts";
-import { upperCholeskyOfInverse } from "../hessian/_obs_kernels.ts";
+import { CholeskyError, choleskyLowerInPlace, invertLower } from "../core/_dense.ts";
 import { cachedPipeline, type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
 import { encodeGemm, type GemmSpec } from "./gemm_kernel.ts";
 
@@ -258,13 +257,17 @@ export function reversedF32(h: Float64Array, n: number): Float32Array {
  * holding J·H·J.
  *
  * @param gpu The GPU.
- * @param h Damped Hessian [n, n], float64.
+ * @param h Damped Hessian [n, n] as float64, or J·H·J already reversed as float32.
  * @param n Order.
  * @returns The buffers.
  */
-export function choleskyBuffers(gpu: Gpu, h: Float64Array, n: number): CholeskyBuffers {
+export function choleskyBuffers(
+  gpu: Gpu,
+  h: Float64Array | Float32Array,
+  n: number,
+): CholeskyBuffers {
   return {
-    a: uploadBuffer(gpu, reversedF32(h, n), "hinv-factor"),
+    a: uploadBuffer(gpu, h instanceof Float32Array ? h : reversedF32(h, n), "hinv-factor"),
     x: storageBuffer(gpu, n * n * 4, "linv"),
     t: storageBuffer(gpu, CHOLESKY_PANEL * n * 4, "cholesky-scratch"),
     status: storageBuffer(gpu, 4, "cholesky-status"),
@@ -308,5 +311,15 @@ export async function upperCholeskyOfInverseGpu(
  * @returns U [n, n].
  */
 export function upperCholeskyOfInverseReference(h: Float64Array, n: number): Float64Array {
-  return upperCholeskyOfInverse(h, n);
+  const a = new Float64Array(n * n); // J·H·J
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) a[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)]!;
+  }
+  choleskyLowerInPlace(a, n);
+  const li = invertLower(a, n);
+  const u = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) u[i * n + j] = li[(n - 1 - i) * n + (n - 1 - j)]!;
+  }
+  return u;
 }

@@ -7,3 +7,5 @@ export * from "./backend.ts";
 export * from "./gemm_kernel.ts";
 export * from "./hessian_kernel.ts";
 export * from "./cholesky_kernel.ts";
+export * from "./obs_kernel.ts";
+export * from "./obs_gpu.ts";

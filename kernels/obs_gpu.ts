@@ -1,0 +1,329 @@
+/**
+ * The WebGPU path of `obsSolve` (and so of `gptq` and `sparsegpt`): after the
+ * CPU has validated the inputs, zeroed dead columns and permuted, one
+ * submission factors H⁻¹ (cholesky_kernel.ts), runs every block of the
+ * column loop with its decisions and lazy updates (obs_kernel.ts), and reads
+ * the results back once. A failing pivot (float32) retries the whole
+ * submission with 10× the damping, as the CPU path does.
+ *
+ * Differences from the CPU path, all within float32 rounding: U is computed
+ * in float32 (the CPU uses float64), so near-ties of a decision (a rounding
+ * exactly between two codes, equal pruning scores) can fall the other way;
+ * the MSE grid search sums its error in float32.
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import { tensor } from "../core/tensor.ts";
+import { CholeskyError } from "../core/_dense.ts";
+import { fitParams, MSE_GRID, MSE_MAX_SHRINK, resolveGrid } from "../quantizers/_grid_fit.ts";
+import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
+import { choleskyBuffers, encodeUpperCholeskyOfInverse } from "./cholesky_kernel.ts";
+import { encodeGemm } from "./gemm_kernel.ts";
+import { codesPerWord, encodeObsLoop, type ObsBlockSpec, type ObsBuffers } from "./obs_kernel.ts";
+
+/** The prepared problem `obsSolve` hands to the GPU. */
+export interface ObsGpuProblem {
+  /** Rows of W. */
+  readonly rows: number;
+  /** Columns of W. */
+  readonly n: number;
+  /** Weights in processing order, dead columns zeroed [rows, n]. */
+  readonly w: Float32Array;
+  /** The Hessian as given (original order, undamped) [n, n]. */
+  readonly xtx: Float64Array;
+  /** Its diagonal with dead entries set to 1, original order [n]. */
+  readonly diag: Float64Array;
+  /** Mean of the Hessian's diagonal (the damping unit). */
+  readonly meanDiag: number;
+  /** Damping as a fraction of `meanDiag`. */
+  readonly dampRatio: number;
+  /** Damping retries (×10 each). */
+  readonly maxDampingRetries: number;
+  /** The decision (not "custom"). */
+  readonly decider: ObsDecider;
+  /** Block size (a multiple of m for N:M). */
+  readonly blockSize: number;
+  /** Processing order, or null for the identity. */
+  readonly perm: Int32Array | null;
+  /** Weights as given, original order [rows, n] (per-channel grids are fitted on them). */
+  readonly original: Float32Array;
+  /** Weights with dead columns zeroed, original order [rows, n] (static groups). */
+  readonly cleaned: Float32Array;
+  /** Dead columns found. */
+  readonly deadColumns: number;
+  /** When the solve started (performance.now()). */
+  readonly t0: number;
+  /** Progress callback (called once, at the end: the loop runs in one submission). */
+  readonly onProgress?: ((done: number, total: number) => void) | undefined;
+}
+
+/**
+ * Runs the OBS column loop on the GPU and assembles `obsSolve`'s result
+ * (columns in the original order).
+ *
+ * @param gpu The GPU.
+ * @param p The prepared problem.
+ * @returns The result, with `stats.gpuSeconds` (timestamp queries) added.
+ * @throws {CholeskyError} if H stays indefinite after all retries.
+ */
+export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult> {
+  const { rows, n, decider } = p;
+  if (decider.kind === "custom") {
+    throw new TypeError(
+      `Cannot run the OBS solver on the GPU with a "custom" decider: use backend "cpu"`,
+    );
+  }
+  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  if (n * n * 4 > limit || rows * n * 4 > limit) {
+    throw new RangeError(
+      `Cannot run the OBS solver on the GPU: W [${rows}, ${n}] or U [${n}, ${n}] exceeds the device's binding limit of ${limit} bytes`,
+    );
+  }
+  const perm = p.perm ?? Int32Array.from({ length: n }, (_, i) => i);
+  const bs = p.blockSize;
+  const hasGrid = decider.kind === "grid" || decider.kind === "prune+grid";
+  const structure = decider.kind === "prune" || decider.kind === "prune+grid"
+    ? decider.structure
+    : null;
+
+  // Grids: per-channel and static groups are fitted here (as the CPU path
+  // does), dynamic groups inside the in-block kernel.
+  let spec: ObsBlockSpec = { rowsPerGroup: 32, blockSize: bs, grid: null, prune: null };
+  let groups = 1, scales: Float32Array | null = null, zeros: Float32Array | null = null;
+  const gIdx = new Uint32Array(n);
+  let maxq = 0;
+  if (hasGrid) {
+    const g = resolveGrid(decider.grid, "run the OBS solver");
+    const staticGroups = decider.staticGroups ?? false;
+    if (staticGroups && g.groupSize === -1) {
+      throw new RangeError(
+        `Cannot run the OBS solver as 'staticGroups' needs groups: 'groupSize' is -1`,
+      );
+    }
+    maxq = g.maxq;
+    const gs = g.groupSize > 0 ? g.groupSize : n;
+    groups = g.groupSize > 0 ? Math.max(1, Math.ceil(n / gs)) : 1;
+    scales = new Float32Array(rows * groups);
+    zeros = new Float32Array(rows * groups);
+    const fitInto = (src: Float32Array, start: number, len: number, k: number) => {
+      for (let r = 0; r < rows; r++) {
+        const fp = fitParams(src, r * n + start, len, 1, g.maxq, g.symmetric, g.mse);
+        scales![r * groups + k] = fp.scale;
+        zeros![r * groups + k] = fp.zero;
+      }
+    };
+    let fitGroupSize = 0;
+    if (g.groupSize === -1) {
+      if (g.perTensor) {
+        const fp = fitParams(p.original, 0, rows * n, 1, g.maxq, g.symmetric, g.mse);
+        scales.fill(fp.scale);
+        zeros.fill(fp.zero);
+      } else fitInto(p.original, 0, n, 0);
+    } else if (staticGroups) {
+      for (let k = 0; k < groups; k++) {
+        fitInto(p.cleaned, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
+      }
+      for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(perm[pos]! / gs);
+    } else {
+      for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(pos / gs);
+      fitGroupSize = gs;
+    }
+    spec = { ...spec, grid: { maxq: g.maxq, symmetric: g.symmetric, mse: g.mse, fitGroupSize } };
+  }
+  if (structure) {
+    spec = {
+      ...spec,
+      prune: structure.kind === "unstructured"
+        ? { kind: "unstructured" }
+        : { kind: "nm", n: structure.n, m: structure.m },
+    };
+  }
+  const sparsity = structure?.kind === "unstructured" ? structure.sparsity : 0;
+  const cpw = hasGrid ? codesPerWord(maxq) : 4;
+  const shrink = new Float32Array(Math.floor(MSE_MAX_SHRINK * MSE_GRID));
+  for (let s = 0; s < shrink.length; s++) shrink[s] = 1 - s / MSE_GRID;
+
+  let damping = p.dampRatio * p.meanDiag;
+  for (let attempt = 0;; attempt++) {
+    const chol = choleskyBuffers(gpu, reversedDamped(p.xtx, p.diag, perm, damping), n);
+    const owned: GPUBuffer[] = [chol.a, chol.x, chol.t, chol.status];
+    const mk = (bytes: number, label: string) => {
+      const b = storageBuffer(gpu, bytes, label);
+      owned.push(b);
+      return b;
+    };
+    const up = (data: ArrayBufferView, label: string) => {
+      const b = uploadBuffer(gpu, data, label);
+      owned.push(b);
+      return b;
+    };
+    const bufs: ObsBuffers = {
+      W: up(p.w, "W"),
+      U: chol.a,
+      err: mk(rows * bs * 4, "err"),
+      loss: mk(rows * 4, "loss"),
+      ...(hasGrid
+        ? {
+          codes: mk(rows * Math.ceil(n / cpw) * 4, "codes"),
+          scales: up(scales!, "scales"),
+          zeros: up(zeros!, "zeros"),
+          gIdx: up(gIdx, "gIdx"),
+          shrink: up(shrink, "shrink"),
+        }
+        : {}),
+      ...(structure ? { mask: mk(rows * Math.ceil(n / 32) * 4, "mask") } : {}),
+      ...(structure?.kind === "unstructured"
+        ? {
+          scores: mk(rows * bs * 4, "scores"),
+          allow: mk(rows * 4, "allow"),
+          state: mk(259 * 4, "select"),
+        }
+        : {}),
+    };
+    const batch = new GpuBatch(gpu);
+    encodeUpperCholeskyOfInverse(batch, chol, n);
+    encodeObsLoop(batch, spec, bufs, { rows, n, groups, sparsity }, (i1, i2) => {
+      encodeGemm(
+        batch,
+        {
+          transA: false,
+          transB: false,
+          accumulate: true,
+          inputs: "f32",
+          aInC: false,
+          bInC: false,
+          lowerC: false,
+          lowerB: false,
+          tile: "large",
+        },
+        { c: bufs.W, a: bufs.err, b: bufs.U },
+        {
+          m: rows,
+          n: n - i2,
+          k: i2 - i1,
+          lda: bs,
+          ldb: n,
+          ldc: n,
+          offB: i1 * n + i2,
+          offC: i2,
+          alpha: -1,
+          beta: 1,
+        },
+      );
+    });
+    const reads: GPUBuffer[] = [chol.status, bufs.W, bufs.loss];
+    if (hasGrid) reads.push(bufs.codes!, bufs.scales!, bufs.zeros!);
+    if (structure) reads.push(bufs.mask!);
+    let out: { data: ArrayBuffer[]; gpuSeconds: number };
+    try {
+      out = await batch.submit(reads);
+    } finally {
+      for (const b of owned) b.destroy();
+    }
+    const status = new Uint32Array(out.data[0]!)[0]!;
+    if (status !== 0) {
+      if (attempt >= p.maxDampingRetries) throw new CholeskyError(status - 1, NaN);
+      damping = damping > 0 ? damping * 10 : 1e-8 * p.meanDiag;
+      continue;
+    }
+    return assemble(p, perm, out, {
+      hasGrid,
+      cpw,
+      groups,
+      gIdx,
+      damping,
+      structure: structure !== null,
+    });
+  }
+}
+
+/** J·P·(H + damping·I)·Pᵀ·J as float32, with the diagonal taken from `diag`. */
+function reversedDamped(
+  xtx: Float64Array,
+  diag: Float64Array,
+  perm: Int32Array,
+  damping: number,
+): Float32Array {
+  const n = diag.length;
+  const out = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const pi = perm[n - 1 - i]! * n, dst = i * n;
+    for (let j = 0; j < n; j++) out[dst + j] = xtx[pi + perm[n - 1 - j]!]!;
+    out[dst + i] = diag[perm[n - 1 - i]!]! + damping;
+  }
+  return out;
+}
+
+function assemble(
+  p: ObsGpuProblem,
+  perm: Int32Array,
+  out: { data: ArrayBuffer[]; gpuSeconds: number },
+  o: {
+    hasGrid: boolean;
+    cpw: number;
+    groups: number;
+    gIdx: Uint32Array;
+    damping: number;
+    structure: boolean;
+  },
+): ObsResult {
+  const { rows, n } = p;
+  const w = new Float32Array(out.data[1]!);
+  const lossRows = new Float32Array(out.data[2]!);
+  let obsLoss = 0;
+  for (let r = 0; r < rows; r++) obsLoss += lossRows[r]!;
+  const weight = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < n; i++) weight[r * n + perm[i]!] = w[r * n + i]!;
+  }
+  p.onProgress?.(n, n);
+  const result: ObsResult = {
+    weight: tensor("f32", [rows, n], weight),
+    stats: {
+      obsLoss,
+      damping: o.damping,
+      deadColumns: p.deadColumns,
+      seconds: (performance.now() - p.t0) / 1000,
+      choleskySeconds: NaN,
+      loopSeconds: NaN,
+      updateSeconds: NaN,
+      gpuSeconds: out.gpuSeconds,
+    },
+  };
+  if (p.perm) result.perm = p.perm;
+  let next = 3;
+  if (o.hasGrid) {
+    const words = new Uint32Array(out.data[next++]!);
+    const bitsPer = 32 / o.cpw, mask = 2 ** bitsPer - 1;
+    const codes = o.cpw === 4 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
+    const stride = Math.ceil(n / o.cpw);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < n; i++) {
+        const word = words[r * stride + Math.floor(i / o.cpw)]!;
+        codes[r * n + perm[i]!] = (word >>> ((i % o.cpw) * bitsPer)) & mask;
+      }
+    }
+    result.codes = codes;
+    result.scales = new Float32Array(out.data[next++]!);
+    result.zeros = new Float32Array(out.data[next++]!);
+    const gIdx = new Int32Array(n);
+    for (let i = 0; i < n; i++) gIdx[perm[i]!] = o.gIdx[i]!;
+    result.gIdx = gIdx;
+  }
+  if (o.structure) {
+    const words = new Uint32Array(out.data[next++]!);
+    const stride = Math.ceil(n / 32);
+    const pruned = new Uint8Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < n; i++) {
+        pruned[r * n + perm[i]!] = (words[r * stride + (i >> 5)]! >>> (i & 31)) & 1;
+      }
+    }
+    result.pruned = pruned;
+  }
+  return result;
+}

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { type ObsGpuProblem, obsSolveGpu } from "../../kernels/obs_gpu.ts";
+import { type ObsDecider, obsSolve } from "../../hessian/obs.ts";
+import type { Hessian } from "../../hessian/hessian.ts";
+import { tensor } from "../../core/tensor.ts";
+import { prng } from "../../core/prng.ts";
+import { relError, testGpu } from "./_gpu.ts";
+
+const rows = 48, n = 96;
+
+/** Correlated inputs (low rank plus noise, a few outlier channels) and their Hessian. */
+function problem(seed: number): { w: Float32Array; h: Hessian } {
+  const rng = prng(seed);
+  const tokens = 256, rank = 8;
+  const basis = Float64Array.from({ length: rank * n }, () => rng.normal());
+  const x = new Float64Array(tokens * n);
+  for (let t = 0; t < tokens; t++) {
+    const z = Array.from({ length: rank }, () => rng.normal());
+    for (let j = 0; j < n; j++) {
+      let v = 0.3 * rng.normal();
+      for (let k = 0; k < rank; k++) v += z[k]! * basis[k * n + j]!;
+      x[t * n + j] = j % 17 === 3 ? 6 * v : v;
+    }
+  }
+  const xtx = new Float64Array(n * n);
+  for (let t = 0; t < tokens; t++) {
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        xtx[i * n + j] = xtx[i * n + j]! + x[t * n + i]! * x[t * n + j]! / tokens;
+      }
+    }
+  }
+  const w = Float32Array.from({ length: rows * n }, () => rng.normal());
+  return { w, h: { cols: n, count: tokens, xtx } };
+}
+
+function prepare(
+  w: Float32Array,
+  h: Hessian,
+  decider: ObsDecider,
+  blockSize: number,
+): ObsGpuProblem {
+  const diag = new Float64Array(n);
+  let mean = 0;
+  for (let j = 0; j < n; j++) mean += diag[j] = h.xtx[j * n + j]!;
+  return {
+    rows,
+    n,
+    w: w.slice(),
+    xtx: h.xtx,
+    diag,
+    meanDiag: mean / n,
+    dampRatio: 0.01,
+    maxDampingRetries: 6,
+    decider,
+    blockSize,
+    perm: null,
+    original: w,
+    cleaned: w,
+    deadColumns: 0,
+    t0: performance.now(),
+  };
+}
+
+const cases: { name: string; decider: ObsDecider; blockSize: number }[] = [
+  {
+    name: "GPTQ 4-bit groups of 16 fitted in the loop",
+    decider: { kind: "grid", grid: { bits: 4, groupSize: 16 } },
+    blockSize: 32,
+  },
+  {
+    name: "GPTQ 3-bit symmetric per channel",
+    decider: { kind: "grid", grid: { bits: 3, symmetric: true } },
+    blockSize: 32,
+  },
+  {
+    name: "GPTQ 2-bit groups of 48 with the MSE search",
+    decider: { kind: "grid", grid: { bits: 2, groupSize: 48, mse: true } },
+    blockSize: 32,
+  },
+  {
+    name: "SparseGPT 50% unstructured",
+    decider: { kind: "prune", structure: { kind: "unstructured", sparsity: 0.5 } },
+    blockSize: 32,
+  },
+  {
+    name: "SparseGPT 2:4",
+    decider: { kind: "prune", structure: { kind: "nm", n: 2, m: 4 } },
+    blockSize: 32,
+  },
+  {
+    name: "joint 4:8 + 4-bit groups of 32",
+    decider: {
+      kind: "prune+grid",
+      structure: { kind: "nm", n: 4, m: 8 },
+      grid: { bits: 4, groupSize: 32 },
+    },
+    blockSize: 32,
+  },
+];
+
+for (const c of cases) {
+  Deno.test(`GPU OBS loop gives the CPU solver's result: ${c.name}`, async () => {
+    const gpu = await testGpu();
+    if (!gpu) return;
+    const { w, h } = problem(7);
+    const cpu = await obsSolve(tensor("f32", [rows, n], w), h, {
+      decider: c.decider,
+      blockSize: c.blockSize,
+    });
+    const res = await obsSolveGpu(gpu, prepare(w, h, c.decider, c.blockSize));
+    // Weights and loss to float32 tolerance (U is float32 on the GPU).
+    const err = relError(res.weight.data, cpu.weight.data);
+    assert.ok(err < 2e-3, `weights: relative error ${err}`);
+    assert.ok(
+      Math.abs(res.stats.obsLoss - cpu.stats.obsLoss) <= 2e-3 * cpu.stats.obsLoss,
+      `loss ${res.stats.obsLoss} vs ${cpu.stats.obsLoss}`,
+    );
+    if (cpu.codes) {
+      let same = 0;
+      for (let i = 0; i < cpu.codes.length; i++) if (res.codes![i] === cpu.codes[i]) same++;
+      assert.ok(
+        same >= 0.995 * cpu.codes.length,
+        `codes: ${cpu.codes.length - same} differ (near-ties)`,
+      );
+      assert.ok(relError(res.scales!, cpu.scales!) < 1e-3, "scales");
+      assert.deepEqual(res.gIdx, cpu.gIdx);
+    }
+    if (cpu.pruned) {
+      let same = 0, count = 0, countCpu = 0;
+      for (let i = 0; i < cpu.pruned.length; i++) {
+        if (res.pruned![i] === cpu.pruned[i]) same++;
+        count += res.pruned![i]!;
+        countCpu += cpu.pruned[i]!;
+        if (res.pruned![i]) assert.equal(res.weight.data[i], 0);
+      }
+      assert.equal(count, countCpu, "exactly the same number of weights pruned");
+      assert.ok(same >= 0.995 * cpu.pruned.length, `masks: ${cpu.pruned.length - same} differ`);
+    }
+  });
+}
