@@ -28,6 +28,8 @@ export class CholeskyError extends Error {
   }
 }
 
+import { createGemmKernel, KERNEL_UNROLL } from "./_gemm_wasm.ts";
+
 /** A readable and writable array of numbers (Float64Array or Float32Array). */
 type NumArray = Float64Array | Float32Array;
 
@@ -41,14 +43,29 @@ const NC = 512;
 
 // Scratch for packing and for one micro-tile. The kernels are synchronous and
 // never re-enter, so module-level buffers are safe and save an allocation per
-// call; they only ever hold intermediate values.
-const packedA = new Float64Array(MC * KC);
-const packedB = new Float64Array(KC * NC);
-const tile = new Float64Array(MR * NR);
+// call; they only ever hold intermediate values. Where WebAssembly SIMD exists
+// they live in the memory of its micro-kernel (see `_gemm_wasm.ts`); the
+// JavaScript micro-kernel below gives bit-identical results elsewhere.
+// Micro-panels hold an even number of terms (KERNEL_UNROLL), zero-padded.
+const wasm = createGemmKernel(MC * (KC + 1), (KC + 1) * NC);
+const packedA = wasm
+  ? new Float64Array(wasm.memory.buffer, wasm.aBase, MC * (KC + 1))
+  : new Float64Array(MC * (KC + 1));
+const packedB = wasm
+  ? new Float64Array(wasm.memory.buffer, wasm.bBase, (KC + 1) * NC)
+  : new Float64Array((KC + 1) * NC);
+const tile = wasm
+  ? new Float64Array(wasm.memory.buffer, wasm.tileBase, MR * NR)
+  : new Float64Array(MR * NR);
+const wasmKernel = wasm ? wasm.kernel : null;
+const A_BASE = wasm ? wasm.aBase : 0;
+const B_BASE = wasm ? wasm.bBase : 0;
+const TILE_BASE = wasm ? wasm.tileBase : 0;
 
 /**
  * Packs alpha·op(A)[i0:i0+mc, p0:p0+kc] into 4-row micro-panels (zero-padded):
- * panel r holds, for each p, the 4 values A(i0+4r+t, p0+p), t = 0..3.
+ * panel r holds, for each p < kcp, the 4 values A(i0+4r+t, p0+p), t = 0..3
+ * (zero for p ≥ kc).
  */
 function packABlock(
   a: ArrayLike<number>,
@@ -59,11 +76,13 @@ function packABlock(
   mc: number,
   p0: number,
   kc: number,
+  kcp: number,
   alpha: number,
 ): void {
   const out = packedA;
   let o = 0;
-  for (let ir = 0; ir < mc; ir += MR) {
+  for (let ir = 0; ir < mc; ir += MR, o += MR * (kcp - kc)) {
+    if (kcp > kc) out.fill(0, o + MR * kc, o + MR * kcp);
     const h = Math.min(MR, mc - ir);
     const i = i0 + ir;
     if (!transA) {
@@ -105,7 +124,8 @@ function packABlock(
 
 /**
  * Packs op(B)[p0:p0+kc, j0:j0+nc] into 4-column micro-panels (zero-padded):
- * panel q holds, for each p, the 4 values B(p0+p, j0+4q+t), t = 0..3.
+ * panel q holds, for each p < kcp, the 4 values B(p0+p, j0+4q+t), t = 0..3
+ * (zero for p ≥ kc).
  */
 function packBBlock(
   b: ArrayLike<number>,
@@ -116,10 +136,12 @@ function packBBlock(
   kc: number,
   j0: number,
   nc: number,
+  kcp: number,
 ): void {
   const out = packedB;
   let o = 0;
-  for (let jr = 0; jr < nc; jr += NR) {
+  for (let jr = 0; jr < nc; jr += NR, o += NR * (kcp - kc)) {
+    if (kcp > kc) out.fill(0, o + NR * kc, o + NR * kcp);
     const w = Math.min(NR, nc - jr);
     const j = j0 + jr;
     if (!transB) {
@@ -256,15 +278,20 @@ function gemm(
     const nc = Math.min(NC, n - jc);
     for (let pc = 0; pc < k; pc += KC) {
       const kc = Math.min(KC, k - pc);
-      packBBlock(b, offB, ldb, transB, pc, kc, jc, nc);
+      const kcp = Math.ceil(kc / KERNEL_UNROLL) * KERNEL_UNROLL;
+      packBBlock(b, offB, ldb, transB, pc, kc, jc, nc, kcp);
       for (let ic = 0; ic < m; ic += MC) {
         const mc = Math.min(MC, m - ic);
-        packABlock(a, offA, lda, transA, ic, mc, pc, kc, alpha);
+        packABlock(a, offA, lda, transA, ic, mc, pc, kc, kcp, alpha);
         for (let jr = 0; jr < nc; jr += NR) {
           const w = Math.min(NR, nc - jr);
-          const bo = jr * kc;
+          const bo = jr * kcp;
           for (let ir = 0; ir < mc; ir += MR) {
-            microKernel(kc, ir * kc, bo);
+            if (wasmKernel !== null) {
+              wasmKernel(kcp, A_BASE + 8 * ir * kcp, B_BASE + 8 * bo, TILE_BASE);
+            } else {
+              microKernel(kcp, ir * kcp, bo);
+            }
             addTile(c, offC + (ic + ir) * ldc + jc + jr, ldc, Math.min(MR, mc - ir), w);
           }
         }
@@ -476,23 +503,45 @@ function choleskyDiagonalBlock(a: Float64Array, n: number, k0: number, k1: numbe
   }
 }
 
+/** Column block of the panel solve: substitution inside it, GEMM between blocks. */
+const PANEL_BLOCK = 16;
+
 /**
- * Panel solve L21 = A21·L11⁻ᵀ for rows [k1, n) and columns [k0, k1), in place
- * (row by row forward substitution; each row's dot products are contiguous).
+ * Panel solve L21 = A21·L11⁻ᵀ for rows [k1, n) and columns [k0, k1), in place.
+ * Forward substitution over column blocks of 16: solve a block row by row
+ * (contiguous dot products), then remove its contribution from the columns to
+ * its right with one GEMM, A21[:, j1:k1] −= L21[:, j0:j1]·L11[j1:k1, j0:j1]ᵀ.
  */
 function choleskyPanel(a: Float64Array, n: number, k0: number, k1: number): void {
-  for (let i = k1; i < n; i++) {
-    const ri = i * n;
-    for (let j = k0; j < k1; j++) {
-      const rj = j * n;
-      let s = a[ri + j]!;
-      let p = k0;
-      for (; p + 3 < j; p += 4) {
-        s -= a[ri + p]! * a[rj + p]! + a[ri + p + 1]! * a[rj + p + 1]! +
-          a[ri + p + 2]! * a[rj + p + 2]! + a[ri + p + 3]! * a[rj + p + 3]!;
+  for (let j0 = k0; j0 < k1; j0 += PANEL_BLOCK) {
+    const j1 = Math.min(k1, j0 + PANEL_BLOCK);
+    for (let i = k1; i < n; i++) {
+      const ri = i * n;
+      for (let j = j0; j < j1; j++) {
+        const rj = j * n;
+        let s = a[ri + j]!;
+        for (let p = j0; p < j; p++) s -= a[ri + p]! * a[rj + p]!;
+        a[ri + j] = s / a[rj + j]!;
       }
-      for (; p < j; p++) s -= a[ri + p]! * a[rj + p]!;
-      a[ri + j] = s / a[rj + j]!;
+    }
+    if (j1 < k1) {
+      gemm(
+        n - k1,
+        k1 - j1,
+        j1 - j0,
+        -1,
+        a,
+        k1 * n + j0,
+        n,
+        false,
+        a,
+        j1 * n + j0,
+        n,
+        true,
+        a,
+        k1 * n + j1,
+        n,
+      );
     }
   }
 }

@@ -534,3 +534,44 @@ Deno.test("linalg functions never mutate their arguments", () => {
   solveTriangular(at, at);
   assert.deepEqual(a, copy);
 });
+
+Deno.test("the JavaScript fallback kernel gives bit-identical results to the WebAssembly one", async () => {
+  // A child Deno that deletes the WebAssembly global before loading the kernels
+  // takes the plain-JavaScript path.
+  const dense = new URL("../../core/_dense.ts", import.meta.url).href;
+  const prngUrl = new URL("../../core/prng.ts", import.meta.url).href;
+  const script = `
+    delete globalThis.WebAssembly;
+    const { matmulRaw, gramRaw, choleskyLowerInPlace } = await import("${dense}");
+    const { prng, randn } = await import("${prngUrl}");
+    const a = randn(67 * 301, prng(1)), b = randn(301 * 130, prng(2));
+    const c = matmulRaw(a, b, 67, 301, 130);
+    const g = gramRaw(a, 67, 301).subarray(0, 301 * 66);
+    const h = gramRaw(randn(150 * 100, prng(3)), 150, 100);
+    choleskyLowerInPlace(h, 100);
+    console.log(JSON.stringify({ wasm: typeof WebAssembly, c: [...c], g: [...g], h: [...h] }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(out.success, "child process failed");
+  const child = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(child.wasm, "undefined", "the child still had WebAssembly");
+  const a = randn(67 * 301, prng(1)), b = randn(301 * 130, prng(2));
+  const h = gramRaw(randn(150 * 100, prng(3)), 150, 100);
+  choleskyLowerInPlace(h, 100);
+  const here = {
+    c: matmulRaw(a, b, 67, 301, 130),
+    g: gramRaw(a, 67, 301).subarray(0, 301 * 66),
+    h,
+  };
+  for (const key of ["c", "g", "h"] as const) {
+    const mine = here[key], theirs = child[key] as number[];
+    assert.equal(mine.length, theirs.length);
+    for (let i = 0; i < mine.length; i++) {
+      if (!Object.is(mine[i], theirs[i])) assert.fail(`${key}[${i}]: ${mine[i]} vs ${theirs[i]}`);
+    }
+  }
+});
