@@ -9,3 +9,4 @@ export * from "./hessian_kernel.ts";
 export * from "./cholesky_kernel.ts";
 export * from "./obs_kernel.ts";
 export * from "./obs_gpu.ts";
+export * from "./fwht_kernel.ts";
