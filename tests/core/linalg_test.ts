@@ -438,7 +438,7 @@ Deno.test("eigh() is accurate on a rank-deficient PSD matrix, a repeated spectru
 });
 
 Deno.test("svd() gives U·S·Vᵀ = A with orthonormal U and V, descending s, matching mathjs's singular values", () => {
-  for (const [m, n] of [[1, 1], [8, 8], [40, 12], [12, 40], [64, 64], [3, 1], [1, 5]]) {
+  for (const [m, n] of [[1, 1], [8, 8], [40, 12], [12, 40], [64, 64], [3, 1], [1, 5], [50, 90]]) {
     const a = randomMatrix(m!, n!, 400 + m! * n!);
     const { u, s, v } = svd(t64(m!, n!, a));
     const r = Math.min(m!, n!);
@@ -463,7 +463,13 @@ Deno.test("svd() gives U·S·Vᵀ = A with orthonormal U and V, descending s, ma
 });
 
 Deno.test("svd() of rank-deficient tall and wide matrices still gives orthonormal U and V", () => {
-  for (const [m, n, rank] of [[30, 10, 4], [10, 30, 3], [20, 20, 1], [6, 4, 0]]) {
+  for (
+    const [m, n, rank] of [[30, 10, 4], [10, 30, 3], [20, 20, 1], [6, 4, 0], [80, 60, 5], [
+      50,
+      90,
+      7,
+    ]]
+  ) {
     const a = rank === 0
       ? new Float64Array(m! * n!)
       : matmulRaw(randomMatrix(m!, rank!, m!), randomMatrix(rank!, n!, n!), m!, rank!, n!);
