@@ -1,7 +1,8 @@
 /**
  * Library-internal: deterministic min–max (asymmetric) block quantization of a
- * float32 vector to `bits`-bit codes, packed with {@linkcode packBits}. This is
- * the quantizer MicroAdam applies to its error-feedback buffer: per block,
+ * float32 vector to `bits`-bit codes, packed in the bit layout of `packBits`
+ * (quantizers/bitpack.ts). This is the quantizer MicroAdam applies to its
+ * error-feedback buffer: per block,
  * u = (Δ − δ)/(2^b − 1), code = round((x − δ)/u), x̂ = δ + u·code.
  * Web-standard only.
  *
@@ -9,7 +10,7 @@
  * @module
  */
 
-import { packBits, unpackBits } from "../quantizers/bitpack.ts";
+import { packedWords } from "../quantizers/bitpack.ts";
 
 /** A vector quantized block-wise to `bits` bits with per-block [min, max]. */
 export interface MinMaxBlocks {
@@ -58,7 +59,8 @@ export function quantizeMinMaxBlocks(
   const n = x.length;
   const nb = Math.ceil(n / blockSize);
   const lo = new Float32Array(nb), hi = new Float32Array(nb);
-  const codes = new Uint16Array(n);
+  // The codes go straight into the little-endian bit stream of packBits.
+  const codes = new Uint32Array(packedWords(n, bits));
   const top = (1 << bits) - 1;
   for (let b = 0; b < nb; b++) {
     const s = b * blockSize, e = Math.min(n, s + blockSize);
@@ -73,11 +75,15 @@ export function quantizeMinMaxBlocks(
     hi[b] = mx;
     const d = lo[b]!, u = (hi[b]! - d) / top;
     if (!(u > 0)) continue; // constant block: every code 0 decodes to δ
+    const inv = 1 / u;
     for (let i = s; i < e; i++) {
-      codes[i] = Math.min(top, Math.max(0, Math.round((x[i]! - d) / u)));
+      const c = Math.min(top, Math.max(0, Math.round((x[i]! - d) * inv)));
+      const bit = i * bits, w = bit >>> 5, off = bit & 31;
+      codes[w] = (codes[w]! | (c << off)) >>> 0;
+      if (off + bits > 32) codes[w + 1] = (codes[w + 1]! | (c >>> (32 - off))) >>> 0;
     }
   }
-  return { length: n, bits, blockSize, codes: packBits(codes, bits), lo, hi };
+  return { length: n, bits, blockSize, codes, lo, hi };
 }
 
 /**
@@ -87,14 +93,22 @@ export function quantizeMinMaxBlocks(
  * @returns x̂ = δ + u·code, block by block.
  */
 export function dequantizeMinMaxBlocks(q: MinMaxBlocks): Float32Array {
-  const { length: n, bits, blockSize } = q;
-  const codes = unpackBits(q.codes, bits, n);
+  const { length: n, bits, blockSize, codes } = q;
+  if (codes.length < packedWords(n, bits)) {
+    throw new RangeError(`Cannot decode ${n} ${bits}-bit codes from ${codes.length} words`);
+  }
   const out = new Float32Array(n);
   const top = (1 << bits) - 1;
   for (let b = 0; b * blockSize < n; b++) {
     const s = b * blockSize, e = Math.min(n, s + blockSize);
     const d = q.lo[b]!, u = (q.hi[b]! - d) / top;
-    for (let i = s; i < e; i++) out[i] = u > 0 ? d + u * codes[i]! : d;
+    for (let i = s; i < e; i++) {
+      // Read code i from the bit stream (it may straddle two words).
+      const bit = i * bits, w = bit >>> 5, off = bit & 31;
+      let c = codes[w]! >>> off;
+      if (off + bits > 32) c |= codes[w + 1]! << (32 - off);
+      out[i] = u > 0 ? d + u * (c & top) : d;
+    }
   }
   return out;
 }

@@ -125,9 +125,9 @@ export function errorFeedback<S = never>(
     );
   }
   const stateful = typeof compressor === "function" ? null : compressor;
-  const store = (a: Float64Array): ErrorBuffer =>
+  const store = (a: Float32Array): ErrorBuffer =>
     errorQuantization === undefined
-      ? Float32Array.from(a)
+      ? a
       : quantizeMinMaxBlocks(a, errorQuantization.bits, errorQuantization.blockSize);
   const load = (e: ErrorBuffer): Float32Array =>
     e instanceof Float32Array ? e : dequantizeMinMaxBlocks(e);
@@ -137,7 +137,7 @@ export function errorFeedback<S = never>(
       const error: Record<string, ErrorBuffer> = {};
       const cs: Record<string, S> = {};
       for (const [name, p] of Object.entries(params)) {
-        error[name] = store(new Float64Array(p.length));
+        error[name] = store(new Float32Array(p.length));
         if (stateful) cs[name] = stateful.init(new Float32Array(p.length), name);
       }
       return { count: 0, error, compressor: cs };
@@ -175,7 +175,7 @@ export function errorFeedback<S = never>(
               `for '${name}' of ${a.length}`,
           );
         }
-        const next = new Float64Array(a.length); // g + e − C(g + e)
+        const next = new Float32Array(a.length); // g + e − C(g + e), rounded once
         for (let i = 0; i < a.length; i++) next[i] = a[i]! - c[i]!;
         sent[name] = c;
         error[name] = store(next);

@@ -185,7 +185,7 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
           o += k;
         });
         // 3. Moments from the window (ASC), ages 0 … filled − 1.
-        const mh = new Float64Array(n), vh = new Float64Array(n);
+        const mh = new Float32Array(n), vh = new Float32Array(n);
         for (let r = 0; r < filled; r++) {
           const row = ((slot - r + m) % m) * K;
           const w1 = beta1 ** r, w2 = beta2 ** r;

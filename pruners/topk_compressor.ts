@@ -148,31 +148,35 @@ function kthLargest(a: Float32Array, k: number): number {
 export function topKSelect(x: ArrayLike<number>, options: SparsifyOptions = {}): SparseEntries {
   const n = x.length;
   const { blockSize, keep } = resolve(n, options, "select the top-k entries");
-  const idx: number[] = [];
+  let total = 0;
+  for (let s = 0; s < n; s += blockSize) total += keep(Math.min(n, s + blockSize) - s);
+  const indices = new Int32Array(total);
+  const abs = new Float32Array(Math.min(n, blockSize));
+  let o = 0;
   for (let s = 0; s < n; s += blockSize) {
     const e = Math.min(n, s + blockSize), len = e - s;
     const k = keep(len);
     if (k === 0) continue;
     if (k === len) {
-      for (let i = s; i < e; i++) idx.push(i);
+      for (let i = s; i < e; i++) indices[o++] = i;
       continue;
     }
-    const abs = new Float32Array(len);
-    for (let i = 0; i < len; i++) abs[i] = Math.abs(x[s + i]!);
-    const tau = kthLargest(abs.slice(), k);
+    const a = abs.subarray(0, len);
+    for (let i = 0; i < len; i++) a[i] = Math.abs(x[s + i]!);
+    const tau = kthLargest(a, k); // reorders `a`; |x| is read again below
     let above = 0;
-    for (let i = 0; i < len; i++) if (abs[i]! > tau) above++;
+    for (let i = s; i < e; i++) if (Math.fround(Math.abs(x[i]!)) > tau) above++;
     let ties = k - above; // entries equal to τ still to keep, lowest index first
-    for (let i = 0; i < len; i++) {
-      const v = abs[i]!;
-      if (v > tau) idx.push(s + i);
+    for (let i = s; i < e; i++) {
+      const v = Math.fround(Math.abs(x[i]!));
+      if (v > tau) indices[o++] = i;
       else if (v === tau && ties > 0) {
-        idx.push(s + i);
+        indices[o++] = i;
         ties--;
       }
     }
   }
-  return gather(x, Int32Array.from(idx));
+  return gather(x, indices);
 }
 
 /**
