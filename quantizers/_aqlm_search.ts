@@ -7,7 +7,8 @@
  */
 
 import type { Prng } from "../core/prng.ts";
-import { matmulRaw } from "../core/_dense.ts";
+import { CholeskyError, matmulRaw } from "../core/_dense.ts";
+import { upperCholeskyOfInverse } from "../hessian/_obs_kernels.ts";
 
 /** Problem data shared by the phases. */
 export interface Problem {
@@ -424,4 +425,133 @@ function dot(a: Float64Array, b: Float64Array): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
   return s;
+}
+
+/**
+ * Sequential code assignment with Optimal Brain Surgeon compensation (as GPTQ
+ * does for scalar grids, with one vector decision per group): groups are
+ * fixed left to right; each group's codes minimize ‖U_JJ^{−ᵀ}(w_J − q)‖², the
+ * exact loss of fixing the group while every later column is still free to
+ * compensate, and the error is then propagated to the later columns through
+ * U, the upper Cholesky factor of H⁻¹. Within a group the M codebooks are
+ * chosen greedily then revisited once. Overwrites `codes`.
+ *
+ * @param p The problem.
+ * @param codebooks [M, K, g].
+ * @param scales Row scales.
+ * @param codes Output, [rows, G, M].
+ * @param dampRatio Damping as a fraction of the mean diagonal.
+ */
+export function sequentialAssign(
+  p: Problem,
+  codebooks: Float64Array,
+  scales: Float64Array,
+  codes: Int32Array,
+  dampRatio: number,
+): void {
+  const { rows, cols, g, G, M, K, H } = p;
+  const diag = new Float64Array(cols);
+  let mean = 0;
+  for (let c = 0; c < cols; c++) {
+    const d = H[c * cols + c]!;
+    diag[c] = d > 0 ? d : 1; // dead inputs: their weights do not matter
+    mean += diag[c]!;
+  }
+  mean /= cols;
+  const identity = new Int32Array(cols).map((_, i) => i);
+  let U: Float32Array | undefined;
+  let damping = dampRatio * mean;
+  for (let attempt = 0; attempt < 8 && !U; attempt++, damping *= 10) {
+    try {
+      U = upperCholeskyOfInverse(H, cols, identity, diag, damping);
+    } catch (err) {
+      if (!(err instanceof CholeskyError)) throw err;
+    }
+  }
+  if (!U) throw new RangeError("Cannot assign AQLM codes: the damped Hessian stays singular");
+  const Wc = Float64Array.from(p.W); // [rows, cols], updated as groups are fixed
+  const A = new Float64Array(g * g); // metric (U_JJᵀU_JJ)⁻¹ = U_JJ⁻¹U_JJ⁻ᵀ
+  const Ui = new Float64Array(g * g);
+  const norms = new Float64Array(M * K);
+  const target = new Float64Array(g);
+  const At = new Float64Array(g);
+  const q = new Float64Array(g);
+  for (let J = 0; J < G; J++) {
+    const c0 = J * g;
+    // Inverse of the upper-triangular block U_JJ.
+    Ui.fill(0);
+    for (let i = g - 1; i >= 0; i--) {
+      Ui[i * g + i] = 1 / U[(c0 + i) * cols + c0 + i]!;
+      for (let j = i + 1; j < g; j++) {
+        let s = 0;
+        for (let k = i + 1; k <= j; k++) s += U[(c0 + i) * cols + c0 + k]! * Ui[k * g + j]!;
+        Ui[i * g + j] = -s * Ui[i * g + i]!;
+      }
+    }
+    for (let i = 0; i < g; i++) {
+      for (let j = 0; j < g; j++) {
+        let s = 0;
+        for (let k = Math.max(i, j); k < g; k++) s += Ui[i * g + k]! * Ui[j * g + k]!;
+        A[i * g + j] = s;
+      }
+    }
+    for (let mk = 0; mk < M * K; mk++) {
+      let s = 0;
+      for (let a = 0; a < g; a++) {
+        let t = 0;
+        for (let b = 0; b < g; b++) t += A[a * g + b]! * codebooks[mk * g + b]!;
+        s += t * codebooks[mk * g + a]!;
+      }
+      norms[mk] = s;
+    }
+    for (let r = 0; r < rows; r++) {
+      const s = scales[r]!;
+      const base = (r * G + J) * M;
+      for (let a = 0; a < g; a++) target[a] = Wc[r * cols + c0 + a]! / s;
+      // Greedy over codebooks, then one revisit of each given the others.
+      for (let pass = 0; pass < 2; pass++) {
+        for (let m = 0; m < M; m++) {
+          // residual target: t minus every other codebook's current vector
+          for (let a = 0; a < g; a++) q[a] = target[a]!;
+          for (let m2 = 0; m2 < M; m2++) {
+            if (m2 === m || (pass === 0 && m2 > m)) continue;
+            const o = (m2 * K + codes[base + m2]!) * g;
+            for (let a = 0; a < g; a++) q[a] = q[a]! - codebooks[o + a]!;
+          }
+          for (let a = 0; a < g; a++) {
+            let t = 0;
+            for (let b = 0; b < g; b++) t += A[a * g + b]! * q[b]!;
+            At[a] = t;
+          }
+          let best = 0, bestScore = Infinity;
+          for (let k = 0; k < K; k++) {
+            const o = (m * K + k) * g;
+            let dot = 0;
+            for (let a = 0; a < g; a++) dot += codebooks[o + a]! * At[a]!;
+            const score = norms[m * K + k]! - 2 * dot;
+            if (score < bestScore) {
+              bestScore = score;
+              best = k;
+            }
+          }
+          codes[base + m] = best;
+        }
+      }
+      // The fixed values, then OBS propagation column by column.
+      q.fill(0);
+      for (let m = 0; m < M; m++) {
+        const o = (m * K + codes[base + m]!) * g;
+        for (let a = 0; a < g; a++) q[a] = q[a]! + s * codebooks[o + a]!;
+      }
+      const row = r * cols;
+      for (let a = 0; a < g; a++) {
+        const col = c0 + a;
+        const err = (Wc[row + col]! - q[a]!) / U[col * cols + col]!;
+        Wc[row + col] = q[a]!;
+        if (err === 0) continue;
+        const urow = col * cols;
+        for (let c = col + 1; c < cols; c++) Wc[row + c] = Wc[row + c]! - err * U[urow + c]!;
+      }
+    }
+  }
 }

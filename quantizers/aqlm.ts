@@ -8,6 +8,8 @@
  * Algorithm (alternating, every step non-increasing in the objective):
  * 1. scales: the RMS of each row; codebooks by residual k-means on the
  *    normalized groups (codebook 1 on the groups, codebook 2 on what is left…);
+ *    then codes re-assigned group by group in input order with Optimal Brain
+ *    Surgeon compensation of the later columns (as GPTQ does with scalars);
  * 2. per round: beam search over each row's codes, one (group, codebook) code
  *    at a time, scored in output space; then the least-squares optimum of all
  *    codebooks given the codes (conjugate gradients on the normal equations,
@@ -32,6 +34,7 @@ import {
   outputEnergy,
   type Problem,
   residualKmeans,
+  sequentialAssign,
   updateCodebooks,
   updateScales,
 } from "./_aqlm_search.ts";
@@ -78,6 +81,14 @@ export interface AqlmOptions {
   kmeansIterations?: number;
   /** Conjugate-gradient steps of each codebook update. @default 30 */
   codebookSteps?: number;
+  /**
+   * Re-assign the k-means codes group by group with OBS error compensation
+   * (see `sequentialAssign`) before the first round.
+   * @default true
+   */
+  sequentialInit?: boolean;
+  /** Damping of that sequential pass, as a fraction of the mean Hessian diagonal. @default 0.01 */
+  dampRatio?: number;
   /** Seed of every random choice. @default 0 */
   seed?: number;
   /** Called after each row of each round and after each phase. */
@@ -128,6 +139,8 @@ export async function aqlm(
     kmeansIterations = 10,
     codebookSteps = 30,
     seed = 0,
+    sequentialInit = true,
+    dampRatio = 0.01,
     onProgress,
   } = options;
   checkInt("codebooks", M, 1, 64);
@@ -137,6 +150,11 @@ export async function aqlm(
   checkInt("iterations", iterations, 0, 10_000);
   checkInt("kmeansIterations", kmeansIterations, 0, 10_000);
   checkInt("codebookSteps", codebookSteps, 0, 100_000);
+  if (!(dampRatio > 0 && dampRatio < 1e3)) {
+    throw new RangeError(
+      `Cannot run AQLM as 'dampRatio' must be a positive number: current value is ${dampRatio}`,
+    );
+  }
   const [rows, cols] = dims2(weight, "weight");
   if (hessian?.xtx?.length !== cols * cols || hessian.cols !== cols) {
     throw new RangeError(
@@ -166,6 +184,7 @@ export async function aqlm(
     scales[r] = Math.sqrt(s / cols) || 1;
   }
   const { codebooks, codes } = residualKmeans(p, scales, kmeansIterations, rng);
+  if (sequentialInit) sequentialAssign(p, codebooks, scales, codes, dampRatio);
   onProgress?.({ round: 0, phase: "init", done: 1, total: 1 });
 
   const reference = outputEnergy(p);

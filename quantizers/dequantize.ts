@@ -7,9 +7,11 @@
 
 import { type Tensor, tensor } from "../core/tensor.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
+import { type AqlmWeight, dequantizeAqlm } from "./aqlm.ts";
 
 /**
- * The float32 weight of a quantized weight. Uniform grids:
+ * The float32 weight of a quantized weight (uniform grids from RTN/GPTQ, or
+ * AQLM codebooks). Uniform grids:
  * Ŵ[r, c] = scales[r, g]·(codes[r, c] − zeros[r, g]) with g = gIdx[c].
  *
  * @example
@@ -25,7 +27,7 @@ import type { QuantizedWeight } from "./quantized_weight.ts";
  * @returns Ŵ, f32 [rows, cols].
  * @throws {TypeError} for an unknown format.
  */
-export function dequantize(q: QuantizedWeight): Tensor<"f32"> {
+export function dequantize(q: QuantizedWeight | AqlmWeight): Tensor<"f32"> {
   switch (q?.kind) {
     case "uniform": {
       const [rows, cols] = q.shape;
@@ -45,6 +47,8 @@ export function dequantize(q: QuantizedWeight): Tensor<"f32"> {
       }
       return tensor("f32", [rows, cols], out);
     }
+    case "aqlm":
+      return tensor("f32", [q.shape[0], q.shape[1]], dequantizeAqlm(q));
     default:
       throw new TypeError(
         `Cannot dequantize as 'kind' ${
