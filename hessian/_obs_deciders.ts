@@ -1,0 +1,337 @@
+/**
+ * Library-internal: the built-in deciders of the OBS solver (grid, prune,
+ * prune+grid, custom), compiled for one solve. Positions are in processing
+ * order. Web-standard only.
+ *
+ * @module
+ */
+
+import type { GridOptions } from "../quantizers/grid.ts";
+import { codeOf, fitParams, type ResolvedGrid, resolveGrid } from "../quantizers/_grid_fit.ts";
+import type { ObsDecider, ObsPruneStructure } from "./obs.ts";
+
+/** A decider compiled for one solve. Positions are in processing order. */
+export interface ColumnDecider {
+  beginBlock(i1: number, i2: number, block: Float32Array): void;
+  /** New values q [rows] of the column at `pos` (a row of `block`, which starts at column i1). */
+  decide(pos: number, column: Float32Array, q: Float32Array, i1: number, block: Float32Array): void;
+}
+
+export interface SolveContext {
+  rows: number;
+  n: number;
+  /** Working weights in processing order [rows, n]; block-start state during a block. */
+  w: Float32Array;
+  /** Weights before dead-column zeroing, original order [rows, n]. */
+  original: Float32Array;
+  /** Weights after dead-column zeroing, original order [rows, n]. */
+  cleaned: Float32Array;
+  perm: Int32Array;
+  /** Upper Cholesky factor of H⁻¹ in processing order [n, n] (float32, as the reference). */
+  u: Float32Array;
+}
+
+export function fail(message: string): never {
+  throw new RangeError(`Cannot run the OBS solver as ${message}`);
+}
+
+interface GridState {
+  g: ResolvedGrid;
+  codes: Uint8Array | Uint16Array;
+  scales: Float32Array;
+  zeros: Float32Array;
+  gIdx: Int32Array; // processing order until unpermuted
+  curScale: Float32Array; // [rows]
+  curZero: Float32Array; // [rows]
+  beginBlock(i1: number, i2: number): void;
+  at(pos: number): void;
+}
+
+function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolean): GridState {
+  const g = resolveGrid(options, "run the OBS solver");
+  const { rows, n } = ctx;
+  if (staticGroups && g.groupSize === -1) {
+    fail(`'staticGroups' needs groups: 'groupSize' is -1`);
+  }
+  const gs = g.groupSize > 0 ? g.groupSize : n;
+  const groups = g.groupSize > 0 ? Math.max(1, Math.ceil(n / gs)) : 1;
+  const scales = new Float32Array(rows * groups), zeros = new Float32Array(rows * groups);
+  const gIdx = new Int32Array(n);
+  const codes = g.bits <= 8 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
+  const curScale = new Float32Array(rows), curZero = new Float32Array(rows);
+  const fitInto = (src: Float32Array, start: number, len: number, k: number): void => {
+    for (let r = 0; r < rows; r++) {
+      const p = fitParams(src, r * n + start, len, 1, g.maxq, g.symmetric, g.mse);
+      scales[r * groups + k] = p.scale;
+      zeros[r * groups + k] = p.zero;
+    }
+  };
+  if (g.groupSize === -1) {
+    // As the reference: the row grids are fitted on the weights as given,
+    // before dead columns are zeroed.
+    if (g.perTensor) {
+      const p = fitParams(ctx.original, 0, rows * n, 1, g.maxq, g.symmetric, g.mse);
+      scales.fill(p.scale);
+      zeros.fill(p.zero);
+    } else fitInto(ctx.original, 0, n, 0);
+    curScale.set(scales);
+    curZero.set(zeros);
+  } else if (staticGroups) {
+    for (let k = 0; k < groups; k++) {
+      fitInto(ctx.cleaned, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
+    }
+    for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(ctx.perm[pos]! / gs);
+  } else {
+    for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(pos / gs);
+  }
+  let current = -1;
+  return {
+    g,
+    codes,
+    scales,
+    zeros,
+    gIdx,
+    curScale,
+    curZero,
+    beginBlock(i1, i2) {
+      // Dynamic groups: fitted when the loop reaches their first column, on
+      // W as the lazy updates left it (the state at the start of the block).
+      if (g.groupSize === -1 || staticGroups) return;
+      for (let k = Math.ceil(i1 / gs); k * gs < i2; k++) {
+        fitInto(ctx.w, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
+      }
+    },
+    at(pos) {
+      const k = gIdx[pos]!;
+      if (k === current || g.groupSize === -1) return;
+      current = k;
+      for (let r = 0; r < rows; r++) {
+        curScale[r] = scales[r * groups + k]!;
+        curZero[r] = zeros[r * groups + k]!;
+      }
+    },
+  };
+}
+
+interface PruneState {
+  pruned: Uint8Array; // [rows, n], processing order until unpermuted
+  beginBlock(i1: number, i2: number, block: Float32Array): void;
+  at(pos: number, i1: number, block: Float32Array): void;
+}
+
+function checkStructure(structure: ObsPruneStructure, n: number): void {
+  if (structure === null || typeof structure !== "object") {
+    throw new TypeError(
+      `Cannot run the OBS solver as 'structure' must be an object: current value is ${structure}`,
+    );
+  }
+  if (structure.kind === "unstructured") {
+    const s = structure.sparsity;
+    if (typeof s !== "number" || !(s >= 0 && s < 1)) {
+      fail(`'sparsity' must be in [0, 1): current value is ${s}`);
+    }
+  } else if (structure.kind === "nm") {
+    const { n: keep, m } = structure;
+    if (!Number.isInteger(m) || m < 1) {
+      fail(`'m' must be a positive integer: current value is ${m}`);
+    }
+    if (!Number.isInteger(keep) || keep < 0 || keep >= m) {
+      fail(`'n' must be an integer in [0, m): current value is ${keep} (m = ${m})`);
+    }
+    if (n % m !== 0) fail(`'m' (${m}) must divide the columns (${n})`);
+  } else {
+    throw new TypeError(
+      `Cannot run the OBS solver as 'structure.kind' must be "unstructured" or "nm": current value is ${
+        (structure as { kind: unknown }).kind
+      }`,
+    );
+  }
+}
+
+function pruneState(ctx: SolveContext, structure: ObsPruneStructure): PruneState {
+  const { rows, n, u } = ctx;
+  const pruned = new Uint8Array(rows * n);
+  if (structure.kind === "unstructured") {
+    const sparsity = structure.sparsity;
+    return {
+      pruned,
+      beginBlock(i1, i2, block) {
+        // block is [width, rows] (transposed): score = w² / U_jj².
+        const width = i2 - i1, total = width * rows;
+        const k = Math.floor(sparsity * total);
+        if (k === 0) return;
+        const scores = new Float64Array(total);
+        for (let i = 0; i < width; i++) {
+          const d = u[(i1 + i) * n + i1 + i]!, dd = d * d;
+          for (let r = 0; r < rows; r++) {
+            const v = block[i * rows + r]!;
+            scores[i * rows + r] = (v * v) / dd;
+          }
+        }
+        const sorted = scores.slice().sort();
+        const threshold = sorted[k - 1]!;
+        let below = 0;
+        for (let t = 0; t < total; t++) if (scores[t]! < threshold) below++;
+        let ties = k - below; // prune ties at the threshold in row-major order
+        for (let r = 0; r < rows; r++) {
+          for (let i = 0; i < width; i++) {
+            const s = scores[i * rows + r]!;
+            if (s < threshold || (s === threshold && ties-- > 0)) pruned[r * n + i1 + i] = 1;
+          }
+        }
+      },
+      at() {},
+    };
+  }
+  const { n: keep, m } = structure;
+  const drop = m - keep;
+  const idx = new Int32Array(m);
+  const sc = new Float64Array(m);
+  return {
+    pruned,
+    beginBlock() {},
+    at(pos, i1, block) {
+      if (pos % m !== 0 || drop === 0) return;
+      for (let r = 0; r < rows; r++) {
+        for (let t = 0; t < m; t++) {
+          const d = u[(pos + t) * n + pos + t]!;
+          const v = block[(pos - i1 + t) * rows + r]!;
+          sc[t] = (v * v) / (d * d);
+          idx[t] = t;
+        }
+        // Partial selection of the `drop` smallest (ties: lower column first).
+        for (let a = 0; a < drop; a++) {
+          let best = a;
+          for (let b = a + 1; b < m; b++) {
+            const x = sc[idx[b]!]!, y = sc[idx[best]!]!;
+            if (x < y || (x === y && idx[b]! < idx[best]!)) best = b;
+          }
+          const tmp = idx[a]!;
+          idx[a] = idx[best]!;
+          idx[best] = tmp;
+          pruned[r * n + pos + idx[a]!] = 1;
+        }
+      }
+    },
+  };
+}
+
+export function compileDecider(
+  ctx: SolveContext,
+  decider: ObsDecider,
+): { decider: ColumnDecider; grid?: GridState; prune?: PruneState } {
+  const { rows, n } = ctx;
+  if (decider === null || typeof decider !== "object") {
+    throw new TypeError(
+      `Cannot run the OBS solver as 'decider' must be an object: current value is ${decider}`,
+    );
+  }
+  switch (decider.kind) {
+    case "grid": {
+      const grid = gridState(ctx, decider.grid, decider.staticGroups ?? false);
+      const { maxq } = grid.g;
+      return {
+        grid,
+        decider: {
+          beginBlock: (i1, i2) => grid.beginBlock(i1, i2),
+          decide(pos, column, q) {
+            grid.at(pos);
+            const { curScale, curZero, codes } = grid;
+            for (let r = 0; r < rows; r++) {
+              const s = curScale[r]!, z = curZero[r]!;
+              const c = codeOf(column[r]!, s, z, maxq);
+              codes[r * n + pos] = c;
+              q[r] = s * (c - z);
+            }
+          },
+        },
+      };
+    }
+    case "prune": {
+      checkStructure(decider.structure, n);
+      const prune = pruneState(ctx, decider.structure);
+      return {
+        prune,
+        decider: {
+          beginBlock: (i1, i2, block) => prune.beginBlock(i1, i2, block),
+          decide(pos, column, q, i1, block) {
+            prune.at(pos, i1, block);
+            for (let r = 0; r < rows; r++) q[r] = prune.pruned[r * n + pos] ? 0 : column[r]!;
+          },
+        },
+      };
+    }
+    case "prune+grid": {
+      checkStructure(decider.structure, n);
+      const prune = pruneState(ctx, decider.structure);
+      const grid = gridState(ctx, decider.grid, decider.staticGroups ?? false);
+      const { maxq } = grid.g;
+      return {
+        prune,
+        grid,
+        decider: {
+          beginBlock(i1, i2, block) {
+            grid.beginBlock(i1, i2);
+            prune.beginBlock(i1, i2, block);
+          },
+          decide(pos, column, q, i1, block) {
+            grid.at(pos);
+            prune.at(pos, i1, block);
+            const { curScale, curZero, codes } = grid;
+            for (let r = 0; r < rows; r++) {
+              const s = curScale[r]!, z = curZero[r]!;
+              if (prune.pruned[r * n + pos]) {
+                // 0 is on every grid: the range always includes it and the
+                // zero point is an integer.
+                codes[r * n + pos] = z;
+                q[r] = 0;
+              } else {
+                const c = codeOf(column[r]!, s, z, maxq);
+                codes[r * n + pos] = c;
+                q[r] = s * (c - z);
+              }
+            }
+          },
+        },
+      };
+    }
+    case "custom": {
+      if (typeof decider.decide !== "function") {
+        throw new TypeError(`Cannot run the OBS solver as 'decider.decide' must be a function`);
+      }
+      const fn = decider.decide;
+      return {
+        decider: {
+          beginBlock() {},
+          decide(pos, column, q) {
+            const out = fn(column.slice(), {
+              position: pos,
+              column: ctx.perm[pos]!,
+              hinvDiag: ctx.u[pos * n + pos]!,
+            });
+            if (!out || out.length !== rows) {
+              throw new RangeError(
+                `Cannot run the OBS solver as the custom decider returned ${out?.length} values for a column of ${rows}`,
+              );
+            }
+            for (let r = 0; r < rows; r++) {
+              const v = out[r]!;
+              if (!Number.isFinite(v)) {
+                throw new RangeError(
+                  `Cannot run the OBS solver as the custom decider returned ${v} at row ${r}, position ${pos}`,
+                );
+              }
+              q[r] = v;
+            }
+          },
+        },
+      };
+    }
+    default:
+      throw new TypeError(
+        `Cannot run the OBS solver as 'decider.kind' must be "grid", "prune", "prune+grid" or "custom": current value is ${
+          (decider as { kind: unknown }).kind
+        }`,
+      );
+  }
+}
