@@ -13,8 +13,11 @@
  * @module
  */
 
-import { requireHadamardConstruction } from "./hadamard.ts";
-import { hadamardFactorMatrix } from "./hadamard.ts";
+import {
+  type HadamardFactor,
+  hadamardFactorMatrix,
+  requireHadamardConstruction,
+} from "./hadamard.ts";
 import { type Tensor, tensor } from "./tensor.ts";
 
 /** A dense orthogonal (or any) m×m block to use in place of the Paley blocks. */
@@ -43,14 +46,12 @@ export interface FwhtOptions {
   block?: FwhtBlock;
 }
 
-/** One dense factor of a plan, with its transpose. */
+/** One dense factor of a plan. */
 export interface FwhtDense {
   /** Order. */
   readonly m: number;
   /** Row-major [m, m]. */
   readonly h: Float64Array;
-  /** Its transpose, row-major [m, m]. */
-  readonly ht: Float64Array;
 }
 
 /** How {@linkcode fwht} transforms rows of length n: `H_pow2 ⊗ dense[0] ⊗ … ⊗ dense[r−1]`. */
@@ -67,12 +68,30 @@ export interface FwhtPlan {
   readonly description: string;
 }
 
+/** Paley blocks already expanded, least recently used first; bounded by CACHE_ENTRIES. */
 const denseCache = new Map<string, FwhtDense>();
+const CACHE_ENTRIES = 1 << 21;
+let cachedEntries = 0;
 
-function transposed(h: Float64Array, m: number): Float64Array {
-  const t = new Float64Array(m * m);
-  for (let i = 0; i < m; i++) for (let j = 0; j < m; j++) t[j * m + i] = h[i * m + j]!;
-  return t;
+function paleyBlock(f: HadamardFactor): FwhtDense {
+  const key = `${f.kind}:${f.n}`;
+  const hit = denseCache.get(key);
+  if (hit !== undefined) {
+    denseCache.delete(key);
+    denseCache.set(key, hit);
+    return hit;
+  }
+  const d = { m: f.n, h: Float64Array.from(hadamardFactorMatrix(f)) };
+  if (d.h.length <= CACHE_ENTRIES) {
+    for (const [k, v] of denseCache) {
+      if (cachedEntries + d.h.length <= CACHE_ENTRIES) break;
+      denseCache.delete(k);
+      cachedEntries -= v.h.length;
+    }
+    denseCache.set(key, d);
+    cachedEntries += d.h.length;
+  }
+  return d;
 }
 
 /**
@@ -94,7 +113,7 @@ export function fwhtPlan(n: number, block?: FwhtBlock): FwhtPlan {
       );
     }
     outer = n / m;
-    custom = { m, h: data, ht: transposed(data, m) };
+    custom = { m, h: data };
   }
   const c = requireHadamardConstruction(outer);
   let pow2 = 1;
@@ -104,14 +123,7 @@ export function fwhtPlan(n: number, block?: FwhtBlock): FwhtPlan {
       pow2 = f.n;
       continue;
     }
-    const key = `${f.kind}:${f.q}`;
-    let d = denseCache.get(key);
-    if (d === undefined) {
-      const h = Float64Array.from(hadamardFactorMatrix(f));
-      d = { m: f.n, h, ht: transposed(h, f.n) };
-      denseCache.set(key, d);
-    }
-    dense.push(d);
+    dense.push(paleyBlock(f));
   }
   if (custom !== null) dense.push(custom);
   const description = custom === null
@@ -148,7 +160,7 @@ export function fwhtInPlace(
   for (const d of plan.dense) inner *= d.m;
   // Scratch big enough for a slab of any dense axis: m_i · stride_i ≤ inner.
   const slab = new Float64Array(Math.max(inner, maxScratch));
-  const acc = new Float64Array(inner);
+  const acc = new Float64Array(Math.max(inner, maxScratch));
   for (let r = 0; r < rows; r++) {
     let x: Float64Array;
     if (row === null) {
@@ -160,7 +172,7 @@ export function fwhtInPlace(
     let stride = inner;
     for (const d of plan.dense) {
       stride /= d.m;
-      applyDense(x, n, d.m, stride, transpose ? d.ht : d.h, slab, acc);
+      applyDense(x, n, d.m, stride, d.h, transpose, slab, acc);
     }
     butterfly(x, n, inner);
     if (scale !== 1) { for (let i = 0; i < n; i++) x[i] = x[i]! * scale; }
@@ -169,7 +181,7 @@ export function fwhtInPlace(
 }
 
 /**
- * y[o, :, t] = B · x[o, :, t] for x seen as [n / (m·s), m, s].
+ * y[o, :, t] = B · x[o, :, t] (or Bᵀ · x[o, :, t]) for x seen as [n / (m·s), m, s].
  */
 function applyDense(
   x: Float64Array,
@@ -177,10 +189,32 @@ function applyDense(
   m: number,
   s: number,
   b: Float64Array,
+  transpose: boolean,
   slab: Float64Array,
   acc: Float64Array,
 ): void {
   const span = m * s;
+  if (s === 1 && transpose) {
+    // y = Bᵀ·x = Σ_j x_j · B[j, :], four rows of B per sweep.
+    for (let base = 0; base < n; base += m) {
+      for (let j = 0; j < m; j++) slab[j] = x[base + j]!;
+      acc.fill(0, 0, m);
+      let j = 0;
+      for (; j + 4 <= m; j += 4) {
+        const r0 = j * m, r1 = r0 + m, r2 = r1 + m, r3 = r2 + m;
+        const v0 = slab[j]!, v1 = slab[j + 1]!, v2 = slab[j + 2]!, v3 = slab[j + 3]!;
+        for (let i = 0; i < m; i++) {
+          acc[i] = acc[i]! + b[r0 + i]! * v0 + b[r1 + i]! * v1 + b[r2 + i]! * v2 + b[r3 + i]! * v3;
+        }
+      }
+      for (; j < m; j++) {
+        const r = j * m, v = slab[j]!;
+        for (let i = 0; i < m; i++) acc[i] = acc[i]! + b[r + i]! * v;
+      }
+      for (let i = 0; i < m; i++) x[base + i] = acc[i]!;
+    }
+    return;
+  }
   if (s === 1) {
     for (let base = 0; base < n; base += m) {
       for (let j = 0; j < m; j++) slab[j] = x[base + j]!;
@@ -213,7 +247,7 @@ function applyDense(
     for (let i = 0; i < m; i++) {
       acc.fill(0, 0, s);
       for (let j = 0; j < m; j++) {
-        const w = b[i * m + j]!;
+        const w = transpose ? b[j * m + i]! : b[i * m + j]!;
         if (w === 0) continue;
         const off = j * s;
         for (let t = 0; t < s; t++) acc[t] = acc[t]! + w * slab[off + t]!;

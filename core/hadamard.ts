@@ -273,6 +273,58 @@ export function hadamardFactorMatrix(f: HadamardFactor): Int8Array {
   return h;
 }
 
+interface JacobsthalTables {
+  /** χ of every field element. */
+  chi: Int8Array;
+  /** χ(−j mod q) twice over, so that a row of a prime field is one slice (k = 1 only). */
+  reversed: Int8Array;
+  /** Base-p digits of every element, [q, k] (k > 1 only). */
+  digits: Int32Array;
+  p: number;
+  k: number;
+}
+
+const jacobsthalCache = new Map<number, JacobsthalTables>();
+
+/** Writes row a of the Jacobsthal matrix, out[b] = χ(a − b) for b in [0, q). */
+function jacobsthalRow(q: number, a: number, out: Int8Array): void {
+  let t = jacobsthalCache.get(q);
+  if (t === undefined) {
+    const field = galoisField(q);
+    const chi = new Int8Array(q);
+    for (let e = 0; e < q; e++) chi[e] = field.chi(e);
+    const digits = new Int32Array(field.k > 1 ? q * field.k : 0);
+    if (field.k > 1) {
+      for (let e = 0; e < q; e++) {
+        for (let i = 0, r = e; i < field.k; i++, r = Math.floor(r / field.p)) {
+          digits[e * field.k + i] = r % field.p;
+        }
+      }
+    }
+    const reversed = new Int8Array(field.k === 1 ? 2 * q : 0);
+    if (field.k === 1) {
+      for (let j = 0; j < 2 * q; j++) reversed[j] = chi[(2 * q - j) % q]!;
+    }
+    t = { chi, reversed, digits, p: field.p, k: field.k };
+    jacobsthalCache.set(q, t);
+  }
+  const { chi, reversed, digits, p, k } = t;
+  if (k === 1) {
+    // χ(a − b) = reversed[b − a mod q]: row a is a cyclic shift of row 0.
+    out.set(reversed.subarray(q - a, 2 * q - a));
+    return;
+  }
+  // a − b digit by digit (the additive group of GF(p^k) is (Z_p)^k).
+  for (let b = 0; b < q; b++) {
+    let e = 0;
+    for (let i = k - 1; i >= 0; i--) {
+      const d = digits[a * k + i]! - digits[b * k + i]!;
+      e = e * p + (d < 0 ? d + p : d);
+    }
+    out[b] = chi[e]!;
+  }
+}
+
 /** Writes row i of a factor into `out` (length f.n). */
 function factorRow(f: HadamardFactor, i: number, out: Int8Array): void {
   const n = f.n;
@@ -280,7 +332,6 @@ function factorRow(f: HadamardFactor, i: number, out: Int8Array): void {
     for (let j = 0; j < n; j++) out[j] = sylvesterEntry(i, j);
     return;
   }
-  const field = galoisField(f.q);
   if (f.kind === "paley1") {
     // H = I + S, S = [[0, 1ᵀ], [−1, Q]], Q[a, b] = χ(a − b) (skew since q ≡ 3 mod 4).
     if (i === 0) {
@@ -289,17 +340,20 @@ function factorRow(f: HadamardFactor, i: number, out: Int8Array): void {
     }
     const a = i - 1;
     out[0] = -1;
-    for (let b = 0; b < f.q; b++) out[b + 1] = a === b ? 1 : field.chi(field.sub(a, b));
+    jacobsthalRow(f.q, a, out.subarray(1));
+    out[a + 1] = 1;
     return;
   }
   // Paley II: C = [[0, 1ᵀ], [1, Q]] symmetric (q ≡ 1 mod 4); an entry c of C becomes the
   // 2×2 block c·[[1, −1], [−1, −1]], and the zero diagonal becomes [[1, 1], [1, −1]].
   const bi = i >> 1, s = i & 1;
+  const jac = new Int8Array(f.q);
+  if (bi > 0) jacobsthalRow(f.q, bi - 1, jac);
   for (let bj = 0; bj < n / 2; bj++) {
     let c: number;
     if (bi === 0 && bj === 0) c = 0;
     else if (bi === 0 || bj === 0) c = 1;
-    else c = field.chi(field.sub(bi - 1, bj - 1));
+    else c = jac[bj - 1]!;
     if (c === 0) {
       out[2 * bj] = 1;
       out[2 * bj + 1] = s === 0 ? 1 : -1;
