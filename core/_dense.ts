@@ -6,18 +6,25 @@
  * Every product goes through one packed GEMM (after Goto and van de Geijn,
  * "Anatomy of high-performance matrix multiplication", ACM TOMS 2008): B is
  * packed in KC×NC blocks of 4-column micro-panels, A in MC×KC blocks of 4-row
- * micro-panels, and a 4×4 register-blocked micro-kernel with 16 scalar
- * accumulators walks the shared dimension. Cholesky and the inverse from a
- * Cholesky factor are blocked so that most of their work is that GEMM.
+ * micro-panels, and a 4×4 register-blocked micro-kernel walks the shared
+ * dimension: WebAssembly SIMD (`_gemm_wasm.ts`, 8 f64x2 accumulators) where
+ * available, else plain JavaScript with 16 scalar accumulators; both give
+ * bit-identical results. Cholesky and the inverse from a Cholesky factor are
+ * blocked so that most of their work is that GEMM. No workers: every entry
+ * point here is synchronous.
  *
  * @module
  */
+
+import { createGemmKernel, KERNEL_UNROLL } from "./_gemm_wasm.ts";
 
 /** A matrix is not positive definite: `pivot` is the failing diagonal index. */
 export class CholeskyError extends Error {
   /** Index of the first non-positive pivot. */
   readonly pivot: number;
   /**
+   * Creates the error for a failing pivot.
+   *
    * @param pivot Index of the failing pivot.
    * @param value The pivot's value before the square root.
    */
@@ -27,8 +34,6 @@ export class CholeskyError extends Error {
     this.pivot = pivot;
   }
 }
-
-import { createGemmKernel, KERNEL_UNROLL } from "./_gemm_wasm.ts";
 
 /** A readable and writable array of numbers (Float64Array or Float32Array). */
 type NumArray = Float64Array | Float32Array;
