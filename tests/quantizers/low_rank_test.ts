@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { eigs } from "mathjs";
-import { lowRankCompress } from "../../quantizers/low_rank.ts";
+import { lowRankCompress, lowRankCompressor } from "../../quantizers/low_rank.ts";
+import { errorFeedback } from "../../core/error_feedback.ts";
 import { prng } from "../../core/prng.ts";
 import { assertClose } from "../_helpers.ts";
 
@@ -71,4 +72,19 @@ Deno.test("lowRankCompress validates its shape, rank and warm start", () => {
     () => lowRankCompress(m, { rows: 2, cols: 3, rank: 1, q: new Float32Array(2) }),
     "'q'",
   );
+});
+
+Deno.test("lowRankCompressor keeps each matrix's warm start in the error-feedback state, explicitly", () => {
+  const rows = 6, cols = 5;
+  const ef = errorFeedback(lowRankCompressor({ rank: 2, shapes: { w: [rows, cols] }, seed: 1 }));
+  const g = { w: randomMatrix(rows, cols, 7), b: randomMatrix(1, 3, 8) };
+  const s0 = ef.init(g);
+  assert.equal(s0.compressor.b!.q, null); // not a matrix: sent uncompressed
+  assert.equal(s0.compressor.w!.q!.length, cols * 2);
+  const [sent, s1] = ef.update(g, s0);
+  // The step is lowRankCompress warm-started from the state's Q (error 0 at first).
+  const direct = lowRankCompress(g.w, { rows, cols, rank: 2, q: s0.compressor.w!.q! });
+  assert.deepStrictEqual(sent.w, direct.approx);
+  assert.deepStrictEqual(s1.compressor.w!.q, direct.q);
+  assert.deepStrictEqual(sent.b, g.b);
 });
