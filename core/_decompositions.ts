@@ -9,6 +9,24 @@ import { gramRaw, matmulRaw } from "./_dense.ts";
 
 const EPS = 2 ** -52;
 
+/**
+ * Exponent k such that multiplying by 2^k brings the largest |x| near 1, or 0
+ * when it already lies in [2^-200, 2^200] (where squares neither overflow nor
+ * underflow). Scaling by a power of two is exact.
+ */
+function balancingExponent(x: Float64Array): number {
+  let max = 0;
+  for (let i = 0; i < x.length; i++) max = Math.max(max, Math.abs(x[i]!));
+  if (max === 0 || (max >= 2 ** -200 && max <= 2 ** 200)) return 0;
+  return -Math.floor(Math.log2(max));
+}
+
+/** x ← x·2^k in place, in two steps so that 2^k itself never overflows. */
+function scaleByPowerOfTwo(x: Float64Array, k: number): void {
+  const f1 = 2 ** Math.trunc(k / 2), f2 = 2 ** (k - Math.trunc(k / 2));
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! * f1 * f2;
+}
+
 /** From this many columns on, {@linkcode svdRaw} preconditions with the eigenvectors of AᵀA. */
 const PRECONDITION_MIN_COLS = 48;
 
@@ -160,6 +178,8 @@ export function eighRaw(
   a: Float64Array,
   n: number,
 ): { values: Float64Array; vectors: Float64Array } {
+  const k = balancingExponent(a);
+  if (k !== 0) scaleByPowerOfTwo(a, k);
   const { d, e, z } = tridiagonalize(a, n);
   tridiagonalQr(d, e, z, n);
   // rows of z are the eigenvectors, in the order of d
@@ -172,6 +192,7 @@ export function eighRaw(
     const rs = src * n;
     for (let r = 0; r < n; r++) vectors[r * n + c] = z[rs + r]!;
   }
+  if (k !== 0) scaleByPowerOfTwo(values, -k);
   return { values, vectors };
 }
 
@@ -185,6 +206,11 @@ export function svdRaw(
   m: number,
   n: number,
 ): { u: Float64Array; s: Float64Array; v: Float64Array } {
+  const k = balancingExponent(a);
+  if (k !== 0) {
+    a = a.slice();
+    scaleByPowerOfTwo(a, k);
+  }
   // Work on columns as contiguous rows: W = (A·V₀)ᵀ [n, m], Vt = V₀ᵀ [n, n].
   // For larger n, V₀ holds the eigenvectors of AᵀA, so that the columns of A·V₀
   // start nearly orthogonal and the Jacobi sweeps that follow (which set the
@@ -297,5 +323,6 @@ export function svdRaw(
       }
     }
   }
+  if (k !== 0) scaleByPowerOfTwo(s, -k);
   return { u, s, v };
 }

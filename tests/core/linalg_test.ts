@@ -581,3 +581,23 @@ Deno.test("the JavaScript fallback kernel gives bit-identical results to the Web
     }
   }
 });
+
+Deno.test("eigh() and svd() stay accurate on matrices scaled by 1e-300 and 1e300", () => {
+  const n = 50;
+  const x = randomMatrix(n, n, 500);
+  const base = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) base[i * n + j] = x[i * n + j]! + x[j * n + i]!;
+  }
+  const values = eigh(t64(n, n, base)).values.data;
+  const sv = svd(t64(n, n, base)).s.data;
+  for (const scale of [1e-300, 1e300]) {
+    const a = base.map((v) => v * scale);
+    const e = eigh(t64(n, n, a));
+    const s = svd(t64(n, n, a));
+    assertClose(e.values.data.map((v) => v / scale), values, { atol: 1e-12, rtol: 1e-12 });
+    assertClose(s.s.data.map((v) => v / scale), sv, { atol: 1e-12, rtol: 1e-12 });
+    assert.ok(orthogonalityError(e.vectors.data, n, n) < 1e-12);
+    assert.ok(orthogonalityError(s.u.data, n, n) < 1e-12);
+  }
+});
