@@ -11,6 +11,8 @@
  * @module
  */
 
+import { kthSmallestInPlace } from "./_select.ts";
+
 /**
  * Unstructured sparsity: prune a fraction `sparsity` of the weights, chosen
  * within each output row (`scope: "row"`) or over the whole layer
@@ -185,12 +187,11 @@ function pruneSmallest(
     for (let i = 0; i < len; i++) mask[start + i * stride] = 0;
     return;
   }
-  const sorted = new Float64Array(len);
-  for (let i = 0; i < len; i++) sorted[i] = scores[start + i * stride]!;
-  sorted.sort();
-  const threshold = sorted[k - 1]!;
+  const scratch = new Float64Array(len);
+  for (let i = 0; i < len; i++) scratch[i] = scores[start + i * stride]!;
+  const threshold = kthSmallestInPlace(scratch, k - 1);
   let below = 0;
-  for (let i = 0; i < k; i++) if (sorted[i]! < threshold) below++;
+  for (let i = 0; i < len; i++) if (scratch[i]! < threshold) below++;
   let tiesToPrune = k - below;
   for (let i = 0; i < len; i++) {
     const p = start + i * stride;
