@@ -41,6 +41,7 @@ import {
   type MinMaxBlocks,
   quantizeMinMaxBlocks,
 } from "./_minmax_blocks.ts";
+import { checkSameNames } from "./_names.ts";
 
 export type { MinMaxBlocks } from "./_minmax_blocks.ts";
 
@@ -143,6 +144,7 @@ export function errorFeedback<S = never>(
       return { count: 0, error, compressor: cs };
     },
     update(grads: Params, state: ErrorFeedbackState<S>): [Params, ErrorFeedbackState<S>] {
+      checkSameNames(grads, state.error, "error feedback");
       const sent: Record<string, Float32Array> = {};
       const error: Record<string, ErrorBuffer> = {};
       const cs: Record<string, S> = {};

@@ -11,7 +11,6 @@
  * ```ts
  * import { adam } from "./adam.ts";
  * import { applyUpdates, type Params } from "../core/transform.ts";
-import { checkAdamHyper } from "./_adam_hyper.ts";
  * const opt = adam({ learningRate: 0.1 });
  * let params: Params = { w: new Float32Array([1]) };
  * let state = opt.init(params);
@@ -34,6 +33,7 @@ import {
   type TransformState,
 } from "../core/transform.ts";
 import { checkAdamHyper } from "./_adam_hyper.ts";
+import { checkSameNames } from "../core/_names.ts";
 
 /** Options of {@linkcode adam}. */
 export interface AdamOptions {
@@ -75,6 +75,7 @@ export function adam(options: AdamOptions): GradientTransform<AdamState> {
       return { count: 0, mu, nu };
     },
     update(grads: Params, state: AdamState): [Params, AdamState] {
+      checkSameNames(grads, state.mu, "Adam");
       const t = state.count + 1;
       const lr = learningRateAt(learningRate, state.count);
       const c1 = 1 - beta1 ** t, c2 = 1 - beta2 ** t;

@@ -15,6 +15,9 @@
  *    min(t, m) filled slots, each scattered at its indices;
  * 4. the update is −lr·m̂/(√v̂ + ε) (zero outside the window's indices).
  *
+ * The window keeps values in bfloat16, as the paper does; their rounding error
+ * is not fed back (the error buffer holds only what top-k dropped).
+ *
  * Top-k runs per block of at most 65,536 entries so that indices are stored
  * as uint16, block-local, and values as bfloat16: 4 bytes per kept entry. With
  * the paper's defaults (k = 1% of the entries, m = 10) and 4-bit error in
@@ -54,6 +57,7 @@ import {
 } from "../core/transform.ts";
 import { topKCompressor } from "../pruners/topk_compressor.ts";
 import { checkAdamHyper } from "./_adam_hyper.ts";
+import { checkSameNames } from "../core/_names.ts";
 
 /** Options of {@linkcode microAdam}. */
 export interface MicroAdamOptions {
@@ -153,6 +157,7 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
       return { count: 0, feedback: ef.init(params), window };
     },
     update(grads: Params, state: MicroAdamState): [Params, MicroAdamState] {
+      checkSameNames(grads, state.window, "MicroAdam");
       const t = state.count + 1;
       const lr = learningRateAt(learningRate, state.count);
       const [sent, feedback] = ef.update(grads, state.feedback);

@@ -153,3 +153,25 @@ Deno.test("the 4-bit error buffer holds the error to half a quantization step an
     (e: Error) => e instanceof RangeError && e.message.includes("'bits'"),
   );
 });
+
+Deno.test("transforms refuse gradients that do not name exactly their parameters", () => {
+  const params = { w: new Float32Array(4), b: new Float32Array(2) };
+  for (
+    const t of [
+      errorFeedback(topKCompressor()),
+      adam({ learningRate: 1 }),
+      microAdam({ learningRate: 1 }),
+    ]
+  ) {
+    const tr = t as unknown as GradientTransform;
+    const s = tr.init(params);
+    assert.throws(
+      () => tr.update({ w: new Float32Array(4) }, s),
+      (e: Error) => e instanceof TypeError && e.message.includes("missing 'b'"),
+    );
+    assert.throws(
+      () => tr.update({ ...params, z: new Float32Array(1) }, s),
+      (e: Error) => e instanceof TypeError && e.message.includes("unknown 'z'"),
+    );
+  }
+});
