@@ -10,3 +10,4 @@ export * from "./cholesky_kernel.ts";
 export * from "./obs_kernel.ts";
 export * from "./obs_gpu.ts";
 export * from "./fwht_kernel.ts";
+export * from "./qmatmul_kernel.ts";

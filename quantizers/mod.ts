@@ -19,3 +19,4 @@ export * from "./lloyd_max.ts";
 export * from "./nf4.ts";
 export * from "./higgs.ts";
 export * from "./rotated.ts";
+export * from "./pack.ts";
