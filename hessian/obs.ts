@@ -188,7 +188,7 @@ function resolvePerm(
  * column's new values q are decided, the error (w − q)/U_jj is propagated to
  * the rest of the block immediately and to later blocks in one batch
  * (W[:, i2:] −= Err·U[block, i2:]). Arithmetic on W is float32 (as the
- * reference), the factorization float64.
+ * reference), the factorization float64 with U rounded to float32 (as the reference).
  *
  * @example
  * ```ts

@@ -32,7 +32,7 @@ interface Case {
   codes: string;
   scales: string;
   zeros: string;
-  gIdx: number[];
+  gIdx: string;
   obsLoss: number;
   layerError: number;
 }
@@ -83,7 +83,7 @@ for (const c of fixture.cases) {
     const ref = bytes(c.codes);
     let mismatched = 0;
     for (let i = 0; i < ref.length; i++) if (q.codes[i] !== ref[i]) mismatched++;
-    assert.deepEqual(Array.from(q.gIdx), c.gIdx);
+    assert.deepEqual(q.gIdx, new Int32Array(bytes(c.gIdx).buffer));
     const err = layerError(w, dequantize(q), h);
     console.log(
       `${c.name}: codes differing ${mismatched}/${ref.length}; layer error ${
