@@ -11,3 +11,4 @@ export * from "./quantizers/mod.ts";
 export * from "./pruners/mod.ts";
 export * from "./kernels/mod.ts";
 export * from "./optim/mod.ts";
+export * from "./pipeline/mod.ts";

@@ -214,32 +214,59 @@ export function llamaBlockForward(
   T: number,
   onLinearInput?: LinearInputHook,
 ): Float32Array {
+  return llamaBlockPartial(config, layer, x, T, onLinearInput)!;
+}
+
+/**
+ * {@linkcode llamaBlockForward} that may stop early: once the inputs of all
+ * linears in `stopAfter` were delivered to the hook, it returns null.
+ *
+ * @param config The model configuration.
+ * @param layer The block's weights.
+ * @param x Residual stream [T, dim] (not modified).
+ * @param T Sequence length.
+ * @param onLinearInput Called with each linear's input, in forward order.
+ * @param stopAfter Linears whose inputs are all that is needed.
+ * @returns The block's output [T, dim], or null after an early stop.
+ */
+export function llamaBlockPartial(
+  config: LlamaConfig,
+  layer: LlamaLayer,
+  x: Float32Array,
+  T: number,
+  onLinearInput?: LinearInputHook,
+  stopAfter?: ReadonlySet<string>,
+): Float32Array | null {
   const { dim, normEps, ropeTheta } = config;
   const { headDim, kvDim } = llamaDims(config);
+  const need = stopAfter && stopAfter.size > 0 ? new Set(stopAfter) : null;
+  const deliver = (name: LlamaLinear, input: Float32Array): boolean => {
+    onLinearInput?.(name, input, T);
+    if (!need) return false;
+    need.delete(name);
+    return need.size === 0;
+  };
   const h = rmsNorm(x, T, layer.attnNorm, normEps);
-  onLinearInput?.("wq", h, T);
+  if (deliver("wq", h) || deliver("wk", h) || deliver("wv", h)) return null;
   const q = linearForward(h, T, layer.wq);
-  onLinearInput?.("wk", h, T);
   const k = linearForward(h, T, layer.wk);
-  onLinearInput?.("wv", h, T);
   const v = linearForward(h, T, layer.wv);
   applyRope(q, T, dim, headDim, ropeTheta, 0);
   applyRope(k, T, kvDim, headDim, ropeTheta, 0);
   const a = causalAttention(q, k, v, T, config);
-  onLinearInput?.("wo", a, T);
+  if (deliver("wo", a)) return null;
   const o = linearForward(a, T, layer.wo);
   const y = new Float32Array(x.length);
   for (let i = 0; i < y.length; i++) y[i] = x[i]! + o[i]!;
   const g = rmsNorm(y, T, layer.ffnNorm, normEps);
-  onLinearInput?.("w1", g, T);
+  if (deliver("w1", g) || deliver("w3", g)) return null;
   const u1 = linearForward(g, T, layer.w1);
-  onLinearInput?.("w3", g, T);
   const u3 = linearForward(g, T, layer.w3);
   for (let i = 0; i < u1.length; i++) {
     const z = u1[i]!;
     u1[i] = (z / (1 + Math.exp(-z))) * u3[i]!;
   }
-  onLinearInput?.("w2", u1, T);
+  if (deliver("w2", u1)) return null;
   const d = linearForward(u1, T, layer.w2);
   for (let i = 0; i < y.length; i++) y[i] = y[i]! + d[i]!;
   return y;

@@ -1,0 +1,278 @@
+/**
+ * Runs a recipe's stages on one linear layer: rotate → prune → quantize, each
+ * stage calling the library's compressor, and accounts the storage the result
+ * needs in bits per weight. Web-standard only.
+ *
+ * @module
+ */
+
+import { tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { randomHadamard, rotateWeight, unrotateWeight } from "../core/rotation.ts";
+import type { Rotation } from "../core/rotation.ts";
+import type { Hessian } from "../hessian/hessian.ts";
+import { layerError } from "../hessian/layer_error.ts";
+import { obsSolve } from "../hessian/obs.ts";
+import type { ObsPruneStructure } from "../hessian/obs.ts";
+import { magnitudePrune } from "../pruners/magnitude.ts";
+import type { PruneResult } from "../pruners/prune_result.ts";
+import type { SparsityStructure } from "../pruners/structure.ts";
+import { wanda } from "../pruners/wanda.ts";
+import { aqlm, dequantizeAqlm } from "../quantizers/aqlm.ts";
+import type { AqlmWeight } from "../quantizers/aqlm.ts";
+import { dequantize } from "../quantizers/dequantize.ts";
+import { gptq } from "../quantizers/gptq.ts";
+import { rtn } from "../quantizers/rtn.ts";
+import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
+import type { Stage } from "./recipe.ts";
+
+/** A compressed linear layer: its dense stand-in, storage cost and records. */
+export interface CompressedLinear {
+  /** Module name. */
+  readonly name: string;
+  /** The dense weight the compressed form stands for, [out, in], in the original basis. */
+  readonly weight: Tensor<"f32">;
+  /**
+   * Storage in bits per weight: values (codes or float32), grid scales (f16) and
+   * zero points, sparsity metadata (bitmask, or the N:M index per kept weight),
+   * codebooks. 32 for an uncompressed float32 layer.
+   */
+  readonly bitsPerWeight: number;
+  /** Fraction of weights kept (1 when not pruned). */
+  readonly density: number;
+  /** The stage kinds applied, in order. */
+  readonly stages: readonly string[];
+  /**
+   * Relative output error ‖(W − Ŵ)X‖² / ‖WX‖² on the calibration inputs (0
+   * uncompressed; NaN when no Hessian was given).
+   */
+  readonly layerError: number;
+  /** Seconds spent in the stages. */
+  readonly seconds: number;
+  /** The quantized form, when a quantizer ran (in the rotated basis after `rotate`). */
+  readonly quantized?: QuantizedWeight | AqlmWeight;
+  /** Keep-mask [out, in] (1 kept), when a pruner ran. */
+  readonly mask?: Uint8Array;
+}
+
+/** Options of {@linkcode compressLinear}. */
+export interface CompressLinearOptions {
+  /** Module name (recorded; mixed into rotation seeds). @default "linear" */
+  name?: string;
+}
+
+/** Storage bits per weight of a uniform grid's scales (f16) and zero points. */
+function gridOverhead(q: QuantizedWeight): number {
+  const [rows, cols] = q.shape;
+  const groups = q.scales.length / rows;
+  const perGroup = 16 + (q.symmetric ? 0 : q.bits);
+  const gIdx = q.perm && q.groupSize > 0 ? 32 / rows : 0; // act-order with groups stores g_idx
+  return (groups * perGroup) / cols + gIdx;
+}
+
+function maskBits(structure: SparsityStructure | "mask"): number {
+  if (structure !== "mask" && structure.kind === "nm") {
+    return (structure.n * Math.ceil(Math.log2(structure.m))) / structure.m;
+  }
+  return 1; // a bitmask
+}
+
+function hashName(name: string, seed: number): number {
+  let h = (seed ^ 0x9e3779b9) >>> 0;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+function rotateHessian(h: Hessian, rot: Rotation): Hessian {
+  const n = h.cols;
+  const a = rot.applyToRows(tensor("f64", [n, n], h.xtx), { transpose: true }); // H·Q
+  const b = rot.applyToColumns(a, { transpose: true }); // Qᵀ·H·Q
+  const xtx = Float64Array.from(b.data as ArrayLike<number>);
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const m = 0.5 * (xtx[i * n + j]! + xtx[j * n + i]!);
+      xtx[i * n + j] = m;
+      xtx[j * n + i] = m;
+    }
+  }
+  return { cols: n, count: h.count, xtx };
+}
+
+function asF32(t: Tensor): Tensor<"f32"> {
+  if (t.dtype === "f32") return t as Tensor<"f32">;
+  return tensor("f32", t.shape, Float32Array.from(t.data as ArrayLike<number>));
+}
+
+/**
+ * Whether a stage reads the Hessian (calibration inputs) of its layer.
+ *
+ * @param stage The stage.
+ * @returns True for GPTQ, SparseGPT, Wanda and AQLM.
+ */
+export function stageNeedsHessian(stage: Stage): boolean {
+  return stage.kind === "gptq" || stage.kind === "sparsegpt" || stage.kind === "wanda" ||
+    stage.kind === "aqlm";
+}
+
+function obsStructure(s: SparsityStructure): ObsPruneStructure {
+  return s.kind === "nm" ? s : { kind: "unstructured", sparsity: s.sparsity };
+}
+
+/**
+ * Compresses one linear layer by running stages in order. Pruning records a
+ * mask that later quantizers keep (pruned weights stay exactly 0); a
+ * `rotate` stage makes later stages work on W·Q and QᵀHQ, and the dense
+ * result is rotated back.
+ *
+ * @example
+ * ```ts
+ * import { compressLinear } from "./compress_linear.ts";
+ * import { hessian } from "../hessian/hessian.ts";
+ * import { tensor } from "../core/tensor.ts";
+ * const x = tensor("f32", [32, 8], Float32Array.from({ length: 256 }, (_, i) => Math.sin(i)));
+ * const w = tensor("f32", [4, 8], Float32Array.from({ length: 32 }, (_, i) => Math.cos(i)));
+ * const c = await compressLinear(w, hessian(x), [{ kind: "gptq", bits: 4 }]);
+ * console.assert(c.bitsPerWeight > 4 && c.layerError < 0.05);
+ * ```
+ * @param weight W [out, in] (not modified).
+ * @param hessian H over the layer's inputs [in, in] (mean of x·xᵀ), or null when
+ *   no stage needs one (see {@linkcode stageNeedsHessian}).
+ * @param stages The stages, in order (an empty list keeps the layer as it is).
+ * @param options The module name.
+ * @returns The compressed layer.
+ */
+export async function compressLinear(
+  weight: Tensor<"f32">,
+  hessian: Hessian | null,
+  stages: readonly Stage[],
+  options: CompressLinearOptions = {},
+): Promise<CompressedLinear> {
+  const { name = "linear" } = options;
+  if (!hessian && stages.some(stageNeedsHessian)) {
+    throw new TypeError(
+      `Cannot compress ${name}: its stages (${stages.map((s) => s.kind)}) need a Hessian`,
+    );
+  }
+  const t0 = performance.now();
+  const [rows, cols] = [weight.shape[0]!, weight.shape[1]!];
+  let w: Tensor<"f32"> = weight;
+  let h = hessian ?? { cols, count: 0, xtx: new Float64Array(cols * cols) };
+  let rotation: Rotation | undefined;
+  let mask: Uint8Array | undefined;
+  let maskStructure: SparsityStructure | "mask" = "mask";
+  let quantized: QuantizedWeight | AqlmWeight | undefined;
+  let valueBits = 32, overhead = 0;
+  const applied: string[] = [];
+
+  const keepMask = (t: Tensor<"f32">): Tensor<"f32"> => {
+    if (!mask) return t;
+    const out = Float32Array.from(t.data);
+    for (let i = 0; i < out.length; i++) if (mask[i] === 0) out[i] = 0;
+    return tensor("f32", [rows, cols], out);
+  };
+  const pruned = (r: PruneResult, structure: SparsityStructure): void => {
+    const m = r.mask.data as Uint8Array;
+    mask = mask ? mask.map((v, i) => v & m[i]!) : Uint8Array.from(m);
+    maskStructure = structure;
+    w = r.weight;
+  };
+
+  for (const stage of stages) {
+    applied.push(stage.kind);
+    switch (stage.kind) {
+      case "rotate": {
+        if (rotation) throw new RangeError(`Cannot compress ${name}: two rotate stages`);
+        rotation = randomHadamard(cols, {
+          seed: hashName(name, stage.seed ?? 0),
+          fallback: stage.fallback ?? "kronecker",
+        });
+        w = asF32(rotateWeight(w, rotation));
+        h = rotateHessian(h, rotation);
+        break;
+      }
+      case "magnitude":
+        pruned(await magnitudePrune(w, { structure: stage.structure }), stage.structure);
+        break;
+      case "wanda":
+        pruned(await wanda(w, h, { structure: stage.structure }), stage.structure);
+        break;
+      case "sparsegpt": {
+        const res = await obsSolve(w, h, {
+          decider: stage.grid
+            ? { kind: "prune+grid", structure: obsStructure(stage.structure), grid: stage.grid }
+            : { kind: "prune", structure: obsStructure(stage.structure) },
+          ...(stage.dampRatio !== undefined ? { dampRatio: stage.dampRatio } : {}),
+          ...(stage.blockSize !== undefined ? { blockSize: stage.blockSize } : {}),
+        });
+        const m = res.pruned!.map((p) => 1 - p);
+        mask = mask ? mask.map((v, i) => v & m[i]!) : m;
+        maskStructure = stage.structure;
+        w = res.weight;
+        if (stage.grid) {
+          quantized = {
+            kind: "uniform",
+            shape: [rows, cols],
+            bits: stage.grid.bits,
+            groupSize: stage.grid.groupSize ?? -1,
+            symmetric: stage.grid.symmetric ?? false,
+            codes: res.codes!,
+            scales: res.scales!,
+            zeros: res.zeros!,
+            gIdx: res.gIdx!,
+            stats: res.stats,
+          };
+          valueBits = stage.grid.bits;
+          overhead = gridOverhead(quantized);
+        }
+        break;
+      }
+      case "rtn":
+      case "gptq": {
+        const { kind: _k, ...opts } = stage;
+        const q = stage.kind === "rtn" ? await rtn(w, opts) : await gptq(w, h, opts);
+        quantized = q;
+        w = keepMask(dequantize(q));
+        valueBits = q.bits;
+        overhead = gridOverhead(q);
+        break;
+      }
+      case "aqlm": {
+        const { kind: _k, ...opts } = stage;
+        const q = await aqlm(w, h, opts);
+        quantized = q;
+        w = keepMask(tensor("f32", [rows, cols], dequantizeAqlm(q)));
+        valueBits = q.bitsPerWeight.codes;
+        overhead = q.bitsPerWeight.total - q.bitsPerWeight.codes;
+        break;
+      }
+      default:
+        throw new TypeError(
+          `Cannot compress ${name}: unknown stage kind ${
+            String((stage as { kind?: unknown }).kind)
+          }`,
+        );
+    }
+  }
+  if (rotation) w = asF32(unrotateWeight(w, rotation));
+  let kept = rows * cols;
+  if (mask) {
+    kept = 0;
+    for (let i = 0; i < mask.length; i++) kept += mask[i]!;
+  }
+  const density = kept / (rows * cols);
+  // AQLM codes do not shrink with sparsity; grid codes and float values do.
+  const values = quantized?.kind === "aqlm" ? valueBits : density * valueBits;
+  const bitsPerWeight = values + overhead + (mask ? maskBits(maskStructure) : 0);
+  const err = stages.length === 0 ? 0 : hessian ? layerError(weight, w, hessian) : NaN;
+  return {
+    name,
+    weight: w,
+    bitsPerWeight,
+    density,
+    stages: applied,
+    layerError: err,
+    seconds: (performance.now() - t0) / 1000,
+    ...(quantized ? { quantized } : {}),
+    ...(mask ? { mask } : {}),
+  };
+}

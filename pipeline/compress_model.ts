@@ -1,0 +1,239 @@
+/**
+ * Sequential layer-wise compression, the way GPTQ does it: calibration
+ * sequences run through the model block by block; within a block the linears
+ * are compressed group by group in true-sequential order (each group's
+ * Hessians come from inputs produced by the already-compressed earlier
+ * groups), and the compressed block's outputs feed the next block. Memory
+ * stays at one block's activations for the calibration set plus the model.
+ * Web-standard only.
+ *
+ * @see Frantar et al., "GPTQ" (2023), Section 4 (the sequential pipeline) and
+ * the reference `--true-sequential` option.
+ *
+ * @module
+ */
+
+import type { Tensor } from "../core/tensor.ts";
+import { addInputs, hessian } from "../hessian/hessian.ts";
+import type { Hessian } from "../hessian/hessian.ts";
+import { compressLinear, stageNeedsHessian } from "./compress_linear.ts";
+import type { CompressedLinear } from "./compress_linear.ts";
+import type { CompressibleModel } from "./model.ts";
+import { stagesFor, validateRecipe } from "./recipe.ts";
+import type { Recipe } from "./recipe.ts";
+
+/** What {@linkcode compressModel} reports through `onProgress`. */
+export interface PipelineProgress {
+  /** Index of the block being compressed (`blocks` for the head). */
+  readonly block: number;
+  /** Number of blocks. */
+  readonly blocks: number;
+  /** Current phase. */
+  readonly phase: "capture" | "compress" | "propagate" | "done";
+  /** The module being compressed, in the `compress` phase. */
+  readonly module?: string;
+  /** Fraction of the whole run done, in [0, 1], weighted by block. */
+  readonly fraction: number;
+}
+
+/** Options of {@linkcode compressModel}. */
+export interface CompressModelOptions {
+  /** Progress after each phase of each block. */
+  onProgress?: (p: PipelineProgress) => void;
+  /**
+   * Called when a block is finished with its compressed modules (a journal
+   * can save them; awaited before the next block starts).
+   */
+  onBlockDone?: (block: number, modules: readonly CompressedLinear[]) => void | Promise<void>;
+  /**
+   * Modules already compressed by an interrupted run (e.g. read back from a
+   * journal), by name: they are not compressed again, their weights are used as
+   * they are. Only whole blocks may be given.
+   */
+  completed?: ReadonlyMap<string, CompressedLinear>;
+}
+
+/** What {@linkcode compressModel} returns. */
+export interface CompressedModel {
+  /** Every module the pipeline visited, by name, in order (uncompressed ones included). */
+  readonly modules: ReadonlyMap<string, CompressedLinear>;
+  /** Weight-count-weighted mean bits per weight over the compressed modules (32 if none). */
+  readonly bitsPerWeight: number;
+  /** Total seconds. */
+  readonly seconds: number;
+}
+
+function accumulate(prev: Hessian | undefined, x: Tensor<"f32">): Hessian {
+  return prev ? addInputs(prev, x) : hessian(x);
+}
+
+/**
+ * Compresses a model layer by layer with a recipe.
+ *
+ * @example
+ * ```ts ignore
+ * import { compressModel } from "./compress_model.ts";
+ * // `model` implements CompressibleModel (see examples/llama/compressible.ts)
+ * const result = await compressModel(model, calibrationSequences, {
+ *   stages: [{ kind: "gptq", bits: 4, groupSize: 32 }],
+ *   overrides: [{ match: "*.wv", stages: [{ kind: "gptq", bits: 8 }] }],
+ * });
+ * const wq0 = result.modules.get("layers.0.wq")!.weight; // dense stand-in
+ * ```
+ * @param model The model (its weights are not modified).
+ * @param calibration Calibration token sequences.
+ * @param recipe Stages per module.
+ * @param options Progress, journaling and resumption.
+ * @returns The compressed modules (dense stand-ins, storage cost, layer errors).
+ * @throws {RangeError} for an empty calibration set or a partly completed block.
+ */
+export async function compressModel(
+  model: CompressibleModel,
+  calibration: readonly (readonly number[])[],
+  recipe: Recipe,
+  options: CompressModelOptions = {},
+): Promise<CompressedModel> {
+  const { onProgress, onBlockDone, completed = new Map() } = options;
+  validateRecipe(recipe);
+  const seqs = calibration.filter((s) => s.length > 0);
+  if (seqs.length === 0) {
+    throw new RangeError(
+      `Cannot compress as 'calibration' must hold at least one non-empty sequence`,
+    );
+  }
+  const t0 = performance.now();
+  const B = model.blocks.length;
+  const modules = new Map<string, CompressedLinear>();
+  const report = (block: number, phase: PipelineProgress["phase"], frac: number, module?: string) =>
+    onProgress?.({
+      block,
+      blocks: B,
+      phase,
+      fraction: Math.min(1, (block + frac) / (B + (model.head ? 1 : 0))),
+      ...(module ? { module } : {}),
+    });
+
+  const needs = (name: string) => stagesFor(recipe, name).some(stageNeedsHessian);
+  // Recipes without calibration-based stages (RTN, magnitude) need no forward passes at all.
+  const anyNeeds =
+    model.blocks.some((b) => Object.keys(b.linears).some((n) => needs(`${b.name}.${n}`))) ||
+    (model.head !== undefined && needs(model.head.name));
+  let xs: Tensor<"f32">[] = anyNeeds ? seqs.map((s) => model.embed(s)) : [];
+  for (let b = 0; b < B; b++) {
+    const block = model.blocks[b]!;
+    const names = Object.keys(block.linears);
+    const full = (n: string) => `${block.name}.${n}`;
+    const done = names.filter((n) => completed.has(full(n)));
+    if (done.length > 0 && done.length < names.length) {
+      throw new RangeError(
+        `Cannot resume: block ${block.name} is only partly completed (${done.join(", ")})`,
+      );
+    }
+    const weights: Record<string, Tensor<"f32">> = { ...block.linears };
+    const results: CompressedLinear[] = [];
+    if (done.length === names.length) {
+      for (const n of names) {
+        const c = completed.get(full(n))!;
+        weights[n] = c.weight;
+        results.push(c);
+      }
+    } else {
+      const grouped = new Set(block.groups.flat());
+      const missing = names.filter((n) => !grouped.has(n));
+      if (missing.length > 0 || grouped.size !== block.groups.flat().length) {
+        throw new RangeError(
+          `Block ${block.name}: 'groups' must hold every linear exactly once (missing: ${missing})`,
+        );
+      }
+      let g = 0;
+      for (const group of block.groups) {
+        const todo = group.filter((n) => needs(full(n)));
+        const hessians = new Map<string, Hessian>();
+        if (todo.length > 0) {
+          report(b, "capture", g / block.groups.length);
+          const want = new Set(todo);
+          for (const x of xs) {
+            const seen = new Map<Tensor<"f32">, Hessian>();
+            block.forward(x, weights, {
+              stopAfter: want,
+              onInput: (name, input) => {
+                if (!want.has(name)) return;
+                // Linears sharing an input share the Hessian update.
+                let sample = seen.get(input);
+                if (!sample) seen.set(input, sample = hessian(input));
+                const prev = hessians.get(name);
+                hessians.set(
+                  name,
+                  prev ? addInputsFrom(prev, sample) : sample,
+                );
+              },
+            });
+          }
+        }
+        for (const n of group) {
+          report(b, "compress", (g + 0.5) / block.groups.length, full(n));
+          const stages = stagesFor(recipe, full(n));
+          const w = block.linears[n]!;
+          const h = hessians.get(n) ?? null;
+          const c = stages.length === 0
+            ? {
+              name: full(n),
+              weight: w,
+              bitsPerWeight: 32,
+              density: 1,
+              stages: [],
+              layerError: 0,
+              seconds: 0,
+            }
+            : await compressLinear(w, h, stages, { name: full(n) });
+          weights[n] = c.weight;
+          results.push(c);
+        }
+        g++;
+      }
+    }
+    for (const c of results) modules.set(c.name, c);
+    report(b, "propagate", 0.95);
+    if (anyNeeds) xs = xs.map((x) => block.forward(x, weights)!);
+    await onBlockDone?.(b, results);
+    report(b, "done", 1);
+  }
+  if (model.head) {
+    const { name, weight } = model.head;
+    const stages = stagesFor(recipe, name);
+    if (completed.has(name)) modules.set(name, completed.get(name)!);
+    else if (stages.length > 0) {
+      report(B, "capture", 0);
+      let h: Hessian | undefined;
+      if (needs(name)) { for (const x of xs) h = accumulate(h, model.head.input(x)); }
+      report(B, "compress", 0.5, name);
+      const c = await compressLinear(weight, h ?? null, stages, { name });
+      modules.set(name, c);
+      await onBlockDone?.(B, [c]);
+    }
+    report(B, "done", 1);
+  }
+  let bits = 0, count = 0;
+  for (const c of modules.values()) {
+    if (c.stages.length === 0) continue;
+    const n = c.weight.data.length;
+    bits += c.bitsPerWeight * n;
+    count += n;
+  }
+  return {
+    modules,
+    bitsPerWeight: count > 0 ? bits / count : 32,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** The running mean of two Hessians over their combined tokens. */
+function addInputsFrom(a: Hessian, b: Hessian): Hessian {
+  const total = a.count + b.count;
+  const xtx = new Float64Array(a.xtx.length);
+  if (total > 0) {
+    const wa = a.count / total, wb = b.count / total;
+    for (let i = 0; i < xtx.length; i++) xtx[i] = wa * a.xtx[i]! + wb * b.xtx[i]!;
+  }
+  return { cols: a.cols, count: total, xtx };
+}

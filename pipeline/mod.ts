@@ -1,0 +1,12 @@
+/**
+ * The layer-wise compression pipeline: a small model interface, recipes of
+ * stages per linear layer (rotate → prune → quantize) with per-module
+ * overrides, and GPTQ-style sequential compression with true-sequential
+ * groups.
+ *
+ * @module
+ */
+export * from "./model.ts";
+export * from "./recipe.ts";
+export * from "./compress_linear.ts";
+export * from "./compress_model.ts";

@@ -1,0 +1,215 @@
+/**
+ * Compression recipes as plain values: a list of stages per linear layer
+ * (rotate → prune → quantize), with per-module overrides selected by name
+ * pattern. Web-standard only.
+ *
+ * @module
+ */
+
+import type { SparsityStructure } from "../pruners/structure.ts";
+import type { GridOptions } from "../quantizers/grid.ts";
+
+/** Round-to-nearest onto a uniform grid (`rtn`). */
+export interface RtnStage {
+  /** Discriminant. */
+  readonly kind: "rtn";
+  /** Bits per code. */
+  readonly bits: number;
+  /** Input columns per group; −1 per output channel. @default -1 */
+  readonly groupSize?: number;
+  /** Symmetric grid. @default false */
+  readonly symmetric?: boolean;
+  /** MSE clipping search. @default false */
+  readonly mse?: boolean;
+}
+
+/** GPTQ: uniform grid with Optimal Brain Surgeon error compensation (`gptq`). */
+export interface GptqStage {
+  /** Discriminant. */
+  readonly kind: "gptq";
+  /** Bits per code. */
+  readonly bits: number;
+  /** Input columns per group; −1 per output channel. @default -1 */
+  readonly groupSize?: number;
+  /** Symmetric grid. @default false */
+  readonly symmetric?: boolean;
+  /** Process columns by decreasing Hessian diagonal. @default false */
+  readonly actOrder?: boolean;
+  /** Fit group grids before the loop, on the original weights. @default false */
+  readonly staticGroups?: boolean;
+  /** Damping, as a fraction of the mean Hessian diagonal. @default 0.01 */
+  readonly dampRatio?: number;
+  /** Columns per lazy batch update. @default 128 */
+  readonly blockSize?: number;
+  /** MSE clipping search. @default false */
+  readonly mse?: boolean;
+}
+
+/**
+ * SparseGPT: pruning with OBS compensation; with `grid`, the joint
+ * sparse + quantized variant (kept weights land on the grid).
+ */
+export interface SparseGptStage {
+  /** Discriminant. */
+  readonly kind: "sparsegpt";
+  /** Which weights to prune. */
+  readonly structure: SparsityStructure;
+  /** Also quantize the kept weights (joint compression). */
+  readonly grid?: GridOptions;
+  /** Damping, as a fraction of the mean Hessian diagonal. @default 0.01 */
+  readonly dampRatio?: number;
+  /** Columns per lazy batch update. @default 128 */
+  readonly blockSize?: number;
+}
+
+/** Wanda: prune by |w|·‖x‖ per output row. */
+export interface WandaStage {
+  /** Discriminant. */
+  readonly kind: "wanda";
+  /** Which weights to prune. */
+  readonly structure: SparsityStructure;
+}
+
+/** Magnitude pruning. */
+export interface MagnitudeStage {
+  /** Discriminant. */
+  readonly kind: "magnitude";
+  /** Which weights to prune. */
+  readonly structure: SparsityStructure;
+}
+
+/**
+ * A seeded randomized Hadamard rotation of the input side: later stages see
+ * W·Q and QᵀHQ, and the dense result is rotated back (the rotation is free to
+ * store: only its seed).
+ */
+export interface RotateStage {
+  /** Discriminant. */
+  readonly kind: "rotate";
+  /** Seed of the random signs; mixed with the module name. @default 0 */
+  readonly seed?: number;
+  /** Structure when the width is not a Hadamard order. @default "kronecker" */
+  readonly fallback?: "none" | "kronecker" | "blockDiagonal";
+}
+
+/** AQLM additive vector quantization. */
+export interface AqlmStage {
+  /** Discriminant. */
+  readonly kind: "aqlm";
+  /** Number of codebooks. @default 1 */
+  readonly codebooks?: number;
+  /** Bits per code. @default 8 */
+  readonly codebookBits?: number;
+  /** Input columns per vector (must divide the columns). @default 8 */
+  readonly groupSize?: number;
+  /** Beam width. @default 4 */
+  readonly beamSize?: number;
+  /** Alternating rounds. @default 3 */
+  readonly iterations?: number;
+  /** Seed. @default 0 */
+  readonly seed?: number;
+}
+
+/** One step of a linear layer's compression, as a value. */
+export type Stage =
+  | RtnStage
+  | GptqStage
+  | SparseGptStage
+  | WandaStage
+  | MagnitudeStage
+  | RotateStage
+  | AqlmStage;
+
+/** Stages for the modules whose name matches `match`. */
+export interface RecipeOverride {
+  /**
+   * Module names it applies to: a RegExp, or a glob where `*` matches any
+   * run of characters (`"*.wv"`, `"layers.0.*"`, `"output"`); a glob must
+   * match the whole name.
+   */
+  readonly match: string | RegExp;
+  /** The stages for those modules; `[]` keeps them uncompressed. */
+  readonly stages: readonly Stage[];
+}
+
+/** A compression recipe: default stages and overrides (the last matching override wins). */
+export interface Recipe {
+  /** Stages of every module that no override matches. */
+  readonly stages: readonly Stage[];
+  /** Per-module exceptions. @default [] */
+  readonly overrides?: readonly RecipeOverride[];
+}
+
+function globToRegExp(glob: string): RegExp {
+  const body = glob.split("*").map((s) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*");
+  return new RegExp(`^${body}$`);
+}
+
+/**
+ * Whether a module name matches an override pattern.
+ *
+ * @param name A module name, e.g. `layers.3.wv`.
+ * @param match A RegExp or a whole-name glob.
+ * @returns True when it matches.
+ */
+export function matchesModule(name: string, match: string | RegExp): boolean {
+  return (typeof match === "string" ? globToRegExp(match) : match).test(name);
+}
+
+/**
+ * The stages a recipe gives a module.
+ *
+ * @example
+ * ```ts
+ * import { stagesFor } from "./recipe.ts";
+ * const recipe = {
+ *   stages: [{ kind: "gptq", bits: 4 }] as const,
+ *   overrides: [{ match: "*.wv", stages: [{ kind: "gptq", bits: 8 }] as const }],
+ * };
+ * console.assert(stagesFor(recipe, "layers.0.wv")[0]!.kind === "gptq");
+ * ```
+ * @param recipe The recipe.
+ * @param name The module name.
+ * @returns The stages of the last matching override, else the default stages.
+ */
+export function stagesFor(recipe: Recipe, name: string): readonly Stage[] {
+  let stages = recipe.stages;
+  for (const o of recipe.overrides ?? []) if (matchesModule(name, o.match)) stages = o.stages;
+  return stages;
+}
+
+const KINDS = new Set(["rtn", "gptq", "sparsegpt", "wanda", "magnitude", "rotate", "aqlm"]);
+
+/**
+ * Checks a recipe's shape (known stage kinds, numeric bits); each stage's
+ * own options are checked by the compressor it calls.
+ *
+ * @param recipe The recipe.
+ * @throws {TypeError} for an unknown stage kind or a malformed recipe.
+ * @throws {RangeError} for bits outside [1, 16].
+ */
+export function validateRecipe(recipe: Recipe): void {
+  if (recipe === null || typeof recipe !== "object" || !Array.isArray(recipe.stages)) {
+    throw new TypeError(`Cannot compress as 'recipe' must be { stages: Stage[], overrides? }`);
+  }
+  const all = [recipe.stages, ...(recipe.overrides ?? []).map((o) => o.stages)];
+  for (const stages of all) {
+    if (!Array.isArray(stages)) {
+      throw new TypeError(`Cannot compress as every override needs 'stages' (an array)`);
+    }
+    for (const s of stages as Stage[]) {
+      if (s === null || typeof s !== "object" || !KINDS.has(s.kind)) {
+        throw new TypeError(
+          `Cannot compress as a stage's 'kind' must be one of ${[...KINDS].join(", ")}: ` +
+            `current value is ${String((s as { kind?: unknown })?.kind)}`,
+        );
+      }
+      if ("bits" in s && !(Number.isInteger(s.bits) && s.bits >= 1 && s.bits <= 16)) {
+        throw new RangeError(
+          `Cannot compress as a ${s.kind} stage's 'bits' must be an integer in [1, 16]: ` +
+            `current value is ${s.bits}`,
+        );
+      }
+    }
+  }
+}
