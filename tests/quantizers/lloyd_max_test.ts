@@ -107,10 +107,9 @@ Deno.test("nearestLevel() and nearestPointSearch() agree with brute force", () =
   const K = v.points.length / 2;
   for (let t = 0; t < 2000; t++) {
     const a = 2 * rng.normal(), b = 2 * rng.normal();
-    let best = 0, bestD = Infinity;
+    let bestD = Infinity;
     for (let k = 0; k < K; k++) {
-      const d = (a - v.points[2 * k]!) ** 2 + (b - v.points[2 * k + 1]!) ** 2;
-      if (d < bestD) [best, bestD] = [k, d];
+      bestD = Math.min(bestD, (a - v.points[2 * k]!) ** 2 + (b - v.points[2 * k + 1]!) ** 2);
     }
     const got = near(a, b);
     assertClose((a - v.points[2 * got]!) ** 2 + (b - v.points[2 * got + 1]!) ** 2, bestD, {
