@@ -32,6 +32,86 @@ export interface PerplexityResult {
   readonly windows: number;
 }
 
+/** The window plan of a stream: length, cap and count, validated. */
+export interface WindowPlan {
+  /** Window length. */
+  readonly seqLen: number;
+  /** Tokens of the stream in use. */
+  readonly n: number;
+  /** Number of windows. */
+  readonly windows: number;
+}
+
+/**
+ * Validates the options and counts the windows.
+ *
+ * @param model The model (for the default window length).
+ * @param streamLength Tokens in the stream.
+ * @param options Window length and cap.
+ * @returns The plan.
+ * @throws {RangeError} for an invalid window length or fewer than 2 tokens.
+ */
+export function planWindows(
+  model: LlamaModel,
+  streamLength: number,
+  options: PerplexityOptions = {},
+): WindowPlan {
+  const { seqLen = Math.min(256, model.config.seqLen), maxTokens = Infinity } = options;
+  if (!(Number.isInteger(seqLen) && seqLen >= 1)) {
+    throw new RangeError(
+      `Cannot evaluate as 'seqLen' must be a positive integer: current value is ${seqLen}`,
+    );
+  }
+  if (!(maxTokens >= 2)) {
+    throw new RangeError(
+      `Cannot evaluate as 'maxTokens' must be at least 2: current value is ${maxTokens}`,
+    );
+  }
+  const n = Math.min(streamLength, maxTokens);
+  if (n < 2) throw new RangeError(`Cannot evaluate perplexity on ${n} tokens`);
+  return { seqLen, n, windows: Math.ceil((n - 1) / seqLen) };
+}
+
+/**
+ * Summed negative log-likelihood of windows [from, to) of a plan.
+ *
+ * @param model The model.
+ * @param stream Token ids.
+ * @param plan The window plan.
+ * @param from First window.
+ * @param to One past the last window.
+ * @param onWindow Called after each window with the tokens it scored.
+ * @returns The NLL sum (nats) and the tokens scored.
+ */
+export function windowsNll(
+  model: LlamaModel,
+  stream: ArrayLike<number>,
+  plan: WindowPlan,
+  from: number,
+  to: number,
+  onWindow?: (tokens: number) => void,
+): { nll: number; tokens: number } {
+  const V = model.config.vocabSize;
+  let nll = 0, scored = 0;
+  for (let w = from; w < to; w++) {
+    const s = w * plan.seqLen;
+    const end = Math.min(s + plan.seqLen, plan.n - 1);
+    const input = Array.from({ length: end - s }, (_, i) => stream[s + i]!);
+    const logits = llamaForward(model, input);
+    for (let t = 0; t < input.length; t++) {
+      const o = t * V;
+      let max = -Infinity;
+      for (let v = 0; v < V; v++) if (logits[o + v]! > max) max = logits[o + v]!;
+      let sum = 0;
+      for (let v = 0; v < V; v++) sum += Math.exp(logits[o + v]! - max);
+      nll += Math.log(sum) + max - logits[o + stream[s + t + 1]!]!;
+    }
+    scored += input.length;
+    onWindow?.(input.length);
+  }
+  return { nll, tokens: scored };
+}
+
 /**
  * Perplexity of a token stream.
  *
@@ -51,38 +131,11 @@ export function perplexity(
   stream: ArrayLike<number>,
   options: PerplexityOptions = {},
 ): PerplexityResult {
-  const { seqLen = Math.min(256, model.config.seqLen), maxTokens = Infinity, onProgress } = options;
-  if (!(Number.isInteger(seqLen) && seqLen >= 1)) {
-    throw new RangeError(
-      `Cannot evaluate as 'seqLen' must be a positive integer: current value is ${seqLen}`,
-    );
-  }
-  if (!(maxTokens >= 2)) {
-    throw new RangeError(
-      `Cannot evaluate as 'maxTokens' must be at least 2: current value is ${maxTokens}`,
-    );
-  }
-  const n = Math.min(stream.length, maxTokens);
-  if (n < 2) throw new RangeError(`Cannot evaluate perplexity on ${n} tokens`);
-  const V = model.config.vocabSize;
-  const total = n - 1;
-  let nll = 0, scored = 0, windows = 0;
-  for (let s = 0; s < n - 1; s += seqLen) {
-    const end = Math.min(s + seqLen, n - 1);
-    const input = Array.from({ length: end - s }, (_, i) => stream[s + i]!);
-    const logits = llamaForward(model, input);
-    for (let t = 0; t < input.length; t++) {
-      const o = t * V;
-      let max = -Infinity;
-      for (let v = 0; v < V; v++) if (logits[o + v]! > max) max = logits[o + v]!;
-      let sum = 0;
-      for (let v = 0; v < V; v++) sum += Math.exp(logits[o + v]! - max);
-      nll += Math.log(sum) + max - logits[o + stream[s + t + 1]!]!;
-    }
-    scored += input.length;
-    windows++;
-    onProgress?.(scored, total);
-  }
-  const mean = nll / scored;
-  return { perplexity: Math.exp(mean), nll: mean, tokens: scored, windows };
+  const plan = planWindows(model, stream.length, options);
+  let done = 0;
+  const { nll, tokens } = windowsNll(model, stream, plan, 0, plan.windows, (t) => {
+    done += t;
+    options.onProgress?.(done, plan.n - 1);
+  });
+  return { perplexity: Math.exp(nll / tokens), nll: nll / tokens, tokens, windows: plan.windows };
 }

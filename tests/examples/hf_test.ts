@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import { dataFile } from "../_helpers.ts";
+import { loadLlama2c } from "../../examples/llama/llama2c.ts";
+import { llamaForward } from "../../examples/llama/forward.ts";
+import { hfConfig, loadHfLlama, toHfTensors, writeHfLlama } from "../../examples/llama/hf.ts";
+import { writeSafetensors } from "../../core/safetensors_file.ts";
+
+Deno.test("stories260K written in HF layout and read back gives identical logits", async () => {
+  const path = dataFile("stories260K/stories260K.bin");
+  if (!path) return;
+  const model = await loadLlama2c(path);
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeHfLlama(model, dir);
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    assert.equal(config.num_key_value_heads, 4);
+    const back = await loadHfLlama(dir);
+    assert.equal(back.classifier, back.tokenEmbedding);
+    const tokens = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376];
+    assert.deepEqual(llamaForward(back, tokens), llamaForward(model, tokens));
+    // The stored q rows are really permuted (HF half-split layout), not copied.
+    const { tensors } = { tensors: toHfTensors(model) };
+    const q = tensors.get("model.layers.0.self_attn.q_proj.weight")!;
+    assert.notDeepEqual(q.data, model.layers[0]!.wq.data);
+    // Row 1 of HF head 0 (first half, j = 1) is llama2.c row 2 (pair 1, first element).
+    assert.deepEqual(q.data.subarray(64, 128), model.layers[0]!.wq.data.subarray(128, 192));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("HF checkpoints with an unknown architecture, missing or misshapen tensors are refused by name", async () => {
+  const path = dataFile("stories260K/stories260K.bin");
+  if (!path) return;
+  const model = await loadLlama2c(path);
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeHfLlama(model, dir);
+    const good = hfConfig(model.config, true);
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      JSON.stringify({ ...good, architectures: ["MistralForCausalLM"], model_type: "mistral" }),
+    );
+    await assert.rejects(
+      () => loadHfLlama(dir),
+      /config\.json: unknown architecture \["MistralForCausalLM"\]/,
+    );
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      JSON.stringify({ ...good, intermediate_size: 180 }),
+    );
+    await assert.rejects(
+      () => loadHfLlama(dir),
+      /model\.safetensors: tensor model\.layers\.0\.mlp\.gate_proj\.weight has shape \[172,64\], config\.json implies \[180,64\]/,
+    );
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(good));
+    const tensors = toHfTensors(model);
+    tensors.delete("model.layers.3.self_attn.v_proj.weight");
+    await writeSafetensors(`${dir}/model.safetensors`, tensors);
+    await assert.rejects(
+      () => loadHfLlama(dir),
+      /missing tensor model\.layers\.3\.self_attn\.v_proj\.weight/,
+    );
+    await Deno.writeTextFile(`${dir}/config.json`, "{ not json");
+    await assert.rejects(() => loadHfLlama(dir), /config\.json: cannot read the configuration/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a checkpoint split over two safetensors files loads as one", async () => {
+  const path = dataFile("stories260K/stories260K.bin");
+  if (!path) return;
+  const model = await loadLlama2c(path);
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hfConfig(model.config, true)));
+    const entries = [...toHfTensors(model)];
+    const half = Math.floor(entries.length / 2);
+    await writeSafetensors(
+      `${dir}/model-00001-of-00002.safetensors`,
+      new Map(entries.slice(0, half)),
+    );
+    await writeSafetensors(`${dir}/model-00002-of-00002.safetensors`, new Map(entries.slice(half)));
+    const back = await loadHfLlama(dir);
+    assert.deepEqual(llamaForward(back, [1, 403, 407]), llamaForward(model, [1, 403, 407]));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
