@@ -119,7 +119,8 @@ interface PruneState {
   at(pos: number, i1: number, block: Float32Array): void;
 }
 
-function checkStructure(structure: ObsPruneStructure, n: number): void {
+/** Validates a prune structure for n columns (shared with the GPU path). */
+export function checkStructure(structure: ObsPruneStructure, n: number): void {
   if (structure === null || typeof structure !== "object") {
     throw new TypeError(
       `Cannot run the OBS solver as 'structure' must be an object: current value is ${structure}`,

@@ -22,7 +22,9 @@ import type { CompressionStats } from "../quantizers/quantized_weight.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { Hessian } from "./hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
-import { compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
+import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
+import { type Backend, resolveBackend } from "../kernels/backend.ts";
+import { obsSolveGpu } from "../kernels/obs_gpu.ts";
 
 /**
  * Which weights a pruning decider removes.
@@ -103,6 +105,13 @@ export interface ObsOptions {
   maxDampingRetries?: number;
   /** Called after each block with the columns done and the total. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Where the column loop runs: "auto" (WebGPU, except for a "custom" decider, on a hardware adapter, else
+   * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
+   * without one). The GPU path gives the same result to float32 tolerance.
+   * @default "auto"
+   */
+  backend?: Backend;
 }
 
 /** Statistics of an OBS solve. */
@@ -236,6 +245,7 @@ export async function obsSolve(
     perm: userPerm,
     maxDampingRetries = 6,
     onProgress,
+    backend = "auto",
   } = options;
   if (!Number.isInteger(blockSize) || blockSize < 1) {
     fail(`'blockSize' must be a positive integer: current value is ${blockSize}`);
@@ -294,6 +304,40 @@ export async function obsSolve(
   let meanDiag = 0;
   for (let j = 0; j < n; j++) meanDiag += diag[j]!;
   meanDiag = n > 0 ? meanDiag / n : 1;
+  const gpuDecider = decider !== null && typeof decider === "object" &&
+    (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid");
+  const gpu = gpuDecider || backend !== "auto"
+    ? await resolveBackend(backend, "the OBS solver")
+    : null;
+  if (gpu !== null) {
+    // The same loop on the GPU (kernels/obs_gpu.ts), in one submission.
+    let gpuBlock = blockSize;
+    if (decider.kind === "prune" || decider.kind === "prune+grid") {
+      checkStructure(decider.structure, n);
+      if (decider.structure.kind === "nm") {
+        const m = decider.structure.m;
+        gpuBlock = Math.max(m, Math.floor(blockSize / m) * m);
+      }
+    }
+    return await obsSolveGpu(gpu, {
+      rows,
+      n,
+      w,
+      xtx,
+      diag,
+      meanDiag,
+      dampRatio,
+      maxDampingRetries,
+      decider,
+      blockSize: gpuBlock,
+      perm: permOrNull,
+      original,
+      cleaned,
+      deadColumns,
+      t0,
+      onProgress,
+    });
+  }
   let damping = dampRatio * meanDiag;
   let u: Float32Array | null = null;
   for (let attempt = 0; u === null; attempt++) {

@@ -30,7 +30,35 @@ export interface Gpu {
 }
 
 let acquiring: Promise<Gpu | null> | null = null;
+let adapterProbe: Promise<{ adapter: GPUAdapter; software: boolean } | null> | null = null;
 let lostReason: string | null = null;
+
+function describe(adapter: GPUAdapter): { description: string; software: boolean } {
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const description = [info.vendor, info.architecture, info.device, info.description]
+    .filter((s) => s !== undefined && s !== "").join(" ");
+  const software = info.isFallbackAdapter === true ||
+    (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
+    /llvmpipe|lavapipe|swiftshader|software|warp/i.test(description);
+  return { description, software };
+}
+
+/** The adapter (requested once), without creating a device. */
+function probeAdapter(): Promise<{ adapter: GPUAdapter; software: boolean } | null> {
+  if (adapterProbe === null) {
+    adapterProbe = (async () => {
+      const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
+      if (!gpu) return null;
+      try {
+        const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+        return adapter ? { adapter, software: describe(adapter).software } : null;
+      } catch {
+        return null;
+      }
+    })();
+  }
+  return adapterProbe;
+}
 
 /**
  * Acquires the process-wide GPU once: a high-performance adapter, a device
@@ -46,21 +74,11 @@ export function acquireGpu(): Promise<Gpu | null> {
 }
 
 async function acquire(): Promise<Gpu | null> {
-  const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
-  if (!gpu) return null;
-  let adapter: GPUAdapter | null = null;
-  try {
-    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  } catch {
-    adapter = null;
-  }
-  if (!adapter) return null;
-  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
-  const description = [info.vendor, info.architecture, info.device, info.description]
-    .filter((s) => s !== undefined && s !== "").join(" ");
-  const software = info.isFallbackAdapter === true ||
-    (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
-    /llvmpipe|lavapipe|swiftshader|software|warp/i.test(description);
+  const probe = await probeAdapter();
+  adapterProbe = null; // an adapter yields one device; a later acquisition asks again
+  if (!probe) return null;
+  const { adapter } = probe;
+  const { description, software } = describe(adapter);
   const requiredFeatures: GPUFeatureName[] = [];
   const f16 = adapter.features.has("shader-f16");
   const timestamps = adapter.features.has("timestamp-query");
@@ -103,8 +121,16 @@ export async function resolveBackend(backend: Backend, what: string): Promise<Gp
       }`,
     );
   }
+  if (backend === "auto") {
+    // Probe the adapter first: no device is created on a software adapter.
+    if (acquiring === null) {
+      const probe = await probeAdapter();
+      if (probe === null || probe.software) return null;
+    }
+    const gpu = await acquireGpu();
+    return gpu !== null && !gpu.software ? gpu : null;
+  }
   const gpu = await acquireGpu();
-  if (backend === "auto") return gpu !== null && !gpu.software ? gpu : null;
   if (gpu === null) {
     throw new Error(
       `Cannot run ${what} with backend "webgpu": no WebGPU adapter is available (is --unstable-webgpu set?)`,

@@ -15,6 +15,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../core/tensor.ts";
 import type { Hessian } from "../hessian/hessian.ts";
 import { type ObsDecider, type ObsPruneStructure, obsSolve } from "../hessian/obs.ts";
+import type { Backend } from "../kernels/backend.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import { checkWeight } from "./_common.ts";
@@ -48,6 +49,13 @@ export interface SparseGptOptions {
   quantize?: GridOptions;
   /** Called after each block with the columns done and the total. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Where the column loop runs: "auto" (WebGPU on a hardware adapter, else
+   * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
+   * without one). The GPU path gives the same result to float32 tolerance.
+   * @default "auto"
+   */
+  backend?: Backend;
 }
 
 /** What {@linkcode sparsegpt} returns. */
@@ -88,7 +96,8 @@ export async function sparsegpt(
   if (options === null || typeof options !== "object") {
     throw new TypeError(`Cannot prune with SparseGPT as 'options' must be an object`);
   }
-  const { structure, blockSize = 128, dampRatio = 0.01, quantize, onProgress } = options;
+  const { structure, blockSize = 128, dampRatio = 0.01, quantize, onProgress, backend = "auto" } =
+    options;
   const { rows, cols } = checkWeight(weight, "prune with SparseGPT");
   validateStructure(structure, cols, "prune with SparseGPT");
   if (structure.kind === "unstructured" && structure.scope !== undefined) {
@@ -118,6 +127,7 @@ export async function sparsegpt(
     decider,
     blockSize,
     dampRatio,
+    backend,
     ...(onProgress ? { onProgress } : {}),
   });
   const pruned = res.pruned!;

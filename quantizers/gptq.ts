@@ -12,6 +12,7 @@
 import type { Tensor } from "../core/tensor.ts";
 import type { Hessian } from "../hessian/hessian.ts";
 import { obsSolve } from "../hessian/obs.ts";
+import type { Backend } from "../kernels/backend.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
 
 /** Options of {@linkcode gptq}. */
@@ -42,6 +43,13 @@ export interface GptqOptions {
   mse?: boolean;
   /** Called after each block with the columns done and the total. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Where the column loop runs: "auto" (WebGPU on a hardware adapter, else
+   * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
+   * without one). The GPU path gives the same result to float32 tolerance.
+   * @default "auto"
+   */
+  backend?: Backend;
 }
 
 /**
@@ -91,6 +99,7 @@ export async function gptq(
     dampRatio = 0.01,
     mse = false,
     onProgress,
+    backend = "auto",
   } = options;
   if (typeof staticGroups !== "boolean") {
     throw new TypeError(
@@ -102,6 +111,7 @@ export async function gptq(
     blockSize,
     dampRatio,
     actOrder,
+    backend,
     ...(onProgress ? { onProgress } : {}),
   });
   const [rows, cols] = [weight.shape[0]!, weight.shape[1]!];

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type ObsGpuProblem, obsSolveGpu } from "../../kernels/obs_gpu.ts";
+import { gptq } from "../../quantizers/gptq.ts";
+import { sparsegpt } from "../../pruners/sparsegpt.ts";
 import { type ObsDecider, obsSolve } from "../../hessian/obs.ts";
 import type { Hessian } from "../../hessian/hessian.ts";
 import { tensor } from "../../core/tensor.ts";
@@ -34,35 +35,7 @@ function problem(seed: number): { w: Float32Array; h: Hessian } {
   return { w, h: { cols: n, count: tokens, xtx } };
 }
 
-function prepare(
-  w: Float32Array,
-  h: Hessian,
-  decider: ObsDecider,
-  blockSize: number,
-): ObsGpuProblem {
-  const diag = new Float64Array(n);
-  let mean = 0;
-  for (let j = 0; j < n; j++) mean += diag[j] = h.xtx[j * n + j]!;
-  return {
-    rows,
-    n,
-    w: w.slice(),
-    xtx: h.xtx,
-    diag,
-    meanDiag: mean / n,
-    dampRatio: 0.01,
-    maxDampingRetries: 6,
-    decider,
-    blockSize,
-    perm: null,
-    original: w,
-    cleaned: w,
-    deadColumns: 0,
-    t0: performance.now(),
-  };
-}
-
-const cases: { name: string; decider: ObsDecider; blockSize: number }[] = [
+const cases: { name: string; decider: ObsDecider; blockSize: number; actOrder?: boolean }[] = [
   {
     name: "GPTQ 4-bit groups of 16 fitted in the loop",
     decider: { kind: "grid", grid: { bits: 4, groupSize: 16 } },
@@ -77,6 +50,12 @@ const cases: { name: string; decider: ObsDecider; blockSize: number }[] = [
     name: "GPTQ 2-bit groups of 48 with the MSE search",
     decider: { kind: "grid", grid: { bits: 2, groupSize: 48, mse: true } },
     blockSize: 32,
+  },
+  {
+    name: "GPTQ 4-bit act-order with a dead input column",
+    decider: { kind: "grid", grid: { bits: 4, groupSize: 32 } },
+    blockSize: 32,
+    actOrder: true,
   },
   {
     name: "SparseGPT 50% unstructured",
@@ -104,11 +83,13 @@ for (const c of cases) {
     const gpu = await testGpu();
     if (!gpu) return;
     const { w, h } = problem(7);
-    const cpu = await obsSolve(tensor("f32", [rows, n], w), h, {
-      decider: c.decider,
-      blockSize: c.blockSize,
-    });
-    const res = await obsSolveGpu(gpu, prepare(w, h, c.decider, c.blockSize));
+    if (c.actOrder) { for (let j = 0; j < n; j++) h.xtx[j * n + 40] = h.xtx[40 * n + j] = 0; }
+    const opts = { decider: c.decider, blockSize: c.blockSize, actOrder: c.actOrder ?? false };
+    const weight = tensor("f32", [rows, n], w);
+    const cpu = await obsSolve(weight, h, { ...opts, backend: "cpu" });
+    const res = await obsSolve(weight, h, { ...opts, backend: "webgpu" });
+    assert.equal(res.stats.deadColumns, cpu.stats.deadColumns);
+    assert.deepEqual(res.perm, cpu.perm);
     // Weights and loss to float32 tolerance (U is float32 on the GPU).
     const err = relError(res.weight.data, cpu.weight.data);
     assert.ok(err < 2e-3, `weights: relative error ${err}`);
@@ -139,3 +120,25 @@ for (const c of cases) {
     }
   });
 }
+
+Deno.test("gptq() and sparsegpt() accept backend and agree across backends", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const { w, h } = problem(9);
+  const weight = tensor("f32", [rows, n], w);
+  const qc = await gptq(weight, h, { bits: 4, groupSize: 32, backend: "cpu" });
+  const qg = await gptq(weight, h, { bits: 4, groupSize: 32, backend: "webgpu" });
+  let same = 0;
+  for (let i = 0; i < qc.codes.length; i++) if (qc.codes[i] === qg.codes[i]) same++;
+  assert.ok(same >= 0.995 * qc.codes.length, `${qc.codes.length - same} codes differ`);
+  const pc = await sparsegpt(weight, h, { structure: { kind: "nm", n: 2, m: 4 }, backend: "cpu" });
+  const pg = await sparsegpt(weight, h, {
+    structure: { kind: "nm", n: 2, m: 4 },
+    backend: "webgpu",
+  });
+  assert.ok(relError(pg.weight.data, pc.weight.data) < 2e-3);
+  await assert.rejects(
+    () => gptq(weight, h, { bits: 4, backend: "metal" as "cpu" }),
+    RangeError,
+  );
+});
