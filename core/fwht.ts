@@ -52,6 +52,13 @@ export interface FwhtDense {
   readonly m: number;
   /** Row-major [m, m]. */
   readonly h: Float64Array;
+  /**
+   * How to apply the transpose: Paley II blocks are symmetric (Bᵀ = B), Paley I
+   * blocks are I + skew (Bᵀ·x = 2x − B·x), custom blocks carry `ht`.
+   */
+  readonly kind: "paley1" | "paley2" | "custom";
+  /** Row-major Bᵀ (custom blocks only). */
+  readonly ht?: Float64Array;
 }
 
 /** How {@linkcode fwht} transforms rows of length n: `H_pow2 ⊗ dense[0] ⊗ … ⊗ dense[r−1]`. */
@@ -81,7 +88,8 @@ function paleyBlock(f: HadamardFactor): FwhtDense {
     denseCache.set(key, hit);
     return hit;
   }
-  const d = { m: f.n, h: Float64Array.from(hadamardFactorMatrix(f)) };
+  if (f.kind === "sylvester") throw new Error("unreachable: Sylvester blocks are butterflies");
+  const d: FwhtDense = { m: f.n, h: Float64Array.from(hadamardFactorMatrix(f)), kind: f.kind };
   if (d.h.length <= CACHE_ENTRIES) {
     for (const [k, v] of denseCache) {
       if (cachedEntries + d.h.length <= CACHE_ENTRIES) break;
@@ -113,7 +121,9 @@ export function fwhtPlan(n: number, block?: FwhtBlock): FwhtPlan {
       );
     }
     outer = n / m;
-    custom = { m, h: data };
+    const ht = new Float64Array(m * m);
+    for (let i = 0; i < m; i++) for (let j = 0; j < m; j++) ht[j * m + i] = data[i * m + j]!;
+    custom = { m, h: data, kind: "custom", ht };
   }
   const c = requireHadamardConstruction(outer);
   let pow2 = 1;
@@ -153,14 +163,15 @@ export function fwhtInPlace(
   }
   const rows = data.length / n;
   const scale = normalize ? plan.normScale : 1;
-  let maxScratch = 0;
-  for (const d of plan.dense) maxScratch = Math.max(maxScratch, d.m);
+  let inner = 1, maxM = 0;
+  for (const d of plan.dense) {
+    inner *= d.m;
+    maxM = Math.max(maxM, d.m);
+  }
   const row = data instanceof Float64Array ? null : new Float64Array(n);
-  let inner = 1;
-  for (const d of plan.dense) inner *= d.m;
-  // Scratch big enough for a slab of any dense axis: m_i · stride_i ≤ inner.
-  const slab = new Float64Array(Math.max(inner, maxScratch));
-  const acc = new Float64Array(Math.max(inner, maxScratch));
+  // Scratch for a slab of any dense axis (m_i · stride_i ≤ inner) and for two chunks.
+  const slab = new Float64Array(Math.max(inner, 2 * maxM));
+  const acc = new Float64Array(Math.max(inner, maxM));
   for (let r = 0; r < rows; r++) {
     let x: Float64Array;
     if (row === null) {
@@ -172,7 +183,8 @@ export function fwhtInPlace(
     let stride = inner;
     for (const d of plan.dense) {
       stride /= d.m;
-      applyDense(x, n, d.m, stride, d.h, transpose, slab, acc);
+      const b = transpose && d.kind === "custom" ? d.ht! : d.h;
+      applyDense(x, n, d.m, stride, b, transpose && d.kind === "paley1", slab, acc);
     }
     butterfly(x, n, inner);
     if (scale !== 1) { for (let i = 0; i < n; i++) x[i] = x[i]! * scale; }
@@ -181,7 +193,8 @@ export function fwhtInPlace(
 }
 
 /**
- * y[o, :, t] = B · x[o, :, t] (or Bᵀ · x[o, :, t]) for x seen as [n / (m·s), m, s].
+ * y[o, :, t] = B · x[o, :, t] for x seen as [n / (m·s), m, s]; with `reflect`,
+ * y = 2x − B·x (which is Bᵀ·x for a Paley I block B = I + S, S skew).
  */
 function applyDense(
   x: Float64Array,
@@ -189,55 +202,60 @@ function applyDense(
   m: number,
   s: number,
   b: Float64Array,
-  transpose: boolean,
+  reflect: boolean,
   slab: Float64Array,
   acc: Float64Array,
 ): void {
   const span = m * s;
-  if (s === 1 && transpose) {
-    // y = Bᵀ·x = Σ_j x_j · B[j, :], four rows of B per sweep.
-    for (let base = 0; base < n; base += m) {
-      for (let j = 0; j < m; j++) slab[j] = x[base + j]!;
-      acc.fill(0, 0, m);
-      let j = 0;
-      for (; j + 4 <= m; j += 4) {
-        const r0 = j * m, r1 = r0 + m, r2 = r1 + m, r3 = r2 + m;
-        const v0 = slab[j]!, v1 = slab[j + 1]!, v2 = slab[j + 2]!, v3 = slab[j + 3]!;
-        for (let i = 0; i < m; i++) {
-          acc[i] = acc[i]! + b[r0 + i]! * v0 + b[r1 + i]! * v1 + b[r2 + i]! * v2 + b[r3 + i]! * v3;
-        }
-      }
-      for (; j < m; j++) {
-        const r = j * m, v = slab[j]!;
-        for (let i = 0; i < m; i++) acc[i] = acc[i]! + b[r + i]! * v;
-      }
-      for (let i = 0; i < m; i++) x[base + i] = acc[i]!;
-    }
-    return;
-  }
   if (s === 1) {
-    for (let base = 0; base < n; base += m) {
-      for (let j = 0; j < m; j++) slab[j] = x[base + j]!;
+    // Two chunks × four outputs per sweep of j: 8 accumulators, 6 loads per 8 multiply-adds.
+    let base = 0;
+    for (; base + 2 * m <= n; base += 2 * m) {
+      for (let j = 0; j < 2 * m; j++) slab[j] = x[base + j]!;
       let i = 0;
       for (; i + 4 <= m; i += 4) {
         const r0 = i * m, r1 = r0 + m, r2 = r1 + m, r3 = r2 + m;
-        let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        let a0 = 0, a1 = 0, a2 = 0, a3 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0;
         for (let j = 0; j < m; j++) {
-          const v = slab[j]!;
-          a0 += b[r0 + j]! * v;
-          a1 += b[r1 + j]! * v;
-          a2 += b[r2 + j]! * v;
-          a3 += b[r3 + j]! * v;
+          const u = slab[j]!, v = slab[m + j]!;
+          const b0 = b[r0 + j]!, b1 = b[r1 + j]!, b2 = b[r2 + j]!, b3 = b[r3 + j]!;
+          a0 += b0 * u;
+          a1 += b1 * u;
+          a2 += b2 * u;
+          a3 += b3 * u;
+          c0 += b0 * v;
+          c1 += b1 * v;
+          c2 += b2 * v;
+          c3 += b3 * v;
         }
         x[base + i] = a0;
         x[base + i + 1] = a1;
         x[base + i + 2] = a2;
         x[base + i + 3] = a3;
+        x[base + m + i] = c0;
+        x[base + m + i + 1] = c1;
+        x[base + m + i + 2] = c2;
+        x[base + m + i + 3] = c3;
       }
       for (; i < m; i++) {
+        let a = 0, c = 0;
+        for (let j = 0; j < m; j++) {
+          a += b[i * m + j]! * slab[j]!;
+          c += b[i * m + j]! * slab[m + j]!;
+        }
+        x[base + i] = a;
+        x[base + m + i] = c;
+      }
+      if (reflect) {
+        for (let j = 0; j < 2 * m; j++) x[base + j] = 2 * slab[j]! - x[base + j]!;
+      }
+    }
+    for (; base < n; base += m) {
+      for (let j = 0; j < m; j++) slab[j] = x[base + j]!;
+      for (let i = 0; i < m; i++) {
         let a = 0;
         for (let j = 0; j < m; j++) a += b[i * m + j]! * slab[j]!;
-        x[base + i] = a;
+        x[base + i] = reflect ? 2 * slab[i]! - a : a;
       }
     }
     return;
@@ -247,23 +265,41 @@ function applyDense(
     for (let i = 0; i < m; i++) {
       acc.fill(0, 0, s);
       for (let j = 0; j < m; j++) {
-        const w = transpose ? b[j * m + i]! : b[i * m + j]!;
+        const w = b[i * m + j]!;
         if (w === 0) continue;
         const off = j * s;
         for (let t = 0; t < s; t++) acc[t] = acc[t]! + w * slab[off + t]!;
       }
       const out = base + i * s;
-      for (let t = 0; t < s; t++) x[out + t] = acc[t]!;
+      if (reflect) {
+        for (let t = 0; t < s; t++) x[out + t] = 2 * slab[i * s + t]! - acc[t]!;
+      } else {
+        for (let t = 0; t < s; t++) x[out + t] = acc[t]!;
+      }
     }
   }
 }
 
-/** Sylvester butterfly over the outer axis: (H_{n/s} ⊗ I_s)·x. */
+/** Sylvester butterfly over the outer axis: (H_{n/s} ⊗ I_s)·x, two levels per pass. */
 function butterfly(x: Float64Array, n: number, s: number): void {
-  for (let h = s; h < n; h *= 2) {
-    for (let base = 0; base < n; base += 2 * h) {
+  let h = s;
+  for (; 4 * h <= n; h *= 4) {
+    const h2 = 2 * h, h3 = 3 * h;
+    for (let base = 0; base < n; base += 4 * h) {
       const end = base + h;
       for (let t = base; t < end; t++) {
+        const a = x[t]!, b = x[t + h]!, c = x[t + h2]!, d = x[t + h3]!;
+        const ab = a + b, amb = a - b, cd = c + d, cmd = c - d;
+        x[t] = ab + cd;
+        x[t + h] = amb + cmd;
+        x[t + h2] = ab - cd;
+        x[t + h3] = amb - cmd;
+      }
+    }
+  }
+  if (2 * h <= n) {
+    for (let base = 0; base < n; base += 2 * h) {
+      for (let t = base; t < base + h; t++) {
         const u = x[t]!, v = x[t + h]!;
         x[t] = u + v;
         x[t + h] = u - v;
