@@ -1,0 +1,429 @@
+/**
+ * The elementwise and per-row WebGPU kernels of the Llama forward pass (the
+ * matrix products go through `kernels/gemm_kernel.ts`): embedding gather,
+ * RMSNorm, rotary embeddings, causal grouped-query attention, SwiGLU, and the
+ * per-row negative log-likelihood. Activations are row-major f32 [rows, width];
+ * `rows` is a batch of sequences of `T` tokens each, so row r is position
+ * r mod T of sequence ⌊r / T⌋. Their CPU references are the functions of
+ * `forward.ts` (`llamaEmbed`, `rmsNorm`, `causalAttention`, ...), which the
+ * tests compare against through the whole forward pass. Web-standard only.
+ *
+ * @module
+ */
+
+import { cachedPipeline, foldGroups, type Gpu, type GpuBatch } from "../../kernels/backend.ts";
+
+/** Threads per workgroup of the per-row kernels (reductions assume a power of two). */
+const WG = 64;
+/** Threads per workgroup of the elementwise kernels. */
+const EW = 256;
+
+/** A linear index over folded 2-D workgroup counts (see `foldGroups`). */
+const FLAT = "let i = gid.x + gid.y * nw.x * " + EW + "u;";
+/** The workgroup index over folded 2-D counts. */
+const WG_FLAT = "let wgi = wg.x + wg.y * nw.x;";
+
+function reduce(op: "max" | "sum"): string {
+  const combine = op === "max"
+    ? "red[lid] = max(red[lid], red[lid + st]);"
+    : "red[lid] = red[lid] + red[lid + st];";
+  return `  workgroupBarrier();
+  for (var st = ${WG / 2}u; st > 0u; st = st >> 1u) {
+    if (lid < st) { ${combine} }
+    workgroupBarrier();
+  }`;
+}
+
+function elementwise(batch: GpuBatch, key: string, code: () => string, n: number) {
+  const pipeline = cachedPipeline(batch.gpu, key, code);
+  return { pipeline, groups: foldGroups(batch.gpu, Math.ceil(n / EW)) };
+}
+
+/** x[r, :] = E[tok[r], :] for r < rows. */
+export function embedWgsl(): string {
+  return `struct P { n: u32, dim: u32 }
+@group(0) @binding(0) var<storage, read_write> X: array<f32>;
+@group(0) @binding(1) var<storage, read> E: array<f32>;
+@group(0) @binding(2) var<storage, read> tok: array<u32>;
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${EW})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  X[i] = E[tok[i / p.dim] * p.dim + i % p.dim];
+}
+`;
+}
+
+/**
+ * Records the embedding gather.
+ *
+ * @param batch The batch.
+ * @param x Output [rows, dim].
+ * @param embedding Token embedding [vocab, dim].
+ * @param tokens Token ids (u32) [rows].
+ * @param rows Rows.
+ * @param dim Width.
+ */
+export function encodeEmbed(
+  batch: GpuBatch,
+  x: GPUBuffer,
+  embedding: GPUBuffer,
+  tokens: GPUBuffer,
+  rows: number,
+  dim: number,
+): void {
+  const { pipeline, groups } = elementwise(batch, "llama:embed", embedWgsl, rows * dim);
+  batch.dispatch(pipeline, [
+    x,
+    embedding,
+    tokens,
+    batch.uniform([{ u32: rows * dim }, {
+      u32: dim,
+    }]),
+  ], groups);
+}
+
+/** y = x / sqrt(mean(x²) + eps) · w, one workgroup per row. */
+export function rmsNormWgsl(): string {
+  return `struct P { rows: u32, dim: u32, eps: f32 }
+@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> W: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.rows) { return; }
+  let o = wgi * p.dim;
+  var s = 0.0;
+  for (var i = lid; i < p.dim; i += ${WG}u) { let v = X[o + i]; s = fma(v, v, s); }
+  red[lid] = s;
+${reduce("sum")}
+  let inv = 1.0 / sqrt(red[0] / f32(p.dim) + p.eps);
+  for (var i = lid; i < p.dim; i += ${WG}u) { Y[o + i] = X[o + i] * inv * W[i]; }
+}
+`;
+}
+
+/**
+ * Records an RMSNorm of every row.
+ *
+ * @param batch The batch.
+ * @param y Output [rows, dim] (a different buffer from `x`).
+ * @param x Input [rows, dim].
+ * @param weight Scale [dim].
+ * @param rows Rows.
+ * @param dim Width.
+ * @param eps Epsilon.
+ */
+export function encodeRmsNorm(
+  batch: GpuBatch,
+  y: GPUBuffer,
+  x: GPUBuffer,
+  weight: GPUBuffer,
+  rows: number,
+  dim: number,
+  eps: number,
+): void {
+  const pipeline = cachedPipeline(batch.gpu, "llama:rmsnorm", rmsNormWgsl);
+  const u = batch.uniform([{ u32: rows }, { u32: dim }, { f32: eps }]);
+  batch.dispatch(pipeline, [y, x, weight, u], foldGroups(batch.gpu, rows));
+}
+
+/**
+ * Rotary embedding in place on columns [0, width) of rows with leading
+ * dimension `ld`: interleaved pairs (2j, 2j+1) of each head of `hd` columns
+ * turn by the angle of position r mod T and frequency index (2j mod hd) / 2,
+ * read from a [positions, hd/2] table of (cos, sin).
+ */
+export function ropeWgsl(): string {
+  return `struct P { n: u32, pairs: u32, ld: u32, T: u32, hd: u32 }
+@group(0) @binding(0) var<storage, read_write> Q: array<f32>;
+@group(0) @binding(1) var<storage, read> CS: array<vec2<f32>>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${EW})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  let r = i / p.pairs;
+  let j = (i % p.pairs) * 2u;
+  let cs = CS[(r % p.T) * (p.hd / 2u) + (j % p.hd) / 2u];
+  let o = r * p.ld + j;
+  let a = Q[o];
+  let b = Q[o + 1u];
+  Q[o] = a * cs.x - b * cs.y;
+  Q[o + 1u] = a * cs.y + b * cs.x;
+}
+`;
+}
+
+/**
+ * Records the rotary embedding of the first `width` columns of each row.
+ *
+ * @param batch The batch.
+ * @param q Rows [rows, ld], rotated in place.
+ * @param table (cos, sin) pairs [positions ≥ T, hd/2].
+ * @param shape Rows, sequence length, rotated width, leading dimension, head width.
+ */
+export function encodeRope(
+  batch: GpuBatch,
+  q: GPUBuffer,
+  table: GPUBuffer,
+  shape: { rows: number; T: number; width: number; ld: number; hd: number },
+): void {
+  const { rows, T, width, ld, hd } = shape;
+  const n = (rows * width) / 2;
+  const { pipeline, groups } = elementwise(batch, "llama:rope", ropeWgsl, n);
+  const u = batch.uniform([{ u32: n }, { u32: width / 2 }, { u32: ld }, { u32: T }, {
+    u32: hd,
+  }]);
+  batch.dispatch(pipeline, [q, table, u], groups);
+}
+
+/** Specialization of {@linkcode attentionWgsl}. */
+export interface AttentionSpec {
+  /** Head width. */
+  readonly hd: number;
+  /** Capacity of the score array in workgroup memory (≥ T). */
+  readonly maxT: number;
+}
+
+/**
+ * Causal grouped-query attention, one workgroup per (row, query head): the
+ * scores of positions 0..t of the row's sequence go to workgroup memory, are
+ * turned into softmax weights (max-subtracted), and the value rows are summed
+ * by `parts` groups of `hd` threads, then reduced.
+ *
+ * @param spec Head width and score capacity.
+ * @returns WGSL source.
+ */
+export function attentionWgsl(spec: AttentionSpec): string {
+  const { hd, maxT } = spec;
+  const parts = hd <= WG ? Math.floor(WG / hd) : 1;
+  const values = hd <= WG
+    ? `  var acc = 0.0;
+  if (lid < ${parts * hd}u) {
+    let i = lid % ${hd}u;
+    for (var s = lid / ${hd}u; s <= t; s += ${parts}u) {
+      acc = fma(sc[s], QKV[(base + s) * p.ld + vo + i], acc);
+    }
+  }
+  red[lid] = acc;
+  workgroupBarrier();
+  if (lid < ${hd}u) {
+    var total = 0.0;
+    for (var k = 0u; k < ${parts}u; k++) { total += red[lid + k * ${hd}u]; }
+    O[r * p.dim + h * ${hd}u + lid] = total * inv;
+  }`
+    : `  for (var i = lid; i < ${hd}u; i += ${WG}u) {
+    var acc = 0.0;
+    for (var s = 0u; s <= t; s++) { acc = fma(sc[s], QKV[(base + s) * p.ld + vo + i], acc); }
+    O[r * p.dim + h * ${hd}u + i] = acc * inv;
+  }`;
+  return `struct P { rows: u32, T: u32, nHeads: u32, group: u32, dim: u32, ld: u32,
+  kOff: u32, vOff: u32, scale: f32 }
+@group(0) @binding(0) var<storage, read_write> O: array<f32>;
+@group(0) @binding(1) var<storage, read> QKV: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> sc: array<f32, ${maxT}>;
+var<workgroup> red: array<f32, ${WG}>;
+var<workgroup> qs: array<f32, ${hd}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.rows * p.nHeads) { return; }
+  let r = wgi / p.nHeads;
+  let h = wgi % p.nHeads;
+  let t = r % p.T;
+  let base = r - t;
+  let kvh = h / p.group;
+  let ko = p.kOff + kvh * ${hd}u;
+  let vo = p.vOff + kvh * ${hd}u;
+  for (var i = lid; i < ${hd}u; i += ${WG}u) { qs[i] = QKV[r * p.ld + h * ${hd}u + i] * p.scale; }
+  workgroupBarrier();
+  var mx = -3.0e38;
+  for (var s = lid; s <= t; s += ${WG}u) {
+    let kr = (base + s) * p.ld + ko;
+    var d = 0.0;
+    for (var i = 0u; i < ${hd}u; i++) { d = fma(qs[i], QKV[kr + i], d); }
+    sc[s] = d;
+    mx = max(mx, d);
+  }
+  red[lid] = mx;
+${reduce("max")}
+  let m = red[0];
+  workgroupBarrier();
+  var sum = 0.0;
+  for (var s = lid; s <= t; s += ${WG}u) { let e = exp(sc[s] - m); sc[s] = e; sum += e; }
+  red[lid] = sum;
+${reduce("sum")}
+  let inv = 1.0 / red[0];
+  workgroupBarrier();
+${values}
+}
+`;
+}
+
+/**
+ * The longest sequence {@linkcode encodeAttention} handles on a device (its
+ * scores live in workgroup memory).
+ *
+ * @param gpu The GPU.
+ * @param hd Head width.
+ * @returns The largest T.
+ */
+export function attentionMaxT(gpu: Gpu, hd: number): number {
+  return Math.floor(gpu.limits.maxComputeWorkgroupStorageSize / 4) - WG - hd;
+}
+
+/**
+ * Records causal attention over the q, k, v column blocks of one buffer.
+ *
+ * @param batch The batch.
+ * @param out Output [rows, nHeads·hd].
+ * @param qkv Rows [rows, ld]: queries at column 0, keys at `kOff`, values at `vOff`.
+ * @param shape Sizes and placement.
+ */
+export function encodeAttention(
+  batch: GpuBatch,
+  out: GPUBuffer,
+  qkv: GPUBuffer,
+  shape: {
+    rows: number;
+    T: number;
+    nHeads: number;
+    nKvHeads: number;
+    hd: number;
+    ld: number;
+    kOff: number;
+    vOff: number;
+  },
+): void {
+  const { rows, T, nHeads, nKvHeads, hd, ld, kOff, vOff } = shape;
+  let maxT = 64;
+  while (maxT < T) maxT *= 2;
+  maxT = Math.min(maxT, attentionMaxT(batch.gpu, hd));
+  if (T > maxT) {
+    throw new RangeError(
+      `Cannot run attention on the GPU over ${T} positions: at most ${maxT} fit in workgroup memory`,
+    );
+  }
+  const spec: AttentionSpec = { hd, maxT };
+  const pipeline = cachedPipeline(
+    batch.gpu,
+    `llama:attention:${hd}:${maxT}`,
+    () => attentionWgsl(spec),
+  );
+  const u = batch.uniform([
+    { u32: rows },
+    { u32: T },
+    { u32: nHeads },
+    { u32: nHeads / nKvHeads },
+    { u32: nHeads * hd },
+    { u32: ld },
+    { u32: kOff },
+    { u32: vOff },
+    { f32: 1 / Math.sqrt(hd) },
+  ]);
+  batch.dispatch(pipeline, [out, qkv, u], foldGroups(batch.gpu, rows * nHeads));
+}
+
+/** g[r, i] = silu(u[r, i]) · u[r, H + i] for u [rows, 2H] (gate, then up). */
+export function swigluWgsl(): string {
+  return `struct P { n: u32, H: u32 }
+@group(0) @binding(0) var<storage, read_write> G: array<f32>;
+@group(0) @binding(1) var<storage, read> U: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${EW})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  let r = i / p.H;
+  let c = i % p.H;
+  let z = U[r * 2u * p.H + c];
+  G[i] = z / (1.0 + exp(-z)) * U[r * 2u * p.H + p.H + c];
+}
+`;
+}
+
+/**
+ * Records the SwiGLU gate.
+ *
+ * @param batch The batch.
+ * @param g Output [rows, H].
+ * @param u Gate and up projections side by side [rows, 2H].
+ * @param rows Rows.
+ * @param H Hidden width.
+ */
+export function encodeSwiglu(
+  batch: GpuBatch,
+  g: GPUBuffer,
+  u: GPUBuffer,
+  rows: number,
+  H: number,
+): void {
+  const { pipeline, groups } = elementwise(batch, "llama:swiglu", swigluWgsl, rows * H);
+  batch.dispatch(pipeline, [g, u, batch.uniform([{ u32: rows * H }, { u32: H }])], groups);
+}
+
+/**
+ * Negative log-likelihood of each row's target under softmax(logits row):
+ * log Σ exp(l) − l[target]; rows whose target is negative get 0.
+ */
+export function nllWgsl(): string {
+  return `struct P { rows: u32, V: u32 }
+@group(0) @binding(0) var<storage, read_write> NLL: array<f32>;
+@group(0) @binding(1) var<storage, read> L: array<f32>;
+@group(0) @binding(2) var<storage, read> tgt: array<i32>;
+@group(0) @binding(3) var<uniform> p: P;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.rows) { return; }
+  let o = wgi * p.V;
+  var mx = -3.0e38;
+  for (var i = lid; i < p.V; i += ${WG}u) { mx = max(mx, L[o + i]); }
+  red[lid] = mx;
+${reduce("max")}
+  let m = red[0];
+  workgroupBarrier();
+  var s = 0.0;
+  for (var i = lid; i < p.V; i += ${WG}u) { s += exp(L[o + i] - m); }
+  red[lid] = s;
+${reduce("sum")}
+  if (lid == 0u) {
+    let tg = tgt[wgi];
+    if (tg < 0) { NLL[wgi] = 0.0; } else { NLL[wgi] = log(red[0]) + m - L[o + u32(tg)]; }
+  }
+}
+`;
+}
+
+/**
+ * Records the per-row negative log-likelihood.
+ *
+ * @param batch The batch.
+ * @param nll Output [rows].
+ * @param logits Logits [rows, V].
+ * @param targets Target ids (i32, negative = not scored) [rows].
+ * @param rows Rows.
+ * @param V Vocabulary size.
+ */
+export function encodeNll(
+  batch: GpuBatch,
+  nll: GPUBuffer,
+  logits: GPUBuffer,
+  targets: GPUBuffer,
+  rows: number,
+  V: number,
+): void {
+  const pipeline = cachedPipeline(batch.gpu, "llama:nll", nllWgsl);
+  const u = batch.uniform([{ u32: rows }, { u32: V }]);
+  batch.dispatch(pipeline, [nll, logits, targets, u], foldGroups(batch.gpu, rows));
+}
