@@ -337,6 +337,64 @@ function checkDims(m: number, k: number, n: number): void {
   }
 }
 
+/** Layout and scaling of {@linkcode gemmInPlace}; every field is optional. */
+export interface GemmLayout {
+  /** Scale of the product. @default 1 */
+  alpha?: number;
+  /** Read A as stored transposed ([k, m] in memory). @default false */
+  transA?: boolean;
+  /** Read B as stored transposed ([n, k] in memory). @default false */
+  transB?: boolean;
+  /** Index of C(0, 0) in `c`. @default 0 */
+  offC?: number;
+  /** Stride between rows of C. @default n */
+  ldc?: number;
+  /** Index of the first stored element of A. @default 0 */
+  offA?: number;
+  /** Stride between stored rows of A. @default k, or m when transA */
+  lda?: number;
+  /** Index of the first stored element of B. @default 0 */
+  offB?: number;
+  /** Stride between stored rows of B. @default n, or k when transB */
+  ldb?: number;
+}
+
+/**
+ * General in-place update C += alpha·op(A)·op(B) on row-major sub-matrices:
+ * C(i, j) = c[offC + i·ldc + j]; op(A)(i, p) = a[offA + i·lda + p], or
+ * a[offA + p·lda + i] with `transA`; op(B)(p, j) = b[offB + p·ldb + j], or
+ * b[offB + j·ldb + p] with `transB`. C must not overlap A or B.
+ *
+ * @param c Destination [m, n] (as laid out), updated in place.
+ * @param a Left factor, op(A) [m, k].
+ * @param b Right factor, op(B) [k, n].
+ * @param m Rows of the update.
+ * @param k Shared dimension.
+ * @param n Columns of the update.
+ * @param layout Offsets, strides, transposes and `alpha`.
+ * @throws {RangeError} when a sub-matrix runs past its array.
+ */
+export function gemmInPlace(
+  c: Float64Array,
+  a: Float64Array,
+  b: Float64Array,
+  m: number,
+  k: number,
+  n: number,
+  layout: GemmLayout = {},
+): void {
+  const { alpha = 1, transA = false, transB = false, offC = 0, ldc = n, offA = 0, offB = 0 } =
+    layout;
+  const { lda = transA ? m : k, ldb = transB ? k : n } = layout;
+  checkDims(m, k, n);
+  checkSpan("c", c.length, offC, ldc, m, n);
+  if (transA) checkSpan("a", a.length, offA, lda, k, m);
+  else checkSpan("a", a.length, offA, lda, m, k);
+  if (transB) checkSpan("b", b.length, offB, ldb, n, k);
+  else checkSpan("b", b.length, offB, ldb, k, n);
+  gemm(m, n, k, alpha, a, offA, lda, transA, b, offB, ldb, transB, c, offC, ldc);
+}
+
 /**
  * In-place update C -= A·B on row-major sub-matrices, without copies:
  * for i < m, j < n:

@@ -19,6 +19,7 @@
 
 import {
   choleskyLowerInPlace,
+  gemmInPlace,
   gramRaw,
   inverseFromCholesky as inverseFromLowerFactor,
   matmulRaw,
@@ -155,6 +156,58 @@ export function choleskyInverse(a: Tensor): Tensor<"f64"> {
   return tensor("f64", [n, n], inverseFromLowerFactor(l, n));
 }
 
+/** Rows per block of {@linkcode solveTriangular}. */
+const SOLVE_BLOCK = 64;
+
+/**
+ * Solves the diagonal block [i0, i1) of M·X = B in place by substitution, where
+ * M = T or Tᵀ (`transpose`) is lower (`forward`) or upper triangular; only
+ * entries of T inside the block are read.
+ */
+function substituteBlock(
+  l: Float64Array,
+  x: Float64Array,
+  n: number,
+  k: number,
+  i0: number,
+  i1: number,
+  forward: boolean,
+  transpose: boolean,
+): void {
+  const count = i1 - i0;
+  if (!transpose) {
+    // X[i] = (B[i] − Σ_p T[i, p]·X[p]) / T[i, i]: row i of T is contiguous
+    for (let s = 0; s < count; s++) {
+      const i = forward ? i0 + s : i1 - 1 - s;
+      const xi = i * k, ti = i * n;
+      const p0 = forward ? i0 : i + 1, p1 = forward ? i : i1;
+      for (let p = p0; p < p1; p++) {
+        const f = l[ti + p]!;
+        if (f === 0) continue;
+        const xp = p * k;
+        for (let j = 0; j < k; j++) x[xi + j] = x[xi + j]! - f * x[xp + j]!;
+      }
+      const inv = 1 / l[ti + i]!;
+      for (let j = 0; j < k; j++) x[xi + j] = x[xi + j]! * inv;
+    }
+  } else {
+    // Tᵀ: once X[i] is final, subtract T[i, p]·X[i] from the rows p it feeds
+    for (let s = 0; s < count; s++) {
+      const i = forward ? i0 + s : i1 - 1 - s;
+      const xi = i * k, ti = i * n;
+      const inv = 1 / l[ti + i]!;
+      for (let j = 0; j < k; j++) x[xi + j] = x[xi + j]! * inv;
+      const p0 = forward ? i + 1 : i0, p1 = forward ? i1 : i;
+      for (let p = p0; p < p1; p++) {
+        const f = l[ti + p]!;
+        if (f === 0) continue;
+        const xp = p * k;
+        for (let j = 0; j < k; j++) x[xp + j] = x[xp + j]! - f * x[xi + j]!;
+      }
+    }
+  }
+}
+
 /** Options for {@linkcode solveTriangular}. */
 export interface SolveTriangularOptions {
   /** Whether `t` is lower triangular (else upper); the other triangle is ignored. @default true */
@@ -164,7 +217,8 @@ export interface SolveTriangularOptions {
 }
 
 /**
- * Solves T·X = B (or Tᵀ·X = B) for a triangular T by substitution.
+ * Solves T·X = B (or Tᵀ·X = B) for a triangular T: blocked substitution whose
+ * off-diagonal work is a matrix product.
  *
  * @param t Triangular [n, n]; only the triangle named by `lower` is read.
  * @param b Right-hand side [n] or [n, k].
@@ -204,41 +258,33 @@ export function solveTriangular(
       );
     }
   }
-  const x = Float64Array.from(asFloat64(b)); // [n, k], solved in place row by row
-  // Row i of X depends on the rows before it (forward) or after it (backward).
-  // "Forward" is lower without transpose or upper with it; element T(i, p) of
-  // the effective operator is l[i·n + p] or, transposed, l[p·n + i].
+  const x = Float64Array.from(asFloat64(b)); // [n, k], solved in place
+  // The effective operator M is T or Tᵀ; it is lower triangular ("forward":
+  // row i of X depends on the rows before it) when lower ≠ transpose. Blocks
+  // of rows are solved in dependency order: first the contribution of the
+  // rows already solved is removed with one GEMM, then the block is solved
+  // by substitution.
   const forward = lower !== transpose;
-  if (!transpose) {
-    // X[i] = (B[i] − Σ_p T[i, p]·X[p]) / T[i, i]: row i of T is contiguous
-    for (let s = 0; s < n; s++) {
-      const i = forward ? s : n - 1 - s;
-      const xi = i * k, ti = i * n;
-      const p0 = forward ? 0 : i + 1, p1 = forward ? i : n;
-      for (let p = p0; p < p1; p++) {
-        const f = l[ti + p]!;
-        if (f === 0) continue;
-        const xp = p * k;
-        for (let j = 0; j < k; j++) x[xi + j] = x[xi + j]! - f * x[xp + j]!;
-      }
-      const inv = 1 / l[ti + i]!;
-      for (let j = 0; j < k; j++) x[xi + j] = x[xi + j]! * inv;
+  const nb = SOLVE_BLOCK;
+  const blocks = Math.ceil(n / nb);
+  for (let s = 0; s < blocks; s++) {
+    const i0 = (forward ? s : blocks - 1 - s) * nb, i1 = Math.min(n, i0 + nb);
+    // solved rows [p0, p1): those before the block (forward) or after it
+    const p0 = forward ? 0 : i1, p1 = forward ? i0 : n;
+    if (p1 > p0) {
+      // X[i0:i1] −= M[i0:i1, p0:p1]·X[p0:p1]; M(i, p) = T(i, p) or T(p, i)
+      gemmInPlace(x, l, x, i1 - i0, p1 - p0, k, {
+        alpha: -1,
+        transA: transpose,
+        offA: transpose ? p0 * n + i0 : i0 * n + p0,
+        lda: n,
+        offB: p0 * k,
+        ldb: k,
+        offC: i0 * k,
+        ldc: k,
+      });
     }
-  } else {
-    // Tᵀ: once X[i] is final, subtract T[i, p]·X[i] from the rows p it feeds
-    for (let s = 0; s < n; s++) {
-      const i = forward ? s : n - 1 - s;
-      const xi = i * k, ti = i * n;
-      const inv = 1 / l[ti + i]!;
-      for (let j = 0; j < k; j++) x[xi + j] = x[xi + j]! * inv;
-      const p0 = forward ? i + 1 : 0, p1 = forward ? n : i;
-      for (let p = p0; p < p1; p++) {
-        const f = l[ti + p]!;
-        if (f === 0) continue;
-        const xp = p * k;
-        for (let j = 0; j < k; j++) x[xp + j] = x[xp + j]! - f * x[xi + j]!;
-      }
-    }
+    substituteBlock(l, x, n, k, i0, i1, forward, transpose);
   }
   return tensor("f64", b.shape, x);
 }

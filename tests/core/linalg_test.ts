@@ -3,6 +3,7 @@ import * as math from "mathjs";
 import {
   CholeskyError,
   choleskyLowerInPlace,
+  gemmInPlace,
   gemmSubInPlace,
   gemmSubInPlaceF32,
   gramRaw,
@@ -243,6 +244,24 @@ Deno.test("gemmSubInPlace() updates a column slice in place exactly as C − A·
   assertClose(c2, c.map((v, i) => v - prod2[i]!), { atol: 1e-12, rtol: 1e-12 });
 });
 
+Deno.test("gemmInPlace() handles alpha and every transpose combination against a triple loop", () => {
+  const m = 37, k = 70, n = 29;
+  const a = randomMatrix(m, k, 11), b = randomMatrix(k, n, 12), c0 = randomMatrix(m, n, 13);
+  const prod = naiveMatmul(a, b, m, k, n);
+  const at = transposeRaw(a, m, k), bt = transposeRaw(b, k, n);
+  const combos: [boolean, boolean][] = [[false, false], [true, false], [false, true], [true, true]];
+  for (const [transA, transB] of combos) {
+    const c = c0.slice();
+    gemmInPlace(c, transA ? at : a, transB ? bt : b, m, k, n, { alpha: -0.5, transA, transB });
+    assertClose(c, c0.map((v, i) => v - 0.5 * prod[i]!), {
+      atol: 1e-12,
+      rtol: 1e-12,
+      message: `transA=${transA} transB=${transB}`,
+    });
+  }
+  assert.throws(() => gemmInPlace(new Float64Array(4), a, b, m, k, n), RangeError);
+});
+
 Deno.test("gemmSubInPlaceF32() matches the float64 update to float32 precision", () => {
   const m = 33, k = 70, n = 45;
   const a = Float32Array.from(randomMatrix(m, k, 7)), b = Float32Array.from(randomMatrix(k, n, 8));
@@ -343,35 +362,37 @@ Deno.test("choleskyInverse() matches mathjs's inverse on random SPD matrices up 
   }
 });
 
-Deno.test("solveTriangular() matches mathjs on general triangular systems in all four modes", () => {
-  const n = 23;
-  const r = randomMatrix(n, n, 90);
-  const lower = r.map((v, i) => (i % n <= Math.floor(i / n) ? v : 0));
-  for (let i = 0; i < n; i++) lower[i * n + i] = 2 + Math.abs(lower[i * n + i]!);
-  const upper = transposeRaw(lower, n, n);
-  const b = randomMatrix(n, 4, 91);
-  const cases: [Float64Array, boolean, boolean, Float64Array][] = [
-    [lower, true, false, lower],
-    [lower, true, true, upper],
-    [upper, false, false, upper],
-    [upper, false, true, lower],
-  ];
-  for (const [t, isLower, trans, effective] of cases) {
-    // pollute the ignored triangle: it must not be read
-    const polluted = t.map((v, i) => {
-      const row = Math.floor(i / n), col = i % n;
-      return (isLower ? col > row : col < row) ? 1e6 : v;
-    });
-    const x = solveTriangular(t64(n, n, polluted), t64(n, 4, b), {
-      lower: isLower,
-      transpose: trans,
-    });
-    const expected = mathSolve(effective, b, n, 4);
-    assertClose(x.data, expected, {
-      atol: 1e-10,
-      rtol: 1e-10,
-      message: `lower=${isLower} transpose=${trans}`,
-    });
+Deno.test("solveTriangular() matches mathjs in all four modes, within one block and across blocks", () => {
+  for (const n of [23, 150]) {
+    const r = randomMatrix(n, n, 90 + n);
+    // off-diagonal entries of size 1/√n keep random triangular matrices well conditioned
+    const lower = r.map((v, i) => (i % n <= Math.floor(i / n) ? v / Math.sqrt(n) : 0));
+    for (let i = 0; i < n; i++) lower[i * n + i] = 2 + Math.abs(lower[i * n + i]!);
+    const upper = transposeRaw(lower, n, n);
+    const b = randomMatrix(n, 4, 91);
+    const cases: [Float64Array, boolean, boolean, Float64Array][] = [
+      [lower, true, false, lower],
+      [lower, true, true, upper],
+      [upper, false, false, upper],
+      [upper, false, true, lower],
+    ];
+    for (const [t, isLower, trans, effective] of cases) {
+      // pollute the ignored triangle: it must not be read
+      const polluted = t.map((v, i) => {
+        const row = Math.floor(i / n), col = i % n;
+        return (isLower ? col > row : col < row) ? 1e6 : v;
+      });
+      const x = solveTriangular(t64(n, n, polluted), t64(n, 4, b), {
+        lower: isLower,
+        transpose: trans,
+      });
+      const expected = mathSolve(effective, b, n, 4);
+      assertClose(x.data, expected, {
+        atol: 1e-10,
+        rtol: 1e-10,
+        message: `n=${n} lower=${isLower} transpose=${trans}`,
+      });
+    }
   }
 });
 
