@@ -1,0 +1,220 @@
+import assert from "node:assert/strict";
+import { assertClose, dataFile } from "../_helpers.ts";
+import { testGpu } from "../kernels/_gpu.ts";
+import { prng } from "../../core/prng.ts";
+import { tensor } from "../../core/tensor.ts";
+import { loadLlama2c } from "../../examples/llama/llama2c.ts";
+import { llamaForward } from "../../examples/llama/forward.ts";
+import type { LlamaConfig, LlamaModel } from "../../examples/llama/model.ts";
+import { llamaDims } from "../../examples/llama/model.ts";
+import { perplexity } from "../../examples/llama/perplexity.ts";
+import { llamaForwardGpu, llamaSession, perplexityGpu } from "../../examples/llama/forward_gpu.ts";
+
+// The software adapter runs about 1.5 GFLOP/s: short sequences keep these tests fast.
+
+interface Golden {
+  tokens: number[];
+  logits_pos0_first8: number[];
+}
+
+async function realModel(name: string): Promise<{ model: LlamaModel; golden: Golden } | null> {
+  const path = dataFile(`${name}/${name}.bin`);
+  const goldenPath = dataFile(`${name}/golden_greedy.json`);
+  if (!path || !goldenPath) return null;
+  return {
+    model: await loadLlama2c(path),
+    golden: JSON.parse(await Deno.readTextFile(goldenPath)),
+  };
+}
+
+function argmax(a: Float32Array, from: number, n: number): number {
+  let best = 0;
+  for (let i = 1; i < n; i++) if (a[from + i]! > a[from + best]!) best = i;
+  return best;
+}
+
+/** A seeded random model (untied classifier) with the given shape. */
+function syntheticModel(shape: Partial<LlamaConfig>, seed: number): LlamaModel {
+  const config: LlamaConfig = {
+    dim: 32,
+    hiddenDim: 48,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    vocabSize: 40,
+    seqLen: 128,
+    ropeTheta: 10000,
+    normEps: 1e-5,
+    sharedClassifier: false,
+    ...shape,
+  };
+  const rng = prng(seed);
+  const { dim, hiddenDim: H, vocabSize: V } = config;
+  const { kvDim } = llamaDims(config);
+  const mat = (rows: number, cols: number, scale = 1 / Math.sqrt(cols)) =>
+    tensor(
+      "f32",
+      [rows, cols],
+      Float32Array.from({ length: rows * cols }, () => scale * rng.normal()),
+    );
+  const norm = () => Float32Array.from({ length: dim }, () => 1 + 0.2 * rng.normal());
+  const layers = Array.from({ length: config.nLayers }, () => ({
+    attnNorm: norm(),
+    wq: mat(dim, dim, 1),
+    wk: mat(kvDim, dim, 1),
+    wv: mat(kvDim, dim),
+    wo: mat(dim, dim),
+    ffnNorm: norm(),
+    w1: mat(H, dim),
+    w2: mat(dim, H),
+    w3: mat(H, dim),
+  }));
+  return {
+    config,
+    tokenEmbedding: mat(V, dim, 1),
+    layers,
+    finalNorm: norm(),
+    classifier: mat(V, dim),
+  };
+}
+
+Deno.test("the WebGPU forward pass gives the CPU forward pass's logits on stories260K and llama5M", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const [name, T] of [["stories260K", 32], ["llama5M", 8]] as const) {
+    const real = await realModel(name);
+    if (!real) continue;
+    const tokens = real.golden.tokens.slice(0, T);
+    const logits = await llamaForwardGpu(real.model, tokens, { backend: "webgpu" });
+    assertClose(logits, llamaForward(real.model, tokens), {
+      atol: 1e-4,
+      rtol: 1e-4,
+      message: name,
+    });
+    assertClose(logits.subarray(0, 8), real.golden.logits_pos0_first8, {
+      atol: 1e-4,
+      rtol: 0,
+      message: `${name} golden logits after BOS`,
+    });
+  }
+});
+
+Deno.test("greedy decoding with the WebGPU forward pass reproduces stories260K's golden tokens", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const real = await realModel("stories260K");
+  if (!real) return;
+  const { model, golden } = real;
+  const V = model.config.vocabSize;
+  const session = await llamaSession(model, { backend: "webgpu" });
+  try {
+    assert.equal(session.backend, "webgpu");
+    const steps = 16;
+    const seq = [golden.tokens[0]!];
+    for (let step = 0; step < steps; step++) {
+      const logits = await session.forward(seq);
+      seq.push(argmax(logits, (seq.length - 1) * V, V));
+    }
+    assert.deepEqual(seq, golden.tokens.slice(0, steps + 1));
+  } finally {
+    session.dispose();
+  }
+});
+
+Deno.test("the WebGPU forward pass matches the CPU on head widths above, below and not dividing 64, past 64 positions", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const shapes: Partial<LlamaConfig>[] = [
+    { dim: 160, nHeads: 2, nKvHeads: 1 }, // head width 80: more than a workgroup
+    { dim: 72, nHeads: 3, nKvHeads: 3 }, // head width 24: 64 threads in 2 parts of 24
+    { dim: 32, nHeads: 4, nKvHeads: 1 }, // head width 8, 4 query heads per key/value head
+  ];
+  const rng = prng(7);
+  for (const [i, shape] of shapes.entries()) {
+    const model = syntheticModel(shape, 100 + i);
+    const tokens = Array.from({ length: 70 }, () => rng.int(model.config.vocabSize));
+    const logits = await llamaForwardGpu(model, tokens, { backend: "webgpu" });
+    assertClose(logits, llamaForward(model, tokens), {
+      atol: 1e-4,
+      rtol: 1e-4,
+      message: JSON.stringify(shape),
+    });
+  }
+});
+
+Deno.test("GPU perplexity over batched windows equals the CPU perplexity, ragged last window included", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const real = await realModel("stories260K");
+  if (!real) return;
+  const stream = real.golden.tokens.slice(0, 75); // 74 scored tokens: windows of 16, 16, 16, 16, 10
+  const options = { seqLen: 16 };
+  const cpu = perplexity(real.model, stream, options);
+  const seen: number[] = [];
+  const onGpu = await perplexityGpu(real.model, stream, {
+    ...options,
+    backend: "webgpu",
+    windowsPerPass: 2,
+    onProgress: (done) => seen.push(done),
+  });
+  assert.equal(onGpu.tokens, 74);
+  assert.equal(onGpu.windows, cpu.windows);
+  assert.deepEqual(seen, [32, 64, 74]);
+  assertClose(onGpu.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
+  // The same windows scored one pass each, and through a session directly.
+  const single = await perplexityGpu(real.model, stream, {
+    ...options,
+    backend: "webgpu",
+    windowsPerPass: 1,
+  });
+  assertClose(single.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
+});
+
+Deno.test("the CPU backend of a session is the CPU forward pass and CPU perplexity", async () => {
+  const model = syntheticModel({}, 3);
+  const tokens = [1, 5, 9, 2, 39];
+  const session = await llamaSession(model, { backend: "cpu" });
+  assert.equal(session.backend, "cpu");
+  assert.deepEqual(await session.forward(tokens), llamaForward(model, tokens));
+  const stream = [...tokens, 7, 8, 3, 0, 11];
+  const cpu = perplexity(model, stream, { seqLen: 4 });
+  const viaSession = await perplexityGpu(model, stream, { seqLen: 4, backend: "cpu" });
+  assert.deepEqual(viaSession, cpu);
+  const { nll, tokens: scored } = await session.nll([stream.slice(0, 4)], [stream.slice(1, 5)]);
+  assert.equal(scored, 4);
+  const first = perplexity(model, stream.slice(0, 5), { seqLen: 4 });
+  assertClose(nll / 4, first.nll, { atol: 1e-12, rtol: 1e-12 });
+});
+
+Deno.test("bad tokens, backends and options are refused with the option and value", async () => {
+  const model = syntheticModel({}, 4);
+  await assert.rejects(
+    () => llamaForwardGpu(model, [1, 40], { backend: "cpu" }),
+    RangeError,
+  );
+  await assert.rejects(
+    // @ts-expect-error: an unknown backend
+    () => llamaSession(model, { backend: "cuda" }),
+    /'backend' must be "auto", "cpu" or "webgpu": current value is cuda/,
+  );
+  await assert.rejects(
+    () => perplexityGpu(model, [1, 2, 3], { windowsPerPass: 0, backend: "cpu" }),
+    /'windowsPerPass' must be a positive integer: current value is 0/,
+  );
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const session = await llamaSession(model, { backend: "webgpu" });
+  try {
+    await assert.rejects(() => session.forward([1, 2, 40]), /Token 40 at position 2 is outside/);
+    await assert.rejects(() => session.forward([]), /empty token sequence/);
+    await assert.rejects(
+      () => session.nll([[1, 2]], [[2]]),
+      /2 inputs but 1 targets/,
+    );
+    // A failed call leaves the session usable.
+    const ok = await session.forward([1, 2]);
+    assertClose(ok, llamaForward(model, [1, 2]), { atol: 1e-4, rtol: 1e-4 });
+  } finally {
+    session.dispose();
+  }
+});
