@@ -33,7 +33,7 @@ export interface FwhtButterflySpec {
 
 /**
  * WGSL of the butterfly pass (H_{pow2} ⊗ I_{n/pow2}) on each row, in place,
- * times a scale. One workgroup per row. Bindings: 0 = X, 1 = parameters
+ * times a scale. One workgroup per row, staged in workgroup memory. Bindings: 0 = X, 1 = parameters
  * {rows, scale}.
  *
  * @param spec Row length and power-of-two order.
@@ -42,7 +42,30 @@ export interface FwhtButterflySpec {
 export function fwhtButterflyWgsl(spec: FwhtButterflySpec): string {
   const { n, pow2 } = spec;
   const inner = n / pow2;
-  const half = n / 2;
+  const stages = Math.round(Math.log2(pow2));
+  // Rounds of up to 4 stages: each thread takes 2^r elements h apart into
+  // registers and runs their r butterfly stages there (no private arrays,
+  // one barrier per round).
+  const rounds: string[] = [];
+  for (let s0 = 0; s0 < stages; s0 += 4) {
+    const r = Math.min(4, stages - s0), g = 1 << r;
+    const h = inner * (1 << s0), span = h * g;
+    const body: string[] = [];
+    body.push(`  for (var q = t; q < ${n / g}u; q += 256u) {`);
+    body.push(`    let base = (q / ${h}u) * ${span}u + q % ${h}u;`);
+    for (let c = 0; c < g; c++) body.push(`    var v${c} = s[base + ${c * h}u];`);
+    for (let b = 0; b < r; b++) {
+      for (let c = 0; c < g; c++) {
+        if (c & (1 << b)) continue;
+        const d = c + (1 << b);
+        body.push(`    { let u = v${c}; v${c} = u + v${d}; v${d} = u - v${d}; }`);
+      }
+    }
+    for (let c = 0; c < g; c++) body.push(`    s[base + ${c * h}u] = v${c};`);
+    body.push(`  }`);
+    body.push(`  workgroupBarrier();`);
+    rounds.push(body.join("\n"));
+  }
   return `
 struct Params { rows: u32, scale: f32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<storage, read_write> X: array<f32>;
@@ -57,15 +80,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let base = row * ${n}u;
   for (var i = t; i < ${n}u; i += 256u) { s[i] = X[base + i]; }
   workgroupBarrier();
-  for (var h = ${inner}u; h < ${n}u; h *= 2u) {
-    for (var p = t; p < ${half}u; p += 256u) {
-      // Pair p: the element at offset p % h within its 2h-span, and its partner h later.
-      let a = (p / h) * 2u * h + p % h;
-      let u = s[a]; let v = s[a + h];
-      s[a] = u + v; s[a + h] = u - v;
-    }
-    workgroupBarrier();
-  }
+${rounds.join("\n")}
   for (var i = t; i < ${n}u; i += 256u) { X[base + i] = s[i] * prm.scale; }
 }
 `;

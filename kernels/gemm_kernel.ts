@@ -100,26 +100,33 @@ export function gemmWgsl(spec: GemmSpec): string {
   const bIdx = spec.transB ? "n * p.ldb + k" : "k * p.ldb + n";
   const loadsA = (bm * BK) / 256;
   const loadsB = (bn * BK) / 256;
-  const lines: string[] = [];
+  // Global loads go to registers one K-slice ahead (issued before the
+  // products of the current slice, so their latency hides behind them), and
+  // from registers to workgroup memory after the slice is consumed.
+  const fetch: string[] = [];
+  const store: string[] = [];
+  const decls: string[] = [];
   for (let e = 0; e < loadsA; e++) {
-    lines.push(`    { let idx = t + ${e * 256}u;`);
-    lines.push(
-      spec.transA
-        ? `      let mm = idx % ${bm}u; let kk = idx / ${bm}u;`
-        : `      let kk = idx % ${BK}u; let mm = idx / ${BK}u;`,
-    );
-    lines.push(`      As[kk * ${sa}u + mm / 4u][mm % 4u] = loadA(m0 + mm, k0 + kk); }`);
+    const idx = `(t + ${e * 256}u)`;
+    const [mm, kk] = spec.transA
+      ? [`${idx} % ${bm}u`, `${idx} / ${bm}u`]
+      : [`${idx} / ${BK}u`, `${idx} % ${BK}u`];
+    decls.push(`  let am${e} = ${mm}; let ak${e} = ${kk};`);
+    decls.push(`  var ra${e} = 0.0;`);
+    fetch.push(`    ra${e} = loadA(m0 + am${e}, k0 + ak${e});`);
+    store.push(`    As[ak${e} * ${sa}u + am${e} / 4u][am${e} % 4u] = ra${e};`);
   }
   for (let e = 0; e < loadsB; e++) {
-    lines.push(`    { let idx = t + ${e * 256}u;`);
-    lines.push(
-      spec.transB
-        ? `      let kk = idx % ${BK}u; let nn = idx / ${BK}u;`
-        : `      let nn = idx % ${bn}u; let kk = idx / ${bn}u;`,
-    );
-    lines.push(`      Bs[kk * ${sb}u + nn / 4u][nn % 4u] = loadB(k0 + kk, n0 + nn); }`);
+    const idx = `(t + ${e * 256}u)`;
+    const [nn, kk] = spec.transB
+      ? [`${idx} / ${BK}u`, `${idx} % ${BK}u`]
+      : [`${idx} % ${bn}u`, `${idx} / ${bn}u`];
+    decls.push(`  let bn${e} = ${nn}; let bk${e} = ${kk};`);
+    decls.push(`  var rb${e} = 0.0;`);
+    fetch.push(`    rb${e} = loadB(k0 + bk${e}, n0 + bn${e});`);
+    store.push(`    Bs[bk${e} * ${sb}u + bn${e} / 4u][bn${e} % 4u] = rb${e};`);
   }
-  const loads = lines.join("\n");
+
   const ra = tm / 4, rb = tn / 4;
   const acc: string[] = [];
   for (let i = 0; i < ra; i++) {
@@ -183,9 +190,16 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   ${spec.lowerC ? `if (n0 >= m0 + ${bm}u) { return; }` : ""}
   let kBegin = ${spec.lowerB ? `(n0 / ${BK}u) * ${BK}u` : "0u"};
 ${acc.join("\n")}
-  for (var k0 = kBegin; k0 < p.K; k0 += ${BK}u) {
-${loads}
+${decls.join("\n")}
+  var k0 = kBegin;
+${fetch.join("\n")}
+  for (; k0 < p.K; k0 += ${BK}u) {
+${store.join("\n")}
     workgroupBarrier();
+    {
+      let k0 = k0 + ${BK}u;
+${fetch.join("\n")}
+    }
 ${inner.join("\n")}
     workgroupBarrier();
   }

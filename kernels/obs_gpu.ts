@@ -67,7 +67,9 @@ export interface ObsGpuProblem {
  *
  * @param gpu The GPU.
  * @param p The prepared problem.
- * @returns The result, with `stats.gpuSeconds` (timestamp queries) added.
+ * @returns The result, with `stats.gpuSeconds` (timestamp queries) and the wall
+ *   seconds of each host phase (`setupSeconds`, `reverseSeconds`, `uploadSeconds`,
+ *   `encodeSeconds`, `waitSeconds`: submission to read-back, `assembleSeconds`) added.
  * @throws {CholeskyError} if H stays indefinite after all retries.
  */
 export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult> {
@@ -149,7 +151,10 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
 
   let damping = p.dampRatio * p.meanDiag;
   for (let attempt = 0;; attempt++) {
-    const chol = choleskyBuffers(gpu, reversedDamped(p.xtx, p.diag, perm, damping), n);
+    const tPrep = performance.now();
+    const reversed = reversedDamped(p.xtx, p.diag, perm, damping);
+    const tUpload = performance.now();
+    const chol = choleskyBuffers(gpu, reversed, n);
     const owned: GPUBuffer[] = [chol.a, chol.x, chol.t, chol.status];
     const mk = (bytes: number, label: string) => {
       const b = storageBuffer(gpu, bytes, label);
@@ -184,6 +189,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         }
         : {}),
     };
+    const tEncode = performance.now();
     const batch = new GpuBatch(gpu);
     encodeUpperCholeskyOfInverse(batch, chol, n);
     encodeObsLoop(batch, spec, bufs, { rows, n, groups, sparsity }, (i1, i2) => {
@@ -219,6 +225,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
     if (hasGrid) reads.push(bufs.codes!, bufs.scales!, bufs.zeros!);
     if (structure) reads.push(bufs.mask!);
     let out: { data: ArrayBuffer[]; gpuSeconds: number };
+    const tSubmit = performance.now();
     try {
       out = await batch.submit(reads);
     } finally {
@@ -230,7 +237,8 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       damping = damping > 0 ? damping * 10 : 1e-8 * p.meanDiag;
       continue;
     }
-    return assemble(p, perm, out, {
+    const tAssemble = performance.now();
+    const result = assemble(p, perm, out, {
       hasGrid,
       cpw,
       groups,
@@ -238,6 +246,15 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       damping,
       structure: structure !== null,
     });
+    const s = result.stats;
+    s.setupSeconds = (tPrep - p.t0) / 1000;
+    s.reverseSeconds = (tUpload - tPrep) / 1000;
+    s.uploadSeconds = (tEncode - tUpload) / 1000;
+    s.encodeSeconds = (tSubmit - tEncode) / 1000;
+    s.waitSeconds = (tAssemble - tSubmit) / 1000;
+    s.assembleSeconds = (performance.now() - tAssemble) / 1000;
+    s.seconds = (performance.now() - p.t0) / 1000;
+    return result;
   }
 }
 

@@ -216,6 +216,16 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
     const res = await obsSolveGpu(gpu, prepare(w, rows, h, decider));
     const wall = (performance.now() - t0) / 1e3;
     const gpuS = Number(res.stats.gpuSeconds);
+    const st = res.stats;
+    console.log(
+      `${which} ${rows}×${cols}: wall ${wall.toFixed(3)} s = setup ${
+        st.setupSeconds?.toFixed(3)
+      } + reverse ${st.reverseSeconds?.toFixed(3)} + upload ${
+        st.uploadSeconds?.toFixed(3)
+      } + encode ${st.encodeSeconds?.toFixed(3)} + wait ${st.waitSeconds?.toFixed(3)} (GPU ${
+        gpuS.toFixed(3)
+      }) + assemble ${st.assembleSeconds?.toFixed(3)}`,
+    );
     const ref = REFERENCE[which]![s]!;
     rows_.push({
       what: `${which} ${which === "gptq" ? "4-bit g128" : "50%"} ${rows}×${cols} (s)`,
