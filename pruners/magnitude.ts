@@ -14,7 +14,9 @@ export interface MagnitudePruneOptions {
   /**
    * Which weights may be pruned together. An unstructured structure without a
    * `scope` uses one threshold over the whole layer (`"layer"`), as the
-   * reference magnitude baseline does.
+   * reference magnitude baseline does. (That code prunes every |w| at or
+   * below the value at sorted index ⌊sparsity·numel⌋, one weight more than
+   * the requested count on distinct values; we prune exactly ⌊sparsity·numel⌋.)
    */
   structure: SparsityStructure;
 }

@@ -29,7 +29,8 @@ export interface SparseGptOptions {
    * exactly ⌊sparsity·rows·width⌋ weights with the smallest OBS saliency
    * w²/[U]_jj² over all rows of the block, chosen on the already-updated
    * weights when the block starts (per-row sparsity varies; each block's total
-   * is exact); `scope` is not accepted. N:M: in each row, the m − n smallest
+   * is exact; the reference code thresholds at sorted index ⌊sparsity·numel⌋
+   * inclusive, one weight more per block); `scope` is not accepted. N:M: in each row, the m − n smallest
    * saliencies of every group of m columns, chosen at the group's first column.
    */
   structure: SparsityStructure;

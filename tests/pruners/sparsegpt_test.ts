@@ -6,6 +6,8 @@ import { layerError } from "../../hessian/layer_error.ts";
 import { magnitudePrune } from "../../pruners/magnitude.ts";
 import { sparsegpt } from "../../pruners/sparsegpt.ts";
 import { wanda } from "../../pruners/wanda.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
+import { rtn } from "../../quantizers/rtn.ts";
 import { assertClose } from "../_helpers.ts";
 import { assertRejectsWith, correlatedInputs, randomWeight } from "./_util.ts";
 
@@ -113,6 +115,28 @@ Deno.test("sparsegpt() with 'quantize' returns only grid values and exact zeros,
       }
     }
     assert.equal(res.sparsity, 0.5);
+  }
+});
+
+Deno.test("sparsegpt() joint with 4-bit quantization has a lower layer error than pruning first and rounding after", async () => {
+  const rows = 32, cols = 128, tokens = 512;
+  const h = hessian(tensor("f64", [tokens, cols], correlatedInputs(tokens, cols, 21)));
+  const w = tensor("f32", [rows, cols], randomWeight(rows, cols, 22));
+  for (
+    const structure of [{ kind: "unstructured", sparsity: 0.5 }, {
+      kind: "nm",
+      n: 2,
+      m: 4,
+    }] as const
+  ) {
+    const joint = await sparsegpt(w, h, { structure, quantize: { bits: 4 } });
+    const pruned = await sparsegpt(w, h, { structure });
+    const after = dequantize(await rtn(pruned.weight, { bits: 4 }));
+    for (let i = 0; i < after.data.length; i++) {
+      if (pruned.mask.data[i] === 0) assert.equal(after.data[i], 0, "rounding keeps zeros");
+    }
+    const ej = layerError(w, joint.weight, h), es = layerError(w, after, h);
+    assert.ok(ej < es, `${structure.kind}: joint ${ej}, prune then round ${es}`);
   }
 });
 
