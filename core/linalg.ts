@@ -6,12 +6,15 @@
  *
  * @example
  * ```ts
- * import { cholesky, eigh, fromArray, matmul } from "./mod.ts";
+ * import { cholesky, eigh, fromArray, matmul, svd, transpose } from "./mod.ts";
  * const a = fromArray([[4, 2], [2, 3]], { dtype: "f64" });
- * const l = cholesky(a); // lower factor, L·Lᵀ = A
- * const { values } = eigh(a); // ascending
- * console.assert(values.data[0]! < values.data[1]!);
- * console.assert(matmul(l, l).shape[0] === 2);
+ * const l = cholesky(a); // lower factor
+ * const llt = matmul(l, transpose(l)); // L·Lᵀ = A
+ * console.assert(Math.abs(llt.data[1]! - 2) < 1e-12);
+ * const { values } = eigh(a); // ascending: (7 ∓ √17) / 2
+ * console.assert(Math.abs(values.data[0]! - (7 - Math.sqrt(17)) / 2) < 1e-12);
+ * const { s } = svd(a); // for an SPD matrix, the eigenvalues in descending order
+ * console.assert(Math.abs(s.data[0]! - values.data[1]!) < 1e-12);
  * ```
  *
  * @module
@@ -25,7 +28,7 @@ import {
   matmulRaw,
 } from "./_dense.ts";
 import { asFloat64 } from "./convert.ts";
-import { type Tensor, tensor } from "./tensor.ts";
+import { type Tensor, tensor, transpose } from "./tensor.ts";
 import { eighRaw, svdRaw } from "./_decompositions.ts";
 
 function matrixDims(t: Tensor, name: string, fn: string): [number, number] {
@@ -58,21 +61,6 @@ function checkFinite(x: Float64Array, name: string, fn: string): void {
       );
     }
   }
-}
-
-function transposeRaw(a: Float64Array, rows: number, cols: number): Float64Array {
-  const out = new Float64Array(rows * cols);
-  const B = 32;
-  for (let r0 = 0; r0 < rows; r0 += B) {
-    const r1 = Math.min(rows, r0 + B);
-    for (let c0 = 0; c0 < cols; c0 += B) {
-      const c1 = Math.min(cols, c0 + B);
-      for (let r = r0; r < r1; r++) {
-        for (let c = c0; c < c1; c++) out[c * rows + r] = a[r * cols + c]!;
-      }
-    }
-  }
-  return out;
 }
 
 /**
@@ -137,7 +125,8 @@ export function cholesky(a: Tensor, options: CholeskyOptions = {}): Tensor<"f64"
   const n = squareOrder(a, "a", "cholesky");
   const l = Float64Array.from(asFloat64(a));
   choleskyLowerInPlace(l, n);
-  return tensor("f64", [n, n], upper ? transposeRaw(l, n, n) : l);
+  const factor = tensor("f64", [n, n], l);
+  return upper ? transpose(factor) : factor;
 }
 
 /**
@@ -365,7 +354,7 @@ export function svd(a: Tensor): SvdResult {
     };
   }
   // Aᵀ = U'·S·V'ᵀ  ⇒  A = V'·S·U'ᵀ
-  const { u, s, v } = svdRaw(transposeRaw(src, m, n), n, m);
+  const { u, s, v } = svdRaw(transpose(tensor("f64", [m, n], src)).data, n, m);
   return {
     u: tensor("f64", [m, r], v),
     s: tensor("f64", [r], s),
