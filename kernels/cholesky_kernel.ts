@@ -107,6 +107,64 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
 `;
 }
 
+/**
+ * WGSL that lays out the matrix to factor from a Hessian in its original
+ * column order: A[i, j] = H[π(n−1−i), π(n−1−j)] off the diagonal and
+ * A[i, i] = d[i] (the damped diagonal, already reversed), i.e. J·P·H·Pᵀ·J.
+ * Bindings: 0 = A, 1 = H (f32), 2 = π (u32), 3 = d (f32), 4 = parameters {n}.
+ *
+ * @returns WGSL source.
+ */
+export function permuteReverseWgsl(): string {
+  return `
+struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+@group(0) @binding(1) var<storage, read> H: array<f32>;
+@group(0) @binding(2) var<storage, read> perm: array<u32>;
+@group(0) @binding(3) var<storage, read> d: array<f32>;
+@group(0) @binding(4) var<uniform> prm: Params;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let n = prm.n;
+  let i = g.y; let j = g.x;
+  if (i >= n || j >= n) { return; }
+  let v = H[perm[n - 1u - i] * n + perm[n - 1u - j]];
+  A[i * n + j] = select(v, d[i], i == j);
+}
+`;
+}
+
+/**
+ * Records A ← J·P·H·Pᵀ·J with a damped diagonal ({@linkcode permuteReverseWgsl}).
+ *
+ * @param batch The batch.
+ * @param a Output [n, n].
+ * @param h Hessian [n, n] f32, original order.
+ * @param perm Processing order [n] u32.
+ * @param d Damped diagonal in reversed processing order [n] f32.
+ * @param n Order.
+ */
+export function encodePermuteReverse(
+  batch: GpuBatch,
+  a: GPUBuffer,
+  h: GPUBuffer,
+  perm: GPUBuffer,
+  d: GPUBuffer,
+  n: number,
+): void {
+  const pipe = cachedPipeline(batch.gpu, "permute-reverse", permuteReverseWgsl);
+  batch.dispatch(pipe, [
+    a,
+    h,
+    perm,
+    d,
+    batch.uniform([{ u32: n }, { u32: 0 }, { u32: 0 }, {
+      u32: 0,
+    }]),
+  ], [Math.ceil(n / 16), Math.ceil(n / 16)]);
+}
+
 const SPEC: GemmSpec = {
   transA: false,
   transB: false,
@@ -257,17 +315,20 @@ export function reversedF32(h: Float64Array, n: number): Float32Array {
  * holding J·H·J.
  *
  * @param gpu The GPU.
- * @param h Damped Hessian [n, n] as float64, or J·H·J already reversed as float32.
+ * @param h Damped Hessian [n, n] as float64, J·H·J already reversed as float32, or
+ *   null to leave A empty (to be filled by {@linkcode encodePermuteReverse}).
  * @param n Order.
  * @returns The buffers.
  */
 export function choleskyBuffers(
   gpu: Gpu,
-  h: Float64Array | Float32Array,
+  h: Float64Array | Float32Array | null,
   n: number,
 ): CholeskyBuffers {
   return {
-    a: uploadBuffer(gpu, h instanceof Float32Array ? h : reversedF32(h, n), "hinv-factor"),
+    a: h === null
+      ? storageBuffer(gpu, n * n * 4, "hinv-factor")
+      : uploadBuffer(gpu, h instanceof Float32Array ? h : reversedF32(h, n), "hinv-factor"),
     x: storageBuffer(gpu, n * n * 4, "linv"),
     t: storageBuffer(gpu, CHOLESKY_PANEL * n * 4, "cholesky-scratch"),
     status: storageBuffer(gpu, 4, "cholesky-status"),

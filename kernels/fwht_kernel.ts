@@ -31,6 +31,11 @@ export interface FwhtButterflySpec {
   readonly pow2: number;
 }
 
+/** Workgroup words a row of length n takes (one padding word per 16). */
+function paddedLength(n: number): number {
+  return n + Math.ceil(n / 16);
+}
+
 /**
  * WGSL of the butterfly pass (H_{pow2} ⊗ I_{n/pow2}) on each row, in place,
  * times a scale. One workgroup per row, staged in workgroup memory. Bindings: 0 = X, 1 = parameters
@@ -53,7 +58,7 @@ export function fwhtButterflyWgsl(spec: FwhtButterflySpec): string {
     const body: string[] = [];
     body.push(`  for (var q = t; q < ${n / g}u; q += 256u) {`);
     body.push(`    let base = (q / ${h}u) * ${span}u + q % ${h}u;`);
-    for (let c = 0; c < g; c++) body.push(`    var v${c} = s[base + ${c * h}u];`);
+    for (let c = 0; c < g; c++) body.push(`    var v${c} = s[pad(base + ${c * h}u)];`);
     for (let b = 0; b < r; b++) {
       for (let c = 0; c < g; c++) {
         if (c & (1 << b)) continue;
@@ -61,7 +66,7 @@ export function fwhtButterflyWgsl(spec: FwhtButterflySpec): string {
         body.push(`    { let u = v${c}; v${c} = u + v${d}; v${d} = u - v${d}; }`);
       }
     }
-    for (let c = 0; c < g; c++) body.push(`    s[base + ${c * h}u] = v${c};`);
+    for (let c = 0; c < g; c++) body.push(`    s[pad(base + ${c * h}u)] = v${c};`);
     body.push(`  }`);
     body.push(`  workgroupBarrier();`);
     rounds.push(body.join("\n"));
@@ -70,7 +75,9 @@ export function fwhtButterflyWgsl(spec: FwhtButterflySpec): string {
 struct Params { rows: u32, scale: f32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<storage, read_write> X: array<f32>;
 @group(0) @binding(1) var<uniform> prm: Params;
-var<workgroup> s: array<f32, ${n}>;
+var<workgroup> s: array<f32, ${paddedLength(n)}>;
+// One padding word per 16: the 16 elements a thread takes at stride 1 fall in distinct banks.
+fn pad(i: u32) -> u32 { return i + (i >> 4u); }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -78,10 +85,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let row = wg.x + wg.y * nwg.x;
   if (row >= prm.rows) { return; }
   let base = row * ${n}u;
-  for (var i = t; i < ${n}u; i += 256u) { s[i] = X[base + i]; }
+  for (var i = t; i < ${n}u; i += 256u) { s[pad(i)] = X[base + i]; }
   workgroupBarrier();
 ${rounds.join("\n")}
-  for (var i = t; i < ${n}u; i += 256u) { X[base + i] = s[i] * prm.scale; }
+  for (var i = t; i < ${n}u; i += 256u) { X[base + i] = s[pad(i)] * prm.scale; }
 }
 `;
 }
@@ -232,7 +239,7 @@ function blockOf(h: Float64Array, m: number, transpose: boolean): Float32Array {
  */
 export function prepareFwht(gpu: Gpu, n: number, transpose = false): FwhtPrepared {
   const plan = fwhtPlan(n);
-  if (n * 4 > gpu.limits.maxComputeWorkgroupStorageSize) {
+  if (paddedLength(n) * 4 > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new RangeError(
       `Cannot transform rows of length ${n} on the GPU: a row exceeds the workgroup memory of ${gpu.limits.maxComputeWorkgroupStorageSize} bytes`,
     );

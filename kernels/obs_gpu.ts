@@ -21,7 +21,11 @@ import { CholeskyError } from "../core/_dense.ts";
 import { fitParams, MSE_GRID, MSE_MAX_SHRINK, resolveGrid } from "../quantizers/_grid_fit.ts";
 import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
 import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
-import { choleskyBuffers, encodeUpperCholeskyOfInverse } from "./cholesky_kernel.ts";
+import {
+  choleskyBuffers,
+  encodePermuteReverse,
+  encodeUpperCholeskyOfInverse,
+} from "./cholesky_kernel.ts";
 import { encodeGemm } from "./gemm_kernel.ts";
 import { codesPerWord, encodeObsLoop, type ObsBlockSpec, type ObsBuffers } from "./obs_kernel.ts";
 
@@ -150,129 +154,133 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
   for (let s = 0; s < shrink.length; s++) shrink[s] = 1 - s / MSE_GRID;
 
   let damping = p.dampRatio * p.meanDiag;
-  for (let attempt = 0;; attempt++) {
-    const tPrep = performance.now();
-    const reversed = reversedDamped(p.xtx, p.diag, perm, damping);
-    const tUpload = performance.now();
-    const chol = choleskyBuffers(gpu, reversed, n);
-    const owned: GPUBuffer[] = [chol.a, chol.x, chol.t, chol.status];
-    const mk = (bytes: number, label: string) => {
-      const b = storageBuffer(gpu, bytes, label);
-      owned.push(b);
-      return b;
-    };
-    const up = (data: ArrayBufferView, label: string) => {
-      const b = uploadBuffer(gpu, data, label);
-      owned.push(b);
-      return b;
-    };
-    const bufs: ObsBuffers = {
-      W: up(p.w, "W"),
-      U: chol.a,
-      err: mk(rows * bs * 4, "err"),
-      loss: mk(rows * 4, "loss"),
-      ...(hasGrid
-        ? {
-          codes: mk(rows * Math.ceil(n / cpw) * 4, "codes"),
-          scales: up(scales!, "scales"),
-          zeros: up(zeros!, "zeros"),
-          gIdx: up(gIdx, "gIdx"),
-          shrink: up(shrink, "shrink"),
-        }
-        : {}),
-      ...(structure ? { mask: mk(rows * Math.ceil(n / 32) * 4, "mask") } : {}),
-      ...(structure?.kind === "unstructured"
-        ? {
-          scores: mk(rows * bs * 4, "scores"),
-          allow: mk(rows * 4, "allow"),
-          state: mk(259 * 4, "select"),
-        }
-        : {}),
-    };
-    const tEncode = performance.now();
-    const batch = new GpuBatch(gpu);
-    encodeUpperCholeskyOfInverse(batch, chol, n);
-    encodeObsLoop(batch, spec, bufs, { rows, n, groups, sparsity }, (i1, i2) => {
-      encodeGemm(
-        batch,
-        {
-          transA: false,
-          transB: false,
-          accumulate: true,
-          inputs: "f32",
-          aInC: false,
-          bInC: false,
-          lowerC: false,
-          lowerB: false,
-          tile: "large",
-        },
-        { c: bufs.W, a: bufs.err, b: bufs.U },
-        {
-          m: rows,
-          n: n - i2,
-          k: i2 - i1,
-          lda: bs,
-          ldb: n,
-          ldc: n,
-          offB: i1 * n + i2,
-          offC: i2,
-          alpha: -1,
-          beta: 1,
-        },
-      );
-    });
-    const reads: GPUBuffer[] = [chol.status, bufs.W, bufs.loss];
-    if (hasGrid) reads.push(bufs.codes!, bufs.scales!, bufs.zeros!);
-    if (structure) reads.push(bufs.mask!);
-    let out: { data: ArrayBuffer[]; gpuSeconds: number };
-    const tSubmit = performance.now();
-    try {
-      out = await batch.submit(reads);
-    } finally {
-      for (const b of owned) b.destroy();
+  let hBuf: GPUBuffer | null = null, permBuf: GPUBuffer | null = null;
+  try {
+    for (let attempt = 0;; attempt++) {
+      const tPrep = performance.now();
+      // The damped diagonal in reversed processing order; the permutation and
+      // reversal of H itself happen on the GPU.
+      const dd = new Float32Array(n);
+      for (let i = 0; i < n; i++) dd[i] = p.diag[perm[n - 1 - i]!]! + damping;
+      const tUpload = performance.now();
+      if (hBuf === null) {
+        const h32 = new Float32Array(n * n);
+        h32.set(p.xtx);
+        hBuf = uploadBuffer(gpu, h32, "xtx");
+        permBuf = uploadBuffer(gpu, Uint32Array.from(perm), "perm");
+      }
+      const chol = choleskyBuffers(gpu, null, n);
+      const owned: GPUBuffer[] = [chol.a, chol.x, chol.t, chol.status];
+      const ddBuf = uploadBuffer(gpu, dd, "damped-diagonal");
+      owned.push(ddBuf);
+      const mk = (bytes: number, label: string) => {
+        const b = storageBuffer(gpu, bytes, label);
+        owned.push(b);
+        return b;
+      };
+      const up = (data: ArrayBufferView, label: string) => {
+        const b = uploadBuffer(gpu, data, label);
+        owned.push(b);
+        return b;
+      };
+      const bufs: ObsBuffers = {
+        W: up(p.w, "W"),
+        U: chol.a,
+        err: mk(rows * bs * 4, "err"),
+        loss: mk(rows * 4, "loss"),
+        ...(hasGrid
+          ? {
+            codes: mk(rows * Math.ceil(n / cpw) * 4, "codes"),
+            scales: up(scales!, "scales"),
+            zeros: up(zeros!, "zeros"),
+            gIdx: up(gIdx, "gIdx"),
+            shrink: up(shrink, "shrink"),
+          }
+          : {}),
+        ...(structure ? { mask: mk(rows * Math.ceil(n / 32) * 4, "mask") } : {}),
+        ...(structure?.kind === "unstructured"
+          ? {
+            scores: mk(rows * bs * 4, "scores"),
+            allow: mk(rows * 4, "allow"),
+            state: mk(259 * 4, "select"),
+          }
+          : {}),
+      };
+      const tEncode = performance.now();
+      const batch = new GpuBatch(gpu);
+      encodePermuteReverse(batch, chol.a, hBuf, permBuf!, ddBuf, n);
+      encodeUpperCholeskyOfInverse(batch, chol, n);
+      encodeObsLoop(batch, spec, bufs, { rows, n, groups, sparsity }, (i1, i2) => {
+        encodeGemm(
+          batch,
+          {
+            transA: false,
+            transB: false,
+            accumulate: true,
+            inputs: "f32",
+            aInC: false,
+            bInC: false,
+            lowerC: false,
+            lowerB: false,
+            tile: "large",
+          },
+          { c: bufs.W, a: bufs.err, b: bufs.U },
+          {
+            m: rows,
+            n: n - i2,
+            k: i2 - i1,
+            lda: bs,
+            ldb: n,
+            ldc: n,
+            offB: i1 * n + i2,
+            offC: i2,
+            alpha: -1,
+            beta: 1,
+          },
+        );
+      });
+      // With a grid the new weights are the dequantized codes (pruned ones
+      // carry the zero point): W itself need not come back.
+      const reads: GPUBuffer[] = [chol.status, bufs.loss];
+      if (hasGrid) reads.push(bufs.codes!, bufs.scales!, bufs.zeros!);
+      else reads.push(bufs.W);
+      if (structure) reads.push(bufs.mask!);
+      let out: { data: ArrayBuffer[]; gpuSeconds: number };
+      const tSubmit = performance.now();
+      try {
+        out = await batch.submit(reads);
+      } finally {
+        for (const b of owned) b.destroy();
+      }
+      const status = new Uint32Array(out.data[0]!)[0]!;
+      if (status !== 0) {
+        if (attempt >= p.maxDampingRetries) throw new CholeskyError(status - 1, NaN);
+        damping = damping > 0 ? damping * 10 : 1e-8 * p.meanDiag;
+        continue;
+      }
+      const tAssemble = performance.now();
+      const result = assemble(p, perm, out, {
+        hasGrid,
+        cpw,
+        groups,
+        gIdx,
+        damping,
+        structure: structure !== null,
+      });
+      const s = result.stats;
+      s.setupSeconds = (tPrep - p.t0) / 1000;
+      s.reverseSeconds = (tUpload - tPrep) / 1000;
+      s.uploadSeconds = (tEncode - tUpload) / 1000;
+      s.encodeSeconds = (tSubmit - tEncode) / 1000;
+      s.waitSeconds = (tAssemble - tSubmit) / 1000;
+      s.assembleSeconds = (performance.now() - tAssemble) / 1000;
+      s.seconds = (performance.now() - p.t0) / 1000;
+      return result;
     }
-    const status = new Uint32Array(out.data[0]!)[0]!;
-    if (status !== 0) {
-      if (attempt >= p.maxDampingRetries) throw new CholeskyError(status - 1, NaN);
-      damping = damping > 0 ? damping * 10 : 1e-8 * p.meanDiag;
-      continue;
-    }
-    const tAssemble = performance.now();
-    const result = assemble(p, perm, out, {
-      hasGrid,
-      cpw,
-      groups,
-      gIdx,
-      damping,
-      structure: structure !== null,
-    });
-    const s = result.stats;
-    s.setupSeconds = (tPrep - p.t0) / 1000;
-    s.reverseSeconds = (tUpload - tPrep) / 1000;
-    s.uploadSeconds = (tEncode - tUpload) / 1000;
-    s.encodeSeconds = (tSubmit - tEncode) / 1000;
-    s.waitSeconds = (tAssemble - tSubmit) / 1000;
-    s.assembleSeconds = (performance.now() - tAssemble) / 1000;
-    s.seconds = (performance.now() - p.t0) / 1000;
-    return result;
+  } finally {
+    hBuf?.destroy();
+    permBuf?.destroy();
   }
-}
-
-/** J·P·(H + damping·I)·Pᵀ·J as float32, with the diagonal taken from `diag`. */
-function reversedDamped(
-  xtx: Float64Array,
-  diag: Float64Array,
-  perm: Int32Array,
-  damping: number,
-): Float32Array {
-  const n = diag.length;
-  const out = new Float32Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const pi = perm[n - 1 - i]! * n, dst = i * n;
-    for (let j = 0; j < n; j++) out[dst + j] = xtx[pi + perm[n - 1 - j]!]!;
-    out[dst + i] = diag[perm[n - 1 - i]!]! + damping;
-  }
-  return out;
 }
 
 function assemble(
@@ -289,13 +297,40 @@ function assemble(
   },
 ): ObsResult {
   const { rows, n } = p;
-  const w = new Float32Array(out.data[1]!);
-  const lossRows = new Float32Array(out.data[2]!);
+  const identity = p.perm === null;
+  const lossRows = new Float32Array(out.data[1]!);
   let obsLoss = 0;
   for (let r = 0; r < rows; r++) obsLoss += lossRows[r]!;
-  const weight = new Float32Array(rows * n);
-  for (let r = 0; r < rows; r++) {
-    for (let i = 0; i < n; i++) weight[r * n + perm[i]!] = w[r * n + i]!;
+  let weight: Float32Array;
+  let codes: Uint8Array | Uint16Array | null = null;
+  let scales: Float32Array | null = null, zeros: Float32Array | null = null;
+  let next = 2;
+  if (o.hasGrid) {
+    const words = new Uint32Array(out.data[next++]!);
+    scales = new Float32Array(out.data[next++]!);
+    zeros = new Float32Array(out.data[next++]!);
+    const bitsPer = 32 / o.cpw, mask = 2 ** bitsPer - 1, cpw = o.cpw;
+    codes = cpw === 4 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
+    weight = new Float32Array(rows * n);
+    const stride = Math.ceil(n / cpw), groups = o.groups, gIdx = o.gIdx;
+    for (let r = 0; r < rows; r++) {
+      const wr = r * stride, row = r * n, gr = r * groups;
+      for (let i = 0; i < n; i++) {
+        const c = (words[wr + ((i / cpw) | 0)]! >>> ((i % cpw) * bitsPer)) & mask;
+        const k = gr + gIdx[i]!, dst = row + (identity ? i : perm[i]!);
+        codes[dst] = c;
+        weight[dst] = scales[k]! * (c - zeros[k]!);
+      }
+    }
+  } else {
+    const w = new Float32Array(out.data[next++]!);
+    if (identity) weight = w;
+    else {
+      weight = new Float32Array(rows * n);
+      for (let r = 0; r < rows; r++) {
+        for (let i = 0; i < n; i++) weight[r * n + perm[i]!] = w[r * n + i]!;
+      }
+    }
   }
   p.onProgress?.(n, n);
   const result: ObsResult = {
@@ -312,21 +347,10 @@ function assemble(
     },
   };
   if (p.perm) result.perm = p.perm;
-  let next = 3;
-  if (o.hasGrid) {
-    const words = new Uint32Array(out.data[next++]!);
-    const bitsPer = 32 / o.cpw, mask = 2 ** bitsPer - 1;
-    const codes = o.cpw === 4 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
-    const stride = Math.ceil(n / o.cpw);
-    for (let r = 0; r < rows; r++) {
-      for (let i = 0; i < n; i++) {
-        const word = words[r * stride + Math.floor(i / o.cpw)]!;
-        codes[r * n + perm[i]!] = (word >>> ((i % o.cpw) * bitsPer)) & mask;
-      }
-    }
+  if (codes !== null) {
     result.codes = codes;
-    result.scales = new Float32Array(out.data[next++]!);
-    result.zeros = new Float32Array(out.data[next++]!);
+    result.scales = scales!;
+    result.zeros = zeros!;
     const gIdx = new Int32Array(n);
     for (let i = 0; i < n; i++) gIdx[perm[i]!] = o.gIdx[i]!;
     result.gIdx = gIdx;
@@ -336,8 +360,9 @@ function assemble(
     const stride = Math.ceil(n / 32);
     const pruned = new Uint8Array(rows * n);
     for (let r = 0; r < rows; r++) {
+      const wr = r * stride, row = r * n;
       for (let i = 0; i < n; i++) {
-        pruned[r * n + perm[i]!] = (words[r * stride + (i >> 5)]! >>> (i & 31)) & 1;
+        pruned[row + (identity ? i : perm[i]!)] = (words[wr + (i >> 5)]! >>> (i & 31)) & 1;
       }
     }
     result.pruned = pruned;
