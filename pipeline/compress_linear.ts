@@ -12,12 +12,16 @@ import { randomHadamard, rotateWeight, unrotateWeight } from "../core/rotation.t
 import type { Rotation } from "../core/rotation.ts";
 import type { Hessian } from "../hessian/hessian.ts";
 import { layerError } from "../hessian/layer_error.ts";
-import { obsSolve } from "../hessian/obs.ts";
-import type { ObsPruneStructure } from "../hessian/obs.ts";
 import { magnitudePrune } from "../pruners/magnitude.ts";
 import type { PruneResult } from "../pruners/prune_result.ts";
 import type { SparsityStructure } from "../pruners/structure.ts";
 import { wanda } from "../pruners/wanda.ts";
+import { sparsegpt } from "../pruners/sparsegpt.ts";
+import { hadamardConstruction } from "../core/hadamard.ts";
+import { dequantizeHiggs, higgs } from "../quantizers/higgs.ts";
+import type { HiggsWeight } from "../quantizers/higgs.ts";
+import { dequantizeNf4, nf4 } from "../quantizers/nf4.ts";
+import type { Nf4Weight } from "../quantizers/nf4.ts";
 import { aqlm, dequantizeAqlm } from "../quantizers/aqlm.ts";
 import type { AqlmWeight } from "../quantizers/aqlm.ts";
 import { dequantize } from "../quantizers/dequantize.ts";
@@ -50,7 +54,7 @@ export interface CompressedLinear {
   /** Seconds spent in the stages. */
   readonly seconds: number;
   /** The quantized form, when a quantizer ran (in the rotated basis after `rotate`). */
-  readonly quantized?: QuantizedWeight | AqlmWeight;
+  readonly quantized?: QuantizedWeight | AqlmWeight | HiggsWeight | Nf4Weight;
   /** Keep-mask [out, in] (1 kept), when a pruner ran. */
   readonly mask?: Uint8Array;
 }
@@ -114,8 +118,18 @@ export function stageNeedsHessian(stage: Stage): boolean {
     stage.kind === "aqlm";
 }
 
-function obsStructure(s: SparsityStructure): ObsPruneStructure {
-  return s.kind === "nm" ? s : { kind: "unstructured", sparsity: s.sparsity };
+/**
+ * The HIGGS group size for a width: the largest constructible Hadamard order
+ * of at most 128 that divides it.
+ *
+ * @param cols Input columns.
+ * @returns The group size (at least 2 for even widths).
+ */
+export function higgsGroupSize(cols: number): number {
+  for (let g = Math.min(128, cols); g >= 2; g--) {
+    if (cols % g === 0 && hadamardConstruction(g) !== null) return g;
+  }
+  throw new RangeError(`No Hadamard order divides ${cols} columns: HIGGS needs an even width`);
 }
 
 /**
@@ -160,7 +174,7 @@ export async function compressLinear(
   let rotation: Rotation | undefined;
   let mask: Uint8Array | undefined;
   let maskStructure: SparsityStructure | "mask" = "mask";
-  let quantized: QuantizedWeight | AqlmWeight | undefined;
+  let quantized: QuantizedWeight | AqlmWeight | HiggsWeight | Nf4Weight | undefined;
   let valueBits = 32, overhead = 0;
   const applied: string[] = [];
 
@@ -197,33 +211,40 @@ export async function compressLinear(
         pruned(await wanda(w, h, { structure: stage.structure }), stage.structure);
         break;
       case "sparsegpt": {
-        const res = await obsSolve(w, h, {
-          decider: stage.grid
-            ? { kind: "prune+grid", structure: obsStructure(stage.structure), grid: stage.grid }
-            : { kind: "prune", structure: obsStructure(stage.structure) },
+        const res = await sparsegpt(w, h, {
+          structure: stage.structure,
+          ...(stage.grid ? { quantize: stage.grid } : {}),
           ...(stage.dampRatio !== undefined ? { dampRatio: stage.dampRatio } : {}),
           ...(stage.blockSize !== undefined ? { blockSize: stage.blockSize } : {}),
         });
-        const m = res.pruned!.map((p) => 1 - p);
-        mask = mask ? mask.map((v, i) => v & m[i]!) : m;
-        maskStructure = stage.structure;
-        w = res.weight;
-        if (stage.grid) {
-          quantized = {
-            kind: "uniform",
-            shape: [rows, cols],
-            bits: stage.grid.bits,
-            groupSize: stage.grid.groupSize ?? -1,
-            symmetric: stage.grid.symmetric ?? false,
-            codes: res.codes!,
-            scales: res.scales!,
-            zeros: res.zeros!,
-            gIdx: res.gIdx!,
-            stats: res.stats,
-          };
-          valueBits = stage.grid.bits;
-          overhead = gridOverhead(quantized);
+        pruned(res, stage.structure);
+        if (res.quantized) {
+          quantized = res.quantized;
+          valueBits = res.quantized.bits;
+          overhead = gridOverhead(res.quantized);
         }
+        break;
+      }
+      case "higgs": {
+        const groupSize = stage.groupSize ?? higgsGroupSize(cols);
+        const q = await higgs(w, {
+          bits: stage.bits,
+          groupSize,
+          ...(stage.p !== undefined ? { p: stage.p } : {}),
+          seed: hashName(name, stage.seed ?? 0),
+        });
+        quantized = q;
+        w = keepMask(dequantizeHiggs(q));
+        valueBits = q.bits;
+        overhead = q.bitsPerWeight - q.bits;
+        break;
+      }
+      case "nf4": {
+        const q = await nf4(w, stage.blockSize !== undefined ? { blockSize: stage.blockSize } : {});
+        quantized = q;
+        w = keepMask(dequantizeNf4(q));
+        valueBits = 4;
+        overhead = q.bitsPerWeight - 4;
         break;
       }
       case "rtn":
@@ -260,8 +281,8 @@ export async function compressLinear(
     for (let i = 0; i < mask.length; i++) kept += mask[i]!;
   }
   const density = kept / (rows * cols);
-  // AQLM codes do not shrink with sparsity; grid codes and float values do.
-  const values = quantized?.kind === "aqlm" ? valueBits : density * valueBits;
+  // Only uniform-grid codes and float values shrink with sparsity (zeros need no code).
+  const values = quantized && quantized.kind !== "uniform" ? valueBits : density * valueBits;
   const bitsPerWeight = values + overhead + (mask ? maskBits(maskStructure) : 0);
   const err = stages.length === 0 ? 0 : hessian ? layerError(weight, w, hessian) : NaN;
   return {

@@ -110,6 +110,31 @@ export interface AqlmStage {
   readonly seed?: number;
 }
 
+/**
+ * HIGGS: grouped random Hadamard rotation and an MSE-optimal Gaussian grid
+ * (data-free).
+ */
+export interface HiggsStage {
+  /** Discriminant. */
+  readonly kind: "higgs";
+  /** Bits per weight of the grid. */
+  readonly bits: number;
+  /** Rotation group; default: the largest Hadamard order ≤ 128 dividing the columns. */
+  readonly groupSize?: number;
+  /** Grid dimension. @default 1 */
+  readonly p?: 1 | 2;
+  /** Seed of the rotation; mixed with the module name. @default 0 */
+  readonly seed?: number;
+}
+
+/** NF4 with per-block absmax scales (data-free). */
+export interface Nf4Stage {
+  /** Discriminant. */
+  readonly kind: "nf4";
+  /** Weights per absmax block. @default 64 */
+  readonly blockSize?: number;
+}
+
 /** One step of a linear layer's compression, as a value. */
 export type Stage =
   | RtnStage
@@ -118,7 +143,9 @@ export type Stage =
   | WandaStage
   | MagnitudeStage
   | RotateStage
-  | AqlmStage;
+  | AqlmStage
+  | HiggsStage
+  | Nf4Stage;
 
 /** Stages for the modules whose name matches `match`. */
 export interface RecipeOverride {
@@ -178,7 +205,17 @@ export function stagesFor(recipe: Recipe, name: string): readonly Stage[] {
   return stages;
 }
 
-const KINDS = new Set(["rtn", "gptq", "sparsegpt", "wanda", "magnitude", "rotate", "aqlm"]);
+const KINDS = new Set([
+  "rtn",
+  "gptq",
+  "sparsegpt",
+  "wanda",
+  "magnitude",
+  "rotate",
+  "aqlm",
+  "higgs",
+  "nf4",
+]);
 
 /**
  * Checks a recipe's shape (known stage kinds, numeric bits); each stage's

@@ -11,6 +11,7 @@ import { tensor } from "../../core/tensor.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import type { CompressibleBlock, CompressibleModel } from "../../pipeline/model.ts";
 import { llamaBlockPartial, llamaEmbed, rmsNorm } from "./forward.ts";
+import type { LlamaBlockCache } from "./forward.ts";
 import { LLAMA_LINEARS } from "./model.ts";
 import type { LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
 
@@ -36,6 +37,8 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
   const blocks: CompressibleBlock[] = model.layers.map((layer, i) => {
     const linears: Record<string, Tensor<"f32">> = {};
     for (const n of LLAMA_LINEARS) linears[n] = layer[n];
+    // Intermediate results per input, reused while the weights they depend on are unchanged.
+    const caches = new WeakMap<Tensor<"f32">, LlamaBlockCache>();
     return {
       name: `layers.${i}`,
       linears,
@@ -52,7 +55,9 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
             onInput(name, t);
           }
           : undefined;
-        const y = llamaBlockPartial(config, merged, x.data, T, hook, stopAfter);
+        let cache = caches.get(x);
+        if (!cache) caches.set(x, cache = {});
+        const y = llamaBlockPartial(config, merged, x.data, T, hook, stopAfter, cache);
         return y ? tensor("f32", [T, config.dim], y) : null;
       },
     };

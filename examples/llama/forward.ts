@@ -218,6 +218,20 @@ export function llamaBlockForward(
 }
 
 /**
+ * Intermediate results of one block on one input, reused by later calls on
+ * the same input while the weights they depend on are the same objects (the
+ * pipeline re-runs a block after compressing each group of linears).
+ */
+export interface LlamaBlockCache {
+  /** Attention output, valid for these wq, wk, wv. */
+  attn?: { wq: unknown; wk: unknown; wv: unknown; a: Float32Array };
+  /** Residual after attention and its norm, valid for this attention output and wo. */
+  resid?: { a: Float32Array; wo: unknown; y: Float32Array; g: Float32Array };
+  /** SwiGLU activation, valid for this norm output and w1, w3. */
+  ffn?: { g: Float32Array; w1: unknown; w3: unknown; u: Float32Array };
+}
+
+/**
  * {@linkcode llamaBlockForward} that may stop early: once the inputs of all
  * linears in `stopAfter` were delivered to the hook, it returns null.
  *
@@ -227,6 +241,7 @@ export function llamaBlockForward(
  * @param T Sequence length.
  * @param onLinearInput Called with each linear's input, in forward order.
  * @param stopAfter Linears whose inputs are all that is needed.
+ * @param cache Intermediate results of earlier calls on the same `x` (read and updated).
  * @returns The block's output [T, dim], or null after an early stop.
  */
 export function llamaBlockPartial(
@@ -236,6 +251,7 @@ export function llamaBlockPartial(
   T: number,
   onLinearInput?: LinearInputHook,
   stopAfter?: ReadonlySet<string>,
+  cache?: LlamaBlockCache,
 ): Float32Array | null {
   const { dim, normEps, ropeTheta } = config;
   const { headDim, kvDim } = llamaDims(config);
@@ -246,30 +262,57 @@ export function llamaBlockPartial(
     need.delete(name);
     return need.size === 0;
   };
-  const h = rmsNorm(x, T, layer.attnNorm, normEps);
-  if (deliver("wq", h) || deliver("wk", h) || deliver("wv", h)) return null;
-  const q = linearForward(h, T, layer.wq);
-  const k = linearForward(h, T, layer.wk);
-  const v = linearForward(h, T, layer.wv);
-  applyRope(q, T, dim, headDim, ropeTheta, 0);
-  applyRope(k, T, kvDim, headDim, ropeTheta, 0);
-  const a = causalAttention(q, k, v, T, config);
+  const c = cache ?? {};
+  const wantQkv = onLinearInput !== undefined || need !== null;
+  let a: Float32Array;
+  if (
+    !wantQkv && c.attn && c.attn.wq === layer.wq && c.attn.wk === layer.wk && c.attn.wv === layer.wv
+  ) {
+    a = c.attn.a;
+  } else {
+    const h = rmsNorm(x, T, layer.attnNorm, normEps);
+    if (deliver("wq", h) || deliver("wk", h) || deliver("wv", h)) return null;
+    if (c.attn && c.attn.wq === layer.wq && c.attn.wk === layer.wk && c.attn.wv === layer.wv) {
+      a = c.attn.a;
+    } else {
+      const q = linearForward(h, T, layer.wq);
+      const k = linearForward(h, T, layer.wk);
+      const v = linearForward(h, T, layer.wv);
+      applyRope(q, T, dim, headDim, ropeTheta, 0);
+      applyRope(k, T, kvDim, headDim, ropeTheta, 0);
+      a = causalAttention(q, k, v, T, config);
+      if (cache) cache.attn = { wq: layer.wq, wk: layer.wk, wv: layer.wv, a };
+    }
+  }
   if (deliver("wo", a)) return null;
-  const o = linearForward(a, T, layer.wo);
-  const y = new Float32Array(x.length);
-  for (let i = 0; i < y.length; i++) y[i] = x[i]! + o[i]!;
-  const g = rmsNorm(y, T, layer.ffnNorm, normEps);
+  let y: Float32Array, g: Float32Array;
+  if (c.resid && c.resid.a === a && c.resid.wo === layer.wo) {
+    ({ y, g } = c.resid);
+  } else {
+    const o = linearForward(a, T, layer.wo);
+    y = new Float32Array(x.length);
+    for (let i = 0; i < y.length; i++) y[i] = x[i]! + o[i]!;
+    g = rmsNorm(y, T, layer.ffnNorm, normEps);
+    if (cache) cache.resid = { a, wo: layer.wo, y, g };
+  }
   if (deliver("w1", g) || deliver("w3", g)) return null;
-  const u1 = linearForward(g, T, layer.w1);
-  const u3 = linearForward(g, T, layer.w3);
-  for (let i = 0; i < u1.length; i++) {
-    const z = u1[i]!;
-    u1[i] = (z / (1 + Math.exp(-z))) * u3[i]!;
+  let u1: Float32Array;
+  if (c.ffn && c.ffn.g === g && c.ffn.w1 === layer.w1 && c.ffn.w3 === layer.w3) {
+    u1 = c.ffn.u;
+  } else {
+    u1 = linearForward(g, T, layer.w1);
+    const u3 = linearForward(g, T, layer.w3);
+    for (let i = 0; i < u1.length; i++) {
+      const z = u1[i]!;
+      u1[i] = (z / (1 + Math.exp(-z))) * u3[i]!;
+    }
+    if (cache) cache.ffn = { g, w1: layer.w1, w3: layer.w3, u: u1 };
   }
   if (deliver("w2", u1)) return null;
   const d = linearForward(u1, T, layer.w2);
-  for (let i = 0; i < y.length; i++) y[i] = y[i]! + d[i]!;
-  return y;
+  const out = new Float32Array(y.length);
+  for (let i = 0; i < out.length; i++) out[i] = y[i]! + d[i]!;
+  return out;
 }
 
 /**

@@ -1,0 +1,129 @@
+/**
+ * The demo's `--resume` journal: a folder holding the finished rows
+ * (`journal.json`) and, per method, the modules of the blocks finished so far
+ * (`<method>.safetensors`, dense float32, module records in the metadata).
+ * Every file is replaced atomically, so an interrupted run leaves the last
+ * consistent state, and a rerun continues from the last finished block.
+ * Uses the `Deno` namespace.
+ *
+ * @module
+ */
+
+import { tensor } from "../../core/tensor.ts";
+import { readSafetensors, writeSafetensors } from "../../core/safetensors_file.ts";
+import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
+import type { DemoRow } from "./report.ts";
+
+/** An open journal. */
+export interface Journal {
+  /** Rows finished by earlier runs, by method. */
+  readonly rows: ReadonlyMap<string, DemoRow>;
+  /**
+   * Modules of a method's finished blocks (empty when none).
+   *
+   * @param method Method id.
+   * @returns Modules by name.
+   */
+  completed(method: string): Promise<Map<string, CompressedLinear>>;
+  /**
+   * Records a method's finished modules so far (all of them, replacing the file).
+   *
+   * @param method Method id.
+   * @param modules Every module finished so far.
+   */
+  saveModules(method: string, modules: readonly CompressedLinear[]): Promise<void>;
+  /**
+   * Records a finished row.
+   *
+   * @param row The row.
+   */
+  saveRow(row: DemoRow): Promise<void>;
+}
+
+interface JournalFile {
+  fingerprint: string;
+  rows: DemoRow[];
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  await Deno.writeTextFile(tmp, text);
+  await Deno.rename(tmp, path);
+}
+
+function safeName(method: string): string {
+  return method.replace(/[^A-Za-z0-9_.-]/g, "_");
+}
+
+/**
+ * Opens (or creates) a journal folder.
+ *
+ * @param dir The folder.
+ * @param fingerprint What the results depend on (model, data, settings); a
+ *   journal written with another fingerprint is refused.
+ * @returns The journal.
+ * @throws {Error} when the folder holds a journal of other settings.
+ */
+export async function openJournal(dir: string, fingerprint: string): Promise<Journal> {
+  await Deno.mkdir(dir, { recursive: true });
+  const path = `${dir}/journal.json`;
+  let file: JournalFile = { fingerprint, rows: [] };
+  try {
+    file = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new Error(
+        `${path}: unreadable journal (${(e as Error).message}); delete it to start over`,
+      );
+    }
+  }
+  if (file.fingerprint !== fingerprint) {
+    throw new Error(
+      `${path} was written with other settings (${file.fingerprint}); now: ${fingerprint}. ` +
+        `Use another --resume folder or delete this one`,
+    );
+  }
+  const rows = new Map(file.rows.map((r) => [r.method, r]));
+  return {
+    rows,
+    async completed(method) {
+      const out = new Map<string, CompressedLinear>();
+      const p = `${dir}/${safeName(method)}.safetensors`;
+      let st;
+      try {
+        st = await readSafetensors(p);
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return out;
+        throw e;
+      }
+      const records = JSON.parse(st.metadata.modules ?? "[]") as Omit<CompressedLinear, "weight">[];
+      for (const r of records) {
+        const t = st.tensors.get(r.name);
+        if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
+        out.set(r.name, {
+          ...r,
+          weight: tensor("f32", t.shape, Float32Array.from(t.data as Float32Array)),
+        });
+      }
+      return out;
+    },
+    async saveModules(method, modules) {
+      const tensors = new Map(modules.map((m) => [m.name, m.weight]));
+      const records = modules.map((m) => ({
+        name: m.name,
+        bitsPerWeight: m.bitsPerWeight,
+        density: m.density,
+        stages: m.stages,
+        layerError: Number.isFinite(m.layerError) ? m.layerError : null,
+        seconds: m.seconds,
+      }));
+      await writeSafetensors(`${dir}/${safeName(method)}.safetensors`, tensors, {
+        modules: JSON.stringify(records),
+      });
+    },
+    async saveRow(row) {
+      rows.set(row.method, row);
+      await writeAtomic(path, JSON.stringify({ fingerprint, rows: [...rows.values()] }, null, 1));
+    },
+  };
+}
