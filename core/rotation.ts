@@ -18,7 +18,7 @@ import { dims2, type Tensor, tensor, transpose } from "./tensor.ts";
 /**
  * What to do when n has no Hadamard construction: `"none"` throws,
  * `"kronecker"` uses `H_c ⊗ R_m` (c the largest constructible order dividing n,
- * R_m a seeded Haar-random orthogonal m×m block), `"blockDiagonal"` uses
+ * R_m a seeded Haar-random orthogonal m×m block, m ≤ 1024), `"blockDiagonal"` uses
  * `I_{n/c} ⊗ H_c` (the same Hadamard block on each of n/c column groups).
  */
 export type RotationFallback = "none" | "kronecker" | "blockDiagonal";
@@ -96,6 +96,9 @@ export function randomOrthogonal(m: number, seed = 0): Float64Array {
   return q;
 }
 
+/** Largest random orthogonal block of the Kronecker fallback (O(m³) to draw, m per element to apply). */
+const MAX_RANDOM_BLOCK = 1024;
+
 /** Largest constructible Hadamard order dividing n. */
 function largestHadamardDivisor(n: number): number {
   let best = 1;
@@ -153,6 +156,11 @@ export function randomHadamard(n: number, options: RandomHadamardOptions = {}): 
     const c = largestHadamardDivisor(n);
     if (fallback === "kronecker") {
       const m = n / c;
+      if (m > MAX_RANDOM_BLOCK) {
+        throw new RangeError(
+          `Cannot make a Kronecker fallback for n = ${n}: its random orthogonal block would be ${m}×${m} (more than ${MAX_RANDOM_BLOCK}); use fallback "blockDiagonal"`,
+        );
+      }
       plan = fwhtPlan(n, { m, data: randomOrthogonal(m, seed ^ 0x5bd1e995) });
       kind = "kronecker";
       description = c === 1

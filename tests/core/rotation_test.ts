@@ -122,6 +122,8 @@ Deno.test("randomHadamard() rejects bad orders and options with named errors", (
   assert.throws(() => randomHadamard(100 + 2), /n = 102.*100 and 104/);
   assert.throws(() => randomHadamard(13696), /13696.*13692 and 13712/);
   assert.throws(() => randomHadamard(0), RangeError);
+  assert.throws(() => randomHadamard(4099, { fallback: "kronecker" }), /blockDiagonal/);
+  assert.equal(randomHadamard(4099, { fallback: "blockDiagonal" }).kind, "blockDiagonal");
   assert.throws(() => randomHadamard(12, { fallback: "nope" as never }), /'fallback'/);
   const rot = randomHadamard(12);
   assert.throws(() => rot.applyToRows(tensor("f64", [2, 8])), /length 12/);
