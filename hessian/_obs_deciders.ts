@@ -10,11 +10,30 @@ import type { GridOptions } from "../quantizers/grid.ts";
 import { codeOf, fitParams, type ResolvedGrid, resolveGrid } from "../quantizers/_grid_fit.ts";
 import type { ObsDecider, ObsPruneStructure } from "./obs.ts";
 
-/** A decider compiled for one solve. Positions are in processing order. */
+/**
+ * A decider compiled for one solve. Positions are in processing order; the
+ * current block is stored transposed, [width, rows], starting at column i1.
+ */
 export interface ColumnDecider {
+  /**
+   * Whether `decide` must see whole columns (a custom decider); otherwise rows
+   * are independent within a block and the solver may process them in chunks.
+   */
+  readonly wholeColumns: boolean;
+  /** Called once per block, before any decision in it. */
   beginBlock(i1: number, i2: number, block: Float32Array): void;
-  /** New values q [rows] of the column at `pos` (a row of `block`, which starts at column i1). */
-  decide(pos: number, column: Float32Array, q: Float32Array, i1: number, block: Float32Array): void;
+  /**
+   * New values q[r], r0 ≤ r < r1, of the column at `pos`, whose current values
+   * are block[(pos − i1)·rows + r].
+   */
+  decide(
+    pos: number,
+    i1: number,
+    block: Float32Array,
+    r0: number,
+    r1: number,
+    q: Float32Array,
+  ): void;
 }
 
 export interface SolveContext {
@@ -41,10 +60,8 @@ interface GridState {
   scales: Float32Array;
   zeros: Float32Array;
   gIdx: Int32Array; // processing order until unpermuted
-  curScale: Float32Array; // [rows]
-  curZero: Float32Array; // [rows]
+  groups: number;
   beginBlock(i1: number, i2: number): void;
-  at(pos: number): void;
 }
 
 function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolean): GridState {
@@ -58,7 +75,6 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
   const scales = new Float32Array(rows * groups), zeros = new Float32Array(rows * groups);
   const gIdx = new Int32Array(n);
   const codes = g.bits <= 8 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
-  const curScale = new Float32Array(rows), curZero = new Float32Array(rows);
   const fitInto = (src: Float32Array, start: number, len: number, k: number): void => {
     for (let r = 0; r < rows; r++) {
       const p = fitParams(src, r * n + start, len, 1, g.maxq, g.symmetric, g.mse);
@@ -74,8 +90,6 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
       scales.fill(p.scale);
       zeros.fill(p.zero);
     } else fitInto(ctx.original, 0, n, 0);
-    curScale.set(scales);
-    curZero.set(zeros);
   } else if (staticGroups) {
     for (let k = 0; k < groups; k++) {
       fitInto(ctx.cleaned, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
@@ -84,15 +98,13 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
   } else {
     for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(pos / gs);
   }
-  let current = -1;
   return {
     g,
     codes,
     scales,
     zeros,
     gIdx,
-    curScale,
-    curZero,
+    groups,
     beginBlock(i1, i2) {
       // Dynamic groups: fitted when the loop reaches their first column, on
       // W as the lazy updates left it (the state at the start of the block).
@@ -101,22 +113,14 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
         fitInto(ctx.w, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
       }
     },
-    at(pos) {
-      const k = gIdx[pos]!;
-      if (k === current || g.groupSize === -1) return;
-      current = k;
-      for (let r = 0; r < rows; r++) {
-        curScale[r] = scales[r * groups + k]!;
-        curZero[r] = zeros[r * groups + k]!;
-      }
-    },
   };
 }
 
 interface PruneState {
   pruned: Uint8Array; // [rows, n], processing order until unpermuted
   beginBlock(i1: number, i2: number, block: Float32Array): void;
-  at(pos: number, i1: number, block: Float32Array): void;
+  /** N:M: chooses the group's pruned weights for rows [r0, r1) at its first column. */
+  at(pos: number, i1: number, block: Float32Array, r0: number, r1: number): void;
 }
 
 /** Validates a prune structure for n columns (shared with the GPU path). */
@@ -191,9 +195,9 @@ function pruneState(ctx: SolveContext, structure: ObsPruneStructure): PruneState
   return {
     pruned,
     beginBlock() {},
-    at(pos, i1, block) {
+    at(pos, i1, block, r0, r1) {
       if (pos % m !== 0 || drop === 0) return;
-      for (let r = 0; r < rows; r++) {
+      for (let r = r0; r < r1; r++) {
         for (let t = 0; t < m; t++) {
           const d = u[(pos + t) * n + pos + t]!;
           const v = block[(pos - i1 + t) * rows + r]!;
@@ -234,13 +238,14 @@ export function compileDecider(
       return {
         grid,
         decider: {
+          wholeColumns: false,
           beginBlock: (i1, i2) => grid.beginBlock(i1, i2),
-          decide(pos, column, q) {
-            grid.at(pos);
-            const { curScale, curZero, codes } = grid;
-            for (let r = 0; r < rows; r++) {
-              const s = curScale[r]!, z = curZero[r]!;
-              const c = codeOf(column[r]!, s, z, maxq);
+          decide(pos, i1, block, r0, r1, q) {
+            const { scales, zeros, codes, groups } = grid;
+            const k = grid.gIdx[pos]!, o = (pos - i1) * rows;
+            for (let r = r0; r < r1; r++) {
+              const s = scales[r * groups + k]!, z = zeros[r * groups + k]!;
+              const c = codeOf(block[o + r]!, s, z, maxq);
               codes[r * n + pos] = c;
               q[r] = s * (c - z);
             }
@@ -254,10 +259,12 @@ export function compileDecider(
       return {
         prune,
         decider: {
+          wholeColumns: false,
           beginBlock: (i1, i2, block) => prune.beginBlock(i1, i2, block),
-          decide(pos, column, q, i1, block) {
-            prune.at(pos, i1, block);
-            for (let r = 0; r < rows; r++) q[r] = prune.pruned[r * n + pos] ? 0 : column[r]!;
+          decide(pos, i1, block, r0, r1, q) {
+            prune.at(pos, i1, block, r0, r1);
+            const o = (pos - i1) * rows;
+            for (let r = r0; r < r1; r++) q[r] = prune.pruned[r * n + pos] ? 0 : block[o + r]!;
           },
         },
       };
@@ -271,23 +278,24 @@ export function compileDecider(
         prune,
         grid,
         decider: {
+          wholeColumns: false,
           beginBlock(i1, i2, block) {
             grid.beginBlock(i1, i2);
             prune.beginBlock(i1, i2, block);
           },
-          decide(pos, column, q, i1, block) {
-            grid.at(pos);
-            prune.at(pos, i1, block);
-            const { curScale, curZero, codes } = grid;
-            for (let r = 0; r < rows; r++) {
-              const s = curScale[r]!, z = curZero[r]!;
+          decide(pos, i1, block, r0, r1, q) {
+            prune.at(pos, i1, block, r0, r1);
+            const { scales, zeros, codes, groups } = grid;
+            const k = grid.gIdx[pos]!, o = (pos - i1) * rows;
+            for (let r = r0; r < r1; r++) {
+              const s = scales[r * groups + k]!, z = zeros[r * groups + k]!;
               if (prune.pruned[r * n + pos]) {
                 // 0 is on every grid: the range always includes it and the
                 // zero point is an integer.
                 codes[r * n + pos] = z;
                 q[r] = 0;
               } else {
-                const c = codeOf(column[r]!, s, z, maxq);
+                const c = codeOf(block[o + r]!, s, z, maxq);
                 codes[r * n + pos] = c;
                 q[r] = s * (c - z);
               }
@@ -303,9 +311,11 @@ export function compileDecider(
       const fn = decider.decide;
       return {
         decider: {
+          wholeColumns: true,
           beginBlock() {},
-          decide(pos, column, q) {
-            const out = fn(column.slice(), {
+          decide(pos, i1, block, _r0, _r1, q) {
+            const o = (pos - i1) * rows;
+            const out = fn(block.slice(o, o + rows), {
               position: pos,
               column: ctx.perm[pos]!,
               hinvDiag: ctx.u[pos * n + pos]!,

@@ -26,6 +26,9 @@ import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_
 import { type Backend, resolveBackend } from "../kernels/backend.ts";
 import { obsSolveGpu } from "../kernels/obs_gpu.ts";
 
+/** Rows per chunk of the in-block loop: a [128, 256] float32 slice is 128 KiB. */
+const ROW_CHUNK = 256;
+
 /**
  * Which weights a pruning decider removes.
  * - `unstructured`: in each block of `blockSize` columns, exactly
@@ -361,7 +364,7 @@ export async function obsSolve(
   }
 
   let obsLoss = 0, loopSeconds = 0, updateSeconds = 0;
-  const q = new Float32Array(rows);
+  const q = new Float32Array(rows), e = new Float64Array(rows);
   for (let i1 = 0; i1 < n; i1 += bs) {
     const i2 = Math.min(n, i1 + bs), width = i2 - i1;
     const tl = performance.now();
@@ -372,38 +375,41 @@ export async function obsSolve(
     }
     const err = new Float32Array(rows * width); // [rows, width]
     compiled.decider.beginBlock(i1, i2, block);
-    const e = new Float64Array(rows);
-    for (let i = 0; i < width; i++) {
-      const pos = i1 + i;
-      const column = block.subarray(i * rows, (i + 1) * rows);
-      compiled.decider.decide(pos, column, q, i1, block);
-      const uRow = pos * n;
-      const d = u[uRow + pos]!;
-      for (let r = 0; r < rows; r++) {
-        const diff = column[r]! - q[r]!;
-        const ei = diff / d;
-        obsLoss += ei * ei;
-        e[r] = ei;
-        err[r * width + i] = ei;
-        column[r] = q[r]!;
-      }
-      // W1[:, i+1:] −= e ⊗ U[pos, i+1:], four columns per pass over e.
-      let j = i + 1;
-      for (; j + 3 < width; j += 4) {
-        const u0 = u[uRow + i1 + j]!, u1 = u[uRow + i1 + j + 1]!;
-        const u2 = u[uRow + i1 + j + 2]!, u3 = u[uRow + i1 + j + 3]!;
-        const o0 = j * rows, o1 = o0 + rows, o2 = o1 + rows, o3 = o2 + rows;
-        for (let r = 0; r < rows; r++) {
-          const er = e[r]!;
-          block[o0 + r] = block[o0 + r]! - er * u0;
-          block[o1 + r] = block[o1 + r]! - er * u1;
-          block[o2 + r] = block[o2 + r]! - er * u2;
-          block[o3 + r] = block[o3 + r]! - er * u3;
+    // Rows are independent inside a block (unless the decider needs whole
+    // columns), so they go in chunks whose slice of the block stays in cache.
+    const chunk = compiled.decider.wholeColumns ? rows : ROW_CHUNK;
+    for (let r0 = 0; r0 < rows; r0 += chunk) {
+      const r1 = Math.min(rows, r0 + chunk);
+      for (let i = 0; i < width; i++) {
+        const pos = i1 + i;
+        compiled.decider.decide(pos, i1, block, r0, r1, q);
+        const uRow = pos * n, ci = i * rows;
+        const d = u[uRow + pos]!;
+        for (let r = r0; r < r1; r++) {
+          const ei = (block[ci + r]! - q[r]!) / d;
+          obsLoss += ei * ei;
+          e[r] = ei;
+          err[r * width + i] = ei;
+          block[ci + r] = q[r]!;
         }
-      }
-      for (; j < width; j++) {
-        const uij = u[uRow + i1 + j]!, o = j * rows;
-        for (let r = 0; r < rows; r++) block[o + r] = block[o + r]! - e[r]! * uij;
+        // W1[:, i+1:] −= e ⊗ U[pos, i+1:], four columns per pass over e.
+        let j = i + 1;
+        for (; j + 3 < width; j += 4) {
+          const u0 = u[uRow + i1 + j]!, u1 = u[uRow + i1 + j + 1]!;
+          const u2 = u[uRow + i1 + j + 2]!, u3 = u[uRow + i1 + j + 3]!;
+          const o0 = j * rows, o1 = o0 + rows, o2 = o1 + rows, o3 = o2 + rows;
+          for (let r = r0; r < r1; r++) {
+            const er = e[r]!;
+            block[o0 + r] = block[o0 + r]! - er * u0;
+            block[o1 + r] = block[o1 + r]! - er * u1;
+            block[o2 + r] = block[o2 + r]! - er * u2;
+            block[o3 + r] = block[o3 + r]! - er * u3;
+          }
+        }
+        for (; j < width; j++) {
+          const uij = u[uRow + i1 + j]!, o = j * rows;
+          for (let r = r0; r < r1; r++) block[o + r] = block[o + r]! - e[r]! * uij;
+        }
       }
     }
     for (let r = 0; r < rows; r++) {

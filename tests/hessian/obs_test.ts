@@ -48,6 +48,7 @@ const roundQuarter = (v: number) => Math.round(v * 4) / 4;
 Deno.test("obsSolve() after fixing one column equals the least-squares optimum of the others (4×6)", async () => {
   const fixedValues: number[] = [];
   const res = await obsSolve(w, hessian(x), {
+    backend: "cpu",
     dampRatio: 0,
     decider: {
       kind: "custom",
@@ -70,6 +71,7 @@ Deno.test("obsSolve() after fixing one column equals the least-squares optimum o
 Deno.test("obsSolve() after fixing two columns in a given order equals the joint optimum of the rest", async () => {
   const fixed = new Map<number, number[]>();
   const res = await obsSolve(w, hessian(x), {
+    backend: "cpu",
     dampRatio: 0,
     perm: [3, 1, 0, 2, 4, 5],
     blockSize: 1, // every update goes through the lazy batch path
@@ -92,6 +94,7 @@ Deno.test("obsSolve() after fixing two columns in a given order equals the joint
 Deno.test("obsSolve() reports the output error it causes as obsLoss (undamped, exact arithmetic)", async () => {
   const h = hessian(x);
   const res = await obsSolve(w, h, {
+    backend: "cpu",
     dampRatio: 0,
     decider: { kind: "custom", decide: (column) => Array.from(column, roundQuarter) },
   });
@@ -114,9 +117,9 @@ Deno.test("obsSolve() gives the same result for every block size (lazy updates a
   // Per-channel grids: dynamic groups are fitted on the state at their block's
   // start (as the reference does), which does depend on the block size.
   const decider = { kind: "grid", grid: { bits: 3 } } as const;
-  const ref = await obsSolve(big, h, { decider, blockSize: 40 });
+  const ref = await obsSolve(big, h, { backend: "cpu", decider, blockSize: 40 });
   for (const blockSize of [1, 7, 16]) {
-    const res = await obsSolve(big, h, { decider, blockSize });
+    const res = await obsSolve(big, h, { backend: "cpu", decider, blockSize });
     let same = 0;
     for (let i = 0; i < 640; i++) if (res.codes![i] === ref.codes![i]) same++;
     assert.ok(same >= 636, `blockSize ${blockSize}: ${same}/640 codes agree`);
@@ -128,6 +131,7 @@ Deno.test("the unstructured prune decider removes exactly ⌊sparsity·rows·wid
   const big = tensor("f32", [10, 50], Float32Array.from(randn(500, prng(15))));
   const h = hessian(tensor("f64", [100, 50], randn(5000, prng(16))));
   const res = await obsSolve(big, h, {
+    backend: "cpu",
     blockSize: 16,
     decider: { kind: "prune", structure: { kind: "unstructured", sparsity: 0.5 } },
   });
@@ -149,6 +153,7 @@ Deno.test("the N:M prune decider keeps n of every m weights in each row, and joi
   const big = tensor("f32", [8, 32], Float32Array.from(randn(256, prng(17))));
   const h = hessian(tensor("f64", [64, 32], randn(2048, prng(18))));
   const res = await obsSolve(big, h, {
+    backend: "cpu",
     blockSize: 10, // rounded down to a multiple of m
     decider: {
       kind: "prune+grid",
@@ -177,7 +182,7 @@ Deno.test("obsSolve() completes on singular Hessians: fewer tokens than columns 
   const res = await obsSolve(
     tensor("f32", [6, 12], Float32Array.from(randn(72, prng(20)))),
     hessian(tensor("f64", [5, 12], xs)),
-    { decider: { kind: "grid", grid: { bits: 2 } }, actOrder: true },
+    { backend: "cpu", decider: { kind: "grid", grid: { bits: 2 } }, actOrder: true },
   );
   assert.equal(res.stats.deadColumns, 2);
   assert.ok(res.weight.data.every(Number.isFinite));
@@ -205,6 +210,7 @@ Deno.test("obsSolve() reports progress per block and does not modify its argumen
   const hBefore = h.xtx.slice(), wBefore = wData.slice();
   const seen: [number, number][] = [];
   await obsSolve(w, h, {
+    backend: "cpu",
     blockSize: 4,
     decider: { kind: "prune", structure: { kind: "unstructured", sparsity: 0.25 } },
     onProgress: (done, total) => seen.push([done, total]),
@@ -227,14 +233,26 @@ Deno.test("obsSolve() rejects bad shapes, options and non-finite values with cle
     obsSolve(tensor("f32", [4, 6], nan), h, { decider: grid }),
     /'weight' must be finite/,
   );
-  await assert.rejects(obsSolve(w, h, { decider: grid, blockSize: 0 }), /'blockSize'/);
-  await assert.rejects(obsSolve(w, h, { decider: grid, dampRatio: -1 }), /'dampRatio'/);
-  await assert.rejects(obsSolve(w, h, { decider: grid, perm: [0, 1, 2, 3, 4, 4] }), /'perm'/);
+  await assert.rejects(
+    obsSolve(w, h, { backend: "cpu", decider: grid, blockSize: 0 }),
+    /'blockSize'/,
+  );
+  await assert.rejects(
+    obsSolve(w, h, { backend: "cpu", decider: grid, dampRatio: -1 }),
+    /'dampRatio'/,
+  );
+  await assert.rejects(
+    obsSolve(w, h, { backend: "cpu", decider: grid, perm: [0, 1, 2, 3, 4, 4] }),
+    /'perm'/,
+  );
   await assert.rejects(
     obsSolve(w, h, { decider: grid, perm: [0, 1, 2, 3, 4, 5], actOrder: true }),
     /exclude/,
   );
-  await assert.rejects(obsSolve(w, h, { decider: { kind: "grid", grid: { bits: 0 } } }), /'bits'/);
+  await assert.rejects(
+    obsSolve(w, h, { backend: "cpu", decider: { kind: "grid", grid: { bits: 0 } } }),
+    /'bits'/,
+  );
   await assert.rejects(
     obsSolve(w, h, {
       decider: { kind: "prune", structure: { kind: "unstructured", sparsity: 1 } },
@@ -249,8 +267,11 @@ Deno.test("obsSolve() rejects bad shapes, options and non-finite values with cle
     obsSolve(w, h, { decider: { kind: "prune", structure: { kind: "nm", n: 4, m: 4 } } }),
     /'n'/,
   );
-  // deno-lint-ignore no-explicit-any
-  await assert.rejects(obsSolve(w, h, { decider: { kind: "round" } as any }), TypeError);
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    obsSolve(w, h, { backend: "cpu", decider: { kind: "round" } as any }),
+    TypeError,
+  );
   await assert.rejects(
     obsSolve(w, h, { decider: { kind: "custom", decide: () => [1, 2] } }),
     /returned 2 values/,

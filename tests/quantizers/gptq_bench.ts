@@ -35,7 +35,7 @@ for (const n of [1024, 4096]) {
       group: `gptq ${n}`,
       ...(n > 1024 ? { n: 1, warmup: 0 } : {}),
       async fn() {
-        await gptq(w, h, { bits: 4, groupSize });
+        await gptq(w, h, { backend: "cpu", bits: 4, groupSize });
       },
     });
   }

@@ -72,6 +72,7 @@ for (const c of fixture.cases) {
     const h = hessian(load(fixture.inputs[c.inputs]!));
     const o = c.options;
     const q = await gptq(w, h, {
+      backend: "cpu",
       bits: o.bits,
       groupSize: o.groupsize,
       symmetric: o.sym,

@@ -16,7 +16,7 @@ Deno.test("gptq() has a lower layer error than rtn() on correlated inputs at 4, 
   const lines: string[] = [];
   for (const bits of [4, 3, 2]) {
     for (const groupSize of [-1, 32, 128]) {
-      const g = layerError(w, dequantize(await gptq(w, h, { bits, groupSize })), h);
+      const g = layerError(w, dequantize(await gptq(w, h, { backend: "cpu", bits, groupSize })), h);
       const r = layerError(w, dequantize(await rtn(w, { bits, groupSize })), h);
       lines.push(
         `${bits} bits, group ${groupSize}: gptq ${g.toExponential(3)}, rtn ${r.toExponential(3)}`,
@@ -29,10 +29,14 @@ Deno.test("gptq() has a lower layer error than rtn() on correlated inputs at 4, 
 
 Deno.test("act-order lowers gptq()'s layer error on inputs with outlier channels", async () => {
   for (const [bits, groupSize] of [[4, -1], [3, -1], [3, 128]] as const) {
-    const plain = layerError(w, dequantize(await gptq(w, h, { bits, groupSize })), h);
+    const plain = layerError(
+      w,
+      dequantize(await gptq(w, h, { backend: "cpu", bits, groupSize })),
+      h,
+    );
     const ordered = layerError(
       w,
-      dequantize(await gptq(w, h, { bits, groupSize, actOrder: true })),
+      dequantize(await gptq(w, h, { backend: "cpu", bits, groupSize, actOrder: true })),
       h,
     );
     assert.ok(
@@ -44,7 +48,9 @@ Deno.test("act-order lowers gptq()'s layer error on inputs with outlier channels
 
 Deno.test("16-bit gptq() returns the weights to within 1e-4 relative error", async () => {
   for (const groupSize of [-1, 64]) {
-    const back = dequantize(await gptq(w, h, { bits: 16, groupSize, actOrder: true }));
+    const back = dequantize(
+      await gptq(w, h, { backend: "cpu", bits: 16, groupSize, actOrder: true }),
+    );
     let num = 0, den = 0;
     for (let i = 0; i < back.data.length; i++) {
       num += (back.data[i]! - w.data[i]!) ** 2;
@@ -56,8 +62,9 @@ Deno.test("16-bit gptq() returns the weights to within 1e-4 relative error", asy
 
 Deno.test("gptq() is deterministic: the same seeded inputs give bit-identical results", async () => {
   const again = hessian(correlatedInputs(512, 256, 1));
-  const a = await gptq(w, h, { bits: 3, groupSize: 32, actOrder: true });
+  const a = await gptq(w, h, { backend: "cpu", bits: 3, groupSize: 32, actOrder: true });
   const b = await gptq(randomWeight(128, 256, 2), again, {
+    backend: "cpu",
     bits: 3,
     groupSize: 32,
     actOrder: true,
@@ -70,8 +77,9 @@ Deno.test("gptq() is deterministic: the same seeded inputs give bit-identical re
 
 Deno.test("dequantize(gptq()) is exactly the solver's weight, and codes fit in the bits", async () => {
   const opts = { bits: 3, groupSize: 48, actOrder: true, staticGroups: true } as const;
-  const q = await gptq(w, h, opts);
+  const q = await gptq(w, h, { ...opts, backend: "cpu" });
   const solved = await obsSolve(w, h, {
+    backend: "cpu",
     actOrder: true,
     decider: { kind: "grid", grid: { bits: 3, groupSize: 48 }, staticGroups: true },
   });
@@ -87,7 +95,7 @@ Deno.test("gptq() completes on a singular Hessian (fewer tokens than columns, de
   const few = correlatedInputs(32, 256, 3);
   for (let t = 0; t < 32; t++) few.data[t * 256 + 10] = few.data[t * 256 + 200] = 0;
   const hs = hessian(few);
-  const q = await gptq(w, hs, { bits: 4, groupSize: 64, actOrder: true });
+  const q = await gptq(w, hs, { backend: "cpu", bits: 4, groupSize: 64, actOrder: true });
   assert.equal(q.stats.deadColumns, 2);
   const back = dequantize(q);
   assert.ok(back.data.every(Number.isFinite));
@@ -98,11 +106,20 @@ Deno.test("gptq() completes on a singular Hessian (fewer tokens than columns, de
 });
 
 Deno.test("gptq() rejects bad bits, group sizes, shapes and non-finite values, naming the argument", async () => {
-  await assert.rejects(gptq(w, h, { bits: 0 }), /'bits' must be an integer in \[1, 16\]/);
-  await assert.rejects(gptq(w, h, { bits: 17 }), RangeError);
-  await assert.rejects(gptq(w, h, { bits: 4, groupSize: 0 }), /'groupSize'/);
-  await assert.rejects(gptq(w, h, { bits: 4, staticGroups: true }), /'staticGroups' needs groups/);
-  await assert.rejects(gptq(randomWeight(4, 100, 1), h, { bits: 4 }), /256 columns/);
+  await assert.rejects(
+    gptq(w, h, { backend: "cpu", bits: 0 }),
+    /'bits' must be an integer in \[1, 16\]/,
+  );
+  await assert.rejects(gptq(w, h, { backend: "cpu", bits: 17 }), RangeError);
+  await assert.rejects(gptq(w, h, { backend: "cpu", bits: 4, groupSize: 0 }), /'groupSize'/);
+  await assert.rejects(
+    gptq(w, h, { backend: "cpu", bits: 4, staticGroups: true }),
+    /'staticGroups' needs groups/,
+  );
+  await assert.rejects(
+    gptq(randomWeight(4, 100, 1), h, { backend: "cpu", bits: 4 }),
+    /256 columns/,
+  );
   const bad = w.data.slice();
   bad[7] = NaN;
   await assert.rejects(
