@@ -13,10 +13,19 @@ import { randomHadamard, type RandomHadamardOptions, type Rotation } from "../co
 import { rotateWeight, unrotateWeight } from "../core/rotation.ts";
 import { dims2, type Tensor, tensor } from "../core/tensor.ts";
 import { dequantize } from "./dequantize.ts";
+import { dequantizeHiggs, type HiggsWeight } from "./higgs.ts";
+import { dequantizeNf4, type Nf4Weight } from "./nf4.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
 
-/** What a wrappable quantizer returns: an approximate weight or a uniform quantized weight. */
-export type QuantizerResult = Tensor | QuantizedWeight;
+/** What a wrappable quantizer returns: an approximate weight or a quantized weight. */
+export type QuantizerResult = Tensor | QuantizedWeight | HiggsWeight | Nf4Weight;
+
+function approximation(result: QuantizerResult): Tensor {
+  if (!("kind" in result)) return result;
+  if (result.kind === "higgs") return dequantizeHiggs(result);
+  if (result.kind === "nf4") return dequantizeNf4(result);
+  return dequantize(result);
+}
 
 /** The result of a rotated quantizer. */
 export interface RotatedQuantization<R extends QuantizerResult> {
@@ -41,7 +50,8 @@ export interface RotatedQuantization<R extends QuantizerResult> {
  * console.assert(q.weight.shape[1] === 8 && q.rotation.n === 8);
  * ```
  * @param quantizer An async function from a weight [rows, cols] to its
- * approximation or a `QuantizedWeight` (dequantized with `dequantize`).
+ * approximation, a `QuantizedWeight` (read back with `dequantize`), an
+ * `Nf4Weight` or a `HiggsWeight`.
  * @param options Seed and fallback of the rotation (see `randomHadamard`).
  * @returns An async function of the weight [rows, cols] that returns the
  * approximation in the original basis, the raw result and the rotation.
@@ -63,7 +73,7 @@ export function rotated<R extends QuantizerResult>(
       ? (w as Tensor<"f32">)
       : tensor("f32", w.shape, Float32Array.from(w.data as Float64Array));
     const result = await quantizer(wf32);
-    const approx: Tensor = "kind" in result ? dequantize(result) : result;
+    const approx = approximation(result);
     const back = unrotateWeight(approx, rotation);
     const data = back.dtype === "f32"
       ? (back.data as Float32Array)

@@ -4,6 +4,8 @@ import { type Tensor, tensor } from "../../core/tensor.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { rotated } from "../../quantizers/rotated.ts";
 import { rtn } from "../../quantizers/rtn.ts";
+import { higgs } from "../../quantizers/higgs.ts";
+import { dequantizeNf4, nf4 } from "../../quantizers/nf4.ts";
 import { assertClose } from "../_helpers.ts";
 
 function mse(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -59,4 +61,13 @@ Deno.test("rotated() with an exact quantizer gives the weight back, also through
     assert.ok(mse((out.rotated as Tensor).data as Float32Array, w.data) > 0.1);
   }
   await assert.rejects(() => rotated((x) => Promise.resolve(x))(weights("student", 2, 428)), /428/);
+});
+
+Deno.test("rotated() reads back NF4 and HIGGS results too", async () => {
+  const w = weights("outliers", 8, 512);
+  const viaNf4 = await rotated((x) => nf4(x, { blockSize: 64 }), { seed: 2 })(w);
+  const plainNf4 = mse(dequantizeNf4(await nf4(w, { blockSize: 64 })).data, w.data);
+  assert.ok(mse(viaNf4.weight.data, w.data) < plainNf4);
+  const viaHiggs = await rotated((x) => higgs(x, { bits: 4, groupSize: 64 }), { seed: 2 })(w);
+  assert.ok(mse(viaHiggs.weight.data, w.data) < plainNf4);
 });
