@@ -193,11 +193,13 @@ Deno.test("obsSolve() multiplies the damping by 10 until Cholesky succeeds and r
   // eigenvalues −1.5 and 3.5: damping 0.01, 0.1 and 1 fail, 10 works
   const h = hessianFromGram(new Float64Array([1, 2.5, 2.5, 1]), 1);
   const res = await obsSolve(tensor("f32", [1, 2], new Float32Array([0.5, -0.5])), h, {
+    backend: "cpu",
     decider: { kind: "grid", grid: { bits: 4 } },
   });
   assertClose(res.stats.damping, 10, { rtol: 1e-12 });
   await assert.rejects(
     obsSolve(tensor("f32", [1, 2], new Float32Array([0.5, -0.5])), h, {
+      backend: "cpu",
       decider: { kind: "grid", grid: { bits: 4 } },
       maxDampingRetries: 2,
     }),
