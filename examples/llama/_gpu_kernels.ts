@@ -11,7 +11,7 @@
  * @module
  */
 
-import { cachedPipeline, foldGroups, type Gpu, type GpuBatch } from "../../kernels/backend.ts";
+import { cachedPipeline, foldGroups, type GpuBatch } from "../../kernels/backend.ts";
 
 /** Threads per workgroup of the per-row kernels (reductions assume a power of two). */
 const WG = 64;
@@ -187,101 +187,91 @@ export function encodeRope(
 export interface AttentionSpec {
   /** Head width. */
   readonly hd: number;
-  /** Capacity of the score array in workgroup memory (≥ T). */
-  readonly maxT: number;
+  /** Keys per tile staged in workgroup memory. */
+  readonly kt: number;
 }
 
+/** Query positions per workgroup of the attention kernel (one thread each). */
+const QB = 64;
+
 /**
- * Causal grouped-query attention, one workgroup per (row, query head): the
- * scores of positions 0..t of the row's sequence go to workgroup memory, are
- * turned into softmax weights (max-subtracted), and the value rows are summed
- * by `parts` groups of `hd` threads, then reduced.
+ * Causal grouped-query attention, one workgroup per (sequence, query head,
+ * block of 64 query positions), one thread per query: key and value rows of
+ * the head's key/value head are staged tile by tile in workgroup memory, and
+ * each thread keeps a running (online) softmax: its maximum score m, the sum l
+ * of exp(score − m), and the exp-weighted sum of value rows, rescaled when m grows.
  *
- * @param spec Head width and score capacity.
+ * @param spec Head width and key tile.
  * @returns WGSL source.
  */
 export function attentionWgsl(spec: AttentionSpec): string {
-  const { hd, maxT } = spec;
-  const parts = hd <= WG ? Math.floor(WG / hd) : 1;
-  const values = hd <= WG
-    ? `  var acc = 0.0;
-  if (lid < ${parts * hd}u) {
-    let i = lid % ${hd}u;
-    for (var s = lid / ${hd}u; s <= t; s += ${parts}u) {
-      acc = fma(sc[s], QKV[(base + s) * p.ld + vo + i], acc);
-    }
-  }
-  red[lid] = acc;
-  workgroupBarrier();
-  if (lid < ${hd}u) {
-    var total = 0.0;
-    for (var k = 0u; k < ${parts}u; k++) { total += red[lid + k * ${hd}u]; }
-    O[r * p.dim + h * ${hd}u + lid] = total * inv;
-  }`
-    : `  for (var i = lid; i < ${hd}u; i += ${WG}u) {
-    var acc = 0.0;
-    for (var s = 0u; s <= t; s++) { acc = fma(sc[s], QKV[(base + s) * p.ld + vo + i], acc); }
-    O[r * p.dim + h * ${hd}u + i] = acc * inv;
-  }`;
-  return `struct P { rows: u32, T: u32, nHeads: u32, group: u32, dim: u32, ld: u32,
-  kOff: u32, vOff: u32, scale: f32 }
+  const { hd, kt } = spec;
+  return `struct P { T: u32, nSeq: u32, nHeads: u32, group: u32, dim: u32, ld: u32,
+  kOff: u32, vOff: u32, scale: f32, nQB: u32 }
 @group(0) @binding(0) var<storage, read_write> O: array<f32>;
 @group(0) @binding(1) var<storage, read> QKV: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
-var<workgroup> sc: array<f32, ${maxT}>;
-var<workgroup> red: array<f32, ${WG}>;
-var<workgroup> qs: array<f32, ${hd}>;
-@compute @workgroup_size(${WG})
+const HD = ${hd}u;
+const KT = ${kt}u;
+var<workgroup> Ks: array<f32, ${kt * hd}>;
+var<workgroup> Vs: array<f32, ${kt * hd}>;
+@compute @workgroup_size(${QB})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
         @builtin(num_workgroups) nw: vec3u) {
   ${WG_FLAT}
-  if (wgi >= p.rows * p.nHeads) { return; }
-  let r = wgi / p.nHeads;
-  let h = wgi % p.nHeads;
-  let t = r % p.T;
-  let base = r - t;
+  if (wgi >= p.nSeq * p.nHeads * p.nQB) { return; }
+  let qb = wgi % p.nQB;
+  let h = (wgi / p.nQB) % p.nHeads;
+  let base = (wgi / (p.nQB * p.nHeads)) * p.T;
   let kvh = h / p.group;
-  let ko = p.kOff + kvh * ${hd}u;
-  let vo = p.vOff + kvh * ${hd}u;
-  for (var i = lid; i < ${hd}u; i += ${WG}u) { qs[i] = QKV[r * p.ld + h * ${hd}u + i] * p.scale; }
-  workgroupBarrier();
-  var mx = -3.0e38;
-  for (var s = lid; s <= t; s += ${WG}u) {
-    let kr = (base + s) * p.ld + ko;
-    var d = 0.0;
-    for (var i = 0u; i < ${hd}u; i++) { d = fma(qs[i], QKV[kr + i], d); }
-    sc[s] = d;
-    mx = max(mx, d);
+  let t = qb * ${QB}u + lid;
+  let tq = min(t, p.T - 1u);
+  let last = min(qb * ${QB}u + ${QB - 1}u, p.T - 1u);
+  var q: array<f32, ${hd}>;
+  var acc: array<f32, ${hd}>;
+  let qo = (base + tq) * p.ld + h * HD;
+  for (var i = 0u; i < HD; i++) { q[i] = QKV[qo + i] * p.scale; acc[i] = 0.0; }
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var s0 = 0u; s0 <= last; s0 += KT) {
+    for (var e = lid; e < KT * HD; e += ${QB}u) {
+      let s = s0 + e / HD;
+      if (s <= last) {
+        let r = (base + s) * p.ld + kvh * HD + e % HD;
+        Ks[e] = QKV[r + p.kOff];
+        Vs[e] = QKV[r + p.vOff];
+      }
+    }
+    workgroupBarrier();
+    let send = min(s0 + KT, tq + 1u);
+    for (var s = s0; s < send; s++) {
+      let o = (s - s0) * HD;
+      var d = 0.0;
+      for (var i = 0u; i < HD; i++) { d = fma(q[i], Ks[o + i], d); }
+      if (d > m) {
+        let c = exp(m - d);
+        l = l * c;
+        for (var i = 0u; i < HD; i++) { acc[i] = acc[i] * c; }
+        m = d;
+      }
+      let w = exp(d - m);
+      l = l + w;
+      for (var i = 0u; i < HD; i++) { acc[i] = fma(w, Vs[o + i], acc[i]); }
+    }
+    workgroupBarrier();
   }
-  red[lid] = mx;
-${reduce("max")}
-  let m = red[0];
-  workgroupBarrier();
-  var sum = 0.0;
-  for (var s = lid; s <= t; s += ${WG}u) { let e = exp(sc[s] - m); sc[s] = e; sum += e; }
-  red[lid] = sum;
-${reduce("sum")}
-  let inv = 1.0 / red[0];
-  workgroupBarrier();
-${values}
+  if (t < p.T) {
+    let oo = (base + t) * p.dim + h * HD;
+    let inv = 1.0 / l;
+    for (var i = 0u; i < HD; i++) { O[oo + i] = acc[i] * inv; }
+  }
 }
 `;
 }
 
 /**
- * The longest sequence {@linkcode encodeAttention} handles on a device (its
- * scores live in workgroup memory).
- *
- * @param gpu The GPU.
- * @param hd Head width.
- * @returns The largest T.
- */
-export function attentionMaxT(gpu: Gpu, hd: number): number {
-  return Math.floor(gpu.limits.maxComputeWorkgroupStorageSize / 4) - WG - hd;
-}
-
-/**
- * Records causal attention over the q, k, v column blocks of one buffer.
+ * Records causal attention over the q, k, v column blocks of one buffer, for
+ * `rows / T` sequences of T positions each.
  *
  * @param batch The batch.
  * @param out Output [rows, nHeads·hd].
@@ -304,23 +294,20 @@ export function encodeAttention(
   },
 ): void {
   const { rows, T, nHeads, nKvHeads, hd, ld, kOff, vOff } = shape;
-  let maxT = 64;
-  while (maxT < T) maxT *= 2;
-  maxT = Math.min(maxT, attentionMaxT(batch.gpu, hd));
-  if (T > maxT) {
-    throw new RangeError(
-      `Cannot run attention on the GPU over ${T} positions: at most ${maxT} fit in workgroup memory`,
-    );
+  if (rows % T !== 0) {
+    throw new RangeError(`Cannot run attention: ${rows} rows are not sequences of ${T}`);
   }
-  const spec: AttentionSpec = { hd, maxT };
+  // Two tiles of kt·hd floats stay within 8 KiB of workgroup memory.
+  const spec: AttentionSpec = { hd, kt: Math.max(1, Math.min(64, Math.floor(1024 / hd))) };
   const pipeline = cachedPipeline(
     batch.gpu,
-    `llama:attention:${hd}:${maxT}`,
+    `llama:attention:${hd}:${spec.kt}`,
     () => attentionWgsl(spec),
   );
+  const nQB = Math.ceil(T / QB), nSeq = rows / T;
   const u = batch.uniform([
-    { u32: rows },
     { u32: T },
+    { u32: nSeq },
     { u32: nHeads },
     { u32: nHeads / nKvHeads },
     { u32: nHeads * hd },
@@ -328,8 +315,9 @@ export function encodeAttention(
     { u32: kOff },
     { u32: vOff },
     { f32: 1 / Math.sqrt(hd) },
+    { u32: nQB },
   ]);
-  batch.dispatch(pipeline, [out, qkv, u], foldGroups(batch.gpu, rows * nHeads));
+  batch.dispatch(pipeline, [out, qkv, u], foldGroups(batch.gpu, nSeq * nHeads * nQB));
 }
 
 /** g[r, i] = silu(u[r, i]) · u[r, H + i] for u [rows, 2H] (gate, then up). */

@@ -24,7 +24,6 @@ import {
 } from "../../kernels/backend.ts";
 import { encodeGemm, type GemmSpec } from "../../kernels/gemm_kernel.ts";
 import {
-  attentionMaxT,
   encodeAttention,
   encodeEmbed,
   encodeNll,
@@ -329,13 +328,6 @@ class GpuLlamaSession implements LlamaSession {
   #run(ids: Uint32Array, T: number, targets: Int32Array | null): Promise<Float32Array> {
     const next = this.#queue.then(async () => {
       if (this.#disposed) throw new Error("Cannot run a disposed Llama session");
-      const { headDim } = llamaDims(this.model.config);
-      const maxT = attentionMaxT(this.#gpu, headDim);
-      if (T > maxT) {
-        throw new RangeError(
-          `Cannot run the GPU forward pass on ${T} tokens: this device holds at most ${maxT}`,
-        );
-      }
       const rows = ids.length;
       const acts = this.#activations(rows);
       writeBuffer(this.#gpu, acts.tokens, 0, ids);
