@@ -1,0 +1,486 @@
+/**
+ * Low-bit matmul benchmark (`deno task bench:qmatmul`): y = x·Ŵᵀ with packed
+ * 4-bit g128 weights (and other widths at batch 1) on WebGPU against our own
+ * dense f16/f32 WGSL matmul and PyTorch's f16 matmul (cuBLAS, from
+ * tests/bench/qmatmul_baselines.py in the same call when `python3` with torch
+ * and CUDA exists), for N×K in {4096×4096, 11008×4096, 4096×11008,
+ * 16384×4096} and batch in {1, 4, 16, 64, 128}.
+ *
+ * GPU times come from timestamp queries around one compute pass of many
+ * calls that cycle through distinct copies of the weights (over 200 MB in
+ * all, so the L2 cache cannot serve them); the wall figure is one
+ * submission of the same calls, divided by their number. Every kernel
+ * variant used is first checked against the CPU reference (every bit width,
+ * group layout, scale type and activation type).
+ *
+ * Flags: `--small` (tiny sizes, for a software adapter), `--sweep` (time
+ * kernel variants on two shapes), `--no-torch`.
+ *
+ * Uses the Deno namespace (subprocess, arguments, exit code).
+ *
+ * @module
+ */
+
+import {
+  acquireGpu,
+  type Gpu,
+  GpuBatch,
+  storageBuffer,
+  uploadBuffer,
+} from "../../kernels/backend.ts";
+import { encodeGemm, type GemmSpec } from "../../kernels/gemm_kernel.ts";
+import {
+  encodeQmatmul,
+  type GpuPackedWeight,
+  qmatmul,
+  qmatmulReference,
+  type QmatmulSpec,
+  qmatmulSpec,
+  uploadPackedWeight,
+} from "../../kernels/qmatmul_kernel.ts";
+import { type PackedWeight, packWeights } from "../../quantizers/pack.ts";
+import { prng } from "../../core/prng.ts";
+import type { Tensor } from "../../core/tensor.ts";
+import { randomQuantized } from "../quantizers/_random_quantized.ts";
+
+const small = Deno.args.includes("--small");
+const sweep = Deno.args.includes("--sweep");
+const noTorch = Deno.args.includes("--no-torch") || small;
+const SHAPES: [number, number][] = small
+  ? [[256, 512], [96, 1024]]
+  : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
+const BATCHES = small ? [1, 16] : [1, 4, 16, 64, 128];
+const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+function randomX(
+  m: number,
+  k: number,
+  seed: number,
+  dtype: "f32" | "f16",
+): Tensor<"f32"> | Tensor<"f16"> {
+  const rng = prng(seed);
+  const v = Float32Array.from({ length: m * k }, () => rng.normal());
+  return dtype === "f32"
+    ? { dtype, shape: [m, k], data: v }
+    : { dtype, shape: [m, k], data: Float16Array.from(v) };
+}
+
+/** A random 4-bit-style packed weight built directly (any word is a valid chunk). */
+function randomPacked(
+  n: number,
+  k: number,
+  bits: number,
+  groupSize: number,
+  seed: number,
+): PackedWeight {
+  const rng = prng(seed);
+  const groups = Math.ceil(k / groupSize), np = Math.ceil(n / 32) * 32;
+  const words = new Uint32Array((np / 32) * (k / 32) * 32 * bits);
+  for (let i = 0; i < words.length; i++) words[i] = rng.nextU32();
+  const scales = Float16Array.from({ length: groups * np }, () => 0.001 + 0.01 * rng.uniform());
+  const zeros = Float16Array.from({ length: groups * np }, () => rng.int(1 << bits));
+  return {
+    kind: "packed",
+    format: "rowtile32",
+    shape: [n, k],
+    bits,
+    groupSize,
+    symmetric: false,
+    groups,
+    groupStride: groupSize,
+    paddedRows: np,
+    paddedCols: k,
+    colIdx: null,
+    words,
+    scaleType: "f16",
+    scales,
+    zeros,
+    zero: 0,
+  };
+}
+
+async function replicate(gpu: Gpu, src: GPUBuffer, copies: number): Promise<GPUBuffer[]> {
+  const out = [src];
+  const batch = new GpuBatch(gpu);
+  for (let i = 1; i < copies; i++) {
+    const dst = storageBuffer(gpu, src.size, "copy");
+    batch.copyAtEnd(src, 0, dst, 0, src.size);
+    out.push(dst);
+  }
+  await batch.submit();
+  return out;
+}
+
+async function residentCopies(gpu: Gpu, p: PackedWeight): Promise<GpuPackedWeight[]> {
+  const first = uploadPackedWeight(gpu, p);
+  const bytes = p.words.byteLength + p.scales.byteLength + (p.zeros?.byteLength ?? 0);
+  const copies = Math.max(2, Math.ceil(ROTATE_BYTES / bytes) + 1);
+  const words = await replicate(gpu, first.words, copies);
+  const scales = await replicate(gpu, first.scales, copies);
+  const zeros = first.zeros ? await replicate(gpu, first.zeros, copies) : null;
+  return words.map((w, i) => ({
+    packed: p,
+    words: w,
+    scales: scales[i]!,
+    zeros: zeros ? zeros[i]! : null,
+    colIdx: null,
+  }));
+}
+
+/** Per-call GPU and wall seconds of `calls` recorded calls in one submission (median of 3). */
+async function timeCalls(
+  gpu: Gpu,
+  calls: number,
+  record: (batch: GpuBatch, i: number) => void,
+): Promise<{ gpu: number; wall: number }> {
+  const g: number[] = [], w: number[] = [];
+  for (let rep = 0; rep < 4; rep++) {
+    const t0 = performance.now();
+    const batch = new GpuBatch(gpu);
+    for (let i = 0; i < calls; i++) record(batch, i);
+    const { gpuSeconds } = await batch.submit();
+    const wall = (performance.now() - t0) / 1e3;
+    if (rep > 0) {
+      g.push(gpuSeconds / calls);
+      w.push(wall / calls);
+    }
+  }
+  return { gpu: median(g), wall: median(w) };
+}
+
+async function baselines(): Promise<
+  { copy_gbs: number; matmul_f16_seconds: Record<string, number>; device: string } | null
+> {
+  if (noTorch) return null;
+  try {
+    const here = new URL("./qmatmul_baselines.py", import.meta.url).pathname;
+    const args = [here, SHAPES.map(([n, k]) => `${n}x${k}`).join(","), BATCHES.join(",")];
+    const out = await new Deno.Command("python3", { args, stderr: "inherit" }).output();
+    if (!out.success) return null;
+    return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
+  } catch (e) {
+    console.error(`no PyTorch baselines: ${e}`);
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+const gpu = await acquireGpu();
+if (gpu === null) {
+  console.log("no WebGPU adapter: nothing to benchmark");
+  Deno.exit(0);
+}
+console.log(`adapter: ${gpu.description}; f16 ${gpu.f16}; timestamps ${gpu.timestamps}`);
+console.log(
+  `limits: workgroup storage ${gpu.limits.maxComputeWorkgroupStorageSize}, invocations ${gpu.limits.maxComputeInvocationsPerWorkgroup}, binding ${gpu.limits.maxStorageBufferBindingSize}`,
+);
+
+// 1. Correctness against the CPU reference, every width, layout, scale and activation type.
+let failures = 0, checks = 0;
+function check(what: string, y: Float32Array, ref: Float32Array): void {
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num += (y[i]! - ref[i]!) ** 2;
+    den += ref[i]! ** 2;
+  }
+  const err = Math.sqrt(num / Math.max(den, 1e-300));
+  checks++;
+  if (!(err < 2e-6)) {
+    failures++;
+    console.log(`FAIL ${what}: relative error ${err}`);
+  }
+}
+{
+  const t0 = performance.now();
+  let seed = 100;
+  for (const bits of small ? [3] : [2, 3, 4, 8]) {
+    const layouts = [
+      { groupSize: 128, layout: "regular", symmetric: false, k: 512 },
+      { groupSize: 64, layout: "actOrder", symmetric: false, k: 1000 },
+      { groupSize: -1, layout: "regular", symmetric: true, k: 384 },
+      { groupSize: 32, layout: "irregular", symmetric: false, k: 200 },
+    ] as const;
+    for (const l of layouts) {
+      const q = randomQuantized(96, l.k, bits, l.groupSize, seed++, l.layout, l.symmetric);
+      for (const scaleType of ["f16", "f32"] as const) {
+        const p = packWeights(q, { scaleType });
+        for (const m of small ? [1, 4] : BATCHES) {
+          const dtype = (m + bits) % 2 === 0 ? "f16" : "f32";
+          const x = randomX(m, l.k, seed++, dtype);
+          const y = await qmatmul(x, p, { backend: "webgpu" });
+          check(
+            `${bits}-bit ${JSON.stringify(l)} ${scaleType} M=${m} x ${dtype}`,
+            y.data,
+            qmatmulReference(x, p).data,
+          );
+        }
+      }
+    }
+  }
+  // Full size: every default variant on the first shape (weights as the timing uses them).
+  const [n, k] = SHAPES[0]!;
+  const p = randomPacked(n, k, 4, 128, 7);
+  for (const m of small ? [1] : BATCHES) {
+    const x = randomX(m, k, 8, "f32");
+    const y = await qmatmul(x, p, { backend: "webgpu" });
+    check(`4-bit g128 ${n}x${k} M=${m}`, y.data, qmatmulReference(x, p).data);
+  }
+  console.log(
+    `correctness: ${
+      checks - failures
+    }/${checks} products match the CPU reference (relative error < 2e-6) in ${
+      ((performance.now() - t0) / 1e3).toFixed(1)
+    } s`,
+  );
+}
+
+// 2. Timing.
+const base = await baselines();
+if (base) {
+  console.log(`PyTorch: ${base.device}; copy ${base.copy_gbs.toFixed(0)} GB/s (read + write)`);
+}
+
+type Variant = Partial<Omit<QmatmulSpec, "bits" | "scaleType" | "zeros">>;
+
+async function timeOurs(
+  copies: GpuPackedWeight[],
+  m: number,
+  variant: Variant = {},
+): Promise<{ gpu: number; wall: number }> {
+  const [n, k] = copies[0]!.packed.shape;
+  const x = uploadBuffer(gpu!, randomX(m, k, 3, "f32").data);
+  const y = storageBuffer(gpu!, m * n * 4);
+  const calls = copies.length * Math.max(1, Math.ceil(60 / copies.length));
+  const t = await timeCalls(
+    gpu!,
+    calls,
+    (b, i) => encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y }, variant),
+  );
+  x.destroy();
+  y.destroy();
+  return t;
+}
+
+async function timeDense(
+  n: number,
+  k: number,
+  inputs: "f16" | "f32",
+): Promise<Map<number, number>> {
+  const rng = prng(5);
+  const bytes = n * k * (inputs === "f16" ? 2 : 4);
+  const v = Float32Array.from({ length: n * k }, () => rng.normal());
+  const first = uploadBuffer(gpu!, inputs === "f16" ? Float16Array.from(v) : v);
+  const copies = await replicate(gpu!, first, Math.max(2, Math.ceil(ROTATE_BYTES / bytes) + 1));
+  const out = new Map<number, number>();
+  for (const m of BATCHES) {
+    const xv = randomX(m, k, 4, "f32").data as Float32Array;
+    const x = uploadBuffer(gpu!, inputs === "f16" ? Float16Array.from(xv) : xv);
+    const y = storageBuffer(gpu!, m * n * 4);
+    let best = Infinity;
+    for (const tile of ["small", "large"] as const) {
+      const spec: GemmSpec = {
+        transA: false,
+        transB: true,
+        accumulate: false,
+        inputs,
+        aInC: false,
+        bInC: false,
+        lowerC: false,
+        lowerB: false,
+        tile,
+      };
+      const calls = copies.length * Math.max(1, Math.ceil(20 / copies.length));
+      const t = await timeCalls(
+        gpu!,
+        calls,
+        (b, i) =>
+          encodeGemm(b, spec, { c: y, a: x, b: copies[i % copies.length]! }, {
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: k,
+            ldc: n,
+          }),
+      );
+      best = Math.min(best, t.gpu);
+    }
+    out.set(m, best);
+    x.destroy();
+    y.destroy();
+  }
+  for (const c of copies) c.destroy();
+  return out;
+}
+
+if (sweep) {
+  const candidates: Record<number, Variant[]> = {
+    1: [
+      { warps: 8, unroll: 4, rowTiles: 1 },
+      { warps: 4, unroll: 4, rowTiles: 1 },
+      { warps: 16, unroll: 2, rowTiles: 1 },
+      { warps: 8, unroll: 2, rowTiles: 2 },
+      { warps: 8, unroll: 4, rowTiles: 2 },
+      { warps: 32, unroll: 1, rowTiles: 1 },
+      { warps: 2, unroll: 4, rowTiles: 1 },
+      { warps: 4, unroll: 4, rowTiles: 2 },
+      { warps: 4, unroll: 2, rowTiles: 4 },
+      { warps: 16, unroll: 4, rowTiles: 1 },
+    ],
+    4: [
+      { warps: 8, unroll: 2, rowTiles: 1 },
+      { warps: 4, unroll: 2, rowTiles: 1 },
+      { warps: 8, unroll: 1, rowTiles: 2 },
+      { warps: 16, unroll: 1, rowTiles: 1 },
+      { warps: 8, unroll: 4, rowTiles: 1 },
+      { warps: 4, unroll: 1, rowTiles: 4 },
+    ],
+    16: [
+      { batch: 16, warps: 8, unroll: 1, rowTiles: 1 },
+      { batch: 16, warps: 4, unroll: 1, rowTiles: 1 },
+      { batch: 16, warps: 8, unroll: 2, rowTiles: 1 },
+      { batch: 8, warps: 8, unroll: 1, rowTiles: 2 },
+      { batch: 8, warps: 8, unroll: 2, rowTiles: 1 },
+      { batch: 16, warps: 4, unroll: 1, rowTiles: 2 },
+      { batch: 4, warps: 8, unroll: 1, rowTiles: 4 },
+      { batch: 16, warps: 8, unroll: 1, rowTiles: 2 },
+      { batch: 8, warps: 4, unroll: 1, rowTiles: 4 },
+    ],
+    64: [
+      { batch: 16, warps: 8, unroll: 1, rowTiles: 1 },
+      { batch: 16, warps: 4, unroll: 1, rowTiles: 2 },
+      { batch: 8, warps: 8, unroll: 1, rowTiles: 2 },
+      { batch: 16, warps: 2, unroll: 1, rowTiles: 4 },
+      { batch: 8, warps: 4, unroll: 1, rowTiles: 4 },
+    ],
+    128: [
+      { batch: 16, warps: 8, unroll: 1, rowTiles: 1 },
+      { batch: 16, warps: 4, unroll: 1, rowTiles: 2 },
+      { batch: 8, warps: 8, unroll: 1, rowTiles: 2 },
+      { batch: 16, warps: 2, unroll: 1, rowTiles: 4 },
+      { batch: 8, warps: 4, unroll: 1, rowTiles: 4 },
+    ],
+  };
+  for (const [n, k] of SHAPES.slice(0, 2)) {
+    const copies = await residentCopies(gpu, randomPacked(n, k, 4, 128, 1));
+    for (const m of BATCHES) {
+      const results: string[] = [];
+      for (const v of candidates[m]!) {
+        try {
+          const t = await timeOurs(copies, m, v);
+          results.push(`${(t.gpu * 1e6).toFixed(1)} µs ${JSON.stringify(v)}`);
+        } catch (e) {
+          results.push(`failed ${JSON.stringify(v)}: ${(e as Error).message}`);
+        }
+      }
+      console.log(
+        `sweep ${n}x${k} M=${m}: default ${JSON.stringify(qmatmulSpec(copies[0]!.packed, m))}\n  ${
+          results.join("\n  ")
+        }`,
+      );
+    }
+    for (const c of copies) {
+      c.words.destroy();
+      c.scales.destroy();
+      c.zeros?.destroy();
+    }
+  }
+}
+
+interface Row {
+  shape: string;
+  m: string;
+  ours: string;
+  wall: string;
+  bw: string;
+  f16: string;
+  f32: string;
+  torch: string;
+  vsF16: string;
+  vsTorch: string;
+}
+const rows: Row[] = [];
+for (const [n, k] of SHAPES) {
+  const p = randomPacked(n, k, 4, 128, 2);
+  const copies = await residentCopies(gpu, p);
+  const weightBytes = p.words.byteLength + p.scales.byteLength + (p.zeros?.byteLength ?? 0);
+  const f16 = await timeDense(n, k, "f16");
+  const f32 = await timeDense(n, k, "f32");
+  for (const m of BATCHES) {
+    const t = await timeOurs(copies, m);
+    const torch = base?.matmul_f16_seconds[`${n}x${k}x${m}`];
+    const bw = weightBytes / t.gpu / 1e9;
+    rows.push({
+      shape: `${n}×${k}`,
+      m: `${m}`,
+      ours: `${(t.gpu * 1e6).toFixed(1)}`,
+      wall: `${(t.wall * 1e6).toFixed(1)}`,
+      bw: `${bw.toFixed(0)}${base ? ` (${((100 * bw) / base.copy_gbs).toFixed(0)}%)` : ""}`,
+      f16: `${(f16.get(m)! * 1e6).toFixed(1)}`,
+      f32: `${(f32.get(m)! * 1e6).toFixed(1)}`,
+      torch: torch ? `${(torch * 1e6).toFixed(1)}` : "n/a",
+      vsF16: `${(f16.get(m)! / t.gpu).toFixed(2)}×`,
+      vsTorch: torch ? `${(torch / t.gpu).toFixed(2)}×` : "n/a",
+    });
+  }
+  for (const c of copies) {
+    c.words.destroy();
+    c.scales.destroy();
+    c.zeros?.destroy();
+  }
+}
+// Other widths at batch 1 on the first shape.
+for (const bits of [2, 3, 8]) {
+  const [n, k] = SHAPES[0]!;
+  const p = randomPacked(n, k, bits, 128, 9);
+  const copies = await residentCopies(gpu, p);
+  const t = await timeOurs(copies, 1);
+  const bw = (p.words.byteLength + p.scales.byteLength + p.zeros!.byteLength) / t.gpu / 1e9;
+  const torch = base?.matmul_f16_seconds[`${n}x${k}x1`];
+  rows.push({
+    shape: `${n}×${k} ${bits}-bit`,
+    m: "1",
+    ours: `${(t.gpu * 1e6).toFixed(1)}`,
+    wall: `${(t.wall * 1e6).toFixed(1)}`,
+    bw: `${bw.toFixed(0)}${base ? ` (${((100 * bw) / base.copy_gbs).toFixed(0)}%)` : ""}`,
+    f16: "",
+    f32: "",
+    torch: torch ? `${(torch * 1e6).toFixed(1)}` : "n/a",
+    vsF16: "",
+    vsTorch: torch ? `${(torch / t.gpu).toFixed(2)}×` : "n/a",
+  });
+  for (const c of copies) {
+    c.words.destroy();
+    c.scales.destroy();
+    c.zeros?.destroy();
+  }
+}
+
+const headers: Row = {
+  shape: "N×K (4-bit g128)",
+  m: "batch",
+  ours: "ours GPU µs",
+  wall: "ours wall µs",
+  bw: "weights GB/s (% copy)",
+  f16: "dense f16 WGSL µs",
+  f32: "dense f32 WGSL µs",
+  torch: "torch f16 µs",
+  vsF16: "vs dense f16",
+  vsTorch: "vs torch f16",
+};
+const keys = Object.keys(headers) as (keyof Row)[];
+const widths = keys.map((key) => Math.max(headers[key].length, ...rows.map((r) => r[key].length)));
+const line = (r: Row) => "| " + keys.map((key, i) => r[key].padEnd(widths[i]!)).join(" | ") + " |";
+console.log(line(headers));
+console.log("|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|");
+for (const r of rows) console.log(line(r));
+if (base) console.log(`copy bandwidth (PyTorch, read + write): ${base.copy_gbs.toFixed(0)} GB/s`);
+if (failures > 0) {
+  console.log(`${failures} correctness checks FAILED`);
+  Deno.exit(1);
+}
