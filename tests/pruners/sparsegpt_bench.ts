@@ -49,7 +49,7 @@ for (const size of [1024, 4096]) {
     async fn(b) {
       const H = hess();
       b.start();
-      await gptq(w, H, { bits: 4 });
+      await gptq(w, H, { backend: "cpu", bits: 4 });
       b.end();
     },
   });
@@ -60,7 +60,7 @@ for (const size of [1024, 4096]) {
     async fn(b) {
       const H = hess();
       b.start();
-      await sparsegpt(w, H, { structure: { kind: "unstructured", sparsity: 0.5 } });
+      await sparsegpt(w, H, { backend: "cpu", structure: { kind: "unstructured", sparsity: 0.5 } });
       b.end();
     },
   });
@@ -71,7 +71,7 @@ for (const size of [1024, 4096]) {
     async fn(b) {
       const H = hess();
       b.start();
-      await sparsegpt(w, H, { structure: { kind: "nm", n: 2, m: 4 } });
+      await sparsegpt(w, H, { backend: "cpu", structure: { kind: "nm", n: 2, m: 4 } });
       b.end();
     },
   });

@@ -52,7 +52,7 @@ Deno.test("sparsegpt() has a lower layer error than wanda() and magnitudePrune()
       const cells: string[] = [];
       for (const [label, structure] of structures) {
         const results = [
-          await sparsegpt(w, h, { structure }),
+          await sparsegpt(w, h, { backend: "cpu", structure }),
           await wanda(w, h, { structure }),
           await magnitudePrune(w, { structure }),
         ];

@@ -40,6 +40,7 @@ const h = { cols, count: fixture.tokens, xtx: Float64Array.from(fixture.xtx) };
 for (const c of fixture.cases) {
   Deno.test(`sparsegpt() matches the reference conventions (${c.name}): same mask, same weights, same layer error`, async () => {
     const res = await sparsegpt(w, h, {
+      backend: "cpu",
       structure: c.structure,
       blockSize,
       dampRatio,

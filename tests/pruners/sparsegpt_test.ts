@@ -22,7 +22,7 @@ Deno.test("sparsegpt() has a lower layer error than wanda() and magnitudePrune()
         { kind: "nm", n: 2, m: 4 },
       ] as const
     ) {
-      const s = await sparsegpt(w, h, { structure });
+      const s = await sparsegpt(w, h, { backend: "cpu", structure });
       const a = await wanda(w, h, { structure });
       const m = await magnitudePrune(w, { structure });
       const [es, ea, em] = [s, a, m].map((r) => layerError(w, r.weight, h)) as [
@@ -49,7 +49,11 @@ Deno.test("sparsegpt() removes exactly ⌊sparsity·rows·width⌋ weights per b
   const w = tensor("f32", [rows, cols], randomWeight(rows, cols, 4));
   const blockSize = 32;
   for (const sparsity of [0.3, 0.5, 0.9]) {
-    const res = await sparsegpt(w, h, { structure: { kind: "unstructured", sparsity }, blockSize });
+    const res = await sparsegpt(w, h, {
+      backend: "cpu",
+      structure: { kind: "unstructured", sparsity },
+      blockSize,
+    });
     let total = 0;
     for (let b0 = 0; b0 < cols; b0 += blockSize) {
       const width = Math.min(cols, b0 + blockSize) - b0;
@@ -73,7 +77,11 @@ Deno.test("sparsegpt() removes exactly ⌊sparsity·rows·width⌋ weights per b
   const w96 = tensor("f32", [rows, c96], randomWeight(rows, c96, 4));
   for (const [n, m] of [[2, 4], [4, 8], [1, 4]] as const) {
     // blockSize 30 is rounded down to a multiple of m by the solver
-    const res = await sparsegpt(w96, h96, { structure: { kind: "nm", n, m }, blockSize: 30 });
+    const res = await sparsegpt(w96, h96, {
+      backend: "cpu",
+      structure: { kind: "nm", n, m },
+      blockSize: 30,
+    });
     for (let g = 0; g < rows * c96; g += m) {
       let kept = 0;
       for (let i = g; i < g + m; i++) {
@@ -96,7 +104,7 @@ Deno.test("sparsegpt() with 'quantize' returns only grid values and exact zeros,
       [{ kind: "nm", n: 4, m: 8 }, { bits: 4, groupSize: 32, symmetric: true }],
     ] as const
   ) {
-    const res = await sparsegpt(w, h, { structure, quantize: grid });
+    const res = await sparsegpt(w, h, { backend: "cpu", structure, quantize: grid });
     const q = res.quantized!;
     assert.equal(q.bits, grid.bits);
     assert.equal(q.groupSize, "groupSize" in grid ? grid.groupSize : -1);
@@ -129,8 +137,8 @@ Deno.test("sparsegpt() joint with 4-bit quantization has a lower layer error tha
       m: 4,
     }] as const
   ) {
-    const joint = await sparsegpt(w, h, { structure, quantize: { bits: 4 } });
-    const pruned = await sparsegpt(w, h, { structure });
+    const joint = await sparsegpt(w, h, { backend: "cpu", structure, quantize: { bits: 4 } });
+    const pruned = await sparsegpt(w, h, { backend: "cpu", structure });
     const after = dequantize(await rtn(pruned.weight, { bits: 4 }));
     for (let i = 0; i < after.data.length; i++) {
       if (pruned.mask.data[i] === 0) assert.equal(after.data[i], 0, "rounding keeps zeros");
@@ -175,7 +183,10 @@ Deno.test("sparsegpt() removing one weight gives the closed-form OBS optimum (ch
     ]);
     data[1 * cols + q] = 1e-3; // the one weight with a negligible saliency
     const w = tensor("f32", [rows, cols], data);
-    const res = await sparsegpt(w, h, { structure: { kind: "unstructured", sparsity: 0.07 } });
+    const res = await sparsegpt(w, h, {
+      backend: "cpu",
+      structure: { kind: "unstructured", sparsity: 0.07 },
+    });
     assert.equal(res.mask.data.reduce((a, b) => a + b, 0), rows * cols - 1);
     assert.equal(res.mask.data[1 * cols + q], 0);
     const expected = Array.from(data);
@@ -215,6 +226,7 @@ Deno.test("sparsegpt() zeroes dead input columns, reports progress and leaves it
   const copy = data.slice();
   const progress: [number, number][] = [];
   const res = await sparsegpt(tensor("f32", [rows, cols], data), h, {
+    backend: "cpu",
     structure: { kind: "nm", n: 2, m: 4 },
     blockSize: 8,
     onProgress: (done, total) => progress.push([done, total]),
@@ -245,27 +257,31 @@ Deno.test("sparsegpt() rejects bad sparsity, n ≥ m, m not dividing the columns
     ],
   ];
   for (const [structure, cls, msg] of cases) {
-    await assertRejectsWith(() => sparsegpt(w, h, { structure: structure as never }), cls, msg);
+    await assertRejectsWith(
+      () => sparsegpt(w, h, { backend: "cpu", structure: structure as never }),
+      cls,
+      msg,
+    );
   }
   const nan = tensor("f32", [2, 8], new Float32Array(16).fill(NaN));
   await assertRejectsWith(
-    () => sparsegpt(nan, h, { structure: { kind: "nm", n: 2, m: 4 } }),
+    () => sparsegpt(nan, h, { backend: "cpu", structure: { kind: "nm", n: 2, m: 4 } }),
     TypeError,
     "'weight' holds NaN at [0, 0]",
   );
   await assertRejectsWith(
-    () => sparsegpt(w, h, { structure: { kind: "nm", n: 2, m: 4 }, blockSize: 0 }),
+    () => sparsegpt(w, h, { backend: "cpu", structure: { kind: "nm", n: 2, m: 4 }, blockSize: 0 }),
     RangeError,
     "'blockSize'",
   );
   await assertRejectsWith(
-    () => sparsegpt(w, h, { structure: { kind: "nm", n: 2, m: 4 }, dampRatio: -1 }),
+    () => sparsegpt(w, h, { backend: "cpu", structure: { kind: "nm", n: 2, m: 4 }, dampRatio: -1 }),
     RangeError,
     "'dampRatio'",
   );
   const h4 = hessian(tensor("f64", [32, 4], correlatedInputs(32, 4, 1)));
   await assertRejectsWith(
-    () => sparsegpt(w, h4, { structure: { kind: "nm", n: 2, m: 4 } }),
+    () => sparsegpt(w, h4, { backend: "cpu", structure: { kind: "nm", n: 2, m: 4 } }),
     RangeError,
     "Hessian has 4 columns",
   );
