@@ -20,7 +20,7 @@ import { tensor } from "../core/tensor.ts";
 import { CholeskyError } from "../core/_dense.ts";
 import { fitParams, MSE_GRID, MSE_MAX_SHRINK, resolveGrid } from "../quantizers/_grid_fit.ts";
 import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
-import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer, uploadF32 } from "./backend.ts";
 import {
   choleskyBuffers,
   encodePermuteReverse,
@@ -301,7 +301,7 @@ function assemble(
   const lossRows = new Float32Array(out.data[1]!);
   let obsLoss = 0;
   for (let r = 0; r < rows; r++) obsLoss += lossRows[r]!;
-  let weight: Float32Array;
+  let weight: Float32Array | null = null;
   let codes: Uint8Array | Uint16Array | null = null;
   let scales: Float32Array | null = null, zeros: Float32Array | null = null;
   let next = 2;
@@ -310,16 +310,18 @@ function assemble(
     scales = new Float32Array(out.data[next++]!);
     zeros = new Float32Array(out.data[next++]!);
     const bitsPer = 32 / o.cpw, mask = 2 ** bitsPer - 1, cpw = o.cpw;
-    codes = cpw === 4 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
-    weight = new Float32Array(rows * n);
-    const stride = Math.ceil(n / cpw), groups = o.groups, gIdx = o.gIdx;
-    for (let r = 0; r < rows; r++) {
-      const wr = r * stride, row = r * n, gr = r * groups;
-      for (let i = 0; i < n; i++) {
-        const c = (words[wr + ((i / cpw) | 0)]! >>> ((i % cpw) * bitsPer)) & mask;
-        const k = gr + gIdx[i]!, dst = row + (identity ? i : perm[i]!);
-        codes[dst] = c;
-        weight[dst] = scales[k]! * (c - zeros[k]!);
+    if (identity && n % cpw === 0) {
+      // Rows pack into whole words: the little-endian words are the codes.
+      codes = cpw === 4 ? new Uint8Array(words.buffer) : new Uint16Array(words.buffer);
+    } else {
+      codes = cpw === 4 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
+      const stride = Math.ceil(n / cpw);
+      for (let r = 0; r < rows; r++) {
+        const wr = r * stride, row = r * n;
+        for (let i = 0; i < n; i++) {
+          const c = (words[wr + ((i / cpw) | 0)]! >>> ((i % cpw) * bitsPer)) & mask;
+          codes[row + (identity ? i : perm[i]!)] = c;
+        }
       }
     }
   } else {
@@ -332,9 +334,30 @@ function assemble(
       }
     }
   }
+  // The grid's weights are the dequantized codes, built on first access
+  // (gptq() never reads them).
+  const gIdxOrig = new Int32Array(n);
+  for (let i = 0; i < n; i++) gIdxOrig[perm[i]!] = o.gIdx[i]!;
+  const dequantized = (): Float32Array => {
+    const out = new Float32Array(rows * n), groups = o.groups;
+    for (let r = 0; r < rows; r++) {
+      const row = r * n, gr = r * groups;
+      for (let c = 0; c < n; c++) {
+        const k = gr + gIdxOrig[c]!;
+        out[row + c] = scales![k]! * (codes![row + c]! - zeros![k]!);
+      }
+    }
+    return out;
+  };
   p.onProgress?.(n, n);
+  let weightTensor: ObsResult["weight"] | null = weight === null
+    ? null
+    : tensor("f32", [rows, n], weight);
   const result: ObsResult = {
-    weight: tensor("f32", [rows, n], weight),
+    get weight(): ObsResult["weight"] {
+      if (weightTensor === null) weightTensor = tensor("f32", [rows, n], dequantized());
+      return weightTensor;
+    },
     stats: {
       obsLoss,
       damping: o.damping,
@@ -351,9 +374,7 @@ function assemble(
     result.codes = codes;
     result.scales = scales!;
     result.zeros = zeros!;
-    const gIdx = new Int32Array(n);
-    for (let i = 0; i < n; i++) gIdx[perm[i]!] = o.gIdx[i]!;
-    result.gIdx = gIdx;
+    result.gIdx = gIdxOrig;
   }
   if (o.structure) {
     const words = new Uint32Array(out.data[next++]!);
