@@ -279,3 +279,15 @@ Deno.test("obsSolve() rejects bad shapes, options and non-finite values with cle
     /returned 2 values/,
   );
 });
+
+Deno.test("the grid decider fits one grid for the whole tensor with perTensor, and keeps it", async () => {
+  const res = await obsSolve(w, hessian(x), {
+    backend: "cpu",
+    decider: { kind: "grid", grid: { bits: 3, perTensor: true } },
+  });
+  assert.equal(res.scales!.length, rows);
+  assert.ok(res.scales!.every((s) => s === res.scales![0]));
+  assert.ok(res.zeros!.every((z) => z === res.zeros![0]));
+  const values = new Set(Array.from(res.weight.data));
+  assert.ok(values.size <= 8, `${values.size} distinct values on a 3-bit grid`);
+});
