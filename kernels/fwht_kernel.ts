@@ -48,17 +48,26 @@ export function fwhtButterflyWgsl(spec: FwhtButterflySpec): string {
   const { n, pow2 } = spec;
   const inner = n / pow2;
   const stages = Math.round(Math.log2(pow2));
-  // Rounds of up to 4 stages: each thread takes 2^r elements h apart into
-  // registers and runs their r butterfly stages there (no private arrays,
-  // one barrier per round).
+  // Rounds of up to 4 stages, largest strides first (the stages commute):
+  // each thread takes 2^r elements h apart into registers and runs their r
+  // butterfly stages there (no private arrays). The first round reads
+  // straight from global memory (coalesced: thread q takes q + c·h); the
+  // others go through workgroup memory, one barrier each.
   const rounds: string[] = [];
-  for (let s0 = 0; s0 < stages; s0 += 4) {
-    const r = Math.min(4, stages - s0), g = 1 << r;
+  for (let top = stages; top > 0; top -= 4) {
+    const r = Math.min(4, top), s0 = top - r, g = 1 << r;
     const h = inner * (1 << s0), span = h * g;
+    const first = top === stages;
     const body: string[] = [];
     body.push(`  for (var q = t; q < ${n / g}u; q += 256u) {`);
     body.push(`    let base = (q / ${h}u) * ${span}u + q % ${h}u;`);
-    for (let c = 0; c < g; c++) body.push(`    var v${c} = s[pad(base + ${c * h}u)];`);
+    for (let c = 0; c < g; c++) {
+      body.push(
+        first
+          ? `    var v${c} = X[row0 + base + ${c * h}u];`
+          : `    var v${c} = s[pad(base + ${c * h}u)];`,
+      );
+    }
     for (let b = 0; b < r; b++) {
       for (let c = 0; c < g; c++) {
         if (c & (1 << b)) continue;
@@ -70,6 +79,11 @@ export function fwhtButterflyWgsl(spec: FwhtButterflySpec): string {
     body.push(`  }`);
     body.push(`  workgroupBarrier();`);
     rounds.push(body.join("\n"));
+  }
+  if (stages === 0) {
+    rounds.push(
+      `  for (var i = t; i < ${n}u; i += 256u) { s[pad(i)] = X[row0 + i]; }\n  workgroupBarrier();`,
+    );
   }
   return `
 struct Params { rows: u32, scale: f32, pad0: u32, pad1: u32 }
@@ -84,11 +98,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) t: u32) {
   let row = wg.x + wg.y * nwg.x;
   if (row >= prm.rows) { return; }
-  let base = row * ${n}u;
-  for (var i = t; i < ${n}u; i += 256u) { s[pad(i)] = X[base + i]; }
-  workgroupBarrier();
+  let row0 = row * ${n}u;
 ${rounds.join("\n")}
-  for (var i = t; i < ${n}u; i += 256u) { X[base + i] = s[pad(i)] * prm.scale; }
+  for (var i = t; i < ${n}u; i += 256u) { X[row0 + i] = s[pad(i)] * prm.scale; }
 }
 `;
 }
