@@ -17,8 +17,10 @@
  * @module
  */
 
-import { dims2, type Tensor } from "../core/tensor.ts";
-import { asFloat64 } from "../core/convert.ts";
+import { dims2, type Tensor, tensor } from "../core/tensor.ts";
+import { asFloat32, asFloat64 } from "../core/convert.ts";
+import { type Backend, resolveBackend } from "../kernels/backend.ts";
+import { xtxGpu } from "../kernels/hessian_kernel.ts";
 import { gramRaw } from "../core/_dense.ts";
 
 /** The mean of x·xᵀ over `count` calibration tokens (no factor 2). */
@@ -139,4 +141,63 @@ export function hessianFromGram(xtx: Float64Array | Tensor, count: number): Hess
   const inv = 1 / count;
   for (let i = 0; i < out.length; i++) out[i] = data[i]! * inv;
   return { cols, count, xtx: out };
+}
+
+/** Options of {@linkcode accumulateHessian}. */
+export interface AccumulateOptions {
+  /** A Hessian to continue (as `addInputs`); absent: start fresh (as `hessian`). */
+  previous?: Hessian;
+  /**
+   * Where XᵀX is computed: "auto" (WebGPU on a hardware adapter, else the
+   * CPU), "cpu", or "webgpu" (any adapter). On the GPU the sum is accumulated
+   * in float32 from f32 (or f16) inputs; other dtypes are converted to f32.
+   * @default "auto"
+   */
+  backend?: Backend;
+}
+
+/**
+ * `hessian(x)` or `addInputs(previous, x)` on a chosen backend (async, so
+ * that the GPU can compute XᵀX).
+ *
+ * @example
+ * ```ts
+ * import { accumulateHessian } from "./hessian.ts";
+ * import { tensor } from "../core/tensor.ts";
+ * const h = await accumulateHessian(tensor("f32", [2, 2], new Float32Array([1, 2, 3, 4])), {
+ *   backend: "cpu",
+ * });
+ * console.assert(h.count === 2 && h.xtx[0] === 5);
+ * ```
+ *
+ * @param x Inputs [tokens, cols].
+ * @param options Previous Hessian and backend.
+ * @returns The running mean of x·xᵀ.
+ * @throws {RangeError} on shape mismatches or NaN/±∞ inputs.
+ */
+export async function accumulateHessian(
+  x: Tensor,
+  options: AccumulateOptions = {},
+): Promise<Hessian> {
+  const { previous, backend = "auto" } = options;
+  const gpu = await resolveBackend(backend, "accumulate a Hessian");
+  if (gpu === null) return previous ? addInputs(previous, x) : hessian(x);
+  const [tokens, cols] = dims2(x, "x");
+  if (previous && previous.cols !== cols) {
+    throw new RangeError(
+      `Cannot add inputs with ${cols} columns to a Hessian of ${previous.cols} columns ('x' shape [${x.shape}])`,
+    );
+  }
+  const input = x.dtype === "f32" || (x.dtype === "f16" && gpu.f16)
+    ? x
+    : tensor("f32", [tokens, cols], asFloat32(x));
+  checkFinite(input.data as ArrayLike<number>, "x");
+  const { xtx: gram } = await xtxGpu(gpu, input);
+  const prevCount = previous?.count ?? 0, total = prevCount + tokens;
+  const xtx = new Float64Array(cols * cols);
+  if (total > 0) {
+    const a = prevCount / total, b = 1 / total;
+    for (let i = 0; i < xtx.length; i++) xtx[i] = a * (previous?.xtx[i] ?? 0) + b * gram[i]!;
+  }
+  return { cols, count: total, xtx };
 }

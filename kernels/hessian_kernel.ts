@@ -91,9 +91,15 @@ export function encodeHessian(
  *
  * @param gpu The GPU.
  * @param x Inputs, one token per row.
+ * @param options `maxTileBytes`: largest token tile uploaded at once (default: the
+ *   device's binding limit).
  * @returns The summed XᵀX (float64, symmetric) and the GPU time.
  */
-export async function xtxGpu(gpu: Gpu, x: Tensor): Promise<GpuXtx> {
+export async function xtxGpu(
+  gpu: Gpu,
+  x: Tensor,
+  options: { maxTileBytes?: number } = {},
+): Promise<GpuXtx> {
   if (x.shape.length !== 2) {
     throw new RangeError(
       `Cannot accumulate a Hessian as 'x' must be 2-D: current shape is [${x.shape}]`,
@@ -118,7 +124,8 @@ export async function xtxGpu(gpu: Gpu, x: Tensor): Promise<GpuXtx> {
     );
   }
   // Token tiles: an even number of rows so that f16 tiles stay 4-byte aligned.
-  const tileRows = Math.max(2, Math.floor(limit / bytesPerRow / 2) * 2);
+  const tileBytes = Math.min(limit, options.maxTileBytes ?? limit);
+  const tileRows = Math.max(2, Math.floor(tileBytes / bytesPerRow / 2) * 2);
   const out = storageBuffer(gpu, cols * cols * 4, "xtx");
   const batch = new GpuBatch(gpu);
   const inputs: GPUBuffer[] = [];
