@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { dataFile } from "../_helpers.ts";
+import { parseSafetensors } from "../../core/safetensors.ts";
+
+const DEMO = new URL("../../examples/demo.ts", import.meta.url).pathname;
+
+async function demo(args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", DEMO, "--quiet", ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("the demo prints JSON rows, writes --out atomically and resumes finished methods from its journal", async () => {
+  if (!dataFile("stories260K/stories260K.bin") || !dataFile("text/tinystories_val_sample.txt")) {
+    return;
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = [
+      "--methods",
+      "fp32,rtn-w8,rtn-w4-g32",
+      "--eval",
+      "tinystories",
+      "--eval-tokens",
+      "600",
+      "--calib-samples",
+      "2",
+      "--json",
+      "--resume",
+      `${dir}/journal`,
+      "--out",
+      `${dir}/model.safetensors`,
+      "--plot",
+      `${dir}/plot.svg`,
+    ];
+    const first = await demo(args);
+    assert.equal(first.code, 0, first.stderr);
+    const rows = JSON.parse(first.stdout) as {
+      method: string;
+      bitsPerWeight: number;
+      sizeBytes: number;
+      perplexity: Record<string, number>;
+      tokens: Record<string, number>;
+      seconds: number;
+    }[];
+    assert.deepEqual(rows.map((r) => r.method), ["fp32", "rtn-w8", "rtn-w4-g32"]);
+    assert.equal(rows[0]!.bitsPerWeight, 32);
+    assert.equal(rows[0]!.sizeBytes, 260_032 * 4);
+    assert.equal(rows[0]!.tokens.tinystories, 599);
+    assert.ok(
+      Math.abs(rows[1]!.perplexity.tinystories! / rows[0]!.perplexity.tinystories! - 1) < 0.01,
+    );
+    // 4-bit codes, f16 scales and 4-bit zeros per 32 columns (172 = 5·32 + 12 for w2).
+    assert.ok(
+      rows[2]!.bitsPerWeight > 4.6 && rows[2]!.bitsPerWeight < 4.8,
+      String(rows[2]!.bitsPerWeight),
+    );
+    const svg = await Deno.readTextFile(`${dir}/plot.svg`);
+    assert.ok(svg.startsWith("<svg") && svg.includes("rtn-w4-g32"));
+    const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(files.filter((f) => f.endsWith(".safetensors")), [
+      "model.rtn-w4-g32.safetensors",
+      "model.rtn-w8.safetensors",
+    ]);
+    assert.ok(!files.some((f) => f.endsWith(".tmp")));
+    const st = parseSafetensors(await Deno.readFile(`${dir}/model.rtn-w8.safetensors`));
+    assert.equal(st.metadata.method, "rtn-w8");
+    assert.deepEqual(st.tensors.get("model.layers.4.mlp.down_proj.weight")!.shape, [64, 172]);
+
+    const second = await demo(args);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /rtn-w4-g32: taken from the journal/);
+    assert.deepEqual(JSON.parse(second.stdout), rows);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("without a model file and offline, the demo says so and compares methods on synthetic layers", async () => {
+  const empty = await Deno.makeTempDir();
+  try {
+    const r = await demo(["--methods", "fp32,rtn-w3,gptq-w3", "--json", "--no-plot"], {
+      LLMC_DATA: empty,
+      LLMC_CACHE: `${empty}/cache`,
+      // No network: a proxy that refuses connections.
+      HTTPS_PROXY: "http://127.0.0.1:9",
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /no model file/);
+    assert.match(r.stderr, /LAYER-LEVEL demo on seeded synthetic layers \(not a language model\)/);
+    const rows = JSON.parse(r.stdout) as { method: string; layerError: number; perplexity: null }[];
+    assert.deepEqual(rows.map((x) => x.method), ["fp32", "rtn-w3", "gptq-w3"]);
+    assert.equal(rows[0]!.layerError, 0);
+    assert.equal(rows[1]!.perplexity, null);
+    assert.ok(rows[2]!.layerError < rows[1]!.layerError, JSON.stringify(rows));
+  } finally {
+    await Deno.remove(empty, { recursive: true });
+  }
+});
+
+Deno.test("the demo refuses an unknown method or flag with a clear message", async () => {
+  const r = await demo(["--methods", "gptq-w5"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /Unknown method 'gptq-w5': use one of fp32, /);
+  const f = await demo(["--bits", "4"]);
+  assert.match(f.stderr, /Unknown flag '--bits'/);
+});

@@ -1,0 +1,97 @@
+/**
+ * The pipeline on a real model (stories260K): the orderings the literature
+ * reports, measured by perplexity on held-out TinyStories text with
+ * calibration on the disjoint first part. Small evaluation (2,048 tokens; 16 calibration windows of 256) to
+ * stay fast.
+ */
+import assert from "node:assert/strict";
+import { dataFile } from "../_helpers.ts";
+import { loadLlama2c } from "../../examples/llama/llama2c.ts";
+import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
+import { perplexityPool } from "../../examples/llama/perplexity_pool.ts";
+import { perplexity } from "../../examples/llama/perplexity.ts";
+import { calibrationWindows, encodeDocs, loadCorpus } from "../../examples/llama/datasets.ts";
+import { llamaCompressible, withCompressedWeights } from "../../examples/llama/compressible.ts";
+import type { LlamaModel } from "../../examples/llama/model.ts";
+import { compressModel } from "../../pipeline/compress_model.ts";
+import type { Stage } from "../../pipeline/recipe.ts";
+
+const EVAL_TOKENS = 2048;
+
+async function setup() {
+  const modelPath = dataFile("stories260K/stories260K.bin");
+  const tokPath = dataFile("stories260K/tok512.bin");
+  if (!modelPath || !tokPath) return null;
+  const evalCorpus = await loadCorpus("tinystories", "eval");
+  const calibCorpus = await loadCorpus("tinystories", "calib");
+  if (!evalCorpus || !calibCorpus) return null;
+  const model = await loadLlama2c(modelPath);
+  const tok = await loadTokenizer(tokPath, { vocabSize: 512 });
+  const evalIds = encodeDocs(tok, evalCorpus.docs, EVAL_TOKENS);
+  const calib = calibrationWindows(encodeDocs(tok, calibCorpus.docs, 60_000), 16, 256, 0);
+  return { model, evalIds, calib };
+}
+
+Deno.test({
+  name:
+    "on stories260K, GPTQ beats RTN at 4 and 3 bits, SparseGPT beats magnitude at 50% and 2:4, " +
+    "and 8-bit RTN stays within 1% of float32",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const s = await setup();
+    if (!s) return;
+    const { model, evalIds, calib } = s;
+    const pool = perplexityPool(2);
+    try {
+      const ppl = (m: LlamaModel) =>
+        pool.evaluate(m, evalIds, { seqLen: 256 }).then((r) => r.perplexity);
+      const run = async (stage: Stage) => {
+        const res = await compressModel(llamaCompressible(model), calib, {
+          stages: [stage],
+          overrides: [{ match: "output", stages: [] }],
+        });
+        return ppl(withCompressedWeights(model, res.modules));
+      };
+      const half = { kind: "unstructured", sparsity: 0.5 } as const;
+      const nm = { kind: "nm", n: 2, m: 4 } as const;
+      const results = await Promise.all([
+        ppl(model),
+        run({ kind: "rtn", bits: 8 }),
+        run({ kind: "rtn", bits: 4 }),
+        run({ kind: "gptq", bits: 4 }),
+        run({ kind: "rtn", bits: 3 }),
+        run({ kind: "gptq", bits: 3 }),
+        run({ kind: "magnitude", structure: half }),
+        run({ kind: "sparsegpt", structure: half }),
+        run({ kind: "magnitude", structure: nm }),
+        run({ kind: "sparsegpt", structure: nm }),
+      ]);
+      const [fp32, rtn8, rtn4, gptq4, rtn3, gptq3, mag50, sgpt50, mag24, sgpt24] =
+        results as number[];
+      const msg = JSON.stringify({
+        fp32,
+        rtn8,
+        rtn4,
+        gptq4,
+        rtn3,
+        gptq3,
+        mag50,
+        sgpt50,
+        mag24,
+        sgpt24,
+      });
+      assert.ok(Math.abs(rtn8! / fp32! - 1) < 0.01, msg);
+      assert.ok(gptq4! < rtn4!, msg);
+      assert.ok(gptq3! < rtn3!, msg);
+      assert.ok(sgpt50! < mag50!, msg);
+      assert.ok(sgpt24! < mag24!, msg);
+      // Compression costs something, and the pool agrees with the single-threaded evaluation.
+      assert.ok(rtn3! > fp32! && gptq3! > fp32!, msg);
+      const single = perplexity(model, evalIds, { seqLen: 256 }).perplexity;
+      assert.ok(Math.abs(single - fp32!) < 1e-9 * fp32!, `${single} vs ${fp32}`);
+    } finally {
+      pool.close();
+    }
+  },
+});
