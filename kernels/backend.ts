@@ -289,6 +289,7 @@ export function cachedPipeline(gpu: Gpu, key: string, code: () => string): GPUCo
 export type UniformField = { u32: number } | { i32: number } | { f32: number };
 
 const UNIFORM_SLOT = 256;
+const MAX_PHASES = 16;
 const UNIFORM_CHUNK_SLOTS = 1024;
 
 /**
@@ -304,6 +305,7 @@ export class GpuBatch {
   #pass: GPUComputePassEncoder | null = null;
   #chunks: { buffer: GPUBuffer; data: ArrayBuffer; used: number }[] = [];
   #query: GPUQuerySet | null = null;
+  #passes: string[] = [];
   #dispatches = 0;
   #copies: {
     src: GPUBuffer;
@@ -319,7 +321,7 @@ export class GpuBatch {
     this.gpu = gpu;
     this.#encoder = gpu.device.createCommandEncoder();
     if (gpu.timestamps) {
-      this.#query = gpu.device.createQuerySet({ type: "timestamp", count: 2 });
+      this.#query = gpu.device.createQuerySet({ type: "timestamp", count: 2 * MAX_PHASES });
     }
   }
 
@@ -331,16 +333,31 @@ export class GpuBatch {
   #passEncoder(): GPUComputePassEncoder {
     if (this.#pass === null) {
       const desc: GPUComputePassDescriptor = {};
-      if (this.#query !== null) {
+      const i = this.#passes.length;
+      if (this.#query !== null && i < MAX_PHASES) {
         desc.timestampWrites = {
           querySet: this.#query,
-          beginningOfPassWriteIndex: 0,
-          endOfPassWriteIndex: 1,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
         };
       }
+      this.#passes.push("");
       this.#pass = this.#encoder.beginComputePass(desc);
     }
     return this.#pass;
+  }
+
+  /**
+   * Ends the current phase (a compute pass) under a name; its GPU time is
+   * reported by `submit` (up to 16 phases are timed).
+   *
+   * @param name The phase's name.
+   */
+  phase(name: string): void {
+    if (this.#pass === null) return;
+    this.#pass.end();
+    this.#pass = null;
+    this.#passes[this.#passes.length - 1] = name;
   }
 
   /**
@@ -431,14 +448,16 @@ export class GpuBatch {
    * once, and reports the GPU time between the first and the last dispatch.
    *
    * @param reads Buffers (or byte ranges) to read back after the work.
-   * @returns The read-back bytes, in order, and the GPU seconds (NaN without timestamps).
+   * @returns The read-back bytes, in order, the GPU seconds from the first dispatch to the
+   *   last (NaN without timestamps), and the GPU seconds of each named phase.
    */
   async submit(
     reads: readonly (GPUBuffer | { buffer: GPUBuffer; offset: number; size: number })[] = [],
-  ): Promise<{ data: ArrayBuffer[]; gpuSeconds: number }> {
+  ): Promise<{ data: ArrayBuffer[]; gpuSeconds: number; phases: Record<string, number> }> {
     assertDeviceAlive();
     const device = this.gpu.device;
-    if (this.#pass !== null) this.#pass.end();
+    if (this.#pass !== null) this.phase("rest");
+    const timed = Math.min(this.#passes.length, MAX_PHASES);
     for (const c of this.#copies) {
       this.#encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
     }
@@ -454,11 +473,16 @@ export class GpuBatch {
       staging.push({ buffer: dst, size: src.size });
     }
     let queryBuffer: GPUBuffer | null = null;
-    if (this.#query !== null && this.#pass !== null) {
-      const resolve = device.createBuffer({ size: 16, usage: 0x200 | 0x4, label: "timestamps" });
-      this.#encoder.resolveQuerySet(this.#query, 0, 2, resolve, 0);
-      queryBuffer = device.createBuffer({ size: 16, usage: 0x1 | 0x8, label: "timestamps-read" });
-      this.#encoder.copyBufferToBuffer(resolve, 0, queryBuffer, 0, 16);
+    if (this.#query !== null && timed > 0) {
+      const bytes = 16 * timed;
+      const resolve = device.createBuffer({ size: bytes, usage: 0x200 | 0x4, label: "timestamps" });
+      this.#encoder.resolveQuerySet(this.#query, 0, 2 * timed, resolve, 0);
+      queryBuffer = device.createBuffer({
+        size: bytes,
+        usage: 0x1 | 0x8,
+        label: "timestamps-read",
+      });
+      this.#encoder.copyBufferToBuffer(resolve, 0, queryBuffer, 0, bytes);
     }
     device.pushErrorScope("validation");
     device.pushErrorScope("out-of-memory");
@@ -479,14 +503,19 @@ export class GpuBatch {
       s.buffer.destroy();
     }
     let gpuSeconds = NaN;
+    const phases: Record<string, number> = {};
     if (queryBuffer !== null) {
       const t = new BigUint64Array(queryBuffer.getMappedRange().slice(0));
-      gpuSeconds = Number(t[1]! - t[0]!) / 1e9;
+      gpuSeconds = Number(t[2 * timed - 1]! - t[0]!) / 1e9;
+      for (let i = 0; i < timed; i++) {
+        const name = this.#passes[i]!;
+        phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
+      }
       queryBuffer.destroy();
     }
     for (const chunk of this.#chunks) chunk.buffer.destroy();
     this.#query?.destroy();
-    return { data, gpuSeconds };
+    return { data, gpuSeconds, phases };
   }
 }
 

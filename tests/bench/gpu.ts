@@ -220,9 +220,9 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
         f("setupSeconds")
       } + diag ${f("reverseSeconds")} + upload ${f("uploadSeconds")} + encode ${
         f("encodeSeconds")
-      } + wait ${f("waitSeconds")} (GPU ${gpuS.toFixed(3)}) + assemble ${
-        f("assembleSeconds")
-      } + wrapper ${(wall - Number(st.seconds)).toFixed(3)}`,
+      } + wait ${f("waitSeconds")} (GPU ${gpuS.toFixed(3)}: factor ${f("choleskySeconds")}, loop ${
+        f("loopSeconds")
+      }) + assemble ${f("assembleSeconds")} + wrapper ${(wall - Number(st.seconds)).toFixed(3)}`,
     );
     const ref = REFERENCE[which]![s]!;
     rows_.push({
