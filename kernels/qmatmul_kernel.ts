@@ -54,7 +54,7 @@ export interface QmatmulSpec {
   readonly zeros: boolean;
   /** 32-row tiles per workgroup (weight rows per thread): 1, 2 or 4. */
   readonly rowTiles: number;
-  /** 32-thread teams splitting K (workgroup size 32·warps): 1–32. */
+  /** 32-thread teams splitting K (workgroup size 32·warps): 1, 2, 4, 8, 16 or 32. */
   readonly warps: number;
   /** Rows of x per thread (batch tile): 1–16. */
   readonly batch: number;
@@ -88,9 +88,7 @@ function checkSpec(spec: QmatmulSpec): void {
     bad("scaleType", spec.scaleType, '"f16" or "f32"');
   }
   if (![1, 2, 4].includes(spec.rowTiles)) bad("rowTiles", spec.rowTiles, "1, 2 or 4");
-  if (!Number.isInteger(spec.warps) || spec.warps < 1 || spec.warps > 32) {
-    bad("warps", spec.warps, "an integer in [1, 32]");
-  }
+  if (![1, 2, 4, 8, 16, 32].includes(spec.warps)) bad("warps", spec.warps, "1, 2, 4, 8, 16 or 32");
   if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 16) {
     bad("batch", spec.batch, "an integer in [1, 16]");
   }
@@ -99,7 +97,7 @@ function checkSpec(spec: QmatmulSpec): void {
 
 /** Workgroup memory (bytes) a specialization needs for its cross-team sums. */
 export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
-  return spec.warps > 1 ? spec.warps * spec.rowTiles * spec.batch * PACK_TILE * 4 : 0;
+  return spec.warps > 1 ? (spec.warps / 2) * spec.rowTiles * spec.batch * PACK_TILE * 4 : 0;
 }
 
 /**
@@ -136,6 +134,8 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   checkSpec(spec);
   const { bits, scaleType, zeros, rowTiles: R, warps: W, batch: BM, unroll: U } = spec;
   const T = PACK_TILE;
+  // Independent partial sums per output, so the FMA chains overlap when a thread has few outputs.
+  const P = BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
   const meta = scaleType === "f16" ? "u32" : "f32";
   const metaAt = (buf: string, idx: string) =>
     scaleType === "f16"
@@ -193,7 +193,8 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
             const f = codeAsFloat(bits, i, (j) => `w${u}_${r}_${j}`);
             emit(`${indent}{ let q = fma(${f}, sc${u}_${r}, of${u}_${r});`);
             for (let m = 0; m < BM; m++) {
-              emit(`${indent}  a${r}_${m} = fma(q, x${u}_${i4}_${m}.${"xyzw"[e]}, a${r}_${m});`);
+              const acc = `a${r}_${m}_${i % P}`;
+              emit(`${indent}  ${acc} = fma(q, x${u}_${i4}_${m}.${"xyzw"[e]}, ${acc});`);
             }
             emit(`${indent}}`);
           }
@@ -211,7 +212,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   emit(`@group(0) @binding(3) var<storage, read> S: array<${meta}>;`);
   if (zeros) emit(`@group(0) @binding(4) var<storage, read> Z: array<${meta}>;`);
   emit(`@group(0) @binding(${zeros ? 5 : 4}) var<uniform> p: Params;`);
-  if (W > 1) emit(`var<workgroup> red: array<f32, ${W * R * BM * T}>;`);
+  if (W > 1) emit(`var<workgroup> red: array<f32, ${(W / 2) * R * BM * T}>;`);
   emit(`@compute @workgroup_size(${W * T})`);
   emit(`fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {`);
   emit(`  let lane = t % ${T}u;`);
@@ -223,7 +224,9 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     emit(`  let xr${m} = min(m0 + ${m}u, p.M - 1u) * p.C * ${T / 4}u;`);
   }
   for (let r = 0; r < R; r++) {
-    for (let m = 0; m < BM; m++) emit(`  var a${r}_${m} = 0.0;`);
+    for (let m = 0; m < BM; m++) {
+      for (let q = 0; q < P; q++) emit(`  var a${r}_${m}_${q} = 0.0;`);
+    }
   }
   emit(`  var c = warp;`);
   if (U > 1) {
@@ -236,36 +239,41 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   loadChunks(1, "    ");
   compute(1, "    ");
   emit(`  }`);
-  const store = (value: (r: number, m: number) => string, indent: string) => {
-    for (let r = 0; r < R; r++) {
-      for (let m = 0; m < BM; m++) {
-        emit(
-          `${indent}if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(m0 + ${m}u) * p.N + n${r}] = ${
-            value(r, m)
-          }; }`,
-        );
-      }
+  for (let r = 0; r < R; r++) {
+    for (let m = 0; m < BM; m++) {
+      const parts = Array.from({ length: P }, (_, q) => `a${r}_${m}_${q}`);
+      emit(`  var a${r}_${m} = ${parts.join(" + ")};`);
     }
-  };
-  if (W === 1) {
-    store((r, m) => `a${r}_${m}`, "  ");
-  } else {
-    const per = R * BM * T;
-    for (let r = 0; r < R; r++) {
-      for (let m = 0; m < BM; m++) {
-        emit(`  red[warp * ${per}u + ${(r * BM + m) * T}u + lane] = a${r}_${m};`);
-      }
-    }
-    emit(`  workgroupBarrier();`);
-    emit(`  for (var o = t; o < ${per}u; o += ${W * T}u) {`);
-    emit(`    var sum = 0.0;`);
-    emit(`    for (var w = 0u; w < ${W}u; w++) { sum += red[w * ${per}u + o]; }`);
-    emit(`    let r = o / ${BM * T}u;`);
-    emit(`    let m = m0 + (o / ${T}u) % ${BM}u;`);
-    emit(`    let n = (tile0 + r) * ${T}u + o % ${T}u;`);
-    emit(`    if (m < p.M && n < p.N) { Y[m * p.N + n] = sum; }`);
-    emit(`  }`);
   }
+  // Tree reduction over the teams: the upper half hands its sums to the lower half.
+  const per = R * BM * T;
+  for (let h = W / 2; h >= 1; h /= 2) {
+    emit(`  if (warp >= ${h}u && warp < ${2 * h}u) {`);
+    for (let r = 0; r < R; r++) {
+      for (let m = 0; m < BM; m++) {
+        emit(`    red[(warp - ${h}u) * ${per}u + ${(r * BM + m) * T}u + lane] = a${r}_${m};`);
+      }
+    }
+    emit(`  }`);
+    emit(`  workgroupBarrier();`);
+    emit(`  if (warp < ${h}u) {`);
+    for (let r = 0; r < R; r++) {
+      for (let m = 0; m < BM; m++) {
+        emit(`    a${r}_${m} += red[warp * ${per}u + ${(r * BM + m) * T}u + lane];`);
+      }
+    }
+    emit(`  }`);
+    if (h > 1) emit(`  workgroupBarrier();`);
+  }
+  emit(`  if (warp == 0u) {`);
+  for (let r = 0; r < R; r++) {
+    for (let m = 0; m < BM; m++) {
+      emit(
+        `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(m0 + ${m}u) * p.N + n${r}] = a${r}_${m}; }`,
+      );
+    }
+  }
+  emit(`  }`);
   emit(`}`);
   return lines.join("\n") + "\n";
 }
@@ -352,10 +360,17 @@ export function qmatmulNeedsGather(packed: PackedWeight, input: "f32" | "f16"): 
   return input === "f16" || packed.colIdx !== null;
 }
 
+/** Teams in flight that the default specialization aims for (about 48 per SM on a 132-SM GPU). */
+const TARGET_WARPS = 6144;
+
 /**
- * The default specialization for a packed weight and a batch size: the GEMV
- * (one x row per thread, four chunks in flight) at batch 1, otherwise batch
- * tiles of up to 16 rows.
+ * The default specialization for a packed weight and a batch size. Batch 1
+ * (GEMV): one row and one x row per thread, 2–4 chunks in flight; batch 2–8:
+ * all x rows in one thread; larger batches: tiles of at most 8 x rows and
+ * two weight rows per thread (each x load feeds two rows). The number of
+ * teams splitting K grows until about {@linkcode TARGET_WARPS} teams run
+ * (small N needs deep K splits to fill the GPU), bounded by 32, by two
+ * chunks per team and by 32 KiB of workgroup memory.
  *
  * @param packed The packed weight.
  * @param m Rows of x.
@@ -367,10 +382,24 @@ export function qmatmulSpec(packed: PackedWeight, m: number): QmatmulSpec {
     scaleType: packed.scaleType,
     zeros: packed.zeros !== null,
   };
-  if (m <= 1) return { ...common, rowTiles: 1, warps: 8, batch: 1, unroll: 4 };
-  if (m <= 4) return { ...common, rowTiles: 1, warps: 8, batch: m, unroll: 2 };
-  const tiles = Math.ceil(m / 16);
-  return { ...common, rowTiles: 1, warps: 8, batch: Math.ceil(m / tiles), unroll: 1 };
+  const tiles = packed.paddedRows / PACK_TILE, chunks = packed.paddedCols / PACK_TILE;
+  let batch: number, rowTiles: number, unroll: number;
+  if (m <= 8) {
+    batch = Math.max(1, m);
+    rowTiles = 1;
+    unroll = 2;
+  } else {
+    const batchTiles = Math.ceil(m / 8);
+    batch = Math.ceil(m / batchTiles);
+    rowTiles = tiles >= 2 ? 2 : 1;
+    unroll = 1;
+  }
+  const workgroups = Math.ceil(tiles / rowTiles) * Math.ceil(m / batch);
+  const bound = Math.min(32, TARGET_WARPS / workgroups, chunks / 2, 512 / (rowTiles * batch));
+  let warps = 1;
+  while (warps * 2 <= bound) warps *= 2;
+  if (m <= 1 && warps < 16) unroll = 4;
+  return { ...common, rowTiles, warps, batch, unroll };
 }
 
 /** Operands of {@linkcode encodeQmatmul}. */

@@ -13,8 +13,9 @@
  * variant used is first checked against the CPU reference (every bit width,
  * group layout, scale type and activation type).
  *
- * Flags: `--small` (tiny sizes, for a software adapter), `--sweep` (time
- * kernel variants on two shapes), `--no-torch`.
+ * Each case also times a few neighbours of the default variant (last
+ * column: the fastest). Flags: `--small` (tiny sizes, for a software
+ * adapter), `--sweep` (print every variant's time), `--no-torch`.
  *
  * Uses the Deno namespace (subprocess, arguments, exit code).
  *
@@ -132,23 +133,33 @@ async function residentCopies(gpu: Gpu, p: PackedWeight): Promise<GpuPackedWeigh
   }));
 }
 
-/** Per-call GPU and wall seconds of `calls` recorded calls in one submission (median of 3). */
+/**
+ * Per-call GPU and wall seconds: a first submission of `unit` calls estimates
+ * the cost, then three submissions of whole multiples of `unit` calls worth
+ * about 25 ms of GPU time each (so clocks stay up and the 12 ms host round
+ * trip is spread over many calls); medians.
+ */
 async function timeCalls(
   gpu: Gpu,
-  calls: number,
+  unit: number,
   record: (batch: GpuBatch, i: number) => void,
 ): Promise<{ gpu: number; wall: number }> {
-  const g: number[] = [], w: number[] = [];
-  for (let rep = 0; rep < 4; rep++) {
+  const run = async (calls: number) => {
     const t0 = performance.now();
     const batch = new GpuBatch(gpu);
     for (let i = 0; i < calls; i++) record(batch, i);
     const { gpuSeconds } = await batch.submit();
-    const wall = (performance.now() - t0) / 1e3;
-    if (rep > 0) {
-      g.push(gpuSeconds / calls);
-      w.push(wall / calls);
-    }
+    return { gpu: gpuSeconds / calls, wall: (performance.now() - t0) / 1e3 / calls };
+  };
+  await run(unit);
+  const estimate = await run(unit);
+  const calls = unit *
+    Math.max(1, Math.min(Math.floor(3000 / unit), Math.round(0.025 / estimate.gpu / unit)));
+  const g: number[] = [], w: number[] = [];
+  for (let rep = 0; rep < 3; rep++) {
+    const t = await run(calls);
+    g.push(t.gpu);
+    w.push(t.wall);
   }
   return { gpu: median(g), wall: median(w) };
 }
@@ -318,77 +329,38 @@ async function timeDense(
   return out;
 }
 
-if (sweep) {
-  const candidates: Record<number, Variant[]> = {
-    1: [
-      { warps: 8, unroll: 4, rowTiles: 1 },
-      { warps: 4, unroll: 4, rowTiles: 1 },
-      { warps: 16, unroll: 2, rowTiles: 1 },
-      { warps: 8, unroll: 2, rowTiles: 2 },
-      { warps: 8, unroll: 4, rowTiles: 2 },
-      { warps: 32, unroll: 1, rowTiles: 1 },
-      { warps: 2, unroll: 4, rowTiles: 1 },
-      { warps: 4, unroll: 4, rowTiles: 2 },
-      { warps: 4, unroll: 2, rowTiles: 4 },
-      { warps: 16, unroll: 4, rowTiles: 1 },
-    ],
-    4: [
-      { warps: 8, unroll: 2, rowTiles: 1 },
-      { warps: 4, unroll: 2, rowTiles: 1 },
-      { warps: 8, unroll: 1, rowTiles: 2 },
-      { warps: 16, unroll: 1, rowTiles: 1 },
-      { warps: 8, unroll: 4, rowTiles: 1 },
-      { warps: 4, unroll: 1, rowTiles: 4 },
-    ],
-    16: [
-      { batch: 16, warps: 8, unroll: 1, rowTiles: 1 },
-      { batch: 16, warps: 4, unroll: 1, rowTiles: 1 },
-      { batch: 16, warps: 8, unroll: 2, rowTiles: 1 },
-      { batch: 8, warps: 8, unroll: 1, rowTiles: 2 },
-      { batch: 8, warps: 8, unroll: 2, rowTiles: 1 },
-      { batch: 16, warps: 4, unroll: 1, rowTiles: 2 },
-      { batch: 4, warps: 8, unroll: 1, rowTiles: 4 },
-      { batch: 16, warps: 8, unroll: 1, rowTiles: 2 },
-      { batch: 8, warps: 4, unroll: 1, rowTiles: 4 },
-    ],
-    64: [
-      { batch: 16, warps: 8, unroll: 1, rowTiles: 1 },
-      { batch: 16, warps: 4, unroll: 1, rowTiles: 2 },
-      { batch: 8, warps: 8, unroll: 1, rowTiles: 2 },
-      { batch: 16, warps: 2, unroll: 1, rowTiles: 4 },
-      { batch: 8, warps: 4, unroll: 1, rowTiles: 4 },
-    ],
-    128: [
-      { batch: 16, warps: 8, unroll: 1, rowTiles: 1 },
-      { batch: 16, warps: 4, unroll: 1, rowTiles: 2 },
-      { batch: 8, warps: 8, unroll: 1, rowTiles: 2 },
-      { batch: 16, warps: 2, unroll: 1, rowTiles: 4 },
-      { batch: 8, warps: 4, unroll: 1, rowTiles: 4 },
-    ],
-  };
-  for (const [n, k] of SHAPES.slice(0, 2)) {
-    const copies = await residentCopies(gpu, randomPacked(n, k, 4, 128, 1));
-    for (const m of BATCHES) {
-      const results: string[] = [];
-      for (const v of candidates[m]!) {
-        try {
-          const t = await timeOurs(copies, m, v);
-          results.push(`${(t.gpu * 1e6).toFixed(1)} µs ${JSON.stringify(v)}`);
-        } catch (e) {
-          results.push(`failed ${JSON.stringify(v)}: ${(e as Error).message}`);
-        }
-      }
-      console.log(
-        `sweep ${n}x${k} M=${m}: default ${JSON.stringify(qmatmulSpec(copies[0]!.packed, m))}\n  ${
-          results.join("\n  ")
-        }`,
-      );
-    }
-    for (const c of copies) {
-      c.words.destroy();
-      c.scales.destroy();
-      c.zeros?.destroy();
-    }
+/** The default variant and a few neighbours of it, for the autotuning columns. */
+function candidates(p: PackedWeight, m: number): Variant[] {
+  const d = qmatmulSpec(p, m);
+  const out: Variant[] = [{}];
+  const add = (v: Variant) => out.push(v);
+  if (d.warps < 32) add({ warps: d.warps * 2 });
+  if (d.warps > 1) add({ warps: d.warps / 2 });
+  if (m === 1) {
+    add({ unroll: d.unroll === 4 ? 2 : 4 });
+    add({ rowTiles: 2, warps: Math.max(1, d.warps / 2) });
+  } else if (m <= 8) {
+    add({ rowTiles: 2, warps: Math.max(1, d.warps / 2) });
+    add({ unroll: 1 });
+  } else {
+    add({ rowTiles: 4, warps: Math.max(1, d.warps / 2) });
+    add({ rowTiles: 1, batch: 16, warps: d.warps });
+    add({ rowTiles: 2, batch: 16, warps: Math.max(1, d.warps / 2) });
+    add({ rowTiles: 4, batch: 4, warps: Math.max(1, d.warps / 2) });
+  }
+  return out;
+}
+
+// Warm the GPU up (clocks) before the first timing.
+{
+  const p = randomPacked(SHAPES[0]![0], SHAPES[0]![1], 4, 128, 3);
+  const copies = await residentCopies(gpu, p);
+  const t0 = performance.now();
+  while (performance.now() - t0 < 1500) await timeOurs(copies, 16);
+  for (const c of copies) {
+    c.words.destroy();
+    c.scales.destroy();
+    c.zeros?.destroy();
   }
 }
 
@@ -403,6 +375,7 @@ interface Row {
   torch: string;
   vsF16: string;
   vsTorch: string;
+  best: string;
 }
 const rows: Row[] = [];
 for (const [n, k] of SHAPES) {
@@ -413,6 +386,27 @@ for (const [n, k] of SHAPES) {
   const f32 = await timeDense(n, k, "f32");
   for (const m of BATCHES) {
     const t = await timeOurs(copies, m);
+    let best = { gpu: t.gpu, variant: "default" };
+    for (const v of candidates(p, m).slice(1)) {
+      try {
+        const tv = await timeOurs(copies, m, v);
+        if (sweep) {
+          console.log(`  ${n}x${k} M=${m} ${(tv.gpu * 1e6).toFixed(1)} µs ${JSON.stringify(v)}`);
+        }
+        if (tv.gpu < best.gpu) best = { gpu: tv.gpu, variant: JSON.stringify(v) };
+      } catch (e) {
+        if (sweep) {
+          console.log(`  ${n}x${k} M=${m} ${JSON.stringify(v)} failed: ${(e as Error).message}`);
+        }
+      }
+    }
+    if (sweep) {
+      console.log(
+        `  ${n}x${k} M=${m} ${(t.gpu * 1e6).toFixed(1)} µs default ${
+          JSON.stringify(qmatmulSpec(p, m))
+        }`,
+      );
+    }
     const torch = base?.matmul_f16_seconds[`${n}x${k}x${m}`];
     const bw = weightBytes / t.gpu / 1e9;
     rows.push({
@@ -426,6 +420,7 @@ for (const [n, k] of SHAPES) {
       torch: torch ? `${(torch * 1e6).toFixed(1)}` : "n/a",
       vsF16: `${(f16.get(m)! / t.gpu).toFixed(2)}×`,
       vsTorch: torch ? `${(torch / t.gpu).toFixed(2)}×` : "n/a",
+      best: `${(best.gpu * 1e6).toFixed(1)} ${best.variant}`,
     });
   }
   for (const c of copies) {
@@ -453,6 +448,7 @@ for (const bits of [2, 3, 8]) {
     torch: torch ? `${(torch * 1e6).toFixed(1)}` : "n/a",
     vsF16: "",
     vsTorch: torch ? `${(torch / t.gpu).toFixed(2)}×` : "n/a",
+    best: "",
   });
   for (const c of copies) {
     c.words.destroy();
@@ -472,6 +468,7 @@ const headers: Row = {
   torch: "torch f16 µs",
   vsF16: "vs dense f16",
   vsTorch: "vs torch f16",
+  best: "best variant µs",
 };
 const keys = Object.keys(headers) as (keyof Row)[];
 const widths = keys.map((key) => Math.max(headers[key].length, ...rows.map((r) => r[key].length)));

@@ -87,7 +87,8 @@ Deno.test("every qmatmul kernel variant (teams, row tiles, unrolling, batch tile
   const variants = [
     { warps: 1, rowTiles: 1, unroll: 1, batch: 5 },
     { warps: 4, rowTiles: 2, unroll: 2, batch: 2 },
-    { warps: 2, rowTiles: 4, unroll: 4, batch: 3 },
+    { warps: 2, rowTiles: 4, unroll: 1, batch: 3 },
+    { warps: 32, rowTiles: 1, unroll: 4, batch: 1 },
   ];
   for (const variant of variants) {
     const y = await qmatmul(x, w, { backend: "webgpu", variant });
