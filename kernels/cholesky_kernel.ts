@@ -6,7 +6,8 @@
  * Blocked right-looking Cholesky with panels of 64: one workgroup factors
  * the diagonal block and inverts it; the panel below is a product with that
  * inverse and the trailing update a lower-triangle product (both through the
- * gemm kernel). The inverse is then built by block rows, two products each.
+ * gemm kernel). The inverse is then built by recursive halving, two large
+ * triangular products per level.
  * A non-positive pivot is reported through a status word (pivot + 1), read
  * with the solve's results, so the caller can retry with more damping.
  *
@@ -183,7 +184,7 @@ export interface CholeskyBuffers {
   readonly a: GPUBuffer;
   /** Scratch [n, n] (L⁻¹). */
   readonly x: GPUBuffer;
-  /** Scratch [64, n]. */
+  /** Scratch for the off-diagonal blocks of the inverse. */
   readonly t: GPUBuffer;
   /** Status word: 0, or the first failing pivot + 1. Must start at 0. */
   readonly status: GPUBuffer;
@@ -260,30 +261,8 @@ export function encodeUpperCholeskyOfInverse(
       },
     );
   }
-  // X = L⁻¹ by block rows: X[i, :i] = −X_ii · (L[i, :i] · X[:i, :i]).
-  for (let r0 = nb; r0 < n; r0 += nb) {
-    const b = Math.min(nb, n - r0);
-    encodeGemm(batch, { ...SPEC, lowerB: true }, { c: bufs.t, a: bufs.a, b: bufs.x }, {
-      m: b,
-      n: r0,
-      k: r0,
-      lda: n,
-      ldb: n,
-      ldc: n,
-      offA: r0 * n,
-    });
-    encodeGemm(batch, { ...SPEC, aInC: true }, { c: bufs.x, b: bufs.t }, {
-      m: b,
-      n: r0,
-      k: b,
-      lda: n,
-      ldb: n,
-      ldc: n,
-      offA: r0 * n + r0,
-      offC: r0 * n,
-      alpha: -1,
-    });
-  }
+  // X = L⁻¹ by recursive halving (large products; the diagonal blocks are in X).
+  encodeInvertLower(batch, bufs, n, 0, n);
   const rev = cachedPipeline(gpu, "reverse-upper", reverseUpperWgsl);
   batch.dispatch(rev, [
     bufs.a,
@@ -292,6 +271,54 @@ export function encodeUpperCholeskyOfInverse(
       u32: 0,
     }]),
   ], [Math.ceil(n / 16), Math.ceil(n / 16)]);
+}
+
+/**
+ * X[o:o+s, o:o+s] ← L[o:o+s, o:o+s]⁻¹ given the inverses of its diagonal
+ * blocks of 64: with L = [[A, 0], [B, C]], L⁻¹ = [[A⁻¹, 0], [−C⁻¹·B·A⁻¹, C⁻¹]].
+ */
+function encodeInvertLower(
+  batch: GpuBatch,
+  bufs: CholeskyBuffers,
+  n: number,
+  o: number,
+  s: number,
+): void {
+  const nb = CHOLESKY_PANEL;
+  if (s <= nb) return;
+  const h = Math.ceil(s / 2 / nb) * nb;
+  encodeInvertLower(batch, bufs, n, o, h);
+  encodeInvertLower(batch, bufs, n, o + h, s - h);
+  const large: GemmSpec = { ...SPEC, tile: "large" };
+  // T = B · A⁻¹ (A⁻¹ lower triangular).
+  encodeGemm(batch, { ...large, lowerB: true }, { c: bufs.t, a: bufs.a, b: bufs.x }, {
+    m: s - h,
+    n: h,
+    k: h,
+    lda: n,
+    ldb: n,
+    ldc: h,
+    offA: (o + h) * n + o,
+    offB: o * n + o,
+  });
+  // X21 = −C⁻¹ · T (C⁻¹ lower triangular).
+  encodeGemm(batch, { ...large, aInC: true, lowerA: true }, { c: bufs.x, b: bufs.t }, {
+    m: s - h,
+    n: h,
+    k: s - h,
+    lda: n,
+    ldb: h,
+    ldc: n,
+    offA: (o + h) * n + o + h,
+    offC: (o + h) * n + o,
+    alpha: -1,
+  });
+}
+
+/** Floats of the scratch T: the largest off-diagonal block of the recursion. */
+function scratchLength(n: number): number {
+  const h = Math.ceil(n / 2 / CHOLESKY_PANEL) * CHOLESKY_PANEL;
+  return Math.max(CHOLESKY_PANEL * n, (n - h) * h, 1);
 }
 
 /**
@@ -330,7 +357,7 @@ export function choleskyBuffers(
       ? storageBuffer(gpu, n * n * 4, "hinv-factor")
       : uploadBuffer(gpu, h instanceof Float32Array ? h : reversedF32(h, n), "hinv-factor"),
     x: storageBuffer(gpu, n * n * 4, "linv"),
-    t: storageBuffer(gpu, CHOLESKY_PANEL * n * 4, "cholesky-scratch"),
+    t: storageBuffer(gpu, scratchLength(n) * 4, "cholesky-scratch"),
     status: storageBuffer(gpu, 4, "cholesky-status"),
   };
 }

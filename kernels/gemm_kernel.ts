@@ -35,6 +35,8 @@ export interface GemmSpec {
   readonly lowerC: boolean;
   /** B is lower triangular: the K loop of a tile starts at its first column. */
   readonly lowerB: boolean;
+  /** A is lower triangular: the K loop of a tile ends after its last row. @default false */
+  readonly lowerA?: boolean;
   /** "large": 128×128 tiles (8×8 per thread); "small": 64×64 (4×4). */
   readonly tile: "large" | "small";
 }
@@ -189,11 +191,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   let ly = lid.y;
   ${spec.lowerC ? `if (n0 >= m0 + ${bm}u) { return; }` : ""}
   let kBegin = ${spec.lowerB ? `(n0 / ${BK}u) * ${BK}u` : "0u"};
+  let kEnd = ${spec.lowerA ? `min(p.K, m0 + ${bm}u)` : "p.K"};
 ${acc.join("\n")}
 ${decls.join("\n")}
   var k0 = kBegin;
 ${fetch.join("\n")}
-  for (; k0 < p.K; k0 += ${BK}u) {
+  for (; k0 < kEnd; k0 += ${BK}u) {
 ${store.join("\n")}
     workgroupBarrier();
     {

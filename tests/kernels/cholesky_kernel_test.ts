@@ -25,7 +25,7 @@ function randomSpd(n: number, seed: number): Float64Array {
 Deno.test("GPU upper Cholesky factor of H⁻¹ matches the float64 reference across panel edges", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
-  for (const n of [5, 64, 150]) {
+  for (const n of [5, 64, 150, 333]) {
     const h = randomSpd(n, n);
     const { u } = await upperCholeskyOfInverseGpu(gpu, h, n);
     const ref = upperCholeskyOfInverseReference(h, n);
