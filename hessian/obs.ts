@@ -55,7 +55,11 @@ export interface ObsColumnInfo {
 /** The per-column decision of the OBS loop, as a value. */
 export type ObsDecider =
   | {
-    /** GPTQ: round each column onto a uniform grid fitted per output row. */
+    /**
+     * GPTQ: round each column onto a uniform grid fitted per output row. As
+     * in the reference, per-channel grids are fitted on the weights as given
+     * (before dead columns are zeroed).
+     */
     readonly kind: "grid";
     readonly grid: GridOptions;
     /**
@@ -121,8 +125,8 @@ export interface ObsOptions {
 export interface ObsStats extends CompressionStats {
   /**
    * Σ (w − q)²/[U]_jj² over all decisions: the output error ‖(W − Ŵ)X‖²/count
-   * under the damped Hessian (equal to the reference GPTQ's reported error,
-   * whose Hessian carries the factor 2 and whose loss the factor 1/2).
+   * under the damped Hessian. It equals the error the reference GPTQ prints
+   * when its n counts tokens (its H = 2/n·Σxxᵀ and its loss carries ½).
    */
   obsLoss: number;
   /** Absolute damping added to the diagonal (after retries). */
