@@ -449,18 +449,69 @@ export async function llamaForwardGpu(
   }
 }
 
-/** Options of {@linkcode perplexityGpu}. */
-export interface PerplexityGpuOptions extends PerplexityOptions, LlamaSessionOptions {
+/** Options of {@linkcode sessionPerplexity}. */
+export interface SessionPerplexityOptions extends PerplexityOptions {
   /**
    * Windows per GPU pass. @default as many as fit in 4096 rows (at least 1)
    */
   windowsPerPass?: number;
 }
 
+/** Options of {@linkcode perplexityGpu}. */
+export interface PerplexityGpuOptions extends SessionPerplexityOptions, LlamaSessionOptions {}
+
 /**
- * Perplexity over non-overlapping windows (the same windows and result as
- * `perplexity()` up to float32 rounding), several windows per GPU pass; on
- * the CPU backend it is `perplexity()` itself.
+ * Perplexity over non-overlapping windows through a session (the same windows
+ * and result as `perplexity()` up to float32 rounding), several windows per
+ * GPU pass with only the per-token log-likelihoods read back; on a CPU
+ * session it is `perplexity()` itself.
+ *
+ * @example
+ * ```ts ignore
+ * const session = await llamaSession(model, { backend: "webgpu" });
+ * const wiki = await sessionPerplexity(session, wikiIds, { seqLen: 256 });
+ * const stories = await sessionPerplexity(session, storyIds, { seqLen: 256 });
+ * session.dispose();
+ * ```
+ * @param session The session (its model is evaluated).
+ * @param stream Token ids.
+ * @param options Window length, cap, progress, windows per pass.
+ * @returns Perplexity, mean NLL and the count of scored tokens.
+ * @throws {RangeError} for invalid options or fewer than 2 tokens.
+ */
+export async function sessionPerplexity(
+  session: LlamaSession,
+  stream: ArrayLike<number>,
+  options: SessionPerplexityOptions = {},
+): Promise<PerplexityResult> {
+  const plan = planWindows(session.model, stream.length, options);
+  const { windowsPerPass = Math.max(1, Math.floor(4096 / plan.seqLen)), onProgress } = options;
+  if (!(Number.isInteger(windowsPerPass) && windowsPerPass >= 1)) {
+    throw new RangeError(
+      `Cannot evaluate as 'windowsPerPass' must be a positive integer: current value is ${windowsPerPass}`,
+    );
+  }
+  if (session.backend === "cpu") return perplexity(session.model, stream, options);
+  let nll = 0, tokens = 0;
+  for (let w0 = 0; w0 < plan.windows; w0 += windowsPerPass) {
+    const inputs: number[][] = [], targets: number[][] = [];
+    for (let w = w0; w < Math.min(w0 + windowsPerPass, plan.windows); w++) {
+      const s = w * plan.seqLen;
+      const end = Math.min(s + plan.seqLen, plan.n - 1);
+      inputs.push(Array.from({ length: end - s }, (_, i) => stream[s + i]!));
+      targets.push(Array.from({ length: end - s }, (_, i) => stream[s + i + 1]!));
+    }
+    const r = await session.nll(inputs, targets);
+    nll += r.nll;
+    tokens += r.tokens;
+    onProgress?.(tokens, plan.n - 1);
+  }
+  return { perplexity: Math.exp(nll / tokens), nll: nll / tokens, tokens, windows: plan.windows };
+}
+
+/**
+ * Perplexity over non-overlapping windows on the chosen backend: a one-shot
+ * session (weights uploaded, then freed) around {@linkcode sessionPerplexity}.
  *
  * @example
  * ```ts ignore
@@ -470,37 +521,17 @@ export interface PerplexityGpuOptions extends PerplexityOptions, LlamaSessionOpt
  * @param stream Token ids.
  * @param options Window length, cap, progress, backend, windows per pass.
  * @returns Perplexity, mean NLL and the count of scored tokens.
+ * @throws {RangeError} for invalid options or fewer than 2 tokens.
  */
 export async function perplexityGpu(
   model: LlamaModel,
   stream: ArrayLike<number>,
   options: PerplexityGpuOptions = {},
 ): Promise<PerplexityResult> {
-  const plan = planWindows(model, stream.length, options);
-  const { windowsPerPass = Math.max(1, Math.floor(4096 / plan.seqLen)), onProgress } = options;
-  if (!(Number.isInteger(windowsPerPass) && windowsPerPass >= 1)) {
-    throw new RangeError(
-      `Cannot evaluate as 'windowsPerPass' must be a positive integer: current value is ${windowsPerPass}`,
-    );
-  }
+  planWindows(model, stream.length, options); // refuse bad options before touching the GPU
   const session = await llamaSession(model, options);
-  if (session.backend === "cpu") return perplexity(model, stream, options);
   try {
-    let nll = 0, tokens = 0;
-    for (let w0 = 0; w0 < plan.windows; w0 += windowsPerPass) {
-      const inputs: number[][] = [], targets: number[][] = [];
-      for (let w = w0; w < Math.min(w0 + windowsPerPass, plan.windows); w++) {
-        const s = w * plan.seqLen;
-        const end = Math.min(s + plan.seqLen, plan.n - 1);
-        inputs.push(Array.from({ length: end - s }, (_, i) => stream[s + i]!));
-        targets.push(Array.from({ length: end - s }, (_, i) => stream[s + i + 1]!));
-      }
-      const r = await session.nll(inputs, targets);
-      nll += r.nll;
-      tokens += r.tokens;
-      onProgress?.(tokens, plan.n - 1);
-    }
-    return { perplexity: Math.exp(nll / tokens), nll: nll / tokens, tokens, windows: plan.windows };
+    return await sessionPerplexity(session, stream, options);
   } finally {
     session.dispose();
   }

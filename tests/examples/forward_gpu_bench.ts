@@ -13,9 +13,12 @@ import { prng } from "../../core/prng.ts";
 import { dataFile } from "../_helpers.ts";
 import { loadLlama2c } from "../../examples/llama/llama2c.ts";
 import { llamaForward } from "../../examples/llama/forward.ts";
-import { llamaSession } from "../../examples/llama/forward_gpu.ts";
 import { perplexity } from "../../examples/llama/perplexity.ts";
-import { perplexityGpu } from "../../examples/llama/forward_gpu.ts";
+import {
+  llamaSession,
+  perplexityGpu,
+  sessionPerplexity,
+} from "../../examples/llama/forward_gpu.ts";
 
 const name = dataFile("llama5M/llama5M.bin") ? "llama5M" : "stories260K";
 const path = dataFile(`${name}/${name}.bin`);
@@ -64,18 +67,22 @@ if (model) {
   }, () => {
     perplexity(model, stream, { seqLen: T });
   });
-  Deno.bench(
-    `${name} perplexity of ${windows}×${T} tokens on WebGPU (${windows} windows per pass)`,
-    {
-      group: "perplexity",
-      n: 10,
-      warmup: 1,
-      ignore: !useGpu,
-    },
-    async () => {
-      await perplexityGpu(model, stream, { seqLen: T, backend: "webgpu" });
-    },
-  );
+  Deno.bench(`${name} perplexity of ${windows}×${T} tokens on WebGPU, weights uploaded each time`, {
+    group: "perplexity",
+    n: 10,
+    warmup: 1,
+    ignore: !useGpu,
+  }, async () => {
+    await perplexityGpu(model, stream, { seqLen: T, backend: "webgpu" });
+  });
+  Deno.bench(`${name} perplexity of ${windows}×${T} tokens on WebGPU through one session`, {
+    group: "perplexity",
+    n: 10,
+    warmup: 1,
+    ignore: session === null,
+  }, async () => {
+    await sessionPerplexity(session!, stream, { seqLen: T });
+  });
 } else {
   console.log("skipping the Llama forward benches: no model in the data folder");
 }

@@ -8,7 +8,12 @@ import { llamaForward } from "../../examples/llama/forward.ts";
 import type { LlamaConfig, LlamaModel } from "../../examples/llama/model.ts";
 import { llamaDims } from "../../examples/llama/model.ts";
 import { perplexity } from "../../examples/llama/perplexity.ts";
-import { llamaForwardGpu, llamaSession, perplexityGpu } from "../../examples/llama/forward_gpu.ts";
+import {
+  llamaForwardGpu,
+  llamaSession,
+  perplexityGpu,
+  sessionPerplexity,
+} from "../../examples/llama/forward_gpu.ts";
 
 // The software adapter runs about 1.5 GFLOP/s: short sequences keep these tests fast.
 
@@ -161,13 +166,17 @@ Deno.test("GPU perplexity over batched windows equals the CPU perplexity, ragged
   assert.equal(onGpu.windows, cpu.windows);
   assert.deepEqual(seen, [32, 64, 74]);
   assertClose(onGpu.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
-  // The same windows scored one pass each, and through a session directly.
-  const single = await perplexityGpu(real.model, stream, {
-    ...options,
-    backend: "webgpu",
-    windowsPerPass: 1,
-  });
-  assertClose(single.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
+  // The same windows one per pass, through a session that then scores another stream.
+  const session = await llamaSession(real.model, { backend: "webgpu" });
+  try {
+    const single = await sessionPerplexity(session, stream, { ...options, windowsPerPass: 1 });
+    assertClose(single.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
+    const other = real.golden.tokens.slice(100, 140);
+    const again = await sessionPerplexity(session, other, options);
+    assertClose(again.nll, perplexity(real.model, other, options).nll, { atol: 0, rtol: 1e-5 });
+  } finally {
+    session.dispose();
+  }
 });
 
 Deno.test("the CPU backend of a session is the CPU forward pass and CPU perplexity", async () => {
