@@ -226,4 +226,9 @@ Deno.test("bad tokens, backends and options are refused with the option and valu
   } finally {
     session.dispose();
   }
+  await assert.rejects(() => session.forward([1, 2]), /disposed/);
+  // "auto" takes the GPU only when it is hardware: the CPU path is faster than a software one.
+  const auto = await llamaSession(model, { backend: "auto" });
+  assert.equal(auto.backend, gpu.software ? "cpu" : "webgpu");
+  auto.dispose();
 });
