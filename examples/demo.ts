@@ -54,7 +54,7 @@ Model and data
   --calib-len N             tokens per calibration window (default 256)
   --eval LIST               comma-separated: tinystories (last 40% of blocks), wikitext2 (test),
                             c4 (docs 1800-1999), or text files (default tinystories,wikitext2)
-  --eval-tokens N           tokens scored per text (default 16384)
+  --eval-tokens N           tokens scored per text (default 8192)
   --full                    score every token of each evaluation text
   --seq-len N               evaluation window (default 256)
   --seed N                  seed of the calibration windows and rotations (default 0)
@@ -102,7 +102,7 @@ function parseArgs(argv: readonly string[]): Args | null {
     calibSamples: 32,
     calibLen: 256,
     eval: ["tinystories", "wikitext2"],
-    evalTokens: 16384,
+    evalTokens: 8192,
     seqLen: 256,
     seed: 0,
     methods: ["default"],

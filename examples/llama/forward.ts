@@ -35,17 +35,44 @@ export function linearForward(x: Float32Array, T: number, w: Tensor<"f32">): Flo
   const W = w.data;
   const y = new Float32Array(T * out);
   let t = 0;
+  // 4 tokens × 2 outputs per pass: each loaded value feeds several products.
   for (; t + 4 <= T; t += 4) {
     const a0 = t * inp, a1 = a0 + inp, a2 = a1 + inp, a3 = a2 + inp;
-    for (let o = 0; o < out; o++) {
-      const wo = o * inp;
+    let o = 0;
+    for (; o + 2 <= out; o += 2) {
+      const wa = o * inp, wb = wa + inp;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, r0 = 0, r1 = 0, r2 = 0, r3 = 0;
+      for (let i = 0; i < inp; i++) {
+        const u = W[wa + i]!, v = W[wb + i]!;
+        const x0 = x[a0 + i]!, x1 = x[a1 + i]!, x2 = x[a2 + i]!, x3 = x[a3 + i]!;
+        s0 += x0 * u;
+        s1 += x1 * u;
+        s2 += x2 * u;
+        s3 += x3 * u;
+        r0 += x0 * v;
+        r1 += x1 * v;
+        r2 += x2 * v;
+        r3 += x3 * v;
+      }
+      const b = t * out + o;
+      y[b] = s0;
+      y[b + out] = s1;
+      y[b + 2 * out] = s2;
+      y[b + 3 * out] = s3;
+      y[b + 1] = r0;
+      y[b + out + 1] = r1;
+      y[b + 2 * out + 1] = r2;
+      y[b + 3 * out + 1] = r3;
+    }
+    for (; o < out; o++) {
+      const wa = o * inp;
       let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
       for (let i = 0; i < inp; i++) {
-        const wv = W[wo + i]!;
-        s0 += x[a0 + i]! * wv;
-        s1 += x[a1 + i]! * wv;
-        s2 += x[a2 + i]! * wv;
-        s3 += x[a3 + i]! * wv;
+        const u = W[wa + i]!;
+        s0 += x[a0 + i]! * u;
+        s1 += x[a1 + i]! * u;
+        s2 += x[a2 + i]! * u;
+        s3 += x[a3 + i]! * u;
       }
       y[t * out + o] = s0;
       y[(t + 1) * out + o] = s1;
@@ -160,10 +187,11 @@ export function causalAttention(
   const group = nHeads / nKvHeads;
   const out = new Float32Array(T * dim);
   const scale = 1 / Math.sqrt(hd);
-  const att = new Float64Array(T);
-  const acc = new Float64Array(hd);
+  const att = new Float64Array(T), att2 = new Float64Array(T);
+  const acc = new Float64Array(hd), acc2 = new Float64Array(hd);
   // Per-head contiguous float64 copies keep the inner loops monomorphic and short.
-  const K = new Float64Array(T * hd), Vh = new Float64Array(T * hd), Q = new Float64Array(hd);
+  const K = new Float64Array(T * hd), Vh = new Float64Array(T * hd);
+  const Q = new Float64Array(hd), Q2 = new Float64Array(hd);
   for (let kh = 0; kh < nKvHeads; kh++) {
     for (let s = 0; s < T; s++) {
       for (let i = 0; i < hd; i++) {
@@ -172,7 +200,50 @@ export function causalAttention(
       }
     }
     for (let h = kh * group; h < (kh + 1) * group; h++) {
-      for (let t = 0; t < T; t++) {
+      let t = 0;
+      // Two query rows at a time share every load of K and V.
+      for (; t + 2 <= T; t += 2) {
+        const qa = t * dim + h * hd, qb = qa + dim;
+        for (let i = 0; i < hd; i++) {
+          Q[i] = q[qa + i]! * scale;
+          Q2[i] = q[qb + i]! * scale;
+        }
+        let maxA = -Infinity, maxB = -Infinity;
+        for (let s = 0, ks = 0; s <= t + 1; s++, ks += hd) {
+          let da = 0, db = 0;
+          for (let i = 0; i < hd; i++) {
+            const kv = K[ks + i]!;
+            da += Q[i]! * kv;
+            db += Q2[i]! * kv;
+          }
+          att[s] = da;
+          att2[s] = db;
+          if (s <= t && da > maxA) maxA = da;
+          if (db > maxB) maxB = db;
+        }
+        let sumA = 0, sumB = 0;
+        acc.fill(0);
+        acc2.fill(0);
+        for (let s = 0, vs = 0; s <= t; s++, vs += hd) {
+          const ea = Math.exp(att[s]! - maxA), eb = Math.exp(att2[s]! - maxB);
+          sumA += ea;
+          sumB += eb;
+          for (let i = 0; i < hd; i++) {
+            const vv = Vh[vs + i]!;
+            acc[i] = acc[i]! + ea * vv;
+            acc2[i] = acc2[i]! + eb * vv;
+          }
+        }
+        const eb = Math.exp(att2[t + 1]! - maxB), vs = (t + 1) * hd;
+        sumB += eb;
+        for (let i = 0; i < hd; i++) acc2[i] = acc2[i]! + eb * Vh[vs + i]!;
+        const invA = 1 / sumA, invB = 1 / sumB;
+        for (let i = 0; i < hd; i++) {
+          out[qa + i] = acc[i]! * invA;
+          out[qb + i] = acc2[i]! * invB;
+        }
+      }
+      for (; t < T; t++) {
         const qi = t * dim + h * hd;
         for (let i = 0; i < hd; i++) Q[i] = q[qi + i]! * scale;
         let max = -Infinity;
