@@ -11,3 +11,4 @@ export * from "./obs_kernel.ts";
 export * from "./obs_gpu.ts";
 export * from "./fwht_kernel.ts";
 export * from "./qmatmul_kernel.ts";
+export * from "./aqlm_matmul_kernel.ts";
