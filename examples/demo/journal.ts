@@ -102,6 +102,7 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
         if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
         out.set(r.name, {
           ...r,
+          layerError: r.layerError ?? NaN,
           weight: tensor("f32", t.shape, Float32Array.from(t.data as Float32Array)),
         });
       }

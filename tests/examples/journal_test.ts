@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { tensor } from "../../core/tensor.ts";
+import { openJournal } from "../../examples/demo/journal.ts";
+import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
+
+Deno.test("the demo journal keeps finished modules and rows across runs and refuses other settings", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const j1 = await openJournal(dir, "settings A");
+    const mod: CompressedLinear = {
+      name: "layers.0.wq",
+      weight: tensor("f32", [2, 3], new Float32Array([1, -2, 3, 0.5, 0, -0.25])),
+      bitsPerWeight: 4.5,
+      density: 1,
+      stages: ["gptq"],
+      layerError: NaN,
+      seconds: 0.1,
+    };
+    await j1.saveModules("gptq-w4", [mod]);
+    await j1.saveRow({
+      method: "fp32",
+      bitsPerWeight: 32,
+      sizeBytes: 100,
+      perplexity: { tinystories: 5.5 },
+      tokens: { tinystories: 99 },
+      seconds: 0,
+      evalSeconds: 1,
+      layerError: null,
+      density: 1,
+    });
+    const j2 = await openJournal(dir, "settings A");
+    assert.equal(j2.rows.get("fp32")!.perplexity.tinystories, 5.5);
+    const back = await j2.completed("gptq-w4");
+    const m = back.get("layers.0.wq")!;
+    assert.deepEqual(m.weight.data, mod.weight.data);
+    assert.deepEqual([m.bitsPerWeight, m.stages, Number.isNaN(m.layerError)], [
+      4.5,
+      ["gptq"],
+      true,
+    ]);
+    assert.equal((await j2.completed("rtn-w4")).size, 0);
+    await assert.rejects(() => openJournal(dir, "settings B"), /other settings/);
+    assert.ok(![...Deno.readDirSync(dir)].some((e) => e.name.endsWith(".tmp")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
