@@ -453,11 +453,11 @@ async function main(): Promise<void> {
   const pending: Promise<DemoRow>[] = [];
 
   try {
-    for (const method of methods) {
+    for (const [index, method] of methods.entries()) {
       const done = journal?.rows.get(method.id);
       if (done) {
         log(`${method.id}: taken from the journal ${args.resume}`);
-        compressDone++;
+        compressDone = index + 1;
         evalDone += totalEval / methods.length;
         pending.push(Promise.resolve(done));
         continue;
@@ -480,7 +480,7 @@ async function main(): Promise<void> {
             label = `${method.id}: block ${Math.min(p.block + 1, p.blocks)}/${p.blocks} ${p.phase}${
               p.module ? ` ${p.module}` : ""
             }`;
-            compressDone = Math.floor(compressDone) + p.fraction;
+            compressDone = index + p.fraction;
             show();
           },
           onBlockDone: async (_b, mods) => {
@@ -502,9 +502,7 @@ async function main(): Promise<void> {
         density = n > 0 ? kept / n : 1;
       }
       const seconds = (performance.now() - tc) / 1000;
-      compressDone = Math.round(compressDone) === compressDone
-        ? compressDone + 1
-        : Math.ceil(compressDone);
+      compressDone = index + 1;
       if (args.out && method.recipe.stages.length > 0) {
         const several = methods.filter((m) => m.recipe.stages.length > 0).length > 1;
         const path = outPath(args.out, method.id, several);

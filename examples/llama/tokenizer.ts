@@ -110,11 +110,21 @@ export function makeTokenizer(pieces: readonly string[], scores: Float32Array): 
       }
       i += len;
     }
+    return out.length <= 64 ? mergeQuadratic(out) : mergeHeap(out);
+  };
+
+  // The greedy rule: merge the adjacent pair whose concatenation is the
+  // highest-scoring piece; among equal scores, the leftmost pair.
+  const pairId = (a: number, b: number): number => {
+    const id = ids.get(pieces[a]! + pieces[b]!);
+    return id !== undefined && scores[id]! > -1e10 ? id : -1;
+  };
+  const mergeQuadratic = (out: number[]): number[] => {
     for (;;) {
-      let best = -1e10, at = -1, bestId = -1;
+      let best = -Infinity, at = -1, bestId = -1;
       for (let i = 0; i + 1 < out.length; i++) {
-        const id = ids.get(pieces[out[i]!]! + pieces[out[i + 1]!]!);
-        if (id !== undefined && scores[id]! > best) {
+        const id = pairId(out[i]!, out[i + 1]!);
+        if (id >= 0 && scores[id]! > best) {
           best = scores[id]!;
           at = i;
           bestId = id;
@@ -123,6 +133,68 @@ export function makeTokenizer(pieces: readonly string[], scores: Float32Array): 
       if (at < 0) return out;
       out.splice(at, 2, bestId);
     }
+  };
+  // The same rule in O(n log n) for long texts: a linked list of tokens and a
+  // heap of candidate pairs ordered by (score desc, position asc); entries
+  // made stale by earlier merges are skipped when popped.
+  const mergeHeap = (init: number[]): number[] => {
+    const n = init.length;
+    const tok = Int32Array.from(init), next = new Int32Array(n), prev = new Int32Array(n);
+    const version = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    type Entry = [score: number, pos: number, id: number, vLeft: number, vRight: number];
+    const heap: Entry[] = [];
+    const before = (a: Entry, b: Entry) => a[0] > b[0] || (a[0] === b[0] && a[1] < b[1]);
+    const push = (e: Entry) => {
+      heap.push(e);
+      for (let i = heap.length - 1; i > 0;) {
+        const p = (i - 1) >> 1;
+        if (!before(heap[i]!, heap[p]!)) break;
+        [heap[i], heap[p]] = [heap[p]!, heap[i]!];
+        i = p;
+      }
+    };
+    const pop = (): Entry => {
+      const top = heap[0]!, last = heap.pop()!;
+      if (heap.length > 0) {
+        heap[0] = last;
+        for (let i = 0;;) {
+          const l = 2 * i + 1, r = l + 1;
+          let m = i;
+          if (l < heap.length && before(heap[l]!, heap[m]!)) m = l;
+          if (r < heap.length && before(heap[r]!, heap[m]!)) m = r;
+          if (m === i) break;
+          [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+          i = m;
+        }
+      }
+      return top;
+    };
+    const consider = (i: number) => {
+      const j = next[i]!;
+      if (i < 0 || j < 0) return;
+      const id = pairId(tok[i]!, tok[j]!);
+      if (id >= 0) push([scores[id]!, i, id, version[i]!, version[j]!]);
+    };
+    for (let i = 0; i + 1 < n; i++) consider(i);
+    while (heap.length > 0) {
+      const [, i, id, vi, vj] = pop();
+      const j = next[i]!;
+      if (j < 0 || version[i] !== vi || version[j] !== vj || version[i]! < 0) continue;
+      tok[i] = id;
+      version[i] = version[i]! + 1;
+      version[j] = -1; // removed
+      next[i] = next[j]!;
+      if (next[j]! >= 0) prev[next[j]!] = i;
+      consider(prev[i]!);
+      consider(i);
+    }
+    const out: number[] = [];
+    for (let i = 0; i >= 0 && i < n; i = next[i]!) out.push(tok[i]!);
+    return out;
   };
 
   const cache = new Map<string, number[]>();

@@ -92,8 +92,16 @@ Deno.test("word-by-word encoding gives the same ids as the whole-text greedy mer
   const { makeTokenizer } = await import("../../examples/llama/tokenizer.ts");
   const slow = makeTokenizer(pieces, fast.scores);
   const text = 'Once upon a time,  there was  a dog.\nIt said: "héllo 😀"   end  ';
+  // Short: the quadratic merge loop; long (a few stories): the heap-based one.
   assert.deepEqual(fast.encode(text), slow.encode(text));
   assert.deepEqual(fast.decode(fast.encode(text)), " " + text);
+  const storiesPath = dataFile("text/tinystories_val_sample.txt");
+  if (storiesPath) {
+    const long = (await Deno.readTextFile(storiesPath)).slice(0, 3000) + text;
+    const ids = slow.encode(long);
+    assert.ok(ids.length > 500);
+    assert.deepEqual(fast.encode(long), ids);
+  }
 });
 
 Deno.test("a truncated or inconsistent llama2.c checkpoint is refused with the file name", async () => {
