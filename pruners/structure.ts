@@ -11,7 +11,7 @@
  * @module
  */
 
-import { kthSmallestInPlace } from "./_select.ts";
+import { kthSmallestInPlace } from "../core/_select.ts";
 
 /**
  * Unstructured sparsity: prune a fraction `sparsity` of the weights, chosen

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { prng } from "../../core/prng.ts";
-import { kthSmallestInPlace } from "../../pruners/_select.ts";
+import { kthSmallestInPlace } from "../../core/_select.ts";
 
 Deno.test("kthSmallestInPlace() returns the value a full sort puts at rank k, ties and sorted inputs included", () => {
   const rng = prng(42);
