@@ -21,6 +21,7 @@ import { dataRoot } from "./data.ts";
 import { loadLlama2c } from "./llama/llama2c.ts";
 import { hfConfig, loadHfLlama, toHfTensors } from "./llama/hf.ts";
 import { loadTokenizer } from "./llama/tokenizer.ts";
+import { loadHfTokenizer } from "./llama/hf_tokenizer.ts";
 import type { Tokenizer } from "./llama/tokenizer.ts";
 import type { LlamaModel } from "./llama/model.ts";
 import { llamaParameterCount } from "./llama/model.ts";
@@ -46,8 +47,9 @@ Model and data
   --model PATH|stories260K|llama5M  llama2.c .bin file or Hugging Face folder (default stories260K
                             from the data root $LLMC_DATA, else ../shared/data, else a cached download)
   --llama5m                 same as --model llama5M
-  --tokenizer PATH          llama2.c tokenizer .bin, or a folder holding tokenizer.bin / tok*.bin
-                            (default: tok512.bin beside stories260K)
+  --tokenizer PATH          llama2.c tokenizer .bin, or a Hugging Face folder with tokenizer.json
+                            (or tokenizer.bin / tok*.bin) (default: tok512.bin beside stories260K,
+                            or the --model folder)
   --calib NAME|PATH         calibration text: tinystories (first 60% of its blocks), c4 (docs 0-1799)
                             or a text file (default tinystories)
   --calib-samples N         calibration windows (default 32)
@@ -301,22 +303,28 @@ async function loadModel(args: Args, log: (s: string) => void): Promise<Loaded |
   const info = await Deno.stat(modelPath);
   const model = info.isDirectory ? await loadHfLlama(modelPath) : await loadLlama2c(modelPath);
   let tokPath: string | null = args.tokenizer ?? (info.isDirectory ? modelPath : tokDefault);
+  const vocabSize = model.config.vocabSize;
   if (tokPath && (await Deno.stat(tokPath).catch(() => null))?.isDirectory) {
     const dir = tokPath;
+    if (await exists(`${dir}/tokenizer.json`)) {
+      const tokenizer = await loadHfTokenizer(dir, { vocabSize });
+      return { model, modelPath, tokenizer, tokenizerPath: `${dir}/tokenizer.json`, name };
+    }
     tokPath = null;
     for await (const e of Deno.readDir(dir)) {
       if (e.isFile && /^(tokenizer|tok\d*)\.bin$/.test(e.name)) tokPath = `${dir}/${e.name}`;
     }
     if (!tokPath) {
       throw new Error(
-        `${dir}: no llama2.c tokenizer (tokenizer.bin or tok*.bin) in the folder; pass --tokenizer FILE`,
+        `${dir}: no tokenizer.json or llama2.c tokenizer (tokenizer.bin, tok*.bin) in the folder; ` +
+          `pass --tokenizer FILE`,
       );
     }
   }
   if (!tokPath || !(await exists(tokPath))) {
     throw new Error(`no tokenizer: ${tokPath ?? "none given"} is absent; pass --tokenizer FILE`);
   }
-  const tokenizer = await loadTokenizer(tokPath, { vocabSize: model.config.vocabSize });
+  const tokenizer = await loadTokenizer(tokPath, { vocabSize });
   return { model, modelPath, tokenizer, tokenizerPath: tokPath, name };
 }
 

@@ -15,6 +15,8 @@ import { asFloat32 } from "../../core/convert.ts";
 import { readSafetensors, writeSafetensors } from "../../core/safetensors_file.ts";
 import { llamaDims, validateLlamaConfig } from "./model.ts";
 import type { LlamaConfig, LlamaLayer, LlamaModel } from "./model.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+import { hfTokenizerJson } from "./hf_tokenizer.ts";
 
 const SUPPORTED = ["LlamaForCausalLM"];
 
@@ -117,22 +119,28 @@ export function hfConfig(config: LlamaConfig, tied: boolean): Record<string, unk
 
 /**
  * Writes a model as a Hugging Face Llama folder: `config.json` and
- * `model.safetensors` (float32), each written atomically.
+ * `model.safetensors` (float32), and `tokenizer.json` when a tokenizer is
+ * given, each written atomically.
  *
  * @param model The model.
  * @param dir The folder (created if needed).
- * @param metadata Extra safetensors metadata.
+ * @param options Extra safetensors metadata; the tokenizer to write.
  */
 export async function writeHfLlama(
   model: LlamaModel,
   dir: string,
-  metadata: Record<string, string> = {},
+  options: { metadata?: Record<string, string>; tokenizer?: Tokenizer } = {},
 ): Promise<void> {
+  const { metadata = {}, tokenizer } = options;
   await Deno.mkdir(dir, { recursive: true });
   const tied = model.classifier === model.tokenEmbedding;
-  const tmp = `${dir}/.config.json.${crypto.randomUUID()}.tmp`;
-  await Deno.writeTextFile(tmp, JSON.stringify(hfConfig(model.config, tied), null, 2) + "\n");
-  await Deno.rename(tmp, `${dir}/config.json`);
+  const writeJson = async (name: string, value: unknown) => {
+    const tmp = `${dir}/.${name}.${crypto.randomUUID()}.tmp`;
+    await Deno.writeTextFile(tmp, JSON.stringify(value, null, 2) + "\n");
+    await Deno.rename(tmp, `${dir}/${name}`);
+  };
+  await writeJson("config.json", hfConfig(model.config, tied));
+  if (tokenizer) await writeJson("tokenizer.json", hfTokenizerJson(tokenizer));
   await writeSafetensors(`${dir}/model.safetensors`, toHfTensors(model), {
     format: "pt",
     ...metadata,

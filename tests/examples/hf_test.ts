@@ -4,6 +4,8 @@ import { loadLlama2c } from "../../examples/llama/llama2c.ts";
 import { llamaForward } from "../../examples/llama/forward.ts";
 import { hfConfig, loadHfLlama, toHfTensors, writeHfLlama } from "../../examples/llama/hf.ts";
 import { writeSafetensors } from "../../core/safetensors_file.ts";
+import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
+import { hfTokenizerJson, parseHfTokenizer } from "../../examples/llama/hf_tokenizer.ts";
 
 Deno.test("stories260K written in HF layout and read back gives identical logits", async () => {
   const path = dataFile("stories260K/stories260K.bin");
@@ -84,6 +86,66 @@ Deno.test("a checkpoint split over two safetensors files loads as one", async ()
     await writeSafetensors(`${dir}/model-00002-of-00002.safetensors`, new Map(entries.slice(half)));
     const back = await loadHfLlama(dir);
     assert.deepEqual(llamaForward(back, [1, 403, 407]), llamaForward(model, [1, 403, 407]));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tok512 written as tokenizer.json and read back encodes like the llama2.c tokenizer", async () => {
+  const tokPath = dataFile("stories260K/tok512.bin");
+  const storiesPath = dataFile("text/tinystories_val_sample.txt");
+  if (!tokPath || !storiesPath) return;
+  const tok = await loadTokenizer(tokPath, { vocabSize: 512 });
+  const json = JSON.parse(JSON.stringify(hfTokenizerJson(tok)));
+  assert.equal(json.model.vocab["▁the"], tok.pieces.indexOf(" the"));
+  const back = parseHfTokenizer(json, "tokenizer.json", { vocabSize: 512 });
+  const text = (await Deno.readTextFile(storiesPath)).slice(0, 20_000) + " héllo 😀  x";
+  assert.deepEqual(back.encode(text, { bos: true }), tok.encode(text, { bos: true }));
+  assert.throws(
+    () => parseHfTokenizer(json, "tok.json", { vocabSize: 32000 }),
+    /tok\.json: holds 512 pieces, but the model's vocabulary has 32000/,
+  );
+  assert.throws(
+    () => parseHfTokenizer({ model: { type: "Unigram" } }, "u.json"),
+    /u\.json: only BPE tokenizers/,
+  );
+});
+
+Deno.test("the demo runs on a Hugging Face folder with its tokenizer.json", async () => {
+  const path = dataFile("stories260K/stories260K.bin");
+  const tokPath = dataFile("stories260K/tok512.bin");
+  if (!path || !tokPath || !dataFile("text/tinystories_val_sample.txt")) return;
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = await loadLlama2c(path);
+    await writeHfLlama(model, dir, { tokenizer: await loadTokenizer(tokPath, { vocabSize: 512 }) });
+    const demo = new URL("../../examples/demo.ts", import.meta.url).pathname;
+    const run = async (extra: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          demo,
+          "--quiet",
+          "--no-plot",
+          "--json",
+          "--methods",
+          "fp32",
+          "--eval",
+          "tinystories",
+          "--eval-tokens",
+          "300",
+          ...extra,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      return JSON.parse(new TextDecoder().decode(out.stdout))[0].perplexity.tinystories as number;
+    };
+    const hf = await run(["--model", dir]);
+    const l2c = await run(["--model", path, "--tokenizer", tokPath]);
+    assert.ok(Math.abs(hf - l2c) < 1e-9 * l2c, `${hf} vs ${l2c}`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
