@@ -58,9 +58,22 @@ export const DEMO_METHODS: readonly DemoMethod[] = [
   ]),
   method("higgs-w4", "HIGGS, 4 bits, data-free", [{ kind: "higgs", bits: 4 }], false),
   method("nf4", "NF4 with absmax blocks of 64, data-free", [{ kind: "nf4" }], false),
-  method("aqlm-1x8-g8", "AQLM, 1 codebook of 2^8 vectors of 8 weights", [
-    { kind: "aqlm", codebooks: 1, codebookBits: 8, groupSize: 8, iterations: 2 },
-  ], false),
+  {
+    id: "aqlm-2bit",
+    description: "AQLM, 2 bits of codes: 2 codebooks of 2^8 vectors of 8 weights " +
+      "(w2: 1 codebook of vectors of 4, as 8 does not divide 172)",
+    recipe: {
+      stages: [{ kind: "aqlm", codebooks: 2, codebookBits: 8, groupSize: 8, iterations: 2 }],
+      overrides: [
+        {
+          match: "*.w2",
+          stages: [{ kind: "aqlm", codebooks: 1, codebookBits: 8, groupSize: 4, iterations: 2 }],
+        },
+        ...KEEP_HEAD,
+      ],
+    },
+    default: false,
+  },
   method("magnitude-50", "magnitude pruning, 50% (layer-wide)", [{
     kind: "magnitude",
     structure: half,
