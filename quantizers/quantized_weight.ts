@@ -14,7 +14,10 @@
 export interface CompressionStats {
   /** Wall-clock seconds spent. */
   seconds: number;
-  /** The Optimal Brain Surgeon loss Σ (w − q)² / [H⁻¹]_jj / 2, when a solver ran. */
+  /**
+   * The Optimal Brain Surgeon loss Σ (w − q)² / U_jj² (U the upper Cholesky
+   * factor of the damped H⁻¹), i.e. ‖(W − Ŵ)X‖² per token, when a solver ran.
+   */
   obsLoss?: number;
   /** Damping added to the Hessian diagonal, as an absolute value. */
   damping?: number;
