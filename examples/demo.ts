@@ -50,8 +50,9 @@ Model and data
   --tokenizer PATH          llama2.c tokenizer .bin, or a Hugging Face folder with tokenizer.json
                             (or tokenizer.bin / tok*.bin) (default: tok512.bin beside stories260K,
                             or the --model folder)
-  --calib NAME|PATH         calibration text: tinystories (first 60% of its blocks), c4 (docs 0-1799)
-                            or a text file (default tinystories)
+  --calib LIST              calibration texts, windows split evenly: tinystories (first 60% of its
+                            blocks), c4 (docs 0-1799) or text files (default tinystories; for
+                            llama5M c4,tinystories)
   --calib-samples N         calibration windows (default 32)
   --calib-len N             tokens per calibration window (default 256)
   --eval LIST               comma-separated: tinystories (last 40% of blocks), wikitext2 (test),
@@ -80,7 +81,7 @@ Methods and output
 interface Args {
   model: string;
   tokenizer?: string;
-  calib: string;
+  calib: string | null;
   calibSamples: number;
   calibLen: number;
   eval: string[];
@@ -100,7 +101,7 @@ interface Args {
 function parseArgs(argv: readonly string[]): Args | null {
   const a: Args = {
     model: "stories260K",
-    calib: "tinystories",
+    calib: null,
     calibSamples: 32,
     calibLen: 256,
     eval: ["tinystories", "wikitext2"],
@@ -413,21 +414,26 @@ async function main(): Promise<void> {
     name: t.name,
     ids: encodeDocs(tokenizer, t.docs, args.evalTokens),
   }));
-  if (args.eval.includes(args.calib)) {
-    log(
-      `note: ${args.calib} is calibrated on its first 60% (or docs 0-1799) and evaluated on the held-out rest`,
-    );
-  }
-  const calibText = await textDocs(args.calib, args.calib === "wikitext2" ? "eval" : "calib");
-  if (args.calib === "wikitext2") {
+  // stories260K was trained on TinyStories; llama5M on C4, TinyStories and Shakespeare.
+  const calibSpec = args.calib ?? (name === "llama5M" ? "c4,tinystories" : "tinystories");
+  const calibNames = calibSpec.split(",").filter((c) => c.length > 0);
+  if (calibNames.includes("wikitext2")) {
     throw new Error("WikiText-2 test is for evaluation only: calibrate on c4 or tinystories");
   }
-  const calibStream = encodeDocs(
-    tokenizer,
-    calibText.docs,
-    Math.max(200_000, args.calibSamples * args.calibLen * 4),
-  );
-  const calibration = calibrationWindows(calibStream, args.calibSamples, args.calibLen, args.seed);
+  for (const c of calibNames.filter((c) => args.eval.includes(c))) {
+    log(`note: ${c} is calibrated on its first part and evaluated on its held-out rest`);
+  }
+  // Windows split evenly over the calibration texts (the first ones get the remainder).
+  const calibration: number[][] = [];
+  for (const [i, c] of calibNames.entries()) {
+    const text = await textDocs(c, "calib");
+    const count = Math.floor(args.calibSamples / calibNames.length) +
+      (i < args.calibSamples % calibNames.length ? 1 : 0);
+    if (count === 0) continue;
+    const stream = encodeDocs(tokenizer, text.docs, Math.max(200_000, count * args.calibLen * 4));
+    calibration.push(...calibrationWindows(stream, count, args.calibLen, args.seed + i));
+  }
+  const calibText = { name: calibNames.join("+") };
   log(
     `calibration: ${args.calibSamples} windows of ${args.calibLen} tokens from ${calibText.name}; ` +
       `evaluation: ${
@@ -440,7 +446,7 @@ async function main(): Promise<void> {
   const fingerprint = JSON.stringify({
     model: loaded.modelPath,
     bytes: (await Deno.stat(loaded.modelPath)).size,
-    calib: [args.calib, args.calibSamples, args.calibLen, args.seed],
+    calib: [calibSpec, args.calibSamples, args.calibLen, args.seed],
     eval: [args.eval, args.evalTokens === Infinity ? "full" : args.evalTokens, args.seqLen],
   });
   const journal: Journal | null = args.resume ? await openJournal(args.resume, fingerprint) : null;
