@@ -29,6 +29,8 @@ import { llamaCompressible, withCompressedWeights } from "./llama/compressible.t
 import { blankLineBlocks, calibrationWindows, encodeDocs, loadCorpus } from "./llama/datasets.ts";
 import type { CorpusName } from "./llama/datasets.ts";
 import { perplexityPool } from "./llama/perplexity_pool.ts";
+import { perplexityGpu } from "./llama/forward_gpu.ts";
+import { resolveBackend } from "../kernels/backend.ts";
 import type { PerplexityResult } from "./llama/perplexity.ts";
 import { compressModel } from "../pipeline/compress_model.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
@@ -73,6 +75,8 @@ Methods and output
   --plot PATH               SVG plot of perplexity vs bits per weight (default out/ppl_vs_bits.svg)
   --no-plot                 do not write the plot
   --workers N               perplexity worker threads (default: the number of CPU cores)
+  --backend B               perplexity on auto (WebGPU on a hardware adapter, else CPU workers),
+                            cpu, or webgpu (any adapter)
   --synthetic               run the layer-level demo on synthetic layers
   --quiet                   no progress bar
   --help                    this text
@@ -94,6 +98,7 @@ interface Args {
   resume?: string;
   plot: string | null;
   workers: number;
+  backend: "auto" | "cpu" | "webgpu";
   synthetic: boolean;
   quiet: boolean;
 }
@@ -112,6 +117,7 @@ function parseArgs(argv: readonly string[]): Args | null {
     json: false,
     plot: "out/ppl_vs_bits.svg",
     workers: navigator.hardwareConcurrency ?? 2,
+    backend: "auto",
     synthetic: false,
     quiet: false,
   };
@@ -198,6 +204,14 @@ function parseArgs(argv: readonly string[]): Args | null {
       case "--workers":
         a.workers = int(flag, value(), 1);
         break;
+      case "--backend": {
+        const b = value();
+        if (b !== "auto" && b !== "cpu" && b !== "webgpu") {
+          throw new RangeError(`--backend must be auto, cpu or webgpu: got '${b}'`);
+        }
+        a.backend = b;
+        break;
+      }
       case "--synthetic":
         a.synthetic = true;
         break;
@@ -452,6 +466,9 @@ async function main(): Promise<void> {
   const journal: Journal | null = args.resume ? await openJournal(args.resume, fingerprint) : null;
 
   const pool = perplexityPool(args.workers);
+  const gpu = args.backend === "webgpu" ||
+    (args.backend === "auto" && (await resolveBackend("auto", "perplexity")) !== null);
+  if (gpu) log("perplexity on WebGPU");
   const bar = progressBar(!args.quiet);
   const totalEval =
     streams.reduce((s, x) => s + Math.max(0, Math.min(x.ids.length, args.evalTokens) - 1), 0) *
@@ -534,15 +551,18 @@ async function main(): Promise<void> {
       const te = performance.now();
       const evals: Promise<PerplexityResult>[] = streams.map((s) => {
         let last = 0;
-        return pool.evaluate(compressed, s.ids, {
+        const options = {
           seqLen: args.seqLen,
           maxTokens: args.evalTokens,
-          onProgress: (scored) => {
+          onProgress: (scored: number) => {
             evalDone += scored - last;
             last = scored;
             show();
           },
-        });
+        };
+        return gpu
+          ? perplexityGpu(compressed, s.ids, { ...options, backend: "webgpu" })
+          : pool.evaluate(compressed, s.ids, options);
       });
       pending.push(
         Promise.all(evals).then(async (rs) => {
