@@ -35,6 +35,10 @@ import type { PerplexityResult } from "./llama/perplexity.ts";
 import { compressModel } from "../pipeline/compress_model.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
 import { writeSafetensors } from "../core/safetensors_file.ts";
+import { tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { compressedToTensors } from "../quantizers/serialize.ts";
+import type { StoredWeight } from "../quantizers/serialize.ts";
 import { DEMO_METHODS, selectMethods } from "./demo/methods.ts";
 import type { DemoMethod } from "./demo/methods.ts";
 import { formatTable, perplexitySvg, progressBar } from "./demo/report.ts";
@@ -70,6 +74,8 @@ Methods and output
   --json                    print one JSON array of rows to stdout (the table goes to stderr)
   --out PATH                write each compressed model, dense float32, as HF-named safetensors
                             (PATH itself for one method, else PATH with .<method> before .safetensors)
+  --out-format F            dense (HF names, float32) or packed (uniform-grid codes bit-packed,
+                            AQLM codes and codebooks; other layers dense; llama2.c-style names)
   --resume DIR              journal folder: finished methods and blocks are kept there, and a rerun
                             continues from the last finished block
   --plot PATH               SVG plot of perplexity vs bits per weight (default out/ppl_vs_bits.svg)
@@ -95,6 +101,7 @@ interface Args {
   methods: string[];
   json: boolean;
   out?: string;
+  outFormat: "dense" | "packed";
   resume?: string;
   plot: string | null;
   workers: number;
@@ -115,6 +122,7 @@ function parseArgs(argv: readonly string[]): Args | null {
     seed: 0,
     methods: ["default"],
     json: false,
+    outFormat: "dense",
     plot: "out/ppl_vs_bits.svg",
     workers: navigator.hardwareConcurrency ?? 2,
     backend: "auto",
@@ -192,6 +200,14 @@ function parseArgs(argv: readonly string[]): Args | null {
       case "--out":
         a.out = value();
         break;
+      case "--out-format": {
+        const f = value();
+        if (f !== "dense" && f !== "packed") {
+          throw new RangeError(`--out-format must be dense or packed: got '${f}'`);
+        }
+        a.outFormat = f;
+        break;
+      }
       case "--resume":
         a.resume = value();
         break;
@@ -366,6 +382,37 @@ function linearNumel(model: LlamaModel): number {
   return n;
 }
 
+/**
+ * The packed file's tensors: quantized linears through `compressedToTensors`
+ * (codes bit-packed), everything else float32 under llama2.c-style names.
+ */
+function packedTensors(
+  model: LlamaModel,
+  modules: ReadonlyMap<string, CompressedLinear>,
+): { tensors: Map<string, Tensor>; metadata: Record<string, string>; packed: number } {
+  const tensors = new Map<string, Tensor>();
+  const dim = model.config.dim;
+  tensors.set("tok_embeddings.weight", model.tokenEmbedding);
+  const stored = new Map<string, StoredWeight>();
+  model.layers.forEach((layer, i) => {
+    tensors.set(`layers.${i}.attention_norm.weight`, tensor("f32", [dim], layer.attnNorm));
+    tensors.set(`layers.${i}.ffn_norm.weight`, tensor("f32", [dim], layer.ffnNorm));
+    for (const n of ["wq", "wk", "wv", "wo", "w1", "w2", "w3"] as const) {
+      const name = `layers.${i}.${n}`, m = modules.get(name);
+      const q = m?.quantized;
+      // Rotated layers hold codes in the rotated basis: stored dense here.
+      if (m && q && (q.kind === "uniform" || q.kind === "aqlm") && !m.stages.includes("rotate")) {
+        stored.set(name, q);
+      } else tensors.set(`${name}.weight`, m?.weight ?? layer[n]);
+    }
+  });
+  tensors.set("norm.weight", tensor("f32", [dim], model.finalNorm));
+  if (model.classifier !== model.tokenEmbedding) tensors.set("output.weight", model.classifier);
+  const c = compressedToTensors(stored);
+  for (const [k, t] of c.tensors) tensors.set(k, t);
+  return { tensors, metadata: c.metadata, packed: stored.size };
+}
+
 function outPath(base: string, method: string, several: boolean): string {
   if (!several) return base;
   const m = /\.safetensors$/.exec(base);
@@ -497,6 +544,7 @@ async function main(): Promise<void> {
       show();
       const tc = performance.now();
       let compressed = model, bits = 32, layerError: number | null = null, density = 1;
+      let modules: ReadonlyMap<string, CompressedLinear> = new Map();
       if (method.recipe.stages.length > 0) {
         const completed = journal
           ? await journal.completed(method.id)
@@ -521,6 +569,7 @@ async function main(): Promise<void> {
           },
         });
         compressed = withCompressedWeights(model, res.modules);
+        modules = res.modules;
         bits = res.bitsPerWeight;
         let err = 0, kept = 0, n = 0;
         for (const m of res.modules.values()) {
@@ -537,15 +586,23 @@ async function main(): Promise<void> {
       if (args.out && method.recipe.stages.length > 0) {
         const several = methods.filter((m) => m.recipe.stages.length > 0).length > 1;
         const path = outPath(args.out, method.id, several);
-        await writeSafetensors(path, toHfTensors(compressed), {
+        const config = JSON.stringify(
+          hfConfig(compressed.config, compressed.classifier === compressed.tokenEmbedding),
+        );
+        const meta = {
           format: "pt",
           method: method.id,
           recipe: JSON.stringify(method.recipe),
-          config: JSON.stringify(
-            hfConfig(compressed.config, compressed.classifier === compressed.tokenEmbedding),
-          ),
-        });
-        log(`${method.id}: wrote ${path}`);
+          config,
+        };
+        let packedNote = "";
+        if (args.outFormat === "packed") {
+          const p = packedTensors(model, modules);
+          await writeSafetensors(path, p.tensors, { ...meta, ...p.metadata });
+          packedNote = `, ${p.packed} linears packed`;
+        } else await writeSafetensors(path, toHfTensors(compressed), meta);
+        const bytes = (await Deno.stat(path)).size;
+        log(`${method.id}: wrote ${path} (${bytes.toLocaleString("en-US")} bytes${packedNote})`);
       }
       const sizeBytes = Math.round(((totalParams - linears) * 32 + bits * linears) / 8);
       const te = performance.now();

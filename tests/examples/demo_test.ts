@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { dataFile } from "../_helpers.ts";
 import { parseSafetensors } from "../../core/safetensors.ts";
+import { compressedFromTensors } from "../../quantizers/serialize.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
+import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
 
 const DEMO = new URL("../../examples/demo.ts", import.meta.url).pathname;
 
@@ -112,4 +115,37 @@ Deno.test("the demo refuses an unknown method or flag with a clear message", asy
   assert.match(r.stderr, /Unknown method 'gptq-w5': use one of fp32, /);
   const f = await demo(["--bits", "4"]);
   assert.match(f.stderr, /Unknown flag '--bits'/);
+});
+
+Deno.test("the demo's packed output dequantizes to the dense output", async () => {
+  if (!dataFile("stories260K/stories260K.bin") || !dataFile("text/tinystories_val_sample.txt")) {
+    return;
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const common = ["--methods", "gptq-w3-g32", "--eval", "tinystories", "--eval-tokens", "300"];
+    const run = async (format: string) => {
+      const r = await demo([
+        ...common,
+        "--calib-samples",
+        "4",
+        "--no-plot",
+        "--out",
+        `${dir}/${format}.safetensors`,
+        "--out-format",
+        format,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      return parseSafetensors(await Deno.readFile(`${dir}/${format}.safetensors`));
+    };
+    const dense = await run("dense");
+    const packed = await run("packed");
+    const layers = compressedFromTensors(packed.tensors, packed.metadata);
+    assert.equal(layers.size, 35);
+    const wv = dequantize(layers.get("layers.2.wv") as QuantizedWeight);
+    assert.deepEqual(wv.data, dense.tensors.get("model.layers.2.self_attn.v_proj.weight")!.data);
+    assert.deepEqual(packed.tensors.get("norm.weight")!.shape, [64]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
