@@ -96,62 +96,80 @@ export function perplexitySvg(
   texts: readonly string[],
   title: string,
 ): string {
-  const W = 760, H = 480, L = 70, R = 20, T = 40, B = 50;
+  const W = 800, H = 520, L = 70, R = 150, T = 40, B = 50;
   const pts = rows.flatMap((r) =>
     texts.map((t, s) => ({ x: r.bitsPerWeight, y: r.perplexity[t]!, s, label: r.method }))
-  ).filter((p) => Number.isFinite(p.y) && p.y > 0);
-  const xs = pts.map((p) => p.x), ys = pts.map((p) => Math.log10(p.y));
-  const x0 = Math.floor(Math.min(...xs, 2)), x1 = Math.ceil(Math.max(...xs, 4)) + 1;
-  const y0 = Math.floor(Math.min(...ys) * 10) / 10,
-    y1 = Math.ceil(Math.max(...ys) * 10) / 10 + 0.05;
-  const px = (x: number) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  ).filter((p) => Number.isFinite(p.y) && p.y > 0 && p.x > 0);
+  const lx = pts.map((p) => Math.log2(p.x)), ly = pts.map((p) => Math.log10(p.y));
+  const x0 = Math.floor(Math.min(...lx, 1)), x1 = Math.ceil(Math.max(...lx, 3));
+  const y0 = Math.floor(Math.min(...ly) * 10) / 10;
+  const y1 = Math.ceil(Math.max(...ly) * 10) / 10 + 0.05;
+  const px = (x: number) => L + ((Math.log2(x) - x0) / (x1 - x0)) * (W - L - R);
   const py = (y: number) => H - B - ((Math.log10(y) - y0) / (y1 - y0)) * (H - T - B);
   const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">${esc(title)}</text>`,
+    `<text x="${(L + W - R) / 2}" y="22" text-anchor="middle" font-size="14">${esc(title)}</text>`,
     `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
     `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
     `<text x="${(L + W - R) / 2}" y="${
       H - 12
-    }" text-anchor="middle">bits per weight (compressed linears; log-scale perplexity)</text>`,
+    }" text-anchor="middle">bits per weight (log scale)</text>`,
     `<text x="16" y="${(T + H - B) / 2}" transform="rotate(-90 16 ${
       (T + H - B) / 2
-    })" text-anchor="middle">perplexity</text>`,
+    })" text-anchor="middle">perplexity (log scale)</text>`,
   ];
-  const step = x1 - x0 > 12 ? 4 : 1;
-  for (let x = x0; x <= x1; x += step) {
+  for (const x of [2, 3, 4, 6, 8, 12, 16, 24, 32]) {
+    if (Math.log2(x) < x0 || Math.log2(x) > x1) continue;
     out.push(
-      `<line x1="${px(x)}" y1="${H - B}" x2="${px(x)}" y2="${H - B + 5}" stroke="black"/>`,
+      `<line x1="${px(x)}" y1="${T}" x2="${px(x)}" y2="${H - B + 5}" stroke="#eee"/>`,
       `<text x="${px(x)}" y="${H - B + 18}" text-anchor="middle">${x}</text>`,
     );
   }
   for (let e = Math.floor(y0); e <= Math.ceil(y1); e++) {
     for (const m of [1, 2, 5]) {
-      const v = m * 10 ** e, ly = Math.log10(v);
-      if (ly < y0 || ly > y1) continue;
+      const v = m * 10 ** e, lv = Math.log10(v);
+      if (lv < y0 || lv > y1) continue;
       out.push(
         `<line x1="${L - 5}" y1="${py(v)}" x2="${W - R}" y2="${py(v)}" stroke="#ddd"/>`,
         `<text x="${L - 8}" y="${py(v) + 4}" text-anchor="end">${v}</text>`,
       );
     }
   }
-  for (const p of pts) {
+  // Labels of the first text's points, moved up or down until they do not overlap.
+  const placed: [number, number, number][] = [];
+  const place = (x: number, y: number, w: number): number => {
+    const free = (yy: number) =>
+      !placed.some(([a, b, c]) => Math.abs(b - yy) < 10 && x < a + c && a < x + w);
+    let yy = y;
+    for (let k = 1; !free(yy) && k < 40; k++) {
+      yy = y + (k % 2 === 1 ? -1 : 1) * 10 * Math.ceil(k / 2);
+    }
+    placed.push([x, yy, w]);
+    return yy;
+  };
+  for (const p of [...pts].sort((a, b) => a.s - b.s || a.y - b.y)) {
     const c = COLORS[p.s % COLORS.length];
-    out.push(
-      `<circle cx="${px(p.x).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="4" fill="${c}"/>`,
-      `<text x="${(px(p.x) + 6).toFixed(1)}" y="${
-        (py(p.y) - 4).toFixed(1)
-      }" fill="${c}" font-size="9">${esc(p.label)}</text>`,
-    );
+    const cx = px(p.x), cy = py(p.y);
+    out.push(`<circle cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="4" fill="${c}"/>`);
+    if (p.s === 0) {
+      const w = 5.5 * p.label.length, ty = place(cx + 6, cy - 4, w);
+      out.push(
+        `<text x="${(cx + 6).toFixed(1)}" y="${ty.toFixed(1)}" fill="${c}" font-size="9">${
+          esc(p.label)
+        }</text>`,
+      );
+    }
   }
   texts.forEach((t, s) => {
     out.push(
-      `<circle cx="${W - R - 150}" cy="${T + 10 + 16 * s}" r="4" fill="${
+      `<circle cx="${W - R + 20}" cy="${T + 10 + 16 * s}" r="4" fill="${
         COLORS[s % COLORS.length]
       }"/>`,
-      `<text x="${W - R - 140}" y="${T + 14 + 16 * s}">${esc(t)}</text>`,
+      `<text x="${W - R + 30}" y="${T + 14 + 16 * s}">${esc(t)}${
+        s === 0 ? " (labelled)" : ""
+      }</text>`,
     );
   });
   out.push("</svg>");
