@@ -159,7 +159,12 @@ export interface RecipeOverride {
   readonly stages: readonly Stage[];
 }
 
-/** A compression recipe: default stages and overrides (the last matching override wins). */
+/**
+ * A compression recipe: default stages and overrides (the last matching
+ * override wins). A model's classifier head (e.g. `output`) is a module too,
+ * so the default stages reach it unless an override keeps it:
+ * `{ match: "output", stages: [] }`.
+ */
 export interface Recipe {
   /** Stages of every module that no override matches. */
   readonly stages: readonly Stage[];
