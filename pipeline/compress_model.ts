@@ -51,6 +51,14 @@ export interface CompressModelOptions {
    * they are. Only whole blocks may be given.
    */
   completed?: ReadonlyMap<string, CompressedLinear>;
+  /**
+   * Compress the groups of a block one after the other, each seeing the inputs
+   * the already-compressed earlier groups produce (GPTQ's `--true-sequential`).
+   * When false, every linear of a block is compressed from the inputs of the
+   * uncompressed block (one capture pass per block).
+   * @default true
+   */
+  trueSequential?: boolean;
 }
 
 /** What {@linkcode compressModel} returns. */
@@ -93,7 +101,12 @@ export async function compressModel(
   recipe: Recipe,
   options: CompressModelOptions = {},
 ): Promise<CompressedModel> {
-  const { onProgress, onBlockDone, completed = new Map() } = options;
+  const { onProgress, onBlockDone, completed = new Map(), trueSequential = true } = options;
+  if (typeof trueSequential !== "boolean") {
+    throw new TypeError(
+      `Cannot compress as 'trueSequential' must be a boolean: current value is ${trueSequential}`,
+    );
+  }
   validateRecipe(recipe);
   const seqs = calibration.filter((s) => s.length > 0);
   if (seqs.length === 0) {
@@ -146,11 +159,12 @@ export async function compressModel(
         );
       }
       let g = 0;
-      for (const group of block.groups) {
+      const groups = trueSequential ? block.groups : [block.groups.flat()];
+      for (const group of groups) {
         const todo = group.filter((n) => needs(full(n)));
         const hessians = new Map<string, Hessian>();
         if (todo.length > 0) {
-          report(b, "capture", g / block.groups.length);
+          report(b, "capture", g / groups.length);
           const want = new Set(todo);
           for (const x of xs) {
             const seen = new Map<Tensor<"f32">, Hessian>();
@@ -171,7 +185,7 @@ export async function compressModel(
           }
         }
         for (const n of group) {
-          report(b, "compress", (g + 0.5) / block.groups.length, full(n));
+          report(b, "compress", (g + 0.5) / groups.length, full(n));
           const stages = stagesFor(recipe, full(n));
           const w = block.linears[n]!;
           const h = hessians.get(n) ?? null;

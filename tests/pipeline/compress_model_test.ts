@@ -109,6 +109,33 @@ Deno.test("compressModel() compresses true-sequentially: each linear's Hessian c
   assert.ok(a.layerError > 0 && a.layerError < 0.2);
 });
 
+Deno.test("with trueSequential false, every linear of a block sees the uncompressed block's inputs", async () => {
+  const model = toyModel();
+  const res = await compressModel(model, calib, { stages: [{ kind: "gptq", bits: 3 }] }, {
+    trueSequential: false,
+  });
+  const block = model.blocks[0]!;
+  const xs = calib.map((s) => model.embed(s));
+  const rows = xs.reduce((s, x) => s + x.shape[0]!, 0);
+  const mid = new Float32Array(rows * H);
+  let o = 0;
+  for (const x of xs) {
+    const u = mm(x, block.linears.a!).map((v) => Math.max(v, 0));
+    mid.set(u, o);
+    o += u.length;
+  }
+  const qb = dequantize(
+    await gptq(block.linears.b!, hessian(tensor("f32", [rows, H], mid)), { bits: 3 }),
+  );
+  assertClose(res.modules.get("blocks.0.b")!.weight.data, qb.data, { atol: 1e-6, rtol: 1e-6 });
+  const sequential = await compressModel(model, calib, { stages: [{ kind: "gptq", bits: 3 }] });
+  assert.notDeepEqual(sequential.modules.get("blocks.0.b")!.weight.data, qb.data);
+  await assert.rejects(
+    () => compressModel(model, calib, { stages: [] }, { trueSequential: "yes" as never }),
+    /'trueSequential' must be a boolean/,
+  );
+});
+
 Deno.test("compressModel() runs no forward pass for recipes without calibration-based stages", async () => {
   const calls = { n: 0 };
   const model = toyModel(calls);
