@@ -175,13 +175,15 @@ export function storageBuffer(gpu: Gpu, bytes: number, label = "storage"): GPUBu
  * @returns The buffer.
  */
 export function uploadBuffer(gpu: Gpu, data: ArrayBufferView, label = "upload"): GPUBuffer {
-  const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
-  return mappedUpload(gpu, bytes.byteLength, label, (range) => new Uint8Array(range).set(bytes));
+  // queue.writeBuffer, not mappedAtCreation: on the H100 through Deno 2.9.6 a
+  // mapped 64 MB upload took 6 s, writeBuffer 0.04 s.
+  const buffer = storageBuffer(gpu, data.byteLength, label);
+  writeBuffer(gpu, buffer, 0, data);
+  return buffer;
 }
 
 /**
- * Uploads float values (any typed array) as float32, converting straight
- * into the mapped buffer (one pass, no staging copy).
+ * Uploads float values (any float typed array) as float32.
  *
  * @param gpu The GPU.
  * @param data Values (float64 are rounded to nearest float32).
@@ -193,31 +195,7 @@ export function uploadF32(
   data: Float64Array | Float32Array,
   label = "upload",
 ): GPUBuffer {
-  return mappedUpload(gpu, data.length * 4, label, (range) => new Float32Array(range).set(data));
-}
-
-function mappedUpload(
-  gpu: Gpu,
-  bytes: number,
-  label: string,
-  fill: (range: ArrayBuffer) => void,
-): GPUBuffer {
-  assertDeviceAlive();
-  const size = Math.max(4, Math.ceil(bytes / 4) * 4);
-  if (size > gpu.limits.maxBufferSize) {
-    throw new RangeError(
-      `Cannot allocate ${label}: ${size} bytes exceeds the device's maxBufferSize ${gpu.limits.maxBufferSize}`,
-    );
-  }
-  const buffer = gpu.device.createBuffer({
-    size,
-    usage: STORAGE_USAGE,
-    label,
-    mappedAtCreation: true,
-  });
-  fill(buffer.getMappedRange(0, size));
-  buffer.unmap();
-  return buffer;
+  return uploadBuffer(gpu, data instanceof Float32Array ? data : Float32Array.from(data), label);
 }
 
 /**
