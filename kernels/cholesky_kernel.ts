@@ -39,6 +39,7 @@ struct Params { n: u32, p: u32, b: u32, pad: u32 }
 @group(0) @binding(2) var<storage, read_write> status: array<u32>;
 @group(0) @binding(3) var<uniform> prm: Params;
 var<workgroup> S: array<f32, ${nb * s}>;
+var<workgroup> dinv: array<f32, ${nb}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
@@ -69,17 +70,22 @@ fn main(@builtin(local_invocation_index) t: u32) {
     let i = e / b; let j = e % b;
     A[(p + i) * n + p + j] = select(0.0, S[i * ${s}u + j], j <= i);
   }
-  // Column c of the block's inverse by forward substitution (one thread each).
+  // The block's inverse Y by forward substitution, column c by thread c, kept
+  // in workgroup memory: Y[i][c] (i > c) in the strict upper triangle S[c][i].
+  if (t < b) { dinv[t] = 1.0 / S[t * ${s}u + t]; }
+  workgroupBarrier();
   if (t < b) {
     let c = t;
-    let base = p * n + p;
-    for (var i = 0u; i < c; i++) { X[base + i * n + c] = 0.0; }
-    X[base + c * n + c] = 1.0 / S[c * ${s}u + c];
     for (var i = c + 1u; i < b; i++) {
-      var acc = 0.0;
-      for (var k = c; k < i; k++) { acc = fma(S[i * ${s}u + k], X[base + k * n + c], acc); }
-      X[base + i * n + c] = -acc / S[i * ${s}u + i];
+      var acc = S[i * ${s}u + c] * dinv[c];
+      for (var k = c + 1u; k < i; k++) { acc = fma(S[i * ${s}u + k], S[c * ${s}u + k], acc); }
+      S[c * ${s}u + i] = -acc * dinv[i];
     }
+  }
+  workgroupBarrier();
+  for (var e = t; e < b * b; e += 256u) {
+    let i = e / b; let j = e % b;
+    X[(p + i) * n + p + j] = select(select(0.0, dinv[i], i == j), S[j * ${s}u + i], i > j);
   }
 }
 `;
