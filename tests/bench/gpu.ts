@@ -45,6 +45,11 @@ interface Row {
   goal: string;
 }
 const rows_: Row[] = [];
+/** Rows are printed as they come (a partial run still reports) and as one table at the end. */
+function report(row: Row): void {
+  rows_.push(row);
+  console.log(`row: ${row.what} | ${row.ours} | ${row.baseline} | ${row.ratio}`);
+}
 
 function randn(n: number, seed: number): Float32Array {
   const rng = prng(seed);
@@ -104,7 +109,7 @@ async function benchHessian(gpu: Gpu, base: Record<string, number | string> | nu
   );
   const ours = flops / t.gpu / 1e9;
   const theirs = base ? Number(base.xtx_gflops) : NaN;
-  rows_.push({
+  report({
     what: `Hessian XᵀX [${tokens}, ${cols}] f32 (GFLOP/s, 2·t·c²)`,
     ours: `${ours.toFixed(0)} (GPU ${(t.gpu * 1e3).toFixed(2)} ms, wall ${
       (t.wall * 1e3).toFixed(1)
@@ -121,7 +126,7 @@ async function benchHessian(gpu: Gpu, base: Record<string, number | string> | nu
       (b) => encodeHessian(b, xh, tokens, cols, out, { inputs: "f16" }, 0),
     );
     const oursH = flops / th.gpu / 1e9;
-    rows_.push({
+    report({
       what: `Hessian XᵀX [${tokens}, ${cols}] f16 in, f32 acc (GFLOP/s)`,
       ours: `${oursH.toFixed(0)} (GPU ${(th.gpu * 1e3).toFixed(2)} ms)`,
       baseline: base ? `${theirs.toFixed(0)} (torch f32)` : "n/a",
@@ -189,7 +194,7 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
     const cpu = await solve(which, weight, h, "cpu");
     const ours = await solve(which, weight, h, "webgpu");
     const eCpu = layerError(weight, cpu.approx(), h), eGpu = layerError(weight, ours.approx(), h);
-    rows_.push({
+    report({
       what: `${which} ${rows}×${cols}: layer error, WebGPU vs CPU path`,
       ours: eGpu.toExponential(5),
       baseline: `${eCpu.toExponential(5)} (CPU ${Number(cpu.stats.seconds).toFixed(2)} s)`,
@@ -225,7 +230,7 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
       }) + assemble ${f("assembleSeconds")} + wrapper ${(wall - Number(st.seconds)).toFixed(3)}`,
     );
     const ref = REFERENCE[which]![s]!;
-    rows_.push({
+    report({
       what: `${which} ${which === "gptq" ? "4-bit g128" : "50%"} ${rows}×${cols} (s)`,
       ours: `GPU ${gpuS.toFixed(3)}, wall ${wall.toFixed(3)}`,
       baseline: `${ref} (reference PyTorch, H100)`,
@@ -272,7 +277,7 @@ async function benchFwht(gpu: Gpu, base: Record<string, number | string> | null)
     });
     const ownCopy = (2 * rows * n * 4) / (copyT.gpu / reps) / 1e9;
     const copy = base ? Number(base[`copy_${rows}x${n}_gbs`]) : NaN;
-    rows_.push({
+    report({
       what: `Hadamard [${rows}, ${n}] f32 (effective GB/s)`,
       ours: `${gbs.toFixed(0)} (GPU ${(perTransform * 1e3).toFixed(3)} ms; WGSL copy ${
         ownCopy.toFixed(0)
