@@ -66,6 +66,7 @@ Model and data
   --eval-tokens N           tokens scored per text (default 8192)
   --full                    score every token of each evaluation text
   --seq-len N               evaluation window (default 256)
+  --no-true-sequential      compress all linears of a block from the uncompressed block's inputs
   --seed N                  seed of the calibration windows and rotations (default 0)
 
 Methods and output
@@ -107,6 +108,7 @@ interface Args {
   workers: number;
   backend: "auto" | "cpu" | "webgpu";
   synthetic: boolean;
+  trueSequential: boolean;
   quiet: boolean;
 }
 
@@ -127,6 +129,7 @@ function parseArgs(argv: readonly string[]): Args | null {
     workers: navigator.hardwareConcurrency ?? 2,
     backend: "auto",
     synthetic: false,
+    trueSequential: true,
     quiet: false,
   };
   const int = (flag: string, v: string | undefined, min: number): number => {
@@ -228,6 +231,9 @@ function parseArgs(argv: readonly string[]): Args | null {
         a.backend = b;
         break;
       }
+      case "--no-true-sequential":
+        a.trueSequential = false;
+        break;
       case "--synthetic":
         a.synthetic = true;
         break;
@@ -507,7 +513,7 @@ async function main(): Promise<void> {
   const fingerprint = JSON.stringify({
     model: loaded.modelPath,
     bytes: (await Deno.stat(loaded.modelPath)).size,
-    calib: [calibSpec, args.calibSamples, args.calibLen, args.seed],
+    calib: [calibSpec, args.calibSamples, args.calibLen, args.seed, args.trueSequential],
     eval: [args.eval, args.evalTokens === Infinity ? "full" : args.evalTokens, args.seqLen],
   });
   const journal: Journal | null = args.resume ? await openJournal(args.resume, fingerprint) : null;
@@ -555,6 +561,7 @@ async function main(): Promise<void> {
         const finished: CompressedLinear[] = [...completed.values()];
         const res = await compressModel(llamaCompressible(model), calibration, method.recipe, {
           completed,
+          trueSequential: args.trueSequential,
           onProgress: (p) => {
             label = `${method.id}: block ${Math.min(p.block + 1, p.blocks)}/${p.blocks} ${p.phase}${
               p.module ? ` ${p.module}` : ""
