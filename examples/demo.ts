@@ -366,6 +366,25 @@ async function loadModel(args: Args, log: (s: string) => void): Promise<Loaded |
 }
 
 const CORPORA = new Set<string>(["tinystories", "wikitext2", "c4"]);
+const CORPUS_FILES: Record<string, string> = {
+  tinystories: "text/tinystories_val_sample.txt",
+  wikitext2: "text/wikitext2_test.raw",
+  c4: "text/c4_validation_2k.jsonl",
+};
+
+/** Named corpora whose file is absent from the data root. */
+async function missingCorpora(specs: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const s of new Set(specs)) {
+    if (CORPORA.has(s) && !(await exists(`${dataRoot()}/${CORPUS_FILES[s]}`))) out.push(s);
+  }
+  return out;
+}
+
+function calibSpecOf(args: Args, name: string): string {
+  // stories260K was trained on TinyStories; llama5M on C4, TinyStories and Shakespeare.
+  return args.calib ?? (name === "llama5M" ? "c4,tinystories" : "tinystories");
+}
 
 async function textDocs(
   spec: string,
@@ -451,10 +470,23 @@ async function main(): Promise<void> {
   const log = (s: string) => console.error(s);
   const methods = selectMethods(args.methods);
   const t0 = performance.now();
-  const loaded = args.synthetic ? null : await loadModel(args, log);
+  let loaded = args.synthetic ? null : await loadModel(args, log);
+  if (loaded) {
+    const specs = [...args.eval, ...calibSpecOf(args, loaded.name).split(",")];
+    const missing = await missingCorpora(specs);
+    if (missing.length > 0) {
+      log(
+        `no ${
+          missing.join(", ")
+        } text under ${dataRoot()} (set LLMC_DATA, or pass --eval/--calib ` +
+          `text files): no language-model evaluation possible`,
+      );
+      loaded = null;
+    }
+  }
   if (!loaded) {
     const rows = await runSynthetic(args, methods, log);
-    const table = formatTable(rows, ["layers"], "layer error");
+    const table = formatTable(rows, ["synthetic layers"], "rel. layer error,");
     if (args.json) {
       console.error(table);
       console.log(
@@ -481,8 +513,7 @@ async function main(): Promise<void> {
     name: t.name,
     ids: encodeDocs(tokenizer, t.docs, args.evalTokens),
   }));
-  // stories260K was trained on TinyStories; llama5M on C4, TinyStories and Shakespeare.
-  const calibSpec = args.calib ?? (name === "llama5M" ? "c4,tinystories" : "tinystories");
+  const calibSpec = calibSpecOf(args, name);
   const calibNames = calibSpec.split(",").filter((c) => c.length > 0);
   if (calibNames.includes("wikitext2")) {
     throw new Error("WikiText-2 test is for evaluation only: calibrate on c4 or tinystories");

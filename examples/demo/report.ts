@@ -35,6 +35,7 @@ function fmtBytes(n: number): string {
 
 function fmtNum(x: number): string {
   if (!Number.isFinite(x)) return String(x);
+  if (x !== 0 && Math.abs(x) < 0.01) return x.toExponential(2);
   if (x >= 1000) return x.toFixed(0);
   if (x >= 100) return x.toFixed(1);
   return x.toFixed(3);

@@ -77,7 +77,7 @@ export function syntheticLayers(seed = 0, tokens = 1024): SyntheticLayer[] {
 /**
  * Compresses the synthetic layers with a method; the row's `perplexity`
  * field holds the weight-count-weighted mean relative layer error under the
- * key `layers`.
+ * key `"synthetic layers"`.
  *
  * @param layers The layers.
  * @param method The method.
@@ -108,8 +108,8 @@ export async function syntheticRow(
     method: method.id,
     bitsPerWeight: compressed > 0 ? bits / n : 32,
     sizeBytes: Math.round(bits / 8),
-    perplexity: { layers: err / n },
-    tokens: { layers: layers[0]?.hessian.count ?? 0 },
+    perplexity: { "synthetic layers": err / n },
+    tokens: { "synthetic layers": layers[0]?.hessian.count ?? 0 },
     seconds: (performance.now() - t0) / 1000,
     evalSeconds: 0,
     layerError: err / n,
