@@ -223,12 +223,13 @@ const KINDS = new Set([
 ]);
 
 /**
- * Checks a recipe's shape (known stage kinds, numeric bits); each stage's
- * own options are checked by the compressor it calls.
+ * Checks a recipe's shape: known stage kinds, integer bits, and the order
+ * rotate → prune → quantize (`rotate` first, at most one quantizer, last);
+ * each stage's own options are checked by the compressor it calls.
  *
  * @param recipe The recipe.
  * @throws {TypeError} for an unknown stage kind or a malformed recipe.
- * @throws {RangeError} for bits outside [1, 16].
+ * @throws {RangeError} for bits outside [1, 16] or stages out of order.
  */
 export function validateRecipe(recipe: Recipe): void {
   if (recipe === null || typeof recipe !== "object" || !Array.isArray(recipe.stages)) {
@@ -244,6 +245,25 @@ export function validateRecipe(recipe: Recipe): void {
         throw new TypeError(
           `Cannot compress as a stage's 'kind' must be one of ${[...KINDS].join(", ")}: ` +
             `current value is ${String((s as { kind?: unknown })?.kind)}`,
+        );
+      }
+      const at = (stages as Stage[]).indexOf(s);
+      const earlier = (stages as Stage[]).slice(0, at);
+      if (s.kind === "rotate" && earlier.length > 0) {
+        throw new RangeError(
+          `Cannot compress as 'rotate' must be the first stage: it follows ${
+            earlier.map((e) => e.kind)
+          }`,
+        );
+      }
+      const quantizer = earlier.find((e) =>
+        e.kind !== "rotate" && e.kind !== "magnitude" && e.kind !== "wanda" &&
+        !(e.kind === "sparsegpt" && e.grid === undefined)
+      );
+      if (quantizer) {
+        throw new RangeError(
+          `Cannot compress as a quantizer ('${quantizer.kind}') must be the last stage: ` +
+            `'${s.kind}' follows it (order: rotate → prune → quantize)`,
         );
       }
       if ("bits" in s && !(Number.isInteger(s.bits) && s.bits >= 1 && s.bits <= 16)) {

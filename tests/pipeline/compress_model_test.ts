@@ -202,4 +202,27 @@ Deno.test("validateRecipe() names the bad stage kind or bits", () => {
     /'bits'.*current value is 0/,
   );
   assert.throws(() => validateRecipe({ stages: "gptq" } as never), TypeError);
+  assert.throws(
+    () =>
+      validateRecipe({
+        stages: [{ kind: "gptq", bits: 4 }, {
+          kind: "magnitude",
+          structure: { kind: "nm", n: 2, m: 4 },
+        }],
+      }),
+    /a quantizer \('gptq'\) must be the last stage: 'magnitude' follows it/,
+  );
+  assert.throws(
+    () =>
+      validateRecipe({
+        stages: [{ kind: "wanda", structure: { kind: "nm", n: 2, m: 4 } }, { kind: "rotate" }],
+      }),
+    /'rotate' must be the first stage/,
+  );
+  validateRecipe({
+    stages: [{ kind: "rotate" }, { kind: "wanda", structure: { kind: "nm", n: 2, m: 4 } }, {
+      kind: "gptq",
+      bits: 4,
+    }],
+  });
 });

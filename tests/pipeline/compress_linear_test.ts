@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { tensor } from "../../core/tensor.ts";
+import { prng } from "../../core/prng.ts";
+import { hessian } from "../../hessian/hessian.ts";
+import { compressLinear, higgsGroupSize } from "../../pipeline/compress_linear.ts";
+import { assertClose } from "../_helpers.ts";
+
+const R = 16, C = 64;
+const rng = prng(5);
+const X = tensor("f32", [256, C], Float32Array.from({ length: 256 * C }, () => rng.normal()));
+const H = hessian(X);
+const W = tensor("f32", [R, C], Float32Array.from({ length: R * C }, () => rng.normal()));
+
+Deno.test("pruned weights stay exactly zero through a later quantizer, and storage counts both", async () => {
+  const c = await compressLinear(W, H, [
+    { kind: "wanda", structure: { kind: "nm", n: 2, m: 4 } },
+    { kind: "rtn", bits: 4 },
+  ]);
+  assert.equal(c.density, 0.5);
+  for (let i = 0; i < c.mask!.length; i++) {
+    if (c.mask![i] === 0) assert.equal(c.weight.data[i], 0);
+  }
+  // Half the 4-bit codes, an f16 scale and a 4-bit zero per row, 2-bit index per kept weight.
+  assertClose(c.bitsPerWeight, 0.5 * 4 + 20 / C + 1, { atol: 1e-12 });
+  assert.deepEqual(c.stages, ["wanda", "rtn"]);
+});
+
+Deno.test("joint SparseGPT with a grid gives zeros where pruned and grid values elsewhere", async () => {
+  const c = await compressLinear(W, H, [
+    { kind: "sparsegpt", structure: { kind: "unstructured", sparsity: 0.5 }, grid: { bits: 3 } },
+  ]);
+  const q = c.quantized!;
+  assert.equal(q.kind, "uniform");
+  assertClose(c.density, 0.5, { atol: 1e-12 });
+  assertClose(c.bitsPerWeight, 0.5 * 3 + 19 / C + 1, { atol: 1e-12 });
+  // Every kept weight is scale·(code − zero) of its row.
+  if (q.kind !== "uniform") return;
+  for (let r = 0; r < R; r++) {
+    for (let k = 0; k < C; k++) {
+      const v = q.scales[r]! * (q.codes[r * C + k]! - q.zeros[r]!);
+      assertClose(c.weight.data[r * C + k]!, c.mask![r * C + k] ? v : 0, { atol: 1e-6 });
+    }
+  }
+});
+
+Deno.test("a Hadamard rotation before RTN lowers the layer error of a weight with outliers", async () => {
+  const w = Float32Array.from(W.data);
+  for (let r = 0; r < R; r++) w[r * C + ((r * 7) % C)] = 40; // one large outlier per row
+  const Wo = tensor("f32", [R, C], w);
+  const plain = await compressLinear(Wo, H, [{ kind: "rtn", bits: 3 }]);
+  const rotated = await compressLinear(Wo, H, [{ kind: "rotate" }, { kind: "rtn", bits: 3 }]);
+  assert.ok(
+    rotated.layerError < 0.5 * plain.layerError,
+    `${rotated.layerError} vs ${plain.layerError}`,
+  );
+  assert.equal(rotated.bitsPerWeight, plain.bitsPerWeight);
+});
+
+Deno.test("compressLinear() needs a Hessian only for calibration-based stages", async () => {
+  await assert.rejects(
+    () => compressLinear(W, null, [{ kind: "gptq", bits: 4 }]),
+    /need a Hessian/,
+  );
+  const c = await compressLinear(W, null, [{ kind: "higgs", bits: 4 }]);
+  assert.ok(Number.isNaN(c.layerError));
+  assertClose(c.bitsPerWeight, 4 + 16 / 64, { atol: 1e-12 });
+  assert.deepEqual([higgsGroupSize(64), higgsGroupSize(172), higgsGroupSize(768)], [64, 4, 128]);
+});
