@@ -518,6 +518,13 @@ async function main(): Promise<void> {
   if (calibNames.includes("wikitext2")) {
     throw new Error("WikiText-2 test is for evaluation only: calibrate on c4 or tinystories");
   }
+  const sameFile = calibNames.find((c) => !CORPORA.has(c) && args.eval.includes(c));
+  if (sameFile) {
+    throw new Error(
+      `${sameFile} is both a calibration and an evaluation text: calibrate on other text ` +
+        `(the named corpora tinystories and c4 are split into disjoint parts)`,
+    );
+  }
   for (const c of calibNames.filter((c) => args.eval.includes(c))) {
     log(`note: ${c} is calibrated on its first part and evaluated on its held-out rest`);
   }
