@@ -360,17 +360,22 @@ export function qmatmulNeedsGather(packed: PackedWeight, input: "f32" | "f16"): 
   return input === "f16" || packed.colIdx !== null;
 }
 
-/** Teams in flight that the default specialization aims for (about 48 per SM on a 132-SM GPU). */
-const TARGET_WARPS = 6144;
-
 /**
- * The default specialization for a packed weight and a batch size. Batch 1
- * (GEMV): one row and one x row per thread, 2–4 chunks in flight; batch 2–8:
- * all x rows in one thread; larger batches: tiles of at most 8 x rows and
- * two weight rows per thread (each x load feeds two rows). The number of
- * teams splitting K grows until about {@linkcode TARGET_WARPS} teams run
- * (small N needs deep K splits to fill the GPU), bounded by 32, by two
- * chunks per team and by 32 KiB of workgroup memory.
+ * The default specialization for a packed weight and a batch size, tuned on
+ * an H100 (tests/bench/qmatmul_gpu.ts times it against its neighbours).
+ *
+ * - Batch 1 (GEMV): one weight row and one x row per thread, four chunks in
+ *   flight, teams splitting K until about 8192 teams run (small N needs deep
+ *   K splits to fill the GPU).
+ * - Batch 2–8: all x rows in each thread (every dequantized code feeds M
+ *   FMAs), about 6144 teams.
+ * - Larger batches: 32 outputs per thread, as 4 rows × 8 x rows or 2 rows ×
+ *   16 x rows (each x load feeds several weight rows), as long as enough
+ *   workgroups remain (≥ 512, resp. ≥ 256), else 2 rows × 8 x rows; about
+ *   3072 teams.
+ *
+ * Teams are a power of two, at most 32, at most half the chunks, and their
+ * partial sums fit 32 KiB of workgroup memory.
  *
  * @param packed The packed weight.
  * @param m Rows of x.
@@ -383,22 +388,28 @@ export function qmatmulSpec(packed: PackedWeight, m: number): QmatmulSpec {
     zeros: packed.zeros !== null,
   };
   const tiles = packed.paddedRows / PACK_TILE, chunks = packed.paddedCols / PACK_TILE;
-  let batch: number, rowTiles: number, unroll: number;
+  const workgroupsOf = (r: number, b: number) => Math.ceil(tiles / r) * Math.ceil(m / b);
+  const batchOf = (most: number) => Math.ceil(m / Math.ceil(m / most));
+  let batch: number, rowTiles: number, unroll: number, target: number;
   if (m <= 8) {
     batch = Math.max(1, m);
     rowTiles = 1;
-    unroll = 2;
+    unroll = m <= 1 ? 4 : 2;
+    target = m <= 1 ? 8192 : 6144;
   } else {
-    const batchTiles = Math.ceil(m / 8);
-    batch = Math.ceil(m / batchTiles);
-    rowTiles = tiles >= 2 ? 2 : 1;
     unroll = 1;
+    target = 3072;
+    if (tiles >= 4 && workgroupsOf(4, batchOf(8)) >= 512) [rowTiles, batch] = [4, batchOf(8)];
+    else if (tiles >= 2 && workgroupsOf(2, batchOf(16)) >= 256) {
+      [rowTiles, batch] = [2, batchOf(16)];
+    } else if (tiles >= 4 && workgroupsOf(4, batchOf(8)) >= 256) {
+      [rowTiles, batch] = [4, batchOf(8)];
+    } else [rowTiles, batch] = [tiles >= 2 ? 2 : 1, batchOf(8)];
   }
-  const workgroups = Math.ceil(tiles / rowTiles) * Math.ceil(m / batch);
-  const bound = Math.min(32, TARGET_WARPS / workgroups, chunks / 2, 512 / (rowTiles * batch));
+  const workgroups = workgroupsOf(rowTiles, batch);
+  const bound = Math.min(32, target / workgroups, chunks / 2, 512 / (rowTiles * batch));
   let warps = 1;
   while (warps * 2 <= bound) warps *= 2;
-  if (m <= 1 && warps < 16) unroll = 4;
   return { ...common, rowTiles, warps, batch, unroll };
 }
 

@@ -1,8 +1,8 @@
 """PyTorch baselines for tests/bench/qmatmul_gpu.ts, measured on the same GPU in the same call.
 
 Prints one JSON object (last line): device-to-device copy bandwidth (bytes read + written per
-second) and, for each N x K and batch M, the f16 matmul time x[M, K] @ W[N, K]^T (cuBLAS),
-cycling through enough distinct weight tensors (> 200 MB) that the L2 cache cannot serve them.
+second) and, for each N x K and batch M, the f16 matmul time x[M, K] @ W[N, K]^T (cuBLAS,
+replayed from a CUDA graph so Python's launch cost is not counted), cycling through enough distinct weight tensors (> 200 MB) that the L2 cache cannot serve them.
 Arguments: shapes as NxK and batches as comma lists, e.g. `4096x4096,11008x4096 1,4,16`.
 """
 import json
@@ -16,16 +16,36 @@ batches = [int(v) for v in sys.argv[2].split(",")]
 
 
 def per_call(fn, calls, rounds=5):
+    """Seconds per call of fn(0..calls-1), replayed from a CUDA graph (no Python launch cost)."""
     for i in range(3):
         fn(i)
+    torch.cuda.synchronize()
+    graph = None
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for i in range(3):
+                fn(i)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(calls):
+                fn(i)
+    except Exception as e:  # fall back to eager launches
+        print(f"no CUDA graph: {e}", file=sys.stderr)
+        graph = None
     torch.cuda.synchronize()
     times = []
     for _ in range(rounds):
         s = torch.cuda.Event(enable_timing=True)
         e = torch.cuda.Event(enable_timing=True)
         s.record()
-        for i in range(calls):
-            fn(i)
+        if graph is not None:
+            graph.replay()
+        else:
+            for i in range(calls):
+                fn(i)
         e.record()
         torch.cuda.synchronize()
         times.append(s.elapsed_time(e) / 1e3 / calls)

@@ -258,22 +258,33 @@ if (base) {
 
 type Variant = Partial<Omit<QmatmulSpec, "bits" | "scaleType" | "zeros">>;
 
+/**
+ * Our per-call times. With `independent`, each weight copy writes its own y,
+ * so WebGPU needs no barrier between consecutive calls (independent layers,
+ * e.g. the q/k/v projections); otherwise all calls write one y, which
+ * serializes them like dependent layers.
+ */
 async function timeOurs(
   copies: GpuPackedWeight[],
   m: number,
   variant: Variant = {},
+  independent = false,
 ): Promise<{ gpu: number; wall: number }> {
   const [n, k] = copies[0]!.packed.shape;
   const x = uploadBuffer(gpu!, randomX(m, k, 3, "f32").data);
-  const y = storageBuffer(gpu!, m * n * 4);
-  const calls = copies.length * Math.max(1, Math.ceil(60 / copies.length));
-  const t = await timeCalls(
-    gpu!,
-    calls,
-    (b, i) => encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y }, variant),
+  const ys = Array.from(
+    { length: independent ? copies.length : 1 },
+    () => storageBuffer(gpu!, m * n * 4),
   );
+  const t = await timeCalls(gpu!, copies.length, (b, i) =>
+    encodeQmatmul(
+      b,
+      copies[i % copies.length]!,
+      { x, input: "f32", m, y: ys[i % ys.length]! },
+      variant,
+    ));
   x.destroy();
-  y.destroy();
+  for (const y of ys) y.destroy();
   return t;
 }
 
@@ -343,10 +354,9 @@ function candidates(p: PackedWeight, m: number): Variant[] {
     add({ rowTiles: 2, warps: Math.max(1, d.warps / 2) });
     add({ unroll: 1 });
   } else {
-    add({ rowTiles: 4, warps: Math.max(1, d.warps / 2) });
-    add({ rowTiles: 1, batch: 16, warps: d.warps });
-    add({ rowTiles: 2, batch: 16, warps: Math.max(1, d.warps / 2) });
-    add({ rowTiles: 4, batch: 4, warps: Math.max(1, d.warps / 2) });
+    for (const [rowTiles, batch] of [[4, 8], [2, 16], [2, 8]] as const) {
+      if (rowTiles !== d.rowTiles || batch !== d.batch) add({ rowTiles, batch });
+    }
   }
   return out;
 }
@@ -368,6 +378,7 @@ interface Row {
   shape: string;
   m: string;
   ours: string;
+  indep: string;
   wall: string;
   bw: string;
   f16: string;
@@ -386,6 +397,7 @@ for (const [n, k] of SHAPES) {
   const f32 = await timeDense(n, k, "f32");
   for (const m of BATCHES) {
     const t = await timeOurs(copies, m);
+    const ti = await timeOurs(copies, m, {}, true);
     let best = { gpu: t.gpu, variant: "default" };
     for (const v of candidates(p, m).slice(1)) {
       try {
@@ -413,6 +425,7 @@ for (const [n, k] of SHAPES) {
       shape: `${n}×${k}`,
       m: `${m}`,
       ours: `${(t.gpu * 1e6).toFixed(1)}`,
+      indep: `${(ti.gpu * 1e6).toFixed(1)}`,
       wall: `${(t.wall * 1e6).toFixed(1)}`,
       bw: `${bw.toFixed(0)}${base ? ` (${((100 * bw) / base.copy_gbs).toFixed(0)}%)` : ""}`,
       f16: `${(f16.get(m)! * 1e6).toFixed(1)}`,
@@ -435,12 +448,14 @@ for (const bits of [2, 3, 8]) {
   const p = randomPacked(n, k, bits, 128, 9);
   const copies = await residentCopies(gpu, p);
   const t = await timeOurs(copies, 1);
+  const ti = await timeOurs(copies, 1, {}, true);
   const bw = (p.words.byteLength + p.scales.byteLength + p.zeros!.byteLength) / t.gpu / 1e9;
   const torch = base?.matmul_f16_seconds[`${n}x${k}x1`];
   rows.push({
     shape: `${n}×${k} ${bits}-bit`,
     m: "1",
     ours: `${(t.gpu * 1e6).toFixed(1)}`,
+    indep: `${(ti.gpu * 1e6).toFixed(1)}`,
     wall: `${(t.wall * 1e6).toFixed(1)}`,
     bw: `${bw.toFixed(0)}${base ? ` (${((100 * bw) / base.copy_gbs).toFixed(0)}%)` : ""}`,
     f16: "",
@@ -461,6 +476,7 @@ const headers: Row = {
   shape: "N×K (4-bit g128)",
   m: "batch",
   ours: "ours GPU µs",
+  indep: "ours µs, y per copy",
   wall: "ours wall µs",
   bw: "weights GB/s (% copy)",
   f16: "dense f16 WGSL µs",
