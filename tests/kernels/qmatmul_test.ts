@@ -136,8 +136,8 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
   const w = uploadPackedWeight(gpu, p);
   const batch = new GpuBatch(gpu);
   const x = uploadBuffer(gpu, new Float32Array(64));
-  assert.throws(
-    () => encodeQmatmul(batch, w, { x, input: "f32", m: 1, y: storageBuffer(gpu, 36) }),
-    RangeError,
-  );
+  const y = storageBuffer(gpu, 36);
+  assert.throws(() => encodeQmatmul(batch, w, { x, input: "f32", m: 1, y }), RangeError);
+  await batch.submit();
+  for (const b of [x, y, w.words, w.scales, w.zeros!, w.colIdx!]) b.destroy();
 });
