@@ -117,7 +117,9 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
 /**
  * WGSL that lays out the matrix to factor from a Hessian in its original
  * column order: A[i, j] = H[π(n−1−i), π(n−1−j)] off the diagonal and
- * A[i, i] = d[i] (the damped diagonal, already reversed), i.e. J·P·H·Pᵀ·J.
+ * A[i, i] = d[i] (the damped diagonal, already reversed), i.e. J·P·H·Pᵀ·J,
+ * lower triangle only (all the factorization reads). H is the packed lower
+ * triangle of the symmetric Hessian (row a holds columns 0..a).
  * Bindings: 0 = A, 1 = H (f32), 2 = π (u32), 3 = d (f32), 4 = parameters {n}.
  *
  * @returns WGSL source.
@@ -135,9 +137,10 @@ struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
 fn main(@builtin(global_invocation_id) g: vec3u) {
   let n = prm.n;
   let i = g.y; let j = g.x;
-  if (i >= n || j >= n) { return; }
-  let v = H[perm[n - 1u - i] * n + perm[n - 1u - j]];
-  A[i * n + j] = select(v, d[i], i == j);
+  if (i >= n || j > i) { return; }
+  let a = perm[n - 1u - i]; let b = perm[n - 1u - j];
+  let hi = max(a, b); let lo = min(a, b);
+  A[i * n + j] = select(H[hi * (hi + 1u) / 2u + lo], d[i], i == j);
 }
 `;
 }
@@ -147,7 +150,7 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
  *
  * @param batch The batch.
  * @param a Output [n, n].
- * @param h Hessian [n, n] f32, original order.
+ * @param h Hessian, packed lower triangle f32 (see {@linkcode packLower}), original order.
  * @param perm Processing order [n] u32.
  * @param d Damped diagonal in reversed processing order [n] f32.
  * @param n Order.
@@ -170,6 +173,20 @@ export function encodePermuteReverse(
       u32: 0,
     }]),
   ], [Math.ceil(n / 16), Math.ceil(n / 16)]);
+}
+
+/**
+ * The lower triangle of a symmetric [n, n] matrix, packed by rows (row a
+ * holds columns 0..a), as float32.
+ *
+ * @param h Symmetric matrix, row-major.
+ * @param n Order.
+ * @returns n·(n+1)/2 values.
+ */
+export function packLower(h: Float64Array | Float32Array, n: number): Float32Array {
+  const out = new Float32Array((n * (n + 1)) / 2);
+  for (let a = 0; a < n; a++) out.set(h.subarray(a * n, a * n + a + 1), (a * (a + 1)) / 2);
+  return out;
 }
 
 const SPEC: GemmSpec = {

@@ -20,11 +20,12 @@ import { tensor } from "../core/tensor.ts";
 import { CholeskyError } from "../core/_dense.ts";
 import { fitParams, MSE_GRID, MSE_MAX_SHRINK, resolveGrid } from "../quantizers/_grid_fit.ts";
 import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
-import { type Gpu, GpuBatch, storageBuffer, uploadBuffer, uploadF32 } from "./backend.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
 import {
   choleskyBuffers,
   encodePermuteReverse,
   encodeUpperCholeskyOfInverse,
+  packLower,
 } from "./cholesky_kernel.ts";
 import { encodeGemm } from "./gemm_kernel.ts";
 import { codesPerWord, encodeObsLoop, type ObsBlockSpec, type ObsBuffers } from "./obs_kernel.ts";
@@ -167,9 +168,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       for (let i = 0; i < n; i++) dd[i] = p.diag[perm[n - 1 - i]!]! + damping;
       const tUpload = performance.now();
       if (hBuf === null) {
-        const h32 = new Float32Array(n * n);
-        h32.set(p.xtx);
-        hBuf = uploadBuffer(gpu, h32, "xtx");
+        hBuf = uploadBuffer(gpu, packLower(p.xtx, n), "xtx-lower");
         permBuf = uploadBuffer(gpu, Uint32Array.from(perm), "perm");
       }
       const chol = choleskyBuffers(gpu, null, n);
