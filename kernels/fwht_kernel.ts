@@ -273,13 +273,14 @@ export function prepareFwht(gpu: Gpu, n: number, transpose = false): FwhtPrepare
  *
  * @param gpu The GPU.
  * @param x Rows to transform.
- * @param options `normalize` and `transpose` (no custom `block`).
+ * @param options `normalize` and `transpose` (no custom `block`); `maxTileRows` caps the
+ *   rows uploaded per buffer (default: as many as the device's binding limit allows).
  * @returns H·row for each row (f32) and the GPU seconds.
  */
 export async function fwhtGpu(
   gpu: Gpu,
   x: Tensor<"f32">,
-  options: { normalize?: boolean; transpose?: boolean } = {},
+  options: { normalize?: boolean; transpose?: boolean; maxTileRows?: number } = {},
 ): Promise<{ y: Tensor<"f32">; gpuSeconds: number }> {
   if (x.dtype !== "f32" || x.shape.length < 1) {
     throw new TypeError(
@@ -289,15 +290,33 @@ export async function fwhtGpu(
   const n = x.shape[x.shape.length - 1]!;
   const rows = n === 0 ? 0 : x.data.length / n;
   const prepared = prepareFwht(gpu, n, options.transpose ?? false);
-  const a = uploadBuffer(gpu, x.data, "fwht-x");
-  const b = storageBuffer(gpu, x.data.byteLength, "fwht-scratch");
+  // Row tiles within the device's binding limit, all in one submission.
+  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  const tileRows = Math.max(
+    1,
+    Math.min(rows, Math.floor(limit / (n * 4)), options.maxTileRows ?? rows),
+  );
   const batch = new GpuBatch(gpu);
-  const result = encodeFwht(batch, prepared, a, b, rows, options.normalize ?? false);
-  const { data, gpuSeconds } = await batch.submit([result]);
-  a.destroy();
-  b.destroy();
+  const owned: GPUBuffer[] = [];
+  const results: GPUBuffer[] = [];
+  for (let r0 = 0; r0 < rows; r0 += tileRows) {
+    const r1 = Math.min(rows, r0 + tileRows);
+    const a = uploadBuffer(gpu, x.data.subarray(r0 * n, r1 * n), "fwht-x");
+    const b = storageBuffer(gpu, (r1 - r0) * n * 4, "fwht-scratch");
+    owned.push(a, b);
+    results.push(encodeFwht(batch, prepared, a, b, r1 - r0, options.normalize ?? false));
+  }
+  const { data, gpuSeconds } = await batch.submit(results);
+  for (const b of owned) b.destroy();
   for (const d of (prepared as unknown as Prepared).dense) d.buffer.destroy();
-  return { y: { dtype: "f32", shape: x.shape, data: new Float32Array(data[0]!) }, gpuSeconds };
+  const y = new Float32Array(rows * n);
+  let offset = 0;
+  for (const bytes of data) {
+    const part = new Float32Array(bytes);
+    y.set(part, offset);
+    offset += part.length;
+  }
+  return { y: { dtype: "f32", shape: x.shape, data: y }, gpuSeconds };
 }
 
 /**

@@ -23,3 +23,13 @@ Deno.test("GPU Hadamard transform equals core/fwht for powers of two and 2^k·m 
     }
   }
 });
+
+Deno.test("GPU Hadamard transform splits rows into tiles without changing the result", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(6);
+  const x = tensor("f32", [10, 24], Float32Array.from({ length: 240 }, () => rng.normal()));
+  const whole = await fwhtGpu(gpu, x, { normalize: true });
+  const tiled = await fwhtGpu(gpu, x, { normalize: true, maxTileRows: 3 });
+  assert.deepEqual(tiled.y.data, whole.y.data);
+});
