@@ -361,18 +361,19 @@ export function qmatmulNeedsGather(packed: PackedWeight, input: "f32" | "f16"): 
 }
 
 /**
- * The default specialization for a packed weight and a batch size, tuned on
- * an H100 (tests/bench/qmatmul_gpu.ts times it against its neighbours).
+ * The default specialization for a packed weight and a batch size, from the
+ * winners of the neighbour search in tests/bench/qmatmul_gpu.ts on an H100
+ * (run-to-run noise there is about ±20%).
  *
- * - Batch 1 (GEMV): one weight row and one x row per thread, four chunks in
+ * - Batch 1 (GEMV): one weight row and one x row per thread, two chunks in
  *   flight, teams splitting K until about 8192 teams run (small N needs deep
  *   K splits to fill the GPU).
  * - Batch 2–8: all x rows in each thread (every dequantized code feeds M
  *   FMAs), about 6144 teams.
- * - Larger batches: 32 outputs per thread, as 4 rows × 8 x rows or 2 rows ×
- *   16 x rows (each x load feeds several weight rows), as long as enough
- *   workgroups remain (≥ 512, resp. ≥ 256), else 2 rows × 8 x rows; about
- *   3072 teams.
+ * - Larger batches: tiles of at most 8 x rows, 4 weight rows per thread when
+ *   that leaves at least 256 workgroups, else 2 (each x load feeds several
+ *   weight rows); about 2048 teams up to batch 16, 5120 beyond (nearest power
+ *   of two).
  *
  * Teams are a power of two, at most 32, at most half the chunks, and their
  * partial sums fit 32 KiB of workgroup memory.
@@ -389,25 +390,19 @@ export function qmatmulSpec(packed: PackedWeight, m: number): QmatmulSpec {
   };
   const tiles = packed.paddedRows / PACK_TILE, chunks = packed.paddedCols / PACK_TILE;
   const workgroupsOf = (r: number, b: number) => Math.ceil(tiles / r) * Math.ceil(m / b);
-  const batchOf = (most: number) => Math.ceil(m / Math.ceil(m / most));
-  let batch: number, rowTiles: number, unroll: number, target: number;
+  let batch: number, rowTiles: number, unroll: number, teams: number;
   if (m <= 8) {
     batch = Math.max(1, m);
     rowTiles = 1;
-    unroll = m <= 1 ? 4 : 2;
-    target = m <= 1 ? 8192 : 6144;
+    unroll = 2;
+    teams = (m <= 1 ? 8192 : 6144) / workgroupsOf(1, batch);
   } else {
+    batch = Math.ceil(m / Math.ceil(m / 8));
+    rowTiles = tiles >= 4 && workgroupsOf(4, batch) >= 256 ? 4 : tiles >= 2 ? 2 : 1;
     unroll = 1;
-    target = 3072;
-    if (tiles >= 4 && workgroupsOf(4, batchOf(8)) >= 512) [rowTiles, batch] = [4, batchOf(8)];
-    else if (tiles >= 2 && workgroupsOf(2, batchOf(16)) >= 256) {
-      [rowTiles, batch] = [2, batchOf(16)];
-    } else if (tiles >= 4 && workgroupsOf(4, batchOf(8)) >= 256) {
-      [rowTiles, batch] = [4, batchOf(8)];
-    } else [rowTiles, batch] = [tiles >= 2 ? 2 : 1, batchOf(8)];
+    teams = 2 ** Math.round(Math.log2((m <= 16 ? 2048 : 5120) / workgroupsOf(rowTiles, batch)));
   }
-  const workgroups = workgroupsOf(rowTiles, batch);
-  const bound = Math.min(32, target / workgroups, chunks / 2, 512 / (rowTiles * batch));
+  const bound = Math.min(32, teams, chunks / 2, 512 / (rowTiles * batch));
   let warps = 1;
   while (warps * 2 <= bound) warps *= 2;
   return { ...common, rowTiles, warps, batch, unroll };
