@@ -4,6 +4,8 @@ import { loadLlama2c } from "../../examples/llama/llama2c.ts";
 import { llamaForward } from "../../examples/llama/forward.ts";
 import { hfConfig, loadHfLlama, toHfTensors, writeHfLlama } from "../../examples/llama/hf.ts";
 import { writeSafetensors } from "../../core/safetensors_file.ts";
+import { bf16BitsToF32, convert, f32ToBf16Bits } from "../../core/convert.ts";
+import type { Tensor } from "../../core/tensor.ts";
 import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
 import { hfTokenizerJson, parseHfTokenizer } from "../../examples/llama/hf_tokenizer.ts";
 
@@ -146,6 +148,32 @@ Deno.test("the demo runs on a Hugging Face folder with its tokenizer.json", asyn
     const hf = await run(["--model", dir]);
     const l2c = await run(["--model", path, "--tokenizer", tokPath]);
     assert.ok(Math.abs(hf - l2c) < 1e-9 * l2c, `${hf} vs ${l2c}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("f16 and bf16 HF tensors load as their float32 values", async () => {
+  const path = dataFile("stories260K/stories260K.bin");
+  if (!path) return;
+  const model = await loadLlama2c(path);
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hfConfig(model.config, true)));
+    const tensors = new Map<string, Tensor>(toHfTensors(model));
+    const v = "model.layers.1.self_attn.v_proj.weight", d = "model.layers.1.mlp.down_proj.weight";
+    tensors.set(v, convert(tensors.get(v)!, "f16"));
+    tensors.set(d, convert(tensors.get(d)!, "bf16"));
+    await writeSafetensors(`${dir}/model.safetensors`, tensors);
+    const back = await loadHfLlama(dir);
+    assert.deepEqual(
+      back.layers[1]!.wv.data,
+      Float32Array.from(model.layers[1]!.wv.data, (x) => Math.f16round(x)),
+    );
+    const bf = back.layers[1]!.w2.data;
+    for (let i = 0; i < bf.length; i += 97) {
+      assert.equal(bf[i], bf16BitsToF32(f32ToBf16Bits(model.layers[1]!.w2.data[i]!)));
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
