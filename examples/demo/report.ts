@@ -192,8 +192,8 @@ export interface ProgressBar {
 
 function fmtTime(s: number): string {
   if (!Number.isFinite(s)) return "?";
-  const m = Math.floor(s / 60);
-  return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${Math.round(s)}s`;
+  const t = Math.round(s), m = Math.floor(t / 60);
+  return m > 0 ? `${m}m${String(t % 60).padStart(2, "0")}s` : `${t}s`;
 }
 
 /**
