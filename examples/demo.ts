@@ -70,7 +70,7 @@ Model and data
   --seed N                  seed of the calibration windows and rotations (default 0)
 
 Methods and output
-  --methods LIST            comma-separated method ids, "default" or "all" (see --list)
+  --methods LIST            (or --method) comma-separated method ids, "default" or "all" (see --list)
   --list                    print the methods and exit
   --json                    print one JSON array of rows to stdout (the table goes to stderr)
   --out PATH                write each compressed model, dense float32, as HF-named safetensors
@@ -195,6 +195,7 @@ function parseArgs(argv: readonly string[]): Args | null {
         a.seed = int(flag, value(), 0);
         break;
       case "--methods":
+      case "--method":
         a.methods = value().split(",").filter((s) => s.length > 0);
         break;
       case "--json":
