@@ -16,12 +16,12 @@
  */
 
 import { dims2, type Tensor, tensor } from "../core/tensor.ts";
-import { asFloat32 } from "../core/convert.ts";
 import { CholeskyError, gemmSubInPlaceF32 } from "../core/_dense.ts";
 import type { CompressionStats } from "../quantizers/quantized_weight.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { Hessian } from "./hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
+import { prepareObs } from "./_obs_host.ts";
 import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
 import { type Backend, resolveBackend } from "../kernels/backend.ts";
 import { obsSolveGpu } from "../kernels/obs_gpu.ts";
@@ -163,36 +163,6 @@ export interface ObsResult {
   stats: ObsStats;
 }
 
-function resolvePerm(
-  n: number,
-  diag: Float64Array,
-  actOrder: boolean,
-  perm: ArrayLike<number> | undefined,
-): Int32Array | null {
-  if (perm !== undefined) {
-    if (actOrder) fail(`'perm' and 'actOrder' exclude each other`);
-    if (perm === null || typeof perm !== "object" || perm.length !== n) {
-      fail(`'perm' must be a permutation of ${n} columns: its length is ${perm?.length}`);
-    }
-    const seen = new Uint8Array(n);
-    const out = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      const c = perm[i]!;
-      if (!Number.isInteger(c) || c < 0 || c >= n || seen[c]) {
-        fail(`'perm' must be a permutation of ${n} columns: element ${i} is ${c}`);
-      }
-      seen[c] = 1;
-      out[i] = c;
-    }
-    return out;
-  }
-  if (!actOrder) return null;
-  // Decreasing diagonal; ties keep the original order (a stable sort).
-  const order = Array.from({ length: n }, (_, i) => i);
-  order.sort((a, b) => diag[b]! - diag[a]! || a - b);
-  return Int32Array.from(order);
-}
-
 /**
  * The Optimal Brain Surgeon column loop (GPTQ / SparseGPT Algorithm 1) with a
  * pluggable decision.
@@ -271,46 +241,19 @@ export async function obsSolve(
   if (onProgress !== undefined && typeof onProgress !== "function") {
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
   }
-  const original = asFloat32(weight).slice(); // [rows, n]
-  for (let i = 0; i < original.length; i++) {
-    if (!Number.isFinite(original[i]!)) {
-      fail(`'weight' must be finite: element ${i} is ${original[i]}`);
-    }
-  }
   const xtx = hessian.xtx; // [n, n], read only
-  for (let i = 0; i < xtx.length; i++) {
-    if (!Number.isFinite(xtx[i]!)) fail(`the Hessian must be finite: element ${i} is ${xtx[i]}`);
-  }
-
-  // Dead inputs (zero diagonal): their weights are irrelevant to the output.
-  const cleaned = original.slice();
-  const diag = new Float64Array(n);
-  let deadColumns = 0;
-  for (let j = 0; j < n; j++) {
-    diag[j] = xtx[j * n + j]!;
-    if (diag[j] === 0) {
-      deadColumns++;
-      diag[j] = 1;
-      for (let r = 0; r < rows; r++) cleaned[r * n + j] = 0;
-    }
-  }
-  const permOrNull = resolvePerm(n, diag, actOrder, userPerm);
+  const { original, cleaned, w, diag, deadColumns, perm: permOrNull, meanDiag } = prepareObs(
+    weight,
+    xtx,
+    rows,
+    n,
+    actOrder,
+    userPerm,
+  );
   const perm = permOrNull ?? Int32Array.from({ length: n }, (_, i) => i);
-
-  // Working weights in processing order [rows, n].
-  let w = cleaned;
-  if (permOrNull) {
-    w = new Float32Array(rows * n);
-    for (let r = 0; r < rows; r++) {
-      for (let i = 0; i < n; i++) w[r * n + i] = cleaned[r * n + perm[i]!]!;
-    }
-  }
 
   // Damping and the factor U of H⁻¹, retrying with 10× more damping.
   const tc = performance.now();
-  let meanDiag = 0;
-  for (let j = 0; j < n; j++) meanDiag += diag[j]!;
-  meanDiag = n > 0 ? meanDiag / n : 1;
   const gpuDecider = decider !== null && typeof decider === "object" &&
     (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid");
   const gpu = gpuDecider || backend !== "auto"

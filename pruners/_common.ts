@@ -74,3 +74,19 @@ export function maskedResult(
     stats,
   };
 }
+
+/**
+ * The keep-mask (1 = kept) of a pruned-mask (1 = pruned) and the count pruned.
+ *
+ * @param pruned 1 where pruned, 0 elsewhere.
+ * @returns The complement and the number of ones in `pruned`.
+ */
+export function keepMaskOf(pruned: Uint8Array): { mask: Uint8Array; prunedCount: number } {
+  const mask = new Uint8Array(pruned.length);
+  let prunedCount = 0;
+  for (let i = 0; i < mask.length; i++) {
+    mask[i] = pruned[i] ? 0 : 1;
+    prunedCount += pruned[i]!;
+  }
+  return { mask, prunedCount };
+}

@@ -18,7 +18,7 @@ import { type ObsDecider, type ObsPruneStructure, obsSolve } from "../hessian/ob
 import type { Backend } from "../kernels/backend.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
-import { checkWeight } from "./_common.ts";
+import { checkWeight, keepMaskOf } from "./_common.ts";
 import type { PruneResult } from "./prune_result.ts";
 import { type SparsityStructure, validateStructure } from "./structure.ts";
 
@@ -131,13 +131,7 @@ export async function sparsegpt(
     backend,
     ...(onProgress ? { onProgress } : {}),
   });
-  const pruned = res.pruned!;
-  const mask = new Uint8Array(rows * cols);
-  let prunedCount = 0;
-  for (let i = 0; i < mask.length; i++) {
-    mask[i] = pruned[i] ? 0 : 1;
-    prunedCount += pruned[i]!;
-  }
+  const { mask, prunedCount } = keepMaskOf(res.pruned!);
   const result: SparseGptResult = {
     weight: res.weight,
     mask: tensor("bool", [rows, cols], mask),

@@ -1,0 +1,119 @@
+/**
+ * Library-internal: the host-side preparation of an OBS solve (the copies of
+ * W, the finiteness checks, dead columns and the processing order), shared by
+ * the CPU and GPU paths of `obsSolve` and timed by
+ * `tests/hessian/obs_host_bench.ts`. Web-standard only.
+ *
+ * @module
+ */
+
+import type { Tensor } from "../core/tensor.ts";
+import { asFloat32 } from "../core/convert.ts";
+import { fail } from "./_obs_deciders.ts";
+
+/** The checked inputs of an OBS solve. */
+export interface PreparedObs {
+  /** Weights as given, original order [rows, n]; not mutated by the solver. */
+  readonly original: Float32Array;
+  /** Weights with dead columns zeroed, original order [rows, n]; not mutated by the solver. */
+  readonly cleaned: Float32Array;
+  /** Working weights in processing order [rows, n]. */
+  readonly w: Float32Array;
+  /** The Hessian's diagonal with dead entries set to 1, original order [n]. */
+  readonly diag: Float64Array;
+  /** Columns whose Hessian diagonal is zero. */
+  readonly deadColumns: number;
+  /** Processing order, or null for the identity. */
+  readonly perm: Int32Array | null;
+  /** Mean of `diag` (the damping unit). */
+  readonly meanDiag: number;
+}
+
+function resolvePerm(
+  n: number,
+  diag: Float64Array,
+  actOrder: boolean,
+  perm: ArrayLike<number> | undefined,
+): Int32Array | null {
+  if (perm !== undefined) {
+    if (actOrder) fail(`'perm' and 'actOrder' exclude each other`);
+    if (perm === null || typeof perm !== "object" || perm.length !== n) {
+      fail(`'perm' must be a permutation of ${n} columns: its length is ${perm?.length}`);
+    }
+    const seen = new Uint8Array(n);
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const c = perm[i]!;
+      if (!Number.isInteger(c) || c < 0 || c >= n || seen[c]) {
+        fail(`'perm' must be a permutation of ${n} columns: element ${i} is ${c}`);
+      }
+      seen[c] = 1;
+      out[i] = c;
+    }
+    return out;
+  }
+  if (!actOrder) return null;
+  // Decreasing diagonal; ties keep the original order (a stable sort).
+  const order = Array.from({ length: n }, (_, i) => i);
+  order.sort((a, b) => diag[b]! - diag[a]! || a - b);
+  return Int32Array.from(order);
+}
+
+/**
+ * Checks W and H finite, zeroes the weights of dead inputs (zero Hessian
+ * diagonal, whose weights are irrelevant to the output), resolves the
+ * processing order and lays out the working weights.
+ *
+ * @param weight The weight [rows, n] (shapes already checked).
+ * @param xtx The Hessian [n, n].
+ * @param rows Rows of W.
+ * @param n Columns of W.
+ * @param actOrder Decreasing-diagonal order.
+ * @param userPerm Explicit order, or undefined.
+ * @returns The prepared inputs.
+ * @throws {RangeError} on non-finite values or an invalid `perm`.
+ */
+export function prepareObs(
+  weight: Tensor,
+  xtx: Float64Array,
+  rows: number,
+  n: number,
+  actOrder: boolean,
+  userPerm: ArrayLike<number> | undefined,
+): PreparedObs {
+  const original = asFloat32(weight).slice(); // [rows, n]
+  for (let i = 0; i < original.length; i++) {
+    if (!Number.isFinite(original[i]!)) {
+      fail(`'weight' must be finite: element ${i} is ${original[i]}`);
+    }
+  }
+  for (let i = 0; i < xtx.length; i++) {
+    if (!Number.isFinite(xtx[i]!)) fail(`the Hessian must be finite: element ${i} is ${xtx[i]}`);
+  }
+
+  const cleaned = original.slice();
+  const diag = new Float64Array(n);
+  let deadColumns = 0;
+  for (let j = 0; j < n; j++) {
+    diag[j] = xtx[j * n + j]!;
+    if (diag[j] === 0) {
+      deadColumns++;
+      diag[j] = 1;
+      for (let r = 0; r < rows; r++) cleaned[r * n + j] = 0;
+    }
+  }
+  const perm = resolvePerm(n, diag, actOrder, userPerm);
+
+  // Working weights in processing order [rows, n].
+  let w = cleaned;
+  if (perm) {
+    w = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < n; i++) w[r * n + i] = cleaned[r * n + perm[i]!]!;
+    }
+  }
+  let meanDiag = 0;
+  for (let j = 0; j < n; j++) meanDiag += diag[j]!;
+  meanDiag = n > 0 ? meanDiag / n : 1;
+  return { original, cleaned, w, diag, deadColumns, perm, meanDiag };
+}
