@@ -9,15 +9,21 @@
 
 import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
+import { firstNonFinite } from "../core/_finite.ts";
 import { fail } from "./_obs_deciders.ts";
 
-/** The checked inputs of an OBS solve. */
+/**
+ * The checked inputs of an OBS solve. `original`, `cleaned` and `w` may share
+ * storage with each other and with the weight's own data (no dead columns, no
+ * permutation, float32 weights): they are read only; a solver that updates W
+ * in place copies it first.
+ */
 export interface PreparedObs {
-  /** Weights as given, original order [rows, n]; not mutated by the solver. */
+  /** Weights as given, original order [rows, n]. */
   readonly original: Float32Array;
-  /** Weights with dead columns zeroed, original order [rows, n]; not mutated by the solver. */
+  /** Weights with dead columns zeroed, original order [rows, n]. */
   readonly cleaned: Float32Array;
-  /** Working weights in processing order [rows, n]. */
+  /** Weights in processing order, dead columns zeroed [rows, n]. */
   readonly w: Float32Array;
   /** The Hessian's diagonal with dead entries set to 1, original order [n]. */
   readonly diag: Float64Array;
@@ -62,7 +68,8 @@ function resolvePerm(
 /**
  * Checks W and H finite, zeroes the weights of dead inputs (zero Hessian
  * diagonal, whose weights are irrelevant to the output), resolves the
- * processing order and lays out the working weights.
+ * processing order and lays out the working weights, copying W only where
+ * its values change (dead columns, a permutation, a dtype other than float32).
  *
  * @param weight The weight [rows, n] (shapes already checked).
  * @param xtx The Hessian [n, n].
@@ -81,23 +88,25 @@ export function prepareObs(
   actOrder: boolean,
   userPerm: ArrayLike<number> | undefined,
 ): PreparedObs {
-  const original = asFloat32(weight).slice(); // [rows, n]
-  for (let i = 0; i < original.length; i++) {
-    if (!Number.isFinite(original[i]!)) {
-      fail(`'weight' must be finite: element ${i} is ${original[i]}`);
-    }
-  }
-  for (let i = 0; i < xtx.length; i++) {
-    if (!Number.isFinite(xtx[i]!)) fail(`the Hessian must be finite: element ${i} is ${xtx[i]}`);
-  }
+  // The caller's float32 storage itself (read only), else a converted copy.
+  const original = asFloat32(weight); // [rows, n]
+  const badW = firstNonFinite(original);
+  if (badW >= 0) fail(`'weight' must be finite: element ${badW} is ${original[badW]}`);
+  const badH = firstNonFinite(xtx);
+  if (badH >= 0) fail(`the Hessian must be finite: element ${badH} is ${xtx[badH]}`);
 
-  const cleaned = original.slice();
   const diag = new Float64Array(n);
   let deadColumns = 0;
   for (let j = 0; j < n; j++) {
     diag[j] = xtx[j * n + j]!;
-    if (diag[j] === 0) {
-      deadColumns++;
+    if (diag[j] === 0) deadColumns++;
+  }
+  // Dead inputs: their weights are irrelevant to the output, set to 0 (in a copy).
+  let cleaned = original;
+  if (deadColumns > 0) {
+    cleaned = original.slice();
+    for (let j = 0; j < n; j++) {
+      if (diag[j] !== 0) continue;
       diag[j] = 1;
       for (let r = 0; r < rows; r++) cleaned[r * n + j] = 0;
     }

@@ -242,14 +242,9 @@ export async function obsSolve(
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
   }
   const xtx = hessian.xtx; // [n, n], read only
-  const { original, cleaned, w, diag, deadColumns, perm: permOrNull, meanDiag } = prepareObs(
-    weight,
-    xtx,
-    rows,
-    n,
-    actOrder,
-    userPerm,
-  );
+  // original, cleaned and prepared.w may be the caller's storage: read only.
+  const prepared = prepareObs(weight, xtx, rows, n, actOrder, userPerm);
+  const { original, cleaned, diag, deadColumns, perm: permOrNull, meanDiag } = prepared;
   const perm = permOrNull ?? Int32Array.from({ length: n }, (_, i) => i);
 
   // Damping and the factor U of H⁻¹, retrying with 10× more damping.
@@ -272,7 +267,7 @@ export async function obsSolve(
     return await obsSolveGpu(gpu, {
       rows,
       n,
-      w,
+      w: prepared.w,
       xtx,
       diag,
       meanDiag,
@@ -300,6 +295,8 @@ export async function obsSolve(
   }
   const choleskySeconds = (performance.now() - tc) / 1000;
 
+  // The CPU loop updates W in place: never the caller's storage.
+  const w = prepared.w === original ? prepared.w.slice() : prepared.w; // [rows, n]
   const ctx: SolveContext = { rows, n, w, original, cleaned, perm, u };
   const compiled = compileDecider(ctx, decider);
   let bs = blockSize;

@@ -11,6 +11,68 @@ import { tensor } from "../core/tensor.ts";
 import type { ObsResult } from "../hessian/obs.ts";
 import type { ObsGpuProblem } from "./obs_gpu.ts";
 
+/**
+ * The 0/1 bytes of each byte value's 8 bits (bit k → byte k), as two words
+ * each in the platform's byte order: EXPAND[2b] holds bits 0–3, EXPAND[2b + 1] bits 4–7.
+ */
+const EXPAND = ((): Uint32Array => {
+  const bytes = new Uint8Array(256 * 8);
+  for (let b = 0; b < 256; b++) for (let k = 0; k < 8; k++) bytes[b * 8 + k] = (b >>> k) & 1;
+  return new Uint32Array(bytes.buffer);
+})();
+
+/**
+ * The bit mask the GPU wrote (bit i & 31 of word i >> 5 of each row's
+ * ⌈n/32⌉ words, in processing order) as one byte per weight, original order.
+ *
+ * @param words Mask words [rows, ⌈n/32⌉].
+ * @param rows Rows.
+ * @param n Columns.
+ * @param perm Processing order, or null for the identity.
+ * @returns 0/1 per weight [rows, n].
+ */
+function unpackMask(
+  words: Uint32Array,
+  rows: number,
+  n: number,
+  perm: Int32Array | null,
+): Uint8Array {
+  const stride = Math.ceil(n / 32);
+  const out = new Uint8Array(rows * n); // [rows, n]
+  if (perm === null && n % 32 === 0) {
+    // Rows are whole words: word i fills output bytes 32i..32i+31, eight
+    // aligned 4-byte writes through the table (zero words are already done).
+    const out32 = new Uint32Array(out.buffer);
+    for (let i = 0; i < words.length; i++) {
+      const x = words[i]!;
+      if (x === 0) continue;
+      const o = i * 8;
+      let b = (x & 255) * 2;
+      out32[o] = EXPAND[b]!;
+      out32[o + 1] = EXPAND[b + 1]!;
+      b = ((x >>> 8) & 255) * 2;
+      out32[o + 2] = EXPAND[b]!;
+      out32[o + 3] = EXPAND[b + 1]!;
+      b = ((x >>> 16) & 255) * 2;
+      out32[o + 4] = EXPAND[b]!;
+      out32[o + 5] = EXPAND[b + 1]!;
+      b = (x >>> 24) * 2;
+      out32[o + 6] = EXPAND[b]!;
+      out32[o + 7] = EXPAND[b + 1]!;
+    }
+    return out;
+  }
+  for (let r = 0; r < rows; r++) {
+    const wr = r * stride, row = r * n;
+    for (let wi = 0; wi < stride; wi++) {
+      const x = words[wr + wi]!, c0 = wi * 32, c1 = Math.min(n, c0 + 32);
+      if (perm === null) { for (let i = c0; i < c1; i++) out[row + i] = (x >>> (i - c0)) & 1; }
+      else for (let i = c0; i < c1; i++) out[row + perm[i]!] = (x >>> (i - c0)) & 1;
+    }
+  }
+  return out;
+}
+
 /** What the GPU submission read back, in the order obs_gpu.ts requests it. */
 export interface ObsGpuOutput {
   /** status, loss [rows], then codes, scales, zeros (grid) or W (no grid), then the mask words (prune). */
@@ -133,16 +195,7 @@ export function assembleObsResult(
     result.gIdx = gIdxOrig;
   }
   if (o.structure) {
-    const words = new Uint32Array(out.data[next++]!);
-    const stride = Math.ceil(n / 32);
-    const pruned = new Uint8Array(rows * n);
-    for (let r = 0; r < rows; r++) {
-      const wr = r * stride, row = r * n;
-      for (let i = 0; i < n; i++) {
-        pruned[row + (identity ? i : perm[i]!)] = (words[wr + (i >> 5)]! >>> (i & 31)) & 1;
-      }
-    }
-    result.pruned = pruned;
+    result.pruned = unpackMask(new Uint32Array(out.data[next++]!), rows, n, identity ? null : perm);
   }
   return result;
 }

@@ -189,6 +189,39 @@ export function packLower(h: Float64Array | Float32Array, n: number): Float32Arr
   return out;
 }
 
+/**
+ * {@linkcode packLower} in pieces: the packed values go to `emit` in
+ * consecutive runs of whole rows through one reused buffer of `chunkValues`
+ * values (or one row, if longer), so that a large Hessian is converted and
+ * uploaded without a full-size float32 copy (whose fresh pages cost more
+ * than the conversion itself).
+ *
+ * @param h Symmetric matrix, row-major [n, n].
+ * @param n Order.
+ * @param emit Receives each run's offset in the packed array (in values) and
+ *   its values; the array is overwritten after `emit` returns.
+ * @param chunkValues Values per run (at least one row). @default 4194304 (16 MiB)
+ */
+export function packLowerChunks(
+  h: Float64Array | Float32Array,
+  n: number,
+  emit: (offset: number, values: Float32Array) => void,
+  chunkValues = 1 << 22,
+): void {
+  const buf = new Float32Array(Math.min((n * (n + 1)) / 2, Math.max(chunkValues, n)));
+  let start = 0, k = 0; // packed offset of buf[0]; values in buf
+  for (let a = 0; a < n; a++) {
+    if (k + a + 1 > buf.length) {
+      emit(start, buf.subarray(0, k));
+      start += k;
+      k = 0;
+    }
+    buf.set(h.subarray(a * n, a * n + a + 1), k);
+    k += a + 1;
+  }
+  if (k > 0) emit(start, buf.subarray(0, k));
+}
+
 const SPEC: GemmSpec = {
   transA: false,
   transB: false,

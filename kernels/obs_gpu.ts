@@ -19,12 +19,12 @@
 import { CholeskyError } from "../core/_dense.ts";
 import { fitParams, MSE_GRID, MSE_MAX_SHRINK, resolveGrid } from "../quantizers/_grid_fit.ts";
 import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
-import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer, writeBuffer } from "./backend.ts";
 import {
   choleskyBuffers,
   encodePermuteReverse,
   encodeUpperCholeskyOfInverse,
-  packLower,
+  packLowerChunks,
 } from "./cholesky_kernel.ts";
 import { encodeGemm } from "./gemm_kernel.ts";
 import { assembleObsResult } from "./_obs_assemble.ts";
@@ -36,7 +36,7 @@ export interface ObsGpuProblem {
   readonly rows: number;
   /** Columns of W. */
   readonly n: number;
-  /** Weights in processing order, dead columns zeroed [rows, n]. */
+  /** Weights in processing order, dead columns zeroed [rows, n]; may be the caller's storage (read only). */
   readonly w: Float32Array;
   /** The Hessian as given (original order, undamped) [n, n]. */
   readonly xtx: Float64Array;
@@ -54,9 +54,9 @@ export interface ObsGpuProblem {
   readonly blockSize: number;
   /** Processing order, or null for the identity. */
   readonly perm: Int32Array | null;
-  /** Weights as given, original order [rows, n] (per-channel grids are fitted on them). */
+  /** Weights as given, original order [rows, n] (per-channel grids are fitted on them); read only. */
   readonly original: Float32Array;
-  /** Weights with dead columns zeroed, original order [rows, n] (static groups). */
+  /** Weights with dead columns zeroed, original order [rows, n] (static groups); read only. */
   readonly cleaned: Float32Array;
   /** Dead columns found. */
   readonly deadColumns: number;
@@ -168,7 +168,9 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       for (let i = 0; i < n; i++) dd[i] = p.diag[perm[n - 1 - i]!]! + damping;
       const tUpload = performance.now();
       if (hBuf === null) {
-        hBuf = uploadBuffer(gpu, packLower(p.xtx, n), "xtx-lower");
+        const h = storageBuffer(gpu, ((n * (n + 1)) / 2) * 4, "xtx-lower");
+        hBuf = h;
+        packLowerChunks(p.xtx, n, (offset, values) => writeBuffer(gpu, h, offset * 4, values));
         permBuf = uploadBuffer(gpu, Uint32Array.from(perm), "perm");
       }
       const chol = choleskyBuffers(gpu, null, n);

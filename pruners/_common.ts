@@ -6,6 +6,7 @@
  */
 
 import { asFloat64 } from "../core/convert.ts";
+import { firstNonFinite } from "../core/_finite.ts";
 import { type Tensor, tensor } from "../core/tensor.ts";
 import type { CompressionStats } from "../quantizers/quantized_weight.ts";
 import type { PruneResult } from "./prune_result.ts";
@@ -40,15 +41,14 @@ export function checkWeight(weight: Tensor, caller: string): { rows: number; col
     );
   }
   const rows = weight.shape[0]!, cols = weight.shape[1]!;
-  const w: ArrayLike<number> = weight.dtype === "f32" || weight.dtype === "f64"
-    ? weight.data as Float32Array
+  const w = weight.dtype === "f32" || weight.dtype === "f64"
+    ? weight.data as Float32Array | Float64Array
     : asFloat64(weight);
-  for (let i = 0; i < w.length; i++) {
-    if (!Number.isFinite(w[i]!)) {
-      throw new TypeError(
-        `Cannot ${caller} as 'weight' holds ${w[i]} at [${Math.floor(i / cols)}, ${i % cols}]`,
-      );
-    }
+  const i = firstNonFinite(w);
+  if (i >= 0) {
+    throw new TypeError(
+      `Cannot ${caller} as 'weight' holds ${w[i]} at [${Math.floor(i / cols)}, ${i % cols}]`,
+    );
   }
   return { rows, cols };
 }
@@ -76,17 +76,29 @@ export function maskedResult(
 }
 
 /**
- * The keep-mask (1 = kept) of a pruned-mask (1 = pruned) and the count pruned.
+ * Turns a pruned-mask (1 = pruned) into the keep-mask (1 = kept), in place,
+ * and counts the pruned weights.
  *
- * @param pruned 1 where pruned, 0 elsewhere.
- * @returns The complement and the number of ones in `pruned`.
+ * @param mask 1 where pruned, 0 elsewhere (no other values); overwritten by its complement.
+ * @returns The number of ones `mask` held.
  */
-export function keepMaskOf(pruned: Uint8Array): { mask: Uint8Array; prunedCount: number } {
-  const mask = new Uint8Array(pruned.length);
-  let prunedCount = 0;
-  for (let i = 0; i < mask.length; i++) {
-    mask[i] = pruned[i] ? 0 : 1;
-    prunedCount += pruned[i]!;
+export function invertMaskInPlace(mask: Uint8Array): number {
+  const len = mask.length;
+  let prunedCount = 0, i = 0;
+  if (mask.byteOffset % 4 === 0) {
+    // Four bytes at a time: 1 − b is b XOR 1 for b in {0, 1}, and the top
+    // byte of x·0x01010101 is the sum of x's four bytes (at most 4: no carry).
+    const words = new Uint32Array(mask.buffer, mask.byteOffset, len >>> 2);
+    for (let j = 0; j < words.length; j++) {
+      const x = words[j]!;
+      words[j] = x ^ 0x01010101;
+      prunedCount += Math.imul(x, 0x01010101) >>> 24;
+    }
+    i = words.length * 4;
   }
-  return { mask, prunedCount };
+  for (; i < len; i++) {
+    prunedCount += mask[i]!;
+    mask[i] = mask[i] ? 0 : 1;
+  }
+  return prunedCount;
 }

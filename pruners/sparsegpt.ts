@@ -18,7 +18,7 @@ import { type ObsDecider, type ObsPruneStructure, obsSolve } from "../hessian/ob
 import type { Backend } from "../kernels/backend.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
-import { checkWeight, keepMaskOf } from "./_common.ts";
+import { checkWeight, invertMaskInPlace } from "./_common.ts";
 import type { PruneResult } from "./prune_result.ts";
 import { type SparsityStructure, validateStructure } from "./structure.ts";
 
@@ -131,7 +131,9 @@ export async function sparsegpt(
     backend,
     ...(onProgress ? { onProgress } : {}),
   });
-  const { mask, prunedCount } = keepMaskOf(res.pruned!);
+  // res.pruned is this call's own fresh array: it becomes the keep-mask.
+  const mask = res.pruned!;
+  const prunedCount = invertMaskInPlace(mask);
   const result: SparseGptResult = {
     weight: res.weight,
     mask: tensor("bool", [rows, cols], mask),

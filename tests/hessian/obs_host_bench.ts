@@ -2,12 +2,15 @@
  * The host-side (CPU) phases of the WebGPU OBS solver path, which bound the
  * wall time of `gptq()` / `sparsegpt()` on a fast GPU: the input checks and
  * copies of `obsSolve` (`prepareObs`), SparseGPT's own weight check, the
- * Hessian's conversion to the float32 lower triangle that is uploaded, the
+ * Hessian's conversion to the float32 lower triangle that is uploaded (in
+ * chunks; the upload itself is not timed, nor was it before), the
  * assembly of the result from the read-back buffers (pruned weights and mask;
  * grid codes) and SparseGPT's keep-mask. Shapes [rows, n] = [4096, 4096] and
  * [4096, 11008] (LLaMA-7B's down projection: H is 11008², 0.97 GB in float64).
  * The GPU's output is simulated: random weights, a random 50% mask, 4-bit
- * codes. The "… total" rows run every phase of one solve in sequence.
+ * codes. "assemble and sparsegpt keep mask" is the assembly followed by the
+ * keep-mask (the mask alone is its difference from "assemble pruned W and
+ * mask"). The "… total" rows run every phase of one solve in sequence.
  *
  * Run: `deno bench -A tests/hessian/obs_host_bench.ts` (needs about 3 GB of memory).
  */
@@ -15,10 +18,10 @@
 import { tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
 import { prepareObs } from "../../hessian/_obs_host.ts";
-import { packLower } from "../../kernels/cholesky_kernel.ts";
+import { packLowerChunks } from "../../kernels/cholesky_kernel.ts";
 import { assembleObsResult } from "../../kernels/_obs_assemble.ts";
 import type { ObsGpuProblem } from "../../kernels/obs_gpu.ts";
-import { checkWeight, keepMaskOf } from "../../pruners/_common.ts";
+import { checkWeight, invertMaskInPlace } from "../../pruners/_common.ts";
 
 /** A symmetric finite matrix with a positive diagonal (no factorization happens here). */
 function pseudoHessian(n: number): Float64Array {
@@ -95,7 +98,6 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
       damping: 0.01,
       structure: false,
     });
-  const pruned0 = assemblePrune(p0).pruned!;
   const opts = { group, n: 5, warmup: 1 };
 
   Deno.bench({
@@ -116,7 +118,7 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
     name: `${group} Hessian to f32 lower triangle`,
     ...opts,
     fn: () => {
-      packLower(xtx, n);
+      packLowerChunks(xtx, n, () => {});
     },
   });
   Deno.bench({
@@ -127,10 +129,10 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
     },
   });
   Deno.bench({
-    name: `${group} sparsegpt keep mask`,
+    name: `${group} assemble and sparsegpt keep mask`,
     ...opts,
     fn: () => {
-      keepMaskOf(assemblePrune(p0).pruned!);
+      invertMaskInPlace(assemblePrune(p0).pruned!);
     },
   });
   Deno.bench({
@@ -146,8 +148,8 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
     fn: () => {
       checkWeight(weight, "bench");
       const p = problem();
-      packLower(xtx, n);
-      keepMaskOf(assemblePrune(p).pruned!);
+      packLowerChunks(xtx, n, () => {});
+      invertMaskInPlace(assemblePrune(p).pruned!);
     },
   });
   Deno.bench({
@@ -155,7 +157,7 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
     ...opts,
     fn: () => {
       const p = problem();
-      packLower(xtx, n);
+      packLowerChunks(xtx, n, () => {});
       assembleGrid(p);
     },
   });
