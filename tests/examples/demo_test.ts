@@ -149,3 +149,49 @@ Deno.test("the demo's packed output dequantizes to the dense output", async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a demo run killed after some blocks continues from its journal to the same result", async () => {
+  if (!dataFile("stories260K/stories260K.bin") || !dataFile("text/tinystories_val_sample.txt")) {
+    return;
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = [
+      "--methods",
+      "gptq-w3",
+      "--eval",
+      "tinystories",
+      "--eval-tokens",
+      "400",
+      "--calib-samples",
+      "48",
+      "--no-plot",
+      "--json",
+      "--quiet",
+    ];
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", DEMO, ...args, "--resume", `${dir}/j`],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    // Kill it as soon as the first block is in the journal.
+    for (let i = 0; i < 600; i++) {
+      if (await Deno.stat(`${dir}/j/gptq-w3.safetensors`).then(() => true, () => false)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill("SIGKILL");
+    await child.status;
+    const resumed = await demo([...args, "--resume", `${dir}/j`]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(
+      resumed.stderr,
+      /gptq-w3: (resuming after \d+ finished modules|taken from the journal)/,
+    );
+    const fresh = await demo(args);
+    const [a, b] = [JSON.parse(resumed.stdout)[0], JSON.parse(fresh.stdout)[0]];
+    assert.equal(a.perplexity.tinystories, b.perplexity.tinystories);
+    assert.equal(a.layerError, b.layerError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
