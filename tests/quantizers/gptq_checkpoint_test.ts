@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { fromGptqCheckpoint, toGptqCheckpoint } from "../../quantizers/gptq_checkpoint.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
-import { prng } from "../../core/prng.ts";
+import { randomQuantized as sharedRandomQuantized } from "./_random_quantized.ts";
 
+/** A random quantized weight whose zero points a version-1 checkpoint can hold (≥ 1). */
 function randomQuantized(
   rows: number,
   cols: number,
@@ -11,34 +12,15 @@ function randomQuantized(
   seed: number,
   actOrder = false,
 ): QuantizedWeight {
-  const g = prng(seed);
-  const groups = groupSize === -1 ? 1 : Math.ceil(cols / groupSize);
-  const maxq = (1 << bits) - 1;
-  const codes = new Uint8Array(rows * cols).map(() => g.int(maxq + 1));
-  const scales = new Float32Array(rows * groups).map(() => Math.fround(0.01 + g.uniform()));
-  const zeros = new Float32Array(rows * groups).map(() => 1 + g.int(maxq));
-  const gIdx = new Int32Array(cols).map((
-    _,
-    k,
-  ) => (groupSize === -1 ? 0 : Math.floor(k / groupSize)));
-  if (actOrder) {
-    for (let i = cols - 1; i > 0; i--) {
-      const j = g.int(i + 1);
-      [gIdx[i], gIdx[j]] = [gIdx[j]!, gIdx[i]!];
-    }
-  }
-  return {
-    kind: "uniform",
-    shape: [rows, cols],
+  const q = sharedRandomQuantized(
+    rows,
+    cols,
     bits,
     groupSize,
-    symmetric: false,
-    codes,
-    scales,
-    zeros,
-    gIdx,
-    stats: { seconds: 0 },
-  };
+    seed,
+    actOrder ? "actOrder" : "regular",
+  );
+  return { ...q, zeros: q.zeros.map((z) => Math.max(1, z)) };
 }
 
 Deno.test("toGptqCheckpoint() and fromGptqCheckpoint() round-trip 2/3/4/8 bits, v1 and v2", () => {
