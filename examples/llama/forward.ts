@@ -10,6 +10,7 @@
 
 import type { Tensor } from "../../core/tensor.ts";
 import { llamaDims } from "./model.ts";
+import { type RopeTables, ropeTables } from "./_rope.ts";
 import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
 
 /**
@@ -119,25 +120,14 @@ export function rmsNorm(
   return y;
 }
 
-const ropeCache = new Map<string, { cos: Float64Array; sin: Float64Array }>();
+const ropeCache = new Map<string, RopeTables>();
 
-function ropeTables(headDim: number, theta: number, T: number) {
+/** The rotary tables of at least T positions (at least 1024), cached per head width and θ. */
+function cachedRopeTables(headDim: number, theta: number, T: number): RopeTables {
   const key = `${headDim}/${theta}`;
   let c = ropeCache.get(key);
-  const half = headDim / 2;
-  if (!c || c.cos.length < T * half) {
-    const n = Math.max(T, 1024);
-    const cos = new Float64Array(n * half), sin = new Float64Array(n * half);
-    for (let i = 0; i < half; i++) {
-      // float32 frequencies, as the reference implementations compute them
-      const freq = Math.fround(1 / Math.pow(theta, (2 * i) / headDim));
-      for (let p = 0; p < n; p++) {
-        const ang = p * freq;
-        cos[p * half + i] = Math.cos(ang);
-        sin[p * half + i] = Math.sin(ang);
-      }
-    }
-    c = { cos, sin };
+  if (!c || c.cos.length < T * (headDim / 2)) {
+    c = ropeTables(headDim, theta, Math.max(T, 1024));
     ropeCache.set(key, c);
   }
   return c;
@@ -151,7 +141,7 @@ function applyRope(
   theta: number,
   startPos: number,
 ): void {
-  const { cos, sin } = ropeTables(headDim, theta, startPos + T);
+  const { cos, sin } = cachedRopeTables(headDim, theta, startPos + T);
   const half = headDim / 2;
   for (let t = 0; t < T; t++) {
     const p = (startPos + t) * half;

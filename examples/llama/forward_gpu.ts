@@ -32,6 +32,7 @@ import {
   encodeSwiglu,
 } from "./_gpu_kernels.ts";
 import { llamaForward } from "./forward.ts";
+import { ropeTables } from "./_rope.ts";
 import { llamaDims } from "./model.ts";
 import type { LlamaModel } from "./model.ts";
 import { perplexity, planWindows } from "./perplexity.ts";
@@ -146,15 +147,11 @@ function cpuSession(model: LlamaModel): LlamaSession {
 
 /** (cos, sin) of position p and frequency i at [p·hd/2 + i], float64 rounded once. */
 function ropeTable(hd: number, theta: number, positions: number): Float32Array {
-  const half = hd / 2;
-  const cs = new Float32Array(positions * half * 2);
-  for (let i = 0; i < half; i++) {
-    // float32 frequencies, as forward.ts (and the reference implementations) compute them
-    const freq = Math.fround(1 / Math.pow(theta, (2 * i) / hd));
-    for (let p = 0; p < positions; p++) {
-      cs[2 * (p * half + i)] = Math.cos(p * freq);
-      cs[2 * (p * half + i) + 1] = Math.sin(p * freq);
-    }
+  const { cos, sin } = ropeTables(hd, theta, positions);
+  const cs = new Float32Array(cos.length * 2);
+  for (let k = 0; k < cos.length; k++) {
+    cs[2 * k] = cos[k]!;
+    cs[2 * k + 1] = sin[k]!;
   }
   return cs;
 }
