@@ -5,10 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
-import { captureLinearInputs } from "../../examples/llama/capture.ts";
+import { captureStories, loadStories260K } from "../_real_layers.ts";
 import { LLAMA_LINEARS } from "../../examples/llama/model.ts";
 import { type Hessian, hessian } from "../../hessian/hessian.ts";
 import { layerError } from "../../hessian/layer_error.ts";
@@ -19,18 +16,13 @@ import type { SparsityStructure } from "../../pruners/structure.ts";
 import { wanda } from "../../pruners/wanda.ts";
 
 Deno.test("sparsegpt() has a lower layer error than wanda() and magnitudePrune() on every stories260K linear layer at 50% and 2:4", async () => {
-  const modelPath = dataFile("stories260K/stories260K.bin");
-  const tokPath = dataFile("stories260K/tok512.bin");
-  const textPath = dataFile("text/tinystories_val_sample.txt");
-  if (!modelPath || !tokPath || !textPath) return;
-  const model = await loadLlama2c(modelPath);
-  const tok = await loadTokenizer(tokPath, { vocabSize: model.config.vocabSize });
-  const text = await Deno.readTextFile(textPath);
-  const stories = text.split(/\n\s*\n/).filter((s) => s.length > 300);
+  const setup = await loadStories260K();
+  if (!setup) return;
+  const { model } = setup;
+  const stories = setup.stories.filter((s) => s.length > 300);
   // calibrate on 16 sequences of 128 tokens; evaluate on 16 other stories
-  const encode = (s: string) => tok.encode(s, { bos: true }).slice(0, 128);
-  const calib = captureLinearInputs(model, stories.slice(0, 16).map(encode));
-  const held = captureLinearInputs(model, stories.slice(200, 216).map(encode));
+  const calib = captureStories(setup, stories.slice(0, 16));
+  const held = captureStories(setup, stories.slice(200, 216));
   const structures: [string, SparsityStructure][] = [
     ["50%", { kind: "unstructured", sparsity: 0.5 }],
     ["2:4", { kind: "nm", n: 2, m: 4 }],

@@ -5,10 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
-import { captureLinearInputs } from "../../examples/llama/capture.ts";
+import { captureStories, loadStories260K } from "../_real_layers.ts";
 import { LLAMA_LINEARS } from "../../examples/llama/model.ts";
 import { type Hessian, hessian } from "../../hessian/hessian.ts";
 import { layerError } from "../../hessian/layer_error.ts";
@@ -18,17 +15,11 @@ import { rtn } from "../../quantizers/rtn.ts";
 import type { Tensor } from "../../core/tensor.ts";
 
 Deno.test("gptq() beats rtn() at 4 and 3 bits on every stories260K linear layer (TinyStories activations)", async () => {
-  const modelPath = dataFile("stories260K/stories260K.bin");
-  const tokPath = dataFile("stories260K/tok512.bin");
-  const textPath = dataFile("text/tinystories_val_sample.txt");
-  if (!modelPath || !tokPath || !textPath) return;
-  const model = await loadLlama2c(modelPath);
-  const tok = await loadTokenizer(tokPath, { vocabSize: model.config.vocabSize });
-  const text = await Deno.readTextFile(textPath);
+  const setup = await loadStories260K();
+  if (!setup) return;
+  const { model } = setup;
   // 8 calibration sequences of 128 tokens, from the start of separate stories.
-  const stories = text.split(/\n\s*\n/).filter((s) => s.length > 600).slice(0, 8);
-  const sequences = stories.map((s) => tok.encode(s, { bos: true }).slice(0, 128));
-  const inputs = captureLinearInputs(model, sequences);
+  const inputs = captureStories(setup, setup.stories.filter((s) => s.length > 600).slice(0, 8));
   const rows: string[] = [
     "layer error ‖(W−Ŵ)X‖²/‖WX‖², gptq / rtn, per channel (g-1) and groups of 32 (g32)",
     "layer | 4 bits g-1          | 4 bits g32          | 3 bits g-1          | 3 bits g32",
