@@ -51,3 +51,25 @@ export function firstNonFinite(a: Float32Array | Float64Array): number {
   }
   return -1;
 }
+
+/**
+ * The index of the first non-finite value among raw 16-bit float bits
+ * (float16 or bfloat16), or −1; the same exponent test as
+ * {@linkcode firstNonFinite}, with the sign bit of 16 bits.
+ *
+ * @param bits Raw bits (a `Uint16Array` view of float16 or bfloat16 storage).
+ * @param exponentMask 0x7c00 for float16, 0x7f80 for bfloat16.
+ * @returns The first non-finite index, or −1.
+ */
+export function firstNonFinite16(bits: Uint16Array, exponentMask: 0x7c00 | 0x7f80): number {
+  const len = bits.length, lsb = exponentMask & -exponentMask;
+  for (let s = 0; s < len; s += CHUNK) {
+    const e = Math.min(len, s + CHUNK);
+    let acc = 0;
+    for (let i = s; i < e; i++) acc |= (bits[i]! & exponentMask) + lsb;
+    if (acc & 0x8000) {
+      for (let i = s; i < e; i++) if ((bits[i]! & exponentMask) === exponentMask) return i;
+    }
+  }
+  return -1;
+}

@@ -5,8 +5,8 @@
  * @module
  */
 
-import { asFloat64 } from "../core/convert.ts";
-import { firstNonFinite } from "../core/_finite.ts";
+import { asFloat64, elementAsNumber } from "../core/convert.ts";
+import { firstNonFinite, firstNonFinite16 } from "../core/_finite.ts";
 import { type Tensor, tensor } from "../core/tensor.ts";
 import type { CompressionStats } from "../quantizers/quantized_weight.ts";
 import type { PruneResult } from "./prune_result.ts";
@@ -20,7 +20,7 @@ export function checkedWeight(
   return { rows, cols, w: asFloat64(weight) };
 }
 
-/** Checks that a weight is a finite 2-D float tensor (without copying f32/f64 storage). */
+/** Checks that a weight is a finite 2-D float tensor (without copying or converting its storage). */
 export function checkWeight(weight: Tensor, caller: string): { rows: number; cols: number } {
   if (weight === null || typeof weight !== "object" || !Array.isArray(weight.shape)) {
     throw new TypeError(
@@ -41,13 +41,19 @@ export function checkWeight(weight: Tensor, caller: string): { rows: number; col
     );
   }
   const rows = weight.shape[0]!, cols = weight.shape[1]!;
-  const w = weight.dtype === "f32" || weight.dtype === "f64"
-    ? weight.data as Float32Array | Float64Array
-    : asFloat64(weight);
-  const i = firstNonFinite(w);
+  // Scanned in place: float32/64 values, or the raw bits of float16/bfloat16.
+  const data = weight.data as Float32Array | Float64Array | Uint16Array | Float16Array;
+  const i = weight.dtype === "f16" || weight.dtype === "bf16"
+    ? firstNonFinite16(
+      new Uint16Array(data.buffer, data.byteOffset, data.length),
+      weight.dtype === "bf16" ? 0x7f80 : 0x7c00,
+    )
+    : firstNonFinite(data as Float32Array | Float64Array);
   if (i >= 0) {
     throw new TypeError(
-      `Cannot ${caller} as 'weight' holds ${w[i]} at [${Math.floor(i / cols)}, ${i % cols}]`,
+      `Cannot ${caller} as 'weight' holds ${elementAsNumber(weight, i)} at [${
+        Math.floor(i / cols)
+      }, ${i % cols}]`,
     );
   }
   return { rows, cols };

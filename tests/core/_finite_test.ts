@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { firstNonFinite } from "../../core/_finite.ts";
+import { firstNonFinite, firstNonFinite16 } from "../../core/_finite.ts";
 
 /** Brute force: the first index where Number.isFinite fails. */
 function oracle(a: Float32Array | Float64Array): number {
@@ -44,4 +44,35 @@ Deno.test("firstNonFinite() recognizes every NaN payload and both infinities by 
   assert.equal(firstNonFinite(f64), 2);
   assert.equal(firstNonFinite(f64.subarray(3)), 0);
   assert.equal(firstNonFinite(f64.subarray(0, 2)), -1);
+});
+
+Deno.test("firstNonFinite16() finds the first infinity or NaN among float16 and bfloat16 bits", () => {
+  // float16: 0x7bff largest finite, 0x7c00 +Inf, 0xfc00 −Inf, 0x7e01 NaN; 0x0001 subnormal.
+  // bfloat16: 0x7f7f largest finite, 0x7f80 +Inf, 0xff80 −Inf, 0x7fc1 NaN.
+  const cases = [
+    {
+      mask: 0x7c00,
+      finite: [0x7bff, 0xfbff, 0x0001, 0x8000, 0x3c00],
+      bad: [0x7c00, 0xfc00, 0x7e01],
+    },
+    {
+      mask: 0x7f80,
+      finite: [0x7f7f, 0xff7f, 0x0001, 0x8000, 0x3f80],
+      bad: [0x7f80, 0xff80, 0x7fc1],
+    },
+  ] as const;
+  for (const { mask, finite, bad } of cases) {
+    for (const len of [1, 9, 16384, 16385, 40001]) {
+      const bits = Uint16Array.from({ length: len }, (_, i) => finite[i % finite.length]!);
+      assert.equal(firstNonFinite16(bits, mask), -1);
+      for (const b of bad) {
+        for (const pos of [0, len >> 1, len - 1]) {
+          const a = bits.slice();
+          a[pos] = b;
+          assert.equal(firstNonFinite16(a, mask), pos, `${mask} ${b} ${len} ${pos}`);
+          assert.equal(firstNonFinite16(a.subarray(1), mask), pos >= 1 ? pos - 1 : -1);
+        }
+      }
+    }
+  }
 });
