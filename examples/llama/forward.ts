@@ -377,6 +377,24 @@ export function llamaBlockPartial(
 }
 
 /**
+ * Checks that every token id is an integer in [0, vocabSize).
+ *
+ * @param tokens Token ids.
+ * @param vocabSize Vocabulary size.
+ * @throws {RangeError} naming the first id outside the vocabulary and its position.
+ */
+export function checkTokenIds(tokens: ArrayLike<number>, vocabSize: number): void {
+  for (let t = 0; t < tokens.length; t++) {
+    const id = tokens[t]!;
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) {
+      throw new RangeError(
+        `Token ${id} at position ${t} is outside the vocabulary of ${vocabSize}`,
+      );
+    }
+  }
+}
+
+/**
  * Token embeddings of a sequence.
  *
  * @param model The model.
@@ -386,14 +404,10 @@ export function llamaBlockPartial(
  */
 export function llamaEmbed(model: LlamaModel, tokens: ArrayLike<number>): Float32Array {
   const { dim, vocabSize } = model.config;
+  checkTokenIds(tokens, vocabSize);
   const x = new Float32Array(tokens.length * dim);
   for (let t = 0; t < tokens.length; t++) {
     const id = tokens[t]!;
-    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) {
-      throw new RangeError(
-        `Token ${id} at position ${t} is outside the vocabulary of ${vocabSize}`,
-      );
-    }
     x.set(model.tokenEmbedding.data.subarray(id * dim, (id + 1) * dim), t * dim);
   }
   return x;

@@ -31,7 +31,7 @@ import {
   encodeRope,
   encodeSwiglu,
 } from "./_gpu_kernels.ts";
-import { llamaForward } from "./forward.ts";
+import { checkTokenIds, llamaForward } from "./forward.ts";
 import { ropeTables } from "./_rope.ts";
 import { llamaDims } from "./model.ts";
 import type { LlamaModel } from "./model.ts";
@@ -82,14 +82,7 @@ export interface LlamaSession {
 
 function checkTokens(tokens: ArrayLike<number>, vocabSize: number, what: string): void {
   if (tokens.length < 1) throw new RangeError(`Cannot run ${what} on an empty token sequence`);
-  for (let t = 0; t < tokens.length; t++) {
-    const id = tokens[t]!;
-    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) {
-      throw new RangeError(
-        `Token ${id} at position ${t} is outside the vocabulary of ${vocabSize}`,
-      );
-    }
-  }
+  checkTokenIds(tokens, vocabSize);
 }
 
 function checkPairs(
