@@ -8,7 +8,7 @@ import { packLower, packLowerChunks } from "../../kernels/cholesky_kernel.ts";
 import { assembleObsResult } from "../../kernels/_obs_assemble.ts";
 import type { ObsGpuProblem } from "../../kernels/obs_gpu.ts";
 import { invertMaskInPlace } from "../../pruners/_common.ts";
-import { acquireGpu } from "../../kernels/backend.ts";
+import { acquireGpu, GpuBatch, storageBuffer, writeBuffer } from "../../kernels/backend.ts";
 
 function randomWeight(rows: number, n: number, seed: number): Float32Array {
   const rng = prng(seed);
@@ -215,5 +215,22 @@ Deno.test("packLowerChunks() emits packLower()'s values in consecutive runs of w
       }, chunk);
       assert.deepEqual(got, Array.from(want), `n ${n} chunk ${chunk}`);
     }
+  }
+});
+
+Deno.test("packLowerChunks() runs written at their offsets rebuild packLower() in a GPU buffer", async () => {
+  const gpu = await acquireGpu();
+  if (gpu === null) {
+    console.log("skipping: no WebGPU adapter is available");
+    return;
+  }
+  const n = 37, h = spd(n, 11), want = packLower(h, n);
+  const buf = storageBuffer(gpu, want.byteLength, "packed");
+  try {
+    packLowerChunks(h, n, (offset, values) => writeBuffer(gpu, buf, offset * 4, values), 50);
+    const out = await new GpuBatch(gpu).submit([buf]);
+    assert.deepEqual(new Float32Array(out.data[0]!), want);
+  } finally {
+    buf.destroy();
   }
 });
