@@ -41,8 +41,8 @@ import {
 } from "../../kernels/qmatmul_kernel.ts";
 import { type PackedWeight, packWeights } from "../../quantizers/pack.ts";
 import { prng } from "../../core/prng.ts";
-import type { Tensor } from "../../core/tensor.ts";
 import { randomQuantized } from "../quantizers/_random_quantized.ts";
+import { randomX } from "../kernels/_gpu.ts";
 
 const small = Deno.args.includes("--small");
 const sweep = Deno.args.includes("--sweep");
@@ -56,19 +56,6 @@ const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
-}
-
-function randomX(
-  m: number,
-  k: number,
-  seed: number,
-  dtype: "f32" | "f16",
-): Tensor<"f32"> | Tensor<"f16"> {
-  const rng = prng(seed);
-  const v = Float32Array.from({ length: m * k }, () => rng.normal());
-  return dtype === "f32"
-    ? { dtype, shape: [m, k], data: v }
-    : { dtype, shape: [m, k], data: Float16Array.from(v) };
 }
 
 /** A random 4-bit-style packed weight built directly (any word is a valid chunk). */

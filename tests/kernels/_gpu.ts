@@ -1,11 +1,14 @@
 /**
- * Test helper: the WebGPU device the kernel tests run on (any adapter,
- * software included), or null after printing why the GPU tests are skipped.
+ * Test helpers: the WebGPU device the kernel tests run on (any adapter,
+ * software included), or null after printing why the GPU tests are skipped;
+ * seeded activations; relative errors.
  *
  * @module
  */
 
 import { acquireGpu, type Gpu } from "../../kernels/backend.ts";
+import { prng } from "../../core/prng.ts";
+import type { Tensor } from "../../core/tensor.ts";
 
 let announced = false;
 
@@ -38,4 +41,33 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den += b[i]! * b[i]!;
   }
   return Math.sqrt(num / Math.max(den, 1e-300));
+}
+
+/**
+ * Seeded standard-normal activations x [m, k] (drawn in float32; f16 rounds them).
+ *
+ * @param m Rows.
+ * @param k Columns.
+ * @param seed PRNG seed.
+ * @param dtype Element type.
+ * @returns x.
+ */
+export function randomX(m: number, k: number, seed: number, dtype?: "f32"): Tensor<"f32">;
+export function randomX(
+  m: number,
+  k: number,
+  seed: number,
+  dtype: "f32" | "f16",
+): Tensor<"f32"> | Tensor<"f16">;
+export function randomX(
+  m: number,
+  k: number,
+  seed: number,
+  dtype: "f32" | "f16" = "f32",
+): Tensor<"f32"> | Tensor<"f16"> {
+  const rng = prng(seed);
+  const v = Float32Array.from({ length: m * k }, () => rng.normal());
+  return dtype === "f32"
+    ? { dtype, shape: [m, k], data: v }
+    : { dtype, shape: [m, k], data: Float16Array.from(v) };
 }

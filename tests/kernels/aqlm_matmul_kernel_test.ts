@@ -3,8 +3,7 @@ import { aqlmMatmul, aqlmMatmulReference } from "../../kernels/aqlm_matmul_kerne
 import { type AqlmWeight, dequantizeAqlm } from "../../quantizers/aqlm.ts";
 import { packBits } from "../../quantizers/bitpack.ts";
 import { prng } from "../../core/prng.ts";
-import type { Tensor } from "../../core/tensor.ts";
-import { relError, testGpu } from "./_gpu.ts";
+import { randomX, relError, testGpu } from "./_gpu.ts";
 
 function randomAqlm(
   rows: number,
@@ -29,15 +28,6 @@ function randomAqlm(
     bitsPerWeight: { codes: (numCodebooks * codebookBits) / groupSize, total: 0 },
     objective: [],
     stats: { seconds: 0 },
-  };
-}
-
-function randomX(m: number, k: number, seed: number): Tensor<"f32"> {
-  const g = prng(seed);
-  return {
-    dtype: "f32",
-    shape: [m, k],
-    data: Float32Array.from({ length: m * k }, () => g.normal()),
   };
 }
 

@@ -9,23 +9,9 @@ import {
 } from "../../kernels/qmatmul_kernel.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { packWeights } from "../../quantizers/pack.ts";
-import { prng } from "../../core/prng.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { type Layout, randomQuantized } from "../quantizers/_random_quantized.ts";
-import { relError, testGpu } from "./_gpu.ts";
-
-function randomX(
-  m: number,
-  k: number,
-  seed: number,
-  dtype: "f32" | "f16",
-): Tensor<"f32"> | Tensor<"f16"> {
-  const rng = prng(seed);
-  const v = Float32Array.from({ length: m * k }, () => rng.normal());
-  return dtype === "f32"
-    ? { dtype, shape: [m, k], data: v }
-    : { dtype, shape: [m, k], data: Float16Array.from(v) };
-}
+import { randomX, relError, testGpu } from "./_gpu.ts";
 
 const LAYOUTS: [number, number, Layout, boolean][] = [
   // cols, groupSize, layout, symmetric
