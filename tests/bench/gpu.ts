@@ -13,7 +13,6 @@
  */
 
 import {
-  acquireGpu,
   cachedPipeline,
   foldGroups,
   type Gpu,
@@ -30,6 +29,7 @@ import { dequantize } from "../../quantizers/dequantize.ts";
 import { sparsegpt } from "../../pruners/sparsegpt.ts";
 import { type Tensor, tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
+import { benchGpu, median, pythonBaselines } from "./_bench.ts";
 
 const args = Deno.args.filter((a) => !a.startsWith("--"));
 const small = Deno.args.includes("--small");
@@ -58,23 +58,8 @@ function randn(n: number, seed: number): Float32Array {
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-async function baselines(): Promise<Record<string, number | string> | null> {
-  if (small) return null;
-  try {
-    const here = new URL("./gpu_baselines.py", import.meta.url).pathname;
-    const out = await new Deno.Command("python3", { args: [here], stderr: "inherit" }).output();
-    if (!out.success) return null;
-    const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop()!;
-    return JSON.parse(text);
-  } catch (e) {
-    console.error(`no PyTorch baselines: ${e}`);
-    return null;
-  }
+function baselines(): Promise<Record<string, number | string> | null> {
+  return small ? Promise.resolve(null) : pythonBaselines("gpu_baselines.py");
 }
 
 async function timeBatches(
@@ -291,12 +276,7 @@ async function benchFwht(gpu: Gpu, base: Record<string, number | string> | null)
   }
 }
 
-const gpu = await acquireGpu();
-if (gpu === null) {
-  console.log("no WebGPU adapter: nothing to benchmark");
-  Deno.exit(0);
-}
-console.log(`adapter: ${gpu.description}; f16 ${gpu.f16}; timestamps ${gpu.timestamps}`);
+const gpu = await benchGpu();
 console.log(
   `limits: maxStorageBufferBindingSize ${gpu.limits.maxStorageBufferBindingSize}, ` +
     `maxComputeWorkgroupStorageSize ${gpu.limits.maxComputeWorkgroupStorageSize}`,

@@ -22,13 +22,7 @@
  * @module
  */
 
-import {
-  acquireGpu,
-  type Gpu,
-  GpuBatch,
-  storageBuffer,
-  uploadBuffer,
-} from "../../kernels/backend.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { encodeGemm, type GemmSpec } from "../../kernels/gemm_kernel.ts";
 import {
   encodeQmatmul,
@@ -43,6 +37,7 @@ import { type PackedWeight, packWeights } from "../../quantizers/pack.ts";
 import { prng } from "../../core/prng.ts";
 import { randomQuantized } from "../quantizers/_random_quantized.ts";
 import { randomX } from "../kernels/_gpu.ts";
+import { benchGpu, median, pythonBaselines } from "./_bench.ts";
 
 const small = Deno.args.includes("--small");
 const sweep = Deno.args.includes("--sweep");
@@ -52,11 +47,6 @@ const SHAPES: [number, number][] = small
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
 const BATCHES = small ? [1, 16] : [1, 4, 16, 64, 128];
 const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 /** A random 4-bit-style packed weight built directly (any word is a valid chunk). */
 function randomPacked(
@@ -151,29 +141,16 @@ async function timeCalls(
   return { gpu: median(g), wall: median(w) };
 }
 
-async function baselines(): Promise<
+function baselines(): Promise<
   { copy_gbs: number; matmul_f16_seconds: Record<string, number>; device: string } | null
 > {
-  if (noTorch) return null;
-  try {
-    const here = new URL("./qmatmul_baselines.py", import.meta.url).pathname;
-    const args = [here, SHAPES.map(([n, k]) => `${n}x${k}`).join(","), BATCHES.join(",")];
-    const out = await new Deno.Command("python3", { args, stderr: "inherit" }).output();
-    if (!out.success) return null;
-    return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
-  } catch (e) {
-    console.error(`no PyTorch baselines: ${e}`);
-    return null;
-  }
+  if (noTorch) return Promise.resolve(null);
+  const shapes = SHAPES.map(([n, k]) => `${n}x${k}`).join(",");
+  return pythonBaselines("qmatmul_baselines.py", [shapes, BATCHES.join(",")]);
 }
 
 // ---------------------------------------------------------------------------------------------
-const gpu = await acquireGpu();
-if (gpu === null) {
-  console.log("no WebGPU adapter: nothing to benchmark");
-  Deno.exit(0);
-}
-console.log(`adapter: ${gpu.description}; f16 ${gpu.f16}; timestamps ${gpu.timestamps}`);
+const gpu = await benchGpu();
 console.log(
   `limits: workgroup storage ${gpu.limits.maxComputeWorkgroupStorageSize}, invocations ${gpu.limits.maxComputeInvocationsPerWorkgroup}, binding ${gpu.limits.maxStorageBufferBindingSize}`,
 );
