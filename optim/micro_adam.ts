@@ -50,25 +50,17 @@ import {
 } from "../core/error_feedback.ts";
 import {
   type GradientTransform,
-  type LearningRate,
   learningRateAt,
   type Params,
   type TransformState,
 } from "../core/transform.ts";
 import { topKCompressor } from "../pruners/topk_compressor.ts";
+import type { AdamOptions } from "./adam.ts";
 import { checkAdamHyper } from "./_adam_hyper.ts";
 import { checkSameNames } from "../core/_names.ts";
 
-/** Options of {@linkcode microAdam}. */
-export interface MicroAdamOptions {
-  /** Step size, or a schedule of the step count. */
-  learningRate: LearningRate;
-  /** Decay of the first moment. @default 0.9 */
-  beta1?: number;
-  /** Decay of the second moment. @default 0.999 */
-  beta2?: number;
-  /** Added to √v̂. @default 1e-8 */
-  eps?: number;
+/** Options of {@linkcode microAdam}: Adam's (learning rate, β1, β2, ε, same defaults) and the compression. */
+export interface MicroAdamOptions extends AdamOptions {
   /** Fraction of entries kept per step by top-k (per block). @default 0.01 */
   density?: number;
   /** Window size m: how many sparse gradients are kept. @default 10 */
