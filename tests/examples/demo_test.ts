@@ -4,6 +4,7 @@ import { parseSafetensors } from "../../core/safetensors.ts";
 import { compressedFromTensors } from "../../quantizers/serialize.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
+import type { DemoRow } from "../../examples/demo/report.ts";
 
 const DEMO = new URL("../../examples/demo.ts", import.meta.url).pathname;
 
@@ -46,14 +47,7 @@ Deno.test("the demo prints JSON rows, writes --out atomically and resumes finish
     ];
     const first = await demo(args);
     assert.equal(first.code, 0, first.stderr);
-    const rows = JSON.parse(first.stdout) as {
-      method: string;
-      bitsPerWeight: number;
-      sizeBytes: number;
-      perplexity: Record<string, number>;
-      tokens: Record<string, number>;
-      seconds: number;
-    }[];
+    const rows = JSON.parse(first.stdout) as DemoRow[];
     assert.deepEqual(rows.map((r) => r.method), ["fp32", "rtn-w8", "rtn-w4-g32"]);
     assert.equal(rows[0]!.bitsPerWeight, 32);
     assert.equal(rows[0]!.sizeBytes, 260_032 * 4);
