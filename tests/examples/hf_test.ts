@@ -8,13 +8,28 @@ import { bf16BitsToF32, convert, f32ToBf16Bits } from "../../core/convert.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
 import { hfTokenizerJson, parseHfTokenizer } from "../../examples/llama/hf_tokenizer.ts";
+import type { LlamaModel } from "../../examples/llama/model.ts";
 
-Deno.test("stories260K written in HF layout and read back gives identical logits", async () => {
+/**
+ * Runs `body` on stories260K with a fresh temporary folder, removed afterwards;
+ * returns at once (the reason printed) when the model is absent.
+ */
+async function withModelDir(
+  body: (model: LlamaModel, dir: string) => Promise<void>,
+): Promise<void> {
   const path = dataFile("stories260K/stories260K.bin");
   if (!path) return;
   const model = await loadLlama2c(path);
   const dir = await Deno.makeTempDir();
   try {
+    await body(model, dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("stories260K written in HF layout and read back gives identical logits", () =>
+  withModelDir(async (model, dir) => {
     await writeHfLlama(model, dir);
     const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
     assert.equal(config.num_key_value_heads, 4);
@@ -28,17 +43,10 @@ Deno.test("stories260K written in HF layout and read back gives identical logits
     assert.notDeepEqual(q.data, model.layers[0]!.wq.data);
     // Row 1 of HF head 0 (first half, j = 1) is llama2.c row 2 (pair 1, first element).
     assert.deepEqual(q.data.subarray(64, 128), model.layers[0]!.wq.data.subarray(128, 192));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("HF checkpoints with an unknown architecture, missing or misshapen tensors are refused by name", async () => {
-  const path = dataFile("stories260K/stories260K.bin");
-  if (!path) return;
-  const model = await loadLlama2c(path);
-  const dir = await Deno.makeTempDir();
-  try {
+Deno.test("HF checkpoints with an unknown architecture, missing or misshapen tensors are refused by name", () =>
+  withModelDir(async (model, dir) => {
     await writeHfLlama(model, dir);
     const good = hfConfig(model.config, true);
     await Deno.writeTextFile(
@@ -67,17 +75,10 @@ Deno.test("HF checkpoints with an unknown architecture, missing or misshapen ten
     );
     await Deno.writeTextFile(`${dir}/config.json`, "{ not json");
     await assert.rejects(() => loadHfLlama(dir), /config\.json: cannot read the configuration/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("a checkpoint split over two safetensors files loads as one", async () => {
-  const path = dataFile("stories260K/stories260K.bin");
-  if (!path) return;
-  const model = await loadLlama2c(path);
-  const dir = await Deno.makeTempDir();
-  try {
+Deno.test("a checkpoint split over two safetensors files loads as one", () =>
+  withModelDir(async (model, dir) => {
     await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hfConfig(model.config, true)));
     const entries = [...toHfTensors(model)];
     const half = Math.floor(entries.length / 2);
@@ -88,10 +89,7 @@ Deno.test("a checkpoint split over two safetensors files loads as one", async ()
     await writeSafetensors(`${dir}/model-00002-of-00002.safetensors`, new Map(entries.slice(half)));
     const back = await loadHfLlama(dir);
     assert.deepEqual(llamaForward(back, [1, 403, 407]), llamaForward(model, [1, 403, 407]));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("tok512 written as tokenizer.json and read back encodes like the llama2.c tokenizer", async () => {
   const tokPath = dataFile("stories260K/tok512.bin");
@@ -153,12 +151,8 @@ Deno.test("the demo runs on a Hugging Face folder with its tokenizer.json", asyn
   }
 });
 
-Deno.test("f16 and bf16 HF tensors load as their float32 values", async () => {
-  const path = dataFile("stories260K/stories260K.bin");
-  if (!path) return;
-  const model = await loadLlama2c(path);
-  const dir = await Deno.makeTempDir();
-  try {
+Deno.test("f16 and bf16 HF tensors load as their float32 values", () =>
+  withModelDir(async (model, dir) => {
     await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hfConfig(model.config, true)));
     const tensors = new Map<string, Tensor>(toHfTensors(model));
     const v = "model.layers.1.self_attn.v_proj.weight", d = "model.layers.1.mlp.down_proj.weight";
@@ -174,7 +168,4 @@ Deno.test("f16 and bf16 HF tensors load as their float32 values", async () => {
     for (let i = 0; i < bf.length; i += 97) {
       assert.equal(bf[i], bf16BitsToF32(f32ToBf16Bits(model.layers[1]!.w2.data[i]!)));
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
