@@ -6,6 +6,7 @@ import { dequantizeHiggs, higgs } from "../../quantizers/higgs.ts";
 import { dequantizeNf4, nf4 } from "../../quantizers/nf4.ts";
 import { rtn } from "../../quantizers/rtn.ts";
 import { assertClose } from "../_helpers.ts";
+import { mse, studentT3 } from "./_heavy_tailed.ts";
 
 const ROWS = 64, COLS = 1024;
 
@@ -15,19 +16,9 @@ function weights(kind: "gaussian" | "student", seed: number): Tensor<"f32"> {
   const d = new Float32Array(ROWS * COLS);
   for (let i = 0; i < d.length; i++) {
     if (kind === "gaussian") d[i] = rng.normal();
-    else {
-      let chi2 = 0;
-      for (let k = 0; k < 3; k++) chi2 += rng.normal() ** 2;
-      d[i] = rng.normal() / Math.sqrt(chi2 / 3);
-    }
+    else d[i] = studentT3(rng);
   }
   return tensor("f32", [ROWS, COLS], d);
-}
-
-function mse(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
-  return s / a.length;
 }
 
 Deno.test("HIGGS beats NF4 and RTN at the same bits per weight on Gaussian and heavy-tailed weights", async () => {

@@ -7,12 +7,7 @@ import { rtn } from "../../quantizers/rtn.ts";
 import { higgs } from "../../quantizers/higgs.ts";
 import { dequantizeNf4, nf4 } from "../../quantizers/nf4.ts";
 import { assertClose } from "../_helpers.ts";
-
-function mse(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
-  return s / a.length;
-}
+import { mse, studentT3 } from "./_heavy_tailed.ts";
 
 /** Student-t rows (3 degrees of freedom), or Gaussian rows with a few large outlier columns. */
 function weights(kind: "student" | "outliers", rows: number, cols: number): Tensor<"f32"> {
@@ -20,11 +15,7 @@ function weights(kind: "student" | "outliers", rows: number, cols: number): Tens
   const d = new Float32Array(rows * cols);
   for (let i = 0; i < d.length; i++) {
     if (kind === "outliers") d[i] = rng.normal();
-    else {
-      let chi2 = 0;
-      for (let k = 0; k < 3; k++) chi2 += rng.normal() ** 2;
-      d[i] = rng.normal() / Math.sqrt(chi2 / 3);
-    }
+    else d[i] = studentT3(rng);
   }
   if (kind === "outliers") {
     for (const c of [3, 77, 200, 401]) for (let r = 0; r < rows; r++) d[r * cols + c]! *= 25;
