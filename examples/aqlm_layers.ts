@@ -12,7 +12,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { dataFile } from "./data.ts";
+import { dataFile, quietGpuProbe } from "./data.ts";
+
 import { loadLlama2c } from "./llama/llama2c.ts";
 import { loadTokenizer } from "./llama/tokenizer.ts";
 import { captureLinearInputs } from "./llama/capture.ts";
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     iterations: { type: "string", default: "3" },
   },
 });
+quietGpuProbe();
 const modelName = values.model;
 const modelPath = dataFile(`${modelName}/${modelName}.bin`);
 const tokPath = dataFile("stories260K/tok512.bin");

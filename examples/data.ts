@@ -30,3 +30,19 @@ export function dataFile(rel: string): string | null {
     return null;
   }
 }
+
+/**
+ * Gives the process a private `XDG_RUNTIME_DIR` when none is set, so that
+ * Mesa's Vulkan driver does not print "XDG_RUNTIME_DIR is invalid or not set"
+ * when a command-line tool probes for a WebGPU adapter (it needs the folder only
+ * for window-system sockets, which compute never uses). For CLIs only: the
+ * library itself never touches the environment.
+ */
+export function quietGpuProbe(): void {
+  if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+  try {
+    Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "llmc-xdg-" }));
+  } catch {
+    // no permission to set the environment or create the folder: keep the warning
+  }
+}

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { dataRoot } from "./data.ts";
+import { dataRoot, quietGpuProbe } from "./data.ts";
 import { loadLlama2c } from "./llama/llama2c.ts";
 import { hfConfig, loadHfLlama, toHfTensors } from "./llama/hf.ts";
 import { loadTokenizer } from "./llama/tokenizer.ts";
@@ -716,6 +716,7 @@ async function main(): Promise<void> {
 }
 
 if (import.meta.main) {
+  quietGpuProbe();
   try {
     await main();
   } catch (e) {
