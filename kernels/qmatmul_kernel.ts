@@ -29,7 +29,12 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { PACK_TILE, PACKED_BITS, type PackedWeight } from "../quantizers/pack.ts";
+import {
+  PACK_TILE,
+  PACKED_BITS,
+  packedChunkOffset,
+  type PackedWeight,
+} from "../quantizers/pack.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import { dequantize } from "../quantizers/dequantize.ts";
 import { unpackBits } from "../quantizers/bitpack.ts";
@@ -619,9 +624,8 @@ export function qmatmulReference(x: Tensor<"f32"> | Tensor<"f16">, p: PackedWeig
   const w = new Float64Array(Kp);
   const y = new Float32Array(M * N);
   for (let n = 0; n < N; n++) {
-    const tile = Math.floor(n / PACK_TILE), lane = n % PACK_TILE;
     for (let c = 0; c < C; c++) {
-      const o = ((tile * C + c) * PACK_TILE + lane) * bits;
+      const o = packedChunkOffset(n, c, C, bits);
       const codes = unpackBits(p.words.subarray(o, o + bits), bits, PACK_TILE);
       const g = Math.floor((c * PACK_TILE) / Gp);
       const s = p.scales[g * Np + n]!, z = p.zeros ? p.zeros[g * Np + n]! : p.zero;

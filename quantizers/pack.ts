@@ -91,6 +91,22 @@ export interface PackedWeight {
   readonly perm?: Int32Array;
 }
 
+/**
+ * Index in {@linkcode PackedWeight.words} of the first of the `bits` words
+ * that hold the chunk of {@linkcode PACK_TILE} codes of row n and column
+ * chunk c (layout [Np/32, Kp/32, 32, bits]).
+ *
+ * @param n Row.
+ * @param c Column chunk (packed columns c·32 … c·32 + 31).
+ * @param chunks Column chunks per row, Kp/32.
+ * @param bits Bits per code.
+ * @returns The word index.
+ */
+export function packedChunkOffset(n: number, c: number, chunks: number, bits: number): number {
+  const tile = Math.floor(n / PACK_TILE), lane = n % PACK_TILE;
+  return ((tile * chunks + c) * PACK_TILE + lane) * bits;
+}
+
 /** Options of {@linkcode packWeights}. */
 export interface PackWeightsOptions {
   /** Storage of scales and zero points ("f16" halves their bytes; values are rounded). @default "f16" */
@@ -187,7 +203,6 @@ export function packWeights(q: QuantizedWeight, options: PackWeightsOptions = {}
   const words = new Uint32Array((Np / PACK_TILE) * C * PACK_TILE * bits);
   const chunk = new Uint16Array(PACK_TILE);
   for (let n = 0; n < N; n++) {
-    const tile = Math.floor(n / PACK_TILE), lane = n % PACK_TILE;
     for (let c = 0; c < C; c++) {
       for (let i = 0; i < PACK_TILE; i++) {
         const k = colIdx[c * PACK_TILE + i]!;
@@ -199,7 +214,7 @@ export function packWeights(q: QuantizedWeight, options: PackWeightsOptions = {}
         }
         chunk[i] = code;
       }
-      words.set(packBits(chunk, bits), ((tile * C + c) * PACK_TILE + lane) * bits);
+      words.set(packBits(chunk, bits), packedChunkOffset(n, c, C, bits));
     }
   }
   const Store = scaleType === "f16" ? Float16Array : Float32Array;
@@ -260,9 +275,8 @@ export function unpackWeights(p: PackedWeight): QuantizedWeight {
   }
   const codes = new Uint8Array(N * K);
   for (let n = 0; n < N; n++) {
-    const tile = Math.floor(n / PACK_TILE), lane = n % PACK_TILE;
     for (let c = 0; c < C; c++) {
-      const o = ((tile * C + c) * PACK_TILE + lane) * bits;
+      const o = packedChunkOffset(n, c, C, bits);
       const chunk = unpackBits(p.words.subarray(o, o + bits), bits, PACK_TILE);
       for (let i = 0; i < PACK_TILE; i++) {
         const k = colIdx[c * PACK_TILE + i]!;
