@@ -144,20 +144,28 @@ function nearestCenters(
     for (let a = 0; a < g; a++) s += centers[k * g + a]! ** 2;
     norms[k] = s;
   }
-  for (let i = 0; i < n; i++) {
-    let best = 0, bestD = Infinity;
-    const o = i * g;
-    for (let k = 0; k < K; k++) {
-      let dot = 0;
-      const c = k * g;
-      for (let a = 0; a < g; a++) dot += points[o + a]! * centers[c + a]!;
-      const d = norms[k]! - 2 * dot;
-      if (d < bestD) {
-        bestD = d;
-        best = k;
+  // Dot products of a chunk of points with every center as one GEMM
+  // ([chunk, g]·[g, K]), then the argmin of ‖c‖² − 2·p·c per point.
+  const centersT = new Float64Array(g * K); // [g, K]
+  for (let k = 0; k < K; k++) {
+    for (let a = 0; a < g; a++) centersT[a * K + k] = centers[k * g + a]!;
+  }
+  const chunk = Math.max(1, Math.min(n, Math.floor((1 << 20) / K)));
+  for (let i0 = 0; i0 < n; i0 += chunk) {
+    const rows = Math.min(chunk, n - i0);
+    const dots = matmulRaw(points.subarray(i0 * g, (i0 + rows) * g), centersT, rows, g, K);
+    for (let i = 0; i < rows; i++) {
+      let best = 0, bestD = Infinity;
+      const o = i * K;
+      for (let k = 0; k < K; k++) {
+        const d = norms[k]! - 2 * dots[o + k]!;
+        if (d < bestD) {
+          bestD = d;
+          best = k;
+        }
       }
+      out[i0 + i] = best;
     }
-    out[i] = best;
   }
 }
 
