@@ -210,16 +210,27 @@ export function beamSearch(
   type Candidate = { codes: Int32Array; r: Float64Array; hr: Float64Array; f: number };
   const v = new Float64Array(g);
   const delta = new Float64Array(g);
+  // Two preallocated pools: the beam lives in one while its children are written to the other.
+  const makePool = (): Candidate[] =>
+    Array.from({ length: beamSize }, () => ({
+      codes: new Int32Array(GM),
+      r: new Float64Array(cols),
+      hr: new Float64Array(cols),
+      f: 0,
+    }));
+  const pools = [makePool(), makePool()];
   for (let row = 0; row < rows; row++) {
     const s = scales[row]!;
-    const rowCodes = codes.slice(row * GM, (row + 1) * GM);
-    const r = new Float64Array(cols);
-    const U = reconstructRow(p, codebooks, rowCodes);
-    for (let c = 0; c < cols; c++) r[c] = p.W[row * cols + c]! - s * U[c]!;
-    const hr = matVec(H, r, cols);
+    const first = pools[0]![0]!;
+    first.codes.set(codes.subarray(row * GM, (row + 1) * GM));
+    const U = reconstructRow(p, codebooks, first.codes);
+    for (let c = 0; c < cols; c++) first.r[c] = p.W[row * cols + c]! - s * U[c]!;
+    first.hr.set(matVec(H, first.r, cols));
     let f = 0;
-    for (let c = 0; c < cols; c++) f += r[c]! * hr[c]!;
-    let beam: Candidate[] = [{ codes: rowCodes, r, hr, f }];
+    for (let c = 0; c < cols; c++) f += first.r[c]! * first.hr[c]!;
+    first.f = f;
+    let beam: Candidate[] = [first];
+    let flip = 1;
     for (let j = 0; j < G; j++) {
       for (let m = 0; m < M; m++) {
         const nb = (j * M + m) * K;
@@ -253,15 +264,16 @@ export function beamSearch(
           }
         }
         const next: Candidate[] = [];
-        for (const pick of picks) {
+        const pool = pools[flip]!;
+        for (let pi = 0; pi < picks.length; pi++) {
+          const pick = picks[pi]!;
           const parent = beam[pick.cand]!;
           const old = parent.codes[j * M + m]!;
-          const child: Candidate = {
-            codes: parent.codes.slice(),
-            r: parent.r.slice(),
-            hr: parent.hr.slice(),
-            f: pick.f,
-          };
+          const child = pool[pi]!;
+          child.codes.set(parent.codes);
+          child.r.set(parent.r);
+          child.hr.set(parent.hr);
+          child.f = pick.f;
           child.codes[j * M + m] = pick.code;
           if (pick.code !== old) {
             const ao = (m * K + pick.code) * g, bo = (m * K + old) * g;
@@ -280,6 +292,7 @@ export function beamSearch(
           next.push(child);
         }
         beam = next;
+        flip = 1 - flip;
       }
     }
     codes.set(beam[0]!.codes, row * GM);
