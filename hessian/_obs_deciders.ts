@@ -65,9 +65,47 @@ interface GridState {
   beginBlock(i1: number, i2: number): void;
 }
 
-function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolean): GridState {
+/** Grids fitted before the column loop, shared by the CPU and GPU solvers. */
+export interface InitialGrids {
+  g: ResolvedGrid;
+  /** Columns per group (n when per channel). */
+  gs: number;
+  groups: number;
+  /** [rows, groups]; dynamic groups are still to be fitted (see `fitInto`). */
+  scales: Float32Array;
+  zeros: Float32Array;
+  /** Group of each position in processing order. */
+  gIdx: Int32Array;
+  /** Whether groups are fitted when the loop reaches them (on the updated weights). */
+  dynamic: boolean;
+  /** Fits group k of every row on columns [start, start + len) of `src` [rows, n]. */
+  fitInto(src: Float32Array, start: number, len: number, k: number): void;
+}
+
+/**
+ * Resolves a grid decider and fits what is known before the loop: per-channel
+ * grids (on the weights as given, before dead columns are zeroed, as the
+ * reference) and static groups (on the cleaned weights, original order).
+ *
+ * @param rows Rows of W.
+ * @param n Columns of W.
+ * @param original Weights before dead-column zeroing [rows, n].
+ * @param cleaned Weights after it [rows, n].
+ * @param perm Processing order.
+ * @param options The grid.
+ * @param staticGroups Fit group grids before the loop.
+ * @returns The grids and the group layout.
+ */
+export function initialGrids(
+  rows: number,
+  n: number,
+  original: Float32Array,
+  cleaned: Float32Array,
+  perm: Int32Array,
+  options: GridOptions,
+  staticGroups: boolean,
+): InitialGrids {
   const g = resolveGrid(options, "run the OBS solver");
-  const { rows, n } = ctx;
   if (staticGroups && g.groupSize === -1) {
     fail(`'staticGroups' needs groups: 'groupSize' is -1`);
   }
@@ -75,7 +113,6 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
   const groups = g.groupSize > 0 ? Math.max(1, Math.ceil(n / gs)) : 1;
   const scales = new Float32Array(rows * groups), zeros = new Float32Array(rows * groups);
   const gIdx = new Int32Array(n);
-  const codes = g.bits <= 8 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
   const fitInto = (src: Float32Array, start: number, len: number, k: number): void => {
     for (let r = 0; r < rows; r++) {
       const p = fitParams(src, r * n + start, len, 1, g.maxq, g.symmetric, g.mse);
@@ -84,21 +121,35 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
     }
   };
   if (g.groupSize === -1) {
-    // As the reference: the row grids are fitted on the weights as given,
-    // before dead columns are zeroed.
     if (g.perTensor) {
-      const p = fitParams(ctx.original, 0, rows * n, 1, g.maxq, g.symmetric, g.mse);
+      const p = fitParams(original, 0, rows * n, 1, g.maxq, g.symmetric, g.mse);
       scales.fill(p.scale);
       zeros.fill(p.zero);
-    } else fitInto(ctx.original, 0, n, 0);
+    } else fitInto(original, 0, n, 0);
   } else if (staticGroups) {
     for (let k = 0; k < groups; k++) {
-      fitInto(ctx.cleaned, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
+      fitInto(cleaned, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
     }
-    for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(ctx.perm[pos]! / gs);
+    for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(perm[pos]! / gs);
   } else {
     for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(pos / gs);
   }
+  const dynamic = g.groupSize !== -1 && !staticGroups;
+  return { g, gs, groups, scales, zeros, gIdx, dynamic, fitInto };
+}
+
+function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolean): GridState {
+  const { rows, n } = ctx;
+  const { g, gs, groups, scales, zeros, gIdx, dynamic, fitInto } = initialGrids(
+    rows,
+    n,
+    ctx.original,
+    ctx.cleaned,
+    ctx.perm,
+    options,
+    staticGroups,
+  );
+  const codes = g.bits <= 8 ? new Uint8Array(rows * n) : new Uint16Array(rows * n);
   return {
     g,
     codes,
@@ -109,7 +160,7 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
     beginBlock(i1, i2) {
       // Dynamic groups: fitted when the loop reaches their first column, on
       // W as the lazy updates left it (the state at the start of the block).
-      if (g.groupSize === -1 || staticGroups) return;
+      if (!dynamic) return;
       for (let k = Math.ceil(i1 / gs); k * gs < i2; k++) {
         fitInto(ctx.w, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
       }

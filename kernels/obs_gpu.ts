@@ -17,7 +17,8 @@
  */
 
 import { CholeskyError } from "../core/_dense.ts";
-import { fitParams, MSE_GRID, MSE_MAX_SHRINK, resolveGrid } from "../quantizers/_grid_fit.ts";
+import { MSE_GRID, MSE_MAX_SHRINK } from "../quantizers/_grid_fit.ts";
+import { initialGrids } from "../hessian/_obs_deciders.ts";
 import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
 import { type Gpu, GpuBatch, storageBuffer, uploadBuffer, writeBuffer } from "./backend.ts";
 import {
@@ -104,44 +105,25 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
   // does), dynamic groups inside the in-block kernel.
   let spec: ObsBlockSpec = { rowsPerGroup: 32, blockSize: bs, grid: null, prune: null };
   let groups = 1, scales: Float32Array | null = null, zeros: Float32Array | null = null;
-  const gIdx = new Uint32Array(n);
+  let gIdx = new Uint32Array(n);
   let maxq = 0;
   if (hasGrid) {
-    const g = resolveGrid(decider.grid, "run the OBS solver");
-    const staticGroups = decider.staticGroups ?? false;
-    if (staticGroups && g.groupSize === -1) {
-      throw new RangeError(
-        `Cannot run the OBS solver as 'staticGroups' needs groups: 'groupSize' is -1`,
-      );
-    }
+    const grids = initialGrids(
+      rows,
+      n,
+      p.original,
+      p.cleaned,
+      perm,
+      decider.grid,
+      decider.staticGroups ?? false,
+    );
+    const g = grids.g;
     maxq = g.maxq;
-    const gs = g.groupSize > 0 ? g.groupSize : n;
-    groups = g.groupSize > 0 ? Math.max(1, Math.ceil(n / gs)) : 1;
-    scales = new Float32Array(rows * groups);
-    zeros = new Float32Array(rows * groups);
-    const fitInto = (src: Float32Array, start: number, len: number, k: number) => {
-      for (let r = 0; r < rows; r++) {
-        const fp = fitParams(src, r * n + start, len, 1, g.maxq, g.symmetric, g.mse);
-        scales![r * groups + k] = fp.scale;
-        zeros![r * groups + k] = fp.zero;
-      }
-    };
-    let fitGroupSize = 0;
-    if (g.groupSize === -1) {
-      if (g.perTensor) {
-        const fp = fitParams(p.original, 0, rows * n, 1, g.maxq, g.symmetric, g.mse);
-        scales.fill(fp.scale);
-        zeros.fill(fp.zero);
-      } else fitInto(p.original, 0, n, 0);
-    } else if (staticGroups) {
-      for (let k = 0; k < groups; k++) {
-        fitInto(p.cleaned, k * gs, Math.min(n, k * gs + gs) - k * gs, k);
-      }
-      for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(perm[pos]! / gs);
-    } else {
-      for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(pos / gs);
-      fitGroupSize = gs;
-    }
+    groups = grids.groups;
+    scales = grids.scales;
+    zeros = grids.zeros;
+    gIdx = Uint32Array.from(grids.gIdx);
+    const fitGroupSize = grids.dynamic ? grids.gs : 0;
     spec = { ...spec, grid: { maxq: g.maxq, symmetric: g.symmetric, mse: g.mse, fitGroupSize } };
   }
   if (structure) {
