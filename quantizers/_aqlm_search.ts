@@ -36,17 +36,9 @@ export function reconstructUnscaled(
   codebooks: Float64Array,
   codes: Int32Array,
 ): Float64Array {
-  const { rows, cols, g, G, M, K } = p;
+  const { rows, cols, G, M } = p;
   const U = new Float64Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < G; j++) {
-      const o = r * cols + j * g;
-      for (let m = 0; m < M; m++) {
-        const cb = (m * K + codes[(r * G + j) * M + m]!) * g;
-        for (let a = 0; a < g; a++) U[o + a] = U[o + a]! + codebooks[cb + a]!;
-      }
-    }
-  }
+  for (let r = 0; r < rows; r++) addRowReconstruction(p, codebooks, codes, r * G * M, U, r * cols);
   return U;
 }
 
@@ -223,7 +215,8 @@ export function beamSearch(
     const s = scales[row]!;
     const first = pools[0]![0]!;
     first.codes.set(codes.subarray(row * GM, (row + 1) * GM));
-    const U = reconstructRow(p, codebooks, first.codes);
+    const U = new Float64Array(cols);
+    addRowReconstruction(p, codebooks, first.codes, 0, U, 0);
     for (let c = 0; c < cols; c++) first.r[c] = p.W[row * cols + c]! - s * U[c]!;
     first.hr.set(matVec(H, first.r, cols));
     let f = 0;
@@ -319,16 +312,23 @@ function isDuplicate(
   return false;
 }
 
-function reconstructRow(p: Problem, codebooks: Float64Array, rowCodes: Int32Array): Float64Array {
-  const { cols, g, G, M, K } = p;
-  const u = new Float64Array(cols);
+/** Adds Σ_m C_m[code] of one row's groups (codes from `codeAt`) into `out` from `outAt`. */
+function addRowReconstruction(
+  p: Problem,
+  codebooks: Float64Array,
+  codes: Int32Array,
+  codeAt: number,
+  out: Float64Array,
+  outAt: number,
+): void {
+  const { g, G, M, K } = p;
   for (let j = 0; j < G; j++) {
+    const o = outAt + j * g;
     for (let m = 0; m < M; m++) {
-      const cb = (m * K + rowCodes[j * M + m]!) * g;
-      for (let a = 0; a < g; a++) u[j * g + a] = u[j * g + a]! + codebooks[cb + a]!;
+      const cb = (m * K + codes[codeAt + j * M + m]!) * g;
+      for (let a = 0; a < g; a++) out[o + a] = out[o + a]! + codebooks[cb + a]!;
     }
   }
-  return u;
 }
 
 function matVec(H: Float64Array, x: Float64Array, n: number): Float64Array {
