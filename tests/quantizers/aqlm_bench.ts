@@ -7,23 +7,12 @@ import { aqlm } from "../../quantizers/aqlm.ts";
 import { hessian } from "../../hessian/hessian.ts";
 import { prng, randn } from "../../core/prng.ts";
 import { tensor } from "../../core/tensor.ts";
+import { correlatedInputs } from "./_correlated.ts";
 
 const n = 1024;
 const g = prng(1);
 const w = tensor("f32", [n, n], Float32Array.from(randn(n * n, g)));
-const rank = 32;
-const A = randn(rank * n, g);
-const tokens = 2048;
-const X = new Float32Array(tokens * n);
-for (let t = 0; t < tokens; t++) {
-  const z = randn(rank, g);
-  for (let c = 0; c < n; c++) {
-    let s = 0.3 * g.normal();
-    for (let k = 0; k < rank; k++) s += z[k]! * A[k * n + c]!;
-    X[t * n + c] = s;
-  }
-}
-const h = hessian(tensor("f32", [tokens, n], X));
+const h = hessian(correlatedInputs(2048, n, 2, { rank: 32 }));
 
 for (const [codebooks, codebookBits] of [[1, 8], [2, 8]] as const) {
   Deno.bench({

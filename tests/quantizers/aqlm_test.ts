@@ -14,28 +14,14 @@ import { gptq } from "../../quantizers/gptq.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { layerError } from "../../hessian/layer_error.ts";
 import { assertClose } from "../_helpers.ts";
-
-/** Inputs with low-rank-plus-diagonal covariance and a few outlier channels. */
-function correlatedInputs(tokens: number, cols: number, seed: number): Float64Array {
-  const g = prng(seed);
-  const rank = 6;
-  const A = randn(rank * cols, g);
-  const X = new Float64Array(tokens * cols);
-  for (let t = 0; t < tokens; t++) {
-    const z = randn(rank, g);
-    for (let c = 0; c < cols; c++) {
-      let s = 0.3 * g.normal();
-      for (let k = 0; k < rank; k++) s += z[k]! * A[k * cols + c]!;
-      X[t * cols + c] = c % 13 === 0 ? 6 * s : s;
-    }
-  }
-  return X;
-}
+import { correlatedInputs } from "./_correlated.ts";
 
 function smallLayer(rows: number, cols: number, seed: number) {
   const g = prng(seed);
   const w = tensor("f64", [rows, cols], randn(rows * cols, g));
-  const h = hessian(tensor("f64", [4 * cols, cols], correlatedInputs(4 * cols, cols, seed + 1)));
+  const h = hessian(
+    correlatedInputs(4 * cols, cols, seed + 1, { rank: 6, outliers: cols >> 4, outlierScale: 6 }),
+  );
   return { w, h };
 }
 
@@ -213,7 +199,9 @@ Deno.test("aqlm() at 2 bits per weight beats GPTQ at 2 bits by more than 2× and
   const rows = 256, cols = 256;
   const g = prng(21);
   const w = tensor("f64", [rows, cols], randn(rows * cols, g));
-  const h = hessian(tensor("f64", [4 * cols, cols], correlatedInputs(4 * cols, cols, 22)));
+  const h = hessian(
+    correlatedInputs(4 * cols, cols, 22, { rank: 6, outliers: cols >> 4, outlierScale: 6 }),
+  );
   const err = (approx: Tensor) => layerError(w, approx, h);
   const gptq2 = err(dequantize(await gptq(w, h, { bits: 2 })));
   const gptq3 = err(dequantize(await gptq(w, h, { bits: 3 })));
