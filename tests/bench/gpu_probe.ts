@@ -1,0 +1,253 @@
+/**
+ * Platform probe for the GPU machine: what the WebGPU adapter offers and what
+ * the plumbing costs, measured so that kernel work aims at real ceilings.
+ *
+ * - the adapter's features and main limits;
+ * - the per-dispatch floor: many tiny dispatches in one compute pass (GPU time
+ *   from timestamp queries), writing one buffer (a barrier between
+ *   dispatches) or a buffer each;
+ * - a plain WGSL read kernel (vec4<u32> loads, summed) over weight-sized
+ *   buffers that rotate through more than 200 MB, so L2 cannot serve them;
+ * - a WGSL copy kernel of 256 MB;
+ * - read-back of 180 MB (copy to a MAP_READ buffer, mapAsync, getMappedRange
+ *   and the copy out, timed separately; whole and in 16 MB chunks);
+ * - uploads of 485 MB (one writeBuffer, 16 MB writeBuffer chunks, and a
+ *   buffer mapped at creation).
+ *
+ * Run on the GPU machine: `deno run -A tests/bench/gpu_probe.ts`.
+ *
+ * @module
+ */
+
+import { acquireGpu, GpuBatch, storageBuffer } from "../../kernels/backend.ts";
+
+const gpu = await acquireGpu();
+if (!gpu) {
+  console.log("no WebGPU adapter: nothing to probe");
+  Deno.exit(0);
+}
+const device = gpu.device;
+const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+console.log(`adapter: ${gpu.description}`);
+console.log(`adapter features: ${[...(adapter?.features ?? [])].sort().join(", ")}`);
+console.log(
+  `limits: workgroup storage ${gpu.limits.maxComputeWorkgroupStorageSize}, invocations ${gpu.limits.maxComputeInvocationsPerWorkgroup}, binding ${gpu.limits.maxStorageBufferBindingSize}, buffer ${gpu.limits.maxBufferSize}`,
+);
+
+const small = Deno.args.includes("--small"); // a quick check on a software adapter
+const MB = small ? 1e4 : 1e6;
+const ms = (t0: number) => performance.now() - t0;
+
+function pipeline(code: string): GPUComputePipeline {
+  return device.createComputePipeline({
+    layout: "auto",
+    compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
+  });
+}
+
+/** GPU seconds per dispatch of `calls` dispatches recorded by `record`, median of 3. */
+async function perCall(
+  calls: number,
+  record: (b: GpuBatch, i: number) => void,
+): Promise<number> {
+  const out: number[] = [];
+  for (let rep = 0; rep < 4; rep++) {
+    const b = new GpuBatch(gpu!);
+    for (let i = 0; i < calls; i++) record(b, i);
+    const { gpuSeconds } = await b.submit();
+    if (rep > 0) out.push(gpuSeconds / calls);
+  }
+  out.sort((a, b) => a - b);
+  return out[1]!;
+}
+
+// 1. Dispatch floor.
+{
+  const code = `@group(0) @binding(0) var<storage, read_write> y: array<u32>;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x == 0u) { y[0] = y[0] + 1u; }
+}`;
+  for (const [wg, groups] of [[64, 1], [1024, 128], [256, 1024]] as const) {
+    const p = pipeline(code.replace("WG", String(wg)));
+    const bufs = Array.from({ length: 64 }, () => storageBuffer(gpu, 256));
+    const shared = await perCall(small ? 20 : 2000, (b) => b.dispatch(p, [bufs[0]!], [groups]));
+    const apart = await perCall(
+      small ? 20 : 2000,
+      (b, i) => b.dispatch(p, [bufs[i % 64]!], [groups]),
+    );
+    console.log(
+      `dispatch floor, ${groups} workgroups of ${wg}: one output ${
+        (shared * 1e6).toFixed(2)
+      } us/dispatch, an output each ${(apart * 1e6).toFixed(2)} us/dispatch`,
+    );
+    for (const buf of bufs) buf.destroy();
+  }
+}
+
+// 2. Plain read bandwidth over rotating buffers, and a copy kernel.
+{
+  const read = (wg: number, per: number) =>
+    `@group(0) @binding(0) var<storage, read> x: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> y: array<u32>;
+struct P { n: u32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${wg}) fn main(@builtin(global_invocation_id) g: vec3u,
+    @builtin(num_workgroups) nw: vec3u) {
+  let stride = nw.x * ${wg}u;
+  var acc = vec4<u32>(0u);
+  var i = g.x;
+  for (; i + ${per - 1}u * stride < p.n; i += ${per}u * stride) {
+${Array.from({ length: per }, (_, u) => `    let v${u} = x[i + ${u}u * stride];`).join("\n")}
+${Array.from({ length: per }, (_, u) => `    acc ^= v${u};`).join("\n")}
+  }
+  for (; i < p.n; i += stride) { acc ^= x[i]; }
+  if (acc.x == 0x12345678u && acc.y == 7u) { y[g.x] = acc.z; }
+}`;
+  const sizes = [8.4, 22.5, 33.5, 90.2, 268.4];
+  for (const size of sizes) {
+    const bytes = Math.round(size * MB / 16) * 16;
+    const copies = Math.max(2, Math.ceil(200 * MB / bytes) + 1);
+    const bufs = Array.from({ length: copies }, () => storageBuffer(gpu, bytes));
+    const y = storageBuffer(gpu, 4 * 1024 * 1024);
+    const parts: string[] = [];
+    for (
+      const [wg, per, groups] of [[256, 4, 1056], [256, 4, 2112], [512, 2, 1056], [
+        1024,
+        4,
+        264,
+      ]] as const
+    ) {
+      const p = pipeline(read(wg, per));
+      const u = device.createBuffer({
+        size: 16,
+        usage: GPUBufferUsage.UNIFORM,
+        mappedAtCreation: true,
+      });
+      new Uint32Array(u.getMappedRange()).set([bytes / 16, 0, 0, 0]);
+      u.unmap();
+      const t = await perCall(
+        copies * Math.max(1, Math.ceil(40 / copies)),
+        (b, i) => b.dispatch(p, [bufs[i % copies]!, y, u], [groups]),
+      );
+      parts.push(
+        `${wg}x${groups} u${per} ${(t * 1e6).toFixed(1)} us ${(bytes / t / 1e9).toFixed(0)} GB/s`,
+      );
+    }
+    console.log(`read ${size} MB (${copies} rotating copies): ${parts.join("; ")}`);
+    for (const buf of bufs) buf.destroy();
+    y.destroy();
+  }
+  const copy = pipeline(`@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> y: array<vec4<f32>>;
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3u,
+    @builtin(num_workgroups) nw: vec3u) {
+  let stride = nw.x * 256u;
+  for (var i = g.x; i < arrayLength(&x); i += stride) { y[i] = x[i]; }
+}`);
+  const bytes = 256 * 1024 * (small ? 1 : 1024);
+  const a = storageBuffer(gpu, bytes), b2 = storageBuffer(gpu, bytes);
+  const t = await perCall(20, (b) => b.dispatch(copy, [a, b2], [2112]));
+  console.log(
+    `WGSL copy 256 MiB: ${(t * 1e3).toFixed(3)} ms, ${
+      (2 * bytes / t / 1e9).toFixed(0)
+    } GB/s (read + write)`,
+  );
+  a.destroy();
+  b2.destroy();
+}
+
+// 3. Read-back of 180 MB.
+{
+  const bytes = (small ? 64 : 11008) * 4096 * 4;
+  const src = storageBuffer(gpu, bytes);
+  for (const chunk of [bytes, 16 * 1024 * 1024, 64 * 1024 * 1024].map((c) => Math.min(c, bytes))) {
+    const staging = device.createBuffer({
+      size: Math.min(chunk, bytes),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const out = new Float32Array(bytes / 4);
+    let tCopy = 0, tMap = 0, tRange = 0, tOut = 0;
+    const t0 = performance.now();
+    for (let off = 0; off < bytes; off += chunk) {
+      const len = Math.min(chunk, bytes - off);
+      let t = performance.now();
+      const enc = device.createCommandEncoder();
+      enc.copyBufferToBuffer(src, off, staging, 0, len);
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      tCopy += ms(t);
+      t = performance.now();
+      await staging.mapAsync(GPUMapMode.READ, 0, len);
+      tMap += ms(t);
+      t = performance.now();
+      const range = staging.getMappedRange(0, len);
+      tRange += ms(t);
+      t = performance.now();
+      out.set(new Float32Array(range), off / 4);
+      tOut += ms(t);
+      staging.unmap();
+    }
+    console.log(
+      `read-back ${(bytes / MB).toFixed(0)} MB in ${(chunk / MB).toFixed(0)} MB chunks: ${
+        ms(t0).toFixed(1)
+      } ms (${(bytes / ms(t0) / 1e3).toFixed(2)} GB/s): copy+wait ${tCopy.toFixed(1)}, mapAsync ${
+        tMap.toFixed(1)
+      }, getMappedRange ${tRange.toFixed(1)}, copy out ${tOut.toFixed(1)} ms`,
+    );
+    staging.destroy();
+  }
+  src.destroy();
+}
+
+// 4. Uploads of 485 MB.
+{
+  const n = small ? 1024 : 11008;
+  const bytes = n * n * 4;
+  const data = new Float32Array(n * n).fill(1.5);
+  const dst = storageBuffer(gpu, bytes);
+  let t = performance.now();
+  device.queue.writeBuffer(dst, 0, data);
+  await device.queue.onSubmittedWorkDone();
+  console.log(`upload ${(bytes / MB).toFixed(0)} MB, one writeBuffer: ${ms(t).toFixed(1)} ms`);
+  t = performance.now();
+  const chunk = 16 * 1024 * 1024;
+  for (let off = 0; off < bytes; off += chunk) {
+    device.queue.writeBuffer(dst, off, data.buffer, off, Math.min(chunk, bytes - off));
+  }
+  await device.queue.onSubmittedWorkDone();
+  console.log(`upload, 16 MiB writeBuffer chunks: ${ms(t).toFixed(1)} ms`);
+  t = performance.now();
+  const m = device.createBuffer({
+    size: bytes,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    mappedAtCreation: true,
+  });
+  new Float32Array(m.getMappedRange()).set(data);
+  m.unmap();
+  await device.queue.onSubmittedWorkDone();
+  console.log(`upload, mappedAtCreation + set + unmap: ${ms(t).toFixed(1)} ms`);
+  t = performance.now();
+  const s = device.createBuffer({
+    size: chunk,
+    usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+  });
+  for (let off = 0; off < bytes; off += chunk) {
+    const len = Math.min(chunk, bytes - off);
+    await s.mapAsync(GPUMapMode.WRITE, 0, len);
+    new Float32Array(s.getMappedRange(0, len)).set(data.subarray(off / 4, (off + len) / 4));
+    s.unmap();
+    const enc = device.createCommandEncoder();
+    enc.copyBufferToBuffer(s, 0, dst, off, len);
+    device.queue.submit([enc.finish()]);
+  }
+  await device.queue.onSubmittedWorkDone();
+  console.log(`upload, MAP_WRITE staging 16 MiB chunks: ${ms(t).toFixed(1)} ms`);
+  m.destroy();
+  dst.destroy();
+  s.destroy();
+  // Host-side reference: one memcpy of the same bytes.
+  const copy = new Float32Array(n * n);
+  t = performance.now();
+  copy.set(data);
+  console.log(`host memcpy of the same bytes: ${ms(t).toFixed(1)} ms`);
+}
