@@ -19,6 +19,7 @@ import {
   requireHadamardConstruction,
 } from "./hadamard.ts";
 import { type Tensor, tensor } from "./tensor.ts";
+import { paleyFastApplies, paleyFastPlan, paleyInPlace } from "./_paley_fast.ts";
 
 /** A dense orthogonal (or any) m×m block to use in place of the Paley blocks. */
 export interface FwhtBlock {
@@ -173,6 +174,7 @@ export function fwhtInPlace(
   const slab = new Float64Array(Math.max(inner, 2 * maxM));
   const acc = new Float64Array(Math.max(inner, maxM));
   const tables = new Float64Array(256 * Math.ceil(maxM / 8));
+  const paleyScratch = new Float64Array(5 * maxM);
   for (let r = 0; r < rows; r++) {
     let x: Float64Array;
     if (row === null) {
@@ -185,7 +187,9 @@ export function fwhtInPlace(
     for (const d of plan.dense) {
       stride /= d.m;
       const reflect = transpose && d.kind === "paley1";
-      if (stride === 1 && d.kind !== "custom" && d.m >= SIGNED_MIN) {
+      if (d.kind === "paley1" && paleyFastApplies(d.m - 1)) {
+        paleyInPlace(x, paleyFastPlan(d.m - 1), stride, reflect, paleyScratch);
+      } else if (stride === 1 && d.kind !== "custom" && d.m >= SIGNED_MIN) {
         applySigns(x, n, d.m, signPatterns(d), reflect, tables);
       } else {
         const b = transpose && d.kind === "custom" ? d.ht! : d.h;
