@@ -12,3 +12,4 @@ export * from "./obs_gpu.ts";
 export * from "./fwht_kernel.ts";
 export * from "./qmatmul_kernel.ts";
 export * from "./aqlm_matmul_kernel.ts";
+export * from "./paley_kernel.ts";

@@ -1,0 +1,565 @@
+/**
+ * The Paley type I block of a Hadamard transform on the GPU, by its
+ * k-dimensional DFT over GF(p^k)'s additive group (`core/_paley_fast.ts`
+ * describes the algorithm and is the executable specification): about 4·k
+ * multiply-adds per element each way instead of the q + 1 of the dense
+ * product, so the pass is bound by memory, not by FLOPs.
+ *
+ * A workgroup stages `chunks` consecutive blocks of q + 1 values in workgroup
+ * memory (block stride padded to an odd word count, so that the lanes of a
+ * warp, which take the same line of consecutive blocks, hit distinct banks),
+ * runs the axis passes with one barrier each (the last forward axis, the
+ * multiplier and the first inverse axis fused in registers), and writes the
+ * blocks back. With `pow2 > 1` it also applies H_{pow2} across each group of
+ * `pow2` consecutive blocks before writing, in registers (a row of
+ * `H_{pow2} ⊗ Paley I(q)` is one such group): the whole transform in one pass.
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import type { Tensor } from "../core/tensor.ts";
+import { paleyFastPlan, paleyInPlace } from "../core/_paley_fast.ts";
+import {
+  cachedPipeline,
+  foldGroups,
+  type Gpu,
+  GpuBatch,
+  storageBuffer,
+  uploadBuffer,
+} from "./backend.ts";
+
+/** Specialization of {@linkcode paleyWgsl}. */
+export interface PaleySpec {
+  /** Field order q = p^k ≡ 3 (mod 4); the block has order q + 1. */
+  readonly q: number;
+  /** Apply Hᵀ = I − S instead of H = I + S. */
+  readonly transpose: boolean;
+  /** Blocks per workgroup (a multiple of `pow2`). */
+  readonly chunks: number;
+  /** Workgroup size. */
+  readonly threads: number;
+  /** 1, or the Sylvester order applied across each group of `pow2` consecutive blocks. */
+  readonly pow2: number;
+  /** Load global memory as vec4 (needs 4 | q + 1). */
+  readonly vec4: boolean;
+}
+
+/** Largest characteristic the generator unrolls (p-point DFTs are written out). */
+export const PALEY_MAX_P = 31;
+
+/** Word stride of a block in workgroup memory: q + 1 rounded up to an odd count. */
+function blockStride(q: number): number {
+  return (q + 1) % 2 === 1 ? q + 1 : q + 2;
+}
+
+/**
+ * Workgroup memory (bytes) of a specialization.
+ *
+ * @param spec The specialization.
+ * @returns Bytes.
+ */
+export function paleyWorkgroupBytes(spec: PaleySpec): number {
+  return 4 * spec.chunks * blockStride(spec.q);
+}
+
+function validate(spec: PaleySpec): { p: number; k: number } {
+  const { q, chunks, threads, pow2, vec4 } = spec;
+  const plan = paleyFastPlan(q);
+  const ok = plan.p <= PALEY_MAX_P && Number.isInteger(chunks) && chunks >= 1 &&
+    Number.isInteger(threads) && threads >= 32 && threads <= 1024 && threads % 32 === 0 &&
+    Number.isInteger(pow2) && pow2 >= 1 && (pow2 & (pow2 - 1)) === 0 && pow2 <= 64 &&
+    chunks % pow2 === 0 && (!vec4 || (q + 1) % 4 === 0);
+  if (!ok) {
+    throw new RangeError(`Cannot build the Paley kernel: invalid spec ${JSON.stringify(spec)}`);
+  }
+  return { p: plan.p, k: plan.k };
+}
+
+function lit(v: number): string {
+  const s = Math.abs(v) < 1e-12 ? "0.0" : v.toPrecision(10);
+  return s.includes(".") || s.includes("e") ? s : `${s}.0`;
+}
+
+/** Statements in their own scope. */
+function block(lines: string[]): string[] {
+  return ["{", ...lines.map((l) => "  " + l), "}"];
+}
+
+/**
+ * The code generator of one p: line transforms over values `a{m}` (real
+ * part) and `b{m}` (imaginary part) held in registers.
+ */
+class LineCode {
+  readonly p: number;
+  readonly h: number;
+  readonly c: string[];
+  readonly s: string[];
+  constructor(p: number) {
+    this.p = p;
+    this.h = (p - 1) / 2;
+    this.c = Array.from({ length: p }, (_, t) => lit(Math.cos((2 * Math.PI * t) / p)));
+    this.s = Array.from({ length: p }, (_, t) => lit(Math.sin((2 * Math.PI * t) / p)));
+  }
+
+  /** Σ_j terms[j]·table[(u·j) mod p], j = 1..h, plus an optional first term. */
+  #sum(first: string | null, names: (j: number) => string, table: string[], u: number): string {
+    const parts: string[] = first === null ? [] : [first];
+    for (let j = 1; j <= this.h; j++) parts.push(`${names(j)} * ${table[(u * j) % this.p]}`);
+    return parts.length === 0 ? "0.0" : parts.join(" + ");
+  }
+
+  /** Real values a0..a{p−1} → packed spectrum in a0..a{p−1} (slot 0, Re u, Im u + h). */
+  forwardReal(): string[] {
+    const { p, h } = this;
+    const out: string[] = [];
+    for (let j = 1; j <= h; j++) {
+      out.push(`let sp${j} = a${j} + a${p - j}; let dm${j} = a${j} - a${p - j};`);
+    }
+    const sum = ["a0", ...Array.from({ length: h }, (_, j) => `sp${j + 1}`)].join(" + ");
+    const lines: string[] = [`let r0 = ${sum};`];
+    for (let u = 1; u <= h; u++) {
+      lines.push(`let r${u} = ${this.#sum("a0", (j) => `sp${j}`, this.c, u)};`);
+      lines.push(`let r${u + h} = -(${this.#sum(null, (j) => `dm${j}`, this.s, u)});`);
+    }
+    out.push(...lines);
+    for (let m = 0; m < p; m++) out.push(`a${m} = r${m};`);
+    return block(out);
+  }
+
+  /** Packed spectrum a0..a{p−1} → real values (no 1/p). */
+  inverseReal(): string[] {
+    const { p, h } = this;
+    const out: string[] = [];
+    for (let u = 1; u <= h; u++) {
+      out.push(`let tr${u} = 2.0 * a${u}; let ti${u} = 2.0 * a${u + h};`);
+    }
+    const sum = ["a0", ...Array.from({ length: h }, (_, u) => `tr${u + 1}`)].join(" + ");
+    out.push(`let r0 = ${sum};`);
+    for (let m = 1; m <= h; m++) {
+      out.push(`let pc${m} = ${this.#sum("a0", (u) => `tr${u}`, this.c, m)};`);
+      out.push(`let pd${m} = ${this.#sum(null, (u) => `ti${u}`, this.s, m)};`);
+    }
+    out.push("a0 = r0;");
+    for (let m = 1; m <= h; m++) {
+      out.push(`a${m} = pc${m} - pd${m}; a${p - m} = pc${m} + pd${m};`);
+    }
+    return block(out);
+  }
+
+  /** Complex DFT of (a, b) in place: X_u = Σ z_m·ω^{dir·u·m}; names get `tag` to stay unique. */
+  complex(dir: 1 | -1, tag: string): string[] {
+    const { p, h } = this;
+    const out: string[] = [];
+    const v = (name: string, j: number): string => `${name}${tag}${j}`;
+    for (let j = 1; j <= h; j++) {
+      out.push(
+        `let ${v("spr", j)} = a${j} + a${p - j}; let ${v("spi", j)} = b${j} + b${p - j};`,
+        `let ${v("smr", j)} = a${j} - a${p - j}; let ${v("smi", j)} = b${j} - b${p - j};`,
+      );
+    }
+    const sr = ["a0", ...Array.from({ length: h }, (_, j) => v("spr", j + 1))].join(" + ");
+    const si = ["b0", ...Array.from({ length: h }, (_, j) => v("spi", j + 1))].join(" + ");
+    out.push(`let ${v("xr", 0)} = ${sr}; let ${v("xi", 0)} = ${si};`);
+    for (let u = 1; u <= h; u++) {
+      const ar = this.#sum("a0", (j) => v("spr", j), this.c, u);
+      const ai = this.#sum("b0", (j) => v("spi", j), this.c, u);
+      const cr = this.#sum(null, (j) => v("smr", j), this.s, u);
+      const ci = this.#sum(null, (j) => v("smi", j), this.s, u);
+      out.push(
+        `let ${v("ar", u)} = ${ar}; let ${v("ai", u)} = ${ai};`,
+        `let ${v("cr", u)} = ${cr}; let ${v("ci", u)} = ${ci};`,
+      );
+      // X_u = A + dir·i·B, X_{p−u} = A − dir·i·B.
+      const [plus, minus] = dir === 1 ? ["-", "+"] : ["+", "-"];
+      out.push(
+        `let ${v("xr", u)} = ${v("ar", u)} ${plus} ${v("ci", u)}; let ${v("xi", u)} = ${
+          v("ai", u)
+        } ${minus} ${v("cr", u)};`,
+        `let ${v("xr", p - u)} = ${v("ar", u)} ${minus} ${v("ci", u)}; let ${v("xi", p - u)} = ${
+          v("ai", u)
+        } ${plus} ${v("cr", u)};`,
+      );
+    }
+    for (let m = 0; m < p; m++) out.push(`a${m} = ${v("xr", m)}; b${m} = ${v("xi", m)};`);
+    return block(out);
+  }
+}
+
+/** WGSL that sets `br`, `bi` (field offsets of a complex line's halves) from `u` for axis j. */
+function decodePair(p: number, k: number, j: number): string[] {
+  const h = (p - 1) / 2, after = p ** (k - 1 - j), stride = p ** j;
+  const out: string[] = [];
+  let closing = "";
+  for (let i = 0; i < j; i++) {
+    const mid = p ** (j - 1 - i), pi = p ** i, count = h * mid * after;
+    const body = [
+      `let c = 1u + u % ${h}u; let m = (u / ${h}u) % ${mid}u; let hi = u / ${h * mid}u;`,
+      `br = c * ${pi}u + m * ${pi * p}u + hi * ${stride * p}u; bi = br + ${h * pi}u;`,
+    ].join(" ");
+    if (i < j - 1) {
+      out.push(`if (u < ${count}u) { ${body} } else { u = u - ${count}u;`);
+      closing += " }";
+    } else {
+      out.push(`{ ${body} }${closing}`);
+    }
+  }
+  return out;
+}
+
+/**
+ * WGSL of the Paley I block transform (see the module docs). Bindings: 0 = Y
+ * (f32, written), 1 = X (f32, read; vec4 with `vec4`), 2 = multipliers
+ * (1 ± λ_u)/q as vec2 per packed position, 3 = parameters {blocks, scale}.
+ *
+ * @param spec The specialization.
+ * @returns WGSL source.
+ */
+export function paleyWgsl(spec: PaleySpec): string {
+  const { p, k } = validate(spec);
+  const { q, transpose, chunks: C, threads: T, pow2, vec4 } = spec;
+  const h = (p - 1) / 2, m1 = q + 1, SC = blockStride(q);
+  const sigma = transpose ? -1 : 1;
+  const L = new LineCode(p);
+  const ind = (lines: string[], pad: string): string => lines.map((l) => pad + l).join("\n");
+  const loadLine = (base: string, s: number, im: string | null): string[] => {
+    const out: string[] = [];
+    for (let m = 0; m < p; m++) {
+      out.push(`var a${m} = sm[${base} + ${m * s}u];`);
+      if (im !== null) out.push(`var b${m} = sm[${im} + ${m * s}u];`);
+    }
+    return out;
+  };
+  const storeLine = (base: string, s: number, im: string | null): string[] => {
+    const out: string[] = [];
+    for (let m = 0; m < p; m++) {
+      out.push(`sm[${base} + ${m * s}u] = a${m};`);
+      if (im !== null) out.push(`sm[${im} + ${m * s}u] = b${m};`);
+    }
+    return out;
+  };
+  const pass = (j: number, body: (real: boolean) => string[]): string => {
+    const R = p ** (k - 1 - j), stride = p ** j;
+    const pairs = (q / p - R) / 2, tasks = R + pairs;
+    const lines = [
+      `for (var w = tid; w < ${C * tasks}u; w = w + ${T}u) {`,
+      `  let cb = (w % ${C}u) * ${SC}u + 1u; let t = w / ${C}u;`,
+      `  if (t < ${R}u) {`,
+      `    let b = cb + t * ${stride * p}u;`,
+      ind(body(true), "    "),
+    ];
+    if (pairs > 0) {
+      lines.push(
+        `  } else {`,
+        `    var u = t - ${R}u; var br = 0u; var bi = 0u;`,
+        ind(decodePair(p, k, j), "    "),
+        ind(body(false), "    "),
+      );
+    }
+    lines.push(`  }`, `}`, `workgroupBarrier();`);
+    return lines.join("\n");
+  };
+  const passes: string[] = [];
+  for (let j = 0; j < k - 1; j++) {
+    const s = p ** j;
+    passes.push(
+      pass(
+        j,
+        (real) =>
+          real ? [...loadLine("b", s, null), ...L.forwardReal(), ...storeLine("b", s, null)] : [
+            ...loadLine("cb + br", s, "cb + bi"),
+            ...L.complex(-1, "f"),
+            ...storeLine("cb + br", s, "cb + bi"),
+          ],
+      ),
+    );
+  }
+  // Last axis: forward, multiplier, inverse in registers.
+  const S = p ** (k - 1);
+  passes.push(pass(k - 1, (real) => {
+    if (real) {
+      const mulLines: string[] = [
+        `let x0 = sm[cb - 1u];`,
+        `sm[cb - 1u] = x0 + ${lit(sigma)} * a0;`,
+        `a0 = a0 * ${lit(1 / q)} - ${lit(sigma)} * x0;`,
+      ];
+      for (let u = 1; u <= h; u++) {
+        mulLines.push(
+          `{ let g = M[${u * S}u]; let re = a${u}; let im = a${u + h};`,
+          `  a${u} = re * g.x - im * g.y; a${u + h} = re * g.y + im * g.x; }`,
+        );
+      }
+      return [
+        ...loadLine("b", S, null),
+        ...L.forwardReal(),
+        ...mulLines,
+        ...L.inverseReal(),
+        ...storeLine("b", S, null),
+      ];
+    }
+    const mulLines: string[] = [];
+    for (let u = 0; u < p; u++) {
+      mulLines.push(
+        `{ let g = M[br + ${u * S}u]; let re = a${u}; let im = b${u};`,
+        `  a${u} = re * g.x - im * g.y; b${u} = re * g.y + im * g.x; }`,
+      );
+    }
+    return [
+      ...loadLine("cb + br", S, "cb + bi"),
+      ...L.complex(-1, "f"),
+      ...mulLines,
+      ...L.complex(1, "i"),
+      ...storeLine("cb + br", S, "cb + bi"),
+    ];
+  }));
+  for (let j = k - 2; j >= 0; j--) {
+    const s = p ** j;
+    passes.push(
+      pass(
+        j,
+        (real) =>
+          real ? [...loadLine("b", s, null), ...L.inverseReal(), ...storeLine("b", s, null)] : [
+            ...loadLine("cb + br", s, "cb + bi"),
+            ...L.complex(1, "i"),
+            ...storeLine("cb + br", s, "cb + bi"),
+          ],
+      ),
+    );
+  }
+  const load = vec4
+    ? `for (var i = tid; i < ${(C * m1) / 4}u; i = i + ${T}u) {
+  if (g0 / 4u + i < total / 4u) {
+    let v = X[g0 / 4u + i];
+    let e = 4u * i; let d = (e / ${m1}u) * ${SC}u + e % ${m1}u;
+    sm[d] = v.x; sm[d + 1u] = v.y; sm[d + 2u] = v.z; sm[d + 3u] = v.w;
+  }
+}`
+    : `for (var i = tid; i < ${C * m1}u; i = i + ${T}u) {
+  if (g0 + i < total) { sm[(i / ${m1}u) * ${SC}u + i % ${m1}u] = X[g0 + i]; }
+}`;
+  let store: string;
+  if (pow2 === 1) {
+    store = `for (var i = tid; i < ${C * m1}u; i = i + ${T}u) {
+  if (g0 + i < total) { Y[g0 + i] = sm[(i / ${m1}u) * ${SC}u + i % ${m1}u] * prm.scale; }
+}`;
+  } else {
+    const lines: string[] = [];
+    for (let c = 0; c < pow2; c++) lines.push(`var v${c} = sm[d + ${c * SC}u];`);
+    const r = Math.round(Math.log2(pow2));
+    for (let bit = 0; bit < r; bit++) {
+      for (let c = 0; c < pow2; c++) {
+        if (c & (1 << bit)) continue;
+        const e = c + (1 << bit);
+        lines.push(`{ let u = v${c}; v${c} = u + v${e}; v${e} = u - v${e}; }`);
+      }
+    }
+    for (let c = 0; c < pow2; c++) lines.push(`Y[o + ${c * m1}u] = v${c} * prm.scale;`);
+    store = `for (var i = tid; i < ${(C / pow2) * m1}u; i = i + ${T}u) {
+  let grp = i / ${m1}u; let off = i % ${m1}u;
+  let d = grp * ${pow2 * SC}u + off;
+  let o = g0 + grp * ${pow2 * m1}u + off;
+  if (o < total) {
+${ind(lines, "    ")}
+  }
+}`;
+  }
+  return `
+struct Params { blocks: u32, scale: f32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<${vec4 ? "vec4<f32>" : "f32"}>;
+@group(0) @binding(2) var<storage, read> M: array<vec2<f32>>;
+@group(0) @binding(3) var<uniform> prm: Params;
+var<workgroup> sm: array<f32, ${C * SC}>;
+
+@compute @workgroup_size(${T})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let group = wg.x + wg.y * nwg.x;
+  if (group * ${C}u >= prm.blocks) { return; }
+  let g0 = group * ${C * m1}u;
+  let total = prm.blocks * ${m1}u;
+${load}
+workgroupBarrier();
+${passes.join("\n")}
+${store}
+}
+`;
+}
+
+/** The multipliers of one block uploaded, for {@linkcode encodePaley}. */
+export interface PaleyPrepared {
+  /** Field order. */
+  readonly q: number;
+  /** Whether it applies Hᵀ. */
+  readonly transpose: boolean;
+  /** (1 ± λ_u)/q per packed position, vec2 f32. */
+  readonly multipliers: GPUBuffer;
+}
+
+/**
+ * Uploads the multipliers of the Paley I block of order q + 1.
+ *
+ * @param gpu The GPU.
+ * @param q Field order (a prime power ≡ 3 mod 4).
+ * @param transpose Prepare Hᵀ instead of H.
+ * @returns The prepared block (destroy `multipliers` when done).
+ */
+export function preparePaley(gpu: Gpu, q: number, transpose = false): PaleyPrepared {
+  const plan = paleyFastPlan(q);
+  const mul = Float32Array.from(transpose ? plan.mulT : plan.mul);
+  return { q, transpose, multipliers: uploadBuffer(gpu, mul, "paley-multipliers") };
+}
+
+/**
+ * The default specialization for blocks of order q + 1, with H_{pow2} fused when pow2 > 1.
+ *
+ * @param gpu The GPU (its workgroup memory limit).
+ * @param q Field order.
+ * @param transpose Apply Hᵀ.
+ * @param pow2 Sylvester order fused across groups of blocks (1: none).
+ * @returns The specialization, or null when none fits (or p is too large to unroll).
+ */
+export function paleyDefaultSpec(
+  gpu: Gpu,
+  q: number,
+  transpose: boolean,
+  pow2 = 1,
+): PaleySpec | null {
+  const budget = gpu.limits.maxComputeWorkgroupStorageSize;
+  const vec4 = (q + 1) % 4 === 0;
+  if (pow2 > 1) {
+    const spec: PaleySpec = { q, transpose, chunks: pow2, threads: 384, pow2, vec4 };
+    return paleyWorkgroupBytes(spec) <= budget && paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
+  }
+  for (const chunks of [32, 16, 8, 4, 2, 1]) {
+    const spec: PaleySpec = { q, transpose, chunks, threads: 256, pow2: 1, vec4 };
+    if (paleyWorkgroupBytes(spec) <= budget) {
+      return paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
+    }
+  }
+  return null;
+}
+
+/**
+ * Records y = B·x for every block of q + 1 consecutive values of `x` (and,
+ * with `spec.pow2 > 1`, H_{pow2} across each group of pow2 blocks), times
+ * `scale`, into `y`.
+ *
+ * @param batch The batch.
+ * @param prepared From {@linkcode preparePaley} (same q and transpose as `spec`).
+ * @param spec The specialization.
+ * @param y Output buffer (f32, at least blocks·(q + 1) values).
+ * @param x Input buffer (f32; not `y`).
+ * @param blocks Number of blocks (a multiple of `spec.pow2`).
+ * @param scale Factor applied to every output.
+ */
+export function encodePaley(
+  batch: GpuBatch,
+  prepared: PaleyPrepared,
+  spec: PaleySpec,
+  y: GPUBuffer,
+  x: GPUBuffer,
+  blocks: number,
+  scale = 1,
+): void {
+  if (prepared.q !== spec.q || prepared.transpose !== spec.transpose) {
+    throw new RangeError(
+      `Cannot encode the Paley kernel: prepared for q = ${prepared.q} (transpose ${prepared.transpose}), spec has q = ${spec.q} (transpose ${spec.transpose})`,
+    );
+  }
+  if (!Number.isSafeInteger(blocks) || blocks < 0 || blocks % spec.pow2 !== 0) {
+    throw new RangeError(
+      `Cannot encode the Paley kernel as 'blocks' must be a multiple of ${spec.pow2}: current value is ${blocks}`,
+    );
+  }
+  const key =
+    `paley:${spec.q}:${spec.transpose}:${spec.chunks}:${spec.threads}:${spec.pow2}:${spec.vec4}`;
+  const pipe = cachedPipeline(batch.gpu, key, () => paleyWgsl(spec));
+  batch.dispatch(pipe, [
+    y,
+    x,
+    prepared.multipliers,
+    batch.uniform([{ u32: blocks }, { f32: scale }, { u32: 0 }, { u32: 0 }]),
+  ], foldGroups(batch.gpu, Math.ceil(blocks / spec.chunks)));
+}
+
+/** Options of {@linkcode paleyGpu} and {@linkcode paleyReference}. */
+export interface PaleyOptions {
+  /** Field order q; the rows hold blocks of q + 1. */
+  q: number;
+  /** Apply Hᵀ. @default false */
+  transpose?: boolean;
+  /** Sylvester order applied across groups of pow2 blocks. @default 1 */
+  pow2?: number;
+  /** Factor on every output. @default 1 */
+  scale?: number;
+}
+
+/**
+ * The Paley I block transform of every block of q + 1 values of `x` on the
+ * GPU, in one submission (for tests; `encodePaley` is the building block).
+ *
+ * @param gpu The GPU.
+ * @param x Values, length a multiple of pow2·(q + 1).
+ * @param options See {@linkcode PaleyOptions}; `spec` overrides the default specialization.
+ * @returns The transformed values and the GPU seconds.
+ */
+export async function paleyGpu(
+  gpu: Gpu,
+  x: Tensor<"f32">,
+  options: PaleyOptions & { spec?: PaleySpec },
+): Promise<{ y: Tensor<"f32">; gpuSeconds: number }> {
+  const { q, transpose = false, pow2 = 1, scale = 1 } = options;
+  const spec = options.spec ?? paleyDefaultSpec(gpu, q, transpose, pow2);
+  if (spec === null) {
+    throw new RangeError(
+      `Cannot transform on the GPU: no Paley kernel fits q = ${q} with pow2 = ${pow2}`,
+    );
+  }
+  const m = q + 1;
+  if (x.data.length % (m * spec.pow2) !== 0) {
+    throw new RangeError(
+      `Cannot transform ${x.data.length} values in groups of ${spec.pow2}·${m}`,
+    );
+  }
+  const prepared = preparePaley(gpu, q, transpose);
+  const xb = uploadBuffer(gpu, x.data, "paley-x");
+  const yb = storageBuffer(gpu, Math.max(4, x.data.byteLength), "paley-y");
+  const batch = new GpuBatch(gpu);
+  encodePaley(batch, prepared, spec, yb, xb, x.data.length / m, scale);
+  const { data, gpuSeconds } = await batch.submit([yb]);
+  xb.destroy();
+  yb.destroy();
+  prepared.multipliers.destroy();
+  const y = new Float32Array(data[0]!).slice(0, x.data.length);
+  return { y: { dtype: "f32", shape: x.shape, data: y }, gpuSeconds };
+}
+
+/**
+ * CPU reference of {@linkcode paleyGpu}: `core/_paley_fast.ts` on each block,
+ * then H_{pow2} across each group of pow2 blocks, times scale, in float64.
+ *
+ * @param x Values.
+ * @param options See {@linkcode PaleyOptions}.
+ * @returns The transformed values (f32).
+ */
+export function paleyReference(x: Tensor<"f32">, options: PaleyOptions): Tensor<"f32"> {
+  const { q, transpose = false, pow2 = 1, scale = 1 } = options;
+  const m = q + 1;
+  const v = Float64Array.from(x.data);
+  paleyInPlace(v, paleyFastPlan(q), 1, transpose);
+  for (let g = 0; g < v.length; g += pow2 * m) {
+    for (let half = 1; half < pow2; half *= 2) {
+      for (let c = 0; c < pow2; c++) {
+        if (c & half) continue;
+        for (let i = 0; i < m; i++) {
+          const a = v[g + c * m + i]!, b = v[g + (c + half) * m + i]!;
+          v[g + c * m + i] = a + b;
+          v[g + (c + half) * m + i] = a - b;
+        }
+      }
+    }
+  }
+  return { dtype: "f32", shape: x.shape, data: Float32Array.from(v, (t) => t * scale) };
+}
