@@ -66,10 +66,26 @@ function resolvePerm(
 }
 
 /**
- * Checks W and H finite, zeroes the weights of dead inputs (zero Hessian
- * diagonal, whose weights are irrelevant to the output), resolves the
- * processing order and lays out the working weights, copying W only where
- * its values change (dead columns, a permutation, a dtype other than float32).
+ * Throws unless W and H are finite (the scan `prepareObs` runs unless told
+ * to defer it: the GPU path runs it while the GPU works).
+ *
+ * @param original The weights [rows, n] as float32.
+ * @param xtx The Hessian [n, n].
+ * @throws {RangeError} naming the first non-finite element.
+ */
+export function checkObsFinite(original: Float32Array, xtx: Float64Array): void {
+  const badW = firstNonFinite(original);
+  if (badW >= 0) fail(`'weight' must be finite: element ${badW} is ${original[badW]}`);
+  const badH = firstNonFinite(xtx);
+  if (badH >= 0) fail(`the Hessian must be finite: element ${badH} is ${xtx[badH]}`);
+}
+
+/**
+ * Checks W and H finite (unless `deferFiniteCheck`), zeroes the weights of
+ * dead inputs (zero Hessian diagonal, whose weights are irrelevant to the
+ * output), resolves the processing order and lays out the working weights,
+ * copying W only where its values change (dead columns, a permutation, a
+ * dtype other than float32).
  *
  * @param weight The weight [rows, n] (shapes already checked).
  * @param xtx The Hessian [n, n].
@@ -77,6 +93,8 @@ function resolvePerm(
  * @param n Columns of W.
  * @param actOrder Decreasing-diagonal order.
  * @param userPerm Explicit order, or undefined.
+ * @param deferFiniteCheck Skip the finiteness scan: the caller runs
+ *   {@linkcode checkObsFinite} itself before it uses any result.
  * @returns The prepared inputs.
  * @throws {RangeError} on non-finite values or an invalid `perm`.
  */
@@ -87,13 +105,11 @@ export function prepareObs(
   n: number,
   actOrder: boolean,
   userPerm: ArrayLike<number> | undefined,
+  deferFiniteCheck = false,
 ): PreparedObs {
   // The caller's float32 storage itself (read only), else a converted copy.
   const original = asFloat32(weight); // [rows, n]
-  const badW = firstNonFinite(original);
-  if (badW >= 0) fail(`'weight' must be finite: element ${badW} is ${original[badW]}`);
-  const badH = firstNonFinite(xtx);
-  if (badH >= 0) fail(`the Hessian must be finite: element ${badH} is ${xtx[badH]}`);
+  if (!deferFiniteCheck) checkObsFinite(original, xtx);
 
   const diag = new Float64Array(n);
   let deadColumns = 0;

@@ -21,7 +21,7 @@ import type { CompressionStats } from "../quantizers/quantized_weight.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { Hessian } from "./hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
-import { prepareObs } from "./_obs_host.ts";
+import { checkObsFinite, prepareObs } from "./_obs_host.ts";
 import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
 import { type Backend, resolveBackend } from "../kernels/backend.ts";
 import { obsSolveGpu } from "../kernels/obs_gpu.ts";
@@ -242,18 +242,21 @@ export async function obsSolve(
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
   }
   const xtx = hessian.xtx; // [n, n], read only
-  // original, cleaned and prepared.w may be the caller's storage: read only.
-  const prepared = prepareObs(weight, xtx, rows, n, actOrder, userPerm);
-  const { original, cleaned, diag, deadColumns, perm: permOrNull, meanDiag } = prepared;
-  const perm = permOrNull ?? Int32Array.from({ length: n }, (_, i) => i);
-
-  // Damping and the factor U of H⁻¹, retrying with 10× more damping.
-  const tc = performance.now();
   const gpuDecider = decider !== null && typeof decider === "object" &&
     (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid");
   const gpu = gpuDecider || backend !== "auto"
     ? await resolveBackend(backend, "the OBS solver")
     : null;
+  // original, cleaned and prepared.w may be the caller's storage: read only.
+  // The GPU path scans what it uploads on the GPU (W, the lower triangle of
+  // H) and the host locates a non-finite value only when there is one; the
+  // CPU path scans W and H first.
+  const prepared = prepareObs(weight, xtx, rows, n, actOrder, userPerm, gpu !== null);
+  const { original, cleaned, diag, deadColumns, perm: permOrNull, meanDiag } = prepared;
+  const perm = permOrNull ?? Int32Array.from({ length: n }, (_, i) => i);
+
+  // Damping and the factor U of H⁻¹, retrying with 10× more damping.
+  const tc = performance.now();
   if (gpu !== null) {
     // The same loop on the GPU (kernels/obs_gpu.ts), in one submission.
     let gpuBlock = blockSize;
@@ -281,6 +284,7 @@ export async function obsSolve(
       deadColumns,
       t0,
       onProgress,
+      checkFinite: () => checkObsFinite(original, xtx),
     });
   }
   let damping = dampRatio * meanDiag;

@@ -29,6 +29,7 @@ const EXPAND = ((): Uint32Array => {
  * @param rows Rows.
  * @param n Columns.
  * @param perm Processing order, or null for the identity.
+ * @param out Where to write (zero-filled) [rows, n], or undefined for a fresh array.
  * @returns 0/1 per weight [rows, n].
  */
 function unpackMask(
@@ -36,9 +37,9 @@ function unpackMask(
   rows: number,
   n: number,
   perm: Int32Array | null,
+  out: Uint8Array = new Uint8Array(rows * n),
 ): Uint8Array {
   const stride = Math.ceil(n / 32);
-  const out = new Uint8Array(rows * n); // [rows, n]
   if (perm === null && n % 32 === 0) {
     // Rows are whole words: word i fills output bytes 32i..32i+31, eight
     // aligned 4-byte writes through the table (zero words are already done).
@@ -97,6 +98,10 @@ export interface ObsAssembleOptions {
   damping: number;
   /** The decider prunes (a mask comes back). */
   structure: boolean;
+  /** A zero-filled array [rows, n] to unpack the mask into (else a fresh one). */
+  maskOut?: Uint8Array;
+  /** A zero-filled array [rows, n] for the weights in the original order, when permuted. */
+  weightOut?: Float32Array;
 }
 
 /**
@@ -146,7 +151,7 @@ export function assembleObsResult(
     const w = new Float32Array(out.data[next++]!);
     if (identity) weight = w;
     else {
-      weight = new Float32Array(rows * n);
+      weight = o.weightOut ?? new Float32Array(rows * n);
       for (let r = 0; r < rows; r++) {
         for (let i = 0; i < n; i++) weight[r * n + perm[i]!] = w[r * n + i]!;
       }
@@ -195,7 +200,13 @@ export function assembleObsResult(
     result.gIdx = gIdxOrig;
   }
   if (o.structure) {
-    result.pruned = unpackMask(new Uint32Array(out.data[next++]!), rows, n, identity ? null : perm);
+    result.pruned = unpackMask(
+      new Uint32Array(out.data[next++]!),
+      rows,
+      n,
+      identity ? null : perm,
+      o.maskOut,
+    );
   }
   return result;
 }

@@ -266,6 +266,19 @@ export function cachedPipeline(gpu: Gpu, key: string, code: () => string): GPUCo
 /** A value for a uniform block: u32, i32 or f32 fields in declaration order. */
 export type UniformField = { u32: number } | { i32: number } | { f32: number };
 
+/**
+ * What {@linkcode GpuBatch.submit} reads back: a whole buffer, or a byte range,
+ * optionally into a given host array.
+ */
+export type GpuRead =
+  | GPUBuffer
+  | {
+    buffer: GPUBuffer;
+    offset: number;
+    size: number;
+    into?: Uint8Array | Promise<Uint8Array>;
+  };
+
 const UNIFORM_SLOT = 256;
 const MAX_PHASES = 16;
 const UNIFORM_CHUNK_SLOTS = 1024;
@@ -425,13 +438,24 @@ export class GpuBatch {
    * Submits everything in one submission, reads the requested buffers back
    * once, and reports the GPU time between the first and the last dispatch.
    *
-   * @param reads Buffers (or byte ranges) to read back after the work.
+   * @param reads Buffers (or byte ranges) to read back after the work. A range
+   *   with `into` (a view of a whole ArrayBuffer of exactly `size` bytes, or
+   *   a promise of one, awaited once the GPU is done) is copied there, in
+   *   chunks, and that ArrayBuffer is its result: an array whose pages were
+   *   mapped while the GPU worked spares the read-back the first-touch page
+   *   faults of fresh memory.
+   *
+   *   The submission is queued before this method's first `await`: host work
+   *   that the caller does before awaiting the returned promise overlaps the GPU's.
    * @returns The read-back bytes, in order, the GPU seconds from the first dispatch to the
-   *   last (NaN without timestamps), and the GPU seconds of each named phase.
+   *   last (NaN without timestamps), the GPU seconds of each named phase, and the wall
+   *   seconds spent taking the mapped bytes out.
    */
   async submit(
-    reads: readonly (GPUBuffer | { buffer: GPUBuffer; offset: number; size: number })[] = [],
-  ): Promise<{ data: ArrayBuffer[]; gpuSeconds: number; phases: Record<string, number> }> {
+    reads: readonly GpuRead[] = [],
+  ): Promise<
+    { data: ArrayBuffer[]; gpuSeconds: number; phases: Record<string, number>; readSeconds: number }
+  > {
     assertDeviceAlive();
     const device = this.gpu.device;
     if (this.#pass !== null) this.phase("rest");
@@ -442,13 +466,17 @@ export class GpuBatch {
     for (const chunk of this.#chunks) {
       device.queue.writeBuffer(chunk.buffer, 0, chunk.data, 0, chunk.used);
     }
-    const staging: { buffer: GPUBuffer; size: number }[] = [];
+    const staging: {
+      buffer: GPUBuffer;
+      size: number;
+      into?: Uint8Array | Promise<Uint8Array> | undefined;
+    }[] = [];
     for (const r of reads) {
       const src = "offset" in r ? r : { buffer: r, offset: 0, size: r.size };
       const size = Math.ceil(src.size / 4) * 4;
       const dst = device.createBuffer({ size, usage: 0x1 | 0x8, label: "readback" });
       this.#encoder.copyBufferToBuffer(src.buffer, src.offset, dst, 0, size);
-      staging.push({ buffer: dst, size: src.size });
+      staging.push({ buffer: dst, size: src.size, into: "into" in r ? r.into : undefined });
     }
     let queryBuffer: GPUBuffer | null = null;
     if (this.#query !== null && timed > 0) {
@@ -465,8 +493,11 @@ export class GpuBatch {
     device.pushErrorScope("validation");
     device.pushErrorScope("out-of-memory");
     device.queue.submit([this.#encoder.finish()]);
-    const oom = await device.popErrorScope();
-    const invalid = await device.popErrorScope();
+    // Both scopes are popped now: a batch submitted before this one's promise
+    // settles pushes its own scopes above nothing of ours.
+    const oomScope = device.popErrorScope(), invalidScope = device.popErrorScope();
+    const oom = await oomScope;
+    const invalid = await invalidScope;
     if (oom) throw new Error(`WebGPU ran out of memory: ${oom.message}`);
     if (invalid) throw new Error(`WebGPU validation failed: ${invalid.message}`);
     const data: ArrayBuffer[] = [];
@@ -476,10 +507,25 @@ export class GpuBatch {
       this.gpu,
       Promise.all(maps.length > 0 ? maps : [device.queue.onSubmittedWorkDone()]),
     );
-    for (const s of staging) {
-      data.push(s.buffer.getMappedRange(0, Math.ceil(s.size / 4) * 4).slice(0, s.size));
+    const targets = await Promise.all(staging.map((s) => s.into));
+    const tRead = performance.now();
+    for (let i = 0; i < staging.length; i++) {
+      const s = staging[i]!, into = targets[i];
+      if (
+        into !== undefined &&
+        (into.byteOffset !== 0 || into.byteLength !== s.size || into.buffer.byteLength !== s.size)
+      ) {
+        for (const t of staging.slice(i)) t.buffer.destroy();
+        throw new RangeError(
+          `Cannot read back into a view that is not a whole ArrayBuffer of ${s.size} bytes`,
+        );
+      }
+      data.push(
+        into === undefined ? takeMappedRange(s.buffer, s.size) : copyMappedRange(s.buffer, into),
+      );
       s.buffer.destroy();
     }
+    const readSeconds = (performance.now() - tRead) / 1000;
     let gpuSeconds = NaN;
     const phases: Record<string, number> = {};
     if (queryBuffer !== null) {
@@ -493,8 +539,62 @@ export class GpuBatch {
     }
     for (const chunk of this.#chunks) chunk.buffer.destroy();
     this.#query?.destroy();
-    return { data, gpuSeconds, phases };
+    return { data, gpuSeconds, phases, readSeconds };
   }
+}
+
+/** Whether mapped read ranges are engine-owned copies that may be moved out (Deno). */
+const MOVABLE_MAPPED_RANGES = typeof (globalThis as { Deno?: unknown }).Deno === "object";
+
+/**
+ * The first `size` bytes of a buffer mapped for reading, as an ArrayBuffer
+ * that outlives the mapping. Deno's `getMappedRange` already returns a fresh
+ * copy owned by V8 (it copies the mapped memory and detaches the copy on
+ * unmap), so moving it out with `transfer()` (no copy) spares a second copy
+ * of every read-back; elsewhere (where a range may alias the mapping, and
+ * `transfer` is refused) it is copied.
+ */
+function takeMappedRange(buffer: GPUBuffer, size: number): ArrayBuffer {
+  const padded = Math.ceil(size / 4) * 4;
+  const range = buffer.getMappedRange(0, padded);
+  if (MOVABLE_MAPPED_RANGES && padded === size) {
+    try {
+      return range.transfer();
+    } catch {
+      // fall through to the copy
+    }
+  }
+  return range.slice(0, size);
+}
+
+/** Bytes per `getMappedRange` of {@linkcode copyMappedRange}. */
+const READ_CHUNK = 8 << 20;
+
+/**
+ * Copies a buffer mapped for reading into `into` (whole ArrayBuffer) chunk by
+ * chunk. In Deno each range is a fresh engine-owned copy that lives until the
+ * buffer is unmapped; moving it out and releasing it after its copy
+ * (`transfer()`, then `transfer(0)`) lets the allocator reuse the same memory
+ * for the next chunk instead of faulting in fresh pages for all of them.
+ */
+function copyMappedRange(buffer: GPUBuffer, into: Uint8Array): ArrayBuffer {
+  const size = into.byteLength, padded = Math.ceil(size / 4) * 4;
+  for (let off = 0; off < padded; off += READ_CHUNK) {
+    const len = Math.min(READ_CHUNK, padded - off);
+    let range = buffer.getMappedRange(off, len);
+    let owned = false;
+    if (MOVABLE_MAPPED_RANGES) {
+      try {
+        range = range.transfer();
+        owned = true;
+      } catch {
+        // copy from the range as it is
+      }
+    }
+    into.set(new Uint8Array(range, 0, Math.min(len, size - off)), off);
+    if (owned) range.transfer(0);
+  }
+  return into.buffer as ArrayBuffer;
 }
 
 /**

@@ -20,7 +20,16 @@ import { CholeskyError } from "../core/_dense.ts";
 import { MSE_GRID, MSE_MAX_SHRINK } from "../quantizers/_grid_fit.ts";
 import { initialGrids } from "../hessian/_obs_deciders.ts";
 import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
-import { type Gpu, GpuBatch, storageBuffer, uploadBuffer, writeBuffer } from "./backend.ts";
+import {
+  type Gpu,
+  GpuBatch,
+  type GpuRead,
+  storageBuffer,
+  uploadBuffer,
+  writeBuffer,
+} from "./backend.ts";
+import { encodeNonFiniteCheck } from "./_nonfinite_kernel.ts";
+import { pagedArrays } from "./_paged_arrays.ts";
 import {
   choleskyBuffers,
   encodePermuteReverse,
@@ -65,6 +74,14 @@ export interface ObsGpuProblem {
   readonly t0: number;
   /** Progress callback (called once, at the end: the loop runs in one submission). */
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
+  /**
+   * The host's finiteness check of W and H (throws a RangeError naming the
+   * first non-finite value). The GPU scans what it uploads (W in processing
+   * order, the lower triangle of H in float32) and calls this only when that
+   * scan finds something, or when dead columns zeroed some weights before the
+   * upload (then while the GPU works). Without it, no check is made.
+   */
+  readonly checkFinite?: (() => void) | undefined;
 }
 
 /**
@@ -139,6 +156,18 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
   const shrink = new Float32Array(Math.floor(MSE_MAX_SHRINK * MSE_GRID));
   for (let s = 0; s < shrink.length; s++) shrink[s] = 1 - s / MSE_GRID;
 
+  // Host arrays that receive the large results, their pages mapped by a
+  // worker thread while this one uploads and the GPU works (reused by retries).
+  const bigBytes = Math.max(4, hasGrid ? rows * Math.ceil(n / cpw) * 4 : rows * n * 4);
+  const maskWordBytes = Math.max(4, rows * Math.ceil(n / 32) * 4);
+  const permutedWeight = !hasGrid && p.perm !== null;
+  const hostArrays = pagedArrays([
+    bigBytes,
+    ...(structure ? [maskWordBytes, rows * n] : []),
+    ...(permutedWeight ? [rows * n * 4] : []),
+  ]);
+  const hostArray = (k: number): Promise<Uint8Array> => hostArrays.then((a) => a[k]!);
+
   let damping = p.dampRatio * p.meanDiag;
   let hBuf: GPUBuffer | null = null, permBuf: GPUBuffer | null = null;
   try {
@@ -157,8 +186,6 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       }
       const chol = choleskyBuffers(gpu, null, n);
       const owned: GPUBuffer[] = [chol.a, chol.x, chol.t, chol.status];
-      const ddBuf = uploadBuffer(gpu, dd, "damped-diagonal");
-      owned.push(ddBuf);
       const mk = (bytes: number, label: string) => {
         const b = storageBuffer(gpu, bytes, label);
         owned.push(b);
@@ -169,6 +196,22 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         owned.push(b);
         return b;
       };
+      const ddBuf = up(dd, "damped-diagonal");
+      const flags = mk(8, "nonfinite-flags"); // [W, H]
+
+      // First submission: the factor U of H⁻¹. It runs while this thread
+      // uploads W and records the loop.
+      const tFactor = performance.now();
+      const factor = new GpuBatch(gpu);
+      encodeNonFiniteCheck(factor, hBuf, (n * (n + 1)) / 2, flags, 1);
+      encodePermuteReverse(factor, chol.a, hBuf, permBuf!, ddBuf, n);
+      encodeUpperCholeskyOfInverse(factor, chol, n);
+      factor.phase("factor");
+      const factored = factor.submit();
+      // Settled below; a failure here must not go unhandled meanwhile.
+      factored.catch(() => {});
+
+      const tW = performance.now();
       const bufs: ObsBuffers = {
         W: up(p.w, "W"),
         U: chol.a,
@@ -176,14 +219,14 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         loss: mk(rows * 4, "loss"),
         ...(hasGrid
           ? {
-            codes: mk(rows * Math.ceil(n / cpw) * 4, "codes"),
+            codes: mk(bigBytes, "codes"),
             scales: up(scales!, "scales"),
             zeros: up(zeros!, "zeros"),
             gIdx: up(gIdx, "gIdx"),
             shrink: up(shrink, "shrink"),
           }
           : {}),
-        ...(structure ? { mask: mk(rows * Math.ceil(n / 32) * 4, "mask") } : {}),
+        ...(structure ? { mask: mk(maskWordBytes, "mask") } : {}),
         ...(structure?.kind === "unstructured"
           ? {
             scores: mk(rows * bs * 4, "scores"),
@@ -194,9 +237,8 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       };
       const tEncode = performance.now();
       const batch = new GpuBatch(gpu);
-      encodePermuteReverse(batch, chol.a, hBuf, permBuf!, ddBuf, n);
-      encodeUpperCholeskyOfInverse(batch, chol, n);
-      batch.phase("factor");
+      // W's finiteness, scanned before the loop changes it.
+      encodeNonFiniteCheck(batch, bufs.W, rows * n, flags, 0);
       encodeObsLoop(batch, spec, bufs, { rows, n, groups, sparsity }, (i1, i2) => {
         encodeGemm(
           batch,
@@ -228,17 +270,53 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       });
       // With a grid the new weights are the dequantized codes (pruned ones
       // carry the zero point): W itself need not come back.
-      const reads: GPUBuffer[] = [chol.status, bufs.loss];
-      if (hasGrid) reads.push(bufs.codes!, bufs.scales!, bufs.zeros!);
-      else reads.push(bufs.W);
-      if (structure) reads.push(bufs.mask!);
-      let out: { data: ArrayBuffer[]; gpuSeconds: number; phases: Record<string, number> };
+      const big = hasGrid ? bufs.codes! : bufs.W;
+      const reads: GpuRead[] = [
+        chol.status,
+        bufs.loss,
+        flags,
+        { buffer: big, offset: 0, size: bigBytes, into: hostArray(0) },
+      ];
+      if (hasGrid) reads.push(bufs.scales!, bufs.zeros!);
+      if (structure) {
+        reads.push({ buffer: bufs.mask!, offset: 0, size: maskWordBytes, into: hostArray(1) });
+      }
       const tSubmit = performance.now();
+      // submit() queues the work before its first await: whatever this
+      // thread does until `await` overlaps the GPU's work.
+      const pending = batch.submit(reads);
+      let hostError: unknown = null, hostFailed = false;
+      // Dead columns were zeroed before the upload: the GPU did not see them.
+      if (attempt === 0 && p.deadColumns > 0 && p.checkFinite) {
+        try {
+          p.checkFinite();
+        } catch (e) {
+          hostFailed = true;
+          hostError = e;
+        }
+      }
+      const tWait = performance.now();
+      let out: Awaited<ReturnType<GpuBatch["submit"]>>;
+      let factorOut: Awaited<ReturnType<GpuBatch["submit"]>>;
       try {
-        out = await batch.submit(reads);
+        [factorOut, out] = await Promise.all([factored, pending]);
+      } catch (e) {
+        throw hostFailed ? hostError : e;
       } finally {
         for (const b of owned) b.destroy();
       }
+      if (hostFailed) throw hostError;
+      const nonFinite = new Uint32Array(out.data[2]!);
+      if ((nonFinite[0]! | nonFinite[1]!) !== 0 && p.checkFinite) {
+        p.checkFinite(); // throws, naming the value
+        // Finite in float64 but not in float32.
+        throw new RangeError(
+          `Cannot run the OBS solver on the GPU as ${
+            nonFinite[0] ? "'weight'" : "the Hessian"
+          } holds values beyond the float32 range`,
+        );
+      }
+      out.data.splice(2, 1);
       const status = new Uint32Array(out.data[0]!)[0]!;
       if (status !== 0) {
         if (attempt >= p.maxDampingRetries) throw new CholeskyError(status - 1, NaN);
@@ -246,20 +324,31 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         continue;
       }
       const tAssemble = performance.now();
-      const result = assembleObsResult(p, perm, out, {
+      const arrays = await hostArrays;
+      const result = assembleObsResult(p, perm, {
+        data: out.data,
+        gpuSeconds: factorOut.gpuSeconds + out.gpuSeconds,
+        phases: { ...out.phases, ...factorOut.phases },
+      }, {
         hasGrid,
         cpw,
         groups,
         gIdx,
         damping,
         structure: structure !== null,
+        ...(structure ? { maskOut: arrays[2]! } : {}),
+        ...(permutedWeight ? { weightOut: new Float32Array(arrays[3]!.buffer) } : {}),
       });
       const s = result.stats;
       s.setupSeconds = (tPrep - p.t0) / 1000;
       s.reverseSeconds = (tUpload - tPrep) / 1000;
-      s.uploadSeconds = (tEncode - tUpload) / 1000;
+      s.uploadSeconds = (tFactor - tUpload) / 1000;
+      s.factorEncodeSeconds = (tW - tFactor) / 1000;
+      s.wUploadSeconds = (tEncode - tW) / 1000;
       s.encodeSeconds = (tSubmit - tEncode) / 1000;
-      s.waitSeconds = (tAssemble - tSubmit) / 1000;
+      s.submitSeconds = (tWait - tSubmit) / 1000;
+      s.waitSeconds = (tAssemble - tWait) / 1000;
+      s.readSeconds = out.readSeconds;
       s.assembleSeconds = (performance.now() - tAssemble) / 1000;
       s.seconds = (performance.now() - p.t0) / 1000;
       return result;

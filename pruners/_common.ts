@@ -20,8 +20,16 @@ export function checkedWeight(
   return { rows, cols, w: asFloat64(weight) };
 }
 
-/** Checks that a weight is a finite 2-D float tensor (without copying or converting its storage). */
-export function checkWeight(weight: Tensor, caller: string): { rows: number; cols: number } {
+/**
+ * Checks that a weight is a finite 2-D float tensor (without copying or
+ * converting its storage); with `scan` false, only its shape and dtype (for a
+ * caller whose solver scans the values itself).
+ */
+export function checkWeight(
+  weight: Tensor,
+  caller: string,
+  scan = true,
+): { rows: number; cols: number } {
   if (weight === null || typeof weight !== "object" || !Array.isArray(weight.shape)) {
     throw new TypeError(
       `Cannot ${caller} as 'weight' must be a Tensor: current value is ${weight}`,
@@ -41,6 +49,7 @@ export function checkWeight(weight: Tensor, caller: string): { rows: number; col
     );
   }
   const rows = weight.shape[0]!, cols = weight.shape[1]!;
+  if (!scan) return { rows, cols };
   // Scanned in place: float32/64 values, or the raw bits of float16/bfloat16.
   const data = weight.data as Float32Array | Float64Array | Uint16Array | Float16Array;
   const i = weight.dtype === "f16" || weight.dtype === "bf16"

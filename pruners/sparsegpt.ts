@@ -14,7 +14,12 @@
 import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../core/tensor.ts";
 import type { Hessian } from "../hessian/hessian.ts";
-import { type ObsDecider, type ObsPruneStructure, obsSolve } from "../hessian/obs.ts";
+import {
+  type ObsDecider,
+  type ObsPruneStructure,
+  type ObsResult,
+  obsSolve,
+} from "../hessian/obs.ts";
 import type { Backend } from "../kernels/backend.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
@@ -99,7 +104,9 @@ export async function sparsegpt(
   }
   const { structure, blockSize = 128, dampRatio = 0.01, quantize, onProgress, backend = "auto" } =
     options;
-  const { rows, cols } = checkWeight(weight, "prune with SparseGPT");
+  // The values are scanned by obsSolve (on the GPU when it runs there): its
+  // error is replaced by this function's own TypeError below.
+  const { rows, cols } = checkWeight(weight, "prune with SparseGPT", false);
   validateStructure(structure, cols, "prune with SparseGPT");
   if (structure.kind === "unstructured" && structure.scope !== undefined) {
     throw new RangeError(
@@ -124,13 +131,19 @@ export async function sparsegpt(
   const decider: ObsDecider = quantize === undefined
     ? { kind: "prune", structure: obsStructure }
     : { kind: "prune+grid", structure: obsStructure, grid: quantize };
-  const res = await obsSolve(weight, hessian, {
-    decider,
-    blockSize,
-    dampRatio,
-    backend,
-    ...(onProgress ? { onProgress } : {}),
-  });
+  let res: ObsResult;
+  try {
+    res = await obsSolve(weight, hessian, {
+      decider,
+      blockSize,
+      dampRatio,
+      backend,
+      ...(onProgress ? { onProgress } : {}),
+    });
+  } catch (e) {
+    checkWeight(weight, "prune with SparseGPT"); // a non-finite weight: its TypeError
+    throw e;
+  }
   // res.pruned is this call's own fresh array: it becomes the keep-mask.
   const mask = res.pruned!;
   const prunedCount = invertMaskInPlace(mask);

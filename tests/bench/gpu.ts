@@ -208,11 +208,15 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
     console.log(
       `${which} ${rows}×${cols}: median wall ${wall.toFixed(3)} s = setup ${
         f("setupSeconds")
-      } + diag ${f("reverseSeconds")} + upload ${f("uploadSeconds")} + encode ${
-        f("encodeSeconds")
-      } + wait ${f("waitSeconds")} (GPU ${gpuS.toFixed(3)}: factor ${f("choleskySeconds")}, loop ${
-        f("loopSeconds")
-      }) + assemble ${f("assembleSeconds")} + wrapper ${(wall - Number(st.seconds)).toFixed(3)}`,
+      } + diag ${f("reverseSeconds")} + H upload ${f("uploadSeconds")} + factor encode ${
+        f("factorEncodeSeconds")
+      } + W upload ${f("wUploadSeconds")} + loop encode ${f("encodeSeconds")} + submit ${
+        f("submitSeconds")
+      } + wait ${f("waitSeconds")} (read-back copies ${f("readSeconds")}; GPU ${
+        gpuS.toFixed(3)
+      }: factor ${f("choleskySeconds")}, loop ${f("loopSeconds")}) + assemble ${
+        f("assembleSeconds")
+      } + wrapper ${(wall - Number(st.seconds)).toFixed(3)}`,
     );
     const ref = REFERENCE[which]![s]!;
     report({

@@ -142,3 +142,53 @@ Deno.test("gptq() and sparsegpt() accept backend and agree across backends", asy
     RangeError,
   );
 });
+
+Deno.test("the GPU path rejects non-finite inputs with the CPU path's errors", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const { w, h } = problem(10);
+  const decider: ObsDecider = { kind: "prune", structure: { kind: "nm", n: 2, m: 4 } };
+  const message = async (weight: Float32Array, hess: Hessian, backend: "cpu" | "webgpu") => {
+    try {
+      await obsSolve(tensor("f32", [rows, n], weight), hess, { decider, backend });
+    } catch (e) {
+      assert.ok(e instanceof RangeError, String(e));
+      return e.message;
+    }
+    return "no error";
+  };
+  // NaN in W; infinity in H (both triangles); NaN in W in a dead column.
+  const nanW = w.slice();
+  nanW[5 * n + 7] = NaN;
+  const infH = h.xtx.slice();
+  infH[9 * n + 4] = infH[4 * n + 9] = Infinity;
+  const dead = h.xtx.slice();
+  for (let k = 0; k < n; k++) dead[3 * n + k] = dead[k * n + 3] = 0;
+  const nanDeadW = w.slice();
+  nanDeadW[2 * n + 3] = NaN;
+  const inputs: [Float32Array, Hessian][] = [
+    [nanW, h],
+    [w, { ...h, xtx: infH }],
+    [nanDeadW, { ...h, xtx: dead }],
+  ];
+  for (const [weight, hess] of inputs) {
+    const cpu = await message(weight, hess, "cpu");
+    assert.match(cpu, /must be finite/);
+    assert.equal(await message(weight, hess, "webgpu"), cpu);
+  }
+  // Finite in float64 but beyond the float32 range of the GPU path.
+  const huge = h.xtx.slice();
+  huge[9 * n + 4] = huge[4 * n + 9] = 1e39;
+  assert.match(await message(w, { ...h, xtx: huge }, "webgpu"), /beyond the float32 range/);
+  // sparsegpt() keeps its own TypeError for non-finite weights on either backend.
+  for (const backend of ["cpu", "webgpu"] as const) {
+    await assert.rejects(
+      () =>
+        sparsegpt(tensor("f32", [rows, n], nanW), h, {
+          structure: { kind: "nm", n: 2, m: 4 },
+          backend,
+        }),
+      (e: unknown) => e instanceof TypeError && /holds NaN at \[5, 7\]/.test(String(e)),
+    );
+  }
+});

@@ -1,0 +1,29 @@
+import assert from "node:assert/strict";
+import { pagedArrays, touchPages } from "../../kernels/_paged_arrays.ts";
+
+function assertZeroArrays(arrays: Uint8Array[], sizes: number[]): void {
+  assert.equal(arrays.length, sizes.length);
+  const buffers = new Set<ArrayBufferLike>();
+  arrays.forEach((a, i) => {
+    assert.equal(a.byteLength, sizes[i]);
+    assert.equal(a.byteOffset, 0);
+    assert.equal(a.buffer.byteLength, sizes[i]);
+    buffers.add(a.buffer);
+    // Every page's first byte and a stride of others are zero.
+    for (let j = 0; j < a.length; j += 1021) assert.equal(a[j], 0);
+  });
+  assert.equal(buffers.size, arrays.length, "each array has its own buffer");
+}
+
+Deno.test("pagedArrays() gives zero-filled arrays of the asked sizes, on a worker when large", async () => {
+  const large = [24 << 20, 12 << 20, 4096 + 3]; // 36 MiB in all: a worker
+  assertZeroArrays(await pagedArrays(large), large);
+  const small = [10, 0, 4097]; // on this thread
+  assertZeroArrays(await pagedArrays(small), small);
+});
+
+Deno.test("touchPages() leaves a zero array zero", () => {
+  const a = new Uint8Array(3 * 4096 + 5);
+  touchPages(a);
+  assert.ok(a.every((v) => v === 0));
+});
