@@ -21,7 +21,13 @@ import {
   uploadBuffer,
 } from "../../kernels/backend.ts";
 import { encodeHessian, xtxGpu } from "../../kernels/hessian_kernel.ts";
-import { encodeFwht, prepareFwht } from "../../kernels/fwht_kernel.ts";
+import {
+  butterflySpec,
+  encodeButterfly,
+  encodeFwht,
+  prepareFwht,
+} from "../../kernels/fwht_kernel.ts";
+import { fwhtPlan } from "../../core/fwht.ts";
 import type { Hessian } from "../../hessian/hessian.ts";
 import { layerError } from "../../hessian/layer_error.ts";
 import { gptq } from "../../quantizers/gptq.ts";
@@ -275,6 +281,26 @@ async function benchFwht(gpu: Gpu, base: Record<string, number | string> | null)
       ratio: base ? `${((100 * gbs) / copy).toFixed(0)}%` : "n/a",
       goal: "≥ 40%",
     });
+    const plan = fwhtPlan(n);
+    if (plan.dense.length > 0) {
+      // The butterfly pass alone (the rest is the dense factors' pass).
+      const spec = butterflySpec(gpu, n, plan.pow2);
+      const tb = await timeBatches(gpu, 5, (b) => {
+        let cur = x, other = scratch;
+        for (let r = 0; r < reps; r++) {
+          const res = encodeButterfly(b, spec, cur, rows, 1, other);
+          if (res !== cur) [cur, other] = [other, cur];
+        }
+      });
+      const gbsB = (2 * rows * n * 4) / (tb.gpu / reps) / 1e9;
+      report({
+        what: `  its butterfly pass (${plan.pow2}-point, ${spec.kind} kernel)`,
+        ours: `${gbsB.toFixed(0)} (GPU ${(tb.gpu / reps * 1e3).toFixed(3)} ms)`,
+        baseline: base ? `${copy.toFixed(0)} (torch copy)` : "n/a",
+        ratio: base ? `${((100 * gbsB) / copy).toFixed(0)}%` : "n/a",
+        goal: "",
+      });
+    }
     x.destroy();
     scratch.destroy();
   }

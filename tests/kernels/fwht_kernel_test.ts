@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
-import { fwhtGpu, fwhtReference } from "../../kernels/fwht_kernel.ts";
-import { fwhtPlan } from "../../core/fwht.ts";
+import {
+  encodeButterfly,
+  type FwhtButterflySpec,
+  fwhtGpu,
+  fwhtReference,
+} from "../../kernels/fwht_kernel.ts";
+import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
+import { fwht, fwhtPlan } from "../../core/fwht.ts";
 import { tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
 import { relError, testGpu } from "./_gpu.ts";
@@ -9,7 +15,7 @@ Deno.test("GPU Hadamard transform equals core/fwht for powers of two and 2^k·m 
   const gpu = await testGpu();
   if (!gpu) return;
   const rng = prng(5);
-  for (const n of [4, 64, 1024, 12, 24, 688, 1376]) {
+  for (const n of [4, 64, 128, 512, 1024, 2048, 12, 24, 688, 1376]) {
     const rows = 7;
     const x = tensor("f32", [rows, n], Float32Array.from({ length: rows * n }, () => rng.normal()));
     for (const opts of [{ normalize: true }, { transpose: true }]) {
@@ -32,4 +38,77 @@ Deno.test("GPU Hadamard transform splits rows into tiles without changing the re
   const whole = await fwhtGpu(gpu, x, { normalize: true });
   const tiled = await fwhtGpu(gpu, x, { normalize: true, maxTileRows: 3 });
   assert.deepEqual(tiled.y.data, whole.y.data);
+});
+
+Deno.test("every butterfly kernel variant equals core/fwht's H_pow2 ⊗ I on rows", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(7);
+  const rows = 5; // not a multiple of rowsPerGroup: the guards on the last block run
+  const cases: FwhtButterflySpec[] = [];
+  for (const [n, pow2] of [[256, 256], [128, 128], [96, 32], [48, 16], [512, 64]] as const) {
+    for (const order of ["desc", "asc"] as const) {
+      for (const radix of [2, 3, 4]) {
+        cases.push({
+          kind: "rows",
+          n,
+          pow2,
+          threads: radix === 3 ? 32 : 64,
+          radix,
+          rowsPerGroup: radix === 4 ? 2 : 1,
+          order,
+          vec4: n === pow2,
+          persistent: radix === 2 ? 3 : 0,
+        });
+      }
+    }
+    if (pow2 <= 64) {
+      cases.push({ kind: "columns", n, pow2, width: 1 });
+      if ((n / pow2) % 4 === 0) cases.push({ kind: "columns", n, pow2, width: 4 });
+    }
+  }
+  for (
+    const [n, threads] of [[128, 32], [512, 64], [1024, 256], [4096, 128], [8192, 256]] as const
+  ) {
+    cases.push({ kind: "lanes", n, threads, persistent: 0, prefetch: false });
+    cases.push({ kind: "lanes", n, threads, persistent: 2, prefetch: false });
+    cases.push({ kind: "lanes", n, threads, persistent: 2, prefetch: true });
+    cases.push({ kind: "lanes", n, threads, persistent: 0, prefetch: false, outOfPlace: true });
+    cases.push({ kind: "lanes", n, threads, persistent: 2, prefetch: true, smemVec4: true });
+  }
+  for (const [n, threads] of [[1024, 32], [4096, 64]] as const) {
+    for (const ends of ["load", "store"] as const) {
+      cases.push({ kind: "lanes", n, threads, persistent: 0, prefetch: false, ends });
+      cases.push({
+        kind: "lanes",
+        n,
+        threads,
+        persistent: 2,
+        prefetch: false,
+        ends,
+        outOfPlace: true,
+      });
+    }
+    cases.push({ kind: "lanes", n, threads, persistent: 2, prefetch: true, ends: "load" });
+  }
+  for (const spec of cases) {
+    const n = spec.n, pow2 = spec.kind === "lanes" ? spec.n : spec.pow2;
+    const inner = n / pow2;
+    const x = Float32Array.from({ length: rows * n }, () => rng.normal());
+    const identity = new Float64Array(inner * inner);
+    for (let i = 0; i < inner; i++) identity[i * inner + i] = 1;
+    const ref = fwht(tensor("f32", [rows, n], x), {
+      normalize: true,
+      block: { m: inner, data: identity },
+    });
+    const buffer = uploadBuffer(gpu, x);
+    const out = storageBuffer(gpu, x.byteLength);
+    const batch = new GpuBatch(gpu);
+    const result = encodeButterfly(batch, spec, buffer, rows, 1 / Math.sqrt(pow2), out);
+    const { data } = await batch.submit([result]);
+    buffer.destroy();
+    out.destroy();
+    const err = relError(new Float32Array(data[0]!), ref.data);
+    assert.ok(err < 1e-5, `${JSON.stringify(spec)}: error ${err}`);
+  }
 });
