@@ -439,11 +439,11 @@ export class GpuBatch {
    * once, and reports the GPU time between the first and the last dispatch.
    *
    * @param reads Buffers (or byte ranges) to read back after the work. A range
-   *   with `into` (a view of a whole ArrayBuffer of exactly `size` bytes, or
-   *   a promise of one, awaited once the GPU is done) is copied there, in
-   *   chunks, and that ArrayBuffer is its result: an array whose pages were
-   *   mapped while the GPU worked spares the read-back the first-touch page
-   *   faults of fresh memory.
+   *   with `into` (a view of exactly `size` bytes, or a promise of one,
+   *   awaited once the GPU is done) is copied there, in chunks, and the
+   *   ArrayBuffer under that view is its result (several ranges may fill
+   *   parts of one array): an array whose pages were mapped while the GPU
+   *   worked spares the read-back the first-touch page faults of fresh memory.
    *
    *   The submission is queued before this method's first `await`: host work
    *   that the caller does before awaiting the returned promise overlaps the GPU's.
@@ -511,13 +511,10 @@ export class GpuBatch {
     const tRead = performance.now();
     for (let i = 0; i < staging.length; i++) {
       const s = staging[i]!, into = targets[i];
-      if (
-        into !== undefined &&
-        (into.byteOffset !== 0 || into.byteLength !== s.size || into.buffer.byteLength !== s.size)
-      ) {
+      if (into !== undefined && into.byteLength !== s.size) {
         for (const t of staging.slice(i)) t.buffer.destroy();
         throw new RangeError(
-          `Cannot read back into a view that is not a whole ArrayBuffer of ${s.size} bytes`,
+          `Cannot read back ${s.size} bytes into a view of ${into.byteLength} bytes`,
         );
       }
       data.push(
@@ -571,7 +568,7 @@ function takeMappedRange(buffer: GPUBuffer, size: number): ArrayBuffer {
 const READ_CHUNK = 8 << 20;
 
 /**
- * Copies a buffer mapped for reading into `into` (whole ArrayBuffer) chunk by
+ * Copies a buffer mapped for reading into `into` chunk by
  * chunk. In Deno each range is a fresh engine-owned copy that lives until the
  * buffer is unmapped; moving it out and releasing it after its copy
  * (`transfer()`, then `transfer(0)`) lets the allocator reuse the same memory
@@ -579,6 +576,7 @@ const READ_CHUNK = 8 << 20;
  */
 function copyMappedRange(buffer: GPUBuffer, into: Uint8Array): ArrayBuffer {
   const size = into.byteLength, padded = Math.ceil(size / 4) * 4;
+  if (size === 0) return into.buffer as ArrayBuffer;
   for (let off = 0; off < padded; off += READ_CHUNK) {
     const len = Math.min(READ_CHUNK, padded - off);
     let range = buffer.getMappedRange(off, len);

@@ -38,7 +38,17 @@ import {
 } from "./cholesky_kernel.ts";
 import { encodeGemm } from "./gemm_kernel.ts";
 import { assembleObsResult } from "./_obs_assemble.ts";
-import { codesPerWord, encodeObsLoop, type ObsBlockSpec, type ObsBuffers } from "./obs_kernel.ts";
+import {
+  codesPerWord,
+  encodeObsLoop,
+  OBS_SELECT_STATE_WORDS,
+  type ObsBlockSpec,
+  type ObsBuffers,
+  type ObsTile,
+} from "./obs_kernel.ts";
+
+/** Values per queue.writeBuffer of W (256 MB). */
+const UPLOAD_CHUNK = 1 << 26;
 
 /** The prepared problem `obsSolve` hands to the GPU. */
 export interface ObsGpuProblem {
@@ -75,6 +85,11 @@ export interface ObsGpuProblem {
   /** Progress callback (called once, at the end: the loop runs in one submission). */
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
   /**
+   * Internal (tests of the tiling): a binding limit in bytes below the
+   * device's, so that W is split into tiles of rows as a huge one would be.
+   */
+  readonly maxBindingBytes?: number | undefined;
+  /**
    * The host's finiteness check of W and H (throws a RangeError naming the
    * first non-finite value). The GPU scans what it uploads (W in processing
    * order, the lower triangle of H in float32) and calls this only when that
@@ -105,14 +120,22 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       `Cannot run the OBS solver on the GPU with a "custom" decider: use backend "cpu"`,
     );
   }
-  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
-  if (n * n * 4 > limit || rows * n * 4 > limit) {
+  const limit = p.maxBindingBytes ??
+    Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  if (n * n * 4 > limit) {
     throw new RangeError(
-      `Cannot run the OBS solver on the GPU: W [${rows}, ${n}] or U [${n}, ${n}] exceeds the device's binding limit of ${limit} bytes`,
+      `Cannot run the OBS solver on the GPU: the factor U [${n}, ${n}] takes ${
+        n * n * 4
+      } bytes, over the device's storage binding limit (maxStorageBufferBindingSize) of ${limit} bytes; use backend "cpu"`,
     );
   }
   const perm = p.perm ?? Int32Array.from({ length: n }, (_, i) => i);
   const bs = p.blockSize;
+  // Tiles of rows whose largest buffer (W's rows, or Err's and the scores'
+  // [rows, blockSize]) fits one binding.
+  const tileRows = Math.max(1, Math.floor(limit / (4 * Math.max(n, bs))));
+  const tiles: { r0: number; r1: number }[] = [];
+  for (let r0 = 0; r0 < rows; r0 += tileRows) tiles.push({ r0, r1: Math.min(rows, r0 + tileRows) });
   const hasGrid = decider.kind === "grid" || decider.kind === "prune+grid";
   const structure = decider.kind === "prune" || decider.kind === "prune+grid"
     ? decider.structure
@@ -158,8 +181,9 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
 
   // Host arrays that receive the large results, their pages mapped by a
   // worker thread while this one uploads and the GPU works (reused by retries).
-  const bigBytes = Math.max(4, hasGrid ? rows * Math.ceil(n / cpw) * 4 : rows * n * 4);
-  const maskWordBytes = Math.max(4, rows * Math.ceil(n / 32) * 4);
+  const bigRowBytes = hasGrid ? Math.ceil(n / cpw) * 4 : n * 4;
+  const maskRowBytes = Math.ceil(n / 32) * 4;
+  const bigBytes = rows * bigRowBytes, maskWordBytes = rows * maskRowBytes;
   const permutedWeight = !hasGrid && p.perm !== null;
   const hostArrays = pagedArrays([
     bigBytes,
@@ -212,34 +236,45 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       factored.catch(() => {});
 
       const tW = performance.now();
-      const bufs: ObsBuffers = {
-        W: up(p.w, "W"),
+      // Shared by all tiles.
+      const shared = {
         U: chol.a,
-        err: mk(rows * bs * 4, "err"),
-        loss: mk(rows * 4, "loss"),
-        ...(hasGrid
-          ? {
-            codes: mk(bigBytes, "codes"),
-            scales: up(scales!, "scales"),
-            zeros: up(zeros!, "zeros"),
-            gIdx: up(gIdx, "gIdx"),
-            shrink: up(shrink, "shrink"),
-          }
-          : {}),
-        ...(structure ? { mask: mk(maskWordBytes, "mask") } : {}),
+        ...(hasGrid ? { gIdx: up(gIdx, "gIdx"), shrink: up(shrink, "shrink") } : {}),
         ...(structure?.kind === "unstructured"
-          ? {
-            scores: mk(rows * bs * 4, "scores"),
-            allow: mk(rows * 4, "allow"),
-            state: mk(259 * 4, "select"),
-          }
+          ? { state: mk(OBS_SELECT_STATE_WORDS * 4, "select") }
           : {}),
       };
+      const obsTiles: ObsTile[] = tiles.map(({ r0, r1 }) => {
+        const tr = r1 - r0;
+        const W = mk(tr * n * 4, "W");
+        const w = p.w.subarray(r0 * n, r1 * n);
+        for (let o = 0; o < w.length; o += UPLOAD_CHUNK) {
+          writeBuffer(gpu, W, o * 4, w.subarray(o, o + UPLOAD_CHUNK));
+        }
+        const bufs: ObsBuffers = {
+          ...shared,
+          W,
+          err: mk(tr * bs * 4, "err"),
+          loss: mk(tr * 4, "loss"),
+          ...(hasGrid
+            ? {
+              codes: mk(tr * bigRowBytes, "codes"),
+              scales: up(scales!.subarray(r0 * groups, r1 * groups), "scales"),
+              zeros: up(zeros!.subarray(r0 * groups, r1 * groups), "zeros"),
+            }
+            : {}),
+          ...(structure ? { mask: mk(tr * maskRowBytes, "mask") } : {}),
+          ...(structure?.kind === "unstructured"
+            ? { scores: mk(tr * bs * 4, "scores"), allow: mk(tr * 4, "allow") }
+            : {}),
+        };
+        return { rows: tr, bufs };
+      });
       const tEncode = performance.now();
       const batch = new GpuBatch(gpu);
       // W's finiteness, scanned before the loop changes it.
-      encodeNonFiniteCheck(batch, bufs.W, rows * n, flags, 0);
-      encodeObsLoop(batch, spec, bufs, { rows, n, groups, sparsity }, (i1, i2) => {
+      for (const t of obsTiles) encodeNonFiniteCheck(batch, t.bufs.W, t.rows * n, flags, 0);
+      encodeObsLoop(batch, spec, obsTiles, { rows, n, groups, sparsity }, (i1, i2, t) => {
         encodeGemm(
           batch,
           {
@@ -253,9 +288,9 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
             lowerB: false,
             tile: "large",
           },
-          { c: bufs.W, a: bufs.err, b: bufs.U },
+          { c: t.bufs.W, a: t.bufs.err, b: t.bufs.U },
           {
-            m: rows,
+            m: t.rows,
             n: n - i2,
             k: i2 - i1,
             lda: bs,
@@ -269,18 +304,38 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         );
       });
       // With a grid the new weights are the dequantized codes (pruned ones
-      // carry the zero point): W itself need not come back.
-      const big = hasGrid ? bufs.codes! : bufs.W;
-      const reads: GpuRead[] = [
-        chol.status,
-        bufs.loss,
-        flags,
-        { buffer: big, offset: 0, size: bigBytes, into: hostArray(0) },
-      ];
-      if (hasGrid) reads.push(bufs.scales!, bufs.zeros!);
-      if (structure) {
-        reads.push({ buffer: bufs.mask!, offset: 0, size: maskWordBytes, into: hostArray(1) });
-      }
+      // carry the zero point): W itself need not come back. Each tile's
+      // results land in its rows of whole host arrays.
+      const bigHost = hostArray(0);
+      const maskHost = structure ? hostArray(1) : null;
+      const lossHost = new Float32Array(rows);
+      const scalesHost = new Float32Array(hasGrid ? rows * groups : 0);
+      const zerosHost = new Float32Array(hasGrid ? rows * groups : 0);
+      const bytes = (a: Float32Array) => new Uint8Array(a.buffer);
+      const reads: GpuRead[] = [chol.status, flags];
+      obsTiles.forEach((t, k) => {
+        const { r0, r1 } = tiles[k]!;
+        const range = (buffer: GPUBuffer, into: Uint8Array | Promise<Uint8Array>, size: number) =>
+          reads.push({ buffer, offset: 0, size, into });
+        range(t.bufs.loss, bytes(lossHost).subarray(r0 * 4, r1 * 4), t.rows * 4);
+        range(
+          hasGrid ? t.bufs.codes! : t.bufs.W,
+          bigHost.then((a) => a.subarray(r0 * bigRowBytes, r1 * bigRowBytes)),
+          t.rows * bigRowBytes,
+        );
+        if (hasGrid) {
+          const g = groups * 4;
+          range(t.bufs.scales!, bytes(scalesHost).subarray(r0 * g, r1 * g), t.rows * g);
+          range(t.bufs.zeros!, bytes(zerosHost).subarray(r0 * g, r1 * g), t.rows * g);
+        }
+        if (structure) {
+          range(
+            t.bufs.mask!,
+            maskHost!.then((a) => a.subarray(r0 * maskRowBytes, r1 * maskRowBytes)),
+            t.rows * maskRowBytes,
+          );
+        }
+      });
       const tSubmit = performance.now();
       // submit() queues the work before its first await: whatever this
       // thread does until `await` overlaps the GPU's work.
@@ -306,7 +361,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         for (const b of owned) b.destroy();
       }
       if (hostFailed) throw hostError;
-      const nonFinite = new Uint32Array(out.data[2]!);
+      const nonFinite = new Uint32Array(out.data[1]!);
       if ((nonFinite[0]! | nonFinite[1]!) !== 0 && p.checkFinite) {
         p.checkFinite(); // throws, naming the value
         // Finite in float64 but not in float32.
@@ -316,7 +371,6 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           } holds values beyond the float32 range`,
         );
       }
-      out.data.splice(2, 1);
       const status = new Uint32Array(out.data[0]!)[0]!;
       if (status !== 0) {
         if (attempt >= p.maxDampingRetries) throw new CholeskyError(status - 1, NaN);
@@ -326,7 +380,13 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       const tAssemble = performance.now();
       const arrays = await hostArrays;
       const result = assembleObsResult(p, perm, {
-        data: out.data,
+        data: [
+          out.data[0]!,
+          lossHost.buffer,
+          arrays[0]!.buffer as ArrayBuffer,
+          ...(hasGrid ? [scalesHost.buffer, zerosHost.buffer] : []),
+          ...(structure ? [arrays[1]!.buffer as ArrayBuffer] : []),
+        ],
         gpuSeconds: factorOut.gpuSeconds + out.gpuSeconds,
         phases: { ...out.phases, ...factorOut.phases },
       }, {

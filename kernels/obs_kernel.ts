@@ -285,7 +285,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
   sel[t] = 0u;
-  if (t == 0u) { sel[256] = 0u; sel[257] = prm.k - 1u; sel[258] = 0u; }
+  if (t == 0u) { sel[256] = 0u; sel[257] = prm.k - 1u; sel[258] = 0u; sel[259] = 0u; }
 }
 `;
     case "hist":
@@ -348,7 +348,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 `;
     case "allow":
       return `${head}
-@group(0) @binding(1) var<storage, read> sel: array<u32>;
+@group(0) @binding(1) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(2) var<storage, read_write> allowBuf: array<u32>;
 var<workgroup> part: array<u32, 256>;
 @compute @workgroup_size(256)
@@ -364,19 +364,27 @@ fn main(@builtin(local_invocation_index) t: u32) {
     for (var i = 0u; i < 256u; i++) { let v = part[i]; part[i] = acc; acc += v; }
   }
   workgroupBarrier();
-  // Ties to prune: the rank of the threshold among equal scores, plus one.
-  var left = i32(sel[257] + 1u) - i32(part[t]);
+  // Ties to prune: the rank of the threshold among equal scores, plus one,
+  // less the ties of the row tiles before this one (sel[259]).
+  let before = sel[259];
+  var left = i32(sel[257] + 1u) - i32(before) - i32(part[t]);
   for (var r = r0; r < r1; r++) {
     let c = i32(allowBuf[r]);
     allowBuf[r] = u32(clamp(left, 0, c));
     left -= c;
   }
+  workgroupBarrier();
+  if (t == 255u) { sel[259] = before + part[255] + s; }
 }
 `;
   }
 }
 
-/** GPU buffers of one block-wise solve. */
+/**
+ * GPU buffers of one block-wise solve, or of one tile of rows of it (the
+ * row-indexed buffers hold the tile's rows; U, gIdx, shrink and the
+ * selection state are shared by all tiles).
+ */
 export interface ObsBuffers {
   /** W [rows, n] in processing order (updated in place to the decisions). */
   readonly W: GPUBuffer;
@@ -402,13 +410,28 @@ export interface ObsBuffers {
   readonly scores?: GPUBuffer;
   /** Tie allowance [rows] u32 (unstructured). */
   readonly allow?: GPUBuffer;
-  /** Histogram and selection state [259] u32 (unstructured). */
+  /** Histogram and selection state [{@linkcode OBS_SELECT_STATE_WORDS}] u32 (unstructured). */
   readonly state?: GPUBuffer;
+}
+
+/**
+ * Words of the selection state: 256 histogram bins, the threshold's bits,
+ * its remaining rank, the count below it, and the ties allowed in earlier
+ * row tiles.
+ */
+export const OBS_SELECT_STATE_WORDS = 260;
+
+/** One tile of rows of W: its row count and buffers. */
+export interface ObsTile {
+  /** Rows in this tile. */
+  readonly rows: number;
+  /** Its buffers (row-indexed ones hold these rows only). */
+  readonly bufs: ObsBuffers;
 }
 
 /** The sizes of one block-wise solve. */
 export interface ObsShape {
-  /** Rows of W. */
+  /** Rows of W (all tiles). */
   readonly rows: number;
   /** Columns of W (order of U). */
   readonly n: number;
@@ -420,22 +443,28 @@ export interface ObsShape {
 
 /**
  * Records the whole column loop (every block, its decisions and lazy
- * updates) into a batch.
+ * updates) into a batch. W may come in tiles of rows (each within the
+ * binding limit): rows are independent in the loop except for the
+ * unstructured selection, whose histogram, threshold and tie allowance span
+ * all tiles in order.
  *
  * @param batch The batch.
  * @param spec The in-block specialization.
- * @param bufs Buffers.
+ * @param tiles The tiles of rows, in row order (their rows sum to `shape.rows`).
  * @param shape Sizes.
- * @param lazyUpdate Records W[:, i2:] −= Err·U[i1:i2, i2:] (the gemm).
+ * @param lazyUpdate Records W[:, i2:] −= Err·U[i1:i2, i2:] (the gemm) for one tile.
  */
 export function encodeObsLoop(
   batch: GpuBatch,
   spec: ObsBlockSpec,
-  bufs: ObsBuffers,
+  tiles: readonly ObsTile[],
   shape: ObsShape,
-  lazyUpdate: (i1: number, i2: number) => void,
+  lazyUpdate: (i1: number, i2: number, tile: ObsTile) => void,
 ): void {
   const { rows, n, groups, sparsity } = shape;
+  if (tiles.reduce((s, t) => s + t.rows, 0) !== rows) {
+    throw new RangeError(`Cannot encode the OBS loop: the tiles' rows do not sum to ${rows}`);
+  }
   const bs = spec.blockSize;
   const gpu = batch.gpu;
   const key = `obs-block:${JSON.stringify(spec)}`;
@@ -443,14 +472,13 @@ export function encodeObsLoop(
   const sel = (e: Parameters<typeof obsSelectWgsl>[0]) =>
     cachedPipeline(gpu, `obs-select:${e}:${bs}`, () => obsSelectWgsl(e, bs));
   const names = obsBlockBindings(spec);
-  const rowGroups = foldGroups(gpu, Math.ceil(rows / spec.rowsPerGroup));
   for (let i1 = 0; i1 < n; i1 += bs) {
     const i2 = Math.min(n, i1 + bs), width = i2 - i1;
     const kPrune = spec.prune?.kind === "unstructured" ? Math.floor(sparsity * rows * width) : 0;
     if (kPrune > 0) {
-      const p = (shift: number, highMask: number) =>
+      const p = (tileRows: number, shift: number, highMask: number) =>
         batch.uniform([
-          { u32: rows },
+          { u32: tileRows },
           { u32: n },
           { u32: i1 },
           { u32: width },
@@ -459,45 +487,57 @@ export function encodeObsLoop(
           { u32: highMask },
           { u32: 0 },
         ]);
-      const base = p(0, 0);
-      batch.dispatch(
-        sel("scores"),
-        [base, bufs.W, bufs.U, bufs.scores!],
-        foldGroups(gpu, Math.ceil(rows * width / 256)),
+      const base = tiles.map((t) => p(t.rows, 0, 0));
+      const state = tiles[0]!.bufs.state!;
+      tiles.forEach((t, k) =>
+        batch.dispatch(
+          sel("scores"),
+          [base[k]!, t.bufs.W, t.bufs.U, t.bufs.scores!],
+          foldGroups(gpu, Math.ceil(t.rows * width / 256)),
+        )
       );
-      batch.dispatch(sel("init"), [base, bufs.state!], [1]);
-      const histGroups = Math.min(1024, Math.ceil(rows * width / 4096));
+      batch.dispatch(sel("init"), [base[0]!, state], [1]);
       for (let pass = 0; pass < 4; pass++) {
         const shift = 24 - 8 * pass;
         const highMask = pass === 0 ? 0 : (0xffffffff << (shift + 8)) >>> 0;
-        const u = p(shift, highMask);
-        batch.dispatch(sel("hist"), [u, bufs.scores!, bufs.state!], [histGroups]);
-        batch.dispatch(sel("scan"), [u, bufs.state!], [1]);
+        for (const t of tiles) {
+          const histGroups = Math.min(1024, Math.ceil(t.rows * width / 4096));
+          batch.dispatch(
+            sel("hist"),
+            [p(t.rows, shift, highMask), t.bufs.scores!, state],
+            [histGroups],
+          );
+        }
+        batch.dispatch(sel("scan"), [p(rows, shift, highMask), state], [1]);
       }
-      batch.dispatch(
-        sel("ties"),
-        [base, bufs.scores!, bufs.state!, bufs.allow!],
-        foldGroups(gpu, Math.ceil(rows / 64)),
+      tiles.forEach((t, k) =>
+        batch.dispatch(
+          sel("ties"),
+          [base[k]!, t.bufs.scores!, state, t.bufs.allow!],
+          foldGroups(gpu, Math.ceil(t.rows / 64)),
+        )
       );
-      batch.dispatch(sel("allow"), [base, bufs.state!, bufs.allow!], [1]);
+      tiles.forEach((t, k) => batch.dispatch(sel("allow"), [base[k]!, state, t.bufs.allow!], [1]));
     }
-    const params = batch.uniform([
-      { u32: rows },
-      { u32: n },
-      { u32: i1 },
-      { u32: width },
-      { u32: groups },
-      { u32: kPrune },
-      { u32: 0 },
-      { u32: 0 },
-    ]);
-    const resources = names.map((name) => {
-      if (name === "params") return params;
-      const b = (bufs as unknown as Record<string, GPUBuffer | undefined>)[name];
-      if (!b) throw new TypeError(`Cannot encode the OBS loop: buffer '${name}' is missing`);
-      return b;
-    });
-    batch.dispatch(block, resources, rowGroups);
-    if (i2 < n) lazyUpdate(i1, i2);
+    for (const t of tiles) {
+      const params = batch.uniform([
+        { u32: t.rows },
+        { u32: n },
+        { u32: i1 },
+        { u32: width },
+        { u32: groups },
+        { u32: kPrune },
+        { u32: 0 },
+        { u32: 0 },
+      ]);
+      const resources = names.map((name) => {
+        if (name === "params") return params;
+        const b = (t.bufs as unknown as Record<string, GPUBuffer | undefined>)[name];
+        if (!b) throw new TypeError(`Cannot encode the OBS loop: buffer '${name}' is missing`);
+        return b;
+      });
+      batch.dispatch(block, resources, foldGroups(gpu, Math.ceil(t.rows / spec.rowsPerGroup)));
+    }
+    if (i2 < n) { for (const t of tiles) lazyUpdate(i1, i2, t); }
   }
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { GpuBatch, uploadBuffer } from "../../kernels/backend.ts";
 import { testGpu } from "./_gpu.ts";
 
-Deno.test("GpuBatch.submit() reads back whole buffers, and ranges into given arrays or promised ones", async () => {
+Deno.test("GpuBatch.submit() reads back whole buffers, and ranges into given views or promised ones", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   // More than one 8 MiB chunk of the chunked copy, and a last partial one.
@@ -24,7 +24,17 @@ Deno.test("GpuBatch.submit() reads back whole buffers, and ranges into given arr
   assert.equal(data[2], (await promised).buffer);
   assert.deepEqual(new Uint32Array(data[2]!), x.subarray(20, 30));
   assert.deepEqual(new Uint8Array(data[3]!), new Uint8Array(x.buffer, 4, 6));
-  // A target that is not a whole buffer of the range's size is refused.
+  // Two ranges into the halves of one array (tiles of a result).
+  const halves = new Uint8Array(64);
+  const split = new GpuBatch(gpu);
+  const both = await split.submit([
+    { buffer: buf, offset: 32, size: 32, into: halves.subarray(32) },
+    { buffer: buf, offset: 0, size: 32, into: Promise.resolve(halves.subarray(0, 32)) },
+  ]);
+  assert.equal(both.data[0], halves.buffer);
+  assert.equal(both.data[1], halves.buffer);
+  assert.deepEqual(new Uint32Array(halves.buffer), x.subarray(0, 16));
+  // A target whose size is not the range's is refused.
   const wrong = new GpuBatch(gpu);
   await assert.rejects(
     () => wrong.submit([{ buffer: buf, offset: 0, size: 16, into: new Uint8Array(32) }]),
