@@ -288,7 +288,8 @@ async function benchFwht(gpu: Gpu, base: Record<string, number | string> | null)
       const tb = await timeBatches(gpu, 5, (b) => {
         let cur = x, other = scratch;
         for (let r = 0; r < reps; r++) {
-          const res = encodeButterfly(b, spec, cur, rows, 1, other);
+          // Scaled by 1/√pow2 (orthonormal) so that the repeats keep the data bounded.
+          const res = encodeButterfly(b, spec, cur, rows, 1 / Math.sqrt(plan.pow2), other);
           if (res !== cur) [cur, other] = [other, cur];
         }
       });
