@@ -35,6 +35,12 @@ export function touchPages(bytes: Uint8Array): void {
   for (let i = 0; i < bytes.length; i += 4096) bytes[i] = 0;
 }
 
+/**
+ * Internal (benchmarks compare the two): whether large arrays get their pages
+ * mapped on a worker thread (else on this thread, by `whileGpuWorks`).
+ */
+export const pagingOptions: { worker: boolean } = { worker: true };
+
 function onThisThread(sizes: readonly number[]): Uint8Array[] {
   return sizes.map((size) => {
     const a = new Uint8Array(size);
@@ -43,32 +49,59 @@ function onThisThread(sizes: readonly number[]): Uint8Array[] {
   });
 }
 
+/** Arrays being paged in: {@linkcode pagedArrays}'s result. */
+export interface PagedArrays {
+  /** The arrays, in order, once their pages are mapped. */
+  readonly ready: Promise<Uint8Array[]>;
+  /**
+   * Maps the pages on this thread if no worker does it: call it once the
+   * GPU has work queued, so that the page faults overlap that work.
+   */
+  whileGpuWorks(): void;
+}
+
 /**
- * Zero-filled arrays of the given byte sizes with their pages mapped. The
- * work happens on a worker thread when one can be started (and the sizes are
- * large enough to pay for it): the caller's thread is free until it awaits.
+ * Zero-filled arrays of the given byte sizes whose pages get mapped before
+ * use: on a worker thread when one can be started (and the sizes are large
+ * enough to pay for it), the caller's thread staying free; else on the
+ * caller's thread, in {@linkcode PagedArrays.whileGpuWorks}.
  *
  * @param sizes Byte sizes.
- * @returns The arrays, in order (each spans its own whole ArrayBuffer).
+ * @returns The arrays (each spans its own whole ArrayBuffer) and the hook.
  */
-export function pagedArrays(sizes: readonly number[]): Promise<Uint8Array[]> {
+export function pagedArrays(sizes: readonly number[]): PagedArrays {
   const total = sizes.reduce((s, b) => s + b, 0);
   const W = (globalThis as { Worker?: typeof Worker }).Worker;
-  if (total < WORKER_MIN_BYTES || W === undefined || typeof URL.createObjectURL !== "function") {
-    return Promise.resolve(onThisThread(sizes));
+  const here = (): PagedArrays => {
+    const arrays = sizes.map((size) => new Uint8Array(size));
+    let touched = false;
+    return {
+      ready: Promise.resolve(arrays),
+      whileGpuWorks() {
+        if (touched) return;
+        touched = true;
+        for (const a of arrays) touchPages(a);
+      },
+    };
+  };
+  if (
+    !pagingOptions.worker || total < WORKER_MIN_BYTES || W === undefined ||
+    typeof URL.createObjectURL !== "function"
+  ) {
+    return here();
   }
   let url: string, worker: Worker;
   try {
     url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
     worker = new W(url, { type: "module" });
   } catch {
-    return Promise.resolve(onThisThread(sizes));
+    return here();
   }
   const done = () => {
     worker.terminate();
     URL.revokeObjectURL(url);
   };
-  return new Promise<Uint8Array[]>((resolve) => {
+  const ready = new Promise<Uint8Array[]>((resolve) => {
     worker.onmessage = (e: MessageEvent<ArrayBuffer[]>) => {
       done();
       const bufs = e.data;
@@ -85,4 +118,5 @@ export function pagedArrays(sizes: readonly number[]): Promise<Uint8Array[]> {
     worker.onmessageerror = fail;
     worker.postMessage(sizes);
   });
+  return { ready, whileGpuWorks() {} };
 }

@@ -190,7 +190,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
     ...(structure ? [maskWordBytes, rows * n] : []),
     ...(permutedWeight ? [rows * n * 4] : []),
   ]);
-  const hostArray = (k: number): Promise<Uint8Array> => hostArrays.then((a) => a[k]!);
+  const hostArray = (k: number): Promise<Uint8Array> => hostArrays.ready.then((a) => a[k]!);
 
   let damping = p.dampRatio * p.meanDiag;
   let hBuf: GPUBuffer | null = null, permBuf: GPUBuffer | null = null;
@@ -340,6 +340,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       // submit() queues the work before its first await: whatever this
       // thread does until `await` overlaps the GPU's work.
       const pending = batch.submit(reads);
+      hostArrays.whileGpuWorks();
       let hostError: unknown = null, hostFailed = false;
       // Dead columns were zeroed before the upload: the GPU did not see them.
       if (attempt === 0 && p.deadColumns > 0 && p.checkFinite) {
@@ -378,7 +379,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         continue;
       }
       const tAssemble = performance.now();
-      const arrays = await hostArrays;
+      const arrays = await hostArrays.ready;
       const result = assembleObsResult(p, perm, {
         data: [
           out.data[0]!,

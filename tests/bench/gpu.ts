@@ -36,6 +36,7 @@ import { sparsegpt } from "../../pruners/sparsegpt.ts";
 import { type Tensor, tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
 import { benchGpu, median, pythonBaselines } from "./_bench.ts";
+import { pagingOptions } from "../../kernels/_paged_arrays.ts";
 
 const args = Deno.args.filter((a) => !a.startsWith("--"));
 const small = Deno.args.includes("--small");
@@ -177,6 +178,11 @@ async function solve(
 }
 
 async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void> {
+  // `--paging=thread`: result pages mapped on this thread while the GPU works
+  // (the default maps them on a worker thread).
+  const paging = Deno.args.includes("--paging=thread") ? "thread" : "worker";
+  pagingOptions.worker = paging === "worker";
+  const label = paging === "worker" ? "" : ", pages mapped on this thread";
   // Same layer error as the CPU path, on a layer the CPU solves quickly.
   {
     const [rows, cols] = small ? [64, 256] : [1024, 1024];
@@ -226,7 +232,7 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
     );
     const ref = REFERENCE[which]![s]!;
     report({
-      what: `${which} ${which === "gptq" ? "4-bit g128" : "50%"} ${rows}×${cols} (s)`,
+      what: `${which} ${which === "gptq" ? "4-bit g128" : "50%"} ${rows}×${cols} (s${label})`,
       ours: `GPU ${gpuS.toFixed(3)}, wall ${wall.toFixed(3)}`,
       baseline: `${ref} (reference PyTorch, H100)`,
       ratio: `${(ref / gpuS).toFixed(1)}× (wall ${(ref / wall).toFixed(1)}×)`,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { pagedArrays, touchPages } from "../../kernels/_paged_arrays.ts";
+import { pagedArrays, pagingOptions, touchPages } from "../../kernels/_paged_arrays.ts";
 
 function assertZeroArrays(arrays: Uint8Array[], sizes: number[]): void {
   assert.equal(arrays.length, sizes.length);
@@ -15,11 +15,18 @@ function assertZeroArrays(arrays: Uint8Array[], sizes: number[]): void {
   assert.equal(buffers.size, arrays.length, "each array has its own buffer");
 }
 
-Deno.test("pagedArrays() gives zero-filled arrays of the asked sizes, on a worker when large", async () => {
+Deno.test("pagedArrays() gives zero-filled arrays of the asked sizes, on a worker or on this thread", async () => {
   const large = [24 << 20, 12 << 20, 4096 + 3]; // 36 MiB in all: a worker
-  assertZeroArrays(await pagedArrays(large), large);
   const small = [10, 0, 4097]; // on this thread
-  assertZeroArrays(await pagedArrays(small), small);
+  for (const worker of [true, false]) {
+    pagingOptions.worker = worker;
+    for (const sizes of [large, small]) {
+      const paged = pagedArrays(sizes);
+      paged.whileGpuWorks();
+      assertZeroArrays(await paged.ready, sizes);
+    }
+  }
+  pagingOptions.worker = true;
 });
 
 Deno.test("touchPages() leaves a zero array zero", () => {
