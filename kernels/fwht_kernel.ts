@@ -31,6 +31,7 @@ import {
   uploadBuffer,
 } from "./backend.ts";
 import { encodeGemm } from "./gemm_kernel.ts";
+import { encodePaley, type PaleyFactorPass, paleyFactorPass } from "./paley_kernel.ts";
 
 /**
  * Specialization of the `rows` butterfly kernel ({@linkcode fwhtRowsWgsl}):
@@ -770,7 +771,7 @@ interface Prepared {
   n: number;
   pow2: number;
   normScale: number;
-  dense: { m: number; buffer: GPUBuffer }[];
+  dense: { m: number; buffer: GPUBuffer; paley: PaleyFactorPass | null }[];
   butterfly: FwhtButterflySpec;
 }
 
@@ -804,7 +805,13 @@ export function encodeFwht(
   let stride = inner;
   for (const d of p.dense) {
     stride /= d.m;
-    if (stride === 1) {
+    if (d.paley !== null) {
+      // Paley I over GF(p^k), k ≥ 2: its k-dimensional DFT (kernels/paley_kernel.ts); a pass
+      // with spec.pow2 > 1 also runs the Sylvester part, and the transform is done.
+      const fused = d.paley.spec.pow2 > 1, scale = fused && normalize ? p.normScale : 1;
+      encodePaley(batch, d.paley.prepared, d.paley.spec, other, cur, (rows * n) / d.m, scale);
+      if (fused) return other;
+    } else if (stride === 1) {
       // Innermost axis: Y[rows·n/m, m] = X · Bᵀ.
       encodeGemm(
         batch,
@@ -881,9 +888,10 @@ export function prepareFwht(gpu: Gpu, n: number, transpose = false): FwhtPrepare
     n,
     pow2: plan.pow2,
     normScale: plan.normScale,
-    dense: plan.dense.map((d) => ({
+    dense: plan.dense.map((d, i) => ({
       m: d.m,
       buffer: uploadBuffer(gpu, blockOf(d.h, d.m, transpose), "fwht-block"),
+      paley: paleyFactorPass(gpu, plan, i, transpose),
     })),
   };
   return prepared;
@@ -929,7 +937,10 @@ export async function fwhtGpu(
   }
   const { data, gpuSeconds } = await batch.submit(results);
   for (const b of owned) b.destroy();
-  for (const d of (prepared as unknown as Prepared).dense) d.buffer.destroy();
+  for (const d of (prepared as unknown as Prepared).dense) {
+    d.buffer.destroy();
+    d.paley?.prepared.multipliers.destroy();
+  }
   const y = new Float32Array(rows * n);
   let offset = 0;
   for (const bytes of data) {

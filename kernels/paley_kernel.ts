@@ -20,7 +20,8 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { paleyFastPlan, paleyInPlace } from "../core/_paley_fast.ts";
+import { paleyFastApplies, paleyFastPlan, paleyInPlace } from "../core/_paley_fast.ts";
+import type { FwhtPlan } from "../core/fwht.ts";
 import {
   cachedPipeline,
   foldGroups,
@@ -42,8 +43,13 @@ export interface PaleySpec {
   readonly threads: number;
   /** 1, or the Sylvester order applied across each group of `pow2` consecutive blocks. */
   readonly pow2: number;
-  /** Load global memory as vec4 (needs 4 | q + 1). */
+  /** Move global memory as vec4 (needs 4 | q + 1, which holds for every q ≡ 3 mod 4). */
   readonly vec4: boolean;
+  /**
+   * Transform axes 0 and 1 together, a thread per p×p plane in registers
+   * (two barriers and two workgroup-memory round trips fewer; needs k ≥ 3).
+   */
+  readonly plane: boolean;
 }
 
 /** Largest characteristic the generator unrolls (p-point DFTs are written out). */
@@ -70,7 +76,7 @@ function validate(spec: PaleySpec): { p: number; k: number } {
   const ok = plan.p <= PALEY_MAX_P && Number.isInteger(chunks) && chunks >= 1 &&
     Number.isInteger(threads) && threads >= 32 && threads <= 1024 && threads % 32 === 0 &&
     Number.isInteger(pow2) && pow2 >= 1 && (pow2 & (pow2 - 1)) === 0 && pow2 <= 64 &&
-    chunks % pow2 === 0 && (!vec4 || (q + 1) % 4 === 0);
+    chunks % pow2 === 0 && (!vec4 || (q + 1) % 4 === 0) && (!spec.plane || plan.k >= 3);
   if (!ok) {
     throw new RangeError(`Cannot build the Paley kernel: invalid spec ${JSON.stringify(spec)}`);
   }
@@ -88,8 +94,8 @@ function block(lines: string[]): string[] {
 }
 
 /**
- * The code generator of one p: line transforms over values `a{m}` (real
- * part) and `b{m}` (imaginary part) held in registers.
+ * The code generator of one p: line transforms, in place, over values held
+ * in named registers (`a` the real parts, `b` the imaginary parts).
  */
 class LineCode {
   readonly p: number;
@@ -110,79 +116,69 @@ class LineCode {
     return parts.length === 0 ? "0.0" : parts.join(" + ");
   }
 
-  /** Real values a0..a{p−1} → packed spectrum in a0..a{p−1} (slot 0, Re u, Im u + h). */
-  forwardReal(): string[] {
+  /** Real values a[0..p) → packed spectrum (slot 0, Re u, Im u + h). */
+  forwardReal(a: readonly string[]): string[] {
     const { p, h } = this;
     const out: string[] = [];
     for (let j = 1; j <= h; j++) {
-      out.push(`let sp${j} = a${j} + a${p - j}; let dm${j} = a${j} - a${p - j};`);
+      out.push(`let sp${j} = ${a[j]} + ${a[p - j]}; let dm${j} = ${a[j]} - ${a[p - j]};`);
     }
-    const sum = ["a0", ...Array.from({ length: h }, (_, j) => `sp${j + 1}`)].join(" + ");
-    const lines: string[] = [`let r0 = ${sum};`];
+    const sum = [a[0], ...Array.from({ length: h }, (_, j) => `sp${j + 1}`)].join(" + ");
+    out.push(`let r0 = ${sum};`);
     for (let u = 1; u <= h; u++) {
-      lines.push(`let r${u} = ${this.#sum("a0", (j) => `sp${j}`, this.c, u)};`);
-      lines.push(`let r${u + h} = -(${this.#sum(null, (j) => `dm${j}`, this.s, u)});`);
+      out.push(`let r${u} = ${this.#sum(a[0]!, (j) => `sp${j}`, this.c, u)};`);
+      out.push(`let r${u + h} = -(${this.#sum(null, (j) => `dm${j}`, this.s, u)});`);
     }
-    out.push(...lines);
-    for (let m = 0; m < p; m++) out.push(`a${m} = r${m};`);
+    for (let m = 0; m < p; m++) out.push(`${a[m]} = r${m};`);
     return block(out);
   }
 
-  /** Packed spectrum a0..a{p−1} → real values (no 1/p). */
-  inverseReal(): string[] {
+  /** Packed spectrum a[0..p) → real values (no 1/p). */
+  inverseReal(a: readonly string[]): string[] {
     const { p, h } = this;
     const out: string[] = [];
     for (let u = 1; u <= h; u++) {
-      out.push(`let tr${u} = 2.0 * a${u}; let ti${u} = 2.0 * a${u + h};`);
+      out.push(`let tr${u} = 2.0 * ${a[u]}; let ti${u} = 2.0 * ${a[u + h]};`);
     }
-    const sum = ["a0", ...Array.from({ length: h }, (_, u) => `tr${u + 1}`)].join(" + ");
+    const sum = [a[0], ...Array.from({ length: h }, (_, u) => `tr${u + 1}`)].join(" + ");
     out.push(`let r0 = ${sum};`);
     for (let m = 1; m <= h; m++) {
-      out.push(`let pc${m} = ${this.#sum("a0", (u) => `tr${u}`, this.c, m)};`);
+      out.push(`let pc${m} = ${this.#sum(a[0]!, (u) => `tr${u}`, this.c, m)};`);
       out.push(`let pd${m} = ${this.#sum(null, (u) => `ti${u}`, this.s, m)};`);
     }
-    out.push("a0 = r0;");
+    out.push(`${a[0]} = r0;`);
     for (let m = 1; m <= h; m++) {
-      out.push(`a${m} = pc${m} - pd${m}; a${p - m} = pc${m} + pd${m};`);
+      out.push(`${a[m]} = pc${m} - pd${m}; ${a[p - m]} = pc${m} + pd${m};`);
     }
     return block(out);
   }
 
-  /** Complex DFT of (a, b) in place: X_u = Σ z_m·ω^{dir·u·m}; names get `tag` to stay unique. */
-  complex(dir: 1 | -1, tag: string): string[] {
+  /** Complex DFT of (a, b) in place: X_u = Σ z_m·ω^{dir·u·m}. */
+  complex(dir: 1 | -1, a: readonly string[], b: readonly string[]): string[] {
     const { p, h } = this;
     const out: string[] = [];
-    const v = (name: string, j: number): string => `${name}${tag}${j}`;
     for (let j = 1; j <= h; j++) {
       out.push(
-        `let ${v("spr", j)} = a${j} + a${p - j}; let ${v("spi", j)} = b${j} + b${p - j};`,
-        `let ${v("smr", j)} = a${j} - a${p - j}; let ${v("smi", j)} = b${j} - b${p - j};`,
+        `let spr${j} = ${a[j]} + ${a[p - j]}; let spi${j} = ${b[j]} + ${b[p - j]};`,
+        `let smr${j} = ${a[j]} - ${a[p - j]}; let smi${j} = ${b[j]} - ${b[p - j]};`,
       );
     }
-    const sr = ["a0", ...Array.from({ length: h }, (_, j) => v("spr", j + 1))].join(" + ");
-    const si = ["b0", ...Array.from({ length: h }, (_, j) => v("spi", j + 1))].join(" + ");
-    out.push(`let ${v("xr", 0)} = ${sr}; let ${v("xi", 0)} = ${si};`);
+    const sr = [a[0], ...Array.from({ length: h }, (_, j) => `spr${j + 1}`)].join(" + ");
+    const si = [b[0], ...Array.from({ length: h }, (_, j) => `spi${j + 1}`)].join(" + ");
+    out.push(`let xr0 = ${sr}; let xi0 = ${si};`);
+    // X_u = A + dir·i·B, X_{p−u} = A − dir·i·B.
+    const [plus, minus] = dir === 1 ? ["-", "+"] : ["+", "-"];
     for (let u = 1; u <= h; u++) {
-      const ar = this.#sum("a0", (j) => v("spr", j), this.c, u);
-      const ai = this.#sum("b0", (j) => v("spi", j), this.c, u);
-      const cr = this.#sum(null, (j) => v("smr", j), this.s, u);
-      const ci = this.#sum(null, (j) => v("smi", j), this.s, u);
       out.push(
-        `let ${v("ar", u)} = ${ar}; let ${v("ai", u)} = ${ai};`,
-        `let ${v("cr", u)} = ${cr}; let ${v("ci", u)} = ${ci};`,
-      );
-      // X_u = A + dir·i·B, X_{p−u} = A − dir·i·B.
-      const [plus, minus] = dir === 1 ? ["-", "+"] : ["+", "-"];
-      out.push(
-        `let ${v("xr", u)} = ${v("ar", u)} ${plus} ${v("ci", u)}; let ${v("xi", u)} = ${
-          v("ai", u)
-        } ${minus} ${v("cr", u)};`,
-        `let ${v("xr", p - u)} = ${v("ar", u)} ${minus} ${v("ci", u)}; let ${v("xi", p - u)} = ${
-          v("ai", u)
-        } ${plus} ${v("cr", u)};`,
+        `let ar${u} = ${this.#sum(a[0]!, (j) => `spr${j}`, this.c, u)};`,
+        `let ai${u} = ${this.#sum(b[0]!, (j) => `spi${j}`, this.c, u)};`,
+        `let cr${u} = ${this.#sum(null, (j) => `smr${j}`, this.s, u)};`,
+        `let ci${u} = ${this.#sum(null, (j) => `smi${j}`, this.s, u)};`,
+        `let xr${u} = ar${u} ${plus} ci${u}; let xi${u} = ai${u} ${minus} cr${u};`,
+        `let xr${p - u} = ar${u} ${minus} ci${u}; let xi${p - u} = ai${u} ${plus} cr${u};`,
       );
     }
-    for (let m = 0; m < p; m++) out.push(`a${m} = ${v("xr", m)}; b${m} = ${v("xi", m)};`);
+    for (let m = 0; m < p; m++) out.push(`${a[m]} = xr${m}; ${b[m]} = xi${m};`);
     return block(out);
   }
 }
@@ -210,7 +206,7 @@ function decodePair(p: number, k: number, j: number): string[] {
 
 /**
  * WGSL of the Paley I block transform (see the module docs). Bindings: 0 = Y
- * (f32, written), 1 = X (f32, read; vec4 with `vec4`), 2 = multipliers
+ * (f32, written; vec4 with `vec4` and no `pow2`), 1 = X (f32, read; vec4 with `vec4`), 2 = multipliers
  * (1 ± λ_u)/q as vec2 per packed position, 3 = parameters {blocks, scale}.
  *
  * @param spec The specialization.
@@ -222,6 +218,8 @@ export function paleyWgsl(spec: PaleySpec): string {
   const h = (p - 1) / 2, m1 = q + 1, SC = blockStride(q);
   const sigma = transpose ? -1 : 1;
   const L = new LineCode(p);
+  const A = Array.from({ length: p }, (_, m) => `a${m}`);
+  const B = Array.from({ length: p }, (_, m) => `b${m}`);
   const ind = (lines: string[], pad: string): string => lines.map((l) => pad + l).join("\n");
   const loadLine = (base: string, s: number, im: string | null): string[] => {
     const out: string[] = [];
@@ -261,15 +259,48 @@ export function paleyWgsl(spec: PaleySpec): string {
     return lines.join("\n");
   };
   const passes: string[] = [];
-  for (let j = 0; j < k - 1; j++) {
+  // Plane pass: axes 0 and 1 of a p×p plane (p² consecutive entries) in registers.
+  const P = Array.from(
+    { length: p },
+    (_, d1) => Array.from({ length: p }, (_, m) => `pl${d1}_${m}`),
+  );
+  const col = (m: number): string[] => P.map((row) => row[m]!);
+  const planePass = (forward: boolean): string => {
+    const body: string[] = [];
+    for (let d1 = 0; d1 < p; d1++) {
+      for (let m = 0; m < p; m++) body.push(`var ${P[d1]![m]} = sm[pb + ${d1 * p + m}u];`);
+    }
+    const rows = P.flatMap((row) => forward ? L.forwardReal(row) : []);
+    const cols = [
+      ...(forward ? L.forwardReal(col(0)) : L.inverseReal(col(0))),
+      ...Array.from(
+        { length: h },
+        (_, c) => L.complex(forward ? -1 : 1, col(c + 1), col(c + 1 + h)),
+      ).flat(),
+    ];
+    body.push(...(forward ? [...rows, ...cols] : [...cols, ...P.flatMap((r) => L.inverseReal(r))]));
+    for (let d1 = 0; d1 < p; d1++) {
+      for (let m = 0; m < p; m++) body.push(`sm[pb + ${d1 * p + m}u] = ${P[d1]![m]};`);
+    }
+    return [
+      `for (var w = tid; w < ${(C * q) / (p * p)}u; w = w + ${T}u) {`,
+      `  let pb = (w % ${C}u) * ${SC}u + 1u + (w / ${C}u) * ${p * p}u;`,
+      ind(body, "  "),
+      `}`,
+      `workgroupBarrier();`,
+    ].join("\n");
+  };
+  const first = spec.plane ? 2 : 0;
+  if (spec.plane) passes.push(planePass(true));
+  for (let j = first; j < k - 1; j++) {
     const s = p ** j;
     passes.push(
       pass(
         j,
         (real) =>
-          real ? [...loadLine("b", s, null), ...L.forwardReal(), ...storeLine("b", s, null)] : [
+          real ? [...loadLine("b", s, null), ...L.forwardReal(A), ...storeLine("b", s, null)] : [
             ...loadLine("cb + br", s, "cb + bi"),
-            ...L.complex(-1, "f"),
+            ...L.complex(-1, A, B),
             ...storeLine("cb + br", s, "cb + bi"),
           ],
       ),
@@ -292,9 +323,9 @@ export function paleyWgsl(spec: PaleySpec): string {
       }
       return [
         ...loadLine("b", S, null),
-        ...L.forwardReal(),
+        ...L.forwardReal(A),
         ...mulLines,
-        ...L.inverseReal(),
+        ...L.inverseReal(A),
         ...storeLine("b", S, null),
       ];
     }
@@ -307,39 +338,55 @@ export function paleyWgsl(spec: PaleySpec): string {
     }
     return [
       ...loadLine("cb + br", S, "cb + bi"),
-      ...L.complex(-1, "f"),
+      ...L.complex(-1, A, B),
       ...mulLines,
-      ...L.complex(1, "i"),
+      ...L.complex(1, A, B),
       ...storeLine("cb + br", S, "cb + bi"),
     ];
   }));
-  for (let j = k - 2; j >= 0; j--) {
+  for (let j = k - 2; j >= first; j--) {
     const s = p ** j;
     passes.push(
       pass(
         j,
         (real) =>
-          real ? [...loadLine("b", s, null), ...L.inverseReal(), ...storeLine("b", s, null)] : [
+          real ? [...loadLine("b", s, null), ...L.inverseReal(A), ...storeLine("b", s, null)] : [
             ...loadLine("cb + br", s, "cb + bi"),
-            ...L.complex(1, "i"),
+            ...L.complex(1, A, B),
             ...storeLine("cb + br", s, "cb + bi"),
           ],
       ),
     );
   }
+  if (spec.plane) passes.push(planePass(false));
+  // vec4 loads all issued before any is used (unrolled, clamped instead of
+  // branched: the last workgroup may read past its blocks and never stores those).
+  const n4 = (C * m1) / 4, K4 = Math.ceil(n4 / T);
   const load = vec4
-    ? `for (var i = tid; i < ${(C * m1) / 4}u; i = i + ${T}u) {
-  if (g0 / 4u + i < total / 4u) {
-    let v = X[g0 / 4u + i];
-    let e = 4u * i; let d = (e / ${m1}u) * ${SC}u + e % ${m1}u;
-    sm[d] = v.x; sm[d + 1u] = v.y; sm[d + 2u] = v.z; sm[d + 3u] = v.w;
-  }
-}`
+    ? [
+      `let lim = total / 4u - 1u;`,
+      ...Array.from(
+        { length: K4 },
+        (_, r) => `let v${r} = X[min(g0 / 4u + tid + ${r * T}u, lim)];`,
+      ),
+      ...Array.from({ length: K4 }, (_, r) => {
+        const body = `let e = 4u * (tid + ${r * T}u); let d = (e / ${m1}u) * ${SC}u + e % ${m1}u;
+  sm[d] = v${r}.x; sm[d + 1u] = v${r}.y; sm[d + 2u] = v${r}.z; sm[d + 3u] = v${r}.w;`;
+        return (r + 1) * T <= n4 ? `{ ${body} }` : `if (tid + ${r * T}u < ${n4}u) { ${body} }`;
+      }),
+    ].join("\n")
     : `for (var i = tid; i < ${C * m1}u; i = i + ${T}u) {
   if (g0 + i < total) { sm[(i / ${m1}u) * ${SC}u + i % ${m1}u] = X[g0 + i]; }
 }`;
   let store: string;
-  if (pow2 === 1) {
+  if (pow2 === 1 && vec4) {
+    store = `for (var i = tid; i < ${n4}u; i = i + ${T}u) {
+  if (g0 / 4u + i < total / 4u) {
+    let e = 4u * i; let d = (e / ${m1}u) * ${SC}u + e % ${m1}u;
+    Y[g0 / 4u + i] = vec4<f32>(sm[d], sm[d + 1u], sm[d + 2u], sm[d + 3u]) * prm.scale;
+  }
+}`;
+  } else if (pow2 === 1) {
     store = `for (var i = tid; i < ${C * m1}u; i = i + ${T}u) {
   if (g0 + i < total) { Y[g0 + i] = sm[(i / ${m1}u) * ${SC}u + i % ${m1}u] * prm.scale; }
 }`;
@@ -366,7 +413,9 @@ ${ind(lines, "    ")}
   }
   return `
 struct Params { blocks: u32, scale: f32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(0) var<storage, read_write> Y: array<${
+    vec4 && pow2 === 1 ? "vec4<f32>" : "f32"
+  }>;
 @group(0) @binding(1) var<storage, read> X: array<${vec4 ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(2) var<storage, read> M: array<vec2<f32>>;
 @group(0) @binding(3) var<uniform> prm: Params;
@@ -427,18 +476,61 @@ export function paleyDefaultSpec(
   pow2 = 1,
 ): PaleySpec | null {
   const budget = gpu.limits.maxComputeWorkgroupStorageSize;
-  const vec4 = (q + 1) % 4 === 0;
+  const vec4 = (q + 1) % 4 === 0, plane = paleyFastPlan(q).k >= 3;
   if (pow2 > 1) {
-    const spec: PaleySpec = { q, transpose, chunks: pow2, threads: 384, pow2, vec4 };
-    return paleyWorkgroupBytes(spec) <= budget && paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
+    // Whole groups of pow2 blocks, up to 32 blocks per workgroup.
+    for (let chunks = Math.max(32, pow2); chunks >= pow2; chunks /= 2) {
+      const spec: PaleySpec = { q, transpose, chunks, threads: 256, pow2, vec4, plane };
+      if (paleyWorkgroupBytes(spec) <= budget) {
+        return paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
+      }
+    }
+    return null;
   }
   for (const chunks of [32, 16, 8, 4, 2, 1]) {
-    const spec: PaleySpec = { q, transpose, chunks, threads: 256, pow2: 1, vec4 };
+    const spec: PaleySpec = { q, transpose, chunks, threads: 256, pow2: 1, vec4, plane };
     if (paleyWorkgroupBytes(spec) <= budget) {
       return paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
     }
   }
   return null;
+}
+
+/** How `encodeFwht` runs a Paley I factor: its multipliers and kernel variant. */
+export interface PaleyFactorPass {
+  /** The uploaded multipliers. */
+  readonly prepared: PaleyPrepared;
+  /** The variant; with `pow2 > 1` it also runs the plan's Sylvester part. */
+  readonly spec: PaleySpec;
+}
+
+/**
+ * The Paley kernel pass for factor `index` of a transform plan, when it
+ * applies: an innermost Paley I factor over an extension field (k ≥ 2). When
+ * it is the plan's only dense factor, the Sylvester part is fused into it
+ * (the row, pow2·(q + 1) values, must fit in workgroup memory).
+ *
+ * @param gpu The GPU.
+ * @param plan The plan (`fwhtPlan`).
+ * @param index Index into `plan.dense`.
+ * @param transpose Apply Hᵀ.
+ * @returns The pass, or null when the factor goes through the dense product.
+ */
+export function paleyFactorPass(
+  gpu: Gpu,
+  plan: FwhtPlan,
+  index: number,
+  transpose: boolean,
+): PaleyFactorPass | null {
+  const d = plan.dense[index];
+  if (d === undefined || d.kind !== "paley1" || index !== plan.dense.length - 1) return null;
+  const q = d.m - 1;
+  if (!paleyFastApplies(q) || paleyFastPlan(q).p > PALEY_MAX_P) return null;
+  const fusable = plan.dense.length === 1 && plan.pow2 > 1 && plan.pow2 <= 64;
+  const spec = (fusable ? paleyDefaultSpec(gpu, q, transpose, plan.pow2) : null) ??
+    paleyDefaultSpec(gpu, q, transpose, 1);
+  if (spec === null) return null;
+  return { prepared: preparePaley(gpu, q, transpose), spec };
 }
 
 /**
@@ -473,8 +565,7 @@ export function encodePaley(
       `Cannot encode the Paley kernel as 'blocks' must be a multiple of ${spec.pow2}: current value is ${blocks}`,
     );
   }
-  const key =
-    `paley:${spec.q}:${spec.transpose}:${spec.chunks}:${spec.threads}:${spec.pow2}:${spec.vec4}`;
+  const key = `paley:${JSON.stringify(spec)}`;
   const pipe = cachedPipeline(batch.gpu, key, () => paleyWgsl(spec));
   batch.dispatch(pipe, [
     y,

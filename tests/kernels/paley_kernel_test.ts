@@ -18,11 +18,14 @@ Deno.test("GPU Paley I blocks equal the CPU reference for prime and extension fi
   for (const q of [3, 7, 11, 27, 343]) {
     const x = randomRows(5 * (q + 1), q);
     for (const transpose of [false, true]) {
-      for (const vec4 of (q + 1) % 4 === 0 ? [false, true] : [false]) {
-        const spec: PaleySpec = { q, transpose, chunks: 4, threads: 64, pow2: 1, vec4 };
+      const variants: [boolean, boolean][] = q === 27 || q === 343
+        ? [[false, false], [true, false], [true, true]]
+        : [[false, false], [true, false]];
+      for (const [vec4, plane] of variants) {
+        const spec: PaleySpec = { q, transpose, chunks: 4, threads: 64, pow2: 1, vec4, plane };
         const { y } = await paleyGpu(gpu, x, { q, transpose, scale: 0.5, spec });
         const err = relError(y.data, paleyReference(x, { q, transpose, scale: 0.5 }).data);
-        assert.ok(err < 1e-5, `q = ${q}, transpose ${transpose}, vec4 ${vec4}: error ${err}`);
+        assert.ok(err < 1e-5, `q = ${q}, ${JSON.stringify(spec)}: error ${err}`);
       }
     }
   }
@@ -38,20 +41,43 @@ Deno.test("GPU Paley I blocks with the fused Sylvester part equal core/fwht of H
       `Sylvester(${pow2}) ⊗ Paley I(q = ${field})`,
     );
     const x = randomRows(3 * n, n);
-    for (const transpose of [false, true]) {
-      const spec: PaleySpec = { q, transpose, chunks: 2 * pow2, threads: 96, pow2, vec4: false };
+    const plane = q !== 11;
+    for (const [transpose, vec4] of [[false, false], [true, false], [false, true]] as const) {
+      const spec: PaleySpec = { q, transpose, chunks: 2 * pow2, threads: 96, pow2, vec4, plane };
       const scale = 1 / Math.sqrt(n);
       const { y } = await paleyGpu(gpu, x, { q, transpose, pow2, scale, spec });
       const ref = fwht(tensor("f32", [3, n], x.data), { normalize: true, transpose });
       const err = relError(y.data, ref.data);
-      assert.ok(err < 1e-5, `q = ${q}, pow2 = ${pow2}, transpose ${transpose}: error ${err}`);
+      assert.ok(err < 1e-5, `q = ${q}, pow2 = ${pow2}, ${JSON.stringify(spec)}: error ${err}`);
     }
   }
 });
 
 Deno.test("the Paley kernel generator rejects a group size that does not divide the blocks per workgroup", () => {
   assert.throws(
-    () => paleyWgsl({ q: 27, transpose: false, chunks: 6, threads: 64, pow2: 4, vec4: false }),
+    () =>
+      paleyWgsl({
+        q: 27,
+        transpose: false,
+        chunks: 6,
+        threads: 64,
+        pow2: 4,
+        vec4: false,
+        plane: false,
+      }),
+    RangeError,
+  );
+  assert.throws(
+    () =>
+      paleyWgsl({
+        q: 11,
+        transpose: false,
+        chunks: 4,
+        threads: 64,
+        pow2: 1,
+        vec4: true,
+        plane: true,
+      }),
     RangeError,
   );
 });
