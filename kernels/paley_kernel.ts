@@ -50,6 +50,12 @@ export interface PaleySpec {
    * (two barriers and two workgroup-memory round trips fewer; needs k ≥ 3).
    */
   readonly plane: boolean;
+  /**
+   * 0: one workgroup per `chunks` blocks. Otherwise this many workgroups loop
+   * over the blocks, loading the next blocks into registers while they
+   * transform the current ones (needs `vec4`).
+   */
+  readonly persistent: number;
 }
 
 /** Largest characteristic the generator unrolls (p-point DFTs are written out). */
@@ -76,7 +82,8 @@ function validate(spec: PaleySpec): { p: number; k: number } {
   const ok = plan.p <= PALEY_MAX_P && Number.isInteger(chunks) && chunks >= 1 &&
     Number.isInteger(threads) && threads >= 32 && threads <= 1024 && threads % 32 === 0 &&
     Number.isInteger(pow2) && pow2 >= 1 && (pow2 & (pow2 - 1)) === 0 && pow2 <= 64 &&
-    chunks % pow2 === 0 && (!vec4 || (q + 1) % 4 === 0) && (!spec.plane || plan.k >= 3);
+    chunks % pow2 === 0 && (!vec4 || (q + 1) % 4 === 0) && (!spec.plane || plan.k >= 3) &&
+    Number.isInteger(spec.persistent) && spec.persistent >= 0 && (spec.persistent === 0 || vec4);
   if (!ok) {
     throw new RangeError(`Cannot build the Paley kernel: invalid spec ${JSON.stringify(spec)}`);
   }
@@ -362,19 +369,18 @@ export function paleyWgsl(spec: PaleySpec): string {
   // vec4 loads all issued before any is used (unrolled, clamped instead of
   // branched: the last workgroup may read past its blocks and never stores those).
   const n4 = (C * m1) / 4, K4 = Math.ceil(n4 / T);
+  const issue = (decl: string, group: string): string[] =>
+    Array.from(
+      { length: K4 },
+      (_, r) => `${decl}ld${r} = X[min(${group} * ${n4}u + tid + ${r * T}u, lim)];`,
+    );
+  const commit = Array.from({ length: K4 }, (_, r) => {
+    const body = `let e = 4u * (tid + ${r * T}u); let d = (e / ${m1}u) * ${SC}u + e % ${m1}u;
+  sm[d] = ld${r}.x; sm[d + 1u] = ld${r}.y; sm[d + 2u] = ld${r}.z; sm[d + 3u] = ld${r}.w;`;
+    return (r + 1) * T <= n4 ? `{ ${body} }` : `if (tid + ${r * T}u < ${n4}u) { ${body} }`;
+  });
   const load = vec4
-    ? [
-      `let lim = total / 4u - 1u;`,
-      ...Array.from(
-        { length: K4 },
-        (_, r) => `let v${r} = X[min(g0 / 4u + tid + ${r * T}u, lim)];`,
-      ),
-      ...Array.from({ length: K4 }, (_, r) => {
-        const body = `let e = 4u * (tid + ${r * T}u); let d = (e / ${m1}u) * ${SC}u + e % ${m1}u;
-  sm[d] = v${r}.x; sm[d + 1u] = v${r}.y; sm[d + 2u] = v${r}.z; sm[d + 3u] = v${r}.w;`;
-        return (r + 1) * T <= n4 ? `{ ${body} }` : `if (tid + ${r * T}u < ${n4}u) { ${body} }`;
-      }),
-    ].join("\n")
+    ? [...issue("let ", "group"), ...commit].join("\n")
     : `for (var i = tid; i < ${C * m1}u; i = i + ${T}u) {
   if (g0 + i < total) { sm[(i / ${m1}u) * ${SC}u + i % ${m1}u] = X[g0 + i]; }
 }`;
@@ -411,6 +417,30 @@ ${ind(lines, "    ")}
   }
 }`;
   }
+  const single = `  let group = wg.x + wg.y * nwg.x;
+  if (group * ${C}u >= prm.blocks) { return; }
+  let g0 = group * ${C * m1}u;
+${load}
+workgroupBarrier();
+${passes.join("\n")}
+${store}`;
+  const persistent = `  let groups = (prm.blocks + ${C - 1}u) / ${C}u;
+  var blk = wg.x + wg.y * nwg.x;
+${ind(issue("var ", "blk"), "  ")}
+  loop {
+    if (blk >= groups) { break; }
+    let g0 = blk * ${C * m1}u;
+${ind(commit, "    ")}
+    workgroupBarrier();
+    let nxt = blk + nwg.x * nwg.y;
+    if (nxt < groups) {
+${ind(issue("", "nxt"), "      ")}
+    }
+${passes.join("\n")}
+${store}
+    workgroupBarrier();
+    blk = nxt;
+  }`;
   return `
 struct Params { blocks: u32, scale: f32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<storage, read_write> Y: array<${
@@ -424,14 +454,9 @@ var<workgroup> sm: array<f32, ${C * SC}>;
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-  let group = wg.x + wg.y * nwg.x;
-  if (group * ${C}u >= prm.blocks) { return; }
-  let g0 = group * ${C * m1}u;
   let total = prm.blocks * ${m1}u;
-${load}
-workgroupBarrier();
-${passes.join("\n")}
-${store}
+  let lim = total / 4u - 1u;
+${spec.persistent === 0 ? single : persistent}
 }
 `;
 }
@@ -480,7 +505,16 @@ export function paleyDefaultSpec(
   if (pow2 > 1) {
     // Whole groups of pow2 blocks, up to 32 blocks per workgroup.
     for (let chunks = Math.max(32, pow2); chunks >= pow2; chunks /= 2) {
-      const spec: PaleySpec = { q, transpose, chunks, threads: 256, pow2, vec4, plane };
+      const spec: PaleySpec = {
+        q,
+        transpose,
+        chunks,
+        threads: 256,
+        pow2,
+        vec4,
+        plane,
+        persistent: 0,
+      };
       if (paleyWorkgroupBytes(spec) <= budget) {
         return paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
       }
@@ -488,7 +522,16 @@ export function paleyDefaultSpec(
     return null;
   }
   for (const chunks of [32, 16, 8, 4, 2, 1]) {
-    const spec: PaleySpec = { q, transpose, chunks, threads: 256, pow2: 1, vec4, plane };
+    const spec: PaleySpec = {
+      q,
+      transpose,
+      chunks,
+      threads: 256,
+      pow2: 1,
+      vec4,
+      plane,
+      persistent: 0,
+    };
     if (paleyWorkgroupBytes(spec) <= budget) {
       return paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
     }
@@ -567,12 +610,13 @@ export function encodePaley(
   }
   const key = `paley:${JSON.stringify(spec)}`;
   const pipe = cachedPipeline(batch.gpu, key, () => paleyWgsl(spec));
+  const groups = Math.ceil(blocks / spec.chunks);
   batch.dispatch(pipe, [
     y,
     x,
     prepared.multipliers,
     batch.uniform([{ u32: blocks }, { f32: scale }, { u32: 0 }, { u32: 0 }]),
-  ], foldGroups(batch.gpu, Math.ceil(blocks / spec.chunks)));
+  ], foldGroups(batch.gpu, spec.persistent > 0 ? Math.min(groups, spec.persistent) : groups));
 }
 
 /** Options of {@linkcode paleyGpu} and {@linkcode paleyReference}. */

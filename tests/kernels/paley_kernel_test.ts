@@ -11,21 +11,23 @@ function randomRows(length: number, seed: number) {
   return tensor("f32", [length], Float32Array.from({ length }, () => rng.normal()));
 }
 
+const base = { chunks: 4, threads: 64, pow2: 1, vec4: true, plane: false, persistent: 0 };
+
 Deno.test("GPU Paley I blocks equal the CPU reference for prime and extension fields, H and Hᵀ", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   // q = 3, 7, 11 (k = 1), 27 = 3^3, 343 = 7^3; 5 blocks leave a partial workgroup.
   for (const q of [3, 7, 11, 27, 343]) {
     const x = randomRows(5 * (q + 1), q);
+    const variants: Partial<PaleySpec>[] = [{ vec4: false }, {}];
+    // Planes (k ≥ 3), and 2 persistent workgroups looping over the 2 groups of blocks.
+    if (q === 27 || q === 343) variants.push({ plane: true }, { plane: true, persistent: 2 });
     for (const transpose of [false, true]) {
-      const variants: [boolean, boolean][] = q === 27 || q === 343
-        ? [[false, false], [true, false], [true, true]]
-        : [[false, false], [true, false]];
-      for (const [vec4, plane] of variants) {
-        const spec: PaleySpec = { q, transpose, chunks: 4, threads: 64, pow2: 1, vec4, plane };
+      for (const v of variants) {
+        const spec: PaleySpec = { ...base, q, transpose, ...v };
         const { y } = await paleyGpu(gpu, x, { q, transpose, scale: 0.5, spec });
         const err = relError(y.data, paleyReference(x, { q, transpose, scale: 0.5 }).data);
-        assert.ok(err < 1e-5, `q = ${q}, ${JSON.stringify(spec)}: error ${err}`);
+        assert.ok(err < 1e-5, `${JSON.stringify(spec)}: error ${err}`);
       }
     }
   }
@@ -42,42 +44,43 @@ Deno.test("GPU Paley I blocks with the fused Sylvester part equal core/fwht of H
     );
     const x = randomRows(3 * n, n);
     const plane = q !== 11;
-    for (const [transpose, vec4] of [[false, false], [true, false], [false, true]] as const) {
-      const spec: PaleySpec = { q, transpose, chunks: 2 * pow2, threads: 96, pow2, vec4, plane };
+    const variants: Partial<PaleySpec>[] = [
+      { vec4: false },
+      { transpose: true, vec4: false },
+      {},
+      { transpose: true, persistent: 1 },
+    ];
+    for (const v of variants) {
+      const spec: PaleySpec = {
+        ...base,
+        q,
+        transpose: false,
+        chunks: 2 * pow2,
+        threads: 96,
+        pow2,
+        plane,
+        ...v,
+      };
       const scale = 1 / Math.sqrt(n);
+      const { transpose } = spec;
       const { y } = await paleyGpu(gpu, x, { q, transpose, pow2, scale, spec });
       const ref = fwht(tensor("f32", [3, n], x.data), { normalize: true, transpose });
       const err = relError(y.data, ref.data);
-      assert.ok(err < 1e-5, `q = ${q}, pow2 = ${pow2}, ${JSON.stringify(spec)}: error ${err}`);
+      assert.ok(err < 1e-5, `${JSON.stringify(spec)}: error ${err}`);
     }
   }
 });
 
-Deno.test("the Paley kernel generator rejects a group size that does not divide the blocks per workgroup", () => {
+Deno.test("the Paley kernel generator rejects specs it cannot build", () => {
+  // A group of 4 blocks does not divide 6 blocks per workgroup.
   assert.throws(
-    () =>
-      paleyWgsl({
-        q: 27,
-        transpose: false,
-        chunks: 6,
-        threads: 64,
-        pow2: 4,
-        vec4: false,
-        plane: false,
-      }),
+    () => paleyWgsl({ ...base, q: 27, transpose: false, chunks: 6, pow2: 4 }),
     RangeError,
   );
+  // Planes need k ≥ 3; persistent workgroups need vec4.
+  assert.throws(() => paleyWgsl({ ...base, q: 11, transpose: false, plane: true }), RangeError);
   assert.throws(
-    () =>
-      paleyWgsl({
-        q: 11,
-        transpose: false,
-        chunks: 4,
-        threads: 64,
-        pow2: 1,
-        vec4: true,
-        plane: true,
-      }),
+    () => paleyWgsl({ ...base, q: 27, transpose: false, vec4: false, persistent: 4 }),
     RangeError,
   );
 });
