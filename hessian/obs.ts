@@ -191,7 +191,10 @@ export interface ObsResult {
  * @param hessian The layer's Hessian over its inputs (cols × cols).
  * @param options Decider, block size, damping, column order, progress.
  * @returns New weights, the decisions (codes / mask) and statistics.
- * @throws {RangeError} on shape mismatches, invalid options, non-finite values.
+ * @throws {RangeError} on shape mismatches, invalid options, non-finite values
+ *   (the GPU path checks what it reads: W and the lower triangle of H, in
+ *   float32, so a finite float64 value beyond the float32 range is refused too).
+ * @throws {RangeError} on the GPU path when U (cols² float32) exceeds one storage binding.
  * @throws {CholeskyError} if H stays indefinite after all damping retries.
  */
 export async function obsSolve(

@@ -1,10 +1,21 @@
 /**
  * The WebGPU path of `obsSolve` (and so of `gptq` and `sparsegpt`): after the
- * CPU has validated the inputs, zeroed dead columns and permuted, one
- * submission factors H⁻¹ (cholesky_kernel.ts), runs every block of the
- * column loop with its decisions and lazy updates (obs_kernel.ts), and reads
- * the results back once. A failing pivot (float32) retries the whole
- * submission with 10× the damping, as the CPU path does.
+ * CPU has validated the shapes, zeroed dead columns and permuted, a first
+ * submission factors H⁻¹ (cholesky_kernel.ts) while the host uploads W; a
+ * second runs every block of the column loop with its decisions and lazy
+ * updates (obs_kernel.ts), and the results are read back once. The GPU scans
+ * the inputs it receives for NaN and infinities (_nonfinite_kernel.ts); the
+ * host locates a value only when it finds one. A failing pivot (float32)
+ * retries with 10× the damping, as the CPU path does.
+ *
+ * W larger than one storage binding is split into tiles of rows (rows are
+ * independent in the loop, except for the unstructured selection, which
+ * spans the tiles); U must fit one binding (n ≤ 23170 at 2 GB).
+ *
+ * Wall time: on the GPU machine the host's first touch of fresh memory costs
+ * about 3 µs per 4 KiB page, so the arrays that receive the results get their
+ * pages mapped by a worker thread meanwhile (_paged_arrays.ts), and the
+ * read-back copies into them in chunks.
  *
  * Differences from the CPU path, all within float32 rounding: U is computed
  * in float32 (the CPU uses float64), so near-ties of a decision (a rounding
@@ -108,9 +119,11 @@ export interface ObsGpuProblem {
  * @returns The result. `stats.choleskySeconds` and `stats.loopSeconds` are GPU
  *   seconds (timestamp queries) of the factorization and of the column loop with
  *   its lazy updates (`updateSeconds` is NaN: they are interleaved); with
- *   `stats.gpuSeconds` (the whole submission) and the wall
- *   seconds of each host phase (`setupSeconds`, `reverseSeconds`, `uploadSeconds`,
- *   `encodeSeconds`, `waitSeconds`: submission to read-back, `assembleSeconds`) added.
+ *   `stats.gpuSeconds` (both submissions) and the wall seconds of each host
+ *   phase added: `setupSeconds`, `reverseSeconds`, `uploadSeconds` (H),
+ *   `factorEncodeSeconds`, `wUploadSeconds`, `encodeSeconds` (the loop),
+ *   `submitSeconds`, `waitSeconds` (to the read-back, which includes
+ *   `readSeconds`, the copies out of the mapped buffers), `assembleSeconds`.
  * @throws {CholeskyError} if H stays indefinite after all retries.
  */
 export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult> {
