@@ -84,6 +84,35 @@ async function perCall(
   }
 }
 
+// 1b. Arithmetic peak: independent FMA chains per thread, f32 and (with shader-f16) vec2<f16>.
+if (!Deno.args.includes("--no-fma")) {
+  const chains = 8, iters = small ? 16 : 4096, groups = small ? 4 : 132 * 64, wg = 256;
+  for (const type of gpu.f16 ? ["f32", "vec2<f16>", "vec4<f16>"] : ["f32"]) {
+    const lanes = type === "f32" ? 1 : type === "vec2<f16>" ? 2 : 4;
+    const zero = type === "f32" ? "0.0" : `${type}(0.0)`;
+    const p = pipeline(`${type === "f32" ? "" : "enable f16;\n"}
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(${wg}) fn main(@builtin(global_invocation_id) g: vec3u) {
+  let s = ${type}(${type === "f32" ? "f32(g.x) * 1e-9" : "f16(g.x & 7u) * 0.001"});
+  let m = ${type}(${type === "f32" ? "0.999999" : "0.999"});
+${Array.from({ length: chains }, (_, c) => `  var a${c} = s + ${type}(${c + 1}.0);`).join("\n")}
+  for (var i = 0u; i < ${iters}u; i++) {
+${Array.from({ length: chains }, (_, c) => `    a${c} = fma(a${c}, m, s);`).join("\n")}
+  }
+  var t = ${zero};
+${Array.from({ length: chains }, (_, c) => `  t += a${c};`).join("\n")}
+  if (${type === "f32" ? "t" : "f32(t.x)"} == 12345.0) { y[0] = 1.0; }
+}`);
+    const y = storageBuffer(gpu, 16);
+    const t = await perCall(small ? 2 : 20, (b) => b.dispatch(p, [y], [groups]));
+    const flops = 2 * chains * iters * groups * wg * lanes;
+    console.log(
+      `FMA peak ${type}: ${(t * 1e3).toFixed(3)} ms, ${(flops / t / 1e12).toFixed(1)} TFLOP/s`,
+    );
+    y.destroy();
+  }
+}
+
 // 2. Plain read bandwidth over rotating buffers, and a copy kernel.
 {
   const read = (wg: number, per: number) =>
