@@ -502,39 +502,24 @@ export function paleyDefaultSpec(
 ): PaleySpec | null {
   const budget = gpu.limits.maxComputeWorkgroupStorageSize;
   const vec4 = (q + 1) % 4 === 0, plane = paleyFastPlan(q).k >= 3;
+  if (paleyFastPlan(q).p > PALEY_MAX_P) return null;
+  // The fastest variants of tests/bench/paley_sweep.ts on the H100 for [4096, 11008]
+  // (q = 7^3, pow2 = 32), in one run: fused, planes, 256 threads, 264 persistent
+  // workgroups 0.667 ms (one workgroup per row 0.803 ms, lines instead of planes
+  // 0.880 ms); not fused, planes, 8 blocks, 128 threads 0.693 ms (lines 0.839 ms).
   if (pow2 > 1) {
     // Whole groups of pow2 blocks, up to 32 blocks per workgroup.
     for (let chunks = Math.max(32, pow2); chunks >= pow2; chunks /= 2) {
-      const spec: PaleySpec = {
-        q,
-        transpose,
-        chunks,
-        threads: 256,
-        pow2,
-        vec4,
-        plane,
-        persistent: 0,
-      };
-      if (paleyWorkgroupBytes(spec) <= budget) {
-        return paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
-      }
+      const persistent = plane && vec4 ? 264 : 0;
+      const spec: PaleySpec = { q, transpose, chunks, threads: 256, pow2, vec4, plane, persistent };
+      if (paleyWorkgroupBytes(spec) <= budget) return spec;
     }
     return null;
   }
-  for (const chunks of [32, 16, 8, 4, 2, 1]) {
-    const spec: PaleySpec = {
-      q,
-      transpose,
-      chunks,
-      threads: 256,
-      pow2: 1,
-      vec4,
-      plane,
-      persistent: 0,
-    };
-    if (paleyWorkgroupBytes(spec) <= budget) {
-      return paleyFastPlan(q).p <= PALEY_MAX_P ? spec : null;
-    }
+  for (const chunks of plane ? [8, 4, 2, 1] : [16, 8, 4, 2, 1]) {
+    const threads = plane ? 128 : 256;
+    const spec: PaleySpec = { q, transpose, chunks, threads, pow2: 1, vec4, plane, persistent: 0 };
+    if (paleyWorkgroupBytes(spec) <= budget) return spec;
   }
   return null;
 }
