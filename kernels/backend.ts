@@ -279,6 +279,109 @@ export type GpuRead =
     into?: Uint8Array | Promise<Uint8Array>;
   };
 
+/**
+ * Bytes of idle read-back (MAP_READ) buffers kept per device for later
+ * submissions: on the GPU machine a fresh 180 MB one costs ~50 ms to
+ * allocate and fault in, a reused one nothing.
+ */
+const READBACK_POOL_BYTES = 512 << 20;
+/** Read-back sizes are rounded up to this many bytes, so small ones are reused too. */
+const READBACK_GRAIN = 256;
+
+interface ReadbackPool {
+  /** Idle buffers, unmapped, least recently released first. */
+  readonly free: GPUBuffer[];
+  /** Their bytes in all. */
+  bytes: number;
+  /** The device was lost: nothing is kept. */
+  lost: boolean;
+}
+
+const readbackPools = new WeakMap<GPUDevice, ReadbackPool>();
+
+function readbackPool(device: GPUDevice): ReadbackPool {
+  let pool = readbackPools.get(device);
+  if (pool === undefined) {
+    const p: ReadbackPool = { free: [], bytes: 0, lost: false };
+    readbackPools.set(device, p);
+    device.lost.then(() => {
+      p.lost = true;
+      clearPool(p);
+    });
+    pool = p;
+  }
+  return pool;
+}
+
+function clearPool(pool: ReadbackPool): void {
+  for (const b of pool.free) b.destroy();
+  pool.free.length = 0;
+  pool.bytes = 0;
+}
+
+/**
+ * A read-back buffer of at least `size` bytes: the smallest idle one of the
+ * pool that is not more than twice as large, else a fresh one.
+ */
+function takeReadback(device: GPUDevice, size: number): GPUBuffer {
+  const pool = readbackPool(device);
+  const want = Math.max(READBACK_GRAIN, Math.ceil(size / READBACK_GRAIN) * READBACK_GRAIN);
+  let best = -1;
+  for (let i = 0; i < pool.free.length; i++) {
+    const s = pool.free[i]!.size;
+    if (s >= want && s <= 2 * want && (best < 0 || s < pool.free[best]!.size)) best = i;
+  }
+  if (best >= 0) {
+    const [buffer] = pool.free.splice(best, 1);
+    pool.bytes -= buffer!.size;
+    return buffer!;
+  }
+  return device.createBuffer({ size: want, usage: 0x1 | 0x8, label: "readback" });
+}
+
+/**
+ * Unmaps a read-back buffer and keeps it for reuse, evicting the least
+ * recently released ones beyond {@linkcode READBACK_POOL_BYTES}.
+ */
+function releaseReadback(device: GPUDevice, buffer: GPUBuffer): void {
+  const pool = readbackPool(device);
+  if (pool.lost || buffer.size > READBACK_POOL_BYTES) {
+    buffer.destroy();
+    return;
+  }
+  buffer.unmap();
+  pool.free.push(buffer);
+  pool.bytes += buffer.size;
+  while (pool.bytes > READBACK_POOL_BYTES) {
+    const old = pool.free.shift()!;
+    pool.bytes -= old.size;
+    old.destroy();
+  }
+}
+
+/**
+ * The idle read-back buffers {@linkcode GpuBatch.submit} keeps for later
+ * submissions on this GPU (at most 512 MiB; dropped on device loss).
+ *
+ * @param gpu The GPU.
+ * @returns How many there are and their bytes in all.
+ */
+export function readbackPoolSize(gpu: Gpu): { buffers: number; bytes: number } {
+  const pool = readbackPools.get(gpu.device);
+  return { buffers: pool?.free.length ?? 0, bytes: pool?.bytes ?? 0 };
+}
+
+/**
+ * Destroys the idle read-back buffers kept for this GPU (their memory is
+ * freed; later submissions allocate afresh).
+ *
+ * @param gpu The GPU.
+ */
+export function clearReadbackPool(gpu: Gpu): void {
+  const pool = readbackPools.get(gpu.device);
+  if (pool !== undefined) clearPool(pool);
+}
+
 const UNIFORM_SLOT = 256;
 const MAX_PHASES = 16;
 const UNIFORM_CHUNK_SLOTS = 1024;
@@ -482,67 +585,75 @@ export class GpuBatch {
     for (const r of reads) {
       const src = "offset" in r ? r : { buffer: r, offset: 0, size: r.size };
       const size = Math.ceil(src.size / 4) * 4;
-      const dst = device.createBuffer({ size, usage: 0x1 | 0x8, label: "readback" });
+      const dst = takeReadback(device, size);
       tail.copyBufferToBuffer(src.buffer, src.offset, dst, 0, size);
       staging.push({ buffer: dst, size: src.size, into: "into" in r ? r.into : undefined });
     }
-    let queryBuffer: GPUBuffer | null = null;
+    let queryBuffer: GPUBuffer | null = null, resolve: GPUBuffer | null = null;
     if (this.#query !== null && timed > 0) {
       const bytes = 16 * timed;
-      const resolve = device.createBuffer({ size: bytes, usage: 0x200 | 0x4, label: "timestamps" });
+      resolve = device.createBuffer({ size: bytes, usage: 0x200 | 0x4, label: "timestamps" });
       tail.resolveQuerySet(this.#query, 0, 2 * timed, resolve, 0);
-      queryBuffer = device.createBuffer({
-        size: bytes,
-        usage: 0x1 | 0x8,
-        label: "timestamps-read",
-      });
+      queryBuffer = takeReadback(device, bytes);
       tail.copyBufferToBuffer(resolve, 0, queryBuffer, 0, bytes);
     }
     device.queue.submit([tail.finish()]);
     // Both scopes are popped now: a batch submitted before this one's promise
     // settles pushes its own scopes above nothing of ours.
     const oomScope = device.popErrorScope(), invalidScope = device.popErrorScope();
-    const oom = await oomScope;
-    const invalid = await invalidScope;
-    if (oom) throw new Error(`WebGPU ran out of memory: ${oom.message}`);
-    if (invalid) throw new Error(`WebGPU validation failed: ${invalid.message}`);
-    const data: ArrayBuffer[] = [];
-    const maps = staging.map((s) => s.buffer.mapAsync(0x1));
-    if (queryBuffer !== null) maps.push(queryBuffer.mapAsync(0x1));
-    await guardLoss(
-      this.gpu,
-      Promise.all(maps.length > 0 ? maps : [device.queue.onSubmittedWorkDone()]),
-    );
-    const targets = await Promise.all(staging.map((s) => s.into));
-    const tRead = performance.now();
-    for (let i = 0; i < staging.length; i++) {
-      const s = staging[i]!, into = targets[i];
-      if (into !== undefined && into.byteLength !== s.size) {
-        for (const t of staging.slice(i)) t.buffer.destroy();
-        throw new RangeError(
-          `Cannot read back ${s.size} bytes into a view of ${into.byteLength} bytes`,
-        );
-      }
-      data.push(
-        into === undefined ? takeMappedRange(s.buffer, s.size) : copyMappedRange(s.buffer, into),
+    // Read-back buffers go back to the pool once read, else (on an error) are destroyed.
+    const pending = new Set(staging.map((s) => s.buffer));
+    if (queryBuffer !== null) pending.add(queryBuffer);
+    const release = (b: GPUBuffer) => {
+      pending.delete(b);
+      releaseReadback(device, b);
+    };
+    try {
+      const oom = await oomScope;
+      const invalid = await invalidScope;
+      if (oom) throw new Error(`WebGPU ran out of memory: ${oom.message}`);
+      if (invalid) throw new Error(`WebGPU validation failed: ${invalid.message}`);
+      const data: ArrayBuffer[] = [];
+      // Only the bytes read: a pooled buffer may be larger.
+      const maps = staging.map((s) => s.buffer.mapAsync(0x1, 0, Math.ceil(s.size / 4) * 4));
+      if (queryBuffer !== null) maps.push(queryBuffer.mapAsync(0x1, 0, 16 * timed));
+      await guardLoss(
+        this.gpu,
+        Promise.all(maps.length > 0 ? maps : [device.queue.onSubmittedWorkDone()]),
       );
-      s.buffer.destroy();
-    }
-    const readSeconds = (performance.now() - tRead) / 1000;
-    let gpuSeconds = NaN;
-    const phases: Record<string, number> = {};
-    if (queryBuffer !== null) {
-      const t = new BigUint64Array(queryBuffer.getMappedRange().slice(0));
-      gpuSeconds = Number(t[2 * timed - 1]! - t[0]!) / 1e9;
-      for (let i = 0; i < timed; i++) {
-        const name = this.#passes[i]!;
-        phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
+      const targets = await Promise.all(staging.map((s) => s.into));
+      const tRead = performance.now();
+      for (let i = 0; i < staging.length; i++) {
+        const s = staging[i]!, into = targets[i];
+        if (into !== undefined && into.byteLength !== s.size) {
+          throw new RangeError(
+            `Cannot read back ${s.size} bytes into a view of ${into.byteLength} bytes`,
+          );
+        }
+        data.push(
+          into === undefined ? takeMappedRange(s.buffer, s.size) : copyMappedRange(s.buffer, into),
+        );
+        release(s.buffer);
       }
-      queryBuffer.destroy();
+      const readSeconds = (performance.now() - tRead) / 1000;
+      let gpuSeconds = NaN;
+      const phases: Record<string, number> = {};
+      if (queryBuffer !== null) {
+        const t = new BigUint64Array(queryBuffer.getMappedRange(0, 16 * timed).slice(0));
+        gpuSeconds = Number(t[2 * timed - 1]! - t[0]!) / 1e9;
+        for (let i = 0; i < timed; i++) {
+          const name = this.#passes[i]!;
+          phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
+        }
+        release(queryBuffer);
+      }
+      return { data, gpuSeconds, phases, readSeconds };
+    } finally {
+      for (const b of pending) b.destroy();
+      resolve?.destroy();
+      for (const chunk of this.#chunks) chunk.buffer.destroy();
+      this.#query?.destroy();
     }
-    for (const chunk of this.#chunks) chunk.buffer.destroy();
-    this.#query?.destroy();
-    return { data, gpuSeconds, phases, readSeconds };
   }
 }
 

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { GpuBatch, uploadBuffer } from "../../kernels/backend.ts";
+import {
+  clearReadbackPool,
+  GpuBatch,
+  readbackPoolSize,
+  uploadBuffer,
+} from "../../kernels/backend.ts";
 import { testGpu } from "./_gpu.ts";
 
 Deno.test("GpuBatch.submit() reads back whole buffers, and ranges into given views or promised ones", async () => {
@@ -40,5 +45,29 @@ Deno.test("GpuBatch.submit() reads back whole buffers, and ranges into given vie
     () => wrong.submit([{ buffer: buf, offset: 0, size: 16, into: new Uint8Array(32) }]),
     RangeError,
   );
+  buf.destroy();
+});
+
+Deno.test("GpuBatch.submit() reuses its read-back buffers across submissions without growing the pool", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  clearReadbackPool(gpu);
+  const x = Uint32Array.from({ length: 1 << 16 }, (_, i) => (i * 2246822519) >>> 0);
+  const buf = uploadBuffer(gpu, x);
+  const read = async (offset: number, size: number) =>
+    (await new GpuBatch(gpu).submit([{ buffer: buf, offset, size }])).data[0]!;
+  assert.deepEqual(new Uint32Array(await read(0, x.byteLength)), x);
+  const after = readbackPoolSize(gpu);
+  assert.ok(after.buffers >= 1 && after.bytes >= x.byteLength, JSON.stringify(after));
+  // Later reads, the same size and smaller ones (into the same pooled
+  // buffer), see this submission's bytes, never a previous one's.
+  for (let rep = 0; rep < 3; rep++) {
+    const offset = 4 * 1024 * (rep + 1), size = x.byteLength - offset - 4 * rep;
+    const got = new Uint32Array(await read(offset, size));
+    assert.deepEqual(got, x.subarray(offset / 4, (offset + size) / 4));
+    assert.deepEqual(readbackPoolSize(gpu), after);
+  }
+  clearReadbackPool(gpu);
+  assert.deepEqual(readbackPoolSize(gpu), { buffers: 0, bytes: 0 });
   buf.destroy();
 });
