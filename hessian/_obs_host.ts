@@ -11,6 +11,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
 import { firstNonFinite } from "../core/_finite.ts";
 import { fail } from "./_obs_deciders.ts";
+import type { ObsResult } from "./obs.ts";
 
 /**
  * The checked inputs of an OBS solve. `original`, `cleaned` and `w` may share
@@ -141,4 +142,74 @@ export function prepareObs(
   for (let j = 0; j < n; j++) meanDiag += diag[j]!;
   meanDiag = n > 0 ? meanDiag / n : 1;
   return { original, cleaned, w, diag, deadColumns, perm, meanDiag };
+}
+
+/**
+ * The complement of a 0/1 mask (1 − b per byte), in a fresh array.
+ *
+ * @param mask 0/1 bytes.
+ * @returns 1 where `mask` is 0, 0 where it is 1.
+ */
+export function complementMask(mask: Uint8Array): Uint8Array {
+  const out = new Uint8Array(mask.length);
+  let i = 0;
+  if (mask.byteOffset % 4 === 0) {
+    // Four bytes at a time: 1 − b is b XOR 1 for b in {0, 1}.
+    const src = new Uint32Array(mask.buffer, mask.byteOffset, mask.length >>> 2);
+    const dst = new Uint32Array(out.buffer, 0, src.length);
+    for (let j = 0; j < src.length; j++) dst[j] = src[j]! ^ 0x01010101;
+    i = src.length * 4;
+  }
+  for (; i < mask.length; i++) out[i] = mask[i]! ^ 1;
+  return out;
+}
+
+/**
+ * The number of ones in a 0/1 mask.
+ *
+ * @param mask 0/1 bytes.
+ * @returns How many are 1.
+ */
+export function countOnes(mask: Uint8Array): number {
+  let count = 0, i = 0;
+  if (mask.byteOffset % 4 === 0) {
+    // The top byte of x·0x01010101 is the sum of x's four bytes (at most 4: no carry).
+    const words = new Uint32Array(mask.buffer, mask.byteOffset, mask.length >>> 2);
+    for (let j = 0; j < words.length; j++) count += Math.imul(words[j]!, 0x01010101) >>> 24;
+    i = words.length * 4;
+  }
+  for (; i < mask.length; i++) count += mask[i]!;
+  return count;
+}
+
+/**
+ * Sets a prune decider's masks on a result: the one the solver produced as
+ * a value, the complement as a getter computed on first access (each a fresh
+ * array of the result's own), and `prunedCount`.
+ *
+ * @param result The result.
+ * @param mask The solver's mask [rows, cols], original order.
+ * @param kept Whether `mask` is the keep-mask (else the pruned one).
+ * @param prunedCount The number of pruned weights.
+ */
+export function setObsMasks(
+  result: ObsResult,
+  mask: Uint8Array,
+  kept: boolean,
+  prunedCount: number,
+): void {
+  let other: Uint8Array | null = null;
+  const lazy = (): Uint8Array => other ??= complementMask(mask);
+  Object.defineProperty(result, kept ? "kept" : "pruned", {
+    value: mask,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+  Object.defineProperty(result, kept ? "pruned" : "kept", {
+    get: lazy,
+    enumerable: true,
+    configurable: true,
+  });
+  result.prunedCount = prunedCount;
 }

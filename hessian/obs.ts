@@ -21,7 +21,7 @@ import type { CompressionStats } from "../quantizers/quantized_weight.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { Hessian } from "./hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
-import { checkObsFinite, prepareObs } from "./_obs_host.ts";
+import { checkObsFinite, complementMask, countOnes, prepareObs, setObsMasks } from "./_obs_host.ts";
 import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
 import { type Backend, resolveBackend } from "../kernels/backend.ts";
 import { obsSolveGpu } from "../kernels/obs_gpu.ts";
@@ -113,6 +113,12 @@ export interface ObsOptions {
   /** Called after each block with the columns done and the total. */
   onProgress?: (done: number, total: number) => void;
   /**
+   * With a prune decider, which of the result's masks is built with it
+   * (`pruned` or `kept`); the other one is computed on first access.
+   * @default "pruned"
+   */
+  mask?: "pruned" | "kept";
+  /**
    * Where the column loop runs: "auto" (WebGPU, except for a "custom" decider, on a hardware adapter, else
    * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
    * without one). The GPU path gives the same result to float32 tolerance.
@@ -157,8 +163,16 @@ export interface ObsResult {
   zeros?: Float32Array;
   /** Group of each column [cols] (grid deciders). */
   gIdx?: Int32Array;
-  /** 1 where the weight was pruned to 0, [rows, cols] (prune deciders). */
+  /**
+   * 1 where the weight was pruned to 0, [rows, cols] (prune deciders). It and
+   * `kept` are the result's own arrays: the one the solver produced is a
+   * value, the other is computed on first access.
+   */
   pruned?: Uint8Array;
+  /** 1 where the weight was kept: the complement of `pruned` [rows, cols] (prune deciders). */
+  kept?: Uint8Array;
+  /** The number of pruned weights (prune deciders). */
+  prunedCount?: number;
   /** Loss, damping, dead columns and timings. */
   stats: ObsStats;
 }
@@ -226,7 +240,11 @@ export async function obsSolve(
     maxDampingRetries = 6,
     onProgress,
     backend = "auto",
+    mask = "pruned",
   } = options;
+  if (mask !== "pruned" && mask !== "kept") {
+    fail(`'mask' must be "pruned" or "kept": current value is ${String(mask)}`);
+  }
   if (!Number.isInteger(blockSize) || blockSize < 1) {
     fail(`'blockSize' must be a positive integer: current value is ${blockSize}`);
   }
@@ -288,6 +306,7 @@ export async function obsSolve(
       t0,
       onProgress,
       checkFinite: () => checkObsFinite(original, xtx),
+      keepMask: mask === "kept",
     });
   }
   let damping = dampRatio * meanDiag;
@@ -413,6 +432,11 @@ export async function obsSolve(
     for (let i = 0; i < n; i++) gIdx[perm[i]!] = g.gIdx[i]!;
     result.gIdx = gIdx;
   }
-  if (compiled.prune) result.pruned = unpermute(compiled.prune.pruned);
+  if (compiled.prune) {
+    const pruned = unpermute(compiled.prune.pruned);
+    const count = countOnes(pruned);
+    if (mask === "kept") setObsMasks(result, complementMask(pruned), true, count);
+    else setObsMasks(result, pruned, false, count);
+  }
   return result;
 }

@@ -9,6 +9,7 @@
 
 import { tensor } from "../core/tensor.ts";
 import type { ObsResult } from "../hessian/obs.ts";
+import { setObsMasks } from "../hessian/_obs_host.ts";
 import type { ObsGpuProblem } from "./obs_gpu.ts";
 
 /**
@@ -30,6 +31,7 @@ const EXPAND = ((): Uint32Array => {
  * @param n Columns.
  * @param perm Processing order, or null for the identity.
  * @param out Where to write (zero-filled) [rows, n], or undefined for a fresh array.
+ * @param complement Write 1 − bit (the keep-mask of a pruned-mask).
  * @returns 0/1 per weight [rows, n].
  */
 function unpackMask(
@@ -38,14 +40,16 @@ function unpackMask(
   n: number,
   perm: Int32Array | null,
   out: Uint8Array = new Uint8Array(rows * n),
+  complement = false,
 ): Uint8Array {
   const stride = Math.ceil(n / 32);
   if (perm === null && n % 32 === 0) {
     // Rows are whole words: word i fills output bytes 32i..32i+31, eight
     // aligned 4-byte writes through the table (zero words are already done).
     const out32 = new Uint32Array(out.buffer);
+    const flip = complement ? 0xffffffff : 0;
     for (let i = 0; i < words.length; i++) {
-      const x = words[i]!;
+      const x = (words[i]! ^ flip) >>> 0;
       if (x === 0) continue;
       const o = i * 8;
       let b = (x & 255) * 2;
@@ -63,15 +67,41 @@ function unpackMask(
     }
     return out;
   }
+  const flip = complement ? 0xffffffff : 0;
   for (let r = 0; r < rows; r++) {
     const wr = r * stride, row = r * n;
     for (let wi = 0; wi < stride; wi++) {
-      const x = words[wr + wi]!, c0 = wi * 32, c1 = Math.min(n, c0 + 32);
+      const x = words[wr + wi]! ^ flip, c0 = wi * 32, c1 = Math.min(n, c0 + 32);
       if (perm === null) { for (let i = c0; i < c1; i++) out[row + i] = (x >>> (i - c0)) & 1; }
       else for (let i = c0; i < c1; i++) out[row + perm[i]!] = (x >>> (i - c0)) & 1;
     }
   }
   return out;
+}
+
+/**
+ * The number of set bits among each row's first n bits of a bit mask [rows, ⌈n/32⌉].
+ *
+ * @param words Mask words.
+ * @param rows Rows.
+ * @param n Columns.
+ * @returns The count.
+ */
+function countMaskBits(words: Uint32Array, rows: number, n: number): number {
+  const stride = Math.ceil(n / 32), tail = n % 32;
+  const last = tail === 0 ? 0xffffffff : (2 ** tail - 1) >>> 0;
+  let count = 0;
+  for (let r = 0; r < rows; r++) {
+    const w0 = r * stride;
+    for (let wi = 0; wi < stride; wi++) {
+      let x = words[w0 + wi]!;
+      if (wi === stride - 1) x &= last;
+      x -= (x >>> 1) & 0x55555555;
+      x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+      count += Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
+    }
+  }
+  return count;
 }
 
 /** What the GPU submission read back, in the order obs_gpu.ts requests it. */
@@ -100,6 +130,12 @@ export interface ObsAssembleOptions {
   structure: boolean;
   /** A zero-filled array [rows, n] to unpack the mask into (else a fresh one). */
   maskOut?: Uint8Array;
+  /**
+   * Unpack the keep-mask (`kept`, with `pruned` computed on first access)
+   * rather than the pruned one (`pruned`, with `kept` on first access).
+   * @default false
+   */
+  keepMask?: boolean;
   /** A zero-filled array [rows, n] for the weights in the original order, when permuted. */
   weightOut?: Float32Array;
 }
@@ -200,13 +236,9 @@ export function assembleObsResult(
     result.gIdx = gIdxOrig;
   }
   if (o.structure) {
-    result.pruned = unpackMask(
-      new Uint32Array(out.data[next++]!),
-      rows,
-      n,
-      identity ? null : perm,
-      o.maskOut,
-    );
+    const words = new Uint32Array(out.data[next++]!), keep = o.keepMask ?? false;
+    const mask = unpackMask(words, rows, n, identity ? null : perm, o.maskOut, keep);
+    setObsMasks(result, mask, keep, countMaskBits(words, rows, n));
   }
   return result;
 }

@@ -108,6 +108,8 @@ export interface ObsGpuProblem {
    * upload (then while the GPU works). Without it, no check is made.
    */
   readonly checkFinite?: (() => void) | undefined;
+  /** Build the keep-mask (`kept`) first rather than the pruned one. */
+  readonly keepMask?: boolean | undefined;
 }
 
 /**
@@ -410,7 +412,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         gIdx,
         damping,
         structure: structure !== null,
-        ...(structure ? { maskOut: arrays[2]! } : {}),
+        ...(structure ? { maskOut: arrays[2]!, keepMask: p.keepMask ?? false } : {}),
         ...(permutedWeight ? { weightOut: new Float32Array(arrays[3]!.buffer) } : {}),
       });
       const s = result.stats;

@@ -23,7 +23,7 @@ import {
 import type { Backend } from "../kernels/backend.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
-import { checkWeight, invertMaskInPlace } from "./_common.ts";
+import { checkWeight } from "./_common.ts";
 import type { PruneResult } from "./prune_result.ts";
 import { type SparsityStructure, validateStructure } from "./structure.ts";
 
@@ -138,15 +138,15 @@ export async function sparsegpt(
       blockSize,
       dampRatio,
       backend,
+      mask: "kept",
       ...(onProgress ? { onProgress } : {}),
     });
   } catch (e) {
     checkWeight(weight, "prune with SparseGPT"); // a non-finite weight: its TypeError
     throw e;
   }
-  // res.pruned is this call's own fresh array: it becomes the keep-mask.
-  const mask = res.pruned!;
-  const prunedCount = invertMaskInPlace(mask);
+  // res.kept is this call's own fresh array.
+  const mask = res.kept!, prunedCount = res.prunedCount!;
   const result: SparseGptResult = {
     weight: res.weight,
     mask: tensor("bool", [rows, cols], mask),

@@ -8,9 +8,9 @@
  * grid codes) and SparseGPT's keep-mask. Shapes [rows, n] = [4096, 4096] and
  * [4096, 11008] (LLaMA-7B's down projection: H is 11008², 0.97 GB in float64).
  * The GPU's output is simulated: random weights, a random 50% mask, 4-bit
- * codes. "assemble and sparsegpt keep mask" is the assembly followed by the
- * keep-mask (the mask alone is its difference from "assemble pruned W and
- * mask"). The "… total" rows run every phase of one solve in sequence.
+ * codes. "assemble and sparsegpt keep mask" is the assembly with SparseGPT's
+ * keep-mask: unpacked directly (now), or the pruned mask inverted afterwards
+ * (before), whose difference from "assemble pruned W and mask" was the mask's cost. The "… total" rows run every phase of one solve in sequence.
  *
  * Run: `deno bench -A tests/hessian/obs_host_bench.ts` (needs about 3 GB of memory).
  */
@@ -80,7 +80,7 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
   const perm = Int32Array.from({ length: n }, (_, i) => i);
   const gIdx = new Uint32Array(n);
   const phases = { gpuSeconds: NaN, phases: {} };
-  const assemblePrune = (p: ObsGpuProblem) =>
+  const assemblePrune = (p: ObsGpuProblem, keepMask = false) =>
     assembleObsResult(p, perm, { data: [status, loss, wOut, maskWords.buffer], ...phases }, {
       hasGrid: false,
       cpw: 4,
@@ -88,6 +88,7 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
       gIdx,
       damping: 0.01,
       structure: true,
+      keepMask,
     });
   const assembleGrid = (p: ObsGpuProblem) =>
     assembleObsResult(p, perm, { data: [status, loss, codes.buffer, scales, zeros], ...phases }, {
@@ -129,10 +130,18 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
     },
   });
   Deno.bench({
-    name: `${group} assemble and sparsegpt keep mask`,
+    name: `${group} assemble and sparsegpt keep mask (inverted afterwards, before 2026-11-22)`,
     ...opts,
     fn: () => {
       invertMaskInPlace(assemblePrune(p0).pruned!);
+    },
+  });
+  Deno.bench({
+    name: `${group} assemble and sparsegpt keep mask (unpacked directly)`,
+    ...opts,
+    fn: () => {
+      const res = assemblePrune(p0, true);
+      if (res.kept!.length !== rows * n || !(res.prunedCount! >= 0)) throw new Error("mask");
     },
   });
   Deno.bench({
@@ -149,7 +158,8 @@ for (const [rows, n] of [[4096, 4096], [4096, 11008]] as const) {
       checkWeight(weight, "bench");
       const p = problem();
       packLowerChunks(xtx, n, () => {});
-      invertMaskInPlace(assemblePrune(p).pruned!);
+      const res = assemblePrune(p, true);
+      if (res.kept!.length !== rows * n || !(res.prunedCount! >= 0)) throw new Error("mask");
     },
   });
   Deno.bench({

@@ -3,7 +3,7 @@ import { tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
 import { hessian } from "../../hessian/hessian.ts";
 import { obsSolve } from "../../hessian/obs.ts";
-import { prepareObs } from "../../hessian/_obs_host.ts";
+import { complementMask, countOnes, prepareObs } from "../../hessian/_obs_host.ts";
 import { packLower, packLowerChunks } from "../../kernels/cholesky_kernel.ts";
 import { assembleObsResult } from "../../kernels/_obs_assemble.ts";
 import type { ObsGpuProblem } from "../../kernels/obs_gpu.ts";
@@ -157,26 +157,34 @@ Deno.test("assembleObsResult() unpacks the GPU's mask bits and weights into the 
       w.slice().buffer,
       words.buffer,
     ];
-    const res = assembleObsResult(p, order, { data, gpuSeconds: NaN, phases: {} }, {
-      hasGrid: false,
-      cpw: 4,
-      groups: 1,
-      gIdx: new Uint32Array(n),
-      damping: 0.01,
-      structure: true,
-    });
+    const assemble = (keepMask: boolean) =>
+      assembleObsResult(p, order, { data, gpuSeconds: NaN, phases: {} }, {
+        hasGrid: false,
+        cpw: 4,
+        groups: 1,
+        gIdx: new Uint32Array(n),
+        damping: 0.01,
+        structure: true,
+        keepMask,
+      });
+    const res = assemble(false), keep = assemble(true);
     assert.equal(res.stats.obsLoss, rows * 0.5);
+    let count = 0;
     for (let r = 0; r < rows; r++) {
       for (let i = 0; i < n; i++) {
         const bit = Math.floor(words[r * stride + Math.floor(i / 32)]! / 2 ** (i % 32)) % 2;
-        assert.equal(
-          res.pruned![r * n + order[i]!],
-          bit,
-          `[${rows}, ${n}] ${permuted} (${r}, ${i})`,
-        );
+        const at = `[${rows}, ${n}] ${permuted} (${r}, ${i})`;
+        assert.equal(res.pruned![r * n + order[i]!], bit, at);
+        assert.equal(res.kept![r * n + order[i]!], 1 - bit, at);
+        assert.equal(keep.kept![r * n + order[i]!], 1 - bit, at);
+        assert.equal(keep.pruned![r * n + order[i]!], bit, at);
         assert.equal(res.weight.data[r * n + order[i]!], w[r * n + i]);
+        count += bit;
       }
     }
+    // Bits past n in a row's last word are not counted.
+    assert.equal(res.prunedCount, count);
+    assert.equal(keep.prunedCount, count);
   }
 });
 
@@ -232,5 +240,17 @@ Deno.test("packLowerChunks() runs written at their offsets rebuild packLower() i
     assert.deepEqual(new Float32Array(out.data[0]!), want);
   } finally {
     buf.destroy();
+  }
+});
+
+Deno.test("complementMask() and countOnes() complement and count a 0/1 mask, for any length and offset", () => {
+  const rng = prng(10);
+  const base = Uint8Array.from({ length: 103 }, () => rng.int(2));
+  for (let offset = 0; offset < 4; offset++) {
+    for (const len of [0, 1, 3, 4, 5, 8, 63, 99]) {
+      const mask = base.subarray(offset, offset + len);
+      assert.deepEqual(Array.from(complementMask(mask)), Array.from(mask, (b) => 1 - b));
+      assert.equal(countOnes(mask), mask.reduce((s, b) => s + b, 0));
+    }
   }
 });

@@ -149,6 +149,35 @@ Deno.test("the unstructured prune decider removes exactly ⌊sparsity·rows·wid
   }
 });
 
+Deno.test("obsSolve() gives the keep-mask as the complement of the pruned one, and counts the pruned weights", async () => {
+  const big = tensor("f32", [7, 50], Float32Array.from(randn(350, prng(25))));
+  const h = hessian(tensor("f64", [100, 50], randn(5000, prng(26))));
+  const decider = { kind: "prune", structure: { kind: "unstructured", sparsity: 0.3 } } as const;
+  const a = await obsSolve(big, h, { backend: "cpu", blockSize: 16, decider, actOrder: true });
+  const b = await obsSolve(big, h, {
+    backend: "cpu",
+    blockSize: 16,
+    decider,
+    actOrder: true,
+    mask: "kept",
+  });
+  let count = 0;
+  for (let i = 0; i < 350; i++) {
+    count += a.pruned![i]!;
+    assert.equal(a.weight.data[i] === 0 || a.pruned![i] === 0, true);
+  }
+  assert.equal(a.prunedCount, count);
+  assert.equal(b.prunedCount, count);
+  const complement = a.pruned!.map((v) => 1 - v);
+  assert.deepEqual(a.kept, complement);
+  assert.deepEqual(b.kept, complement);
+  assert.deepEqual(b.pruned, a.pruned);
+  await assert.rejects(
+    () => obsSolve(big, h, { decider, mask: "both" as "kept" }),
+    RangeError,
+  );
+});
+
 Deno.test("the N:M prune decider keeps n of every m weights in each row, and joint mode lands on the grid", async () => {
   const big = tensor("f32", [8, 32], Float32Array.from(randn(256, prng(17))));
   const h = hessian(tensor("f64", [64, 32], randn(2048, prng(18))));

@@ -117,6 +117,14 @@ for (const c of cases) {
       }
       assert.equal(count, countCpu, "exactly the same number of weights pruned");
       assert.ok(same >= 0.995 * cpu.pruned.length, `masks: ${cpu.pruned.length - same} differ`);
+      // The keep-mask, unpacked directly or computed from the pruned one.
+      assert.equal(res.prunedCount, count);
+      const complement = res.pruned!.map((b) => 1 - b);
+      assert.deepEqual(res.kept, complement);
+      const keep = await obsSolve(weight, h, { ...opts, backend: "webgpu", mask: "kept" });
+      assert.equal(keep.prunedCount, count);
+      assert.deepEqual(keep.kept, complement);
+      assert.deepEqual(keep.pruned, res.pruned);
     }
   });
 }
