@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { pagedArrays, pagingOptions, touchPages } from "../../kernels/_paged_arrays.ts";
+import {
+  pagedArrays,
+  pagingOptions,
+  stopPagingWorker,
+  touchPages,
+} from "../../kernels/_paged_arrays.ts";
 
 function assertZeroArrays(arrays: Uint8Array[], sizes: number[]): void {
   assert.equal(arrays.length, sizes.length);
@@ -27,6 +32,22 @@ Deno.test("pagedArrays() gives zero-filled arrays of the asked sizes, on a worke
     }
   }
   pagingOptions.worker = true;
+  stopPagingWorker();
+});
+
+Deno.test("pagedArrays() serves overlapping and consecutive requests from one worker", async () => {
+  pagingOptions.worker = true;
+  const a = [20 << 20, 13 << 20], b = [33 << 20, 8], c = [34 << 20];
+  const [pa, pb] = [pagedArrays(a), pagedArrays(b)];
+  const [ra, rb] = await Promise.all([pa.ready, pb.ready]);
+  assertZeroArrays(ra, a);
+  assertZeroArrays(rb, b);
+  assertZeroArrays(await pagedArrays(c).ready, c);
+  // Stopped with a request in flight: it is served on this thread.
+  const pending = pagedArrays(a);
+  stopPagingWorker();
+  assertZeroArrays(await pending.ready, a);
+  stopPagingWorker();
 });
 
 Deno.test("touchPages() leaves a zero array zero", () => {
