@@ -468,9 +468,12 @@ export function encodeObsLoop(
   const bs = spec.blockSize;
   const gpu = batch.gpu;
   const key = `obs-block:${JSON.stringify(spec)}`;
-  const block = cachedPipeline(gpu, key, () => obsBlockWgsl(spec));
+  // Uniforms with dynamic offsets: each kernel's dispatches share one bind
+  // group (the unstructured selection records 12 dispatches per block).
+  const dynamicUniforms = { dynamicUniforms: true };
+  const block = cachedPipeline(gpu, key, () => obsBlockWgsl(spec), dynamicUniforms);
   const sel = (e: Parameters<typeof obsSelectWgsl>[0]) =>
-    cachedPipeline(gpu, `obs-select:${e}:${bs}`, () => obsSelectWgsl(e, bs));
+    cachedPipeline(gpu, `obs-select:${e}:${bs}`, () => obsSelectWgsl(e, bs), dynamicUniforms);
   const names = obsBlockBindings(spec);
   for (let i1 = 0; i1 < n; i1 += bs) {
     const i2 = Math.min(n, i1 + bs), width = i2 - i1;

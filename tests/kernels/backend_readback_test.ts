@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  cachedPipeline,
   clearReadbackPool,
   GpuBatch,
   readbackPoolSize,
@@ -70,4 +71,34 @@ Deno.test("GpuBatch.submit() reuses its read-back buffers across submissions wit
   clearReadbackPool(gpu);
   assert.deepEqual(readbackPoolSize(gpu), { buffers: 0, bytes: 0 });
   buf.destroy();
+});
+
+Deno.test("dispatches of a pipeline with dynamic uniform offsets share bind groups and see their own uniforms", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const wgsl = () => `
+struct P { i: u32, v: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> add: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(1) fn main() { out[p.i] = p.v + add[0]; }`;
+  // More dispatches than one uniform arena holds (1024 slots).
+  const count = 1100;
+  for (const dynamicUniforms of [true, false]) {
+    const pipe = cachedPipeline(gpu, "test-dynamic-uniforms", wgsl, { dynamicUniforms });
+    const add = uploadBuffer(gpu, new Uint32Array([7]));
+    const out = uploadBuffer(gpu, new Uint32Array(count));
+    const batch: GpuBatch = new GpuBatch(gpu);
+    for (let i = 0; i < count; i++) {
+      batch.dispatch(pipe, [batch.uniform([{ u32: i }, { u32: 3 * i }]), add, out], [1]);
+    }
+    assert.equal(batch.bindGroups, dynamicUniforms ? 2 : count);
+    const { data } = await batch.submit([out]);
+    assert.deepEqual(
+      new Uint32Array(data[0]!),
+      Uint32Array.from({ length: count }, (_, i) => 3 * i + 7),
+    );
+    add.destroy();
+    out.destroy();
+  }
 });
