@@ -260,7 +260,7 @@ export function encodeUpperCholeskyOfInverse(
   n: number,
 ): void {
   const gpu = batch.gpu;
-  const block = cachedPipeline(gpu, "cholesky-block", choleskyBlockWgsl);
+  const block = cachedPipeline(gpu, "cholesky-block", choleskyBlockWgsl, { dynamicUniforms: true });
   const nb = CHOLESKY_PANEL;
   for (let p = 0; p < n; p += nb) {
     const b = Math.min(nb, n - p);

@@ -254,7 +254,7 @@ export function encodeGemm(
   }
   if (m === 0 || n === 0) return;
   const key = `gemm:${JSON.stringify(spec)}`;
-  const pipeline = cachedPipeline(batch.gpu, key, () => gemmWgsl(spec));
+  const pipeline = cachedPipeline(batch.gpu, key, () => gemmWgsl(spec), { dynamicUniforms: true });
   const { bm, bn } = tileOf(spec);
   const resources: (GPUBuffer | GPUBufferBinding)[] = [ops.c];
   if (ops.a) resources.push(ops.a);
