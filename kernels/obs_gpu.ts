@@ -14,8 +14,11 @@
  *
  * Wall time: on the GPU machine the host's first touch of fresh memory costs
  * about 3 µs per 4 KiB page, so the arrays that receive the results get their
- * pages mapped by a worker thread meanwhile (_paged_arrays.ts), and the
- * read-back copies into them in chunks.
+ * pages mapped by a worker thread meanwhile (_paged_arrays.ts; one worker
+ * serves consecutive solves), and the read-back copies into them in chunks
+ * from read-back buffers that later solves reuse (backend.ts). The loop's
+ * kernels take their uniforms at dynamic offsets, so its hundreds of
+ * dispatches share a few bind groups.
  *
  * Differences from the CPU path, all within float32 rounding: U is computed
  * in float32 (the CPU uses float64), so near-ties of a decision (a rounding
