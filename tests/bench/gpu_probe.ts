@@ -14,7 +14,9 @@
  * - uploads of 485 MB (one writeBuffer, 16 MB writeBuffer chunks, and a
  *   buffer mapped at creation).
  *
- * Run on the GPU machine: `deno run -A tests/bench/gpu_probe.ts`.
+ * Run on the GPU machine: `deno run -A tests/bench/gpu_probe.ts [floor] [fma] [read]
+ * [readback] [upload]` (all sections when none is named; `--small` for a quick
+ * check on a software adapter).
  *
  * @module
  */
@@ -61,8 +63,12 @@ async function perCall(
   return out[1]!;
 }
 
+// Sections to run: all, or those named (floor, fma, read, readback, upload).
+const named = Deno.args.filter((a) => !a.startsWith("--"));
+const want = (section: string) => named.length === 0 || named.includes(section);
+
 // 1. Dispatch floor.
-{
+if (want("floor")) {
   const code = `@group(0) @binding(0) var<storage, read_write> y: array<u32>;
 @compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) g: vec3u) {
   if (g.x == 0u) { y[0] = y[0] + 1u; }
@@ -85,7 +91,7 @@ async function perCall(
 }
 
 // 1b. Arithmetic peak: independent FMA chains per thread, f32 and (with shader-f16) vec2<f16>.
-if (!Deno.args.includes("--no-fma")) {
+if (want("fma")) {
   const chains = 8, iters = small ? 16 : 4096, groups = small ? 4 : 132 * 64, wg = 256;
   for (const type of gpu.f16 ? ["f32", "vec2<f16>", "vec4<f16>"] : ["f32"]) {
     const lanes = type === "f32" ? 1 : type === "vec2<f16>" ? 2 : 4;
@@ -114,7 +120,7 @@ ${Array.from({ length: chains }, (_, c) => `  t += a${c};`).join("\n")}
 }
 
 // 2. Plain read bandwidth over rotating buffers, and a copy kernel.
-{
+if (want("read")) {
   const read = (wg: number, per: number) =>
     `@group(0) @binding(0) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read_write> y: array<u32>;
@@ -186,7 +192,7 @@ ${Array.from({ length: per }, (_, u) => `    acc ^= v${u};`).join("\n")}
 }
 
 // 3. Read-back of 180 MB.
-{
+if (want("readback")) {
   const bytes = (small ? 64 : 11008) * 4096 * 4;
   const src = storageBuffer(gpu, bytes);
   for (const chunk of [bytes, 16 * 1024 * 1024, 64 * 1024 * 1024].map((c) => Math.min(c, bytes))) {
@@ -229,7 +235,7 @@ ${Array.from({ length: per }, (_, u) => `    acc ^= v${u};`).join("\n")}
 }
 
 // 4. Uploads of 485 MB.
-{
+if (want("upload")) {
   const n = small ? 1024 : 11008;
   const bytes = n * n * 4;
   const data = new Float32Array(n * n).fill(1.5);
