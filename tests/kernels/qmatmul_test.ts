@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
 import {
+  checkQmatmulSpec,
+  destroyPackedWeight,
   encodeQmatmul,
   qmatmul,
   qmatmulDenseReference,
+  qmatmulExactZeros,
   qmatmulReference,
+  qmatmulSpec,
   qmatmulWgsl,
+  qmatmulWorkgroupBytes,
   uploadPackedWeight,
 } from "../../kernels/qmatmul_kernel.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
@@ -61,25 +66,78 @@ Deno.test("qmatmul kernel matches its CPU reference for every width, group layou
   }
 });
 
-Deno.test("every qmatmul kernel variant (teams, row tiles, unrolling, batch tiles) gives the same product", async () => {
+Deno.test("every qmatmul kernel variant (teams, row tiles, steps, prefetch, staged x, dequantization, reduction, batch tiles) gives the same product", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
-  const q = randomQuantized(70, 320, 4, 64, 7);
-  const p = packWeights(q);
-  const w = uploadPackedWeight(gpu, p);
-  const m = 5;
-  const x = randomX(m, 320, 8, "f32");
-  const expected = qmatmulReference(x, p).data;
   const variants = [
-    { warps: 1, rowTiles: 1, unroll: 1, batch: 5 },
-    { warps: 4, rowTiles: 2, unroll: 2, batch: 2 },
-    { warps: 2, rowTiles: 4, unroll: 1, batch: 3 },
-    { warps: 32, rowTiles: 1, unroll: 4, batch: 1 },
-  ];
-  for (const variant of variants) {
-    const y = await qmatmul(x, w, { backend: "webgpu", variant });
-    const err = relError(y.data, expected);
-    assert(err < 1e-5, `${JSON.stringify(variant)}: relative error ${err}`);
+    { warps: 1, rowTiles: 1, unroll: 1, batch: 5, prefetch: false, sharedX: false, reduce: "tree" },
+    { warps: 4, rowTiles: 2, unroll: 2, batch: 2, prefetch: true, sharedX: true, reduce: "flat" },
+    { warps: 2, rowTiles: 4, unroll: 1, batch: 3, prefetch: true, sharedX: false, reduce: "tree" },
+    { warps: 32, rowTiles: 1, unroll: 4, batch: 1, prefetch: false, sharedX: true, reduce: "flat" },
+    { warps: 8, rowTiles: 1, unroll: 4, batch: 4, prefetch: true, sharedX: false, reduce: "flat" },
+  ] as const;
+  let seed = 7;
+  for (const bits of [2, 3, 4, 8]) {
+    // 320 columns in groups of 64 (two chunks each: unroll 4 is lowered to 2).
+    const p = packWeights(randomQuantized(70, 320, bits, 64, seed++), { scaleType: "f32" });
+    const w = uploadPackedWeight(gpu, p);
+    const m = 5;
+    const x = randomX(m, 320, seed++, "f32");
+    const expected = qmatmulReference(x, p).data;
+    for (const [i, variant] of variants.entries()) {
+      const dequant = (i + bits) % 2 === 0 ? "exact" : "fma";
+      const y = await qmatmul(x, w, { backend: "webgpu", variant: { ...variant, dequant } });
+      const err = relError(y.data, expected);
+      assert(
+        err < 1e-5,
+        `${bits} bits ${dequant} ${JSON.stringify(variant)}: relative error ${err}`,
+      );
+    }
+    destroyPackedWeight(w);
+  }
+});
+
+Deno.test("qmatmul dequantizes fractional zero points with the FMA path and refuses the exact one", async () => {
+  const q = randomQuantized(40, 128, 4, 32, 21);
+  const frac = { ...q, zeros: q.zeros.map((z) => z + 0.375) };
+  const p = packWeights(frac, { scaleType: "f32" });
+  assert.equal(qmatmulExactZeros(p), false);
+  assert.equal(qmatmulSpec(p, 1).dequant, "fma");
+  assert.equal(qmatmulExactZeros(packWeights(q)), true);
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const x = randomX(2, 128, 22, "f32");
+  const y = await qmatmul(x, p, { backend: "webgpu" });
+  const err = relError(y.data, qmatmulReference(x, p).data);
+  assert(err < 1e-5, `relative error ${err}`);
+  await assert.rejects(
+    () => qmatmul(x, p, { backend: "webgpu", variant: { dequant: "exact" } }),
+    RangeError,
+  );
+});
+
+Deno.test("the default qmatmul specialization is valid and within the device limits for every shape and batch", () => {
+  for (
+    const [rows, cols, bits, groupSize] of [[45, 256, 4, 32], [4096, 4096, 4, 128], [
+      33,
+      200,
+      3,
+      -1,
+    ]] as const
+  ) {
+    const p = packWeights(randomQuantized(rows, cols, bits, groupSize, 31));
+    for (const limits of [{}, { workgroupBytes: 49152, invocations: 1024 }]) {
+      for (let m = 1; m <= 130; m += m < 20 ? 1 : 37) {
+        const spec = qmatmulSpec(p, m, limits);
+        checkQmatmulSpec(spec);
+        assert(
+          qmatmulWorkgroupBytes(spec) <= (limits.workgroupBytes ?? 16384),
+          JSON.stringify(spec),
+        );
+        assert(spec.warps * 32 <= (limits.invocations ?? 256), JSON.stringify(spec));
+        assert(spec.batch <= m && spec.chunks === p.paddedCols / 32, JSON.stringify(spec));
+      }
+    }
   }
 });
 
@@ -108,14 +166,22 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
     bits: 4,
     scaleType: "f16",
     zeros: true,
+    chunks: 8,
+    groupChunks: 2,
     rowTiles: 1,
     warps: 8,
     batch: 1,
     unroll: 1,
+    prefetch: true,
+    sharedX: false,
+    dequant: "fma",
+    reduce: "tree",
   } as const;
   assert.throws(() => qmatmulWgsl({ ...spec, bits: 5 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, batch: 17 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 3 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...spec, unroll: 4 }), RangeError); // 4 does not divide 2
+  assert.throws(() => qmatmulWgsl({ ...spec, groupChunks: 3 }), RangeError);
   const gpu = await testGpu();
   if (!gpu) return;
   // A column map needs a scratch buffer for the gathered x.

@@ -1,0 +1,490 @@
+/**
+ * WGSL generators of the packed low-bit matmul y = x·Ŵᵀ (see
+ * `qmatmul_kernel.ts` for the dispatcher and the CPU reference, and
+ * `quantizers/pack.ts` for the "rowtile32" layout they read).
+ *
+ * ## Work split
+ *
+ * A workgroup owns `rowTiles` tiles of 32 weight rows and `batch` rows of x,
+ * and all of K: lane l of each 32-thread team owns row l of every tile, so a
+ * team's load of one chunk is 32·b contiguous words. The K chunks are cut
+ * into steps of `unroll` consecutive chunks that never cross a group (one
+ * scale and zero point load per step); the `warps` teams take steps in turn
+ * and add their partial sums in workgroup memory at the end. With
+ * `prefetch`, the words and scales of a team's next step are loaded before
+ * the current step is used (software pipelining), so two steps of loads are
+ * in flight per thread. x is read with broadcast loads (every lane of a team
+ * reads the same address) from global memory, or from a copy of the
+ * workgroup's x rows staged in workgroup memory once (`sharedX`).
+ *
+ * ## Dequantization
+ *
+ * - `"fma"`: the code is moved to the top mantissa bits of 1.0
+ *   (f = 1 + q/2^b, exact) and ŵ = fma(f, s·2^b, −(s·z + s·2^b)) = s·(q − z);
+ *   one shift, one mask-and-or and one FMA per code, then one FMA per x row.
+ * - `"exact"` (integer zero points in [−2^b, 2^b] only): the code is masked in
+ *   place, at bit offset p ∈ {0, b, 2b, …} after at most a shift per few
+ *   codes, into the mantissa of 1.0: f = 1 + q·2^(p−23). Then
+ *   d = f − (1 + z·2^(p−23)) = (q − z)·2^(p−23) exactly (both operands lie
+ *   in [1, 2], Sterbenz), and the products d·x go to one accumulator per bit
+ *   offset, which the end of the step scales by 2^(23−p) and s. One
+ *   mask-and-or and one subtraction per code, then one FMA per x row.
+ *
+ * Both keep every product of a code and an activation exact up to the one
+ * rounding of its f32 accumulation.
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import { PACK_TILE, PACKED_BITS } from "../quantizers/pack.ts";
+
+/** Specialization of {@linkcode qmatmulWgsl}. */
+export interface QmatmulSpec {
+  /** Bits per code: 2, 3, 4 or 8. */
+  readonly bits: number;
+  /** Storage of scales and zero points. */
+  readonly scaleType: "f16" | "f32";
+  /** Per-group zero points are stored (else one common zero point, a uniform). */
+  readonly zeros: boolean;
+  /** Chunks of 32 packed columns per row (C = Kp/32). */
+  readonly chunks: number;
+  /** Chunks per group (Gp/32); divides `chunks`. */
+  readonly groupChunks: number;
+  /** 32-row tiles per workgroup (weight rows per thread): 1, 2 or 4. */
+  readonly rowTiles: number;
+  /** 32-thread teams splitting K (workgroup size 32·warps): 1, 2, 4, 8, 16 or 32. */
+  readonly warps: number;
+  /** Rows of x per thread (batch tile): 1–16. */
+  readonly batch: number;
+  /** Consecutive chunks per step: 1, 2 or 4, dividing `groupChunks`. */
+  readonly unroll: number;
+  /** Loads of the next step are issued before the current step is used. */
+  readonly prefetch: boolean;
+  /** The workgroup's x rows are staged in workgroup memory (else read from global memory). */
+  readonly sharedX: boolean;
+  /** Dequantization (see the module docs): "exact" needs integer zero points in [−2^bits, 2^bits]. */
+  readonly dequant: "fma" | "exact";
+  /**
+   * Cross-team sums: "tree" (halving, log2(warps) barriers) or "flat" (one
+   * barrier, the first team adds the others' sums in order).
+   */
+  readonly reduce: "tree" | "flat";
+}
+
+/** Specialization of {@linkcode qmatmulGatherWgsl}. */
+export interface QmatmulGatherSpec {
+  /** Storage of x. */
+  readonly input: "f32" | "f16";
+  /** Columns are read through the column map (else packed column j is column j). */
+  readonly gather: boolean;
+}
+
+/** 32-bit words per chunk per array element of the code words, by width. */
+const WORDS_TYPE: Record<number, string> = {
+  2: "vec2<u32>",
+  3: "u32",
+  4: "vec4<u32>",
+  8: "vec4<u32>",
+};
+
+/**
+ * Throws a `RangeError` naming the first invalid field of a specialization.
+ *
+ * @param spec The specialization.
+ */
+export function checkQmatmulSpec(spec: QmatmulSpec): void {
+  const bad = (name: string, v: unknown, what: string): never => {
+    throw new RangeError(
+      `Cannot build a qmatmul kernel as '${name}' must be ${what}: current value is ${String(v)}`,
+    );
+  };
+  if (!PACKED_BITS.includes(spec.bits)) bad("bits", spec.bits, "2, 3, 4 or 8");
+  if (spec.scaleType !== "f16" && spec.scaleType !== "f32") {
+    bad("scaleType", spec.scaleType, '"f16" or "f32"');
+  }
+  if (!Number.isInteger(spec.chunks) || spec.chunks < 1) {
+    bad("chunks", spec.chunks, "a positive integer");
+  }
+  if (
+    !Number.isInteger(spec.groupChunks) || spec.groupChunks < 1 ||
+    spec.chunks % spec.groupChunks !== 0
+  ) {
+    bad("groupChunks", spec.groupChunks, `a positive divisor of chunks (${spec.chunks})`);
+  }
+  if (![1, 2, 4].includes(spec.rowTiles)) bad("rowTiles", spec.rowTiles, "1, 2 or 4");
+  if (![1, 2, 4, 8, 16, 32].includes(spec.warps)) bad("warps", spec.warps, "1, 2, 4, 8, 16 or 32");
+  if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 16) {
+    bad("batch", spec.batch, "an integer in [1, 16]");
+  }
+  if (![1, 2, 4].includes(spec.unroll) || spec.groupChunks % spec.unroll !== 0) {
+    bad("unroll", spec.unroll, `1, 2 or 4 and divide groupChunks (${spec.groupChunks})`);
+  }
+  if (typeof spec.prefetch !== "boolean") bad("prefetch", spec.prefetch, "a boolean");
+  if (typeof spec.sharedX !== "boolean") bad("sharedX", spec.sharedX, "a boolean");
+  if (spec.dequant !== "fma" && spec.dequant !== "exact") {
+    bad("dequant", spec.dequant, '"fma" or "exact"');
+  }
+  if (spec.reduce !== "tree" && spec.reduce !== "flat") {
+    bad("reduce", spec.reduce, '"tree" or "flat"');
+  }
+}
+
+/** Teams' worth of partial sums the cross-team reduction keeps in workgroup memory. */
+function reduceSlots(spec: QmatmulSpec): number {
+  return spec.warps === 1 ? 0 : spec.reduce === "flat" ? spec.warps - 1 : spec.warps / 2;
+}
+
+/**
+ * Workgroup memory (bytes) a specialization needs: the staged x rows and the
+ * cross-team partial sums.
+ *
+ * @param spec The specialization.
+ * @returns Bytes.
+ */
+export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
+  const red = reduceSlots(spec) * spec.rowTiles * spec.batch * PACK_TILE * 4;
+  return red + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
+}
+
+/**
+ * WGSL expression of code `i` of a chunk (words `w0…w{b−1}`) as the f32
+ * 1 + q/2^b: the code's bits moved to mantissa bits [23−b, 23).
+ */
+function codeAsFloat(bits: number, i: number, word: (j: number) => string): string {
+  const s = i * bits, j = s >>> 5, off = s & 31, target = 23 - bits;
+  let moved: string;
+  if (off + bits <= 32) {
+    const shift = target - off;
+    moved = shift > 0
+      ? `(${word(j)} << ${shift}u)`
+      : shift < 0
+      ? `(${word(j)} >> ${-shift}u)`
+      : word(j);
+  } else {
+    moved = `(((${word(j)} >> ${off}u) | (${word(j + 1)} << ${32 - off}u)) << ${target}u)`;
+  }
+  const mask = (((1 << bits) - 1) << target) >>> 0;
+  return `bitcast<f32>((${moved} & ${mask}u) | 0x3f800000u)`;
+}
+
+/**
+ * Bit offsets per "exact" accumulator: codes are read at offsets
+ * p ∈ {0, b, …, (A−1)·b} (p + b ≤ 16), A = 16/b (4 for 3 bits).
+ */
+function exactSpan(bits: number): number {
+  return bits === 3 ? 12 : 16;
+}
+
+/**
+ * WGSL expression of code `i` of a chunk as f = 1 + q·2^(p−23), with the
+ * index a of its accumulator (p = a·b).
+ */
+function codeInPlace(
+  bits: number,
+  i: number,
+  word: (j: number) => string,
+): { expr: string; acc: number } {
+  const span = exactSpan(bits);
+  const s = i * bits, j = s >>> 5, off = s & 31;
+  const mask = (1 << bits) - 1;
+  if (off + bits > 32) {
+    const moved = `((${word(j)} >> ${off}u) | (${word(j + 1)} << ${32 - off}u))`;
+    return { expr: `bitcast<f32>((${moved} & ${mask}u) | 0x3f800000u)`, acc: 0 };
+  }
+  // Offset of the first code that starts in word j.
+  const base = (Math.ceil((32 * j) / bits) * bits) - 32 * j;
+  const p = (off - base) % span, shift = off - p;
+  const src = shift === 0 ? word(j) : `(${word(j)} >> ${shift}u)`;
+  return {
+    expr: `bitcast<f32>((${src} & ${(mask << p) >>> 0}u) | 0x3f800000u)`,
+    acc: p / bits,
+  };
+}
+
+/**
+ * WGSL of the product for one specialization. Bindings: 0 = y (f32 [M, N],
+ * read-write), 1 = x (f32 [M, Kp] as chunks of 8 vec4s), 2 = code words,
+ * 3 = scales, then 4 = zero points when `zeros`, then the uniform parameters
+ * {M, N, Np, zero}.
+ *
+ * @param spec The specialization.
+ * @returns WGSL source with entry point `main`.
+ */
+export function qmatmulWgsl(spec: QmatmulSpec): string {
+  checkQmatmulSpec(spec);
+  const {
+    bits,
+    scaleType,
+    zeros,
+    chunks: C,
+    groupChunks: CPG,
+    rowTiles: R,
+    warps: W,
+    batch: BM,
+    unroll: U,
+    prefetch,
+    sharedX,
+    dequant,
+  } = spec;
+  const T = PACK_TILE;
+  const steps = C / U;
+  const exact = dequant === "exact";
+  const A = exact ? exactSpan(bits) / bits : 1; // accumulators per output and step ("exact")
+  // Independent partial sums per output ("fma"), so FMA chains overlap when a thread has few outputs.
+  const P = exact ? 1 : BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
+  const wpc = bits === 3 ? 3 : bits === 8 ? 2 : 1; // array elements per chunk
+  const lines: string[] = [];
+  const emit = (s: string) => lines.push(s);
+  const xs = "xyzw";
+
+  emit(`struct Params { M: u32, N: u32, Np: u32, zero: f32 }`);
+  emit(`@group(0) @binding(0) var<storage, read_write> Y: array<f32>;`);
+  emit(`@group(0) @binding(1) var<storage, read> X: array<array<vec4<f32>, 8>>;`);
+  emit(`@group(0) @binding(2) var<storage, read> Wq: array<${WORDS_TYPE[bits]}>;`);
+  emit(
+    `@group(0) @binding(3) var<storage, read> S: array<${scaleType === "f16" ? "u32" : "f32"}>;`,
+  );
+  if (zeros) {
+    emit(
+      `@group(0) @binding(4) var<storage, read> Z: array<${scaleType === "f16" ? "u32" : "f32"}>;`,
+    );
+  }
+  emit(`@group(0) @binding(${zeros ? 5 : 4}) var<uniform> p: Params;`);
+  if (W > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * T}>;`);
+  if (sharedX) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
+  emit(`@compute @workgroup_size(${W * T})`);
+  emit(`fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {`);
+  emit(`  let lane = t % ${T}u;`);
+  emit(`  let warp = t / ${T}u;`);
+  emit(`  let odd = (lane & 1u) == 1u;`);
+  emit(`  let tile0 = wg.x * ${R}u;`);
+  emit(`  let m0 = wg.y * ${BM}u;`);
+  for (let r = 0; r < R; r++) emit(`  let n${r} = (tile0 + ${r}u) * ${T}u + lane;`);
+  for (let m = 0; m < BM; m++) emit(`  let xr${m} = min(m0 + ${m}u, p.M - 1u) * ${C}u;`);
+  // x rows into workgroup memory (after the first loads of weights are issued, with prefetch).
+  const stage = () => {
+    if (!sharedX) return;
+    emit(`  for (var i = t; i < ${BM * C * 8}u; i += ${W * T}u) {`);
+    emit(`    let m = i / ${C * 8}u;`);
+    emit(`    let j = i - m * ${C * 8}u;`);
+    emit(`    xs[m * ${C}u + j / 8u][j % 8u] = X[min(m0 + m, p.M - 1u) * ${C}u + j / 8u][j % 8u];`);
+    emit(`  }`);
+    emit(`  workgroupBarrier();`);
+  };
+  for (let r = 0; r < R; r++) {
+    for (let m = 0; m < BM; m++) {
+      for (let q = 0; q < P; q++) emit(`  var a${r}_${m}_${q} = 0.0;`);
+    }
+  }
+
+  // Raw loads of one step (st): words v{u}_{r}_{l} and metadata s{r}/z{r} (raw u32 pairs for f16).
+  const loadNames: string[] = [];
+  const loads = (st: string, indent: string, assign: boolean) => {
+    const decl = (name: string, type: string, value: string) => {
+      if (assign) emit(`${indent}${name} = ${value};`);
+      else {
+        emit(`${indent}var ${name}: ${type} = ${value};`);
+        loadNames.push(name);
+      }
+    };
+    const g = `((${st}) / ${CPG / U}u)`;
+    for (let r = 0; r < R; r++) {
+      const mi = `${g} * p.Np + n${r}`;
+      const meta = scaleType === "f16" ? "u32" : "f32";
+      const idx = scaleType === "f16" ? `(${mi}) >> 1u` : mi;
+      decl(`ms${r}`, meta, `S[${idx}]`);
+      if (zeros) decl(`mz${r}`, meta, `Z[${idx}]`);
+    }
+    for (let u = 0; u < U; u++) {
+      for (let r = 0; r < R; r++) {
+        const chunk = `((tile0 + ${r}u) * ${C}u + (${st}) * ${U}u + ${u}u) * ${T}u + lane`;
+        for (let l = 0; l < wpc; l++) {
+          decl(
+            `v${u}_${r}_${l}`,
+            WORDS_TYPE[bits]!,
+            wpc === 1 ? `Wq[${chunk}]` : `Wq[(${chunk}) * ${wpc}u + ${l}u]`,
+          );
+        }
+      }
+    }
+  };
+  // Word j of chunk u of row tile r, as a WGSL expression over the loaded values.
+  const word = (u: number, r: number) => (j: number): string => {
+    if (bits === 3) return `v${u}_${r}_${j}`;
+    if (bits === 2) return `v${u}_${r}_0.${xs[j]}`;
+    return `v${u}_${r}_${j >> 2}.${xs[j & 3]}`;
+  };
+  // The dot products of one step (st) with x, added into the a… accumulators.
+  const compute = (st: string, indent: string) => {
+    for (let r = 0; r < R; r++) {
+      const unpack = (v: string) => `select(unpack2x16float(${v}).x, unpack2x16float(${v}).y, odd)`;
+      emit(`${indent}let s${r} = ${scaleType === "f16" ? unpack(`ms${r}`) : `ms${r}`};`);
+      emit(
+        `${indent}let z${r} = ${
+          zeros ? (scaleType === "f16" ? unpack(`mz${r}`) : `mz${r}`) : "p.zero"
+        };`,
+      );
+      if (exact) {
+        for (let a = 0; a < A; a++) {
+          emit(`${indent}let cz${r}_${a} = fma(z${r}, ${2 ** (a * bits - 23)}, 1.0);`);
+          for (let m = 0; m < BM; m++) emit(`${indent}var e${r}_${m}_${a} = 0.0;`);
+        }
+      } else {
+        emit(`${indent}let sc${r} = s${r} * ${1 << bits}.0;`);
+        emit(`${indent}let of${r} = -fma(s${r}, z${r}, sc${r});`);
+      }
+    }
+    for (let u = 0; u < U; u++) {
+      emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
+      for (let i4 = 0; i4 < T / 4; i4++) {
+        for (let m = 0; m < BM; m++) {
+          const src = sharedX ? `xs[${m * C}u + c${u}]` : `X[xr${m} + c${u}]`;
+          emit(`${indent}let x${u}_${i4}_${m} = ${src}[${i4}];`);
+        }
+        for (let r = 0; r < R; r++) {
+          for (let e = 0; e < 4; e++) {
+            const i = i4 * 4 + e;
+            if (exact) {
+              const { expr, acc } = codeInPlace(bits, i, word(u, r));
+              emit(`${indent}{ let d = ${expr} - cz${r}_${acc};`);
+              for (let m = 0; m < BM; m++) {
+                const e2 = `e${r}_${m}_${acc}`;
+                emit(`${indent}  ${e2} = fma(d, x${u}_${i4}_${m}.${xs[e]}, ${e2});`);
+              }
+            } else {
+              const f = codeAsFloat(bits, i, word(u, r));
+              emit(`${indent}{ let q = fma(${f}, sc${r}, of${r});`);
+              for (let m = 0; m < BM; m++) {
+                const acc = `a${r}_${m}_${i % P}`;
+                emit(`${indent}  ${acc} = fma(q, x${u}_${i4}_${m}.${xs[e]}, ${acc});`);
+              }
+            }
+            emit(`${indent}}`);
+          }
+        }
+      }
+    }
+    if (exact) {
+      for (let r = 0; r < R; r++) {
+        for (let m = 0; m < BM; m++) {
+          let v = `e${r}_${m}_0 * ${2 ** 23}.0`;
+          for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (23 - a * bits)}.0, ${v})`;
+          emit(`${indent}a${r}_${m}_0 = fma(s${r}, ${v}, a${r}_${m}_0);`);
+        }
+      }
+    }
+  };
+
+  if (prefetch) {
+    // Software pipelining: the loads of step st + W are in flight while step st is used.
+    loads(`min(warp, ${steps - 1}u)`, "  ", false);
+    stage();
+    emit(`  for (var st = warp; st < ${steps}u; st += ${W}u) {`);
+    const cur = loadNames.map((n) => `    let ${n}c = ${n};`);
+    lines.push(...cur);
+    loads(`min(st + ${W}u, ${steps - 1}u)`, "    ", true);
+    // compute() reads the current values under the plain names: shadow them.
+    emit(`    {`);
+    for (const n of loadNames) emit(`      let ${n} = ${n}c;`);
+    compute("st", "      ");
+    emit(`    }`);
+    emit(`  }`);
+  } else {
+    stage();
+    emit(`  for (var st = warp; st < ${steps}u; st += ${W}u) {`);
+    loads("st", "    ", false);
+    compute("st", "    ");
+    emit(`  }`);
+  }
+  for (let r = 0; r < R; r++) {
+    for (let m = 0; m < BM; m++) {
+      const parts = Array.from({ length: P }, (_, q) => `a${r}_${m}_${q}`);
+      emit(`  var a${r}_${m} = ${parts.join(" + ")};`);
+    }
+  }
+  const per = R * BM * T;
+  if (spec.reduce === "flat" && W > 1) {
+    // Every team but the first hands its sums over at once; the first adds them in team order.
+    emit(`  if (warp > 0u) {`);
+    for (let r = 0; r < R; r++) {
+      for (let m = 0; m < BM; m++) {
+        emit(`    red[(warp - 1u) * ${per}u + ${(r * BM + m) * T}u + lane] = a${r}_${m};`);
+      }
+    }
+    emit(`  }`);
+    emit(`  workgroupBarrier();`);
+    emit(`  if (warp == 0u) {`);
+    emit(`    for (var w = 0u; w < ${W - 1}u; w++) {`);
+    for (let r = 0; r < R; r++) {
+      for (let m = 0; m < BM; m++) {
+        emit(`      a${r}_${m} += red[w * ${per}u + ${(r * BM + m) * T}u + lane];`);
+      }
+    }
+    emit(`    }`);
+    emit(`  }`);
+  } else {
+    // Tree reduction over the teams: the upper half hands its sums to the lower half.
+    for (let h = W / 2; h >= 1; h /= 2) {
+      emit(`  if (warp >= ${h}u && warp < ${2 * h}u) {`);
+      for (let r = 0; r < R; r++) {
+        for (let m = 0; m < BM; m++) {
+          emit(`    red[(warp - ${h}u) * ${per}u + ${(r * BM + m) * T}u + lane] = a${r}_${m};`);
+        }
+      }
+      emit(`  }`);
+      emit(`  workgroupBarrier();`);
+      emit(`  if (warp < ${h}u) {`);
+      for (let r = 0; r < R; r++) {
+        for (let m = 0; m < BM; m++) {
+          emit(`    a${r}_${m} += red[warp * ${per}u + ${(r * BM + m) * T}u + lane];`);
+        }
+      }
+      emit(`  }`);
+      if (h > 1) emit(`  workgroupBarrier();`);
+    }
+  }
+  emit(`  if (warp == 0u) {`);
+  for (let r = 0; r < R; r++) {
+    for (let m = 0; m < BM; m++) {
+      emit(
+        `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(m0 + ${m}u) * p.N + n${r}] = a${r}_${m}; }`,
+      );
+    }
+  }
+  emit(`  }`);
+  emit(`}`);
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * WGSL of the gather pass xp[m, j] = x[m, colIdx[j]] (0 where colIdx[j] < 0),
+ * converting f16 activations (read as u32 pairs, so no `shader-f16` is needed)
+ * to f32. Bindings: 0 = xp (f32 [M, Kp]), 1 = x, 2 = colIdx when `gather`,
+ * then the uniform parameters {M, K, Kp, groupsX}.
+ *
+ * @param spec The specialization.
+ * @returns WGSL source with entry point `main`.
+ */
+export function qmatmulGatherWgsl(spec: QmatmulGatherSpec): string {
+  const { input, gather } = spec;
+  const read = input === "f16" ? "unpack2x16float(X[i >> 1u])[i & 1u]" : "X[i]";
+  return `struct Params { M: u32, K: u32, Kp: u32, groupsX: u32 }
+@group(0) @binding(0) var<storage, read_write> XP: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<${input === "f16" ? "u32" : "f32"}>;
+${gather ? "@group(0) @binding(2) var<storage, read> colIdx: array<i32>;" : ""}
+@group(0) @binding(${gather ? 3 : 2}) var<uniform> p: Params;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {
+  let e = (wg.x + wg.y * p.groupsX) * 256u + t;
+  if (e >= p.M * p.Kp) { return; }
+  let m = e / p.Kp;
+  let j = e % p.Kp;
+  let k = ${gather ? "colIdx[j]" : "i32(j)"};
+  var v = 0.0;
+  if (k >= 0) { let i = m * p.K + u32(k); v = ${read}; }
+  XP[e] = v;
+}
+`;
+}

@@ -1,0 +1,383 @@
+/**
+ * Variant sweep of the packed low-bit matmul on the GPU machine, the source
+ * of the defaults in `qmatmulSpec`: for every case (N×K, bits, batch) it
+ * times the current default and a grid of variants, each in alternation
+ * with the legacy kernel (the pre-rewrite default,
+ * tests/bench/_qmatmul_legacy.ts): 12 pairs of short compute passes
+ * submitted back to back, per kernel the fastest pass. The GPU machine is
+ * shared and runs whole stretches of seconds several times slower, so only
+ * ratios to a baseline timed beside them compare; the summary ranks the
+ * variants by that ratio and scales it by the fastest legacy pass of the
+ * case. Weights rotate through more than 200 MB so the L2 cache cannot
+ * serve them. Every variant's product is checked against the legacy
+ * kernel's (relative error < 2e-6; tests/bench/qmatmul_gpu.ts checks the
+ * defaults against the CPU reference).
+ *
+ * Flags: `--small` (tiny sizes, for a software adapter), `--budget=S` (stop
+ * timing new variants after S seconds), `--out=FILE` (also write every
+ * result as JSON).
+ *
+ * Uses the Deno namespace (arguments, files).
+ *
+ * @module
+ */
+
+import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
+import {
+  type GpuPackedWeight,
+  type QmatmulDispatch,
+  qmatmulDispatch,
+  qmatmulResolvedSpec,
+  type QmatmulVariant,
+} from "../../kernels/qmatmul_kernel.ts";
+import { randomX } from "../kernels/_gpu.ts";
+import { benchGpu } from "./_bench.ts";
+import { legacyDispatch } from "./_qmatmul_legacy.ts";
+import type { PackedWeight } from "../../quantizers/pack.ts";
+import { destroyCopies, packedBytes, randomPacked, residentCopies } from "./_qmatmul_common.ts";
+
+const small = Deno.args.includes("--small");
+const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
+const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
+const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
+const t0 = performance.now();
+const elapsed = () => (performance.now() - t0) / 1e3;
+
+type Entry = "legacy" | "default" | QmatmulVariant;
+
+/** Every combination of the listed values. */
+function grid(
+  axes: { [K in keyof QmatmulVariant]?: readonly QmatmulVariant[K][] },
+): QmatmulVariant[] {
+  let out: QmatmulVariant[] = [{}];
+  for (const [key, values] of Object.entries(axes)) {
+    out = out.flatMap((v) => (values as unknown[]).map((x) => ({ ...v, [key]: x })));
+  }
+  return out;
+}
+
+function variantsFor(m: number, bits: number, k: number): Entry[] {
+  const out: Entry[] = ["default"];
+  const shared = k <= 11008 ? [false, true] : [false];
+  if (m === 1 && bits === 4) {
+    out.push(...grid({
+      rowTiles: [1, 2],
+      warps: [16, 32],
+      unroll: [2, 4],
+      prefetch: [false, true],
+      sharedX: shared,
+      dequant: ["exact"],
+    }));
+    out.push(
+      ...grid({ warps: [8], unroll: [4], prefetch: [false], sharedX: shared, dequant: ["exact"] }),
+    );
+    out.push(
+      ...grid({ warps: [32], unroll: [4], prefetch: [false], sharedX: [false], dequant: ["fma"] }),
+    );
+    out.push(
+      ...grid({ rowTiles: [4], warps: [16, 32], unroll: [4], prefetch: [false], sharedX: [false] }),
+    );
+  } else if (m <= 2) {
+    out.push(...grid({
+      rowTiles: [1, 2],
+      warps: [16, 32],
+      unroll: [4],
+      prefetch: [false, true],
+      sharedX: shared,
+      dequant: ["exact"],
+    }));
+  } else if (m <= 4) {
+    out.push(...grid({
+      batch: [m],
+      rowTiles: [1, 2, 4],
+      warps: [8, 16, 32],
+      unroll: [2, 4],
+      prefetch: [false, true],
+      dequant: ["exact"],
+    }));
+    out.push(...grid({ batch: [m], rowTiles: [2, 4], warps: [16], unroll: [4], dequant: ["fma"] }));
+  } else if (m <= 8) {
+    out.push(...grid({
+      batch: [8],
+      rowTiles: [1, 2, 4],
+      warps: [4, 8, 16],
+      unroll: [1, 2],
+      prefetch: [false],
+      dequant: ["fma"],
+    }));
+  } else if (m <= 16) {
+    out.push(...grid({
+      batch: [8, 16],
+      rowTiles: [2, 4],
+      warps: [4, 8, 16],
+      unroll: [1, 2],
+      prefetch: [false],
+      dequant: ["fma"],
+    }));
+    out.push(
+      ...grid({ batch: [8, 16], rowTiles: [2, 4], warps: [8], unroll: [1], prefetch: [true] }),
+    );
+  } else {
+    out.push(...grid({
+      batch: [8, 16],
+      rowTiles: [2, 4],
+      warps: [2, 4, 8],
+      unroll: [1],
+      prefetch: [false],
+      dequant: ["fma"],
+    }));
+  }
+  return out;
+}
+
+interface Result {
+  n: number;
+  k: number;
+  bits: number;
+  m: number;
+  entry: Entry;
+  /** Fastest pass, µs per call. */
+  us: number;
+  gbs: number;
+  /** Fastest pass over the legacy kernel's fastest pass, both taken in alternation. */
+  ratio: number;
+  /** The legacy kernel's fastest pass beside it, µs per call. */
+  legacyUs: number;
+  error?: string;
+}
+const results: Result[] = [];
+
+const gpu = await benchGpu();
+const shapes: [number, number][] = small
+  ? [[256, 512], [96, 1024]]
+  : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
+const cases: { n: number; k: number; bits: number; m: number }[] = small
+  ? [1, 4, 16].flatMap((m) => shapes.map(([n, k]) => ({ n, k, bits: 4, m })))
+  : [
+    ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 1 })),
+    ...[2, 3, 8].map((bits) => ({ n: 4096, k: 4096, bits, m: 1 })),
+    { n: 11008, k: 4096, bits: 8, m: 1 },
+    ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 4 })),
+    ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 16 })),
+    { n: 4096, k: 4096, bits: 4, m: 2 },
+    { n: 4096, k: 4096, bits: 4, m: 8 },
+    { n: 16384, k: 4096, bits: 4, m: 8 },
+    { n: 4096, k: 4096, bits: 4, m: 64 },
+    { n: 11008, k: 4096, bits: 4, m: 128 },
+  ];
+
+/** A dispatch bound once per weight copy, so recording a call costs no bind group creation. */
+interface Bound {
+  pipeline: GPUComputePipeline;
+  groups: readonly [number, number];
+  bindGroups: GPUBindGroup[];
+  uniform: GPUBuffer;
+}
+
+function bind(copies: GpuPackedWeight[], dispatch: (w: GpuPackedWeight) => QmatmulDispatch): Bound {
+  const first = dispatch(copies[0]!);
+  const data = new ArrayBuffer(Math.ceil(first.uniform.length / 4) * 16);
+  const view = new DataView(data);
+  first.uniform.forEach((f, i) => {
+    if ("u32" in f) view.setUint32(4 * i, f.u32, true);
+    else if ("i32" in f) view.setInt32(4 * i, f.i32, true);
+    else view.setFloat32(4 * i, f.f32, true);
+  });
+  const uniform = gpu.device.createBuffer({ size: data.byteLength, usage: 0x40 | 0x8 });
+  gpu.device.queue.writeBuffer(uniform, 0, data);
+  const layout = first.pipeline.getBindGroupLayout(0);
+  const bindGroups = copies.map((w) => {
+    const d = dispatch(w);
+    return gpu.device.createBindGroup({
+      layout,
+      entries: [...d.resources, uniform].map((buffer, binding) => ({
+        binding,
+        resource: { buffer },
+      })),
+    });
+  });
+  return { pipeline: first.pipeline, groups: first.groups, bindGroups, uniform };
+}
+
+/**
+ * GPU seconds per call of two bound kernels measured in alternation: an
+ * estimate from one pass over the copies each, then PAIRS pairs of passes of
+ * about PASS seconds, submitted back to back; per kernel the fastest pass.
+ * On the shared GPU machine whole stretches of seconds run several times
+ * slower (clock or tenancy changes), so only the fastest of many short passes
+ * taken in alternation with the baseline is comparable.
+ */
+const PAIRS = 12, PASS = 0.0015;
+async function timePair(a: Bound, b: Bound): Promise<[number, number]> {
+  const n = a.bindGroups.length;
+  const count = 2 * PAIRS + 2;
+  const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * count });
+  const resolve = gpu.device.createBuffer({ size: 16 * count, usage: 0x200 | 0x4 });
+  const read = gpu.device.createBuffer({ size: 16 * count, usage: 0x1 | 0x8 });
+  const pass = (enc: GPUCommandEncoder, bound: Bound, i: number, calls: number) => {
+    const p = enc.beginComputePass({
+      timestampWrites: {
+        querySet: qs,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+    p.setPipeline(bound.pipeline);
+    for (let c = 0; c < calls; c++) {
+      p.setBindGroup(0, bound.bindGroups[c % n]!);
+      p.dispatchWorkgroups(bound.groups[0], bound.groups[1]);
+    }
+    p.end();
+  };
+  const readTimes = async (count: number): Promise<number[]> => {
+    const enc = gpu.device.createCommandEncoder();
+    enc.resolveQuerySet(qs, 0, 2 * count, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * count);
+    gpu.device.queue.submit([enc.finish()]);
+    await read.mapAsync(1);
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    return Array.from({ length: count }, (_, i) => Number(t[2 * i + 1]! - t[2 * i]!) / 1e9);
+  };
+  let enc = gpu.device.createCommandEncoder();
+  pass(enc, a, 0, n);
+  pass(enc, b, 1, n);
+  gpu.device.queue.submit([enc.finish()]);
+  const [ea, eb] = (await readTimes(2)).map((t) => t / n);
+  const callsOf = (est: number) =>
+    n * Math.max(1, Math.min(Math.floor(2000 / n), Math.round(PASS / est! / n)));
+  const ca = callsOf(ea!), cb = callsOf(eb!);
+  enc = gpu.device.createCommandEncoder();
+  for (let i = 0; i < PAIRS; i++) {
+    pass(enc, a, 2 * i, ca);
+    pass(enc, b, 2 * i + 1, cb);
+  }
+  gpu.device.queue.submit([enc.finish()]);
+  const times = await readTimes(2 * PAIRS);
+  qs.destroy();
+  resolve.destroy();
+  read.destroy();
+  const ta = Math.min(...times.filter((_, i) => i % 2 === 0)) / ca;
+  const tb = Math.min(...times.filter((_, i) => i % 2 === 1)) / cb;
+  return [ta, tb];
+}
+
+async function readBack(buffer: GPUBuffer): Promise<Float32Array> {
+  const b = new GpuBatch(gpu);
+  return new Float32Array((await b.submit([buffer])).data[0]!);
+}
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-300));
+}
+
+const label = (e: Entry) => (typeof e === "string" ? e : JSON.stringify(e));
+let skipped = 0;
+const weights = new Map<string, { p: PackedWeight; copies: GpuPackedWeight[] }>();
+for (const { n, k, bits, m } of cases) {
+  const wkey = `${n}x${k}x${bits}`;
+  if (!weights.has(wkey)) {
+    const p = randomPacked(n, k, bits, 128, 11 + bits);
+    weights.set(wkey, { p, copies: await residentCopies(gpu, p, ROTATE_BYTES) });
+  }
+  const { p, copies } = weights.get(wkey)!;
+  const bytes = packedBytes(p);
+  const x = uploadBuffer(gpu, randomX(m, k, 5, "f32").data);
+  const y = storageBuffer(gpu, m * n * 4);
+  let reference: Float32Array | null = null;
+  const seen = new Set<string>();
+  const legacy = bind(copies, (w) => legacyDispatch(gpu, w, x, y, m));
+  let legacyBest = Infinity;
+  for (const e of variantsFor(m, bits, k)) {
+    if (elapsed() > budget) {
+      skipped++;
+      continue;
+    }
+    let key = label(e);
+    let ratio = NaN;
+    try {
+      let dispatch: (w: GpuPackedWeight) => QmatmulDispatch;
+      if (e === "legacy") dispatch = (w) => legacyDispatch(gpu, w, x, y, m);
+      else {
+        const spec = qmatmulResolvedSpec(gpu, p, m, e === "default" ? {} : e);
+        key = JSON.stringify(spec);
+        if (seen.has(key) && e !== "default") continue;
+        seen.add(key);
+        dispatch = (w) => qmatmulDispatch(gpu, w, x, y, m, spec);
+      }
+      const bound = bind(copies, dispatch);
+      const [tl, t] = await timePair(legacy, bound);
+      bound.uniform.destroy();
+      legacyBest = Math.min(legacyBest, tl);
+      ratio = t / tl;
+      const out = await readBack(y);
+      if (reference === null) reference = out;
+      const err = relErr(out, reference);
+      if (!(err < 2e-6)) throw new Error(`relative error ${err} against the legacy kernel`);
+      results.push({
+        n,
+        k,
+        bits,
+        m,
+        entry: e,
+        us: t * 1e6,
+        gbs: bytes / t / 1e9,
+        ratio,
+        legacyUs: tl * 1e6,
+      });
+    } catch (err) {
+      results.push({
+        n,
+        k,
+        bits,
+        m,
+        entry: e,
+        us: NaN,
+        gbs: NaN,
+        ratio,
+        legacyUs: NaN,
+        error: String(err),
+      });
+    }
+    const r = results[results.length - 1]!;
+    console.log(
+      `[${elapsed().toFixed(0)}s] ${n}x${k} ${bits}b M=${m} ${r.us.toFixed(2)} us (legacy ${
+        r.legacyUs.toFixed(2)
+      }, ratio ${r.ratio.toFixed(3)}) ${label(e)}${r.error ? ` ERROR ${r.error}` : ""}${
+        e === "default" ? ` = ${key}` : ""
+      }`,
+    );
+  }
+  legacy.uniform.destroy();
+  x.destroy();
+  y.destroy();
+}
+for (const { copies } of weights.values()) destroyCopies(copies);
+
+// Summary: per case, the default and the four best by their ratio to the legacy kernel, with
+// times normalized to the fastest legacy pass of the case (ratio × that time).
+console.log(`\nSUMMARY (${elapsed().toFixed(0)} s, ${skipped} variants skipped for time)`);
+const caseKey = (r: Result) => `${r.n}x${r.k} ${r.bits}b M=${r.m}`;
+const short = (e: Entry) =>
+  typeof e === "string" ? e : Object.entries(e).map(([a, v]) => `${a.slice(0, 3)}=${v}`).join(",");
+for (const ck of [...new Set(results.map(caseKey))]) {
+  const rs = results.filter((r) => caseKey(r) === ck && Number.isFinite(r.ratio));
+  const base = Math.min(...rs.map((r) => r.legacyUs));
+  const def = rs.find((r) => r.entry === "default");
+  const best = [...rs].sort((a, b) => a.ratio - b.ratio).slice(0, 4);
+  const show = (r: Result) =>
+    `${(r.ratio * base).toFixed(1)} (${r.ratio.toFixed(2)}) ${short(r.entry)}`;
+  console.log(
+    `${ck}: legacy ${base.toFixed(1)} default ${def ? show(def) : "?"} | ${
+      best.map(show).join(" | ")
+    }`,
+  );
+}
+const errors = results.filter((r) => r.error);
+if (errors.length > 0) console.log(`${errors.length} variants failed; first: ${errors[0]!.error}`);
+if (outFile) await Deno.writeTextFile(outFile, JSON.stringify(results));
