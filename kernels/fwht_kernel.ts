@@ -647,9 +647,10 @@ ${main}
  * whose power-of-two part has order pow2, chosen by timing on an H100
  * (tests/bench/fwht_sweep.ts, [4096, 4096] and [4096, 11008]): `columns`
  * for a short butterfly (pow2 ≤ 32; 4.7× the rows kernel at 32 × 344),
- * `lanes` with 32 values per thread and vec4 workgroup memory for
- * n = pow2 ≥ 128 (0.146 ms against 0.357 ms for the previous rows kernel
- * at 4096; 0.156 ms with scalar workgroup memory), `rows` otherwise.
+ * `lanes` with 32 values per thread, vec4 workgroup memory and out of place
+ * for n = pow2 ≥ 128 (0.1458 ms against 0.357 ms for the previous rows
+ * kernel at 4096; 0.1494 ms in place, 0.156 ms with scalar workgroup
+ * memory), `rows` otherwise.
  *
  * @param gpu The GPU (its workgroup memory limit).
  * @param n Row length.
@@ -664,7 +665,15 @@ export function butterflySpec(gpu: Gpu, n: number, pow2: number): FwhtButterflyS
   } else if (n === pow2 && n >= 128) {
     // 2^eb values per thread with eb ≤ 5 and at least one warp of threads.
     const threads = Math.max(32, n / 32);
-    spec = { kind: "lanes", n, threads, persistent: 0, prefetch: false, smemVec4: true };
+    spec = {
+      kind: "lanes",
+      n,
+      threads,
+      persistent: 0,
+      prefetch: false,
+      smemVec4: true,
+      outOfPlace: true,
+    };
   } else {
     spec = {
       kind: "rows",
@@ -776,12 +785,13 @@ interface Prepared {
 }
 
 /**
- * Records H·row (or Hᵀ·row) for every row of `x` [rows, n] into `out`
- * (`x` is used as scratch when there are dense factors).
+ * Records H·row (or Hᵀ·row) for every row of `x` [rows, n] into `x` or
+ * `scratch` (the returned one; the passes alternate between them, and the
+ * other may be clobbered).
  *
  * @param batch The batch.
  * @param prepared From {@linkcode prepareFwht}.
- * @param x Input buffer [rows, n] f32 (clobbered when dense factors exist).
+ * @param x Input buffer [rows, n] f32 (may be clobbered).
  * @param scratch A second buffer of the same size.
  * @param rows Rows.
  * @param normalize Orthonormal scaling.

@@ -49,21 +49,33 @@ function randn(count: number, seed: number): Float32Array {
   return out;
 }
 
-/** Median GPU seconds per unit over `reps` batches of `per` units each (a warm-up batch first). */
+/** Buffers the keep-busy copies of {@linkcode timeGpu} move (set once the GPU is up). */
+let busy: { a: GPUBuffer; b: GPUBuffer } | null = null;
+
+/**
+ * Median GPU seconds per unit over `reps` batches of `per` units each (a
+ * warm-up batch first). Every batch is queued right behind ~10–20 ms of
+ * copies and all are queued before any is awaited, so the GPU never idles
+ * between them, as in PyTorch's back-to-back timing loop (with idle gaps the
+ * H100 measured the same copy at 1650 or 2950 GB/s from one batch to the next).
+ */
 async function timeGpu(
   gpu: Gpu,
   record: (batch: GpuBatch) => void,
   per = 10,
   reps = 5,
 ): Promise<number> {
-  const times: number[] = [];
+  const pending: ReturnType<GpuBatch["submit"]>[] = [];
   for (let r = 0; r <= reps; r++) {
+    const warm = new GpuBatch(gpu);
+    if (busy !== null) { for (let i = 0; i < 60; i++) encodeCopy(warm, busy.a, busy.b, rows * n); }
+    pending.push(warm.submit());
     const batch = new GpuBatch(gpu);
     for (let i = 0; i < per; i++) record(batch);
-    const { gpuSeconds } = await batch.submit();
-    if (r > 0) times.push(gpuSeconds / per);
+    pending.push(batch.submit());
   }
-  return median(times);
+  const done = await Promise.all(pending);
+  return median(done.filter((_, i) => i % 2 === 1).slice(1).map((d) => d.gpuSeconds / per));
 }
 
 function encodeCopy(batch: GpuBatch, src: GPUBuffer, dst: GPUBuffer, count: number): void {
@@ -130,6 +142,9 @@ for (let r = 0; r < (small ? 1 : 20); r++) {
   for (let i = 0; i < 400; i++) encodeCopy(b, x, y, rows * n);
   await b.submit();
 }
+const busyA = uploadBuffer(gpu, xData, "sweep-busy-a");
+const busyB = storageBuffer(gpu, rows * n * 4, "sweep-busy-b");
+if (!small) busy = { a: busyA, b: busyB };
 record("WGSL copy (vec4)", await timeGpu(gpu, (b) => encodeCopy(b, x, y, rows * n)));
 
 // The dense 344×344 product it replaces (as encodeFwht applied it at d0a4bd3).
@@ -168,19 +183,27 @@ const variant = (
   persistent = 0,
 ): void => {
   const p2 = fused ? pow2 : 1;
-  specs.push({ q, transpose: false, chunks, threads, pow2: p2, vec4: true, plane, persistent });
+  specs.push({
+    q,
+    transpose: false,
+    chunks,
+    threads,
+    pow2: p2,
+    vec4: true,
+    plane,
+    persistent,
+  });
 };
-variant(16, 256, false, false);
-for (const [chunks, threads] of [[8, 128], [8, 256], [16, 128], [16, 256], [32, 256]]) {
-  variant(chunks!, threads!, false, true);
-}
-variant(16, 128, false, true, 528);
-variant(16, 128, false, true, 1056);
-variant(32, 512, true, false);
-for (const threads of [256, 352, 512]) variant(32, threads, true, true);
-for (const threads of [256, 512]) {
-  for (const persistent of [132, 264]) variant(32, threads, true, true, persistent);
-}
+// Not fused: the default (planes, 8 blocks, 128 threads).
+variant(8, 128, false, true);
+// Fused with the Sylvester part (one row per workgroup): the default (planes,
+// 256 threads, 264 persistent workgroups) and its neighbours. (Planes split
+// into lines through workgroup memory, for fewer registers, and vec4 loads in
+// batches of 4 were slower: 0.66-0.83 ms against 0.567 ms, H100, 09:38 UTC.)
+variant(32, 256, true, true, 264);
+variant(32, 256, true, true);
+for (const threads of [224, 288, 352]) variant(32, threads, true, true, 264);
+for (const persistent of [132, 396]) variant(32, 256, true, true, persistent);
 const limit = gpu.limits.maxComputeWorkgroupStorageSize;
 const nameOf = (spec: PaleySpec): string =>
   `paley chunks ${spec.chunks} threads ${spec.threads} pow2 ${spec.pow2}${
@@ -266,4 +289,6 @@ if (out) {
 }
 x.destroy();
 y.destroy();
+busyA.destroy();
+busyB.destroy();
 prepared.multipliers.destroy();
