@@ -18,7 +18,9 @@
  *
  * Each case also times a few neighbours of the default variant (last
  * column: the fastest). Flags: `--small` (tiny sizes, for a software
- * adapter), `--sweep` (print every variant's time), `--no-torch`. The
+ * adapter), `--sweep` (print every variant's time), `--no-torch`,
+ * `--no-neighbours` (time the defaults only: the neighbours' pipelines take
+ * most of the run's compile time). Rows are printed as they finish. The
  * variant search behind the defaults is tests/bench/qmatmul_sweep.ts.
  *
  * Uses the Deno namespace (subprocess, arguments, exit code).
@@ -53,6 +55,14 @@ import {
 const small = Deno.args.includes("--small");
 const sweep = Deno.args.includes("--sweep");
 const noTorch = Deno.args.includes("--no-torch") || small;
+const neighbours = !Deno.args.includes("--no-neighbours");
+const t0 = performance.now();
+/** Prints a finished row at once (the table follows at the end), so a run cut short still reports. */
+function progress(row: Record<string, string>): void {
+  console.log(
+    `[${((performance.now() - t0) / 1e3).toFixed(0)} s] ${Object.values(row).join(" | ")}`,
+  );
+}
 const SHAPES: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
@@ -225,18 +235,18 @@ async function timeDense(
   return out;
 }
 
-/** The default variant and a few neighbours of it, for the autotuning columns. */
+/**
+ * The default variant and three neighbours of it, for the autotuning
+ * column: twice and half the teams, and x staged or not (batch ≤ 2) or
+ * twice or half the row tiles (tests/bench/qmatmul_sweep.ts searches wider).
+ */
 function candidates(p: PackedWeight, m: number): Variant[] {
   const d = qmatmulResolvedSpec(gpu, p, m);
   const out: Variant[] = [{}];
-  const add = (v: Variant) => out.push(v);
-  if (d.warps < 32) add({ warps: d.warps * 2 });
-  if (d.warps > 1) add({ warps: d.warps / 2 });
-  add({ prefetch: !d.prefetch });
-  if (m <= 2) add({ sharedX: !d.sharedX });
-  if (m <= 16) add({ dequant: d.dequant === "exact" ? "fma" : "exact" });
-  add({ rowTiles: d.rowTiles === 1 ? 2 : d.rowTiles / 2 });
-  if (m > 8) add({ batch: d.batch === 16 ? 8 : 16 });
+  if (d.warps < 32) out.push({ warps: d.warps * 2 });
+  if (d.warps > 1) out.push({ warps: d.warps / 2 });
+  if (m <= 2) out.push({ sharedX: !d.sharedX });
+  else out.push({ rowTiles: d.rowTiles === 4 ? 2 : d.rowTiles * 2 });
   return out;
 }
 
@@ -274,7 +284,7 @@ for (const [n, k] of SHAPES) {
     const t = await timeOurs(copies, m);
     const ti = await timeOurs(copies, m, {}, true);
     let best = { gpu: t.gpu, variant: "default" };
-    for (const v of candidates(p, m).slice(1)) {
+    for (const v of neighbours ? candidates(p, m).slice(1) : []) {
       try {
         const tv = await timeOurs(copies, m, v);
         if (sweep) {
@@ -310,6 +320,7 @@ for (const [n, k] of SHAPES) {
       vsTorch: torch ? `${(torch / t.gpu).toFixed(2)}×` : "n/a",
       best: `${(best.gpu * 1e6).toFixed(1)} ${best.variant}`,
     });
+    progress({ ...rows[rows.length - 1]! });
   }
   destroyCopies(copies);
 }
@@ -336,6 +347,7 @@ for (const bits of [2, 3, 8]) {
     vsTorch: torch ? `${(torch / t.gpu).toFixed(2)}×` : "n/a",
     best: "",
   });
+  progress({ ...rows[rows.length - 1]! });
   destroyCopies(copies);
 }
 

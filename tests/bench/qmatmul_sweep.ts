@@ -13,7 +13,8 @@
  * kernel's (relative error < 2e-6; tests/bench/qmatmul_gpu.ts checks the
  * defaults against the CPU reference).
  *
- * Flags: `--small` (tiny sizes, for a software adapter), `--budget=S` (stop
+ * Flags: `--small` (tiny sizes, for a software adapter), `--focus` (batch 1
+ * on 4096×11008 and 11008×4096 only, teams × steps × prefetch), `--budget=S` (stop
  * timing new variants after S seconds), `--out=FILE` (also write every
  * result as JSON).
  *
@@ -37,6 +38,7 @@ import type { PackedWeight } from "../../quantizers/pack.ts";
 import { destroyCopies, packedBytes, randomPacked, residentCopies } from "./_qmatmul_common.ts";
 
 const small = Deno.args.includes("--small");
+const focus = Deno.args.includes("--focus");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
 const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
@@ -58,6 +60,16 @@ function grid(
 
 function variantsFor(m: number, bits: number, k: number): Entry[] {
   const out: Entry[] = ["default"];
+  if (focus) {
+    out.push(...grid({
+      warps: [8, 16, 32],
+      unroll: [1, 2, 4],
+      prefetch: [false, true],
+      sharedX: [true],
+      dequant: ["exact"],
+    }));
+    return out;
+  }
   const shared = k <= 11008 ? [false, true] : [false];
   if (m === 1 && bits === 4) {
     out.push(...grid({
@@ -151,7 +163,9 @@ const gpu = await benchGpu();
 const shapes: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const cases: { n: number; k: number; bits: number; m: number }[] = small
+const cases: { n: number; k: number; bits: number; m: number }[] = focus
+  ? [{ n: 4096, k: 11008, bits: 4, m: 1 }, { n: 11008, k: 4096, bits: 4, m: 1 }]
+  : small
   ? [1, 4, 16].flatMap((m) => shapes.map(([n, k]) => ({ n, k, bits: 4, m })))
   : [
     ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 1 })),
