@@ -31,7 +31,9 @@
  *   mask-and-or and one subtraction per code, then one FMA per x row.
  *
  * Both keep every product of a code and an activation exact up to the one
- * rounding of its f32 accumulation.
+ * rounding of its f32 accumulation. ("exact" scales the products by down to
+ * 2^−23 before the step sums them, so activations below about 2^−103 ≈ 1e−31
+ * in magnitude fall into the subnormals that GPUs flush to zero.)
  *
  * Web-standard only.
  *
