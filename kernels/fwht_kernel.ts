@@ -647,10 +647,11 @@ ${main}
  * whose power-of-two part has order pow2, chosen by timing on an H100
  * (tests/bench/fwht_sweep.ts, [4096, 4096] and [4096, 11008]): `columns`
  * for a short butterfly (pow2 ≤ 32; 4.7× the rows kernel at 32 × 344),
- * `lanes` with 32 values per thread, vec4 workgroup memory and out of place
- * for n = pow2 ≥ 128 (0.1458 ms against 0.357 ms for the previous rows
- * kernel at 4096; 0.1494 ms in place, 0.156 ms with scalar workgroup
- * memory), `rows` otherwise.
+ * `lanes` with 32 values per thread, vec4 workgroup memory, out of place,
+ * 1024 persistent workgroups that prefetch their next row, for
+ * n = pow2 ≥ 128 (at 4096, in one run: 0.1422 ms; one workgroup per row
+ * 0.1458 ms, in place 0.1494 ms; the previous rows kernel 0.357 ms), `rows`
+ * otherwise.
  *
  * @param gpu The GPU (its workgroup memory limit).
  * @param n Row length.
@@ -665,12 +666,15 @@ export function butterflySpec(gpu: Gpu, n: number, pow2: number): FwhtButterflyS
   } else if (n === pow2 && n >= 128) {
     // 2^eb values per thread with eb ≤ 5 and at least one warp of threads.
     const threads = Math.max(32, n / 32);
+    // 1024 workgroups that each load their next row while transforming the current one
+    // (up to 256 threads: the prefetched row takes 32 more registers per thread).
+    const persistent = threads <= 256 ? 1024 : 0;
     spec = {
       kind: "lanes",
       n,
       threads,
-      persistent: 0,
-      prefetch: false,
+      persistent,
+      prefetch: persistent > 0,
       smemVec4: true,
       outOfPlace: true,
     };

@@ -50,45 +50,20 @@ function randn(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Buffers the keep-busy copies of {@linkcode timeGpu} move (set once the GPU is up). */
-let busy: { a: GPUBuffer; b: GPUBuffer; count: number } | null = null;
-
-/** Records ~10–20 ms of copies (none on the software adapter). */
-function busyBatch(gpu: Gpu): GpuBatch {
-  const batch = new GpuBatch(gpu);
-  if (busy === null) return batch;
-  const pipe = cachedPipeline(gpu, "micro:copy4:busy", () => MICRO.copy4!(0));
-  for (let i = 0; i < 150; i++) {
-    batch.dispatch(pipe, [busy.a, busy.b], foldGroups(gpu, Math.ceil(busy.count / 4 / 256)));
-  }
-  return batch;
-}
-
-/**
- * Median GPU seconds per recorded unit over `reps` batches of `per` units
- * each (a warm-up batch first). Every batch is queued right behind a batch of
- * copies and all are queued before any is awaited, so the GPU never idles
- * between them (as in PyTorch's back-to-back timing loop): with a ~12 ms
- * host round trip per batch it otherwise idles most of the time, and the
- * H100 then measured the same copy at 1650 or 2950 GB/s from one batch to
- * the next.
- */
+/** Median GPU seconds per recorded unit over `reps` batches of `per` units each. */
 async function timeGpu(
   gpu: Gpu,
   record: (batch: GpuBatch) => void,
   per: number,
   reps = 5,
 ): Promise<number> {
-  const pending: ReturnType<GpuBatch["submit"]>[] = [];
+  const times: number[] = [];
   for (let r = 0; r <= reps; r++) {
-    const warm = busyBatch(gpu);
-    pending.push(warm.submit());
     const batch = new GpuBatch(gpu);
     for (let i = 0; i < per; i++) record(batch);
-    pending.push(batch.submit());
+    const { gpuSeconds } = await batch.submit();
+    if (r > 0) times.push(gpuSeconds / per);
   }
-  const done = await Promise.all(pending);
-  const times = done.filter((_, i) => i % 2 === 1).slice(1).map((d) => d.gpuSeconds / per);
   return median(times);
 }
 
@@ -493,7 +468,8 @@ const rows = small ? 64 : 4096;
     }
     await batch.submit();
   }
-  busy = small || checksOnly ? null : { a, b, count: rows * 4096 };
+  a.destroy();
+  b.destroy();
 }
 const sizes: [number, number][] = checksOnly
   ? []

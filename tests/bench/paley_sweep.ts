@@ -49,33 +49,21 @@ function randn(count: number, seed: number): Float32Array {
   return out;
 }
 
-/** Buffers the keep-busy copies of {@linkcode timeGpu} move (set once the GPU is up). */
-let busy: { a: GPUBuffer; b: GPUBuffer } | null = null;
-
-/**
- * Median GPU seconds per unit over `reps` batches of `per` units each (a
- * warm-up batch first). Every batch is queued right behind ~10–20 ms of
- * copies and all are queued before any is awaited, so the GPU never idles
- * between them, as in PyTorch's back-to-back timing loop (with idle gaps the
- * H100 measured the same copy at 1650 or 2950 GB/s from one batch to the next).
- */
+/** Median GPU seconds per unit over `reps` batches of `per` units each (a warm-up batch first). */
 async function timeGpu(
   gpu: Gpu,
   record: (batch: GpuBatch) => void,
   per = 10,
   reps = 5,
 ): Promise<number> {
-  const pending: ReturnType<GpuBatch["submit"]>[] = [];
+  const times: number[] = [];
   for (let r = 0; r <= reps; r++) {
-    const warm = new GpuBatch(gpu);
-    if (busy !== null) { for (let i = 0; i < 60; i++) encodeCopy(warm, busy.a, busy.b, rows * n); }
-    pending.push(warm.submit());
     const batch = new GpuBatch(gpu);
     for (let i = 0; i < per; i++) record(batch);
-    pending.push(batch.submit());
+    const { gpuSeconds } = await batch.submit();
+    if (r > 0) times.push(gpuSeconds / per);
   }
-  const done = await Promise.all(pending);
-  return median(done.filter((_, i) => i % 2 === 1).slice(1).map((d) => d.gpuSeconds / per));
+  return median(times);
 }
 
 function encodeCopy(batch: GpuBatch, src: GPUBuffer, dst: GPUBuffer, count: number): void {
@@ -142,9 +130,6 @@ for (let r = 0; r < (small ? 1 : 20); r++) {
   for (let i = 0; i < 400; i++) encodeCopy(b, x, y, rows * n);
   await b.submit();
 }
-const busyA = uploadBuffer(gpu, xData, "sweep-busy-a");
-const busyB = storageBuffer(gpu, rows * n * 4, "sweep-busy-b");
-if (!small) busy = { a: busyA, b: busyB };
 record("WGSL copy (vec4)", await timeGpu(gpu, (b) => encodeCopy(b, x, y, rows * n)));
 
 // The dense 344×344 product it replaces (as encodeFwht applied it at d0a4bd3).
@@ -289,6 +274,4 @@ if (out) {
 }
 x.destroy();
 y.destroy();
-busyA.destroy();
-busyB.destroy();
 prepared.multipliers.destroy();

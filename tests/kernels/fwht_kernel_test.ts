@@ -75,6 +75,15 @@ Deno.test("every butterfly kernel variant equals core/fwht's H_pow2 ⊗ I on row
     cases.push({ kind: "lanes", n, threads, persistent: 2, prefetch: true });
     cases.push({ kind: "lanes", n, threads, persistent: 0, prefetch: false, outOfPlace: true });
     cases.push({ kind: "lanes", n, threads, persistent: 2, prefetch: true, smemVec4: true });
+    cases.push({
+      kind: "lanes",
+      n,
+      threads,
+      persistent: 2,
+      prefetch: true,
+      smemVec4: true,
+      outOfPlace: true,
+    });
   }
   for (const [n, threads] of [[1024, 32], [4096, 64]] as const) {
     for (const ends of ["load", "store"] as const) {
