@@ -36,36 +36,11 @@ import {
 } from "../../kernels/fwht_kernel.ts";
 import { fwht } from "../../core/fwht.ts";
 import { tensor } from "../../core/tensor.ts";
-import { prng } from "../../core/prng.ts";
-import { benchGpu, median, pythonBaselines } from "./_bench.ts";
+import { benchGpu, gpuSecondsPerUnit, pythonBaselines, randnF32 } from "./_bench.ts";
 
 const small = Deno.args.includes("--small");
 const checksOnly = Deno.args.includes("--check");
 const final = Deno.args.includes("--final");
-
-function randn(n: number, seed: number): Float32Array {
-  const rng = prng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = rng.normal();
-  return out;
-}
-
-/** Median GPU seconds per recorded unit over `reps` batches of `per` units each. */
-async function timeGpu(
-  gpu: Gpu,
-  record: (batch: GpuBatch) => void,
-  per: number,
-  reps = 5,
-): Promise<number> {
-  const times: number[] = [];
-  for (let r = 0; r <= reps; r++) {
-    const batch = new GpuBatch(gpu);
-    for (let i = 0; i < per; i++) record(batch);
-    const { gpuSeconds } = await batch.submit();
-    if (r > 0) times.push(gpuSeconds / per);
-  }
-  return median(times);
-}
 
 // ---- the previous butterfly kernel (baseline), verbatim from kernels/fwht_kernel.ts at d0a4bd3 ----
 function paddedLength(n: number): number {
@@ -264,13 +239,13 @@ ${lines.join("\n")}
 }
 
 async function micro(gpu: Gpu, rows: number, n: number, out: Record<string, number>) {
-  const a = uploadBuffer(gpu, randn(rows * n, 1));
+  const a = uploadBuffer(gpu, randnF32(rows * n, 1));
   const b = storageBuffer(gpu, rows * n * 4);
   const bytes = 2 * rows * n * 4;
   for (const [name, gen] of Object.entries(MICRO)) {
     if (name.startsWith("row") && n % 1024 !== 0) continue; // 4 | n/256 values per thread
     const pipe = cachedPipeline(gpu, `micro:${name}:${n}`, () => gen(n));
-    const t = await timeGpu(gpu, (batch) => {
+    const t = await gpuSecondsPerUnit(gpu, (batch) => {
       if (name === "copy4") {
         batch.dispatch(pipe, [a, b], foldGroups(gpu, Math.ceil(rows * n / 4 / 256)));
       } else if (name === "scale1") {
@@ -299,7 +274,7 @@ type Variant = { name: string; spec: FwhtButterflySpec | "legacy" };
 /** Checks a variant on 32 rows against core/fwht (H_pow2 ⊗ I, normalized). */
 async function check(gpu: Gpu, v: Variant, n: number, pow2: number): Promise<number> {
   const rows = 32, inner = n / pow2;
-  const x = randn(rows * n, 3);
+  const x = randnF32(rows * n, 3);
   const identity = new Float64Array(inner * inner);
   for (let i = 0; i < inner; i++) identity[i * inner + i] = 1;
   const ref = fwht(tensor("f32", [rows, n], x), {
@@ -333,7 +308,7 @@ async function sweep(
   copy: number,
   out: Record<string, number>,
 ): Promise<void> {
-  const x = uploadBuffer(gpu, randn(rows * n, 9));
+  const x = uploadBuffer(gpu, randnF32(rows * n, 9));
   const y = storageBuffer(gpu, rows * n * 4);
   const bytes = 2 * rows * n * 4;
   for (const v of variants) {
@@ -349,7 +324,7 @@ async function sweep(
       continue;
     }
     let cur = x, other = y;
-    const t = await timeGpu(gpu, (batch) => {
+    const t = await gpuSecondsPerUnit(gpu, (batch) => {
       if (v.spec === "legacy") encodeLegacy(batch, n, pow2, cur, rows);
       else {
         const res = encodeButterfly(batch, v.spec, cur, rows, 1 / Math.sqrt(pow2), other);
@@ -459,7 +434,7 @@ const results: Record<string, number> = {};
 const rows = small ? 64 : 4096;
 // Warm-up: ~2 s of copies, so that clocks have settled before anything is timed.
 {
-  const a = uploadBuffer(gpu, randn(rows * 4096, 5)), b = storageBuffer(gpu, rows * 4096 * 4);
+  const a = uploadBuffer(gpu, randnF32(rows * 4096, 5)), b = storageBuffer(gpu, rows * 4096 * 4);
   const pipe = cachedPipeline(gpu, "micro:copy4:4096", () => MICRO.copy4!(4096));
   for (let r = 0; r < (small || checksOnly ? 1 : 20); r++) {
     const batch = new GpuBatch(gpu);
@@ -496,10 +471,10 @@ async function size(n: number, pow2: number, copy: number): Promise<void> {
   await sweep(gpu, rows, n, pow2, variants, copy, results);
   // The whole transform through encodeFwht with the default variant (dense factors included).
   const prepared = prepareFwht(gpu, n);
-  const xa = uploadBuffer(gpu, randn(rows * n, 9));
+  const xa = uploadBuffer(gpu, randnF32(rows * n, 9));
   const xb = storageBuffer(gpu, rows * n * 4);
   let cur = xa, other = xb;
-  const t = await timeGpu(gpu, (batch) => {
+  const t = await gpuSecondsPerUnit(gpu, (batch) => {
     const res = encodeFwht(batch, prepared, cur, other, rows, true);
     if (res !== cur) [cur, other] = [other, cur];
   }, 10);
@@ -515,7 +490,7 @@ async function size(n: number, pow2: number, copy: number): Promise<void> {
 }
 // The default variants on the real GPU, through the public entry point, against core/fwht.
 for (const n of [4, 32, 1024, 2048, 8192, 12, 24, 1376, 5504, 11008]) {
-  const x = tensor("f32", [16, n], randn(16 * n, n));
+  const x = tensor("f32", [16, n], randnF32(16 * n, n));
   for (const opts of [{ normalize: true }, { transpose: true }]) {
     try {
       const { y } = await fwhtGpu(gpu, x, opts);

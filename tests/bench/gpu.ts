@@ -12,14 +12,7 @@
  * @module
  */
 
-import {
-  cachedPipeline,
-  foldGroups,
-  type Gpu,
-  GpuBatch,
-  storageBuffer,
-  uploadBuffer,
-} from "../../kernels/backend.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { encodeHessian, xtxGpu } from "../../kernels/hessian_kernel.ts";
 import {
   butterflySpec,
@@ -34,8 +27,7 @@ import { gptq } from "../../quantizers/gptq.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { sparsegpt } from "../../pruners/sparsegpt.ts";
 import { type Tensor, tensor } from "../../core/tensor.ts";
-import { prng } from "../../core/prng.ts";
-import { benchGpu, median, pythonBaselines } from "./_bench.ts";
+import { benchGpu, encodeBenchCopy, median, pythonBaselines, randnF32 } from "./_bench.ts";
 import { pagingOptions } from "../../kernels/_paged_arrays.ts";
 
 const args = Deno.args.filter((a) => !a.startsWith("--"));
@@ -56,13 +48,6 @@ const rows_: Row[] = [];
 function report(row: Row): void {
   rows_.push(row);
   console.log(`row: ${row.what} | ${row.ours} | ${row.baseline} | ${row.ratio}`);
-}
-
-function randn(n: number, seed: number): Float32Array {
-  const rng = prng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = rng.normal();
-  return out;
 }
 
 function baselines(): Promise<Record<string, number | string> | null> {
@@ -91,7 +76,7 @@ async function timeBatches(
 
 async function benchHessian(gpu: Gpu, base: Record<string, number | string> | null): Promise<void> {
   const [tokens, cols] = small ? [256, 128] : [8192, 4096];
-  const x = uploadBuffer(gpu, randn(tokens * cols, 1));
+  const x = uploadBuffer(gpu, randnF32(tokens * cols, 1));
   const out = storageBuffer(gpu, cols * cols * 4);
   const flops = 2 * tokens * cols * cols;
   const t = await timeBatches(
@@ -111,7 +96,7 @@ async function benchHessian(gpu: Gpu, base: Record<string, number | string> | nu
     goal: "≥ 25%",
   });
   if (gpu.f16) {
-    const xh = uploadBuffer(gpu, Float16Array.from(randn(tokens * cols, 2)));
+    const xh = uploadBuffer(gpu, Float16Array.from(randnF32(tokens * cols, 2)));
     const th = await timeBatches(
       gpu,
       5,
@@ -139,7 +124,7 @@ async function layerHessian(gpu: Gpu, cols: number, seed: number): Promise<Hessi
   if (cached) return cached;
   const tokens = small ? 2 * cols : 4096;
   // Correlated inputs: x = z + 0.5·(shifted z), with a few outlier channels.
-  const z = randn(tokens * cols, seed);
+  const z = randnF32(tokens * cols, seed);
   const x = new Float32Array(tokens * cols);
   for (let t = 0; t < tokens; t++) {
     for (let j = 0; j < cols; j++) {
@@ -187,7 +172,7 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
   {
     const [rows, cols] = small ? [64, 256] : [1024, 1024];
     const h = await layerHessian(gpu, cols, 11);
-    const weight = tensor("f32", [rows, cols], randn(rows * cols, 12));
+    const weight = tensor("f32", [rows, cols], randnF32(rows * cols, 12));
     const cpu = await solve(which, weight, h, "cpu");
     const ours = await solve(which, weight, h, "webgpu");
     const eCpu = layerError(weight, cpu.approx(), h), eGpu = layerError(weight, ours.approx(), h);
@@ -205,7 +190,7 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
   for (let s = 0; s < shapes.length; s++) {
     const [rows, cols] = shapes[s]!;
     const h = await layerHessian(gpu, cols, 100 + s);
-    const weight = tensor("f32", [rows, cols], randn(rows * cols, 200 + s));
+    const weight = tensor("f32", [rows, cols], randnF32(rows * cols, 200 + s));
     await solve(which, weight, h, "webgpu"); // compiles the pipelines
     const runs: { wall: number; stats: Record<string, number | undefined> }[] = [];
     for (let rep = 0; rep < 3; rep++) {
@@ -241,25 +226,13 @@ async function benchSolver(gpu: Gpu, which: "gptq" | "sparsegpt"): Promise<void>
   }
 }
 
-function encodeCopy(batch: GpuBatch, src: GPUBuffer, dst: GPUBuffer, count: number): void {
-  const pipe = cachedPipeline(batch.gpu, "bench-copy", () => `
-@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> b: array<vec4<f32>>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
-  let i = g.x + g.y * n.x * 256u;
-  if (i < arrayLength(&a)) { b[i] = a[i]; }
-}`);
-  batch.dispatch(pipe, [src, dst], foldGroups(batch.gpu, Math.ceil(count / 4 / 256)));
-}
-
 async function benchFwht(gpu: Gpu, base: Record<string, number | string> | null): Promise<void> {
   const shapes: [number, number][] = small
     ? [[64, 1024], [64, 1376]]
     : [[4096, 4096], [4096, 11008]];
   for (const [rows, n] of shapes) {
     const prepared = prepareFwht(gpu, n);
-    const x = uploadBuffer(gpu, randn(rows * n, 9));
+    const x = uploadBuffer(gpu, randnF32(rows * n, 9));
     const scratch = storageBuffer(gpu, rows * n * 4);
     // Warm-up (PyTorch's timing loop runs right behind its other work): ~1 s of copies of
     // the same bytes right before timing, so that the GPU is out of its idle state even when
@@ -267,7 +240,7 @@ async function benchFwht(gpu: Gpu, base: Record<string, number | string> | null)
     // measured 1.2-2x slower).
     for (let r = 0; r < (small ? 1 : 10); r++) {
       const b = new GpuBatch(gpu);
-      for (let i = 0; i < 200; i++) encodeCopy(b, x, scratch, rows * n);
+      for (let i = 0; i < 200; i++) encodeBenchCopy(b, x, scratch, rows * n);
       await b.submit();
     }
     // 10 back-to-back transforms per submission (orthonormal, so values stay
@@ -283,7 +256,7 @@ async function benchFwht(gpu: Gpu, base: Record<string, number | string> | null)
     const perTransform = t.gpu / reps;
     const gbs = (2 * rows * n * 4) / perTransform / 1e9;
     const copyT = await timeBatches(gpu, 5, (b) => {
-      for (let r = 0; r < reps; r++) encodeCopy(b, x, scratch, rows * n);
+      for (let r = 0; r < reps; r++) encodeBenchCopy(b, x, scratch, rows * n);
     });
     const ownCopy = (2 * rows * n * 4) / (copyT.gpu / reps) / 1e9;
     const copy = base ? Number(base[`copy_${rows}x${n}_gbs`]) : NaN;

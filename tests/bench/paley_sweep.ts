@@ -14,14 +14,7 @@
  * @module
  */
 
-import {
-  cachedPipeline,
-  foldGroups,
-  type Gpu,
-  GpuBatch,
-  storageBuffer,
-  uploadBuffer,
-} from "../../kernels/backend.ts";
+import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { encodeGemm } from "../../kernels/gemm_kernel.ts";
 import {
   encodePaley,
@@ -33,50 +26,19 @@ import {
 import { hadamardFactorMatrix } from "../../core/hadamard.ts";
 import { fwht } from "../../core/fwht.ts";
 import { tensor } from "../../core/tensor.ts";
-import { prng } from "../../core/prng.ts";
-import { benchGpu, median, pythonBaselines } from "./_bench.ts";
+import {
+  benchGpu,
+  encodeBenchCopy,
+  gpuSecondsPerUnit,
+  pythonBaselines,
+  randnF32,
+} from "./_bench.ts";
 
 const small = Deno.args.includes("--small");
 const rows = small ? 8 : 4096, q = 343, m = q + 1, pow2 = 32, n = pow2 * m;
 const checkRows = Math.min(rows, 64);
 const blocks = rows * pow2;
 const bytes = 2 * rows * n * 4;
-
-function randn(count: number, seed: number): Float32Array {
-  const rng = prng(seed);
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = rng.normal();
-  return out;
-}
-
-/** Median GPU seconds per unit over `reps` batches of `per` units each (a warm-up batch first). */
-async function timeGpu(
-  gpu: Gpu,
-  record: (batch: GpuBatch) => void,
-  per = 10,
-  reps = 5,
-): Promise<number> {
-  const times: number[] = [];
-  for (let r = 0; r <= reps; r++) {
-    const batch = new GpuBatch(gpu);
-    for (let i = 0; i < per; i++) record(batch);
-    const { gpuSeconds } = await batch.submit();
-    if (r > 0) times.push(gpuSeconds / per);
-  }
-  return median(times);
-}
-
-function encodeCopy(batch: GpuBatch, src: GPUBuffer, dst: GPUBuffer, count: number): void {
-  const pipe = cachedPipeline(batch.gpu, "sweep-copy", () => `
-@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> b: array<vec4<f32>>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let i = g.x + g.y * nw.x * 256u;
-  if (i < arrayLength(&a)) { b[i] = a[i]; }
-}`);
-  batch.dispatch(pipe, [src, dst], foldGroups(batch.gpu, Math.ceil(count / 4 / 256)));
-}
 
 async function readRows(gpu: Gpu, buffer: GPUBuffer, count: number): Promise<Float32Array> {
   const batch = new GpuBatch(gpu);
@@ -98,7 +60,7 @@ const base = small ? null : await pythonBaselines<Record<string, number>>("gpu_b
 if (base) console.log(`PyTorch baselines: ${JSON.stringify(base)}`);
 const torchCopy = base ? Number(base[`copy_${rows}x${n}_gbs`]) : NaN;
 
-const xData = randn(rows * n, 9);
+const xData = randnF32(rows * n, 9);
 const x = uploadBuffer(gpu, xData, "sweep-x");
 const y = storageBuffer(gpu, rows * n * 4, "sweep-y");
 const head = tensor("f32", [checkRows, n], xData.subarray(0, checkRows * n));
@@ -127,16 +89,16 @@ function record(name: string, seconds: number, error = NaN): void {
 // Warm-up: ~2 s of copies, so that clocks have settled before anything is timed.
 for (let r = 0; r < (small ? 1 : 20); r++) {
   const b = new GpuBatch(gpu);
-  for (let i = 0; i < 400; i++) encodeCopy(b, x, y, rows * n);
+  for (let i = 0; i < 400; i++) encodeBenchCopy(b, x, y, rows * n);
   await b.submit();
 }
-record("WGSL copy (vec4)", await timeGpu(gpu, (b) => encodeCopy(b, x, y, rows * n)));
+record("WGSL copy (vec4)", await gpuSecondsPerUnit(gpu, (b) => encodeBenchCopy(b, x, y, rows * n)));
 
 // The dense 344×344 product it replaces (as encodeFwht applied it at d0a4bd3).
 {
   const h = Float32Array.from(hadamardFactorMatrix({ kind: "paley1", n: m, q, p: 7, k: 3 }));
   const bb = uploadBuffer(gpu, h, "sweep-block");
-  const t = await timeGpu(gpu, (b) =>
+  const t = await gpuSecondsPerUnit(gpu, (b) =>
     encodeGemm(
       b,
       {
@@ -220,7 +182,10 @@ const best = new Map<PaleySpec, number>();
 for (const order of [ok, [...ok].reverse()]) {
   for (const spec of order) {
     const scale = spec.pow2 > 1 ? 1 / Math.sqrt(n) : 1;
-    const t = await timeGpu(gpu, (b) => encodePaley(b, prepared, spec, y, x, blocks, scale));
+    const t = await gpuSecondsPerUnit(
+      gpu,
+      (b) => encodePaley(b, prepared, spec, y, x, blocks, scale),
+    );
     best.set(spec, Math.min(best.get(spec) ?? Infinity, t));
   }
 }
@@ -236,8 +201,8 @@ try {
   const fk = await import("../../kernels/fwht_kernel.ts");
   const prep = fk.prepareFwht(gpu, n);
   const s2 = storageBuffer(gpu, rows * n * 4, "sweep-s2");
-  const t = await timeGpu(gpu, (b) => {
-    encodeCopy(b, x, y, rows * n);
+  const t = await gpuSecondsPerUnit(gpu, (b) => {
+    encodeBenchCopy(b, x, y, rows * n);
     fk.encodeFwht(b, prep, y, s2, rows, true);
   });
   const tc = results[0]!.ms / 1e3;
@@ -248,7 +213,7 @@ try {
   if (bestUnfused !== null && typeof anyFk.butterflySpec === "function") {
     const bs = anyFk.butterflySpec(gpu, n, pow2);
     const spec = bestUnfused;
-    const t2 = await timeGpu(gpu, (b) => {
+    const t2 = await gpuSecondsPerUnit(gpu, (b) => {
       encodePaley(b, prepared, spec, y, x, blocks, 1);
       anyFk.encodeButterfly(b, bs, y, rows, 1 / Math.sqrt(n));
     });
@@ -262,7 +227,7 @@ try {
 
 record(
   "WGSL copy (vec4), again at the end",
-  await timeGpu(gpu, (b) => encodeCopy(b, x, y, rows * n)),
+  await gpuSecondsPerUnit(gpu, (b) => encodeBenchCopy(b, x, y, rows * n)),
 );
 console.log(`torch copy ${torchCopy.toFixed(0)} GB/s`);
 const out = Deno.env.get("OUT");
