@@ -4,7 +4,9 @@
  * is one pass (a product with the m×m block through the gemm kernel when it
  * is the innermost axis, a strided kernel otherwise); the power-of-two part
  * (H_{2^k} ⊗ I_{n/2^k}) is one more pass, scaling when normalizing, by one
- * of three butterfly kernels ({@linkcode butterflySpec} picks one):
+ * of three butterfly kernels ({@linkcode butterflySpec} picks one), or,
+ * when a row exceeds the workgroup memory, a few passes
+ * ({@linkcode butterflyPasses}):
  *
  * - `lanes` (n = 2^k): one row per workgroup, 32 values per thread in
  *   registers; rounds of stages on the element bits held in registers,
@@ -644,32 +646,24 @@ ${main}
 
 /**
  * The butterfly variant {@linkcode encodeFwht} uses for rows of length n
- * whose power-of-two part has order pow2, chosen by timing on an H100
- * (tests/bench/fwht_sweep.ts, [4096, 4096] and [4096, 11008]): `columns`
- * for a short butterfly (pow2 ≤ 32; 4.7× the rows kernel at 32 × 344),
- * `lanes` with 32 values per thread, vec4 workgroup memory, out of place,
- * 1024 persistent workgroups that prefetch their next row, for
- * n = pow2 ≥ 128 (at 4096, in one run: 0.1422 ms; one workgroup per row
- * 0.1458 ms, in place 0.1494 ms; the previous rows kernel 0.357 ms), `rows`
- * otherwise.
- *
- * @param gpu The GPU (its workgroup memory limit).
- * @param n Row length.
- * @param pow2 Order of the power-of-two part.
- * @returns The variant.
- * @throws {RangeError} when the variant needs a row in workgroup memory and a row does not fit.
+ * whose power-of-two part has order pow2 when a row fits the workgroup
+ * memory, chosen by timing on an H100 (tests/bench/fwht_sweep.ts,
+ * [4096, 4096] and [4096, 11008]): `columns` for a short butterfly
+ * (pow2 ≤ 32; 4.7× the rows kernel at 32 × 344), `lanes` with 32 values per
+ * thread, vec4 workgroup memory, out of place, 1024 persistent workgroups
+ * that prefetch their next row, for n = pow2 ≥ 128 (at 4096, in one run:
+ * 0.1422 ms; one workgroup per row 0.1458 ms, in place 0.1494 ms; the
+ * previous rows kernel 0.357 ms), `rows` otherwise.
  */
-export function butterflySpec(gpu: Gpu, n: number, pow2: number): FwhtButterflySpec {
-  let spec: FwhtButterflySpec;
-  if (pow2 <= 32) {
-    spec = { kind: "columns", n, pow2, width: 1 };
-  } else if (n === pow2 && n >= 128) {
+function defaultButterfly(n: number, pow2: number): FwhtButterflySpec {
+  if (pow2 <= 32) return { kind: "columns", n, pow2, width: 1 };
+  if (n === pow2 && n >= 128) {
     // 2^eb values per thread with eb ≤ 5 and at least one warp of threads.
     const threads = Math.max(32, n / 32);
     // 1024 workgroups that each load their next row while transforming the current one
     // (up to 256 threads: the prefetched row takes 32 more registers per thread).
     const persistent = threads <= 256 ? 1024 : 0;
-    spec = {
+    return {
       kind: "lanes",
       n,
       threads,
@@ -678,19 +672,32 @@ export function butterflySpec(gpu: Gpu, n: number, pow2: number): FwhtButterflyS
       smemVec4: true,
       outOfPlace: true,
     };
-  } else {
-    spec = {
-      kind: "rows",
-      n,
-      pow2,
-      threads: 256,
-      radix: 4,
-      rowsPerGroup: 1,
-      order: "desc",
-      vec4: n === pow2,
-      persistent: 0,
-    };
   }
+  return {
+    kind: "rows",
+    n,
+    pow2,
+    threads: 256,
+    radix: 4,
+    rowsPerGroup: 1,
+    order: "desc",
+    vec4: n === pow2,
+    persistent: 0,
+  };
+}
+
+/**
+ * The single-pass butterfly variant for rows of length n whose power-of-two
+ * part has order pow2 (see {@linkcode butterflyPasses} for rows of any length).
+ *
+ * @param gpu The GPU (its workgroup memory limit).
+ * @param n Row length.
+ * @param pow2 Order of the power-of-two part.
+ * @returns The variant.
+ * @throws {RangeError} when the variant needs a row in workgroup memory and a row does not fit.
+ */
+export function butterflySpec(gpu: Gpu, n: number, pow2: number): FwhtButterflySpec {
+  const spec = defaultButterfly(n, pow2);
   const limit = gpu.limits.maxComputeWorkgroupStorageSize;
   if (butterflyWorkgroupBytes(spec) > limit) {
     throw new RangeError(
@@ -698,6 +705,65 @@ export function butterflySpec(gpu: Gpu, n: number, pow2: number): FwhtButterflyS
     );
   }
   return spec;
+}
+
+/**
+ * One pass of the power-of-two part: `spec` run on the rows seen as
+ * [rows·outer, n/outer] (a row is contiguous, so its first axis of order
+ * `outer` becomes rows).
+ */
+export interface FwhtButterflyPass {
+  /** The variant, on rows of length `spec.n` = n/outer. */
+  readonly spec: FwhtButterflySpec;
+  /** How many rows of the pass make one row of the transform (a power of two). */
+  readonly outer: number;
+}
+
+/** Most stages of one `columns` pass of a split butterfly (the kernel's 32 registers). */
+const COLUMN_STAGES = 5;
+
+/**
+ * The passes that apply H_{pow2} ⊗ I_{n/pow2} to rows of length n: the
+ * single pass of {@linkcode butterflySpec} when a row fits the workgroup
+ * memory. Otherwise the butterfly stages (which commute) are split, with
+ * pow2 = 2^k and the row seen as [2^(k−b), 2^b, n/pow2]:
+ * I_{2^(k−b)} ⊗ H_{2^b} ⊗ I_{n/pow2} by the single-pass variant of rows of
+ * length 2^b·n/pow2 (b as large as fits), then the k − b top stages by
+ * `columns` passes of at most 5 stages each (strided butterflies in
+ * registers, no workgroup memory), every pass one read and one write of the
+ * matrix.
+ *
+ * @param gpu The GPU (its workgroup memory limit).
+ * @param n Row length.
+ * @param pow2 Order of the power-of-two part (a power of two dividing n).
+ * @returns The passes, in the order {@linkcode encodeFwht} runs them.
+ */
+export function butterflyPasses(gpu: Gpu, n: number, pow2: number): FwhtButterflyPass[] {
+  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+  const whole = defaultButterfly(n, pow2);
+  if (butterflyWorkgroupBytes(whole) <= limit) return [{ spec: whole, outer: 1 }];
+  // Here pow2 > 32 (a columns pass needs no workgroup memory), so k > 5.
+  const k = log2(pow2), inner = n / pow2;
+  let b = k - 1;
+  while (
+    b > COLUMN_STAGES && butterflyWorkgroupBytes(defaultButterfly(inner * 2 ** b, 2 ** b)) > limit
+  ) {
+    b--;
+  }
+  const passes: FwhtButterflyPass[] = [
+    { spec: defaultButterfly(inner * 2 ** b, 2 ** b), outer: 2 ** (k - b) },
+  ];
+  // The top k − b stages in balanced columns passes, lowest stages first.
+  const top = k - b, count = Math.ceil(top / COLUMN_STAGES);
+  for (let i = 0, lo = b; i < count; i++) {
+    const c = Math.floor(top / count) + (i < top % count ? 1 : 0);
+    passes.push({
+      spec: { kind: "columns", n: inner * 2 ** (lo + c), pow2: 2 ** c, width: 1 },
+      outer: 2 ** (k - lo - c),
+    });
+    lo += c;
+  }
+  return passes;
 }
 
 /**
@@ -785,7 +851,7 @@ interface Prepared {
   pow2: number;
   normScale: number;
   dense: { m: number; buffer: GPUBuffer; paley: PaleyFactorPass | null }[];
-  butterfly: FwhtButterflySpec;
+  butterfly: FwhtButterflyPass[];
 }
 
 /**
@@ -866,8 +932,14 @@ export function encodeFwht(
     }
     [cur, other] = [other, cur];
   }
-  // Power-of-two part, scaled once (in place, or into the other buffer).
-  return encodeButterfly(batch, p.butterfly, cur, rows, normalize ? p.normScale : 1, other);
+  // Power-of-two part, scaled once by its last pass (in place, or into the other buffer).
+  const last = p.butterfly.length - 1;
+  p.butterfly.forEach(({ spec, outer }, i) => {
+    const scale = i === last && normalize ? p.normScale : 1;
+    const res = encodeButterfly(batch, spec, cur, rows * outer, scale, other);
+    if (res !== cur) [cur, other] = [other, cur];
+  });
+  return cur;
 }
 
 /** An opaque transform prepared by {@linkcode prepareFwht}. */
@@ -884,28 +956,60 @@ function blockOf(h: Float64Array, m: number, transpose: boolean): Float32Array {
   return out;
 }
 
+/** Options of {@linkcode prepareFwht}. */
+export interface PrepareFwhtOptions {
+  /**
+   * Workgroup memory (bytes) a pass may use, at most the device's limit;
+   * lower values make the kernels choose as on a device with less (tests use
+   * it to run the split butterfly of long rows on short ones).
+   * @default the device's `maxComputeWorkgroupStorageSize`
+   */
+  workgroupBytes?: number;
+}
+
+/** `gpu` as seen by the kernel choices, with at most `bytes` of workgroup memory. */
+function withWorkgroupBytes(gpu: Gpu, bytes: number): Gpu {
+  const limits = new Proxy(gpu.limits, {
+    get: (target, key) =>
+      key === "maxComputeWorkgroupStorageSize" ? bytes : Reflect.get(target, key),
+  });
+  return { ...gpu, limits };
+}
+
 /**
  * Plans the transform of rows of length n and uploads its dense blocks.
  *
  * @param gpu The GPU.
- * @param n Row length (a constructible Hadamard order).
+ * @param n Row length (a constructible Hadamard order; any length).
  * @param transpose Use Hᵀ (differs from H for Paley I blocks).
+ * @param options See {@linkcode PrepareFwhtOptions}.
  * @returns The prepared transform.
- * @throws {RangeError} when n has no construction, or its butterfly needs a row in workgroup
- *   memory and a row does not fit.
+ * @throws {RangeError} when n has no construction, or `workgroupBytes` is not a positive integer.
  */
-export function prepareFwht(gpu: Gpu, n: number, transpose = false): FwhtPrepared {
+export function prepareFwht(
+  gpu: Gpu,
+  n: number,
+  transpose = false,
+  options: PrepareFwhtOptions = {},
+): FwhtPrepared {
+  const deviceBytes = gpu.limits.maxComputeWorkgroupStorageSize;
+  const { workgroupBytes = deviceBytes } = options;
+  if (!Number.isSafeInteger(workgroupBytes) || workgroupBytes < 1) {
+    throw new RangeError(
+      `Cannot prepare the transform as 'workgroupBytes' must be a positive integer: current value is ${workgroupBytes}`,
+    );
+  }
+  const view = workgroupBytes < deviceBytes ? withWorkgroupBytes(gpu, workgroupBytes) : gpu;
   const plan = fwhtPlan(n);
-  const butterfly = butterflySpec(gpu, n, plan.pow2);
   const prepared: Prepared = {
-    butterfly,
+    butterfly: butterflyPasses(view, n, plan.pow2),
     n,
     pow2: plan.pow2,
     normScale: plan.normScale,
     dense: plan.dense.map((d, i) => ({
       m: d.m,
       buffer: uploadBuffer(gpu, blockOf(d.h, d.m, transpose), "fwht-block"),
-      paley: paleyFactorPass(gpu, plan, i, transpose),
+      paley: paleyFactorPass(view, plan, i, transpose),
     })),
   };
   return prepared;
@@ -917,13 +1021,19 @@ export function prepareFwht(gpu: Gpu, n: number, transpose = false): FwhtPrepare
  * @param gpu The GPU.
  * @param x Rows to transform.
  * @param options `normalize` and `transpose` (no custom `block`); `maxTileRows` caps the
- *   rows uploaded per buffer (default: as many as the device's binding limit allows).
+ *   rows uploaded per buffer (default: as many as the device's binding limit allows);
+ *   `workgroupBytes` as in {@linkcode PrepareFwhtOptions}.
  * @returns H·row for each row (f32) and the GPU seconds.
  */
 export async function fwhtGpu(
   gpu: Gpu,
   x: Tensor<"f32">,
-  options: { normalize?: boolean; transpose?: boolean; maxTileRows?: number } = {},
+  options: {
+    normalize?: boolean;
+    transpose?: boolean;
+    maxTileRows?: number;
+    workgroupBytes?: number;
+  } = {},
 ): Promise<{ y: Tensor<"f32">; gpuSeconds: number }> {
   if (x.dtype !== "f32" || x.shape.length < 1) {
     throw new TypeError(
@@ -932,7 +1042,12 @@ export async function fwhtGpu(
   }
   const n = x.shape[x.shape.length - 1]!;
   const rows = n === 0 ? 0 : x.data.length / n;
-  const prepared = prepareFwht(gpu, n, options.transpose ?? false);
+  const prepared = prepareFwht(
+    gpu,
+    n,
+    options.transpose ?? false,
+    options.workgroupBytes === undefined ? {} : { workgroupBytes: options.workgroupBytes },
+  );
   // Row tiles within the device's binding limit, all in one submission.
   const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
   const tileRows = Math.max(

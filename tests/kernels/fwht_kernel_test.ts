@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  butterflyPasses,
+  butterflyWorkgroupBytes,
   encodeButterfly,
   type FwhtButterflySpec,
   fwhtGpu,
@@ -119,5 +121,80 @@ Deno.test("every butterfly kernel variant equals core/fwht's H_pow2 ⊗ I on row
     out.destroy();
     const err = relError(new Float32Array(data[0]!), ref.data);
     assert.ok(err < 1e-5, `${JSON.stringify(spec)}: error ${err}`);
+  }
+});
+
+Deno.test("GPU Hadamard transform equals core/fwht on rows longer than workgroup memory holds", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(8);
+  // 2^14 and 2^15; 2^9·28 and 2^10·28 (Llama-3 8B and 70B intermediate sizes, Paley I(27));
+  // 2^7·108 (three dense Paley I(11) blocks, two of them strided); 2^7·12²; 2^6·344
+  // (too long for the fused Paley pass); 2·60·84 (dense blocks through the product).
+  for (const n of [16384, 32768, 14336, 28672, 13824, 18432, 22016, 10080]) {
+    const rows = 2;
+    const x = tensor("f32", [rows, n], Float32Array.from({ length: rows * n }, () => rng.normal()));
+    for (const opts of [{ normalize: true }, { transpose: true }]) {
+      const { y } = await fwhtGpu(gpu, x, opts);
+      const err = relError(y.data, fwht(x, opts).data);
+      assert.ok(
+        err < 1e-5,
+        `n = ${n} (${fwhtPlan(n).description}), ${JSON.stringify(opts)}: error ${err}`,
+      );
+    }
+  }
+});
+
+Deno.test("butterflyPasses() splits H_pow2 into passes that fit the workgroup memory", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+  for (const n of [4096, 11008, 16384, 14336, 28672, 65536, 1 << 20]) {
+    const { pow2 } = fwhtPlan(n);
+    const passes = butterflyPasses(gpu, n, pow2);
+    let stages = 1;
+    for (const { spec, outer } of passes) {
+      assert.equal(spec.n * outer, n, `n = ${n}: ${JSON.stringify(spec)} × ${outer}`);
+      assert.ok(butterflyWorkgroupBytes(spec) <= limit, `n = ${n}: ${JSON.stringify(spec)}`);
+      stages *= spec.kind === "lanes" ? spec.n : spec.pow2;
+    }
+    assert.equal(stages, pow2, `n = ${n}: the passes' orders multiply to ${stages}`);
+    // Every pass past the first is a strided columns pass: one read and one write each.
+    assert.ok(passes.slice(1).every((p) => p.spec.kind === "columns"));
+    if (n <= 11008) assert.equal(passes.length, 1, `n = ${n} keeps its single pass`);
+  }
+  assert.equal(butterflyPasses(gpu, 1 << 20, 1 << 20).length, 3);
+});
+
+Deno.test("GPU Hadamard transform with less workgroup memory runs more passes, same result", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(9);
+  // 256 bytes hold no row past 32 values: the butterflies run as 2 or 3 columns passes
+  // and the Paley I(27) and I(343) blocks of 64·28 and 32·344 as unfused passes.
+  for (
+    const [n, workgroupBytes] of [[1024, 256], [4096, 256], [1792, 256], [11008, 2048]] as const
+  ) {
+    const rows = 3;
+    const x = tensor("f32", [rows, n], Float32Array.from({ length: rows * n }, () => rng.normal()));
+    for (const opts of [{ normalize: true }, { transpose: true }]) {
+      const { y } = await fwhtGpu(gpu, x, { ...opts, workgroupBytes });
+      const err = relError(y.data, fwht(x, opts).data);
+      assert.ok(err < 1e-5, `n = ${n}, ${workgroupBytes} bytes, ${JSON.stringify(opts)}: ${err}`);
+    }
+  }
+  const x = tensor("f32", [1, 64], new Float32Array(64));
+  await assert.rejects(() => fwhtGpu(gpu, x, { workgroupBytes: 0 }), RangeError);
+});
+
+Deno.test("GPU Hadamard transform of long rows splits them into tiles without changing the result", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(10);
+  for (const n of [16384, 14336]) {
+    const x = tensor("f32", [3, n], Float32Array.from({ length: 3 * n }, () => rng.normal()));
+    const whole = await fwhtGpu(gpu, x, { normalize: true, transpose: true });
+    const tiled = await fwhtGpu(gpu, x, { normalize: true, transpose: true, maxTileRows: 1 });
+    assert.deepEqual(tiled.y.data, whole.y.data);
   }
 });
