@@ -110,7 +110,15 @@ export function qmatmulNeedsGather(packed: PackedWeight, input: "f32" | "f16"): 
 export type QmatmulVariant = Partial<
   Pick<
     QmatmulSpec,
-    "rowTiles" | "warps" | "batch" | "unroll" | "prefetch" | "sharedX" | "dequant" | "reduce"
+    | "rowTiles"
+    | "warps"
+    | "split"
+    | "batch"
+    | "unroll"
+    | "prefetch"
+    | "sharedX"
+    | "dequant"
+    | "reduce"
   >
 >;
 
@@ -197,6 +205,7 @@ export function qmatmulSpec(
     zeros: packed.zeros !== null,
     chunks,
     groupChunks,
+    split: 1,
     reduce: "tree" as const,
   };
   let spec: QmatmulSpec;
@@ -265,7 +274,7 @@ export function qmatmulSpec(
   while (rowTiles > 1 && rowTiles > tiles) rowTiles /= 2;
   const unroll = fitUnroll(spec.unroll, groupChunks);
   warps = Math.min(warps, 32, invocations / PACK_TILE);
-  while (warps > 1 && warps > chunks / unroll) warps /= 2;
+  while (warps > 1 && warps * spec.split > chunks / unroll) warps /= 2;
   spec = { ...spec, rowTiles, warps, unroll };
   if (spec.sharedX && qmatmulWorkgroupBytes(spec) > workgroupBytes) {
     spec = { ...spec, sharedX: false };
@@ -446,7 +455,10 @@ export function qmatmulDispatch(
     uniform: [{ u32: m }, { u32: packed.shape[0] }, { u32: packed.paddedRows }, {
       f32: packed.zero,
     }],
-    groups: [Math.ceil(packed.paddedRows / PACK_TILE / spec.rowTiles), Math.ceil(m / spec.batch)],
+    groups: [
+      Math.ceil(packed.paddedRows / PACK_TILE / spec.rowTiles) * spec.split,
+      Math.ceil(m / spec.batch),
+    ],
   };
 }
 

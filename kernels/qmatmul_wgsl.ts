@@ -11,6 +11,9 @@
  * into steps of `unroll` consecutive chunks that never cross a group (one
  * scale and zero point load per step); the `warps` teams take steps in turn
  * and add their partial sums in workgroup memory at the end. With
+ * `split` > 1 each team is cut into sub-teams of 32/split lanes that take
+ * steps of their own: the workgroup then owns 32/split rows of each tile
+ * (more, smaller workgroups for few rows). With
  * `prefetch`, the words and scales of a team's next step are loaded before
  * the current step is used (software pipelining), so two steps of loads are
  * in flight per thread. x is read with broadcast loads (every lane of a team
@@ -30,7 +33,16 @@
  *   offset, which the end of the step scales by 2^(23−p) and s. One
  *   mask-and-or and one subtraction per code, then one FMA per x row.
  *
- * Both keep every product of a code and an activation exact up to the one
+ * - `"subnormal"` (staged x only): the code is masked in place with nothing
+ *   else, d = q·2^(p−149), a subnormal (or zero), and multiplied by x staged
+ *   as x·2^90, so d·x' = q·x·2^(p−59) is a normal number
+ *   (for 2^−67 ≲ |x| < 2^31); the step subtracts z·Σx, with the sums of x
+ *   per chunk computed once while x is staged: one mask and one FMA per code,
+ *   any zero points. Needs a device that keeps f32 subnormals (Vulkan
+ *   drivers may flush them: the product is then wrong, which the tests and
+ *   the sweep's check catch).
+ *
+ * All keep every product of a code and an activation exact up to the one
  * rounding of its f32 accumulation. ("exact" scales the products by down to
  * 2^−23 before the step sums them, so activations below about 2^−103 ≈ 1e−31
  * in magnitude fall into the subnormals that GPUs flush to zero.)
@@ -58,6 +70,13 @@ export interface QmatmulSpec {
   readonly rowTiles: number;
   /** 32-thread teams splitting K (workgroup size 32·warps): 1, 2, 4, 8, 16 or 32. */
   readonly warps: number;
+  /**
+   * Sub-teams per team: 1, 2 or 4. A team's lanes form `split` sub-teams of
+   * 32/split lanes that take K steps of their own, so a workgroup owns
+   * 32/split rows of each of its tiles (and `split` times as many workgroups
+   * cover the rows, each reading 32/split·b contiguous words per chunk).
+   */
+  readonly split: number;
   /** Rows of x per thread (batch tile): 1–16. */
   readonly batch: number;
   /** Consecutive chunks per step: 1, 2 or 4, dividing `groupChunks`. */
@@ -66,8 +85,11 @@ export interface QmatmulSpec {
   readonly prefetch: boolean;
   /** The workgroup's x rows are staged in workgroup memory (else read from global memory). */
   readonly sharedX: boolean;
-  /** Dequantization (see the module docs): "exact" needs integer zero points in [−2^bits, 2^bits]. */
-  readonly dequant: "fma" | "exact";
+  /**
+   * Dequantization (see the module docs): "exact" needs integer zero points
+   * in [−2^bits, 2^bits], "subnormal" needs `sharedX`.
+   */
+  readonly dequant: "fma" | "exact" | "subnormal";
   /**
    * Cross-team sums: "tree" (halving, log2(warps) barriers) or "flat" (one
    * barrier, the first team adds the others' sums in order).
@@ -82,6 +104,9 @@ export interface QmatmulGatherSpec {
   /** Columns are read through the column map (else packed column j is column j). */
   readonly gather: boolean;
 }
+
+/** x is staged as x·2^SUBNORMAL_SHIFT for the "subnormal" dequantization. */
+const SUBNORMAL_SHIFT = 90;
 
 /** 32-bit words per chunk per array element of the code words, by width. */
 const WORDS_TYPE: Record<number, string> = {
@@ -117,6 +142,7 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   }
   if (![1, 2, 4].includes(spec.rowTiles)) bad("rowTiles", spec.rowTiles, "1, 2 or 4");
   if (![1, 2, 4, 8, 16, 32].includes(spec.warps)) bad("warps", spec.warps, "1, 2, 4, 8, 16 or 32");
+  if (![1, 2, 4].includes(spec.split)) bad("split", spec.split, "1, 2 or 4");
   if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 16) {
     bad("batch", spec.batch, "an integer in [1, 16]");
   }
@@ -125,17 +151,21 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   }
   if (typeof spec.prefetch !== "boolean") bad("prefetch", spec.prefetch, "a boolean");
   if (typeof spec.sharedX !== "boolean") bad("sharedX", spec.sharedX, "a boolean");
-  if (spec.dequant !== "fma" && spec.dequant !== "exact") {
-    bad("dequant", spec.dequant, '"fma" or "exact"');
+  if (!["fma", "exact", "subnormal"].includes(spec.dequant)) {
+    bad("dequant", spec.dequant, '"fma", "exact" or "subnormal"');
+  }
+  if (spec.dequant === "subnormal" && !spec.sharedX) {
+    bad("sharedX", spec.sharedX, 'true with dequant "subnormal"');
   }
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
   }
 }
 
-/** Teams' worth of partial sums the cross-team reduction keeps in workgroup memory. */
+/** Sub-teams' worth of partial sums the cross-team reduction keeps in workgroup memory. */
 function reduceSlots(spec: QmatmulSpec): number {
-  return spec.warps === 1 ? 0 : spec.reduce === "flat" ? spec.warps - 1 : spec.warps / 2;
+  const teams = spec.warps * spec.split;
+  return teams === 1 ? 0 : spec.reduce === "flat" ? teams - 1 : teams / 2;
 }
 
 /**
@@ -146,8 +176,9 @@ function reduceSlots(spec: QmatmulSpec): number {
  * @returns Bytes.
  */
 export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
-  const red = reduceSlots(spec) * spec.rowTiles * spec.batch * PACK_TILE * 4;
-  return red + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
+  const red = reduceSlots(spec) * spec.rowTiles * spec.batch * (PACK_TILE / spec.split) * 4;
+  const sums = spec.dequant === "subnormal" ? spec.batch * spec.chunks * 4 : 0;
+  return red + sums + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
 }
 
 /**
@@ -187,20 +218,21 @@ function codeInPlace(
   bits: number,
   i: number,
   word: (j: number) => string,
+  one = " | 0x3f800000u",
 ): { expr: string; acc: number } {
   const span = exactSpan(bits);
   const s = i * bits, j = s >>> 5, off = s & 31;
   const mask = (1 << bits) - 1;
   if (off + bits > 32) {
     const moved = `((${word(j)} >> ${off}u) | (${word(j + 1)} << ${32 - off}u))`;
-    return { expr: `bitcast<f32>((${moved} & ${mask}u) | 0x3f800000u)`, acc: 0 };
+    return { expr: `bitcast<f32>((${moved} & ${mask}u)${one})`, acc: 0 };
   }
   // Offset of the first code that starts in word j.
   const base = (Math.ceil((32 * j) / bits) * bits) - 32 * j;
   const p = (off - base) % span, shift = off - p;
   const src = shift === 0 ? word(j) : `(${word(j)} >> ${shift}u)`;
   return {
-    expr: `bitcast<f32>((${src} & ${(mask << p) >>> 0}u) | 0x3f800000u)`,
+    expr: `bitcast<f32>((${src} & ${(mask << p) >>> 0}u)${one})`,
     acc: p / bits,
   };
 }
@@ -224,6 +256,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     groupChunks: CPG,
     rowTiles: R,
     warps: W,
+    split: S,
     batch: BM,
     unroll: U,
     prefetch,
@@ -231,8 +264,11 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     dequant,
   } = spec;
   const T = PACK_TILE;
+  const L = T / S; // lanes (rows of a tile) per sub-team
+  const VW = W * S; // sub-teams taking K steps in turn
   const steps = C / U;
-  const exact = dequant === "exact";
+  const sub = dequant === "subnormal";
+  const exact = dequant === "exact" || sub; // codes masked in place
   const A = exact ? exactSpan(bits) / bits : 1; // accumulators per output and step ("exact")
   // Independent partial sums per output ("fma"), so FMA chains overlap when a thread has few outputs.
   const P = exact ? 1 : BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
@@ -254,20 +290,46 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     );
   }
   emit(`@group(0) @binding(${zeros ? 5 : 4}) var<uniform> p: Params;`);
-  if (W > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * T}>;`);
+  if (VW > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * L}>;`);
   if (sharedX) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
+  if (sub) emit(`var<workgroup> xsum: array<f32, ${BM * C}>;`);
   emit(`@compute @workgroup_size(${W * T})`);
   emit(`fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {`);
-  emit(`  let lane = t % ${T}u;`);
-  emit(`  let warp = t / ${T}u;`);
+  // lane: the row of each tile this thread owns (within the tile); team: its sub-team.
+  if (S === 1) {
+    emit(`  let lane = t % ${T}u;`);
+    emit(`  let team = t / ${T}u;`);
+    emit(`  let tile0 = wg.x * ${R}u;`);
+  } else {
+    emit(`  let lane = (wg.x % ${S}u) * ${L}u + t % ${L}u;`);
+    emit(`  let team = t / ${L}u;`);
+    emit(`  let tile0 = (wg.x / ${S}u) * ${R}u;`);
+  }
+  emit(`  let sl = t % ${L}u;`);
   emit(`  let odd = (lane & 1u) == 1u;`);
-  emit(`  let tile0 = wg.x * ${R}u;`);
   emit(`  let m0 = wg.y * ${BM}u;`);
   for (let r = 0; r < R; r++) emit(`  let n${r} = (tile0 + ${r}u) * ${T}u + lane;`);
   for (let m = 0; m < BM; m++) emit(`  let xr${m} = min(m0 + ${m}u, p.M - 1u) * ${C}u;`);
   // x rows into workgroup memory (after the first loads of weights are issued, with prefetch).
   const stage = () => {
     if (!sharedX) return;
+    if (sub) {
+      // One chunk per thread: x·2^90 and the chunk's sum of x.
+      emit(`  for (var i = t; i < ${BM * C}u; i += ${W * T}u) {`);
+      emit(`    let m = i / ${C}u;`);
+      emit(`    let c = i - m * ${C}u;`);
+      emit(`    let src = min(m0 + m, p.M - 1u) * ${C}u + c;`);
+      emit(`    var sum = vec4<f32>(0.0);`);
+      emit(`    for (var j = 0u; j < 8u; j++) {`);
+      emit(`      let v = X[src][j];`);
+      emit(`      xs[i][j] = v * 0x1p${SUBNORMAL_SHIFT}f;`);
+      emit(`      sum += v;`);
+      emit(`    }`);
+      emit(`    xsum[i] = (sum.x + sum.y) + (sum.z + sum.w);`);
+      emit(`  }`);
+      emit(`  workgroupBarrier();`);
+      return;
+    }
     emit(`  for (var i = t; i < ${BM * C * 8}u; i += ${W * T}u) {`);
     emit(`    let m = i / ${C * 8}u;`);
     emit(`    let j = i - m * ${C * 8}u;`);
@@ -330,7 +392,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       );
       if (exact) {
         for (let a = 0; a < A; a++) {
-          emit(`${indent}let cz${r}_${a} = fma(z${r}, ${2 ** (a * bits - 23)}, 1.0);`);
+          if (!sub) emit(`${indent}let cz${r}_${a} = fma(z${r}, ${2 ** (a * bits - 23)}, 1.0);`);
           for (let m = 0; m < BM; m++) emit(`${indent}var e${r}_${m}_${a} = 0.0;`);
         }
       } else {
@@ -349,8 +411,8 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
           for (let e = 0; e < 4; e++) {
             const i = i4 * 4 + e;
             if (exact) {
-              const { expr, acc } = codeInPlace(bits, i, word(u, r));
-              emit(`${indent}{ let d = ${expr} - cz${r}_${acc};`);
+              const { expr, acc } = codeInPlace(bits, i, word(u, r), sub ? "" : undefined);
+              emit(`${indent}{ let d = ${sub ? expr : `${expr} - cz${r}_${acc}`};`);
               for (let m = 0; m < BM; m++) {
                 const e2 = `e${r}_${m}_${acc}`;
                 emit(`${indent}  ${e2} = fma(d, x${u}_${i4}_${m}.${xs[e]}, ${e2});`);
@@ -369,10 +431,19 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       }
     }
     if (exact) {
+      // Products carry 2^(p−23) ("exact") or 2^(p−149+90) ("subnormal").
+      const e0 = sub ? 149 - SUBNORMAL_SHIFT : 23;
+      if (sub) {
+        for (let m = 0; m < BM; m++) {
+          const parts = Array.from({ length: U }, (_, u) => `xsum[${m * C}u + c${u}]`);
+          emit(`${indent}let sx${m} = ${parts.join(" + ")};`);
+        }
+      }
       for (let r = 0; r < R; r++) {
         for (let m = 0; m < BM; m++) {
-          let v = `e${r}_${m}_0 * ${2 ** 23}.0`;
-          for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (23 - a * bits)}.0, ${v})`;
+          let v = `e${r}_${m}_0 * 0x1p${e0}f`;
+          for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, 0x1p${e0 - a * bits}f, ${v})`;
+          if (sub) v = `fma(-z${r}, sx${m}, ${v})`;
           emit(`${indent}a${r}_${m}_0 = fma(s${r}, ${v}, a${r}_${m}_0);`);
         }
       }
@@ -381,12 +452,12 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
 
   if (prefetch) {
     // Software pipelining: the loads of step st + W are in flight while step st is used.
-    loads(`min(warp, ${steps - 1}u)`, "  ", false);
+    loads(`min(team, ${steps - 1}u)`, "  ", false);
     stage();
-    emit(`  for (var st = warp; st < ${steps}u; st += ${W}u) {`);
+    emit(`  for (var st = team; st < ${steps}u; st += ${VW}u) {`);
     const cur = loadNames.map((n) => `    let ${n}c = ${n};`);
     lines.push(...cur);
-    loads(`min(st + ${W}u, ${steps - 1}u)`, "    ", true);
+    loads(`min(st + ${VW}u, ${steps - 1}u)`, "    ", true);
     // compute() reads the current values under the plain names: shadow them.
     emit(`    {`);
     for (const n of loadNames) emit(`      let ${n} = ${n}c;`);
@@ -395,7 +466,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     emit(`  }`);
   } else {
     stage();
-    emit(`  for (var st = warp; st < ${steps}u; st += ${W}u) {`);
+    emit(`  for (var st = team; st < ${steps}u; st += ${VW}u) {`);
     loads("st", "    ", false);
     compute("st", "    ");
     emit(`  }`);
@@ -406,48 +477,48 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       emit(`  var a${r}_${m} = ${parts.join(" + ")};`);
     }
   }
-  const per = R * BM * T;
-  if (spec.reduce === "flat" && W > 1) {
+  const per = R * BM * L;
+  if (spec.reduce === "flat" && VW > 1) {
     // Every team but the first hands its sums over at once; the first adds them in team order.
-    emit(`  if (warp > 0u) {`);
+    emit(`  if (team > 0u) {`);
     for (let r = 0; r < R; r++) {
       for (let m = 0; m < BM; m++) {
-        emit(`    red[(warp - 1u) * ${per}u + ${(r * BM + m) * T}u + lane] = a${r}_${m};`);
+        emit(`    red[(team - 1u) * ${per}u + ${(r * BM + m) * L}u + sl] = a${r}_${m};`);
       }
     }
     emit(`  }`);
     emit(`  workgroupBarrier();`);
-    emit(`  if (warp == 0u) {`);
-    emit(`    for (var w = 0u; w < ${W - 1}u; w++) {`);
+    emit(`  if (team == 0u) {`);
+    emit(`    for (var w = 0u; w < ${VW - 1}u; w++) {`);
     for (let r = 0; r < R; r++) {
       for (let m = 0; m < BM; m++) {
-        emit(`      a${r}_${m} += red[w * ${per}u + ${(r * BM + m) * T}u + lane];`);
+        emit(`      a${r}_${m} += red[w * ${per}u + ${(r * BM + m) * L}u + sl];`);
       }
     }
     emit(`    }`);
     emit(`  }`);
   } else {
     // Tree reduction over the teams: the upper half hands its sums to the lower half.
-    for (let h = W / 2; h >= 1; h /= 2) {
-      emit(`  if (warp >= ${h}u && warp < ${2 * h}u) {`);
+    for (let h = VW / 2; h >= 1; h /= 2) {
+      emit(`  if (team >= ${h}u && team < ${2 * h}u) {`);
       for (let r = 0; r < R; r++) {
         for (let m = 0; m < BM; m++) {
-          emit(`    red[(warp - ${h}u) * ${per}u + ${(r * BM + m) * T}u + lane] = a${r}_${m};`);
+          emit(`    red[(team - ${h}u) * ${per}u + ${(r * BM + m) * L}u + sl] = a${r}_${m};`);
         }
       }
       emit(`  }`);
       emit(`  workgroupBarrier();`);
-      emit(`  if (warp < ${h}u) {`);
+      emit(`  if (team < ${h}u) {`);
       for (let r = 0; r < R; r++) {
         for (let m = 0; m < BM; m++) {
-          emit(`    a${r}_${m} += red[warp * ${per}u + ${(r * BM + m) * T}u + lane];`);
+          emit(`    a${r}_${m} += red[team * ${per}u + ${(r * BM + m) * L}u + sl];`);
         }
       }
       emit(`  }`);
       if (h > 1) emit(`  workgroupBarrier();`);
     }
   }
-  emit(`  if (warp == 0u) {`);
+  emit(`  if (team == 0u) {`);
   for (let r = 0; r < R; r++) {
     for (let m = 0; m < BM; m++) {
       emit(

@@ -14,9 +14,12 @@
  * defaults against the CPU reference).
  *
  * Flags: `--small` (tiny sizes, for a software adapter), `--focus` (batch 1
- * on 4096×11008 and 11008×4096 only, teams × steps × prefetch), `--budget=S` (stop
- * timing new variants after S seconds), `--out=FILE` (also write every
- * result as JSON).
+ * on 4096×11008 and 11008×4096 only, teams × steps × prefetch), `--gemv`
+ * (batch 1 on the four shapes at 4 bits and on 4096×4096 at 8 and 3 bits:
+ * sub-teams × teams × the "subnormal" dequantization × row tiles × steps ×
+ * prefetch around the default, most promising first, the budget shared out
+ * per case), `--budget=S` (stop timing new variants after S seconds),
+ * `--out=FILE` (also write every result as JSON).
  *
  * Uses the Deno namespace (arguments, files).
  *
@@ -39,6 +42,7 @@ import { destroyCopies, packedBytes, randomPacked, residentCopies } from "./_qma
 
 const small = Deno.args.includes("--small");
 const focus = Deno.args.includes("--focus");
+const gemv = Deno.args.includes("--gemv");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
 const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
@@ -55,6 +59,41 @@ function grid(
   for (const [key, values] of Object.entries(axes)) {
     out = out.flatMap((v) => (values as unknown[]).map((x) => ({ ...v, [key]: x })));
   }
+  return out;
+}
+
+/**
+ * Batch-1 variants around the default `d`, most promising first: the
+ * "subnormal" dequantization, sub-teams (split) at the same or twice the
+ * sub-team count, the other row tiling, then shorter steps and prefetch.
+ */
+function gemvVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): Entry[] {
+  const out: Entry[] = ["default"];
+  const deq: QmatmulVariant[] = [{ dequant: "subnormal", sharedX: true }, {
+    dequant: "exact",
+    sharedX: true,
+  }];
+  const teamsOf = (vw: number, split: number) => ({ split, warps: vw / split });
+  const ok = (v: QmatmulVariant) => v.warps === undefined || (v.warps >= 1 && v.warps <= 32);
+  const add = (v: QmatmulVariant) => {
+    if (ok(v)) out.push(v);
+  };
+  for (const dq of deq) add({ ...dq });
+  for (const tail of [{}, { rowTiles: d.rowTiles === 1 ? 2 : 1 }]) {
+    for (const split of [2, 4]) {
+      for (const vw of [d.warps, 2 * d.warps, d.warps / 2]) {
+        for (const dq of deq) add({ ...dq, ...teamsOf(vw, split), ...tail });
+      }
+    }
+  }
+  for (const extra of [{ unroll: 2 }, { prefetch: true }, { unroll: 2, prefetch: true }]) {
+    for (const split of [1, 2, 4]) {
+      for (const vw of [d.warps, 2 * d.warps]) {
+        for (const dq of deq) add({ ...dq, ...teamsOf(vw, split), ...extra });
+      }
+    }
+  }
+  for (const split of [1, 2]) add({ dequant: "subnormal", sharedX: true, split, warps: d.warps });
   return out;
 }
 
@@ -163,7 +202,13 @@ const gpu = await benchGpu();
 const shapes: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const cases: { n: number; k: number; bits: number; m: number }[] = focus
+const cases: { n: number; k: number; bits: number; m: number }[] = gemv
+  ? [
+    ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 1 })),
+    { n: shapes[0]![0], k: shapes[0]![1], bits: 8, m: 1 },
+    { n: shapes[0]![0], k: shapes[0]![1], bits: 3, m: 1 },
+  ]
+  : focus
   ? [{ n: 4096, k: 11008, bits: 4, m: 1 }, { n: 11008, k: 4096, bits: 4, m: 1 }]
   : small
   ? [1, 4, 16].flatMap((m) => shapes.map(([n, k]) => ({ n, k, bits: 4, m })))
@@ -293,7 +338,8 @@ function relErr(a: Float32Array, b: Float32Array): number {
 const label = (e: Entry) => (typeof e === "string" ? e : JSON.stringify(e));
 let skipped = 0;
 const weights = new Map<string, { p: PackedWeight; copies: GpuPackedWeight[] }>();
-for (const { n, k, bits, m } of cases) {
+for (const c0 of cases) {
+  const { n, k, bits, m } = c0;
   const wkey = `${n}x${k}x${bits}`;
   if (!weights.has(wkey)) {
     const p = randomPacked(n, k, bits, 128, 11 + bits);
@@ -307,8 +353,12 @@ for (const { n, k, bits, m } of cases) {
   const seen = new Set<string>();
   const legacy = bind(copies, (w) => legacyDispatch(gpu, w, x, y, m));
   let legacyBest = Infinity;
-  for (const e of variantsFor(m, bits, k)) {
-    if (elapsed() > budget) {
+  const caseEnd = gemv
+    ? elapsed() + (budget - elapsed()) / (cases.length - cases.indexOf(c0))
+    : budget;
+  const entries = gemv ? gemvVariants(qmatmulResolvedSpec(gpu, p, m)) : variantsFor(m, bits, k);
+  for (const e of entries) {
+    if (elapsed() > caseEnd) {
       skipped++;
       continue;
     }

@@ -66,7 +66,7 @@ Deno.test("qmatmul kernel matches its CPU reference for every width, group layou
   }
 });
 
-Deno.test("every qmatmul kernel variant (teams, row tiles, steps, prefetch, staged x, dequantization, reduction, batch tiles) gives the same product", async () => {
+Deno.test("every qmatmul kernel variant (teams, sub-teams, row tiles, steps, prefetch, staged x, dequantization, reduction, batch tiles) gives the same product", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   const variants = [
@@ -75,6 +75,22 @@ Deno.test("every qmatmul kernel variant (teams, row tiles, steps, prefetch, stag
     { warps: 2, rowTiles: 4, unroll: 1, batch: 3, prefetch: true, sharedX: false, reduce: "tree" },
     { warps: 32, rowTiles: 1, unroll: 4, batch: 1, prefetch: false, sharedX: true, reduce: "flat" },
     { warps: 8, rowTiles: 1, unroll: 4, batch: 4, prefetch: true, sharedX: false, reduce: "flat" },
+    { warps: 4, rowTiles: 1, unroll: 2, batch: 1, prefetch: true, sharedX: true, split: 2 },
+    { warps: 2, rowTiles: 2, unroll: 1, batch: 2, prefetch: false, sharedX: false, split: 4 },
+    {
+      warps: 1,
+      rowTiles: 1,
+      unroll: 1,
+      batch: 1,
+      prefetch: false,
+      sharedX: true,
+      split: 4,
+      reduce: "flat",
+    },
+  ] as const;
+  const subnormal = [
+    { warps: 4, rowTiles: 1, unroll: 2, batch: 1, prefetch: false, split: 1 },
+    { warps: 2, rowTiles: 2, unroll: 1, batch: 3, prefetch: true, split: 2 },
   ] as const;
   let seed = 7;
   for (const bits of [2, 3, 4, 8]) {
@@ -91,6 +107,17 @@ Deno.test("every qmatmul kernel variant (teams, row tiles, steps, prefetch, stag
       assert(
         err < 1e-5,
         `${bits} bits ${dequant} ${JSON.stringify(variant)}: relative error ${err}`,
+      );
+    }
+    for (const variant of subnormal) {
+      const y = await qmatmul(x, w, {
+        backend: "webgpu",
+        variant: { ...variant, sharedX: true, dequant: "subnormal" },
+      });
+      const err = relError(y.data, expected);
+      assert(
+        err < 1e-5,
+        `${bits} bits subnormal ${JSON.stringify(variant)}: relative error ${err}`,
       );
     }
     destroyPackedWeight(w);
@@ -170,6 +197,7 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
     groupChunks: 2,
     rowTiles: 1,
     warps: 8,
+    split: 1,
     batch: 1,
     unroll: 1,
     prefetch: true,
@@ -179,6 +207,7 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
   } as const;
   assert.throws(() => qmatmulWgsl({ ...spec, bits: 5 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, batch: 17 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...spec, split: 3 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 3 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 4 }), RangeError); // 4 does not divide 2
   assert.throws(() => qmatmulWgsl({ ...spec, groupChunks: 3 }), RangeError);
