@@ -820,12 +820,21 @@ export function encodeButterfly(
  * WGSL of one dense factor along a strided axis, out of place:
  * y[o, i, t] = Σ_j B[i, j]·x[o, j, t] for rows seen as [·, m, stride].
  * Bindings: 0 = Y, 1 = X, 2 = B [m, m], 3 = parameters {total, m, stride}.
+ * With `tiled`, B is the tile of rows i0 … i0 + mt − 1 (a block too large
+ * for one binding) and only those outputs are written: parameters
+ * {total, m, stride, i0, mt}, total counting the tile's outputs.
  *
+ * @param tiled Whether B is a tile of rows.
  * @returns WGSL source.
  */
-export function fwhtDenseWgsl(): string {
+export function fwhtDenseWgsl(tiled = false): string {
+  const index = tiled
+    ? `let t = e % s; let il = (e / s) % prm.mt; let o = e / (s * prm.mt);
+  let i = prm.i0 + il; let row = il * m; let dst = (o * m + i) * s + t;`
+    : `let t = e % s; let i = (e / s) % m; let o = e / (s * m);
+  let row = i * m; let dst = e;`;
   return `
-struct Params { total: u32, m: u32, stride: u32, pad: u32 }
+struct Params { total: u32, m: u32, stride: u32, i0: u32, mt: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
@@ -836,13 +845,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let e = gid.x + gid.y * nwg.x * 256u;
   if (e >= prm.total) { return; }
   let s = prm.stride; let m = prm.m;
-  let t = e % s; let i = (e / s) % m; let o = e / (s * m);
+  ${index}
   let src = o * s * m + t;
   var acc = 0.0;
-  for (var j = 0u; j < m; j++) { acc = fma(B[i * m + j], X[src + j * s], acc); }
-  Y[e] = acc;
+  for (var j = 0u; j < m; j++) { acc = fma(B[row + j], X[src + j * s], acc); }
+  Y[dst] = acc;
 }
 `;
+}
+
+/**
+ * A dense block uploaded as one buffer, or, when m²·4 bytes exceed a
+ * storage binding, as tiles of consecutive rows (`i0`, `rows`) in buffers
+ * of their own.
+ */
+interface BlockTile {
+  buffer: GPUBuffer;
+  i0: number;
+  rows: number;
 }
 
 /** A transform prepared for one row length: plan and uploaded dense blocks. */
@@ -850,7 +870,7 @@ interface Prepared {
   n: number;
   pow2: number;
   normScale: number;
-  dense: { m: number; buffer: GPUBuffer; paley: PaleyFactorPass | null }[];
+  dense: { m: number; tiles: BlockTile[]; paley: PaleyFactorPass | null }[];
   butterfly: FwhtButterflyPass[];
 }
 
@@ -891,7 +911,7 @@ export function encodeFwht(
       const fused = d.paley.spec.pow2 > 1, scale = fused && normalize ? p.normScale : 1;
       encodePaley(batch, d.paley.prepared, d.paley.spec, other, cur, (rows * n) / d.m, scale);
       if (fused) return other;
-    } else if (stride === 1) {
+    } else if (stride === 1 && d.tiles.length === 1) {
       // Innermost axis: Y[rows·n/m, m] = X · Bᵀ.
       encodeGemm(
         batch,
@@ -906,7 +926,7 @@ export function encodeFwht(
           lowerB: false,
           tile: "large",
         },
-        { c: other, a: cur, b: d.buffer },
+        { c: other, a: cur, b: d.tiles[0]!.buffer },
         {
           m: (rows * n) / d.m,
           n: d.m,
@@ -916,19 +936,44 @@ export function encodeFwht(
           ldc: d.m,
         },
       );
-    } else {
-      const pipe = cachedPipeline(gpu, "fwht-dense", fwhtDenseWgsl);
+    } else if (d.tiles.length === 1) {
+      const pipe = cachedPipeline(gpu, "fwht-dense", () => fwhtDenseWgsl());
       batch.dispatch(pipe, [
         other,
         cur,
-        d.buffer,
+        d.tiles[0]!.buffer,
         batch.uniform([
           { u32: rows * n },
           { u32: d.m },
           { u32: stride },
           { u32: 0 },
+          { u32: d.m },
+          { u32: 0 },
+          { u32: 0 },
+          { u32: 0 },
         ]),
       ], foldGroups(gpu, Math.ceil((rows * n) / 256)));
+    } else {
+      // A block larger than a binding: one pass per tile of its rows (outputs).
+      const pipe = cachedPipeline(gpu, "fwht-dense-tiled", () => fwhtDenseWgsl(true));
+      for (const tile of d.tiles) {
+        const total = ((rows * n) / d.m) * tile.rows;
+        batch.dispatch(pipe, [
+          other,
+          cur,
+          tile.buffer,
+          batch.uniform([
+            { u32: total },
+            { u32: d.m },
+            { u32: stride },
+            { u32: tile.i0 },
+            { u32: tile.rows },
+            { u32: 0 },
+            { u32: 0 },
+            { u32: 0 },
+          ]),
+        ], foldGroups(gpu, Math.ceil(total / 256)));
+      }
     }
     [cur, other] = [other, cur];
   }
@@ -948,12 +993,30 @@ export interface FwhtPrepared {
   readonly n: number;
 }
 
-function blockOf(h: Float64Array, m: number, transpose: boolean): Float32Array {
-  const out = new Float32Array(m * m);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < m; j++) out[i * m + j] = transpose ? h[j * m + i]! : h[i * m + j]!;
+/**
+ * Uploads B (or Bᵀ) [m, m] as f32: one buffer, or tiles of rows when m²·4
+ * bytes exceed `bytes` (a storage binding).
+ */
+function uploadBlock(
+  gpu: Gpu,
+  h: Float64Array,
+  m: number,
+  transpose: boolean,
+  bytes: number,
+): BlockTile[] {
+  const tileRows = Math.max(1, Math.min(m, Math.floor(bytes / (4 * m))));
+  const tiles: BlockTile[] = [];
+  for (let i0 = 0; i0 < m; i0 += tileRows) {
+    const rows = Math.min(tileRows, m - i0);
+    const out = new Float32Array(rows * m);
+    for (let i = 0; i < rows; i++) {
+      for (let j = 0; j < m; j++) {
+        out[i * m + j] = transpose ? h[j * m + i0 + i]! : h[(i0 + i) * m + j]!;
+      }
+    }
+    tiles.push({ buffer: uploadBuffer(gpu, out, "fwht-block"), i0, rows });
   }
-  return out;
+  return tiles;
 }
 
 /** Options of {@linkcode prepareFwht}. */
@@ -965,15 +1028,13 @@ export interface PrepareFwhtOptions {
    * @default the device's `maxComputeWorkgroupStorageSize`
    */
   workgroupBytes?: number;
-}
-
-/** `gpu` as seen by the kernel choices, with at most `bytes` of workgroup memory. */
-function withWorkgroupBytes(gpu: Gpu, bytes: number): Gpu {
-  const limits = new Proxy(gpu.limits, {
-    get: (target, key) =>
-      key === "maxComputeWorkgroupStorageSize" ? bytes : Reflect.get(target, key),
-  });
-  return { ...gpu, limits };
+  /**
+   * Bytes a dense block's buffer may hold, at most the device's binding
+   * limit; a block larger than that is uploaded and applied in tiles of rows
+   * (tests use it to run the tiles on small blocks).
+   * @default the device's `maxStorageBufferBindingSize` (and `maxBufferSize`)
+   */
+  bindingBytes?: number;
 }
 
 /**
@@ -984,7 +1045,8 @@ function withWorkgroupBytes(gpu: Gpu, bytes: number): Gpu {
  * @param transpose Use Hᵀ (differs from H for Paley I blocks).
  * @param options See {@linkcode PrepareFwhtOptions}.
  * @returns The prepared transform.
- * @throws {RangeError} when n has no construction, or `workgroupBytes` is not a positive integer.
+ * @throws {RangeError} when n has no construction, or `workgroupBytes` or `bindingBytes` is not
+ *   a positive integer.
  */
 export function prepareFwht(
   gpu: Gpu,
@@ -993,24 +1055,39 @@ export function prepareFwht(
   options: PrepareFwhtOptions = {},
 ): FwhtPrepared {
   const deviceBytes = gpu.limits.maxComputeWorkgroupStorageSize;
-  const { workgroupBytes = deviceBytes } = options;
-  if (!Number.isSafeInteger(workgroupBytes) || workgroupBytes < 1) {
-    throw new RangeError(
-      `Cannot prepare the transform as 'workgroupBytes' must be a positive integer: current value is ${workgroupBytes}`,
-    );
+  const deviceBinding = Math.min(
+    gpu.limits.maxStorageBufferBindingSize,
+    gpu.limits.maxBufferSize,
+  );
+  const { workgroupBytes = deviceBytes, bindingBytes = deviceBinding } = options;
+  for (const [name, v] of [["workgroupBytes", workgroupBytes], ["bindingBytes", bindingBytes]]) {
+    if (!Number.isSafeInteger(v) || (v as number) < 1) {
+      throw new RangeError(
+        `Cannot prepare the transform as '${name}' must be a positive integer: current value is ${v}`,
+      );
+    }
   }
-  const view = workgroupBytes < deviceBytes ? withWorkgroupBytes(gpu, workgroupBytes) : gpu;
+  // The kernel choices see at most `workgroupBytes` of workgroup memory.
+  const view: Gpu = workgroupBytes >= deviceBytes ? gpu : {
+    ...gpu,
+    limits: new Proxy(gpu.limits, {
+      get: (target, key) =>
+        key === "maxComputeWorkgroupStorageSize" ? workgroupBytes : Reflect.get(target, key),
+    }),
+  };
   const plan = fwhtPlan(n);
   const prepared: Prepared = {
     butterfly: butterflyPasses(view, n, plan.pow2),
     n,
     pow2: plan.pow2,
     normScale: plan.normScale,
-    dense: plan.dense.map((d, i) => ({
-      m: d.m,
-      buffer: uploadBuffer(gpu, blockOf(d.h, d.m, transpose), "fwht-block"),
-      paley: paleyFactorPass(view, plan, i, transpose),
-    })),
+    dense: plan.dense.map((d, i) => {
+      const paley = paleyFactorPass(view, plan, i, transpose);
+      const bytes = Math.min(bindingBytes, deviceBinding);
+      // The Paley kernel needs no block.
+      const tiles = paley === null ? uploadBlock(gpu, d.h, d.m, transpose, bytes) : [];
+      return { m: d.m, tiles, paley };
+    }),
   };
   return prepared;
 }
@@ -1022,7 +1099,7 @@ export function prepareFwht(
  * @param x Rows to transform.
  * @param options `normalize` and `transpose` (no custom `block`); `maxTileRows` caps the
  *   rows uploaded per buffer (default: as many as the device's binding limit allows);
- *   `workgroupBytes` as in {@linkcode PrepareFwhtOptions}.
+ *   `workgroupBytes` and `bindingBytes` as in {@linkcode PrepareFwhtOptions}.
  * @returns H·row for each row (f32) and the GPU seconds.
  */
 export async function fwhtGpu(
@@ -1032,8 +1109,7 @@ export async function fwhtGpu(
     normalize?: boolean;
     transpose?: boolean;
     maxTileRows?: number;
-    workgroupBytes?: number;
-  } = {},
+  } & PrepareFwhtOptions = {},
 ): Promise<{ y: Tensor<"f32">; gpuSeconds: number }> {
   if (x.dtype !== "f32" || x.shape.length < 1) {
     throw new TypeError(
@@ -1042,12 +1118,7 @@ export async function fwhtGpu(
   }
   const n = x.shape[x.shape.length - 1]!;
   const rows = n === 0 ? 0 : x.data.length / n;
-  const prepared = prepareFwht(
-    gpu,
-    n,
-    options.transpose ?? false,
-    options.workgroupBytes === undefined ? {} : { workgroupBytes: options.workgroupBytes },
-  );
+  const prepared = prepareFwht(gpu, n, options.transpose ?? false, options);
   // Row tiles within the device's binding limit, all in one submission.
   const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
   const tileRows = Math.max(
@@ -1067,7 +1138,7 @@ export async function fwhtGpu(
   const { data, gpuSeconds } = await batch.submit(results);
   for (const b of owned) b.destroy();
   for (const d of (prepared as unknown as Prepared).dense) {
-    d.buffer.destroy();
+    for (const t of d.tiles) t.buffer.destroy();
     d.paley?.prepared.multipliers.destroy();
   }
   const y = new Float32Array(rows * n);

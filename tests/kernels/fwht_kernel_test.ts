@@ -198,3 +198,35 @@ Deno.test("GPU Hadamard transform of long rows splits them into tiles without ch
     assert.deepEqual(tiled.y.data, whole.y.data);
   }
 });
+
+Deno.test("GPU Hadamard transform applies a block larger than a binding in tiles of its rows", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(11);
+  // Dense Paley blocks innermost (through the product when whole) and strided, cut into
+  // tiles of rows that do not divide m: 2 ⊗ P(60) ⊗ P(84), P(12)^3 with H_8 and with a split
+  // H_128, Paley II(37) and II(7²).
+  const cases = [
+    { n: 10080, bindingBytes: 4 * 84 * 10 },
+    { n: 13824, bindingBytes: 4 * 12 * 5 },
+    { n: 18432, bindingBytes: 4 * 12 * 5, workgroupBytes: 1024 },
+    { n: 76, bindingBytes: 4 * 76 * 7 },
+    { n: 200, bindingBytes: 4 * 100 * 33 },
+  ];
+  for (const { n, ...limits } of cases) {
+    const rows = 3;
+    const x = tensor("f32", [rows, n], Float32Array.from({ length: rows * n }, () => rng.normal()));
+    for (const opts of [{ normalize: true }, { transpose: true }]) {
+      const { y } = await fwhtGpu(gpu, x, { ...opts, ...limits });
+      const err = relError(y.data, fwht(x, opts).data);
+      assert.ok(
+        err < 1e-5,
+        `n = ${n} (${fwhtPlan(n).description}), ${JSON.stringify(limits)}, ${
+          JSON.stringify(opts)
+        }: error ${err}`,
+      );
+    }
+  }
+  const x = tensor("f32", [1, 12], new Float32Array(12));
+  await assert.rejects(() => fwhtGpu(gpu, x, { bindingBytes: 0.5 }), RangeError);
+});
