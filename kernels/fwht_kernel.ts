@@ -1,8 +1,11 @@
 /**
  * Fast Walsh–Hadamard transform of the rows of a matrix on the GPU, for
- * every order `core/fwht.ts` can plan: n = 2^k · m₁ ⋯ m_r. Each dense factor
- * is one pass (a product with the m×m block through the gemm kernel when it
- * is the innermost axis, a strided kernel otherwise); the power-of-two part
+ * every order `core/fwht.ts` can plan, whatever the row length:
+ * n = 2^k · m₁ ⋯ m_r. Each dense factor is one pass (the Paley kernel for
+ * Paley I blocks over extension fields, a product with the m×m block through
+ * the gemm kernel when it is the innermost axis, a strided kernel otherwise
+ * or, one pass per tile of rows, when the block exceeds a storage binding);
+ * the power-of-two part
  * (H_{2^k} ⊗ I_{n/2^k}) is one more pass, scaling when normalizing, by one
  * of three butterfly kernels ({@linkcode butterflySpec} picks one), or,
  * when a row exceeds the workgroup memory, a few passes
@@ -719,8 +722,18 @@ export interface FwhtButterflyPass {
   readonly outer: number;
 }
 
-/** Most stages of one `columns` pass of a split butterfly (the kernel's 32 registers). */
-const COLUMN_STAGES = 5;
+/**
+ * Most stages of one `columns` pass of a split butterfly (64 values per
+ * thread in registers, as the columns kernel allows).
+ */
+const COLUMN_STAGES = 6;
+
+/** Whether a single-pass variant runs on `gpu` (workgroup memory and size). */
+function fits(gpu: Gpu, spec: FwhtButterflySpec): boolean {
+  const threads = spec.kind === "columns" ? 0 : spec.threads;
+  return butterflyWorkgroupBytes(spec) <= gpu.limits.maxComputeWorkgroupStorageSize &&
+    threads <= gpu.limits.maxComputeInvocationsPerWorkgroup;
+}
 
 /**
  * The passes that apply H_{pow2} ⊗ I_{n/pow2} to rows of length n: the
@@ -729,8 +742,9 @@ const COLUMN_STAGES = 5;
  * pow2 = 2^k and the row seen as [2^(k−b), 2^b, n/pow2]:
  * I_{2^(k−b)} ⊗ H_{2^b} ⊗ I_{n/pow2} by the single-pass variant of rows of
  * length 2^b·n/pow2 (b as large as fits), then the k − b top stages by
- * `columns` passes of at most 5 stages each (strided butterflies in
- * registers, no workgroup memory), every pass one read and one write of the
+ * `columns` passes of at most 6 stages each (strided butterflies in
+ * registers, no workgroup memory); or all k stages by columns passes when
+ * that takes no more passes. Every pass is one read and one write of the
  * matrix.
  *
  * @param gpu The GPU (its workgroup memory limit).
@@ -739,31 +753,36 @@ const COLUMN_STAGES = 5;
  * @returns The passes, in the order {@linkcode encodeFwht} runs them.
  */
 export function butterflyPasses(gpu: Gpu, n: number, pow2: number): FwhtButterflyPass[] {
-  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
   const whole = defaultButterfly(n, pow2);
-  if (butterflyWorkgroupBytes(whole) <= limit) return [{ spec: whole, outer: 1 }];
-  // Here pow2 > 32 (a columns pass needs no workgroup memory), so k > 5.
+  if (fits(gpu, whole)) return [{ spec: whole, outer: 1 }];
+  // Here pow2 > 32 (a columns pass runs on any device), so k > 5.
   const k = log2(pow2), inner = n / pow2;
+  // Stages lo … k − 1 in balanced columns passes, lowest stages first.
+  const columns = (lo: number): FwhtButterflyPass[] => {
+    const out: FwhtButterflyPass[] = [];
+    const top = k - lo, count = Math.ceil(top / COLUMN_STAGES);
+    for (let i = 0; i < count; i++) {
+      const c = Math.floor(top / count) + (i < top % count ? 1 : 0);
+      out.push({
+        spec: { kind: "columns", n: inner * 2 ** (lo + c), pow2: 2 ** c, width: 1 },
+        outer: 2 ** (k - lo - c),
+      });
+      lo += c;
+    }
+    return out;
+  };
   let b = k - 1;
-  while (
-    b > COLUMN_STAGES && butterflyWorkgroupBytes(defaultButterfly(inner * 2 ** b, 2 ** b)) > limit
+  while (b > COLUMN_STAGES && !fits(gpu, defaultButterfly(inner * 2 ** b, 2 ** b))) b--;
+  if (
+    b <= COLUMN_STAGES || 1 + Math.ceil((k - b) / COLUMN_STAGES) >= Math.ceil(k / COLUMN_STAGES)
   ) {
-    b--;
+    // No single-pass kernel of more than 64 stages fits, or it saves no pass.
+    return columns(0);
   }
-  const passes: FwhtButterflyPass[] = [
+  return [
     { spec: defaultButterfly(inner * 2 ** b, 2 ** b), outer: 2 ** (k - b) },
+    ...columns(b),
   ];
-  // The top k − b stages in balanced columns passes, lowest stages first.
-  const top = k - b, count = Math.ceil(top / COLUMN_STAGES);
-  for (let i = 0, lo = b; i < count; i++) {
-    const c = Math.floor(top / count) + (i < top % count ? 1 : 0);
-    passes.push({
-      spec: { kind: "columns", n: inner * 2 ** (lo + c), pow2: 2 ** c, width: 1 },
-      outer: 2 ** (k - lo - c),
-    });
-    lo += c;
-  }
-  return passes;
 }
 
 /**

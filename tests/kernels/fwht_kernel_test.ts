@@ -3,6 +3,7 @@ import {
   butterflyPasses,
   butterflyWorkgroupBytes,
   encodeButterfly,
+  type FwhtButterflyPass,
   type FwhtButterflySpec,
   fwhtGpu,
   fwhtReference,
@@ -164,18 +165,47 @@ Deno.test("butterflyPasses() splits H_pow2 into passes that fit the workgroup me
     if (n <= 11008) assert.equal(passes.length, 1, `n = ${n} keeps its single pass`);
   }
   assert.equal(butterflyPasses(gpu, 1 << 20, 1 << 20).length, 3);
+  // The kinds and orders of the passes on a device with 256 bytes or 16 KB of workgroup memory.
+  const small = (bytes: number) => ({
+    ...gpu,
+    limits: {
+      maxComputeWorkgroupStorageSize: bytes,
+      maxComputeInvocationsPerWorkgroup: 1024,
+    } as GPUSupportedLimits,
+  });
+  const shape = (passes: FwhtButterflyPass[]) =>
+    passes.map(({ spec, outer }) =>
+      `${spec.kind}:${spec.kind === "lanes" ? spec.n : spec.pow2}x${outer}`
+    ).join(" ");
+  assert.equal(shape(butterflyPasses(small(256), 1024, 1024)), "columns:32x32 columns:32x1");
+  assert.equal(
+    shape(butterflyPasses(small(256), 65536, 65536)),
+    "columns:64x1024 columns:32x32 columns:32x1",
+  );
+  assert.equal(shape(butterflyPasses(small(256), 1792, 64)), "columns:64x1");
+  assert.equal(
+    shape(butterflyPasses(small(16384), 1 << 19, 1 << 19)),
+    "lanes:4096x128 columns:16x8 columns:8x1",
+  );
 });
 
 Deno.test("GPU Hadamard transform with less workgroup memory runs more passes, same result", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   const rng = prng(9);
-  // 256 bytes hold no row past 32 values: the butterflies run as 2 or 3 columns passes
-  // and the Paley I(27) and I(343) blocks of 64·28 and 32·344 as unfused passes.
-  for (
-    const [n, workgroupBytes] of [[1024, 256], [4096, 256], [1792, 256], [11008, 2048]] as const
-  ) {
-    const rows = 3;
+  // 256 bytes hold no row past 32 values: the butterflies of 2^10, 2^12 and 2^16 run as 2, 2
+  // and 3 columns passes, and the Paley I(27) and I(343) blocks of 64·28 and 32·344 as
+  // unfused passes; with 16 KB, 2^19 runs as lanes on 2^12 plus two columns passes.
+  const cases: [number, number][] = [
+    [1024, 256],
+    [4096, 256],
+    [65536, 256],
+    [1792, 256],
+    [11008, 2048],
+    [1 << 19, 16384],
+  ];
+  for (const [n, workgroupBytes] of cases) {
+    const rows = n > 65536 ? 1 : 3;
     const x = tensor("f32", [rows, n], Float32Array.from({ length: rows * n }, () => rng.normal()));
     for (const opts of [{ normalize: true }, { transpose: true }]) {
       const { y } = await fwhtGpu(gpu, x, { ...opts, workgroupBytes });
