@@ -5,11 +5,10 @@
  * Paley I blocks over extension fields, a product with the m×m block through
  * the gemm kernel when it is the innermost axis, a strided kernel otherwise
  * or, one pass per tile of rows, when the block exceeds a storage binding);
- * the power-of-two part
- * (H_{2^k} ⊗ I_{n/2^k}) is one more pass, scaling when normalizing, by one
- * of three butterfly kernels ({@linkcode butterflySpec} picks one), or,
- * when a row exceeds the workgroup memory, a few passes
- * ({@linkcode butterflyPasses}):
+ * the power-of-two part (H_{2^k} ⊗ I_{n/2^k}) is one more pass, scaling
+ * when normalizing, by one of three butterfly kernels
+ * ({@linkcode butterflySpec} picks one), or, when a row exceeds the
+ * workgroup memory, a few passes ({@linkcode butterflyPasses}):
  *
  * - `lanes` (n = 2^k): one row per workgroup, 32 values per thread in
  *   registers; rounds of stages on the element bits held in registers,
