@@ -117,6 +117,7 @@ export type QmatmulVariant = Partial<
     | "unroll"
     | "prefetch"
     | "sharedX"
+    | "batchedStage"
     | "dequant"
     | "reduce"
   >
@@ -206,6 +207,7 @@ export function qmatmulSpec(
     chunks,
     groupChunks,
     split: 1,
+    batchedStage: false,
     reduce: "tree" as const,
   };
   let spec: QmatmulSpec;

@@ -86,6 +86,11 @@ export interface QmatmulSpec {
   /** The workgroup's x rows are staged in workgroup memory (else read from global memory). */
   readonly sharedX: boolean;
   /**
+   * Staging issues all of a thread's x loads before its first store (where
+   * that is at most 8 loads; else a loop of load-store pairs).
+   */
+  readonly batchedStage: boolean;
+  /**
    * Dequantization (see the module docs): "exact" needs integer zero points
    * in [−2^bits, 2^bits], "subnormal" needs `sharedX`.
    */
@@ -151,6 +156,7 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   }
   if (typeof spec.prefetch !== "boolean") bad("prefetch", spec.prefetch, "a boolean");
   if (typeof spec.sharedX !== "boolean") bad("sharedX", spec.sharedX, "a boolean");
+  if (typeof spec.batchedStage !== "boolean") bad("batchedStage", spec.batchedStage, "a boolean");
   if (!["fma", "exact", "subnormal"].includes(spec.dequant)) {
     bad("dequant", spec.dequant, '"fma", "exact" or "subnormal"');
   }
@@ -319,14 +325,32 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       emit(`    let m = i / ${C}u;`);
       emit(`    let c = i - m * ${C}u;`);
       emit(`    let src = min(m0 + m, p.M - 1u) * ${C}u + c;`);
-      emit(`    var sum = vec4<f32>(0.0);`);
-      emit(`    for (var j = 0u; j < 8u; j++) {`);
-      emit(`      let v = X[src][j];`);
-      emit(`      xs[i][j] = v * 0x1p${SUBNORMAL_SHIFT}f;`);
-      emit(`      sum += v;`);
-      emit(`    }`);
+      // The chunk's eight loads are issued before any is used.
+      for (let j = 0; j < 8; j++) emit(`    let v${j} = X[src][${j}];`);
+      for (let j = 0; j < 8; j++) emit(`    xs[i][${j}] = v${j} * 0x1p${SUBNORMAL_SHIFT}f;`);
+      emit(`    let sum = ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7));`);
       emit(`    xsum[i] = (sum.x + sum.y) + (sum.z + sum.w);`);
       emit(`  }`);
+      emit(`  workgroupBarrier();`);
+      return;
+    }
+    const total = BM * C * 8, per = Math.ceil(total / (W * T));
+    if (spec.batchedStage && per <= 8) {
+      // Every load of the thread is issued before the first store.
+      for (let k = 0; k < per; k++) {
+        emit(`  let si${k} = min(t + ${k * W * T}u, ${total - 1}u);`);
+        emit(`  let sm${k} = si${k} / ${C * 8}u;`);
+        emit(`  let sj${k} = si${k} - sm${k} * ${C * 8}u;`);
+        emit(`  let sv${k} = X[min(m0 + sm${k}, p.M - 1u) * ${C}u + sj${k} / 8u][sj${k} % 8u];`);
+      }
+      for (let k = 0; k < per; k++) {
+        const store = `xs[sm${k} * ${C}u + sj${k} / 8u][sj${k} % 8u] = sv${k};`;
+        emit(
+          (k + 1) * W * T <= total
+            ? `  ${store}`
+            : `  if (t + ${k * W * T}u < ${total}u) { ${store} }`,
+        );
+      }
       emit(`  workgroupBarrier();`);
       return;
     }

@@ -16,8 +16,8 @@
  * Flags: `--small` (tiny sizes, for a software adapter), `--focus` (batch 1
  * on 4096×11008 and 11008×4096 only, teams × steps × prefetch), `--gemv`
  * (batch 1 on the four shapes at 4 bits and on 4096×4096 at 8 and 3 bits:
- * sub-teams × teams × the "subnormal" dequantization × row tiles × steps ×
- * prefetch around the default, most promising first, the budget shared out
+ * sub-teams × teams × the "subnormal" dequantization or batched staging ×
+ * row tiles × steps × prefetch around the default, most promising first, the budget shared out
  * per case), `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
@@ -69,31 +69,30 @@ function grid(
  */
 function gemvVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): Entry[] {
   const out: Entry[] = ["default"];
-  const deq: QmatmulVariant[] = [{ dequant: "subnormal", sharedX: true }, {
-    dequant: "exact",
-    sharedX: true,
-  }];
+  const sub: QmatmulVariant = { dequant: "subnormal", sharedX: true };
+  const batched: QmatmulVariant = { dequant: "exact", sharedX: true, batchedStage: true };
+  const plain: QmatmulVariant = { dequant: "exact", sharedX: true };
   const teamsOf = (vw: number, split: number) => ({ split, warps: vw / split });
-  const ok = (v: QmatmulVariant) => v.warps === undefined || (v.warps >= 1 && v.warps <= 32);
   const add = (v: QmatmulVariant) => {
-    if (ok(v)) out.push(v);
+    if (v.warps === undefined || (v.warps >= 1 && v.warps <= 32)) out.push(v);
   };
-  for (const dq of deq) add({ ...dq });
+  add(sub);
+  add(batched);
   for (const tail of [{}, { rowTiles: d.rowTiles === 1 ? 2 : 1 }]) {
     for (const split of [2, 4]) {
       for (const vw of [d.warps, 2 * d.warps, d.warps / 2]) {
-        for (const dq of deq) add({ ...dq, ...teamsOf(vw, split), ...tail });
+        for (const dq of [sub, batched, plain]) add({ ...dq, ...teamsOf(vw, split), ...tail });
       }
     }
   }
   for (const extra of [{ unroll: 2 }, { prefetch: true }, { unroll: 2, prefetch: true }]) {
-    for (const split of [1, 2, 4]) {
-      for (const vw of [d.warps, 2 * d.warps]) {
-        for (const dq of deq) add({ ...dq, ...teamsOf(vw, split), ...extra });
-      }
+    for (const split of [1, 2]) {
+      for (const dq of [sub, batched]) add({ ...dq, ...teamsOf(d.warps, split), ...extra });
     }
   }
-  for (const split of [1, 2]) add({ dequant: "subnormal", sharedX: true, split, warps: d.warps });
+  for (const vw of [2 * d.warps, d.warps / 2]) {
+    for (const dq of [sub, batched]) add({ ...dq, ...teamsOf(vw, 1) });
+  }
   return out;
 }
 
