@@ -36,7 +36,7 @@ x = torch.randn(tokens, cols, device=dev)
 t = timed(lambda: x.T @ x)
 out["xtx_seconds"] = t
 out["xtx_gflops"] = 2 * tokens * cols * cols / t / 1e9
-for rows, c in ((4096, 4096), (4096, 11008)):
+for rows, c in ((4096, 4096), (4096, 11008), (4096, 14336), (4096, 16384)):
     a = torch.randn(rows, c, device=dev)
     b = torch.empty_like(a)
     t = timed(lambda: b.copy_(a), reps=50)
