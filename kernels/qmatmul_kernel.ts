@@ -173,7 +173,12 @@ function nearestPow2(v: number): number {
  *   it), steps of 4 chunks without prefetch, x staged in workgroup memory
  *   (not for 2 and 8 bits, where global broadcast loads were as fast), two
  *   row tiles per thread from 512 tiles (N ≥ 16384) on, and teams so that
- *   about 4096 run (nearest power of two): 32 for N = 4096.
+ *   about 4096 run (nearest power of two): 32 for N = 4096. At batch 1 with
+ *   one row tile at 4 bits, and up to 128 tiles (N ≤ 4096) at 8 bits: x
+ *   staged with all loads issued first (`batchedStage`) and at most 16
+ *   teams (sweep --gemv, same run: 4096×4096 −6%, 11008×4096 −4%,
+ *   4096×11008 −3%, 8-bit 4096×4096 −6% GPU time against the previous
+ *   default).
  * - Batch 3–4: from 344 tiles (N ≥ 11008) on two row tiles, 8 teams, steps
  *   of 2 with prefetch; below, one row tile, 32 teams, steps of 2.
  * - Batch 5–8: one x tile; 4 row tiles and 16 teams from 512 tiles on, else
@@ -213,14 +218,19 @@ export function qmatmulSpec(
   let spec: QmatmulSpec;
   if (m <= 2) {
     const rowTiles = tiles >= 512 ? 2 : 1;
+    const warps = nearestPow2(4096 / Math.ceil(tiles / rowTiles));
+    // Batch 1 where the --gemv sweep measured batched staging > 3% faster.
+    const batched = m === 1 && rowTiles === 1 &&
+      (packed.bits === 4 || (packed.bits === 8 && tiles <= 128));
     spec = {
       ...base,
       rowTiles,
-      warps: nearestPow2(4096 / Math.ceil(tiles / rowTiles)),
+      warps: batched ? Math.min(16, warps) : warps,
       batch: Math.max(1, m),
       unroll: 4,
       prefetch: false,
-      sharedX: packed.bits === 3 || packed.bits === 4,
+      sharedX: packed.bits === 3 || packed.bits === 4 || batched,
+      batchedStage: batched,
       dequant: exact ? "exact" : "fma",
     };
   } else if (m <= 4) {

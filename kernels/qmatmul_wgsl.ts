@@ -33,19 +33,15 @@
  *   offset, which the end of the step scales by 2^(23−p) and s. One
  *   mask-and-or and one subtraction per code, then one FMA per x row.
  *
- * - `"subnormal"` (staged x only): the code is masked in place with nothing
- *   else, d = q·2^(p−149), a subnormal (or zero), and multiplied by x staged
- *   as x·2^90, so d·x' = q·x·2^(p−59) is a normal number
- *   (for 2^−67 ≲ |x| < 2^31); the step subtracts z·Σx, with the sums of x
- *   per chunk computed once while x is staged: one mask and one FMA per code,
- *   any zero points. Needs a device that keeps f32 subnormals (Vulkan
- *   drivers may flush them: the product is then wrong, which the tests and
- *   the sweep's check catch).
- *
- * All keep every product of a code and an activation exact up to the one
+ * Both keep every product of a code and an activation exact up to the one
  * rounding of its f32 accumulation. ("exact" scales the products by down to
  * 2^−23 before the step sums them, so activations below about 2^−103 ≈ 1e−31
  * in magnitude fall into the subnormals that GPUs flush to zero.)
+ *
+ * (Tried and dropped: one mask and one FMA per code, the code masked in
+ * place as the f32 subnormal q·2^(p−149) times x staged as x·2^90, and
+ * z·Σx subtracted per step. The H100's Vulkan driver flushes f32
+ * subnormals, so the products came out wrong there.)
  *
  * Web-standard only.
  *
@@ -90,11 +86,8 @@ export interface QmatmulSpec {
    * that is at most 8 loads; else a loop of load-store pairs).
    */
   readonly batchedStage: boolean;
-  /**
-   * Dequantization (see the module docs): "exact" needs integer zero points
-   * in [−2^bits, 2^bits], "subnormal" needs `sharedX`.
-   */
-  readonly dequant: "fma" | "exact" | "subnormal";
+  /** Dequantization (see the module docs): "exact" needs integer zero points in [−2^bits, 2^bits]. */
+  readonly dequant: "fma" | "exact";
   /**
    * Cross-team sums: "tree" (halving, log2(warps) barriers) or "flat" (one
    * barrier, the first team adds the others' sums in order).
@@ -109,9 +102,6 @@ export interface QmatmulGatherSpec {
   /** Columns are read through the column map (else packed column j is column j). */
   readonly gather: boolean;
 }
-
-/** x is staged as x·2^SUBNORMAL_SHIFT for the "subnormal" dequantization. */
-const SUBNORMAL_SHIFT = 90;
 
 /** 32-bit words per chunk per array element of the code words, by width. */
 const WORDS_TYPE: Record<number, string> = {
@@ -157,11 +147,8 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (typeof spec.prefetch !== "boolean") bad("prefetch", spec.prefetch, "a boolean");
   if (typeof spec.sharedX !== "boolean") bad("sharedX", spec.sharedX, "a boolean");
   if (typeof spec.batchedStage !== "boolean") bad("batchedStage", spec.batchedStage, "a boolean");
-  if (!["fma", "exact", "subnormal"].includes(spec.dequant)) {
-    bad("dequant", spec.dequant, '"fma", "exact" or "subnormal"');
-  }
-  if (spec.dequant === "subnormal" && !spec.sharedX) {
-    bad("sharedX", spec.sharedX, 'true with dequant "subnormal"');
+  if (spec.dequant !== "fma" && spec.dequant !== "exact") {
+    bad("dequant", spec.dequant, '"fma" or "exact"');
   }
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
@@ -183,8 +170,7 @@ function reduceSlots(spec: QmatmulSpec): number {
  */
 export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
   const red = reduceSlots(spec) * spec.rowTiles * spec.batch * (PACK_TILE / spec.split) * 4;
-  const sums = spec.dequant === "subnormal" ? spec.batch * spec.chunks * 4 : 0;
-  return red + sums + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
+  return red + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
 }
 
 /**
@@ -224,21 +210,20 @@ function codeInPlace(
   bits: number,
   i: number,
   word: (j: number) => string,
-  one = " | 0x3f800000u",
 ): { expr: string; acc: number } {
   const span = exactSpan(bits);
   const s = i * bits, j = s >>> 5, off = s & 31;
   const mask = (1 << bits) - 1;
   if (off + bits > 32) {
     const moved = `((${word(j)} >> ${off}u) | (${word(j + 1)} << ${32 - off}u))`;
-    return { expr: `bitcast<f32>((${moved} & ${mask}u)${one})`, acc: 0 };
+    return { expr: `bitcast<f32>((${moved} & ${mask}u) | 0x3f800000u)`, acc: 0 };
   }
   // Offset of the first code that starts in word j.
   const base = (Math.ceil((32 * j) / bits) * bits) - 32 * j;
   const p = (off - base) % span, shift = off - p;
   const src = shift === 0 ? word(j) : `(${word(j)} >> ${shift}u)`;
   return {
-    expr: `bitcast<f32>((${src} & ${(mask << p) >>> 0}u)${one})`,
+    expr: `bitcast<f32>((${src} & ${(mask << p) >>> 0}u) | 0x3f800000u)`,
     acc: p / bits,
   };
 }
@@ -273,8 +258,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   const L = T / S; // lanes (rows of a tile) per sub-team
   const VW = W * S; // sub-teams taking K steps in turn
   const steps = C / U;
-  const sub = dequant === "subnormal";
-  const exact = dequant === "exact" || sub; // codes masked in place
+  const exact = dequant === "exact";
   const A = exact ? exactSpan(bits) / bits : 1; // accumulators per output and step ("exact")
   // Independent partial sums per output ("fma"), so FMA chains overlap when a thread has few outputs.
   const P = exact ? 1 : BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
@@ -298,7 +282,6 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   emit(`@group(0) @binding(${zeros ? 5 : 4}) var<uniform> p: Params;`);
   if (VW > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * L}>;`);
   if (sharedX) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
-  if (sub) emit(`var<workgroup> xsum: array<f32, ${BM * C}>;`);
   emit(`@compute @workgroup_size(${W * T})`);
   emit(`fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {`);
   // lane: the row of each tile this thread owns (within the tile); team: its sub-team.
@@ -319,21 +302,6 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   // x rows into workgroup memory (after the first loads of weights are issued, with prefetch).
   const stage = () => {
     if (!sharedX) return;
-    if (sub) {
-      // One chunk per thread: x·2^90 and the chunk's sum of x.
-      emit(`  for (var i = t; i < ${BM * C}u; i += ${W * T}u) {`);
-      emit(`    let m = i / ${C}u;`);
-      emit(`    let c = i - m * ${C}u;`);
-      emit(`    let src = min(m0 + m, p.M - 1u) * ${C}u + c;`);
-      // The chunk's eight loads are issued before any is used.
-      for (let j = 0; j < 8; j++) emit(`    let v${j} = X[src][${j}];`);
-      for (let j = 0; j < 8; j++) emit(`    xs[i][${j}] = v${j} * 0x1p${SUBNORMAL_SHIFT}f;`);
-      emit(`    let sum = ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7));`);
-      emit(`    xsum[i] = (sum.x + sum.y) + (sum.z + sum.w);`);
-      emit(`  }`);
-      emit(`  workgroupBarrier();`);
-      return;
-    }
     const total = BM * C * 8, per = Math.ceil(total / (W * T));
     if (spec.batchedStage && per <= 8) {
       // Every load of the thread is issued before the first store.
@@ -416,7 +384,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       );
       if (exact) {
         for (let a = 0; a < A; a++) {
-          if (!sub) emit(`${indent}let cz${r}_${a} = fma(z${r}, ${2 ** (a * bits - 23)}, 1.0);`);
+          emit(`${indent}let cz${r}_${a} = fma(z${r}, ${2 ** (a * bits - 23)}, 1.0);`);
           for (let m = 0; m < BM; m++) emit(`${indent}var e${r}_${m}_${a} = 0.0;`);
         }
       } else {
@@ -435,8 +403,8 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
           for (let e = 0; e < 4; e++) {
             const i = i4 * 4 + e;
             if (exact) {
-              const { expr, acc } = codeInPlace(bits, i, word(u, r), sub ? "" : undefined);
-              emit(`${indent}{ let d = ${sub ? expr : `${expr} - cz${r}_${acc}`};`);
+              const { expr, acc } = codeInPlace(bits, i, word(u, r));
+              emit(`${indent}{ let d = ${expr} - cz${r}_${acc};`);
               for (let m = 0; m < BM; m++) {
                 const e2 = `e${r}_${m}_${acc}`;
                 emit(`${indent}  ${e2} = fma(d, x${u}_${i4}_${m}.${xs[e]}, ${e2});`);
@@ -455,19 +423,10 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       }
     }
     if (exact) {
-      // Products carry 2^(p−23) ("exact") or 2^(p−149+90) ("subnormal").
-      const e0 = sub ? 149 - SUBNORMAL_SHIFT : 23;
-      if (sub) {
-        for (let m = 0; m < BM; m++) {
-          const parts = Array.from({ length: U }, (_, u) => `xsum[${m * C}u + c${u}]`);
-          emit(`${indent}let sx${m} = ${parts.join(" + ")};`);
-        }
-      }
       for (let r = 0; r < R; r++) {
         for (let m = 0; m < BM; m++) {
-          let v = `e${r}_${m}_0 * 0x1p${e0}f`;
-          for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, 0x1p${e0 - a * bits}f, ${v})`;
-          if (sub) v = `fma(-z${r}, sx${m}, ${v})`;
+          let v = `e${r}_${m}_0 * ${2 ** 23}.0`;
+          for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (23 - a * bits)}.0, ${v})`;
           emit(`${indent}a${r}_${m}_0 = fma(s${r}, ${v}, a${r}_${m}_0);`);
         }
       }

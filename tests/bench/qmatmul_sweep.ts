@@ -16,8 +16,8 @@
  * Flags: `--small` (tiny sizes, for a software adapter), `--focus` (batch 1
  * on 4096×11008 and 11008×4096 only, teams × steps × prefetch), `--gemv`
  * (batch 1 on the four shapes at 4 bits and on 4096×4096 at 8 and 3 bits:
- * sub-teams × teams × the "subnormal" dequantization or batched staging ×
- * row tiles × steps × prefetch around the default, most promising first, the budget shared out
+ * sub-teams × teams × batched staging × row tiles × steps × prefetch
+ * around the default, most promising first, the budget shared out
  * per case), `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
@@ -63,35 +63,34 @@ function grid(
 }
 
 /**
- * Batch-1 variants around the default `d`, most promising first: the
- * "subnormal" dequantization, sub-teams (split) at the same or twice the
- * sub-team count, the other row tiling, then shorter steps and prefetch.
+ * Batch-1 variants around the default `d`, most promising first: batched
+ * staging, sub-teams (split) at the same, twice or half the sub-team count
+ * with and without batched staging, the other row tiling, then shorter
+ * steps and prefetch, then twice and half the teams.
  */
 function gemvVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): Entry[] {
   const out: Entry[] = ["default"];
-  const sub: QmatmulVariant = { dequant: "subnormal", sharedX: true };
   const batched: QmatmulVariant = { dequant: "exact", sharedX: true, batchedStage: true };
   const plain: QmatmulVariant = { dequant: "exact", sharedX: true };
   const teamsOf = (vw: number, split: number) => ({ split, warps: vw / split });
   const add = (v: QmatmulVariant) => {
     if (v.warps === undefined || (v.warps >= 1 && v.warps <= 32)) out.push(v);
   };
-  add(sub);
   add(batched);
   for (const tail of [{}, { rowTiles: d.rowTiles === 1 ? 2 : 1 }]) {
     for (const split of [2, 4]) {
       for (const vw of [d.warps, 2 * d.warps, d.warps / 2]) {
-        for (const dq of [sub, batched, plain]) add({ ...dq, ...teamsOf(vw, split), ...tail });
+        for (const dq of [batched, plain]) add({ ...dq, ...teamsOf(vw, split), ...tail });
       }
     }
   }
   for (const extra of [{ unroll: 2 }, { prefetch: true }, { unroll: 2, prefetch: true }]) {
     for (const split of [1, 2]) {
-      for (const dq of [sub, batched]) add({ ...dq, ...teamsOf(d.warps, split), ...extra });
+      add({ ...batched, ...teamsOf(d.warps, split), ...extra });
     }
   }
   for (const vw of [2 * d.warps, d.warps / 2]) {
-    for (const dq of [sub, batched]) add({ ...dq, ...teamsOf(vw, 1) });
+    add({ ...batched, ...teamsOf(vw, 1) });
   }
   return out;
 }
@@ -429,7 +428,7 @@ const caseKey = (r: Result) => `${r.n}x${r.k} ${r.bits}b M=${r.m}`;
 const short = (e: Entry) =>
   typeof e === "string" ? e : Object.entries(e).map(([a, v]) => `${a.slice(0, 3)}=${v}`).join(",");
 for (const ck of [...new Set(results.map(caseKey))]) {
-  const rs = results.filter((r) => caseKey(r) === ck && Number.isFinite(r.ratio));
+  const rs = results.filter((r) => caseKey(r) === ck && !r.error && Number.isFinite(r.ratio));
   const base = Math.min(...rs.map((r) => r.legacyUs));
   const def = rs.find((r) => r.entry === "default");
   const best = [...rs].sort((a, b) => a.ratio - b.ratio).slice(0, 4);
