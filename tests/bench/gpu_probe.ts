@@ -91,7 +91,8 @@ if (want("floor")) {
 }
 
 // 1b. Arithmetic peak: independent FMA chains per thread (loop unrolled 8×), f32 and (with
-// shader-f16) packed vec2/vec4<f16>.
+// shader-f16) packed vec2/vec4<f16>. Every lane feeds the result (a lane left unused is dead code
+// the compiler drops: an earlier version counted such lanes and reported twice the f16 rate).
 if (want("fma")) {
   const chains = 8, iters = small ? 16 : 4096, groups = small ? 4 : 132 * 64, wg = 256;
   for (const type of gpu.f16 ? ["f32", "vec2<f16>", "vec4<f16>"] : ["f32"]) {
@@ -113,7 +114,9 @@ ${
   }
   var t = ${zero};
 ${Array.from({ length: chains }, (_, c) => `  t += a${c};`).join("\n")}
-  if (${type === "f32" ? "t" : "f32(t.x)"} == 12345.0) { y[0] = 1.0; }
+  if (${
+      type === "f32" ? "t" : lanes === 2 ? "f32(t.x + t.y)" : "f32(t.x + t.y + t.z + t.w)"
+    } == 12345.0) { y[0] = 1.0; }
 }`);
     const y = storageBuffer(gpu, 16);
     // The first type runs ~1 s more first: the GPU leaves its idle clocks.
