@@ -19,7 +19,7 @@
 
 import { dims2, type Tensor, tensor } from "../core/tensor.ts";
 import { asFloat32, asFloat64 } from "../core/convert.ts";
-import { type Backend, resolveBackend } from "../kernels/backend.ts";
+import { type Backend, bindingLimit, resolveBackend } from "../kernels/backend.ts";
 import { xtxGpu } from "../kernels/hessian_kernel.ts";
 import { gramRaw } from "../core/_dense.ts";
 
@@ -180,9 +180,11 @@ export async function accumulateHessian(
   options: AccumulateOptions = {},
 ): Promise<Hessian> {
   const { previous, backend = "auto" } = options;
-  const gpu = await resolveBackend(backend, "accumulate a Hessian");
-  if (gpu === null) return previous ? addInputs(previous, x) : hessian(x);
+  let gpu = await resolveBackend(backend, "accumulate a Hessian");
   const [tokens, cols] = dims2(x, "x");
+  // "auto" runs on the CPU what one storage binding of this device cannot hold.
+  if (gpu !== null && backend === "auto" && cols * cols * 4 > bindingLimit(gpu)) gpu = null;
+  if (gpu === null) return previous ? addInputs(previous, x) : hessian(x);
   if (previous && previous.cols !== cols) {
     throw new RangeError(
       `Cannot add inputs with ${cols} columns to a Hessian of ${previous.cols} columns ('x' shape [${x.shape}])`,

@@ -23,7 +23,7 @@ import type { Hessian } from "./hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
 import { checkObsFinite, complementMask, countOnes, prepareObs, setObsMasks } from "./_obs_host.ts";
 import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
-import { type Backend, resolveBackend } from "../kernels/backend.ts";
+import { type Backend, bindingLimit, resolveBackend } from "../kernels/backend.ts";
 import { obsSolveGpu } from "../kernels/obs_gpu.ts";
 
 /** Rows per chunk of the in-block loop: a [128, 256] float32 slice is 128 KiB. */
@@ -265,9 +265,12 @@ export async function obsSolve(
   const xtx = hessian.xtx; // [n, n], read only
   const gpuDecider = decider !== null && typeof decider === "object" &&
     (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid");
-  const gpu = gpuDecider || backend !== "auto"
+  let gpu = gpuDecider || backend !== "auto"
     ? await resolveBackend(backend, "the OBS solver")
     : null;
+  // "auto" solves on the CPU a layer whose factor [n, n] one storage binding of this device
+  // cannot hold (n > 23170 at 2 GB); "webgpu" says so instead (kernels/obs_gpu.ts).
+  if (gpu !== null && backend === "auto" && n * n * 4 > bindingLimit(gpu)) gpu = null;
   // original, cleaned and prepared.w may be the caller's storage: read only.
   // The GPU path scans what it uploads on the GPU (W, the lower triangle of
   // H) and the host locates a non-finite value only when there is one; the

@@ -147,6 +147,17 @@ export function assertDeviceAlive(): void {
 const STORAGE_USAGE = 0x80 | 0x4 | 0x8; // STORAGE | COPY_SRC | COPY_DST
 
 /**
+ * The largest buffer one storage binding can hold on this device, in bytes
+ * (the smaller of `maxStorageBufferBindingSize` and `maxBufferSize`).
+ *
+ * @param gpu The GPU.
+ * @returns Bytes.
+ */
+export function bindingLimit(gpu: Gpu): number {
+  return Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+}
+
+/**
  * A storage buffer of `bytes` (rounded up to 4), usable as copy source and
  * destination too.
  *

@@ -11,7 +11,7 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
+import { bindingLimit, type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
 import { encodeGemm, type GemmSpec, gemmWgsl } from "./gemm_kernel.ts";
 
 /** Specialization of {@linkcode hessianWgsl}. */
@@ -117,10 +117,12 @@ export async function xtxGpu(
   const spec: HessianSpec = { inputs: x.dtype };
   const data = x.data as Float32Array | Float16Array;
   const bytesPerRow = cols * data.BYTES_PER_ELEMENT;
-  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  const limit = bindingLimit(gpu);
   if (cols * cols * 4 > limit) {
     throw new RangeError(
-      `Cannot accumulate a Hessian of ${cols} columns: [cols, cols] exceeds the binding limit`,
+      `Cannot accumulate a Hessian of ${cols} columns on the GPU: [${cols}, ${cols}] f32 takes ${
+        cols * cols * 4
+      } bytes, over the device's storage binding limit of ${limit} bytes; use backend "cpu"`,
     );
   }
   // Token tiles: an even number of rows so that f16 tiles stay 4-byte aligned.

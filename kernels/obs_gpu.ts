@@ -35,6 +35,7 @@ import { MSE_GRID, MSE_MAX_SHRINK } from "../quantizers/_grid_fit.ts";
 import { initialGrids } from "../hessian/_obs_deciders.ts";
 import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
 import {
+  bindingLimit,
   type Gpu,
   GpuBatch,
   type GpuRead,
@@ -138,8 +139,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       `Cannot run the OBS solver on the GPU with a "custom" decider: use backend "cpu"`,
     );
   }
-  const limit = p.maxBindingBytes ??
-    Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  const limit = p.maxBindingBytes ?? bindingLimit(gpu);
   if (n * n * 4 > limit) {
     throw new RangeError(
       `Cannot run the OBS solver on the GPU: the factor U [${n}, ${n}] takes ${
