@@ -33,10 +33,23 @@
  *   offset, which the end of the step scales by 2^(23−p) and s. One
  *   mask-and-or and one subtraction per code, then one FMA per x row.
  *
- * Both keep every product of a code and an activation exact up to the one
- * rounding of its f32 accumulation. ("exact" scales the products by down to
- * 2^−23 before the step sums them, so activations below about 2^−103 ≈ 1e−31
- * in magnitude fall into the subnormals that GPUs flush to zero.)
+ * - `"half"` (staged x, 2, 4 and 8 bits, any zero points): two codes per
+ *   mask. A word, shifted by a multiple of b where needed, is masked so that
+ *   each 16-bit half keeps one code at bit offset p (p + b ≤ 11): the halves
+ *   are the f16 subnormals q·2^(p−24), which `unpack2x16float` turns into
+ *   normal f32 values exactly (2^−24 is a normal f32). Their products with x
+ *   go to one accumulator per offset; the end of the step scales them by
+ *   2^(24−p) into Σ q·x and subtracts z·Σx, with the sums of x per chunk
+ *   computed once when x is staged: s·(Σ q·x − z·Σx). One mask, one
+ *   conversion per code (two per mask) and one FMA per code and x row. Needs
+ *   a device whose f16 → f32 conversion keeps f16 subnormals (the tests and
+ *   the sweep's check catch one that flushes them).
+ *
+ * All keep every product of a code and an activation exact up to the one
+ * rounding of its f32 accumulation. ("exact" and "half" scale the products
+ * by down to 2^−24 before the step sums them, so activations below about
+ * 2^−102 ≈ 2e−31 in magnitude fall into the subnormals that GPUs flush to
+ * zero.)
  *
  * (Tried and dropped: one mask and one FMA per code, the code masked in
  * place as the f32 subnormal q·2^(p−149) times x staged as x·2^90, and
@@ -86,8 +99,11 @@ export interface QmatmulSpec {
    * that is at most 8 loads; else a loop of load-store pairs).
    */
   readonly batchedStage: boolean;
-  /** Dequantization (see the module docs): "exact" needs integer zero points in [−2^bits, 2^bits]. */
-  readonly dequant: "fma" | "exact";
+  /**
+   * Dequantization (see the module docs): "exact" needs integer zero points
+   * in [−2^bits, 2^bits], "half" needs `sharedX` and 2, 4 or 8 bits.
+   */
+  readonly dequant: "fma" | "exact" | "half";
   /**
    * Cross-team sums: "tree" (halving, log2(warps) barriers) or "flat" (one
    * barrier, the first team adds the others' sums in order).
@@ -147,8 +163,14 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (typeof spec.prefetch !== "boolean") bad("prefetch", spec.prefetch, "a boolean");
   if (typeof spec.sharedX !== "boolean") bad("sharedX", spec.sharedX, "a boolean");
   if (typeof spec.batchedStage !== "boolean") bad("batchedStage", spec.batchedStage, "a boolean");
-  if (spec.dequant !== "fma" && spec.dequant !== "exact") {
-    bad("dequant", spec.dequant, '"fma" or "exact"');
+  if (!["fma", "exact", "half"].includes(spec.dequant)) {
+    bad("dequant", spec.dequant, '"fma", "exact" or "half"');
+  }
+  if (spec.dequant === "half" && spec.bits === 3) {
+    bad("bits", spec.bits, '2, 4 or 8 with dequant "half"');
+  }
+  if (spec.dequant === "half" && !spec.sharedX) {
+    bad("sharedX", spec.sharedX, 'true with dequant "half"');
   }
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
@@ -170,7 +192,8 @@ function reduceSlots(spec: QmatmulSpec): number {
  */
 export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
   const red = reduceSlots(spec) * spec.rowTiles * spec.batch * (PACK_TILE / spec.split) * 4;
-  return red + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
+  const sums = spec.dequant === "half" ? spec.batch * spec.chunks * 4 : 0;
+  return red + sums + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
 }
 
 /**
@@ -229,6 +252,24 @@ function codeInPlace(
 }
 
 /**
+ * The masks of one word for the "half" dequantization, b ∈ {2, 4, 8}: per
+ * mask the right shift of the word, the offset p of its codes in each half,
+ * and the index k (within the word) of the code in the low half (the high
+ * half holds code k + 16/b). Codes at offsets o < 16 are read in increasing
+ * order; the shift moves on to o where o − shift + b would pass 11 (the f16
+ * value of a half is q·2^(p−24) only while q·2^p < 2^11).
+ */
+function halfMasks(bits: number): { shift: number; p: number; k: number }[] {
+  const out: { shift: number; p: number; k: number }[] = [];
+  let shift = 0;
+  for (let o = 0; o < 16; o += bits) {
+    if (o - shift + bits > 11) shift = o;
+    out.push({ shift, p: o - shift, k: o / bits });
+  }
+  return out;
+}
+
+/**
  * WGSL of the product for one specialization. Bindings: 0 = y (f32 [M, N],
  * read-write), 1 = x (f32 [M, Kp] as chunks of 8 vec4s), 2 = code words,
  * 3 = scales, then 4 = zero points when `zeros`, then the uniform parameters
@@ -258,10 +299,17 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   const L = T / S; // lanes (rows of a tile) per sub-team
   const VW = W * S; // sub-teams taking K steps in turn
   const steps = C / U;
+  const half = dequant === "half";
   const exact = dequant === "exact";
-  const A = exact ? exactSpan(bits) / bits : 1; // accumulators per output and step ("exact")
+  const masks = half ? halfMasks(bits) : [];
+  // Accumulators per output and step: one per bit offset ("exact", "half").
+  const A = exact
+    ? exactSpan(bits) / bits
+    : half
+    ? Math.max(...masks.map((h) => h.p)) / bits + 1
+    : 1;
   // Independent partial sums per output ("fma"), so FMA chains overlap when a thread has few outputs.
-  const P = exact ? 1 : BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
+  const P = exact || half ? 1 : BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
   const wpc = bits === 3 ? 3 : bits === 8 ? 2 : 1; // array elements per chunk
   const lines: string[] = [];
   const emit = (s: string) => lines.push(s);
@@ -282,6 +330,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   emit(`@group(0) @binding(${zeros ? 5 : 4}) var<uniform> p: Params;`);
   if (VW > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * L}>;`);
   if (sharedX) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
+  if (half) emit(`var<workgroup> xsum: array<f32, ${BM * C}>;`);
   emit(`@compute @workgroup_size(${W * T})`);
   emit(`fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {`);
   // lane: the row of each tile this thread owns (within the tile); team: its sub-team.
@@ -301,6 +350,17 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   for (let m = 0; m < BM; m++) emit(`  let xr${m} = min(m0 + ${m}u, p.M - 1u) * ${C}u;`);
   // x rows into workgroup memory (after the first loads of weights are issued, with prefetch).
   const stage = () => {
+    stageX();
+    if (!half) return;
+    // The sums of x per chunk, from the staged copy.
+    emit(`  for (var i = t; i < ${BM * C}u; i += ${W * T}u) {`);
+    emit(`    let v = ((xs[i][0] + xs[i][1]) + (xs[i][2] + xs[i][3])) +`);
+    emit(`      ((xs[i][4] + xs[i][5]) + (xs[i][6] + xs[i][7]));`);
+    emit(`    xsum[i] = (v.x + v.y) + (v.z + v.w);`);
+    emit(`  }`);
+    emit(`  workgroupBarrier();`);
+  };
+  const stageX = () => {
     if (!sharedX) return;
     const total = BM * C * 8, per = Math.ceil(total / (W * T));
     if (spec.batchedStage && per <= 8) {
@@ -387,10 +447,18 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
           emit(`${indent}let cz${r}_${a} = fma(z${r}, ${2 ** (a * bits - 23)}, 1.0);`);
           for (let m = 0; m < BM; m++) emit(`${indent}var e${r}_${m}_${a} = 0.0;`);
         }
+      } else if (half) {
+        for (let a = 0; a < A; a++) {
+          for (let m = 0; m < BM; m++) emit(`${indent}var e${r}_${m}_${a} = 0.0;`);
+        }
       } else {
         emit(`${indent}let sc${r} = s${r} * ${1 << bits}.0;`);
         emit(`${indent}let of${r} = -fma(s${r}, z${r}, sc${r});`);
       }
+    }
+    if (half) {
+      computeHalf(st, indent);
+      return;
     }
     for (let u = 0; u < U; u++) {
       emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
@@ -429,6 +497,48 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
           for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (23 - a * bits)}.0, ${v})`;
           emit(`${indent}a${r}_${m}_0 = fma(s${r}, ${v}, a${r}_${m}_0);`);
         }
+      }
+    }
+  };
+
+  // The "half" dot products of a step (after compute() has declared s…, z… and e…).
+  const computeHalf = (st: string, indent: string) => {
+    const perWord = 32 / bits;
+    for (let u = 0; u < U; u++) {
+      emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
+      for (let i4 = 0; i4 < T / 4; i4++) {
+        for (let m = 0; m < BM; m++) {
+          emit(`${indent}let x${u}_${i4}_${m} = xs[${m * C}u + c${u}][${i4}];`);
+        }
+      }
+      const xv = (i: number, m: number) => `x${u}_${i >> 2}_${m}.${xs[i & 3]}`;
+      for (let r = 0; r < R; r++) {
+        for (let j = 0; j < bits; j++) {
+          const w = word(u, r)(j);
+          for (const { shift, p, k } of masks) {
+            const lo = j * perWord + k, hi = lo + 16 / bits;
+            const mask = ((((1 << bits) - 1) << p) * 0x10001) >>> 0;
+            const src = shift === 0 ? w : `(${w} >> ${shift}u)`;
+            emit(`${indent}{ let h = unpack2x16float(${src} & ${mask}u);`);
+            for (let m = 0; m < BM; m++) {
+              const e = `e${r}_${m}_${p / bits}`;
+              emit(`${indent}  ${e} = fma(h.x, ${xv(lo, m)}, ${e});`);
+              emit(`${indent}  ${e} = fma(h.y, ${xv(hi, m)}, ${e});`);
+            }
+            emit(`${indent}}`);
+          }
+        }
+      }
+    }
+    for (let m = 0; m < BM; m++) {
+      const sums = Array.from({ length: U }, (_, u) => `xsum[${m * C}u + c${u}]`);
+      emit(`${indent}let xsum${m} = ${sums.join(" + ")};`);
+    }
+    for (let r = 0; r < R; r++) {
+      for (let m = 0; m < BM; m++) {
+        let v = `e${r}_${m}_0 * ${2 ** 24}.0`;
+        for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (24 - a * bits)}.0, ${v})`;
+        emit(`${indent}a${r}_${m}_0 = fma(s${r}, fma(-z${r}, xsum${m}, ${v}), a${r}_${m}_0);`);
       }
     }
   };

@@ -18,7 +18,9 @@
  * (batch 1 on the four shapes at 4 bits and on 4096×4096 at 8 and 3 bits:
  * sub-teams × teams × batched staging × row tiles × steps × prefetch
  * around the default, most promising first, the budget shared out
- * per case), `--budget=S` (stop timing new variants after S seconds),
+ * per case; the "half" dequantization first, except at 3 bits), `--half`
+ * (--gemv without 3 bits, only the default, the "half" variants and the
+ * default again), `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
  * Uses the Deno namespace (arguments, files).
@@ -42,7 +44,8 @@ import { destroyCopies, packedBytes, randomPacked, residentCopies } from "./_qma
 
 const small = Deno.args.includes("--small");
 const focus = Deno.args.includes("--focus");
-const gemv = Deno.args.includes("--gemv");
+const halfOnly = Deno.args.includes("--half");
+const gemv = halfOnly || Deno.args.includes("--gemv");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
 const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
@@ -68,8 +71,15 @@ function grid(
  * with and without batched staging, the other row tiling, then shorter
  * steps and prefetch, then twice and half the teams.
  */
-function gemvVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): Entry[] {
+function gemvVariants(
+  d: QmatmulVariant & { warps: number; rowTiles: number; bits: number },
+): Entry[] {
   const out: Entry[] = ["default"];
+  if (d.bits !== 3) out.push(...halfVariants(d));
+  if (halfOnly) {
+    out.push("default");
+    return out;
+  }
   const batched: QmatmulVariant = { dequant: "exact", sharedX: true, batchedStage: true };
   const plain: QmatmulVariant = { dequant: "exact", sharedX: true };
   const teamsOf = (vw: number, split: number) => ({ split, warps: vw / split });
@@ -93,6 +103,23 @@ function gemvVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): 
     add({ ...batched, ...teamsOf(vw, 1) });
   }
   return out;
+}
+
+/**
+ * The "half" dequantization around the default `d`: with and without batched
+ * staging, twice and half the teams, sub-teams, the other row tiling, shorter
+ * steps, prefetch.
+ */
+function halfVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): QmatmulVariant[] {
+  const half: QmatmulVariant = { dequant: "half", sharedX: true, batchedStage: true };
+  const out: QmatmulVariant[] = [half, { ...half, batchedStage: false }];
+  for (const warps of [2 * d.warps, d.warps / 2]) {
+    if (warps >= 1 && warps <= 32) out.push({ ...half, warps });
+  }
+  out.push({ ...half, split: 2, warps: d.warps / 2 });
+  out.push({ ...half, rowTiles: d.rowTiles === 1 ? 2 : 1 });
+  out.push({ ...half, unroll: 2 }, { ...half, prefetch: true });
+  return out.filter((v) => v.warps === undefined || v.warps >= 1);
 }
 
 function variantsFor(m: number, bits: number, k: number): Entry[] {
@@ -204,7 +231,7 @@ const cases: { n: number; k: number; bits: number; m: number }[] = gemv
   ? [
     ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 1 })),
     { n: shapes[0]![0], k: shapes[0]![1], bits: 8, m: 1 },
-    { n: shapes[0]![0], k: shapes[0]![1], bits: 3, m: 1 },
+    ...(halfOnly ? [] : [{ n: shapes[0]![0], k: shapes[0]![1], bits: 3, m: 1 }]),
   ]
   : focus
   ? [{ n: 4096, k: 11008, bits: 4, m: 1 }, { n: 11008, k: 4096, bits: 4, m: 1 }]

@@ -127,6 +127,52 @@ Deno.test("every qmatmul kernel variant (teams, sub-teams, row tiles, steps, pre
   }
 });
 
+Deno.test("the half dequantization (two codes per mask as f16 subnormals) matches the CPU reference for 2, 4 and 8 bits, every group layout, scale and activation type", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  let seed = 300, i = 0;
+  for (const bits of [2, 4, 8]) {
+    for (const [cols, groupSize, layout, symmetric] of LAYOUTS) {
+      const m = [1, 3, 20][i % 3]!;
+      const scaleType = i % 2 === 0 ? "f16" : "f32";
+      const dtype = Math.floor(i / 2) % 2 === 0 ? "f32" : "f16";
+      i++;
+      const q = randomQuantized(45, cols, bits, groupSize, seed++, layout, symmetric);
+      // Fractional zero points on every other case: "half" takes any zero point.
+      const zq = i % 2 === 0 ? { ...q, zeros: q.zeros.map((z) => z + 0.375) } : q;
+      const p = packWeights(zq, { scaleType });
+      const x = randomX(m, cols, seed++, dtype);
+      const variant = { dequant: "half", sharedX: true, unroll: 1 + (i % 2) } as const;
+      const y = await qmatmul(x, p, { backend: "webgpu", variant });
+      const err = relError(y.data, qmatmulReference(x, p).data);
+      assert(
+        err < 1e-6,
+        `${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}: relative error ${err}`,
+      );
+    }
+  }
+});
+
+Deno.test("the half dequantization keeps codes at every bit offset of a word exact", async () => {
+  // Every code q at every position against a one-hot x: y = s·(q − z) exactly.
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const bits of [2, 4, 8]) {
+    const cols = 64, rows = 2 ** bits;
+    const q = randomQuantized(rows, cols, bits, 32, 400 + bits);
+    // Row r holds code (r + c) mod 2^b in column c.
+    const codes = q.codes.map((_, e) => (Math.floor(e / cols) + (e % cols)) % rows);
+    const p = packWeights({ ...q, codes }, { scaleType: "f32" });
+    const x = { dtype: "f32", shape: [cols, cols], data: new Float32Array(cols * cols) } as const;
+    for (let c = 0; c < cols; c++) x.data[c * cols + c] = 1;
+    const y = await qmatmul(x, p, {
+      backend: "webgpu",
+      variant: { dequant: "half", sharedX: true, batch: 16 },
+    });
+    assert.deepEqual(Array.from(y.data), Array.from(qmatmulReference(x, p).data), `${bits} bits`);
+  }
+});
+
 Deno.test("qmatmul dequantizes fractional zero points with the FMA path and refuses the exact one", async () => {
   const q = randomQuantized(40, 128, 4, 32, 21);
   const frac = { ...q, zeros: q.zeros.map((z) => z + 0.375) };
@@ -215,6 +261,12 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 3 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 4 }), RangeError); // 4 does not divide 2
   assert.throws(() => qmatmulWgsl({ ...spec, groupChunks: 3 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...spec, dequant: "half" }), RangeError); // needs sharedX
+  assert.throws(
+    () => qmatmulWgsl({ ...spec, dequant: "half", sharedX: true, bits: 3 }),
+    RangeError,
+  );
+  assert.doesNotThrow(() => qmatmulWgsl({ ...spec, dequant: "half", sharedX: true }));
   const gpu = await testGpu();
   if (!gpu) return;
   // A column map needs a scratch buffer for the gathered x.
