@@ -340,6 +340,13 @@ export function qmatmulResolvedSpec(
       'Cannot encode qmatmul with dequant "exact": the zero points are not all integers in [−2^bits, 2^bits]',
     );
   }
+  const wgsl = (globalThis.navigator as { gpu?: { wgslLanguageFeatures?: ReadonlySet<string> } })
+    ?.gpu?.wgslLanguageFeatures;
+  if (resolved.dequant === "dot4" && wgsl && !wgsl.has("packed_4x8_integer_dot_product")) {
+    throw new RangeError(
+      'Cannot encode qmatmul with dequant "dot4": WGSL\'s packed_4x8_integer_dot_product is not available',
+    );
+  }
   const wgBytes = qmatmulWorkgroupBytes(resolved);
   if (
     wgBytes > gpu.limits.maxComputeWorkgroupStorageSize ||

@@ -45,7 +45,22 @@
  *   a device whose f16 → f32 conversion keeps f16 subnormals (the tests and
  *   the sweep's check catch one that flushes them).
  *
- * All keep every product of a code and an activation exact up to the one
+ * - `"dot4"` (staged x, 2, 4 and 8 bits, any zero points; WGSL's
+ *   packed_4x8_integer_dot_product): x is staged once per workgroup as
+ *   integers, each chunk of 32 values as x ≈ 2^(E−23)·x̃ with E the exponent
+ *   of its largest magnitude (frexp) and x̃ = round(x·2^(23−E)) a 24-bit
+ *   integer, split into three byte planes x̃ = 65536·hi + 256·mid + lo (hi
+ *   signed). Plane k of a word, (w >> k·b) & (2^b − 1)·0x01010101, holds four
+ *   codes as bytes, and three 4×8-bit dot products with the matching bytes of
+ *   lo, mid and hi give their Σ q·x̃ in integers; the chunk's sum is scaled
+ *   by 2^(E−23) and the step subtracts z·Σx as "half" does. At 8 bits the hi
+ *   plane's signed product reads q − 128 (w ^ 0x80808080) and adds 128·Σhi
+ *   back. About 1.1 (4 bits) to 1.5 (8 bits) operations per code and x row.
+ *   Not exact: x is rounded to 24 bits relative to its chunk's largest
+ *   magnitude (an error of at most 2^−24 of that magnitude per activation),
+ *   and non-finite activations do not propagate.
+ *
+ * All but "dot4" keep every product of a code and an activation exact up to the one
  * rounding of its f32 accumulation. ("exact" and "half" scale the products
  * by down to 2^−24 before the step sums them, so activations below about
  * 2^−102 ≈ 2e−31 in magnitude fall into the subnormals that GPUs flush to
@@ -101,9 +116,10 @@ export interface QmatmulSpec {
   readonly batchedStage: boolean;
   /**
    * Dequantization (see the module docs): "exact" needs integer zero points
-   * in [−2^bits, 2^bits], "half" needs `sharedX` and 2, 4 or 8 bits.
+   * in [−2^bits, 2^bits], "half" and "dot4" need `sharedX` and 2, 4 or 8
+   * bits ("dot4" also WGSL's packed_4x8_integer_dot_product).
    */
-  readonly dequant: "fma" | "exact" | "half";
+  readonly dequant: "fma" | "exact" | "half" | "dot4";
   /**
    * Cross-team sums: "tree" (halving, log2(warps) barriers) or "flat" (one
    * barrier, the first team adds the others' sums in order).
@@ -163,14 +179,15 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (typeof spec.prefetch !== "boolean") bad("prefetch", spec.prefetch, "a boolean");
   if (typeof spec.sharedX !== "boolean") bad("sharedX", spec.sharedX, "a boolean");
   if (typeof spec.batchedStage !== "boolean") bad("batchedStage", spec.batchedStage, "a boolean");
-  if (!["fma", "exact", "half"].includes(spec.dequant)) {
-    bad("dequant", spec.dequant, '"fma", "exact" or "half"');
+  if (!["fma", "exact", "half", "dot4"].includes(spec.dequant)) {
+    bad("dequant", spec.dequant, '"fma", "exact", "half" or "dot4"');
   }
-  if (spec.dequant === "half" && spec.bits === 3) {
-    bad("bits", spec.bits, '2, 4 or 8 with dequant "half"');
+  const staged = spec.dequant === "half" || spec.dequant === "dot4";
+  if (staged && spec.bits === 3) {
+    bad("bits", spec.bits, `2, 4 or 8 with dequant "${spec.dequant}"`);
   }
-  if (spec.dequant === "half" && !spec.sharedX) {
-    bad("sharedX", spec.sharedX, 'true with dequant "half"');
+  if (staged && !spec.sharedX) {
+    bad("sharedX", spec.sharedX, `true with dequant "${spec.dequant}"`);
   }
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
@@ -192,8 +209,10 @@ function reduceSlots(spec: QmatmulSpec): number {
  */
 export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
   const red = reduceSlots(spec) * spec.rowTiles * spec.batch * (PACK_TILE / spec.split) * 4;
-  const sums = spec.dequant === "half" ? spec.batch * spec.chunks * 4 : 0;
-  return red + sums + (spec.sharedX ? spec.batch * spec.chunks * PACK_TILE * 4 : 0);
+  const chunks = spec.batch * spec.chunks;
+  if (spec.dequant === "dot4") return red + chunks * (24 + 3) * 4; // planes, scale, Σx, Σhi
+  const sums = spec.dequant === "half" ? chunks * 4 : 0;
+  return red + sums + (spec.sharedX ? chunks * PACK_TILE * 4 : 0);
 }
 
 /**
@@ -300,6 +319,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   const VW = W * S; // sub-teams taking K steps in turn
   const steps = C / U;
   const half = dequant === "half";
+  const dot4 = dequant === "dot4";
   const exact = dequant === "exact";
   const masks = half ? halfMasks(bits) : [];
   // Accumulators per output and step: one per bit offset ("exact", "half").
@@ -309,7 +329,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     ? Math.max(...masks.map((h) => h.p)) / bits + 1
     : 1;
   // Independent partial sums per output ("fma"), so FMA chains overlap when a thread has few outputs.
-  const P = exact || half ? 1 : BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
+  const P = exact || half || dot4 ? 1 : BM * R >= 4 ? 1 : BM * R >= 2 ? 2 : 4;
   const wpc = bits === 3 ? 3 : bits === 8 ? 2 : 1; // array elements per chunk
   const lines: string[] = [];
   const emit = (s: string) => lines.push(s);
@@ -329,8 +349,14 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   }
   emit(`@group(0) @binding(${zeros ? 5 : 4}) var<uniform> p: Params;`);
   if (VW > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * L}>;`);
-  if (sharedX) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
-  if (half) emit(`var<workgroup> xsum: array<f32, ${BM * C}>;`);
+  if (sharedX && !dot4) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
+  if (half || dot4) emit(`var<workgroup> xsum: array<f32, ${BM * C}>;`);
+  if (dot4) {
+    // Per chunk: planes lo (vec4s 0–1), mid (2–3), hi (4–5), 8 words each; the scale 2^(E−23).
+    emit(`var<workgroup> xl: array<array<vec4<u32>, 6>, ${BM * C}>;`);
+    emit(`var<workgroup> xsc: array<f32, ${BM * C}>;`);
+    if (bits === 8) emit(`var<workgroup> xhs: array<i32, ${BM * C}>;`);
+  }
   emit(`@compute @workgroup_size(${W * T})`);
   emit(`fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {`);
   // lane: the row of each tile this thread owns (within the tile); team: its sub-team.
@@ -350,6 +376,10 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   for (let m = 0; m < BM; m++) emit(`  let xr${m} = min(m0 + ${m}u, p.M - 1u) * ${C}u;`);
   // x rows into workgroup memory (after the first loads of weights are issued, with prefetch).
   const stage = () => {
+    if (dot4) {
+      stageDot4();
+      return;
+    }
     stageX();
     if (!half) return;
     // The sums of x per chunk, from the staged copy.
@@ -357,6 +387,53 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     emit(`    let v = ((xs[i][0] + xs[i][1]) + (xs[i][2] + xs[i][3])) +`);
     emit(`      ((xs[i][4] + xs[i][5]) + (xs[i][6] + xs[i][7]));`);
     emit(`    xsum[i] = (v.x + v.y) + (v.z + v.w);`);
+    emit(`  }`);
+    emit(`  workgroupBarrier();`);
+  };
+  // x as byte planes of 24-bit integers per chunk, one thread per chunk ("dot4").
+  const stageDot4 = () => {
+    const cpw = 32 / bits, ppw = 8 / bits; // codes and planes per word
+    emit(`  for (var i = t; i < ${BM * C}u; i += ${W * T}u) {`);
+    emit(`    let m = i / ${C}u;`);
+    emit(`    let src = min(m0 + m, p.M - 1u) * ${C}u + i - m * ${C}u;`);
+    for (let j = 0; j < 8; j++) emit(`    let v${j} = X[src][${j}];`);
+    emit(`    let a4 = max(max(max(abs(v0), abs(v1)), max(abs(v2), abs(v3))),`);
+    emit(`      max(max(abs(v4), abs(v5)), max(abs(v6), abs(v7))));`);
+    // E ≥ −100 keeps ldexp's exponents in range (smaller activations round to 0).
+    emit(`    let ex = max(frexp(max(max(a4.x, a4.y), max(a4.z, a4.w))).exp, -100);`);
+    emit(`    let sc = ldexp(1.0, ex - 23);`);
+    emit(`    let sh = vec4<i32>(23 - ex);`);
+    // |x|·2^(23−E) < 2^23: only a value that rounds up to 2^23 is clamped (hi stays a signed byte).
+    for (let j = 0; j < 8; j++) {
+      emit(
+        `    let q${j} = clamp(vec4<i32>(round(ldexp(v${j}, sh))), vec4<i32>(-8388607), vec4<i32>(8388607));`,
+      );
+    }
+    emit(`    let qs = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7));`);
+    emit(`    xsc[i] = sc;`);
+    emit(`    xsum[i] = f32((qs.x + qs.y) + (qs.z + qs.w)) * sc;`);
+    if (bits === 8) {
+      const hs = Array.from({ length: 8 }, (_, j) => `(q${j} >> vec4<u32>(16u))`).join(" + ");
+      emit(`    let hs = ${hs};`);
+      emit(`    xhs[i] = (hs.x + hs.y) + (hs.z + hs.w);`);
+    }
+    const q = (n: number) => `bitcast<u32>(q${n >> 2}.${xs[n & 3]})`;
+    for (let limb = 0; limb < 3; limb++) {
+      const words: string[] = [];
+      for (let e = 0; e < 8; e++) {
+        const j = Math.floor(e / ppw), k = e % ppw;
+        const bytes = [0, 1, 2, 3].map((b) => {
+          const v = q(j * cpw + b * ppw + k);
+          return limb === 0 ? v : `(${v} >> ${8 * limb}u)`;
+        });
+        words.push(`pack4xU8(vec4<u32>(${bytes.join(", ")}) & vec4<u32>(255u))`);
+      }
+      for (let h = 0; h < 2; h++) {
+        emit(
+          `    xl[i][${2 * limb + h}] = vec4<u32>(${words.slice(4 * h, 4 * h + 4).join(", ")});`,
+        );
+      }
+    }
     emit(`  }`);
     emit(`  workgroupBarrier();`);
   };
@@ -447,7 +524,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
           emit(`${indent}let cz${r}_${a} = fma(z${r}, ${2 ** (a * bits - 23)}, 1.0);`);
           for (let m = 0; m < BM; m++) emit(`${indent}var e${r}_${m}_${a} = 0.0;`);
         }
-      } else if (half) {
+      } else if (half || dot4) {
         for (let a = 0; a < A; a++) {
           for (let m = 0; m < BM; m++) emit(`${indent}var e${r}_${m}_${a} = 0.0;`);
         }
@@ -456,8 +533,10 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
         emit(`${indent}let of${r} = -fma(s${r}, z${r}, sc${r});`);
       }
     }
-    if (half) {
-      computeHalf(st, indent);
+    if (half || dot4) {
+      if (half) computeHalf(st, indent);
+      else computeDot4(st, indent);
+      finishStaged(indent);
       return;
     }
     for (let u = 0; u < U; u++) {
@@ -530,13 +609,67 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
         }
       }
     }
+  };
+
+  // The "dot4" dot products of a step: per chunk, integer sums per plane, scaled into e….
+  const computeDot4 = (st: string, indent: string) => {
+    const ppw = 8 / bits, m8 = (((1 << bits) - 1) * 0x01010101) >>> 0;
+    for (let u = 0; u < U; u++) {
+      emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
+      for (let m = 0; m < BM; m++) {
+        for (let h = 0; h < 6; h++) {
+          emit(`${indent}let l${u}_${m}_${h} = xl[${m * C}u + c${u}][${h}];`);
+        }
+      }
+      for (let r = 0; r < R; r++) {
+        emit(`${indent}{`);
+        for (let m = 0; m < BM; m++) {
+          emit(`${indent}  var il${m} = 0u;`);
+          emit(`${indent}  var im${m} = 0u;`);
+          emit(`${indent}  var ih${m} = 0i;`);
+        }
+        for (let j = 0; j < bits; j++) {
+          const w = word(u, r)(j);
+          for (let k = 0; k < ppw; k++) {
+            const e = j * ppw + k;
+            const plane = bits === 8
+              ? w
+              : k === 0
+              ? `(${w} & ${m8}u)`
+              : `((${w} >> ${k * bits}u) & ${m8}u)`;
+            emit(`${indent}  { let pl = ${plane};`);
+            emit(`${indent}    let ph = ${bits === 8 ? "pl ^ 0x80808080u" : "pl"};`);
+            const c = `[${e & 3}]`;
+            for (let m = 0; m < BM; m++) {
+              emit(`${indent}    il${m} += dot4U8Packed(pl, l${u}_${m}_${e >> 2}${c});`);
+              emit(`${indent}    im${m} += dot4U8Packed(pl, l${u}_${m}_${2 + (e >> 2)}${c});`);
+              emit(`${indent}    ih${m} += dot4I8Packed(ph, l${u}_${m}_${4 + (e >> 2)}${c});`);
+            }
+            emit(`${indent}  }`);
+          }
+        }
+        for (let m = 0; m < BM; m++) {
+          // At 8 bits the hi products read q − 128: add 128·Σhi back.
+          const ih = bits === 8 ? `(ih${m} + 128 * xhs[${m * C}u + c${u}])` : `ih${m}`;
+          emit(
+            `${indent}  let v${m} = fma(f32(${ih}), 65536.0, fma(f32(im${m}), 256.0, f32(il${m})));`,
+          );
+          emit(`${indent}  e${r}_${m}_0 = fma(v${m}, xsc[${m * C}u + c${u}], e${r}_${m}_0);`);
+        }
+        emit(`${indent}}`);
+      }
+    }
+  };
+
+  // The end of a "half" or "dot4" step: e… scaled into Σ q·x, minus z·Σx, times s, into a….
+  const finishStaged = (indent: string) => {
     for (let m = 0; m < BM; m++) {
       const sums = Array.from({ length: U }, (_, u) => `xsum[${m * C}u + c${u}]`);
       emit(`${indent}let xsum${m} = ${sums.join(" + ")};`);
     }
     for (let r = 0; r < R; r++) {
       for (let m = 0; m < BM; m++) {
-        let v = `e${r}_${m}_0 * ${2 ** 24}.0`;
+        let v = dot4 ? `e${r}_${m}_0` : `e${r}_${m}_0 * ${2 ** 24}.0`;
         for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (24 - a * bits)}.0, ${v})`;
         emit(`${indent}a${r}_${m}_0 = fma(s${r}, fma(-z${r}, xsum${m}, ${v}), a${r}_${m}_0);`);
       }

@@ -18,9 +18,9 @@
  * (batch 1 on the four shapes at 4 bits and on 4096×4096 at 8 and 3 bits:
  * sub-teams × teams × batched staging × row tiles × steps × prefetch
  * around the default, most promising first, the budget shared out
- * per case; the "half" dequantization first, except at 3 bits), `--half`
- * (--gemv without 3 bits, only the default, the "half" variants and the
- * default again), `--budget=S` (stop timing new variants after S seconds),
+ * per case; the "dot4" and "half" dequantizations first, except at 3 bits),
+ * `--half` (--gemv without 3 bits, only the default, the "dot4" and "half"
+ * variants and the default again), `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
  * Uses the Deno namespace (arguments, files).
@@ -106,20 +106,27 @@ function gemvVariants(
 }
 
 /**
- * The "half" dequantization around the default `d`: with and without batched
- * staging, twice and half the teams, sub-teams, the other row tiling, shorter
- * steps, prefetch.
+ * The "dot4" and "half" dequantizations (in turn) around the default `d`:
+ * as is, twice and half the teams, sub-teams, the other row tiling, shorter
+ * steps, prefetch, and "half" without batched staging.
  */
 function halfVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): QmatmulVariant[] {
-  const half: QmatmulVariant = { dequant: "half", sharedX: true, batchedStage: true };
-  const out: QmatmulVariant[] = [half, { ...half, batchedStage: false }];
+  const shapes: QmatmulVariant[] = [{}];
   for (const warps of [2 * d.warps, d.warps / 2]) {
-    if (warps >= 1 && warps <= 32) out.push({ ...half, warps });
+    if (warps >= 1 && warps <= 32) shapes.push({ warps });
   }
-  out.push({ ...half, split: 2, warps: d.warps / 2 });
-  out.push({ ...half, rowTiles: d.rowTiles === 1 ? 2 : 1 });
-  out.push({ ...half, unroll: 2 }, { ...half, prefetch: true });
-  return out.filter((v) => v.warps === undefined || v.warps >= 1);
+  if (d.warps >= 2) shapes.push({ split: 2, warps: d.warps / 2 });
+  shapes.push({ rowTiles: d.rowTiles === 1 ? 2 : 1 }, { unroll: 2 }, { prefetch: true });
+  const out = shapes.flatMap((v): QmatmulVariant[] =>
+    (["dot4", "half"] as const).map((dequant) => ({
+      dequant,
+      sharedX: true,
+      batchedStage: true,
+      ...v,
+    }))
+  );
+  out.push({ dequant: "half", sharedX: true, batchedStage: false });
+  return out;
 }
 
 function variantsFor(m: number, bits: number, k: number): Entry[] {

@@ -14,6 +14,7 @@ import {
 } from "../../kernels/qmatmul_kernel.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { packWeights } from "../../quantizers/pack.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { type Layout, randomQuantized } from "../quantizers/_random_quantized.ts";
 import { randomX, relError, testGpu } from "./_gpu.ts";
@@ -127,7 +128,7 @@ Deno.test("every qmatmul kernel variant (teams, sub-teams, row tiles, steps, pre
   }
 });
 
-Deno.test("the half dequantization (two codes per mask as f16 subnormals) matches the CPU reference for 2, 4 and 8 bits, every group layout, scale and activation type", async () => {
+Deno.test("the half and dot4 dequantizations match the CPU reference for 2, 4 and 8 bits, every group layout, scale and activation type", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   let seed = 300, i = 0;
@@ -142,18 +143,21 @@ Deno.test("the half dequantization (two codes per mask as f16 subnormals) matche
       const zq = i % 2 === 0 ? { ...q, zeros: q.zeros.map((z) => z + 0.375) } : q;
       const p = packWeights(zq, { scaleType });
       const x = randomX(m, cols, seed++, dtype);
-      const variant = { dequant: "half", sharedX: true, unroll: 1 + (i % 2) } as const;
-      const y = await qmatmul(x, p, { backend: "webgpu", variant });
-      const err = relError(y.data, qmatmulReference(x, p).data);
-      assert(
-        err < 1e-6,
-        `${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}: relative error ${err}`,
-      );
+      const expected = qmatmulReference(x, p).data;
+      for (const dequant of ["half", "dot4"] as const) {
+        const variant = { dequant, sharedX: true, unroll: 1 + (i % 2) };
+        const y = await qmatmul(x, p, { backend: "webgpu", variant });
+        const err = relError(y.data, expected);
+        assert(
+          err < 1e-6,
+          `${dequant}: ${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}: relative error ${err}`,
+        );
+      }
     }
   }
 });
 
-Deno.test("the half dequantization keeps codes at every bit offset of a word exact", async () => {
+Deno.test("the half and dot4 dequantizations keep codes at every bit offset of a word exact", async () => {
   // Every code q at every position against a one-hot x: y = s·(q − z) exactly.
   const gpu = await testGpu();
   if (!gpu) return;
@@ -165,11 +169,49 @@ Deno.test("the half dequantization keeps codes at every bit offset of a word exa
     const p = packWeights({ ...q, codes }, { scaleType: "f32" });
     const x = { dtype: "f32", shape: [cols, cols], data: new Float32Array(cols * cols) } as const;
     for (let c = 0; c < cols; c++) x.data[c * cols + c] = 1;
-    const y = await qmatmul(x, p, {
+    const expected = Array.from(qmatmulReference(x, p).data);
+    for (const dequant of ["half", "dot4"] as const) {
+      const variant = { dequant, sharedX: true, batch: 16 };
+      const y = await qmatmul(x, p, { backend: "webgpu", variant });
+      assert.deepEqual(Array.from(y.data), expected, `${dequant}, ${bits} bits`);
+    }
+  }
+});
+
+Deno.test("the dot4 dequantization errs by at most 2^-24 of each chunk's largest activation, over activations of mixed magnitudes", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rows = 40, cols = 256;
+  for (const bits of [4, 8]) {
+    const q = randomQuantized(rows, cols, bits, 64, 500 + bits);
+    const p = packWeights(q, { scaleType: "f32" });
+    const w = dequantize(q).data; // [rows, cols]
+    // Magnitudes from 2^-20 to 2^20 within every chunk of 32, random signs.
+    const x = randomX(2, cols, 510 + bits, "f32");
+    const xd = x.data.map((v, i) => Math.sign(v) * 2 ** (((i * 7919) % 41) - 20));
+    const xt = { ...x, data: Float32Array.from(xd) };
+    const y = await qmatmul(xt, p, {
       backend: "webgpu",
-      variant: { dequant: "half", sharedX: true, batch: 16 },
+      variant: { dequant: "dot4", sharedX: true },
     });
-    assert.deepEqual(Array.from(y.data), Array.from(qmatmulReference(x, p).data), `${bits} bits`);
+    for (let m = 0; m < 2; m++) {
+      for (let r = 0; r < rows; r++) {
+        let exact = 0, bound = 0, mag = 0;
+        for (let c0 = 0; c0 < cols; c0 += 32) {
+          let top = 0;
+          for (let c = c0; c < c0 + 32; c++) top = Math.max(top, Math.abs(xt.data[m * cols + c]!));
+          for (let c = c0; c < c0 + 32; c++) {
+            const t = w[r * cols + c]! * xt.data[m * cols + c]!;
+            exact += t;
+            mag += Math.abs(t);
+            bound += 2 ** -24 * top * Math.abs(w[r * cols + c]!);
+          }
+        }
+        // The rounding of x, plus f32 accumulation (a few ulps of the magnitudes summed).
+        const err = Math.abs(y.data[m * rows + r]! - exact);
+        assert(err <= bound + 1e-6 * mag, `${bits} bits, row ${r}: error ${err}, bound ${bound}`);
+      }
+    }
   }
 });
 
@@ -267,6 +309,11 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
     RangeError,
   );
   assert.doesNotThrow(() => qmatmulWgsl({ ...spec, dequant: "half", sharedX: true }));
+  assert.throws(() => qmatmulWgsl({ ...spec, dequant: "dot4" }), RangeError); // needs sharedX
+  assert.throws(
+    () => qmatmulWgsl({ ...spec, dequant: "dot4", sharedX: true, bits: 3 }),
+    RangeError,
+  );
   const gpu = await testGpu();
   if (!gpu) return;
   // A column map needs a scratch buffer for the gathered x.
