@@ -13,3 +13,4 @@ export * from "./fwht_kernel.ts";
 export * from "./qmatmul_kernel.ts";
 export * from "./aqlm_matmul_kernel.ts";
 export * from "./paley_kernel.ts";
+export * from "./fwht_butterfly_wgsl.ts";

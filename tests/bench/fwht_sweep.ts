@@ -27,13 +27,15 @@ import {
   butterflySpec,
   encodeButterfly,
   encodeFwht,
-  type FwhtButterflySpec,
   fwhtGpu,
-  type FwhtLanesSpec,
   fwhtReference,
-  type FwhtRowsSpec,
   prepareFwht,
 } from "../../kernels/fwht_kernel.ts";
+import type {
+  FwhtButterflySpec,
+  FwhtLanesSpec,
+  FwhtRowsSpec,
+} from "../../kernels/fwht_butterfly_wgsl.ts";
 import { fwht } from "../../core/fwht.ts";
 import { tensor } from "../../core/tensor.ts";
 import { benchGpu, gpuSecondsPerUnit, pythonBaselines, randnF32 } from "./_bench.ts";

@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import {
   butterflyPasses,
-  butterflyWorkgroupBytes,
   encodeButterfly,
   type FwhtButterflyPass,
-  type FwhtButterflySpec,
   fwhtGpu,
   fwhtReference,
 } from "../../kernels/fwht_kernel.ts";
+import {
+  butterflyWorkgroupBytes,
+  type FwhtButterflySpec,
+} from "../../kernels/fwht_butterfly_wgsl.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { fwht, fwhtPlan } from "../../core/fwht.ts";
 import { tensor } from "../../core/tensor.ts";
