@@ -18,7 +18,7 @@
 
 import { CholeskyError, choleskyLowerInPlace, invertLower } from "../core/_dense.ts";
 import { cachedPipeline, type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
-import { encodeGemm, type GemmSpec } from "./gemm_kernel.ts";
+import { encodeGemm, type GemmSpec, gemmSpec } from "./gemm_kernel.ts";
 
 /** Panel width of the blocked factorization. */
 export const CHOLESKY_PANEL = 64;
@@ -222,17 +222,7 @@ export function packLowerChunks(
   if (k > 0) emit(start, buf.subarray(0, k));
 }
 
-const SPEC: GemmSpec = {
-  transA: false,
-  transB: false,
-  accumulate: false,
-  inputs: "f32",
-  aInC: false,
-  bInC: false,
-  lowerC: false,
-  lowerB: false,
-  tile: "small",
-};
+const SPEC: GemmSpec = gemmSpec({ tile: "small" });
 
 /** GPU buffers of {@linkcode encodeUpperCholeskyOfInverse}. */
 export interface CholeskyBuffers {

@@ -32,7 +32,7 @@ import {
   storageBuffer,
   uploadBuffer,
 } from "./backend.ts";
-import { encodeGemm } from "./gemm_kernel.ts";
+import { encodeGemm, gemmSpec } from "./gemm_kernel.ts";
 import { encodePaley, type PaleyFactorPass, paleyFactorPass } from "./paley_kernel.ts";
 import {
   butterflyWorkgroupBytes,
@@ -333,17 +333,7 @@ export function encodeFwht(
       // Innermost axis: Y[rows·n/m, m] = X · Bᵀ.
       encodeGemm(
         batch,
-        {
-          transA: false,
-          transB: true,
-          accumulate: false,
-          inputs: "f32",
-          aInC: false,
-          bInC: false,
-          lowerC: false,
-          lowerB: false,
-          tile: "large",
-        },
+        gemmSpec({ transB: true }),
         { c: other, a: cur, b: d.tiles[0]!.buffer },
         {
           m: (rows * n) / d.m,

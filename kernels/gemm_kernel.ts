@@ -41,6 +41,30 @@ export interface GemmSpec {
   readonly tile: "large" | "small";
 }
 
+/**
+ * A {@linkcode GemmSpec} from the fields that differ from the plain product
+ * C ← A·B of separate f32 buffers, none transposed or triangular, in large
+ * tiles (so that every caller spells only what it changes, and equal
+ * specializations produce equal pipeline keys).
+ *
+ * @param fields Fields to set.
+ * @returns The full specialization.
+ */
+export function gemmSpec(fields: Partial<GemmSpec> = {}): GemmSpec {
+  return {
+    transA: false,
+    transB: false,
+    accumulate: false,
+    inputs: "f32",
+    aInC: false,
+    bInC: false,
+    lowerC: false,
+    lowerB: false,
+    tile: "large",
+    ...fields,
+  };
+}
+
 /** Sizes and placement of one product; offsets and leading dimensions in elements. */
 export interface GemmShape {
   /** Rows of C. */

@@ -12,7 +12,7 @@
 
 import type { Tensor } from "../core/tensor.ts";
 import { bindingLimit, type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
-import { encodeGemm, type GemmSpec, gemmWgsl } from "./gemm_kernel.ts";
+import { encodeGemm, type GemmSpec, gemmSpec, gemmWgsl } from "./gemm_kernel.ts";
 
 /** Specialization of {@linkcode hessianWgsl}. */
 export interface HessianSpec {
@@ -21,17 +21,7 @@ export interface HessianSpec {
 }
 
 function gemmSpecOf(spec: HessianSpec): GemmSpec {
-  return {
-    transA: true,
-    transB: false,
-    accumulate: true,
-    inputs: spec.inputs,
-    aInC: false,
-    bInC: false,
-    lowerC: true,
-    lowerB: false,
-    tile: "large",
-  };
+  return gemmSpec({ transA: true, accumulate: true, inputs: spec.inputs, lowerC: true });
 }
 
 /**

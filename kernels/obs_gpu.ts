@@ -51,7 +51,7 @@ import {
   encodeUpperCholeskyOfInverse,
   packLowerChunks,
 } from "./cholesky_kernel.ts";
-import { encodeGemm } from "./gemm_kernel.ts";
+import { encodeGemm, gemmSpec } from "./gemm_kernel.ts";
 import { assembleObsResult } from "./_obs_assemble.ts";
 import {
   codesPerWord,
@@ -295,17 +295,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       encodeObsLoop(batch, spec, obsTiles, { rows, n, groups, sparsity }, (i1, i2, t) => {
         encodeGemm(
           batch,
-          {
-            transA: false,
-            transB: false,
-            accumulate: true,
-            inputs: "f32",
-            aInC: false,
-            bInC: false,
-            lowerC: false,
-            lowerB: false,
-            tile: "large",
-          },
+          gemmSpec({ accumulate: true }),
           { c: t.bufs.W, a: t.bufs.err, b: t.bufs.U },
           {
             m: t.rows,

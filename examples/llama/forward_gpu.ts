@@ -22,7 +22,7 @@ import {
   uploadBuffer,
   writeBuffer,
 } from "../../kernels/backend.ts";
-import { encodeGemm, type GemmSpec } from "../../kernels/gemm_kernel.ts";
+import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
 import {
   encodeAttention,
   encodeEmbed,
@@ -267,17 +267,7 @@ class GpuLlamaSession implements LlamaSession {
       accumulate: boolean,
     ) => {
       const wide = !this.#gpu.software && Math.ceil(rows / 128) * Math.ceil(n / 128) >= 256;
-      const spec: GemmSpec = {
-        transA: false,
-        transB: true,
-        accumulate,
-        inputs: "f32",
-        aInC: false,
-        bInC: false,
-        lowerC: false,
-        lowerB: false,
-        tile: wide ? "large" : "small",
-      };
+      const spec = gemmSpec({ transB: true, accumulate, tile: wide ? "large" : "small" });
       encodeGemm(batch, spec, { c: out, a: x, b: w }, {
         m: rows,
         n,

@@ -15,7 +15,7 @@
  */
 
 import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
-import { encodeGemm } from "../../kernels/gemm_kernel.ts";
+import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
 import {
   encodePaley,
   paleyReference,
@@ -101,17 +101,7 @@ record("WGSL copy (vec4)", await gpuSecondsPerUnit(gpu, (b) => encodeBenchCopy(b
   const t = await gpuSecondsPerUnit(gpu, (b) =>
     encodeGemm(
       b,
-      {
-        transA: false,
-        transB: true,
-        accumulate: false,
-        inputs: "f32",
-        aInC: false,
-        bInC: false,
-        lowerC: false,
-        lowerB: false,
-        tile: "large",
-      },
+      gemmSpec({ transB: true }),
       { c: y, a: x, b: bb },
       { m: blocks, n: m, k: m, lda: m, ldb: m, ldc: m },
     ));

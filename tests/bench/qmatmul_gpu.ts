@@ -29,7 +29,7 @@
  */
 
 import { storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
-import { encodeGemm, type GemmSpec } from "../../kernels/gemm_kernel.ts";
+import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
 import {
   encodeQmatmul,
   type GpuPackedWeight,
@@ -197,17 +197,7 @@ async function timeDense(
     const y = storageBuffer(gpu!, m * n * 4);
     let best = Infinity;
     for (const tile of ["small", "large"] as const) {
-      const spec: GemmSpec = {
-        transA: false,
-        transB: true,
-        accumulate: false,
-        inputs,
-        aInC: false,
-        bInC: false,
-        lowerC: false,
-        lowerB: false,
-        tile,
-      };
+      const spec = gemmSpec({ transB: true, inputs, tile });
       const calls = copies.length * Math.max(1, Math.ceil(20 / copies.length));
       const t = await timeCalls(
         gpu,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { GpuBatch, uploadBuffer } from "../../kernels/backend.ts";
-import { encodeGemm, gemmReference, type GemmSpec } from "../../kernels/gemm_kernel.ts";
+import { encodeGemm, gemmReference, type GemmSpec, gemmSpec } from "../../kernels/gemm_kernel.ts";
 import { prng } from "../../core/prng.ts";
 import { relError, testGpu } from "./_gpu.ts";
 
@@ -11,17 +11,7 @@ function randomArray(n: number, seed: number): Float32Array {
   return out;
 }
 
-const base: GemmSpec = {
-  transA: false,
-  transB: false,
-  accumulate: false,
-  inputs: "f32",
-  aInC: false,
-  bInC: false,
-  lowerC: false,
-  lowerB: false,
-  tile: "small",
-};
+const base: GemmSpec = gemmSpec({ tile: "small" });
 
 Deno.test("gemm kernel matches its float64 reference for every layout, tile and ragged size", async () => {
   const gpu = await testGpu();
