@@ -12,7 +12,14 @@
  * @module
  */
 
-import { allocate, type DType, type DTypeStorage, itemSize, type Tensor } from "./tensor.ts";
+import {
+  allocate,
+  type DType,
+  type DTypeStorage,
+  itemSize,
+  STORAGE_ARRAYS,
+  type Tensor,
+} from "./tensor.ts";
 
 /** A malformed safetensors file (or one this library cannot represent). */
 export class SafetensorsError extends Error {
@@ -273,7 +280,7 @@ export function storageFrom<D extends DType>(
   const n = bytes.length / size;
   let out: DTypeStorage[D];
   if (view && LITTLE_ENDIAN && bytes.byteOffset % size === 0) {
-    out = viewAs(dtype, bytes.buffer, bytes.byteOffset, n);
+    out = new STORAGE_ARRAYS[dtype](bytes.buffer, bytes.byteOffset, n);
   } else {
     out = allocate(dtype, n);
     const dst = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
@@ -291,37 +298,6 @@ export function storageFrom<D extends DType>(
   return out;
 }
 
-function viewAs<D extends DType>(
-  dtype: D,
-  buffer: ArrayBufferLike,
-  offset: number,
-  n: number,
-): DTypeStorage[D] {
-  switch (dtype) {
-    case "f64":
-      return new Float64Array(buffer, offset, n) as DTypeStorage[D];
-    case "f32":
-      return new Float32Array(buffer, offset, n) as DTypeStorage[D];
-    case "f16":
-      return new Float16Array(buffer, offset, n) as DTypeStorage[D];
-    case "bf16":
-    case "u16":
-      return new Uint16Array(buffer, offset, n) as DTypeStorage[D];
-    case "i16":
-      return new Int16Array(buffer, offset, n) as DTypeStorage[D];
-    case "i32":
-      return new Int32Array(buffer, offset, n) as DTypeStorage[D];
-    case "u32":
-      return new Uint32Array(buffer, offset, n) as DTypeStorage[D];
-    case "i64":
-      return new BigInt64Array(buffer, offset, n) as DTypeStorage[D];
-    case "i8":
-      return new Int8Array(buffer, offset, n) as DTypeStorage[D];
-    default: // u8, bool, f8e4m3, f8e5m2
-      return new Uint8Array(buffer, offset, n) as DTypeStorage[D];
-  }
-}
-
 /** The tensors to write: a Map or a plain record, name → tensor. */
 export type TensorMap = ReadonlyMap<string, Tensor> | Readonly<Record<string, Tensor>>;
 
@@ -331,23 +307,6 @@ export interface Plan {
   readonly parts: readonly Uint8Array[];
   readonly totalLength: number;
 }
-
-const EXPECTED_ARRAY: Record<DType, abstract new (n: number) => ArrayBufferView> = {
-  f64: Float64Array,
-  f32: Float32Array,
-  f16: Float16Array,
-  bf16: Uint16Array,
-  f8e4m3: Uint8Array,
-  f8e5m2: Uint8Array,
-  i8: Int8Array,
-  u8: Uint8Array,
-  i16: Int16Array,
-  u16: Uint16Array,
-  i32: Int32Array,
-  u32: Uint32Array,
-  i64: BigInt64Array,
-  bool: Uint8Array,
-};
 
 /**
  * Validates tensors and metadata and lays them out in the given order:
@@ -398,7 +357,7 @@ export function planSafetensors(
       );
     }
     const data = t.data as ArrayBufferView & { length: number };
-    const expected = EXPECTED_ARRAY[t.dtype];
+    const expected = STORAGE_ARRAYS[t.dtype];
     if (!(data instanceof expected)) {
       throw new TypeError(
         `Cannot write ${where}: dtype ${t.dtype} must be stored in a ${expected.name}, not ${

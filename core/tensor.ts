@@ -134,6 +134,34 @@ function checkShape(shape: readonly number[]): void {
   }
 }
 
+/** The constructor of a dtype's storage (see {@linkcode STORAGE_ARRAYS}). */
+export interface StorageArrayConstructor<D extends DType> {
+  /** Zeroed storage for `n` elements. */
+  new (n: number): DTypeStorage[D];
+  /** A view of `n` elements of `buffer` from byte `byteOffset`. */
+  new (buffer: ArrayBufferLike, byteOffset: number, n: number): DTypeStorage[D];
+  /** The constructor's name, e.g. "Float32Array". */
+  readonly name: string;
+}
+
+/** The typed array constructor that stores each dtype ({@linkcode DTypeStorage}). */
+export const STORAGE_ARRAYS: { readonly [D in DType]: StorageArrayConstructor<D> } = {
+  f64: Float64Array,
+  f32: Float32Array,
+  f16: Float16Array,
+  bf16: Uint16Array,
+  f8e4m3: Uint8Array,
+  f8e5m2: Uint8Array,
+  i8: Int8Array,
+  u8: Uint8Array,
+  i16: Int16Array,
+  u16: Uint16Array,
+  i32: Int32Array,
+  u32: Uint32Array,
+  i64: BigInt64Array,
+  bool: Uint8Array,
+};
+
 /**
  * Allocates zeroed storage for `n` elements of a dtype.
  *
@@ -142,33 +170,10 @@ function checkShape(shape: readonly number[]): void {
  * @returns A fresh typed array.
  */
 export function allocate<D extends DType>(dtype: D, n: number): DTypeStorage[D] {
-  switch (dtype) {
-    case "f64":
-      return new Float64Array(n) as DTypeStorage[D];
-    case "f32":
-      return new Float32Array(n) as DTypeStorage[D];
-    case "f16":
-      return new Float16Array(n) as DTypeStorage[D];
-    case "bf16":
-    case "u16":
-      return new Uint16Array(n) as DTypeStorage[D];
-    case "f8e4m3":
-    case "f8e5m2":
-    case "u8":
-    case "bool":
-      return new Uint8Array(n) as DTypeStorage[D];
-    case "i8":
-      return new Int8Array(n) as DTypeStorage[D];
-    case "i16":
-      return new Int16Array(n) as DTypeStorage[D];
-    case "i32":
-      return new Int32Array(n) as DTypeStorage[D];
-    case "u32":
-      return new Uint32Array(n) as DTypeStorage[D];
-    case "i64":
-      return new BigInt64Array(n) as DTypeStorage[D];
+  if (!Object.hasOwn(STORAGE_ARRAYS, dtype)) {
+    throw new TypeError(`Unknown dtype: ${String(dtype)}`);
   }
-  throw new TypeError(`Unknown dtype: ${String(dtype)}`);
+  return new STORAGE_ARRAYS[dtype](n);
 }
 
 /**
