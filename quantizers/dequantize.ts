@@ -16,11 +16,15 @@ import { type AqlmWeight, dequantizeAqlm } from "./aqlm.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { dequantize } from "./dequantize.ts";
  * import { rtn } from "./rtn.ts";
  * import { tensor } from "../core/tensor.ts";
  * const w = tensor("f32", [1, 2], new Float32Array([-1, 1]));
- * console.assert(dequantize(await rtn(w, { bits: 4 })).data[1] === 1);
+ * const q = await rtn(w, { bits: 4 });
+ * // One group: Ŵ[0, 1] = scale·(code − zero), rounded to float32.
+ * const expected = Math.fround(q.scales[0]! * (q.codes[1]! - q.zeros[0]!));
+ * assert(dequantize(q).data[1] === expected);
  * ```
  *
  * @param q The quantized weight.
