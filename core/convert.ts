@@ -46,9 +46,10 @@ function bf16FromF32Bits(u: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { bf16BitsToF32, f32ToBf16Bits } from "./convert.ts";
- * console.assert(f32ToBf16Bits(1) === 0x3f80);
- * console.assert(bf16BitsToF32(f32ToBf16Bits(1 + 2 ** -8)) === 1); // tie → even
+ * assert(f32ToBf16Bits(1) === 0x3f80);
+ * assert(bf16BitsToF32(f32ToBf16Bits(1 + 2 ** -8)) === 1); // tie → even
  * ```
  * @param x The value.
  * @returns The 16 raw bits.
@@ -175,10 +176,11 @@ const isSmallInt = (d: DType): boolean => INT_BITS[d] !== undefined;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { convert } from "./convert.ts";
  * import { tensor } from "./tensor.ts";
  * const t = convert(tensor("f32", [2], new Float32Array([1.5, -2.5])), "i32");
- * console.assert(t.data[0] === 2 && t.data[1] === -3);
+ * assert(t.data[0] === 2 && t.data[1] === -3);
  * ```
  * @param t The tensor.
  * @param dtype Target dtype.

@@ -22,13 +22,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { errorFeedback } from "./error_feedback.ts";
  * import { topKCompress } from "../pruners/topk_compressor.ts";
  * const ef = errorFeedback((x) => topKCompress(x, { k: 1 }));
  * const params = { w: new Float32Array(3) };
  * const [sent, state] = ef.update({ w: new Float32Array([3, 1, 2]) }, ef.init(params));
- * console.assert(sent.w!.join() === "3,0,0");
- * console.assert(state.error.w instanceof Float32Array && state.error.w.join() === "0,1,2");
+ * assert(sent.w!.join() === "3,0,0");
+ * assert(state.error.w instanceof Float32Array && state.error.w.join() === "0,1,2");
  * ```
  *
  * @module

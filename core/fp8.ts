@@ -104,9 +104,10 @@ export function fp8Max(dtype: Fp8DType): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeFp8 } from "./fp8.ts";
- * console.assert(decodeFp8("f8e4m3", 0x7e) === 448);
- * console.assert(decodeFp8("f8e5m2", 0x7c) === Infinity);
+ * assert(decodeFp8("f8e4m3", 0x7e) === 448);
+ * assert(decodeFp8("f8e5m2", 0x7c) === Infinity);
  * ```
  * @param dtype The FP8 dtype.
  * @param bits The code (only the low 8 bits are used).
@@ -143,9 +144,10 @@ function encodeWith(f: Fp8Format, x: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeFp8, encodeFp8 } from "./fp8.ts";
- * console.assert(encodeFp8("f8e4m3", 1000) === 0x7e); // saturates to 448
- * console.assert(decodeFp8("f8e4m3", encodeFp8("f8e4m3", 0.3)) === 0.3125);
+ * assert(encodeFp8("f8e4m3", 1000) === 0x7e); // saturates to 448
+ * assert(decodeFp8("f8e4m3", encodeFp8("f8e4m3", 0.3)) === 0.3125);
  * ```
  * @param dtype The FP8 dtype.
  * @param x The value (a float64, rounded once).

@@ -393,12 +393,13 @@ function butterfly(x: Float64Array, n: number, s: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fwht } from "./fwht.ts";
  * import { tensor } from "./tensor.ts";
  * const x = tensor("f64", [1, 4], new Float64Array([1, 0, 0, 0]));
- * console.assert(fwht(x).data.every((v) => v === 1));
+ * assert(fwht(x).data.every((v) => v === 1));
  * const y = fwht(fwht(x, { normalize: true }), { normalize: true });
- * console.assert(Math.abs(y.data[0]! - 1) < 1e-12);
+ * assert(Math.abs(y.data[0]! - 1) < 1e-12);
  * ```
  * @param x Tensor of f32 or f64 with last axis n (a constructible Hadamard order).
  * @param options See {@linkcode FwhtOptions}.

@@ -47,9 +47,10 @@ export interface GaloisField {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { primePower } from "./galois.ts";
- * console.assert(primePower(343)?.p === 7 && primePower(343)?.k === 3);
- * console.assert(primePower(12) === null);
+ * assert(primePower(343)?.p === 7 && primePower(343)?.k === 3);
+ * assert(primePower(12) === null);
  * ```
  * @param q An integer ≥ 2.
  * @returns `{ p, k }`, or null when q is not a prime power.
@@ -79,11 +80,12 @@ const cache = new Map<number, GaloisField>();
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { galoisField } from "./galois.ts";
  * const f = galoisField(9);
  * const a = 5, b = 7;
- * console.assert(f.mul(f.add(a, b), 1) === f.add(b, a));
- * console.assert(f.mul(a, f.inv(a)) === 1);
+ * assert(f.mul(f.add(a, b), 1) === f.add(b, a));
+ * assert(f.mul(a, f.inv(a)) === 1);
  * ```
  * @param q The field order; must be a prime power ≤ 2^24.
  * @returns The field.

@@ -158,9 +158,10 @@ function checkOrder(n: number, what: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hadamardConstruction } from "./hadamard.ts";
- * console.assert(hadamardConstruction(11008)?.description === "Sylvester(32) ⊗ Paley I(q = 7^3)");
- * console.assert(hadamardConstruction(13696) === null);
+ * assert(hadamardConstruction(11008)?.description === "Sylvester(32) ⊗ Paley I(q = 7^3)");
+ * assert(hadamardConstruction(13696) === null);
  * ```
  * @param n The order.
  * @returns The construction, or null when n is not reachable by Sylvester,
@@ -233,9 +234,10 @@ function factorString(n: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hadamardOrders } from "./hadamard.ts";
  * const orders = hadamardOrders(100).map((c) => c.n);
- * console.assert(orders.includes(12) && orders.includes(92) === false);
+ * assert(orders.includes(12) && orders.includes(92) === false);
  * ```
  * @param limit Largest order to consider.
  * @returns Constructions in increasing order.
@@ -403,12 +405,13 @@ export function hadamardRow(n: number, i: number): Int8Array {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hadamard } from "./hadamard.ts";
  * const { matrix, construction } = hadamard(12);
- * console.assert(construction.description === "Paley I(q = 11)");
+ * assert(construction.description === "Paley I(q = 11)");
  * let dot = 0;
  * for (let j = 0; j < 12; j++) dot += matrix[j]! * matrix[12 + j]!;
- * console.assert(dot === 0);
+ * assert(dot === 0);
  * ```
  * @param n The order: 1, 2 or a constructible multiple of 4.
  * @returns The matrix and how it was built.

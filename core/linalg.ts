@@ -6,15 +6,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cholesky, eigh, fromArray, matmul, svd, transpose } from "./mod.ts";
  * const a = fromArray([[4, 2], [2, 3]], { dtype: "f64" });
  * const l = cholesky(a); // lower factor
  * const llt = matmul(l, transpose(l)); // L·Lᵀ = A
- * console.assert(Math.abs(llt.data[1]! - 2) < 1e-12);
+ * assert(Math.abs(llt.data[1]! - 2) < 1e-12);
  * const { values } = eigh(a); // ascending: (7 ∓ √17) / 2
- * console.assert(Math.abs(values.data[0]! - (7 - Math.sqrt(17)) / 2) < 1e-12);
+ * assert(Math.abs(values.data[0]! - (7 - Math.sqrt(17)) / 2) < 1e-12);
  * const { s } = svd(a); // for an SPD matrix, the eigenvalues in descending order
- * console.assert(Math.abs(s.data[0]! - values.data[1]!) < 1e-12);
+ * assert(Math.abs(s.data[0]! - values.data[1]!) < 1e-12);
  * ```
  *
  * @module

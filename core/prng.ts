@@ -36,9 +36,10 @@ function splitmix32(state: number): () => number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { prng } from "./prng.ts";
  * const a = prng(42), b = prng(42);
- * console.assert(a.normal() === b.normal());
+ * assert(a.normal() === b.normal());
  * ```
  * @param seed Any integer (taken modulo 2^32).
  * @returns A fresh generator; the same seed gives the same stream.

@@ -117,12 +117,13 @@ function largestHadamardDivisor(n: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { randomHadamard } from "./rotation.ts";
  * import { tensor } from "./tensor.ts";
  * const q = randomHadamard(12, { seed: 1 });
  * const x = tensor("f64", [1, 12], new Float64Array(12).fill(1));
  * const back = q.applyToRows(q.applyToRows(x), { transpose: true });
- * console.assert(Math.abs(back.data[5]! - 1) < 1e-12);
+ * assert(Math.abs(back.data[5]! - 1) < 1e-12);
  * ```
  * @param n The order.
  * @param options Seed and fallback.

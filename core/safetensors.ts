@@ -64,6 +64,7 @@ export interface ParseSafetensorsOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseSafetensors, serializeSafetensors } from "./safetensors.ts";
  * import { tensor } from "./tensor.ts";
  * const bytes = serializeSafetensors(
@@ -71,7 +72,7 @@ export interface ParseSafetensorsOptions {
  *   { format: "pt" },
  * );
  * const { tensors, metadata } = parseSafetensors(bytes);
- * console.assert(tensors.get("w")!.data[3] === 4 && metadata.format === "pt");
+ * assert(tensors.get("w")!.data[3] === 4 && metadata.format === "pt");
  * ```
  * @param bytes The whole file.
  * @param options See {@linkcode ParseSafetensorsOptions}.

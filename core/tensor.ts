@@ -181,9 +181,10 @@ export function allocate<D extends DType>(dtype: D, n: number): DTypeStorage[D] 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "./tensor.ts";
  * const t = tensor("f32", [2, 3], new Float32Array([1, 2, 3, 4, 5, 6]));
- * console.assert(t.shape[1] === 3);
+ * assert(t.shape[1] === 3);
  * ```
  * @param dtype The element type.
  * @param shape Axis extents.

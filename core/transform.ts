@@ -15,6 +15,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { applyUpdates, chain, type Params, scaleBy, stateless } from "./transform.ts";
  * const clip = stateless((g) => g); // any per-step function of the gradient
  * const sgd = chain(clip, scaleBy(-0.1));
@@ -24,7 +25,7 @@
  * const [updates, next] = sgd.update(grads, state, params);
  * params = applyUpdates(params, updates);
  * state = next;
- * console.assert(Math.abs(params.w![0]! - 0.9) < 1e-6 && state.count === 1);
+ * assert(Math.abs(params.w![0]! - 0.9) < 1e-6 && state.count === 1);
  * ```
  *
  * @module

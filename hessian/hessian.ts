@@ -58,10 +58,11 @@ function inputsOf(x: Tensor, what: string): { tokens: number; cols: number; data
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hessian } from "./hessian.ts";
  * import { tensor } from "../core/tensor.ts";
  * const h = hessian(tensor("f32", [2, 2], new Float32Array([1, 2, 3, 4])));
- * console.assert(h.count === 2 && h.xtx[0] === 5); // (1·1 + 3·3) / 2
+ * assert(h.count === 2 && h.xtx[0] === 5); // (1·1 + 3·3) / 2
  * ```
  *
  * @param x Inputs [tokens, cols] (any float dtype); batch and sequence axes flattened.
@@ -162,12 +163,13 @@ export interface AccumulateOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { accumulateHessian } from "./hessian.ts";
  * import { tensor } from "../core/tensor.ts";
  * const h = await accumulateHessian(tensor("f32", [2, 2], new Float32Array([1, 2, 3, 4])), {
  *   backend: "cpu",
  * });
- * console.assert(h.count === 2 && h.xtx[0] === 5);
+ * assert(h.count === 2 && h.xtx[0] === 5);
  * ```
  *
  * @param x Inputs [tokens, cols].

@@ -15,13 +15,14 @@ import type { Hessian } from "./hessian.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { layerError } from "./layer_error.ts";
  * import { hessian } from "./hessian.ts";
  * import { tensor } from "../core/tensor.ts";
  * const h = hessian(tensor("f64", [2, 2], new Float64Array([1, 0, 0, 1])));
  * const w = tensor("f64", [1, 2], new Float64Array([1, 1]));
  * const a = tensor("f64", [1, 2], new Float64Array([1, 0]));
- * console.assert(layerError(w, a, h) === 0.5);
+ * assert(layerError(w, a, h) === 0.5);
  * ```
  *
  * @param weight W [rows, cols].

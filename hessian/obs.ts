@@ -192,13 +192,14 @@ export interface ObsResult {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { obsSolve } from "./obs.ts";
  * import { hessian } from "./hessian.ts";
  * import { tensor } from "../core/tensor.ts";
  * const x = tensor("f32", [8, 4], Float32Array.from({ length: 32 }, (_, i) => Math.sin(i)));
  * const w = tensor("f32", [2, 4], new Float32Array([0.3, -0.2, 0.9, 0.1, -0.5, 0.4, 0.05, 0.7]));
  * const res = await obsSolve(w, hessian(x), { decider: { kind: "grid", grid: { bits: 2 } } });
- * console.assert(res.codes!.length === 8 && res.stats.obsLoss >= 0);
+ * assert(res.codes!.length === 8 && res.stats.obsLoss >= 0);
  * ```
  *
  * @param weight The layer weight [rows, cols] = [out, in], any float dtype.

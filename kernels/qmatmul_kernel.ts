@@ -507,6 +507,7 @@ function xShape(x: Tensor, k: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { qmatmul } from "./qmatmul_kernel.ts";
  * import { packWeights } from "../quantizers/pack.ts";
  * import { rtn } from "../quantizers/rtn.ts";
@@ -515,7 +516,7 @@ function xShape(x: Tensor, k: number): number {
  * const packed = packWeights(await rtn(w, { bits: 4, groupSize: 32 }));
  * const x = tensor("f32", [2, 64], new Float32Array(128).fill(1));
  * const y = await qmatmul(x, packed, { backend: "cpu" });
- * console.assert(y.shape.join() === "2,3");
+ * assert(y.shape.join() === "2,3");
  * ```
  * @param x Activations, f32 or f16 [M, K] (or [K]).
  * @param packed The packed weight (or one already resident on the GPU, which the WebGPU path uses as is).

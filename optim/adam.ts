@@ -9,6 +9,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { adam } from "./adam.ts";
  * import { applyUpdates, type Params } from "../core/transform.ts";
  * const opt = adam({ learningRate: 0.1 });
@@ -19,7 +20,7 @@
  *   params = applyUpdates(params, u);
  *   state = s;
  * }
- * console.assert(Math.abs(params.w![0]!) < 0.1);
+ * assert(Math.abs(params.w![0]!) < 0.1);
  * ```
  *
  * @module

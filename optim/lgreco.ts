@@ -15,13 +15,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { lgrecoLevels } from "./lgreco.ts";
  * const tables = [
  *   [{ error: 0, cost: 4 }, { error: 1, cost: 1 }],
  *   [{ error: 0, cost: 4 }, { error: 5, cost: 1 }],
  * ];
  * // Budget 5: compress the layer whose compression costs the least error.
- * console.assert(lgrecoLevels(tables, { budget: 5 }).levels.join() === "1,0");
+ * assert(lgrecoLevels(tables, { budget: 5 }).levels.join() === "1,0");
  * ```
  *
  * @module

@@ -30,13 +30,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { microAdam } from "./micro_adam.ts";
  * import { stateBytesPerParam } from "../core/transform.ts";
  * const params = { w: new Float32Array(10_000) };
  * const opt = microAdam({ learningRate: 1e-3 });
  * const [u, state] = opt.update({ w: params.w.map((_, i) => Math.sin(i)) }, opt.init(params));
- * console.assert(u.w!.filter((x) => x !== 0).length === 100); // k = 1%
- * console.assert(stateBytesPerParam(state, params) < 1.1);
+ * assert(u.w!.filter((x) => x !== 0).length === 100); // k = 1%
+ * assert(stateBytesPerParam(state, params) < 1.1);
  * ```
  *
  * @module

@@ -6,10 +6,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sgd } from "./sgd.ts";
  * const opt = sgd({ learningRate: 0.5 });
  * const [u] = opt.update({ w: new Float32Array([2]) }, opt.init({ w: new Float32Array(1) }));
- * console.assert(u.w![0] === -1);
+ * assert(u.w![0] === -1);
  * ```
  *
  * @module

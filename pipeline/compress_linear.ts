@@ -140,13 +140,14 @@ export function higgsGroupSize(cols: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { compressLinear } from "./compress_linear.ts";
  * import { hessian } from "../hessian/hessian.ts";
  * import { tensor } from "../core/tensor.ts";
  * const x = tensor("f32", [32, 8], Float32Array.from({ length: 256 }, (_, i) => Math.sin(i)));
  * const w = tensor("f32", [4, 8], Float32Array.from({ length: 32 }, (_, i) => Math.cos(i)));
  * const c = await compressLinear(w, hessian(x), [{ kind: "gptq", bits: 4 }]);
- * console.assert(c.bitsPerWeight > 4 && c.layerError < 0.05);
+ * assert(c.bitsPerWeight > 4 && c.layerError < 0.05);
  * ```
  * @param weight W [out, in] (not modified).
  * @param hessian H over the layer's inputs [in, in] (mean of x·xᵀ), or null when

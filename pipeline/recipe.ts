@@ -193,12 +193,13 @@ export function matchesModule(name: string, match: string | RegExp): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { stagesFor } from "./recipe.ts";
  * const recipe = {
  *   stages: [{ kind: "gptq", bits: 4 }] as const,
  *   overrides: [{ match: "*.wv", stages: [{ kind: "gptq", bits: 8 }] as const }],
  * };
- * console.assert(stagesFor(recipe, "layers.0.wv")[0]!.kind === "gptq");
+ * assert(stagesFor(recipe, "layers.0.wv")[0]!.kind === "gptq");
  * ```
  * @param recipe The recipe.
  * @param name The module name.

@@ -27,11 +27,12 @@ export interface MagnitudePruneOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "../core/tensor.ts";
  * import { magnitudePrune } from "./magnitude.ts";
  * const w = tensor("f32", [1, 4], new Float32Array([0.1, -2, 0.3, -0.05]));
  * const { weight, sparsity } = await magnitudePrune(w, { structure: { kind: "nm", n: 2, m: 4 } });
- * console.assert(sparsity === 0.5 && weight.data[0] === 0 && weight.data[1] === -2);
+ * assert(sparsity === 0.5 && weight.data[0] === 0 && weight.data[1] === -2);
  * ```
  * @param weight Float weight [rows, cols] = [out features, in features]; not mutated.
  * @param options The structure.

@@ -161,11 +161,12 @@ export function unpackSparse(packed: PackedSparse): Tensor<"f32"> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "../core/tensor.ts";
  * import { pack24, unpack24 } from "./mask_storage.ts";
  * const w = tensor("f32", [1, 4], new Float32Array([0, 5, 0, -1]));
  * const p = pack24(w);
- * console.assert(p.indices[0] === (1 | (3 << 2)) && unpack24(p).data[1] === 5);
+ * assert(p.indices[0] === (1 | (3 << 2)) && unpack24(p).data[1] === 5);
  * ```
  * @param weight Float weight [rows, cols], cols a multiple of 4.
  * @param mask Optional keep-mask [rows, cols].

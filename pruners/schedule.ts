@@ -33,9 +33,10 @@ export interface CubicSparsityOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cubicSparsity } from "./schedule.ts";
  * const s = cubicSparsity(50, { finalSparsity: 0.8, endStep: 100 });
- * console.assert(Math.abs(s - 0.7) < 1e-12); // 0.8·(1 − 0.5³)
+ * assert(Math.abs(s - 0.7) < 1e-12); // 0.8·(1 − 0.5³)
  * ```
  * @param step The current step (any number; clamped to the schedule).
  * @param options Initial and final sparsity, start and end step, frequency.

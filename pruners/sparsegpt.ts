@@ -76,13 +76,14 @@ export interface SparseGptResult extends PruneResult {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "../core/tensor.ts";
  * import { hessian } from "../hessian/hessian.ts";
  * import { sparsegpt } from "./sparsegpt.ts";
  * const x = tensor("f32", [16, 8], Float32Array.from({ length: 128 }, (_, i) => Math.sin(i * i)));
  * const w = tensor("f32", [4, 8], Float32Array.from({ length: 32 }, (_, i) => Math.cos(i)));
  * const res = await sparsegpt(w, hessian(x), { structure: { kind: "nm", n: 2, m: 4 } });
- * console.assert(res.sparsity === 0.5);
+ * assert(res.sparsity === 0.5);
  * ```
  * @param weight Float weight [rows, cols] = [out features, in features]; not mutated.
  * @param hessian Calibration statistics (mean of x·xᵀ) with `cols` columns.

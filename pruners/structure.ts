@@ -210,9 +210,10 @@ function pruneSmallest(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { unstructuredMask } from "./structure.ts";
  * const mask = unstructuredMask([3, 1, 2, 4], [2, 2], { sparsity: 0.5, scope: "layer" });
- * console.assert(mask.join() === "1,0,0,1");
+ * assert(mask.join() === "1,0,0,1");
  * ```
  * @param scores Any scores [rows, cols] (higher = more important); NaN is rejected.
  * @param shape `[rows, cols]`.
@@ -244,9 +245,10 @@ export function unstructuredMask(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { nmMask } from "./structure.ts";
  * const mask = nmMask([4, 1, 3, 2], [1, 4], { n: 2, m: 4 });
- * console.assert(mask.join() === "1,0,1,0");
+ * assert(mask.join() === "1,0,1,0");
  * ```
  * @param scores Any scores [rows, cols]; NaN is rejected.
  * @param shape `[rows, cols]`; `m` must divide `cols`.

@@ -18,9 +18,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { topKCompress } from "./topk_compressor.ts";
  * const c = topKCompress(new Float32Array([0.1, -3, 2, 0.5]), { k: 2 });
- * console.assert(c.join() === "0,-3,2,0");
+ * assert(c.join() === "0,-3,2,0");
  * ```
  *
  * @module

@@ -77,12 +77,13 @@ function inputNorms(hessian: Hessian, cols: number): Float64Array {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "../core/tensor.ts";
  * import { wanda } from "./wanda.ts";
  * const w = tensor("f32", [1, 2], new Float32Array([1, 2]));
  * const h = { cols: 2, count: 1, xtx: new Float64Array([9, 0, 0, 1]) };
  * const { weight } = await wanda(w, h, { structure: { kind: "unstructured", sparsity: 0.5 } });
- * console.assert(weight.data[0] === 1 && weight.data[1] === 0); // 1·3 > 2·1
+ * assert(weight.data[0] === 1 && weight.data[1] === 0); // 1·3 > 2·1
  * ```
  * @param weight Float weight [rows, cols] = [out features, in features]; not mutated.
  * @param hessian Calibration statistics: `xtx` [cols, cols] = mean of x·xᵀ (only its diagonal is used).

@@ -108,6 +108,7 @@ function checkInt(name: string, value: number, lo: number, hi: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { aqlm } from "./aqlm.ts";
  * import { dequantize } from "./dequantize.ts";
  * import { hessian } from "../hessian/hessian.ts";
@@ -117,8 +118,8 @@ function checkInt(name: string, value: number, lo: number, hi: number): void {
  * const w = tensor("f64", [16, 32], randn(512, g));
  * const h = hessian(tensor("f64", [64, 32], randn(2048, g)));
  * const q = await aqlm(w, h, { codebooks: 1, codebookBits: 4, groupSize: 8, iterations: 2 });
- * console.assert(q.objective.at(-1)! <= q.objective[0]!);
- * console.assert(dequantize(q).shape[1] === 32);
+ * assert(q.objective.at(-1)! <= q.objective[0]!);
+ * assert(dequantize(q).shape[1] === 32);
  * ```
  * @param weight The weight [rows, cols] (out × in).
  * @param hessian Mean of x·xᵀ over calibration inputs, [cols, cols].

@@ -33,9 +33,10 @@ export function packedWords(count: number, bits: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { packBits, unpackBits } from "./bitpack.ts";
  * const words = packBits([1, 2, 3, 4, 5], 3);
- * console.assert(unpackBits(words, 3, 5).join() === "1,2,3,4,5");
+ * assert(unpackBits(words, 3, 5).join() === "1,2,3,4,5");
  * ```
  * @param codes Codes in [0, 2^bits).
  * @param bits Bits per code, 1–16.

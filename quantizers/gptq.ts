@@ -63,6 +63,7 @@ export interface GptqOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { gptq } from "./gptq.ts";
  * import { dequantize } from "./dequantize.ts";
  * import { hessian } from "../hessian/hessian.ts";
@@ -70,7 +71,7 @@ export interface GptqOptions {
  * const x = tensor("f32", [16, 4], Float32Array.from({ length: 64 }, (_, i) => Math.cos(i * 0.7)));
  * const w = tensor("f32", [2, 4], new Float32Array([0.3, -0.2, 0.9, 0.1, -0.5, 0.4, 0.05, 0.7]));
  * const q = await gptq(w, hessian(x), { bits: 4 });
- * console.assert(dequantize(q).shape[1] === 4);
+ * assert(dequantize(q).shape[1] === 4);
  * ```
  *
  * @param weight [rows, cols] = [out features, in features], any float dtype.

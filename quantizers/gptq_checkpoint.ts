@@ -68,6 +68,7 @@ function checkBitsForCheckpoint(bits: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { toGptqCheckpoint, fromGptqCheckpoint } from "./gptq_checkpoint.ts";
  * import type { QuantizedWeight } from "./quantized_weight.ts";
  * const q: QuantizedWeight = {
@@ -76,9 +77,9 @@ function checkBitsForCheckpoint(bits: number): void {
  *   zeros: new Float32Array([3, 7]), gIdx: new Int32Array(8), stats: { seconds: 0 },
  * };
  * const ckpt = toGptqCheckpoint(q, { version: 2 });
- * console.assert(ckpt.qweight.shape.join() === "1,2");
+ * assert(ckpt.qweight.shape.join() === "1,2");
  * const back = fromGptqCheckpoint(ckpt, { bits: 4, groupSize: -1, version: 2 });
- * console.assert(back.codes[5] === 5);
+ * assert(back.codes[5] === 5);
  * ```
  * @param q The quantized weight, codes [N, K].
  * @param options The checkpoint version.

@@ -92,12 +92,13 @@ export function groupIndex(cols: number, groupSize: number): Int32Array {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fitGrid, gridDequantize, gridQuantize } from "./grid.ts";
  * import { tensor } from "../core/tensor.ts";
  * const w = tensor("f32", [1, 4], new Float32Array([-1, -0.5, 0.5, 2]));
  * const grid = fitGrid(w, { bits: 2 });
  * const back = gridDequantize(gridQuantize(w, grid), grid);
- * console.assert(back.data[3] === 2 && back.data[0] === -1);
+ * assert(back.data[3] === 2 && back.data[0] === -1);
  * ```
  *
  * @param weight [rows, cols], any float dtype.

@@ -71,12 +71,13 @@ export interface HiggsWeight {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { dequantizeHiggs, higgs } from "./higgs.ts";
  * import { tensor } from "../core/tensor.ts";
  * const w = tensor("f32", [2, 64], Float32Array.from({ length: 128 }, (_, i) => Math.sin(i)));
  * const q = await higgs(w, { bits: 4, groupSize: 64 });
  * const back = dequantizeHiggs(q);
- * console.assert(q.bitsPerWeight === 4.25 && Math.abs(back.data[5]! - Math.sin(5)) < 0.2);
+ * assert(q.bitsPerWeight === 4.25 && Math.abs(back.data[5]! - Math.sin(5)) < 0.2);
  * ```
  * @param weight [rows, cols], any float dtype.
  * @param options Bits, group size, grid dimension, seed.

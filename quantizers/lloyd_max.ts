@@ -59,9 +59,10 @@ function checkBits(bits: number, max: number, what: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { lloydMaxGrid } from "./lloyd_max.ts";
  * const g = lloydMaxGrid(2);
- * console.assert(Math.abs(g.mse - 0.1175) < 1e-4);
+ * assert(Math.abs(g.mse - 0.1175) < 1e-4);
  * ```
  * @param bits 1–8.
  * @returns The grid and its MSE.
@@ -187,9 +188,10 @@ export interface VectorGridOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { gaussianVectorGrid, lloydMaxGrid } from "./lloyd_max.ts";
  * const g = gaussianVectorGrid(2, { samplesPerPoint: 64, iterations: 10 });
- * console.assert(g.points.length === 16 * 2 && g.mse < lloydMaxGrid(2).mse * 1.02);
+ * assert(g.points.length === 16 * 2 && g.mse < lloydMaxGrid(2).mse * 1.02);
  * ```
  * @param bits Bits per coordinate, 1–4.
  * @param options Dimension, seed, sample count, iterations.

@@ -15,11 +15,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { lowRankCompress } from "./low_rank.ts";
  * // A rank-1 matrix is recovered exactly by rank 1.
  * const m = new Float32Array([1, 2, 3, 2, 4, 6]); // [2, 3]
  * const { approx } = lowRankCompress(m, { rows: 2, cols: 3, rank: 1 });
- * console.assert(approx.every((v, i) => Math.abs(v - m[i]!) < 1e-5));
+ * assert(approx.every((v, i) => Math.abs(v - m[i]!) < 1e-5));
  * ```
  *
  * @module

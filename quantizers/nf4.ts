@@ -24,9 +24,10 @@ let levelsCache: Float64Array | null = null;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { nf4Levels } from "./nf4.ts";
  * const v = nf4Levels();
- * console.assert(v.length === 16 && v[0] === -1 && v[7] === 0 && v[15] === 1);
+ * assert(v.length === 16 && v[0] === -1 && v[7] === 0 && v[15] === 1);
  * ```
  * @returns A fresh array of the 16 levels.
  */
@@ -77,11 +78,12 @@ export interface Nf4Weight {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { dequantizeNf4, nf4 } from "./nf4.ts";
  * import { tensor } from "../core/tensor.ts";
  * const w = tensor("f32", [1, 4], new Float32Array([-2, 0, 1, 2]));
  * const q = await nf4(w, { blockSize: 4 });
- * console.assert(dequantizeNf4(q).data[3] === 2);
+ * assert(dequantizeNf4(q).data[3] === 2);
  * ```
  * @param weight [rows, cols], any float dtype.
  * @param options Block size.

@@ -136,14 +136,15 @@ function checkPackedBits(bits: number, what: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { packWeights, unpackWeights } from "./pack.ts";
  * import { rtn } from "./rtn.ts";
  * import { tensor } from "../core/tensor.ts";
  * const w = tensor("f32", [2, 64], new Float32Array(128).map((_, i) => Math.sin(i)));
  * const q = await rtn(w, { bits: 4, groupSize: 32 });
  * const packed = packWeights(q, { scaleType: "f32" });
- * console.assert(packed.words.length === 32 * 2 * 4); // 32 padded rows, 2 chunks, 4 words
- * console.assert(unpackWeights(packed).codes.join() === q.codes.join());
+ * assert(packed.words.length === 32 * 2 * 4); // 32 padded rows, 2 chunks, 4 words
+ * assert(unpackWeights(packed).codes.join() === q.codes.join());
  * ```
  * @param q The quantized weight (codes [N, K], scales/zeros [N, groups], gIdx [K]).
  * @param options Scale storage.

@@ -16,10 +16,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { qsgdCompress } from "./qsgd.ts";
  * const x = new Float32Array([0.5, -1, 0.25, 0]);
  * const y = qsgdCompress(x, { bits: 3, blockSize: 4, seed: 1 });
- * console.assert(y[1] === -1 && y[3] === 0); // the block maximum and zeros are exact
+ * assert(y[1] === -1 && y[3] === 0); // the block maximum and zeros are exact
  * ```
  *
  * @module

@@ -42,12 +42,13 @@ export interface RotatedQuantization<R extends QuantizerResult> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { rotated } from "./rotated.ts";
  * import { rtn } from "./rtn.ts";
  * import { tensor } from "../core/tensor.ts";
  * const w = tensor("f32", [1, 8], new Float32Array([9, 0.1, -0.2, 0.3, 0, 0.1, -0.1, 0.2]));
  * const q = await rotated((x) => rtn(x, { bits: 4 }), { seed: 1 })(w);
- * console.assert(q.weight.shape[1] === 8 && q.rotation.n === 8);
+ * assert(q.weight.shape[1] === 8 && q.rotation.n === 8);
  * ```
  * @param quantizer An async function from a weight [rows, cols] to its
  * approximation, a `QuantizedWeight` (read back with `dequantize`), an

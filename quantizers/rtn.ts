@@ -28,10 +28,11 @@ export interface RtnOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { rtn } from "./rtn.ts";
  * import { tensor } from "../core/tensor.ts";
  * const q = await rtn(tensor("f32", [1, 3], new Float32Array([-1, 0.2, 1])), { bits: 8 });
- * console.assert(q.codes.length === 3);
+ * assert(q.codes.length === 3);
  * ```
  *
  * @param weight [rows, cols], any float dtype.
