@@ -179,6 +179,14 @@ function nearestPow2(v: number): number {
  *   teams (sweep --gemv, same run: 4096×4096 −6%, 11008×4096 −4%,
  *   4096×11008 −3%, 8-bit 4096×4096 −6% GPU time against the previous
  *   default).
+ * - Then the "half" dequantization (x staged, loads first) replaces it at
+ *   4 bits for batch 1, and for batch 2 from 512 tiles on, with prefetch
+ *   except at batch 1 with two row tiles; and at 2 bits for batch 1 (sweep
+ *   --confirm, each entry timed three times, same run: 4096×4096 −8%,
+ *   11008×4096 −7%, 4096×11008 −13%, 16384×4096 −10%, 2-bit −6%, batch 2
+ *   16384×4096 −12% GPU time; 8 bits and batch 2 on 4096×4096 were slower
+ *   with it). Where the staged x does not fit the workgroup memory, the
+ *   default falls back to "exact" or "fma" with x read from global memory.
  * - Batch 3–4: from 344 tiles (N ≥ 11008) on two row tiles, 8 teams, steps
  *   of 2 with prefetch; below, one row tile, 32 teams, steps of 2.
  * - Batch 5–8: one x tile; 4 row tiles and 16 teams from 512 tiles on, else
@@ -222,16 +230,19 @@ export function qmatmulSpec(
     // Batch 1 where the --gemv sweep measured batched staging > 3% faster.
     const batched = m === 1 && rowTiles === 1 &&
       (packed.bits === 4 || (packed.bits === 8 && tiles <= 128));
+    // Where the --confirm sweep measured "half" faster than "exact" (it stages x).
+    const half = (packed.bits === 4 && (m === 1 || tiles >= 512)) ||
+      (packed.bits === 2 && m === 1);
     spec = {
       ...base,
       rowTiles,
       warps: batched ? Math.min(16, warps) : warps,
       batch: Math.max(1, m),
       unroll: 4,
-      prefetch: false,
-      sharedX: packed.bits === 3 || packed.bits === 4 || batched,
-      batchedStage: batched,
-      dequant: exact ? "exact" : "fma",
+      prefetch: half && packed.bits === 4 && (m === 2 || rowTiles === 1),
+      sharedX: packed.bits === 3 || packed.bits === 4 || batched || half,
+      batchedStage: batched || half,
+      dequant: half ? "half" : exact ? "exact" : "fma",
     };
   } else if (m <= 4) {
     const wide = tiles >= 344;
@@ -289,7 +300,13 @@ export function qmatmulSpec(
   while (warps > 1 && warps * spec.split > chunks / unroll) warps /= 2;
   spec = { ...spec, rowTiles, warps, unroll };
   if (spec.sharedX && qmatmulWorkgroupBytes(spec) > workgroupBytes) {
-    spec = { ...spec, sharedX: false };
+    // "half" and "dot4" read the staged copy: without it, the per-code dequantizations.
+    const staged = spec.dequant === "half" || spec.dequant === "dot4";
+    spec = {
+      ...spec,
+      sharedX: false,
+      ...(staged ? { dequant: exact ? "exact" : "fma", batchedStage: false } : {}),
+    };
   }
   while (spec.warps > 1 && qmatmulWorkgroupBytes(spec) > workgroupBytes) {
     spec = { ...spec, warps: spec.warps / 2 };

@@ -20,7 +20,10 @@
  * around the default, most promising first, the budget shared out
  * per case; the "dot4" and "half" dequantizations first, except at 3 bits),
  * `--half` (--gemv without 3 bits, only the default, the "dot4" and "half"
- * variants and the default again), `--budget=S` (stop timing new variants after S seconds),
+ * variants and the default again), `--confirm` (the "half" dequantization's
+ * candidates at batch 1 and 2 against the default, each timed three times in
+ * the order default, candidates, default, candidates reversed, default, the
+ * summary averaging each entry's ratios), `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
  * Uses the Deno namespace (arguments, files).
@@ -45,6 +48,7 @@ import { destroyCopies, packedBytes, randomPacked, residentCopies } from "./_qma
 const small = Deno.args.includes("--small");
 const focus = Deno.args.includes("--focus");
 const halfOnly = Deno.args.includes("--half");
+const confirm = Deno.args.includes("--confirm");
 const gemv = halfOnly || Deno.args.includes("--gemv");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
@@ -127,6 +131,22 @@ function halfVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): 
   );
   out.push({ dequant: "half", sharedX: true, batchedStage: false });
   return out;
+}
+
+/**
+ * The "half" candidates around the default `d` (x staged, all loads first),
+ * as is, with prefetch, with the other row tiling and with both, each timed
+ * three times: default, candidates, default, candidates reversed, default.
+ */
+function confirmVariants(d: QmatmulVariant & { rowTiles: number }): Entry[] {
+  const h: QmatmulVariant = { dequant: "half", sharedX: true, batchedStage: true };
+  const other = { rowTiles: d.rowTiles === 1 ? 2 : 1 };
+  const vs: QmatmulVariant[] = [h, { ...h, prefetch: true }, { ...h, ...other }, {
+    ...h,
+    ...other,
+    prefetch: true,
+  }];
+  return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
 }
 
 function variantsFor(m: number, bits: number, k: number): Entry[] {
@@ -234,7 +254,15 @@ const gpu = await benchGpu();
 const shapes: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const cases: { n: number; k: number; bits: number; m: number }[] = gemv
+const cases: { n: number; k: number; bits: number; m: number }[] = confirm
+  ? [
+    ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 1 })),
+    { n: shapes[0]![0], k: shapes[0]![1], bits: 2, m: 1 },
+    { n: shapes[0]![0], k: shapes[0]![1], bits: 8, m: 1 },
+    { n: shapes[0]![0], k: shapes[0]![1], bits: 4, m: 2 },
+    { n: shapes.at(-1)![0], k: shapes.at(-1)![1], bits: 4, m: 2 },
+  ]
+  : gemv
   ? [
     ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 1 })),
     { n: shapes[0]![0], k: shapes[0]![1], bits: 8, m: 1 },
@@ -385,10 +413,14 @@ for (const c0 of cases) {
   const seen = new Set<string>();
   const legacy = bind(copies, (w) => legacyDispatch(gpu, w, x, y, m));
   let legacyBest = Infinity;
-  const caseEnd = gemv
+  const caseEnd = gemv || confirm
     ? elapsed() + (budget - elapsed()) / (cases.length - cases.indexOf(c0))
     : budget;
-  const entries = gemv ? gemvVariants(qmatmulResolvedSpec(gpu, p, m)) : variantsFor(m, bits, k);
+  const entries = confirm
+    ? confirmVariants(qmatmulResolvedSpec(gpu, p, m))
+    : gemv
+    ? gemvVariants(qmatmulResolvedSpec(gpu, p, m))
+    : variantsFor(m, bits, k);
   for (const e of entries) {
     if (elapsed() > caseEnd) {
       skipped++;
@@ -402,7 +434,7 @@ for (const c0 of cases) {
       else {
         const spec = qmatmulResolvedSpec(gpu, p, m, e === "default" ? {} : e);
         key = JSON.stringify(spec);
-        if (seen.has(key) && e !== "default") continue;
+        if (seen.has(key) && e !== "default" && !confirm) continue;
         seen.add(key);
         dispatch = (w) => qmatmulDispatch(gpu, w, x, y, m, spec);
       }
@@ -465,6 +497,22 @@ for (const ck of [...new Set(results.map(caseKey))]) {
   const rs = results.filter((r) => caseKey(r) === ck && !r.error && Number.isFinite(r.ratio));
   const base = Math.min(...rs.map((r) => r.legacyUs));
   const def = rs.find((r) => r.entry === "default");
+  if (confirm) {
+    // Mean ratio per entry over its repeats, every entry shown.
+    const byKey = new Map<string, number[]>();
+    for (const r of rs) {
+      const key = short(r.entry);
+      byKey.set(key, [...(byKey.get(key) ?? []), r.ratio]);
+    }
+    const rows = [...byKey].map(([key, v]) => {
+      const mean = v.reduce((a, b) => a + b, 0) / v.length;
+      return `${(mean * base).toFixed(2)} (${mean.toFixed(3)} ±${
+        ((Math.max(...v) - Math.min(...v)) / 2).toFixed(3)
+      }, ${v.length}×) ${key}`;
+    });
+    console.log(`${ck}: legacy ${base.toFixed(2)} | ${rows.join(" | ")}`);
+    continue;
+  }
   const best = [...rs].sort((a, b) => a.ratio - b.ratio).slice(0, 4);
   const show = (r: Result) =>
     `${(r.ratio * base).toFixed(1)} (${r.ratio.toFixed(2)}) ${short(r.entry)}`;

@@ -215,19 +215,24 @@ Deno.test("the dot4 dequantization errs by at most 2^-24 of each chunk's largest
   }
 });
 
-Deno.test("qmatmul dequantizes fractional zero points with the FMA path and refuses the exact one", async () => {
+Deno.test("qmatmul dequantizes fractional zero points with the FMA or half path and refuses the exact one", async () => {
   const q = randomQuantized(40, 128, 4, 32, 21);
   const frac = { ...q, zeros: q.zeros.map((z) => z + 0.375) };
   const p = packWeights(frac, { scaleType: "f32" });
   assert.equal(qmatmulExactZeros(p), false);
-  assert.equal(qmatmulSpec(p, 1).dequant, "fma");
+  assert.equal(qmatmulSpec(p, 2).dequant, "fma");
+  assert.equal(qmatmulSpec(p, 1).dequant, "half");
   assert.equal(qmatmulExactZeros(packWeights(q)), true);
+  assert.equal(qmatmulSpec(packWeights(q), 2).dequant, "exact");
   const gpu = await testGpu();
   if (!gpu) return;
+  for (const m of [1, 2]) {
+    const x = randomX(m, 128, 22, "f32");
+    const y = await qmatmul(x, p, { backend: "webgpu" });
+    const err = relError(y.data, qmatmulReference(x, p).data);
+    assert(err < 1e-5, `batch ${m}: relative error ${err}`);
+  }
   const x = randomX(2, 128, 22, "f32");
-  const y = await qmatmul(x, p, { backend: "webgpu" });
-  const err = relError(y.data, qmatmulReference(x, p).data);
-  assert(err < 1e-5, `relative error ${err}`);
   await assert.rejects(
     () => qmatmul(x, p, { backend: "webgpu", variant: { dequant: "exact" } }),
     RangeError,
