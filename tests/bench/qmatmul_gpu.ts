@@ -20,7 +20,7 @@
  * column: the fastest). Flags: `--small` (tiny sizes, for a software
  * adapter), `--sweep` (print every variant's time), `--no-torch`,
  * `--no-neighbours` (time the defaults only: the neighbours' pipelines take
- * most of the run's compile time). Rows are printed as they finish. The
+ * most of the run's compile time), `--batches=1,16` (only these batch sizes). Rows are printed as they finish. The
  * variant search behind the defaults is tests/bench/qmatmul_sweep.ts.
  *
  * Uses the Deno namespace (subprocess, arguments, exit code).
@@ -66,7 +66,15 @@ function progress(row: Record<string, string>): void {
 const SHAPES: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const BATCHES = small ? [1, 16] : [1, 4, 16, 64, 128];
+const batchesArg = Deno.args.find((a) => a.startsWith("--batches="))?.slice(10);
+const BATCHES = batchesArg
+  ? batchesArg.split(",").map(Number)
+  : small
+  ? [1, 16]
+  : [1, 4, 16, 64, 128];
+if (!BATCHES.every((b) => Number.isInteger(b) && b >= 1)) {
+  throw new RangeError(`--batches must list positive integers: current value is ${batchesArg}`);
+}
 const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
 
 function baselines(): Promise<

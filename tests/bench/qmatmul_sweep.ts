@@ -20,10 +20,10 @@
  * around the default, most promising first, the budget shared out
  * per case; the "dot4" and "half" dequantizations first, except at 3 bits),
  * `--half` (--gemv without 3 bits, only the default, the "dot4" and "half"
- * variants and the default again), `--confirm` (the "half" dequantization's
- * candidates at batch 1 and 2 against the default, each timed three times in
- * the order default, candidates, default, candidates reversed, default, the
- * summary averaging each entry's ratios), `--budget=S` (stop timing new variants after S seconds),
+ * variants and the default again), `--confirm` (close neighbours of the
+ * default at batch 1 and 2, each timed three times in the order default,
+ * candidates, default, candidates reversed, default, candidates; the
+ * summary averages each entry's ratios), `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
  * Uses the Deno namespace (arguments, files).
@@ -134,18 +134,16 @@ function halfVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): 
 }
 
 /**
- * The "half" candidates around the default `d` (x staged, all loads first),
- * as is, with prefetch, with the other row tiling and with both, each timed
- * three times: default, candidates, default, candidates reversed, default.
+ * Close neighbours of the default `d`: half and twice the teams, steps of
+ * two chunks, and half the teams with steps of two, each timed three times:
+ * default, candidates, default, candidates reversed, default, candidates.
  */
-function confirmVariants(d: QmatmulVariant & { rowTiles: number }): Entry[] {
-  const h: QmatmulVariant = { dequant: "half", sharedX: true, batchedStage: true };
-  const other = { rowTiles: d.rowTiles === 1 ? 2 : 1 };
-  const vs: QmatmulVariant[] = [h, { ...h, prefetch: true }, { ...h, ...other }, {
-    ...h,
-    ...other,
-    prefetch: true,
+function confirmVariants(d: QmatmulVariant & { warps: number }): Entry[] {
+  const vs: QmatmulVariant[] = [{ warps: d.warps / 2 }, { unroll: 2 }, {
+    warps: d.warps / 2,
+    unroll: 2,
   }];
+  if (d.warps < 32) vs.push({ warps: 2 * d.warps });
   return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
 }
 
