@@ -14,3 +14,4 @@ export * from "./qmatmul_kernel.ts";
 export * from "./aqlm_matmul_kernel.ts";
 export * from "./paley_kernel.ts";
 export * from "./fwht_butterfly_wgsl.ts";
+export * from "./paley_wgsl.ts";

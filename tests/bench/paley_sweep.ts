@@ -16,13 +16,8 @@
 
 import { type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
-import {
-  encodePaley,
-  paleyReference,
-  type PaleySpec,
-  paleyWorkgroupBytes,
-  preparePaley,
-} from "../../kernels/paley_kernel.ts";
+import { encodePaley, paleyReference, preparePaley } from "../../kernels/paley_kernel.ts";
+import { type PaleySpec, paleyWorkgroupBytes } from "../../kernels/paley_wgsl.ts";
 import { hadamardFactorMatrix } from "../../core/hadamard.ts";
 import { fwht } from "../../core/fwht.ts";
 import { tensor } from "../../core/tensor.ts";

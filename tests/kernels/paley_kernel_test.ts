@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { paleyGpu, paleyReference, type PaleySpec, paleyWgsl } from "../../kernels/paley_kernel.ts";
+import { paleyGpu, paleyReference } from "../../kernels/paley_kernel.ts";
+import { type PaleySpec, paleyWgsl } from "../../kernels/paley_wgsl.ts";
 import { fwht } from "../../core/fwht.ts";
 import { hadamardConstruction } from "../../core/hadamard.ts";
 import { tensor } from "../../core/tensor.ts";
