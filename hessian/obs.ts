@@ -207,8 +207,9 @@ export interface ObsResult {
  * @param options Decider, block size, damping, column order, progress.
  * @returns New weights, the decisions (codes / mask) and statistics.
  * @throws {RangeError} on shape mismatches, invalid options, non-finite values
- *   (the GPU path checks what it reads: W and the lower triangle of H, in
- *   float32, so a finite float64 value beyond the float32 range is refused too).
+ *   anywhere in W or H (both paths; the solve reads only H's lower triangle,
+ *   H being symmetric). The GPU path reads W and that triangle in float32, so
+ *   a finite float64 value beyond the float32 range is refused there too.
  * @throws {RangeError} on the GPU path when U (cols² float32) exceeds one storage binding.
  * @throws {CholeskyError} if H stays indefinite after all damping retries.
  */
@@ -274,8 +275,8 @@ export async function obsSolve(
   if (gpu !== null && backend === "auto" && n * n * 4 > bindingLimit(gpu)) gpu = null;
   // original, cleaned and prepared.w may be the caller's storage: read only.
   // The GPU path scans what it uploads on the GPU (W, the lower triangle of
-  // H) and the host locates a non-finite value only when there is one; the
-  // CPU path scans W and H first.
+  // H), the host scans H's upper triangle while the GPU works, and it locates
+  // a non-finite value only when there is one; the CPU path scans W and H first.
   const prepared = prepareObs(weight, xtx, rows, n, actOrder, userPerm, gpu !== null);
   const { original, cleaned, diag, deadColumns, perm: permOrNull, meanDiag } = prepared;
   const perm = permOrNull ?? Int32Array.from({ length: n }, (_, i) => i);

@@ -151,6 +151,48 @@ Deno.test("gptq() and sparsegpt() accept backend and agree across backends", asy
   );
 });
 
+Deno.test("the GPU path rejects a non-finite value found only in the upper triangle of H, as the CPU path does", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const { w, h } = problem(11);
+  const weight = tensor("f32", [rows, n], w);
+  const decider: ObsDecider = { kind: "grid", grid: { bits: 4, groupSize: 32 } };
+  const error = async (xtx: Float64Array, backend: "cpu" | "webgpu") => {
+    try {
+      await obsSolve(weight, { ...h, xtx }, { decider, backend, blockSize: 32 });
+    } catch (e) {
+      return e;
+    }
+    return null;
+  };
+  // The solve reads only the lower triangle; the upper one (row < column) holds the bad value.
+  for (const [i, j, value] of [[4, 9, NaN], [0, n - 1, -Infinity], [n - 2, n - 1, Infinity]]) {
+    const xtx = h.xtx.slice();
+    xtx[i! * n + j!] = value!;
+    const cpu = await error(xtx, "cpu");
+    assert.ok(cpu instanceof RangeError, String(cpu));
+    assert.equal(
+      cpu.message,
+      `Cannot run the OBS solver as the Hessian must be finite: element ${i! * n + j!} is ${value}`,
+    );
+    const webgpu = await error(xtx, "webgpu");
+    assert.ok(webgpu instanceof RangeError, String(webgpu));
+    assert.equal(webgpu.message, cpu.message);
+  }
+  // A NaN in W as well: both name W first.
+  const xtx = h.xtx.slice();
+  xtx[4 * n + 9] = NaN;
+  const nanW = w.slice();
+  nanW[3 * n + 5] = NaN;
+  for (const backend of ["cpu", "webgpu"] as const) {
+    await assert.rejects(
+      () => obsSolve(tensor("f32", [rows, n], nanW), { ...h, xtx }, { decider, backend }),
+      (e: unknown) =>
+        e instanceof RangeError && /'weight' must be finite: element 293 /.test(e.message),
+    );
+  }
+});
+
 Deno.test("the GPU path rejects non-finite inputs with the CPU path's errors", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
