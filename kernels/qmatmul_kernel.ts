@@ -41,6 +41,7 @@ import {
   checkQmatmulSpec,
   type QmatmulGatherSpec,
   qmatmulGatherWgsl,
+  qmatmulInvocations,
   type QmatmulSpec,
   qmatmulWgsl,
   qmatmulWorkgroupBytes,
@@ -50,6 +51,7 @@ export {
   checkQmatmulSpec,
   type QmatmulGatherSpec,
   qmatmulGatherWgsl,
+  qmatmulInvocations,
   type QmatmulSpec,
   qmatmulWgsl,
   qmatmulWorkgroupBytes,
@@ -120,6 +122,10 @@ export type QmatmulVariant = Partial<
     | "batchedStage"
     | "dequant"
     | "reduce"
+    | "codesFirst"
+    | "tiled"
+    | "microRows"
+    | "microBatch"
   >
 >;
 
@@ -365,16 +371,15 @@ export function qmatmulResolvedSpec(
     );
   }
   const wgBytes = qmatmulWorkgroupBytes(resolved);
+  const threads = qmatmulInvocations(resolved);
   if (
     wgBytes > gpu.limits.maxComputeWorkgroupStorageSize ||
-    resolved.warps * PACK_TILE > gpu.limits.maxComputeInvocationsPerWorkgroup
+    threads > gpu.limits.maxComputeInvocationsPerWorkgroup
   ) {
     throw new RangeError(
       `Cannot encode qmatmul: ${
         JSON.stringify(resolved)
-      } needs ${wgBytes} bytes of workgroup memory and ${
-        resolved.warps * PACK_TILE
-      } invocations, beyond the device's limits`,
+      } needs ${wgBytes} bytes of workgroup memory and ${threads} invocations, beyond the device's limits`,
     );
   }
   return resolved;

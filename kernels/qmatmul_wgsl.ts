@@ -77,6 +77,13 @@
  */
 
 import { PACK_TILE, PACKED_BITS } from "../quantizers/pack.ts";
+import { codeAsFloat } from "./_qmatmul_codes.ts";
+import {
+  checkTiledSpec,
+  qmatmulTiledWgsl,
+  tiledInvocations,
+  tiledWorkgroupBytes,
+} from "./_qmatmul_tiled.ts";
 
 /** Specialization of {@linkcode qmatmulWgsl}. */
 export interface QmatmulSpec {
@@ -125,6 +132,26 @@ export interface QmatmulSpec {
    * barrier, the first team adds the others' sums in order).
    */
   readonly reduce: "tree" | "flat";
+  /**
+   * Emission order of the per-code dequantizations ("fma", "exact") of each
+   * 4 columns of a chunk: false loads the x values of every batch row first,
+   * then dequantizes each code and feeds it to all rows; true dequantizes
+   * the 4·rowTiles codes first, then per x row loads one vec4 and does its
+   * 4·rowTiles FMAs (fewer live registers). @default false
+   */
+  readonly codesFirst?: boolean;
+  /**
+   * The tiled path (`_qmatmul_tiled.ts`): a workgroup of `warps` teams owns
+   * 32·rowTiles weight rows and `batch` (up to 128) x rows, stages each step
+   * of x and of the dequantized weights in workgroup memory, and every
+   * thread computes a micro-tile of `microRows` × `microBatch` outputs.
+   * Needs `split` 1, `sharedX` false and dequant "fma". @default false
+   */
+  readonly tiled?: boolean;
+  /** Tiled path: weight rows per thread, 4 or 8. @default 4 */
+  readonly microRows?: number;
+  /** Tiled path: x rows per thread, 4 or 8. @default 4 */
+  readonly microBatch?: number;
 }
 
 /** Specialization of {@linkcode qmatmulGatherWgsl}. */
@@ -170,7 +197,8 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (![1, 2, 4].includes(spec.rowTiles)) bad("rowTiles", spec.rowTiles, "1, 2 or 4");
   if (![1, 2, 4, 8, 16, 32].includes(spec.warps)) bad("warps", spec.warps, "1, 2, 4, 8, 16 or 32");
   if (![1, 2, 4].includes(spec.split)) bad("split", spec.split, "1, 2 or 4");
-  if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 16) {
+  if (spec.tiled) checkTiledSpec(spec, bad);
+  else if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 16) {
     bad("batch", spec.batch, "an integer in [1, 16]");
   }
   if (![1, 2, 4].includes(spec.unroll) || spec.groupChunks % spec.unroll !== 0) {
@@ -192,6 +220,13 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
   }
+  for (const key of ["codesFirst", "tiled"] as const) {
+    const v = spec[key];
+    if (v !== undefined && typeof v !== "boolean") bad(key, v, "a boolean");
+  }
+  if (spec.codesFirst && (staged || spec.tiled)) {
+    bad("codesFirst", spec.codesFirst, 'false with dequant "half" or "dot4" or when tiled');
+  }
 }
 
 /** Sub-teams' worth of partial sums the cross-team reduction keeps in workgroup memory. */
@@ -208,6 +243,7 @@ function reduceSlots(spec: QmatmulSpec): number {
  * @returns Bytes.
  */
 export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
+  if (spec.tiled) return tiledWorkgroupBytes(spec);
   const red = reduceSlots(spec) * spec.rowTiles * spec.batch * (PACK_TILE / spec.split) * 4;
   const chunks = spec.batch * spec.chunks;
   if (spec.dequant === "dot4") return red + chunks * (24 + 3) * 4; // planes, scale, Σx, Σhi
@@ -216,32 +252,21 @@ export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
 }
 
 /**
- * WGSL expression of code `i` of a chunk (words `w0…w{b−1}`) as the f32
- * 1 + q/2^b: the code's bits moved to mantissa bits [23−b, 23).
- */
-function codeAsFloat(bits: number, i: number, word: (j: number) => string): string {
-  const s = i * bits, j = s >>> 5, off = s & 31, target = 23 - bits;
-  let moved: string;
-  if (off + bits <= 32) {
-    const shift = target - off;
-    moved = shift > 0
-      ? `(${word(j)} << ${shift}u)`
-      : shift < 0
-      ? `(${word(j)} >> ${-shift}u)`
-      : word(j);
-  } else {
-    moved = `(((${word(j)} >> ${off}u) | (${word(j + 1)} << ${32 - off}u)) << ${target}u)`;
-  }
-  const mask = (((1 << bits) - 1) << target) >>> 0;
-  return `bitcast<f32>((${moved} & ${mask}u) | 0x3f800000u)`;
-}
-
-/**
  * Bit offsets per "exact" accumulator: codes are read at offsets
  * p ∈ {0, b, …, (A−1)·b} (p + b ≤ 16), A = 16/b (4 for 3 bits).
  */
 function exactSpan(bits: number): number {
   return bits === 3 ? 12 : 16;
+}
+
+/**
+ * Invocations per workgroup a specialization needs.
+ *
+ * @param spec The specialization.
+ * @returns Threads.
+ */
+export function qmatmulInvocations(spec: QmatmulSpec): number {
+  return spec.tiled ? tiledInvocations(spec) : spec.warps * PACK_TILE;
 }
 
 /**
@@ -299,6 +324,7 @@ function halfMasks(bits: number): { shift: number; p: number; k: number }[] {
  */
 export function qmatmulWgsl(spec: QmatmulSpec): string {
   checkQmatmulSpec(spec);
+  if (spec.tiled) return qmatmulTiledWgsl(spec);
   const {
     bits,
     scaleType,
@@ -541,10 +567,14 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     }
     for (let u = 0; u < U; u++) {
       emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
+      const xsrc = (m: number) => sharedX ? `xs[${m * C}u + c${u}]` : `X[xr${m} + c${u}]`;
+      if (spec.codesFirst) {
+        codesFirst(u, indent, xsrc);
+        continue;
+      }
       for (let i4 = 0; i4 < T / 4; i4++) {
         for (let m = 0; m < BM; m++) {
-          const src = sharedX ? `xs[${m * C}u + c${u}]` : `X[xr${m} + c${u}]`;
-          emit(`${indent}let x${u}_${i4}_${m} = ${src}[${i4}];`);
+          emit(`${indent}let x${u}_${i4}_${m} = ${xsrc(m)}[${i4}];`);
         }
         for (let r = 0; r < R; r++) {
           for (let e = 0; e < 4; e++) {
@@ -576,6 +606,38 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
           for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (23 - a * bits)}.0, ${v})`;
           emit(`${indent}a${r}_${m}_0 = fma(s${r}, ${v}, a${r}_${m}_0);`);
         }
+      }
+    }
+  };
+
+  // codesFirst: per 4 columns, the R×4 codes dequantized first, then one x vec4 and 4R FMAs per row.
+  const codesFirst = (u: number, indent: string, xsrc: (m: number) => string) => {
+    for (let i4 = 0; i4 < T / 4; i4++) {
+      const accOf: number[][] = [];
+      for (let r = 0; r < R; r++) {
+        accOf.push([]);
+        for (let e = 0; e < 4; e++) {
+          const i = i4 * 4 + e;
+          if (exact) {
+            const { expr, acc } = codeInPlace(bits, i, word(u, r));
+            emit(`${indent}let d${u}_${i4}_${r}_${e} = ${expr} - cz${r}_${acc};`);
+            accOf[r]!.push(acc);
+          } else {
+            const f = codeAsFloat(bits, i, word(u, r));
+            emit(`${indent}let d${u}_${i4}_${r}_${e} = fma(${f}, sc${r}, of${r});`);
+            accOf[r]!.push(i % P);
+          }
+        }
+      }
+      for (let m = 0; m < BM; m++) {
+        emit(`${indent}{ let xv = ${xsrc(m)}[${i4}];`);
+        for (let r = 0; r < R; r++) {
+          for (let e = 0; e < 4; e++) {
+            const a = exact ? `e${r}_${m}_${accOf[r]![e]}` : `a${r}_${m}_${accOf[r]![e]}`;
+            emit(`${indent}  ${a} = fma(d${u}_${i4}_${r}_${e}, xv.${xs[e]}, ${a});`);
+          }
+        }
+        emit(`${indent}}`);
       }
     }
   };

@@ -23,7 +23,10 @@
  * variants and the default again), `--confirm` (close neighbours of the
  * default at batch 1 and 2, each timed three times in the order default,
  * candidates, default, candidates reversed, default, candidates; the
- * summary averages each entry's ratios), `--budget=S` (stop timing new variants after S seconds),
+ * summary averages each entry's ratios), `--tiled` (batch 16 on the four
+ * shapes, 64 and 128 on the first two: the codes-first emission order and
+ * the tiled path around the default, each entry timed three times as with
+ * --confirm), `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
  * Uses the Deno namespace (arguments, files).
@@ -48,7 +51,9 @@ import { destroyCopies, packedBytes, randomPacked, residentCopies } from "./_qma
 const small = Deno.args.includes("--small");
 const focus = Deno.args.includes("--focus");
 const halfOnly = Deno.args.includes("--half");
-const confirm = Deno.args.includes("--confirm");
+const tiledMode = Deno.args.includes("--tiled");
+// --tiled repeats every entry three times, like --confirm.
+const confirm = tiledMode || Deno.args.includes("--confirm");
 const gemv = halfOnly || Deno.args.includes("--gemv");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
@@ -144,6 +149,71 @@ function confirmVariants(d: QmatmulVariant & { warps: number }): Entry[] {
     unroll: 2,
   }];
   if (d.warps < 32) vs.push({ warps: 2 * d.warps });
+  return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
+}
+
+/**
+ * Batch 9–128 candidates around the default `d`: the codes-first emission
+ * order (on the default and on other tilings), and the tiled path with
+ * several workgroup tiles, micro-tiles and teams, each timed three times
+ * like --confirm's.
+ */
+function tiledVariants(m: number, d: QmatmulVariant & { warps: number }): Entry[] {
+  const t = (
+    rowTiles: number,
+    batch: number,
+    microRows: number,
+    microBatch: number,
+    warps: number,
+    unroll = 1,
+    prefetch = true,
+  ): QmatmulVariant => ({
+    tiled: true,
+    split: 1,
+    sharedX: false,
+    batchedStage: false,
+    dequant: "fma",
+    rowTiles,
+    batch,
+    microRows,
+    microBatch,
+    warps,
+    unroll,
+    prefetch,
+  });
+  const cf = (v: QmatmulVariant): QmatmulVariant => ({ codesFirst: true, ...v });
+  const vs: QmatmulVariant[] = [cf({}), cf({ warps: d.warps / 2 })];
+  if (m <= 16) {
+    vs.push(
+      cf({ batch: 16, rowTiles: 4, warps: 8, unroll: 1, prefetch: true }),
+      cf({ batch: 16, rowTiles: 2, warps: 8, unroll: 1, prefetch: true }),
+      cf({ batch: 8, rowTiles: 4, warps: 8, unroll: 1, prefetch: true }),
+      t(1, 16, 4, 4, 4),
+      t(1, 16, 4, 4, 8),
+      t(2, 16, 4, 4, 4),
+      t(2, 16, 8, 4, 4),
+      t(1, 16, 8, 4, 8),
+      t(2, 16, 4, 4, 2, 2),
+      t(1, 16, 4, 4, 4, 1, false),
+      t(4, 16, 8, 4, 2),
+    );
+  } else {
+    vs.push(
+      cf({ batch: 16, rowTiles: 2, warps: 8 }),
+      t(2, 64, 4, 4, 1),
+      t(2, 64, 4, 4, 2),
+      t(1, 64, 4, 4, 2),
+      t(1, 64, 4, 4, 4),
+      t(2, 64, 8, 8, 1),
+      t(2, 64, 8, 4, 2),
+      t(4, 64, 8, 8, 2),
+      t(1, 64, 4, 8, 4),
+      t(1, 32, 4, 4, 4),
+      t(2, 32, 4, 4, 2),
+      t(1, 64, 4, 4, 2, 1, false),
+    );
+    if (m >= 128) vs.push(t(1, 128, 4, 8, 2), t(2, 128, 8, 8, 1), t(2, 128, 8, 8, 2));
+  }
   return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
 }
 
@@ -252,7 +322,12 @@ const gpu = await benchGpu();
 const shapes: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const cases: { n: number; k: number; bits: number; m: number }[] = confirm
+const cases: { n: number; k: number; bits: number; m: number }[] = tiledMode
+  ? [
+    ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 16 })),
+    ...[64, 128].flatMap((m) => shapes.slice(0, 2).map(([n, k]) => ({ n, k, bits: 4, m }))),
+  ]
+  : confirm
   ? [
     ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 1 })),
     { n: shapes[0]![0], k: shapes[0]![1], bits: 2, m: 1 },
@@ -414,7 +489,9 @@ for (const c0 of cases) {
   const caseEnd = gemv || confirm
     ? elapsed() + (budget - elapsed()) / (cases.length - cases.indexOf(c0))
     : budget;
-  const entries = confirm
+  const entries = tiledMode
+    ? tiledVariants(m, qmatmulResolvedSpec(gpu, p, m))
+    : confirm
     ? confirmVariants(qmatmulResolvedSpec(gpu, p, m))
     : gemv
     ? gemvVariants(qmatmulResolvedSpec(gpu, p, m))

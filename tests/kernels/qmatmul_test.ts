@@ -128,6 +128,104 @@ Deno.test("every qmatmul kernel variant (teams, sub-teams, row tiles, steps, pre
   }
 });
 
+Deno.test("the codes-first emission order and the tiled path match the CPU reference for every width, group layout, scale and activation type", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const plain = { split: 1, sharedX: false, batchedStage: false, reduce: "tree" } as const;
+  const variants = [
+    { ...plain, codesFirst: true, dequant: "fma", rowTiles: 2, warps: 2, batch: 8, unroll: 2 },
+    { ...plain, codesFirst: true, dequant: "exact", rowTiles: 1, warps: 4, batch: 5, unroll: 1 },
+    {
+      ...plain,
+      codesFirst: true,
+      dequant: "exact",
+      sharedX: true,
+      rowTiles: 4,
+      warps: 1,
+      batch: 3,
+      unroll: 2,
+      prefetch: true,
+    },
+    {
+      ...plain,
+      tiled: true,
+      dequant: "fma",
+      rowTiles: 1,
+      batch: 8,
+      microRows: 4,
+      microBatch: 4,
+      warps: 1,
+      unroll: 2,
+      prefetch: false,
+    },
+    // Within the 16 KB of workgroup memory that WebGPU guarantees.
+    {
+      ...plain,
+      tiled: true,
+      dequant: "fma",
+      rowTiles: 1,
+      batch: 16,
+      microRows: 8,
+      microBatch: 4,
+      warps: 2,
+      unroll: 1,
+      prefetch: true,
+    },
+    {
+      ...plain,
+      tiled: true,
+      dequant: "fma",
+      rowTiles: 1,
+      batch: 16,
+      microRows: 4,
+      microBatch: 8,
+      warps: 2,
+      unroll: 1,
+      prefetch: false,
+    },
+    {
+      ...plain,
+      tiled: true,
+      dequant: "fma",
+      rowTiles: 2,
+      batch: 32,
+      microRows: 8,
+      microBatch: 8,
+      warps: 1,
+      unroll: 1,
+      prefetch: true,
+    },
+  ] as const;
+  let seed = 600, i = 0;
+  for (const bits of [2, 3, 4, 8]) {
+    for (const [cols, groupSize, layout, symmetric] of LAYOUTS) {
+      // Batches that are not multiples of the tiles, f16 or f32 scales and activations in turn.
+      const m = [21, 7, 37][i % 3]!;
+      const scaleType = i % 2 === 0 ? "f16" : "f32";
+      const dtype = Math.floor(i / 2) % 2 === 0 ? "f32" : "f16";
+      const q = randomQuantized(45, cols, bits, groupSize, seed++, layout, symmetric);
+      const p = packWeights(q, { scaleType });
+      const w = uploadPackedWeight(gpu, p);
+      const x = randomX(m, cols, seed++, dtype);
+      const expected = qmatmulReference(x, p).data;
+      // Two variants per case, so that every bit width meets every variant.
+      for (const variant of [variants[i % 7]!, variants[(i + 3) % 7]!]) {
+        if (variant.dequant === "exact" && !qmatmulExactZeros(p)) continue;
+        const y = await qmatmul(x, w, { backend: "webgpu", variant });
+        const err = relError(y.data, expected);
+        assert(
+          err < 1e-5,
+          `${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}, ${
+            JSON.stringify(variant)
+          }: relative error ${err}`,
+        );
+      }
+      destroyPackedWeight(w);
+      i++;
+    }
+  }
+});
+
 Deno.test("the half and dot4 dequantizations match the CPU reference for 2, 4 and 8 bits, every group layout, scale and activation type", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
