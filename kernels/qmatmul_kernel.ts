@@ -7,9 +7,11 @@
  * accumulation, y f32.
  *
  * One kernel family (`qmatmul_wgsl.ts`, whose module docs describe the work
- * split and the two dequantizations) covers every batch size: batch 1 is the
- * GEMV, larger batches are split into tiles of up to 16 x rows, each thread
- * feeding every dequantized code to the FMAs of all rows of its tile. This
+ * split and the dequantizations) covers every batch size: batch 1 is the
+ * GEMV, larger batches are split into tiles of up to 32 x rows (16 in the
+ * defaults), each thread feeding every dequantized code to the FMAs of all
+ * rows of its tile; where K is long and the rows few, K is also split over
+ * workgroups whose partial sums a second pass adds (`splitK`). This
  * file holds the dispatcher (validation, the default specialization per shape
  * and batch, the pipeline cache) and the CPU references.
  *
@@ -43,6 +45,7 @@ import {
   qmatmulGatherWgsl,
   qmatmulInvocations,
   type QmatmulSpec,
+  qmatmulSplitReduceWgsl,
   qmatmulWgsl,
   qmatmulWorkgroupBytes,
 } from "./qmatmul_wgsl.ts";
@@ -53,6 +56,7 @@ export {
   qmatmulGatherWgsl,
   qmatmulInvocations,
   type QmatmulSpec,
+  qmatmulSplitReduceWgsl,
   qmatmulWgsl,
   qmatmulWorkgroupBytes,
 };
@@ -126,6 +130,7 @@ export type QmatmulVariant = Partial<
     | "tiled"
     | "microRows"
     | "microBatch"
+    | "splitK"
   >
 >;
 
@@ -198,8 +203,24 @@ function nearestPow2(v: number): number {
  * - Batch 5–8: one x tile; 4 row tiles and 16 teams from 512 tiles on, else
  *   one row tile and 16 teams; single-chunk steps.
  * - Batch 9–16: from 512 tiles on one x tile of 16 rows, 4 row tiles, 8
- *   teams, prefetch; below, x tiles of 8 rows, 2 row tiles, 16 teams, steps of 2.
+ *   teams, prefetch; below, x tiles of 8 rows, 2 row tiles, 16 teams, steps
+ *   of 2. Except below 512 tiles with a long K (≥ 256 chunks, K ≥ 8192):
+ *   one x tile of all m rows, 4 row tiles, 8 teams, prefetch, and K split
+ *   over 4 workgroups (`splitK`, partial sums added by a second pass), so
+ *   that N = 4096 runs 128 workgroups (sweep --split-confirm, each entry
+ *   timed three times, same run, 4096×11008: batch 16 −8% (0.849 against
+ *   0.921 of the legacy kernel's time), batch 12 −7% (0.879 against 0.950),
+ *   2-bit batch 16 −14% (0.826 against 0.960) GPU time; on K = 4096 the
+ *   same split lost: 4096×4096 +6%, 16384×4096 +22%, 11008×4096 ±0%).
  * - Larger batches: x tiles of 16 rows, 4 row tiles, 8 teams.
+ *
+ * Measured and not taken (sweeps --tiled and --split: batch 16 on the four
+ * shapes, 64 and 128 on 4096×4096 and 11008×4096, each entry three times;
+ * GPU time over the default's in the same run): the tiled path (`tiled`),
+ * at its best per case 1.13× (11008×4096, batch 128) to 1.77× (batch 16),
+ * up to 5.9× for other tilings; the codes-first order (`codesFirst`) on the
+ * default 0.995–1.19×; x tiles of 32 rows at batch 64 and 128 at best
+ * 1.13–1.17×; split-K 2 or 4 on the other defaults 0.99–1.22×.
  *
  * Teams are then halved until the partial sums (and staged x) fit the
  * workgroup memory and the workgroup fits the invocation limit; x is staged
@@ -274,6 +295,19 @@ export function qmatmulSpec(
       sharedX: false,
       dequant: "fma",
     };
+  } else if (m <= 16 && tiles < 512 && chunks >= 256) {
+    // Few rows, long K: 4 row tiles × one x tile, K split over 4 workgroups.
+    spec = {
+      ...base,
+      rowTiles: 4,
+      warps: 8,
+      batch: m,
+      unroll: 1,
+      prefetch: true,
+      sharedX: false,
+      dequant: "fma",
+      splitK: 4,
+    };
   } else if (m <= 16) {
     const wide = tiles >= 512;
     spec = {
@@ -332,6 +366,27 @@ export interface QmatmulOperands {
   readonly y: GPUBuffer;
   /** f32 scratch of at least M·Kp values, needed when {@linkcode qmatmulNeedsGather}. */
   readonly scratch?: GPUBuffer;
+  /**
+   * f32 scratch of at least splitK·M·N values for the partial sums of a
+   * split-K specialization (else a buffer cached per device is used).
+   */
+  readonly partials?: GPUBuffer;
+}
+
+const partialBuffers = new WeakMap<GPUDevice, GPUBuffer>();
+
+/**
+ * A partials buffer of at least `bytes` bytes, cached per device (grown,
+ * never shrunk; a replaced buffer is left to the garbage collector, as
+ * batches recorded before may still use it).
+ */
+function cachedPartials(gpu: Gpu, bytes: number): GPUBuffer {
+  let b = partialBuffers.get(gpu.device);
+  if (!b || b.size < bytes) {
+    b = storageBuffer(gpu, Math.max(bytes, 2 * (b?.size ?? 0)), "qmatmul-partials");
+    partialBuffers.set(gpu.device, b);
+  }
+  return b;
 }
 
 /**
@@ -443,8 +498,23 @@ export function encodeQmatmul(
     batch.dispatch(gather, res, [gx, gy]);
     x = ops.scratch;
   }
-  const d = qmatmulDispatch(gpu, w, x, ops.y, m, spec);
+  const sk = spec.splitK ?? 1;
+  let partials: GPUBuffer | undefined;
+  if (sk > 1) {
+    const bytes = sk * m * N * 4;
+    if (ops.partials && ops.partials.size < bytes) {
+      throw new RangeError(
+        `Cannot encode qmatmul: the partials buffer (${ops.partials.size} bytes) is smaller than the ${bytes} bytes of splitK ${sk}`,
+      );
+    }
+    partials = ops.partials ?? cachedPartials(gpu, bytes);
+  }
+  const d = qmatmulDispatch(gpu, w, x, ops.y, m, spec, partials);
   batch.dispatch(d.pipeline, [...d.resources, batch.uniform(d.uniform)], d.groups);
+  if (d.reduce) {
+    const r = d.reduce;
+    batch.dispatch(r.pipeline, [...r.resources, batch.uniform(r.uniform)], r.groups);
+  }
 }
 
 /** One dispatch of the product kernel: what {@linkcode encodeQmatmul} records. */
@@ -457,6 +527,8 @@ export interface QmatmulDispatch {
   readonly uniform: readonly UniformField[];
   /** Workgroup counts. */
   readonly groups: readonly [number, number];
+  /** The second pass of a split-K specialization (partials summed into y), to record after. */
+  readonly reduce?: Omit<QmatmulDispatch, "reduce">;
 }
 
 /**
@@ -469,7 +541,8 @@ export interface QmatmulDispatch {
  * @param y y, f32 [m, N].
  * @param m Rows of x.
  * @param spec The specialization ({@linkcode qmatmulResolvedSpec}).
- * @returns Pipeline, bindings, uniform block and workgroup counts.
+ * @param partials f32 scratch of splitK·m·N values, needed when `spec.splitK` > 1.
+ * @returns Pipeline, bindings, uniform block and workgroup counts (and the second pass).
  */
 export function qmatmulDispatch(
   gpu: Gpu,
@@ -478,10 +551,15 @@ export function qmatmulDispatch(
   y: GPUBuffer,
   m: number,
   spec: QmatmulSpec,
+  partials?: GPUBuffer,
 ): QmatmulDispatch {
   const { packed } = w;
+  const sk = spec.splitK ?? 1;
+  if (sk > 1 && !partials) {
+    throw new TypeError("Cannot encode qmatmul: splitK > 1 needs a partials buffer");
+  }
   const pipeline = cachedPipeline(gpu, `qmatmul:${JSON.stringify(spec)}`, () => qmatmulWgsl(spec));
-  const resources = [y, x, w.words, w.scales];
+  const resources = [sk > 1 ? partials! : y, x, w.words, w.scales];
   if (spec.zeros) {
     if (!w.zeros) {
       throw new TypeError(
@@ -498,8 +576,31 @@ export function qmatmulDispatch(
     }],
     groups: [
       Math.ceil(packed.paddedRows / PACK_TILE / spec.rowTiles) * spec.split,
-      Math.ceil(m / spec.batch),
+      Math.ceil(m / spec.batch) * sk,
     ],
+    ...(sk > 1 ? { reduce: splitReduceDispatch(gpu, y, partials!, m * packed.shape[0], sk) } : {}),
+  };
+}
+
+/** The second pass of a split-K product: y = Σ over the slices of the partials, in order. */
+function splitReduceDispatch(
+  gpu: Gpu,
+  y: GPUBuffer,
+  partials: GPUBuffer,
+  count: number,
+  splitK: number,
+): Omit<QmatmulDispatch, "reduce"> {
+  const pipeline = cachedPipeline(
+    gpu,
+    `qmatmul-split-reduce:${splitK}`,
+    () => qmatmulSplitReduceWgsl(splitK),
+  );
+  const [gx, gy] = foldGroups(gpu, Math.ceil(count / 256));
+  return {
+    pipeline,
+    resources: [y, partials],
+    uniform: [{ u32: count }, { u32: gx }],
+    groups: [gx, gy],
   };
 }
 

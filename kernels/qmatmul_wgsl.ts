@@ -20,6 +20,19 @@
  * reads the same address) from global memory, or from a copy of the
  * workgroup's x rows staged in workgroup memory once (`sharedX`).
  *
+ * With `splitK` > 1, the workgroups of an output tile also split K: each
+ * takes a contiguous slice of the steps and writes its sums to its slice
+ * of a partials buffer [splitK, M, N] (bound as y), and a second pass
+ * (`qmatmulSplitReduceWgsl`) adds the slices in order (deterministic). It
+ * gives shapes with few row tiles and a long K enough workgroups.
+ *
+ * `codesFirst` changes only the emission order of the per-code
+ * dequantizations (the codes of 4 columns first, then per x row one vec4
+ * and its FMAs); `tiled` selects a different kernel, a register-tiled GEMM
+ * over x and weights staged (dequantized once) in workgroup memory
+ * (`_qmatmul_tiled.ts`). Both were slower on the H100 at batch 16–128 and
+ * are kept as variants (see `qmatmulSpec`).
+ *
  * ## Dequantization
  *
  * - `"fma"`: the code is moved to the top mantissa bits of 1.0
@@ -77,7 +90,12 @@
  */
 
 import { PACK_TILE, PACKED_BITS } from "../quantizers/pack.ts";
-import { codeAsFloat } from "./_qmatmul_codes.ts";
+import { codeAsFloat, codeInPlace, exactSpan, halfMasks } from "./_qmatmul_codes.ts";
+export {
+  type QmatmulGatherSpec,
+  qmatmulGatherWgsl,
+  qmatmulSplitReduceWgsl,
+} from "./_qmatmul_passes.ts";
 import {
   checkTiledSpec,
   qmatmulTiledWgsl,
@@ -108,7 +126,7 @@ export interface QmatmulSpec {
    * cover the rows, each reading 32/split·b contiguous words per chunk).
    */
   readonly split: number;
-  /** Rows of x per thread (batch tile): 1–16. */
+  /** Rows of x per thread (batch tile): 1–32 (up to 128 when `tiled`). */
   readonly batch: number;
   /** Consecutive chunks per step: 1, 2 or 4, dividing `groupChunks`. */
   readonly unroll: number;
@@ -148,18 +166,18 @@ export interface QmatmulSpec {
    * Needs `split` 1, `sharedX` false and dequant "fma". @default false
    */
   readonly tiled?: boolean;
+  /**
+   * Workgroups per output tile that split K (1, 2, 4 or 8; not when tiled):
+   * workgroup y = tile·splitK + slice takes the slice's ⌈steps/splitK⌉
+   * steps and writes its sums to slice `slice` of an f32 partials buffer
+   * [splitK, M, N] bound as y; a second pass ({@linkcode qmatmulSplitReduceWgsl})
+   * adds the slices in order. @default 1
+   */
+  readonly splitK?: number;
   /** Tiled path: weight rows per thread, 4 or 8. @default 4 */
   readonly microRows?: number;
   /** Tiled path: x rows per thread, 4 or 8. @default 4 */
   readonly microBatch?: number;
-}
-
-/** Specialization of {@linkcode qmatmulGatherWgsl}. */
-export interface QmatmulGatherSpec {
-  /** Storage of x. */
-  readonly input: "f32" | "f16";
-  /** Columns are read through the column map (else packed column j is column j). */
-  readonly gather: boolean;
 }
 
 /** 32-bit words per chunk per array element of the code words, by width. */
@@ -198,8 +216,8 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (![1, 2, 4, 8, 16, 32].includes(spec.warps)) bad("warps", spec.warps, "1, 2, 4, 8, 16 or 32");
   if (![1, 2, 4].includes(spec.split)) bad("split", spec.split, "1, 2 or 4");
   if (spec.tiled) checkTiledSpec(spec, bad);
-  else if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 16) {
-    bad("batch", spec.batch, "an integer in [1, 16]");
+  else if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 32) {
+    bad("batch", spec.batch, "an integer in [1, 32]");
   }
   if (![1, 2, 4].includes(spec.unroll) || spec.groupChunks % spec.unroll !== 0) {
     bad("unroll", spec.unroll, `1, 2 or 4 and divide groupChunks (${spec.groupChunks})`);
@@ -223,6 +241,10 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   for (const key of ["codesFirst", "tiled"] as const) {
     const v = spec[key];
     if (v !== undefined && typeof v !== "boolean") bad(key, v, "a boolean");
+  }
+  const sk = spec.splitK ?? 1;
+  if (![1, 2, 4, 8].includes(sk) || (sk > 1 && spec.tiled)) {
+    bad("splitK", spec.splitK, "1, 2, 4 or 8 (1 when tiled)");
   }
   if (spec.codesFirst && (staged || spec.tiled)) {
     bad("codesFirst", spec.codesFirst, 'false with dequant "half" or "dot4" or when tiled');
@@ -252,14 +274,6 @@ export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
 }
 
 /**
- * Bit offsets per "exact" accumulator: codes are read at offsets
- * p ∈ {0, b, …, (A−1)·b} (p + b ≤ 16), A = 16/b (4 for 3 bits).
- */
-function exactSpan(bits: number): number {
-  return bits === 3 ? 12 : 16;
-}
-
-/**
  * Invocations per workgroup a specialization needs.
  *
  * @param spec The specialization.
@@ -267,50 +281,6 @@ function exactSpan(bits: number): number {
  */
 export function qmatmulInvocations(spec: QmatmulSpec): number {
   return spec.tiled ? tiledInvocations(spec) : spec.warps * PACK_TILE;
-}
-
-/**
- * WGSL expression of code `i` of a chunk as f = 1 + q·2^(p−23), with the
- * index a of its accumulator (p = a·b).
- */
-function codeInPlace(
-  bits: number,
-  i: number,
-  word: (j: number) => string,
-): { expr: string; acc: number } {
-  const span = exactSpan(bits);
-  const s = i * bits, j = s >>> 5, off = s & 31;
-  const mask = (1 << bits) - 1;
-  if (off + bits > 32) {
-    const moved = `((${word(j)} >> ${off}u) | (${word(j + 1)} << ${32 - off}u))`;
-    return { expr: `bitcast<f32>((${moved} & ${mask}u) | 0x3f800000u)`, acc: 0 };
-  }
-  // Offset of the first code that starts in word j.
-  const base = (Math.ceil((32 * j) / bits) * bits) - 32 * j;
-  const p = (off - base) % span, shift = off - p;
-  const src = shift === 0 ? word(j) : `(${word(j)} >> ${shift}u)`;
-  return {
-    expr: `bitcast<f32>((${src} & ${(mask << p) >>> 0}u) | 0x3f800000u)`,
-    acc: p / bits,
-  };
-}
-
-/**
- * The masks of one word for the "half" dequantization, b ∈ {2, 4, 8}: per
- * mask the right shift of the word, the offset p of its codes in each half,
- * and the index k (within the word) of the code in the low half (the high
- * half holds code k + 16/b). Codes at offsets o < 16 are read in increasing
- * order; the shift moves on to o where o − shift + b would pass 11 (the f16
- * value of a half is q·2^(p−24) only while q·2^p < 2^11).
- */
-function halfMasks(bits: number): { shift: number; p: number; k: number }[] {
-  const out: { shift: number; p: number; k: number }[] = [];
-  let shift = 0;
-  for (let o = 0; o < 16; o += bits) {
-    if (o - shift + bits > 11) shift = o;
-    out.push({ shift, p: o - shift, k: o / bits });
-  }
-  return out;
 }
 
 /**
@@ -344,6 +314,9 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   const L = T / S; // lanes (rows of a tile) per sub-team
   const VW = W * S; // sub-teams taking K steps in turn
   const steps = C / U;
+  const SK = spec.splitK ?? 1, SS = Math.ceil(steps / SK);
+  const first = SK > 1 ? "sLo + team" : "team", end = SK > 1 ? "sHi" : `${steps}u`;
+  const yRow = SK > 1 ? "ks * p.M + " : "";
   const half = dequant === "half";
   const dot4 = dequant === "dot4";
   const exact = dequant === "exact";
@@ -397,7 +370,15 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   }
   emit(`  let sl = t % ${L}u;`);
   emit(`  let odd = (lane & 1u) == 1u;`);
-  emit(`  let m0 = wg.y * ${BM}u;`);
+  // K slice of the workgroup (splitK): steps [sLo, sHi), its sums to slice ks of the partials.
+  if (SK > 1) {
+    emit(`  let ks = wg.y % ${SK}u;`);
+    emit(`  let m0 = (wg.y / ${SK}u) * ${BM}u;`);
+    emit(`  let sLo = ks * ${SS}u;`);
+    emit(`  let sHi = min(sLo + ${SS}u, ${steps}u);`);
+  } else {
+    emit(`  let m0 = wg.y * ${BM}u;`);
+  }
   for (let r = 0; r < R; r++) emit(`  let n${r} = (tile0 + ${r}u) * ${T}u + lane;`);
   for (let m = 0; m < BM; m++) emit(`  let xr${m} = min(m0 + ${m}u, p.M - 1u) * ${C}u;`);
   // x rows into workgroup memory (after the first loads of weights are issued, with prefetch).
@@ -740,9 +721,9 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
 
   if (prefetch) {
     // Software pipelining: the loads of step st + W are in flight while step st is used.
-    loads(`min(team, ${steps - 1}u)`, "  ", false);
+    loads(`min(${first}, ${steps - 1}u)`, "  ", false);
     stage();
-    emit(`  for (var st = team; st < ${steps}u; st += ${VW}u) {`);
+    emit(`  for (var st = ${first}; st < ${end}; st += ${VW}u) {`);
     const cur = loadNames.map((n) => `    let ${n}c = ${n};`);
     lines.push(...cur);
     loads(`min(st + ${VW}u, ${steps - 1}u)`, "    ", true);
@@ -754,7 +735,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     emit(`  }`);
   } else {
     stage();
-    emit(`  for (var st = team; st < ${steps}u; st += ${VW}u) {`);
+    emit(`  for (var st = ${first}; st < ${end}; st += ${VW}u) {`);
     loads("st", "    ", false);
     compute("st", "    ");
     emit(`  }`);
@@ -810,42 +791,11 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   for (let r = 0; r < R; r++) {
     for (let m = 0; m < BM; m++) {
       emit(
-        `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(m0 + ${m}u) * p.N + n${r}] = a${r}_${m}; }`,
+        `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(${yRow}m0 + ${m}u) * p.N + n${r}] = a${r}_${m}; }`,
       );
     }
   }
   emit(`  }`);
   emit(`}`);
   return lines.join("\n") + "\n";
-}
-
-/**
- * WGSL of the gather pass xp[m, j] = x[m, colIdx[j]] (0 where colIdx[j] < 0),
- * converting f16 activations (read as u32 pairs, so no `shader-f16` is needed)
- * to f32. Bindings: 0 = xp (f32 [M, Kp]), 1 = x, 2 = colIdx when `gather`,
- * then the uniform parameters {M, K, Kp, groupsX}.
- *
- * @param spec The specialization.
- * @returns WGSL source with entry point `main`.
- */
-export function qmatmulGatherWgsl(spec: QmatmulGatherSpec): string {
-  const { input, gather } = spec;
-  const read = input === "f16" ? "unpack2x16float(X[i >> 1u])[i & 1u]" : "X[i]";
-  return `struct Params { M: u32, K: u32, Kp: u32, groupsX: u32 }
-@group(0) @binding(0) var<storage, read_write> XP: array<f32>;
-@group(0) @binding(1) var<storage, read> X: array<${input === "f16" ? "u32" : "f32"}>;
-${gather ? "@group(0) @binding(2) var<storage, read> colIdx: array<i32>;" : ""}
-@group(0) @binding(${gather ? 3 : 2}) var<uniform> p: Params;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {
-  let e = (wg.x + wg.y * p.groupsX) * 256u + t;
-  if (e >= p.M * p.Kp) { return; }
-  let m = e / p.Kp;
-  let j = e % p.Kp;
-  let k = ${gather ? "colIdx[j]" : "i32(j)"};
-  var v = 0.0;
-  if (k >= 0) { let i = m * p.K + u32(k); v = ${read}; }
-  XP[e] = v;
-}
-`;
 }

@@ -26,7 +26,12 @@
  * summary averages each entry's ratios), `--tiled` (batch 16 on the four
  * shapes, 64 and 128 on the first two: the codes-first emission order and
  * the tiled path around the default, each entry timed three times as with
- * --confirm), `--budget=S` (stop timing new variants after S seconds),
+ * --confirm), `--split` (the same cases: cross-workgroup split-K, and x
+ * tiles of 32 rows at batch 64 and 128, each entry timed three times),
+ * `--split-confirm` (batch 16 on the four shapes, 12 and 2-bit 16 on
+ * 4096×11008, 128 on 11008×4096: the split-K default against the previous
+ * one and its neighbours, three times each),
+ * `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
  * Uses the Deno namespace (arguments, files).
@@ -52,8 +57,10 @@ const small = Deno.args.includes("--small");
 const focus = Deno.args.includes("--focus");
 const halfOnly = Deno.args.includes("--half");
 const tiledMode = Deno.args.includes("--tiled");
-// --tiled repeats every entry three times, like --confirm.
-const confirm = tiledMode || Deno.args.includes("--confirm");
+const splitMode = Deno.args.includes("--split");
+const splitConfirm = Deno.args.includes("--split-confirm");
+// --tiled, --split and --split-confirm repeat every entry three times, like --confirm.
+const confirm = tiledMode || splitMode || splitConfirm || Deno.args.includes("--confirm");
 const gemv = halfOnly || Deno.args.includes("--gemv");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
@@ -217,6 +224,75 @@ function tiledVariants(m: number, d: QmatmulVariant & { warps: number }): Entry[
   return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
 }
 
+/**
+ * Batch 9–128 candidates around the default `d`: cross-workgroup split-K
+ * (on the default and on 4 row tiles × 16-row x tiles at batch 16), and x
+ * tiles of 32 rows (with and without the codes-first order) at batch 64
+ * and 128; each timed three times like --confirm's.
+ */
+function splitVariants(m: number, d: QmatmulVariant & { warps: number }): Entry[] {
+  const vs: QmatmulVariant[] = [{ splitK: 2 }, { splitK: 4 }];
+  if (m <= 16) {
+    const wide = { batch: 16, rowTiles: 4, unroll: 1, prefetch: true };
+    vs.push(
+      { ...wide, warps: 8, splitK: 2 },
+      { ...wide, warps: 8, splitK: 4 },
+      { ...wide, warps: 8, splitK: 8 },
+      { ...wide, warps: 4, splitK: 4 },
+      { ...wide, warps: 4, splitK: 8 },
+      { ...wide, rowTiles: 2, warps: 8, splitK: 2 },
+      { ...wide, rowTiles: 2, warps: 8, splitK: 4 },
+      { warps: d.warps / 2, splitK: 2 },
+      { warps: d.warps / 2, splitK: 4 },
+    );
+  } else {
+    const b32 = { batch: 32, unroll: 1, prefetch: false };
+    vs.push(
+      { ...b32, rowTiles: 2, warps: 8 },
+      { ...b32, rowTiles: 2, warps: 8, codesFirst: true },
+      { ...b32, rowTiles: 2, warps: 4, codesFirst: true },
+      { ...b32, rowTiles: 1, warps: 8, codesFirst: true },
+      { ...b32, rowTiles: 1, warps: 16, codesFirst: true },
+      { ...b32, rowTiles: 2, warps: 8, prefetch: true },
+      { ...b32, rowTiles: 2, warps: 4, splitK: 2 },
+    );
+  }
+  return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
+}
+
+/**
+ * The split-K default at batch 9–16 against the previous default (2 row
+ * tiles × x tiles of ⌈m/2⌉ rows, 16 teams, steps of 2; where the default
+ * kept it, the default alone) and the split-K neighbours: 8 slices with 4
+ * teams, 16 teams, steps of 2, no prefetch; at batch 128, split-K 2 with 8
+ * and 4 teams. Each timed three times like --confirm's.
+ */
+function splitConfirmVariants(m: number, d: QmatmulVariant & { splitK?: number }): Entry[] {
+  const vs: QmatmulVariant[] = [];
+  if (m <= 16) {
+    const split = { batch: m, rowTiles: 4, warps: 8, unroll: 1, prefetch: true, splitK: 4 };
+    const previous = {
+      batch: Math.ceil(m / 2),
+      rowTiles: 2,
+      warps: 16,
+      unroll: 2,
+      prefetch: false,
+      splitK: 1,
+    };
+    if ((d.splitK ?? 1) > 1) vs.push(previous);
+    else vs.push(split);
+    vs.push(
+      { ...split, warps: 4, splitK: 8 },
+      { ...split, warps: 16 },
+      { ...split, unroll: 2 },
+      { ...split, prefetch: false },
+    );
+  } else {
+    vs.push({ splitK: 2 }, { splitK: 2, warps: 4 });
+  }
+  return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
+}
+
 function variantsFor(m: number, bits: number, k: number): Entry[] {
   const out: Entry[] = ["default"];
   if (focus) {
@@ -322,7 +398,14 @@ const gpu = await benchGpu();
 const shapes: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const cases: { n: number; k: number; bits: number; m: number }[] = tiledMode
+const cases: { n: number; k: number; bits: number; m: number }[] = splitConfirm
+  ? [
+    ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 16 })),
+    { n: shapes[2]![0], k: shapes[2]![1], bits: 4, m: 12 },
+    { n: shapes[2]![0], k: shapes[2]![1], bits: 2, m: 16 },
+    { n: shapes[1]![0], k: shapes[1]![1], bits: 4, m: 128 },
+  ]
+  : tiledMode || splitMode
   ? [
     ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 16 })),
     ...[64, 128].flatMap((m) => shapes.slice(0, 2).map(([n, k]) => ({ n, k, bits: 4, m }))),
@@ -364,19 +447,32 @@ interface Bound {
   groups: readonly [number, number];
   bindGroups: GPUBindGroup[];
   uniform: GPUBuffer;
+  /** The second pass of a split-K product, recorded after every call. */
+  reduce?: {
+    pipeline: GPUComputePipeline;
+    groups: readonly [number, number];
+    bindGroup: GPUBindGroup;
+    uniform: GPUBuffer;
+  };
 }
 
-function bind(copies: GpuPackedWeight[], dispatch: (w: GpuPackedWeight) => QmatmulDispatch): Bound {
-  const first = dispatch(copies[0]!);
-  const data = new ArrayBuffer(Math.ceil(first.uniform.length / 4) * 16);
+/** A uniform buffer holding the fields of a dispatch's uniform block. */
+function uniformBuffer(fields: QmatmulDispatch["uniform"]): GPUBuffer {
+  const data = new ArrayBuffer(Math.max(16, Math.ceil(fields.length / 4) * 16));
   const view = new DataView(data);
-  first.uniform.forEach((f, i) => {
+  fields.forEach((f, i) => {
     if ("u32" in f) view.setUint32(4 * i, f.u32, true);
     else if ("i32" in f) view.setInt32(4 * i, f.i32, true);
     else view.setFloat32(4 * i, f.f32, true);
   });
   const uniform = gpu.device.createBuffer({ size: data.byteLength, usage: 0x40 | 0x8 });
   gpu.device.queue.writeBuffer(uniform, 0, data);
+  return uniform;
+}
+
+function bind(copies: GpuPackedWeight[], dispatch: (w: GpuPackedWeight) => QmatmulDispatch): Bound {
+  const first = dispatch(copies[0]!);
+  const uniform = uniformBuffer(first.uniform);
   const layout = first.pipeline.getBindGroupLayout(0);
   const bindGroups = copies.map((w) => {
     const d = dispatch(w);
@@ -388,7 +484,15 @@ function bind(copies: GpuPackedWeight[], dispatch: (w: GpuPackedWeight) => Qmatm
       })),
     });
   });
-  return { pipeline: first.pipeline, groups: first.groups, bindGroups, uniform };
+  const r = first.reduce;
+  if (!r) return { pipeline: first.pipeline, groups: first.groups, bindGroups, uniform };
+  const ru = uniformBuffer(r.uniform);
+  const bindGroup = gpu.device.createBindGroup({
+    layout: r.pipeline.getBindGroupLayout(0),
+    entries: [...r.resources, ru].map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  const reduce = { pipeline: r.pipeline, groups: r.groups, bindGroup, uniform: ru };
+  return { pipeline: first.pipeline, groups: first.groups, bindGroups, uniform, reduce };
 }
 
 /**
@@ -415,9 +519,16 @@ async function timePair(a: Bound, b: Bound): Promise<[number, number]> {
       },
     });
     p.setPipeline(bound.pipeline);
+    const r = bound.reduce;
     for (let c = 0; c < calls; c++) {
       p.setBindGroup(0, bound.bindGroups[c % n]!);
       p.dispatchWorkgroups(bound.groups[0], bound.groups[1]);
+      if (r) {
+        p.setPipeline(r.pipeline);
+        p.setBindGroup(0, r.bindGroup);
+        p.dispatchWorkgroups(r.groups[0], r.groups[1]);
+        p.setPipeline(bound.pipeline);
+      }
     }
     p.end();
   };
@@ -482,6 +593,7 @@ for (const c0 of cases) {
   const bytes = packedBytes(p);
   const x = uploadBuffer(gpu, randomX(m, k, 5, "f32").data);
   const y = storageBuffer(gpu, m * n * 4);
+  const partials = storageBuffer(gpu, 8 * m * n * 4);
   let reference: Float32Array | null = null;
   const seen = new Set<string>();
   const legacy = bind(copies, (w) => legacyDispatch(gpu, w, x, y, m));
@@ -491,6 +603,10 @@ for (const c0 of cases) {
     : budget;
   const entries = tiledMode
     ? tiledVariants(m, qmatmulResolvedSpec(gpu, p, m))
+    : splitMode
+    ? splitVariants(m, qmatmulResolvedSpec(gpu, p, m))
+    : splitConfirm
+    ? splitConfirmVariants(m, qmatmulResolvedSpec(gpu, p, m))
     : confirm
     ? confirmVariants(qmatmulResolvedSpec(gpu, p, m))
     : gemv
@@ -511,11 +627,12 @@ for (const c0 of cases) {
         key = JSON.stringify(spec);
         if (seen.has(key) && e !== "default" && !confirm) continue;
         seen.add(key);
-        dispatch = (w) => qmatmulDispatch(gpu, w, x, y, m, spec);
+        dispatch = (w) => qmatmulDispatch(gpu, w, x, y, m, spec, partials);
       }
       const bound = bind(copies, dispatch);
       const [tl, t] = await timePair(legacy, bound);
       bound.uniform.destroy();
+      bound.reduce?.uniform.destroy();
       legacyBest = Math.min(legacyBest, tl);
       ratio = t / tl;
       const out = await readBack(y);
@@ -559,6 +676,7 @@ for (const c0 of cases) {
   legacy.uniform.destroy();
   x.destroy();
   y.destroy();
+  partials.destroy();
 }
 for (const { copies } of weights.values()) destroyCopies(copies);
 

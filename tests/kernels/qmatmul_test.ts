@@ -128,12 +128,25 @@ Deno.test("every qmatmul kernel variant (teams, sub-teams, row tiles, steps, pre
   }
 });
 
-Deno.test("the codes-first emission order and the tiled path match the CPU reference for every width, group layout, scale and activation type", async () => {
+Deno.test("split-K, the codes-first emission order and the tiled path match the CPU reference for every width, group layout, scale and activation type", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   const plain = { split: 1, sharedX: false, batchedStage: false, reduce: "tree" } as const;
   const variants = [
-    { ...plain, codesFirst: true, dequant: "fma", rowTiles: 2, warps: 2, batch: 8, unroll: 2 },
+    { ...plain, splitK: 4, dequant: "fma", rowTiles: 2, warps: 2, batch: 8, unroll: 1 },
+    { ...plain, splitK: 2, dequant: "exact", rowTiles: 1, warps: 1, batch: 12, unroll: 2 },
+    {
+      ...plain,
+      splitK: 8,
+      dequant: "fma",
+      codesFirst: true,
+      rowTiles: 4,
+      warps: 1,
+      batch: 20,
+      unroll: 1,
+      prefetch: true,
+    },
+    { ...plain, codesFirst: true, dequant: "fma", rowTiles: 1, warps: 2, batch: 32, unroll: 1 },
     { ...plain, codesFirst: true, dequant: "exact", rowTiles: 1, warps: 4, batch: 5, unroll: 1 },
     {
       ...plain,
@@ -208,8 +221,9 @@ Deno.test("the codes-first emission order and the tiled path match the CPU refer
       const w = uploadPackedWeight(gpu, p);
       const x = randomX(m, cols, seed++, dtype);
       const expected = qmatmulReference(x, p).data;
-      // Two variants per case, so that every bit width meets every variant.
-      for (const variant of [variants[i % 7]!, variants[(i + 3) % 7]!]) {
+      // Three variants per case (4 cases per width), so that every width meets all 10.
+      for (const v of [0, 4, 8]) {
+        const variant = variants[(i + v) % 10]!;
         if (variant.dequant === "exact" && !qmatmulExactZeros(p)) continue;
         const y = await qmatmul(x, w, { backend: "webgpu", variant });
         const err = relError(y.data, expected);
@@ -223,6 +237,23 @@ Deno.test("the codes-first emission order and the tiled path match the CPU refer
       destroyPackedWeight(w);
       i++;
     }
+  }
+});
+
+Deno.test("the default at batch 9–16 with a long K splits K over workgroups and matches the CPU reference", async () => {
+  // 256 chunks of 32 columns: the split-K default.
+  const q = randomQuantized(40, 8192, 4, 128, 700);
+  const p = packWeights(q);
+  const spec = qmatmulSpec(p, 12, { workgroupBytes: 49152, invocations: 1024 });
+  assert.equal(spec.splitK, 4);
+  assert.equal(qmatmulSpec(p, 17).splitK, undefined);
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const [m, dtype] of [[12, "f32"], [9, "f16"]] as const) {
+    const x = randomX(m, 8192, 701 + m, dtype);
+    const y = await qmatmul(x, p, { backend: "webgpu" });
+    const err = relError(y.data, qmatmulReference(x, p).data);
+    assert(err < 1e-5, `M = ${m}, x ${dtype}: relative error ${err}`);
   }
 });
 
@@ -340,6 +371,11 @@ Deno.test("qmatmul dequantizes fractional zero points with the FMA or half path 
 Deno.test("the default qmatmul specialization is valid and within the device limits for every shape and batch", () => {
   for (
     const [rows, cols, bits, groupSize] of [[45, 256, 4, 32], [4096, 4096, 4, 128], [
+      64,
+      8192,
+      2,
+      128,
+    ], [
       33,
       200,
       3,
@@ -401,7 +437,17 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
     reduce: "tree",
   } as const;
   assert.throws(() => qmatmulWgsl({ ...spec, bits: 5 }), RangeError);
-  assert.throws(() => qmatmulWgsl({ ...spec, batch: 17 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...spec, batch: 33 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...spec, splitK: 3 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...spec, codesFirst: true, dequant: "half" }), RangeError);
+  const tiled = { ...spec, tiled: true, batch: 16, rowTiles: 2 } as const;
+  assert.doesNotThrow(() => qmatmulWgsl(tiled));
+  assert.throws(() => qmatmulWgsl({ ...tiled, splitK: 2 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...tiled, batch: 18 }), RangeError); // not a multiple of 4
+  assert.throws(() => qmatmulWgsl({ ...tiled, batch: 136 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...tiled, microRows: 2 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...tiled, sharedX: true }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...tiled, dequant: "exact" }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, split: 3 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 3 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 4 }), RangeError); // 4 does not divide 2
@@ -425,6 +471,12 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
   const x = uploadBuffer(gpu, new Float32Array(64));
   const y = storageBuffer(gpu, 36);
   assert.throws(() => encodeQmatmul(batch, w, { x, input: "f32", m: 1, y }), RangeError);
+  // Split-K needs a partials buffer of splitK·M·N values.
+  const scratch = storageBuffer(gpu, 64 * 4), partials = storageBuffer(gpu, 4);
+  assert.throws(
+    () => encodeQmatmul(batch, w, { x, input: "f32", m: 1, y, scratch, partials }, { splitK: 2 }),
+    RangeError,
+  );
   await batch.submit();
-  for (const b of [x, y, w.words, w.scales, w.zeros!, w.colIdx!]) b.destroy();
+  for (const b of [x, y, scratch, partials, w.words, w.scales, w.zeros!, w.colIdx!]) b.destroy();
 });
