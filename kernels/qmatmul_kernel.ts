@@ -220,7 +220,11 @@ function nearestPow2(v: number): number {
  * at its best per case 1.13× (11008×4096, batch 128) to 1.77× (batch 16),
  * up to 5.9× for other tilings; the codes-first order (`codesFirst`) on the
  * default 0.995–1.19×; x tiles of 32 rows at batch 64 and 128 at best
- * 1.13–1.17×; split-K 2 or 4 on the other defaults 0.99–1.22×.
+ * 1.13–1.17×; split-K 2 or 4 on the other defaults 0.99–1.22×. At batch
+ * 64 and 128 on the four shapes (sweep --large, same measure): prefetch
+ * 0.98–1.01×, 4 teams 0.97–1.98× (16384×4096 batch 128 0.974×), steps of
+ * 2 0.96–1.29× (4096×11008 0.965× ±0.04 at batch 64, 0.978× at 128): none
+ * more than 3% faster.
  *
  * Teams are then halved until the partial sums (and staged x) fit the
  * workgroup memory and the workgroup fits the invocation limit; x is staged

@@ -30,7 +30,9 @@
  * tiles of 32 rows at batch 64 and 128, each entry timed three times),
  * `--split-confirm` (batch 16 on the four shapes, 12 and 2-bit 16 on
  * 4096×11008, 128 on 11008×4096: the split-K default against the previous
- * one and its neighbours, three times each),
+ * one and its neighbours, three times each), `--large` (batch 64 and 128
+ * on the four shapes: prefetch, steps of 2 and half the teams around the
+ * default, three times each),
  * `--budget=S` (stop timing new variants after S seconds),
  * `--out=FILE` (also write every result as JSON).
  *
@@ -59,8 +61,10 @@ const halfOnly = Deno.args.includes("--half");
 const tiledMode = Deno.args.includes("--tiled");
 const splitMode = Deno.args.includes("--split");
 const splitConfirm = Deno.args.includes("--split-confirm");
-// --tiled, --split and --split-confirm repeat every entry three times, like --confirm.
-const confirm = tiledMode || splitMode || splitConfirm || Deno.args.includes("--confirm");
+const largeMode = Deno.args.includes("--large");
+// --tiled, --split, --split-confirm and --large repeat every entry three times, like --confirm.
+const confirm = tiledMode || splitMode || splitConfirm || largeMode ||
+  Deno.args.includes("--confirm");
 const gemv = halfOnly || Deno.args.includes("--gemv");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
@@ -293,6 +297,23 @@ function splitConfirmVariants(m: number, d: QmatmulVariant & { splitK?: number }
   return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
 }
 
+/**
+ * Batch 64 and 128 neighbours of the default (which the first sweep timed
+ * without prefetch and with single-chunk steps only): prefetch, steps of
+ * 2, half the teams, each with and without prefetch; each timed three
+ * times like --confirm's.
+ */
+function largeVariants(d: QmatmulVariant & { warps: number }): Entry[] {
+  const vs: QmatmulVariant[] = [
+    { prefetch: true },
+    { unroll: 2 },
+    { unroll: 2, prefetch: true },
+    { warps: d.warps / 2 },
+    { warps: d.warps / 2, prefetch: true },
+  ];
+  return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
+}
+
 function variantsFor(m: number, bits: number, k: number): Entry[] {
   const out: Entry[] = ["default"];
   if (focus) {
@@ -398,7 +419,9 @@ const gpu = await benchGpu();
 const shapes: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const cases: { n: number; k: number; bits: number; m: number }[] = splitConfirm
+const cases: { n: number; k: number; bits: number; m: number }[] = largeMode
+  ? [64, 128].flatMap((m) => shapes.map(([n, k]) => ({ n, k, bits: 4, m })))
+  : splitConfirm
   ? [
     ...shapes.map(([n, k]) => ({ n, k, bits: 4, m: 16 })),
     { n: shapes[2]![0], k: shapes[2]![1], bits: 4, m: 12 },
@@ -607,6 +630,8 @@ for (const c0 of cases) {
     ? splitVariants(m, qmatmulResolvedSpec(gpu, p, m))
     : splitConfirm
     ? splitConfirmVariants(m, qmatmulResolvedSpec(gpu, p, m))
+    : largeMode
+    ? largeVariants(qmatmulResolvedSpec(gpu, p, m))
     : confirm
     ? confirmVariants(qmatmulResolvedSpec(gpu, p, m))
     : gemv
