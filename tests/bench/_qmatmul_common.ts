@@ -130,7 +130,9 @@ export function packedBytes(p: PackedWeight): number {
 
 /**
  * Per-call GPU and wall seconds. Two submissions of `unit` calls estimate the
- * cost; then `rounds` submissions, each of `passes` compute passes (timed
+ * cost; submissions of the same calls then run for `warmup` seconds of wall
+ * time untimed (an idle H100 drops its clocks to 345 MHz and takes a while to
+ * ramp up again after pipeline compiles); then `rounds` submissions, each of `passes` compute passes (timed
  * apart) of whole multiples of `unit` calls worth about `target`/`passes`
  * seconds of GPU time each. GPU time: the fastest pass (the GPU machine is shared: stretches of
  * seconds run several times slower, and the fastest of many short passes is
@@ -142,6 +144,7 @@ export function packedBytes(p: PackedWeight): number {
  * @param target GPU seconds per timed submission.
  * @param rounds Timed submissions.
  * @param passes Timed passes per submission (at most 16).
+ * @param warmup Untimed wall seconds before the timed submissions.
  * @returns Seconds per call.
  */
 export async function timeCalls(
@@ -151,6 +154,7 @@ export async function timeCalls(
   target = 0.025,
   rounds = 3,
   passes = 12,
+  warmup = 0.3,
 ): Promise<{ gpu: number; wall: number }> {
   const run = async (calls: number, count: number) => {
     const t0 = performance.now();
@@ -172,6 +176,8 @@ export async function timeCalls(
       1,
       Math.min(Math.floor(400 / unit), Math.round(target / passes / estimate.gpu / unit)),
     );
+  const until = performance.now() + warmup * 1e3;
+  while (performance.now() < until) await run(calls, passes);
   const g: number[] = [], w: number[] = [];
   for (let rep = 0; rep < rounds; rep++) {
     const t = await run(calls, passes);
