@@ -20,7 +20,8 @@
  * column: the fastest). Flags: `--small` (tiny sizes, for a software
  * adapter), `--sweep` (print every variant's time), `--no-torch`,
  * `--no-neighbours` (time the defaults only: the neighbours' pipelines take
- * most of the run's compile time), `--batches=1,16` (only these batch sizes). Rows are printed as they finish. The
+ * most of the run's compile time), `--batches=1,16` (only these batch sizes),
+ * `--warmup=S` (untimed seconds of the same calls before each timing, default 0.3). Rows are printed as they finish. The
  * variant search behind the defaults is tests/bench/qmatmul_sweep.ts.
  *
  * Uses the Deno namespace (subprocess, arguments, exit code).
@@ -72,6 +73,10 @@ const BATCHES = batchesArg
   : small
   ? [1, 16]
   : [1, 4, 16, 64, 128];
+const WARMUP = Number(Deno.args.find((a) => a.startsWith("--warmup="))?.slice(9) ?? 0.3);
+if (!(WARMUP >= 0)) {
+  throw new RangeError(`--warmup must be seconds ≥ 0: current value is ${WARMUP}`);
+}
 if (!BATCHES.every((b) => Number.isInteger(b) && b >= 1)) {
   throw new RangeError(`--batches must list positive integers: current value is ${batchesArg}`);
 }
@@ -133,13 +138,16 @@ function check(what: string, y: Float32Array, ref: Float32Array): void {
       }
     }
   }
-  // Full size: every default variant on the first shape (weights as the timing uses them).
-  const [n, k] = SHAPES[0]!;
-  const p = randomPacked(n, k, 4, 128, 7);
-  for (const m of small ? [1] : BATCHES) {
-    const x = randomX(m, k, 8, "f32");
-    const y = await qmatmul(x, p, { backend: "webgpu" });
-    check(`4-bit g128 ${n}x${k} M=${m}`, y.data, qmatmulReference(x, p).data);
+  // Full size: every default variant on the first shape (weights as the timing uses them), and
+  // batch 16 (split-K on some shapes) on the others.
+  for (const [i, [n, k]] of SHAPES.entries()) {
+    const p = randomPacked(n, k, 4, 128, 7);
+    const ms = i === 0 ? (small ? [1] : BATCHES) : BATCHES.filter((m) => m === 16);
+    for (const m of ms) {
+      const x = randomX(m, k, 8, "f32");
+      const y = await qmatmul(x, p, { backend: "webgpu" });
+      check(`4-bit g128 ${n}x${k} M=${m}`, y.data, qmatmulReference(x, p).data);
+    }
   }
   console.log(
     `correctness: ${
@@ -176,13 +184,21 @@ async function timeOurs(
     { length: independent ? copies.length : 1 },
     () => storageBuffer(gpu!, m * n * 4),
   );
-  const t = await timeCalls(gpu!, copies.length, (b, i) =>
-    encodeQmatmul(
-      b,
-      copies[i % copies.length]!,
-      { x, input: "f32", m, y: ys[i % ys.length]! },
-      variant,
-    ));
+  const t = await timeCalls(
+    gpu!,
+    copies.length,
+    (b, i) =>
+      encodeQmatmul(
+        b,
+        copies[i % copies.length]!,
+        { x, input: "f32", m, y: ys[i % ys.length]! },
+        variant,
+      ),
+    undefined,
+    undefined,
+    undefined,
+    WARMUP,
+  );
   x.destroy();
   for (const y of ys) y.destroy();
   return t;
@@ -222,6 +238,7 @@ async function timeDense(
         0.1,
         1,
         4,
+        WARMUP,
       );
       best = Math.min(best, t.gpu);
     }
