@@ -26,6 +26,13 @@ export interface Gpu {
   readonly timestamps: boolean;
   /** The device's limits (the adapter's full limits were requested). */
   readonly limits: GPUSupportedLimits;
+  /**
+   * Whether `unpack2x16float` turns f16 subnormals into their exact f32
+   * values on this device (probed by one dispatch when the device is
+   * acquired; WGSL lets a device flush them). The "half" dequantization of
+   * the packed low-bit matmul needs it.
+   */
+  readonly f16Subnormals: boolean;
 }
 
 let acquiring: Promise<Gpu | null> | null = null;
@@ -99,7 +106,60 @@ async function acquire(): Promise<Gpu | null> {
     lostReason = `the WebGPU device was lost (${lost.reason}): ${lost.message}`;
     acquiring = null;
   });
-  return { device, description, software, f16, timestamps, limits: device.limits };
+  const f16Subnormals = await probeF16Subnormals(device);
+  return { device, description, software, f16, timestamps, limits: device.limits, f16Subnormals };
+}
+
+/**
+ * Whether `unpack2x16float` keeps f16 subnormals: the halves 1 and 3 (the
+ * subnormals 2^−24 and 3·2^−24) read from a buffer, so no compiler can fold
+ * the conversion, must come back exact. False when the probe fails.
+ */
+async function probeF16Subnormals(device: GPUDevice): Promise<boolean> {
+  const STORAGE = 0x80, COPY_SRC = 0x4, COPY_DST = 0x8, MAP_READ = 0x1;
+  let io: GPUBuffer | null = null, read: GPUBuffer | null = null;
+  try {
+    const module = device.createShaderModule({
+      code: `@group(0) @binding(0) var<storage, read_write> io: array<u32, 2>;
+@compute @workgroup_size(1)
+fn main() {
+  let v = unpack2x16float(io[0]);
+  io[0] = bitcast<u32>(v.x);
+  io[1] = bitcast<u32>(v.y);
+}
+`,
+    });
+    const pipeline = device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    io = device.createBuffer({ size: 8, usage: STORAGE | COPY_SRC | COPY_DST });
+    read = device.createBuffer({ size: 8, usage: MAP_READ | COPY_DST });
+    device.queue.writeBuffer(io, 0, new Uint32Array([0x00030001, 0]));
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(
+      0,
+      device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [{ binding: 0, resource: { buffer: io } }],
+      }),
+    );
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    enc.copyBufferToBuffer(io, 0, read, 0, 8);
+    device.queue.submit([enc.finish()]);
+    await read.mapAsync(MAP_READ);
+    const [lo, hi] = new Float32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    return lo === 2 ** -24 && hi === 3 * 2 ** -24;
+  } catch {
+    return false;
+  } finally {
+    io?.destroy();
+    read?.destroy();
+  }
 }
 
 /**

@@ -62,3 +62,26 @@ Deno.test("a lost device fails the next batch with an error, and a fresh device 
   const fresh = await acquireGpu();
   assert.ok(fresh !== null && fresh.device !== gpu.device);
 });
+
+Deno.test("acquireGpu() reports whether f16 subnormals survive conversion, as f16 loads show", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  assert.equal(typeof gpu.f16Subnormals, "boolean");
+  if (!gpu.f16) return;
+  // An independent route: f16 storage values 2^−24 and 3·2^−24 converted with f32().
+  const code = `enable f16;
+@group(0) @binding(0) var<storage, read_write> h: array<f16, 2>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32, 2>;
+@compute @workgroup_size(1)
+fn main() { y[0] = f32(h[0]); y[1] = f32(h[1]); }
+`;
+  const pipeline = cachedPipeline(gpu, "test-f16-subnormals", () => code);
+  const h = uploadBuffer(gpu, new Uint16Array([1, 3]));
+  const y = uploadBuffer(gpu, new Float32Array(2));
+  const batch = new GpuBatch(gpu);
+  batch.dispatch(pipeline, [h, y], [1, 1]);
+  const out = new Float32Array((await batch.submit([y])).data[0]!);
+  h.destroy();
+  y.destroy();
+  assert.equal(out[0] === 2 ** -24 && out[1] === 3 * 2 ** -24, gpu.f16Subnormals);
+});
