@@ -15,3 +15,6 @@ export * from "./aqlm_matmul_kernel.ts";
 export * from "./paley_kernel.ts";
 export * from "./fwht_butterfly_wgsl.ts";
 export * from "./paley_wgsl.ts";
+export * from "./qmatmul_wgsl.ts";
+export * from "./qmatmul_default_spec.ts";
+export * from "./qmatmul_reference.ts";

@@ -1,7 +1,7 @@
 /**
  * WGSL generators of the packed low-bit matmul y = x·Ŵᵀ (see
- * `qmatmul_kernel.ts` for the dispatcher and the CPU reference, and
- * `quantizers/pack.ts` for the "rowtile32" layout they read).
+ * `qmatmul_kernel.ts` for the dispatcher, `qmatmul_reference.ts` for the CPU
+ * references, and `quantizers/pack.ts` for the "rowtile32" layout they read).
  *
  * ## Work split
  *

@@ -31,14 +31,9 @@
 
 import { storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
-import {
-  encodeQmatmul,
-  type GpuPackedWeight,
-  qmatmul,
-  qmatmulReference,
-  qmatmulResolvedSpec,
-  type QmatmulVariant,
-} from "../../kernels/qmatmul_kernel.ts";
+import { encodeQmatmul, type GpuPackedWeight, qmatmul } from "../../kernels/qmatmul_kernel.ts";
+import { qmatmulResolvedSpec, type QmatmulVariant } from "../../kernels/qmatmul_default_spec.ts";
+import { qmatmulReference } from "../../kernels/qmatmul_reference.ts";
 import { type PackedWeight, packWeights } from "../../quantizers/pack.ts";
 import { prng } from "../../core/prng.ts";
 import { randomQuantized } from "../quantizers/_random_quantized.ts";

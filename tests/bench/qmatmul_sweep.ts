@@ -46,9 +46,8 @@ import {
   type GpuPackedWeight,
   type QmatmulDispatch,
   qmatmulDispatch,
-  qmatmulResolvedSpec,
-  type QmatmulVariant,
 } from "../../kernels/qmatmul_kernel.ts";
+import { qmatmulResolvedSpec, type QmatmulVariant } from "../../kernels/qmatmul_default_spec.ts";
 import { randomX } from "../kernels/_gpu.ts";
 import { benchGpu } from "./_bench.ts";
 import { legacyDispatch } from "./_qmatmul_legacy.ts";

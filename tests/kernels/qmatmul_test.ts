@@ -1,17 +1,17 @@
 import assert from "node:assert/strict";
 import {
-  checkQmatmulSpec,
   destroyPackedWeight,
   encodeQmatmul,
   qmatmul,
-  qmatmulDenseReference,
-  qmatmulExactZeros,
-  qmatmulReference,
-  qmatmulSpec,
-  qmatmulWgsl,
-  qmatmulWorkgroupBytes,
   uploadPackedWeight,
 } from "../../kernels/qmatmul_kernel.ts";
+import { qmatmulExactZeros, qmatmulSpec } from "../../kernels/qmatmul_default_spec.ts";
+import { qmatmulDenseReference, qmatmulReference } from "../../kernels/qmatmul_reference.ts";
+import {
+  checkQmatmulSpec,
+  qmatmulWgsl,
+  qmatmulWorkgroupBytes,
+} from "../../kernels/qmatmul_wgsl.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { packWeights } from "../../quantizers/pack.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";

@@ -1,0 +1,317 @@
+/**
+ * The specialization of the packed low-bit matmul: the default per packed
+ * weight and batch size (`qmatmulSpec`, chosen from H100 sweeps), and the one
+ * a product runs (`qmatmulResolvedSpec`: the default with a variant's
+ * overrides, checked against the device's limits). `qmatmul_kernel.ts`
+ * records the product with it.
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import { PACK_TILE, type PackedWeight } from "../quantizers/pack.ts";
+import type { Gpu } from "./backend.ts";
+import {
+  checkQmatmulSpec,
+  qmatmulInvocations,
+  type QmatmulSpec,
+  qmatmulWorkgroupBytes,
+} from "./qmatmul_wgsl.ts";
+
+/** Tuning knobs: the fields of {@linkcode QmatmulSpec} that do not follow from the weight. */
+export type QmatmulVariant = Partial<
+  Pick<
+    QmatmulSpec,
+    | "rowTiles"
+    | "warps"
+    | "split"
+    | "batch"
+    | "unroll"
+    | "prefetch"
+    | "sharedX"
+    | "batchedStage"
+    | "dequant"
+    | "reduce"
+    | "codesFirst"
+    | "tiled"
+    | "microRows"
+    | "microBatch"
+    | "splitK"
+  >
+>;
+
+const exactZeros = new WeakMap<PackedWeight, boolean>();
+
+/**
+ * Whether a packed weight's zero points allow the "exact" dequantization
+ * (integers z with |z| ≤ 2^bits, as GPTQ's and the symmetric grids' are).
+ * Cached per weight.
+ *
+ * @param packed The packed weight.
+ * @returns Whether every zero point qualifies.
+ */
+export function qmatmulExactZeros(packed: PackedWeight): boolean {
+  let ok = exactZeros.get(packed);
+  if (ok === undefined) {
+    const limit = 2 ** packed.bits;
+    const fits = (z: number) => Number.isInteger(z) && Math.abs(z) <= limit;
+    ok = packed.zeros ? packed.zeros.every(fits) : fits(packed.zero);
+    exactZeros.set(packed, ok);
+  }
+  return ok;
+}
+
+/** The largest of 4, 2, 1 that is at most `unroll` and divides `groupChunks`. */
+function fitUnroll(unroll: number, groupChunks: number): number {
+  let u = 4;
+  while (u > 1 && (u > unroll || groupChunks % u !== 0)) u /= 2;
+  return u;
+}
+
+/** Device limits {@linkcode qmatmulSpec} keeps to (the WebGPU defaults unless given). */
+export interface QmatmulLimits {
+  /** Workgroup memory, bytes. @default 16384 */
+  readonly workgroupBytes?: number;
+  /** Invocations per workgroup. @default 256 */
+  readonly invocations?: number;
+}
+
+/** The power of two nearest to v (in log scale), at least 1. */
+function nearestPow2(v: number): number {
+  return 2 ** Math.max(0, Math.round(Math.log2(Math.max(1, v))));
+}
+
+/**
+ * The default specialization for a packed weight and a batch size, from the
+ * H100 sweep of tests/bench/qmatmul_sweep.ts (every variant timed in
+ * alternation with the previous kernel, fastest of many short passes).
+ *
+ * - Batch 1–2 (GEMV): "exact" dequantization (where the zero points allow
+ *   it), steps of 4 chunks without prefetch, x staged in workgroup memory
+ *   (not for 2 and 8 bits, where global broadcast loads were as fast), two
+ *   row tiles per thread from 512 tiles (N ≥ 16384) on, and teams so that
+ *   about 4096 run (nearest power of two): 32 for N = 4096. At batch 1 with
+ *   one row tile at 4 bits, and up to 128 tiles (N ≤ 4096) at 8 bits: x
+ *   staged with all loads issued first (`batchedStage`) and at most 16
+ *   teams (sweep --gemv, same run: 4096×4096 −6%, 11008×4096 −4%,
+ *   4096×11008 −3%, 8-bit 4096×4096 −6% GPU time against the previous
+ *   default).
+ * - Then the "half" dequantization (x staged, loads first) replaces it at
+ *   4 bits for batch 1, and for batch 2 from 512 tiles on, with prefetch
+ *   except at batch 1 with two row tiles; and at 2 bits for batch 1 (sweep
+ *   --confirm, each entry timed three times, same run: 4096×4096 −8%,
+ *   11008×4096 −7%, 4096×11008 −13%, 16384×4096 −10%, 2-bit −6%, batch 2
+ *   16384×4096 −12% GPU time; 8 bits and batch 2 on 4096×4096 were slower
+ *   with it). Where the staged x does not fit the workgroup memory, the
+ *   default falls back to "exact" or "fma" with x read from global memory.
+ * - Batch 3–4: from 344 tiles (N ≥ 11008) on two row tiles, 8 teams, steps
+ *   of 2 with prefetch; below, one row tile, 32 teams, steps of 2.
+ * - Batch 5–8: one x tile; 4 row tiles and 16 teams from 512 tiles on, else
+ *   one row tile and 16 teams; single-chunk steps.
+ * - Batch 9–16: from 512 tiles on one x tile of 16 rows, 4 row tiles, 8
+ *   teams, prefetch; below, x tiles of 8 rows, 2 row tiles, 16 teams, steps
+ *   of 2. Except below 512 tiles with a long K (≥ 256 chunks, K ≥ 8192):
+ *   one x tile of all m rows, 4 row tiles, 8 teams, prefetch, and K split
+ *   over 4 workgroups (`splitK`, partial sums added by a second pass), so
+ *   that N = 4096 runs 128 workgroups (sweep --split-confirm, each entry
+ *   timed three times, same run, 4096×11008: batch 16 −8% (0.849 against
+ *   0.921 of the legacy kernel's time), batch 12 −7% (0.879 against 0.950),
+ *   2-bit batch 16 −14% (0.826 against 0.960) GPU time; on K = 4096 the
+ *   same split lost: 4096×4096 +6%, 16384×4096 +22%, 11008×4096 ±0%).
+ * - Larger batches: x tiles of 16 rows, 4 row tiles, 8 teams.
+ *
+ * Measured and not taken (sweeps --tiled and --split: batch 16 on the four
+ * shapes, 64 and 128 on 4096×4096 and 11008×4096, each entry three times;
+ * GPU time over the default's in the same run): the tiled path (`tiled`),
+ * at its best per case 1.13× (11008×4096, batch 128) to 1.77× (batch 16),
+ * up to 5.9× for other tilings; the codes-first order (`codesFirst`) on the
+ * default 0.995–1.19×; x tiles of 32 rows at batch 64 and 128 at best
+ * 1.13–1.17×; split-K 2 or 4 on the other defaults 0.99–1.22×. At batch
+ * 64 and 128 on the four shapes (sweep --large, same measure): prefetch
+ * 0.98–1.01×, 4 teams 0.97–1.98× (16384×4096 batch 128 0.974×), steps of
+ * 2 0.96–1.29× (4096×11008 0.965× ±0.04 at batch 64, 0.978× at 128): none
+ * more than 3% faster.
+ *
+ * Teams are then halved until the partial sums (and staged x) fit the
+ * workgroup memory and the workgroup fits the invocation limit; x is staged
+ * only where it fits.
+ *
+ * @param packed The packed weight.
+ * @param m Rows of x.
+ * @param limits The device's limits.
+ * @returns The specialization.
+ */
+export function qmatmulSpec(
+  packed: PackedWeight,
+  m: number,
+  limits: QmatmulLimits = {},
+): QmatmulSpec {
+  const { workgroupBytes = 16384, invocations = 256 } = limits;
+  const tiles = packed.paddedRows / PACK_TILE, chunks = packed.paddedCols / PACK_TILE;
+  const groupChunks = packed.groupStride / PACK_TILE;
+  const exact = qmatmulExactZeros(packed);
+  const base = {
+    bits: packed.bits,
+    scaleType: packed.scaleType,
+    zeros: packed.zeros !== null,
+    chunks,
+    groupChunks,
+    split: 1,
+    batchedStage: false,
+    reduce: "tree" as const,
+  };
+  let spec: QmatmulSpec;
+  if (m <= 2) {
+    const rowTiles = tiles >= 512 ? 2 : 1;
+    const warps = nearestPow2(4096 / Math.ceil(tiles / rowTiles));
+    // Batch 1 where the --gemv sweep measured batched staging > 3% faster.
+    const batched = m === 1 && rowTiles === 1 &&
+      (packed.bits === 4 || (packed.bits === 8 && tiles <= 128));
+    // Where the --confirm sweep measured "half" faster than "exact" (it stages x).
+    const half = (packed.bits === 4 && (m === 1 || tiles >= 512)) ||
+      (packed.bits === 2 && m === 1);
+    spec = {
+      ...base,
+      rowTiles,
+      warps: batched ? Math.min(16, warps) : warps,
+      batch: Math.max(1, m),
+      unroll: 4,
+      prefetch: half && packed.bits === 4 && (m === 2 || rowTiles === 1),
+      sharedX: packed.bits === 3 || packed.bits === 4 || batched || half,
+      batchedStage: batched || half,
+      dequant: half ? "half" : exact ? "exact" : "fma",
+    };
+  } else if (m <= 4) {
+    const wide = tiles >= 344;
+    spec = {
+      ...base,
+      rowTiles: wide ? 2 : 1,
+      warps: wide ? 8 : 32,
+      batch: m,
+      unroll: 2,
+      prefetch: wide,
+      sharedX: false,
+      dequant: exact ? "exact" : "fma",
+    };
+  } else if (m <= 8) {
+    const wide = tiles >= 512;
+    spec = {
+      ...base,
+      rowTiles: wide ? 4 : 1,
+      warps: 16,
+      batch: m,
+      unroll: 1,
+      prefetch: false,
+      sharedX: false,
+      dequant: "fma",
+    };
+  } else if (m <= 16 && tiles < 512 && chunks >= 256) {
+    // Few rows, long K: 4 row tiles × one x tile, K split over 4 workgroups.
+    spec = {
+      ...base,
+      rowTiles: 4,
+      warps: 8,
+      batch: m,
+      unroll: 1,
+      prefetch: true,
+      sharedX: false,
+      dequant: "fma",
+      splitK: 4,
+    };
+  } else if (m <= 16) {
+    const wide = tiles >= 512;
+    spec = {
+      ...base,
+      rowTiles: wide ? 4 : 2,
+      warps: wide ? 8 : 16,
+      batch: wide ? 16 : Math.ceil(m / 2),
+      unroll: wide ? 1 : 2,
+      prefetch: wide,
+      sharedX: false,
+      dequant: "fma",
+    };
+  } else {
+    spec = {
+      ...base,
+      rowTiles: 4,
+      warps: 8,
+      batch: Math.ceil(m / Math.ceil(m / 16)),
+      unroll: 1,
+      prefetch: false,
+      sharedX: false,
+      dequant: "fma",
+    };
+  }
+  // Keep to the weight (row tiles, steps per group) and the device.
+  let { rowTiles, warps } = spec;
+  while (rowTiles > 1 && rowTiles > tiles) rowTiles /= 2;
+  const unroll = fitUnroll(spec.unroll, groupChunks);
+  warps = Math.min(warps, 32, invocations / PACK_TILE);
+  while (warps > 1 && warps * spec.split > chunks / unroll) warps /= 2;
+  spec = { ...spec, rowTiles, warps, unroll };
+  if (spec.sharedX && qmatmulWorkgroupBytes(spec) > workgroupBytes) {
+    // "half" and "dot4" read the staged copy: without it, the per-code dequantizations.
+    const staged = spec.dequant === "half" || spec.dequant === "dot4";
+    spec = {
+      ...spec,
+      sharedX: false,
+      ...(staged ? { dequant: exact ? "exact" : "fma", batchedStage: false } : {}),
+    };
+  }
+  while (spec.warps > 1 && qmatmulWorkgroupBytes(spec) > workgroupBytes) {
+    spec = { ...spec, warps: spec.warps / 2 };
+  }
+  return spec;
+}
+
+/**
+ * The specialization {@linkcode encodeQmatmul} runs: the default with the
+ * variant's overrides, `unroll` lowered to the largest of 4, 2, 1 that
+ * divides the chunks per group.
+ *
+ * @param gpu The GPU (its limits).
+ * @param packed The packed weight.
+ * @param m Rows of x.
+ * @param variant Overrides.
+ * @returns The specialization.
+ */
+export function qmatmulResolvedSpec(
+  gpu: Gpu,
+  packed: PackedWeight,
+  m: number,
+  variant: QmatmulVariant = {},
+): QmatmulSpec {
+  const base = qmatmulSpec(packed, m, {
+    workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
+    invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
+  });
+  const spec: QmatmulSpec = { ...base, ...variant };
+  const resolved = { ...spec, unroll: fitUnroll(spec.unroll, spec.groupChunks) };
+  checkQmatmulSpec(resolved);
+  if (resolved.dequant === "exact" && !qmatmulExactZeros(packed)) {
+    throw new RangeError(
+      'Cannot encode qmatmul with dequant "exact": the zero points are not all integers in [−2^bits, 2^bits]',
+    );
+  }
+  const wgsl = (globalThis.navigator as { gpu?: { wgslLanguageFeatures?: ReadonlySet<string> } })
+    ?.gpu?.wgslLanguageFeatures;
+  if (resolved.dequant === "dot4" && wgsl && !wgsl.has("packed_4x8_integer_dot_product")) {
+    throw new RangeError(
+      'Cannot encode qmatmul with dequant "dot4": WGSL\'s packed_4x8_integer_dot_product is not available',
+    );
+  }
+  const wgBytes = qmatmulWorkgroupBytes(resolved);
+  const threads = qmatmulInvocations(resolved);
+  if (
+    wgBytes > gpu.limits.maxComputeWorkgroupStorageSize ||
+    threads > gpu.limits.maxComputeInvocationsPerWorkgroup
+  ) {
+    throw new RangeError(
+      `Cannot encode qmatmul: ${
+        JSON.stringify(resolved)
+      } needs ${wgBytes} bytes of workgroup memory and ${threads} invocations, beyond the device's limits`,
+    );
+  }
+  return resolved;
+}

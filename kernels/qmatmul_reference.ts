@@ -1,0 +1,80 @@
+/**
+ * CPU references of the packed low-bit matmul y = x·Ŵᵀ (`qmatmul_kernel.ts`):
+ * one on the packed "rowtile32" layout, the executable specification of the
+ * layout, and one from the unpacked quantized weight, independent of it.
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import type { Tensor } from "../core/tensor.ts";
+import { PACK_TILE, packedChunkOffset, type PackedWeight } from "../quantizers/pack.ts";
+import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
+import { dequantize } from "../quantizers/dequantize.ts";
+import { unpackBits } from "../quantizers/bitpack.ts";
+import { xShape } from "./_qmatmul_x_shape.ts";
+
+/**
+ * CPU reference of the kernel, the executable specification of the packed
+ * layout: y[m, n] = Σ_j Ŵ(n, j)·x[m, colIdx[j]] in float64, decoding the
+ * chunks, tiles, groups and column map as the module docs of
+ * `quantizers/pack.ts` describe.
+ *
+ * @param x Activations, f32 or f16 [M, K] (or [K]).
+ * @param p The packed weight.
+ * @returns y, f32 [M, N].
+ */
+export function qmatmulReference(x: Tensor<"f32"> | Tensor<"f16">, p: PackedWeight): Tensor<"f32"> {
+  const [N, K] = p.shape;
+  const M = xShape(x, K);
+  const { bits, groupStride: Gp, paddedRows: Np, paddedCols: Kp } = p;
+  const C = Kp / PACK_TILE;
+  const src = p.colIdx ?? Int32Array.from({ length: Kp }, (_, j) => j);
+  const w = new Float64Array(Kp);
+  const y = new Float32Array(M * N);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const o = packedChunkOffset(n, c, C, bits);
+      const codes = unpackBits(p.words.subarray(o, o + bits), bits, PACK_TILE);
+      const g = Math.floor((c * PACK_TILE) / Gp);
+      const s = p.scales[g * Np + n]!, z = p.zeros ? p.zeros[g * Np + n]! : p.zero;
+      for (let i = 0; i < PACK_TILE; i++) w[c * PACK_TILE + i] = s * (codes[i]! - z);
+    }
+    for (let m = 0; m < M; m++) {
+      let acc = 0;
+      for (let j = 0; j < Kp; j++) {
+        const k = src[j]!;
+        if (k >= 0) acc += w[j]! * x.data[m * K + k]!;
+      }
+      y[m * N + n] = acc;
+    }
+  }
+  return { dtype: "f32", shape: [M, N], data: y };
+}
+
+/**
+ * Dense-dequantize reference: y = x·dequantize(q)ᵀ in float64, from the
+ * unpacked quantized weight (independent of the packed layout).
+ *
+ * @param x Activations, f32 or f16 [M, K] (or [K]).
+ * @param q The quantized weight.
+ * @returns y, f32 [M, N].
+ */
+export function qmatmulDenseReference(
+  x: Tensor<"f32"> | Tensor<"f16">,
+  q: QuantizedWeight,
+): Tensor<"f32"> {
+  const [N, K] = q.shape;
+  const M = xShape(x, K);
+  const w = dequantize(q).data;
+  const y = new Float32Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += w[n * K + k]! * x.data[m * K + k]!;
+      y[m * N + n] = acc;
+    }
+  }
+  return { dtype: "f32", shape: [M, N], data: y };
+}
