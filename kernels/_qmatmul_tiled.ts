@@ -33,7 +33,7 @@
 
 import { PACK_TILE } from "../quantizers/pack.ts";
 import { codeAsFloat } from "./_qmatmul_codes.ts";
-import type { QmatmulSpec } from "./qmatmul_wgsl.ts";
+import type { QmatmulSpec } from "./qmatmul_spec.ts";
 
 /** Shape of a tiled specialization. */
 interface TiledShape {

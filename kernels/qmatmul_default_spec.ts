@@ -12,12 +12,8 @@
 
 import { PACK_TILE, type PackedWeight } from "../quantizers/pack.ts";
 import type { Gpu } from "./backend.ts";
-import {
-  checkQmatmulSpec,
-  qmatmulInvocations,
-  type QmatmulSpec,
-  qmatmulWorkgroupBytes,
-} from "./qmatmul_wgsl.ts";
+import { checkQmatmulSpec, type QmatmulSpec } from "./qmatmul_spec.ts";
+import { qmatmulInvocations, qmatmulWorkgroupBytes } from "./qmatmul_wgsl.ts";
 
 /** Tuning knobs: the fields of {@linkcode QmatmulSpec} that do not follow from the weight. */
 export type QmatmulVariant = Partial<

@@ -41,10 +41,10 @@ import {
 import {
   type QmatmulGatherSpec,
   qmatmulGatherWgsl,
-  type QmatmulSpec,
   qmatmulSplitReduceWgsl,
   qmatmulWgsl,
 } from "./qmatmul_wgsl.ts";
+import type { QmatmulSpec } from "./qmatmul_spec.ts";
 import { qmatmulResolvedSpec, type QmatmulVariant } from "./qmatmul_default_spec.ts";
 import { qmatmulReference } from "./qmatmul_reference.ts";
 import { xShape } from "./_qmatmul_x_shape.ts";

@@ -2,6 +2,9 @@
  * WGSL generators of the packed low-bit matmul y = x·Ŵᵀ (see
  * `qmatmul_kernel.ts` for the dispatcher, `qmatmul_reference.ts` for the CPU
  * references, and `quantizers/pack.ts` for the "rowtile32" layout they read).
+ * `qmatmul_spec.ts` holds the specialization they take (`QmatmulSpec`) and
+ * its checks; `_qmatmul_staged.ts` generates the staging of x in workgroup
+ * memory and the steps of the "half" and "dot4" dequantizations.
  *
  * ## Work split
  *
@@ -94,96 +97,22 @@
  * @module
  */
 
-import { PACK_TILE, PACKED_BITS } from "../quantizers/pack.ts";
+import { PACK_TILE } from "../quantizers/pack.ts";
 import { codeAsFloat, codeInPlace, exactSpan, halfMasks } from "./_qmatmul_codes.ts";
 export {
   type QmatmulGatherSpec,
   qmatmulGatherWgsl,
   qmatmulSplitReduceWgsl,
 } from "./_qmatmul_passes.ts";
+import { qmatmulTiledWgsl, tiledInvocations, tiledWorkgroupBytes } from "./_qmatmul_tiled.ts";
+import { checkQmatmulSpec, type QmatmulSpec } from "./qmatmul_spec.ts";
 import {
-  checkTiledSpec,
-  qmatmulTiledWgsl,
-  tiledInvocations,
-  tiledWorkgroupBytes,
-} from "./_qmatmul_tiled.ts";
-
-/** Specialization of {@linkcode qmatmulWgsl}. */
-export interface QmatmulSpec {
-  /** Bits per code: 2, 3, 4 or 8. */
-  readonly bits: number;
-  /** Storage of scales and zero points. */
-  readonly scaleType: "f16" | "f32";
-  /** Per-group zero points are stored (else one common zero point, a uniform). */
-  readonly zeros: boolean;
-  /** Chunks of 32 packed columns per row (C = Kp/32). */
-  readonly chunks: number;
-  /** Chunks per group (Gp/32); divides `chunks`. */
-  readonly groupChunks: number;
-  /** 32-row tiles per workgroup (weight rows per thread): 1, 2 or 4. */
-  readonly rowTiles: number;
-  /** 32-thread teams splitting K (workgroup size 32·warps): 1, 2, 4, 8, 16 or 32. */
-  readonly warps: number;
-  /**
-   * Sub-teams per team: 1, 2 or 4. A team's lanes form `split` sub-teams of
-   * 32/split lanes that take K steps of their own, so a workgroup owns
-   * 32/split rows of each of its tiles (and `split` times as many workgroups
-   * cover the rows, each reading 32/split·b contiguous words per chunk).
-   */
-  readonly split: number;
-  /** Rows of x per thread (batch tile): 1–32 (up to 128 when `tiled`). */
-  readonly batch: number;
-  /** Consecutive chunks per step: 1, 2 or 4, dividing `groupChunks`. */
-  readonly unroll: number;
-  /** Loads of the next step are issued before the current step is used. */
-  readonly prefetch: boolean;
-  /** The workgroup's x rows are staged in workgroup memory (else read from global memory). */
-  readonly sharedX: boolean;
-  /**
-   * Staging issues all of a thread's x loads before its first store (where
-   * that is at most 8 loads; else a loop of load-store pairs).
-   */
-  readonly batchedStage: boolean;
-  /**
-   * Dequantization (see the module docs): "exact" needs integer zero points
-   * in [−2^bits, 2^bits], "half" and "dot4" need `sharedX` and 2, 4 or 8
-   * bits ("dot4" also WGSL's packed_4x8_integer_dot_product).
-   */
-  readonly dequant: "fma" | "exact" | "half" | "dot4";
-  /**
-   * Cross-team sums: "tree" (halving, log2(warps) barriers) or "flat" (one
-   * barrier, the first team adds the others' sums in order).
-   */
-  readonly reduce: "tree" | "flat";
-  /**
-   * Emission order of the per-code dequantizations ("fma", "exact") of each
-   * 4 columns of a chunk: false loads the x values of every batch row first,
-   * then dequantizes each code and feeds it to all rows; true dequantizes
-   * the 4·rowTiles codes first, then per x row loads one vec4 and does its
-   * 4·rowTiles FMAs (fewer live registers). @default false
-   */
-  readonly codesFirst?: boolean;
-  /**
-   * The tiled path (`_qmatmul_tiled.ts`): a workgroup of `warps` teams owns
-   * 32·rowTiles weight rows and `batch` (up to 128) x rows, stages each step
-   * of x and of the dequantized weights in workgroup memory, and every
-   * thread computes a micro-tile of `microRows` × `microBatch` outputs.
-   * Needs `split` 1, `sharedX` false and dequant "fma". @default false
-   */
-  readonly tiled?: boolean;
-  /**
-   * Workgroups per output tile that split K (1, 2, 4 or 8; not when tiled):
-   * workgroup y = tile·splitK + slice takes the slice's ⌈steps/splitK⌉
-   * steps and writes its sums to slice `slice` of an f32 partials buffer
-   * [splitK, M, N] bound as y; a second pass ({@linkcode qmatmulSplitReduceWgsl})
-   * adds the slices in order. @default 1
-   */
-  readonly splitK?: number;
-  /** Tiled path: weight rows per thread, 4 or 8. @default 4 */
-  readonly microRows?: number;
-  /** Tiled path: x rows per thread, 4 or 8. @default 4 */
-  readonly microBatch?: number;
-}
+  computeDot4,
+  computeHalf,
+  finishStaged,
+  stage,
+  type StagedGen,
+} from "./_qmatmul_staged.ts";
 
 /** 32-bit words per chunk per array element of the code words, by width. */
 const WORDS_TYPE: Record<number, string> = {
@@ -192,69 +121,6 @@ const WORDS_TYPE: Record<number, string> = {
   4: "vec4<u32>",
   8: "vec4<u32>",
 };
-
-/**
- * Throws a `RangeError` naming the first invalid field of a specialization.
- *
- * @param spec The specialization.
- */
-export function checkQmatmulSpec(spec: QmatmulSpec): void {
-  const bad = (name: string, v: unknown, what: string): never => {
-    throw new RangeError(
-      `Cannot build a qmatmul kernel as '${name}' must be ${what}: current value is ${String(v)}`,
-    );
-  };
-  if (!PACKED_BITS.includes(spec.bits)) bad("bits", spec.bits, "2, 3, 4 or 8");
-  if (spec.scaleType !== "f16" && spec.scaleType !== "f32") {
-    bad("scaleType", spec.scaleType, '"f16" or "f32"');
-  }
-  if (!Number.isInteger(spec.chunks) || spec.chunks < 1) {
-    bad("chunks", spec.chunks, "a positive integer");
-  }
-  if (
-    !Number.isInteger(spec.groupChunks) || spec.groupChunks < 1 ||
-    spec.chunks % spec.groupChunks !== 0
-  ) {
-    bad("groupChunks", spec.groupChunks, `a positive divisor of chunks (${spec.chunks})`);
-  }
-  if (![1, 2, 4].includes(spec.rowTiles)) bad("rowTiles", spec.rowTiles, "1, 2 or 4");
-  if (![1, 2, 4, 8, 16, 32].includes(spec.warps)) bad("warps", spec.warps, "1, 2, 4, 8, 16 or 32");
-  if (![1, 2, 4].includes(spec.split)) bad("split", spec.split, "1, 2 or 4");
-  if (spec.tiled) checkTiledSpec(spec, bad);
-  else if (!Number.isInteger(spec.batch) || spec.batch < 1 || spec.batch > 32) {
-    bad("batch", spec.batch, "an integer in [1, 32]");
-  }
-  if (![1, 2, 4].includes(spec.unroll) || spec.groupChunks % spec.unroll !== 0) {
-    bad("unroll", spec.unroll, `1, 2 or 4 and divide groupChunks (${spec.groupChunks})`);
-  }
-  if (typeof spec.prefetch !== "boolean") bad("prefetch", spec.prefetch, "a boolean");
-  if (typeof spec.sharedX !== "boolean") bad("sharedX", spec.sharedX, "a boolean");
-  if (typeof spec.batchedStage !== "boolean") bad("batchedStage", spec.batchedStage, "a boolean");
-  if (!["fma", "exact", "half", "dot4"].includes(spec.dequant)) {
-    bad("dequant", spec.dequant, '"fma", "exact", "half" or "dot4"');
-  }
-  const staged = spec.dequant === "half" || spec.dequant === "dot4";
-  if (staged && spec.bits === 3) {
-    bad("bits", spec.bits, `2, 4 or 8 with dequant "${spec.dequant}"`);
-  }
-  if (staged && !spec.sharedX) {
-    bad("sharedX", spec.sharedX, `true with dequant "${spec.dequant}"`);
-  }
-  if (spec.reduce !== "tree" && spec.reduce !== "flat") {
-    bad("reduce", spec.reduce, '"tree" or "flat"');
-  }
-  for (const key of ["codesFirst", "tiled"] as const) {
-    const v = spec[key];
-    if (v !== undefined && typeof v !== "boolean") bad(key, v, "a boolean");
-  }
-  const sk = spec.splitK ?? 1;
-  if (![1, 2, 4, 8].includes(sk) || (sk > 1 && spec.tiled)) {
-    bad("splitK", spec.splitK, "1, 2, 4 or 8 (1 when tiled)");
-  }
-  if (spec.codesFirst && (staged || spec.tiled)) {
-    bad("codesFirst", spec.codesFirst, 'false with dequant "half" or "dot4" or when tiled');
-  }
-}
 
 /** Sub-teams' worth of partial sums the cross-team reduction keeps in workgroup memory. */
 function reduceSlots(spec: QmatmulSpec): number {
@@ -338,6 +204,30 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   const lines: string[] = [];
   const emit = (s: string) => lines.push(s);
   const xs = "xyzw";
+  // Word j of chunk u of row tile r, as a WGSL expression over the loaded values.
+  const word = (u: number, r: number) => (j: number): string => {
+    if (bits === 3) return `v${u}_${r}_${j}`;
+    if (bits === 2) return `v${u}_${r}_0.${xs[j]}`;
+    return `v${u}_${r}_${j >> 2}.${xs[j & 3]}`;
+  };
+  // What the staged-x generators (`_qmatmul_staged.ts`) read.
+  const g: StagedGen = {
+    emit,
+    spec,
+    bits,
+    sharedX,
+    C,
+    U,
+    BM,
+    R,
+    W,
+    T,
+    A,
+    half,
+    dot4,
+    masks,
+    word,
+  };
 
   emit(`struct Params { M: u32, N: u32, Np: u32, zero: f32 }`);
   emit(`@group(0) @binding(0) var<storage, read_write> Y: array<f32>;`);
@@ -386,98 +276,6 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   }
   for (let r = 0; r < R; r++) emit(`  let n${r} = (tile0 + ${r}u) * ${T}u + lane;`);
   for (let m = 0; m < BM; m++) emit(`  let xr${m} = min(m0 + ${m}u, p.M - 1u) * ${C}u;`);
-  // x rows into workgroup memory (after the first loads of weights are issued, with prefetch).
-  const stage = () => {
-    if (dot4) {
-      stageDot4();
-      return;
-    }
-    stageX();
-    if (!half) return;
-    // The sums of x per chunk, from the staged copy.
-    emit(`  for (var i = t; i < ${BM * C}u; i += ${W * T}u) {`);
-    emit(`    let v = ((xs[i][0] + xs[i][1]) + (xs[i][2] + xs[i][3])) +`);
-    emit(`      ((xs[i][4] + xs[i][5]) + (xs[i][6] + xs[i][7]));`);
-    emit(`    xsum[i] = (v.x + v.y) + (v.z + v.w);`);
-    emit(`  }`);
-    emit(`  workgroupBarrier();`);
-  };
-  // x as byte planes of 24-bit integers per chunk, one thread per chunk ("dot4").
-  const stageDot4 = () => {
-    const cpw = 32 / bits, ppw = 8 / bits; // codes and planes per word
-    emit(`  for (var i = t; i < ${BM * C}u; i += ${W * T}u) {`);
-    emit(`    let m = i / ${C}u;`);
-    emit(`    let src = min(m0 + m, p.M - 1u) * ${C}u + i - m * ${C}u;`);
-    for (let j = 0; j < 8; j++) emit(`    let v${j} = X[src][${j}];`);
-    emit(`    let a4 = max(max(max(abs(v0), abs(v1)), max(abs(v2), abs(v3))),`);
-    emit(`      max(max(abs(v4), abs(v5)), max(abs(v6), abs(v7))));`);
-    // E ≥ −100 keeps ldexp's exponents in range (smaller activations round to 0).
-    emit(`    let ex = max(frexp(max(max(a4.x, a4.y), max(a4.z, a4.w))).exp, -100);`);
-    emit(`    let sc = ldexp(1.0, ex - 23);`);
-    emit(`    let sh = vec4<i32>(23 - ex);`);
-    // |x|·2^(23−E) < 2^23: only a value that rounds up to 2^23 is clamped (hi stays a signed byte).
-    for (let j = 0; j < 8; j++) {
-      emit(
-        `    let q${j} = clamp(vec4<i32>(round(ldexp(v${j}, sh))), vec4<i32>(-8388607), vec4<i32>(8388607));`,
-      );
-    }
-    emit(`    let qs = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7));`);
-    emit(`    xsc[i] = sc;`);
-    emit(`    xsum[i] = f32((qs.x + qs.y) + (qs.z + qs.w)) * sc;`);
-    if (bits === 8) {
-      const hs = Array.from({ length: 8 }, (_, j) => `(q${j} >> vec4<u32>(16u))`).join(" + ");
-      emit(`    let hs = ${hs};`);
-      emit(`    xhs[i] = (hs.x + hs.y) + (hs.z + hs.w);`);
-    }
-    const q = (n: number) => `bitcast<u32>(q${n >> 2}.${xs[n & 3]})`;
-    for (let limb = 0; limb < 3; limb++) {
-      const words: string[] = [];
-      for (let e = 0; e < 8; e++) {
-        const j = Math.floor(e / ppw), k = e % ppw;
-        const bytes = [0, 1, 2, 3].map((b) => {
-          const v = q(j * cpw + b * ppw + k);
-          return limb === 0 ? v : `(${v} >> ${8 * limb}u)`;
-        });
-        words.push(`pack4xU8(vec4<u32>(${bytes.join(", ")}) & vec4<u32>(255u))`);
-      }
-      for (let h = 0; h < 2; h++) {
-        emit(
-          `    xl[i][${2 * limb + h}] = vec4<u32>(${words.slice(4 * h, 4 * h + 4).join(", ")});`,
-        );
-      }
-    }
-    emit(`  }`);
-    emit(`  workgroupBarrier();`);
-  };
-  const stageX = () => {
-    if (!sharedX) return;
-    const total = BM * C * 8, per = Math.ceil(total / (W * T));
-    if (spec.batchedStage && per <= 8) {
-      // Every load of the thread is issued before the first store.
-      for (let k = 0; k < per; k++) {
-        emit(`  let si${k} = min(t + ${k * W * T}u, ${total - 1}u);`);
-        emit(`  let sm${k} = si${k} / ${C * 8}u;`);
-        emit(`  let sj${k} = si${k} - sm${k} * ${C * 8}u;`);
-        emit(`  let sv${k} = X[min(m0 + sm${k}, p.M - 1u) * ${C}u + sj${k} / 8u][sj${k} % 8u];`);
-      }
-      for (let k = 0; k < per; k++) {
-        const store = `xs[sm${k} * ${C}u + sj${k} / 8u][sj${k} % 8u] = sv${k};`;
-        emit(
-          (k + 1) * W * T <= total
-            ? `  ${store}`
-            : `  if (t + ${k * W * T}u < ${total}u) { ${store} }`,
-        );
-      }
-      emit(`  workgroupBarrier();`);
-      return;
-    }
-    emit(`  for (var i = t; i < ${BM * C * 8}u; i += ${W * T}u) {`);
-    emit(`    let m = i / ${C * 8}u;`);
-    emit(`    let j = i - m * ${C * 8}u;`);
-    emit(`    xs[m * ${C}u + j / 8u][j % 8u] = X[min(m0 + m, p.M - 1u) * ${C}u + j / 8u][j % 8u];`);
-    emit(`  }`);
-    emit(`  workgroupBarrier();`);
-  };
   for (let r = 0; r < R; r++) {
     for (let m = 0; m < BM; m++) {
       for (let q = 0; q < P; q++) emit(`  var a${r}_${m}_${q} = 0.0;`);
@@ -515,12 +313,6 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       }
     }
   };
-  // Word j of chunk u of row tile r, as a WGSL expression over the loaded values.
-  const word = (u: number, r: number) => (j: number): string => {
-    if (bits === 3) return `v${u}_${r}_${j}`;
-    if (bits === 2) return `v${u}_${r}_0.${xs[j]}`;
-    return `v${u}_${r}_${j >> 2}.${xs[j & 3]}`;
-  };
   // The dot products of one step (st) with x, added into the a… accumulators.
   const compute = (st: string, indent: string) => {
     for (let r = 0; r < R; r++) {
@@ -546,9 +338,9 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       }
     }
     if (half || dot4) {
-      if (half) computeHalf(st, indent);
-      else computeDot4(st, indent);
-      finishStaged(indent);
+      if (half) computeHalf(g, st, indent);
+      else computeDot4(g, st, indent);
+      finishStaged(g, indent);
       return;
     }
     for (let u = 0; u < U; u++) {
@@ -628,106 +420,10 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     }
   };
 
-  // The "half" dot products of a step (after compute() has declared s…, z… and e…).
-  const computeHalf = (st: string, indent: string) => {
-    const perWord = 32 / bits;
-    for (let u = 0; u < U; u++) {
-      emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
-      for (let i4 = 0; i4 < T / 4; i4++) {
-        for (let m = 0; m < BM; m++) {
-          emit(`${indent}let x${u}_${i4}_${m} = xs[${m * C}u + c${u}][${i4}];`);
-        }
-      }
-      const xv = (i: number, m: number) => `x${u}_${i >> 2}_${m}.${xs[i & 3]}`;
-      for (let r = 0; r < R; r++) {
-        for (let j = 0; j < bits; j++) {
-          const w = word(u, r)(j);
-          for (const { shift, p, k } of masks) {
-            const lo = j * perWord + k, hi = lo + 16 / bits;
-            const mask = ((((1 << bits) - 1) << p) * 0x10001) >>> 0;
-            const src = shift === 0 ? w : `(${w} >> ${shift}u)`;
-            emit(`${indent}{ let h = unpack2x16float(${src} & ${mask}u);`);
-            for (let m = 0; m < BM; m++) {
-              const e = `e${r}_${m}_${p / bits}`;
-              emit(`${indent}  ${e} = fma(h.x, ${xv(lo, m)}, ${e});`);
-              emit(`${indent}  ${e} = fma(h.y, ${xv(hi, m)}, ${e});`);
-            }
-            emit(`${indent}}`);
-          }
-        }
-      }
-    }
-  };
-
-  // The "dot4" dot products of a step: per chunk, integer sums per plane, scaled into e….
-  const computeDot4 = (st: string, indent: string) => {
-    const ppw = 8 / bits, m8 = (((1 << bits) - 1) * 0x01010101) >>> 0;
-    for (let u = 0; u < U; u++) {
-      emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
-      for (let m = 0; m < BM; m++) {
-        for (let h = 0; h < 6; h++) {
-          emit(`${indent}let l${u}_${m}_${h} = xl[${m * C}u + c${u}][${h}];`);
-        }
-      }
-      for (let r = 0; r < R; r++) {
-        emit(`${indent}{`);
-        for (let m = 0; m < BM; m++) {
-          emit(`${indent}  var il${m} = 0u;`);
-          emit(`${indent}  var im${m} = 0u;`);
-          emit(`${indent}  var ih${m} = 0i;`);
-        }
-        for (let j = 0; j < bits; j++) {
-          const w = word(u, r)(j);
-          for (let k = 0; k < ppw; k++) {
-            const e = j * ppw + k;
-            const plane = bits === 8
-              ? w
-              : k === 0
-              ? `(${w} & ${m8}u)`
-              : `((${w} >> ${k * bits}u) & ${m8}u)`;
-            emit(`${indent}  { let pl = ${plane};`);
-            emit(`${indent}    let ph = ${bits === 8 ? "pl ^ 0x80808080u" : "pl"};`);
-            const c = `[${e & 3}]`;
-            for (let m = 0; m < BM; m++) {
-              emit(`${indent}    il${m} += dot4U8Packed(pl, l${u}_${m}_${e >> 2}${c});`);
-              emit(`${indent}    im${m} += dot4U8Packed(pl, l${u}_${m}_${2 + (e >> 2)}${c});`);
-              emit(`${indent}    ih${m} += dot4I8Packed(ph, l${u}_${m}_${4 + (e >> 2)}${c});`);
-            }
-            emit(`${indent}  }`);
-          }
-        }
-        for (let m = 0; m < BM; m++) {
-          // At 8 bits the hi products read q − 128: add 128·Σhi back.
-          const ih = bits === 8 ? `(ih${m} + 128 * xhs[${m * C}u + c${u}])` : `ih${m}`;
-          emit(
-            `${indent}  let v${m} = fma(f32(${ih}), 65536.0, fma(f32(im${m}), 256.0, f32(il${m})));`,
-          );
-          emit(`${indent}  e${r}_${m}_0 = fma(v${m}, xsc[${m * C}u + c${u}], e${r}_${m}_0);`);
-        }
-        emit(`${indent}}`);
-      }
-    }
-  };
-
-  // The end of a "half" or "dot4" step: e… scaled into Σ q·x, minus z·Σx, times s, into a….
-  const finishStaged = (indent: string) => {
-    for (let m = 0; m < BM; m++) {
-      const sums = Array.from({ length: U }, (_, u) => `xsum[${m * C}u + c${u}]`);
-      emit(`${indent}let xsum${m} = ${sums.join(" + ")};`);
-    }
-    for (let r = 0; r < R; r++) {
-      for (let m = 0; m < BM; m++) {
-        let v = dot4 ? `e${r}_${m}_0` : `e${r}_${m}_0 * ${2 ** 24}.0`;
-        for (let a = 1; a < A; a++) v = `fma(e${r}_${m}_${a}, ${2 ** (24 - a * bits)}.0, ${v})`;
-        emit(`${indent}a${r}_${m}_0 = fma(s${r}, fma(-z${r}, xsum${m}, ${v}), a${r}_${m}_0);`);
-      }
-    }
-  };
-
   if (prefetch) {
     // Software pipelining: the loads of step st + W are in flight while step st is used.
     loads(`min(${first}, ${steps - 1}u)`, "  ", false);
-    stage();
+    stage(g);
     emit(`  for (var st = ${first}; st < ${end}; st += ${VW}u) {`);
     const cur = loadNames.map((n) => `    let ${n}c = ${n};`);
     lines.push(...cur);
@@ -739,7 +435,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     emit(`    }`);
     emit(`  }`);
   } else {
-    stage();
+    stage(g);
     emit(`  for (var st = ${first}; st < ${end}; st += ${VW}u) {`);
     loads("st", "    ", false);
     compute("st", "    ");

@@ -7,11 +7,8 @@ import {
 } from "../../kernels/qmatmul_kernel.ts";
 import { qmatmulExactZeros, qmatmulSpec } from "../../kernels/qmatmul_default_spec.ts";
 import { qmatmulDenseReference, qmatmulReference } from "../../kernels/qmatmul_reference.ts";
-import {
-  checkQmatmulSpec,
-  qmatmulWgsl,
-  qmatmulWorkgroupBytes,
-} from "../../kernels/qmatmul_wgsl.ts";
+import { qmatmulWgsl, qmatmulWorkgroupBytes } from "../../kernels/qmatmul_wgsl.ts";
+import { checkQmatmulSpec } from "../../kernels/qmatmul_spec.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { packWeights } from "../../quantizers/pack.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
