@@ -71,6 +71,12 @@ export interface QmatmulLimits {
   readonly workgroupBytes?: number;
   /** Invocations per workgroup. @default 256 */
   readonly invocations?: number;
+  /**
+   * The device keeps f16 subnormals through `unpack2x16float`
+   * ({@linkcode Gpu.f16Subnormals}); without it the "half" dequantization
+   * is never chosen. @default true
+   */
+  readonly f16Subnormals?: boolean;
 }
 
 /** The power of two nearest to v (in log scale), at least 1. */
@@ -100,7 +106,9 @@ function nearestPow2(v: number): number {
  *   11008×4096 −7%, 4096×11008 −13%, 16384×4096 −10%, 2-bit −6%, batch 2
  *   16384×4096 −12% GPU time; 8 bits and batch 2 on 4096×4096 were slower
  *   with it). Where the staged x does not fit the workgroup memory, the
- *   default falls back to "exact" or "fma" with x read from global memory.
+ *   default falls back to "exact" or "fma" with x read from global memory;
+ *   on a device that flushes f16 subnormals (`limits.f16Subnormals` false)
+ *   the choice above without "half" stays.
  * - Batch 3–4: from 344 tiles (N ≥ 11008) on two row tiles, 8 teams, steps
  *   of 2 with prefetch; below, one row tile, 32 teams, steps of 2.
  * - Batch 5–8: one x tile; 4 row tiles and 16 teams from 512 tiles on, else
@@ -143,7 +151,7 @@ export function qmatmulSpec(
   m: number,
   limits: QmatmulLimits = {},
 ): QmatmulSpec {
-  const { workgroupBytes = 16384, invocations = 256 } = limits;
+  const { workgroupBytes = 16384, invocations = 256, f16Subnormals = true } = limits;
   const tiles = packed.paddedRows / PACK_TILE, chunks = packed.paddedCols / PACK_TILE;
   const groupChunks = packed.groupStride / PACK_TILE;
   const exact = qmatmulExactZeros(packed);
@@ -165,8 +173,8 @@ export function qmatmulSpec(
     const batched = m === 1 && rowTiles === 1 &&
       (packed.bits === 4 || (packed.bits === 8 && tiles <= 128));
     // Where the --confirm sweep measured "half" faster than "exact" (it stages x).
-    const half = (packed.bits === 4 && (m === 1 || tiles >= 512)) ||
-      (packed.bits === 2 && m === 1);
+    const half = f16Subnormals &&
+      ((packed.bits === 4 && (m === 1 || tiles >= 512)) || (packed.bits === 2 && m === 1));
     spec = {
       ...base,
       rowTiles,
@@ -281,10 +289,16 @@ export function qmatmulResolvedSpec(
   const base = qmatmulSpec(packed, m, {
     workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
     invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
+    f16Subnormals: gpu.f16Subnormals,
   });
   const spec: QmatmulSpec = { ...base, ...variant };
   const resolved = { ...spec, unroll: fitUnroll(spec.unroll, spec.groupChunks) };
   checkQmatmulSpec(resolved);
+  if (resolved.dequant === "half" && !gpu.f16Subnormals) {
+    throw new RangeError(
+      'Cannot encode qmatmul with dequant "half": this device flushes f16 subnormals in unpack2x16float',
+    );
+  }
   if (resolved.dequant === "exact" && !qmatmulExactZeros(packed)) {
     throw new RangeError(
       'Cannot encode qmatmul with dequant "exact": the zero points are not all integers in [−2^bits, 2^bits]',

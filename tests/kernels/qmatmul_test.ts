@@ -5,7 +5,11 @@ import {
   qmatmul,
   uploadPackedWeight,
 } from "../../kernels/qmatmul_kernel.ts";
-import { qmatmulExactZeros, qmatmulSpec } from "../../kernels/qmatmul_default_spec.ts";
+import {
+  qmatmulExactZeros,
+  qmatmulResolvedSpec,
+  qmatmulSpec,
+} from "../../kernels/qmatmul_default_spec.ts";
 import { qmatmulDenseReference, qmatmulReference } from "../../kernels/qmatmul_reference.ts";
 import { qmatmulWgsl, qmatmulWorkgroupBytes } from "../../kernels/qmatmul_wgsl.ts";
 import { checkQmatmulSpec } from "../../kernels/qmatmul_spec.ts";
@@ -476,4 +480,21 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
   );
   await batch.submit();
   for (const b of [x, y, scratch, partials, w.words, w.scales, w.zeros!, w.colIdx!]) b.destroy();
+});
+
+Deno.test("qmatmul never picks the half dequantization on a device that flushes f16 subnormals, and refuses it there", async () => {
+  const p = packWeights(randomQuantized(64, 256, 4, 64, 41));
+  assert.equal(qmatmulSpec(p, 1).dequant, "half");
+  assert.equal(qmatmulSpec(p, 1, { f16Subnormals: false }).dequant, "exact");
+  const p2 = packWeights(randomQuantized(64, 256, 2, 64, 42));
+  assert.equal(qmatmulSpec(p2, 1, { f16Subnormals: false }).dequant, "exact");
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const flushing = { ...gpu, f16Subnormals: false };
+  assert.notEqual(qmatmulResolvedSpec(flushing, p, 1).dequant, "half");
+  assert.throws(
+    () => qmatmulResolvedSpec(flushing, p, 1, { dequant: "half", sharedX: true }),
+    /flushes f16 subnormals/,
+  );
+  assert.equal(qmatmulResolvedSpec(gpu, p, 1).dequant, gpu.f16Subnormals ? "half" : "exact");
 });
