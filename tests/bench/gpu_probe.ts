@@ -2,7 +2,8 @@
  * Platform probe for the GPU machine: what the WebGPU adapter offers and what
  * the plumbing costs, measured so that kernel work aims at real ceilings.
  *
- * - the adapter's features and main limits;
+ * - the adapter's features and main limits, and whether f16 subnormals survive
+ *   `unpack2x16float` (`Gpu.f16Subnormals`);
  * - the per-dispatch floor: many tiny dispatches in one compute pass (GPU time
  *   from timestamp queries), writing one buffer (a barrier between
  *   dispatches) or a buffer each;
@@ -32,6 +33,7 @@ const device = gpu.device;
 const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
 console.log(`adapter: ${gpu.description}`);
 console.log(`adapter features: ${[...(adapter?.features ?? [])].sort().join(", ")}`);
+console.log(`f16 subnormals kept by unpack2x16float: ${gpu.f16Subnormals}`);
 console.log(
   `limits: workgroup storage ${gpu.limits.maxComputeWorkgroupStorageSize}, invocations ${gpu.limits.maxComputeInvocationsPerWorkgroup}, binding ${gpu.limits.maxStorageBufferBindingSize}, buffer ${gpu.limits.maxBufferSize}`,
 );
