@@ -23,7 +23,8 @@
  * variants and the default again), `--confirm` (close neighbours of the
  * default at batch 1 and 2, each timed three times in the order default,
  * candidates, default, candidates reversed, default, candidates; the
- * summary averages each entry's ratios), `--tiled` (batch 16 on the four
+ * summary averages each entry's ratios; `--variants='[{"warps":8}]'`
+ * replaces the candidates), `--case=NxKxBITSxM` (that case only, any mode), `--tiled` (batch 16 on the four
  * shapes, 64 and 128 on the first two: the codes-first emission order and
  * the tiled path around the default, each entry timed three times as with
  * --confirm), `--split` (the same cases: cross-workgroup split-K, and x
@@ -67,6 +68,10 @@ const confirm = tiledMode || splitMode || splitConfirm || largeMode ||
 const gemv = halfOnly || Deno.args.includes("--gemv");
 const budget = Number(Deno.args.find((a) => a.startsWith("--budget="))?.slice(9) ?? 200);
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
+// --case=NxKxBITSxM times that case only; --variants='[{...}]' replaces --confirm's candidates.
+const caseArg = Deno.args.find((a) => a.startsWith("--case="))?.slice(7);
+const variantsArg = Deno.args.find((a) => a.startsWith("--variants="))?.slice(11);
+const givenVariants = variantsArg ? (JSON.parse(variantsArg) as QmatmulVariant[]) : null;
 const ROTATE_BYTES = small ? 4 << 20 : 200 << 20;
 const t0 = performance.now();
 const elapsed = () => (performance.now() - t0) / 1e3;
@@ -154,11 +159,11 @@ function halfVariants(d: QmatmulVariant & { warps: number; rowTiles: number }): 
  * default, candidates, default, candidates reversed, default, candidates.
  */
 function confirmVariants(d: QmatmulVariant & { warps: number }): Entry[] {
-  const vs: QmatmulVariant[] = [{ warps: d.warps / 2 }, { unroll: 2 }, {
+  const vs: QmatmulVariant[] = givenVariants ?? [{ warps: d.warps / 2 }, { unroll: 2 }, {
     warps: d.warps / 2,
     unroll: 2,
   }];
-  if (d.warps < 32) vs.push({ warps: 2 * d.warps });
+  if (!givenVariants && d.warps < 32) vs.push({ warps: 2 * d.warps });
   return ["default", ...vs, "default", ...[...vs].reverse(), "default", ...vs];
 }
 
@@ -418,7 +423,7 @@ const gpu = await benchGpu();
 const shapes: [number, number][] = small
   ? [[256, 512], [96, 1024]]
   : [[4096, 4096], [11008, 4096], [4096, 11008], [16384, 4096]];
-const cases: { n: number; k: number; bits: number; m: number }[] = largeMode
+const modeCases: { n: number; k: number; bits: number; m: number }[] = largeMode
   ? [64, 128].flatMap((m) => shapes.map(([n, k]) => ({ n, k, bits: 4, m })))
   : splitConfirm
   ? [
@@ -462,6 +467,13 @@ const cases: { n: number; k: number; bits: number; m: number }[] = largeMode
     { n: 4096, k: 4096, bits: 4, m: 64 },
     { n: 11008, k: 4096, bits: 4, m: 128 },
   ];
+
+const cases = caseArg
+  ? [(([n, k, bits, m]) => ({ n: n!, k: k!, bits: bits!, m: m! }))(caseArg.split("x").map(Number))]
+  : modeCases;
+if (cases.some((c) => ![c.n, c.k, c.bits, c.m].every((v) => Number.isInteger(v) && v > 0))) {
+  throw new RangeError(`--case must be NxKxBITSxM: current value is ${caseArg}`);
+}
 
 /** A dispatch bound once per weight copy, so recording a call costs no bind group creation. */
 interface Bound {
