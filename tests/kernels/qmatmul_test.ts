@@ -28,6 +28,26 @@ const LAYOUTS: [number, number, Layout, boolean][] = [
   [150, 32, "irregular", false],
 ];
 
+/**
+ * The product tests' cases: every width × layout of {@linkcode LAYOUTS}, 45
+ * rows, the batch sizes in turn, f16/f32 scales alternating and f32/f16
+ * activations alternating in pairs; the weight and x from consecutive seeds.
+ */
+function* productCases(widths: readonly number[], batches: readonly number[], seed: number) {
+  let index = 0;
+  for (const bits of widths) {
+    for (const [cols, groupSize, layout, symmetric] of LAYOUTS) {
+      const m = batches[index % batches.length]!;
+      const scaleType = index % 2 === 0 ? "f16" : "f32";
+      const dtype = Math.floor(index / 2) % 2 === 0 ? "f32" : "f16";
+      const q = randomQuantized(45, cols, bits, groupSize, seed++, layout, symmetric);
+      const x = randomX(m, cols, seed++, dtype);
+      yield { index, bits, cols, groupSize, layout, m, scaleType, dtype, q, x } as const;
+      index++;
+    }
+  }
+}
+
 Deno.test("the CPU reference on the packed layout equals the dense-dequantize reference", () => {
   let seed = 1;
   for (const bits of [2, 3, 4, 8]) {
@@ -46,25 +66,17 @@ Deno.test("the CPU reference on the packed layout equals the dense-dequantize re
 Deno.test("qmatmul kernel matches its CPU reference for every width, group layout, scale and activation type", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
-  let seed = 100, i = 0;
-  for (const bits of [2, 3, 4, 8]) {
-    for (const [cols, groupSize, layout, symmetric] of LAYOUTS) {
-      // Batch 1 (GEMV), a small batch, and a batch split into two tiles, in turn.
-      const m = [1, 3, 20][i % 3]!;
-      const scaleType = i % 2 === 0 ? "f16" : "f32";
-      const dtype = Math.floor(i / 2) % 2 === 0 ? "f32" : "f16";
-      i++;
-      const q = randomQuantized(45, cols, bits, groupSize, seed++, layout, symmetric);
-      const p = packWeights(q, { scaleType });
-      const x = randomX(m, cols, seed++, dtype);
-      const y = await qmatmul(x, p, { backend: "webgpu" });
-      assert.deepEqual(y.shape, [m, 45]);
-      const err = relError(y.data, qmatmulReference(x, p).data);
-      assert(
-        err < 1e-5,
-        `${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}: relative error ${err}`,
-      );
-    }
+  // Batch 1 (GEMV), a small batch, and a batch split into two tiles, in turn.
+  for (const c of productCases([2, 3, 4, 8], [1, 3, 20], 100)) {
+    const { bits, layout, groupSize, m, scaleType, dtype, x } = c;
+    const p = packWeights(c.q, { scaleType });
+    const y = await qmatmul(x, p, { backend: "webgpu" });
+    assert.deepEqual(y.shape, [m, 45]);
+    const err = relError(y.data, qmatmulReference(x, p).data);
+    assert(
+      err < 1e-5,
+      `${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}: relative error ${err}`,
+    );
   }
 });
 
@@ -210,34 +222,26 @@ Deno.test("split-K, the codes-first emission order and the tiled path match the 
       prefetch: true,
     },
   ] as const;
-  let seed = 600, i = 0;
-  for (const bits of [2, 3, 4, 8]) {
-    for (const [cols, groupSize, layout, symmetric] of LAYOUTS) {
-      // Batches that are not multiples of the tiles, f16 or f32 scales and activations in turn.
-      const m = [21, 7, 37][i % 3]!;
-      const scaleType = i % 2 === 0 ? "f16" : "f32";
-      const dtype = Math.floor(i / 2) % 2 === 0 ? "f32" : "f16";
-      const q = randomQuantized(45, cols, bits, groupSize, seed++, layout, symmetric);
-      const p = packWeights(q, { scaleType });
-      const w = uploadPackedWeight(gpu, p);
-      const x = randomX(m, cols, seed++, dtype);
-      const expected = qmatmulReference(x, p).data;
-      // Three variants per case (4 cases per width), so that every width meets all 10.
-      for (const v of [0, 4, 8]) {
-        const variant = variants[(i + v) % 10]!;
-        if (variant.dequant === "exact" && !qmatmulExactZeros(p)) continue;
-        const y = await qmatmul(x, w, { backend: "webgpu", variant });
-        const err = relError(y.data, expected);
-        assert(
-          err < 1e-5,
-          `${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}, ${
-            JSON.stringify(variant)
-          }: relative error ${err}`,
-        );
-      }
-      destroyPackedWeight(w);
-      i++;
+  // Batches that are not multiples of the tiles, f16 or f32 scales and activations in turn.
+  for (const c of productCases([2, 3, 4, 8], [21, 7, 37], 600)) {
+    const { index, bits, layout, groupSize, m, scaleType, dtype, x } = c;
+    const p = packWeights(c.q, { scaleType });
+    const w = uploadPackedWeight(gpu, p);
+    const expected = qmatmulReference(x, p).data;
+    // Three variants per case (4 cases per width), so that every width meets all 10.
+    for (const v of [0, 4, 8]) {
+      const variant = variants[(index + v) % 10]!;
+      if (variant.dequant === "exact" && !qmatmulExactZeros(p)) continue;
+      const y = await qmatmul(x, w, { backend: "webgpu", variant });
+      const err = relError(y.data, expected);
+      assert(
+        err < 1e-5,
+        `${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}, ${
+          JSON.stringify(variant)
+        }: relative error ${err}`,
+      );
     }
+    destroyPackedWeight(w);
   }
 });
 
@@ -261,28 +265,21 @@ Deno.test("the default at batch 9–16 with a long K splits K over workgroups an
 Deno.test("the half and dot4 dequantizations match the CPU reference for 2, 4 and 8 bits, every group layout, scale and activation type", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
-  let seed = 300, i = 0;
-  for (const bits of [2, 4, 8]) {
-    for (const [cols, groupSize, layout, symmetric] of LAYOUTS) {
-      const m = [1, 3, 20][i % 3]!;
-      const scaleType = i % 2 === 0 ? "f16" : "f32";
-      const dtype = Math.floor(i / 2) % 2 === 0 ? "f32" : "f16";
-      i++;
-      const q = randomQuantized(45, cols, bits, groupSize, seed++, layout, symmetric);
-      // Fractional zero points on every other case: "half" takes any zero point.
-      const zq = i % 2 === 0 ? { ...q, zeros: q.zeros.map((z) => z + 0.375) } : q;
-      const p = packWeights(zq, { scaleType });
-      const x = randomX(m, cols, seed++, dtype);
-      const expected = qmatmulReference(x, p).data;
-      for (const dequant of ["half", "dot4"] as const) {
-        const variant = { dequant, sharedX: true, unroll: 1 + (i % 2) };
-        const y = await qmatmul(x, p, { backend: "webgpu", variant });
-        const err = relError(y.data, expected);
-        assert(
-          err < 1e-6,
-          `${dequant}: ${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}: relative error ${err}`,
-        );
-      }
+  for (const c of productCases([2, 4, 8], [1, 3, 20], 300)) {
+    const { index, bits, layout, groupSize, m, scaleType, dtype, q, x } = c;
+    // Fractional zero points on every other case: "half" takes any zero point.
+    const odd = index % 2 === 1;
+    const zq = odd ? { ...q, zeros: q.zeros.map((z) => z + 0.375) } : q;
+    const p = packWeights(zq, { scaleType });
+    const expected = qmatmulReference(x, p).data;
+    for (const dequant of ["half", "dot4"] as const) {
+      const variant = { dequant, sharedX: true, unroll: odd ? 1 : 2 };
+      const y = await qmatmul(x, p, { backend: "webgpu", variant });
+      const err = relError(y.data, expected);
+      assert(
+        err < 1e-6,
+        `${dequant}: ${bits} bits, ${layout}, group ${groupSize}, ${scaleType} scales, M = ${m}, x ${dtype}: relative error ${err}`,
+      );
     }
   }
 });
