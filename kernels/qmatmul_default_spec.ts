@@ -106,9 +106,8 @@ function nearestPow2(v: number): number {
  *   11008×4096 −7%, 4096×11008 −13%, 16384×4096 −10%, 2-bit −6%, batch 2
  *   16384×4096 −12% GPU time; 8 bits and batch 2 on 4096×4096 were slower
  *   with it). Where the staged x does not fit the workgroup memory, the
- *   default falls back to "exact" or "fma" with x read from global memory;
- *   on a device that flushes f16 subnormals (`limits.f16Subnormals` false)
- *   the choice above without "half" stays.
+ *   choice above without "half" stays, as it does on a device that flushes
+ *   f16 subnormals (`limits.f16Subnormals` false).
  * - Batch 3–4: from 344 tiles (N ≥ 11008) on two row tiles, 8 teams, steps
  *   of 2 with prefetch; below, one row tile, 32 teams, steps of 2.
  * - Batch 5–8: one x tile; 4 row tiles and 16 teams from 512 tiles on, else
@@ -166,6 +165,8 @@ export function qmatmulSpec(
     reduce: "tree" as const,
   };
   let spec: QmatmulSpec;
+  // The default without "half", where "half" is chosen (it needs x staged, which may not fit).
+  let withoutHalf: QmatmulSpec | null = null;
   if (m <= 2) {
     const rowTiles = tiles >= 512 ? 2 : 1;
     const warps = nearestPow2(4096 / Math.ceil(tiles / rowTiles));
@@ -181,11 +182,21 @@ export function qmatmulSpec(
       warps: batched ? Math.min(16, warps) : warps,
       batch: Math.max(1, m),
       unroll: 4,
-      prefetch: half && packed.bits === 4 && (m === 2 || rowTiles === 1),
-      sharedX: packed.bits === 3 || packed.bits === 4 || batched || half,
-      batchedStage: batched || half,
-      dequant: half ? "half" : exact ? "exact" : "fma",
+      prefetch: false,
+      sharedX: packed.bits === 3 || packed.bits === 4 || batched,
+      batchedStage: batched,
+      dequant: exact ? "exact" : "fma",
     };
+    if (half) {
+      withoutHalf = spec;
+      spec = {
+        ...spec,
+        prefetch: packed.bits === 4 && (m === 2 || rowTiles === 1),
+        sharedX: true,
+        batchedStage: true,
+        dequant: "half",
+      };
+    }
   } else if (m <= 4) {
     const wide = tiles >= 344;
     spec = {
@@ -248,25 +259,22 @@ export function qmatmulSpec(
     };
   }
   // Keep to the weight (row tiles, steps per group) and the device.
-  let { rowTiles, warps } = spec;
-  while (rowTiles > 1 && rowTiles > tiles) rowTiles /= 2;
-  const unroll = fitUnroll(spec.unroll, groupChunks);
-  warps = Math.min(warps, 32, invocations / PACK_TILE);
-  while (warps > 1 && warps * spec.split > chunks / unroll) warps /= 2;
-  spec = { ...spec, rowTiles, warps, unroll };
-  if (spec.sharedX && qmatmulWorkgroupBytes(spec) > workgroupBytes) {
-    // "half" and "dot4" read the staged copy: without it, the per-code dequantizations.
-    const staged = spec.dequant === "half" || spec.dequant === "dot4";
-    spec = {
-      ...spec,
-      sharedX: false,
-      ...(staged ? { dequant: exact ? "exact" : "fma", batchedStage: false } : {}),
-    };
-  }
-  while (spec.warps > 1 && qmatmulWorkgroupBytes(spec) > workgroupBytes) {
-    spec = { ...spec, warps: spec.warps / 2 };
-  }
-  return spec;
+  const fit = (s: QmatmulSpec): QmatmulSpec => {
+    let { rowTiles, warps } = s;
+    while (rowTiles > 1 && rowTiles > tiles) rowTiles /= 2;
+    const unroll = fitUnroll(s.unroll, groupChunks);
+    warps = Math.min(warps, 32, invocations / PACK_TILE);
+    while (warps > 1 && warps * s.split > chunks / unroll) warps /= 2;
+    s = { ...s, rowTiles, warps, unroll };
+    if (s.sharedX && qmatmulWorkgroupBytes(s) > workgroupBytes) s = { ...s, sharedX: false };
+    while (s.warps > 1 && qmatmulWorkgroupBytes(s) > workgroupBytes) {
+      s = { ...s, warps: s.warps / 2 };
+    }
+    return s;
+  };
+  const fitted = fit(spec);
+  // "half" reads the staged copy of x: where it does not fit, the default without it.
+  return fitted.dequant === "half" && !fitted.sharedX ? fit(withoutHalf!) : fitted;
 }
 
 /**

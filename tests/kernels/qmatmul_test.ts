@@ -485,6 +485,13 @@ Deno.test("qmatmul never picks the half dequantization on a device that flushes 
   assert.equal(qmatmulSpec(p, 1, { f16Subnormals: false }).dequant, "exact");
   const p2 = packWeights(randomQuantized(64, 256, 2, 64, 42));
   assert.equal(qmatmulSpec(p2, 1, { f16Subnormals: false }).dequant, "exact");
+  // Where x staged in workgroup memory does not fit (K = 14336 in 48 KB), the default without it.
+  const long = packWeights(randomQuantized(64, 14336, 4, 128, 43));
+  const limits = { workgroupBytes: 49152, invocations: 1024 };
+  assert.deepEqual(
+    qmatmulSpec(long, 1, limits),
+    qmatmulSpec(long, 1, { ...limits, f16Subnormals: false }),
+  );
   const gpu = await testGpu();
   if (!gpu) return;
   const flushing = { ...gpu, f16Subnormals: false };
