@@ -10,7 +10,7 @@
  * @module
  */
 
-import { packedWords } from "../quantizers/bitpack.ts";
+import { packedWords } from "./bitpack.ts";
 
 /** A vector quantized block-wise to `bits` bits with per-block [min, max]. */
 export interface MinMaxBlocks {

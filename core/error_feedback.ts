@@ -24,8 +24,15 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { errorFeedback } from "./error_feedback.ts";
- * import { topKCompress } from "../pruners/topk_compressor.ts";
- * const ef = errorFeedback((x) => topKCompress(x, { k: 1 }));
+ * // Keep the largest entry only (the pruners' `topKCompress` with k = 1).
+ * const keepLargest = (x: Float32Array): Float32Array => {
+ *   let j = 0;
+ *   x.forEach((v, i) => (j = Math.abs(v) > Math.abs(x[j]!) ? i : j));
+ *   const out = new Float32Array(x.length);
+ *   out[j] = x[j]!;
+ *   return out;
+ * };
+ * const ef = errorFeedback(keepLargest);
  * const params = { w: new Float32Array(3) };
  * const [sent, state] = ef.update({ w: new Float32Array([3, 1, 2]) }, ef.init(params));
  * assert(sent.w!.join() === "3,0,0");

@@ -1,14 +1,44 @@
 /**
- * Library-internal scalar kernels of uniform grids, shared by `grid.ts`
- * (RTN, public fitting) and `hessian/obs.ts` (GPTQ's per-column decisions).
+ * Uniform-grid arithmetic, the ground floor that both the quantizers
+ * (`quantizers/grid.ts`: RTN, public fitting) and the Optimal Brain Surgeon
+ * solver's per-column decisions (`hessian/`: GPTQ) build on: the grid
+ * options, their validation, fitting one grid to a run of values, and the
+ * code of a value.
  *
  * Arithmetic follows the reference GPTQ implementation in float32: every
  * intermediate the reference stores in a float32 tensor is rounded with
  * `Math.fround`, so codes agree with it bit for bit on the same inputs.
  * Web-standard only.
  *
+ * The public grid API is `./quantizers` (`fitGrid`, `gridQuantize`,
+ * `GridOptions`, ...); this module is what lies beneath it.
+ *
+ * @see Frantar et al., "GPTQ" (2023), reference `Quantizer.find_params`.
+ *
  * @module
  */
+
+/** How to fit a uniform grid. */
+export interface GridOptions {
+  /** Bits per code, an integer in [1, 16] (16 is a near-lossless check). */
+  bits: number;
+  /** Symmetric grid (zero point fixed at 2^(bits−1)). @default false */
+  symmetric?: boolean;
+  /**
+   * Input columns per group; −1 for one grid per output row (per channel).
+   * When it does not divide the columns, the last group is shorter.
+   * @default -1
+   */
+  groupSize?: number;
+  /** One grid for the whole tensor (only with `groupSize` −1). @default false */
+  perTensor?: boolean;
+  /**
+   * Search the clipping range: shrink it by 1% steps up to 80% and keep the
+   * scale with the least Σ|q − w|^2.4, as GPTQ's `mse` option does.
+   * @default false
+   */
+  mse?: boolean;
+}
 
 /** Shrink steps of the MSE clipping search (the reference's `grid`). */
 export const MSE_GRID = 100;
@@ -132,7 +162,7 @@ export interface ResolvedGrid {
 }
 
 /**
- * Validates grid options (see `GridOptions` in grid.ts) and applies defaults.
+ * Validates grid options ({@linkcode GridOptions}) and applies defaults.
  *
  * @param options The user's options.
  * @param what The operation, for error messages ("quantize").

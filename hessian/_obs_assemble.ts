@@ -8,8 +8,8 @@
  */
 
 import { tensor } from "../core/tensor.ts";
-import type { ObsResult } from "../hessian/obs.ts";
-import { setObsMasks } from "../hessian/_obs_host.ts";
+import type { ObsResult } from "./obs.ts";
+import { setObsMasks } from "./_obs_host.ts";
 import type { ObsGpuProblem } from "./obs_gpu.ts";
 
 /**

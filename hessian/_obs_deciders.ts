@@ -6,8 +6,13 @@
  * @module
  */
 
-import type { GridOptions } from "../quantizers/grid.ts";
-import { codeOf, fitParams, type ResolvedGrid, resolveGrid } from "../quantizers/_grid_fit.ts";
+import {
+  codeOf,
+  fitParams,
+  type GridOptions,
+  type ResolvedGrid,
+  resolveGrid,
+} from "../core/uniform_grid.ts";
 import type { ObsDecider, ObsPruneStructure } from "./obs.ts";
 import { kthSmallestInPlace } from "../core/_select.ts";
 

@@ -6,4 +6,5 @@
  */
 export * from "./hessian.ts";
 export * from "./obs.ts";
+export * from "./obs_gpu.ts";
 export * from "./layer_error.ts";

@@ -17,14 +17,14 @@
 
 import { dims2, type Tensor, tensor } from "../core/tensor.ts";
 import { CholeskyError, gemmSubInPlaceF32 } from "../core/_dense.ts";
-import type { CompressionStats } from "../quantizers/quantized_weight.ts";
-import type { GridOptions } from "../quantizers/grid.ts";
+import type { CompressionStats } from "../core/compression_stats.ts";
+import type { GridOptions } from "../core/uniform_grid.ts";
 import type { Hessian } from "./hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
 import { checkObsFinite, complementMask, countOnes, prepareObs, setObsMasks } from "./_obs_host.ts";
 import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
 import { type Backend, bindingLimit, resolveBackend } from "../kernels/backend.ts";
-import { obsSolveGpu } from "../kernels/obs_gpu.ts";
+import { obsSolveGpu } from "./obs_gpu.ts";
 
 /** Rows per chunk of the in-block loop: a [128, 256] float32 slice is 128 KiB. */
 const ROW_CHUNK = 256;

@@ -1,10 +1,10 @@
 /**
  * The WebGPU path of `obsSolve` (and so of `gptq` and `sparsegpt`): after the
  * CPU has validated the shapes, zeroed dead columns and permuted, a first
- * submission factors H⁻¹ (cholesky_kernel.ts) while the host uploads W; a
+ * submission factors H⁻¹ (`kernels/cholesky_kernel.ts`) while the host uploads W; a
  * second runs every block of the column loop with its decisions and lazy
- * updates (obs_kernel.ts), and the results are read back once. The GPU scans
- * the inputs it receives for NaN and infinities (_nonfinite_kernel.ts): W and
+ * updates (`kernels/obs_kernel.ts`), and the results are read back once. The GPU scans
+ * the inputs it receives for NaN and infinities (`kernels/_nonfinite_kernel.ts`): W and
  * the lower triangle of H, all the solve reads of the symmetric H; the host
  * scans H's upper triangle while the GPU works, so that a non-finite value
  * anywhere is refused as on the CPU path, and locates a value only when
@@ -17,9 +17,9 @@
  *
  * Wall time: on the GPU machine the host's first touch of fresh memory costs
  * about 3 µs per 4 KiB page, so the arrays that receive the results get their
- * pages mapped by a worker thread meanwhile (_paged_arrays.ts; one worker
+ * pages mapped by a worker thread meanwhile (`kernels/_paged_arrays.ts`; one worker
  * serves consecutive solves), and the read-back copies into them in chunks
- * from read-back buffers that later solves reuse (backend.ts). The loop's
+ * from read-back buffers that later solves reuse (`kernels/readback_pool.ts`). The loop's
  * kernels take their uniforms at dynamic offsets, so its hundreds of
  * dispatches share a few bind groups.
  *
@@ -35,9 +35,9 @@
 
 import { CholeskyError } from "../core/_dense.ts";
 import { firstNonFinite } from "../core/_finite.ts";
-import { MSE_GRID, MSE_MAX_SHRINK } from "../quantizers/_grid_fit.ts";
-import { initialGrids } from "../hessian/_obs_deciders.ts";
-import type { ObsDecider, ObsResult } from "../hessian/obs.ts";
+import { MSE_GRID, MSE_MAX_SHRINK } from "../core/uniform_grid.ts";
+import { initialGrids } from "./_obs_deciders.ts";
+import type { ObsDecider, ObsResult } from "./obs.ts";
 import {
   bindingLimit,
   type Gpu,
@@ -46,16 +46,16 @@ import {
   storageBuffer,
   uploadBuffer,
   writeBuffer,
-} from "./backend.ts";
-import { encodeNonFiniteCheck } from "./_nonfinite_kernel.ts";
-import { pagedArrays } from "./_paged_arrays.ts";
+} from "../kernels/backend.ts";
+import { encodeNonFiniteCheck } from "../kernels/_nonfinite_kernel.ts";
+import { pagedArrays } from "../kernels/_paged_arrays.ts";
 import {
   choleskyBuffers,
   encodePermuteReverse,
   encodeUpperCholeskyOfInverse,
   packLowerChunks,
-} from "./cholesky_kernel.ts";
-import { encodeGemm, gemmSpec } from "./gemm_kernel.ts";
+} from "../kernels/cholesky_kernel.ts";
+import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
 import { assembleObsResult } from "./_obs_assemble.ts";
 import {
   codesPerWord,
@@ -64,7 +64,7 @@ import {
   type ObsBlockSpec,
   type ObsBuffers,
   type ObsTile,
-} from "./obs_kernel.ts";
+} from "../kernels/obs_kernel.ts";
 
 /** Values per queue.writeBuffer of W (256 MB). */
 const UPLOAD_CHUNK = 1 << 26;

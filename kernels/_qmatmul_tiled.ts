@@ -31,7 +31,7 @@
  * @module
  */
 
-import { PACK_TILE } from "../quantizers/pack.ts";
+import { PACK_TILE } from "./packed_layout.ts";
 import { codeAsFloat } from "./_qmatmul_codes.ts";
 import type { QmatmulSpec } from "./qmatmul_spec.ts";
 

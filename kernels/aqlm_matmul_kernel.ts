@@ -1,13 +1,13 @@
 /**
- * y = x·Ŵᵀ for AQLM weights (`quantizers/aqlm.ts`) on WebGPU by lookup
+ * y = x·Ŵᵀ for additive-codebook (AQLM) weights on WebGPU by lookup
  * tables, for small batches (the decoding case, batch 1).
  *
  * Ŵ[n, g·G + i] = scale[n]·Σ_c C_c[code(n, g, c)][i], so
  * y[b, n] = scale[n]·Σ_g Σ_c LUT[b, c, g, code(n, g, c)] with
  * LUT[b, c, g, v] = Σ_i C_c[v][i]·x[b, g·G + i]. Two passes: the tables
  * (M·groups·2^B dot products of length G per x row), then one 32-thread team
- * per output row that walks its codes (the B-bit stream of `AqlmWeight.codes`,
- * [rows, groups, M] order) and adds table entries, f32 throughout.
+ * per output row that walks its codes (a B-bit stream, see `core/bitpack.ts`,
+ * in [rows, groups, M] order) and adds table entries, f32 throughout.
  *
  * Web-standard only.
  *
@@ -15,8 +15,7 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import type { AqlmWeight } from "../quantizers/aqlm.ts";
-import { unpackBits } from "../quantizers/bitpack.ts";
+import { unpackBits } from "../core/bitpack.ts";
 import {
   type Backend,
   cachedPipeline,
@@ -119,12 +118,13 @@ ${lookups.join("\n")}
 `;
 }
 
-function checkAqlm(w: AqlmWeight): AqlmMatmulSpec {
-  if (w?.kind !== "aqlm") {
+function checkAqlm(w: Parameters<typeof aqlmMatmulReference>[1]): AqlmMatmulSpec {
+  if (w === null || typeof w !== "object") {
+    throw new TypeError(`Cannot multiply as the AQLM weight must be an object: it is ${w}`);
+  }
+  if (w.kind !== undefined && w.kind !== "aqlm") {
     throw new TypeError(
-      `Cannot multiply as the weight's 'kind' must be "aqlm": current value is ${
-        String((w as { kind?: unknown } | null)?.kind)
-      }`,
+      `Cannot multiply as the weight's 'kind' must be "aqlm": current value is ${String(w.kind)}`,
     );
   }
   const [rows, cols] = w.shape;
@@ -170,13 +170,24 @@ export interface AqlmMatmulOptions {
  * batches build one set of tables per x row).
  *
  * @param x Activations, f32 [M, K] (or [K]).
- * @param w The AQLM weight.
+ * @param w The AQLM weight: the quantizers' `AqlmWeight`, or its fields as plain arrays.
  * @param options Backend.
  * @returns y, f32 [M, N].
  */
 export async function aqlmMatmul(
   x: Tensor<"f32">,
-  w: AqlmWeight,
+  w: AqlmMatmulSpec & {
+    /** "aqlm" where the weight carries a discriminant (the quantizers' `AqlmWeight`). */
+    readonly kind?: "aqlm";
+    /** [N, K] = [rows, cols]. */
+    readonly shape: readonly [number, number];
+    /** Codes packed at `codebookBits` bits each, [N, K/groupSize, numCodebooks] order. */
+    readonly codes: Uint32Array;
+    /** Code vectors, [numCodebooks, 2^codebookBits, groupSize]. */
+    readonly codebooks: Float32Array;
+    /** Scale per output row, [N]. */
+    readonly scales: Float32Array;
+  },
   options: AqlmMatmulOptions = {},
 ): Promise<Tensor<"f32">> {
   const { backend = "auto" } = options;
@@ -228,10 +239,24 @@ export async function aqlmMatmul(
  * sums of table entries the codes select, times the row scales.
  *
  * @param x Activations, f32 [M, K] (or [K]).
- * @param w The AQLM weight.
+ * @param w The AQLM weight: the quantizers' `AqlmWeight`, or its fields as plain arrays.
  * @returns y, f32 [M, N].
  */
-export function aqlmMatmulReference(x: Tensor<"f32">, w: AqlmWeight): Tensor<"f32"> {
+export function aqlmMatmulReference(
+  x: Tensor<"f32">,
+  w: AqlmMatmulSpec & {
+    /** "aqlm" where the weight carries a discriminant (the quantizers' `AqlmWeight`). */
+    readonly kind?: "aqlm";
+    /** [N, K] = [rows, cols]. */
+    readonly shape: readonly [number, number];
+    /** Codes packed at `codebookBits` bits each, [N, K/groupSize, numCodebooks] order. */
+    readonly codes: Uint32Array;
+    /** Code vectors, [numCodebooks, 2^codebookBits, groupSize]. */
+    readonly codebooks: Float32Array;
+    /** Scale per output row, [N]. */
+    readonly scales: Float32Array;
+  },
+): Tensor<"f32"> {
   const { groupSize: G, codebookBits: B, numCodebooks: M } = checkAqlm(w);
   const [N, K] = w.shape;
   const batch = batchOf(x, K);

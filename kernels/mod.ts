@@ -8,7 +8,6 @@ export * from "./gemm_kernel.ts";
 export * from "./hessian_kernel.ts";
 export * from "./cholesky_kernel.ts";
 export * from "./obs_kernel.ts";
-export * from "./obs_gpu.ts";
 export * from "./fwht_kernel.ts";
 export * from "./qmatmul_kernel.ts";
 export * from "./aqlm_matmul_kernel.ts";

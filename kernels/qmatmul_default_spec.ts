@@ -10,7 +10,7 @@
  * @module
  */
 
-import { PACK_TILE, type PackedWeight } from "../quantizers/pack.ts";
+import { PACK_TILE, type PackedWeight } from "./packed_layout.ts";
 import type { Gpu } from "./backend.ts";
 import { checkQmatmulSpec, type QmatmulSpec } from "./qmatmul_spec.ts";
 import { qmatmulInvocations, qmatmulWorkgroupBytes } from "./qmatmul_wgsl.ts";

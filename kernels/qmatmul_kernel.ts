@@ -1,6 +1,6 @@
 /**
  * Low-bit matrix products y = x·Ŵᵀ for WebGPU, with Ŵ dequantized on the fly
- * from our "rowtile32" packed layout (`quantizers/pack.ts`): 2, 3, 4 and
+ * from our "rowtile32" packed layout (`packed_layout.ts`): 2, 3, 4 and
  * 8-bit codes, per-group scales and zero points in f16 or f32 (or one common
  * zero point), any group layout (act-order weights arrive with contiguous
  * groups and a column map that gathers x), activations f32 or f16, f32
@@ -26,7 +26,7 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { PACK_TILE, type PackedWeight } from "../quantizers/pack.ts";
+import { PACK_TILE, type PackedWeight } from "./packed_layout.ts";
 import {
   type Backend,
   cachedPipeline,

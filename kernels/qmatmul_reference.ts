@@ -1,7 +1,7 @@
 /**
  * CPU references of the packed low-bit matmul y = x·Ŵᵀ (`qmatmul_kernel.ts`):
  * one on the packed "rowtile32" layout, the executable specification of the
- * layout, and one from the unpacked quantized weight, independent of it.
+ * layout, and one from the dense (dequantized) weight, independent of it.
  *
  * Web-standard only.
  *
@@ -9,17 +9,15 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { PACK_TILE, packedChunkOffset, type PackedWeight } from "../quantizers/pack.ts";
-import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
-import { dequantize } from "../quantizers/dequantize.ts";
-import { unpackBits } from "../quantizers/bitpack.ts";
+import { PACK_TILE, packedChunkOffset, type PackedWeight } from "./packed_layout.ts";
+import { unpackBits } from "../core/bitpack.ts";
 import { xShape } from "./_qmatmul_x_shape.ts";
 
 /**
  * CPU reference of the kernel, the executable specification of the packed
  * layout: y[m, n] = Σ_j Ŵ(n, j)·x[m, colIdx[j]] in float64, decoding the
  * chunks, tiles, groups and column map as the module docs of
- * `quantizers/pack.ts` describe.
+ * `packed_layout.ts` describe.
  *
  * @param x Activations, f32 or f16 [M, K] (or [K]).
  * @param p The packed weight.
@@ -54,25 +52,31 @@ export function qmatmulReference(x: Tensor<"f32"> | Tensor<"f16">, p: PackedWeig
 }
 
 /**
- * Dense-dequantize reference: y = x·dequantize(q)ᵀ in float64, from the
- * unpacked quantized weight (independent of the packed layout).
+ * Dense reference: y = x·Ŵᵀ in float64 from the dequantized weight Ŵ
+ * (`dequantize(q)` of the quantizers), independent of the packed layout.
  *
  * @param x Activations, f32 or f16 [M, K] (or [K]).
- * @param q The quantized weight.
+ * @param w The dequantized weight, f32 [N, K].
  * @returns y, f32 [M, N].
  */
 export function qmatmulDenseReference(
   x: Tensor<"f32"> | Tensor<"f16">,
-  q: QuantizedWeight,
+  w: Tensor<"f32">,
 ): Tensor<"f32"> {
-  const [N, K] = q.shape;
+  if (w?.dtype !== "f32" || w.shape.length !== 2) {
+    throw new TypeError(
+      `Cannot multiply as 'w' must be an f32 tensor [N, K]: it is ${
+        String(w?.dtype)
+      } [${w?.shape}]`,
+    );
+  }
+  const [N, K] = w.shape as [number, number];
   const M = xShape(x, K);
-  const w = dequantize(q).data;
   const y = new Float32Array(M * N);
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       let acc = 0;
-      for (let k = 0; k < K; k++) acc += w[n * K + k]! * x.data[m * K + k]!;
+      for (let k = 0; k < K; k++) acc += w.data[n * K + k]! * x.data[m * K + k]!;
       y[m * N + n] = acc;
     }
   }

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { PACKED_BITS } from "../quantizers/pack.ts";
+import { PACKED_BITS } from "./packed_layout.ts";
 import { checkTiledSpec } from "./_qmatmul_tiled.ts";
 
 /** Specialization of {@linkcode qmatmulWgsl}. */

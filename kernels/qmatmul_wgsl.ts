@@ -1,7 +1,7 @@
 /**
  * WGSL generators of the packed low-bit matmul y = x·Ŵᵀ (see
  * `qmatmul_kernel.ts` for the dispatcher, `qmatmul_reference.ts` for the CPU
- * references, and `quantizers/pack.ts` for the "rowtile32" layout they read).
+ * references, and `packed_layout.ts` for the "rowtile32" layout they read).
  * `qmatmul_spec.ts` holds the specialization they take (`QmatmulSpec`) and
  * its checks; `_qmatmul_staged.ts` generates the staging of x in workgroup
  * memory and the steps of the "half" and "dot4" dequantizations.
@@ -97,7 +97,7 @@
  * @module
  */
 
-import { PACK_TILE } from "../quantizers/pack.ts";
+import { PACK_TILE } from "./packed_layout.ts";
 import { codeAsFloat, codeInPlace, exactSpan, halfMasks } from "./_qmatmul_codes.ts";
 export {
   type QmatmulGatherSpec,

@@ -26,7 +26,7 @@ import { dims2, type Tensor } from "../core/tensor.ts";
 import { asFloat64 } from "../core/convert.ts";
 import { prng } from "../core/prng.ts";
 import type { Hessian } from "../hessian/hessian.ts";
-import { packBits, unpackBits } from "./bitpack.ts";
+import { packBits, unpackBits } from "../core/bitpack.ts";
 import type { CompressionStats } from "./quantized_weight.ts";
 import {
   beamSearch,

@@ -25,7 +25,7 @@
  */
 
 import { type Tensor, tensor } from "../core/tensor.ts";
-import { packBits, packedWords, unpackBits } from "./bitpack.ts";
+import { packBits, packedWords, unpackBits } from "../core/bitpack.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
 
 /** The four tensors of one GPTQ-quantized linear layer. */

@@ -16,29 +16,9 @@
 
 import { dims2, type Tensor, tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
-import { codeOf, fitParams, resolveGrid } from "./_grid_fit.ts";
+import { codeOf, fitParams, type GridOptions, resolveGrid } from "../core/uniform_grid.ts";
 
-/** How to fit a uniform grid. */
-export interface GridOptions {
-  /** Bits per code, an integer in [1, 16] (16 is a near-lossless check). */
-  bits: number;
-  /** Symmetric grid (zero point fixed at 2^(bits−1)). @default false */
-  symmetric?: boolean;
-  /**
-   * Input columns per group; −1 for one grid per output row (per channel).
-   * When it does not divide the columns, the last group is shorter.
-   * @default -1
-   */
-  groupSize?: number;
-  /** One grid for the whole tensor (only with `groupSize` −1). @default false */
-  perTensor?: boolean;
-  /**
-   * Search the clipping range: shrink it by 1% steps up to 80% and keep the
-   * scale with the least Σ|q − w|^2.4, as GPTQ's `mse` option does.
-   * @default false
-   */
-  mse?: boolean;
-}
+export type { GridOptions } from "../core/uniform_grid.ts";
 
 /** A fitted grid for a weight of shape [rows, cols]. */
 export interface UniformGrid {

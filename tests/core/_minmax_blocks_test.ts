@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { dequantizeMinMaxBlocks, quantizeMinMaxBlocks } from "../../core/_minmax_blocks.ts";
-import { packBits } from "../../quantizers/bitpack.ts";
+import { packBits } from "../../core/bitpack.ts";
 import { prng } from "../../core/prng.ts";
 import { assertClose } from "../_helpers.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { packBits, packedWords, unpackBits } from "../../quantizers/bitpack.ts";
+import { packBits, packedWords, unpackBits } from "../../core/bitpack.ts";
 import { prng } from "../../core/prng.ts";
 
 Deno.test("packBits() and unpackBits() round-trip every width from 1 to 16 bits", () => {

@@ -4,8 +4,8 @@ import { prng } from "../../core/prng.ts";
 import { hessian } from "../../hessian/hessian.ts";
 import type { ObsDecider, ObsResult } from "../../hessian/obs.ts";
 import { prepareObs } from "../../hessian/_obs_host.ts";
-import { type ObsGpuProblem, obsSolveGpu } from "../../kernels/obs_gpu.ts";
-import { testGpu } from "./_gpu.ts";
+import { type ObsGpuProblem, obsSolveGpu } from "../../hessian/obs_gpu.ts";
+import { testGpu } from "../kernels/_gpu.ts";
 
 const n = 32;
 

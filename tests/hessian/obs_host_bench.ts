@@ -19,8 +19,8 @@ import { tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
 import { prepareObs } from "../../hessian/_obs_host.ts";
 import { packLowerChunks } from "../../kernels/cholesky_kernel.ts";
-import { assembleObsResult } from "../../kernels/_obs_assemble.ts";
-import type { ObsGpuProblem } from "../../kernels/obs_gpu.ts";
+import { assembleObsResult } from "../../hessian/_obs_assemble.ts";
+import type { ObsGpuProblem } from "../../hessian/obs_gpu.ts";
 import { checkWeight, invertMaskInPlace } from "../../pruners/_common.ts";
 
 /** A symmetric finite matrix with a positive diagonal (no factorization happens here). */

@@ -5,8 +5,8 @@ import { hessian } from "../../hessian/hessian.ts";
 import { obsSolve } from "../../hessian/obs.ts";
 import { complementMask, countOnes, prepareObs } from "../../hessian/_obs_host.ts";
 import { packLower, packLowerChunks } from "../../kernels/cholesky_kernel.ts";
-import { assembleObsResult } from "../../kernels/_obs_assemble.ts";
-import type { ObsGpuProblem } from "../../kernels/obs_gpu.ts";
+import { assembleObsResult } from "../../hessian/_obs_assemble.ts";
+import type { ObsGpuProblem } from "../../hessian/obs_gpu.ts";
 import { invertMaskInPlace } from "../../pruners/_common.ts";
 import { acquireGpu, GpuBatch, storageBuffer, writeBuffer } from "../../kernels/backend.ts";
 

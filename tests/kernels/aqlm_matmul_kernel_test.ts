@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { aqlmMatmul, aqlmMatmulReference } from "../../kernels/aqlm_matmul_kernel.ts";
 import { type AqlmWeight, dequantizeAqlm } from "../../quantizers/aqlm.ts";
-import { packBits } from "../../quantizers/bitpack.ts";
+import { packBits } from "../../core/bitpack.ts";
 import { prng } from "../../core/prng.ts";
 import { randomX, relError, testGpu } from "./_gpu.ts";
 

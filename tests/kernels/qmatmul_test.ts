@@ -56,7 +56,7 @@ Deno.test("the CPU reference on the packed layout equals the dense-dequantize re
       const x = randomX(3, cols, seed++, "f32");
       const err = relError(
         qmatmulReference(x, packWeights(q, { scaleType: "f32" })).data,
-        qmatmulDenseReference(x, q).data,
+        qmatmulDenseReference(x, dequantize(q)).data,
       );
       assert(err < 1e-6, `${bits} bits, ${layout}, group ${groupSize}: relative error ${err}`);
     }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { tensor } from "../../core/tensor.ts";
 import { prng, randn } from "../../core/prng.ts";
 import { fitGrid, gridDequantize, gridQuantize } from "../../quantizers/grid.ts";
-import { roundHalfEven } from "../../quantizers/_grid_fit.ts";
+import { roundHalfEven } from "../../core/uniform_grid.ts";
 
 function randomWeight(rows: number, cols: number, seed: number) {
   return tensor("f32", [rows, cols], Float32Array.from(randn(rows * cols, prng(seed))));
