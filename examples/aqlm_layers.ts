@@ -14,10 +14,12 @@
 import { parseArgs } from "node:util";
 import { dataFile, quietGpuProbe } from "./data.ts";
 
-import { loadLlama2c } from "./llama/llama2c.ts";
-import { loadTokenizer } from "./llama/tokenizer.ts";
-import { captureLinearInputs } from "./llama/capture.ts";
-import type { LlamaLinear } from "./llama/model.ts";
+import {
+  captureLinearInputs,
+  type LlamaLinear,
+  loadLlama2c,
+  loadTokenizer,
+} from "../models/mod.ts";
 import { hessian } from "../hessian/hessian.ts";
 import { layerError } from "../hessian/layer_error.ts";
 import { gptq } from "../quantizers/gptq.ts";

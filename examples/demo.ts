@@ -18,20 +18,25 @@
  */
 
 import { dataRoot, quietGpuProbe } from "./data.ts";
-import { loadLlama2c } from "./llama/llama2c.ts";
-import { hfConfig, loadHfLlama, toHfTensors } from "./llama/hf.ts";
-import { loadTokenizer } from "./llama/tokenizer.ts";
-import { loadHfTokenizer } from "./llama/hf_tokenizer.ts";
-import type { Tokenizer } from "./llama/tokenizer.ts";
-import type { LlamaModel } from "./llama/model.ts";
-import { llamaParameterCount } from "./llama/model.ts";
-import { llamaCompressible, withCompressedWeights } from "./llama/compressible.ts";
-import { blankLineBlocks, calibrationWindows, encodeDocs, loadCorpus } from "./llama/datasets.ts";
-import type { CorpusName } from "./llama/datasets.ts";
-import { perplexityPool } from "./llama/perplexity_pool.ts";
-import { perplexityGpu } from "./llama/forward_gpu.ts";
+import {
+  hfConfig,
+  llamaCompressible,
+  type LlamaModel,
+  llamaParameterCount,
+  loadHfLlama,
+  loadHfTokenizer,
+  loadLlama2c,
+  loadTokenizer,
+  perplexityGpu,
+  perplexityPool,
+  type PerplexityResult,
+  toHfTensors,
+  type Tokenizer,
+  withCompressedWeights,
+} from "../models/mod.ts";
+import { blankLineBlocks, calibrationWindows, encodeDocs, loadCorpus } from "./datasets.ts";
+import type { CorpusName } from "./datasets.ts";
 import { resolveBackend } from "../kernels/backend.ts";
-import type { PerplexityResult } from "./llama/perplexity.ts";
 import { compressModel } from "../pipeline/compress_model.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
 import { writeSafetensors } from "../core/safetensors_file.ts";

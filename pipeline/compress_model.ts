@@ -81,7 +81,7 @@ function accumulate(prev: Hessian | undefined, x: Tensor<"f32">): Hessian {
  * @example
  * ```ts ignore
  * import { compressModel } from "./compress_model.ts";
- * // `model` implements CompressibleModel (see examples/llama/compressible.ts)
+ * // `model` implements CompressibleModel (see models/compressible.ts)
  * const result = await compressModel(model, calibrationSequences, {
  *   stages: [{ kind: "gptq", bits: 4, groupSize: 32 }],
  *   overrides: [{ match: "*.wv", stages: [{ kind: "gptq", bits: 8 }] }],

@@ -8,10 +8,10 @@
  */
 
 import { dataFile } from "./_helpers.ts";
-import { type CapturedInputs, captureLinearInputs } from "../examples/llama/capture.ts";
-import { loadLlama2c } from "../examples/llama/llama2c.ts";
-import type { LlamaModel } from "../examples/llama/model.ts";
-import { loadTokenizer, type Tokenizer } from "../examples/llama/tokenizer.ts";
+import { type CapturedInputs, captureLinearInputs } from "../models/capture.ts";
+import { loadLlama2c } from "../models/llama2c.ts";
+import type { LlamaModel } from "../models/model.ts";
+import { loadTokenizer, type Tokenizer } from "../models/tokenizer.ts";
 
 /** stories260K with its tokenizer and the stories of the TinyStories sample. */
 export interface Stories260K {

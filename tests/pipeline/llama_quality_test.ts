@@ -6,13 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
-import { perplexityPool } from "../../examples/llama/perplexity_pool.ts";
-import { perplexity } from "../../examples/llama/perplexity.ts";
-import { calibrationWindows, encodeDocs, loadCorpus } from "../../examples/llama/datasets.ts";
-import { llamaCompressible, withCompressedWeights } from "../../examples/llama/compressible.ts";
-import type { LlamaModel } from "../../examples/llama/model.ts";
+import { loadLlama2c } from "../../models/llama2c.ts";
+import { loadTokenizer } from "../../models/tokenizer.ts";
+import { perplexityPool } from "../../models/perplexity_pool.ts";
+import { perplexity } from "../../models/perplexity.ts";
+import { calibrationWindows, encodeDocs, loadCorpus } from "../../examples/datasets.ts";
+import { llamaCompressible, withCompressedWeights } from "../../models/compressible.ts";
+import type { LlamaModel } from "../../models/model.ts";
 import { compressModel } from "../../pipeline/compress_model.ts";
 import type { Stage } from "../../pipeline/recipe.ts";
 

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { captureStories, loadStories260K } from "../_real_layers.ts";
-import { LLAMA_LINEARS } from "../../examples/llama/model.ts";
+import { LLAMA_LINEARS } from "../../models/model.ts";
 import { type Hessian, hessian } from "../../hessian/hessian.ts";
 import { layerError } from "../../hessian/layer_error.ts";
 import type { Tensor } from "../../core/tensor.ts";

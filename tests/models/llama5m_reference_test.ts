@@ -7,10 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
-import { perplexityPool } from "../../examples/llama/perplexity_pool.ts";
-import { encodeDocs, loadCorpus } from "../../examples/llama/datasets.ts";
+import { loadLlama2c } from "../../models/llama2c.ts";
+import { loadTokenizer } from "../../models/tokenizer.ts";
+import { perplexityPool } from "../../models/perplexity_pool.ts";
+import { encodeDocs, loadCorpus } from "../../examples/datasets.ts";
 
 const REFERENCE = { tinystories: 5.83, c4: 10.61, wikitext2: 16.87 } as const;
 

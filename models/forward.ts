@@ -8,10 +8,10 @@
  * @module
  */
 
-import type { Tensor } from "../../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { llamaDims } from "./model.ts";
 import { type RopeTables, ropeTables } from "./_rope.ts";
-import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
+import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel, RopeScaling } from "./model.ts";
 
 /**
  * Receives the input of a linear layer during a block's forward pass.
@@ -122,12 +122,17 @@ export function rmsNorm(
 
 const ropeCache = new Map<string, RopeTables>();
 
-/** The rotary tables of at least T positions (at least 1024), cached per head width and θ. */
-function cachedRopeTables(headDim: number, theta: number, T: number): RopeTables {
-  const key = `${headDim}/${theta}`;
+/** The rotary tables of at least T positions (at least 1024), cached per head width, θ and scheme. */
+function cachedRopeTables(
+  headDim: number,
+  theta: number,
+  scaling: RopeScaling | undefined,
+  T: number,
+): RopeTables {
+  const key = `${headDim}/${theta}/${JSON.stringify(scaling ?? null)}`;
   let c = ropeCache.get(key);
   if (!c || c.cos.length < T * (headDim / 2)) {
-    c = ropeTables(headDim, theta, Math.max(T, 1024));
+    c = ropeTables(headDim, theta, Math.max(T, 1024), scaling);
     ropeCache.set(key, c);
   }
   return c;
@@ -137,11 +142,11 @@ function applyRope(
   x: Float32Array,
   T: number,
   width: number,
-  headDim: number,
-  theta: number,
+  config: LlamaConfig,
   startPos: number,
 ): void {
-  const { cos, sin } = cachedRopeTables(headDim, theta, startPos + T);
+  const { headDim } = llamaDims(config);
+  const { cos, sin } = cachedRopeTables(headDim, config.ropeTheta, config.rope, startPos + T);
   const half = headDim / 2;
   for (let t = 0; t < T; t++) {
     const p = (startPos + t) * half;
@@ -163,7 +168,8 @@ function applyRope(
  * @param v Values [T, nKvHeads·headDim].
  * @param T Sequence length.
  * @param config Head counts.
- * @returns The attention output [T, dim] (heads concatenated).
+ * @returns The attention output [T, nHeads·headDim] (heads concatenated).
+ * @throws {RangeError} when T exceeds the configuration's sliding window.
  */
 export function causalAttention(
   q: Float32Array,
@@ -172,8 +178,9 @@ export function causalAttention(
   T: number,
   config: LlamaConfig,
 ): Float32Array {
-  const { dim, nHeads, nKvHeads } = config;
-  const { headDim: hd, kvDim } = llamaDims(config);
+  const { nHeads, nKvHeads } = config;
+  const { headDim: hd, qDim: dim, kvDim } = llamaDims(config);
+  checkWindow(config, T);
   const group = nHeads / nKvHeads;
   const out = new Float32Array(T * dim);
   const scale = 1 / Math.sqrt(hd);
@@ -259,6 +266,42 @@ export function causalAttention(
 }
 
 /**
+ * Refuses a sequence longer than the configuration's sliding window, where
+ * the window would change the attention (not implemented).
+ *
+ * @param config The configuration.
+ * @param T Sequence length.
+ * @throws {RangeError} naming the window and the length.
+ */
+export function checkWindow(config: LlamaConfig, T: number): void {
+  if (config.slidingWindow !== undefined && T > config.slidingWindow) {
+    throw new RangeError(
+      `Cannot run a sequence of ${T} tokens: the model's sliding_window is ${config.slidingWindow}, ` +
+        `and attention within a window shorter than the sequence is not implemented`,
+    );
+  }
+}
+
+/** Adds a bias [width] to every row of x [T, width] in place. */
+function addBias(x: Float32Array, bias: Float32Array | undefined): void {
+  if (!bias) return;
+  const w = bias.length;
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! + bias[i % w]!;
+}
+
+/** RMSNorm of every head (slices of headDim) of x [T, width] in place, weight [headDim]. */
+function headNorm(x: Float32Array, weight: Float32Array | undefined, eps: number): void {
+  if (!weight) return;
+  const hd = weight.length;
+  for (let o = 0; o < x.length; o += hd) {
+    let ss = 0;
+    for (let i = 0; i < hd; i++) ss += x[o + i]! * x[o + i]!;
+    const inv = 1 / Math.sqrt(ss / hd + eps);
+    for (let i = 0; i < hd; i++) x[o + i] = x[o + i]! * inv * weight[i]!;
+  }
+}
+
+/**
  * One transformer block over one sequence: x + Attn(norm(x)), then + FFN(norm(·)).
  *
  * @param config The model configuration.
@@ -314,8 +357,8 @@ export function llamaBlockPartial(
   stopAfter?: ReadonlySet<string>,
   cache?: LlamaBlockCache,
 ): Float32Array | null {
-  const { dim, normEps, ropeTheta } = config;
-  const { headDim, kvDim } = llamaDims(config);
+  const { normEps } = config;
+  const { qDim, kvDim } = llamaDims(config);
   const need = stopAfter && stopAfter.size > 0 ? new Set(stopAfter) : null;
   const deliver = (name: LlamaLinear, input: Float32Array): boolean => {
     onLinearInput?.(name, input, T);
@@ -339,8 +382,13 @@ export function llamaBlockPartial(
       const q = linearForward(h, T, layer.wq);
       const k = linearForward(h, T, layer.wk);
       const v = linearForward(h, T, layer.wv);
-      applyRope(q, T, dim, headDim, ropeTheta, 0);
-      applyRope(k, T, kvDim, headDim, ropeTheta, 0);
+      addBias(q, layer.bq);
+      addBias(k, layer.bk);
+      addBias(v, layer.bv);
+      headNorm(q, layer.qNorm, normEps);
+      headNorm(k, layer.kNorm, normEps);
+      applyRope(q, T, qDim, config, 0);
+      applyRope(k, T, kvDim, config, 0);
       a = causalAttention(q, k, v, T, config);
       if (cache) cache.attn = { wq: layer.wq, wk: layer.wk, wv: layer.wv, a };
     }

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { llamaForward } from "../../examples/llama/forward.ts";
-import { hfConfig, loadHfLlama, toHfTensors, writeHfLlama } from "../../examples/llama/hf.ts";
+import { loadLlama2c } from "../../models/llama2c.ts";
+import { llamaForward } from "../../models/forward.ts";
+import { hfConfig, loadHfLlama, toHfTensors, writeHfLlama } from "../../models/hf.ts";
 import { writeSafetensors } from "../../core/safetensors_file.ts";
 import { bf16BitsToF32, convert, f32ToBf16Bits } from "../../core/convert.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { loadTokenizer } from "../../examples/llama/tokenizer.ts";
-import { hfTokenizerJson, parseHfTokenizer } from "../../examples/llama/hf_tokenizer.ts";
-import type { LlamaModel } from "../../examples/llama/model.ts";
+import { loadTokenizer } from "../../models/tokenizer.ts";
+import { hfTokenizerJson, parseHfTokenizer } from "../../models/hf_tokenizer.ts";
+import type { LlamaModel } from "../../models/model.ts";
 
 /**
  * Runs `body` on stories260K with a fresh temporary folder, removed afterwards;

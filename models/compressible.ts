@@ -7,9 +7,9 @@
  * @module
  */
 
-import { tensor } from "../../core/tensor.ts";
-import type { Tensor } from "../../core/tensor.ts";
-import type { CompressibleBlock, CompressibleModel } from "../../pipeline/model.ts";
+import { tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
+import type { CompressibleBlock, CompressibleModel } from "../pipeline/model.ts";
 import { llamaBlockPartial, llamaEmbed, rmsNorm } from "./forward.ts";
 import type { LlamaBlockCache } from "./forward.ts";
 import { LLAMA_LINEARS } from "./model.ts";

@@ -7,9 +7,34 @@
  * @module
  */
 
-import type { Tensor } from "../../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 
-/** Architecture hyper-parameters of a Llama model. */
+/**
+ * How the rotary frequencies are derived from θ (Hugging Face's `rope_type`):
+ * `default` fᵢ = θ^(−2i/headDim); `linear` divides every frequency by
+ * `factor` (position interpolation); `llama3` divides the low frequencies
+ * (wavelength above originalMaxPositions/lowFreqFactor) by `factor`, keeps the
+ * high ones (below originalMaxPositions/highFreqFactor) and interpolates
+ * smoothly between (Llama 3.1's scheme).
+ */
+export type RopeScaling =
+  | { readonly type: "default" }
+  | { readonly type: "linear"; readonly factor: number }
+  | {
+    readonly type: "llama3";
+    readonly factor: number;
+    readonly lowFreqFactor: number;
+    readonly highFreqFactor: number;
+    readonly originalMaxPositions: number;
+  };
+
+/** The Hugging Face families whose decoder this model covers. */
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3";
+
+/**
+ * Architecture hyper-parameters of a Llama-style decoder (Llama 2/3, Mistral,
+ * Qwen2/2.5, Qwen3 differ only in the optional fields).
+ */
 export interface LlamaConfig {
   /** Model (residual stream) width. */
   readonly dim: number;
@@ -31,6 +56,22 @@ export interface LlamaConfig {
   readonly normEps: number;
   /** Whether the classifier shares the token embedding matrix. */
   readonly sharedClassifier: boolean;
+  /** Width of one attention head. @default dim / nHeads */
+  readonly headDim?: number;
+  /** Rotary frequency scheme. @default { type: "default" } */
+  readonly rope?: RopeScaling;
+  /** q, k and v projections have biases (Qwen2). @default false */
+  readonly qkvBias?: boolean;
+  /** RMSNorm of each query and key head before the rotation (Qwen3). @default false */
+  readonly qkNorm?: boolean;
+  /**
+   * Attention window of the checkpoint (Mistral's `sliding_window`): the forward
+   * passes refuse longer sequences, where the window would change the result.
+   * @default no window
+   */
+  readonly slidingWindow?: number;
+  /** The family the model was read as (for writing it back). @default "llama" */
+  readonly family?: ModelFamily;
 }
 
 /** The names of the seven linear layers of a Llama block, in forward order. */
@@ -43,13 +84,13 @@ export type LlamaLinear = (typeof LLAMA_LINEARS)[number];
 export interface LlamaLayer {
   /** RMSNorm weight before attention, [dim]. */
   readonly attnNorm: Float32Array;
-  /** Query projection, [dim, dim]. */
+  /** Query projection, [qDim, dim] (qDim = nHeads·headDim). */
   readonly wq: Tensor<"f32">;
   /** Key projection, [kvDim, dim]. */
   readonly wk: Tensor<"f32">;
   /** Value projection, [kvDim, dim]. */
   readonly wv: Tensor<"f32">;
-  /** Attention output projection, [dim, dim]. */
+  /** Attention output projection, [dim, qDim]. */
   readonly wo: Tensor<"f32">;
   /** RMSNorm weight before the feed-forward layer, [dim]. */
   readonly ffnNorm: Float32Array;
@@ -59,6 +100,16 @@ export interface LlamaLayer {
   readonly w2: Tensor<"f32">;
   /** Up projection, [hidden, dim]. */
   readonly w3: Tensor<"f32">;
+  /** Query bias, [qDim] (when `config.qkvBias`). */
+  readonly bq?: Float32Array;
+  /** Key bias, [kvDim] (when `config.qkvBias`). */
+  readonly bk?: Float32Array;
+  /** Value bias, [kvDim] (when `config.qkvBias`). */
+  readonly bv?: Float32Array;
+  /** RMSNorm weight of each query head, [headDim] (when `config.qkNorm`). */
+  readonly qNorm?: Float32Array;
+  /** RMSNorm weight of each key head, [headDim] (when `config.qkNorm`). */
+  readonly kNorm?: Float32Array;
 }
 
 /** A Llama model: configuration and weights. */
@@ -76,14 +127,16 @@ export interface LlamaModel {
 }
 
 /**
- * Head width and key/value width of a configuration.
+ * Head width, query width and key/value width of a configuration.
  *
  * @param config The configuration.
- * @returns `{ headDim, kvDim }`.
+ * @returns `{ headDim, qDim, kvDim }`: qDim = nHeads·headDim, kvDim = nKvHeads·headDim.
  */
-export function llamaDims(config: LlamaConfig): { headDim: number; kvDim: number } {
-  const headDim = config.dim / config.nHeads;
-  return { headDim, kvDim: headDim * config.nKvHeads };
+export function llamaDims(
+  config: LlamaConfig,
+): { headDim: number; qDim: number; kvDim: number } {
+  const headDim = config.headDim ?? config.dim / config.nHeads;
+  return { headDim, qDim: headDim * config.nHeads, kvDim: headDim * config.nKvHeads };
 }
 
 /**
@@ -111,15 +164,46 @@ export function validateLlamaConfig(config: LlamaConfig, source: string): void {
       );
     }
   }
-  if (config.dim % config.nHeads !== 0 || (config.dim / config.nHeads) % 2 !== 0) {
+  const headDim = config.headDim ?? config.dim / config.nHeads;
+  if (!Number.isSafeInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
     throw new RangeError(
-      `${source}: dim ${config.dim} must split into ${config.nHeads} heads of an even width`,
+      config.headDim === undefined
+        ? `${source}: dim ${config.dim} must split into ${config.nHeads} heads of an even width`
+        : `${source}: 'headDim' must be a positive even integer: current value is ${headDim}`,
     );
   }
   if (config.nHeads % config.nKvHeads !== 0) {
     throw new RangeError(
       `${source}: nHeads ${config.nHeads} must be a multiple of nKvHeads ${config.nKvHeads}`,
     );
+  }
+  const rope = config.rope ?? { type: "default" };
+  if (rope.type !== "default") {
+    const factors: [string, number][] = [["factor", rope.factor]];
+    if (rope.type === "llama3") {
+      factors.push(
+        ["lowFreqFactor", rope.lowFreqFactor],
+        ["highFreqFactor", rope.highFreqFactor],
+        ["originalMaxPositions", rope.originalMaxPositions],
+      );
+      if (!(rope.highFreqFactor > rope.lowFreqFactor)) {
+        throw new RangeError(
+          `${source}: llama3 rope needs highFreqFactor > lowFreqFactor: current values are ` +
+            `${rope.highFreqFactor} and ${rope.lowFreqFactor}`,
+        );
+      }
+    } else if (rope.type !== "linear") {
+      throw new RangeError(
+        `${source}: rope type ${JSON.stringify((rope as { type: unknown }).type)} is not supported`,
+      );
+    }
+    for (const [name, v] of factors) {
+      if (!(typeof v === "number" && v > 0 && Number.isFinite(v))) {
+        throw new RangeError(
+          `${source}: rope '${name}' must be a positive number: current value is ${v}`,
+        );
+      }
+    }
   }
   if (!(config.ropeTheta > 0) || !(config.normEps > 0)) {
     throw new RangeError(
@@ -137,8 +221,9 @@ export function validateLlamaConfig(config: LlamaConfig, source: string): void {
  */
 export function llamaParameterCount(config: LlamaConfig): number {
   const { dim, hiddenDim, nLayers, vocabSize } = config;
-  const { kvDim } = llamaDims(config);
-  const perLayer = 2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * dim * hiddenDim;
+  const { headDim, qDim, kvDim } = llamaDims(config);
+  const perLayer = 2 * dim + 2 * qDim * dim + 2 * kvDim * dim + 3 * dim * hiddenDim +
+    (config.qkvBias ? qDim + 2 * kvDim : 0) + (config.qkNorm ? 2 * headDim : 0);
   return vocabSize * dim * (config.sharedClassifier ? 1 : 2) + nLayers * perLayer + dim;
 }
 

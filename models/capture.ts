@@ -7,8 +7,8 @@
  * @module
  */
 
-import { tensor } from "../../core/tensor.ts";
-import type { Tensor } from "../../core/tensor.ts";
+import { tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { llamaBlockForward, llamaEmbed } from "./forward.ts";
 import { LLAMA_LINEARS } from "./model.ts";
 import type { LlamaLinear, LlamaModel } from "./model.ts";
@@ -39,7 +39,7 @@ export type CapturedInputs = Map<number, Partial<Record<LlamaLinear, Tensor<"f32
  * import { loadLlama2c } from "./llama2c.ts";
  * import { loadTokenizer } from "./tokenizer.ts";
  * import { captureLinearInputs } from "./capture.ts";
- * import { dataFile } from "../data.ts";
+ * import { dataFile } from "../examples/data.ts";
  *
  * const modelPath = dataFile("stories260K/stories260K.bin");
  * if (modelPath) {

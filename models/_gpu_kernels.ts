@@ -11,7 +11,7 @@
  * @module
  */
 
-import { cachedPipeline, foldGroups, type GpuBatch } from "../../kernels/backend.ts";
+import { cachedPipeline, foldGroups, type GpuBatch } from "../kernels/backend.ts";
 
 /** Threads per workgroup of the per-row kernels (reductions assume a power of two). */
 const WG = 64;

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { assertClose, dataFile } from "../_helpers.ts";
-import { loadLlama2c, parseLlama2c } from "../../examples/llama/llama2c.ts";
-import { llamaForward } from "../../examples/llama/forward.ts";
-import { loadTokenizer, parseTokenizer } from "../../examples/llama/tokenizer.ts";
-import { captureLinearInputs } from "../../examples/llama/capture.ts";
-import { llamaParameterCount } from "../../examples/llama/model.ts";
-import { perplexity } from "../../examples/llama/perplexity.ts";
-import { blankLineBlocks, encodeDocs } from "../../examples/llama/datasets.ts";
+import { loadLlama2c, parseLlama2c } from "../../models/llama2c.ts";
+import { llamaForward } from "../../models/forward.ts";
+import { loadTokenizer, parseTokenizer } from "../../models/tokenizer.ts";
+import { captureLinearInputs } from "../../models/capture.ts";
+import { llamaParameterCount } from "../../models/model.ts";
+import { perplexity } from "../../models/perplexity.ts";
+import { blankLineBlocks, encodeDocs } from "../../examples/datasets.ts";
 
 interface Golden {
   tokens: number[];
@@ -91,7 +91,7 @@ Deno.test("word-by-word encoding gives the same ids as the whole-text greedy mer
   // A piece with an inner space disables the word split: the slow path, same vocabulary.
   const pieces = [...fast.pieces];
   pieces[511] = "zq zq"; // an id nothing in the text can produce
-  const { makeTokenizer } = await import("../../examples/llama/tokenizer.ts");
+  const { makeTokenizer } = await import("../../models/tokenizer.ts");
   const slow = makeTokenizer(pieces, fast.scores);
   const text = 'Once upon a time,  there was  a dog.\nIt said: "héllo 😀"   end  ';
   // Short: the quadratic merge loop; long (a few stories): the heap-based one.

@@ -9,10 +9,10 @@
  * @module
  */
 
-import { tensor } from "../../core/tensor.ts";
-import type { Tensor } from "../../core/tensor.ts";
-import { asFloat32 } from "../../core/convert.ts";
-import { readSafetensors, writeSafetensors } from "../../core/safetensors_file.ts";
+import { tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { asFloat32 } from "../core/convert.ts";
+import { readSafetensors, writeSafetensors } from "../core/safetensors_file.ts";
 import { llamaDims, validateLlamaConfig } from "./model.ts";
 import type { LlamaConfig, LlamaLayer, LlamaModel } from "./model.ts";
 import type { Tokenizer } from "./tokenizer.ts";

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { prng } from "../../core/prng.ts";
-import { dataFile } from "../data.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import { prng } from "../core/prng.ts";
+import { dataFile } from "./data.ts";
+import type { Tokenizer } from "../models/tokenizer.ts";
 
 /** A named corpus: documents, each encoded after a BOS. */
 export interface Corpus {

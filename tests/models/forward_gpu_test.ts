@@ -3,17 +3,17 @@ import { assertClose, dataFile } from "../_helpers.ts";
 import { testGpu } from "../kernels/_gpu.ts";
 import { prng } from "../../core/prng.ts";
 import { tensor } from "../../core/tensor.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { llamaForward } from "../../examples/llama/forward.ts";
-import type { LlamaConfig, LlamaModel } from "../../examples/llama/model.ts";
-import { llamaDims } from "../../examples/llama/model.ts";
-import { perplexity } from "../../examples/llama/perplexity.ts";
+import { loadLlama2c } from "../../models/llama2c.ts";
+import { llamaForward } from "../../models/forward.ts";
+import type { LlamaConfig, LlamaModel } from "../../models/model.ts";
+import { llamaDims } from "../../models/model.ts";
+import { perplexity } from "../../models/perplexity.ts";
 import {
   llamaForwardGpu,
   llamaSession,
   perplexityGpu,
   sessionPerplexity,
-} from "../../examples/llama/forward_gpu.ts";
+} from "../../models/forward_gpu.ts";
 
 // The software adapter runs about 1.5 GFLOP/s: short sequences keep these tests fast.
 

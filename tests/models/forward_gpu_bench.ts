@@ -11,14 +11,14 @@
 import { acquireGpu } from "../../kernels/backend.ts";
 import { prng } from "../../core/prng.ts";
 import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { llamaForward } from "../../examples/llama/forward.ts";
-import { perplexity } from "../../examples/llama/perplexity.ts";
+import { loadLlama2c } from "../../models/llama2c.ts";
+import { llamaForward } from "../../models/forward.ts";
+import { perplexity } from "../../models/perplexity.ts";
 import {
   llamaSession,
   perplexityGpu,
   sessionPerplexity,
-} from "../../examples/llama/forward_gpu.ts";
+} from "../../models/forward_gpu.ts";
 
 const name = dataFile("llama5M/llama5M.bin") ? "llama5M" : "stories260K";
 const path = dataFile(`${name}/${name}.bin`);

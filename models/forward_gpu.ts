@@ -21,8 +21,8 @@ import {
   storageBuffer,
   uploadBuffer,
   writeBuffer,
-} from "../../kernels/backend.ts";
-import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
+} from "../kernels/backend.ts";
+import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
 import {
   encodeAttention,
   encodeEmbed,

@@ -4,9 +4,9 @@
  * Timings are noisy on a shared machine.
  */
 import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../examples/llama/llama2c.ts";
-import { causalAttention, linearForward, llamaForward } from "../../examples/llama/forward.ts";
-import { llamaCompressible } from "../../examples/llama/compressible.ts";
+import { loadLlama2c } from "../../models/llama2c.ts";
+import { causalAttention, linearForward, llamaForward } from "../../models/forward.ts";
+import { llamaCompressible } from "../../models/compressible.ts";
 import { compressModel } from "../../pipeline/compress_model.ts";
 import { tensor } from "../../core/tensor.ts";
 

@@ -12,8 +12,8 @@
  * @module
  */
 
-import { tensor } from "../../core/tensor.ts";
-import type { Tensor } from "../../core/tensor.ts";
+import { tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { llamaDims, validateLlamaConfig } from "./model.ts";
 import type { LlamaConfig, LlamaLayer, LlamaModel } from "./model.ts";
 
