@@ -14,11 +14,7 @@ import { dataFile } from "../_helpers.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
 import { llamaForward } from "../../models/forward.ts";
 import { perplexity } from "../../models/perplexity.ts";
-import {
-  llamaSession,
-  perplexityGpu,
-  sessionPerplexity,
-} from "../../models/forward_gpu.ts";
+import { llamaSession, perplexityGpu, sessionPerplexity } from "../../models/forward_gpu.ts";
 
 const name = dataFile("llama5M/llama5M.bin") ? "llama5M" : "stories260K";
 const path = dataFile(`${name}/${name}.bin`);
