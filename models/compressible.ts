@@ -12,7 +12,7 @@ import type { Tensor } from "../core/tensor.ts";
 import type { CompressibleBlock, CompressibleModel } from "../pipeline/model.ts";
 import { llamaBlockPartial, llamaEmbed, rmsNorm } from "./forward.ts";
 import type { LlamaBlockCache } from "./forward.ts";
-import { LLAMA_LINEARS } from "./model.ts";
+import { f32Weight, LLAMA_LINEARS } from "./model.ts";
 import type { LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
 
 /** True-sequential groups of a Llama block. */
@@ -35,8 +35,11 @@ export const LLAMA_HEAD = "output";
 export function llamaCompressible(model: LlamaModel): CompressibleModel {
   const { config } = model;
   const blocks: CompressibleBlock[] = model.layers.map((layer, i) => {
+    // Getters: a lazily loaded layer is widened only when the pipeline reads it.
     const linears: Record<string, Tensor<"f32">> = {};
-    for (const n of LLAMA_LINEARS) linears[n] = layer[n];
+    for (const n of LLAMA_LINEARS) {
+      Object.defineProperty(linears, n, { get: () => layer[n], enumerable: true });
+    }
     // Intermediate results per input, reused while the weights they depend on are unchanged.
     const caches = new WeakMap<Tensor<"f32">, LlamaBlockCache>();
     return {
@@ -66,7 +69,9 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
     blocks,
     head: {
       name: LLAMA_HEAD,
-      weight: model.classifier,
+      get weight() {
+        return f32Weight(model.classifier);
+      },
       input: (x) =>
         tensor("f32", x.shape, rmsNorm(x.data, x.shape[0]!, model.finalNorm, config.normEps)),
     },
@@ -90,7 +95,7 @@ export function withCompressedWeights(
   const layers = model.layers.map((l) => ({ ...l }));
   let classifier = model.classifier;
   for (const [name, { weight }] of modules) {
-    let target: Tensor<"f32"> | undefined;
+    let target: { readonly shape: readonly number[] } | undefined;
     const m = /^layers\.(\d+)\.(\w+)$/.exec(name);
     if (name === LLAMA_HEAD) target = model.classifier;
     else if (m && layers[+m[1]!] && (LLAMA_LINEARS as readonly string[]).includes(m[2]!)) {

@@ -9,9 +9,17 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
+import { asFloat32 } from "../core/convert.ts";
 import { llamaDims } from "./model.ts";
 import { type RopeTables, ropeTables } from "./_rope.ts";
-import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel, RopeScaling } from "./model.ts";
+import type {
+  LlamaConfig,
+  LlamaLayer,
+  LlamaLinear,
+  LlamaModel,
+  RopeScaling,
+  WeightDType,
+} from "./model.ts";
 
 /**
  * Receives the input of a linear layer during a block's forward pass.
@@ -454,11 +462,52 @@ export function llamaEmbed(model: LlamaModel, tokens: ArrayLike<number>): Float3
   const { dim, vocabSize } = model.config;
   checkTokenIds(tokens, vocabSize);
   const x = new Float32Array(tokens.length * dim);
+  const e = model.tokenEmbedding;
   for (let t = 0; t < tokens.length; t++) {
     const id = tokens[t]!;
-    x.set(model.tokenEmbedding.data.subarray(id * dim, (id + 1) * dim), t * dim);
+    const row = e.data.subarray(id * dim, (id + 1) * dim);
+    x.set(
+      e.dtype === "f32" ? row as Float32Array : asFloat32({ ...e, shape: [dim], data: row }),
+      t * dim,
+    );
   }
   return x;
+}
+
+/** Rows of the classifier widened at a time by {@linkcode storedLinearForward}. */
+const WIDEN_ROWS = 4096;
+
+/**
+ * y = x·Wᵀ for a weight kept in its stored dtype: float32 weights directly,
+ * others widened {@linkcode WIDEN_ROWS} rows at a time (so a bf16 classifier
+ * never exists whole in float32).
+ *
+ * @param x Input rows [T, in].
+ * @param T Number of rows.
+ * @param w Weight [out, in], f32, f16 or bf16.
+ * @returns y [T, out].
+ */
+export function storedLinearForward(
+  x: Float32Array,
+  T: number,
+  w: Tensor<WeightDType>,
+): Float32Array {
+  if (w.dtype === "f32") return linearForward(x, T, w as Tensor<"f32">);
+  const out = w.shape[0]!, inp = w.shape[1]!;
+  const y = new Float32Array(T * out);
+  for (let r0 = 0; r0 < out; r0 += WIDEN_ROWS) {
+    const r1 = Math.min(out, r0 + WIDEN_ROWS);
+    const rows = { ...w, shape: [r1 - r0, inp], data: w.data.subarray(r0 * inp, r1 * inp) };
+    const part = linearForward(x, T, {
+      dtype: "f32",
+      shape: [r1 - r0, inp],
+      data: asFloat32(rows),
+    });
+    for (let t = 0; t < T; t++) {
+      y.set(part.subarray(t * (r1 - r0), (t + 1) * (r1 - r0)), t * out + r0);
+    }
+  }
+  return y;
 }
 
 /**
@@ -470,7 +519,8 @@ export function llamaEmbed(model: LlamaModel, tokens: ArrayLike<number>): Float3
  * @returns Logits [T, vocab].
  */
 export function llamaHead(model: LlamaModel, x: Float32Array, T: number): Float32Array {
-  return linearForward(rmsNorm(x, T, model.finalNorm, model.config.normEps), T, model.classifier);
+  const h = rmsNorm(x, T, model.finalNorm, model.config.normEps);
+  return storedLinearForward(h, T, model.classifier);
 }
 
 /**

@@ -23,6 +23,7 @@ import {
   writeBuffer,
 } from "../kernels/backend.ts";
 import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
+import { asFloat32 } from "../core/convert.ts";
 import {
   encodeAttention,
   encodeEmbed,
@@ -200,10 +201,10 @@ class GpuLlamaSession implements LlamaSession {
     this.#gpu = gpu;
     this.model = model;
     const up = (data: Float32Array, label: string) => uploadBuffer(gpu, data, label);
-    this.#embedding = up(model.tokenEmbedding.data, "llama:embedding");
+    this.#embedding = up(asFloat32(model.tokenEmbedding), "llama:embedding");
     this.#classifier = model.classifier === model.tokenEmbedding
       ? this.#embedding
-      : up(model.classifier.data, "llama:classifier");
+      : up(asFloat32(model.classifier), "llama:classifier");
     this.#finalNorm = up(model.finalNorm, "llama:finalNorm");
     this.#layers = model.layers.map((l, i) => ({
       attnNorm: up(l.attnNorm, `llama:${i}:attnNorm`),

@@ -1,10 +1,12 @@
 /**
- * Hugging Face Llama checkpoints: a folder with `config.json` and one or more
- * `model*.safetensors` files (names `model.layers.{i}.self_attn.q_proj.weight`,
- * ...). HF applies rotary embeddings to the two halves of each head, llama2.c
- * to interleaved pairs, so the q and k rows are permuted on the way in and out
- * (the permutation of HF's `convert_llama_weights_to_hf.py`). Uses the `Deno`
- * namespace.
+ * Hugging Face checkpoints of Llama-style decoders (Llama, Mistral, Qwen2,
+ * Qwen3): reading a folder (`config.json`, one `model.safetensors` or shards
+ * through `model.safetensors.index.json`; names
+ * `model.layers.{i}.self_attn.q_proj.weight`, ...) and writing one. HF applies
+ * rotary embeddings to the two halves of each head, llama2.c (and our forward
+ * pass) to interleaved pairs, so the q and k rows (and their biases and
+ * per-head norms) are permuted on the way in and out (the permutation of
+ * HF's `convert_llama_weights_to_hf.py`). Uses the `Deno` namespace.
  *
  * @module
  */
@@ -12,13 +14,13 @@
 import { tensor } from "../core/tensor.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
+import { SafetensorsError } from "../core/safetensors.ts";
 import { readSafetensors, writeSafetensors } from "../core/safetensors_file.ts";
-import { llamaDims, validateLlamaConfig } from "./model.ts";
-import type { LlamaConfig, LlamaLayer, LlamaModel } from "./model.ts";
+import { f32Weight, LLAMA_LINEARS, llamaDims } from "./model.ts";
+import type { LlamaConfig, LlamaLayer, LlamaModel, WeightDType } from "./model.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { hfTokenizerJson } from "./hf_tokenizer.ts";
-
-const SUPPORTED = ["LlamaForCausalLM"];
+import { HF_ARCHITECTURES, hfModelConfig } from "./hf_config.ts";
 
 /**
  * Row permutation between interleaved rotary pairs (llama2.c) and half-split
@@ -45,6 +47,19 @@ export function permuteRotaryRows(w: Tensor<"f32">, heads: number, toHf: boolean
   return tensor("f32", [rows, cols], out);
 }
 
+/**
+ * {@linkcode permuteRotaryRows} of a vector (a bias [heads·d], or a per-head
+ * norm weight [d] with `heads` 1).
+ *
+ * @param v The vector.
+ * @param heads Number of heads.
+ * @param toHf True: llama2.c → HF; false: HF → llama2.c.
+ * @returns The permuted vector (fresh).
+ */
+export function permuteRotaryVector(v: Float32Array, heads: number, toHf: boolean): Float32Array {
+  return permuteRotaryRows(tensor("f32", [v.length, 1], v), heads, toHf).data;
+}
+
 function hfNames(l: number) {
   const p = `model.layers.${l}`;
   return {
@@ -53,6 +68,11 @@ function hfNames(l: number) {
     wk: `${p}.self_attn.k_proj.weight`,
     wv: `${p}.self_attn.v_proj.weight`,
     wo: `${p}.self_attn.o_proj.weight`,
+    bq: `${p}.self_attn.q_proj.bias`,
+    bk: `${p}.self_attn.k_proj.bias`,
+    bv: `${p}.self_attn.v_proj.bias`,
+    qNorm: `${p}.self_attn.q_norm.weight`,
+    kNorm: `${p}.self_attn.k_norm.weight`,
     ffnNorm: `${p}.post_attention_layernorm.weight`,
     w1: `${p}.mlp.gate_proj.weight`,
     w2: `${p}.mlp.down_proj.weight`,
@@ -61,22 +81,29 @@ function hfNames(l: number) {
 }
 
 /**
- * The HF tensors of a model (q/k rows permuted to HF's rotary layout).
+ * The HF tensors of a model (q/k rows, biases and norms permuted to HF's
+ * rotary layout; embedding and classifier in their stored dtype).
  *
  * @param model The model.
  * @returns Tensors by HF name, in a stable order.
  */
-export function toHfTensors(model: LlamaModel): Map<string, Tensor<"f32">> {
+export function toHfTensors(model: LlamaModel): Map<string, Tensor> {
   const { nHeads, nKvHeads, dim } = model.config;
-  const out = new Map<string, Tensor<"f32">>();
+  const out = new Map<string, Tensor>();
   out.set("model.embed_tokens.weight", model.tokenEmbedding);
+  const vec = (v: Float32Array) => tensor("f32", [v.length], v);
   model.layers.forEach((layer, l) => {
     const n = hfNames(l);
     out.set(n.attnNorm, tensor("f32", [dim], layer.attnNorm));
     out.set(n.wq, permuteRotaryRows(layer.wq, nHeads, true));
+    if (layer.bq) out.set(n.bq, vec(permuteRotaryVector(layer.bq, nHeads, true)));
     out.set(n.wk, permuteRotaryRows(layer.wk, nKvHeads, true));
+    if (layer.bk) out.set(n.bk, vec(permuteRotaryVector(layer.bk, nKvHeads, true)));
     out.set(n.wv, layer.wv);
+    if (layer.bv) out.set(n.bv, vec(layer.bv));
     out.set(n.wo, layer.wo);
+    if (layer.qNorm) out.set(n.qNorm, vec(permuteRotaryVector(layer.qNorm, 1, true)));
+    if (layer.kNorm) out.set(n.kNorm, vec(permuteRotaryVector(layer.kNorm, 1, true)));
     out.set(n.ffnNorm, tensor("f32", [dim], layer.ffnNorm));
     out.set(n.w1, layer.w1);
     out.set(n.w2, layer.w2);
@@ -90,27 +117,52 @@ export function toHfTensors(model: LlamaModel): Map<string, Tensor<"f32">> {
 }
 
 /**
- * The HF `config.json` object of a model.
+ * The HF `config.json` object of a model (transformers 4 layout for the
+ * rotary settings: top-level `rope_theta` and `rope_scaling`, which
+ * transformers 5 also reads).
  *
  * @param config The configuration.
  * @param tied Whether the classifier is the embedding.
  * @returns The JSON-ready object.
  */
 export function hfConfig(config: LlamaConfig, tied: boolean): Record<string, unknown> {
+  const family = config.family ?? "llama";
+  const { headDim } = llamaDims(config);
+  const rope = config.rope ?? { type: "default" };
   return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
+    architectures: [HF_ARCHITECTURES[family]],
+    model_type: family,
     hidden_size: config.dim,
     intermediate_size: config.hiddenDim,
     num_hidden_layers: config.nLayers,
     num_attention_heads: config.nHeads,
     num_key_value_heads: config.nKvHeads,
+    head_dim: headDim,
     vocab_size: config.vocabSize,
     max_position_embeddings: config.seqLen,
     rms_norm_eps: config.normEps,
     rope_theta: config.ropeTheta,
+    rope_scaling: rope.type === "default"
+      ? null
+      : rope.type === "linear"
+      ? { rope_type: "linear", factor: rope.factor }
+      : {
+        rope_type: "llama3",
+        factor: rope.factor,
+        low_freq_factor: rope.lowFreqFactor,
+        high_freq_factor: rope.highFreqFactor,
+        original_max_position_embeddings: rope.originalMaxPositions,
+      },
     hidden_act: "silu",
     tie_word_embeddings: tied,
+    ...(family === "mistral" ? { sliding_window: config.slidingWindow ?? null } : {}),
+    ...(family === "qwen2" || family === "qwen3"
+      ? {
+        use_sliding_window: config.slidingWindow !== undefined,
+        sliding_window: config.slidingWindow ?? null,
+      }
+      : {}),
+    ...(family === "qwen3" ? { attention_bias: false } : {}),
     bos_token_id: 1,
     eos_token_id: 2,
     torch_dtype: "float32",
@@ -118,9 +170,10 @@ export function hfConfig(config: LlamaConfig, tied: boolean): Record<string, unk
 }
 
 /**
- * Writes a model as a Hugging Face Llama folder: `config.json` and
- * `model.safetensors` (float32), and `tokenizer.json` when a tokenizer is
- * given, each written atomically.
+ * Writes a model as a Hugging Face folder: `config.json` and
+ * `model.safetensors` (block weights float32, embedding and classifier in
+ * their stored dtype), and `tokenizer.json` when a tokenizer is given, each
+ * written atomically.
  *
  * @param model The model.
  * @param dir The folder (created if needed).
@@ -147,113 +200,253 @@ export async function writeHfLlama(
   });
 }
 
-function configFromHf(json: Record<string, unknown>, source: string): LlamaConfig {
-  const arch = json.architectures;
-  const archs = Array.isArray(arch) ? arch.map(String) : [];
-  if (!archs.some((a) => SUPPORTED.includes(a)) && json.model_type !== "llama") {
-    throw new RangeError(
-      `${source}: unknown architecture ${JSON.stringify(arch ?? json.model_type ?? null)}: ` +
-        `only ${SUPPORTED.join(", ")} (model_type "llama") is supported`,
-    );
+/** Options of {@linkcode loadHfLlama}. */
+export interface LoadHfOptions {
+  /**
+   * When the block weights become float32: `"block"` keeps every tensor in
+   * its stored dtype (bf16, f16 or f32) and widens one block at a time as the
+   * forward pass or the pipeline reads it (the last block widened is kept);
+   * `"load"` widens every block once, at load (faster repeated passes over a
+   * small model, 2× the memory of a bf16 checkpoint and more).
+   * @default "block"
+   */
+  widen?: "block" | "load";
+}
+
+const STORED: readonly string[] = ["f32", "f16", "bf16"];
+
+async function readJson(path: string, what: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new RangeError(`${path}: cannot read the ${what} (${(e as Error).message})`);
   }
-  const num = (key: string, fallback?: number): number => {
-    const v = json[key] ?? fallback;
-    if (typeof v !== "number") {
-      throw new RangeError(
-        `${source}: '${key}' must be a number: current value is ${JSON.stringify(v)}`,
-      );
+  try {
+    const json = JSON.parse(text);
+    if (json === null || typeof json !== "object" || Array.isArray(json)) {
+      throw new Error("not an object");
     }
-    return v;
-  };
-  if (json.hidden_act !== undefined && json.hidden_act !== "silu") {
-    throw new RangeError(
-      `${source}: hidden_act ${JSON.stringify(json.hidden_act)} is not supported (silu only)`,
-    );
+    return json;
+  } catch (e) {
+    throw new RangeError(`${path}: the ${what} is not a JSON object (${(e as Error).message})`);
   }
-  const scaling = json.rope_scaling;
-  if (scaling !== undefined && scaling !== null) {
-    throw new RangeError(`${source}: rope_scaling ${JSON.stringify(scaling)} is not supported`);
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
   }
-  const nHeads = num("num_attention_heads");
-  const config: LlamaConfig = {
-    dim: num("hidden_size"),
-    hiddenDim: num("intermediate_size"),
-    nLayers: num("num_hidden_layers"),
-    nHeads,
-    nKvHeads: num("num_key_value_heads", nHeads),
-    vocabSize: num("vocab_size"),
-    seqLen: num("max_position_embeddings", 2048),
-    ropeTheta: num("rope_theta", 10000),
-    normEps: num("rms_norm_eps", 1e-6),
-    sharedClassifier: json.tie_word_embeddings === true,
-  };
-  validateLlamaConfig(config, source);
-  return config;
 }
 
 /**
- * Reads a Hugging Face Llama folder (`config.json` and every `model*.safetensors`
- * in it; f32, f16 and bf16 tensors are converted to f32).
- *
- * @param dir The folder.
- * @returns The model.
- * @throws {RangeError} naming the file for an unknown architecture, a missing
- *   or misshapen tensor, or an inconsistent configuration.
+ * The safetensors files of a folder: those `model.safetensors.index.json`
+ * names (each must exist), else `model.safetensors`, else every
+ * `model*.safetensors`.
  */
-export async function loadHfLlama(dir: string): Promise<LlamaModel> {
-  const configPath = `${dir}/config.json`;
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(await Deno.readTextFile(configPath));
-  } catch (e) {
-    throw new RangeError(`${configPath}: cannot read the configuration (${(e as Error).message})`);
+async function shardFiles(dir: string): Promise<{ files: string[]; index: Map<string, string> }> {
+  const indexPath = `${dir}/model.safetensors.index.json`;
+  const index = new Map<string, string>();
+  if (await isFile(indexPath)) {
+    const json = await readJson(indexPath, "shard index");
+    const map = json.weight_map;
+    if (map === null || typeof map !== "object" || Array.isArray(map)) {
+      throw new RangeError(`${indexPath}: 'weight_map' must be an object of tensor → file`);
+    }
+    for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
+      if (typeof file !== "string" || file.includes("/") || file.includes("\\")) {
+        throw new RangeError(
+          `${indexPath}: tensor ${name} maps to ${JSON.stringify(file)}, not a file name`,
+        );
+      }
+      index.set(name, file);
+    }
+    const files = [...new Set(index.values())].sort();
+    for (const f of files) {
+      if (!(await isFile(`${dir}/${f}`))) {
+        throw new RangeError(`${indexPath} names ${f}, which is not in ${dir}`);
+      }
+    }
+    if (files.length === 0) throw new RangeError(`${indexPath}: 'weight_map' names no file`);
+    return { files: files.map((f) => `${dir}/${f}`), index };
   }
-  const config = configFromHf(json, configPath);
+  if (await isFile(`${dir}/model.safetensors`)) {
+    return { files: [`${dir}/model.safetensors`], index };
+  }
   const files: string[] = [];
   for await (const e of Deno.readDir(dir)) {
     if (e.isFile && /^model.*\.safetensors$/.test(e.name)) files.push(`${dir}/${e.name}`);
   }
-  files.sort();
-  if (files.length === 0) throw new RangeError(`${dir}: no model*.safetensors file`);
+  if (files.length === 0) {
+    throw new RangeError(
+      `${dir}: no model.safetensors, model*.safetensors or model.safetensors.index.json`,
+    );
+  }
+  return { files: files.sort(), index };
+}
+
+/**
+ * Layers whose fields are read through getters: the first read of any field
+ * of layer l widens that whole block (`widen(l)`) and keeps it until another
+ * block is read, so at most one widened block exists at a time (plus what
+ * callers hold on to).
+ */
+function lazyLayers(
+  n: number,
+  keys: readonly string[],
+  widen: (l: number) => LlamaLayer,
+): LlamaLayer[] {
+  let cached: { l: number; layer: LlamaLayer } | null = null;
+  const block = (l: number): LlamaLayer => {
+    if (cached === null || cached.l !== l) {
+      cached = null; // release the previous block before widening the next
+      cached = { l, layer: widen(l) };
+    }
+    return cached.layer;
+  };
+  return Array.from({ length: n }, (_, l) => {
+    const layer = {};
+    for (const key of keys) {
+      Object.defineProperty(layer, key, {
+        get: () => block(l)[key as keyof LlamaLayer],
+        enumerable: true,
+      });
+    }
+    return layer as LlamaLayer;
+  });
+}
+
+/**
+ * Reads a Hugging Face folder of a Llama-style decoder (Llama, Mistral, Qwen2,
+ * Qwen3; see `hf_config.ts`): `config.json` and the weights, one
+ * `model.safetensors` or the shards `model.safetensors.index.json` names.
+ * Tensors stay in their stored dtype (bf16, f16 or f32); the blocks are
+ * widened to float32 one at a time as they are read (see {@linkcode LoadHfOptions}),
+ * the embedding row by row, the classifier in chunks of rows. Every tensor's
+ * presence, shape and dtype is checked at load.
+ *
+ * @param dir The folder.
+ * @param options When to widen.
+ * @returns The model (q/k rows in the interleaved rotary layout of the forward pass).
+ * @throws {RangeError} naming the file, the tensor or the key: an unsupported
+ *   architecture or setting, a missing key, an index naming a missing file, a
+ *   missing tensor, a tensor of the wrong shape or dtype.
+ * @throws {SafetensorsError} naming the file for a truncated or broken shard.
+ */
+export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Promise<LlamaModel> {
+  const { widen = "block" } = options;
+  if (widen !== "block" && widen !== "load") {
+    throw new RangeError(
+      `Cannot load a model as 'widen' must be "block" or "load": current value is ${
+        JSON.stringify(widen)
+      }`,
+    );
+  }
+  const configPath = `${dir}/config.json`;
+  const config = hfModelConfig(await readJson(configPath, "configuration"), configPath);
+  const { files, index } = await shardFiles(dir);
   const all = new Map<string, { t: Tensor; file: string }>();
   for (const f of files) {
-    const { tensors } = await readSafetensors(f);
+    let tensors: Map<string, Tensor>;
+    try {
+      ({ tensors } = await readSafetensors(f));
+    } catch (e) {
+      if (e instanceof SafetensorsError) throw new SafetensorsError(`${f}: ${e.message}`);
+      throw e;
+    }
     for (const [name, t] of tensors) all.set(name, { t, file: f });
   }
-  const where = files.length === 1
-    ? files[0]!
-    : `${dir}/model*.safetensors (${files.length} files)`;
-  const get = (name: string, shape: number[]): Tensor<"f32"> => {
+  const where = (name: string): string => {
+    const listed = index.get(name);
+    if (listed !== undefined) return `${dir}/${listed} (as the index says)`;
+    return files.length === 1 ? files[0]! : `${dir} (${files.length} safetensors files)`;
+  };
+  const get = (name: string, shape: readonly number[]): Tensor<WeightDType> => {
     const e = all.get(name);
-    if (!e) throw new RangeError(`${where}: missing tensor ${name}`);
+    if (!e) throw new RangeError(`${where(name)}: missing tensor ${name}`);
     if (e.t.shape.join() !== shape.join()) {
       throw new RangeError(
         `${e.file}: tensor ${name} has shape [${e.t.shape}], config.json implies [${shape}]`,
       );
     }
-    const data = e.t.dtype === "f32" ? Float32Array.from(e.t.data as Float32Array) : asFloat32(e.t);
-    return tensor("f32", shape, data);
+    if (!STORED.includes(e.t.dtype)) {
+      throw new RangeError(
+        `${e.file}: tensor ${name} has dtype ${e.t.dtype}; expected bf16, f16 or f32`,
+      );
+    }
+    return e.t as Tensor<WeightDType>;
   };
-  const { dim, hiddenDim, vocabSize, nHeads, nKvHeads } = config;
-  const { kvDim } = llamaDims(config);
-  const tokenEmbedding = get("model.embed_tokens.weight", [vocabSize, dim]);
-  const layers: LlamaLayer[] = Array.from({ length: config.nLayers }, (_, l) => {
+  const { dim, hiddenDim, vocabSize, nHeads, nKvHeads, nLayers } = config;
+  const { headDim, qDim, kvDim } = llamaDims(config);
+  const shapes = (l: number): Record<string, readonly number[]> => {
     const n = hfNames(l);
     return {
-      attnNorm: get(n.attnNorm, [dim]).data,
-      wq: permuteRotaryRows(get(n.wq, [dim, dim]), nHeads, false),
-      wk: permuteRotaryRows(get(n.wk, [kvDim, dim]), nKvHeads, false),
-      wv: get(n.wv, [kvDim, dim]),
-      wo: get(n.wo, [dim, dim]),
-      ffnNorm: get(n.ffnNorm, [dim]).data,
-      w1: get(n.w1, [hiddenDim, dim]),
-      w2: get(n.w2, [dim, hiddenDim]),
-      w3: get(n.w3, [hiddenDim, dim]),
+      [n.attnNorm]: [dim],
+      [n.wq]: [qDim, dim],
+      [n.wk]: [kvDim, dim],
+      [n.wv]: [kvDim, dim],
+      [n.wo]: [dim, qDim],
+      [n.ffnNorm]: [dim],
+      [n.w1]: [hiddenDim, dim],
+      [n.w2]: [dim, hiddenDim],
+      [n.w3]: [hiddenDim, dim],
+      ...(config.qkvBias ? { [n.bq]: [qDim], [n.bk]: [kvDim], [n.bv]: [kvDim] } : {}),
+      ...(config.qkNorm ? { [n.qNorm]: [headDim], [n.kNorm]: [headDim] } : {}),
     };
-  });
-  const finalNorm = get("model.norm.weight", [dim]).data;
+  };
+  // Check everything now, so that a bad checkpoint fails at load, not mid-run.
+  for (let l = 0; l < nLayers; l++) {
+    for (const [name, shape] of Object.entries(shapes(l))) get(name, shape);
+  }
+  const vec = (t: Tensor<WeightDType>): Float32Array => asFloat32(t);
+  const widenLayer = (l: number): LlamaLayer => {
+    const n = hfNames(l);
+    const s = shapes(l);
+    const w = (name: string) => f32Weight(get(name, s[name]!));
+    const layer: LlamaLayer = {
+      attnNorm: vec(get(n.attnNorm, [dim])),
+      wq: permuteRotaryRows(w(n.wq), nHeads, false),
+      wk: permuteRotaryRows(w(n.wk), nKvHeads, false),
+      wv: w(n.wv),
+      wo: w(n.wo),
+      ffnNorm: vec(get(n.ffnNorm, [dim])),
+      w1: w(n.w1),
+      w2: w(n.w2),
+      w3: w(n.w3),
+      ...(config.qkvBias
+        ? {
+          bq: permuteRotaryVector(vec(get(n.bq, [qDim])), nHeads, false),
+          bk: permuteRotaryVector(vec(get(n.bk, [kvDim])), nKvHeads, false),
+          bv: vec(get(n.bv, [kvDim])),
+        }
+        : {}),
+      ...(config.qkNorm
+        ? {
+          qNorm: permuteRotaryVector(vec(get(n.qNorm, [headDim])), 1, false),
+          kNorm: permuteRotaryVector(vec(get(n.kNorm, [headDim])), 1, false),
+        }
+        : {}),
+    };
+    return layer;
+  };
+  const keys = [
+    ...LLAMA_LINEARS,
+    "attnNorm",
+    "ffnNorm",
+    ...(config.qkvBias ? ["bq", "bk", "bv"] : []),
+    ...(config.qkNorm ? ["qNorm", "kNorm"] : []),
+  ];
+  const layers = widen === "load"
+    ? Array.from({ length: nLayers }, (_, l) => widenLayer(l))
+    : lazyLayers(nLayers, keys, widenLayer);
+  const stored = (t: Tensor<WeightDType>) => widen === "load" ? f32Weight(t) : t;
+  const tokenEmbedding = stored(get("model.embed_tokens.weight", [vocabSize, dim]));
+  const finalNorm = vec(get("model.norm.weight", [dim]));
   const tied = config.sharedClassifier && !all.has("lm_head.weight");
-  const classifier = tied ? tokenEmbedding : get("lm_head.weight", [vocabSize, dim]);
+  const classifier = tied ? tokenEmbedding : stored(get("lm_head.weight", [vocabSize, dim]));
   return {
     config: { ...config, sharedClassifier: tied },
     tokenEmbedding,

@@ -18,4 +18,6 @@ export * from "./perplexity_pool.ts";
 export * from "./tokenizer.ts";
 export * from "./hf_tokenizer.ts";
 export * from "./hf.ts";
+export * from "./hf_config.ts";
+export * from "./causal_lm.ts";
 export * from "./llama2c.ts";

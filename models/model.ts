@@ -8,6 +8,7 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
+import { asFloat32 } from "../core/convert.ts";
 
 /**
  * How the rotary frequencies are derived from θ (Hugging Face's `rope_type`):
@@ -112,18 +113,40 @@ export interface LlamaLayer {
   readonly kNorm?: Float32Array;
 }
 
+/**
+ * Storage types of the weights a model keeps as read: checkpoints stay in
+ * their stored dtype and are widened to float32 where the math needs them.
+ */
+export type WeightDType = "f32" | "f16" | "bf16";
+
+/**
+ * A weight as float32: the tensor itself when it is stored so, else a
+ * widened copy.
+ *
+ * @param t The weight.
+ * @returns The float32 weight.
+ */
+export function f32Weight(t: Tensor<WeightDType>): Tensor<"f32"> {
+  return t.dtype === "f32"
+    ? t as Tensor<"f32">
+    : { dtype: "f32", shape: t.shape, data: asFloat32(t) };
+}
+
 /** A Llama model: configuration and weights. */
 export interface LlamaModel {
   /** Hyper-parameters. */
   readonly config: LlamaConfig;
-  /** Token embedding, [vocab, dim]. */
-  readonly tokenEmbedding: Tensor<"f32">;
+  /** Token embedding, [vocab, dim], in its stored dtype (rows are widened as they are looked up). */
+  readonly tokenEmbedding: Tensor<WeightDType>;
   /** Transformer blocks. */
   readonly layers: readonly LlamaLayer[];
   /** Final RMSNorm weight, [dim]. */
   readonly finalNorm: Float32Array;
-  /** Classifier, [vocab, dim]; the same object as `tokenEmbedding` when shared. */
-  readonly classifier: Tensor<"f32">;
+  /**
+   * Classifier, [vocab, dim], in its stored dtype (widened in chunks of rows as
+   * it is applied); the same object as `tokenEmbedding` when shared.
+   */
+  readonly classifier: Tensor<WeightDType>;
 }
 
 /**
