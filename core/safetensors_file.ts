@@ -37,7 +37,25 @@ import { parseSafetensors, type Safetensors } from "./safetensors.ts";
  * @throws {SafetensorsError} When the file breaks a rule of the format.
  */
 export async function readSafetensors(path: string | URL): Promise<Safetensors> {
-  return parseSafetensors(await Deno.readFile(path));
+  return parseSafetensors(await readWholeFile(path));
+}
+
+/**
+ * A file's bytes in one buffer of exactly its size (`Deno.readFile` may grow
+ * its buffer in steps, holding up to twice a large file at once).
+ */
+async function readWholeFile(path: string | URL): Promise<Uint8Array> {
+  using file = await Deno.open(path, { read: true });
+  const size = (await file.stat()).size;
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  while (at < size) {
+    const n = await file.read(bytes.subarray(at));
+    if (n === null) break;
+    at += n;
+  }
+  // A file that shrank while being read is parsed as what was read (and refused if truncated).
+  return at === size ? bytes : bytes.subarray(0, at);
 }
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {

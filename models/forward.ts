@@ -479,8 +479,9 @@ const WIDEN_ROWS = 4096;
 
 /**
  * y = x·Wᵀ for a weight kept in its stored dtype: float32 weights directly,
- * others widened {@linkcode WIDEN_ROWS} rows at a time (so a bf16 classifier
- * never exists whole in float32).
+ * others widened {@linkcode WIDEN_ROWS} rows at a time into one scratch
+ * buffer (so a bf16 classifier never exists whole in float32, and widening it
+ * leaves no garbage behind but that buffer).
  *
  * @param x Input rows [T, in].
  * @param T Number of rows.
@@ -495,13 +496,20 @@ export function storedLinearForward(
   if (w.dtype === "f32") return linearForward(x, T, w as Tensor<"f32">);
   const out = w.shape[0]!, inp = w.shape[1]!;
   const y = new Float32Array(T * out);
+  const scratch = new Float32Array(Math.min(out, WIDEN_ROWS) * inp);
+  const bits = new Uint32Array(scratch.buffer);
   for (let r0 = 0; r0 < out; r0 += WIDEN_ROWS) {
-    const r1 = Math.min(out, r0 + WIDEN_ROWS);
-    const rows = { ...w, shape: [r1 - r0, inp], data: w.data.subarray(r0 * inp, r1 * inp) };
+    const r1 = Math.min(out, r0 + WIDEN_ROWS), n = (r1 - r0) * inp;
+    const src = w.data.subarray(r0 * inp, r1 * inp);
+    if (w.dtype === "bf16") {
+      for (let i = 0; i < n; i++) bits[i] = (src[i]! << 16) >>> 0;
+    } else {
+      scratch.set(src as Float16Array);
+    }
     const part = linearForward(x, T, {
       dtype: "f32",
       shape: [r1 - r0, inp],
-      data: asFloat32(rows),
+      data: scratch.subarray(0, n),
     });
     for (let t = 0; t < T; t++) {
       y.set(part.subarray(t * (r1 - r0), (t + 1) * (r1 - r0)), t * out + r0);
