@@ -1,7 +1,8 @@
 /**
  * The elementwise and per-row WebGPU kernels of the Llama forward pass (the
  * matrix products go through `kernels/gemm_kernel.ts`): embedding gather,
- * RMSNorm, rotary embeddings, causal grouped-query attention, SwiGLU, and the
+ * RMSNorm, rotary embeddings (after the q/k/v biases and the per-head q/k
+ * RMSNorm, in the same dispatch), causal grouped-query attention, SwiGLU, and the
  * per-row negative log-likelihood. Activations are row-major f32 [rows, width];
  * `rows` is a batch of sequences of `T` tokens each, so row r is position
  * r mod T of sequence ⌊r / T⌋. Their CPU references are the functions of
@@ -133,54 +134,193 @@ export function encodeRmsNorm(
   batch.dispatch(pipeline, [y, x, weight, u], foldGroups(batch.gpu, rows));
 }
 
+/** Specialization of {@linkcode ropeWgsl}. */
+export interface RopeSpec {
+  /** Adds a bias to each column before the rotation. */
+  readonly bias: boolean;
+  /** RMSNorm of the heads in a range before the rotation (one workgroup per row and head). */
+  readonly norm: boolean;
+}
+
+/** The pair (a, b) at column offset o turned by the (cos, sin) pair cs, written back. */
+const ROTATE = `  Q[o] = a * cs.x - b * cs.y;
+  Q[o + 1u] = a * cs.y + b * cs.x;`;
+
 /**
- * Rotary embedding in place on columns [0, width) of rows with leading
- * dimension `ld`: interleaved pairs (2j, 2j+1) of each head of `hd` columns
- * turn by the angle of position r mod T and frequency index (2j mod hd) / 2,
- * read from a [positions, hd/2] table of (cos, sin).
+ * Rotary embedding in place on the heads of `hd` columns of rows with
+ * leading dimension `ld`: interleaved pairs (2j, 2j+1) of a head turn by the
+ * angle of position r mod T and frequency index j, read from a
+ * [positions, hd/2] table of (cos, sin). With `bias`, a bias B[c] is first
+ * added to every column c < width, and the columns past the rotated ones get
+ * only the bias (the values of a q/k/v row). With `norm`, the heads in
+ * [normFrom, normTo) are first scaled to unit RMS (with eps) and by a weight
+ * [2, hd]: its first row for heads before `split` (queries), its second for
+ * the others (keys); this variant runs one workgroup per row and head, the
+ * others one thread per pair.
+ *
+ * @param spec Whether a bias is added and heads are normalized.
+ * @returns WGSL source.
  */
-export function ropeWgsl(): string {
-  return `struct P { n: u32, pairs: u32, ld: u32, T: u32, hd: u32 }
+export function ropeWgsl(spec: RopeSpec = { bias: false, norm: false }): string {
+  const { bias, norm } = spec;
+  const biasBinding = bias ? "@group(0) @binding(2) var<storage, read> B: array<f32>;\n" : "";
+  const next = bias ? 3 : 2;
+  if (!norm) {
+    return `struct P { n: u32, pairs: u32, ld: u32, T: u32, hd: u32${bias ? ", rot: u32" : ""} }
 @group(0) @binding(0) var<storage, read_write> Q: array<f32>;
 @group(0) @binding(1) var<storage, read> CS: array<vec2<f32>>;
-@group(0) @binding(2) var<uniform> p: P;
+${biasBinding}@group(0) @binding(${next}) var<uniform> p: P;
 @compute @workgroup_size(${EW})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
   ${FLAT}
   if (i >= p.n) { return; }
   let r = i / p.pairs;
   let j = (i % p.pairs) * 2u;
+${
+      bias
+        ? `  let o = r * p.ld + j;
+  let a = Q[o] + B[j];
+  let b = Q[o + 1u] + B[j + 1u];
+  if (j >= p.rot) {
+    Q[o] = a;
+    Q[o + 1u] = b;
+    return;
+  }
   let cs = CS[(r % p.T) * (p.hd / 2u) + (j % p.hd) / 2u];
+`
+        : `  let cs = CS[(r % p.T) * (p.hd / 2u) + (j % p.hd) / 2u];
   let o = r * p.ld + j;
   let a = Q[o];
   let b = Q[o + 1u];
-  Q[o] = a * cs.x - b * cs.y;
-  Q[o + 1u] = a * cs.y + b * cs.x;
+`
+    }${ROTATE}
+}
+`;
+  }
+  const add = (c: string) => bias ? ` + B[${c}]` : "";
+  return `struct P { rows: u32, heads: u32, ld: u32, T: u32, hd: u32, rotHeads: u32,
+  normFrom: u32, normTo: u32, split: u32, eps: f32 }
+@group(0) @binding(0) var<storage, read_write> Q: array<f32>;
+@group(0) @binding(1) var<storage, read> CS: array<vec2<f32>>;
+${biasBinding}@group(0) @binding(${next}) var<storage, read> W: array<f32>;
+@group(0) @binding(${next + 1}) var<uniform> p: P;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.rows * p.heads) { return; }
+  let r = wgi / p.heads;
+  let h = wgi % p.heads;
+  let c0 = h * p.hd;
+  let o0 = r * p.ld + c0;
+  let normed = h >= p.normFrom && h < p.normTo;
+  var inv = 1.0;
+  if (normed) {
+    var s = 0.0;
+    for (var i = lid; i < p.hd; i += ${WG}u) { let v = Q[o0 + i]${
+    add("c0 + i")
+  }; s = fma(v, v, s); }
+    red[lid] = s;
+${reduce("sum").replace(/^/gm, "  ")}
+    inv = 1.0 / sqrt(red[0] / f32(p.hd) + p.eps);
+  }
+  let w0 = select(p.hd, 0u, h < p.split);
+  let half = p.hd / 2u;
+  for (var k = lid; k < half; k += ${WG}u) {
+    let j = 2u * k;
+    let o = o0 + j;
+    var a = Q[o]${add("c0 + j")};
+    var b = Q[o + 1u]${add("c0 + j + 1u")};
+    if (normed) {
+      a = a * inv * W[w0 + j];
+      b = b * inv * W[w0 + j + 1u];
+    }
+    if (h < p.rotHeads) {
+      let cs = CS[(r % p.T) * half + k];
+    ${ROTATE.replaceAll("\n", "\n    ")}
+    } else {
+      Q[o] = a;
+      Q[o + 1u] = b;
+    }
+  }
 }
 `;
 }
 
+/** The optional steps of {@linkcode encodeRope} before the rotation. */
+export interface RopePrologue {
+  /** Bias [width] added to columns [0, width) first; columns past the rotated ones get only it. */
+  readonly bias?: { readonly buffer: GPUBuffer; readonly width: number };
+  /**
+   * RMSNorm (with eps) of the heads in [from, to), scaled by row 0 of the
+   * weight [2, hd] for heads before `split` and by row 1 for the others.
+   */
+  readonly norm?: {
+    readonly weight: GPUBuffer;
+    readonly from: number;
+    readonly to: number;
+    readonly split: number;
+    readonly eps: number;
+  };
+}
+
 /**
- * Records the rotary embedding of the first `width` columns of each row.
+ * Records the rotary embedding of the first `width` columns of each row,
+ * after an optional bias and per-head RMSNorm.
  *
  * @param batch The batch.
  * @param q Rows [rows, ld], rotated in place.
  * @param table (cos, sin) pairs [positions ≥ T, hd/2].
  * @param shape Rows, sequence length, rotated width, leading dimension, head width.
+ * @param prologue Bias and head norm applied first.
  */
 export function encodeRope(
   batch: GpuBatch,
   q: GPUBuffer,
   table: GPUBuffer,
   shape: { rows: number; T: number; width: number; ld: number; hd: number },
+  prologue: RopePrologue = {},
 ): void {
   const { rows, T, width, ld, hd } = shape;
-  const n = (rows * width) / 2;
-  const { pipeline, groups } = elementwise(batch, "llama:rope", ropeWgsl, n);
-  const u = batch.uniform([{ u32: n }, { u32: width / 2 }, { u32: ld }, { u32: T }, {
-    u32: hd,
-  }]);
-  batch.dispatch(pipeline, [q, table, u], groups);
+  const { bias, norm } = prologue;
+  const spec: RopeSpec = { bias: bias !== undefined, norm: norm !== undefined };
+  const total = bias ? Math.max(bias.width, width) : width;
+  if (width % hd !== 0 || total % hd !== 0 || total > ld) {
+    throw new RangeError(
+      `Cannot rotate ${width} columns (${total} with the bias) of rows of ${ld} in heads of ${hd}`,
+    );
+  }
+  const key = `llama:rope${spec.bias ? ":bias" : ""}${spec.norm ? ":norm" : ""}`;
+  const pipeline = cachedPipeline(batch.gpu, key, () => ropeWgsl(spec));
+  const extra = [...(bias ? [bias.buffer] : []), ...(norm ? [norm.weight] : [])];
+  if (!norm) {
+    const n = (rows * total) / 2;
+    const u = batch.uniform([
+      { u32: n },
+      { u32: total / 2 },
+      { u32: ld },
+      { u32: T },
+      { u32: hd },
+      ...(bias ? [{ u32: width }] : []),
+    ]);
+    batch.dispatch(pipeline, [q, table, ...extra, u], foldGroups(batch.gpu, Math.ceil(n / EW)));
+    return;
+  }
+  const heads = total / hd;
+  const u = batch.uniform([
+    { u32: rows },
+    { u32: heads },
+    { u32: ld },
+    { u32: T },
+    { u32: hd },
+    { u32: width / hd },
+    { u32: norm.from },
+    { u32: norm.to },
+    { u32: norm.split },
+    { f32: norm.eps },
+  ]);
+  batch.dispatch(pipeline, [q, table, ...extra, u], foldGroups(batch.gpu, rows * heads));
 }
 
 /** Specialization of {@linkcode attentionWgsl}. */

@@ -2,9 +2,12 @@
  * The Llama forward pass on WebGPU: a session uploads the weights once, and
  * each call runs a whole forward pass (embedding, RMSNorm, the fused q/k/v and
  * gate/up projections and the other linears through the register-blocked f32
- * matrix product of `kernels/gemm_kernel.ts`, rotary embeddings on interleaved
- * pairs, causal grouped-query attention, SwiGLU, the classifier) in one
- * submission with one read-back. Perplexity batches several windows into one
+ * matrix product of `kernels/gemm_kernel.ts`, q/k/v biases, per-head q/k
+ * RMSNorm and rotary embeddings on interleaved pairs (with the configuration's
+ * frequency scaling) in one dispatch, causal grouped-query attention, SwiGLU,
+ * the classifier) in one submission with one read-back. The head width may
+ * differ from dim / nHeads; a sequence longer than the sliding window is
+ * refused, as on the CPU. Perplexity batches several windows into one
  * pass and reads back only the per-token negative log-likelihoods. With
  * `backend: "cpu"` (or `"auto"` without a hardware adapter) the same calls
  * run the CPU forward pass of `forward.ts`, so callers need no second code
@@ -32,10 +35,10 @@ import {
   encodeRope,
   encodeSwiglu,
 } from "./_gpu_kernels.ts";
-import { checkTokenIds, llamaForward } from "./forward.ts";
+import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import { ropeTables } from "./_rope.ts";
 import { llamaDims } from "./model.ts";
-import type { LlamaModel } from "./model.ts";
+import type { LlamaConfig, LlamaLayer, LlamaModel, RopeScaling } from "./model.ts";
 import { perplexity, planWindows } from "./perplexity.ts";
 import type { PerplexityOptions, PerplexityResult } from "./perplexity.ts";
 
@@ -62,6 +65,8 @@ export interface LlamaSession {
    *
    * @param tokens Token ids.
    * @returns Logits [T, vocab], row-major.
+   * @throws {RangeError} (as a rejection) for an id outside the vocabulary or a sequence
+   * longer than the sliding window.
    */
   forward(tokens: ArrayLike<number>): Promise<Float32Array>;
   /**
@@ -72,6 +77,8 @@ export interface LlamaSession {
    * @param inputs Token sequences, each from position 0.
    * @param targets The next token at each position of each sequence.
    * @returns The NLL sum in nats and the number of scored tokens.
+   * @throws {RangeError} (as a rejection) for mismatched sequences or ones longer than the
+   * sliding window.
    */
   nll(
     inputs: readonly ArrayLike<number>[],
@@ -140,8 +147,13 @@ function cpuSession(model: LlamaModel): LlamaSession {
 }
 
 /** (cos, sin) of position p and frequency i at [p·hd/2 + i], float64 rounded once. */
-function ropeTable(hd: number, theta: number, positions: number): Float32Array {
-  const { cos, sin } = ropeTables(hd, theta, positions);
+function ropeTable(
+  hd: number,
+  theta: number,
+  positions: number,
+  scaling: RopeScaling | undefined,
+): Float32Array {
+  const { cos, sin } = ropeTables(hd, theta, positions, scaling);
   const cs = new Float32Array(cos.length * 2);
   for (let k = 0; k < cos.length; k++) {
     cs[2 * k] = cos[k]!;
@@ -152,11 +164,51 @@ function ropeTable(hd: number, theta: number, positions: number): Float32Array {
 
 interface LayerBuffers {
   attnNorm: GPUBuffer;
-  wqkv: GPUBuffer; // [dim + 2·kvDim, dim]
-  wo: GPUBuffer; // [dim, dim]
+  wqkv: GPUBuffer; // [qDim + 2·kvDim, dim]
+  wo: GPUBuffer; // [dim, qDim]
   ffnNorm: GPUBuffer;
   w13: GPUBuffer; // [2·hidden, dim]: gate rows, then up rows
   w2: GPUBuffer; // [dim, hidden]
+  /** q, k and v biases side by side [qDim + 2·kvDim] (zeros for a missing one), or null. */
+  bqkv: GPUBuffer | null;
+  /** qNorm, then kNorm [2, hd], and the heads of a q/k row they scale, or null without either. */
+  qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
+}
+
+function layerBuffers(l: LayerBuffers): GPUBuffer[] {
+  const { attnNorm, wqkv, wo, ffnNorm, w13, w2, bqkv, qkNorm } = l;
+  return [
+    attnNorm,
+    wqkv,
+    wo,
+    ffnNorm,
+    w13,
+    w2,
+    ...(bqkv ? [bqkv] : []),
+    ...(qkNorm ? [qkNorm.weight] : []),
+  ];
+}
+
+/**
+ * Checks the lengths of a layer's optional bias and head-norm vectors (the
+ * forward passes use those present, as the CPU one does).
+ */
+function checkLayerExtras(config: LlamaConfig, layer: LlamaLayer, i: number): void {
+  const { headDim, qDim, kvDim } = llamaDims(config);
+  const expected = [
+    ["bq", layer.bq, qDim],
+    ["bk", layer.bk, kvDim],
+    ["bv", layer.bv, kvDim],
+    ["qNorm", layer.qNorm, headDim],
+    ["kNorm", layer.kNorm, headDim],
+  ] as const;
+  for (const [name, v, n] of expected) {
+    if (v !== undefined && v.length !== n) {
+      throw new RangeError(
+        `Cannot upload layer ${i}: '${name}' must have ${n} values: current length is ${v.length}`,
+      );
+    }
+  }
 }
 
 interface Activations {
@@ -165,8 +217,8 @@ interface Activations {
   targets: GPUBuffer; // i32 [rows]
   x: GPUBuffer; // [rows, dim] residual stream
   h: GPUBuffer; // [rows, dim] normalized
-  qkv: GPUBuffer; // [rows, dim + 2·kvDim]
-  att: GPUBuffer; // [rows, dim]
+  qkv: GPUBuffer; // [rows, qDim + 2·kvDim]
+  att: GPUBuffer; // [rows, qDim]
   u: GPUBuffer; // [rows, 2·hidden]
   g: GPUBuffer; // [rows, hidden]
   logits: GPUBuffer; // [rows, vocab]
@@ -198,6 +250,7 @@ class GpuLlamaSession implements LlamaSession {
   #disposed = false;
 
   constructor(gpu: Gpu, model: LlamaModel) {
+    model.layers.forEach((l, i) => checkLayerExtras(model.config, l, i));
     this.#gpu = gpu;
     this.model = model;
     const up = (data: Float32Array, label: string) => uploadBuffer(gpu, data, label);
@@ -206,14 +259,31 @@ class GpuLlamaSession implements LlamaSession {
       ? this.#embedding
       : up(asFloat32(model.classifier), "llama:classifier");
     this.#finalNorm = up(model.finalNorm, "llama:finalNorm");
-    this.#layers = model.layers.map((l, i) => ({
-      attnNorm: up(l.attnNorm, `llama:${i}:attnNorm`),
-      wqkv: up(concatRows(l.wq.data, l.wk.data, l.wv.data), `llama:${i}:wqkv`),
-      wo: up(l.wo.data, `llama:${i}:wo`),
-      ffnNorm: up(l.ffnNorm, `llama:${i}:ffnNorm`),
-      w13: up(concatRows(l.w1.data, l.w3.data), `llama:${i}:w13`),
-      w2: up(l.w2.data, `llama:${i}:w2`),
-    }));
+    const { config } = model;
+    const { headDim: hd, qDim, kvDim } = llamaDims(config);
+    const zeros = (n: number) => new Float32Array(n);
+    this.#layers = model.layers.map((l, i) => {
+      const anyBias = l.bq !== undefined || l.bk !== undefined || l.bv !== undefined;
+      const bias = anyBias
+        ? concatRows(l.bq ?? zeros(qDim), l.bk ?? zeros(kvDim), l.bv ?? zeros(kvDim))
+        : null;
+      // Heads [0, nHeads) of a q/k row are queries, the next nKvHeads keys.
+      const qkNorm = l.qNorm === undefined && l.kNorm === undefined ? null : {
+        weight: up(concatRows(l.qNorm ?? zeros(hd), l.kNorm ?? zeros(hd)), `llama:${i}:qkNorm`),
+        from: l.qNorm !== undefined ? 0 : config.nHeads,
+        to: config.nHeads + (l.kNorm !== undefined ? config.nKvHeads : 0),
+      };
+      return {
+        attnNorm: up(l.attnNorm, `llama:${i}:attnNorm`),
+        wqkv: up(concatRows(l.wq.data, l.wk.data, l.wv.data), `llama:${i}:wqkv`),
+        wo: up(l.wo.data, `llama:${i}:wo`),
+        ffnNorm: up(l.ffnNorm, `llama:${i}:ffnNorm`),
+        w13: up(concatRows(l.w1.data, l.w3.data), `llama:${i}:w13`),
+        w2: up(l.w2.data, `llama:${i}:w2`),
+        bqkv: bias === null ? null : up(bias, `llama:${i}:bqkv`),
+        qkNorm,
+      };
+    });
   }
 
   #ropeFor(T: number): GPUBuffer {
@@ -221,7 +291,7 @@ class GpuLlamaSession implements LlamaSession {
       this.#rope?.buffer.destroy();
       const { config } = this.model;
       const positions = Math.max(T, config.seqLen);
-      const table = ropeTable(llamaDims(config).headDim, config.ropeTheta, positions);
+      const table = ropeTable(llamaDims(config).headDim, config.ropeTheta, positions, config.rope);
       this.#rope = { buffer: uploadBuffer(this.#gpu, table, "llama:rope"), positions };
     }
     return this.#rope.buffer;
@@ -233,7 +303,7 @@ class GpuLlamaSession implements LlamaSession {
       for (const b of Object.values(this.#acts)) if (typeof b !== "number") b.destroy();
     }
     const { dim, hiddenDim, vocabSize } = this.model.config;
-    const { kvDim } = llamaDims(this.model.config);
+    const { qDim, kvDim } = llamaDims(this.model.config);
     const gpu = this.#gpu;
     const f = (width: number, label: string) => storageBuffer(gpu, rows * width * 4, label);
     this.#acts = {
@@ -242,8 +312,8 @@ class GpuLlamaSession implements LlamaSession {
       targets: f(1, "llama:targets"),
       x: f(dim, "llama:x"),
       h: f(dim, "llama:h"),
-      qkv: f(dim + 2 * kvDim, "llama:qkv"),
-      att: f(dim, "llama:att"),
+      qkv: f(qDim + 2 * kvDim, "llama:qkv"),
+      att: f(qDim, "llama:att"),
       u: f(2 * hiddenDim, "llama:u"),
       g: f(hiddenDim, "llama:g"),
       logits: f(vocabSize, "llama:logits"),
@@ -256,8 +326,8 @@ class GpuLlamaSession implements LlamaSession {
   #encode(batch: GpuBatch, acts: Activations, rows: number, T: number): void {
     const { config } = this.model;
     const { dim, hiddenDim: H, vocabSize: V, normEps, nHeads, nKvHeads } = config;
-    const { headDim: hd, kvDim } = llamaDims(config);
-    const qkvW = dim + 2 * kvDim;
+    const { headDim: hd, qDim, kvDim } = llamaDims(config);
+    const qkvW = qDim + 2 * kvDim;
     const rope = this.#ropeFor(T);
     const linear = (
       out: GPUBuffer,
@@ -284,7 +354,11 @@ class GpuLlamaSession implements LlamaSession {
     for (const l of this.#layers) {
       encodeRmsNorm(batch, acts.h, acts.x, l.attnNorm, rows, dim, normEps);
       linear(acts.qkv, acts.h, l.wqkv, qkvW, dim, false);
-      encodeRope(batch, acts.qkv, rope, { rows, T, width: dim + kvDim, ld: qkvW, hd });
+      // The biases and q/k head norms run in the rotation's dispatch.
+      encodeRope(batch, acts.qkv, rope, { rows, T, width: qDim + kvDim, ld: qkvW, hd }, {
+        ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
+        ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
+      });
       encodeAttention(batch, acts.att, acts.qkv, {
         rows,
         T,
@@ -292,10 +366,10 @@ class GpuLlamaSession implements LlamaSession {
         nKvHeads,
         hd,
         ld: qkvW,
-        kOff: dim,
-        vOff: dim + kvDim,
+        kOff: qDim,
+        vOff: qDim + kvDim,
       });
-      linear(acts.x, acts.att, l.wo, dim, dim, true);
+      linear(acts.x, acts.att, l.wo, dim, qDim, true);
       encodeRmsNorm(batch, acts.h, acts.x, l.ffnNorm, rows, dim, normEps);
       linear(acts.u, acts.h, l.w13, 2 * H, dim, false);
       encodeSwiglu(batch, acts.g, acts.u, rows, H);
@@ -332,6 +406,7 @@ class GpuLlamaSession implements LlamaSession {
   forward(tokens: ArrayLike<number>): Promise<Float32Array> {
     try {
       checkTokens(tokens, this.model.config.vocabSize, "the forward pass");
+      checkWindow(this.model.config, tokens.length);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -344,6 +419,7 @@ class GpuLlamaSession implements LlamaSession {
   ): Promise<{ nll: number; tokens: number }> {
     checkPairs(inputs, targets, this.model.config.vocabSize);
     const T = Math.max(...inputs.map((s) => s.length));
+    checkWindow(this.model.config, T);
     const ids = new Uint32Array(inputs.length * T);
     const tg = new Int32Array(inputs.length * T).fill(-1);
     let tokens = 0;
@@ -364,7 +440,7 @@ class GpuLlamaSession implements LlamaSession {
     if (this.#disposed) return;
     this.#disposed = true;
     const buffers = new Set<GPUBuffer>([this.#embedding, this.#classifier, this.#finalNorm]);
-    for (const l of this.#layers) for (const b of Object.values(l)) buffers.add(b);
+    for (const l of this.#layers) for (const b of layerBuffers(l)) buffers.add(b);
     if (this.#rope) buffers.add(this.#rope.buffer);
     if (this.#acts) {
       for (const b of Object.values(this.#acts)) if (typeof b !== "number") buffers.add(b);
@@ -394,6 +470,7 @@ class GpuLlamaSession implements LlamaSession {
  * @param options The backend.
  * @returns The session (dispose it to free GPU memory).
  * @throws {Error} with `backend: "webgpu"` when no adapter exists.
+ * @throws {RangeError} on WebGPU for a bias or head-norm vector of the wrong length.
  */
 export async function llamaSession(
   model: LlamaModel,
@@ -458,7 +535,8 @@ export interface PerplexityGpuOptions extends SessionPerplexityOptions, LlamaSes
  * @param stream Token ids.
  * @param options Window length, cap, progress, windows per pass.
  * @returns Perplexity, mean NLL and the count of scored tokens.
- * @throws {RangeError} for invalid options or fewer than 2 tokens.
+ * @throws {RangeError} for invalid options, fewer than 2 tokens, or windows longer than the
+ * model's sliding window.
  */
 export async function sessionPerplexity(
   session: LlamaSession,
@@ -466,6 +544,7 @@ export async function sessionPerplexity(
   options: SessionPerplexityOptions = {},
 ): Promise<PerplexityResult> {
   const plan = planWindows(session.model, stream.length, options);
+  checkWindow(session.model.config, Math.min(plan.seqLen, plan.n - 1));
   const { windowsPerPass = Math.max(1, Math.floor(4096 / plan.seqLen)), onProgress } = options;
   if (!(Number.isInteger(windowsPerPass) && windowsPerPass >= 1)) {
     throw new RangeError(
@@ -502,14 +581,17 @@ export async function sessionPerplexity(
  * @param stream Token ids.
  * @param options Window length, cap, progress, backend, windows per pass.
  * @returns Perplexity, mean NLL and the count of scored tokens.
- * @throws {RangeError} for invalid options or fewer than 2 tokens.
+ * @throws {RangeError} for invalid options, fewer than 2 tokens, or windows longer than the
+ * model's sliding window.
  */
 export async function perplexityGpu(
   model: LlamaModel,
   stream: ArrayLike<number>,
   options: PerplexityGpuOptions = {},
 ): Promise<PerplexityResult> {
-  planWindows(model, stream.length, options); // refuse bad options before touching the GPU
+  // Refuse bad options and windows longer than the model's before touching the GPU.
+  const plan = planWindows(model, stream.length, options);
+  checkWindow(model.config, Math.min(plan.seqLen, plan.n - 1));
   const session = await llamaSession(model, options);
   try {
     return await sessionPerplexity(session, stream, options);

@@ -7,6 +7,7 @@ import { loadLlama2c } from "../../models/llama2c.ts";
 import { llamaForward } from "../../models/forward.ts";
 import type { LlamaConfig, LlamaModel } from "../../models/model.ts";
 import { llamaDims } from "../../models/model.ts";
+import { ropeFrequencies } from "../../models/_rope.ts";
 import { perplexity } from "../../models/perplexity.ts";
 import {
   llamaForwardGpu,
@@ -38,8 +39,14 @@ function argmax(a: Float32Array, from: number, n: number): number {
   return best;
 }
 
-/** A seeded random model (untied classifier) with the given shape. */
-function syntheticModel(shape: Partial<LlamaConfig>, seed: number): LlamaModel {
+/**
+ * A seeded random model (untied classifier) with the given shape, with q/k/v
+ * biases and q/k head norms when the shape asks for them. `qkScale` scales the
+ * wq and wk entries: at 1, attention scores have a spread of about dim, so
+ * the softmax is nearly one-hot and ties between scores amplify float32
+ * rounding; about 2/√dim keeps it smooth.
+ */
+function syntheticModel(shape: Partial<LlamaConfig>, seed: number, qkScale = 1): LlamaModel {
   const config: LlamaConfig = {
     dim: 32,
     hiddenDim: 48,
@@ -55,24 +62,28 @@ function syntheticModel(shape: Partial<LlamaConfig>, seed: number): LlamaModel {
   };
   const rng = prng(seed);
   const { dim, hiddenDim: H, vocabSize: V } = config;
-  const { kvDim } = llamaDims(config);
+  const { headDim, qDim, kvDim } = llamaDims(config);
   const mat = (rows: number, cols: number, scale = 1 / Math.sqrt(cols)) =>
     tensor(
       "f32",
       [rows, cols],
       Float32Array.from({ length: rows * cols }, () => scale * rng.normal()),
     );
-  const norm = () => Float32Array.from({ length: dim }, () => 1 + 0.2 * rng.normal());
+  const norm = (n = dim) => Float32Array.from({ length: n }, () => 1 + 0.2 * rng.normal());
+  const vec = (n: number) => Float32Array.from({ length: n }, () => 0.5 * rng.normal());
+  // The optional weights are drawn after the others: models without them stay as they were.
   const layers = Array.from({ length: config.nLayers }, () => ({
     attnNorm: norm(),
-    wq: mat(dim, dim, 1),
-    wk: mat(kvDim, dim, 1),
+    wq: mat(qDim, dim, qkScale),
+    wk: mat(kvDim, dim, qkScale),
     wv: mat(kvDim, dim),
-    wo: mat(dim, dim),
+    wo: mat(dim, qDim),
     ffnNorm: norm(),
     w1: mat(H, dim),
     w2: mat(dim, H),
     w3: mat(H, dim),
+    ...(config.qkvBias ? { bq: vec(qDim), bk: vec(kvDim), bv: vec(kvDim) } : {}),
+    ...(config.qkNorm ? { qNorm: norm(headDim), kNorm: norm(headDim) } : {}),
   }));
   return {
     config,
@@ -144,6 +155,142 @@ Deno.test("the WebGPU forward pass matches the CPU on head widths above, below a
       rtol: 1e-4,
       message: JSON.stringify(shape),
     });
+  }
+});
+
+/** Rotary scaling with frequencies of head widths 16 and 32 (θ = 10⁴) in all three llama3 bands. */
+const LLAMA3_ROPE = {
+  type: "llama3",
+  factor: 8,
+  lowFreqFactor: 1,
+  highFreqFactor: 4,
+  originalMaxPositions: 64,
+} as const;
+
+/** Shapes with each optional feature of the configuration, and all of them together. */
+const FEATURE_SHAPES: Partial<LlamaConfig>[] = [
+  { dim: 32, nHeads: 4, nKvHeads: 2, headDim: 12 }, // qDim 48 > dim
+  { dim: 48, nHeads: 4, nKvHeads: 1, headDim: 6 }, // qDim 24 < dim
+  { qkvBias: true },
+  { qkNorm: true },
+  { dim: 32, nHeads: 2, nKvHeads: 1, rope: { type: "linear", factor: 4 } },
+  { dim: 32, nHeads: 2, nKvHeads: 1, rope: LLAMA3_ROPE },
+  {
+    dim: 40,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 32, // qDim 128 > dim
+    qkvBias: true,
+    qkNorm: true,
+    rope: LLAMA3_ROPE,
+    slidingWindow: 64,
+  },
+];
+
+Deno.test("the llama3 rope of the feature tests has frequencies kept, divided by the factor and in between", () => {
+  for (const hd of [16, 32]) {
+    const plain = ropeFrequencies(hd, 10000);
+    const scaled = ropeFrequencies(hd, 10000, LLAMA3_ROPE);
+    const kept = scaled.filter((f, i) => f === plain[i]).length;
+    const divided = scaled.filter((f, i) => f === Math.fround(plain[i]! / 8)).length;
+    assert.ok(
+      kept > 0 && divided > 0 && kept + divided < hd / 2,
+      `head width ${hd}: ${kept} kept, ${divided} divided`,
+    );
+  }
+});
+
+Deno.test("the WebGPU forward pass matches the CPU with an explicit head width, q/k/v biases, q/k norms, linear and llama3 rope, and all together", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(11);
+  for (const [i, shape] of FEATURE_SHAPES.entries()) {
+    const model = syntheticModel(shape, 200 + i, 0.35);
+    const tokens = Array.from({ length: 40 }, () => rng.int(model.config.vocabSize));
+    const logits = await llamaForwardGpu(model, tokens, { backend: "webgpu" });
+    assertClose(logits, llamaForward(model, tokens), {
+      atol: 1e-4,
+      rtol: 1e-4,
+      message: JSON.stringify(shape),
+    });
+  }
+});
+
+Deno.test("the WebGPU forward pass uses whichever of the q/k/v biases and q/k norms a layer has, as the CPU does", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const full = syntheticModel({ qkvBias: true, qkNorm: true }, 300, 0.35);
+  const [l0, l1] = full.layers;
+  // Layer 0 keeps only bk and kNorm, layer 1 only bq, bv and qNorm.
+  const { bq: _bq, bv: _bv, qNorm: _qNorm, ...kOnly } = l0!;
+  const { bk: _bk, kNorm: _kNorm, ...qvOnly } = l1!;
+  const model: LlamaModel = { ...full, layers: [kOnly, qvOnly] };
+  const tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8];
+  const logits = await llamaForwardGpu(model, tokens, { backend: "webgpu" });
+  assertClose(logits, llamaForward(model, tokens), { atol: 1e-4, rtol: 1e-4 });
+  const short: LlamaModel = {
+    ...full,
+    layers: [{ ...l0!, bk: l0!.bk!.subarray(1) }, l1!],
+  };
+  await assert.rejects(
+    () => llamaSession(short, { backend: "webgpu" }),
+    /layer 0: 'bk' must have 16 values: current length is 15/,
+  );
+});
+
+Deno.test("the WebGPU path refuses sequences longer than the sliding window before running them", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const model = syntheticModel({ slidingWindow: 8, qkNorm: true }, 400, 0.35);
+  const session = await llamaSession(model, { backend: "webgpu" });
+  try {
+    const long = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+    await assert.rejects(() => session.forward(long), RangeError);
+    await assert.rejects(() => session.forward(long), /sliding_window is 8/);
+    assert.throws(() => llamaForward(model, long), /sliding_window is 8/);
+    await assert.rejects(
+      () => session.nll([long.slice(0, 4), long], [long.slice(1, 5), long]),
+      /sequence of 9 tokens: the model's sliding_window is 8/,
+    );
+    await assert.rejects(
+      () => sessionPerplexity(session, [...long, 10], { seqLen: 9 }),
+      /sliding_window is 8/,
+    );
+    await assert.rejects(
+      () => perplexityGpu(model, [...long, 10], { seqLen: 9, backend: "webgpu" }),
+      /sliding_window is 8/,
+    );
+    // A window of exactly 8 runs, and matches the CPU.
+    const logits = await session.forward(long.slice(0, 8));
+    assertClose(logits, llamaForward(model, long.slice(0, 8)), { atol: 1e-4, rtol: 1e-4 });
+    const windows = await sessionPerplexity(session, [...long, 10], { seqLen: 8 });
+    assertClose(windows.nll, perplexity(model, [...long, 10], { seqLen: 8 }).nll, {
+      atol: 0,
+      rtol: 1e-5,
+    });
+  } finally {
+    session.dispose();
+  }
+});
+
+Deno.test("GPU perplexity equals the CPU perplexity on a model with every optional feature", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const model = syntheticModel(FEATURE_SHAPES.at(-1)!, 500, 0.35);
+  const rng = prng(12);
+  const stream = Array.from({ length: 60 }, () => rng.int(model.config.vocabSize));
+  const options = { seqLen: 24 }; // windows of 24, 24 and 11 tokens
+  const cpu = perplexity(model, stream, options);
+  const onGpu = await perplexityGpu(model, stream, { ...options, backend: "webgpu" });
+  assert.equal(onGpu.tokens, 59);
+  assert.equal(onGpu.windows, 3);
+  assertClose(onGpu.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
+  const session = await llamaSession(model, { backend: "webgpu" });
+  try {
+    const single = await sessionPerplexity(session, stream, { ...options, windowsPerPass: 1 });
+    assertClose(single.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
+  } finally {
+    session.dispose();
   }
 });
 
