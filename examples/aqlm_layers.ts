@@ -18,7 +18,7 @@ import {
   captureLinearInputs,
   type LlamaLinear,
   loadLlama2c,
-  loadTokenizer,
+  loadLlama2cTokenizer,
 } from "../models/mod.ts";
 import { hessian } from "../hessian/hessian.ts";
 import { layerError } from "../hessian/layer_error.ts";
@@ -47,7 +47,7 @@ if (!modelPath || !tokPath || !textPath) {
   Deno.exit(0);
 }
 const model = await loadLlama2c(modelPath);
-const tok = await loadTokenizer(tokPath, { vocabSize: model.config.vocabSize });
+const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: model.config.vocabSize });
 // Held-out text for llama5M: the last 40% of the blank-line-separated TinyStories blocks.
 const blocks = (await Deno.readTextFile(textPath)).split(/\n\s*\n/).filter((b) => b.trim());
 const heldOut = blocks.slice(Math.floor(blocks.length * 0.6));

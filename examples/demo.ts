@@ -24,7 +24,6 @@ import {
   type LlamaModel,
   llamaParameterCount,
   loadHfLlama,
-  loadHfTokenizer,
   loadLlama2c,
   loadTokenizer,
   perplexityGpu,
@@ -350,7 +349,7 @@ async function loadModel(args: Args, log: (s: string) => void): Promise<Loaded |
   if (tokPath && (await Deno.stat(tokPath).catch(() => null))?.isDirectory) {
     const dir = tokPath;
     if (await exists(`${dir}/tokenizer.json`)) {
-      const tokenizer = await loadHfTokenizer(dir, { vocabSize });
+      const tokenizer = await loadTokenizer(dir, { vocabSize });
       return { model, modelPath, tokenizer, tokenizerPath: `${dir}/tokenizer.json`, name };
     }
     tokPath = null;

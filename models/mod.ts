@@ -16,6 +16,7 @@ export * from "./compressible.ts";
 export * from "./perplexity.ts";
 export * from "./perplexity_pool.ts";
 export * from "./tokenizer.ts";
+export * from "./llama2c_tokenizer.ts";
 export * from "./hf_tokenizer.ts";
 export * from "./hf.ts";
 export * from "./hf_config.ts";

@@ -11,14 +11,14 @@ import { dataFile } from "./_helpers.ts";
 import { type CapturedInputs, captureLinearInputs } from "../models/capture.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import type { LlamaModel } from "../models/model.ts";
-import { loadTokenizer, type Tokenizer } from "../models/tokenizer.ts";
+import { type Llama2cTokenizer, loadLlama2cTokenizer } from "../models/llama2c_tokenizer.ts";
 
 /** stories260K with its tokenizer and the stories of the TinyStories sample. */
 export interface Stories260K {
   /** The model. */
   readonly model: LlamaModel;
   /** Its 512-piece tokenizer. */
-  readonly tok: Tokenizer;
+  readonly tok: Llama2cTokenizer;
   /** The sample's stories, split at blank lines, in file order. */
   readonly stories: string[];
 }
@@ -34,7 +34,7 @@ export async function loadStories260K(): Promise<Stories260K | null> {
   const textPath = dataFile("text/tinystories_val_sample.txt");
   if (!modelPath || !tokPath || !textPath) return null;
   const model = await loadLlama2c(modelPath);
-  const tok = await loadTokenizer(tokPath, { vocabSize: model.config.vocabSize });
+  const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: model.config.vocabSize });
   const stories = (await Deno.readTextFile(textPath)).split(/\n\s*\n/);
   return { model, tok, stories };
 }

@@ -6,8 +6,7 @@ import { hfConfig, loadHfLlama, toHfTensors, writeHfLlama } from "../../models/h
 import { writeSafetensors } from "../../core/safetensors_file.ts";
 import { bf16BitsToF32, convert, f32ToBf16Bits } from "../../core/convert.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { loadTokenizer } from "../../models/tokenizer.ts";
-import { hfTokenizerJson, parseHfTokenizer } from "../../models/hf_tokenizer.ts";
+import { loadLlama2cTokenizer } from "../../models/llama2c_tokenizer.ts";
 import type { LlamaModel } from "../../models/model.ts";
 
 /**
@@ -94,26 +93,6 @@ Deno.test("a checkpoint split over two safetensors files loads as one", () =>
     assert.deepEqual(llamaForward(back, [1, 403, 407]), llamaForward(model, [1, 403, 407]));
   }));
 
-Deno.test("tok512 written as tokenizer.json and read back encodes like the llama2.c tokenizer", async () => {
-  const tokPath = dataFile("stories260K/tok512.bin");
-  const storiesPath = dataFile("text/tinystories_val_sample.txt");
-  if (!tokPath || !storiesPath) return;
-  const tok = await loadTokenizer(tokPath, { vocabSize: 512 });
-  const json = JSON.parse(JSON.stringify(hfTokenizerJson(tok)));
-  assert.equal(json.model.vocab["▁the"], tok.pieces.indexOf(" the"));
-  const back = parseHfTokenizer(json, "tokenizer.json", { vocabSize: 512 });
-  const text = (await Deno.readTextFile(storiesPath)).slice(0, 20_000) + " héllo 😀  x";
-  assert.deepEqual(back.encode(text, { bos: true }), tok.encode(text, { bos: true }));
-  assert.throws(
-    () => parseHfTokenizer(json, "tok.json", { vocabSize: 32000 }),
-    /tok\.json: holds 512 pieces, but the model's vocabulary has 32000/,
-  );
-  assert.throws(
-    () => parseHfTokenizer({ model: { type: "Unigram" } }, "u.json"),
-    /u\.json: only BPE tokenizers/,
-  );
-});
-
 Deno.test("the demo runs on a Hugging Face folder with its tokenizer.json", async () => {
   const path = dataFile("stories260K/stories260K.bin");
   const tokPath = dataFile("stories260K/tok512.bin");
@@ -121,7 +100,9 @@ Deno.test("the demo runs on a Hugging Face folder with its tokenizer.json", asyn
   const dir = await Deno.makeTempDir();
   try {
     const model = await loadLlama2c(path);
-    await writeHfLlama(model, dir, { tokenizer: await loadTokenizer(tokPath, { vocabSize: 512 }) });
+    await writeHfLlama(model, dir, {
+      tokenizer: await loadLlama2cTokenizer(tokPath, { vocabSize: 512 }),
+    });
     const demo = new URL("../../examples/demo.ts", import.meta.url).pathname;
     const run = async (extra: string[]) => {
       const out = await new Deno.Command(Deno.execPath(), {

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { dataFile } from "../_helpers.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
-import { loadTokenizer } from "../../models/tokenizer.ts";
+import { loadLlama2cTokenizer } from "../../models/llama2c_tokenizer.ts";
 import { perplexityPool } from "../../models/perplexity_pool.ts";
 import { encodeDocs, loadCorpus } from "../../examples/datasets.ts";
 
@@ -24,7 +24,7 @@ Deno.test({
     const tokPath = dataFile("stories260K/tok512.bin");
     if (!path || !tokPath) return;
     const model = await loadLlama2c(path);
-    const tok = await loadTokenizer(tokPath, { vocabSize: 512 });
+    const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: 512 });
     const pool = perplexityPool();
     try {
       for (const [name, expected] of Object.entries(REFERENCE)) {

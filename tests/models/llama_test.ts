@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { assertClose, dataFile } from "../_helpers.ts";
 import { loadLlama2c, parseLlama2c } from "../../models/llama2c.ts";
 import { llamaForward } from "../../models/forward.ts";
-import { loadTokenizer, parseTokenizer } from "../../models/tokenizer.ts";
+import {
+  loadLlama2cTokenizer,
+  makeLlama2cTokenizer,
+  parseLlama2cTokenizer,
+} from "../../models/llama2c_tokenizer.ts";
 import { captureLinearInputs } from "../../models/capture.ts";
 import { llamaParameterCount } from "../../models/model.ts";
 import { perplexity } from "../../models/perplexity.ts";
@@ -75,7 +79,7 @@ Deno.test("the tokenizer reproduces the golden encoding and decodes the golden t
   const tokPath = dataFile("stories260K/tok512.bin");
   const goldenPath = dataFile("stories260K/golden_greedy.json");
   if (!tokPath || !goldenPath) return;
-  const tok = await loadTokenizer(tokPath, { vocabSize: 512 });
+  const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: 512 });
   const golden: Golden = JSON.parse(await Deno.readTextFile(goldenPath));
   const ex = golden.prompt_encode_example!;
   assert.deepEqual(tok.encode(ex.text), ex.ids);
@@ -87,12 +91,11 @@ Deno.test("word-by-word encoding gives the same ids as the whole-text greedy mer
   const tokPath = dataFile("stories260K/tok512.bin");
   if (!tokPath) return;
   const bytes = await Deno.readFile(tokPath);
-  const fast = parseTokenizer(bytes, tokPath, { vocabSize: 512 });
+  const fast = parseLlama2cTokenizer(bytes, tokPath, { vocabSize: 512 });
   // A piece with an inner space disables the word split: the slow path, same vocabulary.
   const pieces = [...fast.pieces];
   pieces[511] = "zq zq"; // an id nothing in the text can produce
-  const { makeTokenizer } = await import("../../models/tokenizer.ts");
-  const slow = makeTokenizer(pieces, fast.scores);
+  const slow = makeLlama2cTokenizer(pieces, fast.scores);
   const text = 'Once upon a time,  there was  a dog.\nIt said: "héllo 😀"   end  ';
   // Short: the quadratic merge loop; long (a few stories): the heap-based one.
   assert.deepEqual(fast.encode(text), slow.encode(text));
@@ -134,15 +137,15 @@ Deno.test("a tokenizer whose vocabulary does not match the model is refused", as
   if (!tokPath) return;
   const bytes = await Deno.readFile(tokPath);
   assert.throws(
-    () => parseTokenizer(bytes, "tok512.bin", { vocabSize: 1000 }),
+    () => parseLlama2cTokenizer(bytes, "tok512.bin", { vocabSize: 1000 }),
     (e: Error) => e instanceof RangeError && e.message.includes("tok512.bin: holds 512 pieces"),
   );
   assert.throws(
-    () => parseTokenizer(bytes, "tok512.bin", { vocabSize: 100 }),
+    () => parseLlama2cTokenizer(bytes, "tok512.bin", { vocabSize: 100 }),
     (e: Error) => e instanceof RangeError && e.message.includes("does not match"),
   );
   assert.throws(
-    () => parseTokenizer(bytes.subarray(0, 3000), "cut.bin"),
+    () => parseLlama2cTokenizer(bytes.subarray(0, 3000), "cut.bin"),
     (e: Error) => e instanceof RangeError && e.message.includes("cut.bin"),
   );
 });
@@ -193,7 +196,7 @@ Deno.test("stories260K's perplexity on TinyStories matches the independent refer
   const textPath = dataFile("text/tinystories_val_sample.txt");
   if (!path || !tokPath || !textPath) return;
   const model = await loadLlama2c(path);
-  const tok = await loadTokenizer(tokPath, { vocabSize: 512 });
+  const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: 512 });
   const ids = encodeDocs(tok, blankLineBlocks(await Deno.readTextFile(textPath)), 8192);
   const r = perplexity(model, ids, { seqLen: 256 });
   assert.equal(r.tokens, 8191);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { dataFile } from "../_helpers.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
-import { loadTokenizer } from "../../models/tokenizer.ts";
+import { loadLlama2cTokenizer } from "../../models/llama2c_tokenizer.ts";
 import { perplexityPool } from "../../models/perplexity_pool.ts";
 import { perplexity } from "../../models/perplexity.ts";
 import { calibrationWindows, encodeDocs, loadCorpus } from "../../examples/datasets.ts";
@@ -26,7 +26,7 @@ async function setup() {
   const calibCorpus = await loadCorpus("tinystories", "calib");
   if (!evalCorpus || !calibCorpus) return null;
   const model = await loadLlama2c(modelPath);
-  const tok = await loadTokenizer(tokPath, { vocabSize: 512 });
+  const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: 512 });
   const evalIds = encodeDocs(tok, evalCorpus.docs, EVAL_TOKENS);
   const calib = calibrationWindows(encodeDocs(tok, calibCorpus.docs, 60_000), 16, 256, 0);
   return { model, evalIds, calib };
