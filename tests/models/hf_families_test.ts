@@ -4,6 +4,7 @@ import { writeHfLlama } from "../../models/hf.ts";
 import { hfModelConfig } from "../../models/hf_config.ts";
 import { readSafetensors, writeSafetensors } from "../../core/safetensors_file.ts";
 import { tensor } from "../../core/tensor.ts";
+import { testGpu } from "../kernels/_gpu.ts";
 import {
   compareLogits,
   copyFixture,
@@ -32,6 +33,20 @@ for (const name of FIXTURE_MODELS) {
     await assertMatchesReference(fixtureDir(name), name);
   });
 }
+
+Deno.test("on WebGPU every family matches transformers' logits too", async () => {
+  if (!(await testGpu())) return;
+  for (const name of FIXTURE_MODELS) {
+    const lm = await loadModel(fixtureDir(name));
+    // The software adapter is slow: the first two sequences (50–155 tokens).
+    for (const [i, ref] of (await referenceLogits(name)).slice(0, 2).entries()) {
+      const logits = await lm.logits(ref.ids, { backend: "webgpu" });
+      const { relRms, argmaxMismatches } = compareLogits(logits, ref.logits, lm.config.vocabSize);
+      assert(relRms < REL_RMS, `${name}, sequence ${i} on WebGPU: relative RMS ${relRms}`);
+      assert.deepEqual(argmaxMismatches, [], `${name}, sequence ${i} on WebGPU: argmax differs`);
+    }
+  }
+});
 
 Deno.test("each fixture is read as its family, with the features its config names", async () => {
   const expect: Record<string, Record<string, unknown>> = {
