@@ -12,6 +12,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
 import { llamaDims } from "./model.ts";
 import { type RopeTables, ropeTables } from "./_rope.ts";
+import { STORED_LINEARS } from "./model.ts";
 import type {
   LlamaConfig,
   LlamaLayer,
@@ -375,6 +376,14 @@ export function llamaBlockPartial(
     return need.size === 0;
   };
   const c = cache ?? {};
+  // A lazily loaded layer multiplies by its stored weights (no widened block is made).
+  const stored = layer[STORED_LINEARS];
+  const linear = (name: LlamaLinear, input: Float32Array): Float32Array => {
+    const s = stored?.[name];
+    return s
+      ? storedLinearForward(input, T, s.weight, s.rowOrder)
+      : linearForward(input, T, layer[name]);
+  };
   const wantQkv = onLinearInput !== undefined || need !== null;
   let a: Float32Array;
   if (
@@ -387,9 +396,9 @@ export function llamaBlockPartial(
     if (c.attn && c.attn.wq === layer.wq && c.attn.wk === layer.wk && c.attn.wv === layer.wv) {
       a = c.attn.a;
     } else {
-      const q = linearForward(h, T, layer.wq);
-      const k = linearForward(h, T, layer.wk);
-      const v = linearForward(h, T, layer.wv);
+      const q = linear("wq", h);
+      const k = linear("wk", h);
+      const v = linear("wv", h);
       addBias(q, layer.bq);
       addBias(k, layer.bk);
       addBias(v, layer.bv);
@@ -406,7 +415,7 @@ export function llamaBlockPartial(
   if (c.resid && c.resid.a === a && c.resid.wo === layer.wo) {
     ({ y, g } = c.resid);
   } else {
-    const o = linearForward(a, T, layer.wo);
+    const o = linear("wo", a);
     y = new Float32Array(x.length);
     for (let i = 0; i < y.length; i++) y[i] = x[i]! + o[i]!;
     g = rmsNorm(y, T, layer.ffnNorm, normEps);
@@ -417,8 +426,8 @@ export function llamaBlockPartial(
   if (c.ffn && c.ffn.g === g && c.ffn.w1 === layer.w1 && c.ffn.w3 === layer.w3) {
     u1 = c.ffn.u;
   } else {
-    u1 = linearForward(g, T, layer.w1);
-    const u3 = linearForward(g, T, layer.w3);
+    u1 = linear("w1", g);
+    const u3 = linear("w3", g);
     for (let i = 0; i < u1.length; i++) {
       const z = u1[i]!;
       u1[i] = (z / (1 + Math.exp(-z))) * u3[i]!;
@@ -426,7 +435,7 @@ export function llamaBlockPartial(
     if (cache) cache.ffn = { g, w1: layer.w1, w3: layer.w3, u: u1 };
   }
   if (deliver("w2", u1)) return null;
-  const d = linearForward(u1, T, layer.w2);
+  const d = linear("w2", u1);
   const out = new Float32Array(y.length);
   for (let i = 0; i < out.length; i++) out[i] = y[i]! + d[i]!;
   return out;
@@ -474,46 +483,51 @@ export function llamaEmbed(model: LlamaModel, tokens: ArrayLike<number>): Float3
   return x;
 }
 
-/** Rows of the classifier widened at a time by {@linkcode storedLinearForward}. */
-const WIDEN_ROWS = 4096;
+/** Values widened at a time by {@linkcode storedLinearForward} (16 MB of float32). */
+const WIDEN_VALUES = 1 << 22;
 
 /**
- * y = x·Wᵀ for a weight kept in its stored dtype: float32 weights directly,
- * others widened {@linkcode WIDEN_ROWS} rows at a time into one scratch
- * buffer (so a bf16 classifier never exists whole in float32, and widening it
- * leaves no garbage behind but that buffer).
+ * y = x·Wᵀ for a weight kept in its stored dtype: float32 weights in their
+ * own order directly, others widened (and reordered) a chunk of rows at a
+ * time into one scratch buffer, so that a bf16 weight never exists whole in
+ * float32 and nothing but that buffer is left behind.
  *
  * @param x Input rows [T, in].
  * @param T Number of rows.
  * @param w Weight [out, in], f32, f16 or bf16.
+ * @param rowOrder Stored row of each output row (identity when absent).
  * @returns y [T, out].
  */
 export function storedLinearForward(
   x: Float32Array,
   T: number,
   w: Tensor<WeightDType>,
+  rowOrder?: Int32Array,
 ): Float32Array {
-  if (w.dtype === "f32") return linearForward(x, T, w as Tensor<"f32">);
+  if (w.dtype === "f32" && !rowOrder) return linearForward(x, T, w as Tensor<"f32">);
   const out = w.shape[0]!, inp = w.shape[1]!;
   const y = new Float32Array(T * out);
-  const scratch = new Float32Array(Math.min(out, WIDEN_ROWS) * inp);
+  const chunk = Math.max(1, Math.min(out, Math.floor(WIDEN_VALUES / inp)));
+  const scratch = new Float32Array(chunk * inp);
   const bits = new Uint32Array(scratch.buffer);
-  for (let r0 = 0; r0 < out; r0 += WIDEN_ROWS) {
-    const r1 = Math.min(out, r0 + WIDEN_ROWS), n = (r1 - r0) * inp;
-    const src = w.data.subarray(r0 * inp, r1 * inp);
-    if (w.dtype === "bf16") {
-      for (let i = 0; i < n; i++) bits[i] = (src[i]! << 16) >>> 0;
-    } else {
-      scratch.set(src as Float16Array);
+  const src = w.data;
+  for (let r0 = 0; r0 < out; r0 += chunk) {
+    const r1 = Math.min(out, r0 + chunk);
+    for (let r = r0; r < r1; r++) {
+      const s = (rowOrder ? rowOrder[r]! : r) * inp, d = (r - r0) * inp;
+      if (w.dtype === "bf16") {
+        for (let i = 0; i < inp; i++) bits[d + i] = (src[s + i]! << 16) >>> 0;
+      } else {
+        scratch.set((src as Float32Array | Float16Array).subarray(s, s + inp), d);
+      }
     }
+    const rows = r1 - r0;
     const part = linearForward(x, T, {
       dtype: "f32",
-      shape: [r1 - r0, inp],
-      data: scratch.subarray(0, n),
+      shape: [rows, inp],
+      data: scratch.subarray(0, rows * inp),
     });
-    for (let t = 0; t < T; t++) {
-      y.set(part.subarray(t * (r1 - r0), (t + 1) * (r1 - r0)), t * out + r0);
-    }
+    for (let t = 0; t < T; t++) y.set(part.subarray(t * rows, (t + 1) * rows), t * out + r0);
   }
   return y;
 }

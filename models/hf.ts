@@ -16,8 +16,15 @@ import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
 import { SafetensorsError } from "../core/safetensors.ts";
 import { readSafetensors, writeSafetensors } from "../core/safetensors_file.ts";
-import { f32Weight, LLAMA_LINEARS, llamaDims } from "./model.ts";
-import type { LlamaConfig, LlamaLayer, LlamaModel, WeightDType } from "./model.ts";
+import { f32Weight, LLAMA_LINEARS, llamaDims, STORED_LINEARS } from "./model.ts";
+import type {
+  LlamaConfig,
+  LlamaLayer,
+  LlamaLinear,
+  LlamaModel,
+  StoredLinear,
+  WeightDType,
+} from "./model.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { hfTokenizerJson } from "./hf_tokenizer.ts";
 import { HF_ARCHITECTURES, hfModelConfig } from "./hf_config.ts";
@@ -288,33 +295,47 @@ async function shardFiles(dir: string): Promise<{ files: string[]; index: Map<st
   return { files: files.sort(), index };
 }
 
+/** Stored row of each interleaved-layout row of a q or k weight [heads·d, ·] stored half-split. */
+function rotaryRowOrder(heads: number, rows: number): Int32Array {
+  const d = rows / heads;
+  const order = new Int32Array(rows);
+  for (let h = 0; h < heads; h++) {
+    for (let half = 0; half < 2; half++) {
+      for (let j = 0; j < d / 2; j++) order[h * d + 2 * j + half] = h * d + half * (d / 2) + j;
+    }
+  }
+  return order;
+}
+
 /**
- * Layers whose fields are read through getters: the first read of any field
- * of layer l widens that whole block (`widen(l)`) and keeps it until another
- * block is read, so at most one widened block exists at a time (plus what
- * callers hold on to).
+ * Layers whose small vectors (norms, biases) are plain fields and whose
+ * linears are read through getters: the first read of a linear of layer l
+ * widens that block's linears (`widen(l)`) and keeps them until another
+ * block's are read, so at most one widened block exists at a time (plus what
+ * callers hold on to). Each layer also keeps its linears as stored under the
+ * non-enumerable {@linkcode STORED_LINEARS}, which the CPU forward pass uses
+ * without widening.
  */
 function lazyLayers(
   n: number,
-  keys: readonly string[],
-  widen: (l: number) => LlamaLayer,
+  small: (l: number) => Omit<LlamaLayer, LlamaLinear>,
+  stored: (l: number) => Record<LlamaLinear, StoredLinear>,
+  widen: (l: number) => Record<LlamaLinear, Tensor<"f32">>,
 ): LlamaLayer[] {
-  let cached: { l: number; layer: LlamaLayer } | null = null;
-  const block = (l: number): LlamaLayer => {
+  let cached: { l: number; linears: Record<LlamaLinear, Tensor<"f32">> } | null = null;
+  const block = (l: number): Record<LlamaLinear, Tensor<"f32">> => {
     if (cached === null || cached.l !== l) {
       cached = null; // release the previous block before widening the next
-      cached = { l, layer: widen(l) };
+      cached = { l, linears: widen(l) };
     }
-    return cached.layer;
+    return cached.linears;
   };
   return Array.from({ length: n }, (_, l) => {
-    const layer = {};
-    for (const key of keys) {
-      Object.defineProperty(layer, key, {
-        get: () => block(l)[key as keyof LlamaLayer],
-        enumerable: true,
-      });
+    const layer = { ...small(l) };
+    for (const key of LLAMA_LINEARS) {
+      Object.defineProperty(layer, key, { get: () => block(l)[key], enumerable: true });
     }
+    Object.defineProperty(layer, STORED_LINEARS, { value: stored(l), enumerable: false });
     return layer as LlamaLayer;
   });
 }
@@ -402,20 +423,12 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     for (const [name, shape] of Object.entries(shapes(l))) get(name, shape);
   }
   const vec = (t: Tensor<WeightDType>): Float32Array => asFloat32(t);
-  const widenLayer = (l: number): LlamaLayer => {
+  // Norms and biases (a few thousand values a block) are widened at load.
+  const small = (l: number): Omit<LlamaLayer, LlamaLinear> => {
     const n = hfNames(l);
-    const s = shapes(l);
-    const w = (name: string) => f32Weight(get(name, s[name]!));
-    const layer: LlamaLayer = {
+    return {
       attnNorm: vec(get(n.attnNorm, [dim])),
-      wq: permuteRotaryRows(w(n.wq), nHeads, false),
-      wk: permuteRotaryRows(w(n.wk), nKvHeads, false),
-      wv: w(n.wv),
-      wo: w(n.wo),
       ffnNorm: vec(get(n.ffnNorm, [dim])),
-      w1: w(n.w1),
-      w2: w(n.w2),
-      w3: w(n.w3),
       ...(config.qkvBias
         ? {
           bq: permuteRotaryVector(vec(get(n.bq, [qDim])), nHeads, false),
@@ -430,18 +443,37 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
         }
         : {}),
     };
-    return layer;
   };
-  const keys = [
-    ...LLAMA_LINEARS,
-    "attnNorm",
-    "ffnNorm",
-    ...(config.qkvBias ? ["bq", "bk", "bv"] : []),
-    ...(config.qkNorm ? ["qNorm", "kNorm"] : []),
-  ];
+  const qOrder = rotaryRowOrder(nHeads, qDim), kOrder = rotaryRowOrder(nKvHeads, kvDim);
+  const storedLinears = (l: number): Record<LlamaLinear, StoredLinear> => {
+    const n = hfNames(l);
+    const s = shapes(l);
+    const at = (name: string) => get(name, s[name]!);
+    return {
+      wq: { weight: at(n.wq), rowOrder: qOrder },
+      wk: { weight: at(n.wk), rowOrder: kOrder },
+      wv: { weight: at(n.wv) },
+      wo: { weight: at(n.wo) },
+      w1: { weight: at(n.w1) },
+      w3: { weight: at(n.w3) },
+      w2: { weight: at(n.w2) },
+    };
+  };
+  const widenLinears = (l: number): Record<LlamaLinear, Tensor<"f32">> => {
+    const s = storedLinears(l);
+    return {
+      wq: permuteRotaryRows(f32Weight(s.wq.weight), nHeads, false),
+      wk: permuteRotaryRows(f32Weight(s.wk.weight), nKvHeads, false),
+      wv: f32Weight(s.wv.weight),
+      wo: f32Weight(s.wo.weight),
+      w1: f32Weight(s.w1.weight),
+      w3: f32Weight(s.w3.weight),
+      w2: f32Weight(s.w2.weight),
+    };
+  };
   const layers = widen === "load"
-    ? Array.from({ length: nLayers }, (_, l) => widenLayer(l))
-    : lazyLayers(nLayers, keys, widenLayer);
+    ? Array.from({ length: nLayers }, (_, l): LlamaLayer => ({ ...small(l), ...widenLinears(l) }))
+    : lazyLayers(nLayers, small, storedLinears, widenLinears);
   const stored = (t: Tensor<WeightDType>) => widen === "load" ? f32Weight(t) : t;
   const tokenEmbedding = stored(get("model.embed_tokens.weight", [vocabSize, dim]));
   const finalNorm = vec(get("model.norm.weight", [dim]));

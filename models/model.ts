@@ -81,6 +81,27 @@ export const LLAMA_LINEARS = ["wq", "wk", "wv", "wo", "w1", "w3", "w2"] as const
 /** One linear layer's name within a block. */
 export type LlamaLinear = (typeof LLAMA_LINEARS)[number];
 
+/** A block linear as stored, and the row order the forward pass uses. */
+export interface StoredLinear {
+  /** The weight [out, in] as stored. */
+  readonly weight: Tensor<WeightDType>;
+  /**
+   * Stored row of each row in the forward pass's layout (the rotary
+   * permutation of q and k); the identity when absent.
+   */
+  readonly rowOrder?: Int32Array;
+}
+
+/**
+ * Key under which a lazily loaded layer keeps its linears as stored. It is
+ * not enumerable, so a copy of the layer (`{ ...layer, wq }`) does not carry
+ * it and is read through its float32 fields; the CPU forward pass multiplies
+ * by the stored weights directly, widening rows in chunks into a reused
+ * buffer, so a forward over a lazily loaded model leaves no widened block
+ * behind.
+ */
+export const STORED_LINEARS: unique symbol = Symbol("llmcompress.storedLinears");
+
 /** Weights of one transformer block. */
 export interface LlamaLayer {
   /** RMSNorm weight before attention, [dim]. */
@@ -111,6 +132,8 @@ export interface LlamaLayer {
   readonly qNorm?: Float32Array;
   /** RMSNorm weight of each key head, [headDim] (when `config.qkNorm`). */
   readonly kNorm?: Float32Array;
+  /** The linears as stored, on a lazily loaded layer (see {@linkcode STORED_LINEARS}). */
+  readonly [STORED_LINEARS]?: Readonly<Record<LlamaLinear, StoredLinear>>;
 }
 
 /**

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { loadModel } from "../../models/causal_lm.ts";
 import { writeHfLlama } from "../../models/hf.ts";
 import { hfModelConfig } from "../../models/hf_config.ts";
+import { STORED_LINEARS } from "../../models/model.ts";
 import { readSafetensors, writeSafetensors } from "../../core/safetensors_file.ts";
 import { tensor } from "../../core/tensor.ts";
 import { testGpu } from "../kernels/_gpu.ts";
@@ -128,7 +129,11 @@ Deno.test("block weights are widened one block at a time; widen: 'load' gives th
   assert.notEqual(layers[1]!.wq, layers[0]!.wq, "reading another block releases the first");
   assert.notEqual(layers[0]!.wq, wq0, "and reading it again widens it anew");
   assert.deepEqual(layers[0]!.wq.data, wq0.data);
+  // The CPU forward multiplies by the stored weights (not carried by copies of the layer).
+  assert.equal(layers[0]![STORED_LINEARS]!.w2.weight.dtype, "bf16");
+  assert.equal({ ...layers[0]! }[STORED_LINEARS], undefined);
   const eager = await loadModel(fixtureDir("qwen3"), { widen: "load" });
+  assert.equal(eager.model.layers[0]![STORED_LINEARS], undefined);
   assert.equal(eager.model.tokenEmbedding.dtype, "f32");
   const ids = [1, 2, 3, 400, 5];
   assert.deepEqual(
