@@ -555,3 +555,32 @@ export function encodeNll(
   const u = batch.uniform([{ u32: rows }, { u32: V }]);
   batch.dispatch(pipeline, [nll, logits, targets, u], foldGroups(batch.gpu, rows));
 }
+
+/** Y[i] = X[i] for i < n. */
+export function copyWgsl(): string {
+  return `struct P { n: u32 }
+@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${EW})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  Y[i] = X[i];
+}
+`;
+}
+
+/**
+ * Records a copy of `n` f32 values inside the compute pass (a buffer copy
+ * would end it).
+ *
+ * @param batch The batch.
+ * @param y Destination.
+ * @param x Source (another buffer).
+ * @param n Values.
+ */
+export function encodeCopy(batch: GpuBatch, y: GPUBuffer, x: GPUBuffer, n: number): void {
+  const { pipeline, groups } = elementwise(batch, "llama:copy", copyWgsl, n);
+  batch.dispatch(pipeline, [y, x, batch.uniform([{ u32: n }])], groups);
+}

@@ -25,20 +25,20 @@ import {
   uploadBuffer,
   writeBuffer,
 } from "../kernels/backend.ts";
-import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
 import { asFloat32 } from "../core/convert.ts";
-import {
-  encodeAttention,
-  encodeEmbed,
-  encodeNll,
-  encodeRmsNorm,
-  encodeRope,
-  encodeSwiglu,
-} from "./_gpu_kernels.ts";
+import { encodeEmbed, encodeNll, encodeRmsNorm } from "./_gpu_kernels.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
-import { ropeTables } from "./_rope.ts";
+import {
+  checkLayerExtras,
+  encodeBlock,
+  encodeLinear,
+  type LayerBuffers,
+  layerBuffers,
+  ropeTable,
+  uploadBlock,
+} from "./_gpu_block.ts";
 import { llamaDims } from "./model.ts";
-import type { LlamaConfig, LlamaLayer, LlamaModel, RopeScaling } from "./model.ts";
+import type { LlamaModel } from "./model.ts";
 import { perplexity, planWindows } from "./perplexity.ts";
 import type { PerplexityOptions, PerplexityResult } from "./perplexity.ts";
 
@@ -146,71 +146,6 @@ function cpuSession(model: LlamaModel): LlamaSession {
   };
 }
 
-/** (cos, sin) of position p and frequency i at [p·hd/2 + i], float64 rounded once. */
-function ropeTable(
-  hd: number,
-  theta: number,
-  positions: number,
-  scaling: RopeScaling | undefined,
-): Float32Array {
-  const { cos, sin } = ropeTables(hd, theta, positions, scaling);
-  const cs = new Float32Array(cos.length * 2);
-  for (let k = 0; k < cos.length; k++) {
-    cs[2 * k] = cos[k]!;
-    cs[2 * k + 1] = sin[k]!;
-  }
-  return cs;
-}
-
-interface LayerBuffers {
-  attnNorm: GPUBuffer;
-  wqkv: GPUBuffer; // [qDim + 2·kvDim, dim]
-  wo: GPUBuffer; // [dim, qDim]
-  ffnNorm: GPUBuffer;
-  w13: GPUBuffer; // [2·hidden, dim]: gate rows, then up rows
-  w2: GPUBuffer; // [dim, hidden]
-  /** q, k and v biases side by side [qDim + 2·kvDim] (zeros for a missing one), or null. */
-  bqkv: GPUBuffer | null;
-  /** qNorm, then kNorm [2, hd], and the heads of a q/k row they scale, or null without either. */
-  qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
-}
-
-function layerBuffers(l: LayerBuffers): GPUBuffer[] {
-  const { attnNorm, wqkv, wo, ffnNorm, w13, w2, bqkv, qkNorm } = l;
-  return [
-    attnNorm,
-    wqkv,
-    wo,
-    ffnNorm,
-    w13,
-    w2,
-    ...(bqkv ? [bqkv] : []),
-    ...(qkNorm ? [qkNorm.weight] : []),
-  ];
-}
-
-/**
- * Checks the lengths of a layer's optional bias and head-norm vectors (the
- * forward passes use those present, as the CPU one does).
- */
-function checkLayerExtras(config: LlamaConfig, layer: LlamaLayer, i: number): void {
-  const { headDim, qDim, kvDim } = llamaDims(config);
-  const expected = [
-    ["bq", layer.bq, qDim],
-    ["bk", layer.bk, kvDim],
-    ["bv", layer.bv, kvDim],
-    ["qNorm", layer.qNorm, headDim],
-    ["kNorm", layer.kNorm, headDim],
-  ] as const;
-  for (const [name, v, n] of expected) {
-    if (v !== undefined && v.length !== n) {
-      throw new RangeError(
-        `Cannot upload layer ${i}: '${name}' must have ${n} values: current length is ${v.length}`,
-      );
-    }
-  }
-}
-
 interface Activations {
   rows: number;
   tokens: GPUBuffer; // u32 [rows]
@@ -223,16 +158,6 @@ interface Activations {
   g: GPUBuffer; // [rows, hidden]
   logits: GPUBuffer; // [rows, vocab]
   nll: GPUBuffer; // [rows]
-}
-
-function concatRows(...parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 class GpuLlamaSession implements LlamaSession {
@@ -259,31 +184,7 @@ class GpuLlamaSession implements LlamaSession {
       ? this.#embedding
       : up(asFloat32(model.classifier), "llama:classifier");
     this.#finalNorm = up(model.finalNorm, "llama:finalNorm");
-    const { config } = model;
-    const { headDim: hd, qDim, kvDim } = llamaDims(config);
-    const zeros = (n: number) => new Float32Array(n);
-    this.#layers = model.layers.map((l, i) => {
-      const anyBias = l.bq !== undefined || l.bk !== undefined || l.bv !== undefined;
-      const bias = anyBias
-        ? concatRows(l.bq ?? zeros(qDim), l.bk ?? zeros(kvDim), l.bv ?? zeros(kvDim))
-        : null;
-      // Heads [0, nHeads) of a q/k row are queries, the next nKvHeads keys.
-      const qkNorm = l.qNorm === undefined && l.kNorm === undefined ? null : {
-        weight: up(concatRows(l.qNorm ?? zeros(hd), l.kNorm ?? zeros(hd)), `llama:${i}:qkNorm`),
-        from: l.qNorm !== undefined ? 0 : config.nHeads,
-        to: config.nHeads + (l.kNorm !== undefined ? config.nKvHeads : 0),
-      };
-      return {
-        attnNorm: up(l.attnNorm, `llama:${i}:attnNorm`),
-        wqkv: up(concatRows(l.wq.data, l.wk.data, l.wv.data), `llama:${i}:wqkv`),
-        wo: up(l.wo.data, `llama:${i}:wo`),
-        ffnNorm: up(l.ffnNorm, `llama:${i}:ffnNorm`),
-        w13: up(concatRows(l.w1.data, l.w3.data), `llama:${i}:w13`),
-        w2: up(l.w2.data, `llama:${i}:w2`),
-        bqkv: bias === null ? null : up(bias, `llama:${i}:bqkv`),
-        qkNorm,
-      };
-    });
+    this.#layers = model.layers.map((l, i) => uploadBlock(gpu, model.config, l, `llama:${i}`));
   }
 
   #ropeFor(T: number): GPUBuffer {
@@ -325,58 +226,12 @@ class GpuLlamaSession implements LlamaSession {
   /** Records the forward pass of `rows` = B·T tokens into logits. */
   #encode(batch: GpuBatch, acts: Activations, rows: number, T: number): void {
     const { config } = this.model;
-    const { dim, hiddenDim: H, vocabSize: V, normEps, nHeads, nKvHeads } = config;
-    const { headDim: hd, qDim, kvDim } = llamaDims(config);
-    const qkvW = qDim + 2 * kvDim;
+    const { dim, vocabSize: V, normEps } = config;
     const rope = this.#ropeFor(T);
-    const linear = (
-      out: GPUBuffer,
-      x: GPUBuffer,
-      w: GPUBuffer,
-      n: number,
-      k: number,
-      accumulate: boolean,
-    ) => {
-      const wide = !this.#gpu.software && Math.ceil(rows / 128) * Math.ceil(n / 128) >= 256;
-      const spec = gemmSpec({ transB: true, accumulate, tile: wide ? "large" : "small" });
-      encodeGemm(batch, spec, { c: out, a: x, b: w }, {
-        m: rows,
-        n,
-        k,
-        lda: k,
-        ldb: k,
-        ldc: n,
-        alpha: 1,
-        beta: 1,
-      });
-    };
     encodeEmbed(batch, acts.x, this.#embedding, acts.tokens, rows, dim);
-    for (const l of this.#layers) {
-      encodeRmsNorm(batch, acts.h, acts.x, l.attnNorm, rows, dim, normEps);
-      linear(acts.qkv, acts.h, l.wqkv, qkvW, dim, false);
-      // The biases and q/k head norms run in the rotation's dispatch.
-      encodeRope(batch, acts.qkv, rope, { rows, T, width: qDim + kvDim, ld: qkvW, hd }, {
-        ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
-        ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
-      });
-      encodeAttention(batch, acts.att, acts.qkv, {
-        rows,
-        T,
-        nHeads,
-        nKvHeads,
-        hd,
-        ld: qkvW,
-        kOff: qDim,
-        vOff: qDim + kvDim,
-      });
-      linear(acts.x, acts.att, l.wo, dim, qDim, true);
-      encodeRmsNorm(batch, acts.h, acts.x, l.ffnNorm, rows, dim, normEps);
-      linear(acts.u, acts.h, l.w13, 2 * H, dim, false);
-      encodeSwiglu(batch, acts.g, acts.u, rows, H);
-      linear(acts.x, acts.g, l.w2, dim, H, true);
-    }
+    for (const l of this.#layers) encodeBlock(batch, config, rope, l, acts, rows, T);
     encodeRmsNorm(batch, acts.h, acts.x, this.#finalNorm, rows, dim, normEps);
-    linear(acts.logits, acts.h, this.#classifier, V, dim, false);
+    encodeLinear(batch, acts.logits, acts.h, this.#classifier, rows, V, dim, false);
   }
 
   /** Runs B sequences of T tokens (row-major ids) and reads back logits or NLLs. */

@@ -1,0 +1,248 @@
+/**
+ * Library-internal: one transformer block of the Llama-style forward pass on
+ * WebGPU, shared by the whole-model session (`forward_gpu.ts`) and the
+ * calibration runner of the pipeline (`calibration_gpu.ts`): the block's
+ * weights on the GPU, its dispatches (optionally stopping where a linear's
+ * input is ready), and the linear products. Web-standard only.
+ *
+ * @module
+ */
+
+import { type Gpu, type GpuBatch, uploadBuffer } from "../kernels/backend.ts";
+import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
+import { encodeAttention, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
+import { ropeTables } from "./_rope.ts";
+import { llamaDims } from "./model.ts";
+import type { LlamaConfig, LlamaLayer, RopeScaling } from "./model.ts";
+
+/** (cos, sin) of position p and frequency i at [p·hd/2 + i], float64 rounded once. */
+export function ropeTable(
+  hd: number,
+  theta: number,
+  positions: number,
+  scaling: RopeScaling | undefined,
+): Float32Array {
+  const { cos, sin } = ropeTables(hd, theta, positions, scaling);
+  const cs = new Float32Array(cos.length * 2);
+  for (let k = 0; k < cos.length; k++) {
+    cs[2 * k] = cos[k]!;
+    cs[2 * k + 1] = sin[k]!;
+  }
+  return cs;
+}
+
+/** A block's weights on the GPU. */
+export interface LayerBuffers {
+  attnNorm: GPUBuffer;
+  wqkv: GPUBuffer; // [qDim + 2·kvDim, dim]
+  wo: GPUBuffer; // [dim, qDim]
+  ffnNorm: GPUBuffer;
+  w13: GPUBuffer; // [2·hidden, dim]: gate rows, then up rows
+  w2: GPUBuffer; // [dim, hidden]
+  /** q, k and v biases side by side [qDim + 2·kvDim] (zeros for a missing one), or null. */
+  bqkv: GPUBuffer | null;
+  /** qNorm, then kNorm [2, hd], and the heads of a q/k row they scale, or null without either. */
+  qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
+}
+
+/** Every buffer of a block (to destroy them). */
+export function layerBuffers(l: LayerBuffers): GPUBuffer[] {
+  const { attnNorm, wqkv, wo, ffnNorm, w13, w2, bqkv, qkNorm } = l;
+  return [
+    attnNorm,
+    wqkv,
+    wo,
+    ffnNorm,
+    w13,
+    w2,
+    ...(bqkv ? [bqkv] : []),
+    ...(qkNorm ? [qkNorm.weight] : []),
+  ];
+}
+
+/**
+ * Checks the lengths of a layer's optional bias and head-norm vectors (the
+ * forward passes use those present, as the CPU one does).
+ */
+export function checkLayerExtras(config: LlamaConfig, layer: LlamaLayer, i: number): void {
+  const { headDim, qDim, kvDim } = llamaDims(config);
+  const expected = [
+    ["bq", layer.bq, qDim],
+    ["bk", layer.bk, kvDim],
+    ["bv", layer.bv, kvDim],
+    ["qNorm", layer.qNorm, headDim],
+    ["kNorm", layer.kNorm, headDim],
+  ] as const;
+  for (const [name, v, n] of expected) {
+    if (v !== undefined && v.length !== n) {
+      throw new RangeError(
+        `Cannot upload layer ${i}: '${name}' must have ${n} values: current length is ${v.length}`,
+      );
+    }
+  }
+}
+
+/** The rows of several matrices, one after the other. */
+export function concatRows(...parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/**
+ * Uploads one block's weights (q, k, v rows concatenated; gate and up rows
+ * concatenated).
+ *
+ * @param gpu The GPU.
+ * @param config The configuration.
+ * @param l The block's weights.
+ * @param label Buffer label prefix.
+ * @returns The buffers.
+ */
+export function uploadBlock(
+  gpu: Gpu,
+  config: LlamaConfig,
+  l: LlamaLayer,
+  label: string,
+): LayerBuffers {
+  const { headDim: hd, qDim, kvDim } = llamaDims(config);
+  const up = (data: Float32Array, name: string) => uploadBuffer(gpu, data, `${label}:${name}`);
+  const zeros = (n: number) => new Float32Array(n);
+  const anyBias = l.bq !== undefined || l.bk !== undefined || l.bv !== undefined;
+  const bias = anyBias
+    ? concatRows(l.bq ?? zeros(qDim), l.bk ?? zeros(kvDim), l.bv ?? zeros(kvDim))
+    : null;
+  // Heads [0, nHeads) of a q/k row are queries, the next nKvHeads keys.
+  const qkNorm = l.qNorm === undefined && l.kNorm === undefined ? null : {
+    weight: up(concatRows(l.qNorm ?? zeros(hd), l.kNorm ?? zeros(hd)), "qkNorm"),
+    from: l.qNorm !== undefined ? 0 : config.nHeads,
+    to: config.nHeads + (l.kNorm !== undefined ? config.nKvHeads : 0),
+  };
+  return {
+    attnNorm: up(l.attnNorm, "attnNorm"),
+    wqkv: up(concatRows(l.wq.data, l.wk.data, l.wv.data), "wqkv"),
+    wo: up(l.wo.data, "wo"),
+    ffnNorm: up(l.ffnNorm, "ffnNorm"),
+    w13: up(concatRows(l.w1.data, l.w3.data), "w13"),
+    w2: up(l.w2.data, "w2"),
+    bqkv: bias === null ? null : up(bias, "bqkv"),
+    qkNorm,
+  };
+}
+
+/**
+ * Records out (+)= x·Wᵀ for x [rows, k] and W [n, k].
+ *
+ * @param batch The batch.
+ * @param out Output [rows, n].
+ * @param x Input [rows, k].
+ * @param w Weight [n, k].
+ * @param rows Rows of x.
+ * @param n Output width.
+ * @param k Input width.
+ * @param accumulate Add to `out` instead of overwriting it.
+ */
+export function encodeLinear(
+  batch: GpuBatch,
+  out: GPUBuffer,
+  x: GPUBuffer,
+  w: GPUBuffer,
+  rows: number,
+  n: number,
+  k: number,
+  accumulate: boolean,
+): void {
+  const wide = !batch.gpu.software && Math.ceil(rows / 128) * Math.ceil(n / 128) >= 256;
+  const spec = gemmSpec({ transB: true, accumulate, tile: wide ? "large" : "small" });
+  encodeGemm(batch, spec, { c: out, a: x, b: w }, {
+    m: rows,
+    n,
+    k,
+    lda: k,
+    ldb: k,
+    ldc: n,
+    alpha: 1,
+    beta: 1,
+  });
+}
+
+/** The activation buffers a block reads and writes. */
+export interface BlockActivations {
+  /** Residual stream [rows, dim]: read, and updated in place unless the block stops early. */
+  readonly x: GPUBuffer;
+  /** Normalized [rows, dim] (the input of q/k/v, then of gate/up). */
+  readonly h: GPUBuffer;
+  /** q, k, v [rows, qDim + 2·kvDim]. */
+  readonly qkv: GPUBuffer;
+  /** Attention output [rows, qDim] (the input of o). */
+  readonly att: GPUBuffer;
+  /** Gate and up [rows, 2·hidden]. */
+  readonly u: GPUBuffer;
+  /** SwiGLU output [rows, hidden] (the input of down). */
+  readonly g: GPUBuffer;
+}
+
+/**
+ * Where {@linkcode encodeBlock} stops: once the input of q/k/v (`"qkv"`, in
+ * `h`), of o (`"o"`, in `att`), of gate/up (`"gateUp"`, in `h`; `x` then
+ * holds the residual after attention) or of down (`"down"`, in `g`) is
+ * ready, or after the whole block (`"out"`, the new residual in `x`).
+ */
+export type BlockStop = "qkv" | "o" | "gateUp" | "down" | "out";
+
+/**
+ * Records one block over `rows` = B·T tokens (B sequences of T tokens).
+ *
+ * @param batch The batch.
+ * @param config The configuration.
+ * @param rope The rotary table of at least T positions ({@linkcode ropeTable}).
+ * @param l The block's weights.
+ * @param acts The activations.
+ * @param rows Rows.
+ * @param T Tokens per sequence.
+ * @param stop Where to stop.
+ */
+export function encodeBlock(
+  batch: GpuBatch,
+  config: LlamaConfig,
+  rope: GPUBuffer,
+  l: LayerBuffers,
+  acts: BlockActivations,
+  rows: number,
+  T: number,
+  stop: BlockStop = "out",
+): void {
+  const { dim, hiddenDim: H, normEps, nHeads, nKvHeads } = config;
+  const { headDim: hd, qDim, kvDim } = llamaDims(config);
+  const qkvW = qDim + 2 * kvDim;
+  encodeRmsNorm(batch, acts.h, acts.x, l.attnNorm, rows, dim, normEps);
+  if (stop === "qkv") return;
+  encodeLinear(batch, acts.qkv, acts.h, l.wqkv, rows, qkvW, dim, false);
+  // The biases and q/k head norms run in the rotation's dispatch.
+  encodeRope(batch, acts.qkv, rope, { rows, T, width: qDim + kvDim, ld: qkvW, hd }, {
+    ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
+    ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
+  });
+  encodeAttention(batch, acts.att, acts.qkv, {
+    rows,
+    T,
+    nHeads,
+    nKvHeads,
+    hd,
+    ld: qkvW,
+    kOff: qDim,
+    vOff: qDim + kvDim,
+  });
+  if (stop === "o") return;
+  encodeLinear(batch, acts.x, acts.att, l.wo, rows, dim, qDim, true);
+  encodeRmsNorm(batch, acts.h, acts.x, l.ffnNorm, rows, dim, normEps);
+  if (stop === "gateUp") return;
+  encodeLinear(batch, acts.u, acts.h, l.w13, rows, 2 * H, dim, false);
+  encodeSwiglu(batch, acts.g, acts.u, rows, H);
+  if (stop === "down") return;
+  encodeLinear(batch, acts.x, acts.g, l.w2, rows, dim, H, true);
+}
