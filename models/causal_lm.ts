@@ -73,7 +73,7 @@ export type LoadModelOptions = LoadHfOptions;
  * @returns The causal LM.
  */
 export function causalLM(model: LlamaModel, source = "(in memory)"): CausalLM {
-  const { blocks, head, embed } = llamaCompressible(model);
+  const { blocks, head, embed, calibrationRunner } = llamaCompressible(model);
   return {
     config: model.config,
     model,
@@ -81,6 +81,7 @@ export function causalLM(model: LlamaModel, source = "(in memory)"): CausalLM {
     blocks,
     ...(head ? { head } : {}),
     embed,
+    ...(calibrationRunner ? { calibrationRunner } : {}),
     logits(ids, options = {}) {
       if (ids.length < 1) {
         return Promise.reject(new RangeError("Cannot compute logits of an empty token sequence"));

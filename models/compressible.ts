@@ -8,6 +8,8 @@
  */
 
 import { tensor } from "../core/tensor.ts";
+import { resolveBackend } from "../kernels/backend.ts";
+import { llamaCalibrationRunner } from "./calibration_gpu.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { CompressibleBlock, CompressibleModel } from "../pipeline/model.ts";
 import { llamaBlockPartial, llamaEmbed, rmsNorm } from "./forward.ts";
@@ -76,6 +78,10 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
         tensor("f32", x.shape, rmsNorm(x.data, x.shape[0]!, model.finalNorm, config.normEps)),
     },
     embed: (tokens) => tensor("f32", [tokens.length, config.dim], llamaEmbed(model, tokens)),
+    async calibrationRunner(sequences, { backend }) {
+      const gpu = await resolveBackend(backend, "the calibration passes");
+      return gpu === null ? null : llamaCalibrationRunner(gpu, model, sequences);
+    },
   };
 }
 

@@ -18,7 +18,8 @@ import { addInputs, hessian } from "../hessian/hessian.ts";
 import type { Hessian } from "../hessian/hessian.ts";
 import { compressLinear, stageNeedsHessian } from "./compress_linear.ts";
 import type { CompressedLinear } from "./compress_linear.ts";
-import type { CompressibleModel } from "./model.ts";
+import type { CalibrationRunner, CompressibleBlock, CompressibleModel } from "./model.ts";
+import type { Backend } from "../kernels/backend.ts";
 import { stagesFor, validateRecipe } from "./recipe.ts";
 import type { Recipe } from "./recipe.ts";
 
@@ -59,6 +60,14 @@ export interface CompressModelOptions {
    * @default true
    */
   trueSequential?: boolean;
+  /**
+   * Where the calibration passes (block forwards, Hessians) run: on a device
+   * when the model offers a `calibrationRunner` and the backend resolves to a
+   * GPU ("auto": a hardware adapter), else on the host through the blocks'
+   * `forward`. The solvers choose their own backend.
+   * @default "auto"
+   */
+  backend?: Backend;
 }
 
 /** What {@linkcode compressModel} returns. */
@@ -69,6 +78,18 @@ export interface CompressedModel {
   readonly bitsPerWeight: number;
   /** Total seconds. */
   readonly seconds: number;
+  /**
+   * Wall seconds by phase: `calibration` (forwards and Hessians up to each
+   * group's solve), `compress` (the solves), `propagate` (moving the
+   * calibration activations through finished blocks).
+   */
+  readonly phases: {
+    readonly calibration: number;
+    readonly compress: number;
+    readonly propagate: number;
+  };
+  /** The device that ran the calibration passes and its peak bytes, or null on the host. */
+  readonly device: { readonly name: string; readonly peakBytes: number } | null;
 }
 
 function accumulate(prev: Hessian | undefined, x: Tensor<"f32">): Hessian {
@@ -101,7 +122,13 @@ export async function compressModel(
   recipe: Recipe,
   options: CompressModelOptions = {},
 ): Promise<CompressedModel> {
-  const { onProgress, onBlockDone, completed = new Map(), trueSequential = true } = options;
+  const {
+    onProgress,
+    onBlockDone,
+    completed = new Map(),
+    trueSequential = true,
+    backend = "auto",
+  } = options;
   if (typeof trueSequential !== "boolean") {
     throw new TypeError(
       `Cannot compress as 'trueSequential' must be a boolean: current value is ${trueSequential}`,
@@ -131,101 +158,122 @@ export async function compressModel(
   const anyNeeds =
     model.blocks.some((b) => Object.keys(b.linears).some((n) => needs(`${b.name}.${n}`))) ||
     (model.head !== undefined && needs(model.head.name));
-  let xs: Tensor<"f32">[] = anyNeeds ? seqs.map((s) => model.embed(s)) : [];
-  for (let b = 0; b < B; b++) {
-    const block = model.blocks[b]!;
-    const names = Object.keys(block.linears);
-    const full = (n: string) => `${block.name}.${n}`;
-    const done = names.filter((n) => completed.has(full(n)));
-    if (done.length > 0 && done.length < names.length) {
-      throw new RangeError(
-        `Cannot resume: block ${block.name} is only partly completed (${done.join(", ")})`,
-      );
+  const phases = { calibration: 0, compress: 0, propagate: 0 };
+  const timed = async <T>(phase: keyof typeof phases, work: () => T | Promise<T>): Promise<T> => {
+    const start = performance.now();
+    try {
+      return await work();
+    } finally {
+      phases[phase] += (performance.now() - start) / 1000;
     }
-    const weights: Record<string, Tensor<"f32">> = { ...block.linears };
-    const results: CompressedLinear[] = [];
-    if (done.length === names.length) {
-      for (const n of names) {
-        const c = completed.get(full(n))!;
-        weights[n] = c.weight;
-        results.push(c);
-      }
-    } else {
-      const grouped = new Set(block.groups.flat());
-      const missing = names.filter((n) => !grouped.has(n));
-      if (missing.length > 0 || grouped.size !== block.groups.flat().length) {
+  };
+  const runner: CalibrationRunner | null = anyNeeds && model.calibrationRunner
+    ? await timed("calibration", () => model.calibrationRunner!(seqs, { backend }))
+    : null;
+  try {
+    let xs: Tensor<"f32">[] = anyNeeds && runner === null ? seqs.map((s) => model.embed(s)) : [];
+    for (let b = 0; b < B; b++) {
+      const block = model.blocks[b]!;
+      const names = Object.keys(block.linears);
+      const full = (n: string) => `${block.name}.${n}`;
+      const done = names.filter((n) => completed.has(full(n)));
+      if (done.length > 0 && done.length < names.length) {
         throw new RangeError(
-          `Block ${block.name}: 'groups' must hold every linear exactly once (missing: ${missing})`,
+          `Cannot resume: block ${block.name} is only partly completed (${done.join(", ")})`,
         );
       }
-      let g = 0;
-      const groups = trueSequential ? block.groups : [block.groups.flat()];
-      for (const group of groups) {
-        const todo = group.filter((n) => needs(full(n)));
-        const hessians = new Map<string, Hessian>();
-        if (todo.length > 0) {
-          report(b, "capture", g / groups.length);
-          const want = new Set(todo);
-          for (const x of xs) {
-            const seen = new Map<Tensor<"f32">, Hessian>();
-            block.forward(x, weights, {
-              stopAfter: want,
-              onInput: (name, input) => {
-                if (!want.has(name)) return;
-                // Linears sharing an input share the Hessian update.
-                let sample = seen.get(input);
-                if (!sample) seen.set(input, sample = hessian(input));
-                const prev = hessians.get(name);
-                hessians.set(
-                  name,
-                  prev ? addInputsFrom(prev, sample) : sample,
-                );
-              },
-            });
-          }
-        }
-        for (const n of group) {
-          report(b, "compress", (g + 0.5) / groups.length, full(n));
-          const stages = stagesFor(recipe, full(n));
-          const w = block.linears[n]!;
-          const h = hessians.get(n) ?? null;
-          const c = stages.length === 0
-            ? {
-              name: full(n),
-              weight: w,
-              bitsPerWeight: 32,
-              density: 1,
-              stages: [],
-              layerError: 0,
-              seconds: 0,
-            }
-            : await compressLinear(w, h, stages, { name: full(n) });
+      const weights: Record<string, Tensor<"f32">> = { ...block.linears };
+      const results: CompressedLinear[] = [];
+      if (done.length === names.length) {
+        for (const n of names) {
+          const c = completed.get(full(n))!;
           weights[n] = c.weight;
           results.push(c);
         }
-        g++;
+      } else {
+        const grouped = new Set(block.groups.flat());
+        const missing = names.filter((n) => !grouped.has(n));
+        if (missing.length > 0 || grouped.size !== block.groups.flat().length) {
+          throw new RangeError(
+            `Block ${block.name}: 'groups' must hold every linear exactly once (missing: ${missing})`,
+          );
+        }
+        let g = 0;
+        const groups = trueSequential ? block.groups : [block.groups.flat()];
+        for (const group of groups) {
+          const todo = group.filter((n) => needs(full(n)));
+          let hessians = new Map<string, Hessian>();
+          if (todo.length > 0) {
+            report(b, "capture", g / groups.length);
+            hessians = await timed(
+              "calibration",
+              () =>
+                runner
+                  ? runner.hessians(b, weights, todo)
+                  : hostHessians(block, xs, weights, new Set(todo)),
+            );
+          }
+          for (const n of group) {
+            report(b, "compress", (g + 0.5) / groups.length, full(n));
+            const stages = stagesFor(recipe, full(n));
+            const w = block.linears[n]!;
+            const h = hessians.get(n) ?? null;
+            const c = stages.length === 0
+              ? {
+                name: full(n),
+                weight: w,
+                bitsPerWeight: 32,
+                density: 1,
+                stages: [],
+                layerError: 0,
+                seconds: 0,
+              }
+              : await timed("compress", () => compressLinear(w, h, stages, { name: full(n) }));
+            weights[n] = c.weight;
+            results.push(c);
+          }
+          g++;
+        }
       }
+      for (const c of results) modules.set(c.name, c);
+      report(b, "propagate", 0.95);
+      if (anyNeeds) {
+        await timed("propagate", async () => {
+          if (runner) await runner.propagate(b, weights);
+          else xs = xs.map((x) => block.forward(x, weights)!);
+        });
+      }
+      await onBlockDone?.(b, results);
+      report(b, "done", 1);
     }
-    for (const c of results) modules.set(c.name, c);
-    report(b, "propagate", 0.95);
-    if (anyNeeds) xs = xs.map((x) => block.forward(x, weights)!);
-    await onBlockDone?.(b, results);
-    report(b, "done", 1);
-  }
-  if (model.head) {
-    const { name, weight } = model.head;
-    const stages = stagesFor(recipe, name);
-    if (completed.has(name)) modules.set(name, completed.get(name)!);
-    else if (stages.length > 0) {
-      report(B, "capture", 0);
-      let h: Hessian | undefined;
-      if (needs(name)) { for (const x of xs) h = accumulate(h, model.head.input(x)); }
-      report(B, "compress", 0.5, name);
-      const c = await compressLinear(weight, h ?? null, stages, { name });
-      modules.set(name, c);
-      await onBlockDone?.(B, [c]);
+    if (model.head) {
+      const { name } = model.head;
+      const stages = stagesFor(recipe, name);
+      if (completed.has(name)) modules.set(name, completed.get(name)!);
+      else if (stages.length > 0) {
+        report(B, "capture", 0);
+        let h: Hessian | undefined;
+        if (needs(name)) {
+          h = await timed("calibration", async () => {
+            if (runner) return await runner.headHessian();
+            let acc: Hessian | undefined;
+            for (const x of xs) acc = accumulate(acc, model.head!.input(x));
+            return acc;
+          });
+        }
+        report(B, "compress", 0.5, name);
+        const { weight } = model.head;
+        const c = await timed(
+          "compress",
+          () => compressLinear(weight, h ?? null, stages, { name }),
+        );
+        modules.set(name, c);
+        await onBlockDone?.(B, [c]);
+      }
+      report(B, "done", 1);
     }
-    report(B, "done", 1);
+  } finally {
+    runner?.dispose();
   }
   let bits = 0, count = 0;
   for (const c of modules.values()) {
@@ -238,7 +286,37 @@ export async function compressModel(
     modules,
     bitsPerWeight: count > 0 ? bits / count : 32,
     seconds: (performance.now() - t0) / 1000,
+    phases,
+    device: runner ? { name: runner.device, peakBytes: runner.memory.peak } : null,
   };
+}
+
+/**
+ * The input Hessians of `want` (linears of `block`) on the host: each
+ * sequence's forward with `weights` delivers the inputs; linears that share
+ * an input share the Hessian update.
+ */
+function hostHessians(
+  block: CompressibleBlock,
+  xs: readonly Tensor<"f32">[],
+  weights: Readonly<Record<string, Tensor<"f32">>>,
+  want: ReadonlySet<string>,
+): Map<string, Hessian> {
+  const hessians = new Map<string, Hessian>();
+  for (const x of xs) {
+    const seen = new Map<Tensor<"f32">, Hessian>();
+    block.forward(x, weights, {
+      stopAfter: want,
+      onInput: (name, input) => {
+        if (!want.has(name)) return;
+        let sample = seen.get(input);
+        if (!sample) seen.set(input, sample = hessian(input));
+        const prev = hessians.get(name);
+        hessians.set(name, prev ? addInputsFrom(prev, sample) : sample);
+      },
+    });
+  }
+  return hessians;
 }
 
 /** The running mean of two Hessians over their combined tokens. */

@@ -9,6 +9,8 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
+import type { Backend } from "../kernels/backend.ts";
+import type { Hessian } from "../hessian/hessian.ts";
 
 /** Options of {@linkcode CompressibleBlock.forward}. */
 export interface BlockForwardOptions {
@@ -69,6 +71,49 @@ export interface CompressibleHead {
   input(x: Tensor<"f32">): Tensor<"f32">;
 }
 
+/**
+ * Runs a model's calibration passes on a device (a GPU) for the pipeline:
+ * the activations of every calibration token stay there between blocks, and
+ * only Hessians come back. The pipeline calls, per block, `hessians` for each
+ * group of linears (with the weights compressed so far), then `propagate`.
+ */
+export interface CalibrationRunner {
+  /** The device, in words. */
+  readonly device: string;
+  /** Device bytes the runner holds now, and the most it held. */
+  readonly memory: { readonly current: number; readonly peak: number };
+  /**
+   * The Hessians of the inputs of `linears` (names local to the block) over
+   * every calibration token, with `weights` in place of the block's linears.
+   * Linears that share an input share one Hessian object.
+   *
+   * @param block Block index.
+   * @param weights A weight for every linear of the block.
+   * @param linears The linears whose input Hessians are wanted.
+   * @returns Hessian by linear name.
+   */
+  hessians(
+    block: number,
+    weights: Readonly<Record<string, Tensor<"f32">>>,
+    linears: readonly string[],
+  ): Promise<Map<string, Hessian>>;
+  /**
+   * Moves the calibration activations through a block with these weights.
+   *
+   * @param block Block index (called in order).
+   * @param weights A weight for every linear of the block.
+   */
+  propagate(block: number, weights: Readonly<Record<string, Tensor<"f32">>>): Promise<void>;
+  /**
+   * The Hessian of the head's input after the last block.
+   *
+   * @returns The Hessian.
+   */
+  headHessian(): Promise<Hessian>;
+  /** Frees the device memory; the runner must not be used afterwards. */
+  dispose(): void;
+}
+
 /** A model the pipeline can compress layer by layer. */
 export interface CompressibleModel {
   /** Blocks, in forward order. */
@@ -82,4 +127,17 @@ export interface CompressibleModel {
    * @returns Activations [tokens, width].
    */
   embed(tokens: readonly number[]): Tensor<"f32">;
+  /**
+   * A runner of the calibration passes on a device, or null where the
+   * backend resolves to none (the pipeline then runs `embed` and the blocks'
+   * `forward` on the host).
+   *
+   * @param sequences The calibration token sequences.
+   * @param options Where to run.
+   * @returns The runner, or null.
+   */
+  calibrationRunner?(
+    sequences: readonly (readonly number[])[],
+    options: { readonly backend: Backend },
+  ): Promise<CalibrationRunner | null>;
 }
