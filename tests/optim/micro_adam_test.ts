@@ -88,3 +88,27 @@ Deno.test("microAdam holds about 1 byte of state per parameter, under a quarter 
     (e: Error) => e instanceof RangeError && e.message.includes("'topKBlockSize'"),
   );
 });
+
+Deno.test("microAdam keeps ⌈density·len⌉ entries per top-k block, the reference's k (21 of 2,048, not 20)", () => {
+  const rng = prng(5);
+  const g = {
+    w: Float32Array.from({ length: 2048 }, () => rng.normal()),
+    b: Float32Array.from({ length: 4 }, () => rng.normal()),
+  };
+  const moved = (u: Float32Array, s: number, e: number) =>
+    u.subarray(s, e).filter((x) => x !== 0).length;
+  const whole = microAdam({ learningRate: 0.1 });
+  const [u, s] = whole.update(g, whole.init(g));
+  assert.equal(moved(u.w!, 0, 2048), 21);
+  assert.equal(moved(u.b!, 0, 4), 1);
+  assert.equal(s.window.w!.indices.length, 10 * 21);
+  // Blocks of 600: 6, 6, 6 and ⌈2.48⌉ = 3 in the last, shorter block.
+  const blocked = microAdam({ learningRate: 0.1, topKBlockSize: 600 });
+  const [ub] = blocked.update(g, blocked.init(g));
+  assert.deepStrictEqual([0, 1, 2, 3].map((b) => moved(ub.w!, b * 600, (b + 1) * 600)), [
+    6,
+    6,
+    6,
+    3,
+  ]);
+});
