@@ -13,7 +13,9 @@
  *    m̂ = (1−β1)/(1−β1^t)·Σ_r β1^r·V_r, v̂ = (1−β2)/(1−β2^t)·Σ_r β2^r·V_r², where
  *    r is the age of a slot (0 for this step's) and the sums run over the
  *    min(t, m) filled slots, each scattered at its indices;
- * 4. the update is −lr·m̂/(√v̂ + ε) (zero outside the window's indices).
+ * 4. with weight decay λ (`weightDecay`, 0 by default) every parameter is
+ *    first multiplied by 1 − lr·λ, as the reference implementation does;
+ *    then the update is −lr·m̂/(√v̂ + ε) (zero outside the window's indices).
  *
  * The window keeps values in bfloat16, as the paper does; their rounding error
  * is not fed back (the error buffer holds only what top-k dropped).
@@ -72,6 +74,14 @@ export interface MicroAdamOptions extends AdamOptions {
   topKBlockSize?: number;
   /** Quantization of the error buffer. @default { bits: 4, blockSize: 64 } */
   errorQuantization?: ErrorQuantization;
+  /**
+   * Decoupled weight decay λ, as the reference's `weight_decay`: every step
+   * first multiplies all parameters by 1 − lr·λ, then takes the MicroAdam step,
+   * so the update is −lr·λ·p − lr·m̂/(√v̂ + ε). A positive value needs the
+   * parameters as `update`'s third argument.
+   * @default 0
+   */
+  weightDecay?: number;
 }
 
 /** The window of one tensor: m slots of K kept entries each. */
@@ -100,9 +110,10 @@ function blockKs(n: number, blockSize: number, density: number): number[] {
 /**
  * The MicroAdam optimizer.
  *
- * @param options Learning rate, Adam's β1, β2, ε, and the compression: density,
- *   window size, top-k block size, error quantization.
- * @returns A transform whose state is the window and the quantized error.
+ * @param options Learning rate, Adam's β1, β2, ε, the compression (density,
+ *   window size, top-k block size, error quantization) and weight decay.
+ * @returns A transform whose state is the window and the quantized error; its
+ *   `update` takes the parameters as third argument when `weightDecay` > 0.
  */
 export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAdamState> {
   const {
@@ -114,6 +125,7 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
     windowSize = 10,
     topKBlockSize = 65536,
     errorQuantization = { bits: 4, blockSize: 64 },
+    weightDecay = 0,
   } = options;
   checkAdamHyper(beta1, beta2, eps, "MicroAdam");
   if (typeof learningRate === "number") learningRateAt(learningRate, 0);
@@ -126,6 +138,12 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
     throw new RangeError(
       `Cannot build MicroAdam as 'windowSize' must be a positive integer: ` +
         `current value is ${windowSize}`,
+    );
+  }
+  if (!(weightDecay >= 0 && Number.isFinite(weightDecay))) {
+    throw new RangeError(
+      `Cannot build MicroAdam as 'weightDecay' must be finite and non-negative: ` +
+        `current value is ${weightDecay}`,
     );
   }
   if (!Number.isSafeInteger(topKBlockSize) || topKBlockSize < 1 || topKBlockSize > 65536) {
@@ -148,8 +166,14 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
       }
       return { count: 0, feedback: ef.init(params), window };
     },
-    update(grads: Params, state: MicroAdamState): [Params, MicroAdamState] {
+    update(grads: Params, state: MicroAdamState, params?: Params): [Params, MicroAdamState] {
       checkSameNames(grads, state.window, "MicroAdam");
+      if (weightDecay > 0 && params === undefined) {
+        throw new TypeError(
+          `Cannot step MicroAdam with 'weightDecay' ${weightDecay} without the parameters: ` +
+            `pass them as update's third argument`,
+        );
+      }
       const t = state.count + 1;
       const lr = learningRateAt(learningRate, state.count);
       const [sent, feedback] = ef.update(grads, state.feedback);
@@ -197,11 +221,19 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
             }
           });
         }
-        // 4. The step.
+        // 4. The step, after the decoupled decay p ← p·(1 − lr·λ) of every entry.
+        const p = weightDecay > 0 ? params![name] : undefined;
+        if (weightDecay > 0 && p?.length !== n) {
+          throw new RangeError(
+            `Cannot step MicroAdam's weight decay: parameter '${name}' has ` +
+              `${p?.length ?? "no"} elements, its gradient ${n}`,
+          );
+        }
         const u = new Float32Array(n);
+        const decay = lr * weightDecay;
         for (let i = 0; i < n; i++) {
-          if (vh[i] === 0) continue;
-          u[i] = (-lr * c1 * mh[i]!) / (Math.sqrt(c2 * vh[i]!) + eps);
+          const step = vh[i] === 0 ? 0 : (-lr * c1 * mh[i]!) / (Math.sqrt(c2 * vh[i]!) + eps);
+          u[i] = p === undefined ? step : step - decay * p[i]!;
         }
         updates[name] = u;
         window[name] = { indices, values };

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { microAdam } from "../../optim/micro_adam.ts";
 import { adam } from "../../optim/adam.ts";
 import { bf16BitsToF32, f32ToBf16Bits } from "../../core/convert.ts";
-import { type Params, stateBytesPerParam } from "../../core/transform.ts";
+import { applyUpdates, type Params, stateBytesPerParam } from "../../core/transform.ts";
 import { prng } from "../../core/prng.ts";
 import { assertClose } from "../_helpers.ts";
 
@@ -111,4 +111,40 @@ Deno.test("microAdam keeps ⌈density·len⌉ entries per top-k block, the refer
     6,
     3,
   ]);
+});
+
+Deno.test("microAdam's weightDecay multiplies every parameter by 1 − lr·λ before its step, as the reference does", () => {
+  const rng = prng(6);
+  const params = { w: Float32Array.from({ length: 500 }, () => rng.normal()) };
+  const lr = 0.05, weightDecay = 0.2;
+  const plain = microAdam({ learningRate: lr });
+  const decayed = microAdam({ learningRate: lr, weightDecay });
+  let sp = plain.init(params), sd = decayed.init(params);
+  for (let k = 0; k < 15; k++) {
+    const g = { w: params.w.map(() => rng.normal()) };
+    const [up, np] = plain.update(g, sp);
+    const [ud, nd] = decayed.update(g, sd, params);
+    // p·(1 − lr·λ) − lr·step, as an additive update: −lr·λ·p − lr·step, on all 500 entries.
+    assertClose(ud.w!, up.w!.map((u, i) => u - lr * weightDecay * params.w[i]!), {
+      rtol: 1e-6,
+      atol: 1e-8,
+    });
+    sp = np;
+    sd = nd;
+  }
+  // A zero gradient moves nothing but the decay: p ← p·(1 − lr·λ).
+  const [u0] = decayed.update({ w: new Float32Array(500) }, decayed.init(params), params);
+  assertClose(applyUpdates(params, u0).w!, params.w.map((p) => p * (1 - lr * weightDecay)), {
+    rtol: 1e-6,
+  });
+  assert.throws(
+    () => decayed.update({ w: params.w }, decayed.init(params)),
+    (e: Error) => e instanceof TypeError && e.message.includes("'weightDecay'"),
+  );
+  for (const bad of [-0.1, NaN, Infinity]) {
+    assert.throws(
+      () => microAdam({ learningRate: 1, weightDecay: bad }),
+      (e: Error) => e instanceof RangeError && e.message.includes("'weightDecay'"),
+    );
+  }
 });
