@@ -10,9 +10,10 @@
  *    with a float32 [min, max] per block;
  * 2. (I, V) overwrite the oldest of the m window slots;
  * 3. the moments are recomputed from the window (no dense moment is stored):
- *    m̂ = (1−β1)/(1−β1^t)·Σ_r β1^r·V_r, v̂ = (1−β2)/(1−β2^t)·Σ_r β2^r·V_r², where
- *    r is the age of a slot (0 for this step's) and the sums run over the
- *    min(t, m) filled slots, each scattered at its indices;
+ *    m̂ = c1·Σ_r β1^r·V_r, v̂ = c2·Σ_r β2^r·V_r², where r is the age of a slot
+ *    (0 for this step's), the sums run over the min(t, m) filled slots, each
+ *    scattered at its indices, and c1 = (1−β1)/(1−β1^t), c2 = (1−β2)/(1−β2^t)
+ *    (see {@linkcode microAdamCorrections});
  * 4. with weight decay λ (`weightDecay`, 0 by default) every parameter is
  *    first multiplied by 1 − lr·λ, as the reference implementation does;
  *    then the update is −lr·m̂/(√v̂ + ε) (zero outside the window's indices).
@@ -82,6 +83,28 @@ export interface MicroAdamOptions extends AdamOptions {
    * @default 0
    */
   weightDecay?: number;
+  /**
+   * Bias-correct over the min(t, m) steps that the window holds instead of
+   * all t steps: c1 = (1 − β1)/(1 − β1^min(t, m)), c2 likewise (see
+   * {@linkcode microAdamCorrections}). Off by default, which is the paper's
+   * algorithm and the reference's; the module docs show what it changes.
+   * @default false
+   */
+  windowBiasCorrection?: boolean;
+}
+
+/** Options of {@linkcode microAdamCorrections}: those of {@linkcode microAdam} that set them. */
+export type MicroAdamCorrectionOptions = Pick<
+  MicroAdamOptions,
+  "beta1" | "beta2" | "windowSize" | "windowBiasCorrection"
+>;
+
+/** The bias corrections of one MicroAdam step. */
+export interface MicroAdamCorrections {
+  /** Of the first moment: (1 − β1)/(1 − β1^s). */
+  readonly c1: number;
+  /** Of the second moment: (1 − β2)/(1 − β2^s). */
+  readonly c2: number;
 }
 
 /** The window of one tensor: m slots of K kept entries each. */
@@ -108,10 +131,64 @@ function blockKs(n: number, blockSize: number, density: number): number[] {
 }
 
 /**
+ * The bias corrections of MicroAdam's step t (1 at the first step): with s = t
+ * (the paper's, the default) or s = min(t, m) (`windowBiasCorrection`),
+ * c1 = (1 − β1)/(1 − β1^s) and c2 = (1 − β2)/(1 − β2^s). The update is
+ * −lr·c1·Σ_r β1^r·V_r / (√(c2·Σ_r β2^r·V_r²) + ε) over the window's min(t, m)
+ * slots, so c1/√c2 multiplies the step: with the defaults it is 0.98 at
+ * t = 100 and 3.08 at t = 3,000 (it tends to (1 − β1)/√(1 − β2) ≈ 3.16), and
+ * 0.48 for every t ≥ m with the window's corrections.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { microAdamCorrections } from "./micro_adam.ts";
+ * const { c1, c2 } = microAdamCorrections(3000);
+ * assert(Math.abs(c1 / Math.sqrt(c2) - 3.08) < 0.005);
+ * ```
+ *
+ * @param t The step number, a positive integer.
+ * @param options β1, β2, the window size m and `windowBiasCorrection`
+ *   (defaults as in {@linkcode microAdam}).
+ * @returns c1 and c2.
+ */
+export function microAdamCorrections(
+  t: number,
+  options: MicroAdamCorrectionOptions = {},
+): MicroAdamCorrections {
+  const { beta1 = 0.9, beta2 = 0.999, windowSize = 10, windowBiasCorrection = false } = options;
+  if (!Number.isSafeInteger(t) || t < 1) {
+    throw new RangeError(
+      `Cannot correct MicroAdam's moments as 't' must be a positive integer: current value is ${t}`,
+    );
+  }
+  checkAdamHyper(beta1, beta2, 0, "MicroAdam");
+  checkWindowSize(windowSize);
+  if (typeof windowBiasCorrection !== "boolean") {
+    throw new TypeError(
+      `Cannot build MicroAdam as 'windowBiasCorrection' must be a boolean: ` +
+        `current value is ${windowBiasCorrection}`,
+    );
+  }
+  const s = windowBiasCorrection ? Math.min(t, windowSize) : t;
+  return { c1: (1 - beta1) / (1 - beta1 ** s), c2: (1 - beta2) / (1 - beta2 ** s) };
+}
+
+function checkWindowSize(windowSize: number): void {
+  if (!Number.isSafeInteger(windowSize) || windowSize < 1) {
+    throw new RangeError(
+      `Cannot build MicroAdam as 'windowSize' must be a positive integer: ` +
+        `current value is ${windowSize}`,
+    );
+  }
+}
+
+/**
  * The MicroAdam optimizer.
  *
  * @param options Learning rate, Adam's β1, β2, ε, the compression (density,
- *   window size, top-k block size, error quantization) and weight decay.
+ *   window size, top-k block size, error quantization), weight decay and the
+ *   bias-correction variant.
  * @returns A transform whose state is the window and the quantized error; its
  *   `update` takes the parameters as third argument when `weightDecay` > 0.
  */
@@ -126,6 +203,7 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
     topKBlockSize = 65536,
     errorQuantization = { bits: 4, blockSize: 64 },
     weightDecay = 0,
+    windowBiasCorrection = false,
   } = options;
   checkAdamHyper(beta1, beta2, eps, "MicroAdam");
   if (typeof learningRate === "number") learningRateAt(learningRate, 0);
@@ -134,12 +212,8 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
       `Cannot build MicroAdam as 'density' must be in (0, 1]: current value is ${density}`,
     );
   }
-  if (!Number.isSafeInteger(windowSize) || windowSize < 1) {
-    throw new RangeError(
-      `Cannot build MicroAdam as 'windowSize' must be a positive integer: ` +
-        `current value is ${windowSize}`,
-    );
-  }
+  const corrections = { beta1, beta2, windowSize, windowBiasCorrection };
+  microAdamCorrections(1, corrections); // validates them now, not at the first step
   if (!(weightDecay >= 0 && Number.isFinite(weightDecay))) {
     throw new RangeError(
       `Cannot build MicroAdam as 'weightDecay' must be finite and non-negative: ` +
@@ -178,7 +252,7 @@ export function microAdam(options: MicroAdamOptions): GradientTransform<MicroAda
       const lr = learningRateAt(learningRate, state.count);
       const [sent, feedback] = ef.update(grads, state.feedback);
       const slot = (t - 1) % m, filled = Math.min(t, m);
-      const c1 = (1 - beta1) / (1 - beta1 ** t), c2 = (1 - beta2) / (1 - beta2 ** t);
+      const { c1, c2 } = microAdamCorrections(t, corrections);
       const updates: Record<string, Float32Array> = {};
       const window: Record<string, MicroAdamWindow> = {};
       for (const [name, c] of Object.entries(sent)) {
