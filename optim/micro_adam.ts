@@ -29,6 +29,16 @@
  * blocks of 64, the state is about 0.5 + 0.125 + 0.4 ≈ 1 byte per parameter,
  * against Adam's 8 (see {@linkcode stateBytesPerParam}).
  *
+ * Against the reference (ISTA-DASLab-Optimizers' `micro_adam.py` and its CUDA
+ * kernels): fed the same gradients, the updates equal those of a TypeScript
+ * port of it (tests/optim/_micro_adam_reference.ts) entry by entry within
+ * 1e-5 relative at every step (measured: 2e-7 of the largest update), over 300
+ * steps of a 2,372-parameter MLP in four tensors, with and without weight
+ * decay, in one or several top-k blocks, and on least squares
+ * (tests/optim/micro_adam_reference_test.ts). The reference computes in the
+ * parameters' dtype (bf16 in practice) and rounds each update to bf16; this
+ * implementation and the port compute in float32.
+ *
  * @see Modoranu et al., "MicroAdam: Accurate Adaptive Optimization with Low
  *   Space Overhead and Provable Convergence" (NeurIPS 2024), Algorithm 1 and
  *   the ASC (adaptive statistics computation) procedure.
