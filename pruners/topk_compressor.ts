@@ -49,7 +49,8 @@ export interface SparsifyOptions {
    */
   k?: number;
   /**
-   * Fraction of entries kept: max(1, round(density·n)) per tensor or block.
+   * Fraction of entries kept: ⌈density·n⌉ per tensor or block (see
+   * {@linkcode densityToK}).
    * @default 0.01 (when `k` is not given)
    */
   density?: number;
@@ -102,10 +103,44 @@ function resolve(n: number, options: SparsifyOptions, what: string): Resolved {
   const d = density ?? 0.01;
   return {
     blockSize: blockSize ?? Math.max(1, n),
-    keep: k !== undefined
-      ? (len) => Math.min(k, len)
-      : (len) => Math.min(len, Math.max(1, Math.round(d * len))),
+    keep: k !== undefined ? (len) => Math.min(k, len) : (len) => densityToK(len, d),
   };
+}
+
+/**
+ * Entries kept out of `n` at a density: ⌈density·n⌉, at least 1 (for n ≥ 1)
+ * and at most n. This is the rule of MicroAdam's reference implementation,
+ * which takes the ceiling of block size × density for every top-k block
+ * (rounding would keep 20 instead of 21 of 2,048 entries at 1%). The product
+ * is the float64 one, as in the reference's Python, so a product that lands
+ * just above an integer keeps one more: 0.07·100 = 7.000000000000001 keeps 8.
+ *
+ * @see ISTA-DASLab-Optimizers, `ista_daslab_optimizers/micro_adam/micro_adam.py`
+ *   (`k_block_size_many`, `k_block_size_few`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { densityToK } from "./topk_compressor.ts";
+ * assert(densityToK(2048, 0.01) === 21 && densityToK(4, 0.01) === 1);
+ * ```
+ *
+ * @param n Entries in the tensor or block, a non-negative integer.
+ * @param density Fraction kept, in (0, 1].
+ * @returns The number of entries kept.
+ */
+export function densityToK(n: number, density: number): number {
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new RangeError(
+      `Cannot count kept entries as 'n' must be a non-negative integer: current value is ${n}`,
+    );
+  }
+  if (!(density > 0 && density <= 1)) {
+    throw new RangeError(
+      `Cannot count kept entries as 'density' must be in (0, 1]: current value is ${density}`,
+    );
+  }
+  return Math.ceil(density * n);
 }
 
 /**

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  densityToK,
   randomKCompress,
   randomKSelect,
   sparseToDense,
@@ -31,14 +32,36 @@ Deno.test("topKSelect keeps exactly the k largest magnitudes, as sorting does", 
   }
 });
 
-Deno.test("topKSelect per block keeps the top k of every block, and density rounds per block", () => {
+Deno.test("topKSelect per block keeps the top k of every block, and density applies per block", () => {
   const rng = prng(2);
   const x = Float32Array.from({ length: 250 }, () => rng.normal());
   const s = topKSelect(x, { k: 3, blockSize: 64 });
   const expected = [0, 64, 128, 192].flatMap((b) => bruteTopK(x.subarray(b, b + 64), 3, b));
   assert.deepStrictEqual(Array.from(s.indices), expected);
   assert.equal(topKSelect(x, { density: 0.1, blockSize: 100 }).indices.length, 10 + 10 + 5);
-  assert.equal(topKSelect(x).indices.length, 3); // default density 1%: round(2.5) = 3
+  assert.equal(topKSelect(x).indices.length, 3); // default density 1%: ⌈2.5⌉ = 3
+});
+
+Deno.test("density keeps ⌈density·len⌉ per block, MicroAdam's reference rule, where rounding keeps fewer", () => {
+  // [len, density, ⌈density·len⌉]; rounding would give 20, 2, 0 (then 1), 7.
+  const cases = [[2048, 0.01, 21], [248, 0.01, 3], [4, 0.01, 1], [100, 0.07, 8], [600, 0.01, 6]];
+  const rng = prng(6);
+  for (const [len, density, k] of cases) {
+    assert.equal(densityToK(len!, density!), k, `${density}·${len}`);
+    const x = Float32Array.from({ length: len! }, () => rng.normal());
+    assert.equal(topKSelect(x, { density: density! }).indices.length, k);
+    assert.equal(randomKSelect(x, { density: density!, seed: 1 }).indices.length, k);
+  }
+  // Per block: 2,048 entries in blocks of 600 keep 6 + 6 + 6 + ⌈2.48⌉ = 21 (rounding: 20).
+  const x = Float32Array.from({ length: 2048 }, () => rng.normal());
+  const s = topKSelect(x, { density: 0.01, blockSize: 600 });
+  const perBlock = [0, 1, 2, 3].map((b) =>
+    s.indices.filter((i) => i >= b * 600 && i < (b + 1) * 600).length
+  );
+  assert.deepStrictEqual(perBlock, [6, 6, 6, 3]);
+  assert.equal(densityToK(0, 0.5), 0);
+  assert.throws(() => densityToK(10, 0), RangeError);
+  assert.throws(() => densityToK(1.5, 0.5), RangeError);
 });
 
 Deno.test("topKCompress zeroes all but the kept entries and leaves its input alone", () => {
