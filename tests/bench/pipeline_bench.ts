@@ -1,0 +1,115 @@
+/**
+ * The whole compression run at real shapes: writes a random-weight bf16
+ * folder at Llama-3.2-1B or Llama-3.1-8B shapes (or reuses one), then times
+ * load → calibration forwards and Hessians → solves → propagation → write,
+ * with random calibration tokens (128 × 2048 by default) and GPTQ 4-bit g128,
+ * and reports seconds per phase, host peak RSS and the calibration runner's
+ * GPU peak.
+ *
+ *     deno task bench:pipeline [--shape=1b|8b] [--layers=N] [--samples=128] [--len=2048]
+ *       [--dir=DIR] [--keep] [--no-write] [--backend=auto|webgpu|cpu] [--json]
+ *
+ * `--layers` keeps the first N blocks (a quicker run; per-block figures
+ * scale). Uses the file system; reads /proc (Linux).
+ *
+ * @module
+ */
+
+import { prng } from "../../core/prng.ts";
+import type { Backend } from "../../kernels/backend.ts";
+import { loadModel } from "../../models/causal_lm.ts";
+import { withCompressedWeights } from "../../models/compressible.ts";
+import { writeHfLlama } from "../../models/hf.ts";
+import { compressModel } from "../../pipeline/compress_model.ts";
+import { LLAMA_SHAPES, writeRandomLlama } from "../models/_random_checkpoint.ts";
+
+function flag(name: string): string | undefined {
+  return Deno.args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+}
+
+function hwm(): number {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(Deno.readTextFileSync("/proc/self/status"));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+const shapeName = (flag("shape") ?? "1b") as "1b" | "8b";
+const base = LLAMA_SHAPES[shapeName];
+if (!base) throw new RangeError(`--shape must be 1b or 8b: current value is ${flag("shape")}`);
+const shape = { ...base, layers: Number(flag("layers") ?? base.layers) };
+const samples = Number(flag("samples") ?? 128), len = Number(flag("len") ?? 2048);
+const backend = (flag("backend") ?? "auto") as Backend;
+const dir = flag("dir") ?? `/tmp/llmc-bench-${shapeName}-${shape.layers}`;
+const log = (s: string) => console.error(`[${(performance.now() / 1000).toFixed(1)} s] ${s}`);
+
+const t = { write: 0, load: 0, compress: 0, save: 0 };
+let t0 = performance.now();
+let bytes = 0;
+try {
+  await Deno.stat(`${dir}/config.json`);
+  log(`reusing ${dir}`);
+} catch {
+  bytes = await writeRandomLlama(dir, shape);
+  log(`wrote ${(bytes / 1e9).toFixed(2)} GB to ${dir}`);
+}
+t.write = (performance.now() - t0) / 1000;
+const rssBefore = hwm();
+
+t0 = performance.now();
+const lm = await loadModel(dir);
+t.load = (performance.now() - t0) / 1000;
+log(`loaded in ${t.load.toFixed(1)} s`);
+
+const rng = prng(0);
+const calibration = Array.from(
+  { length: samples },
+  () => Array.from({ length: len }, () => rng.int(lm.config.vocabSize)),
+);
+t0 = performance.now();
+let last = 0;
+const result = await compressModel(lm, calibration, {
+  stages: [{ kind: "gptq", bits: 4, groupSize: 128 }],
+  overrides: [{ match: "output", stages: [] }],
+}, {
+  backend,
+  onProgress: (p) => {
+    const now = performance.now();
+    if (p.phase === "done" || now - last > 5000) {
+      last = now;
+      const eta = p.fraction > 0 ? ((now - t0) / 1000) * (1 - p.fraction) / p.fraction : NaN;
+      log(`block ${p.block + 1}/${p.blocks} ${p.phase} ${p.module ?? ""} ETA ${eta.toFixed(0)} s`);
+    }
+  },
+});
+t.compress = (performance.now() - t0) / 1000;
+
+if (!Deno.args.includes("--no-write")) {
+  t0 = performance.now();
+  const out = `${dir}-out`;
+  await writeHfLlama(withCompressedWeights(lm.model, result.modules), out);
+  t.save = (performance.now() - t0) / 1000;
+  await Deno.remove(out, { recursive: true });
+}
+const layerErrors = [...result.modules.values()].map((m) => m.layerError);
+const report = {
+  shape: shapeName,
+  layers: shape.layers,
+  calibration: { samples, len },
+  seconds: {
+    load: t.load,
+    calibration: result.phases.calibration,
+    compress: result.phases.compress,
+    propagate: result.phases.propagate,
+    pipeline: t.compress,
+    write: t.save,
+    total: t.load + t.compress + t.save,
+  },
+  meanLayerError: layerErrors.reduce((a, b) => a + b, 0) / layerErrors.length,
+  device: result.device,
+  hostPeakBytes: hwm(),
+  hostPeakBeforeLoadBytes: rssBefore,
+};
+if (Deno.args.includes("--json")) console.log(JSON.stringify(report));
+else console.log(report);
+if (!Deno.args.includes("--keep") && flag("dir") === undefined) {
+  await Deno.remove(dir, { recursive: true });
+}
