@@ -32,8 +32,9 @@ Calibration
                           or the tok*.bin beside it)
 
 Output and run
-  --format F              dense: a float32 Hugging Face folder that loadModel and transformers
-                          read (gptq and compressed-tensors come with a later issue)
+  --format F              dense: a float32 Hugging Face folder (Hugging Face's tensor names and
+                          layout) that loadModel reads (gptq and compressed-tensors come with a
+                          later issue)
   --backend B             where GPTQ's solver runs: auto (WebGPU on a hardware adapter, else the
                           CPU), cpu, or webgpu (any adapter) (default auto)
   --resume                continue an interrupted run after its last finished block (its journal
