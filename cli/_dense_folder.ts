@@ -1,7 +1,7 @@
 /**
  * The `--format dense` output: a compressed model as a float32 Hugging Face
- * folder that `loadModel` (and transformers) read back. Uses the `Deno`
- * namespace.
+ * folder (Hugging Face tensor names and layout) that `loadModel` reads back.
+ * Uses the `Deno` namespace.
  *
  * @module
  */
