@@ -79,6 +79,9 @@ export async function loadCorpus(
 /**
  * A token stream: each document after a BOS, concatenated, stopping once
  * `maxTokens` are reached (so a capped evaluation does not encode everything).
+ * A tokenizer without a BOS (Qwen's) ends each document with its EOS
+ * instead, as Qwen's pretraining data separates documents, or with nothing
+ * when it has neither.
  *
  * @param tokenizer The tokenizer.
  * @param docs The documents.
@@ -91,9 +94,14 @@ export function encodeDocs(
   maxTokens = Infinity,
 ): number[] {
   const out: number[] = [];
+  const { bos, eos } = tokenizer;
   for (const d of docs) {
     if (out.length >= maxTokens) break;
-    for (const id of tokenizer.encode(d, { bos: true })) out.push(id);
+    if (bos !== undefined) {
+      for (const id of tokenizer.encode(d, { bos: true })) out.push(id);
+    } else {
+      for (const id of tokenizer.encode(d, { bos: false, eos: eos !== undefined })) out.push(id);
+    }
   }
   return out.length > maxTokens ? out.slice(0, maxTokens) : out;
 }

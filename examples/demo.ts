@@ -43,7 +43,7 @@ import { tensor } from "../core/tensor.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { compressedToTensors } from "../quantizers/serialize.ts";
 import type { StoredWeight } from "../quantizers/serialize.ts";
-import { DEMO_METHODS, selectMethods } from "./demo/methods.ts";
+import { formatMethodList, selectMethods } from "./demo/methods.ts";
 import type { DemoMethod } from "./demo/methods.ts";
 import { formatTable, perplexitySvg, progressBar } from "./demo/report.ts";
 import type { DemoRow } from "./demo/report.ts";
@@ -74,7 +74,9 @@ Model and data
   --seed N                  seed of the calibration windows and rotations (default 0)
 
 Methods and output
-  --methods LIST            (or --method) comma-separated method ids, "default" or "all" (see --list)
+  --methods LIST            (or --method) comma-separated method ids (named ones, or built from a
+                            pattern such as gptq-w4-g128 or sparsegpt-2:4), "default" or "all"
+                            (see --list)
   --list                    print the methods and exit
   --json                    print one JSON array of rows to stdout (the table goes to stderr)
   --out PATH                write each compressed model, dense float32, as HF-named safetensors
@@ -160,10 +162,7 @@ function parseArgs(argv: readonly string[]): Args | null {
         console.log(HELP);
         return null;
       case "--list":
-        for (const m of DEMO_METHODS) {
-          console.log(`${m.id.padEnd(18)} ${m.default ? "*" : " "} ${m.description}`);
-        }
-        console.log("\n* in the default set");
+        console.log(formatMethodList());
         return null;
       case "--model":
         a.model = value();

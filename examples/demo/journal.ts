@@ -76,6 +76,8 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
         `${path}: unreadable journal (${(e as Error).message}); delete it to start over`,
       );
     }
+    // Written now, so that modules saved before the first row are fingerprinted too.
+    await writeAtomic(path, JSON.stringify(file, null, 1));
   }
   if (file.fingerprint !== fingerprint) {
     throw new Error(

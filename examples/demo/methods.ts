@@ -8,6 +8,7 @@
  */
 
 import type { Recipe, Stage } from "../../pipeline/recipe.ts";
+import type { SparsityStructure } from "../../pruners/structure.ts";
 
 /** One row of the demo's table. */
 export interface DemoMethod {
@@ -88,27 +89,159 @@ export const DEMO_METHODS: readonly DemoMethod[] = [
   ], false),
 ];
 
+/** A family of method ids with parameters, for `--list` and error messages. */
+export interface MethodPattern {
+  /** The id's shape, e.g. `rtn-w{2..8}[-g{G}]`. */
+  readonly pattern: string;
+  /** What it does. */
+  readonly description: string;
+  /** Ids it accepts. */
+  readonly examples: readonly string[];
+}
+
+/** The method ids {@linkcode parseMethodId} builds from parameters. */
+export const METHOD_PATTERNS: readonly MethodPattern[] = [
+  {
+    pattern: "rtn-w{2..8}[-g{G}]",
+    description: "round-to-nearest, per output channel or in groups of G input columns",
+    examples: ["rtn-w4", "rtn-w4-g32"],
+  },
+  {
+    pattern: "gptq-w{2..8}[-g{G}][-act]",
+    description: "GPTQ, same grids; -act: columns by decreasing Hessian diagonal (act-order)",
+    examples: ["gptq-w4-g128", "gptq-w3-act"],
+  },
+  {
+    pattern: "magnitude|wanda|sparsegpt-{P}",
+    description: "prune P% of the weights (P in 1..99)",
+    examples: ["sparsegpt-50", "wanda-60"],
+  },
+  {
+    pattern: "magnitude|wanda|sparsegpt-{N}:{M}",
+    description: "N:M sparsity: keep N of every M consecutive input columns (1 ≤ N < M)",
+    examples: ["sparsegpt-2:4", "wanda-4:8"],
+  },
+];
+
+const PRUNER_NAMES = {
+  magnitude: "magnitude pruning",
+  wanda: "Wanda",
+  sparsegpt: "SparseGPT",
+} as const;
+
+/** The integer a decimal field spells, or null for a leading zero (ids are canonical). */
+function field(text: string): number | null {
+  return /^(0|[1-9]\d*)$/.test(text) ? Number(text) : null;
+}
+
+function unknown(id: string, reason: string, extra: string): RangeError {
+  return new RangeError(
+    `Unknown method '${id}': ${reason}. Named methods: ${
+      DEMO_METHODS.map((m) => m.id).join(", ")
+    }${extra}; patterns: ${METHOD_PATTERNS.map((p) => p.pattern).join(", ")} (see --list)`,
+  );
+}
+
 /**
- * Methods by id, in table order.
+ * The method an id names: a row of {@linkcode DEMO_METHODS}, or one built
+ * from a pattern of {@linkcode METHOD_PATTERNS} (`gptq-w4-g128`,
+ * `sparsegpt-60`, `wanda-4:8`; not in the demo's default set). Built methods
+ * keep the classifier in float32 as the table's do.
  *
- * @param ids Identifiers, or `["default"]`, or `["all"]`.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseMethodId } from "./methods.ts";
+ * const m = parseMethodId("gptq-w4-g128");
+ * assert.deepEqual(m.recipe.stages, [{ kind: "gptq", bits: 4, groupSize: 128 }]);
+ * ```
+ * @param id The id.
+ * @returns The method.
+ * @throws {RangeError} for an id that is neither, saying which parameter is out
+ *   of range or listing the named methods and the patterns.
+ */
+export function parseMethodId(id: string): DemoMethod {
+  return methodOf(id, "");
+}
+
+/** {@linkcode parseMethodId}, with `extra` ids listed after the named ones in errors. */
+function methodOf(id: string, extra: string): DemoMethod {
+  const unknownMethod = (reason: string) => unknown(id, reason, extra);
+  const named = DEMO_METHODS.find((m) => m.id === id);
+  if (named) return named;
+  const quant = /^(rtn|gptq)-w(\d+)(?:-g(\d+))?(-act)?$/.exec(id);
+  if (quant) {
+    const kind = quant[1] as "rtn" | "gptq", b = quant[2]!, g = quant[3], act = quant[4];
+    const bits = field(b);
+    if (bits === null || bits < 2 || bits > 8) {
+      throw unknownMethod(`the bits (w${b}) must be an integer in 2..8`);
+    }
+    const groupSize = g === undefined ? undefined : field(g);
+    if (groupSize === null || (groupSize !== undefined && groupSize < 1)) {
+      throw unknownMethod(`the group size (g${g}) must be a positive integer`);
+    }
+    if (act && kind === "rtn") throw unknownMethod("act-order (-act) is a GPTQ option");
+    const stage: Stage = {
+      kind,
+      bits,
+      ...(groupSize !== undefined ? { groupSize } : {}),
+      ...(act ? { actOrder: true } : {}),
+    };
+    const what = kind === "rtn" ? "round-to-nearest" : "GPTQ";
+    const grid = groupSize === undefined ? "per channel" : `groups of ${groupSize}`;
+    return method(id, `${what}, ${bits} bits, ${grid}${act ? ", act-order" : ""}`, [stage], false);
+  }
+  const prune = /^(magnitude|wanda|sparsegpt)-(?:(\d+)|(\d+):(\d+))$/.exec(id);
+  if (prune) {
+    const kind = prune[1] as keyof typeof PRUNER_NAMES;
+    let structure: SparsityStructure, what: string;
+    if (prune[2] !== undefined) {
+      const pct = field(prune[2]);
+      if (pct === null || pct < 1 || pct > 99) {
+        throw unknownMethod(`the sparsity (${prune[2]}%) must be an integer percentage in 1..99`);
+      }
+      structure = { kind: "unstructured", sparsity: pct / 100 };
+      what = `${pct}%`;
+    } else {
+      const n = field(prune[3]!), m = field(prune[4]!);
+      if (n === null || m === null || n < 1 || n >= m) {
+        throw unknownMethod(`N:M sparsity needs integers 1 ≤ N < M: got ${prune[3]}:${prune[4]}`);
+      }
+      structure = { kind: "nm", n, m };
+      what = `${n}:${m}`;
+    }
+    return method(id, `${PRUNER_NAMES[kind]}, ${what}`, [{ kind, structure }], false);
+  }
+  throw unknownMethod("no named method or pattern fits it");
+}
+
+/**
+ * The text of `--list`: the named methods (`*` marks the demo's default set),
+ * then the patterns with examples.
+ *
+ * @returns Lines joined by \n.
+ */
+export function formatMethodList(): string {
+  const lines = DEMO_METHODS.map((m) =>
+    `${m.id.padEnd(18)} ${m.default ? "*" : " "} ${m.description}`
+  );
+  lines.push("", "* in the demo's default set", "", "Patterns (any parameters in range):");
+  for (const p of METHOD_PATTERNS) {
+    lines.push(`${p.pattern.padEnd(36)} ${p.description} (e.g. ${p.examples.join(", ")})`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Methods by id, in the order given: table rows, or ids built from a pattern
+ * (see {@linkcode parseMethodId}).
+ *
+ * @param ids Identifiers, or `["default"]`, or `["all"]` (the table).
  * @returns The methods.
  * @throws {RangeError} naming an unknown id and listing the known ones.
  */
 export function selectMethods(ids: readonly string[]): DemoMethod[] {
   if (ids.length === 1 && ids[0] === "all") return [...DEMO_METHODS];
   if (ids.length === 1 && ids[0] === "default") return DEMO_METHODS.filter((m) => m.default);
-  const out: DemoMethod[] = [];
-  for (const id of ids) {
-    const m = DEMO_METHODS.find((x) => x.id === id);
-    if (!m) {
-      throw new RangeError(
-        `Unknown method '${id}': use one of ${
-          DEMO_METHODS.map((x) => x.id).join(", ")
-        }, default, all`,
-      );
-    }
-    out.push(m);
-  }
-  return out;
+  return ids.map((id) => methodOf(id, ", default, all"));
 }

@@ -104,9 +104,10 @@ Deno.test("without a model file and offline, the demo says so and compares metho
 });
 
 Deno.test("the demo refuses an unknown method or flag with a clear message", async () => {
-  const r = await demo(["--methods", "gptq-w5"]);
+  const r = await demo(["--methods", "gptq-w9"]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /Unknown method 'gptq-w5': use one of fp32, /);
+  assert.match(r.stderr, /Unknown method 'gptq-w9': the bits \(w9\) must be an integer in 2\.\.8/);
+  assert.match(r.stderr, /Named methods: fp32, .*, default, all; patterns: rtn-w\{2\.\.8\}/);
   const f = await demo(["--bits", "4"]);
   assert.match(f.stderr, /Unknown flag '--bits'/);
 });

@@ -45,3 +45,23 @@ Deno.test("the demo journal keeps finished modules and rows across runs and refu
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a journal holding only a method's modules (no finished row yet) still refuses other settings", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const j = await openJournal(dir, "settings A");
+    await j.saveModules("rtn-w4", [{
+      name: "layers.0.wq",
+      weight: tensor("f32", [1, 2], new Float32Array([1, 2])),
+      bitsPerWeight: 4,
+      density: 1,
+      stages: ["rtn"],
+      layerError: NaN,
+      seconds: 0,
+    }]);
+    await assert.rejects(() => openJournal(dir, "settings B"), /other settings/);
+    assert.equal((await (await openJournal(dir, "settings A")).completed("rtn-w4")).size, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import {
+  DEMO_METHODS,
+  formatMethodList,
+  METHOD_PATTERNS,
+  parseMethodId,
+  selectMethods,
+} from "../../examples/demo/methods.ts";
+
+const KEEP_HEAD = [{ match: "output", stages: [] }];
+
+Deno.test("parseMethodId() builds quantizer and pruner methods from their parameters", () => {
+  const cases: [string, unknown][] = [
+    ["gptq-w4-g128", { kind: "gptq", bits: 4, groupSize: 128 }],
+    ["rtn-w2", { kind: "rtn", bits: 2 }],
+    ["rtn-w8-g64", { kind: "rtn", bits: 8, groupSize: 64 }],
+    ["gptq-w3-g64-act", { kind: "gptq", bits: 3, groupSize: 64, actOrder: true }],
+    ["gptq-w6-act", { kind: "gptq", bits: 6, actOrder: true }],
+    ["sparsegpt-60", { kind: "sparsegpt", structure: { kind: "unstructured", sparsity: 0.6 } }],
+    ["magnitude-25", { kind: "magnitude", structure: { kind: "unstructured", sparsity: 0.25 } }],
+    ["wanda-4:8", { kind: "wanda", structure: { kind: "nm", n: 4, m: 8 } }],
+    ["sparsegpt-1:2", { kind: "sparsegpt", structure: { kind: "nm", n: 1, m: 2 } }],
+  ];
+  for (const [id, stage] of cases) {
+    const m = parseMethodId(id);
+    assert.equal(m.id, id);
+    assert.deepEqual(m.recipe, { stages: [stage], overrides: KEEP_HEAD }, id);
+    assert.equal(m.default, false);
+  }
+  assert.equal(parseMethodId("gptq-w4-g128").description, "GPTQ, 4 bits, groups of 128");
+});
+
+Deno.test("parseMethodId() returns the table's row for a named id, patterned or not", () => {
+  for (const row of DEMO_METHODS) assert.equal(parseMethodId(row.id), row);
+});
+
+Deno.test("parseMethodId() names the parameter out of range and lists what exists", () => {
+  const cases: [string, RegExp][] = [
+    ["gptq-w9", /Unknown method 'gptq-w9': the bits \(w9\) must be an integer in 2\.\.8/],
+    ["rtn-w1-g32", /the bits \(w1\) must be an integer in 2\.\.8/],
+    ["rtn-w04", /the bits \(w04\) must be an integer/],
+    ["gptq-w4-g0", /the group size \(g0\) must be a positive integer/],
+    ["rtn-w4-act", /act-order \(-act\) is a GPTQ option/],
+    ["sparsegpt-100", /the sparsity \(100%\) must be an integer percentage in 1\.\.99/],
+    ["wanda-0", /the sparsity \(0%\)/],
+    ["sparsegpt-4:2", /N:M sparsity needs integers 1 ≤ N < M: got 4:2/],
+    ["awq-w4", /no named method or pattern fits it/],
+  ];
+  for (const [id, re] of cases) {
+    assert.throws(() => parseMethodId(id), (e: Error) => {
+      assert.ok(e instanceof RangeError);
+      assert.match(e.message, re);
+      assert.match(
+        e.message,
+        /Named methods: fp32, rtn-w8, .*aqlm-2bit.*; patterns: rtn-w\{2\.\.8\}/,
+      );
+      return true;
+    });
+  }
+  assert.throws(() => selectMethods(["awq-w4"]), /Named methods: fp32, .*, default, all; patterns/);
+});
+
+Deno.test("selectMethods() takes patterned ids beside the named sets", () => {
+  assert.deepEqual(selectMethods(["fp32", "gptq-w4-g128"]).map((m) => m.id), [
+    "fp32",
+    "gptq-w4-g128",
+  ]);
+  assert.ok(selectMethods(["default"]).every((m) => m.default));
+  assert.equal(selectMethods(["all"]).length, DEMO_METHODS.length);
+});
+
+Deno.test("the method list names every table row and every pattern with examples that parse", () => {
+  const text = formatMethodList();
+  for (const m of DEMO_METHODS) assert.match(text, new RegExp(`^${m.id} `, "m"));
+  for (const p of METHOD_PATTERNS) {
+    assert.ok(text.includes(p.pattern), p.pattern);
+    for (const id of p.examples) assert.equal(parseMethodId(id).id, id);
+  }
+});
