@@ -17,7 +17,7 @@ import { measureLayerErrors } from "./_layer_errors.ts";
 /** Options of {@linkcode compressRun}. */
 export interface CompressRunOptions {
   /**
-   * Where GPTQ's column loop runs (see `gptq`'s `backend`): `"auto"` (WebGPU
+   * Where the calibration passes and GPTQ's column loop run: `"auto"` (WebGPU
    * on a hardware adapter, else the CPU), `"cpu"` or `"webgpu"` (any adapter).
    * @default "auto"
    */
@@ -106,6 +106,7 @@ export async function compressRun(
   const res = await compressModel(model, calibration, withBackend(recipe, backend), {
     completed,
     trueSequential: true,
+    backend,
     ...(onProgress ? { onProgress } : {}),
     onBlockDone: async (block, modules) => {
       finished.push(...modules.filter((m) => !completed.has(m.name)));
