@@ -18,3 +18,4 @@ export * from "./qmatmul_wgsl.ts";
 export * from "./qmatmul_default_spec.ts";
 export * from "./qmatmul_reference.ts";
 export * from "./qmatmul_spec.ts";
+export * from "./row_dot_kernel.ts";

@@ -11,7 +11,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { randomHadamard, rotateWeight, unrotateWeight } from "../core/rotation.ts";
 import type { Rotation } from "../core/rotation.ts";
 import type { Hessian } from "../hessian/hessian.ts";
-import { layerError } from "../hessian/layer_error.ts";
+import { evaluateLayerError } from "../hessian/layer_error.ts";
 import { magnitudePrune } from "../pruners/magnitude.ts";
 import type { PruneResult } from "../pruners/prune_result.ts";
 import type { SparsityStructure } from "../pruners/structure.ts";
@@ -285,7 +285,11 @@ export async function compressLinear(
   // Only uniform-grid codes and float values shrink with sparsity (zeros need no code).
   const values = quantized && quantized.kind !== "uniform" ? valueBits : density * valueBits;
   const bitsPerWeight = values + overhead + (mask ? maskBits(maskStructure) : 0);
-  const err = stages.length === 0 ? 0 : hessian ? layerError(weight, w, hessian) : NaN;
+  const err = stages.length === 0
+    ? 0
+    : hessian
+    ? await evaluateLayerError(weight, w, hessian)
+    : NaN;
   return {
     name,
     weight: w,

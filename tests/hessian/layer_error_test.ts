@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { tensor } from "../../core/tensor.ts";
 import { prng, randn } from "../../core/prng.ts";
 import { hessian } from "../../hessian/hessian.ts";
-import { layerError } from "../../hessian/layer_error.ts";
+import { evaluateLayerError, layerError } from "../../hessian/layer_error.ts";
+import { testGpu } from "../kernels/_gpu.ts";
 import { assertClose } from "../_helpers.ts";
 
 Deno.test("layerError() equals ‖(W − Ŵ)X‖² / ‖WX‖² computed from the inputs themselves", () => {
@@ -38,5 +39,36 @@ Deno.test("layerError() rejects mismatched shapes", () => {
         h,
       ),
     /Hessian/,
+  );
+});
+
+Deno.test("evaluateLayerError on the GPU equals the float64 CPU layerError to float32 accuracy", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(11);
+  // Rows that span several tiles are exercised by a layer whose [D; W] exceeds one tile only at
+  // real sizes; here: odd shapes, a wide layer and a tall one.
+  for (const [rows, cols, tokens] of [[37, 53, 90], [8, 300, 500], [300, 24, 64]] as const) {
+    const x = tensor(
+      "f32",
+      [tokens, cols],
+      Float32Array.from({ length: tokens * cols }, () => rng.normal()),
+    );
+    const h = hessian(x);
+    const w = tensor(
+      "f32",
+      [rows, cols],
+      Float32Array.from({ length: rows * cols }, () => rng.normal()),
+    );
+    const a = tensor("f32", [rows, cols], w.data.map((v) => v + 0.05 * rng.normal()));
+    const cpu = layerError(w, a, h);
+    const dev = await evaluateLayerError(w, a, h, { backend: "webgpu" });
+    assert(Math.abs(dev - cpu) / cpu < 1e-4, `[${rows}, ${cols}]: ${dev} vs ${cpu}`);
+    assert.equal(await evaluateLayerError(w, a, h, { backend: "cpu" }), cpu);
+  }
+  const w = tensor("f32", [2, 3], new Float32Array(6).fill(1));
+  await assert.rejects(
+    () => evaluateLayerError(w, tensor("f32", [2, 2], new Float32Array(4)), hessian(w)),
+    /differs from 'weight'/,
   );
 });
