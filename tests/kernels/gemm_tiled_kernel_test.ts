@@ -1,14 +1,8 @@
 import assert from "node:assert/strict";
 import { type Gpu, GpuBatch, uploadBuffer } from "../../kernels/backend.ts";
 import type { GemmShape } from "../../kernels/gemm_kernel.ts";
-import {
-  encodeGemmTiled,
-  gemmTiledLayout,
-  gemmTiledReference,
-  type GemmTiledSpec,
-  gemmTiledSpec,
-  gemmTiledWgsl,
-} from "../../kernels/gemm_tiled_kernel.ts";
+import { encodeGemmTiled, gemmTiledReference } from "../../kernels/gemm_tiled_kernel.ts";
+import { type GemmTiledSpec, gemmTiledSpec } from "../../kernels/gemm_tiled_wgsl.ts";
 import { prng } from "../../core/prng.ts";
 import { relError, testGpu } from "./_gpu.ts";
 
@@ -160,30 +154,3 @@ async function productErrorUnaligned(gpu: Gpu, spec: GemmTiledSpec): Promise<num
   gemmTiledReference(spec, expected, a, b, shape);
   return relError(new Float32Array(data[0]!), expected);
 }
-
-Deno.test("gemmTiledWgsl refuses invalid specializations, naming the field", () => {
-  const bad: [Partial<GemmTiledSpec>, string][] = [
-    [{ tm: 6 }, "tm"],
-    [{ tn: 32 }, "tn"],
-    [{ bk: 12 }, "bk"],
-    [{ bm: 96 }, "bm"],
-    [{ bm: 512, bn: 512 }, "bm"], // 4096 threads
-    [{ pad: 3 }, "pad"],
-    [{ warpCols: 16 }, "warpCols"],
-    [{ bn: 32, tn: 8, warpCols: 8 }, "warpCols"], // 4 threads along n
-  ];
-  for (const [fields, field] of bad) {
-    assert.throws(
-      () => gemmTiledWgsl(gemmTiledSpec(fields)),
-      (e: unknown) => e instanceof RangeError && e.message.includes(`'${field}'`),
-      JSON.stringify(fields),
-    );
-  }
-  const lay = gemmTiledLayout(gemmTiledSpec({ transB: true }));
-  // 128×128 of 8×8: 256 threads, 2 vec4 loads of each operand per slice of 16, 33 + 33 vec4s per
-  // row (both operands transposed into workgroup memory, padded), two buffers: 33 792 bytes.
-  assert.deepEqual(
-    [lay.threads, lay.loadsA, lay.loadsB, lay.rowA, lay.rowB, lay.workgroupBytes],
-    [256, 2, 2, 33, 33, 33792],
-  );
-});
