@@ -293,7 +293,7 @@ function operandCode(spec: GemmTiledSpec, lay: GemmTiledLayout, o: Operand) {
             n("q")
           }, (${o.limit} + 3u) / 4u - 1u);`,
         );
-        const ld4 = `${o.ld} / 4u`;
+        const ld4 = `(${o.ld} / 4u)`;
         fast.push(
           ...guard([`    ${reg} = ${conv(`${o.g}[${n("o")} + (ks + ${n("k")}) * ${ld4}]`)};`]),
         );
