@@ -5,6 +5,8 @@
  */
 export * from "./backend.ts";
 export * from "./gemm_kernel.ts";
+export * from "./gemm_tiled_kernel.ts";
+export * from "./gemm_tiled_wgsl.ts";
 export * from "./hessian_kernel.ts";
 export * from "./cholesky_kernel.ts";
 export * from "./obs_kernel.ts";

@@ -1,0 +1,181 @@
+/**
+ * A register-tiled matrix product for the large products of a calibration
+ * pipeline, C ← α·op(A)·op(B) (+ β·C): the forward y = x·Wᵀ (`transB`) and
+ * the Hessian C += XᵀX (`transA`, `lowerC`), from f32 or f16 storage,
+ * always accumulating in f32: the dispatcher and the CPU reference of the
+ * WGSL in `gemm_tiled_wgsl.ts`. A parameterized sibling of
+ * `gemm_kernel.ts`, whose WGSL and callers stay as they are.
+ *
+ * `vec4` specializations need A, B and C aligned to 4 elements (offsets and
+ * leading dimensions); otherwise {@linkcode encodeGemmTiled} throws a
+ * RangeError, or with `fallback` records the existing kernel instead.
+ *
+ * measured on the H100: … (to be filled from `tests/bench/gemm_sweep.ts`;
+ * until then no caller's default changes).
+ *
+ * Web-standard only.
+ *
+ * @module
+ */
+
+import { cachedPipeline, type Gpu, type GpuBatch } from "./backend.ts";
+import {
+  gemmTiledKey,
+  gemmTiledLayout,
+  type GemmTiledSpec,
+  gemmTiledWgsl,
+} from "./gemm_tiled_wgsl.ts";
+import {
+  encodeGemm,
+  type GemmOperands,
+  gemmReference,
+  type GemmShape,
+  type GemmSpec,
+  gemmSpec,
+} from "./gemm_kernel.ts";
+
+/** Options of {@linkcode encodeGemmTiled}. */
+export interface GemmTiledOptions {
+  /**
+   * Where the shape does not meet `vec4`'s alignment (or the device's
+   * limits), record the existing kernel of `gemm_kernel.ts` (large tiles)
+   * instead of throwing.
+   * @default false
+   */
+  readonly fallback?: boolean;
+}
+
+/**
+ * Why a shape cannot run a specialization on a device (alignment, limits),
+ * or null when it can.
+ *
+ * @param gpu The GPU.
+ * @param spec The specialization.
+ * @param shape Sizes and placement.
+ * @returns A reason, or null.
+ */
+export function gemmTiledMisfit(gpu: Gpu, spec: GemmTiledSpec, shape: GemmShape): string | null {
+  const lay = gemmTiledLayout(spec);
+  if (spec.inputs === "f16" && !gpu.f16) return "f16 inputs need shader-f16";
+  if (lay.workgroupBytes > gpu.limits.maxComputeWorkgroupStorageSize) {
+    return `${lay.workgroupBytes} bytes of workgroup memory exceed the device's ${gpu.limits.maxComputeWorkgroupStorageSize}`;
+  }
+  if (lay.threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
+    return `${lay.threads} threads exceed the device's ${gpu.limits.maxComputeInvocationsPerWorkgroup}`;
+  }
+  if (spec.vec4) {
+    const { lda, ldb, ldc, offA = 0, offB = 0, offC = 0 } = shape;
+    for (const [name, v] of Object.entries({ lda, ldb, ldc, offA, offB, offC })) {
+      if (v % 4 !== 0) return `'${name}' must be a multiple of 4 with vec4: current value is ${v}`;
+    }
+  }
+  return null;
+}
+
+/**
+ * Records one tiled product into a batch: C ← α·op(A)·op(B) (+ β·C), on
+ * separate buffers (no aliasing; A and B may be the same read-only buffer).
+ *
+ * @param batch The batch to record into.
+ * @param spec The specialization.
+ * @param ops The buffers (`a` and `b` required).
+ * @param shape Sizes, offsets, leading dimensions and scalars, in elements.
+ * @param options `fallback`.
+ * @throws RangeError for a shape the specialization cannot run (see
+ *   {@linkcode gemmTiledMisfit}) without `fallback`, or sizes that are not u32.
+ */
+export function encodeGemmTiled(
+  batch: GpuBatch,
+  spec: GemmTiledSpec,
+  ops: GemmOperands,
+  shape: GemmShape,
+  options: GemmTiledOptions = {},
+): void {
+  const { fallback = false } = options;
+  const { m, n, k, lda, ldb, ldc, offA = 0, offB = 0, offC = 0, alpha = 1, beta = 1 } = shape;
+  for (const [name, v] of Object.entries({ m, n, k, lda, ldb, ldc, offA, offB, offC })) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+      throw new RangeError(
+        `Cannot encode a tiled product as '${name}' must be a u32: current value is ${v}`,
+      );
+    }
+  }
+  if (ops.a === undefined || ops.b === undefined) {
+    throw new TypeError("Cannot encode a tiled product: 'a' and 'b' buffers are required");
+  }
+  const misfit = gemmTiledMisfit(batch.gpu, spec, shape);
+  if (misfit !== null) {
+    if (spec.inputs === "f16" && !batch.gpu.f16) {
+      throw new TypeError(`Cannot encode a tiled product: ${misfit}`);
+    }
+    if (!fallback) throw new RangeError(`Cannot encode a tiled product: ${misfit}`);
+    encodeGemm(batch, gemmFallbackSpec(spec), ops, shape);
+    return;
+  }
+  if (m === 0 || n === 0) return;
+  const pipeline = cachedPipeline(batch.gpu, gemmTiledKey(spec), () => gemmTiledWgsl(spec), {
+    dynamicUniforms: true,
+  });
+  batch.dispatch(pipeline, [
+    ops.c,
+    ops.a,
+    ops.b,
+    batch.uniform([
+      { u32: m },
+      { u32: n },
+      { u32: k },
+      { u32: lda },
+      { u32: ldb },
+      { u32: ldc },
+      { u32: offA },
+      { u32: offB },
+      { u32: offC },
+      { f32: alpha },
+      { f32: beta },
+      { u32: 0 },
+    ]),
+  ], [Math.ceil(n / spec.bn), Math.ceil(m / spec.bm)]);
+}
+
+/**
+ * The specialization of the existing kernel (`gemm_kernel.ts`, large tiles)
+ * that computes the same product: the fallback of {@linkcode encodeGemmTiled}.
+ *
+ * @param spec The tiled specialization.
+ * @returns The existing kernel's specialization.
+ */
+export function gemmFallbackSpec(spec: GemmTiledSpec): GemmSpec {
+  const { transA, transB, accumulate, inputs, lowerC } = spec;
+  return gemmSpec({ transA, transB, accumulate, inputs, lowerC });
+}
+
+/**
+ * CPU reference of {@linkcode gemmTiledWgsl} in float64 on plain arrays: every
+ * element of C in range is written, except, with `lowerC`, those of the
+ * bm×bn tiles entirely above the diagonal (left as they were).
+ *
+ * @param spec The specialization (tile sizes matter only with `lowerC`).
+ * @param c C's storage; updated in place.
+ * @param a A's storage.
+ * @param b B's storage.
+ * @param shape Sizes and placement.
+ */
+export function gemmTiledReference(
+  spec: GemmTiledSpec,
+  c: Float32Array | Float64Array,
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  shape: GemmShape,
+): void {
+  const full = Float64Array.from(c);
+  gemmReference({ ...gemmFallbackSpec(spec), lowerC: false }, full, a, b, shape);
+  const { m, n, ldc, offC = 0 } = shape;
+  for (let i = 0; i < m; i++) {
+    const computed = (j: number) =>
+      !spec.lowerC ||
+      Math.floor(j / spec.bn) * spec.bn < Math.floor(i / spec.bm) * spec.bm + spec.bm;
+    for (let j = 0; j < n; j++) {
+      if (computed(j)) c[offC + i * ldc + j] = full[offC + i * ldc + j]!;
+    }
+  }
+}
