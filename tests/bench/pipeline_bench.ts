@@ -7,7 +7,7 @@
  * GPU peak.
  *
  *     deno task bench:pipeline [--shape=1b|8b] [--layers=N] [--samples=128] [--len=2048]
- *       [--dir=DIR] [--keep] [--no-write] [--backend=auto|webgpu|cpu] [--json]
+ *       [--dir=DIR] [--keep] [--no-write] [--backend=auto|webgpu|cpu] [--json] [--verbose]
  *
  * `--layers` keeps the first N blocks (a quicker run; per-block figures
  * scale). Uses the file system; reads /proc (Linux).
@@ -73,7 +73,7 @@ const result = await compressModel(lm, calibration, {
   backend,
   onProgress: (p) => {
     const now = performance.now();
-    if (p.phase === "done" || now - last > 5000) {
+    if (p.phase === "done" || now - last > 5000 || Deno.args.includes("--verbose")) {
       last = now;
       const eta = p.fraction > 0 ? ((now - t0) / 1000) * (1 - p.fraction) / p.fraction : NaN;
       log(`block ${p.block + 1}/${p.blocks} ${p.phase} ${p.module ?? ""} ETA ${eta.toFixed(0)} s`);
