@@ -4,10 +4,18 @@
  * residual stream of every calibration token stays on the GPU, in chunks of
  * whole sequences; one block's weights at a time are uploaded (re-uploaded
  * only where the pipeline replaced a linear); the inputs of a group of
- * linears are recomputed chunk by chunk and their Hessian XᵀX accumulated on
+ * linears are computed chunk by chunk and their Hessian XᵀX accumulated on
  * the GPU in float32 (one submission and one read-back per group); a
  * finished block moves the residual stream on, in place. Only the Hessians
- * come back to the host. Web-standard only.
+ * come back to the host.
+ *
+ * What later groups need is kept rather than recomputed: the attention
+ * output of every token once q, k and v are final (the input of o), and the
+ * residual after attention once o is final (whose norm is the input of gate
+ * and up); so attention runs once per block, and each linear about twice
+ * (the reference recomputes the whole block for every group). That costs
+ * two more activations of every calibration token on the GPU ([tokens,
+ * nHeads·headDim] and [tokens, dim] f32). Web-standard only.
  *
  * @module
  */
@@ -16,19 +24,21 @@ import type { Tensor } from "../core/tensor.ts";
 import { type Gpu, GpuBatch, storageBuffer, writeBuffer } from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
 import { encodeHessian } from "../kernels/hessian_kernel.ts";
+import { encodeGemmTiled } from "../kernels/gemm_tiled_kernel.ts";
+import { gemmTiledSpec } from "../kernels/gemm_tiled_wgsl.ts";
 import type { Hessian } from "../hessian/hessian.ts";
 import type { CalibrationRunner } from "../pipeline/model.ts";
 import {
-  type BlockActivations,
   type BlockStop,
   checkLayerExtras,
   encodeBlock,
+  encodeLinear,
   type LayerBuffers,
   layerBuffers,
   ropeTable,
   uploadBlock,
 } from "./_gpu_block.ts";
-import { encodeCopy, encodeRmsNorm } from "./_gpu_kernels.ts";
+import { encodeCopy, encodeRmsNorm, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkWindow, llamaEmbed } from "./forward.ts";
 import { LLAMA_LINEARS, llamaDims } from "./model.ts";
 import type { LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
@@ -61,12 +71,29 @@ interface Chunk {
   readonly rows: number;
   /** Residual stream [rows, dim]. */
   readonly x: GPUBuffer;
+  /** Attention output [rows, qDim], valid while `attFor` holds. */
+  att: GPUBuffer | null;
+  /** Residual after attention [rows, dim], valid while `resFor` holds. */
+  res: GPUBuffer | null;
 }
+
+/** The block and weights a cached activation was computed with. */
+interface CacheKey {
+  readonly block: number;
+  readonly weights: readonly Tensor<"f32">[];
+}
+
+function sameKey(key: CacheKey | null, block: number, weights: readonly Tensor<"f32">[]): boolean {
+  return key !== null && key.block === block && key.weights.every((w, i) => w === weights[i]);
+}
+
+/** A weight for every linear of a block. */
+type LinearWeights = Readonly<Record<LlamaLinear, Tensor<"f32">>>;
 
 /** The block's weights on the GPU and the host tensors they were uploaded from. */
 interface UploadedBlock {
   readonly index: number;
-  readonly from: Readonly<Record<LlamaLinear, Tensor<"f32">>>;
+  readonly from: LinearWeights;
   readonly buffers: LayerBuffers;
 }
 
@@ -131,7 +158,7 @@ export function llamaCalibrationRunner(
     const rows = T * seqs.length;
     const x = buffer(rows * dim * 4, `calib:x${i}`);
     writeBuffer(gpu, x, 0, llamaEmbed(model, seqs.flat()));
-    return { T, rows, x };
+    return { T, rows, x, att: null, res: null };
   });
   const count = chunks.reduce((n, c) => n + c.rows, 0);
   const f = (width: number, label: string) => buffer(maxRows * width * 4, label);
@@ -146,6 +173,7 @@ export function llamaCalibrationRunner(
   const rope = writeRope();
   let peak = bytes;
   let uploaded: UploadedBlock | null = null;
+  let attFor: CacheKey | null = null, resFor: CacheKey | null = null;
   let disposed = false;
 
   function writeRope(): GPUBuffer {
@@ -162,15 +190,22 @@ export function llamaCalibrationRunner(
     }
   }
 
-  /** The block's weights on the GPU, re-uploaded where `weights` replaced a linear. */
-  function blockOn(block: number, weights: Readonly<Record<string, Tensor<"f32">>>): LayerBuffers {
-    const layer = model.layers[block]!;
+  /** A weight for every linear of the block, by name. */
+  function linearsOf(
+    block: number,
+    weights: Readonly<Record<string, Tensor<"f32">>>,
+  ): LinearWeights {
     const from = {} as Record<LlamaLinear, Tensor<"f32">>;
     for (const n of LLAMA_LINEARS) {
       const w = weights[n];
       if (!w) throw new RangeError(`Cannot calibrate block ${block}: no weight for '${n}'`);
       from[n] = w;
     }
+    return from;
+  }
+
+  /** The block's weights on the GPU, re-uploaded where the pipeline replaced a linear. */
+  function blockOn(block: number, from: LinearWeights): LayerBuffers {
     const same = uploaded !== null && uploaded.index === block &&
       LLAMA_LINEARS.every((n) => uploaded!.from[n] === from[n]);
     if (same) return uploaded!.buffers;
@@ -180,7 +215,7 @@ export function llamaCalibrationRunner(
         b.destroy();
       }
     }
-    const merged: LlamaLayer = { ...smallOf(layer), ...from };
+    const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
     checkLayerExtras(config, merged, block);
     const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
     for (const b of layerBuffers(buffers)) bytes += b.size;
@@ -189,13 +224,55 @@ export function llamaCalibrationRunner(
     return buffers;
   }
 
-  /** The chunk's activations: its own residual, or a scratch copy when the pass would change it. */
-  function actsOf(batch: GpuBatch, c: Chunk, stop: BlockStop): BlockActivations {
-    if (stop === "gateUp" || stop === "down") {
-      encodeCopy(batch, scratch.y, c.x, c.rows * dim);
-      return { ...scratch, x: scratch.y };
+  /** A persistent per-chunk activation buffer (allocated on first use). */
+  function chunkBuffer(c: Chunk, which: "att" | "res", width: number): GPUBuffer {
+    const b = c[which] ?? buffer(c.rows * width * 4, `calib:${which}`);
+    c[which] = b;
+    peak = Math.max(peak, bytes);
+    return b;
+  }
+
+  /** Records each chunk's attention output with these q, k, v, unless it is cached. */
+  function ensureAttention(
+    batch: GpuBatch,
+    block: number,
+    lb: LayerBuffers,
+    w: LinearWeights,
+  ): void {
+    const key = [w.wq, w.wk, w.wv];
+    if (sameKey(attFor, block, key)) return;
+    for (const c of chunks) {
+      const att = chunkBuffer(c, "att", qDim);
+      encodeBlock(batch, config, rope, lb, { ...scratch, x: c.x, att }, c.rows, c.T, "o");
     }
-    return { ...scratch, x: c.x };
+    attFor = { block, weights: key };
+    resFor = null;
+  }
+
+  /** Records each chunk's residual after attention with these q, k, v, o, unless it is cached. */
+  function ensureResidual(
+    batch: GpuBatch,
+    block: number,
+    lb: LayerBuffers,
+    w: LinearWeights,
+  ): void {
+    ensureAttention(batch, block, lb, w);
+    const key = [w.wq, w.wk, w.wv, w.wo];
+    if (sameKey(resFor, block, key)) return;
+    for (const c of chunks) {
+      const res = chunkBuffer(c, "res", dim);
+      encodeCopy(batch, res, c.x, c.rows * dim);
+      encodeLinear(batch, res, c.att!, lb.wo, c.rows, dim, qDim, true);
+    }
+    resFor = { block, weights: key };
+  }
+
+  /** Records the MLP input norm (in h) and, unless `upTo` is "gateUp", its SwiGLU (in g). */
+  function encodeMlp(batch: GpuBatch, c: Chunk, lb: LayerBuffers, upTo: "gateUp" | "down"): void {
+    encodeRmsNorm(batch, scratch.h, c.res!, lb.ffnNorm, c.rows, dim, config.normEps);
+    if (upTo === "gateUp") return;
+    encodeLinear(batch, scratch.u, scratch.h, lb.w13, c.rows, 2 * H, dim, false);
+    encodeSwiglu(batch, scratch.g, scratch.u, c.rows, H);
   }
 
   async function readHessian(batch: GpuBatch, out: GPUBuffer, cols: number): Promise<Hessian> {
@@ -218,17 +295,27 @@ export function llamaCalibrationRunner(
     weights: Readonly<Record<string, Tensor<"f32">>>,
     stop: Exclude<BlockStop, "out">,
   ): Promise<Hessian> {
-    const lb = blockOn(block, weights);
+    const w = linearsOf(block, weights);
+    const lb = blockOn(block, w);
     const cols = stop === "o" ? qDim : stop === "down" ? H : dim;
     const out = buffer(cols * cols * 4, "calib:xtx");
     peak = Math.max(peak, bytes);
     try {
       const batch = new GpuBatch(gpu);
+      if (stop === "o") ensureAttention(batch, block, lb, w);
+      if (stop === "gateUp" || stop === "down") ensureResidual(batch, block, lb, w);
       chunks.forEach((c, i) => {
-        const acts = actsOf(batch, c, stop);
-        encodeBlock(batch, config, rope, lb, acts, c.rows, c.T, stop);
-        const input = stop === "o" ? acts.att : stop === "down" ? acts.g : acts.h;
-        encodeHessian(batch, input, c.rows, cols, out, { inputs: "f32" }, i === 0 ? 0 : 1);
+        let input: GPUBuffer;
+        if (stop === "qkv") {
+          encodeRmsNorm(batch, scratch.h, c.x, lb.attnNorm, c.rows, dim, config.normEps);
+          input = scratch.h;
+        } else if (stop === "o") {
+          input = c.att!;
+        } else {
+          encodeMlp(batch, c, lb, stop);
+          input = stop === "down" ? scratch.g : scratch.h;
+        }
+        encodeXtx(batch, input, c.rows, cols, out, i === 0 ? 0 : 1);
       });
       return await readHessian(batch, out, cols);
     } finally {
@@ -259,11 +346,16 @@ export function llamaCalibrationRunner(
     },
     async propagate(block, weights) {
       check(block);
-      const lb = blockOn(block, weights);
+      const w = linearsOf(block, weights);
+      const lb = blockOn(block, w);
       const batch = new GpuBatch(gpu);
+      ensureResidual(batch, block, lb, w);
       for (const c of chunks) {
-        encodeBlock(batch, config, rope, lb, { ...scratch, x: c.x }, c.rows, c.T);
+        encodeMlp(batch, c, lb, "down");
+        encodeCopy(batch, c.x, c.res!, c.rows * dim);
+        encodeLinear(batch, c.x, scratch.g, lb.w2, c.rows, dim, H, true);
       }
+      attFor = resFor = null;
       await batch.submit([]);
     },
     async headHessian() {
@@ -276,7 +368,7 @@ export function llamaCalibrationRunner(
         const batch = new GpuBatch(gpu);
         chunks.forEach((c, i) => {
           encodeRmsNorm(batch, scratch.h, c.x, norm, c.rows, dim, config.normEps);
-          encodeHessian(batch, scratch.h, c.rows, dim, out, { inputs: "f32" }, i === 0 ? 0 : 1);
+          encodeXtx(batch, scratch.h, c.rows, dim, out, i === 0 ? 0 : 1);
         });
         return await readHessian(batch, out, dim);
       } finally {
@@ -289,7 +381,8 @@ export function llamaCalibrationRunner(
     dispose() {
       if (disposed) return;
       disposed = true;
-      const all = [...chunks.map((c) => c.x), ...Object.values(scratch), rope];
+      const all = [...chunks.flatMap((c) => [c.x, c.att, c.res]), ...Object.values(scratch), rope]
+        .filter((b): b is GPUBuffer => b !== null);
       if (uploaded !== null) all.push(...layerBuffers(uploaded.buffers));
       for (const b of all) b.destroy();
       bytes = 0;
@@ -309,4 +402,41 @@ function smallOf(layer: LlamaLayer): Omit<LlamaLayer, LlamaLinear> {
     ...(qNorm ? { qNorm } : {}),
     ...(kNorm ? { kNorm } : {}),
   };
+}
+
+/**
+ * Records C (+)= XᵀX on the tiles of C's lower triangle: the tiled kernel's
+ * fastest Hessian variant on a hardware adapter (tests/bench/gemm_sweep.ts on
+ * the H100: 48.5 TFLOP/s computed, 1.23× the existing kernel), the existing
+ * kernel elsewhere.
+ */
+function encodeXtx(
+  batch: GpuBatch,
+  x: GPUBuffer,
+  rows: number,
+  cols: number,
+  out: GPUBuffer,
+  beta: 0 | 1,
+): void {
+  if (batch.gpu.software) {
+    encodeHessian(batch, x, rows, cols, out, { inputs: "f32" }, beta);
+    return;
+  }
+  const spec = gemmTiledSpec({
+    transA: true,
+    accumulate: true,
+    lowerC: true,
+    bk: 32,
+    doubleBuffer: false,
+  });
+  encodeGemmTiled(batch, spec, { c: out, a: x, b: x }, {
+    m: cols,
+    n: cols,
+    k: rows,
+    lda: cols,
+    ldb: cols,
+    ldc: cols,
+    alpha: 1,
+    beta,
+  }, { fallback: true });
 }
