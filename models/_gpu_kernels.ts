@@ -410,6 +410,102 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
 }
 
 /**
+ * The same attention with registers instead of loops (for head widths that
+ * are multiples of 4, up to 128): each thread keeps its query and its
+ * running sum as vec4s in named registers (the code is unrolled over the
+ * head width and the key tile), and handles a tile of keys at once: all its
+ * scores, their maximum, one rescale of the running sum, then the weighted
+ * value rows. Keys and values are staged as vec4s; tiles entirely below the
+ * causal diagonal of the whole workgroup skip the mask.
+ *
+ * @param spec Head width (a multiple of 4) and key tile.
+ * @returns WGSL source.
+ */
+export function attentionTiledWgsl(spec: AttentionSpec): string {
+  const { hd, kt } = spec;
+  const V = hd / 4;
+  const lines: string[] = [];
+  const regs = Array.from({ length: V }, (_, i) => i);
+  const keys = Array.from({ length: kt }, (_, j) => j);
+  const decl = regs.map((i) =>
+    `  let q${i} = vec4f(QKV[qo + ${4 * i}u], QKV[qo + ${4 * i + 1}u], QKV[qo + ${
+      4 * i + 2
+    }u], QKV[qo + ${4 * i + 3}u]) * p.scale;\n  var a${i} = vec4f(0.0);`
+  ).join("\n");
+  const score = (j: number) =>
+    `    var sc${j} = ${regs.map((i) => `dot(q${i}, Ks[${j * V + i}u])`).join(" + ")};`;
+  lines.push(...keys.map(score));
+  const body = lines.join("\n");
+  const masks = keys.map((j) => `      if (s0 + ${j}u > tq) { sc${j} = -3.0e38; }`).join("\n");
+  const maxOf = keys.map((j) => `sc${j}`).reduce((acc, v) => `max(${acc}, ${v})`);
+  const weights = keys.map((j) => `    let e${j} = exp(sc${j} - mNew);`).join("\n");
+  const sum = keys.map((j) => `e${j}`).join(" + ");
+  const accum = regs.map((i) =>
+    `    a${i} = a${i} * c + ${keys.map((j) => `e${j} * Vs[${j * V + i}u]`).join(" + ")};`
+  ).join("\n");
+  const store = regs.map((i) =>
+    `    let o${i} = a${i} * inv;
+    O[oo + ${4 * i}u] = o${i}.x; O[oo + ${4 * i + 1}u] = o${i}.y;
+    O[oo + ${4 * i + 2}u] = o${i}.z; O[oo + ${4 * i + 3}u] = o${i}.w;`
+  ).join("\n");
+  return `struct P { T: u32, nSeq: u32, nHeads: u32, group: u32, dim: u32, ld: u32,
+  kOff: u32, vOff: u32, scale: f32, nQB: u32 }
+@group(0) @binding(0) var<storage, read_write> O: array<f32>;
+@group(0) @binding(1) var<storage, read> QKV: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+const HD = ${hd}u;
+const KT = ${kt}u;
+var<workgroup> Ks: array<vec4f, ${kt * V}>;
+var<workgroup> Vs: array<vec4f, ${kt * V}>;
+@compute @workgroup_size(${QB})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.nSeq * p.nHeads * p.nQB) { return; }
+  let qb = wgi % p.nQB;
+  let h = (wgi / p.nQB) % p.nHeads;
+  let base = (wgi / (p.nQB * p.nHeads)) * p.T;
+  let kvh = h / p.group;
+  let first = qb * ${QB}u;
+  let t = first + lid;
+  let tq = min(t, p.T - 1u);
+  let last = min(first + ${QB - 1}u, p.T - 1u);
+  let qo = (base + tq) * p.ld + h * HD;
+${decl}
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var s0 = 0u; s0 <= last; s0 += KT) {
+    for (var e = lid; e < KT * ${V}u; e += ${QB}u) {
+      let s = min(s0 + e / ${V}u, p.T - 1u);
+      let r = (base + s) * p.ld + kvh * HD + (e % ${V}u) * 4u;
+      Ks[e] = vec4f(QKV[r + p.kOff], QKV[r + p.kOff + 1u], QKV[r + p.kOff + 2u], QKV[r + p.kOff + 3u]);
+      Vs[e] = vec4f(QKV[r + p.vOff], QKV[r + p.vOff + 1u], QKV[r + p.vOff + 2u], QKV[r + p.vOff + 3u]);
+    }
+    workgroupBarrier();
+    if (s0 <= tq) {
+${body}
+      if (s0 + KT - 1u > first) {
+${masks}
+      }
+      let mNew = max(m, ${maxOf});
+      let c = exp(m - mNew);
+${weights}
+      l = l * c + ${sum};
+${accum}
+      m = mNew;
+    }
+    workgroupBarrier();
+  }
+  if (t < p.T) {
+    let oo = (base + t) * p.dim + h * HD;
+    let inv = 1.0 / l;
+${store}
+  }
+}
+`;
+}
+
+/**
  * Records causal attention over the q, k, v column blocks of one buffer, for
  * `rows / T` sequences of T positions each.
  *
@@ -437,12 +533,17 @@ export function encodeAttention(
   if (rows % T !== 0) {
     throw new RangeError(`Cannot run attention: ${rows} rows are not sequences of ${T}`);
   }
-  // Two tiles of kt·hd floats stay within 8 KiB of workgroup memory.
-  const spec: AttentionSpec = { hd, kt: Math.max(1, Math.min(64, Math.floor(1024 / hd))) };
+  // Head widths that are multiples of 4 take the register version, with key tiles of
+  // 16 (two tiles of 16·hd floats: 16 KiB at hd 128); others the loop version, whose two
+  // tiles of kt·hd floats stay within 8 KiB of workgroup memory.
+  const tiled = hd % 4 === 0 && hd <= 128;
+  const spec: AttentionSpec = tiled
+    ? { hd, kt: 16 }
+    : { hd, kt: Math.max(1, Math.min(64, Math.floor(1024 / hd))) };
   const pipeline = cachedPipeline(
     batch.gpu,
-    `llama:attention:${hd}:${spec.kt}`,
-    () => attentionWgsl(spec),
+    `llama:attention${tiled ? "-tiled" : ""}:${hd}:${spec.kt}`,
+    () => tiled ? attentionTiledWgsl(spec) : attentionWgsl(spec),
   );
   const nQB = Math.ceil(T / QB), nSeq = rows / T;
   const u = batch.uniform([

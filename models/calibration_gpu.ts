@@ -174,6 +174,7 @@ export function llamaCalibrationRunner(
   let peak = bytes;
   let uploaded: UploadedBlock | null = null;
   let attFor: CacheKey | null = null, resFor: CacheKey | null = null;
+  const timings: Record<string, number> = {};
   let disposed = false;
 
   function writeRope(): GPUBuffer {
@@ -215,12 +216,14 @@ export function llamaCalibrationRunner(
         b.destroy();
       }
     }
+    const t0 = performance.now();
     const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
     checkLayerExtras(config, merged, block);
     const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
     for (const b of layerBuffers(buffers)) bytes += b.size;
     peak = Math.max(peak, bytes);
     uploaded = { index: block, from, buffers };
+    timings.upload = (timings.upload ?? 0) + (performance.now() - t0) / 1000;
     return buffers;
   }
 
@@ -275,9 +278,9 @@ export function llamaCalibrationRunner(
     encodeSwiglu(batch, scratch.g, scratch.u, c.rows, H);
   }
 
-  async function readHessian(batch: GpuBatch, out: GPUBuffer, cols: number): Promise<Hessian> {
-    const { data } = await batch.submit([out]);
-    const lower = new Float32Array(data[0]!);
+  /** The Hessian (mean of x·xᵀ, symmetric, float64) from the read-back lower triangle of the sum. */
+  function toHessian(bytesRead: ArrayBuffer, cols: number): Hessian {
+    const lower = new Float32Array(bytesRead);
     const xtx = new Float64Array(cols * cols);
     const inv = 1 / count;
     for (let i = 0; i < cols; i++) {
@@ -290,11 +293,24 @@ export function llamaCalibrationRunner(
     return { cols, count, xtx };
   }
 
+  /** Adds a submission's GPU seconds by phase (and its wall seconds) to the timings. */
+  function account(
+    result: { gpuSeconds: number; phases: Record<string, number> },
+    wall: number,
+  ): void {
+    for (const [name, sec] of Object.entries(result.phases)) {
+      timings[`gpu:${name}`] = (timings[`gpu:${name}`] ?? 0) + sec;
+    }
+    timings.gpu = (timings.gpu ?? 0) + (Number.isNaN(result.gpuSeconds) ? 0 : result.gpuSeconds);
+    timings.wall = (timings.wall ?? 0) + wall;
+  }
+
   async function hessianAt(
     block: number,
     weights: Readonly<Record<string, Tensor<"f32">>>,
     stop: Exclude<BlockStop, "out">,
   ): Promise<Hessian> {
+    const t0 = performance.now();
     const w = linearsOf(block, weights);
     const lb = blockOn(block, w);
     const cols = stop === "o" ? qDim : stop === "down" ? H : dim;
@@ -302,8 +318,14 @@ export function llamaCalibrationRunner(
     peak = Math.max(peak, bytes);
     try {
       const batch = new GpuBatch(gpu);
-      if (stop === "o") ensureAttention(batch, block, lb, w);
-      if (stop === "gateUp" || stop === "down") ensureResidual(batch, block, lb, w);
+      if (stop === "o") {
+        ensureAttention(batch, block, lb, w);
+        batch.phase("attention");
+      }
+      if (stop === "gateUp" || stop === "down") {
+        ensureResidual(batch, block, lb, w);
+        batch.phase("residual");
+      }
       chunks.forEach((c, i) => {
         let input: GPUBuffer;
         if (stop === "qkv") {
@@ -317,7 +339,13 @@ export function llamaCalibrationRunner(
         }
         encodeXtx(batch, input, c.rows, cols, out, i === 0 ? 0 : 1);
       });
-      return await readHessian(batch, out, cols);
+      batch.phase(stop === "down" ? "mlp+xtx" : "xtx");
+      const result = await batch.submit([out]);
+      const t1 = performance.now();
+      account(result, (t1 - t0) / 1000);
+      const h = toHessian(result.data[0]!, cols);
+      timings.host = (timings.host ?? 0) + (performance.now() - t1) / 1000;
+      return h;
     } finally {
       bytes -= out.size;
       out.destroy();
@@ -328,6 +356,9 @@ export function llamaCalibrationRunner(
     device: gpu.description,
     get memory() {
       return { current: bytes, peak };
+    },
+    get timings() {
+      return { ...timings };
     },
     async hessians(block, weights, linears) {
       check(block);
@@ -348,15 +379,18 @@ export function llamaCalibrationRunner(
       check(block);
       const w = linearsOf(block, weights);
       const lb = blockOn(block, w);
+      const t0 = performance.now();
       const batch = new GpuBatch(gpu);
       ensureResidual(batch, block, lb, w);
+      batch.phase("residual");
       for (const c of chunks) {
         encodeMlp(batch, c, lb, "down");
         encodeCopy(batch, c.x, c.res!, c.rows * dim);
         encodeLinear(batch, c.x, scratch.g, lb.w2, c.rows, dim, H, true);
       }
+      batch.phase("mlp");
       attFor = resFor = null;
-      await batch.submit([]);
+      account(await batch.submit([]), (performance.now() - t0) / 1000);
     },
     async headHessian() {
       if (disposed) throw new Error("Cannot use a disposed calibration runner");
@@ -370,7 +404,8 @@ export function llamaCalibrationRunner(
           encodeRmsNorm(batch, scratch.h, c.x, norm, c.rows, dim, config.normEps);
           encodeXtx(batch, scratch.h, c.rows, dim, out, i === 0 ? 0 : 1);
         });
-        return await readHessian(batch, out, dim);
+        const result = await batch.submit([out]);
+        return toHessian(result.data[0]!, dim);
       } finally {
         for (const b of [norm, out]) {
           bytes -= b.size;

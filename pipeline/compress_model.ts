@@ -88,8 +88,15 @@ export interface CompressedModel {
     readonly compress: number;
     readonly propagate: number;
   };
-  /** The device that ran the calibration passes and its peak bytes, or null on the host. */
-  readonly device: { readonly name: string; readonly peakBytes: number } | null;
+  /**
+   * The device that ran the calibration passes, its peak bytes and its
+   * runner's timings, or null on the host.
+   */
+  readonly device: {
+    readonly name: string;
+    readonly peakBytes: number;
+    readonly timings: Readonly<Record<string, number>>;
+  } | null;
 }
 
 function accumulate(prev: Hessian | undefined, x: Tensor<"f32">): Hessian {
@@ -287,7 +294,9 @@ export async function compressModel(
     bitsPerWeight: count > 0 ? bits / count : 32,
     seconds: (performance.now() - t0) / 1000,
     phases,
-    device: runner ? { name: runner.device, peakBytes: runner.memory.peak } : null,
+    device: runner
+      ? { name: runner.device, peakBytes: runner.memory.peak, timings: runner.timings }
+      : null,
   };
 }
 

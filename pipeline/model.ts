@@ -82,6 +82,8 @@ export interface CalibrationRunner {
   readonly device: string;
   /** Device bytes the runner holds now, and the most it held. */
   readonly memory: { readonly current: number; readonly peak: number };
+  /** Seconds spent so far, by what the runner measures (e.g. GPU seconds by phase, host work). */
+  readonly timings: Readonly<Record<string, number>>;
   /**
    * The Hessians of the inputs of `linears` (names local to the block) over
    * every calibration token, with `weights` in place of the block's linears.
