@@ -21,7 +21,13 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { type Gpu, GpuBatch, storageBuffer, writeBuffer } from "../kernels/backend.ts";
+import {
+  type Gpu,
+  GpuBatch,
+  storageBuffer,
+  uploadBuffer,
+  writeBuffer,
+} from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
 import { encodeHessian } from "../kernels/hessian_kernel.ts";
 import { encodeGemmTiled } from "../kernels/gemm_tiled_kernel.ts";
@@ -31,6 +37,7 @@ import type { CalibrationRunner } from "../pipeline/model.ts";
 import {
   type BlockStop,
   checkLayerExtras,
+  concatRows,
   encodeBlock,
   encodeLinear,
   type LayerBuffers,
@@ -205,26 +212,53 @@ export function llamaCalibrationRunner(
     return from;
   }
 
-  /** The block's weights on the GPU, re-uploaded where the pipeline replaced a linear. */
+  /**
+   * The block's weights on the GPU: uploaded when the block changes, and then
+   * only the products (q/k/v, o, gate/up, down) whose linears the pipeline replaced.
+   */
   function blockOn(block: number, from: LinearWeights): LayerBuffers {
-    const same = uploaded !== null && uploaded.index === block &&
-      LLAMA_LINEARS.every((n) => uploaded!.from[n] === from[n]);
-    if (same) return uploaded!.buffers;
-    if (uploaded !== null) {
-      for (const b of layerBuffers(uploaded.buffers)) {
-        bytes -= b.size;
-        b.destroy();
-      }
-    }
     const t0 = performance.now();
-    const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
-    checkLayerExtras(config, merged, block);
-    const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
-    for (const b of layerBuffers(buffers)) bytes += b.size;
+    if (uploaded === null || uploaded.index !== block) {
+      if (uploaded !== null) release(layerBuffers(uploaded.buffers));
+      const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
+      checkLayerExtras(config, merged, block);
+      const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
+      for (const b of layerBuffers(buffers)) bytes += b.size;
+      uploaded = { index: block, from, buffers };
+    } else {
+      const prev: UploadedBlock = uploaded;
+      const changed = (names: readonly LlamaLinear[]) =>
+        names.some((n) => prev.from[n] !== from[n]);
+      const part = (old: GPUBuffer, names: readonly LlamaLinear[], label: string): GPUBuffer => {
+        if (!changed(names)) return old;
+        release([old]);
+        const b = uploadBuffer(gpu, concatRows(...names.map((n) => from[n].data)), label);
+        bytes += b.size;
+        return b;
+      };
+      const l = prev.buffers;
+      uploaded = {
+        index: block,
+        from,
+        buffers: {
+          ...l,
+          wqkv: part(l.wqkv, ["wq", "wk", "wv"], `calib:${block}:wqkv`),
+          wo: part(l.wo, ["wo"], `calib:${block}:wo`),
+          w13: part(l.w13, ["w1", "w3"], `calib:${block}:w13`),
+          w2: part(l.w2, ["w2"], `calib:${block}:w2`),
+        },
+      };
+    }
     peak = Math.max(peak, bytes);
-    uploaded = { index: block, from, buffers };
     timings.upload = (timings.upload ?? 0) + (performance.now() - t0) / 1000;
-    return buffers;
+    return uploaded.buffers;
+  }
+
+  function release(buffers: readonly GPUBuffer[]): void {
+    for (const b of buffers) {
+      bytes -= b.size;
+      b.destroy();
+    }
   }
 
   /** A persistent per-chunk activation buffer (allocated on first use). */
@@ -284,10 +318,19 @@ export function llamaCalibrationRunner(
     const xtx = new Float64Array(cols * cols);
     const inv = 1 / count;
     for (let i = 0; i < cols; i++) {
-      for (let j = 0; j <= i; j++) {
-        const v = lower[i * cols + j]! * inv;
-        xtx[i * cols + j] = v;
-        xtx[j * cols + i] = v;
+      const o = i * cols;
+      for (let j = 0; j <= i; j++) xtx[o + j] = lower[o + j]! * inv;
+    }
+    // The upper triangle by a blocked transpose (a column walk over 8192² misses the cache).
+    const B = 64;
+    for (let i0 = 0; i0 < cols; i0 += B) {
+      const i1 = Math.min(cols, i0 + B);
+      for (let j0 = 0; j0 <= i0; j0 += B) {
+        const j1 = Math.min(cols, j0 + B);
+        for (let i = i0; i < i1; i++) {
+          const jEnd = Math.min(j1, i);
+          for (let j = j0; j < jEnd; j++) xtx[j * cols + i] = xtx[i * cols + j]!;
+        }
       }
     }
     return { cols, count, xtx };
