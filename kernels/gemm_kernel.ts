@@ -15,7 +15,7 @@
  * @module
  */
 
-import { cachedPipeline, type Gpu, type GpuBatch } from "./backend.ts";
+import { cachedPipeline, type Gpu, type GpuBatch, type UniformField } from "./backend.ts";
 
 /** Specialization of {@linkcode gemmWgsl}. */
 export interface GemmSpec {
@@ -260,14 +260,8 @@ export function encodeGemm(
   ops: GemmOperands,
   shape: GemmShape,
 ): void {
-  const { m, n, k, lda, ldb, ldc, offA = 0, offB = 0, offC = 0, alpha = 1, beta = 1 } = shape;
-  for (const [name, v] of Object.entries({ m, n, k, lda, ldb, ldc, offA, offB, offC })) {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-      throw new RangeError(
-        `Cannot encode a product as '${name}' must be a u32: current value is ${v}`,
-      );
-    }
-  }
+  const { m, n } = shape;
+  const uniforms = gemmUniforms(shape, "a product");
   if (spec.aInC === (ops.a !== undefined) || spec.bInC === (ops.b !== undefined)) {
     throw new TypeError(
       "Cannot encode a product: operands do not match the specialization's aliasing",
@@ -283,7 +277,29 @@ export function encodeGemm(
   const resources: (GPUBuffer | GPUBufferBinding)[] = [ops.c];
   if (ops.a) resources.push(ops.a);
   if (ops.b) resources.push(ops.b);
-  resources.push(batch.uniform([
+  resources.push(batch.uniform(uniforms));
+  batch.dispatch(pipeline, resources, [Math.ceil(n / bn), Math.ceil(m / bm)]);
+}
+
+/**
+ * The uniform block {M, N, K, lda, ldb, ldc, offA, offB, offC, α, β} of a
+ * product (shared with the tiled kernel), after checking that every size
+ * and offset is a u32.
+ *
+ * @param shape Sizes and placement.
+ * @param what The product, for error messages ("a product").
+ * @returns The uniform fields.
+ */
+export function gemmUniforms(shape: GemmShape, what: string): UniformField[] {
+  const { m, n, k, lda, ldb, ldc, offA = 0, offB = 0, offC = 0, alpha = 1, beta = 1 } = shape;
+  for (const [name, v] of Object.entries({ m, n, k, lda, ldb, ldc, offA, offB, offC })) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+      throw new RangeError(
+        `Cannot encode ${what} as '${name}' must be a u32: current value is ${v}`,
+      );
+    }
+  }
+  return [
     { u32: m },
     { u32: n },
     { u32: k },
@@ -296,8 +312,7 @@ export function encodeGemm(
     { f32: alpha },
     { f32: beta },
     { u32: 0 },
-  ]));
-  batch.dispatch(pipeline, resources, [Math.ceil(n / bn), Math.ceil(m / bm)]);
+  ];
 }
 
 /** Whether a device can run a specialization (f16 inputs need `shader-f16`). */

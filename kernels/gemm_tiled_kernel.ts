@@ -41,6 +41,7 @@ import {
   type GemmShape,
   type GemmSpec,
   gemmSpec,
+  gemmUniforms,
 } from "./gemm_kernel.ts";
 
 /** Options of {@linkcode encodeGemmTiled}. */
@@ -101,14 +102,8 @@ export function encodeGemmTiled(
   options: GemmTiledOptions = {},
 ): void {
   const { fallback = false } = options;
-  const { m, n, k, lda, ldb, ldc, offA = 0, offB = 0, offC = 0, alpha = 1, beta = 1 } = shape;
-  for (const [name, v] of Object.entries({ m, n, k, lda, ldb, ldc, offA, offB, offC })) {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-      throw new RangeError(
-        `Cannot encode a tiled product as '${name}' must be a u32: current value is ${v}`,
-      );
-    }
-  }
+  const { m, n } = shape;
+  const uniforms = gemmUniforms(shape, "a tiled product");
   if (ops.a === undefined || ops.b === undefined) {
     throw new TypeError("Cannot encode a tiled product: 'a' and 'b' buffers are required");
   }
@@ -129,20 +124,7 @@ export function encodeGemmTiled(
     ops.c,
     ops.a,
     ops.b,
-    batch.uniform([
-      { u32: m },
-      { u32: n },
-      { u32: k },
-      { u32: lda },
-      { u32: ldb },
-      { u32: ldc },
-      { u32: offA },
-      { u32: offB },
-      { u32: offC },
-      { f32: alpha },
-      { f32: beta },
-      { u32: 0 },
-    ]),
+    batch.uniform(uniforms),
   ], [Math.ceil(n / spec.bn), Math.ceil(m / spec.bm)]);
 }
 

@@ -335,6 +335,37 @@ export interface AttentionSpec {
 const QB = 64;
 
 /**
+ * The bindings, workgroup tiles and indices both attention kernels share:
+ * sequence `base`, query head `h`, its key/value head `kvh`, the block's
+ * first query position `first`, this thread's `t` (clamped: `tq`) and the
+ * block's last position `last`.
+ */
+function attentionPrologue(hd: number, kt: number, tile: "f32" | "vec4f", tileLen: number): string {
+  return `struct P { T: u32, nSeq: u32, nHeads: u32, group: u32, dim: u32, ld: u32,
+  kOff: u32, vOff: u32, scale: f32, nQB: u32 }
+@group(0) @binding(0) var<storage, read_write> O: array<f32>;
+@group(0) @binding(1) var<storage, read> QKV: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+const HD = ${hd}u;
+const KT = ${kt}u;
+var<workgroup> Ks: array<${tile}, ${tileLen}>;
+var<workgroup> Vs: array<${tile}, ${tileLen}>;
+@compute @workgroup_size(${QB})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.nSeq * p.nHeads * p.nQB) { return; }
+  let qb = wgi % p.nQB;
+  let h = (wgi / p.nQB) % p.nHeads;
+  let base = (wgi / (p.nQB * p.nHeads)) * p.T;
+  let kvh = h / p.group;
+  let first = qb * ${QB}u;
+  let t = first + lid;
+  let tq = min(t, p.T - 1u);
+  let last = min(first + ${QB - 1}u, p.T - 1u);`;
+}
+
+/**
  * Causal grouped-query attention, one workgroup per (sequence, query head,
  * block of 64 query positions), one thread per query: key and value rows of
  * the head's key/value head are staged tile by tile in workgroup memory, and
@@ -346,27 +377,7 @@ const QB = 64;
  */
 export function attentionWgsl(spec: AttentionSpec): string {
   const { hd, kt } = spec;
-  return `struct P { T: u32, nSeq: u32, nHeads: u32, group: u32, dim: u32, ld: u32,
-  kOff: u32, vOff: u32, scale: f32, nQB: u32 }
-@group(0) @binding(0) var<storage, read_write> O: array<f32>;
-@group(0) @binding(1) var<storage, read> QKV: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
-const HD = ${hd}u;
-const KT = ${kt}u;
-var<workgroup> Ks: array<f32, ${kt * hd}>;
-var<workgroup> Vs: array<f32, ${kt * hd}>;
-@compute @workgroup_size(${QB})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
-        @builtin(num_workgroups) nw: vec3u) {
-  ${WG_FLAT}
-  if (wgi >= p.nSeq * p.nHeads * p.nQB) { return; }
-  let qb = wgi % p.nQB;
-  let h = (wgi / p.nQB) % p.nHeads;
-  let base = (wgi / (p.nQB * p.nHeads)) * p.T;
-  let kvh = h / p.group;
-  let t = qb * ${QB}u + lid;
-  let tq = min(t, p.T - 1u);
-  let last = min(qb * ${QB}u + ${QB - 1}u, p.T - 1u);
+  return `${attentionPrologue(hd, kt, "f32", kt * hd)}
   var q: array<f32, ${hd}>;
   var acc: array<f32, ${hd}>;
   let qo = (base + tq) * p.ld + h * HD;
@@ -448,28 +459,7 @@ export function attentionTiledWgsl(spec: AttentionSpec): string {
     O[oo + ${4 * i}u] = o${i}.x; O[oo + ${4 * i + 1}u] = o${i}.y;
     O[oo + ${4 * i + 2}u] = o${i}.z; O[oo + ${4 * i + 3}u] = o${i}.w;`
   ).join("\n");
-  return `struct P { T: u32, nSeq: u32, nHeads: u32, group: u32, dim: u32, ld: u32,
-  kOff: u32, vOff: u32, scale: f32, nQB: u32 }
-@group(0) @binding(0) var<storage, read_write> O: array<f32>;
-@group(0) @binding(1) var<storage, read> QKV: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
-const HD = ${hd}u;
-const KT = ${kt}u;
-var<workgroup> Ks: array<vec4f, ${kt * V}>;
-var<workgroup> Vs: array<vec4f, ${kt * V}>;
-@compute @workgroup_size(${QB})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
-        @builtin(num_workgroups) nw: vec3u) {
-  ${WG_FLAT}
-  if (wgi >= p.nSeq * p.nHeads * p.nQB) { return; }
-  let qb = wgi % p.nQB;
-  let h = (wgi / p.nQB) % p.nHeads;
-  let base = (wgi / (p.nQB * p.nHeads)) * p.T;
-  let kvh = h / p.group;
-  let first = qb * ${QB}u;
-  let t = first + lid;
-  let tq = min(t, p.T - 1u);
-  let last = min(first + ${QB - 1}u, p.T - 1u);
+  return `${attentionPrologue(hd, kt, "vec4f", kt * V)}
   let qo = (base + tq) * p.ld + h * HD;
 ${decl}
   var m = -3.0e38;
