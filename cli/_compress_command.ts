@@ -64,13 +64,23 @@ export interface CompressReport {
   readonly bitsPerWeight: number;
   /** Modules taken from the journal of an interrupted run. */
   readonly resumedModules: number;
-  /** Wall-clock seconds by phase (compress includes measuring data-free layer errors). */
+  /**
+   * Wall-clock seconds by phase: load, calibration (reading and tokenizing
+   * the text), compress (the pipeline, and measuring data-free layer errors),
+   * write, total; and the pipeline's own phases (its calibration forwards and
+   * Hessians, the solves, the propagation).
+   */
   readonly seconds: {
     readonly load: number;
     readonly calibration: number;
     readonly compress: number;
     readonly write: number;
     readonly total: number;
+    readonly pipeline: {
+      readonly calibration: number;
+      readonly compress: number;
+      readonly propagate: number;
+    };
   };
   /**
    * Peak memory: the process's resident set (`VmHWM`; null off Linux) and the
@@ -372,6 +382,7 @@ export async function compressCommand(
       compress: s(tCompress, tWrite),
       write: s(tWrite, tEnd),
       total: s(t0, tEnd),
+      pipeline: run.phases,
     },
     memory: { hostPeakBytes: hostPeakBytes(), gpuPeakBytes: gpu.peakBytes() },
   };

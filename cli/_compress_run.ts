@@ -9,7 +9,11 @@
 
 import type { Backend } from "../kernels/backend.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
-import { compressModel, type PipelineProgress } from "../pipeline/compress_model.ts";
+import {
+  type CompressedModel,
+  compressModel,
+  type PipelineProgress,
+} from "../pipeline/compress_model.ts";
 import type { CompressibleModel } from "../pipeline/model.ts";
 import type { Recipe, Stage } from "../pipeline/recipe.ts";
 import { measureLayerErrors } from "./_layer_errors.ts";
@@ -46,6 +50,8 @@ export interface CompressRunResult {
   readonly resumed: number;
   /** Seconds in the pipeline and in measuring the missing layer errors. */
   readonly seconds: { readonly pipeline: number; readonly measure: number };
+  /** The pipeline's seconds by phase (`compressModel`'s `phases`). */
+  readonly phases: CompressedModel["phases"];
   /**
    * Stages that can run on WebGPU but do not receive the backend, one
    * sentence each (empty with the default backend).
@@ -120,6 +126,7 @@ export async function compressRun(
     bitsPerWeight: res.bitsPerWeight,
     resumed: [...res.modules.keys()].filter((n) => completed.has(n)).length,
     seconds: { pipeline: (t1 - t0) / 1000, measure: (performance.now() - t1) / 1000 },
+    phases: res.phases,
     notes,
   };
 }
