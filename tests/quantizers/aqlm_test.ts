@@ -11,6 +11,7 @@ import {
   visitOrder,
 } from "../../quantizers/_aqlm_search.ts";
 import { hessian } from "../../hessian/hessian.ts";
+import { unpackBits } from "../../core/bitpack.ts";
 import { prng, randn } from "../../core/prng.ts";
 import { type Tensor, tensor } from "../../core/tensor.ts";
 import { gptq } from "../../quantizers/gptq.ts";
@@ -279,21 +280,63 @@ Deno.test("visitOrder() lists every code once, group by group, in a seeded order
   assert.deepEqual(visitOrder(G, M, prng(5)), first, "the same seed gives the same order");
 });
 
-Deno.test("aqlm()'s shuffled visiting order changes the codes, keeps rounds non-increasing and dequantizes to the reported error", async () => {
+Deno.test("aqlm()'s beam search follows the visiting order: another order gives other codes, never worse than the start", () => {
+  const g = prng(12);
+  const rows = 8, cols = 64, gs = 8, K = 16, M = 2;
+  const W = randn(rows * cols, g);
+  const H = hessian(correlatedInputs(4 * cols, cols, 13, { rank: 6, outliers: 4 })).xtx;
+  const p: Problem = { rows, cols, g: gs, G: cols / gs, M, K, W, H };
+  const codebooks = randn(M * K * gs, g).map((v) => 0.5 * v);
+  const scales = new Float64Array(rows).fill(1);
+  const start = new Int32Array(rows * p.G * M).map(() => g.int(K));
+  const before = objectiveOf(p, codebooks, start, scales);
+  const results = [visitOrder(p.G, M, null), visitOrder(p.G, M, prng(1))].map((order) => {
+    const codes = Int32Array.from(start);
+    beamSearch(p, codebooks, codes, scales, 1, order, () => {});
+    const f = objectiveOf(p, codebooks, codes, scales);
+    assert.ok(f <= before, `${f} > ${before}`);
+    return codes;
+  });
+  assert.notDeepEqual(results[0], results[1]);
+});
+
+Deno.test("aqlm() with a shuffled visiting order keeps rounds non-increasing and dequantizes to the reported error", async () => {
   const { w, h } = smallLayer(24, 64, 12);
-  const options = { codebooks: 2, codebookBits: 4, groupSize: 8, beamSize: 2, iterations: 3 };
+  const options = { codebooks: 2, codebookBits: 4, groupSize: 8, iterations: 3 };
   const shuffled = await aqlm(w, h, { ...options, relativeTolerance: 0 });
   const natural = await aqlm(w, h, { ...options, relativeTolerance: 0, shuffle: false });
-  // Same k-means start (the shuffle draws after it), different searches.
+  // Same start: the shuffle draws from the generator after the k-means.
   assert.equal(shuffled.objective[0], natural.objective[0]);
-  assert.notDeepEqual(shuffled.codes, natural.codes);
   for (const q of [shuffled, natural]) {
+    assert.equal(q.objective.length, 4);
     for (let i = 1; i < q.objective.length; i++) {
       assert.ok(q.objective[i]! <= q.objective[i - 1]! * (1 + 1e-12));
     }
     const err = layerError(w, tensor("f32", [24, 64], dequantizeAqlm(q)), h);
     assertClose(err, q.objective.at(-1)!, { rtol: 1e-4 });
   }
+});
+
+Deno.test("aqlm() refits the k-means codebooks and scales in output space before the first round", async () => {
+  const { w, h } = smallLayer(32, 64, 14);
+  const q = await aqlm(w, h, {
+    codebooks: 2,
+    codebookBits: 4,
+    groupSize: 8,
+    iterations: 0,
+    seed: 4,
+  });
+  // The same k-means start, by hand: RMS row scales, then residual k-means with the seed's generator.
+  const W = w.data as Float64Array;
+  const p: Problem = { rows: 32, cols: 64, g: 8, G: 8, M: 2, K: 16, W, H: h.xtx };
+  const scales = new Float64Array(32).map((_, r) =>
+    Math.sqrt(W.subarray(r * 64, r * 64 + 64).reduce((a, v) => a + v * v, 0) / 64)
+  );
+  const km = residualKmeans(p, scales, 100, prng(4));
+  const energy = objectiveOf(p, new Float64Array(2 * 16 * 8), km.codes, scales);
+  const kmeansError = objectiveOf(p, km.codebooks, km.codes, scales) / energy;
+  assert.deepEqual([...unpackBits(q.codes, 4, km.codes.length)], [...km.codes], "no search ran");
+  assert.ok(q.objective[0]! < 0.9 * kmeansError, `${q.objective[0]} vs k-means ${kmeansError}`);
 });
 
 Deno.test("residualKmeans() stops at a check where no center moved, and more allowed steps change nothing", () => {
