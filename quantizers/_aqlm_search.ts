@@ -256,9 +256,6 @@ export function beamSearch(
     }
   }
   const GM = G * M;
-  type Candidate = { codes: Int32Array; r: Float64Array; hr: Float64Array; f: number };
-  const v = new Float64Array(g);
-  const delta = new Float64Array(g);
   // Two preallocated pools: the beam lives in one while its children are written to the other.
   const makePool = (): Candidate[] =>
     Array.from({ length: beamSize }, () => ({
@@ -267,86 +264,124 @@ export function beamSearch(
       hr: new Float64Array(cols),
       f: 0,
     }));
-  const pools = [makePool(), makePool()];
+  const search: RowSearch = {
+    p,
+    codebooks,
+    norms,
+    beamSize,
+    order,
+    pools: [makePool(), makePool()],
+    v: new Float64Array(g),
+    delta: new Float64Array(g),
+  };
+  // One call per row (not one long loop here): V8 then optimizes the row's search as a
+  // function instead of repeatedly entering and leaving on-stack-replaced inner loops.
   for (let row = 0; row < rows; row++) {
-    const s = scales[row]!;
-    const first = pools[0]![0]!;
-    first.codes.set(codes.subarray(row * GM, (row + 1) * GM));
-    const U = new Float64Array(cols);
-    addRowReconstruction(p, codebooks, first.codes, 0, U, 0);
-    for (let c = 0; c < cols; c++) first.r[c] = p.W[row * cols + c]! - s * U[c]!;
-    first.hr.set(matVec(H, first.r, cols));
-    let f = 0;
-    for (let c = 0; c < cols; c++) f += first.r[c]! * first.hr[c]!;
-    first.f = f;
-    let beam: Candidate[] = [first];
-    let flip = 1;
-    for (let step = 0; step < order.length; step++) {
-      const pos = order[step]!, j = Math.floor(pos / M), m = pos - j * M;
-      const nb = pos * K;
-      // Best (candidate, code) pairs by new objective, kept sorted ascending.
-      const picks: { cand: number; code: number; f: number }[] = [];
-      for (let ci = 0; ci < beam.length; ci++) {
-        const cand = beam[ci]!;
-        const old = cand.codes[pos]!;
-        const bo = (m * K + old) * g;
-        for (let a = 0; a < g; a++) {
-          let t = 0;
-          const hrow = (j * g + a) * cols + j * g;
-          for (let b = 0; b < g; b++) t += H[hrow + b]! * codebooks[bo + b]!;
-          v[a] = s * t + cand.hr[j * g + a]!;
-        }
-        let vb = 0;
-        for (let a = 0; a < g; a++) vb += codebooks[bo + a]! * v[a]!;
-        const base = cand.f - (s * s * norms[nb + old]! - 2 * s * vb);
-        for (let k = 0; k < K; k++) {
-          const co = (m * K + k) * g;
-          let dot = 0;
-          for (let a = 0; a < g; a++) dot += codebooks[co + a]! * v[a]!;
-          const fk = base + s * s * norms[nb + k]! - 2 * s * dot;
-          if (picks.length < beamSize || fk < picks[picks.length - 1]!.f) {
-            if (isDuplicate(beam, picks, ci, k, pos)) continue;
-            let at = picks.length;
-            while (at > 0 && picks[at - 1]!.f > fk) at--;
-            picks.splice(at, 0, { cand: ci, code: k, f: fk });
-            if (picks.length > beamSize) picks.pop();
-          }
-        }
-      }
-      const next: Candidate[] = [];
-      const pool = pools[flip]!;
-      for (let pi = 0; pi < picks.length; pi++) {
-        const pick = picks[pi]!;
-        const parent = beam[pick.cand]!;
-        const old = parent.codes[pos]!;
-        const child = pool[pi]!;
-        child.codes.set(parent.codes);
-        child.r.set(parent.r);
-        child.hr.set(parent.hr);
-        child.f = pick.f;
-        child.codes[pos] = pick.code;
-        if (pick.code !== old) {
-          const ao = (m * K + pick.code) * g, bo = (m * K + old) * g;
-          for (let a = 0; a < g; a++) {
-            delta[a] = s * (codebooks[ao + a]! - codebooks[bo + a]!);
-            child.r[j * g + a] = child.r[j * g + a]! - delta[a]!;
-          }
-          // hr −= H[:, group j]·Δ (H symmetric: use rows of the group).
-          for (let a = 0; a < g; a++) {
-            const d = delta[a]!;
-            if (d === 0) continue;
-            const hrow = (j * g + a) * cols;
-            for (let c = 0; c < cols; c++) child.hr[c] = child.hr[c]! - d * H[hrow + c]!;
-          }
-        }
-        next.push(child);
-      }
-      beam = next;
-      flip = 1 - flip;
-    }
-    codes.set(beam[0]!.codes, row * GM);
+    const best = searchRow(search, row, codes.subarray(row * GM, (row + 1) * GM), scales[row]!);
+    codes.set(best, row * GM);
     onRow(row + 1);
   }
+}
+
+/** One beam-search candidate: its codes, residual r = w − ŵ, H·r and objective rᵀHr. */
+interface Candidate {
+  codes: Int32Array;
+  r: Float64Array;
+  hr: Float64Array;
+  f: number;
+}
+
+/** What the search of every row shares: the problem, the code norms, the order and buffers. */
+interface RowSearch {
+  p: Problem;
+  codebooks: Float64Array;
+  norms: Float64Array; // [G, M, K]
+  beamSize: number;
+  order: Int32Array;
+  pools: [Candidate[], Candidate[]];
+  v: Float64Array;
+  delta: Float64Array;
+}
+
+/** The beam search of one row from its current codes; returns the best codes found (a pool's buffer). */
+function searchRow(search: RowSearch, row: number, start: Int32Array, s: number): Int32Array {
+  const { p, codebooks, norms, beamSize, order, pools, v, delta } = search;
+  const { cols, g, M, K, H } = p;
+  const first = pools[0][0]!;
+  first.codes.set(start);
+  const U = new Float64Array(cols);
+  addRowReconstruction(p, codebooks, first.codes, 0, U, 0);
+  for (let c = 0; c < cols; c++) first.r[c] = p.W[row * cols + c]! - s * U[c]!;
+  first.hr.set(matVec(H, first.r, cols));
+  let f = 0;
+  for (let c = 0; c < cols; c++) f += first.r[c]! * first.hr[c]!;
+  first.f = f;
+  let beam: Candidate[] = [first];
+  let flip = 1;
+  for (let step = 0; step < order.length; step++) {
+    const pos = order[step]!, j = Math.floor(pos / M), m = pos - j * M;
+    const nb = pos * K;
+    // Best (candidate, code) pairs by new objective, kept sorted ascending.
+    const picks: { cand: number; code: number; f: number }[] = [];
+    for (let ci = 0; ci < beam.length; ci++) {
+      const cand = beam[ci]!;
+      const old = cand.codes[pos]!;
+      const bo = (m * K + old) * g;
+      for (let a = 0; a < g; a++) {
+        let t = 0;
+        const hrow = (j * g + a) * cols + j * g;
+        for (let b = 0; b < g; b++) t += H[hrow + b]! * codebooks[bo + b]!;
+        v[a] = s * t + cand.hr[j * g + a]!;
+      }
+      let vb = 0;
+      for (let a = 0; a < g; a++) vb += codebooks[bo + a]! * v[a]!;
+      const base = cand.f - (s * s * norms[nb + old]! - 2 * s * vb);
+      for (let k = 0; k < K; k++) {
+        const co = (m * K + k) * g;
+        let dot = 0;
+        for (let a = 0; a < g; a++) dot += codebooks[co + a]! * v[a]!;
+        const fk = base + s * s * norms[nb + k]! - 2 * s * dot;
+        if (picks.length < beamSize || fk < picks[picks.length - 1]!.f) {
+          if (isDuplicate(beam, picks, ci, k, pos)) continue;
+          let at = picks.length;
+          while (at > 0 && picks[at - 1]!.f > fk) at--;
+          picks.splice(at, 0, { cand: ci, code: k, f: fk });
+          if (picks.length > beamSize) picks.pop();
+        }
+      }
+    }
+    const next: Candidate[] = [];
+    const pool = pools[flip]!;
+    for (let pi = 0; pi < picks.length; pi++) {
+      const pick = picks[pi]!;
+      const parent = beam[pick.cand]!;
+      const old = parent.codes[pos]!;
+      const child = pool[pi]!;
+      child.codes.set(parent.codes);
+      child.r.set(parent.r);
+      child.hr.set(parent.hr);
+      child.f = pick.f;
+      child.codes[pos] = pick.code;
+      if (pick.code !== old) {
+        const ao = (m * K + pick.code) * g, bo = (m * K + old) * g;
+        for (let a = 0; a < g; a++) {
+          delta[a] = s * (codebooks[ao + a]! - codebooks[bo + a]!);
+          child.r[j * g + a] = child.r[j * g + a]! - delta[a]!;
+        }
+        // hr −= H[:, group j]·Δ (H symmetric: use rows of the group).
+        for (let a = 0; a < g; a++) {
+          const d = delta[a]!;
+          if (d === 0) continue;
+          const hrow = (j * g + a) * cols;
+          for (let c = 0; c < cols; c++) child.hr[c] = child.hr[c]! - d * H[hrow + c]!;
+        }
+      }
+      next.push(child);
+    }
+    beam = next;
+    flip = 1 - flip;
+  }
+  return beam[0]!.codes;
 }
 
 /** Whether choosing `code` at position `pos` of candidate `ci` repeats a configuration already picked. */
