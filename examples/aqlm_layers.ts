@@ -6,13 +6,27 @@
  * with codebooks, scales and zero points. Uses the `Deno` namespace.
  *
  *   deno run -A examples/aqlm_layers.ts [--model llama5M|stories260K] [--blocks 0,5]
- *     [--linears w1,w2] [--tokens 4096] [--iterations 3]
+ *     [--linears w1,w2] [--tokens 4096] [--iterations N] [--seed 0]
+ *
+ * Against the reference implementation (github.com/Vahe1994/AQLM), in three steps:
+ *
+ *   deno run -A examples/aqlm_layers.ts --export DIR [--blocks 0,5] [--linears wk,wo,w1,w2]
+ *   /usr/bin/python3 tests/fixtures/aqlm_reference.py REFERENCE_CHECKOUT DIR
+ *   deno run -A examples/aqlm_layers.ts --reference DIR
+ *
+ * `--export` writes each layer's weight and Hessian to DIR/<block>.<linear>.safetensors
+ * (`weight` f32, `xtx` f64); the Python driver writes the reference's
+ * dequantized weight and wall time beside them; `--reference` runs `aqlm()` at
+ * its defaults (2×8 bits, groups of 8, beam 4, relative tolerance 0.01) on the
+ * same files and prints both errors, computed by `layerError`, and both times.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { dataFile, quietGpuProbe } from "./data.ts";
+import { readSafetensors, writeSafetensors } from "../core/safetensors_file.ts";
+import type { Hessian } from "../hessian/hessian.ts";
 
 import {
   captureLinearInputs,
@@ -34,10 +48,19 @@ const { values } = parseArgs({
     blocks: { type: "string", default: "0,5" },
     linears: { type: "string", default: "w1,w2" },
     tokens: { type: "string", default: "4096" },
-    iterations: { type: "string", default: "3" },
+    iterations: { type: "string" },
+    seed: { type: "string", default: "0" },
+    export: { type: "string" },
+    reference: { type: "string" },
   },
 });
 quietGpuProbe();
+const seed = Number(values.seed);
+const rounds = values.iterations === undefined ? {} : { iterations: Number(values.iterations) };
+if (values.reference !== undefined) {
+  await compareWithReference(values.reference);
+  Deno.exit(0);
+}
 const modelName = values.model;
 const modelPath = dataFile(`${modelName}/${modelName}.bin`);
 const tokPath = dataFile("stories260K/tok512.bin");
@@ -66,7 +89,22 @@ for (const b of heldOut) {
 const layerIds = values.blocks.split(",").map(Number);
 const linears = values.linears.split(",") as LlamaLinear[];
 const captured = captureLinearInputs(model, sequences, { layers: layerIds, linears });
-const iterations = Number(values.iterations);
+if (values.export !== undefined) {
+  await Deno.mkdir(values.export, { recursive: true });
+  for (const l of layerIds) {
+    for (const name of linears) {
+      const h = hessian(captured.get(l)![name]!);
+      const xtx = tensor("f64", [h.cols, h.cols], h.xtx);
+      const path = `${values.export}/${l}.${name}.safetensors`;
+      await writeSafetensors(path, { weight: model.layers[l]![name], xtx }, {
+        tokens: String(h.count),
+        model: modelName,
+      });
+      console.log(`wrote ${path}`);
+    }
+  }
+  Deno.exit(0);
+}
 
 console.log(
   `${modelName}, ${
@@ -92,7 +130,7 @@ for (const l of layerIds) {
         cells.push("   (too small)  ");
         continue;
       }
-      const q = await aqlm(w, h, { codebooks, codebookBits, groupSize: 8, iterations });
+      const q = await aqlm(w, h, { codebooks, codebookBits, groupSize: 8, seed, ...rounds });
       const err = layerError(w, tensor("f32", [rows, cols], dequantizeAqlm(q)), h);
       cells.push(`${err.toExponential(2)} (${q.bitsPerWeight.total.toFixed(2)})`);
     }
@@ -100,6 +138,73 @@ for (const l of layerIds) {
       `${l}.${name}`.padEnd(12),
       `${rows}x${cols}`.padEnd(10),
       cells.map((c) => c.padEnd(16)).join(" "),
+    );
+  }
+}
+
+/**
+ * Runs `aqlm()` at its defaults (2×8 bits, groups of 8) on every layer that
+ * `--export` wrote to `dir` and prints its error and time next to the
+ * reference's (from `aqlm_reference.py`), with the geometric mean of the
+ * error ratios and of the speedups.
+ */
+async function compareWithReference(dir: string): Promise<void> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.endsWith(".safetensors") && !e.name.endsWith(".reference.safetensors")) {
+      names.push(e.name.slice(0, -".safetensors".length));
+    }
+  }
+  names.sort();
+  console.log("relative output error ‖(W−Ŵ)X‖²/‖WX‖², AQLM 2x8g8, beam 4, relative tolerance 0.01");
+  console.log(
+    "layer     shape      ours      reference  ratio   ours s  ref s   speedup  rounds (ours/ref)",
+  );
+  let logRatio = 0, logSpeed = 0, n = 0;
+  for (const name of names) {
+    const refPath = `${dir}/${name}.reference.safetensors`;
+    try {
+      await Deno.stat(refPath);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      console.log(`${name}: no reference result (run tests/fixtures/aqlm_reference.py)`);
+      continue;
+    }
+    const input = await readSafetensors(`${dir}/${name}.safetensors`);
+    const ref = await readSafetensors(refPath);
+    const w = input.tensors.get("weight")!, xtx = input.tensors.get("xtx")!;
+    const [rows, cols] = w.shape as [number, number];
+    const h: Hessian = {
+      cols,
+      count: Number(input.metadata.tokens ?? 1),
+      xtx: Float64Array.from(xtx.data as Float64Array),
+    };
+    const start = performance.now();
+    const q = await aqlm(w, h, { codebooks: 2, codebookBits: 8, groupSize: 8, seed, ...rounds });
+    const ours = (performance.now() - start) / 1000;
+    const mine = layerError(w, tensor("f32", [rows, cols], dequantizeAqlm(q)), h);
+    const theirs = layerError(w, ref.tensors.get("weight")!, h);
+    const refSeconds = Number(ref.metadata.seconds);
+    logRatio += Math.log(mine / theirs);
+    logSpeed += Math.log(refSeconds / ours);
+    n++;
+    console.log(
+      name.padEnd(9),
+      `${rows}x${cols}`.padEnd(10),
+      mine.toFixed(5).padEnd(9),
+      theirs.toFixed(5).padEnd(10),
+      (mine / theirs).toFixed(3).padEnd(7),
+      ours.toFixed(1).padStart(6),
+      refSeconds.toFixed(1).padStart(6),
+      `${(refSeconds / ours).toFixed(1)}×`.padStart(7),
+      ` ${q.objective.length - 1}/${ref.metadata.rounds}`,
+    );
+  }
+  if (n > 0) {
+    console.log(
+      `geomean over ${n} layers: error ratio ${Math.exp(logRatio / n).toFixed(3)}, speedup ${
+        Math.exp(logSpeed / n).toFixed(1)
+      }×`,
     );
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Prng } from "../core/prng.ts";
+import { permutation, type Prng } from "../core/prng.ts";
 import { CholeskyError, matmulRaw } from "../core/_dense.ts";
 import { upperCholeskyOfInverse } from "../hessian/_obs_kernels.ts";
 
@@ -61,13 +61,24 @@ export function objectiveOf(
   return f;
 }
 
-/** Residual k-means: codebook m fitted on what codebooks 0..m−1 left of the normalized groups. */
+/** How often, and how tightly, the k-means checks that its centers stopped moving. */
+export const KMEANS_CHECK = { every: 10, rtol: 1e-6, atol: 1e-8 } as const;
+
+/**
+ * Residual k-means: codebook m fitted on what codebooks 0..m−1 left of the
+ * normalized groups. Each codebook runs at most `iterations` Lloyd steps and
+ * stops early at a check (iterations 0, 10, 20, … after the update) where no
+ * center moved by more than `atol + rtol·|old|` in any coordinate, the rule of
+ * the reference's `fit_kmeans`; the codes are then the nearest centers.
+ *
+ * @returns The codebooks [M, K, g], the codes [rows, G, M] and the Lloyd steps run per codebook.
+ */
 export function residualKmeans(
   p: Problem,
   scales: Float64Array,
   iterations: number,
   rng: Prng,
-): { codebooks: Float64Array; codes: Int32Array } {
+): { codebooks: Float64Array; codes: Int32Array; lloydSteps: number[] } {
   const { rows, cols, g, G, M, K } = p;
   const n = rows * G;
   const points = new Float64Array(n * g); // normalized groups, then residuals
@@ -78,6 +89,7 @@ export function residualKmeans(
   const codebooks = new Float64Array(M * K * g);
   const codes = new Int32Array(n * M);
   const assign = new Int32Array(n);
+  const lloydSteps: number[] = [];
   for (let m = 0; m < M; m++) {
     const centers = codebooks.subarray(m * K * g, (m + 1) * K * g);
     // Seeded initialization: K distinct data points (all of them, plus small
@@ -97,9 +109,9 @@ export function residualKmeans(
     }
     const sums = new Float64Array(K * g);
     const counts = new Int32Array(K);
-    for (let it = 0; it <= iterations; it++) {
+    let steps = 0;
+    while (steps < iterations) {
       nearestCenters(points, n, centers, K, g, assign);
-      if (it === iterations) break;
       sums.fill(0);
       counts.fill(0);
       for (let i = 0; i < n; i++) {
@@ -107,19 +119,30 @@ export function residualKmeans(
         counts[k] = counts[k]! + 1;
         for (let a = 0; a < g; a++) sums[k * g + a] = sums[k * g + a]! + points[i * g + a]!;
       }
+      let moved = false;
       for (let k = 0; k < K; k++) {
         const cnt = counts[k]!;
         if (cnt === 0) continue; // an empty cluster keeps its center
-        for (let a = 0; a < g; a++) centers[k * g + a] = sums[k * g + a]! / cnt;
+        for (let a = 0; a < g; a++) {
+          const old = centers[k * g + a]!, next = sums[k * g + a]! / cnt;
+          if (Math.abs(next - old) > KMEANS_CHECK.atol + KMEANS_CHECK.rtol * Math.abs(old)) {
+            moved = true;
+          }
+          centers[k * g + a] = next;
+        }
       }
+      steps++;
+      if ((steps - 1) % KMEANS_CHECK.every === 0 && !moved) break;
     }
+    lloydSteps.push(steps);
+    nearestCenters(points, n, centers, K, g, assign);
     for (let i = 0; i < n; i++) {
       const k = assign[i]!;
       codes[i * M + m] = k;
       for (let a = 0; a < g; a++) points[i * g + a] = points[i * g + a]! - centers[k * g + a]!;
     }
   }
-  return { codebooks, codes };
+  return { codebooks, codes, lloydSteps };
 }
 
 function nearestCenters(
@@ -162,13 +185,39 @@ function nearestCenters(
 }
 
 /**
+ * The order in which a beam-search round revisits the codes: group by group,
+ * every codebook of a group before the next group. With a generator, the
+ * groups are shuffled and then, group by group, that group's codebooks (the
+ * reference draws a fresh codebook order for each group, all rows alike);
+ * without one, the natural order 0, 1, ….
+ *
+ * @param G Groups per row.
+ * @param M Codebooks.
+ * @param rng The round's generator, or null for the natural order.
+ * @returns Code positions j·M + m, [G·M].
+ */
+export function visitOrder(G: number, M: number, rng: Prng | null): Int32Array {
+  const order = new Int32Array(G * M);
+  const groups = rng ? permutation(G, rng) : null;
+  for (let i = 0; i < G; i++) {
+    const j = groups ? groups[i]! : i;
+    const books = rng ? permutation(M, rng) : null;
+    for (let m = 0; m < M; m++) order[i * M + m] = j * M + (books ? books[m]! : m);
+  }
+  return order;
+}
+
+/**
  * Beam search over each row's codes in output space. For a change of one code
  * of group j from b to a (Δ = s·(a − b) on the group's columns), the objective
  * f(r) = rᵀHr of the residual r = w − ŵ becomes
  * f − 2Δᵀ(Hr)_j + ΔᵀH_jjΔ, so with v = s·H_jj·b + (Hr)_j every candidate code
  * costs one dot product: s²·aᵀH_jj a − 2s·a·v (+ a constant).
- * Overwrites `codes` with the best configuration found per row (never worse
- * than the one given, which is always in the beam).
+ * The (group, codebook) codes are revisited one at a time in `order` (every
+ * row the same order). Overwrites `codes` with the best configuration found
+ * per row (never worse than the one given, which is always in the beam).
+ *
+ * @param order Code positions j·M + m in visiting order, each once; see {@linkcode visitOrder}.
  */
 export function beamSearch(
   p: Problem,
@@ -176,9 +225,17 @@ export function beamSearch(
   codes: Int32Array,
   scales: Float64Array,
   beamSize: number,
+  order: Int32Array,
   onRow: (done: number) => void,
 ): void {
   const { rows, cols, g, G, M, K, H } = p;
+  if (order.length !== G * M) {
+    throw new RangeError(
+      `Cannot run the AQLM beam search as 'order' must list all ${
+        G * M
+      } code positions: it has ${order.length}`,
+    );
+  }
   // aᵀ H_jj a for every group j, codebook m and code k: [G, M, K].
   const norms = new Float64Array(G * M * K);
   const Ha = new Float64Array(g);
@@ -199,9 +256,6 @@ export function beamSearch(
     }
   }
   const GM = G * M;
-  type Candidate = { codes: Int32Array; r: Float64Array; hr: Float64Array; f: number };
-  const v = new Float64Array(g);
-  const delta = new Float64Array(g);
   // Two preallocated pools: the beam lives in one while its children are written to the other.
   const makePool = (): Candidate[] =>
     Array.from({ length: beamSize }, () => ({
@@ -210,87 +264,124 @@ export function beamSearch(
       hr: new Float64Array(cols),
       f: 0,
     }));
-  const pools = [makePool(), makePool()];
+  const search: RowSearch = {
+    p,
+    codebooks,
+    norms,
+    beamSize,
+    order,
+    pools: [makePool(), makePool()],
+    v: new Float64Array(g),
+    delta: new Float64Array(g),
+  };
+  // One call per row (not one long loop here): V8 then optimizes the row's search as a
+  // function instead of repeatedly entering and leaving on-stack-replaced inner loops.
   for (let row = 0; row < rows; row++) {
-    const s = scales[row]!;
-    const first = pools[0]![0]!;
-    first.codes.set(codes.subarray(row * GM, (row + 1) * GM));
-    const U = new Float64Array(cols);
-    addRowReconstruction(p, codebooks, first.codes, 0, U, 0);
-    for (let c = 0; c < cols; c++) first.r[c] = p.W[row * cols + c]! - s * U[c]!;
-    first.hr.set(matVec(H, first.r, cols));
-    let f = 0;
-    for (let c = 0; c < cols; c++) f += first.r[c]! * first.hr[c]!;
-    first.f = f;
-    let beam: Candidate[] = [first];
-    let flip = 1;
-    for (let j = 0; j < G; j++) {
-      for (let m = 0; m < M; m++) {
-        const nb = (j * M + m) * K;
-        // Best (candidate, code) pairs by new objective, kept sorted ascending.
-        const picks: { cand: number; code: number; f: number }[] = [];
-        for (let ci = 0; ci < beam.length; ci++) {
-          const cand = beam[ci]!;
-          const old = cand.codes[j * M + m]!;
-          const bo = (m * K + old) * g;
-          for (let a = 0; a < g; a++) {
-            let t = 0;
-            const hrow = (j * g + a) * cols + j * g;
-            for (let b = 0; b < g; b++) t += H[hrow + b]! * codebooks[bo + b]!;
-            v[a] = s * t + cand.hr[j * g + a]!;
-          }
-          let vb = 0;
-          for (let a = 0; a < g; a++) vb += codebooks[bo + a]! * v[a]!;
-          const base = cand.f - (s * s * norms[nb + old]! - 2 * s * vb);
-          for (let k = 0; k < K; k++) {
-            const co = (m * K + k) * g;
-            let dot = 0;
-            for (let a = 0; a < g; a++) dot += codebooks[co + a]! * v[a]!;
-            const fk = base + s * s * norms[nb + k]! - 2 * s * dot;
-            if (picks.length < beamSize || fk < picks[picks.length - 1]!.f) {
-              if (isDuplicate(beam, picks, ci, k, j * M + m)) continue;
-              let at = picks.length;
-              while (at > 0 && picks[at - 1]!.f > fk) at--;
-              picks.splice(at, 0, { cand: ci, code: k, f: fk });
-              if (picks.length > beamSize) picks.pop();
-            }
-          }
-        }
-        const next: Candidate[] = [];
-        const pool = pools[flip]!;
-        for (let pi = 0; pi < picks.length; pi++) {
-          const pick = picks[pi]!;
-          const parent = beam[pick.cand]!;
-          const old = parent.codes[j * M + m]!;
-          const child = pool[pi]!;
-          child.codes.set(parent.codes);
-          child.r.set(parent.r);
-          child.hr.set(parent.hr);
-          child.f = pick.f;
-          child.codes[j * M + m] = pick.code;
-          if (pick.code !== old) {
-            const ao = (m * K + pick.code) * g, bo = (m * K + old) * g;
-            for (let a = 0; a < g; a++) {
-              delta[a] = s * (codebooks[ao + a]! - codebooks[bo + a]!);
-              child.r[j * g + a] = child.r[j * g + a]! - delta[a]!;
-            }
-            // hr −= H[:, group j]·Δ (H symmetric: use rows of the group).
-            for (let a = 0; a < g; a++) {
-              const d = delta[a]!;
-              if (d === 0) continue;
-              const hrow = (j * g + a) * cols;
-              for (let c = 0; c < cols; c++) child.hr[c] = child.hr[c]! - d * H[hrow + c]!;
-            }
-          }
-          next.push(child);
-        }
-        beam = next;
-        flip = 1 - flip;
-      }
-    }
-    codes.set(beam[0]!.codes, row * GM);
+    const best = searchRow(search, row, codes.subarray(row * GM, (row + 1) * GM), scales[row]!);
+    codes.set(best, row * GM);
     onRow(row + 1);
   }
+}
+
+/** One beam-search candidate: its codes, residual r = w − ŵ, H·r and objective rᵀHr. */
+interface Candidate {
+  codes: Int32Array;
+  r: Float64Array;
+  hr: Float64Array;
+  f: number;
+}
+
+/** What the search of every row shares: the problem, the code norms, the order and buffers. */
+interface RowSearch {
+  p: Problem;
+  codebooks: Float64Array;
+  norms: Float64Array; // [G, M, K]
+  beamSize: number;
+  order: Int32Array;
+  pools: [Candidate[], Candidate[]];
+  v: Float64Array;
+  delta: Float64Array;
+}
+
+/** The beam search of one row from its current codes; returns the best codes found (a pool's buffer). */
+function searchRow(search: RowSearch, row: number, start: Int32Array, s: number): Int32Array {
+  const { p, codebooks, norms, beamSize, order, pools, v, delta } = search;
+  const { cols, g, M, K, H } = p;
+  const first = pools[0][0]!;
+  first.codes.set(start);
+  const U = new Float64Array(cols);
+  addRowReconstruction(p, codebooks, first.codes, 0, U, 0);
+  for (let c = 0; c < cols; c++) first.r[c] = p.W[row * cols + c]! - s * U[c]!;
+  first.hr.set(matVec(H, first.r, cols));
+  let f = 0;
+  for (let c = 0; c < cols; c++) f += first.r[c]! * first.hr[c]!;
+  first.f = f;
+  let beam: Candidate[] = [first];
+  let flip = 1;
+  for (let step = 0; step < order.length; step++) {
+    const pos = order[step]!, j = Math.floor(pos / M), m = pos - j * M;
+    const nb = pos * K;
+    // Best (candidate, code) pairs by new objective, kept sorted ascending.
+    const picks: { cand: number; code: number; f: number }[] = [];
+    for (let ci = 0; ci < beam.length; ci++) {
+      const cand = beam[ci]!;
+      const old = cand.codes[pos]!;
+      const bo = (m * K + old) * g;
+      for (let a = 0; a < g; a++) {
+        let t = 0;
+        const hrow = (j * g + a) * cols + j * g;
+        for (let b = 0; b < g; b++) t += H[hrow + b]! * codebooks[bo + b]!;
+        v[a] = s * t + cand.hr[j * g + a]!;
+      }
+      let vb = 0;
+      for (let a = 0; a < g; a++) vb += codebooks[bo + a]! * v[a]!;
+      const base = cand.f - (s * s * norms[nb + old]! - 2 * s * vb);
+      for (let k = 0; k < K; k++) {
+        const co = (m * K + k) * g;
+        let dot = 0;
+        for (let a = 0; a < g; a++) dot += codebooks[co + a]! * v[a]!;
+        const fk = base + s * s * norms[nb + k]! - 2 * s * dot;
+        if (picks.length < beamSize || fk < picks[picks.length - 1]!.f) {
+          if (isDuplicate(beam, picks, ci, k, pos)) continue;
+          let at = picks.length;
+          while (at > 0 && picks[at - 1]!.f > fk) at--;
+          picks.splice(at, 0, { cand: ci, code: k, f: fk });
+          if (picks.length > beamSize) picks.pop();
+        }
+      }
+    }
+    const next: Candidate[] = [];
+    const pool = pools[flip]!;
+    for (let pi = 0; pi < picks.length; pi++) {
+      const pick = picks[pi]!;
+      const parent = beam[pick.cand]!;
+      const old = parent.codes[pos]!;
+      const child = pool[pi]!;
+      child.codes.set(parent.codes);
+      child.r.set(parent.r);
+      child.hr.set(parent.hr);
+      child.f = pick.f;
+      child.codes[pos] = pick.code;
+      if (pick.code !== old) {
+        const ao = (m * K + pick.code) * g, bo = (m * K + old) * g;
+        for (let a = 0; a < g; a++) {
+          delta[a] = s * (codebooks[ao + a]! - codebooks[bo + a]!);
+          child.r[j * g + a] = child.r[j * g + a]! - delta[a]!;
+        }
+        // hr −= H[:, group j]·Δ (H symmetric: use rows of the group).
+        for (let a = 0; a < g; a++) {
+          const d = delta[a]!;
+          if (d === 0) continue;
+          const hrow = (j * g + a) * cols;
+          for (let c = 0; c < cols; c++) child.hr[c] = child.hr[c]! - d * H[hrow + c]!;
+        }
+      }
+      next.push(child);
+    }
+    beam = next;
+    flip = 1 - flip;
+  }
+  return beam[0]!.codes;
 }
 
 /** Whether choosing `code` at position `pos` of candidate `ci` repeats a configuration already picked. */

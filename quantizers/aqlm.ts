@@ -7,14 +7,26 @@
  *
  * Algorithm (alternating, every step non-increasing in the objective):
  * 1. scales: the RMS of each row; codebooks by residual k-means on the
- *    normalized groups (codebook 1 on the groups, codebook 2 on what is left…);
- *    then codes re-assigned group by group in input order with Optimal Brain
- *    Surgeon compensation of the later columns (as GPTQ does with scalars);
+ *    normalized groups (codebook 1 on the groups, codebook 2 on what is left…),
+ *    each run until its centers stop moving (checked every 10 Lloyd steps) or
+ *    for at most `kmeansIterations` steps; optionally (`sequentialInit`) codes
+ *    re-assigned group by group in input order with Optimal Brain Surgeon
+ *    compensation of the later columns (as GPTQ does with scalars); then the
+ *    fit of step 2 (k-means matched the weights, not the outputs);
  * 2. per round: beam search over each row's codes, one (group, codebook) code
- *    at a time, scored in output space; then the least-squares optimum of all
- *    codebooks given the codes (conjugate gradients on the normal equations,
- *    started from the current codebooks, so it can only lower the objective);
- *    then the least-squares optimal scale of each row.
+ *    at a time, scored in output space, visiting the groups in a fresh seeded
+ *    random order each round (and each group's codebooks in a random order);
+ *    then the fit: the least-squares optimum of all codebooks given the codes
+ *    (conjugate gradients on the normal equations, started from the current
+ *    codebooks, so it can only lower the objective), then the least-squares
+ *    optimal scale of each row;
+ * 3. rounds stop after the first one that lowers the objective by less than
+ *    `relativeTolerance` of the best before it, or after `iterations` rounds.
+ *
+ * The k-means convergence check, the fit before the first search, the
+ * shuffled visiting order and the stopping rule follow the reference
+ * implementation (`AQEngine.quantize`, github.com/Vahe1994/AQLM), whose
+ * codebooks and scales are fitted by Adam steps instead of least squares.
  *
  * @see Egiazarian et al., "Extreme Compression of Large Language Models via
  * Additive Quantization" (2024), Section 3 (beam search, codebook update).
@@ -37,6 +49,7 @@ import {
   sequentialAssign,
   updateCodebooks,
   updateScales,
+  visitOrder,
 } from "./_aqlm_search.ts";
 
 /** An AQLM-quantized weight: plain and serializable. */
@@ -59,7 +72,10 @@ export interface AqlmWeight {
   readonly scales: Float32Array;
   /** Bits per weight: codes alone, and with f16 codebooks and scales amortized. */
   readonly bitsPerWeight: { readonly codes: number; readonly total: number };
-  /** Relative output error ‖(W − Ŵ)X‖² / ‖WX‖² after initialization and each round. */
+  /**
+   * Relative output error ‖(W − Ŵ)X‖² / ‖WX‖² after initialization and after
+   * each round run (so its length is the number of rounds plus one).
+   */
   readonly objective: readonly number[];
   /** What the method measured. */
   readonly stats: CompressionStats;
@@ -75,20 +91,44 @@ export interface AqlmOptions {
   groupSize?: number;
   /** Candidates kept by the beam search. @default 4 */
   beamSize?: number;
-  /** Alternating rounds of beam search and codebook update. @default 3 */
+  /**
+   * Most rounds of beam search and codebook update; `relativeTolerance`
+   * usually stops the rounds first (5–7 rounds on llama5M's layers).
+   * @default 100
+   */
   iterations?: number;
-  /** Lloyd iterations of the residual k-means initialization. @default 10 */
+  /**
+   * Stop after the first round that lowers the relative output error by less
+   * than this fraction of the best error before it (the round's error is above
+   * (1 − relativeTolerance) × best); the reference's `--relative_mse_tolerance`.
+   * 0 runs all `iterations` rounds (unless the error reaches 0). In [0, 1).
+   * @default 0.01
+   */
+  relativeTolerance?: number;
+  /**
+   * Most Lloyd steps of each codebook's k-means; it stops earlier at a check
+   * (steps 1, 11, 21, …) where no center coordinate moved by more than
+   * 1e-8 + 1e-6·|center|.
+   * @default 100
+   */
   kmeansIterations?: number;
   /** Conjugate-gradient steps of each codebook update. @default 30 */
   codebookSteps?: number;
   /**
    * Re-assign the k-means codes group by group with OBS error compensation
-   * (see `sequentialAssign`) before the first round.
-   * @default true
+   * (see `sequentialAssign`) before the first round. A lower start, but on
+   * llama5M's layers a higher error once the rounds have converged.
+   * @default false
    */
   sequentialInit?: boolean;
   /** Damping of that sequential pass, as a fraction of the mean Hessian diagonal. @default 0.01 */
   dampRatio?: number;
+  /**
+   * Visit the groups, and each group's codebooks, in a seeded random order
+   * that changes every round; false visits them in their natural order.
+   * @default true
+   */
+  shuffle?: boolean;
   /** Seed of every random choice. @default 0 */
   seed?: number;
   /** Called after each row of each round and after each phase. */
@@ -136,12 +176,14 @@ export async function aqlm(
     codebookBits: B = 8,
     groupSize: g = 8,
     beamSize = 4,
-    iterations = 3,
-    kmeansIterations = 10,
+    iterations = 100,
+    relativeTolerance = 0.01,
+    kmeansIterations = 100,
     codebookSteps = 30,
     seed = 0,
-    sequentialInit = true,
+    sequentialInit = false,
     dampRatio = 0.01,
+    shuffle = true,
     onProgress,
   } = options;
   checkInt("codebooks", M, 1, 64);
@@ -151,6 +193,16 @@ export async function aqlm(
   checkInt("iterations", iterations, 0, 10_000);
   checkInt("kmeansIterations", kmeansIterations, 0, 10_000);
   checkInt("codebookSteps", codebookSteps, 0, 100_000);
+  if (!(relativeTolerance >= 0 && relativeTolerance < 1)) {
+    throw new RangeError(
+      `Cannot run AQLM as 'relativeTolerance' must be a number in [0, 1): current value is ${relativeTolerance}`,
+    );
+  }
+  if (typeof shuffle !== "boolean") {
+    throw new TypeError(
+      `Cannot run AQLM as 'shuffle' must be a boolean: current value is ${String(shuffle)}`,
+    );
+  }
   if (!(dampRatio > 0 && dampRatio < 1e3)) {
     throw new RangeError(
       `Cannot run AQLM as 'dampRatio' must be a positive number: current value is ${dampRatio}`,
@@ -186,10 +238,21 @@ export async function aqlm(
   }
   const { codebooks, codes } = residualKmeans(p, scales, kmeansIterations, rng);
   if (sequentialInit) sequentialAssign(p, codebooks, scales, codes, dampRatio);
+  // Least-squares codebooks, then scales, for the current codes (never raises the objective).
+  const fit = (): void => {
+    const before = objectiveOf(p, codebooks, codes, scales);
+    const updated = updateCodebooks(p, codebooks, codes, scales, codebookSteps);
+    if (objectiveOf(p, updated, codes, scales) <= before) codebooks.set(updated);
+    updateScales(p, codebooks, codes, scales);
+  };
+  // k-means fits the weights, not the outputs: refit in output space before the
+  // first search (the reference likewise runs its codebook steps first).
+  fit();
   onProgress?.({ round: 0, phase: "init", done: 1, total: 1 });
 
   const reference = outputEnergy(p);
   const objective = [objectiveOf(p, codebooks, codes, scales) / reference];
+  let best = objective[0]!;
   for (let round = 1; round <= iterations; round++) {
     beamSearch(
       p,
@@ -197,15 +260,17 @@ export async function aqlm(
       codes,
       scales,
       beamSize,
+      visitOrder(p.G, M, shuffle ? rng : null),
       (done) => onProgress?.({ round, phase: "codes", done, total: rows }),
     );
-    const before = objectiveOf(p, codebooks, codes, scales);
-    const updated = updateCodebooks(p, codebooks, codes, scales, codebookSteps);
-    if (objectiveOf(p, updated, codes, scales) <= before) codebooks.set(updated);
-    updateScales(p, codebooks, codes, scales);
-    objective.push(objectiveOf(p, codebooks, codes, scales) / reference);
+    fit();
+    const now = objectiveOf(p, codebooks, codes, scales) / reference;
+    objective.push(now);
     onProgress?.({ round, phase: "codebooks", done: 1, total: 1 });
     await Promise.resolve(); // let callers' progress rendering run between rounds
+    // Stop once a round improved by less than the tolerance (or nothing is left to improve).
+    if (now > (1 - relativeTolerance) * best || now === 0) break;
+    best = Math.min(best, now);
   }
 
   const weights = rows * cols;

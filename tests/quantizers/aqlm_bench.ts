@@ -1,6 +1,7 @@
 /**
- * AQLM on one 1024×1024 layer at 1×8 and 2×8 codebooks with groups of 8
- * (one round of beam search plus codebook update, after the k-means start).
+ * AQLM on one 1024×1024 layer at 1×8 and 2×8 codebooks with groups of 8:
+ * the start (k-means of up to 100 steps, least-squares codebooks and scales)
+ * and one round of beam search plus codebook update.
  * `deno bench -A tests/quantizers/aqlm_bench.ts`
  */
 import { aqlm } from "../../quantizers/aqlm.ts";
