@@ -104,8 +104,18 @@ export interface AqlmStage {
   readonly groupSize?: number;
   /** Beam width. @default 4 */
   readonly beamSize?: number;
-  /** Alternating rounds. @default 3 */
+  /** Most rounds of beam search and codebook update. @default 100 */
   readonly iterations?: number;
+  /**
+   * Stop after a round that improves the best error by less than this
+   * fraction (the reference's `--relative_mse_tolerance`); 0 runs every round.
+   * @default 0.01
+   */
+  readonly relativeTolerance?: number;
+  /** Lloyd steps of the residual k-means initialization. @default 100 */
+  readonly kmeansIterations?: number;
+  /** Visit groups and codebooks in a seeded order reshuffled every round. @default true */
+  readonly shuffle?: boolean;
   /** Seed. @default 0 */
   readonly seed?: number;
 }
