@@ -6,14 +6,14 @@
  * logits of 8 tokens on the CPU (every block widened once, the classifier in
  * chunks) and reports the peak resident memory against the checkpoint's size.
  *
- *     deno run -A tests/models/load_memory_bench.ts [--dir=DIR] [--keep]
+ *     deno run -A tests/bench/load_memory.ts [--dir=DIR] [--keep]
  *
  * Uses the file system and subprocesses; reads /proc (Linux).
  *
  * @module
  */
 
-import { LLAMA_SHAPES, writeRandomLlama } from "./_random_checkpoint.ts";
+import { LLAMA_SHAPES, writeRandomLlama } from "../models/_random_checkpoint.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 
 function procStatus(key: string): number {

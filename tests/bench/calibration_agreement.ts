@@ -5,7 +5,7 @@
  * 256 TinyStories tokens; prints each module's fraction of equal codes and
  * both layer errors, then both perplexities on 8,192 held-out tokens.
  *
- *     deno run -A tests/models/calibration_agreement_bench.ts [--backend=webgpu]
+ *     deno run -A tests/bench/calibration_agreement.ts [--backend=webgpu]
  *
  * Uses the file system (data root).
  *
