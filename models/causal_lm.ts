@@ -41,7 +41,9 @@ export interface CausalLM extends CompressibleModel {
   /** Where it was read from. */
   readonly source: string;
   /**
-   * Next-token logits at every position of one sequence, float32 compute.
+   * Next-token logits at every position of one sequence, float32 compute. On
+   * WebGPU each call uploads the weights once for its one pass; for many
+   * passes keep a session (`llamaSession(lm.model, { backend })`).
    *
    * @param ids Token ids (each in [0, vocabSize)).
    * @param options Backend.
@@ -50,7 +52,8 @@ export interface CausalLM extends CompressibleModel {
    */
   logits(ids: ArrayLike<number>, options?: LogitsOptions): Promise<Float32Array>;
   /**
-   * Perplexity of a token stream over windows of `seqLen` tokens.
+   * Perplexity of a token stream over windows of `seqLen` tokens (on WebGPU,
+   * one session for all the windows).
    *
    * @param ids Token ids (documents concatenated).
    * @param options Window length, cap, progress, backend.
