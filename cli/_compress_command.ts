@@ -302,8 +302,8 @@ export async function compressCommand(
         const where = p.block < p.blocks ? `block ${p.block + 1}/${p.blocks}` : "head";
         bar.update(p.fraction, `${where} ${p.phase}${p.module ? ` ${p.module}` : ""}`);
       },
-      onBlockDone: async (block, finished) => {
-        await journal.saveModules(method.id, finished);
+      onBlockDone: async (block, modules) => {
+        await journal.saveBlock(method.id, block, modules);
         if (block === stopAfter) {
           throw new Error(
             `stopped after block ${block} as LLMC_COMPRESS_STOP_AFTER_BLOCK asks (for tests)`,

@@ -31,12 +31,12 @@ export interface CompressRunOptions {
   /** The pipeline's progress, after each phase of each block. */
   readonly onProgress?: (p: PipelineProgress) => void;
   /**
-   * Called (and awaited) after each block with every module finished so far,
-   * the `completed` ones included: what a journal saves.
+   * Called (and awaited) after each block with the modules that block
+   * finished (none of the `completed` ones): what a journal saves.
    */
   readonly onBlockDone?: (
     block: number,
-    finished: readonly CompressedLinear[],
+    modules: readonly CompressedLinear[],
   ) => void | Promise<void>;
 }
 
@@ -107,7 +107,6 @@ export async function compressRun(
         `solver runs on its default (auto: WebGPU on a hardware adapter, else the CPU)`,
     );
   }
-  const finished: CompressedLinear[] = [...completed.values()];
   const t0 = performance.now();
   const res = await compressModel(model, calibration, withBackend(recipe, backend), {
     completed,
@@ -115,8 +114,8 @@ export async function compressRun(
     backend,
     ...(onProgress ? { onProgress } : {}),
     onBlockDone: async (block, modules) => {
-      finished.push(...modules.filter((m) => !completed.has(m.name)));
-      await onBlockDone?.(block, finished);
+      const fresh = modules.filter((m) => !completed.has(m.name));
+      if (fresh.length > 0) await onBlockDone?.(block, fresh);
     },
   });
   const t1 = performance.now();

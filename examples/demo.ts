@@ -600,7 +600,6 @@ async function main(): Promise<void> {
         if (completed.size > 0) {
           log(`${method.id}: resuming after ${completed.size} finished modules`);
         }
-        const finished: CompressedLinear[] = [...completed.values()];
         const res = await compressModel(llamaCompressible(model), calibration, method.recipe, {
           completed,
           trueSequential: args.trueSequential,
@@ -611,10 +610,10 @@ async function main(): Promise<void> {
             compressDone = index + p.fraction;
             show();
           },
-          onBlockDone: async (_b, mods) => {
+          onBlockDone: async (b, mods) => {
             if (!journal) return;
-            finished.push(...mods.filter((m) => !completed.has(m.name)));
-            await journal.saveModules(method.id, finished);
+            const fresh = mods.filter((m) => !completed.has(m.name));
+            if (fresh.length > 0) await journal.saveBlock(method.id, b, fresh);
           },
         });
         compressed = withCompressedWeights(model, res.modules);

@@ -26,12 +26,15 @@ export interface Journal {
    */
   completed(method: string): Promise<Map<string, CompressedLinear>>;
   /**
-   * Records a method's finished modules so far (all of them, replacing the file).
+   * Records the modules of one finished block of a method, in a file of its
+   * own (so each block is written once: rewriting every finished module at
+   * each block wrote the model's size times the number of blocks).
    *
    * @param method Method id.
-   * @param modules Every module finished so far.
+   * @param block Block index (the pipeline's; the head comes after the blocks).
+   * @param modules The block's modules.
    */
-  saveModules(method: string, modules: readonly CompressedLinear[]): Promise<void>;
+  saveBlock(method: string, block: number, modules: readonly CompressedLinear[]): Promise<void>;
   /**
    * Records a finished row.
    *
@@ -90,27 +93,35 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
     rows,
     async completed(method) {
       const out = new Map<string, CompressedLinear>();
-      const p = `${dir}/${safeName(method)}.safetensors`;
-      let st;
-      try {
-        st = await readSafetensors(p);
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return out;
-        throw e;
+      const prefix = `${safeName(method)}.block-`;
+      const files: string[] = [];
+      for await (const e of Deno.readDir(dir)) {
+        if (e.isFile && e.name.startsWith(prefix) && e.name.endsWith(".safetensors")) {
+          files.push(`${dir}/${e.name}`);
+        }
       }
-      const records = JSON.parse(st.metadata.modules ?? "[]") as Omit<CompressedLinear, "weight">[];
-      for (const r of records) {
-        const t = st.tensors.get(r.name);
-        if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
-        out.set(r.name, {
-          ...r,
-          layerError: r.layerError ?? NaN,
-          weight: tensor("f32", t.shape, Float32Array.from(t.data as Float32Array)),
-        });
+      for (const p of files.sort()) {
+        const st = await readSafetensors(p);
+        const records = JSON.parse(st.metadata.modules ?? "[]") as Omit<
+          CompressedLinear,
+          "weight"
+        >[];
+        for (const r of records) {
+          const t = st.tensors.get(r.name);
+          if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
+          out.set(r.name, {
+            ...r,
+            layerError: r.layerError ?? NaN,
+            weight: tensor("f32", t.shape, Float32Array.from(t.data as Float32Array)),
+          });
+        }
       }
       return out;
     },
-    async saveModules(method, modules) {
+    async saveBlock(method, block, modules) {
+      if (!(Number.isInteger(block) && block >= 0)) {
+        throw new RangeError(`Cannot journal block ${block}: not a block index`);
+      }
       const tensors = new Map(modules.map((m) => [m.name, m.weight]));
       const records = modules.map((m) => ({
         name: m.name,
@@ -120,7 +131,8 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
         layerError: Number.isFinite(m.layerError) ? m.layerError : null,
         seconds: m.seconds,
       }));
-      await writeSafetensors(`${dir}/${safeName(method)}.safetensors`, tensors, {
+      const name = `${safeName(method)}.block-${String(block).padStart(5, "0")}.safetensors`;
+      await writeSafetensors(`${dir}/${name}`, tensors, {
         modules: JSON.stringify(records),
       });
     },

@@ -171,7 +171,11 @@ Deno.test("a demo run killed after some blocks continues from its journal to the
     }).spawn();
     // Kill it as soon as the first block is in the journal.
     for (let i = 0; i < 600; i++) {
-      if (await Deno.stat(`${dir}/j/gptq-w3.safetensors`).then(() => true, () => false)) break;
+      const journaled = await Array.fromAsync(Deno.readDir(`${dir}/j`)).then(
+        (entries) => entries.some((e) => /^gptq-w3\.block-\d+\.safetensors$/.test(e.name)),
+        () => false,
+      );
+      if (journaled) break;
       await new Promise((r) => setTimeout(r, 50));
     }
     child.kill("SIGKILL");

@@ -16,7 +16,13 @@ Deno.test("the demo journal keeps finished modules and rows across runs and refu
       layerError: NaN,
       seconds: 0.1,
     };
-    await j1.saveModules("gptq-w4", [mod]);
+    await j1.saveBlock("gptq-w4", 0, [mod]);
+    const mod1 = {
+      ...mod,
+      name: "layers.1.wq",
+      weight: tensor("f32", [1, 1], new Float32Array([7])),
+    };
+    await j1.saveBlock("gptq-w4", 1, [mod1]);
     await j1.saveRow({
       method: "fp32",
       bitsPerWeight: 32,
@@ -31,6 +37,8 @@ Deno.test("the demo journal keeps finished modules and rows across runs and refu
     const j2 = await openJournal(dir, "settings A");
     assert.equal(j2.rows.get("fp32")!.perplexity.tinystories, 5.5);
     const back = await j2.completed("gptq-w4");
+    assert.deepEqual([...back.keys()], ["layers.0.wq", "layers.1.wq"]);
+    assert.deepEqual(back.get("layers.1.wq")!.weight.data, mod1.weight.data);
     const m = back.get("layers.0.wq")!;
     assert.deepEqual(m.weight.data, mod.weight.data);
     assert.deepEqual([m.bitsPerWeight, m.stages, Number.isNaN(m.layerError)], [
@@ -50,7 +58,7 @@ Deno.test("a journal holding only a method's modules (no finished row yet) still
   const dir = await Deno.makeTempDir();
   try {
     const j = await openJournal(dir, "settings A");
-    await j.saveModules("rtn-w4", [{
+    await j.saveBlock("rtn-w4", 0, [{
       name: "layers.0.wq",
       weight: tensor("f32", [1, 2], new Float32Array([1, 2])),
       bitsPerWeight: 4,
