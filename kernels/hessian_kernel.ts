@@ -13,6 +13,8 @@
 import type { Tensor } from "../core/tensor.ts";
 import { bindingLimit, type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
 import { encodeGemm, type GemmSpec, gemmSpec, gemmWgsl } from "./gemm_kernel.ts";
+import { encodeGemmTiled } from "./gemm_tiled_kernel.ts";
+import { gemmTiledSpec } from "./gemm_tiled_wgsl.ts";
 
 /** Specialization of {@linkcode hessianWgsl}. */
 export interface HessianSpec {
@@ -45,7 +47,11 @@ export interface GpuXtx {
 }
 
 /**
- * Records C ← β·C + XᵀX (lower-triangle tiles) for X already on the GPU.
+ * Records C ← β·C + XᵀX (lower-triangle tiles) for X already on the GPU: on
+ * a hardware adapter with the tiled kernel's fastest Hessian variant
+ * (`gemm_tiled_kernel.ts`; on the H100 48.5 TFLOP/s of computed tiles, 1.23×
+ * the large tiles of `gemm_kernel.ts`, which shapes it cannot take fall back
+ * to), elsewhere with `gemm_kernel.ts`'s large tiles ({@linkcode hessianWgsl}).
  *
  * @param batch The batch.
  * @param x X's buffer [tokens, cols], f32 or f16 per `spec`.
@@ -64,16 +70,50 @@ export function encodeHessian(
   spec: HessianSpec,
   beta: 0 | 1,
 ): void {
-  encodeGemm(batch, gemmSpecOf(spec), { c: out, a: x, b: x }, {
-    m: cols,
-    n: cols,
-    k: tokens,
-    lda: cols,
-    ldb: cols,
-    ldc: cols,
-    alpha: 1,
-    beta,
+  const shape = { m: cols, n: cols, k: tokens, lda: cols, ldb: cols, ldc: cols, alpha: 1, beta };
+  if (batch.gpu.software) {
+    encodeGemm(batch, gemmSpecOf(spec), { c: out, a: x, b: x }, shape);
+    return;
+  }
+  const tiled = gemmTiledSpec({
+    transA: true,
+    accumulate: true,
+    inputs: spec.inputs,
+    lowerC: true,
+    bk: 32,
+    doubleBuffer: false,
   });
+  encodeGemmTiled(batch, tiled, { c: out, a: x, b: x }, shape, { fallback: true });
+}
+
+/**
+ * The symmetric float64 matrix whose lower triangle (row ≥ column) a Hessian
+ * kernel read back, times `scale`; the upper triangle is mirrored by a blocked
+ * transpose (a column walk over an 8192² matrix misses the cache at every step).
+ *
+ * @param lower The read-back [cols, cols] f32 (only row ≥ column is read).
+ * @param cols Order.
+ * @param scale Factor (e.g. 1/tokens for the mean).
+ * @returns The full symmetric matrix.
+ */
+export function symmetricFromLower(lower: Float32Array, cols: number, scale = 1): Float64Array {
+  const xtx = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) {
+    const o = i * cols;
+    for (let j = 0; j <= i; j++) xtx[o + j] = lower[o + j]! * scale;
+  }
+  const B = 64;
+  for (let i0 = 0; i0 < cols; i0 += B) {
+    const i1 = Math.min(cols, i0 + B);
+    for (let j0 = 0; j0 <= i0; j0 += B) {
+      const j1 = Math.min(cols, j0 + B);
+      for (let i = i0; i < i1; i++) {
+        const jEnd = Math.min(j1, i);
+        for (let j = j0; j < jEnd; j++) xtx[j * cols + i] = xtx[i * cols + j]!;
+      }
+    }
+  }
+  return xtx;
 }
 
 /**
@@ -131,16 +171,7 @@ export async function xtxGpu(
   const { data: [bytes], gpuSeconds } = await batch.submit([out]);
   for (const b of inputs) b.destroy();
   out.destroy();
-  const lower = new Float32Array(bytes!);
-  const xtx = new Float64Array(cols * cols);
-  for (let i = 0; i < cols; i++) {
-    for (let j = 0; j <= i; j++) {
-      const v = lower[i * cols + j]!;
-      xtx[i * cols + j] = v;
-      xtx[j * cols + i] = v;
-    }
-  }
-  return { xtx, gpuSeconds };
+  return { xtx: symmetricFromLower(new Float32Array(bytes!), cols), gpuSeconds };
 }
 
 /**

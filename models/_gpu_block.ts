@@ -2,8 +2,8 @@
  * Library-internal: one transformer block of the Llama-style forward pass on
  * WebGPU, shared by the whole-model session (`forward_gpu.ts`) and the
  * calibration runner of the pipeline (`calibration_gpu.ts`): the block's
- * weights on the GPU, its dispatches (optionally stopping where a linear's
- * input is ready), and the linear products. Web-standard only.
+ * weights on the GPU, its dispatches (optionally stopping once the attention
+ * output is ready), and the linear products. Web-standard only.
  *
  * @module
  */
@@ -192,12 +192,11 @@ export interface BlockActivations {
 }
 
 /**
- * Where {@linkcode encodeBlock} stops: once the input of q/k/v (`"qkv"`, in
- * `h`), of o (`"o"`, in `att`), of gate/up (`"gateUp"`, in `h`; `x` then
- * holds the residual after attention) or of down (`"down"`, in `g`) is
- * ready, or after the whole block (`"out"`, the new residual in `x`).
+ * Where {@linkcode encodeBlock} stops: once the attention output is in `att`
+ * (`"o"`, the residual `x` untouched), or after the whole block (`"out"`, the
+ * new residual in `x`).
  */
-export type BlockStop = "qkv" | "o" | "gateUp" | "down" | "out";
+export type BlockStop = "o" | "out";
 
 /**
  * Records one block over `rows` = B·T tokens (B sequences of T tokens).
@@ -225,7 +224,6 @@ export function encodeBlock(
   const { headDim: hd, qDim, kvDim } = llamaDims(config);
   const qkvW = qDim + 2 * kvDim;
   encodeRmsNorm(batch, acts.h, acts.x, l.attnNorm, rows, dim, normEps);
-  if (stop === "qkv") return;
   encodeLinear(batch, acts.qkv, acts.h, l.wqkv, rows, qkvW, dim, false);
   // The biases and q/k head norms run in the rotation's dispatch.
   encodeRope(batch, acts.qkv, rope, { rows, T, width: qDim + kvDim, ld: qkvW, hd }, {
@@ -245,9 +243,7 @@ export function encodeBlock(
   if (stop === "o") return;
   encodeLinear(batch, acts.x, acts.att, l.wo, rows, dim, qDim, true);
   encodeRmsNorm(batch, acts.h, acts.x, l.ffnNorm, rows, dim, normEps);
-  if (stop === "gateUp") return;
   encodeLinear(batch, acts.u, acts.h, l.w13, rows, 2 * H, dim, false);
   encodeSwiglu(batch, acts.g, acts.u, rows, H);
-  if (stop === "down") return;
   encodeLinear(batch, acts.x, acts.g, l.w2, rows, dim, H, true);
 }

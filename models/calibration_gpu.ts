@@ -29,13 +29,10 @@ import {
   writeBuffer,
 } from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
-import { encodeHessian } from "../kernels/hessian_kernel.ts";
-import { encodeGemmTiled } from "../kernels/gemm_tiled_kernel.ts";
-import { gemmTiledSpec } from "../kernels/gemm_tiled_wgsl.ts";
+import { encodeHessian, symmetricFromLower } from "../kernels/hessian_kernel.ts";
 import type { Hessian } from "../hessian/hessian.ts";
 import type { CalibrationRunner } from "../pipeline/model.ts";
 import {
-  type BlockStop,
   checkLayerExtras,
   concatRows,
   encodeBlock,
@@ -60,8 +57,16 @@ export interface GpuCalibrationOptions {
   chunkTokens?: number;
 }
 
-/** Where each linear's input is ready in the block, and its width. */
-const STOP_OF: Readonly<Record<LlamaLinear, Exclude<BlockStop, "out">>> = {
+/**
+ * Where in the block each linear's input is ready: after the attention norm
+ * (q, k, v), the attention (o), the MLP norm (gate, up), the SwiGLU (down).
+ */
+type InputPoint = "qkv" | "o" | "gateUp" | "down";
+
+const F32 = { inputs: "f32" } as const;
+
+/** Each linear's input point. */
+const STOP_OF: Readonly<Record<LlamaLinear, InputPoint>> = {
   wq: "qkv",
   wk: "qkv",
   wv: "qkv",
@@ -138,7 +143,11 @@ export function llamaCalibrationRunner(
   checkWindow(config, maxT);
   // Chunks of whole sequences of one length, each within chunkTokens (or one sequence).
   const byLength = new Map<number, (readonly number[])[]>();
-  for (const s of seqs) byLength.set(s.length, [...(byLength.get(s.length) ?? []), s]);
+  for (const s of seqs) {
+    const group = byLength.get(s.length);
+    if (group) group.push(s);
+    else byLength.set(s.length, [s]);
+  }
   const plan: { T: number; seqs: (readonly number[])[] }[] = [];
   for (const [T, group] of byLength) {
     const per = Math.max(1, Math.floor(chunkTokens / T));
@@ -169,11 +178,10 @@ export function llamaCalibrationRunner(
   });
   const count = chunks.reduce((n, c) => n + c.rows, 0);
   const f = (width: number, label: string) => buffer(maxRows * width * 4, label);
+  // Per-chunk scratch (the attention output and the residual are kept per chunk instead).
   const scratch = {
-    y: f(dim, "calib:y"),
     h: f(dim, "calib:h"),
     qkv: f(qDim + 2 * kvDim, "calib:qkv"),
-    att: f(qDim, "calib:att"),
     u: f(2 * H, "calib:u"),
     g: f(H, "calib:g"),
   };
@@ -314,26 +322,7 @@ export function llamaCalibrationRunner(
 
   /** The Hessian (mean of x·xᵀ, symmetric, float64) from the read-back lower triangle of the sum. */
   function toHessian(bytesRead: ArrayBuffer, cols: number): Hessian {
-    const lower = new Float32Array(bytesRead);
-    const xtx = new Float64Array(cols * cols);
-    const inv = 1 / count;
-    for (let i = 0; i < cols; i++) {
-      const o = i * cols;
-      for (let j = 0; j <= i; j++) xtx[o + j] = lower[o + j]! * inv;
-    }
-    // The upper triangle by a blocked transpose (a column walk over 8192² misses the cache).
-    const B = 64;
-    for (let i0 = 0; i0 < cols; i0 += B) {
-      const i1 = Math.min(cols, i0 + B);
-      for (let j0 = 0; j0 <= i0; j0 += B) {
-        const j1 = Math.min(cols, j0 + B);
-        for (let i = i0; i < i1; i++) {
-          const jEnd = Math.min(j1, i);
-          for (let j = j0; j < jEnd; j++) xtx[j * cols + i] = xtx[i * cols + j]!;
-        }
-      }
-    }
-    return { cols, count, xtx };
+    return { cols, count, xtx: symmetricFromLower(new Float32Array(bytesRead), cols, 1 / count) };
   }
 
   /** Adds a submission's GPU seconds by phase (and its wall seconds) to the timings. */
@@ -351,7 +340,7 @@ export function llamaCalibrationRunner(
   async function hessianAt(
     block: number,
     weights: Readonly<Record<string, Tensor<"f32">>>,
-    stop: Exclude<BlockStop, "out">,
+    stop: InputPoint,
   ): Promise<Hessian> {
     const t0 = performance.now();
     const w = linearsOf(block, weights);
@@ -380,7 +369,7 @@ export function llamaCalibrationRunner(
           encodeMlp(batch, c, lb, stop);
           input = stop === "down" ? scratch.g : scratch.h;
         }
-        encodeXtx(batch, input, c.rows, cols, out, i === 0 ? 0 : 1);
+        encodeHessian(batch, input, c.rows, cols, out, F32, i === 0 ? 0 : 1);
       });
       batch.phase(stop === "down" ? "mlp+xtx" : "xtx");
       const result = await batch.submit([out]);
@@ -406,7 +395,7 @@ export function llamaCalibrationRunner(
     async hessians(block, weights, linears) {
       check(block);
       const out = new Map<string, Hessian>();
-      const byStop = new Map<Exclude<BlockStop, "out">, Hessian>();
+      const byStop = new Map<InputPoint, Hessian>();
       for (const name of linears) {
         const stop = STOP_OF[name as LlamaLinear];
         if (stop === undefined) {
@@ -445,7 +434,7 @@ export function llamaCalibrationRunner(
         const batch = new GpuBatch(gpu);
         chunks.forEach((c, i) => {
           encodeRmsNorm(batch, scratch.h, c.x, norm, c.rows, dim, config.normEps);
-          encodeXtx(batch, scratch.h, c.rows, dim, out, i === 0 ? 0 : 1);
+          encodeHessian(batch, scratch.h, c.rows, dim, out, F32, i === 0 ? 0 : 1);
         });
         const result = await batch.submit([out]);
         return toHessian(result.data[0]!, dim);
@@ -480,41 +469,4 @@ function smallOf(layer: LlamaLayer): Omit<LlamaLayer, LlamaLinear> {
     ...(qNorm ? { qNorm } : {}),
     ...(kNorm ? { kNorm } : {}),
   };
-}
-
-/**
- * Records C (+)= XᵀX on the tiles of C's lower triangle: the tiled kernel's
- * fastest Hessian variant on a hardware adapter (tests/bench/gemm_sweep.ts on
- * the H100: 48.5 TFLOP/s computed, 1.23× the existing kernel), the existing
- * kernel elsewhere.
- */
-function encodeXtx(
-  batch: GpuBatch,
-  x: GPUBuffer,
-  rows: number,
-  cols: number,
-  out: GPUBuffer,
-  beta: 0 | 1,
-): void {
-  if (batch.gpu.software) {
-    encodeHessian(batch, x, rows, cols, out, { inputs: "f32" }, beta);
-    return;
-  }
-  const spec = gemmTiledSpec({
-    transA: true,
-    accumulate: true,
-    lowerC: true,
-    bk: 32,
-    doubleBuffer: false,
-  });
-  encodeGemmTiled(batch, spec, { c: out, a: x, b: x }, {
-    m: cols,
-    n: cols,
-    k: rows,
-    lda: cols,
-    ldb: cols,
-    ldc: cols,
-    alpha: 1,
-    beta,
-  }, { fallback: true });
 }
