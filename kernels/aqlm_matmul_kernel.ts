@@ -37,6 +37,23 @@ export interface AqlmMatmulSpec {
 }
 
 /**
+ * The AQLM weight the kernel reads: the quantizers' `AqlmWeight` fits it, or
+ * its fields as plain arrays.
+ */
+export interface AqlmMatmulWeight extends AqlmMatmulSpec {
+  /** "aqlm" where the weight carries a discriminant (the quantizers' `AqlmWeight`). */
+  readonly kind?: "aqlm";
+  /** [N, K] = [rows, cols]. */
+  readonly shape: readonly [number, number];
+  /** Codes packed at `codebookBits` bits each, [N, K/groupSize, numCodebooks] order. */
+  readonly codes: Uint32Array;
+  /** Code vectors, [numCodebooks, 2^codebookBits, groupSize]. */
+  readonly codebooks: Float32Array;
+  /** Scale per output row, [N]. */
+  readonly scales: Float32Array;
+}
+
+/**
  * WGSL of the table pass: LUT[b, c, g, v] = Σ_i C_c[v][i]·x[b, g·G + i].
  * Bindings: 0 = LUT (f32 [batch, M, groups, 2^B]), 1 = codebooks (f32
  * [M, 2^B, G]), 2 = x (f32 [batch, K]), 3 = {batch, groups, groupsX}.
@@ -118,7 +135,7 @@ ${lookups.join("\n")}
 `;
 }
 
-function checkAqlm(w: Parameters<typeof aqlmMatmulReference>[1]): AqlmMatmulSpec {
+function checkAqlm(w: AqlmMatmulWeight): AqlmMatmulSpec {
   if (w === null || typeof w !== "object") {
     throw new TypeError(`Cannot multiply as the AQLM weight must be an object: it is ${w}`);
   }
@@ -176,18 +193,7 @@ export interface AqlmMatmulOptions {
  */
 export async function aqlmMatmul(
   x: Tensor<"f32">,
-  w: AqlmMatmulSpec & {
-    /** "aqlm" where the weight carries a discriminant (the quantizers' `AqlmWeight`). */
-    readonly kind?: "aqlm";
-    /** [N, K] = [rows, cols]. */
-    readonly shape: readonly [number, number];
-    /** Codes packed at `codebookBits` bits each, [N, K/groupSize, numCodebooks] order. */
-    readonly codes: Uint32Array;
-    /** Code vectors, [numCodebooks, 2^codebookBits, groupSize]. */
-    readonly codebooks: Float32Array;
-    /** Scale per output row, [N]. */
-    readonly scales: Float32Array;
-  },
+  w: AqlmMatmulWeight,
   options: AqlmMatmulOptions = {},
 ): Promise<Tensor<"f32">> {
   const { backend = "auto" } = options;
@@ -244,18 +250,7 @@ export async function aqlmMatmul(
  */
 export function aqlmMatmulReference(
   x: Tensor<"f32">,
-  w: AqlmMatmulSpec & {
-    /** "aqlm" where the weight carries a discriminant (the quantizers' `AqlmWeight`). */
-    readonly kind?: "aqlm";
-    /** [N, K] = [rows, cols]. */
-    readonly shape: readonly [number, number];
-    /** Codes packed at `codebookBits` bits each, [N, K/groupSize, numCodebooks] order. */
-    readonly codes: Uint32Array;
-    /** Code vectors, [numCodebooks, 2^codebookBits, groupSize]. */
-    readonly codebooks: Float32Array;
-    /** Scale per output row, [N]. */
-    readonly scales: Float32Array;
-  },
+  w: AqlmMatmulWeight,
 ): Tensor<"f32"> {
   const { groupSize: G, codebookBits: B, numCodebooks: M } = checkAqlm(w);
   const [N, K] = w.shape;
