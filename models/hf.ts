@@ -40,16 +40,11 @@ import { HF_ARCHITECTURES, hfModelConfig } from "./hf_config.ts";
  */
 export function permuteRotaryRows(w: Tensor<"f32">, heads: number, toHf: boolean): Tensor<"f32"> {
   const rows = w.shape[0]!, cols = w.shape[1]!;
-  const d = rows / heads;
+  const order = rotaryRowOrder(heads, rows);
   const out = new Float32Array(rows * cols);
-  for (let h = 0; h < heads; h++) {
-    for (let half = 0; half < 2; half++) {
-      for (let j = 0; j < d / 2; j++) {
-        const hf = h * d + half * (d / 2) + j, l2c = h * d + 2 * j + half;
-        const [dst, src] = toHf ? [hf, l2c] : [l2c, hf];
-        out.set(w.data.subarray(src * cols, (src + 1) * cols), dst * cols);
-      }
-    }
+  for (let r = 0; r < rows; r++) {
+    const [dst, src] = toHf ? [order[r]!, r] : [r, order[r]!];
+    out.set(w.data.subarray(src * cols, (src + 1) * cols), dst * cols);
   }
   return tensor("f32", [rows, cols], out);
 }
@@ -295,7 +290,10 @@ async function shardFiles(dir: string): Promise<{ files: string[]; index: Map<st
   return { files: files.sort(), index };
 }
 
-/** Stored row of each interleaved-layout row of a q or k weight [heads·d, ·] stored half-split. */
+/**
+ * HF row of each interleaved-layout row of a q or k weight [heads·d, ·]:
+ * llama2.c row `h·d + 2j + half` is HF row `h·d + half·d/2 + j`.
+ */
 function rotaryRowOrder(heads: number, rows: number): Int32Array {
   const d = rows / heads;
   const order = new Int32Array(rows);
