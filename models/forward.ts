@@ -300,14 +300,7 @@ function addBias(x: Float32Array, bias: Float32Array | undefined): void {
 
 /** RMSNorm of every head (slices of headDim) of x [T, width] in place, weight [headDim]. */
 function headNorm(x: Float32Array, weight: Float32Array | undefined, eps: number): void {
-  if (!weight) return;
-  const hd = weight.length;
-  for (let o = 0; o < x.length; o += hd) {
-    let ss = 0;
-    for (let i = 0; i < hd; i++) ss += x[o + i]! * x[o + i]!;
-    const inv = 1 / Math.sqrt(ss / hd + eps);
-    for (let i = 0; i < hd; i++) x[o + i] = x[o + i]! * inv * weight[i]!;
-  }
+  if (weight) x.set(rmsNorm(x, x.length / weight.length, weight, eps));
 }
 
 /**
