@@ -35,8 +35,12 @@ Output and run
   --format F              dense: a float32 Hugging Face folder (Hugging Face's tensor names and
                           layout) that loadModel reads (gptq and compressed-tensors come with a
                           later issue)
-  --backend B             where GPTQ's solver runs: auto (WebGPU on a hardware adapter, else the
-                          CPU), cpu, or webgpu (any adapter) (default auto)
+  --backend B             where the calibration passes and the solvers (GPTQ, SparseGPT) run: auto
+                          (WebGPU on a hardware adapter, else the CPU), cpu, or webgpu (any
+                          adapter) (default auto)
+  --gpu-memory GIB        GPU memory the run may use: a run whose estimate is larger is refused
+                          before it starts, naming what to lower (default: allocate up front and
+                          report a failure then)
   --resume                continue an interrupted run after its last finished block (its journal
                           is in DIR.partial/)
   --force                 replace a non-empty --out, or start over instead of resuming
@@ -70,6 +74,8 @@ export interface CompressArgs {
   readonly format: "dense";
   /** `--backend`. */
   readonly backend: Backend;
+  /** `--gpu-memory`, in bytes, when given. */
+  readonly gpuMemoryBytes?: number;
   /** `--json`. */
   readonly json: boolean;
   /** `--quiet`. */
@@ -111,6 +117,7 @@ const VALUE_FLAGS = [
   "--tokenizer",
   "--format",
   "--backend",
+  "--gpu-memory",
 ] as const;
 const SWITCHES = ["--json", "--quiet", "--resume", "--force", "--list", "--help", "-h"] as const;
 
@@ -174,6 +181,15 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
   if (backend !== "auto" && backend !== "cpu" && backend !== "webgpu") {
     throw new UsageError(`--backend must be auto, cpu or webgpu: got '${backend}'`);
   }
+  const gpuMemory = values.get("--gpu-memory");
+  let gpuMemoryBytes: number | undefined;
+  if (gpuMemory !== undefined) {
+    const gib = Number(gpuMemory);
+    if (!/^\d+(\.\d+)?$/.test(gpuMemory) || !(gib > 0)) {
+      throw new UsageError(`--gpu-memory needs a positive number of GiB: got '${gpuMemory}'`);
+    }
+    gpuMemoryBytes = Math.round(gib * 2 ** 30);
+  }
   const calib = values.get("--calib") ?? "c4";
   if (calib === "wikitext2") {
     throw new UsageError(
@@ -196,6 +212,7 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
       ...(tokenizer !== undefined ? { tokenizer } : {}),
       format,
       backend,
+      ...(gpuMemoryBytes !== undefined ? { gpuMemoryBytes } : {}),
       json: switches.has("--json"),
       quiet: switches.has("--quiet"),
       resume: switches.has("--resume"),

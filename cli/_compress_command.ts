@@ -297,6 +297,7 @@ export async function compressCommand(
   try {
     run = await compressRun(lm, calib.windows, method.recipe, {
       backend: args.backend,
+      ...(args.gpuMemoryBytes !== undefined ? { gpuMemoryBytes: args.gpuMemoryBytes } : {}),
       completed,
       onProgress: (p) => {
         const where = p.block < p.blocks ? `block ${p.block + 1}/${p.blocks}` : "head";

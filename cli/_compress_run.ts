@@ -15,7 +15,7 @@ import {
   type PipelineProgress,
 } from "../pipeline/compress_model.ts";
 import type { CompressibleModel } from "../pipeline/model.ts";
-import type { Recipe, Stage } from "../pipeline/recipe.ts";
+import type { Recipe } from "../pipeline/recipe.ts";
 import { measureLayerErrors } from "./_layer_errors.ts";
 
 /** Options of {@linkcode compressRun}. */
@@ -26,6 +26,8 @@ export interface CompressRunOptions {
    * @default "auto"
    */
   readonly backend?: Backend;
+  /** GPU memory the calibration passes may use, in bytes (see `compressModel`). */
+  readonly gpuMemoryBytes?: number;
   /** Modules of whole blocks finished by an interrupted run (e.g. from a journal). */
   readonly completed?: ReadonlyMap<string, CompressedLinear>;
   /** The pipeline's progress, after each phase of each block. */
@@ -60,28 +62,6 @@ export interface CompressRunResult {
 }
 
 /**
- * The recipe with `backend` in every GPTQ stage. The stage type has no
- * `backend` field, but `compressLinear` passes a GPTQ stage's fields on to
- * `gptq` as its options, so the field reaches the solver (the CLI's tests
- * check it does, through the GPU buffers a `"webgpu"` run creates). SparseGPT
- * stages are passed field by field and keep the solver's default.
- *
- * @param recipe The recipe (not modified).
- * @param backend The backend.
- * @returns A new recipe.
- */
-export function withBackend(recipe: Recipe, backend: Backend): Recipe {
-  const stages = (list: readonly Stage[]): Stage[] =>
-    list.map((s) => (s.kind === "gptq" ? { ...s, backend } as Stage : s));
-  return {
-    stages: stages(recipe.stages),
-    ...(recipe.overrides
-      ? { overrides: recipe.overrides.map((o) => ({ ...o, stages: stages(o.stages) })) }
-      : {}),
-  };
-}
-
-/**
  * Compresses a model layer by layer with a recipe on calibration windows
  * (true-sequential, as GPTQ does) and measures the layer errors that
  * data-free stages leave out (see `_layer_errors.ts`).
@@ -98,20 +78,16 @@ export async function compressRun(
   recipe: Recipe,
   options: CompressRunOptions = {},
 ): Promise<CompressRunResult> {
-  const { backend = "auto", completed = new Map(), onProgress, onBlockDone } = options;
+  const { backend = "auto", completed = new Map(), onProgress, onBlockDone, gpuMemoryBytes } =
+    options;
   const notes: string[] = [];
-  const all = [recipe.stages, ...(recipe.overrides ?? []).map((o) => o.stages)].flat();
-  if (backend !== "auto" && all.some((s) => s.kind === "sparsegpt")) {
-    notes.push(
-      `--backend ${backend} reaches GPTQ only: the pipeline gives SparseGPT no backend, so its ` +
-        `solver runs on its default (auto: WebGPU on a hardware adapter, else the CPU)`,
-    );
-  }
   const t0 = performance.now();
-  const res = await compressModel(model, calibration, withBackend(recipe, backend), {
+  const res = await compressModel(model, calibration, recipe, {
     completed,
     trueSequential: true,
     backend,
+    solveBackend: backend,
+    ...(gpuMemoryBytes !== undefined ? { gpuMemoryBytes } : {}),
     ...(onProgress ? { onProgress } : {}),
     onBlockDone: async (block, modules) => {
       const fresh = modules.filter((m) => !completed.has(m.name));

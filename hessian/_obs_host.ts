@@ -89,7 +89,8 @@ export function checkObsFinite(original: Float32Array, xtx: Float64Array): void 
  * dtype other than float32).
  *
  * @param weight The weight [rows, n] (shapes already checked).
- * @param xtx The Hessian [n, n].
+ * @param xtx The Hessian [n, n], or `{ diag }` (its diagonal [n]) when the
+ *   matrix is on a device (then the caller checks finiteness: the scan is skipped).
  * @param rows Rows of W.
  * @param n Columns of W.
  * @param actOrder Decreasing-diagonal order.
@@ -101,7 +102,7 @@ export function checkObsFinite(original: Float32Array, xtx: Float64Array): void 
  */
 export function prepareObs(
   weight: Tensor,
-  xtx: Float64Array,
+  xtx: Float64Array | { readonly diag: Float64Array },
   rows: number,
   n: number,
   actOrder: boolean,
@@ -110,12 +111,13 @@ export function prepareObs(
 ): PreparedObs {
   // The caller's float32 storage itself (read only), else a converted copy.
   const original = asFloat32(weight); // [rows, n]
-  if (!deferFiniteCheck) checkObsFinite(original, xtx);
+  const full = xtx instanceof Float64Array ? xtx : null;
+  if (!deferFiniteCheck && full !== null) checkObsFinite(original, full);
 
   const diag = new Float64Array(n);
   let deadColumns = 0;
   for (let j = 0; j < n; j++) {
-    diag[j] = xtx[j * n + j]!;
+    diag[j] = full !== null ? full[j * n + j]! : (xtx as { diag: Float64Array }).diag[j]!;
     if (diag[j] === 0) deadColumns++;
   }
   // Dead inputs: their weights are irrelevant to the output, set to 0 (in a copy).

@@ -21,6 +21,7 @@ import {
 import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
 import { encodeRowDot } from "../kernels/row_dot_kernel.ts";
 import type { Hessian } from "./hessian.ts";
+import { type DeviceHessian, isDeviceHessian } from "./device_hessian.ts";
 
 /**
  * ‖(W − Ŵ)X‖²_F / ‖WX‖²_F computed as tr(D·H·Dᵀ) / tr(W·H·Wᵀ) with D = W − Ŵ
@@ -72,7 +73,11 @@ export function layerError(weight: Tensor, approx: Tensor, hessian: Hessian): nu
   return num / den;
 }
 
-function checkShapes(weight: Tensor, approx: Tensor, hessian: Hessian): [number, number] {
+function checkShapes(
+  weight: Tensor,
+  approx: Tensor,
+  hessian: { readonly cols: number },
+): [number, number] {
   const [rows, cols] = dims2(weight, "weight");
   const [ar, ac] = dims2(approx, "approx");
   if (ar !== rows || ac !== cols) {
@@ -118,7 +123,8 @@ export interface LayerErrorOptions {
  * ```
  * @param weight W [rows, cols].
  * @param approx Ŵ [rows, cols].
- * @param hessian H over the layer's inputs (cols × cols).
+ * @param hessian H over the layer's inputs (cols × cols), on the host or on a
+ *   device (read in place on its own device, else read back).
  * @param options Backend.
  * @returns The relative error.
  * @throws {RangeError} on shape mismatches, or with backend "webgpu" when H
@@ -127,12 +133,18 @@ export interface LayerErrorOptions {
 export async function evaluateLayerError(
   weight: Tensor,
   approx: Tensor,
-  hessian: Hessian,
+  hessian: Hessian | DeviceHessian,
   options: LayerErrorOptions = {},
 ): Promise<number> {
   const { backend = "auto" } = options;
   const [rows, cols] = checkShapes(weight, approx, hessian);
   let gpu = await resolveBackend(backend, "compute a layer error");
+  if (isDeviceHessian(hessian)) {
+    if (gpu !== null && gpu.device === hessian.gpu.device && !hessian.released) {
+      return await layerErrorGpu(gpu, floats(weight), floats(approx), hessian.buffer, rows, cols);
+    }
+    hessian = await hessian.toHost();
+  }
   if (gpu !== null && cols * cols * 4 > bindingLimit(gpu)) {
     if (backend === "webgpu") {
       throw new RangeError(
@@ -143,20 +155,33 @@ export async function evaluateLayerError(
     gpu = null;
   }
   if (gpu === null) return layerError(weight, approx, hessian);
-  return await layerErrorGpu(gpu, asFloat64(weight), asFloat64(approx), hessian.xtx, rows, cols);
+  const h = storageBuffer(gpu, cols * cols * 4, "layer-error:h");
+  try {
+    writeBuffer(gpu, h, 0, Float32Array.from(hessian.xtx));
+    return await layerErrorGpu(gpu, floats(weight), floats(approx), h, rows, cols);
+  } finally {
+    h.destroy();
+  }
 }
 
-/** tr(D·H·Dᵀ) / tr(W·H·Wᵀ) on the GPU, over tiles of rows of [D; W]. */
+/** A tensor's values as float32 or float64 (its own storage when it is one of them). */
+function floats(t: Tensor): Float32Array | Float64Array {
+  return t.data instanceof Float32Array || t.data instanceof Float64Array ? t.data : asFloat64(t);
+}
+
+/**
+ * tr(D·H·Dᵀ) / tr(W·H·Wᵀ) on the GPU, over tiles of rows of [D; W]. D is
+ * formed in float64 and rounded (for float32 inputs that is the float32
+ * difference itself).
+ */
 async function layerErrorGpu(
   gpu: Gpu,
-  w: Float64Array,
-  a: Float64Array,
-  xtx: Float64Array,
+  w: Float32Array | Float64Array,
+  a: Float32Array | Float64Array,
+  h: GPUBuffer,
   rows: number,
   cols: number,
 ): Promise<number> {
-  const h = storageBuffer(gpu, cols * cols * 4, "layer-error:h");
-  writeBuffer(gpu, h, 0, Float32Array.from(xtx));
   // Tiles of rows of D and W (both halves), each at most 256 MB per buffer.
   const tileRows = Math.max(
     1,
@@ -165,17 +190,28 @@ async function layerErrorGpu(
   const m = storageBuffer(gpu, 2 * tileRows * cols * 4, "layer-error:m");
   const p = storageBuffer(gpu, 2 * tileRows * cols * 4, "layer-error:p");
   const s = storageBuffer(gpu, 2 * tileRows * 4, "layer-error:s");
+  const staging = new Float32Array(Math.min(rows * cols, 1 << 20));
   let num = 0, den = 0;
   try {
     for (let r0 = 0; r0 < rows; r0 += tileRows) {
       const n = Math.min(tileRows, rows - r0);
-      const block = new Float32Array(2 * n * cols);
-      for (let i = 0; i < n * cols; i++) {
-        const k = r0 * cols + i;
-        block[i] = w[k]! - a[k]!;
-        block[n * cols + i] = w[k]!;
+      // D's rows, then W's, through one reused staging array (fresh pages of a
+      // tile-sized array would cost more than the subtraction).
+      const total = n * cols, base = r0 * cols;
+      for (let i0 = 0; i0 < total; i0 += staging.length) {
+        const len = Math.min(staging.length, total - i0);
+        for (let i = 0; i < len; i++) staging[i] = w[base + i0 + i]! - a[base + i0 + i]!;
+        writeBuffer(gpu, m, i0 * 4, staging.subarray(0, len));
       }
-      writeBuffer(gpu, m, 0, block);
+      if (w instanceof Float32Array) {
+        writeBuffer(gpu, m, total * 4, w.subarray(base, base + total));
+      } else {
+        for (let i0 = 0; i0 < total; i0 += staging.length) {
+          const len = Math.min(staging.length, total - i0);
+          for (let i = 0; i < len; i++) staging[i] = w[base + i0 + i]!;
+          writeBuffer(gpu, m, (total + i0) * 4, staging.subarray(0, len));
+        }
+      }
       const batch = new GpuBatch(gpu);
       encodeGemm(
         batch,
@@ -201,7 +237,7 @@ async function layerErrorGpu(
       }
     }
   } finally {
-    for (const b of [h, m, p, s]) b.destroy();
+    for (const b of [m, p, s]) b.destroy();
   }
   if (den === 0) return num === 0 ? 0 : Infinity;
   return num / den;

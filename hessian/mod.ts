@@ -5,6 +5,7 @@
  * @module
  */
 export * from "./hessian.ts";
+export * from "./device_hessian.ts";
 export * from "./obs.ts";
 export * from "./obs_gpu.ts";
 export * from "./layer_error.ts";

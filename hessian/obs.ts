@@ -20,6 +20,7 @@ import { CholeskyError, gemmSubInPlaceF32 } from "../core/_dense.ts";
 import type { CompressionStats } from "../core/compression_stats.ts";
 import type { GridOptions } from "../core/uniform_grid.ts";
 import type { Hessian } from "./hessian.ts";
+import { type DeviceHessian, hostHessian, isDeviceHessian } from "./device_hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
 import { checkObsFinite, complementMask, countOnes, prepareObs, setObsMasks } from "./_obs_host.ts";
 import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
@@ -203,7 +204,9 @@ export interface ObsResult {
  * ```
  *
  * @param weight The layer weight [rows, cols] = [out, in], any float dtype.
- * @param hessian The layer's Hessian over its inputs (cols × cols).
+ * @param hessian The layer's Hessian over its inputs (cols × cols), on the
+ *   host or on the device the solve runs on (a device Hessian is read in
+ *   place; where the solve runs on the CPU or another device it is read back).
  * @param options Decider, block size, damping, column order, progress.
  * @returns New weights, the decisions (codes / mask) and statistics.
  * @throws {RangeError} on shape mismatches, invalid options, non-finite values
@@ -215,7 +218,7 @@ export interface ObsResult {
  */
 export async function obsSolve(
   weight: Tensor,
-  hessian: Hessian,
+  hessian: Hessian | DeviceHessian,
   options: ObsOptions,
 ): Promise<ObsResult> {
   await Promise.resolve();
@@ -227,12 +230,17 @@ export async function obsSolve(
     throw new TypeError(`Cannot run the OBS solver as 'options' must be an object`);
   }
   const [rows, n] = dims2(weight, "weight");
-  if (hessian === null || typeof hessian !== "object" || !(hessian.xtx instanceof Float64Array)) {
+  const onDevice = isDeviceHessian(hessian);
+  if (
+    hessian === null || typeof hessian !== "object" ||
+    !(onDevice || hessian.xtx instanceof Float64Array)
+  ) {
     throw new TypeError(`Cannot run the OBS solver as 'hessian' must be a Hessian`);
   }
-  if (hessian.cols !== n || hessian.xtx.length !== n * n) {
+  if (hessian.cols !== n || (!onDevice && hessian.xtx.length !== n * n)) {
     fail(`the Hessian has ${hessian.cols} columns and the weight [${weight.shape}] has ${n}`);
   }
+  if (onDevice && hessian.released) fail(`the device Hessian was released`);
   const {
     decider,
     blockSize = 128,
@@ -264,7 +272,6 @@ export async function obsSolve(
   if (onProgress !== undefined && typeof onProgress !== "function") {
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
   }
-  const xtx = hessian.xtx; // [n, n], read only
   const gpuDecider = decider !== null && typeof decider === "object" &&
     (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid");
   let gpu = gpuDecider || backend !== "auto"
@@ -273,11 +280,23 @@ export async function obsSolve(
   // "auto" solves on the CPU a layer whose factor [n, n] one storage binding of this device
   // cannot hold (n > 23170 at 2 GB); "webgpu" says so instead (kernels/obs_gpu.ts).
   if (gpu !== null && backend === "auto" && n * n * 4 > bindingLimit(gpu)) gpu = null;
+  // A device Hessian is read in place by a solve on its own device; any other
+  // solve reads it back.
+  const deviceH = onDevice && gpu !== null && gpu.device === hessian.gpu.device ? hessian : null;
+  const xtx = deviceH ? null : (await hostHessian(hessian)).xtx; // [n, n], read only
   // original, cleaned and prepared.w may be the caller's storage: read only.
   // The GPU path scans what it uploads on the GPU (W, the lower triangle of
   // H), the host scans H's upper triangle while the GPU works, and it locates
   // a non-finite value only when there is one; the CPU path scans W and H first.
-  const prepared = prepareObs(weight, xtx, rows, n, actOrder, userPerm, gpu !== null);
+  const prepared = prepareObs(
+    weight,
+    xtx ?? { diag: deviceH!.diag },
+    rows,
+    n,
+    actOrder,
+    userPerm,
+    gpu !== null,
+  );
   const { original, cleaned, diag, deadColumns, perm: permOrNull, meanDiag } = prepared;
   const perm = permOrNull ?? Int32Array.from({ length: n }, (_, i) => i);
 
@@ -297,7 +316,7 @@ export async function obsSolve(
       rows,
       n,
       w: prepared.w,
-      xtx,
+      xtx: xtx ?? deviceH!.buffer,
       diag,
       meanDiag,
       dampRatio,
@@ -310,7 +329,8 @@ export async function obsSolve(
       deadColumns,
       t0,
       onProgress,
-      checkFinite: () => checkObsFinite(original, xtx),
+      // A device Hessian's values are scanned on the device only.
+      checkFinite: () => checkObsFinite(original, xtx ?? new Float64Array(0)),
       keepMask: mask === "kept",
     });
   }
@@ -318,7 +338,7 @@ export async function obsSolve(
   let u: Float32Array | null = null;
   for (let attempt = 0; u === null; attempt++) {
     try {
-      u = upperCholeskyOfInverse(xtx, n, perm, diag, damping);
+      u = upperCholeskyOfInverse(xtx!, n, perm, diag, damping);
     } catch (e) {
       if (!(e instanceof CholeskyError) || attempt >= maxDampingRetries) throw e;
       damping = damping > 0 ? damping * 10 : 1e-8 * meanDiag;

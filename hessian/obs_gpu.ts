@@ -92,8 +92,12 @@ export interface ObsGpuProblem {
   readonly n: number;
   /** Weights in processing order, dead columns zeroed [rows, n]; may be the caller's storage (read only). */
   readonly w: Float32Array;
-  /** The Hessian as given (original order, undamped) [n, n]. */
-  readonly xtx: Float64Array;
+  /**
+   * The Hessian as given (original order, undamped): on the host [n, n], or a
+   * device buffer holding the full symmetric [n, n] f32 (read in place, not
+   * destroyed).
+   */
+  readonly xtx: Float64Array | GPUBuffer;
   /** Its diagonal with dead entries set to 1, original order [n]. */
   readonly diag: Float64Array;
   /** Mean of the Hessian's diagonal (the damping unit). */
@@ -232,6 +236,10 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
   const hostArray = (k: number): Promise<Uint8Array> => hostArrays.ready.then((a) => a[k]!);
 
   let damping = p.dampRatio * p.meanDiag;
+  const hostH = p.xtx instanceof Float64Array ? p.xtx : null;
+  // The values of H the solve reads (and scans): the packed lower triangle
+  // uploaded from the host, or the device matrix itself.
+  const hValues = hostH ? (n * (n + 1)) / 2 : n * n;
   let hBuf: GPUBuffer | null = null, permBuf: GPUBuffer | null = null;
   try {
     for (let attempt = 0;; attempt++) {
@@ -242,9 +250,11 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       for (let i = 0; i < n; i++) dd[i] = p.diag[perm[n - 1 - i]!]! + damping;
       const tUpload = performance.now();
       if (hBuf === null) {
-        const h = storageBuffer(gpu, ((n * (n + 1)) / 2) * 4, "xtx-lower");
-        hBuf = h;
-        packLowerChunks(p.xtx, n, (offset, values) => writeBuffer(gpu, h, offset * 4, values));
+        if (hostH) {
+          const h = storageBuffer(gpu, ((n * (n + 1)) / 2) * 4, "xtx-lower");
+          hBuf = h;
+          packLowerChunks(hostH, n, (offset, values) => writeBuffer(gpu, h, offset * 4, values));
+        } else hBuf = p.xtx as GPUBuffer;
         permBuf = uploadBuffer(gpu, Uint32Array.from(perm), "perm");
       }
       const chol = choleskyBuffers(gpu, null, n);
@@ -266,8 +276,8 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       // uploads W and records the loop.
       const tFactor = performance.now();
       const factor = new GpuBatch(gpu);
-      encodeNonFiniteCheck(factor, hBuf, (n * (n + 1)) / 2, flags, 1);
-      encodePermuteReverse(factor, chol.a, hBuf, permBuf!, ddBuf, n);
+      encodeNonFiniteCheck(factor, hBuf, hValues, flags, 1);
+      encodePermuteReverse(factor, chol.a, hBuf, permBuf!, ddBuf, n, hostH ? "packed" : "full");
       encodeUpperCholeskyOfInverse(factor, chol, n);
       factor.phase("factor");
       const factored = factor.submit();
@@ -376,7 +386,8 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       // and H's upper triangle is never uploaded (its 485 MB at n = 11008
       // take ~70 ms on a 2-core development host; the H100 works ~180 ms).
       if (
-        attempt === 0 && p.checkFinite && (p.deadColumns > 0 || upperHasNonFinite(p.xtx, n))
+        attempt === 0 && p.checkFinite &&
+        (p.deadColumns > 0 || (hostH !== null && upperHasNonFinite(hostH, n)))
       ) {
         try {
           p.checkFinite();
@@ -399,6 +410,11 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       const nonFinite = new Uint32Array(out.data[1]!);
       if ((nonFinite[0]! | nonFinite[1]!) !== 0 && p.checkFinite) {
         p.checkFinite(); // throws, naming the value
+        if (!hostH && nonFinite[1]) {
+          throw new RangeError(
+            `Cannot run the OBS solver as the Hessian (on the device) holds a NaN or an infinity`,
+          );
+        }
         // Finite in float64 but not in float32.
         throw new RangeError(
           `Cannot run the OBS solver on the GPU as ${
@@ -449,7 +465,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       return result;
     }
   } finally {
-    hBuf?.destroy();
+    if (hostH) hBuf?.destroy();
     permBuf?.destroy();
   }
 }

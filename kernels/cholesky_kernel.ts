@@ -119,12 +119,15 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
  * column order: A[i, j] = H[π(n−1−i), π(n−1−j)] off the diagonal and
  * A[i, i] = d[i] (the damped diagonal, already reversed), i.e. J·P·H·Pᵀ·J,
  * lower triangle only (all the factorization reads). H is the packed lower
- * triangle of the symmetric Hessian (row a holds columns 0..a).
+ * triangle of the symmetric Hessian (row a holds columns 0..a), or with
+ * `layout` "full" the whole row-major [n, n] matrix (its lower triangle is read).
  * Bindings: 0 = A, 1 = H (f32), 2 = π (u32), 3 = d (f32), 4 = parameters {n}.
  *
+ * @param layout How H is stored. @default "packed"
  * @returns WGSL source.
  */
-export function permuteReverseWgsl(): string {
+export function permuteReverseWgsl(layout: "packed" | "full" = "packed"): string {
+  const at = layout === "packed" ? "hi * (hi + 1u) / 2u + lo" : "hi * n + lo";
   return `
 struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
@@ -140,7 +143,7 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
   if (i >= n || j > i) { return; }
   let a = perm[n - 1u - i]; let b = perm[n - 1u - j];
   let hi = max(a, b); let lo = min(a, b);
-  A[i * n + j] = select(H[hi * (hi + 1u) / 2u + lo], d[i], i == j);
+  A[i * n + j] = select(H[${at}], d[i], i == j);
 }
 `;
 }
@@ -150,10 +153,12 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
  *
  * @param batch The batch.
  * @param a Output [n, n].
- * @param h Hessian, packed lower triangle f32 (see {@linkcode packLower}), original order.
+ * @param h Hessian, packed lower triangle f32 (see {@linkcode packLower}) or
+ *   the full matrix per `layout`, original order.
  * @param perm Processing order [n] u32.
  * @param d Damped diagonal in reversed processing order [n] f32.
  * @param n Order.
+ * @param layout How H is stored. @default "packed"
  */
 export function encodePermuteReverse(
   batch: GpuBatch,
@@ -162,8 +167,11 @@ export function encodePermuteReverse(
   perm: GPUBuffer,
   d: GPUBuffer,
   n: number,
+  layout: "packed" | "full" = "packed",
 ): void {
-  const pipe = cachedPipeline(batch.gpu, "permute-reverse", permuteReverseWgsl);
+  const pipe = layout === "packed"
+    ? cachedPipeline(batch.gpu, "permute-reverse", permuteReverseWgsl)
+    : cachedPipeline(batch.gpu, "permute-reverse-full", () => permuteReverseWgsl("full"));
   batch.dispatch(pipe, [
     a,
     h,

@@ -11,7 +11,14 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { bindingLimit, type Gpu, GpuBatch, storageBuffer, uploadBuffer } from "./backend.ts";
+import {
+  bindingLimit,
+  cachedPipeline,
+  type Gpu,
+  GpuBatch,
+  storageBuffer,
+  uploadBuffer,
+} from "./backend.ts";
 import { encodeGemm, type GemmSpec, gemmSpec, gemmWgsl } from "./gemm_kernel.ts";
 import { encodeGemmTiled } from "./gemm_tiled_kernel.ts";
 import { gemmTiledSpec } from "./gemm_tiled_wgsl.ts";
@@ -84,6 +91,88 @@ export function encodeHessian(
     doubleBuffer: false,
   });
   encodeGemmTiled(batch, tiled, { c: out, a: x, b: x }, shape, { fallback: true });
+}
+
+/**
+ * WGSL of the finishing pass of an accumulated Hessian, in place: for every
+ * row ≥ column, v = scale·C[row, col] is written to both C[row, col] and
+ * C[col, row], and the diagonal also to d (bindings: 0 = C [cols, cols] f32,
+ * 1 = d [cols] f32, 2 = {cols, scale}). The upper triangle is only written,
+ * the lower only read and rewritten by its own thread: no thread reads what
+ * another writes.
+ *
+ * @returns WGSL source.
+ */
+export function hessianFinishWgsl(): string {
+  return `
+struct Params { cols: u32, scale: f32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<storage, read_write> C: array<f32>;
+@group(0) @binding(1) var<storage, read_write> d: array<f32>;
+@group(0) @binding(2) var<uniform> prm: Params;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let n = prm.cols;
+  let i = g.y; let j = g.x;
+  if (i >= n || j > i) { return; }
+  let v = C[i * n + j] * prm.scale;
+  C[i * n + j] = v;
+  C[j * n + i] = v;
+  if (i == j) { d[i] = v; }
+}
+`;
+}
+
+/**
+ * Records the finishing pass of a Hessian accumulated by
+ * {@linkcode encodeHessian} (lower triangle of the sum): C becomes the full
+ * symmetric matrix times `scale` (e.g. 1/tokens for the mean), and its
+ * diagonal is copied to `diag`.
+ *
+ * @param batch The batch.
+ * @param c C [cols, cols] f32 (lower triangle valid on entry).
+ * @param cols Order.
+ * @param scale Factor.
+ * @param diag Output [cols] f32.
+ */
+export function encodeHessianFinish(
+  batch: GpuBatch,
+  c: GPUBuffer,
+  cols: number,
+  scale: number,
+  diag: GPUBuffer,
+): void {
+  if (cols === 0) return;
+  const pipe = cachedPipeline(batch.gpu, "hessian-finish", hessianFinishWgsl);
+  const u = batch.uniform([{ u32: cols }, { f32: scale }, { u32: 0 }, { u32: 0 }]);
+  const groups = Math.ceil(cols / 16);
+  batch.dispatch(pipe, [c, diag, u], [groups, groups]);
+}
+
+/**
+ * CPU reference of {@linkcode encodeHessianFinish} (float32 products, as the kernel).
+ *
+ * @param lower C [cols, cols] (only row ≥ column is read).
+ * @param cols Order.
+ * @param scale Factor.
+ * @returns The symmetric result and its diagonal.
+ */
+export function hessianFinishReference(
+  lower: Float32Array,
+  cols: number,
+  scale: number,
+): { xtx: Float32Array; diag: Float32Array } {
+  const xtx = new Float32Array(cols * cols), diag = new Float32Array(cols);
+  const s = Math.fround(scale);
+  for (let i = 0; i < cols; i++) {
+    for (let j = 0; j <= i; j++) {
+      const v = Math.fround(lower[i * cols + j]! * s);
+      xtx[i * cols + j] = v;
+      xtx[j * cols + i] = v;
+    }
+    diag[i] = xtx[i * cols + i]!;
+  }
+  return { xtx, diag };
 }
 
 /**

@@ -187,8 +187,8 @@ export interface BlockActivations {
   readonly att: GPUBuffer;
   /** Gate and up [rows, 2·hidden]. */
   readonly u: GPUBuffer;
-  /** SwiGLU output [rows, hidden] (the input of down). */
-  readonly g: GPUBuffer;
+  /** SwiGLU output [rows, hidden] (the input of down); not used when stopping at `"o"`. */
+  readonly g: GPUBuffer | null;
 }
 
 /**
@@ -241,6 +241,9 @@ export function encodeBlock(
     vOff: qDim + kvDim,
   });
   if (stop === "o") return;
+  if (acts.g === null) {
+    throw new TypeError("encodeBlock: the whole block needs a SwiGLU buffer 'g'");
+  }
   encodeLinear(batch, acts.x, acts.att, l.wo, rows, dim, qDim, true);
   encodeRmsNorm(batch, acts.h, acts.x, l.ffnNorm, rows, dim, normEps);
   encodeLinear(batch, acts.u, acts.h, l.w13, rows, 2 * H, dim, false);

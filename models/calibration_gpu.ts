@@ -29,8 +29,8 @@ import {
   writeBuffer,
 } from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
-import { encodeHessian, symmetricFromLower } from "../kernels/hessian_kernel.ts";
-import type { Hessian } from "../hessian/hessian.ts";
+import { encodeHessian, encodeHessianFinish } from "../kernels/hessian_kernel.ts";
+import { type DeviceHessian, wrapDeviceHessian } from "../hessian/device_hessian.ts";
 import type { CalibrationRunner } from "../pipeline/model.ts";
 import {
   checkLayerExtras,
@@ -45,7 +45,7 @@ import {
 import { encodeCopy, encodeRmsNorm, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkWindow, llamaEmbed } from "./forward.ts";
 import { LLAMA_LINEARS, llamaDims } from "./model.ts";
-import type { LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
+import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
 
 /** Options of {@linkcode llamaCalibrationRunner}. */
 export interface GpuCalibrationOptions {
@@ -55,6 +55,14 @@ export interface GpuCalibrationOptions {
    * @default 8192
    */
   chunkTokens?: number;
+  /**
+   * Keep the SwiGLU output of every calibration token from the down
+   * projection's Hessian pass for the block's propagation (gate and up are
+   * final by then), so that propagation skips the gate/up product: one more
+   * [tokens, hidden] f32 on the GPU.
+   * @default true
+   */
+  cacheMlp?: boolean;
 }
 
 /**
@@ -84,9 +92,11 @@ interface Chunk {
   /** Residual stream [rows, dim]. */
   readonly x: GPUBuffer;
   /** Attention output [rows, qDim], valid while `attFor` holds. */
-  att: GPUBuffer | null;
+  readonly att: GPUBuffer;
   /** Residual after attention [rows, dim], valid while `resFor` holds. */
-  res: GPUBuffer | null;
+  readonly res: GPUBuffer;
+  /** SwiGLU output [rows, hidden] (with `cacheMlp`), valid while `gFor` holds. */
+  readonly g: GPUBuffer | null;
 }
 
 /** The block and weights a cached activation was computed with. */
@@ -109,6 +119,183 @@ interface UploadedBlock {
   readonly buffers: LayerBuffers;
 }
 
+/** Chunks of whole sequences of one length, each within `chunkTokens` tokens (or one sequence). */
+function chunkPlan(
+  seqs: readonly (readonly number[])[],
+  chunkTokens: number,
+): { T: number; seqs: (readonly number[])[] }[] {
+  const byLength = new Map<number, (readonly number[])[]>();
+  for (const s of seqs) {
+    const group = byLength.get(s.length);
+    if (group) group.push(s);
+    else byLength.set(s.length, [s]);
+  }
+  const plan: { T: number; seqs: (readonly number[])[] }[] = [];
+  for (const [T, group] of byLength) {
+    const per = Math.max(1, Math.floor(chunkTokens / T));
+    for (let i = 0; i < group.length; i += per) plan.push({ T, seqs: group.slice(i, i + per) });
+  }
+  return plan;
+}
+
+/** The GPU memory a calibration run needs (an estimate of its peak), in bytes. */
+export interface CalibrationMemory {
+  /** Calibration tokens. */
+  readonly tokens: number;
+  /**
+   * What is kept for every calibration token: the residual stream, the
+   * attention output, the residual after attention, and with `cacheMlp` the
+   * SwiGLU output (f32).
+   */
+  readonly activations: number;
+  /** Of which the SwiGLU outputs (`cacheMlp`). */
+  readonly mlpCache: number;
+  /** One chunk's scratch activations and the rotary table. */
+  readonly scratch: number;
+  /**
+   * The largest transient need: one block's linears (f32), the largest
+   * Hessian, and the GPU solve of the largest linear (the factor's buffers,
+   * W and its codes, the layer error's products).
+   */
+  readonly transient: number;
+  /** The sum. */
+  readonly total: number;
+}
+
+/**
+ * Estimates the GPU memory of a calibration run with
+ * {@linkcode llamaCalibrationRunner} and the GPU solvers, before starting it.
+ *
+ * @param config The model's configuration.
+ * @param sequences The calibration sequences.
+ * @param options Chunk size and MLP cache, as for the runner.
+ * @returns Bytes by part.
+ */
+export function calibrationMemory(
+  config: LlamaConfig,
+  sequences: readonly (readonly number[])[],
+  options: GpuCalibrationOptions = {},
+): CalibrationMemory {
+  const { chunkTokens = 8192, cacheMlp = true } = options;
+  const seqs = sequences.filter((s) => s.length > 0);
+  const { dim, hiddenDim: H } = config;
+  const { qDim, kvDim, headDim } = llamaDims(config);
+  const tokens = seqs.reduce((n, s) => n + s.length, 0);
+  const plan = chunkPlan(seqs, chunkTokens);
+  const maxRows = Math.max(0, ...plan.map((c) => c.T * c.seqs.length));
+  const maxT = Math.max(0, ...seqs.map((s) => s.length));
+  const mlpCache = cacheMlp ? tokens * H * 4 : 0;
+  const activations = tokens * (2 * dim + qDim) * 4 + mlpCache;
+  const scratch = maxRows * (dim + qDim + 2 * kvDim + 2 * H + (cacheMlp ? 0 : H)) * 4 +
+    maxT * headDim * 4;
+  const weights = 4 * dim * (2 * qDim + 2 * kvDim + 3 * H);
+  // Linears as [rows, cols]: the solve holds H, the factor and its inverse
+  // (3·cols²) and about five [rows, cols] arrays (W, codes, the layer
+  // error's [D; W] and its product).
+  const linears: [number, number][] = [
+    [qDim + 2 * kvDim, dim],
+    [dim, qDim],
+    [2 * H, dim],
+    [dim, H],
+  ];
+  const solve = Math.max(...linears.map(([r, c]) => 4 * (3 * c * c + 5 * r * c)));
+  const transient = weights + solve;
+  return {
+    tokens,
+    activations,
+    mlpCache,
+    scratch,
+    transient,
+    total: activations + scratch + transient,
+  };
+}
+
+function gib(bytes: number): string {
+  return (bytes / 2 ** 30).toFixed(1);
+}
+
+/** The advice of a run that does not fit. */
+function fitAdvice(need: CalibrationMemory): string {
+  return `lower the calibration tokens (--calib-samples or --calib-len; the activations take ` +
+    `${gib(need.activations)} GiB for ${need.tokens} tokens)` +
+    (need.mlpCache > 0
+      ? `, or keep fewer activations (cacheMlp: false saves ${gib(need.mlpCache)} GiB)`
+      : "") +
+    `, or calibrate on the CPU (--backend cpu)`;
+}
+
+/** Options of {@linkcode openLlamaCalibrationRunner}. */
+export interface OpenCalibrationOptions extends GpuCalibrationOptions {
+  /**
+   * GPU memory the run may use, in bytes (WebGPU does not report a device's
+   * memory): a run whose estimate ({@linkcode calibrationMemory}) exceeds it
+   * is refused before anything is allocated. Without it, the run's memory is
+   * allocated up front and an allocation failure is reported then.
+   */
+  memoryBudget?: number;
+}
+
+/**
+ * {@linkcode llamaCalibrationRunner}, checked to fit the device before the
+ * run starts: the estimate is compared with `memoryBudget` when given; then
+ * the runner's activations and a probe of the largest transient need are
+ * allocated under an out-of-memory error scope (and the probe freed), so a
+ * run that does not fit fails here, naming what to lower, not midway.
+ *
+ * @param gpu The GPU.
+ * @param model The model.
+ * @param sequences The calibration sequences.
+ * @param options Chunk size, MLP cache, memory budget.
+ * @returns The runner.
+ * @throws {RangeError} when the run does not fit (or as the runner).
+ */
+export async function openLlamaCalibrationRunner(
+  gpu: Gpu,
+  model: LlamaModel,
+  sequences: readonly (readonly number[])[],
+  options: OpenCalibrationOptions = {},
+): Promise<CalibrationRunner> {
+  const { memoryBudget, ...runnerOptions } = options;
+  const need = calibrationMemory(model.config, sequences, runnerOptions);
+  if (memoryBudget !== undefined) {
+    if (!(typeof memoryBudget === "number" && memoryBudget > 0)) {
+      throw new RangeError(
+        `Cannot calibrate on the GPU as 'memoryBudget' must be a positive number of bytes: current value is ${memoryBudget}`,
+      );
+    }
+    if (need.total > memoryBudget) {
+      throw new RangeError(
+        `Cannot calibrate on the GPU: the run needs about ${gib(need.total)} GiB of GPU memory, ` +
+          `over the budget of ${gib(memoryBudget)} GiB; ${fitAdvice(need)}`,
+      );
+    }
+  }
+  gpu.device.pushErrorScope("out-of-memory");
+  let runner: CalibrationRunner | null = null;
+  const probes: GPUBuffer[] = [];
+  let thrown: unknown = null;
+  try {
+    runner = llamaCalibrationRunner(gpu, model, sequences, runnerOptions);
+    const most = Math.min(gpu.limits.maxBufferSize, bindingLimit(gpu));
+    for (let left = need.transient; left > 0; left -= most) {
+      probes.push(storageBuffer(gpu, Math.min(left, most), "calib:probe"));
+    }
+  } catch (e) {
+    thrown = e;
+  }
+  const error = await gpu.device.popErrorScope();
+  for (const b of probes) b.destroy();
+  if (thrown !== null || error !== null) {
+    runner?.dispose();
+    if (thrown !== null) throw thrown;
+    throw new RangeError(
+      `Cannot calibrate on the GPU: the run needs about ${gib(need.total)} GiB of GPU memory ` +
+        `and the device could not allocate it (${error!.message}); ${fitAdvice(need)}`,
+    );
+  }
+  return runner!;
+}
+
 /**
  * A `CalibrationRunner` on WebGPU for a Llama-style model.
  *
@@ -128,7 +315,7 @@ export function llamaCalibrationRunner(
   sequences: readonly (readonly number[])[],
   options: GpuCalibrationOptions = {},
 ): CalibrationRunner {
-  const { chunkTokens = 8192 } = options;
+  const { chunkTokens = 8192, cacheMlp = true } = options;
   if (!(Number.isInteger(chunkTokens) && chunkTokens >= 1)) {
     throw new RangeError(
       `Cannot calibrate on the GPU as 'chunkTokens' must be a positive integer: current value is ${chunkTokens}`,
@@ -141,18 +328,7 @@ export function llamaCalibrationRunner(
   const { qDim, kvDim, headDim } = llamaDims(config);
   const maxT = Math.max(...seqs.map((s) => s.length));
   checkWindow(config, maxT);
-  // Chunks of whole sequences of one length, each within chunkTokens (or one sequence).
-  const byLength = new Map<number, (readonly number[])[]>();
-  for (const s of seqs) {
-    const group = byLength.get(s.length);
-    if (group) group.push(s);
-    else byLength.set(s.length, [s]);
-  }
-  const plan: { T: number; seqs: (readonly number[])[] }[] = [];
-  for (const [T, group] of byLength) {
-    const per = Math.max(1, Math.floor(chunkTokens / T));
-    for (let i = 0; i < group.length; i += per) plan.push({ T, seqs: group.slice(i, i + per) });
-  }
+  const plan = chunkPlan(seqs, chunkTokens);
   const maxRows = Math.max(...plan.map((c) => c.T * c.seqs.length));
   const widest = Math.max(2 * H, qDim + 2 * kvDim, dim);
   const limit = bindingLimit(gpu);
@@ -170,25 +346,36 @@ export function llamaCalibrationRunner(
     bytes += size;
     return storageBuffer(gpu, size, label);
   };
+  // Everything kept for the whole run is allocated here, so that a run that
+  // does not fit fails now (see openLlamaCalibrationRunner), not midway.
   const chunks: Chunk[] = plan.map(({ T, seqs }, i) => {
     const rows = T * seqs.length;
     const x = buffer(rows * dim * 4, `calib:x${i}`);
     writeBuffer(gpu, x, 0, llamaEmbed(model, seqs.flat()));
-    return { T, rows, x, att: null, res: null };
+    return {
+      T,
+      rows,
+      x,
+      att: buffer(rows * qDim * 4, `calib:att${i}`),
+      res: buffer(rows * dim * 4, `calib:res${i}`),
+      g: cacheMlp ? buffer(rows * H * 4, `calib:g${i}`) : null,
+    };
   });
   const count = chunks.reduce((n, c) => n + c.rows, 0);
   const f = (width: number, label: string) => buffer(maxRows * width * 4, label);
-  // Per-chunk scratch (the attention output and the residual are kept per chunk instead).
+  // Per-chunk scratch (the attention output, the residual and, with
+  // cacheMlp, the SwiGLU output are kept per chunk instead).
   const scratch = {
     h: f(dim, "calib:h"),
     qkv: f(qDim + 2 * kvDim, "calib:qkv"),
     u: f(2 * H, "calib:u"),
-    g: f(H, "calib:g"),
+    g: cacheMlp ? null : f(H, "calib:g"),
   };
   const rope = writeRope();
   let peak = bytes;
   let uploaded: UploadedBlock | null = null;
   let attFor: CacheKey | null = null, resFor: CacheKey | null = null;
+  let gFor: CacheKey | null = null;
   const timings: Record<string, number> = {};
   let disposed = false;
 
@@ -270,12 +457,6 @@ export function llamaCalibrationRunner(
   }
 
   /** A persistent per-chunk activation buffer (allocated on first use). */
-  function chunkBuffer(c: Chunk, which: "att" | "res", width: number): GPUBuffer {
-    const b = c[which] ?? buffer(c.rows * width * 4, `calib:${which}`);
-    c[which] = b;
-    peak = Math.max(peak, bytes);
-    return b;
-  }
 
   /** Records each chunk's attention output with these q, k, v, unless it is cached. */
   function ensureAttention(
@@ -287,7 +468,7 @@ export function llamaCalibrationRunner(
     const key = [w.wq, w.wk, w.wv];
     if (sameKey(attFor, block, key)) return;
     for (const c of chunks) {
-      const att = chunkBuffer(c, "att", qDim);
+      const att = c.att;
       encodeBlock(batch, config, rope, lb, { ...scratch, x: c.x, att }, c.rows, c.T, "o");
     }
     attFor = { block, weights: key };
@@ -305,24 +486,66 @@ export function llamaCalibrationRunner(
     const key = [w.wq, w.wk, w.wv, w.wo];
     if (sameKey(resFor, block, key)) return;
     for (const c of chunks) {
-      const res = chunkBuffer(c, "res", dim);
+      const res = c.res;
       encodeCopy(batch, res, c.x, c.rows * dim);
-      encodeLinear(batch, res, c.att!, lb.wo, c.rows, dim, qDim, true);
+      encodeLinear(batch, res, c.att, lb.wo, c.rows, dim, qDim, true);
     }
     resFor = { block, weights: key };
+    gFor = null;
   }
 
-  /** Records the MLP input norm (in h) and, unless `upTo` is "gateUp", its SwiGLU (in g). */
+  /** The weights the SwiGLU output depends on. */
+  function mlpKey(w: LinearWeights): Tensor<"f32">[] {
+    return [w.wq, w.wk, w.wv, w.wo, w.w1, w.w3];
+  }
+
+  /** The buffer that receives a chunk's SwiGLU output (its cache, or the scratch). */
+  function gOf(c: Chunk): GPUBuffer {
+    return c.g ?? scratch.g!;
+  }
+
+  /**
+   * Records the MLP input norm (in h) and, unless `upTo` is "gateUp", its
+   * SwiGLU (in `gOf(c)`).
+   */
   function encodeMlp(batch: GpuBatch, c: Chunk, lb: LayerBuffers, upTo: "gateUp" | "down"): void {
-    encodeRmsNorm(batch, scratch.h, c.res!, lb.ffnNorm, c.rows, dim, config.normEps);
+    encodeRmsNorm(batch, scratch.h, c.res, lb.ffnNorm, c.rows, dim, config.normEps);
     if (upTo === "gateUp") return;
     encodeLinear(batch, scratch.u, scratch.h, lb.w13, c.rows, 2 * H, dim, false);
-    encodeSwiglu(batch, scratch.g, scratch.u, c.rows, H);
+    encodeSwiglu(batch, gOf(c), scratch.u, c.rows, H);
   }
 
-  /** The Hessian (mean of x·xᵀ, symmetric, float64) from the read-back lower triangle of the sum. */
-  function toHessian(bytesRead: ArrayBuffer, cols: number): Hessian {
-    return { cols, count, xtx: symmetricFromLower(new Float32Array(bytesRead), cols, 1 / count) };
+  /** Device Hessians handed out and not yet released (freed by `dispose`). */
+  const live = new Set<DeviceHessian>();
+
+  /**
+   * Submits a batch that accumulated XᵀX (lower triangle) into `out`, with the
+   * pass that makes it the symmetric mean, and wraps `out` as a device
+   * Hessian; only its diagonal comes back. `out` is destroyed on failure.
+   */
+  async function finishHessian(
+    batch: GpuBatch,
+    out: GPUBuffer,
+    cols: number,
+  ): Promise<{ hessian: DeviceHessian; gpuSeconds: number; phases: Record<string, number> }> {
+    const diagBuf = storageBuffer(gpu, cols * 4, "calib:diag");
+    try {
+      encodeHessianFinish(batch, out, cols, 1 / count, diagBuf);
+      const result = await batch.submit([diagBuf]);
+      const diag = Float64Array.from(new Float32Array(result.data[0]!));
+      const hessian = wrapDeviceHessian(gpu, out, cols, count, diag, () => {
+        bytes -= out.size;
+        live.delete(hessian);
+      });
+      live.add(hessian);
+      return { hessian, gpuSeconds: result.gpuSeconds, phases: result.phases };
+    } catch (e) {
+      bytes -= out.size;
+      out.destroy();
+      throw e;
+    } finally {
+      diagBuf.destroy();
+    }
   }
 
   /** Adds a submission's GPU seconds by phase (and its wall seconds) to the timings. */
@@ -341,15 +564,15 @@ export function llamaCalibrationRunner(
     block: number,
     weights: Readonly<Record<string, Tensor<"f32">>>,
     stop: InputPoint,
-  ): Promise<Hessian> {
+  ): Promise<DeviceHessian> {
     const t0 = performance.now();
     const w = linearsOf(block, weights);
     const lb = blockOn(block, w);
     const cols = stop === "o" ? qDim : stop === "down" ? H : dim;
     const out = buffer(cols * cols * 4, "calib:xtx");
     peak = Math.max(peak, bytes);
+    const batch = new GpuBatch(gpu);
     try {
-      const batch = new GpuBatch(gpu);
       if (stop === "o") {
         ensureAttention(batch, block, lb, w);
         batch.phase("attention");
@@ -364,24 +587,23 @@ export function llamaCalibrationRunner(
           encodeRmsNorm(batch, scratch.h, c.x, lb.attnNorm, c.rows, dim, config.normEps);
           input = scratch.h;
         } else if (stop === "o") {
-          input = c.att!;
+          input = c.att;
         } else {
           encodeMlp(batch, c, lb, stop);
-          input = stop === "down" ? scratch.g : scratch.h;
+          input = stop === "down" ? gOf(c) : scratch.h;
         }
         encodeHessian(batch, input, c.rows, cols, out, F32, i === 0 ? 0 : 1);
       });
       batch.phase(stop === "down" ? "mlp+xtx" : "xtx");
-      const result = await batch.submit([out]);
-      const t1 = performance.now();
-      account(result, (t1 - t0) / 1000);
-      const h = toHessian(result.data[0]!, cols);
-      timings.host = (timings.host ?? 0) + (performance.now() - t1) / 1000;
-      return h;
-    } finally {
+      if (stop === "down" && cacheMlp) gFor = { block, weights: mlpKey(w) };
+    } catch (e) {
       bytes -= out.size;
       out.destroy();
+      throw e;
     }
+    const { hessian, ...result } = await finishHessian(batch, out, cols);
+    account(result, (performance.now() - t0) / 1000);
+    return hessian;
   }
 
   return {
@@ -394,8 +616,8 @@ export function llamaCalibrationRunner(
     },
     async hessians(block, weights, linears) {
       check(block);
-      const out = new Map<string, Hessian>();
-      const byStop = new Map<InputPoint, Hessian>();
+      const out = new Map<string, DeviceHessian>();
+      const byStop = new Map<InputPoint, DeviceHessian>();
       for (const name of linears) {
         const stop = STOP_OF[name as LlamaLinear];
         if (stop === undefined) {
@@ -415,13 +637,16 @@ export function llamaCalibrationRunner(
       const batch = new GpuBatch(gpu);
       ensureResidual(batch, block, lb, w);
       batch.phase("residual");
+      // The SwiGLU output of the down projection's Hessian pass, when it was
+      // computed with these weights; else computed here.
+      const cached = sameKey(gFor, block, mlpKey(w));
       for (const c of chunks) {
-        encodeMlp(batch, c, lb, "down");
-        encodeCopy(batch, c.x, c.res!, c.rows * dim);
-        encodeLinear(batch, c.x, scratch.g, lb.w2, c.rows, dim, H, true);
+        if (!cached) encodeMlp(batch, c, lb, "down");
+        encodeCopy(batch, c.x, c.res, c.rows * dim);
+        encodeLinear(batch, c.x, gOf(c), lb.w2, c.rows, dim, H, true);
       }
       batch.phase("mlp");
-      attFor = resFor = null;
+      attFor = resFor = gFor = null;
       account(await batch.submit([]), (performance.now() - t0) / 1000);
     },
     async headHessian() {
@@ -436,19 +661,21 @@ export function llamaCalibrationRunner(
           encodeRmsNorm(batch, scratch.h, c.x, norm, c.rows, dim, config.normEps);
           encodeHessian(batch, scratch.h, c.rows, dim, out, F32, i === 0 ? 0 : 1);
         });
-        const result = await batch.submit([out]);
-        return toHessian(result.data[0]!, dim);
+        return (await finishHessian(batch, out, dim)).hessian;
       } finally {
-        for (const b of [norm, out]) {
-          bytes -= b.size;
-          b.destroy();
-        }
+        bytes -= norm.size;
+        norm.destroy();
       }
     },
     dispose() {
       if (disposed) return;
       disposed = true;
-      const all = [...chunks.flatMap((c) => [c.x, c.att, c.res]), ...Object.values(scratch), rope]
+      for (const h of [...live]) h.release();
+      const all = [
+        ...chunks.flatMap((c) => [c.x, c.att, c.res, c.g]),
+        ...Object.values(scratch),
+        rope,
+      ]
         .filter((b): b is GPUBuffer => b !== null);
       if (uploaded !== null) all.push(...layerBuffers(uploaded.buffers));
       for (const b of all) b.destroy();

@@ -9,7 +9,7 @@
 
 import { tensor } from "../core/tensor.ts";
 import { resolveBackend } from "../kernels/backend.ts";
-import { llamaCalibrationRunner } from "./calibration_gpu.ts";
+import { openLlamaCalibrationRunner } from "./calibration_gpu.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { CompressibleBlock, CompressibleModel } from "../pipeline/model.ts";
 import { llamaBlockPartial, llamaEmbed, rmsNorm } from "./forward.ts";
@@ -78,9 +78,11 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
         tensor("f32", x.shape, rmsNorm(x.data, x.shape[0]!, model.finalNorm, config.normEps)),
     },
     embed: (tokens) => tensor("f32", [tokens.length, config.dim], llamaEmbed(model, tokens)),
-    async calibrationRunner(sequences, { backend }) {
+    async calibrationRunner(sequences, { backend, memoryBudget }) {
       const gpu = await resolveBackend(backend, "the calibration passes");
-      return gpu === null ? null : llamaCalibrationRunner(gpu, model, sequences);
+      return gpu === null ? null : await openLlamaCalibrationRunner(gpu, model, sequences, {
+        ...(memoryBudget !== undefined ? { memoryBudget } : {}),
+      });
     },
   };
 }

@@ -11,6 +11,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { randomHadamard, rotateWeight, unrotateWeight } from "../core/rotation.ts";
 import type { Rotation } from "../core/rotation.ts";
 import type { Hessian } from "../hessian/hessian.ts";
+import { type DeviceHessian, hostHessian } from "../hessian/device_hessian.ts";
 import { evaluateLayerError } from "../hessian/layer_error.ts";
 import { magnitudePrune } from "../pruners/magnitude.ts";
 import type { PruneResult } from "../pruners/prune_result.ts";
@@ -29,6 +30,7 @@ import { gptq } from "../quantizers/gptq.ts";
 import { rtn } from "../quantizers/rtn.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import type { Stage } from "./recipe.ts";
+import type { Backend } from "../kernels/backend.ts";
 
 /** A compressed linear layer: its dense stand-in, storage cost and records. */
 export interface CompressedLinear {
@@ -63,6 +65,12 @@ export interface CompressedLinear {
 export interface CompressLinearOptions {
   /** Module name (recorded; mixed into rotation seeds). @default "linear" */
   name?: string;
+  /**
+   * Where GPTQ, SparseGPT and the layer error run ("auto": WebGPU on a
+   * hardware adapter, else the CPU).
+   * @default "auto"
+   */
+  backend?: Backend;
 }
 
 /** Storage bits per weight of a uniform grid's scales (f16) and zero points. */
@@ -150,19 +158,21 @@ export function higgsGroupSize(cols: number): number {
  * assert(c.bitsPerWeight > 4 && c.layerError < 0.05);
  * ```
  * @param weight W [out, in] (not modified).
- * @param hessian H over the layer's inputs [in, in] (mean of x·xᵀ), or null when
- *   no stage needs one (see {@linkcode stageNeedsHessian}).
+ * @param hessian H over the layer's inputs [in, in] (mean of x·xᵀ), on the host
+ *   or on a device (GPTQ, SparseGPT, Wanda and the layer error read it there;
+ *   a rotation or AQLM reads it back), or null when no stage needs one (see
+ *   {@linkcode stageNeedsHessian}).
  * @param stages The stages, in order (an empty list keeps the layer as it is).
  * @param options The module name.
  * @returns The compressed layer.
  */
 export async function compressLinear(
   weight: Tensor<"f32">,
-  hessian: Hessian | null,
+  hessian: Hessian | DeviceHessian | null,
   stages: readonly Stage[],
   options: CompressLinearOptions = {},
 ): Promise<CompressedLinear> {
-  const { name = "linear" } = options;
+  const { name = "linear", backend = "auto" } = options;
   if (!hessian && stages.some(stageNeedsHessian)) {
     throw new TypeError(
       `Cannot compress ${name}: its stages (${stages.map((s) => s.kind)}) need a Hessian`,
@@ -171,7 +181,9 @@ export async function compressLinear(
   const t0 = performance.now();
   const [rows, cols] = [weight.shape[0]!, weight.shape[1]!];
   let w: Tensor<"f32"> = weight;
-  let h = hessian ?? { cols, count: 0, xtx: new Float64Array(cols * cols) };
+  // Null only when no stage reads it (checked above).
+  let h: Hessian | DeviceHessian | null = hessian;
+  const needH = (): Hessian | DeviceHessian => h!;
   let rotation: Rotation | undefined;
   let mask: Uint8Array | undefined;
   let maskStructure: SparsityStructure | "mask" = "mask";
@@ -202,18 +214,19 @@ export async function compressLinear(
           fallback: stage.fallback ?? "kronecker",
         });
         w = asF32(rotateWeight(w, rotation));
-        h = rotateHessian(h, rotation);
+        if (h) h = rotateHessian(await hostHessian(h), rotation);
         break;
       }
       case "magnitude":
         pruned(await magnitudePrune(w, { structure: stage.structure }), stage.structure);
         break;
       case "wanda":
-        pruned(await wanda(w, h, { structure: stage.structure }), stage.structure);
+        pruned(await wanda(w, needH(), { structure: stage.structure }), stage.structure);
         break;
       case "sparsegpt": {
-        const res = await sparsegpt(w, h, {
+        const res = await sparsegpt(w, needH(), {
           structure: stage.structure,
+          backend,
           ...(stage.grid ? { quantize: stage.grid } : {}),
           ...(stage.dampRatio !== undefined ? { dampRatio: stage.dampRatio } : {}),
           ...(stage.blockSize !== undefined ? { blockSize: stage.blockSize } : {}),
@@ -251,7 +264,9 @@ export async function compressLinear(
       case "rtn":
       case "gptq": {
         const { kind: _k, ...opts } = stage;
-        const q = stage.kind === "rtn" ? await rtn(w, opts) : await gptq(w, h, opts);
+        const q = stage.kind === "rtn"
+          ? await rtn(w, opts)
+          : await gptq(w, needH(), { ...opts, backend });
         quantized = q;
         w = keepMask(dequantize(q));
         valueBits = q.bits;
@@ -260,7 +275,7 @@ export async function compressLinear(
       }
       case "aqlm": {
         const { kind: _k, ...opts } = stage;
-        const q = await aqlm(w, h, opts);
+        const q = await aqlm(w, await hostHessian(needH()), opts);
         quantized = q;
         w = keepMask(tensor("f32", [rows, cols], dequantizeAqlm(q)));
         valueBits = q.bitsPerWeight.codes;
@@ -288,7 +303,7 @@ export async function compressLinear(
   const err = stages.length === 0
     ? 0
     : hessian
-    ? await evaluateLayerError(weight, w, hessian)
+    ? await evaluateLayerError(weight, w, hessian, { backend })
     : NaN;
   return {
     name,

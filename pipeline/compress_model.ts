@@ -16,6 +16,7 @@
 import type { Tensor } from "../core/tensor.ts";
 import { addInputs, hessian } from "../hessian/hessian.ts";
 import type { Hessian } from "../hessian/hessian.ts";
+import { type DeviceHessian, isDeviceHessian } from "../hessian/device_hessian.ts";
 import { compressLinear, stageNeedsHessian } from "./compress_linear.ts";
 import type { CompressedLinear } from "./compress_linear.ts";
 import type { CalibrationRunner, CompressibleBlock, CompressibleModel } from "./model.ts";
@@ -64,10 +65,23 @@ export interface CompressModelOptions {
    * Where the calibration passes (block forwards, Hessians) run: on a device
    * when the model offers a `calibrationRunner` and the backend resolves to a
    * GPU ("auto": a hardware adapter), else on the host through the blocks'
-   * `forward`. The solvers choose their own backend.
+   * `forward`. The solvers' backend is `solveBackend`.
    * @default "auto"
    */
   backend?: Backend;
+  /**
+   * Where the solvers (GPTQ, SparseGPT) and the layer errors run: "auto"
+   * (WebGPU on a hardware adapter), "cpu" (float64 factorization), "webgpu".
+   * @default "auto"
+   */
+  solveBackend?: Backend;
+  /**
+   * GPU memory the calibration passes may use, in bytes: a run whose estimate
+   * exceeds it is refused before it starts (WebGPU does not report a
+   * device's memory; without it the runner allocates up front and reports an
+   * allocation failure then).
+   */
+  gpuMemoryBytes?: number;
 }
 
 /** What {@linkcode compressModel} returns. */
@@ -135,6 +149,8 @@ export async function compressModel(
     completed = new Map(),
     trueSequential = true,
     backend = "auto",
+    solveBackend = "auto",
+    gpuMemoryBytes,
   } = options;
   if (typeof trueSequential !== "boolean") {
     throw new TypeError(
@@ -175,7 +191,14 @@ export async function compressModel(
     }
   };
   const runner: CalibrationRunner | null = anyNeeds && model.calibrationRunner
-    ? await timed("calibration", () => model.calibrationRunner!(seqs, { backend }))
+    ? await timed(
+      "calibration",
+      () =>
+        model.calibrationRunner!(seqs, {
+          backend,
+          ...(gpuMemoryBytes !== undefined ? { memoryBudget: gpuMemoryBytes } : {}),
+        }),
+    )
     : null;
   try {
     let xs: Tensor<"f32">[] = anyNeeds && runner === null ? seqs.map((s) => model.embed(s)) : [];
@@ -209,7 +232,7 @@ export async function compressModel(
         const groups = trueSequential ? block.groups : [block.groups.flat()];
         for (const group of groups) {
           const todo = group.filter((n) => needs(full(n)));
-          let hessians = new Map<string, Hessian>();
+          let hessians = new Map<string, Hessian | DeviceHessian>();
           if (todo.length > 0) {
             report(b, "capture", g / groups.length);
             hessians = await timed(
@@ -220,24 +243,31 @@ export async function compressModel(
                   : hostHessians(block, xs, weights, new Set(todo)),
             );
           }
-          for (const n of group) {
-            report(b, "compress", (g + 0.5) / groups.length, full(n));
-            const stages = stagesFor(recipe, full(n));
-            const w = block.linears[n]!;
-            const h = hessians.get(n) ?? null;
-            const c = stages.length === 0
-              ? {
-                name: full(n),
-                weight: w,
-                bitsPerWeight: 32,
-                density: 1,
-                stages: [],
-                layerError: 0,
-                seconds: 0,
-              }
-              : await timed("compress", () => compressLinear(w, h, stages, { name: full(n) }));
-            weights[n] = c.weight;
-            results.push(c);
+          try {
+            for (const n of group) {
+              report(b, "compress", (g + 0.5) / groups.length, full(n));
+              const stages = stagesFor(recipe, full(n));
+              const w = block.linears[n]!;
+              const h = hessians.get(n) ?? null;
+              const c = stages.length === 0
+                ? {
+                  name: full(n),
+                  weight: w,
+                  bitsPerWeight: 32,
+                  density: 1,
+                  stages: [],
+                  layerError: 0,
+                  seconds: 0,
+                }
+                : await timed(
+                  "compress",
+                  () => compressLinear(w, h, stages, { name: full(n), backend: solveBackend }),
+                );
+              weights[n] = c.weight;
+              results.push(c);
+            }
+          } finally {
+            releaseAll(hessians.values());
           }
           g++;
         }
@@ -259,7 +289,7 @@ export async function compressModel(
       if (completed.has(name)) modules.set(name, completed.get(name)!);
       else if (stages.length > 0) {
         report(B, "capture", 0);
-        let h: Hessian | undefined;
+        let h: Hessian | DeviceHessian | undefined;
         if (needs(name)) {
           h = await timed("calibration", async () => {
             if (runner) return await runner.headHessian();
@@ -272,8 +302,8 @@ export async function compressModel(
         const { weight } = model.head;
         const c = await timed(
           "compress",
-          () => compressLinear(weight, h ?? null, stages, { name }),
-        );
+          () => compressLinear(weight, h ?? null, stages, { name, backend: solveBackend }),
+        ).finally(() => releaseAll(h ? [h] : []));
         modules.set(name, c);
         await onBlockDone?.(B, [c]);
       }
@@ -337,4 +367,9 @@ function addInputsFrom(a: Hessian, b: Hessian): Hessian {
     for (let i = 0; i < xtx.length; i++) xtx[i] = wa * a.xtx[i]! + wb * b.xtx[i]!;
   }
   return { cols: a.cols, count: total, xtx };
+}
+
+/** Frees the device Hessians among `hessians` (each once). */
+function releaseAll(hessians: Iterable<Hessian | DeviceHessian>): void {
+  for (const h of hessians) if (isDeviceHessian(h)) h.release();
 }

@@ -11,6 +11,7 @@
 import type { Tensor } from "../core/tensor.ts";
 import type { Backend } from "../kernels/backend.ts";
 import type { Hessian } from "../hessian/hessian.ts";
+import type { DeviceHessian } from "../hessian/device_hessian.ts";
 
 /** Options of {@linkcode CompressibleBlock.forward}. */
 export interface BlockForwardOptions {
@@ -74,8 +75,10 @@ export interface CompressibleHead {
 /**
  * Runs a model's calibration passes on a device (a GPU) for the pipeline:
  * the activations of every calibration token stay there between blocks, and
- * only Hessians come back. The pipeline calls, per block, `hessians` for each
- * group of linears (with the weights compressed so far), then `propagate`.
+ * the Hessians stay there too (device Hessians, which the solvers read in
+ * place; the pipeline releases them after the group's solves). The pipeline
+ * calls, per block, `hessians` for each group of linears (with the weights
+ * compressed so far), then `propagate`.
  */
 export interface CalibrationRunner {
   /** The device, in words. */
@@ -98,7 +101,7 @@ export interface CalibrationRunner {
     block: number,
     weights: Readonly<Record<string, Tensor<"f32">>>,
     linears: readonly string[],
-  ): Promise<Map<string, Hessian>>;
+  ): Promise<Map<string, Hessian | DeviceHessian>>;
   /**
    * Moves the calibration activations through a block with these weights.
    *
@@ -111,7 +114,7 @@ export interface CalibrationRunner {
    *
    * @returns The Hessian.
    */
-  headHessian(): Promise<Hessian>;
+  headHessian(): Promise<Hessian | DeviceHessian>;
   /** Frees the device memory; the runner must not be used afterwards. */
   dispose(): void;
 }
@@ -135,11 +138,12 @@ export interface CompressibleModel {
    * `forward` on the host).
    *
    * @param sequences The calibration token sequences.
-   * @param options Where to run.
+   * @param options Where to run, and the device memory the run may use
+   *   (bytes): a runner refuses, before starting, a run that does not fit.
    * @returns The runner, or null.
    */
   calibrationRunner?(
     sequences: readonly (readonly number[])[],
-    options: { readonly backend: Backend },
+    options: { readonly backend: Backend; readonly memoryBudget?: number },
   ): Promise<CalibrationRunner | null>;
 }

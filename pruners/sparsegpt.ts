@@ -14,6 +14,7 @@
 import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../core/tensor.ts";
 import type { Hessian } from "../hessian/hessian.ts";
+import type { DeviceHessian } from "../hessian/device_hessian.ts";
 import {
   type ObsDecider,
   type ObsPruneStructure,
@@ -97,7 +98,7 @@ export interface SparseGptResult extends PruneResult {
  */
 export async function sparsegpt(
   weight: Tensor,
-  hessian: Hessian,
+  hessian: Hessian | DeviceHessian,
   options: SparseGptOptions,
 ): Promise<SparseGptResult> {
   if (options === null || typeof options !== "object") {

@@ -10,6 +10,7 @@
 
 import type { Tensor } from "../core/tensor.ts";
 import type { Hessian } from "../hessian/hessian.ts";
+import { type DeviceHessian, isDeviceHessian } from "../hessian/device_hessian.ts";
 import { checkedWeight, maskedResult } from "./_common.ts";
 import type { PruneResult } from "./prune_result.ts";
 import { type SparsityStructure, structureMask, validateStructure } from "./structure.ts";
@@ -31,12 +32,17 @@ export interface WandaOptions {
  * @param hessian Input statistics with `cols` matching the weight.
  * @returns The scores, row-major.
  */
-export function wandaScores(weight: Tensor, hessian: Hessian): Float64Array {
+export function wandaScores(weight: Tensor, hessian: Hessian | DeviceHessian): Float64Array {
   const { rows, cols, w } = checkedWeight(weight, "score with Wanda");
   return scoresOf(w, rows, cols, hessian);
 }
 
-function scoresOf(w: Float64Array, rows: number, cols: number, hessian: Hessian): Float64Array {
+function scoresOf(
+  w: Float64Array,
+  rows: number,
+  cols: number,
+  hessian: Hessian | DeviceHessian,
+): Float64Array {
   const norms = inputNorms(hessian, cols);
   const scores = new Float64Array(rows * cols); // [rows, cols]
   for (let r = 0; r < rows; r++) {
@@ -46,20 +52,24 @@ function scoresOf(w: Float64Array, rows: number, cols: number, hessian: Hessian)
   return scores;
 }
 
-function inputNorms(hessian: Hessian, cols: number): Float64Array {
-  if (hessian === null || typeof hessian !== "object" || !(hessian.xtx instanceof Float64Array)) {
+function inputNorms(hessian: Hessian | DeviceHessian, cols: number): Float64Array {
+  const onDevice = isDeviceHessian(hessian);
+  if (
+    hessian === null || typeof hessian !== "object" ||
+    !(onDevice || hessian.xtx instanceof Float64Array)
+  ) {
     throw new TypeError(
       `Cannot prune with Wanda as 'hessian' must be a Hessian { cols, count, xtx }`,
     );
   }
-  if (hessian.cols !== cols || hessian.xtx.length !== cols * cols) {
+  if (hessian.cols !== cols || (!onDevice && hessian.xtx.length !== cols * cols)) {
     throw new RangeError(
       `Cannot prune with Wanda as 'hessian' has ${hessian.cols} columns but 'weight' has ${cols}`,
     );
   }
   const norms = new Float64Array(cols);
   for (let c = 0; c < cols; c++) {
-    const d = hessian.xtx[c * cols + c]!;
+    const d = onDevice ? hessian.diag[c]! : hessian.xtx[c * cols + c]!;
     if (!(d >= 0) || !Number.isFinite(d)) {
       throw new TypeError(
         `Cannot prune with Wanda as 'hessian.xtx' has diagonal ${d} at column ${c}`,
@@ -86,7 +96,8 @@ function inputNorms(hessian: Hessian, cols: number): Float64Array {
  * assert(weight.data[0] === 1 && weight.data[1] === 0); // 1·3 > 2·1
  * ```
  * @param weight Float weight [rows, cols] = [out features, in features]; not mutated.
- * @param hessian Calibration statistics: `xtx` [cols, cols] = mean of x·xᵀ (only its diagonal is used).
+ * @param hessian Calibration statistics: `xtx` [cols, cols] = mean of x·xᵀ (only its
+ *   diagonal is used; a device Hessian's host diagonal serves).
  * @param options The structure.
  * @returns The pruned weight (f32), its keep-mask, the achieved sparsity and the seconds spent.
  * @throws {RangeError} for an invalid structure or mismatched shapes.
@@ -94,7 +105,7 @@ function inputNorms(hessian: Hessian, cols: number): Float64Array {
  */
 export function wanda(
   weight: Tensor,
-  hessian: Hessian,
+  hessian: Hessian | DeviceHessian,
   options: WandaOptions,
 ): Promise<PruneResult> {
   try {

@@ -11,6 +11,7 @@
 
 import type { Tensor } from "../core/tensor.ts";
 import type { Hessian } from "../hessian/hessian.ts";
+import type { DeviceHessian } from "../hessian/device_hessian.ts";
 import { obsSolve } from "../hessian/obs.ts";
 import type { Backend } from "../kernels/backend.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
@@ -82,7 +83,7 @@ export interface GptqOptions {
  */
 export async function gptq(
   weight: Tensor,
-  hessian: Hessian,
+  hessian: Hessian | DeviceHessian,
   options: GptqOptions,
 ): Promise<QuantizedWeight> {
   if (options === null || typeof options !== "object") {

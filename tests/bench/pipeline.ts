@@ -90,6 +90,20 @@ if (!Deno.args.includes("--no-write")) {
   await Deno.remove(out, { recursive: true });
 }
 const layerErrors = [...result.modules.values()].map((m) => m.layerError);
+// Where the solve phase goes: the solvers' own seconds (by their phases) and
+// the rest of each linear's compression (dequantization, the layer error).
+const solve: Record<string, number> = { linear: 0, solver: 0 };
+for (const m of result.modules.values()) {
+  solve.linear! += m.seconds;
+  const stats = (m.quantized as { stats?: Record<string, unknown> } | undefined)?.stats;
+  if (!stats) continue;
+  for (const [k, v] of Object.entries(stats)) {
+    if (typeof v === "number" && k.endsWith("Seconds") && Number.isFinite(v)) {
+      solve[k] = (solve[k] ?? 0) + v;
+    }
+  }
+  solve.solver! += typeof stats.seconds === "number" ? stats.seconds : 0;
+}
 const report = {
   shape: shapeName,
   layers: shape.layers,
@@ -103,6 +117,7 @@ const report = {
     write: t.save,
     total: t.load + t.compress + t.save,
   },
+  solve,
   meanLayerError: layerErrors.reduce((a, b) => a + b, 0) / layerErrors.length,
   device: result.device,
   hostPeakBytes: hwm(),

@@ -4,10 +4,11 @@ import { parseMethodId } from "../../examples/demo/methods.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 import { loadTokenizer } from "../../models/tokenizer.ts";
 import { compressModel } from "../../pipeline/compress_model.ts";
-import type { Recipe } from "../../pipeline/recipe.ts";
 import { calibrationWindows, encodeDocs } from "../../examples/datasets.ts";
 import { measureLayerErrors } from "../../cli/_layer_errors.ts";
-import { compressRun, withBackend } from "../../cli/_compress_run.ts";
+import { compressRun } from "../../cli/_compress_run.ts";
+import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
+import { testGpu } from "../kernels/_gpu.ts";
 
 const QWEN3 = new URL("../fixtures/hf/models/qwen3", import.meta.url).pathname;
 
@@ -53,27 +54,23 @@ Deno.test("compressRun() measures the layer errors of data-free stages and resum
   assert.deepEqual(full.notes, []);
 });
 
-Deno.test("withBackend() gives every GPTQ stage the backend and says where SparseGPT does not get it", async () => {
-  const recipe: Recipe = {
-    stages: [{ kind: "gptq", bits: 4 }],
-    overrides: [
-      { match: "*.w2", stages: [{ kind: "rotate" }, { kind: "gptq", bits: 8 }] },
-      { match: "output", stages: [] },
-    ],
-  };
-  assert.deepEqual(withBackend(recipe, "cpu"), {
-    stages: [{ kind: "gptq", bits: 4, backend: "cpu" }],
-    overrides: [
-      { match: "*.w2", stages: [{ kind: "rotate" }, { kind: "gptq", bits: 8, backend: "cpu" }] },
-      { match: "output", stages: [] },
-    ],
-  });
-  assert.deepEqual(recipe.stages, [{ kind: "gptq", bits: 4 }]);
+Deno.test("compressRun's backend reaches the GPTQ and SparseGPT solvers", async () => {
   const { lm, windows } = await fixture();
+  const solvedOnGpu = (m: CompressedLinear) =>
+    "gpuSeconds" in ((m.quantized as { stats?: object } | undefined)?.stats ?? {});
+  const cpu = await compressRun(lm, windows, parseMethodId("gptq-w4-g32").recipe, {
+    backend: "cpu",
+  });
+  assert.ok([...cpu.modules.values()].every((m) => m.stages.length === 0 || !solvedOnGpu(m)));
+  if (await testGpu()) {
+    const gpu = await compressRun(lm, windows, parseMethodId("gptq-w4-g32").recipe, {
+      backend: "webgpu",
+    });
+    assert.ok([...gpu.modules.values()].every((m) => m.stages.length === 0 || solvedOnGpu(m)));
+  }
   const sparse = await compressRun(lm, windows, parseMethodId("sparsegpt-50").recipe, {
     backend: "cpu",
   });
-  assert.equal(sparse.notes.length, 1);
-  assert.match(sparse.notes[0]!, /--backend cpu reaches GPTQ only/);
+  assert.deepEqual(sparse.notes, []);
   assert.ok([...sparse.modules.values()].every((m) => m.density === 0.5));
 });
