@@ -169,6 +169,43 @@ function floats(t: Tensor): Float32Array | Float64Array {
   return t.data instanceof Float32Array || t.data instanceof Float64Array ? t.data : asFloat64(t);
 }
 
+/** The buffers of {@linkcode encodeLayerErrorSums}. */
+export interface LayerErrorBuffers {
+  /** [D; W]: the rows of D = W − Ŵ, then the same rows of W, [2·rows, cols] f32. */
+  readonly m: GPUBuffer;
+  /** Scratch for [D; W]·H, [2·rows, cols] f32. */
+  readonly p: GPUBuffer;
+  /** Receives the quadratic forms: d_r·H·d_rᵀ for each row, then w_r·H·w_rᵀ, [2·rows] f32. */
+  readonly s: GPUBuffer;
+  /** H [cols, cols] f32, symmetric. */
+  readonly h: GPUBuffer;
+}
+
+/**
+ * Records the per-row quadratic forms of a layer error on the GPU: one
+ * product [D; W]·H, then the row dot products with [D; W]. The error is
+ * Σ of the first `rows` sums over Σ of the last `rows` (summed on the host).
+ *
+ * @param batch The batch.
+ * @param bufs The buffers.
+ * @param rows Rows of D (and of W).
+ * @param cols Columns.
+ */
+export function encodeLayerErrorSums(
+  batch: GpuBatch,
+  bufs: LayerErrorBuffers,
+  rows: number,
+  cols: number,
+): void {
+  encodeGemm(
+    batch,
+    gemmSpec({ tile: batch.gpu.software ? "small" : "large" }),
+    { c: bufs.p, a: bufs.m, b: bufs.h },
+    { m: 2 * rows, n: cols, k: cols, lda: cols, ldb: cols, ldc: cols, alpha: 1, beta: 0 },
+  );
+  encodeRowDot(batch, bufs.s, bufs.p, bufs.m, 2 * rows, cols);
+}
+
 /**
  * tr(D·H·Dᵀ) / tr(W·H·Wᵀ) on the GPU, over tiles of rows of [D; W]. D is
  * formed in float64 and rounded (for float32 inputs that is the float32
@@ -213,22 +250,7 @@ async function layerErrorGpu(
         }
       }
       const batch = new GpuBatch(gpu);
-      encodeGemm(
-        batch,
-        gemmSpec({ tile: gpu.software ? "small" : "large" }),
-        { c: p, a: m, b: h },
-        {
-          m: 2 * n,
-          n: cols,
-          k: cols,
-          lda: cols,
-          ldb: cols,
-          ldc: cols,
-          alpha: 1,
-          beta: 0,
-        },
-      );
-      encodeRowDot(batch, s, p, m, 2 * n, cols);
+      encodeLayerErrorSums(batch, { m, p, s, h }, n, cols);
       const { data } = await batch.submit([{ buffer: s, offset: 0, size: 2 * n * 4 }]);
       const sums = new Float32Array(data[0]!);
       for (let r = 0; r < n; r++) {

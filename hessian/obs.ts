@@ -120,6 +120,14 @@ export interface ObsOptions {
    */
   mask?: "pruned" | "kept";
   /**
+   * Measure the layer error ‖(W − Ŵ)X‖²/‖WX‖² (undamped H) in the GPU loop's
+   * own submission, into `stats.layerError`: honoured when the loop runs on
+   * the GPU with a device Hessian and no permutation (elsewhere the field is
+   * absent; `evaluateLayerError` measures it).
+   * @default false
+   */
+  measureError?: boolean;
+  /**
    * Where the column loop runs: "auto" (WebGPU, except for a "custom" decider, on a hardware adapter, else
    * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
    * without one). The GPU path gives the same result to float32 tolerance.
@@ -148,6 +156,8 @@ export interface ObsStats extends CompressionStats {
   loopSeconds: number;
   /** Seconds in the lazy batch updates between blocks. */
   updateSeconds: number;
+  /** The layer error, when `measureError` was honoured (see {@linkcode ObsOptions.measureError}). */
+  layerError?: number;
 }
 
 /** What {@linkcode obsSolve} returns; columns in the original order. */
@@ -251,6 +261,7 @@ export async function obsSolve(
     onProgress,
     backend = "auto",
     mask = "pruned",
+    measureError = false,
   } = options;
   if (mask !== "pruned" && mask !== "kept") {
     fail(`'mask' must be "pruned" or "kept": current value is ${String(mask)}`);
@@ -332,6 +343,7 @@ export async function obsSolve(
       // A device Hessian's values are scanned on the device only.
       checkFinite: () => checkObsFinite(original, xtx ?? new Float64Array(0)),
       keepMask: mask === "kept",
+      measureError,
     });
   }
   let damping = dampRatio * meanDiag;

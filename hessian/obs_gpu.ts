@@ -57,6 +57,8 @@ import {
 } from "../kernels/cholesky_kernel.ts";
 import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
 import { assembleObsResult } from "./_obs_assemble.ts";
+import { encodeLayerErrorSums } from "./layer_error.ts";
+import { encodeSubtract } from "../kernels/subtract_kernel.ts";
 import {
   codesPerWord,
   encodeObsLoop,
@@ -139,6 +141,12 @@ export interface ObsGpuProblem {
   readonly checkFinite?: (() => void) | undefined;
   /** Build the keep-mask (`kept`) first rather than the pruned one. */
   readonly keepMask?: boolean | undefined;
+  /**
+   * Measure the layer error ‖(W − Ŵ)X‖²/‖WX‖² (undamped H) in the loop's
+   * submission, into `stats.layerError`: done only with a device H and no
+   * permutation (else absent).
+   */
+  readonly measureError?: boolean | undefined;
 }
 
 /**
@@ -237,6 +245,10 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
 
   let damping = p.dampRatio * p.meanDiag;
   const hostH = p.xtx instanceof Float64Array ? p.xtx : null;
+  // The layer error is measured here only where the full H is on the device,
+  // W is not permuted and [W; W] of a tile fits one binding.
+  const measure = p.measureError === true && hostH === null && p.perm === null &&
+    tiles.every(({ r0, r1 }) => 2 * (r1 - r0) * n * 4 <= limit);
   // The values of H the solve reads (and scans): the packed lower triangle
   // uploaded from the host, or the device matrix itself.
   const hValues = hostH ? (n * (n + 1)) / 2 : n * n;
@@ -293,12 +305,23 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           ? { state: mk(OBS_SELECT_STATE_WORDS * 4, "select") }
           : {}),
       };
+      const errorBufs: { m: GPUBuffer; p: GPUBuffer; s: GPUBuffer }[] = [];
       const obsTiles: ObsTile[] = tiles.map(({ r0, r1 }) => {
         const tr = r1 - r0;
         const W = mk(tr * n * 4, "W");
         const w = p.w.subarray(r0 * n, r1 * n);
         for (let o = 0; o < w.length; o += UPLOAD_CHUNK) {
           writeBuffer(gpu, W, o * 4, w.subarray(o, o + UPLOAD_CHUNK));
+        }
+        if (measure) {
+          // [W; W], whose first half becomes D = W − Ŵ after the loop.
+          const m = mk(2 * tr * n * 4, "error:m");
+          for (const half of [0, tr * n]) {
+            for (let o = 0; o < w.length; o += UPLOAD_CHUNK) {
+              writeBuffer(gpu, m, (half + o) * 4, w.subarray(o, o + UPLOAD_CHUNK));
+            }
+          }
+          errorBufs.push({ m, p: mk(2 * tr * n * 4, "error:p"), s: mk(2 * tr * 4, "error:s") });
         }
         const bufs: ObsBuffers = {
           ...shared,
@@ -342,6 +365,14 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           },
         );
       });
+      // The layer error in the same submission: D = W − Ŵ, then [D; W]·H
+      // and the row dot products (the undamped H, original order: no permutation).
+      const errorSums = errorBufs.map((e, k) => {
+        const t = obsTiles[k]!;
+        encodeSubtract(batch, e.m, t.bufs.W, t.rows * n);
+        encodeLayerErrorSums(batch, { ...e, h: hBuf! }, t.rows, n);
+        return new Float32Array(2 * t.rows);
+      });
       // With a grid the new weights are the dequantized codes (pruned ones
       // carry the zero point): W itself need not come back. Each tile's
       // results land in its rows of whole host arrays.
@@ -374,6 +405,10 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
             t.rows * maskRowBytes,
           );
         }
+      });
+      errorBufs.forEach((e, k) => {
+        const sums = errorSums[k]!;
+        reads.push({ buffer: e.s, offset: 0, size: sums.byteLength, into: bytes(sums) });
       });
       const tSubmit = performance.now();
       // submit() queues the work before its first await: whatever this
@@ -451,6 +486,17 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         ...(permutedWeight ? { weightOut: new Float32Array(arrays[3]!.buffer) } : {}),
       });
       const s = result.stats;
+      if (measure) {
+        let num = 0, den = 0;
+        errorSums.forEach((sums, k) => {
+          const r = obsTiles[k]!.rows;
+          for (let i = 0; i < r; i++) {
+            num += sums[i]!;
+            den += sums[r + i]!;
+          }
+        });
+        s.layerError = den === 0 ? (num === 0 ? 0 : Infinity) : num / den;
+      }
       s.setupSeconds = (tPrep - p.t0) / 1000;
       s.reverseSeconds = (tUpload - tPrep) / 1000;
       s.uploadSeconds = (tFactor - tUpload) / 1000;

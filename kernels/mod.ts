@@ -21,3 +21,4 @@ export * from "./qmatmul_default_spec.ts";
 export * from "./qmatmul_reference.ts";
 export * from "./qmatmul_spec.ts";
 export * from "./row_dot_kernel.ts";
+export * from "./subtract_kernel.ts";

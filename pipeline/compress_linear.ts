@@ -190,6 +190,10 @@ export async function compressLinear(
   let quantized: QuantizedWeight | AqlmWeight | HiggsWeight | Nf4Weight | undefined;
   let valueBits = 32, overhead = 0;
   const applied: string[] = [];
+  // A lone solver stage's result is the final weight: its GPU solve can
+  // measure the layer error in its own submission (with a device Hessian).
+  const single = stages.length === 1;
+  let measured: number | undefined;
 
   const keepMask = (t: Tensor<"f32">): Tensor<"f32"> => {
     if (!mask) return t;
@@ -227,11 +231,13 @@ export async function compressLinear(
         const res = await sparsegpt(w, needH(), {
           structure: stage.structure,
           backend,
+          measureError: single,
           ...(stage.grid ? { quantize: stage.grid } : {}),
           ...(stage.dampRatio !== undefined ? { dampRatio: stage.dampRatio } : {}),
           ...(stage.blockSize !== undefined ? { blockSize: stage.blockSize } : {}),
         });
         pruned(res, stage.structure);
+        measured = res.stats.layerError;
         if (res.quantized) {
           quantized = res.quantized;
           valueBits = res.quantized.bits;
@@ -266,9 +272,10 @@ export async function compressLinear(
         const { kind: _k, ...opts } = stage;
         const q = stage.kind === "rtn"
           ? await rtn(w, opts)
-          : await gptq(w, needH(), { ...opts, backend });
+          : await gptq(w, needH(), { ...opts, backend, measureError: single });
         quantized = q;
         w = keepMask(dequantize(q));
+        measured = (q.stats as { layerError?: number } | undefined)?.layerError;
         valueBits = q.bits;
         overhead = gridOverhead(q);
         break;
@@ -302,6 +309,8 @@ export async function compressLinear(
   const bitsPerWeight = values + overhead + (mask ? maskBits(maskStructure) : 0);
   const err = stages.length === 0
     ? 0
+    : measured !== undefined
+    ? measured
     : hessian
     ? await evaluateLayerError(weight, w, hessian, { backend })
     : NaN;

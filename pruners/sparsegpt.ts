@@ -63,6 +63,12 @@ export interface SparseGptOptions {
    * @default "auto"
    */
   backend?: Backend;
+  /**
+   * Measure the layer error in the GPU solve's own submission (with a device
+   * Hessian, no act-order), into `stats.layerError`; see `ObsOptions.measureError`.
+   * @default false
+   */
+  measureError?: boolean;
 }
 
 /** What {@linkcode sparsegpt} returns. */
@@ -104,8 +110,15 @@ export async function sparsegpt(
   if (options === null || typeof options !== "object") {
     throw new TypeError(`Cannot prune with SparseGPT as 'options' must be an object`);
   }
-  const { structure, blockSize = 128, dampRatio = 0.01, quantize, onProgress, backend = "auto" } =
-    options;
+  const {
+    structure,
+    blockSize = 128,
+    dampRatio = 0.01,
+    quantize,
+    onProgress,
+    backend = "auto",
+    measureError = false,
+  } = options;
   // The values are scanned by obsSolve (on the GPU when it runs there): its
   // error is replaced by this function's own TypeError below.
   const { rows, cols } = checkWeight(weight, "prune with SparseGPT", false);
@@ -140,6 +153,7 @@ export async function sparsegpt(
       blockSize,
       dampRatio,
       backend,
+      measureError,
       mask: "kept",
       ...(onProgress ? { onProgress } : {}),
     });

@@ -51,6 +51,12 @@ export interface GptqOptions {
    * @default "auto"
    */
   backend?: Backend;
+  /**
+   * Measure the layer error in the GPU solve's own submission (with a device
+   * Hessian, no act-order), into `stats.layerError`; see `ObsOptions.measureError`.
+   * @default false
+   */
+  measureError?: boolean;
 }
 
 /**
@@ -102,6 +108,7 @@ export async function gptq(
     mse = false,
     onProgress,
     backend = "auto",
+    measureError = false,
   } = options;
   if (typeof staticGroups !== "boolean") {
     throw new TypeError(
@@ -114,6 +121,7 @@ export async function gptq(
     dampRatio,
     actOrder,
     backend,
+    measureError,
     ...(onProgress ? { onProgress } : {}),
   });
   const [rows, cols] = [weight.shape[0]!, weight.shape[1]!];

@@ -17,6 +17,8 @@ import { wanda } from "../../pruners/wanda.ts";
 import { compressLinear } from "../../pipeline/compress_linear.ts";
 import { encodeHessianFinish, hessianFinishReference } from "../../kernels/hessian_kernel.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
+import { encodeSubtract, subtractReference } from "../../kernels/subtract_kernel.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
 
 function randomTensor(rows: number, cols: number, seed: number, scale = 1): Tensor<"f32"> {
   const rng = prng(seed);
@@ -163,4 +165,61 @@ Deno.test("a non-finite device Hessian is refused by the GPU solve", async () =>
     () => wrapDeviceHessian(gpu, storageBuffer(gpu, 16, "small"), cols, 1, diag),
     /buffer has 16 bytes/,
   );
+});
+
+Deno.test("the GPU solve measures the layer error in its own submission, with a device Hessian", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const cols = 48;
+  const x = randomTensor(300, cols, 6);
+  const w = randomTensor(40, cols, 7, 0.1);
+  const dev = await hessianOnDevice(gpu, x);
+  const host = await dev.toHost();
+  try {
+    const opts = { bits: 3, groupSize: 16, backend: "webgpu" as const, measureError: true };
+    const q = await gptq(w, dev, opts);
+    const exact = layerError(w, dequantize(q), host);
+    const measured = q.stats!.layerError!;
+    assert(Math.abs(measured - exact) / exact < 1e-5, `${measured} vs ${exact}`);
+    const s = await sparsegpt(w, dev, {
+      structure: { kind: "unstructured", sparsity: 0.5 },
+      backend: "webgpu",
+      measureError: true,
+    });
+    const sExact = layerError(w, s.weight, host);
+    assert(Math.abs(s.stats.layerError! - sExact) / sExact < 1e-5);
+    // Not measured: act-order (a permutation), a host Hessian, the CPU, or not asked.
+    assert.equal((await gptq(w, dev, { ...opts, actOrder: true })).stats!.layerError, undefined);
+    assert.equal((await gptq(w, host, opts)).stats!.layerError, undefined);
+    assert.equal((await gptq(w, dev, { ...opts, backend: "cpu" })).stats!.layerError, undefined);
+    assert.equal(
+      (await gptq(w, dev, { ...opts, measureError: false })).stats!.layerError,
+      undefined,
+    );
+    // compressLinear uses it for a lone GPTQ stage.
+    const c = await compressLinear(w, dev, [{ kind: "gptq", bits: 3, groupSize: 16 }], {
+      backend: "webgpu",
+    });
+    assert(Math.abs(c.layerError - layerError(w, c.weight, host)) / c.layerError < 1e-5);
+  } finally {
+    dev.release();
+  }
+});
+
+Deno.test("encodeSubtract equals its reference and checks its lengths", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(9);
+  const a = Float32Array.from({ length: 1000 }, () => rng.normal());
+  const b = Float32Array.from({ length: 1000 }, () => rng.normal());
+  const ab = uploadBuffer(gpu, a, "a"), bb = uploadBuffer(gpu, b, "b");
+  const batch: GpuBatch = new GpuBatch(gpu);
+  encodeSubtract(batch, ab, bb, 999);
+  const data: ArrayBuffer[] = (await batch.submit([ab])).data;
+  const ref = a.slice();
+  subtractReference(ref.subarray(0, 999), b);
+  assert.deepEqual(new Float32Array(data[0]!), ref);
+  assert.throws(() => encodeSubtract(new GpuBatch(gpu), ab, bb, 1001), /Cannot subtract 1001/);
+  ab.destroy();
+  bb.destroy();
 });
