@@ -90,11 +90,37 @@ function hfNames(l: number) {
  * @returns Tensors by HF name, in a stable order.
  */
 export function toHfTensors(model: LlamaModel): Map<string, Tensor> {
-  const { nHeads, nKvHeads, dim } = model.config;
+  const { dim } = model.config;
   const out = new Map<string, Tensor>();
   out.set("model.embed_tokens.weight", model.tokenEmbedding);
-  const vec = (v: Float32Array) => tensor("f32", [v.length], v);
   model.layers.forEach((layer, l) => {
+    for (const [name, t] of hfLayerTensors(model.config, l, layer)) out.set(name, t);
+  });
+  out.set("model.norm.weight", tensor("f32", [dim], model.finalNorm));
+  if (!model.config.sharedClassifier || model.classifier !== model.tokenEmbedding) {
+    out.set("lm_head.weight", model.classifier);
+  }
+  return out;
+}
+
+/**
+ * The HF tensors of one block (q/k rows, biases and norms permuted to HF's
+ * rotary layout).
+ *
+ * @param config The configuration.
+ * @param l The block's index.
+ * @param layer The block.
+ * @returns Tensors by HF name, in a stable order.
+ */
+export function hfLayerTensors(
+  config: LlamaConfig,
+  l: number,
+  layer: LlamaLayer,
+): Map<string, Tensor> {
+  const { nHeads, nKvHeads, dim } = config;
+  const out = new Map<string, Tensor>();
+  const vec = (v: Float32Array) => tensor("f32", [v.length], v);
+  {
     const n = hfNames(l);
     out.set(n.attnNorm, tensor("f32", [dim], layer.attnNorm));
     out.set(n.wq, permuteRotaryRows(layer.wq, nHeads, true));
@@ -110,10 +136,6 @@ export function toHfTensors(model: LlamaModel): Map<string, Tensor> {
     out.set(n.w1, layer.w1);
     out.set(n.w2, layer.w2);
     out.set(n.w3, layer.w3);
-  });
-  out.set("model.norm.weight", tensor("f32", [dim], model.finalNorm));
-  if (!model.config.sharedClassifier || model.classifier !== model.tokenEmbedding) {
-    out.set("lm_head.weight", model.classifier);
   }
   return out;
 }

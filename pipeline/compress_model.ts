@@ -82,12 +82,43 @@ export interface CompressModelOptions {
    * allocation failure then).
    */
   gpuMemoryBytes?: number;
+  /**
+   * Keep every finished module (its weight, codes, mask) in the result. With
+   * false, a block's modules are dropped once `onBlockDone` returned (a
+   * journal or a streaming writer has them), so the host holds one block's
+   * weights at a time; `summaries` still describes every module.
+   * @default true
+   */
+  keepModules?: boolean;
+}
+
+/** What the result tells of every module, kept or not. */
+export interface ModuleSummary {
+  /** Module name. */
+  readonly name: string;
+  /** Weights in the module. */
+  readonly weights: number;
+  /** Storage bits per weight (as `CompressedLinear.bitsPerWeight`). */
+  readonly bitsPerWeight: number;
+  /** Fraction of weights kept. */
+  readonly density: number;
+  /** The stage kinds applied. */
+  readonly stages: readonly string[];
+  /** Relative output error on the calibration inputs. */
+  readonly layerError: number;
+  /** Seconds spent in the stages. */
+  readonly seconds: number;
 }
 
 /** What {@linkcode compressModel} returns. */
 export interface CompressedModel {
-  /** Every module the pipeline visited, by name, in order (uncompressed ones included). */
+  /**
+   * Every module the pipeline visited, by name, in order (uncompressed ones
+   * included); empty of the blocks' modules with `keepModules: false`.
+   */
   readonly modules: ReadonlyMap<string, CompressedLinear>;
+  /** A summary of every module visited, in order. */
+  readonly summaries: ReadonlyMap<string, ModuleSummary>;
   /** Weight-count-weighted mean bits per weight over the compressed modules (32 if none). */
   readonly bitsPerWeight: number;
   /** Total seconds. */
@@ -151,6 +182,7 @@ export async function compressModel(
     backend = "auto",
     solveBackend = "auto",
     gpuMemoryBytes,
+    keepModules = true,
   } = options;
   if (typeof trueSequential !== "boolean") {
     throw new TypeError(
@@ -167,6 +199,19 @@ export async function compressModel(
   const t0 = performance.now();
   const B = model.blocks.length;
   const modules = new Map<string, CompressedLinear>();
+  const summaries = new Map<string, ModuleSummary>();
+  const keep = (c: CompressedLinear) => {
+    modules.set(c.name, c);
+    summaries.set(c.name, {
+      name: c.name,
+      weights: c.weight.data.length,
+      bitsPerWeight: c.bitsPerWeight,
+      density: c.density,
+      stages: c.stages,
+      layerError: c.layerError,
+      seconds: c.seconds,
+    });
+  };
   const report = (block: number, phase: PipelineProgress["phase"], frac: number, module?: string) =>
     onProgress?.({
       block,
@@ -272,7 +317,7 @@ export async function compressModel(
           g++;
         }
       }
-      for (const c of results) modules.set(c.name, c);
+      for (const c of results) keep(c);
       report(b, "propagate", 0.95);
       if (anyNeeds) {
         await timed("propagate", async () => {
@@ -281,12 +326,13 @@ export async function compressModel(
         });
       }
       await onBlockDone?.(b, results);
+      if (!keepModules) for (const c of results) modules.delete(c.name);
       report(b, "done", 1);
     }
     if (model.head) {
       const { name } = model.head;
       const stages = stagesFor(recipe, name);
-      if (completed.has(name)) modules.set(name, completed.get(name)!);
+      if (completed.has(name)) keep(completed.get(name)!);
       else if (stages.length > 0) {
         report(B, "capture", 0);
         let h: Hessian | DeviceHessian | undefined;
@@ -304,7 +350,7 @@ export async function compressModel(
           "compress",
           () => compressLinear(weight, h ?? null, stages, { name, backend: solveBackend }),
         ).finally(() => releaseAll(h ? [h] : []));
-        modules.set(name, c);
+        keep(c);
         await onBlockDone?.(B, [c]);
       }
       report(B, "done", 1);
@@ -313,14 +359,14 @@ export async function compressModel(
     runner?.dispose();
   }
   let bits = 0, count = 0;
-  for (const c of modules.values()) {
+  for (const c of summaries.values()) {
     if (c.stages.length === 0) continue;
-    const n = c.weight.data.length;
-    bits += c.bitsPerWeight * n;
-    count += n;
+    bits += c.bitsPerWeight * c.weights;
+    count += c.weights;
   }
   return {
     modules,
+    summaries,
     bitsPerWeight: count > 0 ? bits / count : 32,
     seconds: (performance.now() - t0) / 1000,
     phases,

@@ -4,7 +4,9 @@
  * load → calibration forwards and Hessians → solves → propagation → write,
  * with random calibration tokens (128 × 2048 by default) and GPTQ 4-bit g128,
  * and reports seconds per phase, host peak RSS and the calibration runner's
- * GPU peak.
+ * GPU peak. The output folder is streamed (models/hf_stream.ts): each block is
+ * written while the GPU works on the next, and `write` is what remains after
+ * the pipeline.
  *
  *     deno task bench:pipeline [--shape=1b|8b] [--layers=N] [--samples=128] [--len=2048]
  *       [--dir=DIR] [--keep] [--no-write] [--backend=auto|webgpu|cpu] [--json] [--verbose]
@@ -18,8 +20,8 @@
 import { prng } from "../../core/prng.ts";
 import type { Backend } from "../../kernels/backend.ts";
 import { loadModel } from "../../models/causal_lm.ts";
-import { withCompressedWeights } from "../../models/compressible.ts";
-import { writeHfLlama } from "../../models/hf.ts";
+import { openHfStreamWriter } from "../../models/hf_stream.ts";
+import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
 import { compressModel } from "../../pipeline/compress_model.ts";
 import { LLAMA_SHAPES, writeRandomLlama } from "../models/_random_checkpoint.ts";
 
@@ -64,6 +66,26 @@ const calibration = Array.from(
   { length: samples },
   () => Array.from({ length: len }, () => rng.int(lm.config.vocabSize)),
 );
+// Where the solve phase goes: the solvers' own seconds (by their phases) and
+// the rest of each linear's compression (dequantization, the layer error).
+const solve: Record<string, number> = { linear: 0, solver: 0 };
+function addSolveStats(m: CompressedLinear): void {
+  const stats = (m.quantized as { stats?: Record<string, unknown> } | undefined)?.stats;
+  if (!stats) return;
+  for (const [k, v] of Object.entries(stats)) {
+    if (typeof v === "number" && k.endsWith("Seconds") && Number.isFinite(v)) {
+      solve[k] = (solve[k] ?? 0) + v;
+    }
+  }
+  solve.solver! += typeof stats.seconds === "number" ? stats.seconds : 0;
+}
+// The output is streamed: each finished block is written to its shard while
+// the GPU works on the next one, and the pipeline keeps no finished block.
+const writeOut = !Deno.args.includes("--no-write");
+const outDir = `${dir}-out`;
+await Deno.remove(outDir, { recursive: true }).catch(() => {});
+const writer = writeOut ? await openHfStreamWriter(lm.model, outDir) : null;
+const pending: Promise<void>[] = [];
 t0 = performance.now();
 let last = 0;
 const result = await compressModel(lm, calibration, {
@@ -71,6 +93,15 @@ const result = await compressModel(lm, calibration, {
   overrides: [{ match: "output", stages: [] }],
 }, {
   backend,
+  keepModules: false,
+  onBlockDone: (b, modules) => {
+    for (const m of modules) addSolveStats(m);
+    if (writer === null || b >= lm.blocks.length) return;
+    const weights = Object.fromEntries(
+      modules.map((m) => [m.name.slice(m.name.lastIndexOf(".") + 1), m.weight]),
+    );
+    pending.push(writer.writeBlock(b, weights));
+  },
   onProgress: (p) => {
     const now = performance.now();
     if (p.phase === "done" || now - last > 5000 || Deno.args.includes("--verbose")) {
@@ -82,28 +113,16 @@ const result = await compressModel(lm, calibration, {
 });
 t.compress = (performance.now() - t0) / 1000;
 
-if (!Deno.args.includes("--no-write")) {
+if (writer !== null) {
+  // What is left after the pipeline: the blocks still being written, the last shard.
   t0 = performance.now();
-  const out = `${dir}-out`;
-  await writeHfLlama(withCompressedWeights(lm.model, result.modules), out);
+  await Promise.all(pending);
+  await writer.finish(result.modules.get("output")?.weight ?? lm.model.classifier);
   t.save = (performance.now() - t0) / 1000;
-  await Deno.remove(out, { recursive: true });
+  await Deno.remove(outDir, { recursive: true });
 }
-const layerErrors = [...result.modules.values()].map((m) => m.layerError);
-// Where the solve phase goes: the solvers' own seconds (by their phases) and
-// the rest of each linear's compression (dequantization, the layer error).
-const solve: Record<string, number> = { linear: 0, solver: 0 };
-for (const m of result.modules.values()) {
-  solve.linear! += m.seconds;
-  const stats = (m.quantized as { stats?: Record<string, unknown> } | undefined)?.stats;
-  if (!stats) continue;
-  for (const [k, v] of Object.entries(stats)) {
-    if (typeof v === "number" && k.endsWith("Seconds") && Number.isFinite(v)) {
-      solve[k] = (solve[k] ?? 0) + v;
-    }
-  }
-  solve.solver! += typeof stats.seconds === "number" ? stats.seconds : 0;
-}
+const layerErrors = [...result.summaries.values()].map((m) => m.layerError);
+for (const m of result.summaries.values()) solve.linear! += m.seconds;
 const report = {
   shape: shapeName,
   layers: shape.layers,

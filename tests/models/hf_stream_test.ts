@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { loadModel } from "../../models/causal_lm.ts";
+import { openHfStreamWriter } from "../../models/hf_stream.ts";
+import { writeHfLlama } from "../../models/hf.ts";
+import { withCompressedWeights } from "../../models/compressible.ts";
+import { compressModel } from "../../pipeline/compress_model.ts";
+import { prng } from "../../core/prng.ts";
+import { fixtureDir } from "./_hf_fixtures.ts";
+
+Deno.test("a folder streamed block by block loads as the folder written at the end", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    for (const name of ["qwen2", "llama"]) {
+      const lm = await loadModel(fixtureDir(name));
+      const rng = prng(1);
+      const seqs = Array.from({ length: 4 }, () => Array.from({ length: 16 }, () => rng.int(400)));
+      const recipe = { stages: [{ kind: "gptq", bits: 4, groupSize: 32 } as const] };
+      const kept = await compressModel(lm, seqs, recipe, { backend: "cpu" });
+      const writer = await openHfStreamWriter(lm.model, `${tmp}/${name}-stream`);
+      const pending: Promise<void>[] = [];
+      const streamed = await compressModel(lm, seqs, recipe, {
+        backend: "cpu",
+        keepModules: false,
+        onBlockDone: (b, modules) => {
+          if (b >= lm.blocks.length) return;
+          const weights = Object.fromEntries(
+            modules.map((m) => [m.name.slice(m.name.lastIndexOf(".") + 1), m.weight]),
+          );
+          pending.push(writer.writeBlock(b, weights));
+        },
+      });
+      await Promise.all(pending);
+      await assert.rejects(() => writer.writeBlock(0, {}), /written already/);
+      await writer.finish(streamed.modules.get("output")?.weight ?? lm.model.classifier);
+      // The blocks' modules were dropped; the summaries describe all of them.
+      assert.equal([...streamed.modules.keys()].filter((k) => k.startsWith("layers.")).length, 0);
+      assert.equal(streamed.summaries.size, kept.summaries.size);
+      assert.equal(streamed.bitsPerWeight, kept.bitsPerWeight);
+      await writeHfLlama(withCompressedWeights(lm.model, kept.modules), `${tmp}/${name}-whole`);
+      const a = await loadModel(`${tmp}/${name}-stream`);
+      const b = await loadModel(`${tmp}/${name}-whole`);
+      const ids = seqs[0]!;
+      const la = await a.logits(ids, { backend: "cpu" });
+      const lb = await b.logits(ids, { backend: "cpu" });
+      assert.deepEqual(la, lb);
+      const files = [...Deno.readDirSync(`${tmp}/${name}-stream`)].map((e) => e.name).sort();
+      assert(files.includes("model.safetensors.index.json") && files.includes("config.json"));
+      assert.equal(files.filter((f) => f.endsWith(".safetensors")).length, lm.blocks.length + 1);
+    }
+    const lm = await loadModel(fixtureDir("llama"));
+    await assert.rejects(() => openHfStreamWriter(lm.model, tmp), /it exists/);
+    const w = await openHfStreamWriter(lm.model, `${tmp}/partial`);
+    await assert.rejects(() => w.finish(), /blocks 0,1.* missing/);
+    await w.abort();
+    assert.deepEqual(
+      [...Deno.readDirSync(tmp)].map((e) => e.name).filter((n) => n.startsWith("partial")),
+      [],
+      "an aborted folder leaves nothing",
+    );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
