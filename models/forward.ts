@@ -13,6 +13,11 @@ import { asFloat32 } from "../core/convert.ts";
 import { llamaDims } from "./model.ts";
 import { type RopeTables, ropeTables } from "./_rope.ts";
 import { STORED_LINEARS } from "./model.ts";
+import {
+  dequantizePackedRows,
+  isPackedLinear,
+  type PackedLinear,
+} from "./formats/packed_linear.ts";
 import type {
   LlamaConfig,
   LlamaLayer,
@@ -485,18 +490,22 @@ const WIDEN_VALUES = 1 << 22;
  * time into one scratch buffer, so that a bf16 weight never exists whole in
  * float32 and nothing but that buffer is left behind.
  *
+ * Packed quantized weights are dequantized a chunk of rows at a time the same
+ * way ({@linkcode packedLinearForward}).
+ *
  * @param x Input rows [T, in].
  * @param T Number of rows.
- * @param w Weight [out, in], f32, f16 or bf16.
+ * @param w Weight [out, in], f32, f16 or bf16, or packed.
  * @param rowOrder Stored row of each output row (identity when absent).
  * @returns y [T, out].
  */
 export function storedLinearForward(
   x: Float32Array,
   T: number,
-  w: Tensor<WeightDType>,
+  w: Tensor<WeightDType> | PackedLinear,
   rowOrder?: Int32Array,
 ): Float32Array {
+  if (isPackedLinear(w)) return packedLinearForward(x, T, w, rowOrder);
   if (w.dtype === "f32" && !rowOrder) return linearForward(x, T, w as Tensor<"f32">);
   const out = w.shape[0]!, inp = w.shape[1]!;
   const y = new Float32Array(T * out);
@@ -521,6 +530,55 @@ export function storedLinearForward(
       data: scratch.subarray(0, rows * inp),
     });
     for (let t = 0; t < T; t++) y.set(part.subarray(t * rows, (t + 1) * rows), t * out + r0);
+  }
+  return y;
+}
+
+/**
+ * y = x·Ŵᵀ for a packed quantized weight, the CPU reference: stored rows are
+ * dequantized ({@linkcode dequantizePackedRows}) 16 MB of float32 at a time
+ * into one scratch buffer and multiplied there, so the weight never exists
+ * whole in float32. Each output is the same sum, in the same order, as
+ * {@linkcode linearForward} over the dequantized weight: the logits of a packed
+ * folder equal those of its dequantized float32 folder.
+ *
+ * @param x Input rows [T, in].
+ * @param T Number of rows.
+ * @param w The packed weight, [out, in] as stored.
+ * @param rowOrder Stored row of each output row (identity when absent).
+ * @returns y [T, out].
+ */
+export function packedLinearForward(
+  x: Float32Array,
+  T: number,
+  w: PackedLinear,
+  rowOrder?: Int32Array,
+): Float32Array {
+  const [out, inp] = w.shape;
+  if (x.length !== T * inp) {
+    throw new RangeError(`linear: input has ${x.length} values, expected ${T}×${inp}`);
+  }
+  // Output position of each stored row (stored rows are dequantized in order).
+  let position: Int32Array | null = null;
+  if (rowOrder) {
+    position = new Int32Array(out);
+    for (let r = 0; r < out; r++) position[rowOrder[r]!] = r;
+  }
+  const y = new Float32Array(T * out);
+  const chunk = Math.max(1, Math.min(out, Math.floor(WIDEN_VALUES / inp)));
+  const scratch = new Float32Array(chunk * inp);
+  for (let s0 = 0; s0 < out; s0 += chunk) {
+    const s1 = Math.min(out, s0 + chunk), rows = s1 - s0;
+    dequantizePackedRows(w, s0, s1, scratch);
+    const part = linearForward(x, T, {
+      dtype: "f32",
+      shape: [rows, inp],
+      data: scratch.subarray(0, rows * inp),
+    });
+    for (let t = 0; t < T; t++) {
+      if (!position) y.set(part.subarray(t * rows, (t + 1) * rows), t * out + s0);
+      else for (let i = 0; i < rows; i++) y[t * out + position[s0 + i]!] = part[t * rows + i]!;
+    }
   }
   return y;
 }

@@ -6,7 +6,9 @@
  * rotary embeddings to the two halves of each head, llama2.c (and our forward
  * pass) to interleaved pairs, so the q and k rows (and their biases and
  * per-head norms) are permuted on the way in and out (the permutation of
- * HF's `convert_llama_weights_to_hf.py`). Uses the `Deno` namespace.
+ * HF's `convert_llama_weights_to_hf.py`). Quantized folders (GPTQ,
+ * compressed-tensors pack-quantized; see `formats/`) keep their linears
+ * packed. Uses the `Deno` namespace.
  *
  * @module
  */
@@ -28,6 +30,13 @@ import type {
 import type { Tokenizer } from "./tokenizer.ts";
 import { hfTokenizerJson } from "./hf_tokenizer.ts";
 import { HF_ARCHITECTURES, hfModelConfig } from "./hf_config.ts";
+import { dequantizePacked, isPackedLinear, type PackedLinear } from "./formats/packed_linear.ts";
+import {
+  moduleQuantization,
+  parseQuantizationConfig,
+  type QuantizationScheme,
+} from "./formats/quantization_config.ts";
+import { readPackedLinear } from "./formats/read_packed.ts";
 
 /**
  * Row permutation between interleaved rotary pairs (llama2.c) and half-split
@@ -62,7 +71,16 @@ export function permuteRotaryVector(v: Float32Array, heads: number, toHf: boolea
   return permuteRotaryRows(tensor("f32", [v.length, 1], v), heads, toHf).data;
 }
 
-function hfNames(l: number) {
+/**
+ * The Hugging Face tensor names of block l (linears: their `.weight`).
+ *
+ * @param l Block index.
+ * @returns Names by field of {@linkcode LlamaLayer}.
+ */
+export function hfNames(l: number): Record<
+  "attnNorm" | "ffnNorm" | "qNorm" | "kNorm" | "bq" | "bk" | "bv" | LlamaLinear,
+  string
+> {
   const p = `model.layers.${l}`;
   return {
     attnNorm: `${p}.input_layernorm.weight`,
@@ -315,8 +333,12 @@ async function shardFiles(dir: string): Promise<{ files: string[]; index: Map<st
 /**
  * HF row of each interleaved-layout row of a q or k weight [heads·d, ·]:
  * llama2.c row `h·d + 2j + half` is HF row `h·d + half·d/2 + j`.
+ *
+ * @param heads Number of heads.
+ * @param rows heads·d.
+ * @returns The HF row of each row.
  */
-function rotaryRowOrder(heads: number, rows: number): Int32Array {
+export function rotaryRowOrder(heads: number, rows: number): Int32Array {
   const d = rows / heads;
   const order = new Int32Array(rows);
   for (let h = 0; h < heads; h++) {
@@ -387,7 +409,11 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     );
   }
   const configPath = `${dir}/config.json`;
-  const config = hfModelConfig(await readJson(configPath, "configuration"), configPath);
+  const json = await readJson(configPath, "configuration");
+  const config = hfModelConfig(json, configPath);
+  const quantization: QuantizationScheme | null = json.quantization_config === undefined
+    ? null
+    : parseQuantizationConfig(json.quantization_config, configPath);
   const { files, index } = await shardFiles(dir);
   const all = new Map<string, { t: Tensor; file: string }>();
   for (const f of files) {
@@ -422,25 +448,53 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
   };
   const { dim, hiddenDim, vocabSize, nHeads, nKvHeads, nLayers } = config;
   const { headDim, qDim, kvDim } = llamaDims(config);
+  const linearShapes: Record<LlamaLinear, readonly [number, number]> = {
+    wq: [qDim, dim],
+    wk: [kvDim, dim],
+    wv: [kvDim, dim],
+    wo: [dim, qDim],
+    w1: [hiddenDim, dim],
+    w2: [dim, hiddenDim],
+    w3: [hiddenDim, dim],
+  };
   const shapes = (l: number): Record<string, readonly number[]> => {
     const n = hfNames(l);
     return {
       [n.attnNorm]: [dim],
-      [n.wq]: [qDim, dim],
-      [n.wk]: [kvDim, dim],
-      [n.wv]: [kvDim, dim],
-      [n.wo]: [dim, qDim],
       [n.ffnNorm]: [dim],
-      [n.w1]: [hiddenDim, dim],
-      [n.w2]: [dim, hiddenDim],
-      [n.w3]: [hiddenDim, dim],
       ...(config.qkvBias ? { [n.bq]: [qDim], [n.bk]: [kvDim], [n.bv]: [kvDim] } : {}),
       ...(config.qkNorm ? { [n.qNorm]: [headDim], [n.kNorm]: [headDim] } : {}),
     };
   };
+  // Quantized linears stay packed: read (and checked) once, here.
+  const packed = new Map<string, PackedLinear>();
+  const linearWeight = (l: number, key: LlamaLinear): Tensor<WeightDType> | PackedLinear => {
+    const name = hfNames(l)[key];
+    return packed.get(name) ?? get(name, linearShapes[key]);
+  };
   // Check everything now, so that a bad checkpoint fails at load, not mid-run.
   for (let l = 0; l < nLayers; l++) {
     for (const [name, shape] of Object.entries(shapes(l))) get(name, shape);
+    for (const key of LLAMA_LINEARS) {
+      const name = hfNames(l)[key], module = name.slice(0, -".weight".length);
+      const q = quantization && moduleQuantization(quantization, module);
+      if (!q) {
+        get(name, linearShapes[key]);
+        continue;
+      }
+      try {
+        packed.set(name, readPackedLinear(q, (t) => all.get(t)?.t, module, linearShapes[key]));
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e;
+        const first = `${module}.${q.kind === "gptq" ? "qweight" : "weight_packed"}`;
+        throw new RangeError(`${where(first)}: ${e.message}`);
+      }
+    }
+  }
+  if (quantization && moduleQuantization(quantization, "lm_head")) {
+    throw new RangeError(
+      `${configPath}: quantization_config quantizes lm_head, which is not read`,
+    );
   }
   const vec = (t: Tensor<WeightDType>): Float32Array => asFloat32(t);
   // Norms and biases (a few thousand values a block) are widened at load.
@@ -466,29 +520,29 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
   };
   const qOrder = rotaryRowOrder(nHeads, qDim), kOrder = rotaryRowOrder(nKvHeads, kvDim);
   const storedLinears = (l: number): Record<LlamaLinear, StoredLinear> => {
-    const n = hfNames(l);
-    const s = shapes(l);
-    const at = (name: string) => get(name, s[name]!);
+    const at = (key: LlamaLinear) => linearWeight(l, key);
     return {
-      wq: { weight: at(n.wq), rowOrder: qOrder },
-      wk: { weight: at(n.wk), rowOrder: kOrder },
-      wv: { weight: at(n.wv) },
-      wo: { weight: at(n.wo) },
-      w1: { weight: at(n.w1) },
-      w3: { weight: at(n.w3) },
-      w2: { weight: at(n.w2) },
+      wq: { weight: at("wq"), rowOrder: qOrder },
+      wk: { weight: at("wk"), rowOrder: kOrder },
+      wv: { weight: at("wv") },
+      wo: { weight: at("wo") },
+      w1: { weight: at("w1") },
+      w3: { weight: at("w3") },
+      w2: { weight: at("w2") },
     };
   };
+  const f32 = (w: Tensor<WeightDType> | PackedLinear): Tensor<"f32"> =>
+    isPackedLinear(w) ? dequantizePacked(w) : f32Weight(w);
   const widenLinears = (l: number): Record<LlamaLinear, Tensor<"f32">> => {
     const s = storedLinears(l);
     return {
-      wq: permuteRotaryRows(f32Weight(s.wq.weight), nHeads, false),
-      wk: permuteRotaryRows(f32Weight(s.wk.weight), nKvHeads, false),
-      wv: f32Weight(s.wv.weight),
-      wo: f32Weight(s.wo.weight),
-      w1: f32Weight(s.w1.weight),
-      w3: f32Weight(s.w3.weight),
-      w2: f32Weight(s.w2.weight),
+      wq: permuteRotaryRows(f32(s.wq.weight), nHeads, false),
+      wk: permuteRotaryRows(f32(s.wk.weight), nKvHeads, false),
+      wv: f32(s.wv.weight),
+      wo: f32(s.wo.weight),
+      w1: f32(s.w1.weight),
+      w3: f32(s.w3.weight),
+      w2: f32(s.w2.weight),
     };
   };
   const layers = widen === "load"

@@ -9,6 +9,7 @@
 
 import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
+import type { PackedLinear } from "./formats/packed_linear.ts";
 
 /**
  * How the rotary frequencies are derived from θ (Hugging Face's `rope_type`):
@@ -83,8 +84,11 @@ export type LlamaLinear = (typeof LLAMA_LINEARS)[number];
 
 /** A block linear as stored, and the row order the forward pass uses. */
 export interface StoredLinear {
-  /** The weight [out, in] as stored. */
-  readonly weight: Tensor<WeightDType>;
+  /**
+   * The weight [out, in] as stored: a dense tensor, or a quantized
+   * checkpoint's packed tensors (GPTQ, compressed-tensors pack-quantized).
+   */
+  readonly weight: Tensor<WeightDType> | PackedLinear;
   /**
    * Stored row of each row in the forward pass's layout (the rotary
    * permutation of q and k); the identity when absent.

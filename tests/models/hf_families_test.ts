@@ -130,7 +130,7 @@ Deno.test("block weights are widened one block at a time; widen: 'load' gives th
   assert.notEqual(layers[0]!.wq, wq0, "and reading it again widens it anew");
   assert.deepEqual(layers[0]!.wq.data, wq0.data);
   // The CPU forward multiplies by the stored weights (not carried by copies of the layer).
-  assert.equal(layers[0]![STORED_LINEARS]!.w2.weight.dtype, "bf16");
+  assert.equal((layers[0]![STORED_LINEARS]!.w2.weight as { dtype: string }).dtype, "bf16");
   assert.equal({ ...layers[0]! }[STORED_LINEARS], undefined);
   const eager = await loadModel(fixtureDir("qwen3"), { widen: "load" });
   assert.equal(eager.model.layers[0]![STORED_LINEARS], undefined);

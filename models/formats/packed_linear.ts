@@ -1,0 +1,322 @@
+/**
+ * Linear layers kept packed in memory as a quantized checkpoint stores them
+ * ({@linkcode PackedLinear}: the GPTQ tensors, or compressed-tensors'
+ * pack-quantized ones, as read), and their CPU reference: dequantization of
+ * a range of rows into float32 ({@linkcode dequantizePackedRows}), which the
+ * CPU forward pass runs a chunk of rows at a time. The layouts are described
+ * once, in `quantizers/gptq_checkpoint.ts` (GPTQ) and `pack_quantized.ts`
+ * (compressed-tensors). Web-standard only.
+ *
+ * @module
+ */
+
+import { type Tensor, tensor } from "../../core/tensor.ts";
+import { asFloat32 } from "../../core/convert.ts";
+import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
+
+/** Storage types of scales in a packed linear. */
+export type ScaleDType = "f32" | "f16" | "bf16";
+
+/**
+ * A linear layer in the GPTQ checkpoint layout (see
+ * `quantizers/gptq_checkpoint.ts`), as read: K input and N output features.
+ */
+export interface GptqLinear {
+  /** Discriminant. */
+  readonly kind: "gptq";
+  /** [N, K] = [out features, in features]. */
+  readonly shape: readonly [number, number];
+  /** Bits per code: 2, 3, 4 or 8. */
+  readonly bits: number;
+  /** Number of groups (scales per output feature). */
+  readonly groups: number;
+  /** `qweight`, [⌈K·b/32⌉, N]: column n is row n's codes as one bit stream along K. */
+  readonly qweight: Int32Array;
+  /** `qzeros`, [groups, ⌈N·b/32⌉]: row g is group g's zero points as a bit stream along N. */
+  readonly qzeros: Int32Array;
+  /** `scales`, [groups, N]. */
+  readonly scales: Tensor<ScaleDType>;
+  /** `g_idx`, [K]: the group of each input feature. */
+  readonly gIdx: Int32Array;
+  /** Added to every stored zero point: 1 for `checkpoint_format` "gptq" (zero − 1 stored), 0 for "gptq_v2". */
+  readonly zeroOffset: 0 | 1;
+  /** Whether the checkpoint says the grid is symmetric (`sym`), kept for round trips. */
+  readonly symmetric: boolean;
+  /** The checkpoint's `group_size` (−1 per channel), kept for round trips. */
+  readonly groupSize: number;
+}
+
+/**
+ * A linear layer in compressed-tensors' pack-quantized layout (see
+ * `pack_quantized.ts`), as read: K input and N output features.
+ */
+export interface PackQuantizedLinear {
+  /** Discriminant. */
+  readonly kind: "pack-quantized";
+  /** [N, K] = [out features, in features]. */
+  readonly shape: readonly [number, number];
+  /** Bits per code, 1–8. */
+  readonly bits: number;
+  /** Number of groups (scales per output feature). */
+  readonly groups: number;
+  /** `weight_packed`, [N, ⌈K/⌊32/b⌋⌉]. */
+  readonly packed: Int32Array;
+  /** `weight_scale`, [N, groups]. */
+  readonly scales: Tensor<ScaleDType>;
+  /**
+   * `weight_zero_point`, [⌈N/⌊32/b⌋⌉, groups], packed along N; null for a
+   * symmetric grid (every zero point is 2^(b−1) in unsigned code units).
+   */
+  readonly zeros: Int32Array | null;
+  /** `weight_g_idx`, [K]; null when group g holds input features [g·K/groups, (g+1)·K/groups). */
+  readonly gIdx: Int32Array | null;
+}
+
+/** A linear layer kept packed as its checkpoint stores it. */
+export type PackedLinear = GptqLinear | PackQuantizedLinear;
+
+/**
+ * Whether a stored weight is a {@linkcode PackedLinear} (rather than a dense tensor).
+ *
+ * @param w A stored weight.
+ * @returns True for a packed linear.
+ */
+export function isPackedLinear(w: Tensor | PackedLinear): w is PackedLinear {
+  return "kind" in w && (w.kind === "gptq" || w.kind === "pack-quantized");
+}
+
+/**
+ * Bytes a packed linear holds (codes, zero points, scales, group indices).
+ *
+ * @param w The packed linear.
+ * @returns The byte count.
+ */
+export function packedLinearBytes(w: PackedLinear): number {
+  const scales = w.scales.data.byteLength;
+  if (w.kind === "gptq") {
+    return w.qweight.byteLength + w.qzeros.byteLength + scales + w.gIdx.byteLength;
+  }
+  return w.packed.byteLength + (w.zeros?.byteLength ?? 0) + scales + (w.gIdx?.byteLength ?? 0);
+}
+
+/** Codes of one 32-bit word holding ⌊32/b⌋ whole codes, code j at bits [j·b, (j+1)·b). */
+function decodeAligned(
+  words: Int32Array | Uint32Array,
+  offset: number,
+  bits: number,
+  count: number,
+  out: Uint16Array,
+): void {
+  const per = Math.floor(32 / bits), mask = (1 << bits) - 1;
+  for (let k = 0, w = offset; k < count; w++) {
+    const word = words[w]! >>> 0;
+    for (let j = 0; j < per && k < count; j++, k++) out[k] = (word >>> (j * bits)) & mask;
+  }
+}
+
+/** Codes of a little-endian bit stream (`core/bitpack.ts`), codes may straddle words. */
+function decodeStream(words: Uint32Array, bits: number, count: number, out: Uint16Array): void {
+  if (32 % bits === 0) return decodeAligned(words, 0, bits, count, out);
+  const mask = (1 << bits) - 1;
+  for (let k = 0; k < count; k++) {
+    const s = k * bits, w = s >>> 5, o = s & 31;
+    let v = words[w]! >>> o;
+    if (o + bits > 32) v |= words[w + 1]! << (32 - o);
+    out[k] = v & mask;
+  }
+}
+
+/** Code `i` of a little-endian bit stream of words. */
+function streamCode(words: Int32Array, base: number, bits: number, i: number): number {
+  const s = i * bits, w = base + (s >>> 5), o = s & 31;
+  let v = words[w]! >>> o;
+  if (o + bits > 32) v |= words[w + 1]! << (32 - o);
+  return v & ((1 << bits) - 1);
+}
+
+/** Scales of rows [r0, r1) as float32 [rows, groups] (row-major by output feature). */
+function rowScales(w: PackedLinear, r0: number, r1: number): Float32Array {
+  const N = w.shape[0], G = w.groups, rows = r1 - r0;
+  if (w.kind === "pack-quantized") {
+    // [N, groups]: the rows' scales are contiguous.
+    const part = w.scales.data.subarray(r0 * G, r1 * G);
+    return Float32Array.from(asFloat32({ ...w.scales, shape: [rows * G], data: part } as Tensor));
+  }
+  // [groups, N]: gather column by column.
+  const out = new Float32Array(rows * G);
+  for (let g = 0; g < G; g++) {
+    const part = w.scales.data.subarray(g * N + r0, g * N + r1);
+    const f = asFloat32({ ...w.scales, shape: [rows], data: part } as Tensor);
+    for (let i = 0; i < rows; i++) out[i * G + g] = f[i]!;
+  }
+  return out;
+}
+
+/** Zero points (unsigned code units) of rows [r0, r1), [rows, groups]. */
+function rowZeros(w: PackedLinear, r0: number, r1: number): Float64Array {
+  const N = w.shape[0], G = w.groups, b = w.bits, rows = r1 - r0;
+  const out = new Float64Array(rows * G);
+  if (w.kind === "gptq") {
+    const wordsN = Math.ceil((N * b) / 32);
+    for (let g = 0; g < G; g++) {
+      for (let i = 0; i < rows; i++) {
+        out[i * G + g] = streamCode(w.qzeros, g * wordsN, b, r0 + i) + w.zeroOffset;
+      }
+    }
+    return out;
+  }
+  if (w.zeros === null) return out.fill(2 ** (b - 1));
+  const per = Math.floor(32 / b), mask = (1 << b) - 1;
+  for (let i = 0; i < rows; i++) {
+    const n = r0 + i, base = Math.floor(n / per) * G, shift = (n % per) * b;
+    for (let g = 0; g < G; g++) out[i * G + g] = ((w.zeros[base + g]! >>> 0) >>> shift) & mask;
+  }
+  return out;
+}
+
+/** Group of each input feature. */
+function groupOf(w: PackedLinear): Int32Array {
+  if (w.gIdx) return w.gIdx;
+  const K = w.shape[1], size = K / w.groups;
+  return Int32Array.from({ length: K }, (_, k) => Math.floor(k / size));
+}
+
+/**
+ * Calls `row(i, codes)` with the K codes of each row r0 + i in [r0, r1)
+ * (the same scratch array each time).
+ */
+function forEachRowCodes(
+  w: PackedLinear,
+  r0: number,
+  r1: number,
+  row: (i: number, codes: Uint16Array) => void,
+): void {
+  const [N, K] = w.shape, b = w.bits, rows = r1 - r0;
+  const codes = new Uint16Array(K);
+  if (w.kind === "pack-quantized") {
+    const wordsK = Math.ceil(K / Math.floor(32 / b));
+    for (let i = 0; i < rows; i++) {
+      decodeAligned(w.packed, (r0 + i) * wordsK, b, K, codes);
+      row(i, codes);
+    }
+    return;
+  }
+  // qweight is [wordsK, N]: gather the chunk's columns word row by word row
+  // (contiguous reads), then decode each column's stream.
+  const wordsK = Math.ceil((K * b) / 32);
+  const cols = new Uint32Array(rows * wordsK);
+  for (let j = 0; j < wordsK; j++) {
+    const base = j * N + r0;
+    for (let i = 0; i < rows; i++) cols[i * wordsK + j] = w.qweight[base + i]!;
+  }
+  for (let i = 0; i < rows; i++) {
+    decodeStream(cols.subarray(i * wordsK, (i + 1) * wordsK), b, K, codes);
+    row(i, codes);
+  }
+}
+
+function checkRows(w: PackedLinear, r0: number, r1: number, out: Float32Array): void {
+  const [N, K] = w.shape;
+  if (!(Number.isInteger(r0) && Number.isInteger(r1) && 0 <= r0 && r0 <= r1 && r1 <= N)) {
+    throw new RangeError(`Cannot dequantize rows [${r0}, ${r1}) of a weight of ${N} rows`);
+  }
+  if (out.length < (r1 - r0) * K) {
+    throw new RangeError(
+      `Cannot dequantize ${r1 - r0} rows of ${K} into 'out' of ${out.length} values`,
+    );
+  }
+}
+
+/**
+ * Dequantizes rows [r0, r1) of a packed linear into `out` (row-major [r1 − r0, K]):
+ * Ŵ[n, k] = scale[n, g]·(code[n, k] − zero[n, g]), g = g_idx[k], rounded once
+ * to float32, the same value `dequantize()` gives for the unpacked weight. The
+ * CPU reference of the packed formats.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dequantizePackedRows, type GptqLinear } from "./packed_linear.ts";
+ * import { tensor } from "../../core/tensor.ts";
+ * // One row of 8 four-bit codes 0..7 in one word (code k at bits 4k), zero 1 stored as 0 (v1).
+ * const w: GptqLinear = {
+ *   kind: "gptq", shape: [1, 8], bits: 4, groups: 1, symmetric: false, groupSize: -1,
+ *   qweight: new Int32Array([0x76543210]), qzeros: new Int32Array([0]),
+ *   scales: tensor("f16", [1, 1], new Float16Array([0.5])), gIdx: new Int32Array(8), zeroOffset: 1,
+ * };
+ * const out = new Float32Array(8);
+ * dequantizePackedRows(w, 0, 1, out);
+ * assert.deepEqual([...out], [-0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3]);
+ * ```
+ * @param w The packed linear.
+ * @param r0 First row (output feature).
+ * @param r1 End row (exclusive).
+ * @param out Destination, at least (r1 − r0)·K values (written into: the caller's buffer).
+ * @throws {RangeError} for rows outside the weight or a short `out`.
+ */
+export function dequantizePackedRows(
+  w: PackedLinear,
+  r0: number,
+  r1: number,
+  out: Float32Array,
+): void {
+  checkRows(w, r0, r1, out);
+  const K = w.shape[1], G = w.groups;
+  const scales = rowScales(w, r0, r1), zeros = rowZeros(w, r0, r1), gIdx = groupOf(w);
+  forEachRowCodes(w, r0, r1, (i, codes) => {
+    const o = i * K, s = i * G;
+    for (let k = 0; k < K; k++) {
+      const g = s + gIdx[k]!;
+      out[o + k] = scales[g]! * (codes[k]! - zeros[g]!);
+    }
+  });
+}
+
+/**
+ * The whole float32 weight of a packed linear, rows optionally reordered.
+ *
+ * @param w The packed linear.
+ * @param rowOrder Stored row of each output row (identity when absent).
+ * @returns Ŵ, f32 [N, K].
+ */
+export function dequantizePacked(w: PackedLinear, rowOrder?: Int32Array): Tensor<"f32"> {
+  const [N, K] = w.shape;
+  const flat = new Float32Array(N * K);
+  dequantizePackedRows(w, 0, N, flat);
+  if (!rowOrder) return tensor("f32", [N, K], flat);
+  const out = new Float32Array(N * K);
+  for (let r = 0; r < N; r++) {
+    out.set(flat.subarray(rowOrder[r]! * K, (rowOrder[r]! + 1) * K), r * K);
+  }
+  return tensor("f32", [N, K], out);
+}
+
+/**
+ * The unpacked {@linkcode QuantizedWeight} of a packed linear (one code per
+ * element, scales widened to float32, zero points in unsigned code units):
+ * what `packWeights()` takes to build the layout of the WebGPU `qmatmul`.
+ *
+ * @param w The packed linear.
+ * @returns The quantized weight, codes [N, K] in the stored row order.
+ */
+export function unpackPackedLinear(w: PackedLinear): QuantizedWeight {
+  const [N, K] = w.shape, G = w.groups;
+  const codes = w.bits <= 8 ? new Uint8Array(N * K) : new Uint16Array(N * K);
+  forEachRowCodes(w, 0, N, (i, c) => codes.set(c, i * K));
+  const zeros = Float32Array.from(rowZeros(w, 0, N));
+  const gIdx = Int32Array.from(groupOf(w));
+  const groupSize = w.kind === "gptq" ? w.groupSize : G === 1 ? -1 : K / G;
+  const symmetric = w.kind === "gptq" ? w.symmetric : w.zeros === null;
+  return {
+    kind: "uniform",
+    shape: [N, K],
+    bits: w.bits,
+    groupSize,
+    symmetric,
+    codes,
+    scales: rowScales(w, 0, N),
+    zeros,
+    gIdx,
+    stats: { seconds: 0 },
+  };
+}

@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import { prng } from "../../../core/prng.ts";
+import { loadModel } from "../../../models/causal_lm.ts";
+import { unpackPackedLinear } from "../../../models/formats/packed_linear.ts";
+import { STORED_LINEARS } from "../../../models/model.ts";
+import type { LlamaLinear } from "../../../models/model.ts";
+import { isPackedLinear } from "../../../models/formats/packed_linear.ts";
+import {
+  compressedTensorsSpecTensors,
+  gptqSpecTensors,
+  specFolders,
+  type SpecGrid,
+  type SpecLinear,
+} from "./_spec_folders.ts";
+
+const IDS = [1, 17, 200, 33, 4, 90, 91, 5, 400, 12, 7, 7, 300, 2];
+const HF_OF: Record<string, LlamaLinear> = {
+  "self_attn.q_proj": "wq",
+  "self_attn.k_proj": "wk",
+  "self_attn.v_proj": "wv",
+  "self_attn.o_proj": "wo",
+  "mlp.gate_proj": "w1",
+  "mlp.up_proj": "w3",
+  "mlp.down_proj": "w2",
+};
+
+/**
+ * Loads both folders: the packed one keeps its linears packed with the hand-made
+ * codes, and its logits equal the dense folder's bit for bit.
+ */
+async function checkFolders(
+  { packed, dense, grids }: { packed: string; dense: string; grids: Map<string, SpecLinear> },
+  kind: "gptq" | "pack-quantized",
+): Promise<void> {
+  try {
+    const [p, d] = await Promise.all([loadModel(packed), loadModel(dense)]);
+    for (const [module, l] of grids) {
+      const m = /^model\.layers\.(\d+)\.(.+)$/.exec(module)!;
+      const stored = p.model.layers[+m[1]!]![STORED_LINEARS]![HF_OF[m[2]!]!].weight;
+      assert.ok(isPackedLinear(stored) && stored.kind === kind, module);
+      const q = unpackPackedLinear(stored);
+      assert.deepEqual(q.codes, l.codes, `${module} codes`);
+      assert.deepEqual(q.scales, l.scales, `${module} scales`);
+      assert.deepEqual(q.zeros, Float32Array.from(l.zeros), `${module} zero points`);
+      assert.deepEqual(q.gIdx, l.gIdx, `${module} g_idx`);
+    }
+    const [a, b] = await Promise.all([
+      p.logits(IDS, { backend: "cpu" }),
+      d.logits(IDS, { backend: "cpu" }),
+    ]);
+    assert.deepEqual(a, b);
+  } finally {
+    await Deno.remove(packed, { recursive: true });
+    await Deno.remove(dense, { recursive: true });
+  }
+}
+
+const gptqConfig = (
+  bits: number,
+  groupSize: number,
+  sym: boolean,
+  descAct: boolean,
+  format: string,
+) => ({
+  quant_method: "gptq",
+  bits,
+  group_size: groupSize,
+  desc_act: descAct,
+  sym,
+  checkpoint_format: format,
+});
+
+Deno.test("a GPTQ v1 folder packed by hand as AutoGPTQ does (4 bits, act-order groups of 32) loads with its codes and the logits of its dense weights", async () => {
+  const grid: SpecGrid = { bits: 4, groupSize: 32, symmetric: false, actOrder: true, minZero: 1 };
+  await checkFolders(
+    await specFolders(
+      "llama",
+      () => grid,
+      (l) => gptqSpecTensors(l, 1),
+      gptqConfig(4, 32, false, true, "gptq"),
+      prng(1),
+    ),
+    "gptq",
+  );
+});
+
+Deno.test("GPTQ folders packed by hand at 3 bits (codes straddling words), 2 and 8 bits, v1 and v2, load with their codes", async () => {
+  const cases: [number, number, boolean, 1 | 2, string][] = [
+    [3, -1, true, 2, "qwen2"],
+    [3, 32, false, 1, "llama"],
+    [2, 16, false, 2, "qwen3"],
+    [8, -1, false, 1, "llama"],
+  ];
+  for (const [bits, groupSize, symmetric, version, fixture] of cases) {
+    const grid: SpecGrid = { bits, groupSize, symmetric, actOrder: false, minZero: 1 };
+    await checkFolders(
+      await specFolders(
+        fixture,
+        () => grid,
+        (l) => gptqSpecTensors(l, version),
+        gptqConfig(bits, groupSize, symmetric, false, version === 1 ? "gptq" : "gptq_v2"),
+        prng(bits),
+      ),
+      "gptq",
+    );
+  }
+});
+
+const ctConfig = (weights: Record<string, unknown>, ignore: string[] = ["lm_head"]) => ({
+  quant_method: "compressed-tensors",
+  format: "pack-quantized",
+  quantization_status: "compressed",
+  config_groups: {
+    group_0: { targets: ["Linear"], weights: { type: "int", dynamic: false, ...weights } },
+  },
+  ignore,
+});
+
+Deno.test("compressed-tensors pack-quantized folders packed by hand as pack_to_int32 does load with their codes and the logits of their dense weights", async () => {
+  const cases: [number, number, boolean, boolean, string][] = [
+    [4, 32, false, true, "llama"], // asymmetric, act-order g_idx
+    [3, -1, true, false, "qwen2"], // 10 codes a word
+    [8, 16, true, false, "qwen3"],
+  ];
+  for (const [bits, groupSize, symmetric, actOrder, fixture] of cases) {
+    const grid: SpecGrid = { bits, groupSize, symmetric, actOrder };
+    const weights = {
+      num_bits: bits,
+      symmetric,
+      strategy: groupSize > 0 ? "group" : "channel",
+      group_size: groupSize > 0 ? groupSize : null,
+      actorder: actOrder ? "group" : null,
+    };
+    await checkFolders(
+      await specFolders(
+        fixture,
+        () => grid,
+        (l) => compressedTensorsSpecTensors(l, symmetric, actOrder),
+        ctConfig(weights),
+        prng(10 + bits),
+      ),
+      "pack-quantized",
+    );
+  }
+});
