@@ -22,3 +22,4 @@ export * from "./hf.ts";
 export * from "./hf_config.ts";
 export * from "./causal_lm.ts";
 export * from "./llama2c.ts";
+export * from "./formats/mod.ts";

@@ -1,0 +1,86 @@
+/**
+ * Writing a checkpoint's tensors as Hugging Face shards: one
+ * `model.safetensors`, or `model-0000i-of-0000n.safetensors` files of at
+ * most a given size and `model.safetensors.index.json`. Tensors are made one
+ * shard at a time, so at most one shard is in memory. Uses the `Deno`
+ * namespace.
+ *
+ * @module
+ */
+
+import { writeSafetensors } from "../../core/safetensors_file.ts";
+import { type DType, itemSize, numel, type Tensor } from "../../core/tensor.ts";
+
+/** A tensor to write, made when its shard is written. */
+export interface PlannedTensor {
+  /** Its name in the checkpoint. */
+  readonly name: string;
+  /** Its dtype. */
+  readonly dtype: DType;
+  /** Its shape. */
+  readonly shape: readonly number[];
+  /** Makes it (called once, when its shard is written). */
+  readonly make: () => Tensor;
+}
+
+/** Bytes of a planned tensor's data. */
+function bytesOf(t: PlannedTensor): number {
+  return numel(t.shape) * itemSize(t.dtype);
+}
+
+/**
+ * Splits tensors, in order, into shards of at most `maxBytes` (a larger
+ * tensor gets a shard of its own) and writes them into `dir`.
+ *
+ * @param dir The folder (exists).
+ * @param tensors The tensors, in order.
+ * @param maxBytes Largest shard's data.
+ * @param metadata Safetensors metadata of every shard.
+ * @returns The names of the files written.
+ */
+export async function writeShards(
+  dir: string,
+  tensors: readonly PlannedTensor[],
+  maxBytes: number,
+  metadata: Readonly<Record<string, string>>,
+): Promise<string[]> {
+  const shards: PlannedTensor[][] = [];
+  let size = Infinity;
+  for (const t of tensors) {
+    const b = bytesOf(t);
+    if (size + b > maxBytes || shards.length === 0) {
+      shards.push([]);
+      size = 0;
+    }
+    shards.at(-1)!.push(t);
+    size += b;
+  }
+  const pad = (i: number) => String(i).padStart(5, "0");
+  const names = shards.length === 1
+    ? ["model.safetensors"]
+    : shards.map((_, i) => `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`);
+  const weightMap: Record<string, string> = {};
+  let total = 0;
+  for (let i = 0; i < shards.length; i++) {
+    const made = new Map<string, Tensor>();
+    for (const t of shards[i]!) {
+      const x = t.make();
+      if (x.dtype !== t.dtype || x.shape.join() !== t.shape.join()) {
+        throw new Error(
+          `internal: tensor ${t.name} was planned as ${t.dtype} [${t.shape}], made ${x.dtype} [${x.shape}]`,
+        );
+      }
+      made.set(t.name, x);
+      weightMap[t.name] = names[i]!;
+      total += bytesOf(t);
+    }
+    await writeSafetensors(`${dir}/${names[i]}`, made, metadata);
+  }
+  if (shards.length === 1) return names;
+  const index = { metadata: { total_size: total }, weight_map: weightMap };
+  await Deno.writeTextFile(
+    `${dir}/model.safetensors.index.json`,
+    JSON.stringify(index, null, 2) + "\n",
+  );
+  return [...names, "model.safetensors.index.json"];
+}

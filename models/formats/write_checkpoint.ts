@@ -1,0 +1,470 @@
+/**
+ * Writing a compressed model as a Hugging Face folder in one of three
+ * formats ({@linkcode writeCheckpoint}): `dense` (every linear in f32, f16
+ * or bf16), `gptq` (the GPTQ layout of `quantizers/gptq_checkpoint.ts`, v1
+ * or v2) or `compressed-tensors` (pack-quantized, `pack_quantized.ts`), each
+ * with `config.json` (and its `quantization_config`), the tokenizer and
+ * generation files, and shards of at most 5 GB. The folder is written into a
+ * temporary sibling and renamed into place, so a failed write leaves nothing.
+ * Uses the `Deno` namespace.
+ *
+ * @module
+ */
+
+import { convert } from "../../core/convert.ts";
+import { type Tensor, tensor } from "../../core/tensor.ts";
+import { toGptqCheckpoint } from "../../quantizers/gptq_checkpoint.ts";
+import { groupCount, type QuantizedWeight } from "../../quantizers/quantized_weight.ts";
+import {
+  hfConfig,
+  hfNames,
+  permuteRotaryRows,
+  permuteRotaryVector,
+  rotaryRowOrder,
+} from "../hf.ts";
+import { hfTokenizerJson } from "../hf_tokenizer.ts";
+import { LLAMA_LINEARS, llamaDims, type LlamaLinear, type LlamaModel } from "../model.ts";
+import type { Tokenizer } from "../tokenizer.ts";
+import { type PlannedTensor, writeShards } from "./_shards.ts";
+import { toPackQuantized } from "./pack_quantized.ts";
+import {
+  type CompressedTensorsGroup,
+  compressedTensorsQuantizationConfig,
+  gptqQuantizationConfig,
+} from "./quantization_config.ts";
+
+/** The folder layouts {@linkcode writeCheckpoint} writes. */
+export type CheckpointFormat = "dense" | "gptq" | "compressed-tensors";
+
+/** The formats, in the order the command line lists them. */
+export const CHECKPOINT_FORMATS: readonly CheckpointFormat[] = [
+  "dense",
+  "gptq",
+  "compressed-tensors",
+];
+
+/** Storage types of a dense folder's linears. */
+export type DenseDType = "f32" | "f16" | "bf16";
+
+/** A compressed module as the pipeline returns it (a `CompressedLinear` is one). */
+export interface CheckpointModule {
+  /** The dense weight it stands for, [out, in], in the model's row order. */
+  readonly weight: Tensor<"f32">;
+  /** The quantized form, when a quantizer ran; a uniform grid is written packed. */
+  readonly quantized?: { readonly kind: string };
+}
+
+/** Options of {@linkcode writeCheckpoint}. */
+export interface WriteCheckpointOptions {
+  /** The layout. @default "dense" */
+  readonly format?: CheckpointFormat;
+  /** Storage of the linears of a dense folder. @default "f32" */
+  readonly dtype?: DenseDType;
+  /** GPTQ's `checkpoint_format`: "gptq" stores zero points minus one, "gptq_v2" as they are. @default "gptq" */
+  readonly checkpointFormat?: "gptq" | "gptq_v2";
+  /** GPTQ's `damp_percent` and `true_sequential`, recorded in the configuration. @default { dampPercent: 0.01, trueSequential: true } */
+  readonly gptq?: { readonly dampPercent?: number; readonly trueSequential?: boolean };
+  /**
+   * The source folder's `config.json` object, kept but for the dtype keys
+   * (`torch_dtype`, `dtype`), `tie_word_embeddings` and
+   * `quantization_config`. Built with `hfConfig` when absent (a llama2.c model).
+   */
+  readonly config?: Readonly<Record<string, unknown>>;
+  /** Files copied into the folder, by their name there (tokenizer and generation files). */
+  readonly copy?: ReadonlyMap<string, string>;
+  /** Written as `tokenizer.json` when `copy` holds none. */
+  readonly tokenizer?: Tokenizer;
+  /** Safetensors metadata of every shard (`format: "pt"` is added). */
+  readonly metadata?: Readonly<Record<string, string>>;
+  /** Largest shard, in bytes of tensor data. @default 5e9 */
+  readonly maxShardBytes?: number;
+}
+
+const TORCH_DTYPES: Readonly<Record<DenseDType, string>> = {
+  f32: "float32",
+  f16: "float16",
+  bf16: "bfloat16",
+};
+
+const HEAD = "output";
+
+/** Row r of q becomes row order[r]: rows of codes, scales and zero points move together. */
+function permuteQuantizedRows(q: QuantizedWeight, order: Int32Array): QuantizedWeight {
+  const [N, K] = q.shape, G = groupCount(q);
+  const codes = new (q.codes.constructor as Uint8ArrayConstructor)(N * K);
+  const scales = new Float32Array(N * G), zeros = new Float32Array(N * G);
+  for (let r = 0; r < N; r++) {
+    const d = order[r]!;
+    codes.set(q.codes.subarray(r * K, (r + 1) * K), d * K);
+    scales.set(q.scales.subarray(r * G, (r + 1) * G), d * G);
+    zeros.set(q.zeros.subarray(r * G, (r + 1) * G), d * G);
+  }
+  return { ...q, codes, scales, zeros };
+}
+
+/** The uniform grid of a module, checked to stand for its dense weight exactly. */
+function uniformOf(name: string, m: CheckpointModule | undefined, format: string): QuantizedWeight {
+  if (!m) {
+    throw new RangeError(
+      `Cannot write ${format}: module ${name} was not compressed (every block linear must be quantized)`,
+    );
+  }
+  if (m.quantized?.kind !== "uniform") {
+    throw new RangeError(
+      `Cannot write ${format}: module ${name} is ${
+        m.quantized ? `a ${m.quantized.kind} weight` : "not quantized"
+      }; the format holds uniform grids (RTN, GPTQ)`,
+    );
+  }
+  const q = m.quantized as QuantizedWeight;
+  // The grid must be the weight itself (not e.g. its rotation, or a pruned copy).
+  const [N, K] = q.shape, G = groupCount(q), w = m.weight.data;
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const g = n * G + q.gIdx[k]!;
+      if (Math.fround(q.scales[g]! * (q.codes[n * K + k]! - q.zeros[g]!)) !== w[n * K + k]) {
+        throw new RangeError(
+          `Cannot write ${format}: module ${name}'s weight is not its dequantized grid ` +
+            `(row ${n}, column ${k}): was it rotated or pruned after quantization?`,
+        );
+      }
+    }
+  }
+  return q;
+}
+
+function isPlainGrouping(q: QuantizedWeight): boolean {
+  const G = groupCount(q);
+  if (G === 1) return true;
+  return q.gIdx.every((g, k) => g === Math.floor(k / q.groupSize));
+}
+
+function sameGrid(a: QuantizedWeight, b: QuantizedWeight): boolean {
+  return a.bits === b.bits && a.groupSize === b.groupSize && a.symmetric === b.symmetric;
+}
+
+function planned(
+  name: string,
+  make: () => Tensor,
+  dtype: Tensor["dtype"],
+  shape: readonly number[],
+): PlannedTensor {
+  return { name, dtype, shape, make };
+}
+
+/** A tensor known now, planned as itself. */
+function now(name: string, t: Tensor): PlannedTensor {
+  return planned(name, () => t, t.dtype, t.shape);
+}
+
+/**
+ * Writes a compressed model as a Hugging Face folder:
+ *
+ * - `dense`: every linear in `dtype` (`config.json`'s `torch_dtype` names it);
+ * - `gptq`: every block linear as `qweight`, `qzeros`, `scales` (f16),
+ *   `g_idx`; `quantization_config` `{quant_method: "gptq", bits, group_size,
+ *   desc_act, sym, checkpoint_format, lm_head: false, true_sequential,
+ *   damp_percent}`. Every block linear must be quantized on one grid (bits,
+ *   group size, symmetry);
+ * - `compressed-tensors`: quantized linears as `weight_packed`,
+ *   `weight_scale` (f16), `weight_zero_point` (asymmetric), `weight_shape`,
+ *   `weight_g_idx` (act-order); one config group per grid (targets
+ *   `["Linear"]` when one grid covers every block linear), other linears
+ *   dense and listed in `ignore` with `lm_head`.
+ *
+ * The q and k rows (and codes, scales, zero points) are permuted to Hugging
+ * Face's rotary layout. Embedding, norms, biases and an uncompressed
+ * classifier stay in the model's stored dtype (the embedding's); a
+ * compressed classifier (`output`) is written dense, in float32 unless the
+ * format is dense.
+ *
+ * @example
+ * ```ts ignore
+ * const lm = await loadModel("Llama-3.2-1B");
+ * const run = await compressModel(lm, windows, { stages: [{ kind: "gptq", bits: 4, groupSize: 128 }] });
+ * await writeCheckpoint(lm.model, run.modules, "out/llama-gptq", { format: "gptq" });
+ * ```
+ * @param model The uncompressed model (not modified).
+ * @param modules Compressed modules by name (`layers.i.wq`, …, `output`).
+ * @param dir The folder: absent or empty; written only when complete.
+ * @param options Format, dtypes, source configuration, side files, metadata, shard size.
+ * @returns The names of the files written, sorted.
+ * @throws {RangeError} for bad options, a non-empty `dir`, or modules the
+ *   format cannot hold (naming the module); nothing is written then.
+ */
+export async function writeCheckpoint(
+  model: LlamaModel,
+  modules: ReadonlyMap<string, CheckpointModule>,
+  dir: string,
+  options: WriteCheckpointOptions = {},
+): Promise<string[]> {
+  const {
+    format = "dense",
+    dtype = "f32",
+    checkpointFormat = "gptq",
+    gptq = {},
+    config,
+    copy = new Map(),
+    tokenizer,
+    metadata = {},
+    maxShardBytes = 5e9,
+  } = options;
+  if (!CHECKPOINT_FORMATS.includes(format)) {
+    throw new RangeError(
+      `Cannot write a checkpoint as 'format' must be one of ${
+        CHECKPOINT_FORMATS.join(", ")
+      }: current value is ${format}`,
+    );
+  }
+  if (!(dtype in TORCH_DTYPES)) {
+    throw new RangeError(
+      `Cannot write a checkpoint as 'dtype' must be f32, f16 or bf16: current value is ${dtype}`,
+    );
+  }
+  if (checkpointFormat !== "gptq" && checkpointFormat !== "gptq_v2") {
+    throw new RangeError(
+      `Cannot write a checkpoint as 'checkpointFormat' must be "gptq" or "gptq_v2": current value is ${checkpointFormat}`,
+    );
+  }
+  if (!(maxShardBytes > 0)) {
+    throw new RangeError(
+      `Cannot write a checkpoint as 'maxShardBytes' must be positive: current value is ${maxShardBytes}`,
+    );
+  }
+  for (const name of modules.keys()) {
+    const m = /^layers\.(\d+)\.(\w+)$/.exec(name);
+    const known = name === HEAD ||
+      (m && +m[1]! < model.layers.length && (LLAMA_LINEARS as readonly string[]).includes(m[2]!));
+    if (!known) throw new RangeError(`Cannot write a checkpoint: unknown Llama module '${name}'`);
+  }
+  const existing = await Deno.stat(dir).catch(() => null);
+  if (
+    existing && (!existing.isDirectory || (await Array.fromAsync(Deno.readDir(dir))).length > 0)
+  ) {
+    throw new RangeError(
+      `Cannot write a checkpoint into ${dir}: it exists and is not an empty folder`,
+    );
+  }
+
+  const { plan, quantizationConfig } = planTensors(model, modules, format, {
+    dtype,
+    version: checkpointFormat === "gptq" ? 1 : 2,
+    dampPercent: gptq.dampPercent ?? 0.01,
+    trueSequential: gptq.trueSequential ?? true,
+  });
+  const sourceDtype = model.tokenEmbedding.dtype;
+  const tied = model.classifier === model.tokenEmbedding && !modules.has(HEAD);
+  const json: Record<string, unknown> = config ? { ...config } : hfConfig(model.config, tied);
+  const torchDtype = TORCH_DTYPES[format === "dense" ? dtype : sourceDtype];
+  // transformers 4 reads `torch_dtype`, 5 reads `dtype`: set the ones the source has.
+  if ("torch_dtype" in json || !("dtype" in json)) json.torch_dtype = torchDtype;
+  if ("dtype" in json) json.dtype = torchDtype;
+  json.tie_word_embeddings = tied;
+  delete json.quantization_config;
+  if (quantizationConfig) json.quantization_config = quantizationConfig;
+
+  const tmp = `${dir.replace(/\/+$/, "")}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  await Deno.mkdir(tmp, { recursive: true });
+  try {
+    const written: string[] = [];
+    for (const [name, from] of copy) {
+      await Deno.copyFile(from, `${tmp}/${name}`);
+      written.push(name);
+    }
+    await Deno.writeTextFile(`${tmp}/config.json`, JSON.stringify(json, null, 2) + "\n");
+    written.push("config.json");
+    if (!copy.has("tokenizer.json") && tokenizer) {
+      await Deno.writeTextFile(
+        `${tmp}/tokenizer.json`,
+        JSON.stringify(hfTokenizerJson(tokenizer), null, 2) + "\n",
+      );
+      written.push("tokenizer.json");
+    }
+    written.push(...await writeShards(tmp, plan, maxShardBytes, { format: "pt", ...metadata }));
+    if (existing) await Deno.remove(dir);
+    await Deno.rename(tmp, dir);
+    return written.sort();
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * The tensors of the folder, in Hugging Face's order, and the
+ * `quantization_config` (null for dense). Checks every module the format
+ * packs before anything is written.
+ */
+function planTensors(
+  model: LlamaModel,
+  modules: ReadonlyMap<string, CheckpointModule>,
+  format: CheckpointFormat,
+  o: { dtype: DenseDType; version: 1 | 2; dampPercent: number; trueSequential: boolean },
+): { plan: PlannedTensor[]; quantizationConfig: Record<string, unknown> | null } {
+  const { nHeads, nKvHeads, dim, hiddenDim } = model.config;
+  const { qDim, kvDim } = llamaDims(model.config);
+  const shapes: Record<LlamaLinear, readonly [number, number]> = {
+    wq: [qDim, dim],
+    wk: [kvDim, dim],
+    wv: [kvDim, dim],
+    wo: [dim, qDim],
+    w1: [hiddenDim, dim],
+    w2: [dim, hiddenDim],
+    w3: [hiddenDim, dim],
+  };
+  const src = model.tokenEmbedding.dtype;
+  const vec = (name: string, v: Float32Array) =>
+    planned(name, () => convert(tensor("f32", [v.length], v), src), src, [v.length]);
+  const heads = (key: LlamaLinear) => key === "wq" ? nHeads : key === "wk" ? nKvHeads : 0;
+  const orders = { wq: rotaryRowOrder(nHeads, qDim), wk: rotaryRowOrder(nKvHeads, kvDim) };
+
+  // Which linears are packed, on which grid.
+  const grids = new Map<string, QuantizedWeight>();
+  if (format !== "dense") {
+    const label = format === "gptq" ? "GPTQ" : "compressed-tensors";
+    model.layers.forEach((_, l) => {
+      for (const key of LLAMA_LINEARS) {
+        const name = `layers.${l}.${key}`, m = modules.get(name);
+        if (format === "compressed-tensors" && m?.quantized?.kind !== "uniform") continue;
+        grids.set(name, uniformOf(name, m, label));
+      }
+    });
+    if (format === "compressed-tensors" && grids.size === 0) {
+      throw new RangeError(
+        "Cannot write compressed-tensors: no block linear is quantized on a uniform grid",
+      );
+    }
+  }
+  let quantizationConfig: Record<string, unknown> | null = null;
+  const packedTensors = (
+    name: string,
+    key: LlamaLinear,
+    q: QuantizedWeight,
+  ): Record<string, Tensor> => {
+    const hfq = key === "wq" || key === "wk" ? permuteQuantizedRows(q, orders[key]) : q;
+    try {
+      if (format === "gptq") return { ...toGptqCheckpoint(hfq, { version: o.version }) };
+      return { ...toPackQuantized(hfq) };
+    } catch (e) {
+      if (!(e instanceof RangeError)) throw e;
+      const hint = format === "gptq" && o.version === 1 && /zero point 0/.test(e.message)
+        ? ' (checkpoint_format "gptq_v2" stores it)'
+        : "";
+      throw new RangeError(`Cannot write module ${name}: ${e.message}${hint}`);
+    }
+  };
+  // Every packed module is converted now, so that a module the format cannot hold fails before a file is written.
+  const packed = new Map<string, Record<string, Tensor>>();
+  for (const [name, q] of grids) {
+    packed.set(name, packedTensors(name, name.split(".")[2] as LlamaLinear, q));
+  }
+
+  if (format === "gptq") {
+    const [firstName, first] = grids.entries().next().value!;
+    for (const [name, q] of grids) {
+      if (!sameGrid(q, first)) {
+        throw new RangeError(
+          `Cannot write GPTQ: module ${name} (${q.bits} bits, group ${q.groupSize}, symmetric ${q.symmetric}) ` +
+            `differs from ${firstName} (${first.bits} bits, group ${first.groupSize}, symmetric ${first.symmetric}): ` +
+            `one quantization_config covers every linear`,
+        );
+      }
+    }
+    const descAct = [...grids.values()].some((q) => q.perm !== undefined || !isPlainGrouping(q));
+    quantizationConfig = gptqQuantizationConfig({
+      bits: first.bits,
+      groupSize: first.groupSize,
+      symmetric: first.symmetric,
+      descAct,
+      version: o.version,
+      dampPercent: o.dampPercent,
+      trueSequential: o.trueSequential,
+    });
+  } else if (format === "compressed-tensors") {
+    const groups: (CompressedTensorsGroup & { targets: string[] })[] = [];
+    const ignore: string[] = [];
+    model.layers.forEach((_, l) => {
+      for (const key of LLAMA_LINEARS) {
+        const module = hfNames(l)[key].slice(0, -".weight".length);
+        const q = grids.get(`layers.${l}.${key}`);
+        if (!q) {
+          ignore.push(module);
+          continue;
+        }
+        const actOrder = !isPlainGrouping(q);
+        let g = groups.find((g) =>
+          g.bits === q.bits && g.groupSize === q.groupSize && g.symmetric === q.symmetric &&
+          g.actOrder === actOrder
+        );
+        if (!g) {
+          groups.push(
+            g = {
+              targets: [],
+              bits: q.bits,
+              groupSize: q.groupSize,
+              symmetric: q.symmetric,
+              actOrder,
+            },
+          );
+        }
+        g.targets.push(module);
+      }
+    });
+    if (groups.length === 1 && ignore.length === 0) groups[0]!.targets = ["Linear"];
+    quantizationConfig = compressedTensorsQuantizationConfig(groups, ignore);
+  }
+
+  const plan: PlannedTensor[] = [now("model.embed_tokens.weight", model.tokenEmbedding)];
+  model.layers.forEach((layer, l) => {
+    const n = hfNames(l);
+    plan.push(vec(n.attnNorm, layer.attnNorm));
+    const linear = (key: LlamaLinear) => {
+      const name = `layers.${l}.${key}`, module = n[key].slice(0, -".weight".length);
+      const p = packed.get(name);
+      if (p) {
+        for (const [suffix, t] of Object.entries(p)) plan.push(now(`${module}.${suffix}`, t));
+        return;
+      }
+      const m = modules.get(name);
+      // Dense: the compressed weight in `dtype`; an uncompressed linear of a quantized folder in the source dtype.
+      const to = format === "dense" ? o.dtype : src;
+      plan.push(planned(
+        n[key],
+        () => {
+          // A lazily loaded layer widens its block here, when the shard is written.
+          const w = m ? m.weight : layer[key];
+          const hf = heads(key) ? permuteRotaryRows(w, heads(key), true) : w;
+          return hf.dtype === to ? hf : convert(hf, to);
+        },
+        to,
+        shapes[key],
+      ));
+    };
+    const bias = (key: "bq" | "bk" | "bv", h: number) => {
+      const b = layer[key];
+      if (b) plan.push(vec(n[key], h ? permuteRotaryVector(b, h, true) : b));
+    };
+    linear("wq");
+    bias("bq", nHeads);
+    linear("wk");
+    bias("bk", nKvHeads);
+    linear("wv");
+    bias("bv", 0);
+    linear("wo");
+    if (layer.qNorm) plan.push(vec(n.qNorm, permuteRotaryVector(layer.qNorm, 1, true)));
+    if (layer.kNorm) plan.push(vec(n.kNorm, permuteRotaryVector(layer.kNorm, 1, true)));
+    plan.push(vec(n.ffnNorm, layer.ffnNorm));
+    linear("w1");
+    linear("w2");
+    linear("w3");
+  });
+  plan.push(vec("model.norm.weight", model.finalNorm));
+  const head = modules.get(HEAD);
+  if (head) {
+    const to = format === "dense" ? o.dtype : "f32";
+    plan.push(planned("lm_head.weight", () => convert(head.weight, to), to, head.weight.shape));
+  } else if (model.classifier !== model.tokenEmbedding) {
+    plan.push(now("lm_head.weight", model.classifier));
+  }
+  return { plan, quantizationConfig };
+}
