@@ -8,6 +8,14 @@
 
 import type { Backend } from "../kernels/backend.ts";
 import { parseMethodId } from "../examples/demo/methods.ts";
+import type { Recipe, Stage } from "../pipeline/recipe.ts";
+import {
+  CHECKPOINT_FORMATS,
+  type CheckpointFormat,
+  type DenseDType,
+} from "../models/formats/write_checkpoint.ts";
+import { PACK_QUANTIZED_BITS } from "../models/formats/pack_quantized.ts";
+import { GPTQ_CHECKPOINT_BITS } from "../quantizers/gptq_checkpoint.ts";
 
 /** The usage text (`--help`). */
 export const COMPRESS_USAGE = `Usage: deno task compress --model PATH --method ID --out DIR [flags]
@@ -32,9 +40,16 @@ Calibration
                           or the tok*.bin beside it)
 
 Output and run
-  --format F              dense: a float32 Hugging Face folder (Hugging Face's tensor names and
-                          layout) that loadModel reads (gptq and compressed-tensors come with a
-                          later issue)
+  --format F              the Hugging Face folder written (each loadModel reads back):
+                          dense: every linear in --dtype (default);
+                          gptq: GPTQ's packed layout (qweight, qzeros, scales, g_idx) that
+                          transformers, GPTQModel and vLLM load (rtn or gptq methods, 2, 3, 4
+                          or 8 bits);
+                          compressed-tensors: llm-compressor's pack-quantized layout (rtn or
+                          gptq methods; groups must divide every layer's inputs)
+  --dtype T               f32, f16 or bf16: the linears of --format dense (default f32)
+  --checkpoint-format C   gptq (zero points stored minus one, as AutoGPTQ; the default) or
+                          gptq_v2, for --format gptq
   --backend B             where the calibration passes and the solvers (GPTQ, SparseGPT) run: auto
                           (WebGPU on a hardware adapter, else the CPU), cpu, or webgpu (any
                           adapter) (default auto)
@@ -70,8 +85,12 @@ export interface CompressArgs {
   readonly seed: number;
   /** `--tokenizer`, when given. */
   readonly tokenizer?: string;
-  /** `--format` (only `dense` today). */
-  readonly format: "dense";
+  /** `--format`. */
+  readonly format: CheckpointFormat;
+  /** `--dtype`, the linears of a dense folder. */
+  readonly dtype: DenseDType;
+  /** `--checkpoint-format`, GPTQ's zero-point convention. */
+  readonly checkpointFormat: "gptq" | "gptq_v2";
   /** `--backend`. */
   readonly backend: Backend;
   /** `--gpu-memory`, in bytes, when given. */
@@ -116,6 +135,8 @@ const VALUE_FLAGS = [
   "--seed",
   "--tokenizer",
   "--format",
+  "--dtype",
+  "--checkpoint-format",
   "--backend",
   "--gpu-memory",
 ] as const;
@@ -132,7 +153,7 @@ function integer(flag: string, v: string, min: number): number {
 /**
  * Parses and checks the command line. `--help` and `--list` win over
  * everything else; otherwise `--model`, `--method` and `--out` are required,
- * the method id must parse, and only `--format dense` is written.
+ * the method id must parse, and the format must hold what the method makes.
  *
  * @param argv The arguments (`Deno.args`); `--flag value` or `--flag=value`.
  * @returns What to do.
@@ -162,21 +183,33 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
   const missing = ["--model", "--method", "--out"].filter((f) => !values.has(f));
   if (missing.length > 0) throw new UsageError(`Missing ${missing.join(", ")}`);
   const method = values.get("--method")!;
+  let recipe: Recipe;
   try {
-    parseMethodId(method);
+    recipe = parseMethodId(method).recipe;
   } catch (e) {
     throw new UsageError(`--method: ${(e as Error).message}`);
   }
   const format = values.get("--format") ?? "dense";
-  if (format === "gptq" || format === "compressed-tensors") {
+  if (!(CHECKPOINT_FORMATS as readonly string[]).includes(format)) {
+    throw new UsageError(`--format must be ${CHECKPOINT_FORMATS.join(", ")}: got '${format}'`);
+  }
+  const dtype = values.get("--dtype") ?? "f32";
+  if (dtype !== "f32" && dtype !== "f16" && dtype !== "bf16") {
+    throw new UsageError(`--dtype must be f32, f16 or bf16: got '${dtype}'`);
+  }
+  if (values.has("--dtype") && format !== "dense") {
     throw new UsageError(
-      `--format ${format} is not written yet: it comes with a later issue (packed checkpoints ` +
-        `that transformers loads). Use --format dense (a float32 Hugging Face folder)`,
+      `--dtype sets the linears of --format dense; --format ${format} stores them packed`,
     );
   }
-  if (format !== "dense") {
-    throw new UsageError(`--format must be dense, gptq or compressed-tensors: got '${format}'`);
+  const checkpointFormat = values.get("--checkpoint-format") ?? "gptq";
+  if (checkpointFormat !== "gptq" && checkpointFormat !== "gptq_v2") {
+    throw new UsageError(`--checkpoint-format must be gptq or gptq_v2: got '${checkpointFormat}'`);
   }
+  if (values.has("--checkpoint-format") && format !== "gptq") {
+    throw new UsageError(`--checkpoint-format applies to --format gptq, not ${format}`);
+  }
+  if (format !== "dense") checkMethodFits(method, recipe, format as CheckpointFormat);
   const backend = values.get("--backend") ?? "auto";
   if (backend !== "auto" && backend !== "cpu" && backend !== "webgpu") {
     throw new UsageError(`--backend must be auto, cpu or webgpu: got '${backend}'`);
@@ -210,7 +243,9 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
       calibLen: integer("--calib-len", values.get("--calib-len") ?? "2048", 2),
       seed: integer("--seed", values.get("--seed") ?? "0", 0),
       ...(tokenizer !== undefined ? { tokenizer } : {}),
-      format,
+      format: format as CheckpointFormat,
+      dtype,
+      checkpointFormat,
       backend,
       ...(gpuMemoryBytes !== undefined ? { gpuMemoryBytes } : {}),
       json: switches.has("--json"),
@@ -219,4 +254,40 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
       force: switches.has("--force"),
     },
   };
+}
+
+/**
+ * Refuses a method whose result a packed format cannot hold, before any
+ * work: every block linear must end as a uniform grid (one `rtn` or `gptq`
+ * stage, no rotation, no pruning) of the bits the format packs; GPTQ
+ * needs one grid for all.
+ */
+function checkMethodFits(id: string, recipe: Recipe, format: CheckpointFormat): void {
+  const bits = format === "gptq" ? GPTQ_CHECKPOINT_BITS : PACK_QUANTIZED_BITS;
+  const lists: [string, readonly Stage[]][] = [
+    ["", recipe.stages],
+    ...(recipe.overrides ?? [])
+      .filter((o) => o.match !== "output")
+      .map((o): [string, readonly Stage[]] => [` (modules ${o.match})`, o.stages]),
+  ];
+  for (const [where, stages] of lists) {
+    const kinds = stages.map((s) => s.kind).join(" → ") || "no stage";
+    const s = stages[0];
+    if (stages.length !== 1 || !s || (s.kind !== "rtn" && s.kind !== "gptq")) {
+      throw new UsageError(
+        `--format ${format} holds uniform grids from one rtn or gptq stage: method ${id} runs ` +
+          `${kinds}${where}. Use --format dense`,
+      );
+    }
+    if (!bits.includes(s.bits)) {
+      throw new UsageError(
+        `--format ${format} packs ${bits.join(", ")}-bit codes: method ${id} has ${s.bits}${where}`,
+      );
+    }
+  }
+  if (format === "gptq" && lists.length > 1) {
+    throw new UsageError(
+      `--format gptq holds one grid for every linear: method ${id} overrides some modules`,
+    );
+  }
 }

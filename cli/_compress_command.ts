@@ -2,9 +2,9 @@
  * What `deno task compress` does once its flags are checked: load the model
  * and its tokenizer, draw the calibration windows, compress block by block
  * with a journal in `OUT.partial/journal/` (so `--resume` continues after the
- * last finished block), write the output folder into `OUT.partial/output/`
- * and rename it to `OUT` only when it is complete, and report. Uses the
- * `Deno` namespace.
+ * last finished block), write the output folder (dense, GPTQ or
+ * compressed-tensors) into `OUT.partial/output/` and rename it to `OUT` only
+ * when it is complete, and report. Uses the `Deno` namespace.
  *
  * For tests, `LLMC_COMPRESS_STOP_AFTER_BLOCK=k` makes a run fail right after
  * block k is in the journal, as an interruption would.
@@ -16,13 +16,15 @@ import { parseMethodId } from "../examples/demo/methods.ts";
 import { type Journal, openJournal } from "../examples/demo/journal.ts";
 import { progressBar } from "../examples/demo/report.ts";
 import { type CausalLM, loadModel } from "../models/causal_lm.ts";
-import { llamaParameterCount } from "../models/model.ts";
+import { llamaDims, llamaParameterCount } from "../models/model.ts";
+import type { LlamaConfig } from "../models/model.ts";
+import type { Recipe } from "../pipeline/recipe.ts";
+import { type CheckpointFormat, writeCheckpoint } from "../models/formats/write_checkpoint.ts";
 import { loadTokenizer, type Tokenizer } from "../models/tokenizer.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
 import { type CompressArgs, UsageError } from "./_compress_args.ts";
 import { CALIBRATION_CORPORA, calibrationSet } from "./_calibration.ts";
 import { compressRun, type CompressRunResult } from "./_compress_run.ts";
-import { HF_SIDE_FILES, writeDenseFolder } from "./_dense_folder.ts";
 import { hostPeakBytes, trackGpuBuffers } from "./_memory.ts";
 
 /** One module of the report. */
@@ -48,7 +50,7 @@ export interface CompressReport {
   /** The output folder. */
   readonly out: string;
   /** The output format. */
-  readonly format: "dense";
+  readonly format: CheckpointFormat;
   /** The calibration windows, after clipping. */
   readonly calibration: {
     readonly source: string;
@@ -88,6 +90,35 @@ export interface CompressReport {
    * without WebGPU).
    */
   readonly memory: { readonly hostPeakBytes: number | null; readonly gpuPeakBytes: number | null };
+}
+
+/** The files a Hugging Face folder's tokenizer and generation settings live in. */
+const HF_SIDE_FILES: readonly string[] = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "generation_config.json",
+];
+
+/**
+ * Refuses, before any compression, group sizes that compressed-tensors
+ * cannot describe: its groups must divide every linear's input features.
+ */
+function checkGroupsDivide(config: LlamaConfig, recipe: Recipe, method: string): void {
+  const { qDim } = llamaDims(config);
+  const inputs = [...new Set([config.dim, qDim, config.hiddenDim])];
+  const stages = [recipe.stages, ...(recipe.overrides ?? []).map((o) => o.stages)].flat();
+  for (const s of stages) {
+    if ((s.kind !== "rtn" && s.kind !== "gptq") || !s.groupSize || s.groupSize < 0) continue;
+    const bad = inputs.filter((k) => k % s.groupSize! !== 0);
+    if (bad.length > 0) {
+      throw new UsageError(
+        `--format compressed-tensors needs groups that divide every linear's inputs: method ` +
+          `${method} has groups of ${s.groupSize}, and ${bad.join(", ")} input features are not ` +
+          `a multiple of it. Use --format gptq or dense, or another group size`,
+      );
+    }
+  }
 }
 
 async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
@@ -240,6 +271,7 @@ export async function compressCommand(
       llamaParameterCount(lm.config).toLocaleString("en-US")
     } parameters, ${lm.blocks.length} blocks; method ${method.id}: ${method.description}`,
   );
+  if (args.format === "compressed-tensors") checkGroupsDivide(lm.config, method.recipe, method.id);
 
   const tCalib = performance.now();
   const maxLength = Math.min(lm.config.seqLen, lm.config.slidingWindow ?? Infinity);
@@ -330,7 +362,10 @@ export async function compressCommand(
     const config = modelInfo.isDirectory
       ? JSON.parse(await Deno.readTextFile(`${args.model}/config.json`)) as Record<string, unknown>
       : undefined;
-    await writeDenseFolder(lm.model, run.modules, tmp, {
+    await writeCheckpoint(lm.model, run.modules, tmp, {
+      format: args.format,
+      dtype: args.dtype,
+      checkpointFormat: args.checkpointFormat,
       ...(config ? { config } : {}),
       copy: await sideFiles(modelInfo.isDirectory ? args.model : null, tokPath),
       tokenizer,
@@ -348,11 +383,23 @@ export async function compressCommand(
     await moveIntoPlace(tmp, out, partial);
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
+    throw new Error(
+      `${(e as Error).message}\n${journalDir} keeps every compressed block: the same command ` +
+        `with --resume (the output flags may change) writes the folder without compressing again`,
+      { cause: e },
+    );
   }
   await Deno.remove(partial, { recursive: true });
   const tEnd = performance.now();
-  info(`wrote ${out} (dense float32 Hugging Face folder)`);
+  info(
+    `wrote ${out} (${
+      args.format === "dense"
+        ? `dense ${args.dtype}`
+        : args.format === "gptq"
+        ? `GPTQ, checkpoint_format ${args.checkpointFormat}`
+        : "compressed-tensors pack-quantized"
+    } Hugging Face folder)`,
+  );
 
   const s = (a: number, b: number) => (b - a) / 1000;
   return {

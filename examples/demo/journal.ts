@@ -1,7 +1,9 @@
 /**
  * The demo's `--resume` journal: a folder holding the finished rows
  * (`journal.json`) and, per method, the modules of the blocks finished so far
- * (`<method>.safetensors`, dense float32, module records in the metadata).
+ * (`<method>.block-NNNNN.safetensors`: dense float32 weights, the uniform
+ * grids and AQLM codes the packed checkpoint formats are written from, keep
+ * masks, module records in the metadata).
  * Every file is replaced atomically, so an interrupted run leaves the last
  * consistent state, and a rerun continues from the last finished block.
  * Uses the `Deno` namespace.
@@ -9,8 +11,14 @@
  * @module
  */
 
-import { tensor } from "../../core/tensor.ts";
+import { type Tensor, tensor } from "../../core/tensor.ts";
 import { readSafetensors, writeSafetensors } from "../../core/safetensors_file.ts";
+import {
+  compressedFromTensors,
+  compressedToTensors,
+  LAYERS_METADATA_KEY,
+  type StoredWeight,
+} from "../../quantizers/serialize.ts";
 import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
 import type { DemoRow } from "./report.ts";
 
@@ -106,13 +114,20 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
           CompressedLinear,
           "weight"
         >[];
+        const quantized = st.metadata[LAYERS_METADATA_KEY] === undefined
+          ? new Map<string, StoredWeight>()
+          : compressedFromTensors(st.tensors, st.metadata);
         for (const r of records) {
           const t = st.tensors.get(r.name);
           if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
+          const q = quantized.get(r.name);
+          const mask = st.tensors.get(`${r.name}.mask`);
           out.set(r.name, {
             ...r,
             layerError: r.layerError ?? NaN,
             weight: tensor("f32", t.shape, Float32Array.from(t.data as Float32Array)),
+            ...(q ? { quantized: q } : {}),
+            ...(mask ? { mask: Uint8Array.from(mask.data as Uint8Array) } : {}),
           });
         }
       }
@@ -122,7 +137,17 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
       if (!(Number.isInteger(block) && block >= 0)) {
         throw new RangeError(`Cannot journal block ${block}: not a block index`);
       }
-      const tensors = new Map(modules.map((m) => [m.name, m.weight]));
+      const tensors = new Map<string, Tensor>(modules.map((m) => [m.name, m.weight]));
+      // The grids (and AQLM codes) too: the packed checkpoint formats are written from them.
+      const grids = new Map<string, StoredWeight>();
+      for (const m of modules) {
+        if (m.quantized?.kind === "uniform" || m.quantized?.kind === "aqlm") {
+          grids.set(m.name, m.quantized as StoredWeight);
+        }
+        if (m.mask) tensors.set(`${m.name}.mask`, tensor("u8", m.weight.shape, m.mask));
+      }
+      const packed = compressedToTensors(grids);
+      for (const [k, t] of packed.tensors) tensors.set(k, t);
       const records = modules.map((m) => ({
         name: m.name,
         bitsPerWeight: m.bitsPerWeight,
@@ -134,6 +159,7 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
       const name = `${safeName(method)}.block-${String(block).padStart(5, "0")}.safetensors`;
       await writeSafetensors(`${dir}/${name}`, tensors, {
         modules: JSON.stringify(records),
+        ...(grids.size > 0 ? packed.metadata : {}),
       });
     },
     async saveRow(row) {

@@ -102,12 +102,13 @@ export interface MethodPattern {
 /** The method ids {@linkcode parseMethodId} builds from parameters. */
 export const METHOD_PATTERNS: readonly MethodPattern[] = [
   {
-    pattern: "rtn-w{2..8}[-g{G}]",
-    description: "round-to-nearest, per output channel or in groups of G input columns",
-    examples: ["rtn-w4", "rtn-w4-g32"],
+    pattern: "rtn-w{2..8}[-g{G}][-sym]",
+    description:
+      "round-to-nearest, per output channel or in groups of G input columns; -sym: symmetric grid",
+    examples: ["rtn-w4", "rtn-w4-g32", "rtn-w8-sym"],
   },
   {
-    pattern: "gptq-w{2..8}[-g{G}][-act]",
+    pattern: "gptq-w{2..8}[-g{G}][-act][-sym]",
     description: "GPTQ, same grids; -act: columns by decreasing Hessian diagonal (act-order)",
     examples: ["gptq-w4-g128", "gptq-w3-act"],
   },
@@ -169,9 +170,10 @@ function methodOf(id: string, extra: string): DemoMethod {
   const unknownMethod = (reason: string) => unknown(id, reason, extra);
   const named = DEMO_METHODS.find((m) => m.id === id);
   if (named) return named;
-  const quant = /^(rtn|gptq)-w(\d+)(?:-g(\d+))?(-act)?$/.exec(id);
+  const quant = /^(rtn|gptq)-w(\d+)(?:-g(\d+))?(-act)?(-sym)?$/.exec(id);
   if (quant) {
     const kind = quant[1] as "rtn" | "gptq", b = quant[2]!, g = quant[3], act = quant[4];
+    const sym = quant[5];
     const bits = field(b);
     if (bits === null || bits < 2 || bits > 8) {
       throw unknownMethod(`the bits (w${b}) must be an integer in 2..8`);
@@ -186,10 +188,12 @@ function methodOf(id: string, extra: string): DemoMethod {
       bits,
       ...(groupSize !== undefined ? { groupSize } : {}),
       ...(act ? { actOrder: true } : {}),
+      ...(sym ? { symmetric: true } : {}),
     };
     const what = kind === "rtn" ? "round-to-nearest" : "GPTQ";
     const grid = groupSize === undefined ? "per channel" : `groups of ${groupSize}`;
-    return method(id, `${what}, ${bits} bits, ${grid}${act ? ", act-order" : ""}`, [stage], false);
+    const extras = `${act ? ", act-order" : ""}${sym ? ", symmetric" : ""}`;
+    return method(id, `${what}, ${bits} bits, ${grid}${extras}`, [stage], false);
   }
   const prune = /^(magnitude|wanda|sparsegpt)-(?:(\d+)|(\d+):(\d+))$/.exec(id);
   if (prune) {
