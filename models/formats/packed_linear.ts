@@ -38,7 +38,15 @@ export interface GptqLinear {
   readonly scales: Tensor<ScaleDType>;
   /** `g_idx`, [K]: the group of each input feature. */
   readonly gIdx: Int32Array;
-  /** Added to every stored zero point: 1 for `checkpoint_format` "gptq" (zero − 1 stored), 0 for "gptq_v2". */
+  /**
+   * 1 for `checkpoint_format` "gptq" (v1: zero − 1 stored), 0 for "gptq_v2".
+   * v1 zero points are read as GPTQModel turns v1 into v2: 0x…1111 (one 1
+   * per field) added to each 32-bit word of `qzeros` at 2, 4 and 8 bits, 1
+   * added modulo 2^b to each field at 3 bits. Where every stored field is
+   * below 2^b − 1 that is simply stored + 1; it also recovers the zero point
+   * 0 that GPTQModel's v1 writer stores by the reverse subtraction (our
+   * writer refuses to store it in v1, as other loaders misread it).
+   */
   readonly zeroOffset: 0 | 1;
   /** Whether the checkpoint says the grid is symmetric (`sym`), kept for round trips. */
   readonly symmetric: boolean;
@@ -157,10 +165,18 @@ function rowZeros(w: PackedLinear, r0: number, r1: number): Float64Array {
   const N = w.shape[0], G = w.groups, b = w.bits, rows = r1 - r0;
   const out = new Float64Array(rows * G);
   if (w.kind === "gptq") {
-    const wordsN = Math.ceil((N * b) / 32);
+    const wordsN = Math.ceil((N * b) / 32), mask = (1 << b) - 1;
+    // v1 at 2, 4, 8 bits: one 1 per field added to the whole word (carries included).
+    const ones = w.zeroOffset === 1 && 32 % b === 0 ? Math.floor(0xffffffff / mask) : 0;
     for (let g = 0; g < G; g++) {
       for (let i = 0; i < rows; i++) {
-        out[i * G + g] = streamCode(w.qzeros, g * wordsN, b, r0 + i) + w.zeroOffset;
+        const n = r0 + i;
+        if (ones !== 0) {
+          const word = (w.qzeros[g * wordsN + ((n * b) >>> 5)]! + ones) >>> 0;
+          out[i * G + g] = (word >>> ((n * b) & 31)) & mask;
+        } else {
+          out[i * G + g] = (streamCode(w.qzeros, g * wordsN, b, n) + w.zeroOffset) & mask;
+        }
       }
     }
     return out;

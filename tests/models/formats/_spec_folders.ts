@@ -118,10 +118,21 @@ function autoGptqPack(
   return new Int32Array(out.buffer);
 }
 
-/** GPTQ tensors of a grid: v1 stores zero − 1, v2 the zero. */
-export function gptqSpecTensors(l: SpecLinear, version: 1 | 2): Record<string, Tensor> {
+/**
+ * GPTQ tensors of a grid: v1 stores zero − 1, v2 the zero. With `wordWise`
+ * (2, 4, 8 bits), v1 is made as GPTQModel's v2 → v1 conversion does: the v2
+ * words minus one 1 per field (a zero point 0 then borrows from its
+ * neighbour); else each field holds (zero − 1) mod 2^b.
+ */
+export function gptqSpecTensors(
+  l: SpecLinear,
+  version: 1 | 2,
+  wordWise = false,
+): Record<string, Tensor> {
   const { N, K, bits, groups } = l;
   const maxq = 2 ** bits - 1;
+  const minus = version === 1 && !wordWise ? 1 : 0;
+  const ones = version === 1 && wordWise ? Math.floor(0xffffffff / maxq) : 0;
   return {
     qweight: tensor(
       "i32",
@@ -131,7 +142,7 @@ export function gptqSpecTensors(l: SpecLinear, version: 1 | 2): Record<string, T
     // qzeros [groups, N·b/32]: packed along N, so pack the transpose and transpose back.
     qzeros: (() => {
       const packed = autoGptqPack(
-        (n, g) => (l.zeros[n * groups + g]! - (version === 1 ? 1 : 0)) & maxq,
+        (n, g) => (l.zeros[n * groups + g]! - minus) & maxq,
         N,
         groups,
         bits,
@@ -139,7 +150,7 @@ export function gptqSpecTensors(l: SpecLinear, version: 1 | 2): Record<string, T
       const words = Math.ceil((N * bits) / 32);
       const out = new Int32Array(groups * words);
       for (let w = 0; w < words; w++) {
-        for (let g = 0; g < groups; g++) out[g * words + w] = packed[w * groups + g]!;
+        for (let g = 0; g < groups; g++) out[g * words + w] = (packed[w * groups + g]! - ones) | 0;
       }
       return tensor("i32", [groups, words], out);
     })(),

@@ -143,3 +143,18 @@ Deno.test("compressed-tensors pack-quantized folders packed by hand as pack_to_i
     );
   }
 });
+
+Deno.test("GPTQ v1 zero points of 0, as GPTQModel's v2 → v1 conversion stores them (word-wise borrow at 4 bits, modulo 2^b at 3 bits), read back as 0", async () => {
+  for (const [bits, wordWise] of [[4, true], [3, false]] as const) {
+    const grid: SpecGrid = { bits, groupSize: 16, symmetric: false, actOrder: false, minZero: 0 };
+    const folders = await specFolders(
+      "llama",
+      () => grid,
+      (l) => gptqSpecTensors(l, 1, wordWise),
+      gptqConfig(bits, 16, false, false, "gptq"),
+      prng(20 + bits),
+    );
+    assert.ok([...folders.grids.values()].some((l) => l.zeros.includes(0)), "zero points of 0");
+    await checkFolders(folders, "gptq");
+  }
+});
