@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { assertClose, dataFile } from "../_helpers.ts";
 import { readSafetensors } from "../../core/safetensors_file.ts";
-import { prng } from "../../core/prng.ts";
 import { parseMethodId } from "../../examples/demo/methods.ts";
 import { causalLM, loadModel } from "../../models/causal_lm.ts";
 import { withCompressedWeights } from "../../models/compressible.ts";
@@ -10,75 +9,7 @@ import { calibrationSet } from "../../cli/_calibration.ts";
 import { parseCompressArgs, UsageError } from "../../cli/_compress_args.ts";
 import type { CompressReport } from "../../cli/_compress_command.ts";
 import { compressRun } from "../../cli/_compress_run.ts";
-
-const ROOT = new URL("../../", import.meta.url).pathname;
-const CLI = `${ROOT}cli/compress.ts`;
-const LLAMA = `${ROOT}tests/fixtures/hf/models/llama`;
-const QWEN3 = `${ROOT}tests/fixtures/hf/models/qwen3`;
-
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    cwd: ROOT,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
-
-/** A seeded text of short blank-line-separated documents. */
-function calibrationText(): string {
-  const words = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "warm",
-    "mat",
-    "and",
-    "dog",
-    "ran",
-    "home",
-    "fast",
-  ];
-  const rng = prng(7);
-  const docs = Array.from(
-    { length: 40 },
-    () => Array.from({ length: 30 }, () => words[rng.int(words.length)]).join(" ") + ".",
-  );
-  return docs.join("\n\n") + "\n";
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "llmc-cli-" });
-  try {
-    await Deno.writeTextFile(`${dir}/calib.txt`, calibrationText());
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-const SAMPLES = 4, LENGTH = 32;
-const common = (dir: string, model = LLAMA, length = LENGTH) => [
-  "--model",
-  model,
-  "--calib",
-  `${dir}/calib.txt`,
-  "--calib-samples",
-  String(SAMPLES),
-  "--calib-len",
-  String(length),
-  "--backend",
-  "cpu",
-  "--quiet",
-];
+import { cli, common, LENGTH, LLAMA, QWEN3, SAMPLES, withDir } from "./_cli.ts";
 
 function relRms(a: Float32Array, b: Float32Array): number {
   let num = 0, den = 0;
@@ -246,7 +177,7 @@ Deno.test("compress --resume after a run stopped after block 1 writes the folder
   });
 });
 
-Deno.test("compress refuses bad flags, bad method ids, a non-empty --out and the later formats with exit status 2", async () => {
+Deno.test("compress refuses bad flags, bad method ids, a non-empty --out and methods a format cannot hold with exit status 2", async () => {
   await withDir(async (dir) => {
     await Deno.mkdir(`${dir}/full`);
     await Deno.writeTextFile(`${dir}/full/x`, "x");
@@ -261,12 +192,44 @@ Deno.test("compress refuses bad flags, bad method ids, a non-empty --out and the
       ],
       [[...base, "--out", `${dir}/full`], /--out .*full exists and is not empty: pass --force/],
       [
-        [...base, "--out", `${dir}/o`, "--format", "gptq"],
-        /--format gptq is not written yet: it comes with a later issue/,
+        [...common(dir), "--method", "sparsegpt-50", "--out", `${dir}/o`, "--format", "gptq"],
+        /--format gptq holds uniform grids from one rtn or gptq stage: method sparsegpt-50 runs sparsegpt\. Use --format dense/,
       ],
       [
-        [...base, "--out", `${dir}/o`, "--format", "compressed-tensors"],
-        /--format compressed-tensors is not written yet: it comes with a later issue/,
+        [...common(dir), "--method", "hadamard-gptq-w3", "--out", `${dir}/o`, "--format", "gptq"],
+        /method hadamard-gptq-w3 runs rotate → gptq/,
+      ],
+      [
+        [...common(dir), "--method", "rtn-w5", "--out", `${dir}/o`, "--format", "gptq"],
+        /--format gptq packs 2, 3, 4, 8-bit codes: method rtn-w5 has 5/,
+      ],
+      [
+        [
+          ...common(dir),
+          "--method",
+          "rtn-w4-g48",
+          "--out",
+          `${dir}/o`,
+          "--format",
+          "compressed-tensors",
+        ],
+        /--format compressed-tensors needs groups that divide every linear's inputs: method rtn-w4-g48 has groups of 48, and 64, 160 input features/,
+      ],
+      [
+        [...base, "--out", `${dir}/o`, "--format", "gguf"],
+        /--format must be dense, gptq, compressed-tensors: got 'gguf'/,
+      ],
+      [
+        [...base, "--out", `${dir}/o`, "--format", "gptq", "--dtype", "bf16"],
+        /--dtype sets the linears of --format dense/,
+      ],
+      [
+        [...base, "--out", `${dir}/o`, "--dtype", "f8"],
+        /--dtype must be f32, f16 or bf16: got 'f8'/,
+      ],
+      [
+        [...base, "--out", `${dir}/o`, "--checkpoint-format", "gptq_v2"],
+        /--checkpoint-format applies to --format gptq, not dense/,
       ],
       [
         [...base, "--out", `${dir}/o`, "--calib-samples", "0"],
@@ -292,7 +255,7 @@ Deno.test("compress refuses bad flags, bad method ids, a non-empty --out and the
     assert.match(help.stdout, /^Usage: deno task compress --model PATH --method ID --out DIR/);
     assert.equal(list.code, 0);
     assert.match(list.stdout, /^sparsegpt-50 /m);
-    assert.match(list.stdout, /gptq-w\{2\.\.8\}\[-g\{G\}\]\[-act\] .*gptq-w4-g128/);
+    assert.match(list.stdout, /gptq-w\{2\.\.8\}\[-g\{G\}\]\[-act\]\[-sym\] .*gptq-w4-g128/);
   });
 });
 
@@ -309,6 +272,8 @@ Deno.test("compress's flags: defaults, --flag=value, and the usage errors before
       calibLen: 2048,
       seed: 0,
       format: "dense",
+      dtype: "f32",
+      checkpointFormat: "gptq",
       backend: "auto",
       json: false,
       quiet: false,
