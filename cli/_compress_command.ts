@@ -383,9 +383,11 @@ export async function compressCommand(
     await moveIntoPlace(tmp, out, partial);
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const message = (e as Error).message;
+    const flag = /"gptq_v2" stores it/.test(message) ? " and --checkpoint-format gptq_v2" : "";
     throw new Error(
-      `${(e as Error).message}\n${journalDir} keeps every compressed block: the same command ` +
-        `with --resume (the output flags may change) writes the folder without compressing again`,
+      `${message}\n${journalDir} keeps every compressed block: the same command with ` +
+        `--resume${flag} (output flags may change) writes the folder without compressing again`,
       { cause: e },
     );
   }

@@ -6,6 +6,7 @@ import { writeCheckpoint } from "../../models/formats/write_checkpoint.ts";
 import { STORED_LINEARS } from "../../models/model.ts";
 import { loadTokenizer } from "../../models/tokenizer.ts";
 import type { CompressReport } from "../../cli/_compress_command.ts";
+import { dataFile } from "../_helpers.ts";
 import { cli, common, QWEN3, withDir } from "./_cli.ts";
 
 const QWEN2 = QWEN3.replace(/qwen3$/, "qwen2");
@@ -82,5 +83,34 @@ Deno.test("compress --format gptq --resume after a stop writes the folder an uni
       await Deno.readFile(`${dir}/resumed/model.safetensors`),
       await Deno.readFile(`${dir}/fresh/model.safetensors`),
     );
+  });
+});
+
+Deno.test("compress --format gptq refuses a zero point of 0 in v1 and keeps the journal; --resume with --checkpoint-format gptq_v2 writes the folder", async () => {
+  const bin = dataFile("stories260K/stories260K.bin");
+  if (!bin) return;
+  await withDir(async (dir) => {
+    // stories260K's w2 has 172 inputs: its last act-order group of 12 holds a zero point of 0.
+    const args = [
+      ...common(dir, bin, 64),
+      "--method",
+      "gptq-w4-g32-act",
+      "--format",
+      "gptq",
+      "--out",
+      `${dir}/out`,
+    ];
+    const v1 = await cli(args);
+    assert.equal(v1.code, 1);
+    assert.match(
+      v1.stderr,
+      /Cannot write module layers\.\d\.w2: .*zero point 0 .*\n.*journal keeps every compressed block: the same command with --resume and --checkpoint-format gptq_v2/,
+    );
+    assert.ok(!(await Deno.stat(`${dir}/out`).catch(() => null)), "no half folder");
+    const v2 = await cli([...args, "--resume", "--checkpoint-format", "gptq_v2", "--json"]);
+    assert.equal(v2.code, 0, v2.stderr);
+    assert.equal((JSON.parse(v2.stdout) as CompressReport).resumedModules, 35);
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/out/config.json`));
+    assert.equal(config.quantization_config.checkpoint_format, "gptq_v2");
   });
 });
