@@ -45,9 +45,12 @@ Output and run
                           gptq: GPTQ's packed layout (qweight, qzeros, scales, g_idx) that
                           transformers, GPTQModel and vLLM load (rtn or gptq methods, 2, 3, 4
                           or 8 bits);
-                          compressed-tensors: llm-compressor's pack-quantized layout (rtn or
-                          gptq methods; groups must divide every layer's inputs)
-  --dtype T               f32, f16 or bf16: the linears of --format dense (default f32)
+                          compressed-tensors: llm-compressor's layouts: pack-quantized for rtn
+                          or gptq methods (groups must divide every layer's inputs),
+                          sparse-bitmask or sparse-24-bitmask (2:4) for magnitude, wanda or
+                          sparsegpt methods
+  --dtype T               f32, f16 or bf16: the linears of --format dense, the kept weights of a
+                          pruned compressed-tensors folder (default f32)
   --checkpoint-format C   gptq (zero points stored minus one, as AutoGPTQ; the default) or
                           gptq_v2, for --format gptq
   --backend B             where the calibration passes and the solvers (GPTQ, SparseGPT) run: auto
@@ -197,9 +200,10 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
   if (dtype !== "f32" && dtype !== "f16" && dtype !== "bf16") {
     throw new UsageError(`--dtype must be f32, f16 or bf16: got '${dtype}'`);
   }
-  if (values.has("--dtype") && format !== "dense") {
+  if (values.has("--dtype") && format === "gptq") {
     throw new UsageError(
-      `--dtype sets the linears of --format dense; --format ${format} stores them packed`,
+      `--dtype sets the float weights of --format dense and compressed-tensors; --format gptq ` +
+        `stores them packed`,
     );
   }
   const checkpointFormat = values.get("--checkpoint-format") ?? "gptq";
@@ -259,8 +263,9 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
 /**
  * Refuses a method whose result a packed format cannot hold, before any
  * work: every block linear must end as a uniform grid (one `rtn` or `gptq`
- * stage, no rotation, no pruning) of the bits the format packs; GPTQ
- * needs one grid for all.
+ * stage, no rotation, no pruning) of the bits the format packs, or, for
+ * compressed-tensors, as a pruned weight (one pruning stage without a grid);
+ * GPTQ needs one grid for all.
  */
 function checkMethodFits(id: string, recipe: Recipe, format: CheckpointFormat): void {
   const bits = format === "gptq" ? GPTQ_CHECKPOINT_BITS : PACK_QUANTIZED_BITS;
@@ -273,10 +278,14 @@ function checkMethodFits(id: string, recipe: Recipe, format: CheckpointFormat): 
   for (const [where, stages] of lists) {
     const kinds = stages.map((s) => s.kind).join(" → ") || "no stage";
     const s = stages[0];
+    const pruner = s?.kind === "magnitude" || s?.kind === "wanda" ||
+      (s?.kind === "sparsegpt" && s.grid === undefined);
+    if (format === "compressed-tensors" && stages.length === 1 && pruner) continue;
     if (stages.length !== 1 || !s || (s.kind !== "rtn" && s.kind !== "gptq")) {
       throw new UsageError(
-        `--format ${format} holds uniform grids from one rtn or gptq stage: method ${id} runs ` +
-          `${kinds}${where}. Use --format dense`,
+        `--format ${format} holds uniform grids from one rtn or gptq stage` +
+          `${format === "compressed-tensors" ? " or pruned weights from one pruning stage" : ""}` +
+          `: method ${id} runs ${kinds}${where}. Use --format dense`,
       );
     }
     if (!bits.includes(s.bits)) {

@@ -486,7 +486,13 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
         packed.set(name, readPackedLinear(q, (t) => all.get(t)?.t, module, linearShapes[key]));
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
-        const first = `${module}.${q.kind === "gptq" ? "qweight" : "weight_packed"}`;
+        const first = `${module}.${
+          {
+            gptq: "qweight",
+            "pack-quantized": "weight_packed",
+            "sparse-bitmask": "bitmask",
+          }[q.kind]
+        }`;
         throw new RangeError(`${where(first)}: ${e.message}`);
       }
     }

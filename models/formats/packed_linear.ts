@@ -1,11 +1,12 @@
 /**
- * Linear layers kept packed in memory as a quantized checkpoint stores them
- * ({@linkcode PackedLinear}: the GPTQ tensors, or compressed-tensors'
- * pack-quantized ones, as read), and their CPU reference: dequantization of
- * a range of rows into float32 ({@linkcode dequantizePackedRows}), which the
- * CPU forward pass runs a chunk of rows at a time. The layouts are described
- * once, in `quantizers/gptq_checkpoint.ts` (GPTQ) and `pack_quantized.ts`
- * (compressed-tensors). Web-standard only.
+ * Linear layers kept packed in memory as a compressed checkpoint stores them
+ * ({@linkcode PackedLinear}: the GPTQ tensors, compressed-tensors'
+ * pack-quantized or sparse bitmask ones, as read), and their CPU reference:
+ * dequantization of a range of rows into float32
+ * ({@linkcode dequantizePackedRows}), which the CPU forward pass runs a chunk
+ * of rows at a time. The layouts are described once, in
+ * `quantizers/gptq_checkpoint.ts` (GPTQ), `pack_quantized.ts` and
+ * `sparse_bitmask.ts` (compressed-tensors). Web-standard only.
  *
  * @module
  */
@@ -13,6 +14,7 @@
 import { type Tensor, tensor } from "../../core/tensor.ts";
 import { asFloat32 } from "../../core/convert.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
+import { sparseRows } from "./sparse_bitmask.ts";
 
 /** Storage types of scales in a packed linear. */
 export type ScaleDType = "f32" | "f16" | "bf16";
@@ -80,8 +82,30 @@ export interface PackQuantizedLinear {
   readonly gIdx: Int32Array | null;
 }
 
+/**
+ * A pruned linear layer in compressed-tensors' "sparse-bitmask" or
+ * "sparse-24-bitmask" layout (see `sparse_bitmask.ts`), as read.
+ */
+export interface SparseBitmaskLinear {
+  /** Discriminant. */
+  readonly kind: "sparse-bitmask";
+  /** [N, K] = [out features, in features]. */
+  readonly shape: readonly [number, number];
+  /** The layout ("sparse-24-bitmask": K/2 values a row). */
+  readonly format: "sparse-bitmask" | "sparse-24-bitmask";
+  /** `compressed`: the stored values, row by row. */
+  readonly values: Tensor<ScaleDType>;
+  /** `bitmask`, [N, ⌈K/8⌉]: bit k mod 8 of byte ⌊k/8⌋ of row n set when W[n, k] is stored. */
+  readonly bitmask: Uint8Array;
+  /** Index in `values` of each row's first value, [N + 1] (the last is the count). */
+  readonly rowOffsets: Float64Array;
+}
+
+/** A quantized linear kept packed (GPTQ or pack-quantized). */
+export type QuantizedPackedLinear = GptqLinear | PackQuantizedLinear;
+
 /** A linear layer kept packed as its checkpoint stores it. */
-export type PackedLinear = GptqLinear | PackQuantizedLinear;
+export type PackedLinear = QuantizedPackedLinear | SparseBitmaskLinear;
 
 /**
  * Whether a stored weight is a {@linkcode PackedLinear} (rather than a dense tensor).
@@ -90,7 +114,8 @@ export type PackedLinear = GptqLinear | PackQuantizedLinear;
  * @returns True for a packed linear.
  */
 export function isPackedLinear(w: Tensor | PackedLinear): w is PackedLinear {
-  return "kind" in w && (w.kind === "gptq" || w.kind === "pack-quantized");
+  return "kind" in w &&
+    (w.kind === "gptq" || w.kind === "pack-quantized" || w.kind === "sparse-bitmask");
 }
 
 /**
@@ -100,6 +125,7 @@ export function isPackedLinear(w: Tensor | PackedLinear): w is PackedLinear {
  * @returns The byte count.
  */
 export function packedLinearBytes(w: PackedLinear): number {
+  if (w.kind === "sparse-bitmask") return w.values.data.byteLength + w.bitmask.byteLength;
   const scales = w.scales.data.byteLength;
   if (w.kind === "gptq") {
     return w.qweight.byteLength + w.qzeros.byteLength + scales + w.gIdx.byteLength;
@@ -143,7 +169,7 @@ function streamCode(words: Int32Array, base: number, bits: number, i: number): n
 }
 
 /** Scales of rows [r0, r1) as float32 [rows, groups] (row-major by output feature). */
-function rowScales(w: PackedLinear, r0: number, r1: number): Float32Array {
+function rowScales(w: QuantizedPackedLinear, r0: number, r1: number): Float32Array {
   const N = w.shape[0], G = w.groups, rows = r1 - r0;
   if (w.kind === "pack-quantized") {
     // [N, groups]: the rows' scales are contiguous.
@@ -161,7 +187,7 @@ function rowScales(w: PackedLinear, r0: number, r1: number): Float32Array {
 }
 
 /** Zero points (unsigned code units) of rows [r0, r1), [rows, groups]. */
-function rowZeros(w: PackedLinear, r0: number, r1: number): Float64Array {
+function rowZeros(w: QuantizedPackedLinear, r0: number, r1: number): Float64Array {
   const N = w.shape[0], G = w.groups, b = w.bits, rows = r1 - r0;
   const out = new Float64Array(rows * G);
   if (w.kind === "gptq") {
@@ -191,7 +217,7 @@ function rowZeros(w: PackedLinear, r0: number, r1: number): Float64Array {
 }
 
 /** Group of each input feature. */
-function groupOf(w: PackedLinear): Int32Array {
+function groupOf(w: QuantizedPackedLinear): Int32Array {
   if (w.gIdx) return w.gIdx;
   const K = w.shape[1], size = K / w.groups;
   return Int32Array.from({ length: K }, (_, k) => Math.floor(k / size));
@@ -202,7 +228,7 @@ function groupOf(w: PackedLinear): Int32Array {
  * (the same scratch array each time).
  */
 function forEachRowCodes(
-  w: PackedLinear,
+  w: QuantizedPackedLinear,
   r0: number,
   r1: number,
   row: (i: number, codes: Uint16Array) => void,
@@ -277,6 +303,7 @@ export function dequantizePackedRows(
   out: Float32Array,
 ): void {
   checkRows(w, r0, r1, out);
+  if (w.kind === "sparse-bitmask") return sparseRows(w, r0, r1, out);
   const K = w.shape[1], G = w.groups;
   const scales = rowScales(w, r0, r1), zeros = rowZeros(w, r0, r1), gIdx = groupOf(w);
   forEachRowCodes(w, r0, r1, (i, codes) => {
@@ -312,10 +339,10 @@ export function dequantizePacked(w: PackedLinear, rowOrder?: Int32Array): Tensor
  * element, scales widened to float32, zero points in unsigned code units):
  * what `packWeights()` takes to build the layout of the WebGPU `qmatmul`.
  *
- * @param w The packed linear.
+ * @param w The packed quantized linear.
  * @returns The quantized weight, codes [N, K] in the stored row order.
  */
-export function unpackPackedLinear(w: PackedLinear): QuantizedWeight {
+export function unpackPackedLinear(w: QuantizedPackedLinear): QuantizedWeight {
   const [N, K] = w.shape, G = w.groups;
   const codes = w.bits <= 8 ? new Uint8Array(N * K) : new Uint16Array(N * K);
   forEachRowCodes(w, 0, N, (i, c) => codes.set(c, i * K));

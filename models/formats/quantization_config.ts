@@ -9,6 +9,7 @@
 
 import type { GptqArgs } from "./gptq_linear.ts";
 import { PACK_QUANTIZED_BITS, type PackQuantizedArgs } from "./pack_quantized.ts";
+import type { SparseFormat } from "./sparse_bitmask.ts";
 import { GPTQ_CHECKPOINT_BITS } from "../../quantizers/gptq_checkpoint.ts";
 
 /** A checkpoint's quantization, as far as loading it goes. */
@@ -22,14 +23,21 @@ export type QuantizationScheme =
       readonly targets: readonly string[];
       readonly args: PackQuantizedArgs;
     }[];
-    /** Modules left out (`ignore`). */
+    /** Modules left out of quantization (`ignore`). */
     readonly ignore: readonly string[];
+    /** The `sparsity_config`, when the folder holds pruned linears. */
+    readonly sparsity: {
+      readonly format: SparseFormat;
+      readonly targets: readonly string[];
+      readonly ignore: readonly string[];
+    } | null;
   };
 
 /** How one module's weight is stored. */
 export type ModuleQuantization =
   | { readonly kind: "gptq"; readonly args: GptqArgs }
   | { readonly kind: "pack-quantized"; readonly args: PackQuantizedArgs }
+  | { readonly kind: "sparse-bitmask"; readonly format: SparseFormat }
   | null;
 
 type Json = Record<string, unknown>;
@@ -129,7 +137,53 @@ function parseWeightArgs(w: unknown, source: string, at: string): PackQuantizedA
   };
 }
 
+function stringList(v: unknown, source: string, key: string): string[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || !v.every((t) => typeof t === "string")) {
+    fail(source, key, v, "a list of module names or classes is needed");
+  }
+  return v as string[];
+}
+
+function parseSparsity(
+  q: Json,
+  source: string,
+): { format: SparseFormat; targets: string[]; ignore: string[] } | null {
+  const sc = q.sparsity_config;
+  if (sc === undefined || sc === null || (isObject(sc) && Object.keys(sc).length === 0)) {
+    return null;
+  }
+  if (!isObject(sc)) fail(source, "sparsity_config", sc, "an object is needed");
+  const format = sc.format;
+  if (format === "dense") return null;
+  if (format !== "sparse-bitmask" && format !== "sparse-24-bitmask") {
+    fail(
+      source,
+      "sparsity_config.format",
+      format,
+      'the "sparse-bitmask" and "sparse-24-bitmask" formats are read',
+    );
+  }
+  return {
+    format,
+    targets: stringList(sc.targets ?? ["Linear"], source, "sparsity_config.targets"),
+    ignore: stringList(sc.ignore, source, "sparsity_config.ignore"),
+  };
+}
+
 function parseCompressedTensors(q: Json, source: string): QuantizationScheme {
+  const sparsity = parseSparsity(q, source);
+  if (q.kv_cache_scheme !== undefined && q.kv_cache_scheme !== null) {
+    fail(source, "kv_cache_scheme", q.kv_cache_scheme, "it is not read");
+  }
+  if (isObject(q.transform_config) && Object.keys(q.transform_config).length > 0) {
+    fail(source, "transform_config", q.transform_config, "it is not read");
+  }
+  const cg = q.config_groups;
+  // A pruned folder without quantization has no config groups (and no status).
+  if (sparsity && (cg === undefined || cg === null)) {
+    return { method: "compressed-tensors", groups: [], ignore: [], sparsity };
+  }
   const status = q.quantization_status;
   if (status !== "compressed") {
     fail(source, "quantization_status", status, 'compressed folders ("compressed") are read');
@@ -138,15 +192,6 @@ function parseCompressedTensors(q: Json, source: string): QuantizationScheme {
   if (format !== undefined && format !== "pack-quantized" && format !== "mixed-precision") {
     fail(source, "format", format, 'the "pack-quantized" format is read');
   }
-  for (const key of ["kv_cache_scheme"]) {
-    if (q[key] !== undefined && q[key] !== null) fail(source, key, q[key], "it is not read");
-  }
-  for (const key of ["sparsity_config", "transform_config"]) {
-    if (isObject(q[key]) && Object.keys(q[key] as Json).length > 0) {
-      fail(source, key, q[key], "it is not read");
-    }
-  }
-  const cg = q.config_groups;
   if (!isObject(cg) || Object.keys(cg).length === 0) {
     fail(source, "config_groups", cg, "an object of one or more groups is needed");
   }
@@ -162,21 +207,21 @@ function parseCompressedTensors(q: Json, source: string): QuantizationScheme {
         fail(source, `${at}.${key}`, g[key], "only weights are quantized in the folders read");
       }
     }
-    const targets = g.targets;
-    if (!Array.isArray(targets) || !targets.every((t) => typeof t === "string")) {
-      fail(source, `${at}.targets`, targets, "a list of module names or classes is needed");
+    if (!Array.isArray(g.targets)) {
+      fail(source, `${at}.targets`, g.targets, "a list of module names or classes is needed");
     }
     return {
       name,
-      targets: targets as string[],
+      targets: stringList(g.targets, source, `${at}.targets`),
       args: parseWeightArgs(g.weights, source, `${at}.weights`),
     };
   });
-  const ignore = q.ignore ?? [];
-  if (!Array.isArray(ignore) || !ignore.every((t) => typeof t === "string")) {
-    fail(source, "ignore", ignore, "a list of module names is needed");
-  }
-  return { method: "compressed-tensors", groups, ignore: ignore as string[] };
+  return {
+    method: "compressed-tensors",
+    groups,
+    ignore: stringList(q.ignore, source, "ignore"),
+    sparsity,
+  };
 }
 
 /**
@@ -225,20 +270,32 @@ function targetMatches(target: string, name: string): boolean {
 
 /**
  * How the scheme stores one linear module's weight: GPTQ every linear but
- * `lm_head`; compressed-tensors those a group targets and `ignore` does not
- * name (the first matching group wins). Null: a dense `.weight`.
+ * `lm_head`; compressed-tensors packs those a config group targets and
+ * `ignore` does not name (the first matching group wins), and stores sparse
+ * those the `sparsity_config` targets and does not ignore. Null: a dense
+ * `.weight`.
  *
  * @param scheme The scheme.
  * @param name The linear module's name, e.g. `model.layers.0.mlp.down_proj`.
  * @returns Its quantization, or null.
+ * @throws {RangeError} for a module both quantized and sparse (not read).
  */
 export function moduleQuantization(scheme: QuantizationScheme, name: string): ModuleQuantization {
   if (scheme.method === "gptq") {
     return name === "lm_head" ? null : { kind: "gptq", args: scheme.args };
   }
-  if (scheme.ignore.some((t) => targetMatches(t, name))) return null;
-  const group = scheme.groups.find((g) => g.targets.some((t) => targetMatches(t, name)));
-  return group ? { kind: "pack-quantized", args: group.args } : null;
+  const matches = (targets: readonly string[]) => targets.some((t) => targetMatches(t, name));
+  const group = matches(scheme.ignore) ? undefined : scheme.groups.find((g) => matches(g.targets));
+  const { sparsity } = scheme;
+  const sparse = sparsity !== null && matches(sparsity.targets) && !matches(sparsity.ignore);
+  if (group && sparse) {
+    throw new RangeError(
+      `${name} is both quantized (${group.name}) and sparse (${sparsity.format}): ` +
+        `stacked compression is not read`,
+    );
+  }
+  if (group) return { kind: "pack-quantized", args: group.args };
+  return sparse ? { kind: "sparse-bitmask", format: sparsity.format } : null;
 }
 
 /** Settings of a GPTQ `quantization_config` we write. */
@@ -294,18 +351,50 @@ export interface CompressedTensorsGroup {
   readonly actOrder: boolean;
 }
 
+/** The pruned linears of a compressed-tensors folder we write. */
+export interface CompressedTensorsSparsity {
+  /** The layout. */
+  readonly format: SparseFormat;
+  /** Module names, or `["Linear"]`. */
+  readonly targets: readonly string[];
+  /** Fraction of zeros over the targets. */
+  readonly globalSparsity: number;
+}
+
 /**
- * The compressed-tensors `quantization_config` of a pack-quantized folder we
- * write (weight-only integer groups; `lm_head` and the `ignore`d modules dense).
+ * The compressed-tensors `quantization_config` of a folder we write:
+ * weight-only integer groups (pack-quantized; `lm_head` and the `ignore`d
+ * modules not quantized) and, for pruned linears, a `sparsity_config`. A
+ * folder without quantized linears has no config groups (as
+ * compressed-tensors writes a pruned model).
  *
  * @param groups The config groups.
- * @param ignore Linear modules kept dense besides `lm_head`.
+ * @param ignore Linear modules not quantized besides `lm_head`.
+ * @param sparsity The pruned linears, if any.
  * @returns The JSON-ready object.
  */
 export function compressedTensorsQuantizationConfig(
   groups: readonly CompressedTensorsGroup[],
   ignore: readonly string[] = [],
+  sparsity: CompressedTensorsSparsity | null = null,
 ): Record<string, unknown> {
+  const sparsityConfig = sparsity
+    ? {
+      format: sparsity.format,
+      global_sparsity: sparsity.globalSparsity,
+      sparsity_structure: sparsity.format === "sparse-24-bitmask" ? "2:4" : "unstructured",
+      targets: [...sparsity.targets],
+      ignore: ["lm_head"],
+      registry_requires_subclass: false,
+    }
+    : {};
+  if (groups.length === 0) {
+    return {
+      quant_method: "compressed-tensors",
+      sparsity_config: sparsityConfig,
+      transform_config: {},
+    };
+  }
   const configGroups: Record<string, unknown> = {};
   groups.forEach((g, i) => {
     configGroups[`group_${i}`] = {
@@ -335,6 +424,6 @@ export function compressedTensorsQuantizationConfig(
     quantization_status: "compressed",
     kv_cache_scheme: null,
     global_compression_ratio: null,
-    sparsity_config: {},
+    sparsity_config: sparsityConfig,
   };
 }

@@ -1,6 +1,6 @@
 /**
- * One quantized linear module of a checkpoint, read packed: the tensors its
- * quantization names, checked. Web-standard only.
+ * One compressed linear module of a checkpoint, read packed: the tensors its
+ * quantization (or sparsity) names, checked. Web-standard only.
  *
  * @module
  */
@@ -8,6 +8,7 @@
 import type { Tensor } from "../../core/tensor.ts";
 import { gptqLinear } from "./gptq_linear.ts";
 import { packQuantizedLinear } from "./pack_quantized.ts";
+import { sparseBitmaskLinear } from "./sparse_bitmask.ts";
 import type { PackedLinear } from "./packed_linear.ts";
 import type { ModuleQuantization } from "./quantization_config.ts";
 
@@ -15,6 +16,7 @@ import type { ModuleQuantization } from "./quantization_config.ts";
 export const PACKED_SUFFIXES: {
   readonly gptq: readonly string[];
   readonly "pack-quantized": readonly string[];
+  readonly "sparse-bitmask": readonly string[];
 } = {
   gptq: ["qweight", "qzeros", "scales", "g_idx"],
   "pack-quantized": [
@@ -24,6 +26,7 @@ export const PACKED_SUFFIXES: {
     "weight_shape",
     "weight_g_idx",
   ],
+  "sparse-bitmask": ["bitmask", "compressed", "row_offsets", "shape"],
 };
 
 /**
@@ -47,7 +50,12 @@ export function readPackedLinear(
     const t = tensorOf(`${module}.${s}`);
     if (t) parts[s] = t;
   }
-  return quantization.kind === "gptq"
-    ? gptqLinear(parts, quantization.args, shape, module)
-    : packQuantizedLinear(parts, quantization.args, shape, module);
+  switch (quantization.kind) {
+    case "gptq":
+      return gptqLinear(parts, quantization.args, shape, module);
+    case "pack-quantized":
+      return packQuantizedLinear(parts, quantization.args, shape, module);
+    case "sparse-bitmask":
+      return sparseBitmaskLinear(parts, quantization.format, shape, module);
+  }
 }

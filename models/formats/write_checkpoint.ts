@@ -27,6 +27,7 @@ import { LLAMA_LINEARS, llamaDims, type LlamaLinear, type LlamaModel } from "../
 import type { Tokenizer } from "../tokenizer.ts";
 import { type PlannedTensor, writeShards } from "./_shards.ts";
 import { toPackQuantized } from "./pack_quantized.ts";
+import { isTwoFour, type SparseFormat, toSparseBitmask } from "./sparse_bitmask.ts";
 import {
   type CompressedTensorsGroup,
   compressedTensorsQuantizationConfig,
@@ -52,13 +53,18 @@ export interface CheckpointModule {
   readonly weight: Tensor<"f32">;
   /** The quantized form, when a quantizer ran; a uniform grid is written packed. */
   readonly quantized?: { readonly kind: string };
+  /** Keep-mask [out, in] (1 kept), when a pruner ran; compressed-tensors stores it sparse. */
+  readonly mask?: Uint8Array;
 }
 
 /** Options of {@linkcode writeCheckpoint}. */
 export interface WriteCheckpointOptions {
   /** The layout. @default "dense" */
   readonly format?: CheckpointFormat;
-  /** Storage of the linears of a dense folder. @default "f32" */
+  /**
+   * Storage of the compressed weights kept as floats: every linear of a dense
+   * folder, the kept values of a sparse one (compressed-tensors). @default "f32"
+   */
   readonly dtype?: DenseDType;
   /** GPTQ's `checkpoint_format`: "gptq" stores zero points minus one, "gptq_v2" as they are. @default "gptq" */
   readonly checkpointFormat?: "gptq" | "gptq_v2";
@@ -87,6 +93,15 @@ const TORCH_DTYPES: Readonly<Record<DenseDType, string>> = {
 };
 
 const HEAD = "output";
+
+/** Row r of a [rows, cols] mask becomes row order[r]. */
+function permuteMaskRows(mask: Uint8Array, cols: number, order: Int32Array): Uint8Array {
+  const out = new Uint8Array(mask.length);
+  for (let r = 0; r < order.length; r++) {
+    out.set(mask.subarray(r * cols, (r + 1) * cols), order[r]! * cols);
+  }
+  return out;
+}
 
 /** Row r of q becomes row order[r]: rows of codes, scales and zero points move together. */
 function permuteQuantizedRows(q: QuantizedWeight, order: Int32Array): QuantizedWeight {
@@ -131,6 +146,12 @@ function uniformOf(name: string, m: CheckpointModule | undefined, format: string
     }
   }
   return q;
+}
+
+/** The Hugging Face module of `layers.i.key`. */
+function hfModule(name: string): string {
+  const [, l, key] = name.split(".");
+  return hfNames(+l!)[key as LlamaLinear].slice(0, -".weight".length);
 }
 
 function isPlainGrouping(q: QuantizedWeight): boolean {
@@ -318,23 +339,38 @@ function planTensors(
   const heads = (key: LlamaLinear) => key === "wq" ? nHeads : key === "wk" ? nKvHeads : 0;
   const orders = { wq: rotaryRowOrder(nHeads, qDim), wk: rotaryRowOrder(nKvHeads, kvDim) };
 
-  // Which linears are packed, on which grid.
+  // Which linears are packed, on which grid; which are pruned (compressed-tensors).
   const grids = new Map<string, QuantizedWeight>();
+  const pruned = new Map<string, CheckpointModule & { mask: Uint8Array }>();
   if (format !== "dense") {
     const label = format === "gptq" ? "GPTQ" : "compressed-tensors";
     model.layers.forEach((_, l) => {
       for (const key of LLAMA_LINEARS) {
         const name = `layers.${l}.${key}`, m = modules.get(name);
+        if (format === "compressed-tensors" && m?.mask && m.quantized) {
+          throw new RangeError(
+            `Cannot write compressed-tensors: module ${name} is both pruned and quantized ` +
+              `(stacked compression is not written)`,
+          );
+        }
+        if (format === "compressed-tensors" && m?.mask) {
+          pruned.set(name, m as CheckpointModule & { mask: Uint8Array });
+          continue;
+        }
         if (format === "compressed-tensors" && m?.quantized?.kind !== "uniform") continue;
         grids.set(name, uniformOf(name, m, label));
       }
     });
-    if (format === "compressed-tensors" && grids.size === 0) {
+    if (format === "compressed-tensors" && grids.size === 0 && pruned.size === 0) {
       throw new RangeError(
-        "Cannot write compressed-tensors: no block linear is quantized on a uniform grid",
+        "Cannot write compressed-tensors: no block linear is quantized on a uniform grid or pruned",
       );
     }
   }
+  const sparseFormat: SparseFormat =
+    [...pruned.values()].every((m) => isTwoFour(m.mask, m.weight.shape[0]!, m.weight.shape[1]!))
+      ? "sparse-24-bitmask"
+      : "sparse-bitmask";
   let quantizationConfig: Record<string, unknown> | null = null;
   const packedTensors = (
     name: string,
@@ -357,6 +393,24 @@ function planTensors(
   const packed = new Map<string, Record<string, Tensor>>();
   for (const [name, q] of grids) {
     packed.set(name, packedTensors(name, name.split(".")[2] as LlamaLinear, q));
+  }
+  let zeros = 0, total = 0;
+  for (const [name, m] of pruned) {
+    const key = name.split(".")[2] as LlamaLinear, K = m.weight.shape[1]!;
+    const hf = key === "wq" || key === "wk"
+      ? {
+        weight: permuteRotaryRows(m.weight, heads(key), true),
+        mask: permuteMaskRows(m.mask, K, orders[key]),
+      }
+      : m;
+    try {
+      packed.set(name, { ...toSparseBitmask(hf.weight, hf.mask, sparseFormat, o.dtype) });
+    } catch (e) {
+      if (!(e instanceof RangeError)) throw e;
+      throw new RangeError(`Cannot write module ${name}: ${e.message}`);
+    }
+    for (const v of m.weight.data) if (v === 0) zeros++;
+    total += m.weight.data.length;
   }
 
   if (format === "gptq") {
@@ -411,7 +465,14 @@ function planTensors(
       }
     });
     if (groups.length === 1 && ignore.length === 0) groups[0]!.targets = ["Linear"];
-    quantizationConfig = compressedTensorsQuantizationConfig(groups, ignore);
+    const sparsity = pruned.size === 0 ? null : {
+      format: sparseFormat,
+      targets: pruned.size === model.layers.length * LLAMA_LINEARS.length
+        ? ["Linear"]
+        : [...pruned.keys()].map(hfModule),
+      globalSparsity: zeros / total,
+    };
+    quantizationConfig = compressedTensorsQuantizationConfig(groups, ignore, sparsity);
   }
 
   const plan: PlannedTensor[] = [now("model.embed_tokens.weight", model.tokenEmbedding)];

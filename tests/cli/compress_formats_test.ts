@@ -19,6 +19,7 @@ Deno.test("compress --format gptq and compressed-tensors write packed folders wh
       ["gptq", ["--method", "gptq-w4-g32-act", "--format", "gptq"]],
       ["gptq_v2", ["--method", "rtn-w8-sym", "--format", "gptq", "--checkpoint-format", "gptq_v2"]],
       ["ct", ["--method", "gptq-w3-g32", "--format", "compressed-tensors"]],
+      ["ct-24", ["--method", "sparsegpt-2:4", "--format", "compressed-tensors", "--dtype", "bf16"]],
     ];
     const results = await Promise.all(
       runs.map(([name, flags]) =>
@@ -42,6 +43,9 @@ Deno.test("compress --format gptq and compressed-tensors write packed folders wh
         config.quantization_config.quant_method,
         flags[3] === "gptq" ? "gptq" : "compressed-tensors",
       );
+      if (name === "ct-24") {
+        assert.equal(config.quantization_config.sparsity_config.format, "sparse-24-bitmask");
+      }
       assert.equal(config.transformers_version, "5.17.0"); // the source's other keys are kept
       const st = await readSafetensors(`${out}/model.safetensors`);
       assert.equal(st.tensors.get("model.embed_tokens.weight")!.dtype, "bf16");

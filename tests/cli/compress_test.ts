@@ -90,7 +90,11 @@ Deno.test("compress --json reports every module with a finite layer error, and i
       assert.equal(config.dtype, "float32");
       assert.equal(config.transformers_version, "5.17.0"); // the source's other keys are kept
       const st = await readSafetensors(`${out}/model.safetensors`);
-      assert.ok([...st.tensors.values()].every((t) => t.dtype === "f32"));
+      // Linears in --dtype (f32 by default), the rest in the source's bf16.
+      for (const [name, t] of st.tensors) {
+        const linear = /_proj\.weight$/.test(name);
+        assert.equal(t.dtype, linear ? "f32" : "bf16", name);
+      }
       assert.equal(st.metadata.method, method);
 
       const dense = await loadModel(out);
@@ -216,12 +220,24 @@ Deno.test("compress refuses bad flags, bad method ids, a non-empty --out and met
         /--format compressed-tensors needs groups that divide every linear's inputs: method rtn-w4-g48 has groups of 48, and 64, 160 input features/,
       ],
       [
+        [
+          ...common(dir),
+          "--method",
+          "sparsegpt-50-w4",
+          "--out",
+          `${dir}/o`,
+          "--format",
+          "compressed-tensors",
+        ],
+        /--format compressed-tensors holds uniform grids from one rtn or gptq stage or pruned weights from one pruning stage: method sparsegpt-50-w4 runs sparsegpt\. Use --format dense/,
+      ],
+      [
         [...base, "--out", `${dir}/o`, "--format", "gguf"],
         /--format must be dense, gptq, compressed-tensors: got 'gguf'/,
       ],
       [
         [...base, "--out", `${dir}/o`, "--format", "gptq", "--dtype", "bf16"],
-        /--dtype sets the linears of --format dense/,
+        /--dtype sets the float weights of --format dense and compressed-tensors; --format gptq stores them packed/,
       ],
       [
         [...base, "--out", `${dir}/o`, "--dtype", "f8"],

@@ -1,7 +1,8 @@
 """Checks the packed folders llmcompress writes against independent code.
 
 Written from the formats' published descriptions (AutoGPTQ / GPTQModel's GPTQ
-layout, compressed-tensors' pack-quantized layout), not from our TypeScript.
+layout, compressed-tensors' pack-quantized and sparse bitmask layouts), not
+from our TypeScript.
 Needs torch, transformers (4.56 or later: `dtype=`), safetensors and numpy.
 
     deno run -A tests/interop/make_folders.ts /tmp/interop
@@ -133,18 +134,41 @@ def pack_quantized_weight(parts, bits, symmetric, k_in, n_out):
     return ((q - zp[:, g_idx]).float() * scale[:, g_idx]).contiguous()
 
 
+def sparse_weight(parts, k_in, n_out):
+    """The float32 weight [N, K] of one sparse-bitmask / sparse-24-bitmask linear.
+
+    bitmask uint8 [N, K / 8]: numpy packbits of the stored positions with
+    bitorder "little" (bit j of byte b is column 8 b + j); compressed: the
+    stored values in row-major order (1-D, or [N, K / 2] for 2:4); every other
+    weight is 0. row_offsets (sparse-bitmask) is where each row starts.
+    """
+    mask = np.unpackbits(parts["bitmask"].cpu().numpy().view(np.uint8), axis=-1, count=k_in,
+                         bitorder="little").astype(bool)
+    out = torch.zeros(n_out, k_in, dtype=torch.float32)
+    out[torch.from_numpy(mask)] = parts["compressed"].float().cpu().flatten()
+    if "row_offsets" in parts:
+        starts = np.concatenate([[0], np.cumsum(mask.sum(-1))[:-1]])
+        if not np.array_equal(starts, parts["row_offsets"].cpu().numpy()):
+            raise ValueError("row_offsets do not count the bitmask's bits")
+    return out
+
+
 def module_args(qc, module):
     """(kind, arguments) of a module under a quantization_config."""
     if qc["quant_method"] == "gptq":
         version = 1 if qc.get("checkpoint_format", qc.get("format", "gptq")) == "gptq" else 2
         return "gptq", (qc["bits"], version, qc["group_size"])
-    if qc["quant_method"] != "compressed-tensors" or qc.get("format") != "pack-quantized":
+    if qc["quant_method"] != "compressed-tensors":
         raise ValueError(f"unsupported quantization_config {qc}")
-    for group in qc["config_groups"].values():
+    for group in (qc.get("config_groups") or {}).values():
         if "Linear" in group["targets"] or module in group["targets"]:
             w = group["weights"]
             return "pack-quantized", (w["num_bits"], w["symmetric"])
-    raise ValueError(f"no config group targets {module}")
+    sparsity = qc.get("sparsity_config") or {}
+    if sparsity.get("format") in ("sparse-bitmask", "sparse-24-bitmask") and (
+            "Linear" in sparsity["targets"] or module in sparsity["targets"]):
+        return "sparse", ()
+    raise ValueError(f"no config group or sparsity_config targets {module}")
 
 
 def dequantized_state(folder):
@@ -155,8 +179,9 @@ def dequantized_state(folder):
     tensors = read_folder(folder)
     suffixes = {"gptq": ("qweight", "qzeros", "scales", "g_idx"),
                 "pack-quantized": ("weight_packed", "weight_scale", "weight_zero_point",
-                                   "weight_shape", "weight_g_idx")}
-    markers = {"qweight": "gptq", "weight_packed": "pack-quantized"}
+                                   "weight_shape", "weight_g_idx"),
+                "sparse": ("bitmask", "compressed", "row_offsets", "shape")}
+    markers = {"qweight": "gptq", "weight_packed": "pack-quantized", "bitmask": "sparse"}
     modules = [(name.rsplit(".", 1)[0], markers[name.rsplit(".", 1)[1]])
                for name in tensors if name.rsplit(".", 1)[1] in markers]
     out = dict(tensors)
@@ -170,10 +195,13 @@ def dequantized_state(folder):
             n_out = parts["scales"].shape[1]
             k_in = parts["g_idx"].shape[0] if "g_idx" in parts else parts["qweight"].shape[0] * 32 // bits
             out[f"{module}.weight"] = gptq_weight(parts, bits, version, group_size, k_in, n_out)
-        else:
+        elif kind == "pack-quantized":
             bits, symmetric = args
             n_out, k_in = (int(x) for x in parts["weight_shape"].tolist())
             out[f"{module}.weight"] = pack_quantized_weight(parts, bits, symmetric, k_in, n_out)
+        else:
+            n_out, k_in = (int(x) for x in parts["shape"].flatten().tolist())
+            out[f"{module}.weight"] = sparse_weight(parts, k_in, n_out)
     return config, out, len(modules)
 
 

@@ -239,6 +239,7 @@ export async function specFolders(
   pack: (l: SpecLinear, module: string) => Record<string, Tensor>,
   quantizationConfig: Record<string, unknown>,
   rng: Prng,
+  denseOf: (l: SpecLinear) => Float32Array = specDense,
 ): Promise<{ packed: string; dense: string; grids: Map<string, SpecLinear> }> {
   const packed = await copyFixture(fixture), dense = await copyFixture(fixture);
   const config = JSON.parse(await Deno.readTextFile(`${packed}/config.json`));
@@ -256,7 +257,7 @@ export async function specFolders(
     const l = randomLinear(shape[1], shape[2], grid(m[1]!), rng);
     grids.set(m[1]!, l);
     for (const [suffix, p] of Object.entries(pack(l, m[1]!))) q.set(`${m[1]}.${suffix}`, p);
-    d.set(name, tensor("f32", [l.N, l.K], specDense(l)));
+    d.set(name, tensor("f32", [l.N, l.K], denseOf(l)));
   }
   await writeSafetensors(`${packed}/model.safetensors`, q, { format: "pt" });
   await writeSafetensors(`${dense}/model.safetensors`, d, { format: "pt" });
@@ -265,4 +266,70 @@ export async function specFolders(
     JSON.stringify({ ...config, quantization_config: quantizationConfig }),
   );
   return { packed, dense, grids };
+}
+
+/**
+ * A grid's dense weight pruned, and the positions compressed-tensors stores:
+ * 2:4 keeps the two largest magnitudes of every four consecutive weights of a
+ * row (the first on ties; a kept weight may be 0), "unstructured" zeroes every
+ * weight whose code is even and stores the non-zero ones.
+ */
+export function specPruned(
+  l: SpecLinear,
+  structure: "2:4" | "unstructured",
+): { weight: Float32Array; stored: Uint8Array } {
+  const w = specDense(l);
+  if (structure === "unstructured") {
+    const weight = w.map((v, i) => (l.codes[i]! % 2 === 0 ? 0 : v));
+    return { weight, stored: Uint8Array.from(weight, (v) => (v !== 0 ? 1 : 0)) };
+  }
+  const weight = new Float32Array(w.length), stored = new Uint8Array(w.length);
+  for (let i = 0; i < w.length; i += 4) {
+    const order = [0, 1, 2, 3].sort((a, b) => Math.abs(w[i + b]!) - Math.abs(w[i + a]!) || a - b);
+    for (const j of order.slice(0, 2)) {
+      weight[i + j] = w[i + j]!;
+      stored[i + j] = 1;
+    }
+  }
+  return { weight, stored };
+}
+
+/**
+ * compressed-tensors sparse tensors of a pruned weight [N, K], as
+ * `bitmask_compress` / `sparse24_bitmask_compress` lay them out: `bitmask`
+ * numpy's `packbits(..., bitorder="little")` of the stored positions,
+ * `compressed` their values row by row, `row_offsets` (sparse-bitmask) each
+ * row's start, `shape` [N, K] (sparse-24-bitmask: [[N], [K]]).
+ */
+export function sparseSpecTensors(
+  { weight: w, stored }: { weight: Float32Array; stored: Uint8Array },
+  N: number,
+  K: number,
+  format: "sparse-bitmask" | "sparse-24-bitmask",
+): Record<string, Tensor> {
+  const bytes = Math.ceil(K / 8);
+  const bitmask = new Uint8Array(N * bytes);
+  const values: number[] = [], offsets: bigint[] = [];
+  for (let n = 0; n < N; n++) {
+    offsets.push(BigInt(values.length));
+    for (let k = 0; k < K; k++) {
+      if (!stored[n * K + k]) continue;
+      bitmask[n * bytes + Math.floor(k / 8)] = bitmask[n * bytes + Math.floor(k / 8)]! |
+        (1 << (k % 8));
+      values.push(w[n * K + k]!);
+    }
+  }
+  const dims = BigInt64Array.from([BigInt(N), BigInt(K)]);
+  return format === "sparse-bitmask"
+    ? {
+      bitmask: tensor("u8", [N, bytes], bitmask),
+      compressed: tensor("f32", [values.length], Float32Array.from(values)),
+      row_offsets: tensor("i64", [N], BigInt64Array.from(offsets)),
+      shape: tensor("i64", [2], dims),
+    }
+    : {
+      bitmask: tensor("u8", [N, bytes], bitmask),
+      compressed: tensor("f32", [N, K / 2], Float32Array.from(values)),
+      shape: tensor("i64", [2, 1], dims),
+    };
 }

@@ -130,7 +130,11 @@ Deno.test("a compressed-tensors folder whose quantization_config or tensors we d
       [[(q) => q.ignore = []], /quantization_config quantizes lm_head, which is not read/],
       [
         [(q) => q.sparsity_config = { format: "sparse-24-bitmask" }],
-        /quantization_config\.sparsity_config = .* it is not read/,
+        /model\.layers\.0\.self_attn\.q_proj is both quantized \(group_0\) and sparse \(sparse-24-bitmask\): stacked compression is not read/,
+      ],
+      [
+        [(q) => q.sparsity_config = { format: "marlin-24" }],
+        /quantization_config\.sparsity_config\.format = "marlin-24" is not supported/,
       ],
       [
         [() => {}, (t) => t.delete("model.layers.0.mlp.down_proj.weight_zero_point")],

@@ -8,9 +8,11 @@ import { isPackedLinear } from "../../../models/formats/packed_linear.ts";
 import {
   compressedTensorsSpecTensors,
   gptqSpecTensors,
+  sparseSpecTensors,
   specFolders,
   type SpecGrid,
   type SpecLinear,
+  specPruned,
 } from "./_spec_folders.ts";
 
 const IDS = [1, 17, 200, 33, 4, 90, 91, 5, 400, 12, 7, 7, 300, 2];
@@ -30,7 +32,7 @@ const HF_OF: Record<string, LlamaLinear> = {
  */
 async function checkFolders(
   { packed, dense, grids }: { packed: string; dense: string; grids: Map<string, SpecLinear> },
-  kind: "gptq" | "pack-quantized",
+  kind: "gptq" | "pack-quantized" | "sparse-bitmask",
 ): Promise<void> {
   try {
     const [p, d] = await Promise.all([loadModel(packed), loadModel(dense)]);
@@ -38,6 +40,7 @@ async function checkFolders(
       const m = /^model\.layers\.(\d+)\.(.+)$/.exec(module)!;
       const stored = p.model.layers[+m[1]!]![STORED_LINEARS]![HF_OF[m[2]!]!].weight;
       assert.ok(isPackedLinear(stored) && stored.kind === kind, module);
+      if (stored.kind === "sparse-bitmask") continue;
       const q = unpackPackedLinear(stored);
       assert.deepEqual(q.codes, l.codes, `${module} codes`);
       assert.deepEqual(q.scales, l.scales, `${module} scales`);
@@ -156,5 +159,38 @@ Deno.test("GPTQ v1 zero points of 0, as GPTQModel's v2 → v1 conversion stores 
     );
     assert.ok([...folders.grids.values()].some((l) => l.zeros.includes(0)), "zero points of 0");
     await checkFolders(folders, "gptq");
+  }
+});
+
+Deno.test("compressed-tensors sparse-bitmask and sparse-24-bitmask folders laid out by hand as bitmask_compress does load with the logits of their dense weights", async () => {
+  const grid: SpecGrid = { bits: 4, groupSize: -1, symmetric: false, actOrder: false };
+  const cases = [
+    ["sparse-bitmask", "unstructured", "qwen2"],
+    ["sparse-24-bitmask", "2:4", "llama"],
+  ] as const;
+  for (const [format, structure, fixture] of cases) {
+    await checkFolders(
+      await specFolders(
+        fixture,
+        () => grid,
+        (l) => sparseSpecTensors(specPruned(l, structure), l.N, l.K, format),
+        {
+          quant_method: "compressed-tensors",
+          sparsity_config: {
+            format,
+            global_sparsity: 0.5,
+            sparsity_structure: structure,
+            targets: ["Linear"],
+            ignore: ["lm_head"],
+            registry_requires_subclass: false,
+          },
+          transform_config: {},
+          version: "0.12.0",
+        },
+        prng(30),
+        (l) => specPruned(l, structure).weight,
+      ),
+      "sparse-bitmask",
+    );
   }
 });

@@ -7,6 +7,8 @@ import { rotaryRowOrder } from "../../../models/hf.ts";
 import { LLAMA_LINEARS, llamaDims, STORED_LINEARS } from "../../../models/model.ts";
 import { dequantize } from "../../../quantizers/dequantize.ts";
 import { rtn } from "../../../quantizers/rtn.ts";
+import { magnitudePrune } from "../../../pruners/magnitude.ts";
+import type { Tensor } from "../../../core/tensor.ts";
 import { fixtureDir } from "../_hf_fixtures.ts";
 import { f16Module, quantizedModules, type TestGrid, type TestModule } from "./_grids.ts";
 
@@ -29,7 +31,7 @@ function assertCodes(lm: CausalLM, modules: Map<string, TestModule>): void {
   lm.model.layers.forEach((layer, l) => {
     for (const key of LLAMA_LINEARS) {
       const stored = layer[STORED_LINEARS]![key].weight;
-      assert.ok(isPackedLinear(stored), `layers.${l}.${key} is packed`);
+      assert.ok(isPackedLinear(stored) && stored.kind !== "sparse-bitmask", `layers.${l}.${key}`);
       const back = unpackPackedLinear(stored), q = modules.get(`layers.${l}.${key}`)!.quantized;
       // Stored rows are Hugging Face's: q and k rows were permuted with their scales and zeros.
       const order = key === "wq"
@@ -337,5 +339,87 @@ Deno.test("writeCheckpoint refuses what a format cannot hold, naming the module,
       weight: dequantize(modules.get("layers.0.wq")!.quantized),
     }]]);
     await writeCheckpoint(lm.model, plain, `${tmp}/plain`);
+  });
+});
+
+Deno.test("pruned linears are written sparse (sparse-24-bitmask when every mask is 2:4, else sparse-bitmask) and load to the dense folder's logits", async () => {
+  await withTemp(async (tmp) => {
+    const lm = await loadModel(fixtureDir("qwen2"));
+    for (
+      const structure of [
+        { kind: "nm", n: 2, m: 4 },
+        { kind: "unstructured", sparsity: 0.5 },
+      ] as const
+    ) {
+      const modules = new Map<string, { weight: Tensor<"f32">; mask: Uint8Array }>();
+      for (let l = 0; l < lm.model.layers.length; l++) {
+        for (const key of LLAMA_LINEARS) {
+          const p = await magnitudePrune(lm.model.layers[l]![key], { structure });
+          modules.set(`layers.${l}.${key}`, { weight: p.weight, mask: p.mask.data });
+        }
+      }
+      const label = structure.kind === "nm" ? "24" : "bitmask";
+      await writeCheckpoint(lm.model, modules, `${tmp}/${label}`, { format: "compressed-tensors" });
+      await writeCheckpoint(lm.model, modules, `${tmp}/${label}-dense`);
+      const c = JSON.parse(await Deno.readTextFile(`${tmp}/${label}/config.json`));
+      const format = structure.kind === "nm" ? "sparse-24-bitmask" : "sparse-bitmask";
+      assert.deepEqual(c.quantization_config, {
+        quant_method: "compressed-tensors",
+        sparsity_config: {
+          format,
+          global_sparsity: c.quantization_config.sparsity_config.global_sparsity,
+          sparsity_structure: structure.kind === "nm" ? "2:4" : "unstructured",
+          targets: ["Linear"],
+          ignore: ["lm_head"],
+          registry_requires_subclass: false,
+        },
+        transform_config: {},
+      });
+      assert.ok(Math.abs(c.quantization_config.sparsity_config.global_sparsity - 0.5) < 0.01);
+      const st = await readSafetensors(`${tmp}/${label}/model.safetensors`);
+      const p = "model.layers.0.mlp.down_proj";
+      assert.deepEqual(st.tensors.get(`${p}.bitmask`)!.shape, [64, 20]);
+      assert.equal(st.tensors.get(`${p}.compressed`)!.dtype, "f32");
+      assert.equal(st.tensors.has(`${p}.row_offsets`), format === "sparse-bitmask");
+      const [a, b] = await Promise.all([
+        loadModel(`${tmp}/${label}`),
+        loadModel(`${tmp}/${label}-dense`),
+      ]);
+      const stored = a.model.layers[0]![STORED_LINEARS]!.wq.weight;
+      assert.ok(
+        isPackedLinear(stored) && stored.kind === "sparse-bitmask" && stored.format === format,
+      );
+      assert.deepEqual(
+        await a.logits(IDS, { backend: "cpu" }),
+        await b.logits(IDS, { backend: "cpu" }),
+      );
+    }
+    // Values in bf16 on request; a pruned and quantized module is refused.
+    const w = lm.model.layers[0]!.w1;
+    const p = await magnitudePrune(w, { structure: { kind: "unstructured", sparsity: 0.5 } });
+    const one = new Map([["layers.0.w1", { weight: p.weight, mask: p.mask.data }]]);
+    await writeCheckpoint(lm.model, one, `${tmp}/bf16`, {
+      format: "compressed-tensors",
+      dtype: "bf16",
+    });
+    const st = await readSafetensors(`${tmp}/bf16/model.safetensors`);
+    assert.equal(st.tensors.get("model.layers.0.mlp.gate_proj.compressed")!.dtype, "bf16");
+    assert.equal(st.tensors.get("model.layers.0.mlp.up_proj.weight")!.dtype, "bf16"); // uncompressed
+    const c = JSON.parse(await Deno.readTextFile(`${tmp}/bf16/config.json`));
+    assert.deepEqual(c.quantization_config.sparsity_config.targets, [
+      "model.layers.0.mlp.gate_proj",
+    ]);
+    const q = f16Module(await rtn(w, { bits: 4 }));
+    await assert.rejects(
+      writeCheckpoint(
+        lm.model,
+        new Map([["layers.0.w1", { ...q, mask: p.mask.data }]]),
+        `${tmp}/x`,
+        {
+          format: "compressed-tensors",
+        },
+      ),
+      /module layers\.0\.w1 is both pruned and quantized/,
+    );
   });
 });
