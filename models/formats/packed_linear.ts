@@ -269,6 +269,94 @@ function checkRows(w: PackedLinear, r0: number, r1: number, out: Float32Array): 
   }
 }
 
+/** Group size of a plain grouping (group g holds features [g·size, (g+1)·size)), else 0. */
+const plainGroupSize = new WeakMap<QuantizedPackedLinear, number>();
+
+/**
+ * Whether each 32-bit word of the linear's rows holds whole codes of one
+ * group (codes aligned to words, groups contiguous and a whole number of
+ * words), so that rows can be decoded word by word through a per-group table.
+ */
+function plainWords(w: QuantizedPackedLinear): boolean {
+  if (w.kind === "gptq" && 32 % w.bits !== 0) return false;
+  let size = plainGroupSize.get(w);
+  if (size === undefined) {
+    const K = w.shape[1];
+    size = w.groups === 1 ? K : w.kind === "pack-quantized" ? K / w.groups : w.groupSize;
+    const gIdx = w.gIdx;
+    if (gIdx && !gIdx.every((g, k) => g === Math.floor(k / size!))) size = 0;
+    plainGroupSize.set(w, size);
+  }
+  return size > 0 && (size === w.shape[1] || size % Math.floor(32 / w.bits) === 0);
+}
+
+/**
+ * {@linkcode dequantizePackedRows} for {@linkcode plainWords} layouts: each
+ * group's 2^b values fround(scale·(c − zero)) are tabulated once (up to 4
+ * bits) and codes are read word by word: the same values as the generic path.
+ */
+function dequantizeWords(
+  w: QuantizedPackedLinear,
+  r0: number,
+  r1: number,
+  scales: Float32Array,
+  zeros: Float64Array,
+  out: Float32Array,
+): void {
+  const [N, K] = w.shape, G = w.groups, b = w.bits, size = plainGroupSize.get(w)!;
+  const per = Math.floor(32 / b), mask = (1 << b) - 1, levels = 1 << b;
+  const wordsK = Math.ceil(K / per), rows = r1 - r0;
+  // Row i's words at words[base + i·wordsK + j]: GPTQ's [wordsK, N] columns are
+  // gathered word row by word row (contiguous reads) into rows first.
+  let words: Int32Array | Uint32Array, base: number;
+  if (w.kind === "pack-quantized") [words, base] = [w.packed, r0 * wordsK];
+  else {
+    [words, base] = [new Uint32Array(rows * wordsK), 0];
+    for (let j = 0; j < wordsK; j++) {
+      const from = j * N + r0;
+      for (let i = 0; i < rows; i++) words[i * wordsK + j] = w.qweight[from + i]!;
+    }
+  }
+  const lut = new Float32Array(levels), tabulate = levels <= 16;
+  for (let i = 0; i < rows; i++) {
+    const o = i * K;
+    let k = 0, wi = base + i * wordsK;
+    for (let g = 0; g < G; g++) {
+      const s = scales[i * G + g]!, z = zeros[i * G + g]!, end = Math.min(K, k + size);
+      if (tabulate) {
+        for (let c = 0; c < levels; c++) lut[c] = s * (c - z);
+        if (b === 4) {
+          // Eight codes a word, unrolled (the common case).
+          for (; k + 8 <= end; wi++, k += 8) {
+            const word = words[wi]! >>> 0, q = o + k;
+            out[q] = lut[word & 15]!;
+            out[q + 1] = lut[(word >>> 4) & 15]!;
+            out[q + 2] = lut[(word >>> 8) & 15]!;
+            out[q + 3] = lut[(word >>> 12) & 15]!;
+            out[q + 4] = lut[(word >>> 16) & 15]!;
+            out[q + 5] = lut[(word >>> 20) & 15]!;
+            out[q + 6] = lut[(word >>> 24) & 15]!;
+            out[q + 7] = lut[word >>> 28]!;
+          }
+        }
+        for (; k < end; wi++) {
+          const word = words[wi]! >>> 0;
+          for (let j = 0; j < per && k < end; j++, k++) {
+            out[o + k] = lut[(word >>> (j * b)) & mask]!;
+          }
+        }
+      } else {
+        for (; k < end; wi++) {
+          const word = words[wi]! >>> 0;
+          for (let j = 0; j < per && k < end; j++, k++) {
+            out[o + k] = s * (((word >>> (j * b)) & mask) - z);
+          }
+        }
+      }
+    }
+  }
+}
+
 /**
  * Dequantizes rows [r0, r1) of a packed linear into `out` (row-major [r1 − r0, K]):
  * Ŵ[n, k] = scale[n, g]·(code[n, k] − zero[n, g]), g = g_idx[k], rounded once
@@ -305,7 +393,9 @@ export function dequantizePackedRows(
   checkRows(w, r0, r1, out);
   if (w.kind === "sparse-bitmask") return sparseRows(w, r0, r1, out);
   const K = w.shape[1], G = w.groups;
-  const scales = rowScales(w, r0, r1), zeros = rowZeros(w, r0, r1), gIdx = groupOf(w);
+  const scales = rowScales(w, r0, r1), zeros = rowZeros(w, r0, r1);
+  if (plainWords(w)) return dequantizeWords(w, r0, r1, scales, zeros, out);
+  const gIdx = groupOf(w);
   forEachRowCodes(w, r0, r1, (i, codes) => {
     const o = i * K, s = i * G;
     for (let k = 0; k < K; k++) {
