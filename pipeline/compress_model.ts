@@ -326,7 +326,7 @@ export async function compressModel(
         });
       }
       await onBlockDone?.(b, results);
-      if (!keepModules) for (const c of results) modules.delete(c.name);
+      if (!keepModules) { for (const c of results) modules.delete(c.name); }
       report(b, "done", 1);
     }
     if (model.head) {
