@@ -1,0 +1,216 @@
+/**
+ * Library-internal: the matrix-vector product of token generation on
+ * WebGPU, y (+)= x·Wᵀ for a few rows of x and a dense weight W [n, k] in f32
+ * or f16. At one row the GEMM of `kernels/gemm_kernel.ts` is the wrong
+ * shape: its 64×64 or 128×128 output tiles leave 63 of 64 rows of every tile
+ * idle and launch only n/64 workgroups (32 for n = 2048), so its weight reads
+ * cannot keep a GPU's memory busy. Here a workgroup of 256 threads owns 8
+ * weight rows, 32 threads per row stride along k with one 16-byte load each
+ * (4 f32 or 8 f16 weights), and the 32 partial sums of a row are added in
+ * workgroup memory; every row of x is its own slice of workgroups (prefill
+ * with f16 weights re-reads W per row: fine for prompts, not for batches).
+ *
+ * Weights are stored with rows padded to kp = ⌈k/8⌉·8 values (zeros), so
+ * every row starts on a 16-byte boundary: f32 as 2 vec4 per step, f16 as the
+ * 8 halves of one vec4<u32> (`unpack2x16float`, exact where the device keeps
+ * f16 subnormals: `Gpu.f16Subnormals`). Web-standard only.
+ *
+ * @module
+ */
+
+import { cachedPipeline, type Gpu, type GpuBatch, uploadBuffer } from "../kernels/backend.ts";
+
+/** Weight rows per workgroup. */
+const ROWS = 8;
+/** Threads per weight row (a power of two). */
+const LANES = 32;
+
+/** Specialization of {@linkcode gemvWgsl}. */
+export interface GemvSpec {
+  /** Storage of W. */
+  readonly weights: "f32" | "f16";
+  /** y += x·Wᵀ instead of y = x·Wᵀ. */
+  readonly accumulate: boolean;
+  /** k is a multiple of 8 (x read as vec4s; else one guarded load per value). */
+  readonly aligned: boolean;
+}
+
+/** The padded row length of a weight of k columns. */
+export function gemvRowLength(k: number): number {
+  return Math.ceil(k / 8) * 8;
+}
+
+/**
+ * WGSL of y[r, yOff + i] (+)= Σ_j x[r, j]·W[i, j] for i < n, one row r of x
+ * per workgroup slice z (see the module docs).
+ *
+ * @param spec Weight storage, accumulation, alignment.
+ * @returns WGSL source.
+ */
+export function gemvWgsl(spec: GemvSpec): string {
+  const { weights, accumulate, aligned } = spec;
+  const wType = weights === "f16" ? "vec4<u32>" : "vec4<f32>";
+  const xDecl = aligned
+    ? "@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;"
+    : "@group(0) @binding(1) var<storage, read> X: array<f32>;";
+  // The 8 weights of step j as two vec4s.
+  const loadW = weights === "f16"
+    ? `let w = W[wrow + j];
+      let wa = vec4f(unpack2x16float(w.x), unpack2x16float(w.y));
+      let wb = vec4f(unpack2x16float(w.z), unpack2x16float(w.w));`
+    : `let wa = W[wrow + 2u * j];
+      let wb = W[wrow + 2u * j + 1u];`;
+  const loadX = aligned
+    ? `let xa = X[xrow / 4u + 2u * j];
+      let xb = X[xrow / 4u + 2u * j + 1u];`
+    : `let c = 8u * j;
+      let xa = vec4f(xv(xrow, c), xv(xrow, c + 1u), xv(xrow, c + 2u), xv(xrow, c + 3u));
+      let xb = vec4f(xv(xrow, c + 4u), xv(xrow, c + 5u), xv(xrow, c + 6u), xv(xrow, c + 7u));`;
+  const xv = aligned ? "" : `
+fn xv(row: u32, c: u32) -> f32 {
+  if (c < p.k) { return X[row + c]; }
+  return 0.0;
+}`;
+  const store = accumulate ? "Y[o] = Y[o] + red[lid];" : "Y[o] = red[lid];";
+  return `struct P { n: u32, k: u32, steps: u32, ldx: u32, ldy: u32, yOff: u32 }
+@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+${xDecl}
+@group(0) @binding(2) var<storage, read> W: array<${wType}>;
+@group(0) @binding(3) var<uniform> p: P;
+var<workgroup> red: array<f32, ${ROWS * LANES}>;
+${xv}
+@compute @workgroup_size(${ROWS * LANES})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  let i = (wg.x + wg.y * nw.x) * ${ROWS}u + lid / ${LANES}u;
+  let lane = lid % ${LANES}u;
+  let xrow = wg.z * p.ldx;
+  var s = 0.0;
+  if (i < p.n) {
+    let wrow = i * p.steps${weights === "f16" ? "" : " * 2u"};
+    for (var j = lane; j < p.steps; j += ${LANES}u) {
+      ${loadW}
+      ${loadX}
+      s = s + dot(wa, xa) + dot(wb, xb);
+    }
+  }
+  red[lid] = s;
+  workgroupBarrier();
+  for (var st = ${LANES / 2}u; st > 0u; st = st >> 1u) {
+    if (lane < st) { red[lid] = red[lid] + red[lid + st]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && i < p.n) {
+    let o = wg.z * p.ldy + p.yOff + i;
+    ${store}
+  }
+}
+`;
+}
+
+/**
+ * Uploads a weight [n, k] for {@linkcode encodeGemv}: rows padded to
+ * {@linkcode gemvRowLength} values, in f32 or f16 (rounded to nearest).
+ *
+ * @param gpu The GPU.
+ * @param w Weight values, row-major [n, k].
+ * @param n Rows.
+ * @param k Columns.
+ * @param type Storage.
+ * @param label Buffer label.
+ * @returns The buffer.
+ */
+export function uploadGemvWeight(
+  gpu: Gpu,
+  w: Float32Array,
+  n: number,
+  k: number,
+  type: "f32" | "f16",
+  label: string,
+): GPUBuffer {
+  const kp = gemvRowLength(k);
+  const Store = type === "f16" ? Float16Array : Float32Array;
+  if (kp === k) return uploadBuffer(gpu, type === "f16" ? Float16Array.from(w) : w, label);
+  const out = new Store(n * kp);
+  for (let i = 0; i < n; i++) out.set(w.subarray(i * k, (i + 1) * k), i * kp);
+  return uploadBuffer(gpu, out, label);
+}
+
+/** Shape and placement of one {@linkcode encodeGemv}. */
+export interface GemvShape {
+  /** Rows of x. */
+  readonly rows: number;
+  /** Output width (rows of W). */
+  readonly n: number;
+  /** Input width (columns of W). */
+  readonly k: number;
+  /** Leading dimension of x. @default k */
+  readonly ldx?: number;
+  /** Leading dimension of y. @default n */
+  readonly ldy?: number;
+  /** Column of y where the output starts. @default 0 */
+  readonly yOff?: number;
+}
+
+/**
+ * Records y[r, yOff + i] (+)= x[r, :]·W[i, :] for r < rows, i < n.
+ *
+ * @param batch The batch.
+ * @param ops y (f32), x (f32) and W ({@linkcode uploadGemvWeight}).
+ * @param shape Sizes and placement.
+ * @param spec Weight storage and accumulation (alignment follows from k and ldx).
+ */
+export function encodeGemv(
+  batch: GpuBatch,
+  ops: { readonly y: GPUBuffer; readonly x: GPUBuffer; readonly w: GPUBuffer },
+  shape: GemvShape,
+  spec: Omit<GemvSpec, "aligned">,
+): void {
+  const { rows, n, k, ldx = k, ldy = n, yOff = 0 } = shape;
+  const full: GemvSpec = { ...spec, aligned: k % 8 === 0 && ldx % 4 === 0 };
+  const pipeline = cachedPipeline(
+    batch.gpu,
+    `decode:gemv:${full.weights}:${full.accumulate}:${full.aligned}`,
+    () => gemvWgsl(full),
+  );
+  const u = batch.uniform([
+    { u32: n },
+    { u32: k },
+    { u32: gemvRowLength(k) / 8 },
+    { u32: ldx },
+    { u32: ldy },
+    { u32: yOff },
+  ]);
+  const blocks = Math.ceil(n / ROWS);
+  const max = batch.gpu.limits.maxComputeWorkgroupsPerDimension;
+  const gy = Math.ceil(blocks / max);
+  batch.dispatch(pipeline, [ops.y, ops.x, ops.w, u], [Math.ceil(blocks / gy), gy, rows]);
+}
+
+/**
+ * CPU reference of {@linkcode encodeGemv} (float64 sums of the stored
+ * weights): the executable specification.
+ *
+ * @param y Output [rows, ldy], updated in place.
+ * @param x Input [rows, ldx].
+ * @param w Weight [n, k] as the kernel reads it (f16 storage: the rounded values).
+ * @param shape Sizes and placement.
+ * @param accumulate Add to y.
+ */
+export function gemvReference(
+  y: Float32Array,
+  x: Float32Array,
+  w: ArrayLike<number>,
+  shape: GemvShape,
+  accumulate: boolean,
+): void {
+  const { rows, n, k, ldx = k, ldy = n, yOff = 0 } = shape;
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let j = 0; j < k; j++) s += x[r * ldx + j]! * w[i * k + j]!;
+      const o = r * ldy + yOff + i;
+      y[o] = accumulate ? y[o]! + s : s;
+    }
+  }
+}
