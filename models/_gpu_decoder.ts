@@ -134,6 +134,7 @@ export class GpuDecoder {
     const { headDim: hd, kvDim } = llamaDims(config);
     const { weights, maxTokens, linears } = options;
     const buffers: GPUBuffer[] = [];
+    const groups: GpuLinear[] = [];
     const up = (data: ArrayBufferView, label: string) => {
       const b = uploadBuffer(gpu, data, label);
       buffers.push(b);
@@ -145,8 +146,11 @@ export class GpuDecoder {
         const over = linears[i] ?? {};
         const w = (name: LlamaLinear) => over[name] ?? l[name];
         const label = `decode:${i}`;
-        const group = (names: LlamaLinear[], what: string) =>
-          uploadLinear(gpu, names.map(w), weights, `${label}:${what}`);
+        const group = (names: LlamaLinear[], what: string) => {
+          const g = uploadLinear(gpu, names.map(w), weights, `${label}:${what}`);
+          groups.push(g);
+          return g;
+        };
         const zeros = (n: number) => new Float32Array(n);
         const { qDim } = llamaDims(config);
         const anyBias = l.bq !== undefined || l.bk !== undefined || l.bv !== undefined;
@@ -206,7 +210,7 @@ export class GpuDecoder {
       this.#step = this.#rows(1, "decode:step");
     } catch (e) {
       for (const b of buffers) b.destroy();
-      for (const l of this.#layers) for (const g of [l.qkv, l.o, l.up, l.down]) destroyLinear(g);
+      for (const g of groups) destroyLinear(g);
       throw e;
     }
   }
