@@ -134,12 +134,24 @@ function checkLinears(model: LlamaModel, linears: readonly BlockLinears[]): void
       `Cannot generate as 'linears' must be an array of at most ${model.layers.length} blocks`,
     );
   }
+  // From the configuration: reading a lazily loaded layer's linear would widen its block.
+  const { dim, hiddenDim: H } = model.config;
+  const { qDim, kvDim } = llamaDims(model.config);
+  const shapes: Record<LlamaLinear, [number, number]> = {
+    wq: [qDim, dim],
+    wk: [kvDim, dim],
+    wv: [kvDim, dim],
+    wo: [dim, qDim],
+    w1: [H, dim],
+    w3: [H, dim],
+    w2: [dim, H],
+  };
   linears.forEach((block, i) => {
     for (const name of Object.keys(block ?? {}) as LlamaLinear[]) {
       if (!LLAMA_LINEARS.includes(name)) {
         throw new RangeError(`Cannot generate: 'linears'[${i}] has an unknown linear '${name}'`);
       }
-      const want = model.layers[i]![name].shape;
+      const want = shapes[name];
       const got = linearShape(block[name]!);
       if (got[0] !== want[0] || got[1] !== want[1]) {
         throw new RangeError(
