@@ -5,7 +5,10 @@
  * rows padded for the matrix-vector kernel), quantized ones on the same grid
  * and groups concatenated and packed into one "rowtile32" weight for
  * `encodeQmatmul`; a group that mixes kinds or grids runs part by part, each
- * quantized part through a scratch row copied into its slice. Web-standard only.
+ * quantized part through a scratch row copied into its slice. A product that
+ * adds to its output (the residual stream) does so in the GEMV; one quantized
+ * weight leaves its output in a scratch buffer for the caller to add (fused
+ * into the next RMSNorm). Web-standard only.
  *
  * @module
  */
@@ -61,6 +64,8 @@ export interface GpuLinear {
 export interface LinearScratch {
   /** A quantized part's output before it goes to its slice [rows, n]. */
   readonly y: GPUBuffer;
+  /** The output of a quantized group whose sum into y is left to the caller [rows, n]. */
+  readonly delta: GPUBuffer;
   /** Activations gathered into packed column order [rows, Kp]. */
   readonly gather: GPUBuffer;
   /** Split-K partial sums. */
@@ -191,25 +196,30 @@ export function destroyLinear(l: GpuLinear): void {
  * @param l The group.
  * @param rows Rows of x.
  * @param accumulate Whether the products add to their output.
- * @returns Bytes of the output scratch, the gather scratch and the split-K partials.
+ * @returns Bytes of the output scratch, the pending addend, the gather scratch and the split-K
+ *   partials.
  */
 export function linearScratchBytes(
   gpu: Gpu,
   l: GpuLinear,
   rows: number,
   accumulate: boolean,
-): { y: number; gather: number; partials: number } {
-  let y = 0, gather = 0, partials = 0;
+): ScratchBytes {
+  let y = 0, delta = 0, gather = 0, partials = 0;
   for (const p of l.parts) {
     if (p.kind !== "packed") continue;
     const packed = p.weight.packed;
-    if (l.parts.length > 1 || accumulate) y = Math.max(y, rows * p.n * 4);
+    if (l.parts.length > 1) y = Math.max(y, rows * p.n * 4);
+    else if (accumulate) delta = rows * p.n * 4;
     if (qmatmulNeedsGather(packed, "f32")) gather = Math.max(gather, rows * packed.paddedCols * 4);
     const sk = qmatmulResolvedSpec(gpu, packed, rows).splitK ?? 1;
     if (sk > 1) partials = Math.max(partials, sk * rows * p.n * 4);
   }
-  return { y, gather, partials };
+  return { y, delta, gather, partials };
 }
+
+/** Bytes of each buffer of a {@linkcode LinearScratch}. */
+export type ScratchBytes = { [K in keyof LinearScratch]: number };
 
 /**
  * Allocates the scratch for the largest needs of several groups.
@@ -221,19 +231,22 @@ export function linearScratchBytes(
  */
 export function allocateScratch(
   gpu: Gpu,
-  needs: readonly { y: number; gather: number; partials: number }[],
+  needs: readonly ScratchBytes[],
   label: string,
 ): LinearScratch {
-  const max = (key: "y" | "gather" | "partials") => Math.max(4, ...needs.map((n) => n[key]));
+  const max = (key: keyof LinearScratch) => Math.max(4, ...needs.map((n) => n[key]));
   return {
     y: storageBuffer(gpu, max("y"), `${label}:y`),
+    delta: storageBuffer(gpu, max("delta"), `${label}:delta`),
     gather: storageBuffer(gpu, max("gather"), `${label}:gather`),
     partials: storageBuffer(gpu, max("partials"), `${label}:partials`),
   };
 }
 
 /**
- * Records y (+)= x·Wᵀ for a group: x [rows, k], y [rows, n].
+ * Records y (+)= x·Wᵀ for a group: x [rows, k], y [rows, n]. When adding,
+ * a group of one quantized weight writes x·Wᵀ to `scratch.delta` instead
+ * and returns it: the caller adds it to y before y is read.
  *
  * @param batch The batch.
  * @param l The group.
@@ -242,6 +255,7 @@ export function allocateScratch(
  * @param rows Rows of x.
  * @param accumulate Add to y.
  * @param scratch Scratch of at least {@linkcode linearScratchBytes} for these rows.
+ * @returns The pending addend, or null when y holds the result.
  */
 export function encodeLinearGroup(
   batch: GpuBatch,
@@ -251,7 +265,7 @@ export function encodeLinearGroup(
   rows: number,
   accumulate: boolean,
   scratch: LinearScratch,
-): void {
+): GPUBuffer | null {
   const { n, k } = l;
   for (const p of l.parts) {
     if (p.kind === "dense") {
@@ -272,8 +286,8 @@ export function encodeLinearGroup(
       }
       continue;
     }
-    const direct = l.parts.length === 1 && !accumulate;
-    const out = direct ? y : scratch.y;
+    const alone = l.parts.length === 1;
+    const out = alone ? (accumulate ? scratch.delta : y) : scratch.y;
     encodeQmatmul(batch, p.weight, {
       x,
       input: "f32",
@@ -282,7 +296,8 @@ export function encodeLinearGroup(
       scratch: scratch.gather,
       partials: scratch.partials,
     });
-    if (!direct) {
+    if (alone && accumulate) return scratch.delta;
+    if (!alone) {
       encodeSliceCopy(batch, y, out, {
         rows,
         w: p.n,
@@ -293,6 +308,7 @@ export function encodeLinearGroup(
       }, accumulate);
     }
   }
+  return null;
 }
 
 /** Many rows through a dense f32 weight: the forward pass's GEMM (rows padded to the GEMV's). */

@@ -49,13 +49,16 @@ function headSplit(hd: number): { groups: number; lanes: number; perThread: numb
 }
 
 /**
- * Attention of `rows` new queries against the cache: query t (row t of the
- * q/k/v buffer, at position pos + t) of head h attends to cache positions
- * [0, pos + t] of its key/value head h / group. One workgroup per (t, h):
- * keys in tiles of 128, one thread per key for the scores, a running
- * (online) softmax over the tiles, and the weighted value rows summed by
- * (group of threads, dimension). Reference: `causalAttention` of
- * `forward.ts` over the whole sequence, rows pos… of its output.
+ * Attention of `rows` new queries against the cache, which it extends: query
+ * t (row t of the q/k/v buffer, at position pos + t) of head h attends to
+ * positions [0, pos + t] of its key/value head h / group, those before pos
+ * read from the cache, the new ones from the q/k/v rows; the first query head
+ * of each key/value head writes the new keys and values into the cache (rows
+ * past its capacity are dropped). One workgroup per (t, h): keys in tiles of
+ * 128, one thread per key for the scores, a running (online) softmax over the
+ * tiles, and the weighted value rows summed by (group of threads, dimension).
+ * Reference: `causalAttention` of `forward.ts` over the whole sequence, rows
+ * pos… of its output.
  *
  * @param hd Head width.
  * @returns WGSL source.
@@ -76,11 +79,12 @@ export function cachedAttentionWgsl(hd: number): string {
     for (var gg = 0u; gg < ${G}u; gg++) { a = a + accs[gg * HD + lid]; }
     O[oo + lid] = a * inv;
   }`;
-  return `struct P { rows: u32, nHeads: u32, group: u32, kvDim: u32, ld: u32, od: u32, scale: f32 }
+  return `struct P { rows: u32, nHeads: u32, group: u32, kvDim: u32, ld: u32, od: u32, scale: f32,
+  kOff: u32, vOff: u32, cap: u32 }
 @group(0) @binding(0) var<storage, read_write> O: array<f32>;
 @group(0) @binding(1) var<storage, read> QKV: array<f32>;
-@group(0) @binding(2) var<storage, read> Kc: array<f32>;
-@group(0) @binding(3) var<storage, read> Vc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Kc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Vc: array<f32>;
 @group(0) @binding(4) var<storage, read> pos: array<u32>;
 @group(0) @binding(5) var<uniform> p: P;
 const HD = ${hd}u;
@@ -88,6 +92,10 @@ var<workgroup> qs: array<f32, ${hd}>;
 var<workgroup> red: array<f32, ${WG}>;
 var<workgroup> pr: array<f32, ${WG}>;
 ${G > 1 ? `var<workgroup> accs: array<f32, ${WG}>;` : ""}
+fn value(s: u32, p0: u32, c: u32) -> f32 {
+  if (s < p0) { return Vc[s * p.kvDim + c]; }
+  return QKV[(s - p0) * p.ld + p.vOff + c];
+}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
         @builtin(num_workgroups) nw: vec3u) {
@@ -96,8 +104,15 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let t = wgi / p.nHeads;
   let h = wgi % p.nHeads;
   let kb = (h / p.group) * HD;
-  let L = pos[0] + t + 1u;
+  let p0 = pos[0];
+  let L = p0 + t + 1u;
   for (var i = lid; i < HD; i += ${WG}u) { qs[i] = QKV[t * p.ld + h * HD + i] * p.scale; }
+  if (h % p.group == 0u && p0 + t < p.cap) {
+    for (var i = lid; i < HD; i += ${WG}u) {
+      Kc[(p0 + t) * p.kvDim + kb + i] = QKV[t * p.ld + p.kOff + kb + i];
+      Vc[(p0 + t) * p.kvDim + kb + i] = QKV[t * p.ld + p.vOff + kb + i];
+    }
+  }
   workgroupBarrier();
   let g = lid / ${HDL}u;
   let d0 = lid % ${HDL}u;
@@ -108,10 +123,15 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   for (var s0 = 0u; s0 < L; s0 += ${WG}u) {
     let s = s0 + lid;
     var sc = -3.0e38;
-    if (s < L) {
+    if (s < p0) {
       let o = s * p.kvDim + kb;
       var d = 0.0;
       for (var i = 0u; i < HD; i++) { d = fma(qs[i], Kc[o + i], d); }
+      sc = d;
+    } else if (s < L) {
+      let o = (s - p0) * p.ld + p.kOff + kb;
+      var d = 0.0;
+      for (var i = 0u; i < HD; i++) { d = fma(qs[i], QKV[o + i], d); }
       sc = d;
     }
     red[lid] = sc;
@@ -129,7 +149,7 @@ ${tree("max")}
         let d = d0 + j * ${HDL}u;
         if (d < HD) {
           var a = acc[j] * c;
-          for (var i = g; i < n; i += ${G}u) { a = fma(pr[i], Vc[(s0 + i) * p.kvDim + kb + d], a); }
+          for (var i = g; i < n; i += ${G}u) { a = fma(pr[i], value(s0 + i, p0, kb + d), a); }
           acc[j] = a;
         }
       }
@@ -156,17 +176,20 @@ export interface CachedAttentionShape {
   readonly nKvHeads: number;
   /** Head width. */
   readonly hd: number;
-  /** Leading dimension of the q/k/v rows (queries at column 0). */
+  /** Leading dimension of the q/k/v rows (queries at column 0, keys at nHeads·hd, then values). */
   readonly ld: number;
+  /** Positions the cache holds. */
+  readonly cap: number;
 }
 
 /**
- * Records attention of new queries against the KV cache of one layer.
+ * Records attention of new queries against the KV cache of one layer, and
+ * the cache write of their keys and values.
  *
  * @param batch The batch.
  * @param out Output [rows, nHeads·hd].
- * @param qkv q/k/v rows [rows, ld] (rotated queries at column 0).
- * @param cache The layer's keys and values [positions, nKvHeads·hd] each.
+ * @param qkv q/k/v rows [rows, ld] (rotated queries and keys).
+ * @param cache The layer's keys and values [cap, nKvHeads·hd] each.
  * @param pos The position counter (u32 [1]): row t is at position pos + t.
  * @param shape Sizes.
  */
@@ -178,7 +201,7 @@ export function encodeCachedAttention(
   pos: GPUBuffer,
   shape: CachedAttentionShape,
 ): void {
-  const { rows, nHeads, nKvHeads, hd, ld } = shape;
+  const { rows, nHeads, nKvHeads, hd, ld, cap } = shape;
   const pipeline = cachedPipeline(
     batch.gpu,
     `decode:attention:${hd}`,
@@ -192,67 +215,15 @@ export function encodeCachedAttention(
     { u32: ld },
     { u32: nHeads * hd },
     { f32: 1 / Math.sqrt(hd) },
+    { u32: nHeads * hd },
+    { u32: (nHeads + nKvHeads) * hd },
+    { u32: cap },
   ]);
   batch.dispatch(
     pipeline,
     [out, qkv, cache.k, cache.v, pos, u],
     foldGroups(batch.gpu, rows * nHeads),
   );
-}
-
-/**
- * K[pos + r, c] = QKV[r, kOff + c] and V[pos + r, c] = QKV[r, vOff + c] for
- * c < kvDim (rows past the cache's capacity are dropped).
- */
-export function kvWriteWgsl(): string {
-  return `struct P { n: u32, kvDim: u32, ld: u32, kOff: u32, vOff: u32, cap: u32 }
-@group(0) @binding(0) var<storage, read_write> Kc: array<f32>;
-@group(0) @binding(1) var<storage, read_write> Vc: array<f32>;
-@group(0) @binding(2) var<storage, read> QKV: array<f32>;
-@group(0) @binding(3) var<storage, read> pos: array<u32>;
-@group(0) @binding(4) var<uniform> p: P;
-@compute @workgroup_size(${EW})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
-  ${FLAT}
-  if (i >= p.n) { return; }
-  let r = i / p.kvDim;
-  let c = i % p.kvDim;
-  let s = pos[0] + r;
-  if (s >= p.cap) { return; }
-  Kc[s * p.kvDim + c] = QKV[r * p.ld + p.kOff + c];
-  Vc[s * p.kvDim + c] = QKV[r * p.ld + p.vOff + c];
-}
-`;
-}
-
-/**
- * Records the cache write of `rows` new keys and values.
- *
- * @param batch The batch.
- * @param cache The layer's keys and values [cap, kvDim] each.
- * @param qkv q/k/v rows [rows, ld].
- * @param pos The position counter.
- * @param shape Rows, widths and offsets, and the cache's capacity in positions.
- */
-export function encodeKvWrite(
-  batch: GpuBatch,
-  cache: { readonly k: GPUBuffer; readonly v: GPUBuffer },
-  qkv: GPUBuffer,
-  pos: GPUBuffer,
-  shape: { rows: number; kvDim: number; ld: number; kOff: number; vOff: number; cap: number },
-): void {
-  const { rows, kvDim, ld, kOff, vOff, cap } = shape;
-  const n = rows * kvDim;
-  const { pipeline, groups } = elementwise(batch, "decode:kv-write", kvWriteWgsl, n);
-  const u = batch.uniform([
-    { u32: n },
-    { u32: kvDim },
-    { u32: ld },
-    { u32: kOff },
-    { u32: vOff },
-    { u32: cap },
-  ]);
-  batch.dispatch(pipeline, [cache.k, cache.v, qkv, pos, u], groups);
 }
 
 /** out[i] = table[pos·w + i] for i < n (the rotary rows of positions pos, pos + 1, …). */
@@ -517,4 +488,62 @@ export function encodeArgmax(
   batch.dispatch(first, [scratch.values, scratch.indices, values, u], [parts]);
   const second = cachedPipeline(batch.gpu, "decode:argmax-final", () => argmaxWgsl(true));
   batch.dispatch(second, [tok, scratch.values, scratch.indices, u], [1]);
+}
+
+/**
+ * x += d, then y = x / sqrt(mean(x²) + eps) · w, one workgroup per row: a
+ * residual add that a quantized product left pending, fused into the
+ * RMSNorm that reads the sum next. Reference: the sum, then `rmsNorm` of
+ * `forward.ts`.
+ */
+export function addRmsNormWgsl(): string {
+  return `struct P { rows: u32, dim: u32, eps: f32 }
+@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read_write> X: array<f32>;
+@group(0) @binding(2) var<storage, read> D: array<f32>;
+@group(0) @binding(3) var<storage, read> W: array<f32>;
+@group(0) @binding(4) var<uniform> p: P;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.rows) { return; }
+  let o = wgi * p.dim;
+  var s = 0.0;
+  for (var i = lid; i < p.dim; i += ${WG}u) {
+    let v = X[o + i] + D[o + i];
+    X[o + i] = v;
+    s = fma(v, v, s);
+  }
+  red[lid] = s;
+${tree("sum")}
+  let inv = 1.0 / sqrt(red[0] / f32(p.dim) + p.eps);
+  for (var i = lid; i < p.dim; i += ${WG}u) { Y[o + i] = X[o + i] * inv * W[i]; }
+}
+`;
+}
+
+/**
+ * Records x += d and the RMSNorm of the sum, for every row.
+ *
+ * @param batch The batch.
+ * @param y Output [rows, dim].
+ * @param x Residual stream [rows, dim], updated in place.
+ * @param d The pending addend [rows, dim].
+ * @param weight Scale [dim].
+ * @param shape Rows, width and epsilon.
+ */
+export function encodeAddRmsNorm(
+  batch: GpuBatch,
+  y: GPUBuffer,
+  x: GPUBuffer,
+  d: GPUBuffer,
+  weight: GPUBuffer,
+  shape: { rows: number; dim: number; eps: number },
+): void {
+  const { rows, dim, eps } = shape;
+  const pipeline = cachedPipeline(batch.gpu, "decode:add-rmsnorm", addRmsNormWgsl);
+  const u = batch.uniform([{ u32: rows }, { u32: dim }, { f32: eps }]);
+  batch.dispatch(pipeline, [y, x, d, weight, u], foldGroups(batch.gpu, rows));
 }

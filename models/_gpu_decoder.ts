@@ -21,11 +21,11 @@ import { encodeEmbed, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_ker
 import { checkLayerExtras, concatRows, ropeTable } from "./_gpu_block.ts";
 import {
   argmaxScratchBytes,
+  encodeAddRmsNorm,
   encodeAdvance,
   encodeArgmax,
   encodeCachedAttention,
   encodeEmbedF16,
-  encodeKvWrite,
   encodeRopeRows,
   encodeSliceCopy,
 } from "./_gpu_decode.ts";
@@ -246,34 +246,37 @@ export class GpuDecoder {
     for (const b of Object.values(a.scratch)) b.destroy();
   }
 
-  /** Records every block over `a.rows` rows at positions pos, pos + 1, …. */
-  #recordBlocks(rec: ProgramRecorder, a: Rows, profile: boolean): void {
+  /**
+   * Records every block over `a.rows` rows at positions pos, pos + 1, ….
+   *
+   * @returns The addend the last block left for the residual stream, or null.
+   */
+  #recordBlocks(rec: ProgramRecorder, a: Rows, profile: boolean): GPUBuffer | null {
     const { config } = this.#model;
     const { dim, hiddenDim: H, normEps, nHeads, nKvHeads } = config;
     const { headDim: hd, qDim, kvDim } = llamaDims(config);
     const qkvW = qDim + 2 * kvDim;
     const R = a.rows, s = a.scratch;
     const phase = (name: string) => profile && rec.phase(name);
+    // A quantized o or down leaves its output pending: the next norm adds it to x.
+    let pending: GPUBuffer | null = null;
+    const norm = (w: GPUBuffer) => {
+      if (pending === null) encodeRmsNorm(rec, a.h, a.x, w, R, dim, normEps);
+      else encodeAddRmsNorm(rec, a.h, a.x, pending, w, { rows: R, dim, eps: normEps });
+      pending = null;
+    };
     encodeRopeRows(rec, a.rope, this.#ropeTable, this.#pos, {
       rows: R,
       hd,
       positions: this.#options.maxTokens,
     });
     for (const l of this.#layers) {
-      encodeRmsNorm(rec, a.h, a.x, l.attnNorm, R, dim, normEps);
+      norm(l.attnNorm);
       encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s);
       phase("qkv");
       encodeRope(rec, a.qkv, a.rope, { rows: R, T: R, width: qDim + kvDim, ld: qkvW, hd }, {
         ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
         ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
-      });
-      encodeKvWrite(rec, l.cache, a.qkv, this.#pos, {
-        rows: R,
-        kvDim,
-        ld: qkvW,
-        kOff: qDim,
-        vOff: qDim + kvDim,
-        cap: this.#options.maxTokens,
       });
       encodeCachedAttention(rec, a.att, a.qkv, l.cache, this.#pos, {
         rows: R,
@@ -281,24 +284,35 @@ export class GpuDecoder {
         nKvHeads,
         hd,
         ld: qkvW,
+        cap: this.#options.maxTokens,
       });
       phase("attention");
-      encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);
+      pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);
       phase("o");
-      encodeRmsNorm(rec, a.h, a.x, l.ffnNorm, R, dim, normEps);
+      norm(l.ffnNorm);
       encodeLinearGroup(rec, l.up, a.h, a.u, R, false, s);
       encodeSwiglu(rec, a.g, a.u, R, H);
       phase("gate-up");
-      encodeLinearGroup(rec, l.down, a.g, a.x, R, true, s);
+      pending = encodeLinearGroup(rec, l.down, a.g, a.x, R, true, s);
       phase("down");
     }
+    return pending;
   }
 
-  /** Records the head on the step's row x: final norm, classifier, argmax, position + n. */
-  #recordHead(rec: ProgramRecorder, advance: number, profile: boolean): void {
+  /**
+   * Records the head on the step's row x (plus the pending addend): final
+   * norm, classifier, argmax, position + n.
+   */
+  #recordHead(
+    rec: ProgramRecorder,
+    pending: GPUBuffer | null,
+    advance: number,
+    profile: boolean,
+  ): void {
     const { dim, vocabSize: V, normEps } = this.#model.config;
     const a = this.#step;
-    encodeRmsNorm(rec, a.h, a.x, this.#finalNorm, 1, dim, normEps);
+    if (pending === null) encodeRmsNorm(rec, a.h, a.x, this.#finalNorm, 1, dim, normEps);
+    else encodeAddRmsNorm(rec, a.h, a.x, pending, this.#finalNorm, { rows: 1, dim, eps: normEps });
     encodeGemv(rec, { y: this.#logits, x: a.h, w: this.#classifier }, { rows: 1, n: V, k: dim }, {
       weights: this.#options.weights,
       accumulate: false,
@@ -321,8 +335,8 @@ export class GpuDecoder {
     if (p === undefined) {
       const rec = new ProgramRecorder(this.#gpu);
       this.#embed(rec, this.#step.x, this.#token, 1);
-      this.#recordBlocks(rec, this.#step, profile);
-      this.#recordHead(rec, 1, profile);
+      const pending = this.#recordBlocks(rec, this.#step, profile);
+      this.#recordHead(rec, pending, 1, profile);
       p = rec.finish();
       this.#programs.set(key, p);
     }
@@ -337,18 +351,15 @@ export class GpuDecoder {
     const tokens = uploadBuffer(this.#gpu, prompt, "decode:prompt");
     const rec = new ProgramRecorder(this.#gpu);
     this.#embed(rec, a.x, tokens, T);
-    this.#recordBlocks(rec, a, false);
-    if (T > 1) {
-      encodeSliceCopy(rec, this.#step.x, a.x, {
-        rows: 1,
-        w: dim,
-        ldx: dim,
-        xOff: (T - 1) * dim,
-        ldy: dim,
-        yOff: 0,
-      }, false);
+    const pending = this.#recordBlocks(rec, a, false);
+    if (T === 1) this.#recordHead(rec, pending, T, false);
+    else {
+      // The last row (and its pending addend) goes to the step's row for the head.
+      const last = { rows: 1, w: dim, ldx: dim, xOff: (T - 1) * dim, ldy: dim, yOff: 0 };
+      encodeSliceCopy(rec, this.#step.x, a.x, last, false);
+      if (pending !== null) encodeSliceCopy(rec, this.#step.x, pending, last, true);
+      this.#recordHead(rec, null, T, false);
     }
-    this.#recordHead(rec, T, false);
     const program = rec.finish();
     return {
       program,

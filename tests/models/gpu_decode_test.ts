@@ -3,13 +3,13 @@ import { assertClose } from "../_helpers.ts";
 import { testGpu } from "../kernels/_gpu.ts";
 import { prng } from "../../core/prng.ts";
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
-import { causalAttention } from "../../models/forward.ts";
+import { causalAttention, rmsNorm } from "../../models/forward.ts";
 import type { LlamaConfig } from "../../models/model.ts";
 import {
   argmaxScratchBytes,
+  encodeAddRmsNorm,
   encodeArgmax,
   encodeCachedAttention,
-  encodeKvWrite,
   encodeSliceCopy,
 } from "../../models/_gpu_decode.ts";
 import {
@@ -84,7 +84,7 @@ Deno.test("the argmax kernel returns the first index of the largest value and sk
   }
 });
 
-Deno.test("cached attention of new queries equals the causal attention over the whole sequence, across key tiles and head widths", async () => {
+Deno.test("cached attention of new queries, which writes their keys and values, equals the causal attention over the whole sequence, across key tiles and head widths", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   for (
@@ -98,28 +98,44 @@ Deno.test("cached attention of new queries equals the causal attention over the 
     const qDim = nHeads * hd, kvDim = nKvHeads * hd, ld = qDim + 2 * kvDim;
     const q = normals(T * qDim, 1), k = normals(T * kvDim, 2), v = normals(T * kvDim, 3);
     const expected = causalAttention(q, k, v, T, config).subarray(pos * qDim);
-    // Rows [0, pos) go into the cache first, then the new rows are written and attend.
-    const rows = T - pos;
     const qkv = new Float32Array(T * ld);
     for (let t = 0; t < T; t++) {
       qkv.set(q.subarray(t * qDim, (t + 1) * qDim), t * ld);
       qkv.set(k.subarray(t * kvDim, (t + 1) * kvDim), t * ld + qDim);
       qkv.set(v.subarray(t * kvDim, (t + 1) * kvDim), t * ld + qDim + kvDim);
     }
+    // Rows [0, pos) run first, from position 0 (filling the cache), then the new rows at pos.
+    const rows = T - pos;
     const cache = { k: storageBuffer(gpu, T * kvDim * 4), v: storageBuffer(gpu, T * kvDim * 4) };
     const old = uploadBuffer(gpu, qkv.subarray(0, Math.max(1, pos) * ld));
     const fresh = uploadBuffer(gpu, qkv.subarray(pos * ld));
     const zero = uploadBuffer(gpu, Uint32Array.of(0)), at = uploadBuffer(gpu, Uint32Array.of(pos));
+    const scratch = storageBuffer(gpu, Math.max(1, pos) * qDim * 4);
     const out = storageBuffer(gpu, rows * qDim * 4);
     const batch: GpuBatch = new GpuBatch(gpu);
-    const write = { kvDim, ld, kOff: qDim, vOff: qDim + kvDim, cap: T };
-    if (pos > 0) encodeKvWrite(batch, cache, old, zero, { rows: pos, ...write });
-    encodeKvWrite(batch, cache, fresh, at, { rows, ...write });
-    encodeCachedAttention(batch, out, fresh, cache, at, { rows, nHeads, nKvHeads, hd, ld });
+    const shape = { nHeads, nKvHeads, hd, ld, cap: T };
+    if (pos > 0) encodeCachedAttention(batch, scratch, old, cache, zero, { rows: pos, ...shape });
+    encodeCachedAttention(batch, out, fresh, cache, at, { rows, ...shape });
     const got = new Float32Array(await read(batch, out));
     assertClose(got, expected, { atol: 2e-5, rtol: 1e-4, message: `hd ${hd}, pos ${pos}` });
-    for (const b of [cache.k, cache.v, old, fresh, zero, at, out]) b.destroy();
+    for (const b of [cache.k, cache.v, old, fresh, zero, at, scratch, out]) b.destroy();
   }
+});
+
+Deno.test("the fused residual add and RMSNorm equals the sum, then rmsNorm", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rows = 3, dim = 300;
+  const x = normals(rows * dim, 1), d = normals(rows * dim, 2), w = normals(dim, 3);
+  const sum = x.map((v, i) => v + d[i]!);
+  const xb = uploadBuffer(gpu, x), db = uploadBuffer(gpu, d), wb = uploadBuffer(gpu, w);
+  const yb = storageBuffer(gpu, rows * dim * 4);
+  const batch: GpuBatch = new GpuBatch(gpu);
+  encodeAddRmsNorm(batch, yb, xb, db, wb, { rows, dim, eps: 1e-5 });
+  const { data } = await batch.submit([yb, xb]);
+  assertClose(new Float32Array(data[1]!), sum, { atol: 0, rtol: 0, message: "x + d" });
+  assertClose(new Float32Array(data[0]!), rmsNorm(sum, rows, w, 1e-5), { atol: 1e-5, rtol: 1e-5 });
+  for (const b of [xb, db, wb, yb]) b.destroy();
 });
 
 Deno.test("the slice copy writes and adds a block of columns into a slice of wider rows", async () => {
