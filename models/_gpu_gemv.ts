@@ -5,8 +5,9 @@
  * shape: its 64×64 or 128×128 output tiles leave 63 of 64 rows of every tile
  * idle and launch only n/64 workgroups (32 for n = 2048), so its weight reads
  * cannot keep a GPU's memory busy. Here a workgroup of 256 threads owns 8
- * weight rows, 32 threads per row stride along k with one 16-byte load each
- * (4 f32 or 8 f16 weights), and the 32 partial sums of a row are added in
+ * weight rows, 32 threads per row stride along k with 16-byte loads (4 f32
+ * or 8 f16 weights), four steps' loads issued before their products so that
+ * more bytes are in flight, and the 32 partial sums of a row are added in
  * workgroup memory; every row of x is its own slice of workgroups (prefill
  * with f16 weights re-reads W per row: fine for prompts, not for batches).
  *
@@ -24,6 +25,8 @@ import { cachedPipeline, type Gpu, type GpuBatch, uploadBuffer } from "../kernel
 const ROWS = 8;
 /** Threads per weight row (a power of two). */
 const LANES = 32;
+/** Steps of 8 weights each thread loads before it uses them. */
+const UNROLL = 4;
 
 /** Specialization of {@linkcode gemvWgsl}. */
 export interface GemvSpec {
@@ -53,19 +56,26 @@ export function gemvWgsl(spec: GemvSpec): string {
   const xDecl = aligned
     ? "@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;"
     : "@group(0) @binding(1) var<storage, read> X: array<f32>;";
-  // The 8 weights of step j as two vec4s.
-  const loadW = weights === "f16"
-    ? `let w = W[wrow + j];
-      let wa = vec4f(unpack2x16float(w.x), unpack2x16float(w.y));
-      let wb = vec4f(unpack2x16float(w.z), unpack2x16float(w.w));`
-    : `let wa = W[wrow + 2u * j];
-      let wb = W[wrow + 2u * j + 1u];`;
-  const loadX = aligned
-    ? `let xa = X[xrow / 4u + 2u * j];
-      let xb = X[xrow / 4u + 2u * j + 1u];`
-    : `let c = 8u * j;
-      let xa = vec4f(xv(xrow, c), xv(xrow, c + 1u), xv(xrow, c + 2u), xv(xrow, c + 3u));
-      let xb = vec4f(xv(xrow, c + 4u), xv(xrow, c + 5u), xv(xrow, c + 6u), xv(xrow, c + 7u));`;
+  // The 8 weights and x values of step j + u·LANES as two vec4s each, named by u.
+  const load = (u: number) => {
+    const j = u === 0 ? "j" : `(j + ${u * LANES}u)`;
+    const w = weights === "f16"
+      ? `let w${u} = W[wrow + ${j}];
+      let wa${u} = vec4f(unpack2x16float(w${u}.x), unpack2x16float(w${u}.y));
+      let wb${u} = vec4f(unpack2x16float(w${u}.z), unpack2x16float(w${u}.w));`
+      : `let wa${u} = W[wrow + 2u * ${j}];
+      let wb${u} = W[wrow + 2u * ${j} + 1u];`;
+    const x = aligned
+      ? `let xa${u} = X[xrow / 4u + 2u * ${j}];
+      let xb${u} = X[xrow / 4u + 2u * ${j} + 1u];`
+      : `let c${u} = 8u * ${j};
+      let xa${u} = vec4f(xv(xrow, c${u}), xv(xrow, c${u} + 1u), xv(xrow, c${u} + 2u), xv(xrow, c${u} + 3u));
+      let xb${u} = vec4f(xv(xrow, c${u} + 4u), xv(xrow, c${u} + 5u), xv(xrow, c${u} + 6u), xv(xrow, c${u} + 7u));`;
+    return `${w}
+      ${x}`;
+  };
+  const add = (u: number) => `s = s + dot(wa${u}, xa${u}) + dot(wb${u}, xb${u});`;
+  const units = Array.from({ length: UNROLL }, (_, u) => u);
   const xv = aligned ? "" : `
 fn xv(row: u32, c: u32) -> f32 {
   if (c < p.k) { return X[row + c]; }
@@ -88,10 +98,15 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   var s = 0.0;
   if (i < p.n) {
     let wrow = i * p.steps${weights === "f16" ? "" : " * 2u"};
-    for (var j = lane; j < p.steps; j += ${LANES}u) {
-      ${loadW}
-      ${loadX}
-      s = s + dot(wa, xa) + dot(wb, xb);
+    var j = lane;
+    // ${UNROLL} steps per iteration, all loads issued before the first product.
+    for (; j + ${(UNROLL - 1) * LANES}u < p.steps; j += ${UNROLL * LANES}u) {
+      ${units.map(load).join("\n      ")}
+      ${units.map(add).join("\n      ")}
+    }
+    for (; j < p.steps; j += ${LANES}u) {
+      ${load(0)}
+      ${add(0)}
     }
   }
   red[lid] = s;

@@ -29,11 +29,11 @@ async function read(batch: GpuBatch, b: GPUBuffer): Promise<ArrayBuffer> {
   return data[0]!;
 }
 
-Deno.test("the GEMV kernel equals its CPU reference for f32 and f16 weights, aligned and ragged widths, into a slice, accumulating", async () => {
+Deno.test("the GEMV kernel equals its CPU reference for f32 and f16 weights, aligned and ragged widths, short and long rows, into a slice, accumulating", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   for (const weights of ["f32", "f16"] as const) {
-    for (const [n, k] of [[37, 64], [20, 45]] as const) {
+    for (const [n, k] of [[37, 64], [20, 45], [5, 1344], [3, 1339]] as const) {
       for (const accumulate of [false, true]) {
         const rows = 3, ldy = n + 5, yOff = 2;
         const w = normals(n * k, 1);
@@ -92,6 +92,7 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
       [48, 4, 2, 150, 140],
       [128, 2, 1, 20, 17],
       [256, 2, 2, 9, 0],
+      [6, 3, 1, 40, 33], // loads of one value
     ] as const
   ) {
     const config = { nHeads, nKvHeads, headDim: hd, dim: nHeads * hd } as LlamaConfig;
