@@ -16,7 +16,13 @@
  */
 
 import { asFloat32 } from "../core/convert.ts";
-import { type Gpu, storageBuffer, uploadBuffer, writeBuffer } from "../kernels/backend.ts";
+import {
+  bindingLimit,
+  type Gpu,
+  storageBuffer,
+  uploadBuffer,
+  writeBuffer,
+} from "../kernels/backend.ts";
 import { encodeEmbed, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkLayerExtras, concatRows, ropeTable } from "./_gpu_block.ts";
 import {
@@ -107,6 +113,35 @@ interface Slot {
   readonly times: GPUBuffer | null;
 }
 
+/**
+ * Refuses, before anything is uploaded, a model whose largest buffers (the
+ * classifier, the embedding, gate and up together, one layer's cache) one
+ * storage binding cannot hold.
+ */
+function checkBindings(gpu: Gpu, model: LlamaModel, options: GpuDecoderOptions): void {
+  const { dim, hiddenDim: H, vocabSize: V } = model.config;
+  const { kvDim } = llamaDims(model.config);
+  const bytes = options.weights === "f16" ? 2 : 4;
+  const limit = bindingLimit(gpu);
+  const sizes: [string, number][] = [
+    ["the classifier", V * gemvRowLength(dim) * bytes],
+    ["gate and up", 2 * H * gemvRowLength(dim) * bytes],
+    ["one layer's KV cache", options.maxTokens * kvDim * 4],
+  ];
+  for (const [what, size] of sizes) {
+    if (size > limit) {
+      throw new RangeError(
+        `Cannot open a decode session: ${what} would take ${size} bytes, more than one storage ` +
+          `binding holds on this device (${limit})${
+            options.weights === "f32" && what !== "one layer's KV cache"
+              ? `; try weights "f16"`
+              : ""
+          }`,
+      );
+    }
+  }
+}
+
 /** The decoder (see the module docs). */
 export class GpuDecoder {
   readonly #gpu: Gpu;
@@ -133,6 +168,7 @@ export class GpuDecoder {
     const { dim, vocabSize: V } = config;
     const { headDim: hd, kvDim } = llamaDims(config);
     const { weights, maxTokens, linears } = options;
+    checkBindings(gpu, model, options);
     const buffers: GPUBuffer[] = [];
     const groups: GpuLinear[] = [];
     const up = (data: ArrayBufferView, label: string) => {

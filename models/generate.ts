@@ -313,14 +313,6 @@ export async function decodeSession(
   checkLinears(model, linears);
   const gpu = await resolveBackend(backend, "generation");
   if (gpu === null) return cpuSession(model, maxTokens, linears);
-  const { kvDim } = llamaDims(model.config);
-  const cacheBytes = maxTokens * kvDim * 4;
-  if (cacheBytes > gpu.limits.maxBufferSize) {
-    throw new RangeError(
-      `Cannot open a decode session: a cache of ${maxTokens} positions (${cacheBytes} bytes per ` +
-        `layer) exceeds the device's maxBufferSize ${gpu.limits.maxBufferSize}`,
-    );
-  }
   const decoder = new GpuDecoder(gpu, model, { weights, maxTokens, linears });
   let queue: Promise<unknown> = Promise.resolve();
   return {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { assertClose, dataFile } from "../_helpers.ts";
 import { testGpu } from "../kernels/_gpu.ts";
+import { bindingLimit } from "../../kernels/backend.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 import { llamaForward } from "../../models/forward.ts";
@@ -223,7 +224,16 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
     decodeSession(model, { linears: [{ wk: wq }] }),
     /'linears'\[0\]\.wk is \[64,64\], the model's is \[32,64\]/,
   );
-  if (!await testGpu()) return;
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const kvBytes = 32 * 4; // kvDim 32
+  await reject(
+    decodeSession(model, {
+      backend: "webgpu",
+      maxTokens: Math.floor(bindingLimit(gpu) / kvBytes) + 1,
+    }),
+    /one layer's KV cache would take \d+ bytes, more than one storage binding holds/,
+  );
   const five = await rtn(model.layers[0]!.wo, { bits: 5, groupSize: 32 });
   await reject(
     decodeSession(model, { backend: "webgpu", maxTokens: 8, linears: [{ wo: five }] }),
