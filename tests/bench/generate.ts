@@ -19,7 +19,13 @@
  * @module
  */
 
-import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
+import {
+  acquireGpu,
+  type Gpu,
+  GpuBatch,
+  storageBuffer,
+  uploadBuffer,
+} from "../../kernels/backend.ts";
 import {
   destroyPackedWeight,
   encodeQmatmul,
@@ -36,7 +42,7 @@ import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
 import { rtn } from "../../quantizers/rtn.ts";
 import { prng } from "../../core/prng.ts";
 import { LLAMA_SHAPES, type LlamaShape, writeRandomLlama } from "../models/_random_checkpoint.ts";
-import { benchGpu, median } from "./_bench.ts";
+import { median } from "./_bench.ts";
 
 function flag(name: string): string | undefined {
   return Deno.args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -65,7 +71,14 @@ const inFlight = Number(flag("in-flight") ?? 8);
 const dir = flag("dir") ?? `/tmp/llmc-bench-${shapeName}-${shape.layers}`;
 const log = (s: string) => console.error(`[${(performance.now() / 1000).toFixed(1)} s] ${s}`);
 
-const gpu = await benchGpu();
+// The adapter goes to stderr with the progress: stdout holds only the JSON.
+const acquired = await acquireGpu();
+if (acquired === null) {
+  console.error("no WebGPU adapter: nothing to benchmark");
+  Deno.exit(0);
+}
+const gpu: Gpu = acquired;
+log(`adapter: ${gpu.description}; f16 ${gpu.f16}; timestamps ${gpu.timestamps}`);
 
 /** GPU (else wall) seconds of one dispatch group, the median of 5 batches of `reps`. */
 async function timeKernel(record: (batch: GpuBatch) => void, reps = 20): Promise<number> {
