@@ -44,7 +44,7 @@ import {
   linearScratchBytes,
   uploadLinear,
 } from "./_decode_linears.ts";
-import { encodeGemv, gemvRowLength, uploadGemvWeight } from "./_gpu_gemv.ts";
+import { encodeGemv, gemvRowLength, toF16, uploadGemvWeight } from "./_gpu_gemv.ts";
 import { type GpuProgram, ProgramRecorder } from "./_gpu_program.ts";
 import type { BlockLinears } from "./linear_weight.ts";
 import { llamaDims } from "./model.ts";
@@ -221,7 +221,7 @@ export class GpuDecoder {
       // buffer when no padding is needed (the gather reads rows of dim values).
       const shared = model.classifier === model.tokenEmbedding && gemvRowLength(dim) === dim;
       this.#embedding = up(
-        weights === "f16" ? Float16Array.from(embedding) : embedding,
+        weights === "f16" ? toF16(embedding, "the embedding") : embedding,
         "decode:embedding",
       );
       this.#classifier = shared ? this.#embedding : uploadGemvWeight(

@@ -144,11 +144,38 @@ export function uploadGemvWeight(
   label: string,
 ): GPUBuffer {
   const kp = gemvRowLength(k);
-  const Store = type === "f16" ? Float16Array : Float32Array;
-  if (kp === k) return uploadBuffer(gpu, type === "f16" ? Float16Array.from(w) : w, label);
-  const out = new Store(n * kp);
+  if (kp === k) return uploadBuffer(gpu, type === "f16" ? toF16(w, label) : w, label);
+  const out = new (type === "f16" ? Float16Array : Float32Array)(n * kp);
   for (let i = 0; i < n; i++) out.set(w.subarray(i * k, (i + 1) * k), i * kp);
+  if (type === "f16") checkF16(w, label);
   return uploadBuffer(gpu, out, label);
+}
+
+/**
+ * Values rounded to f16, refusing any that f16 cannot hold (|v| > 65504).
+ *
+ * @param w Values.
+ * @param label What they are, for the error message.
+ * @returns The f16 values.
+ * @throws {RangeError} naming the value and suggesting f32 weights.
+ */
+export function toF16(w: Float32Array, label: string): Float16Array {
+  checkF16(w, label);
+  return Float16Array.from(w);
+}
+
+function checkF16(w: Float32Array, label: string): void {
+  let max = 0;
+  for (let i = 0; i < w.length; i++) {
+    const a = Math.abs(w[i]!);
+    if (a > max) max = a;
+  }
+  if (max > 65504) {
+    throw new RangeError(
+      `Cannot store ${label} in f16: it holds a value of magnitude ${max} (f16 holds up to ` +
+        `65504); use f32 weights`,
+    );
+  }
 }
 
 /** Shape and placement of one {@linkcode encodeGemv}. */

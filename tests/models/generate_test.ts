@@ -234,6 +234,17 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
     }),
     /one layer's KV cache would take \d+ bytes, more than one storage binding holds/,
   );
+  const wo = model.layers[0]!.wo;
+  const huge = { ...wo, data: Float32Array.from(wo.data, (v, i) => i === 7 ? 1e5 : v) };
+  await reject(
+    decodeSession(model, {
+      backend: "webgpu",
+      weights: "f16",
+      maxTokens: 8,
+      linears: [{ wo: huge }],
+    }),
+    /Cannot store decode:0:o in f16: it holds a value of magnitude 100000 .*use f32 weights/,
+  );
   const five = await rtn(model.layers[0]!.wo, { bits: 5, groupSize: 32 });
   await reject(
     decodeSession(model, { backend: "webgpu", maxTokens: 8, linears: [{ wo: five }] }),
