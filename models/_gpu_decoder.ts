@@ -30,7 +30,6 @@ import {
   encodeAddRmsNorm,
   encodeAdvance,
   encodeArgmax,
-  encodeCachedAttention,
   encodeEmbedF16,
   encodeRopeRows,
   encodeSliceCopy,
@@ -44,6 +43,7 @@ import {
   linearScratchBytes,
   uploadLinear,
 } from "./_decode_linears.ts";
+import { encodeCachedAttention } from "./_gpu_cached_attention.ts";
 import { encodeGemv, gemvRowLength, toF16, uploadGemvWeight } from "./_gpu_gemv.ts";
 import { type GpuProgram, ProgramRecorder } from "./_gpu_program.ts";
 import type { BlockLinears } from "./linear_weight.ts";

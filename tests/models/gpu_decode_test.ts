@@ -9,9 +9,9 @@ import {
   argmaxScratchBytes,
   encodeAddRmsNorm,
   encodeArgmax,
-  encodeCachedAttention,
   encodeSliceCopy,
 } from "../../models/_gpu_decode.ts";
+import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
 import {
   encodeGemv,
   gemvReference,
