@@ -1,0 +1,368 @@
+/**
+ * Library-internal: the small WebGPU kernels of token generation with a KV
+ * cache, besides the matrix-vector product (`_gpu_gemv.ts`), the attention
+ * against the cache (`_gpu_cached_attention.ts`) and the kernels the
+ * whole-sequence forward pass shares (`_gpu_kernels.ts`): the rotary rows of
+ * the current positions, the argmax that feeds the next step, copies into
+ * column slices, the position counter, the gather of an f16 embedding, and
+ * a residual add fused into the RMSNorm that follows it.
+ *
+ * The current position lives on the GPU (`pos`, one u32): the kernels read
+ * it, and a one-thread kernel advances it at the end of each step, so a
+ * step's commands are the same every time and can be replayed
+ * (`_gpu_program.ts`) without writing anything from the host. Each kernel's
+ * CPU reference is stated in its docs; the tests compare a whole decode
+ * against the CPU forward pass of `forward.ts`. Web-standard only.
+ *
+ * @module
+ */
+
+import { cachedPipeline, foldGroups, type GpuBatch } from "../kernels/backend.ts";
+
+/** Threads per workgroup of the elementwise kernels. */
+const EW = 256;
+/** Threads per workgroup of the per-row, argmax and attention kernels (a power of two). */
+export const WG = 128;
+
+const FLAT = `let i = gid.x + gid.y * nw.x * ${EW}u;`;
+/** The workgroup index over folded 2-D counts (see `foldGroups`). */
+export const WG_FLAT = "let wgi = wg.x + wg.y * nw.x;";
+
+/** A tree reduction of `red` (WG values) into red[0], for code inside `main`. */
+export function tree(op: "max" | "sum"): string {
+  const combine = op === "max"
+    ? "red[lid] = max(red[lid], red[lid + st]);"
+    : "red[lid] = red[lid] + red[lid + st];";
+  return `  workgroupBarrier();
+  for (var st = ${WG / 2}u; st > 0u; st = st >> 1u) {
+    if (lid < st) { ${combine} }
+    workgroupBarrier();
+  }`;
+}
+
+function elementwise(batch: GpuBatch, key: string, code: () => string, n: number) {
+  const pipeline = cachedPipeline(batch.gpu, key, code);
+  return { pipeline, groups: foldGroups(batch.gpu, Math.ceil(n / EW)) };
+}
+
+/** out[i] = table[pos·w + i] for i < n (the rotary rows of positions pos, pos + 1, …). */
+export function ropeRowsWgsl(): string {
+  return `struct P { n: u32, w: u32, len: u32 }
+@group(0) @binding(0) var<storage, read_write> R: array<f32>;
+@group(0) @binding(1) var<storage, read> CS: array<f32>;
+@group(0) @binding(2) var<storage, read> pos: array<u32>;
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${EW})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  let s = pos[0] * p.w + i;
+  R[i] = select(0.0, CS[s], s < p.len);
+}
+`;
+}
+
+/**
+ * Records the copy of the rotary (cos, sin) rows of positions
+ * [pos, pos + rows) out of the table, as `encodeRope` reads them for rows
+ * that form one sequence of `rows` tokens.
+ *
+ * @param batch The batch.
+ * @param out Rows [rows, hd] ((cos, sin) pairs).
+ * @param table The table [positions, hd] (`ropeTable`).
+ * @param pos The position counter.
+ * @param shape Rows, head width, and the table's positions.
+ */
+export function encodeRopeRows(
+  batch: GpuBatch,
+  out: GPUBuffer,
+  table: GPUBuffer,
+  pos: GPUBuffer,
+  shape: { rows: number; hd: number; positions: number },
+): void {
+  const { rows, hd, positions } = shape;
+  const n = rows * hd;
+  const { pipeline, groups } = elementwise(batch, "decode:rope-rows", ropeRowsWgsl, n);
+  const u = batch.uniform([{ u32: n }, { u32: hd }, { u32: positions * hd }]);
+  batch.dispatch(pipeline, [out, table, pos, u], groups);
+}
+
+/**
+ * Y[yOff + r·ldy + c] (+)= X[xOff + r·ldx + c] for r < rows, c < w: a copy
+ * (or sum) of a block of columns into a slice of wider rows.
+ *
+ * @param add Add instead of copying.
+ * @returns WGSL source.
+ */
+export function sliceCopyWgsl(add: boolean): string {
+  return `struct P { n: u32, w: u32, ldx: u32, xOff: u32, ldy: u32, yOff: u32 }
+@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${EW})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  let r = i / p.w;
+  let c = i % p.w;
+  let o = p.yOff + r * p.ldy + c;
+  let v = X[p.xOff + r * p.ldx + c];
+  Y[o] = ${add ? "Y[o] + v" : "v"};
+}
+`;
+}
+
+/** Placement of {@linkcode encodeSliceCopy}, in elements. */
+export interface SliceCopyShape {
+  readonly rows: number;
+  readonly w: number;
+  readonly ldx: number;
+  readonly xOff: number;
+  readonly ldy: number;
+  readonly yOff: number;
+}
+
+/**
+ * Records a copy (or sum) of a block of columns into a slice of other rows.
+ *
+ * @param batch The batch.
+ * @param y Destination (a different buffer from `x`).
+ * @param x Source.
+ * @param shape Placement.
+ * @param add Add to the destination instead of overwriting it.
+ */
+export function encodeSliceCopy(
+  batch: GpuBatch,
+  y: GPUBuffer,
+  x: GPUBuffer,
+  shape: SliceCopyShape,
+  add: boolean,
+): void {
+  const { rows, w, ldx, xOff, ldy, yOff } = shape;
+  const n = rows * w;
+  const key = `decode:slice-${add ? "add" : "copy"}`;
+  const { pipeline, groups } = elementwise(batch, key, () => sliceCopyWgsl(add), n);
+  const u = batch.uniform([
+    { u32: n },
+    { u32: w },
+    { u32: ldx },
+    { u32: xOff },
+    { u32: ldy },
+    { u32: yOff },
+  ]);
+  batch.dispatch(pipeline, [y, x, u], groups);
+}
+
+/** pos[0] += n (one thread). */
+export function advanceWgsl(): string {
+  return `struct P { n: u32 }
+@group(0) @binding(0) var<storage, read_write> pos: array<u32>;
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(1)
+fn main() { pos[0] = pos[0] + p.n; }
+`;
+}
+
+/**
+ * Records pos += n.
+ *
+ * @param batch The batch.
+ * @param pos The position counter.
+ * @param n Positions to advance.
+ */
+export function encodeAdvance(batch: GpuBatch, pos: GPUBuffer, n: number): void {
+  const pipeline = cachedPipeline(batch.gpu, "decode:advance", advanceWgsl);
+  batch.dispatch(pipeline, [pos, batch.uniform([{ u32: n }])], [1]);
+}
+
+/** x[i] = E[tok[i / dim]·dim + i mod dim] for an f16 embedding stored as pairs in u32 words. */
+export function embedF16Wgsl(): string {
+  return `struct P { n: u32, dim: u32 }
+@group(0) @binding(0) var<storage, read_write> X: array<f32>;
+@group(0) @binding(1) var<storage, read> E: array<u32>;
+@group(0) @binding(2) var<storage, read> tok: array<u32>;
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${EW})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  let e = tok[i / p.dim] * p.dim + i % p.dim;
+  let pair = unpack2x16float(E[e / 2u]);
+  X[i] = select(pair.x, pair.y, e % 2u == 1u);
+}
+`;
+}
+
+/**
+ * Records the gather of f16 embedding rows (reference: `llamaEmbed` of the
+ * f16-rounded embedding).
+ *
+ * @param batch The batch.
+ * @param x Output [rows, dim].
+ * @param embedding f16 embedding [vocab, dim].
+ * @param tokens Token ids (u32) [rows].
+ * @param rows Rows.
+ * @param dim Width.
+ */
+export function encodeEmbedF16(
+  batch: GpuBatch,
+  x: GPUBuffer,
+  embedding: GPUBuffer,
+  tokens: GPUBuffer,
+  rows: number,
+  dim: number,
+): void {
+  const n = rows * dim;
+  const { pipeline, groups } = elementwise(batch, "decode:embed-f16", embedF16Wgsl, n);
+  batch.dispatch(
+    pipeline,
+    [x, embedding, tokens, batch.uniform([{ u32: n }, { u32: dim }])],
+    groups,
+  );
+}
+
+/** Partial maxima per workgroup for {@linkcode encodeArgmax} (at most WG of them). */
+function argmaxParts(n: number): number {
+  return Math.max(1, Math.min(WG, Math.ceil(n / (WG * 8))));
+}
+
+/**
+ * The first index of the largest value (NaN never wins), in two passes:
+ * `final` false, each of `parts` workgroups reduces a strided share of L to
+ * one (value, index) pair; `final` true, one workgroup reduces the pairs
+ * and writes the index to `tok[0]`. Reference: the first i with
+ * L[i] = max(L), as the CPU's greedy choice.
+ *
+ * @param final The second pass.
+ * @returns WGSL source.
+ */
+export function argmaxWgsl(final: boolean): string {
+  const io = final
+    ? `@group(0) @binding(0) var<storage, read_write> tok: array<u32>;
+@group(0) @binding(1) var<storage, read> PV: array<f32>;
+@group(0) @binding(2) var<storage, read> PI: array<u32>;
+@group(0) @binding(3) var<uniform> p: P;`
+    : `@group(0) @binding(0) var<storage, read_write> PV: array<f32>;
+@group(0) @binding(1) var<storage, read_write> PI: array<u32>;
+@group(0) @binding(2) var<storage, read> L: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;`;
+  const scan = final
+    ? `  for (var i = lid; i < p.parts; i += ${WG}u) { take(PV[i], PI[i]); }`
+    : `  for (var i = wg.x * ${WG}u + lid; i < p.n; i += p.parts * ${WG}u) { take(L[i], i); }`;
+  const write = final
+    ? "if (lid == 0u) { tok[0] = select(ri[0], 0u, ri[0] == 0xffffffffu); }"
+    : "if (lid == 0u) { PV[wg.x] = rv[0]; PI[wg.x] = ri[0]; }";
+  return `struct P { n: u32, parts: u32 }
+${io}
+var<workgroup> rv: array<f32, ${WG}>;
+var<workgroup> ri: array<u32, ${WG}>;
+var<private> bv: f32 = -3.4028235e38;
+var<private> bi: u32 = 0xffffffffu;
+fn take(v: f32, i: u32) {
+  if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${scan}
+  rv[lid] = bv;
+  ri[lid] = bi;
+  workgroupBarrier();
+  for (var st = ${WG / 2}u; st > 0u; st = st >> 1u) {
+    if (lid < st) {
+      let v = rv[lid + st];
+      let i = ri[lid + st];
+      if (v > rv[lid] || (v == rv[lid] && i < ri[lid])) { rv[lid] = v; ri[lid] = i; }
+    }
+    workgroupBarrier();
+  }
+  ${write}
+}
+`;
+}
+
+/** The scratch {@linkcode encodeArgmax} needs for n values: bytes of its value and index buffers. */
+export function argmaxScratchBytes(n: number): number {
+  return argmaxParts(n) * 4;
+}
+
+/**
+ * Records tok[0] = the first index of the largest of n values.
+ *
+ * @param batch The batch.
+ * @param tok Output (u32 [1]).
+ * @param values Values (f32 [n]).
+ * @param n Count.
+ * @param scratch Partial values and indices ({@linkcode argmaxScratchBytes} bytes each).
+ */
+export function encodeArgmax(
+  batch: GpuBatch,
+  tok: GPUBuffer,
+  values: GPUBuffer,
+  n: number,
+  scratch: { readonly values: GPUBuffer; readonly indices: GPUBuffer },
+): void {
+  const parts = argmaxParts(n);
+  const u = batch.uniform([{ u32: n }, { u32: parts }]);
+  const first = cachedPipeline(batch.gpu, "decode:argmax", () => argmaxWgsl(false));
+  batch.dispatch(first, [scratch.values, scratch.indices, values, u], [parts]);
+  const second = cachedPipeline(batch.gpu, "decode:argmax-final", () => argmaxWgsl(true));
+  batch.dispatch(second, [tok, scratch.values, scratch.indices, u], [1]);
+}
+
+/**
+ * x += d, then y = x / sqrt(mean(x²) + eps) · w, one workgroup per row: a
+ * residual add that a quantized product left pending, fused into the
+ * RMSNorm that reads the sum next. Reference: the sum, then `rmsNorm` of
+ * `forward.ts`.
+ */
+export function addRmsNormWgsl(): string {
+  return `struct P { rows: u32, dim: u32, eps: f32 }
+@group(0) @binding(0) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read_write> X: array<f32>;
+@group(0) @binding(2) var<storage, read> D: array<f32>;
+@group(0) @binding(3) var<storage, read> W: array<f32>;
+@group(0) @binding(4) var<uniform> p: P;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.rows) { return; }
+  let o = wgi * p.dim;
+  var s = 0.0;
+  for (var i = lid; i < p.dim; i += ${WG}u) {
+    let v = X[o + i] + D[o + i];
+    X[o + i] = v;
+    s = fma(v, v, s);
+  }
+  red[lid] = s;
+${tree("sum")}
+  let inv = 1.0 / sqrt(red[0] / f32(p.dim) + p.eps);
+  for (var i = lid; i < p.dim; i += ${WG}u) { Y[o + i] = X[o + i] * inv * W[i]; }
+}
+`;
+}
+
+/**
+ * Records x += d and the RMSNorm of the sum, for every row.
+ *
+ * @param batch The batch.
+ * @param y Output [rows, dim].
+ * @param x Residual stream [rows, dim], updated in place.
+ * @param d The pending addend [rows, dim].
+ * @param weight Scale [dim].
+ * @param shape Rows, width and epsilon.
+ */
+export function encodeAddRmsNorm(
+  batch: GpuBatch,
+  y: GPUBuffer,
+  x: GPUBuffer,
+  d: GPUBuffer,
+  weight: GPUBuffer,
+  shape: { rows: number; dim: number; eps: number },
+): void {
+  const { rows, dim, eps } = shape;
+  const pipeline = cachedPipeline(batch.gpu, "decode:add-rmsnorm", addRmsNormWgsl);
+  const u = batch.uniform([{ u32: rows }, { u32: dim }, { f32: eps }]);
+  batch.dispatch(pipeline, [y, x, d, weight, u], foldGroups(batch.gpu, rows));
+}

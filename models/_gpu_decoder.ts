@@ -1,0 +1,572 @@
+/**
+ * Library-internal: greedy decoding of a Llama-style model on WebGPU with a
+ * KV cache. The weights are uploaded once; the cache holds [maxTokens, kvDim]
+ * keys and values per layer; the position counter and the last chosen token
+ * stay on the GPU. The prompt runs in one submission (every block over all
+ * its rows, filling the cache, then the head on its last row), and each
+ * further token in one submission of a recorded program (`_gpu_program.ts`):
+ * embedding of the token the previous step chose, every block, final norm,
+ * classifier, argmax into the token buffer, position + 1. Only the 4 bytes of
+ * the token come back, and since the GPU feeds itself, up to `inFlight`
+ * steps are submitted before the first of them is read: the host's round
+ * trip overlaps the GPU's work (a stop token found late only discards the
+ * steps already queued). Web-standard only.
+ *
+ * @module
+ */
+
+import { asFloat32 } from "../core/convert.ts";
+import {
+  bindingLimit,
+  type Gpu,
+  storageBuffer,
+  uploadBuffer,
+  writeBuffer,
+} from "../kernels/backend.ts";
+import { encodeEmbed, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
+import { checkLayerExtras, concatRows, ropeTable } from "./_gpu_block.ts";
+import {
+  argmaxScratchBytes,
+  encodeAddRmsNorm,
+  encodeAdvance,
+  encodeArgmax,
+  encodeEmbedF16,
+  encodeRopeRows,
+  encodeSliceCopy,
+} from "./_gpu_decode.ts";
+import {
+  allocateScratch,
+  destroyLinear,
+  encodeLinearGroup,
+  type GpuLinear,
+  type LinearScratch,
+  linearScratchBytes,
+  uploadLinear,
+} from "./_decode_linears.ts";
+import { encodeCachedAttention } from "./_gpu_cached_attention.ts";
+import { encodeGemv, gemvRowLength, toF16, uploadGemvWeight } from "./_gpu_gemv.ts";
+import { type GpuProgram, ProgramRecorder } from "./_gpu_program.ts";
+import type { BlockLinears } from "./linear_weight.ts";
+import { llamaDims } from "./model.ts";
+import type { LlamaLinear, LlamaModel } from "./model.ts";
+
+/** What the decoder keeps of one block. */
+interface DecodeLayer {
+  readonly attnNorm: GPUBuffer;
+  readonly ffnNorm: GPUBuffer;
+  readonly qkv: GpuLinear;
+  readonly o: GpuLinear;
+  readonly up: GpuLinear;
+  readonly down: GpuLinear;
+  readonly bqkv: GPUBuffer | null;
+  readonly qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
+  /** Keys and values [maxTokens, kvDim]. */
+  readonly cache: { readonly k: GPUBuffer; readonly v: GPUBuffer };
+}
+
+/** Activations of `rows` rows. */
+interface Rows {
+  readonly rows: number;
+  readonly x: GPUBuffer;
+  readonly h: GPUBuffer;
+  readonly qkv: GPUBuffer;
+  readonly att: GPUBuffer;
+  readonly u: GPUBuffer;
+  readonly g: GPUBuffer;
+  /** (cos, sin) rows of the current positions [rows, hd]. */
+  readonly rope: GPUBuffer;
+  readonly scratch: LinearScratch;
+}
+
+/** Options of {@linkcode GpuDecoder}. */
+export interface GpuDecoderOptions {
+  readonly weights: "f32" | "f16";
+  readonly maxTokens: number;
+  readonly linears: readonly BlockLinears[];
+}
+
+/** One greedy run. */
+export interface DecodeRun {
+  readonly maxNewTokens: number;
+  readonly stop: ReadonlySet<number>;
+  readonly inFlight: number;
+  readonly profile: boolean;
+  readonly onToken?: (id: number, index: number) => void;
+  readonly onLogits?: (logits: Float32Array, index: number) => void;
+}
+
+/** What a run measured. */
+export interface DecodeRunResult {
+  readonly tokens: number[];
+  readonly stopped: boolean;
+  readonly prefillSeconds: number;
+  readonly decodeSeconds: number;
+  readonly gpu?: { readonly stepSeconds: number; readonly phases: Record<string, number> };
+}
+
+const MAP_READ = 0x1, COPY_DST = 0x8, QUERY_RESOLVE = 0x200, COPY_SRC = 0x4;
+
+/** A read-back slot of one submission. */
+interface Slot {
+  readonly token: GPUBuffer;
+  readonly logits: GPUBuffer | null;
+  readonly times: GPUBuffer | null;
+}
+
+/**
+ * Refuses, before anything is uploaded, a model whose largest buffers (the
+ * classifier, the embedding, gate and up together, one layer's cache) one
+ * storage binding cannot hold.
+ */
+function checkBindings(gpu: Gpu, model: LlamaModel, options: GpuDecoderOptions): void {
+  const { dim, hiddenDim: H, vocabSize: V } = model.config;
+  const { kvDim } = llamaDims(model.config);
+  const bytes = options.weights === "f16" ? 2 : 4;
+  const limit = bindingLimit(gpu);
+  const sizes: [string, number][] = [
+    ["the classifier", V * gemvRowLength(dim) * bytes],
+    ["gate and up", 2 * H * gemvRowLength(dim) * bytes],
+    ["one layer's KV cache", options.maxTokens * kvDim * 4],
+  ];
+  for (const [what, size] of sizes) {
+    if (size > limit) {
+      throw new RangeError(
+        `Cannot open a decode session: ${what} would take ${size} bytes, more than one storage ` +
+          `binding holds on this device (${limit})${
+            options.weights === "f32" && what !== "one layer's KV cache"
+              ? `; try weights "f16"`
+              : ""
+          }`,
+      );
+    }
+  }
+}
+
+/** The decoder (see the module docs). */
+export class GpuDecoder {
+  readonly #gpu: Gpu;
+  readonly #model: LlamaModel;
+  readonly #options: GpuDecoderOptions;
+  readonly #layers: DecodeLayer[] = [];
+  readonly #embedding: GPUBuffer;
+  readonly #classifier: GPUBuffer;
+  readonly #finalNorm: GPUBuffer;
+  readonly #ropeTable: GPUBuffer;
+  readonly #pos: GPUBuffer;
+  readonly #token: GPUBuffer;
+  readonly #logits: GPUBuffer;
+  readonly #argmax: { values: GPUBuffer; indices: GPUBuffer };
+  readonly #step: Rows;
+  readonly #programs = new Map<string, GpuProgram>();
+  #disposed = false;
+
+  constructor(gpu: Gpu, model: LlamaModel, options: GpuDecoderOptions) {
+    this.#gpu = gpu;
+    this.#model = model;
+    this.#options = options;
+    const { config } = model;
+    const { dim, vocabSize: V } = config;
+    const { headDim: hd, kvDim } = llamaDims(config);
+    const { weights, maxTokens, linears } = options;
+    checkBindings(gpu, model, options);
+    const buffers: GPUBuffer[] = [];
+    const groups: GpuLinear[] = [];
+    const up = (data: ArrayBufferView, label: string) => {
+      const b = uploadBuffer(gpu, data, label);
+      buffers.push(b);
+      return b;
+    };
+    try {
+      model.layers.forEach((l, i) => {
+        checkLayerExtras(config, l, i);
+        const over = linears[i] ?? {};
+        const w = (name: LlamaLinear) => over[name] ?? l[name];
+        const label = `decode:${i}`;
+        const group = (names: LlamaLinear[], what: string) => {
+          const g = uploadLinear(gpu, names.map(w), weights, `${label}:${what}`);
+          groups.push(g);
+          return g;
+        };
+        const zeros = (n: number) => new Float32Array(n);
+        const { qDim } = llamaDims(config);
+        const anyBias = l.bq !== undefined || l.bk !== undefined || l.bv !== undefined;
+        const layer: DecodeLayer = {
+          attnNorm: up(l.attnNorm, `${label}:attnNorm`),
+          ffnNorm: up(l.ffnNorm, `${label}:ffnNorm`),
+          qkv: group(["wq", "wk", "wv"], "qkv"),
+          o: group(["wo"], "o"),
+          up: group(["w1", "w3"], "gate-up"),
+          down: group(["w2"], "down"),
+          bqkv: anyBias
+            ? up(
+              concatRows(l.bq ?? zeros(qDim), l.bk ?? zeros(kvDim), l.bv ?? zeros(kvDim)),
+              `${label}:bqkv`,
+            )
+            : null,
+          qkNorm: l.qNorm === undefined && l.kNorm === undefined ? null : {
+            weight: up(concatRows(l.qNorm ?? zeros(hd), l.kNorm ?? zeros(hd)), `${label}:qkNorm`),
+            from: l.qNorm !== undefined ? 0 : config.nHeads,
+            to: config.nHeads + (l.kNorm !== undefined ? config.nKvHeads : 0),
+          },
+          cache: {
+            k: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:k-cache`),
+            v: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:v-cache`),
+          },
+        };
+        buffers.push(layer.cache.k, layer.cache.v);
+        this.#layers.push(layer);
+      });
+      const embedding = asFloat32(model.tokenEmbedding);
+      // The classifier's rows are padded for the GEMV; a tied one shares the embedding's
+      // buffer when no padding is needed (the gather reads rows of dim values).
+      const shared = model.classifier === model.tokenEmbedding && gemvRowLength(dim) === dim;
+      this.#embedding = up(
+        weights === "f16" ? toF16(embedding, "the embedding") : embedding,
+        "decode:embedding",
+      );
+      this.#classifier = shared ? this.#embedding : uploadGemvWeight(
+        gpu,
+        model.classifier === model.tokenEmbedding ? embedding : asFloat32(model.classifier),
+        V,
+        dim,
+        weights,
+        "decode:classifier",
+      );
+      if (!shared) buffers.push(this.#classifier);
+      this.#finalNorm = up(model.finalNorm, "decode:finalNorm");
+      this.#ropeTable = up(ropeTable(hd, config.ropeTheta, maxTokens, config.rope), "decode:rope");
+      this.#pos = storageBuffer(gpu, 4, "decode:pos");
+      this.#token = storageBuffer(gpu, 4, "decode:token");
+      this.#logits = storageBuffer(gpu, V * 4, "decode:logits");
+      this.#argmax = {
+        values: storageBuffer(gpu, argmaxScratchBytes(V), "decode:argmax-values"),
+        indices: storageBuffer(gpu, argmaxScratchBytes(V), "decode:argmax-indices"),
+      };
+      buffers.push(this.#pos, this.#token, this.#logits, this.#argmax.values, this.#argmax.indices);
+      this.#step = this.#rows(1, "decode:step");
+    } catch (e) {
+      for (const b of buffers) b.destroy();
+      for (const g of groups) destroyLinear(g);
+      throw e;
+    }
+  }
+
+  /** Activation buffers (and linear scratch) for `rows` rows. */
+  #rows(rows: number, label: string): Rows {
+    const { dim, hiddenDim: H } = this.#model.config;
+    const { headDim: hd, qDim, kvDim } = llamaDims(this.#model.config);
+    const gpu = this.#gpu;
+    const f = (width: number, name: string) =>
+      storageBuffer(gpu, rows * width * 4, `${label}:${name}`);
+    const needs = this.#layers.flatMap((l) => [
+      linearScratchBytes(gpu, l.qkv, rows, false),
+      linearScratchBytes(gpu, l.o, rows, true),
+      linearScratchBytes(gpu, l.up, rows, false),
+      linearScratchBytes(gpu, l.down, rows, true),
+    ]);
+    return {
+      rows,
+      x: f(dim, "x"),
+      h: f(dim, "h"),
+      qkv: f(qDim + 2 * kvDim, "qkv"),
+      att: f(qDim, "att"),
+      u: f(2 * H, "u"),
+      g: f(H, "g"),
+      rope: f(hd, "rope"),
+      scratch: allocateScratch(gpu, needs, label),
+    };
+  }
+
+  #destroyRows(a: Rows): void {
+    for (const b of [a.x, a.h, a.qkv, a.att, a.u, a.g, a.rope]) b.destroy();
+    for (const b of Object.values(a.scratch)) b.destroy();
+  }
+
+  /**
+   * Records every block over `a.rows` rows at positions pos, pos + 1, ….
+   *
+   * @returns The addend the last block left for the residual stream, or null.
+   */
+  #recordBlocks(rec: ProgramRecorder, a: Rows, profile: boolean): GPUBuffer | null {
+    const { config } = this.#model;
+    const { dim, hiddenDim: H, normEps, nHeads, nKvHeads } = config;
+    const { headDim: hd, qDim, kvDim } = llamaDims(config);
+    const qkvW = qDim + 2 * kvDim;
+    const R = a.rows, s = a.scratch;
+    const phase = (name: string) => profile && rec.phase(name);
+    // A quantized o or down leaves its output pending: the next norm adds it to x.
+    let pending: GPUBuffer | null = null;
+    const norm = (w: GPUBuffer) => {
+      if (pending === null) encodeRmsNorm(rec, a.h, a.x, w, R, dim, normEps);
+      else encodeAddRmsNorm(rec, a.h, a.x, pending, w, { rows: R, dim, eps: normEps });
+      pending = null;
+    };
+    encodeRopeRows(rec, a.rope, this.#ropeTable, this.#pos, {
+      rows: R,
+      hd,
+      positions: this.#options.maxTokens,
+    });
+    for (const l of this.#layers) {
+      norm(l.attnNorm);
+      encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s);
+      phase("qkv");
+      encodeRope(rec, a.qkv, a.rope, { rows: R, T: R, width: qDim + kvDim, ld: qkvW, hd }, {
+        ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
+        ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
+      });
+      encodeCachedAttention(rec, a.att, a.qkv, l.cache, this.#pos, {
+        rows: R,
+        nHeads,
+        nKvHeads,
+        hd,
+        ld: qkvW,
+        cap: this.#options.maxTokens,
+      });
+      phase("attention");
+      pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);
+      phase("o");
+      norm(l.ffnNorm);
+      encodeLinearGroup(rec, l.up, a.h, a.u, R, false, s);
+      encodeSwiglu(rec, a.g, a.u, R, H);
+      phase("gate-up");
+      pending = encodeLinearGroup(rec, l.down, a.g, a.x, R, true, s);
+      phase("down");
+    }
+    return pending;
+  }
+
+  /**
+   * Records the head on the step's row x (plus the pending addend): final
+   * norm, classifier, argmax, position + n.
+   */
+  #recordHead(
+    rec: ProgramRecorder,
+    pending: GPUBuffer | null,
+    advance: number,
+    profile: boolean,
+  ): void {
+    const { dim, vocabSize: V, normEps } = this.#model.config;
+    const a = this.#step;
+    if (pending === null) encodeRmsNorm(rec, a.h, a.x, this.#finalNorm, 1, dim, normEps);
+    else encodeAddRmsNorm(rec, a.h, a.x, pending, this.#finalNorm, { rows: 1, dim, eps: normEps });
+    encodeGemv(rec, { y: this.#logits, x: a.h, w: this.#classifier }, { rows: 1, n: V, k: dim }, {
+      weights: this.#options.weights,
+      accumulate: false,
+    });
+    encodeArgmax(rec, this.#token, this.#logits, V, this.#argmax);
+    encodeAdvance(rec, this.#pos, advance);
+    if (profile) rec.phase("head");
+  }
+
+  #embed(rec: ProgramRecorder, x: GPUBuffer, tokens: GPUBuffer, rows: number): void {
+    const { dim } = this.#model.config;
+    if (this.#options.weights === "f16") encodeEmbedF16(rec, x, this.#embedding, tokens, rows, dim);
+    else encodeEmbed(rec, x, this.#embedding, tokens, rows, dim);
+  }
+
+  /** The recorded decode step (profiled: one pass per phase). */
+  #stepProgram(profile: boolean): GpuProgram {
+    const key = profile ? "step:profile" : "step";
+    let p = this.#programs.get(key);
+    if (p === undefined) {
+      const rec = new ProgramRecorder(this.#gpu);
+      this.#embed(rec, this.#step.x, this.#token, 1);
+      const pending = this.#recordBlocks(rec, this.#step, profile);
+      this.#recordHead(rec, pending, 1, profile);
+      p = rec.finish();
+      this.#programs.set(key, p);
+    }
+    return p;
+  }
+
+  /** The prompt's program over its own activations, and the buffers to free after it ran. */
+  #prefillProgram(prompt: Uint32Array): { program: GpuProgram; free: () => void } {
+    const T = prompt.length;
+    const { dim } = this.#model.config;
+    const a = T === 1 ? this.#step : this.#rows(T, "decode:prefill");
+    const tokens = uploadBuffer(this.#gpu, prompt, "decode:prompt");
+    const rec = new ProgramRecorder(this.#gpu);
+    this.#embed(rec, a.x, tokens, T);
+    const pending = this.#recordBlocks(rec, a, false);
+    if (T === 1) this.#recordHead(rec, pending, T, false);
+    else {
+      // The last row (and its pending addend) goes to the step's row for the head.
+      const last = { rows: 1, w: dim, ldx: dim, xOff: (T - 1) * dim, ldy: dim, yOff: 0 };
+      encodeSliceCopy(rec, this.#step.x, a.x, last, false);
+      if (pending !== null) encodeSliceCopy(rec, this.#step.x, pending, last, true);
+      this.#recordHead(rec, null, T, false);
+    }
+    const program = rec.finish();
+    return {
+      program,
+      free: () => {
+        program.dispose();
+        tokens.destroy();
+        if (a !== this.#step) this.#destroyRows(a);
+      },
+    };
+  }
+
+  /**
+   * Greedy decoding of a prompt (already validated: ids in the vocabulary,
+   * prompt + new tokens within the cache).
+   *
+   * @param prompt Token ids.
+   * @param run Count, stop tokens, callbacks, depth, profiling.
+   * @returns The tokens and timings.
+   */
+  async run(prompt: Uint32Array, run: DecodeRun): Promise<DecodeRunResult> {
+    if (this.#disposed) throw new Error("Cannot generate with a disposed decode session");
+    const { maxNewTokens, stop, onToken, onLogits, profile } = run;
+    const gpu = this.#gpu, device = gpu.device;
+    const V = this.#model.config.vocabSize;
+    const timed = profile && gpu.timestamps;
+    const depth = profile || onLogits ? 1 : Math.min(run.inFlight, maxNewTokens);
+    const step = this.#stepProgram(timed);
+    const passes = step.passNames;
+    const querySet = timed
+      ? device.createQuerySet({ type: "timestamp", count: 2 * passes.length })
+      : null;
+    const resolve = timed
+      ? device.createBuffer({ size: 16 * passes.length, usage: QUERY_RESOLVE | COPY_SRC })
+      : null;
+    const slots: Slot[] = Array.from({ length: depth }, () => ({
+      token: device.createBuffer({
+        size: 4,
+        usage: MAP_READ | COPY_DST,
+        label: "decode:token-read",
+      }),
+      logits: onLogits
+        ? device.createBuffer({
+          size: V * 4,
+          usage: MAP_READ | COPY_DST,
+          label: "decode:logits-read",
+        })
+        : null,
+      times: timed
+        ? device.createBuffer({ size: 16 * passes.length, usage: MAP_READ | COPY_DST })
+        : null,
+    }));
+    const prefill = this.#prefillProgram(prompt);
+    const lost = device.lost.then((info) => {
+      throw new Error(`the WebGPU device was lost (${info.reason}): ${info.message}`);
+    });
+    lost.catch(() => {});
+    const pending: { slot: Slot; done: Promise<void>; timedStep: boolean }[] = [];
+    let next = 0;
+    const submit = (program: GpuProgram, timedStep: boolean) => {
+      const slot = slots[next++ % depth]!;
+      const enc = device.createCommandEncoder();
+      program.encode(enc, timedStep ? { querySet: querySet!, first: 0 } : undefined);
+      enc.copyBufferToBuffer(this.#token, 0, slot.token, 0, 4);
+      if (slot.logits) enc.copyBufferToBuffer(this.#logits, 0, slot.logits, 0, V * 4);
+      if (timedStep) {
+        enc.resolveQuerySet(querySet!, 0, 2 * passes.length, resolve!, 0);
+        enc.copyBufferToBuffer(resolve!, 0, slot.times!, 0, 16 * passes.length);
+      }
+      device.pushErrorScope("out-of-memory");
+      device.pushErrorScope("validation");
+      device.queue.submit([enc.finish()]);
+      const invalid = device.popErrorScope(), oom = device.popErrorScope();
+      const maps = [slot.token, slot.logits, timedStep ? slot.times : null]
+        .filter((b): b is GPUBuffer => b !== null)
+        .map((b) => b.mapAsync(MAP_READ));
+      const done = (async () => {
+        const [v, o] = await Promise.all([invalid, oom]);
+        if (v) throw new Error(`WebGPU validation failed: ${v.message}`);
+        if (o) throw new Error(`WebGPU ran out of memory: ${o.message}`);
+        await Promise.race([Promise.all(maps), lost]);
+      })();
+      pending.push({ slot, done, timedStep });
+    };
+    const tokens: number[] = [];
+    const phases: Record<string, number> = {};
+    let stepSeconds = 0, timedSteps = 0, stopped = false;
+    const t0 = performance.now();
+    let tPrefill = t0, tEnd = t0;
+    try {
+      writeBuffer(gpu, this.#pos, 0, Uint32Array.of(0));
+      submit(prefill.program, false);
+      let submitted = 1;
+      for (;;) {
+        while (!stopped && submitted < maxNewTokens && pending.length < depth) {
+          submit(step, timed);
+          submitted++;
+        }
+        if (pending.length === 0) break;
+        const { slot, done, timedStep } = pending.shift()!;
+        await done;
+        const id = new Uint32Array(slot.token.getMappedRange(0, 4))[0]!;
+        slot.token.unmap();
+        if (slot.logits) {
+          const logits = new Float32Array(slot.logits.getMappedRange(0, V * 4).slice(0));
+          slot.logits.unmap();
+          if (!stopped) onLogits?.(logits, tokens.length);
+        }
+        if (timedStep && slot.times) {
+          const t = new BigUint64Array(slot.times.getMappedRange(0, 16 * passes.length).slice(0));
+          slot.times.unmap();
+          passes.forEach((name, i) => {
+            phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
+          });
+          stepSeconds += Number(t[2 * passes.length - 1]! - t[0]!) / 1e9;
+          timedSteps++;
+        }
+        if (stopped) continue;
+        tokens.push(id);
+        if (tokens.length === 1) tPrefill = performance.now();
+        tEnd = performance.now();
+        onToken?.(id, tokens.length - 1);
+        if (stop.has(id) || tokens.length >= maxNewTokens) stopped = true;
+      }
+    } finally {
+      // Whatever is still queued (after an error) finishes before its buffers go.
+      const rest = pending.map((p) => p.done.catch(() => {}));
+      Promise.all(rest).then(() => {
+        prefill.free();
+        for (const s of slots) for (const b of [s.token, s.logits, s.times]) b?.destroy();
+        querySet?.destroy();
+        resolve?.destroy();
+      });
+    }
+    for (const k of Object.keys(phases)) phases[k] = phases[k]! / Math.max(1, timedSteps);
+    return {
+      tokens,
+      stopped: tokens.length > 0 && stop.has(tokens[tokens.length - 1]!),
+      prefillSeconds: (tPrefill - t0) / 1000,
+      decodeSeconds: (tEnd - tPrefill) / 1000,
+      ...(timed && timedSteps > 0
+        ? { gpu: { stepSeconds: stepSeconds / timedSteps, phases } }
+        : {}),
+    };
+  }
+
+  /** Frees every GPU buffer (after the work in flight). */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const buffers = new Set<GPUBuffer>([
+      this.#embedding,
+      this.#classifier,
+      this.#finalNorm,
+      this.#ropeTable,
+      this.#pos,
+      this.#token,
+      this.#logits,
+      this.#argmax.values,
+      this.#argmax.indices,
+    ]);
+    for (const l of this.#layers) {
+      for (const b of [l.attnNorm, l.ffnNorm, l.bqkv, l.qkNorm?.weight, l.cache.k, l.cache.v]) {
+        if (b) buffers.add(b);
+      }
+    }
+    const layers = this.#layers, step = this.#step, programs = [...this.#programs.values()];
+    this.#gpu.device.queue.onSubmittedWorkDone().then(() => {
+      for (const b of buffers) b.destroy();
+      for (const l of layers) for (const g of [l.qkv, l.o, l.up, l.down]) destroyLinear(g);
+      this.#destroyRows(step);
+      for (const p of programs) p.dispose();
+    });
+  }
+}

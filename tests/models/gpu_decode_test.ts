@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import { assertClose } from "../_helpers.ts";
+import { testGpu } from "../kernels/_gpu.ts";
+import { prng } from "../../core/prng.ts";
+import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
+import { causalAttention, rmsNorm } from "../../models/forward.ts";
+import type { LlamaConfig } from "../../models/model.ts";
+import {
+  argmaxScratchBytes,
+  encodeAddRmsNorm,
+  encodeArgmax,
+  encodeSliceCopy,
+} from "../../models/_gpu_decode.ts";
+import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
+import {
+  encodeGemv,
+  gemvReference,
+  gemvRowLength,
+  uploadGemvWeight,
+} from "../../models/_gpu_gemv.ts";
+
+function normals(n: number, seed: number): Float32Array {
+  const rng = prng(seed);
+  return Float32Array.from({ length: n }, () => rng.normal());
+}
+
+async function read(batch: GpuBatch, b: GPUBuffer): Promise<ArrayBuffer> {
+  const { data } = await batch.submit([b]);
+  return data[0]!;
+}
+
+Deno.test("the GEMV kernel equals its CPU reference for f32 and f16 weights, aligned and ragged widths, short and long rows, into a slice, accumulating", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const weights of ["f32", "f16"] as const) {
+    for (const [n, k] of [[37, 64], [20, 45], [5, 1344], [3, 1339]] as const) {
+      for (const accumulate of [false, true]) {
+        const rows = 3, ldy = n + 5, yOff = 2;
+        const w = normals(n * k, 1);
+        const stored = weights === "f16" ? Float32Array.from(Float16Array.from(w)) : w;
+        const x = normals(rows * k, 2);
+        const y0 = normals(rows * ldy, 3);
+        const expected = Float32Array.from(y0);
+        gemvReference(expected, x, stored, { rows, n, k, ldy, yOff }, accumulate);
+        const wb = uploadGemvWeight(gpu, w, n, k, weights, "w");
+        const xb = uploadBuffer(gpu, x), yb = uploadBuffer(gpu, y0);
+        const batch: GpuBatch = new GpuBatch(gpu);
+        encodeGemv(batch, { y: yb, x: xb, w: wb }, { rows, n, k, ldy, yOff }, {
+          weights,
+          accumulate,
+        });
+        const got = new Float32Array(await read(batch, yb));
+        assertClose(got, expected, {
+          atol: 1e-5,
+          rtol: 1e-5,
+          message: `${weights} ${n}×${k} accumulate ${accumulate}`,
+        });
+        assert.equal(wb.size, n * gemvRowLength(k) * (weights === "f16" ? 2 : 4));
+        for (const b of [wb, xb, yb]) b.destroy();
+      }
+    }
+  }
+});
+
+Deno.test("the argmax kernel returns the first index of the largest value and skips NaN", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const n of [5, 1000, 40000]) {
+    const v = normals(n, n);
+    const top = n - 2;
+    v[top] = 100;
+    v[n - 1] = 100; // a tie after it
+    v[0] = NaN;
+    const vb = uploadBuffer(gpu, v), tok = storageBuffer(gpu, 4);
+    const scratch = {
+      values: storageBuffer(gpu, argmaxScratchBytes(n)),
+      indices: storageBuffer(gpu, argmaxScratchBytes(n)),
+    };
+    const batch: GpuBatch = new GpuBatch(gpu);
+    encodeArgmax(batch, tok, vb, n, scratch);
+    const got: Uint32Array = new Uint32Array(await read(batch, tok));
+    assert.equal(got[0], top, `n = ${n}`);
+    for (const b of [vb, tok, scratch.values, scratch.indices]) b.destroy();
+  }
+});
+
+Deno.test("cached attention of new queries, which writes their keys and values, equals the causal attention over the whole sequence, across key tiles and head widths", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (
+    const [hd, nHeads, nKvHeads, T, pos] of [
+      [48, 4, 2, 150, 140],
+      [128, 2, 1, 20, 17],
+      [256, 2, 2, 9, 0],
+      [6, 3, 1, 40, 33], // loads of one value
+    ] as const
+  ) {
+    const config = { nHeads, nKvHeads, headDim: hd, dim: nHeads * hd } as LlamaConfig;
+    const qDim = nHeads * hd, kvDim = nKvHeads * hd, ld = qDim + 2 * kvDim;
+    const q = normals(T * qDim, 1), k = normals(T * kvDim, 2), v = normals(T * kvDim, 3);
+    const expected = causalAttention(q, k, v, T, config).subarray(pos * qDim);
+    const qkv = new Float32Array(T * ld);
+    for (let t = 0; t < T; t++) {
+      qkv.set(q.subarray(t * qDim, (t + 1) * qDim), t * ld);
+      qkv.set(k.subarray(t * kvDim, (t + 1) * kvDim), t * ld + qDim);
+      qkv.set(v.subarray(t * kvDim, (t + 1) * kvDim), t * ld + qDim + kvDim);
+    }
+    // Rows [0, pos) run first, from position 0 (filling the cache), then the new rows at pos.
+    const rows = T - pos;
+    const cache = { k: storageBuffer(gpu, T * kvDim * 4), v: storageBuffer(gpu, T * kvDim * 4) };
+    const old = uploadBuffer(gpu, qkv.subarray(0, Math.max(1, pos) * ld));
+    const fresh = uploadBuffer(gpu, qkv.subarray(pos * ld));
+    const zero = uploadBuffer(gpu, Uint32Array.of(0)), at = uploadBuffer(gpu, Uint32Array.of(pos));
+    const scratch = storageBuffer(gpu, Math.max(1, pos) * qDim * 4);
+    const out = storageBuffer(gpu, rows * qDim * 4);
+    const batch: GpuBatch = new GpuBatch(gpu);
+    const shape = { nHeads, nKvHeads, hd, ld, cap: T };
+    if (pos > 0) encodeCachedAttention(batch, scratch, old, cache, zero, { rows: pos, ...shape });
+    encodeCachedAttention(batch, out, fresh, cache, at, { rows, ...shape });
+    const got = new Float32Array(await read(batch, out));
+    assertClose(got, expected, { atol: 2e-5, rtol: 1e-4, message: `hd ${hd}, pos ${pos}` });
+    for (const b of [cache.k, cache.v, old, fresh, zero, at, scratch, out]) b.destroy();
+  }
+});
+
+Deno.test("the fused residual add and RMSNorm equals the sum, then rmsNorm", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rows = 3, dim = 300;
+  const x = normals(rows * dim, 1), d = normals(rows * dim, 2), w = normals(dim, 3);
+  const sum = x.map((v, i) => v + d[i]!);
+  const xb = uploadBuffer(gpu, x), db = uploadBuffer(gpu, d), wb = uploadBuffer(gpu, w);
+  const yb = storageBuffer(gpu, rows * dim * 4);
+  const batch: GpuBatch = new GpuBatch(gpu);
+  encodeAddRmsNorm(batch, yb, xb, db, wb, { rows, dim, eps: 1e-5 });
+  const { data } = await batch.submit([yb, xb]);
+  assertClose(new Float32Array(data[1]!), sum, { atol: 0, rtol: 0, message: "x + d" });
+  assertClose(new Float32Array(data[0]!), rmsNorm(sum, rows, w, 1e-5), { atol: 1e-5, rtol: 1e-5 });
+  for (const b of [xb, db, wb, yb]) b.destroy();
+});
+
+Deno.test("the slice copy writes and adds a block of columns into a slice of wider rows", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const x = normals(3 * 10, 1), y0 = normals(3 * 7, 2);
+  for (const add of [false, true]) {
+    const expected = Float32Array.from(y0);
+    for (let r = 0; r < 3; r++) {
+      for (let c = 0; c < 4; c++) {
+        const o = 2 + r * 7 + c;
+        expected[o] = (add ? expected[o]! : 0) + x[1 + r * 10 + c]!;
+      }
+    }
+    const xb = uploadBuffer(gpu, x), yb = uploadBuffer(gpu, y0);
+    const batch: GpuBatch = new GpuBatch(gpu);
+    encodeSliceCopy(batch, yb, xb, { rows: 3, w: 4, ldx: 10, xOff: 1, ldy: 7, yOff: 2 }, add);
+    assertClose(new Float32Array(await read(batch, yb)), expected, { atol: 1e-6, rtol: 0 });
+    xb.destroy();
+    yb.destroy();
+  }
+});
