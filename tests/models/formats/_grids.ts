@@ -54,7 +54,7 @@ export async function quantizedModules(
         const cols = w.shape[1]!, rng = prng(seed + l);
         const xs = randn(128 * cols, rng).map((v, i) => (i % cols) % 5 === 0 ? 4 * v : v);
         const H = hessian(tensor("f32", [128, cols], Float32Array.from(xs)));
-        q = await gptq(w, H, { bits, groupSize, symmetric, actOrder: true });
+        q = await gptq(w, H, { bits, groupSize, symmetric, actOrder: true, backend: "cpu" });
       } else {
         q = await rtn(w, { bits, groupSize, symmetric });
       }
