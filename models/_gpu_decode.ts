@@ -18,31 +18,16 @@
  */
 
 import { cachedPipeline, foldGroups, type GpuBatch } from "../kernels/backend.ts";
+import { elementwise, EW, FLAT, reduce, WG_FLAT } from "./_gpu_kernels.ts";
 
-/** Threads per workgroup of the elementwise kernels. */
-const EW = 256;
+export { WG_FLAT };
+
 /** Threads per workgroup of the per-row, argmax and attention kernels (a power of two). */
 export const WG = 128;
 
-const FLAT = `let i = gid.x + gid.y * nw.x * ${EW}u;`;
-/** The workgroup index over folded 2-D counts (see `foldGroups`). */
-export const WG_FLAT = "let wgi = wg.x + wg.y * nw.x;";
-
 /** A tree reduction of `red` (WG values) into red[0], for code inside `main`. */
 export function tree(op: "max" | "sum"): string {
-  const combine = op === "max"
-    ? "red[lid] = max(red[lid], red[lid + st]);"
-    : "red[lid] = red[lid] + red[lid + st];";
-  return `  workgroupBarrier();
-  for (var st = ${WG / 2}u; st > 0u; st = st >> 1u) {
-    if (lid < st) { ${combine} }
-    workgroupBarrier();
-  }`;
-}
-
-function elementwise(batch: GpuBatch, key: string, code: () => string, n: number) {
-  const pipeline = cachedPipeline(batch.gpu, key, code);
-  return { pipeline, groups: foldGroups(batch.gpu, Math.ceil(n / EW)) };
+  return reduce(op, WG);
 }
 
 /** out[i] = table[pos·w + i] for i < n (the rotary rows of positions pos, pos + 1, …). */

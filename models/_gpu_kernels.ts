@@ -17,25 +17,42 @@ import { cachedPipeline, foldGroups, type GpuBatch } from "../kernels/backend.ts
 /** Threads per workgroup of the per-row kernels (reductions assume a power of two). */
 const WG = 64;
 /** Threads per workgroup of the elementwise kernels. */
-const EW = 256;
+export const EW = 256;
 
 /** A linear index over folded 2-D workgroup counts (see `foldGroups`). */
-const FLAT = "let i = gid.x + gid.y * nw.x * " + EW + "u;";
+export const FLAT = "let i = gid.x + gid.y * nw.x * " + EW + "u;";
 /** The workgroup index over folded 2-D counts. */
-const WG_FLAT = "let wgi = wg.x + wg.y * nw.x;";
+export const WG_FLAT = "let wgi = wg.x + wg.y * nw.x;";
 
-function reduce(op: "max" | "sum"): string {
+/**
+ * A tree reduction of `red` (`width` values, a power of two) into red[0],
+ * for code inside `main`.
+ *
+ * @param op The combining operation.
+ * @param width Threads of the workgroup. @default 64
+ * @returns WGSL statements.
+ */
+export function reduce(op: "max" | "sum", width = WG): string {
   const combine = op === "max"
     ? "red[lid] = max(red[lid], red[lid + st]);"
     : "red[lid] = red[lid] + red[lid + st];";
   return `  workgroupBarrier();
-  for (var st = ${WG / 2}u; st > 0u; st = st >> 1u) {
+  for (var st = ${width / 2}u; st > 0u; st = st >> 1u) {
     if (lid < st) { ${combine} }
     workgroupBarrier();
   }`;
 }
 
-function elementwise(batch: GpuBatch, key: string, code: () => string, n: number) {
+/**
+ * The cached pipeline of an elementwise kernel and its folded workgroup counts for n threads.
+ *
+ * @param batch The batch.
+ * @param key Pipeline cache key.
+ * @param code WGSL source.
+ * @param n Threads (elements).
+ * @returns The pipeline and the workgroup counts.
+ */
+export function elementwise(batch: GpuBatch, key: string, code: () => string, n: number) {
   const pipeline = cachedPipeline(batch.gpu, key, code);
   return { pipeline, groups: foldGroups(batch.gpu, Math.ceil(n / EW)) };
 }
