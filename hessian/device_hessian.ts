@@ -27,6 +27,7 @@ import {
 } from "../kernels/backend.ts";
 import { encodeHessian, encodeHessianFinish } from "../kernels/hessian_kernel.ts";
 import type { Hessian } from "./hessian.ts";
+import { checkFiniteInputs } from "./_finite_inputs.ts";
 
 /** A Hessian (mean of x·xᵀ) whose matrix lives in a GPU buffer. */
 export interface DeviceHessian {
@@ -165,13 +166,7 @@ export async function hessianOnDevice(gpu: Gpu, x: Tensor): Promise<DeviceHessia
     ? x
     : tensor("f32", [tokens, cols], asFloat32(x));
   const data = input.data as Float32Array | Float16Array;
-  for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i]!)) {
-      throw new RangeError(
-        `Cannot accumulate a Hessian as 'x' must be finite: element ${i} is ${data[i]}`,
-      );
-    }
-  }
+  checkFiniteInputs(data, "x");
   const limit = bindingLimit(gpu);
   if (cols * cols * 4 > limit || data.byteLength > limit) {
     throw new RangeError(

@@ -22,6 +22,7 @@ import { asFloat32, asFloat64 } from "../core/convert.ts";
 import { type Backend, bindingLimit, resolveBackend } from "../kernels/backend.ts";
 import { xtxGpu } from "../kernels/hessian_kernel.ts";
 import { gramRaw } from "../core/_dense.ts";
+import { checkFiniteInputs } from "./_finite_inputs.ts";
 
 /** The mean of x·xᵀ over `count` calibration tokens (no factor 2). */
 export interface Hessian {
@@ -33,15 +34,6 @@ export interface Hessian {
   readonly xtx: Float64Array;
 }
 
-function checkFinite(data: ArrayLike<number>, what: string): void {
-  for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i]!)) {
-      throw new RangeError(
-        `Cannot accumulate a Hessian as '${what}' must be finite: element ${i} is ${data[i]}`,
-      );
-    }
-  }
-}
 
 function inputsOf(x: Tensor, what: string): { tokens: number; cols: number; data: Float64Array } {
   if (x === null || typeof x !== "object" || !("shape" in x)) {
@@ -49,7 +41,7 @@ function inputsOf(x: Tensor, what: string): { tokens: number; cols: number; data
   }
   const [tokens, cols] = dims2(x, what);
   const data = asFloat64(x);
-  checkFinite(data, what);
+  checkFiniteInputs(data, what);
   return { tokens, cols, data };
 }
 
@@ -137,7 +129,7 @@ export function hessianFromGram(xtx: Float64Array | Tensor, count: number): Hess
       `Cannot make a Hessian as 'count' must be a positive integer: current value is ${count}`,
     );
   }
-  checkFinite(data, "xtx");
+  checkFiniteInputs(data, "xtx");
   const out = new Float64Array(cols * cols);
   const inv = 1 / count;
   for (let i = 0; i < out.length; i++) out[i] = data[i]! * inv;
@@ -195,7 +187,7 @@ export async function accumulateHessian(
   const input = x.dtype === "f32" || (x.dtype === "f16" && gpu.f16)
     ? x
     : tensor("f32", [tokens, cols], asFloat32(x));
-  checkFinite(input.data as ArrayLike<number>, "x");
+  checkFiniteInputs(input.data as ArrayLike<number>, "x");
   const { xtx: gram } = await xtxGpu(gpu, input);
   const prevCount = previous?.count ?? 0, total = prevCount + tokens;
   const xtx = new Float64Array(cols * cols);
