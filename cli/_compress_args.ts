@@ -6,6 +6,9 @@
  * @module
  */
 
+import { integerFlag, splitFlags, UsageError } from "./_flags.ts";
+
+export { UsageError };
 import type { Backend } from "../kernels/backend.ts";
 import { parseMethodId } from "../examples/demo/methods.ts";
 import type { Recipe, Stage } from "../pipeline/recipe.ts";
@@ -114,20 +117,6 @@ export type CompressCommandLine =
   | { readonly kind: "list" }
   | { readonly kind: "run"; readonly args: CompressArgs };
 
-/**
- * Bad input on the command line (or an output folder in the way): the CLI
- * prints the message and exits with status 2.
- */
-export class UsageError extends Error {
-  /**
-   * @param message What is wrong and what to do.
-   */
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
-
 const VALUE_FLAGS = [
   "--model",
   "--method",
@@ -145,14 +134,6 @@ const VALUE_FLAGS = [
 ] as const;
 const SWITCHES = ["--json", "--quiet", "--resume", "--force", "--list", "--help", "-h"] as const;
 
-function integer(flag: string, v: string, min: number): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`${flag} needs an integer ≥ ${min}: got '${v}'`);
-  }
-  return n;
-}
-
 /**
  * Parses and checks the command line. `--help` and `--list` win over
  * everything else; otherwise `--model`, `--method` and `--out` are required,
@@ -163,24 +144,7 @@ function integer(flag: string, v: string, min: number): number {
  * @throws {UsageError} naming the flag and the value at fault.
  */
 export function parseCompressArgs(argv: readonly string[]): CompressCommandLine {
-  const values = new Map<string, string>();
-  const switches = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.indexOf("=");
-    const flag = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    if ((VALUE_FLAGS as readonly string[]).includes(flag)) {
-      const v = flag !== arg ? arg.slice(eq + 1) : argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      values.set(flag, v); // the last one wins, so that a flag can be appended to a command
-    } else if ((SWITCHES as readonly string[]).includes(arg)) {
-      switches.add(arg);
-    } else if (arg.startsWith("-")) {
-      throw new UsageError(`Unknown flag '${flag}'`);
-    } else {
-      throw new UsageError(`Unexpected argument '${arg}' (flags take the form --name value)`);
-    }
-  }
+  const { values, switches } = splitFlags(argv, VALUE_FLAGS, SWITCHES);
   if (switches.has("--help") || switches.has("-h")) return { kind: "help" };
   if (switches.has("--list")) return { kind: "list" };
   const missing = ["--model", "--method", "--out"].filter((f) => !values.has(f));
@@ -243,9 +207,9 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
       method,
       out,
       calib,
-      calibSamples: integer("--calib-samples", values.get("--calib-samples") ?? "128", 1),
-      calibLen: integer("--calib-len", values.get("--calib-len") ?? "2048", 2),
-      seed: integer("--seed", values.get("--seed") ?? "0", 0),
+      calibSamples: integerFlag("--calib-samples", values.get("--calib-samples") ?? "128", 1),
+      calibLen: integerFlag("--calib-len", values.get("--calib-len") ?? "2048", 2),
+      seed: integerFlag("--seed", values.get("--seed") ?? "0", 0),
       ...(tokenizer !== undefined ? { tokenizer } : {}),
       format: format as CheckpointFormat,
       dtype,

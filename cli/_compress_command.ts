@@ -12,6 +12,7 @@
  * @module
  */
 
+import { tokenizerBeside } from "./_tokenizer_beside.ts";
 import { parseMethodId } from "../examples/demo/methods.ts";
 import { type Journal, openJournal } from "../examples/demo/journal.ts";
 import { progressBar } from "../examples/demo/report.ts";
@@ -144,26 +145,17 @@ async function tokenizerPath(args: CompressArgs, modelIsDir: boolean): Promise<s
     return args.tokenizer;
   }
   if (modelIsDir) return args.model;
-  const dir = args.model.includes("/") ? args.model.slice(0, args.model.lastIndexOf("/")) : ".";
-  const found: string[] = [];
-  for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && /^(tokenizer|tok\d*)\.bin$/.test(e.name)) found.push(e.name);
-  }
-  const pick = found.includes("tokenizer.bin")
-    ? "tokenizer.bin"
-    : found.length === 1
-    ? found[0]
-    : undefined;
-  if (pick === undefined) {
+  const { found, path } = await tokenizerBeside(args.model);
+  if (path === null) {
     throw new UsageError(
       `--model ${args.model} is a llama2.c file and ${
         found.length === 0
           ? "no tokenizer (tokenizer.bin or tok*.bin) lies beside it"
-          : `several tokenizers lie beside it (${found.sort().join(", ")})`
+          : `several tokenizers lie beside it (${[...found].sort().join(", ")})`
       }: pass --tokenizer PATH`,
     );
   }
-  return `${dir}/${pick}`;
+  return path;
 }
 
 /** Total bytes of the files a model is read from (part of the journal's fingerprint). */

@@ -15,6 +15,8 @@
  * @module
  */
 
+import { integerFlag, splitFlags, UsageError } from "./_flags.ts";
+import { tokenizerBeside } from "./_tokenizer_beside.ts";
 import { quietGpuProbe } from "../examples/data.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { loadModel } from "../models/causal_lm.ts";
@@ -49,15 +51,6 @@ Flags
 Exit status: 0 done, 1 failed, 2 bad flags or a prompt that does not fit.
 `;
 
-/** Bad input on the command line: printed, exit status 2. */
-export class GenerateUsageError extends Error {
-  /** @param message What is wrong. */
-  constructor(message: string) {
-    super(message);
-    this.name = "GenerateUsageError";
-  }
-}
-
 /** The checked flags. */
 export interface GenerateArgs {
   readonly model: string;
@@ -83,62 +76,37 @@ const VALUE_FLAGS = [
 ];
 const SWITCHES = ["--ignore-eos", "--profile", "--json", "--help", "-h"];
 
-function positive(flag: string, v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) {
-    throw new GenerateUsageError(`${flag} needs an integer ≥ 1: got '${v}'`);
-  }
-  return n;
-}
-
 /**
  * Parses and checks the command line.
  *
  * @param argv The arguments; `--flag value` or `--flag=value`.
  * @returns The flags, or null for `--help`.
- * @throws {GenerateUsageError} naming the flag and the value at fault.
+ * @throws {UsageError} naming the flag and the value at fault.
  */
 export function parseGenerateArgs(argv: readonly string[]): GenerateArgs | null {
-  const values = new Map<string, string>();
-  const switches = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.indexOf("=");
-    const flag = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    if (VALUE_FLAGS.includes(flag)) {
-      const v = flag !== arg ? arg.slice(eq + 1) : argv[++i];
-      if (v === undefined) throw new GenerateUsageError(`${flag} needs a value`);
-      values.set(flag, v);
-    } else if (SWITCHES.includes(arg)) switches.add(arg);
-    else if (arg.startsWith("-")) throw new GenerateUsageError(`Unknown flag '${flag}'`);
-    else {
-      throw new GenerateUsageError(
-        `Unexpected argument '${arg}' (flags take the form --name value)`,
-      );
-    }
-  }
+  const { values, switches } = splitFlags(argv, VALUE_FLAGS, SWITCHES);
   if (switches.has("--help") || switches.has("-h")) return null;
   const missing = ["--model", "--prompt"].filter((f) => !values.has(f));
-  if (missing.length > 0) throw new GenerateUsageError(`Missing ${missing.join(", ")}`);
+  if (missing.length > 0) throw new UsageError(`Missing ${missing.join(", ")}`);
   const prompt = values.get("--prompt")!;
-  if (prompt === "") throw new GenerateUsageError("--prompt is empty");
+  if (prompt === "") throw new UsageError("--prompt is empty");
   const backend = values.get("--backend") ?? "auto";
   if (backend !== "auto" && backend !== "cpu" && backend !== "webgpu") {
-    throw new GenerateUsageError(`--backend must be auto, cpu or webgpu: got '${backend}'`);
+    throw new UsageError(`--backend must be auto, cpu or webgpu: got '${backend}'`);
   }
   const weights = values.get("--weights") ?? "f16";
   if (weights !== "f16" && weights !== "f32") {
-    throw new GenerateUsageError(`--weights must be f16 or f32: got '${weights}'`);
+    throw new UsageError(`--weights must be f16 or f32: got '${weights}'`);
   }
   const tokenizer = values.get("--tokenizer");
   return {
     model: values.get("--model")!,
     prompt,
-    maxTokens: positive("--max-tokens", values.get("--max-tokens") ?? "64"),
+    maxTokens: integerFlag("--max-tokens", values.get("--max-tokens") ?? "64", 1),
     backend,
     weights,
     ...(tokenizer !== undefined ? { tokenizer } : {}),
-    inFlight: positive("--in-flight", values.get("--in-flight") ?? "8"),
+    inFlight: integerFlag("--in-flight", values.get("--in-flight") ?? "8", 1),
     ignoreEos: switches.has("--ignore-eos"),
     profile: switches.has("--profile"),
     json: switches.has("--json"),
@@ -149,23 +117,16 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateArgs | null 
 async function tokenizerPath(args: GenerateArgs): Promise<string> {
   if (args.tokenizer !== undefined) return args.tokenizer;
   if (!args.model.endsWith(".bin")) return args.model;
-  const dir = args.model.includes("/") ? args.model.slice(0, args.model.lastIndexOf("/")) : ".";
-  const found: string[] = [];
-  for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && /^(tokenizer|tok\d*)\.bin$/.test(e.name)) found.push(e.name);
-  }
-  const pick = found.includes("tokenizer.bin")
-    ? "tokenizer.bin"
-    : found.length === 1
-    ? found[0]
-    : undefined;
-  if (pick === undefined) {
-    throw new GenerateUsageError(
+  const { found, path } = await tokenizerBeside(args.model);
+  if (path === null) {
+    throw new UsageError(
       `--model ${args.model} is a llama2.c file without one tokenizer beside it ` +
-        `(found ${found.length === 0 ? "none" : found.sort().join(", ")}): pass --tokenizer PATH`,
+        `(found ${
+          found.length === 0 ? "none" : [...found].sort().join(", ")
+        }): pass --tokenizer PATH`,
     );
   }
-  return `${dir}/${pick}`;
+  return path;
 }
 
 /**
@@ -202,7 +163,7 @@ export interface GenerateReport extends GenerateResult {
  * @param args The flags.
  * @param write Receives the text as it is generated (not with `--json`).
  * @returns The report.
- * @throws {GenerateUsageError} for a prompt that is empty once encoded or does not fit.
+ * @throws {UsageError} for a prompt that is empty once encoded or does not fit.
  */
 export async function generateCommand(
   args: GenerateArgs,
@@ -212,10 +173,10 @@ export async function generateCommand(
   const lm = await loadModel(args.model);
   const tok = await loadTokenizer(await tokenizerPath(args), { vocabSize: lm.config.vocabSize });
   const ids = tok.encode(args.prompt);
-  if (ids.length === 0) throw new GenerateUsageError("--prompt encodes to no tokens");
+  if (ids.length === 0) throw new UsageError("--prompt encodes to no tokens");
   const total = ids.length + args.maxTokens;
   if (total > lm.config.seqLen) {
-    throw new GenerateUsageError(
+    throw new UsageError(
       `--max-tokens ${args.maxTokens}: the prompt's ${ids.length} tokens and ${args.maxTokens} ` +
         `new ones exceed the model's context of ${lm.config.seqLen}`,
     );
@@ -290,7 +251,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof GenerateUsageError) {
+    if (e instanceof UsageError) {
       console.error(`error: ${e.message}\n(deno task generate --help lists the flags)`);
       return 2;
     }

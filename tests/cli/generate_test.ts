@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { testGpu } from "../kernels/_gpu.ts";
-import { GenerateUsageError, parseGenerateArgs } from "../../cli/generate.ts";
+import { parseGenerateArgs } from "../../cli/generate.ts";
+import { UsageError } from "../../cli/_flags.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 import { decodeSession } from "../../models/generate.ts";
 import { loadTokenizer } from "../../models/tokenizer.ts";
@@ -59,7 +60,7 @@ Deno.test("parseGenerateArgs reads the flags with their defaults and refuses bad
   for (const [argv, re] of bad) {
     assert.throws(
       () => parseGenerateArgs(argv),
-      (e: Error) => e instanceof GenerateUsageError && re.test(e.message),
+      (e: Error) => e instanceof UsageError && re.test(e.message),
     );
   }
 });
