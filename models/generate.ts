@@ -15,7 +15,7 @@ import { type Backend, resolveBackend } from "../kernels/backend.ts";
 import { GpuDecoder } from "./_gpu_decoder.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import { type BlockLinears, denseLinear, linearShape } from "./linear_weight.ts";
-import { LLAMA_LINEARS, llamaDims, withLayerWeights } from "./model.ts";
+import { LLAMA_LINEARS, llamaLinearShapes, withLayerWeights } from "./model.ts";
 import type { LlamaLinear, LlamaModel } from "./model.ts";
 
 /** Options of {@linkcode decodeSession}. */
@@ -135,17 +135,7 @@ function checkLinears(model: LlamaModel, linears: readonly BlockLinears[]): void
     );
   }
   // From the configuration: reading a lazily loaded layer's linear would widen its block.
-  const { dim, hiddenDim: H } = model.config;
-  const { qDim, kvDim } = llamaDims(model.config);
-  const shapes: Record<LlamaLinear, [number, number]> = {
-    wq: [qDim, dim],
-    wk: [kvDim, dim],
-    wv: [kvDim, dim],
-    wo: [dim, qDim],
-    w1: [H, dim],
-    w3: [H, dim],
-    w2: [dim, H],
-  };
+  const shapes = llamaLinearShapes(model.config);
   linears.forEach((block, i) => {
     for (const name of Object.keys(block ?? {}) as LlamaLinear[]) {
       if (!LLAMA_LINEARS.includes(name)) {

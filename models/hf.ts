@@ -18,7 +18,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
 import { SafetensorsError } from "../core/safetensors.ts";
 import { readSafetensors, writeSafetensors } from "../core/safetensors_file.ts";
-import { f32Weight, LLAMA_LINEARS, llamaDims, STORED_LINEARS } from "./model.ts";
+import { f32Weight, LLAMA_LINEARS, llamaDims, llamaLinearShapes, STORED_LINEARS } from "./model.ts";
 import type {
   LlamaConfig,
   LlamaLayer,
@@ -446,17 +446,9 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     }
     return e.t as Tensor<WeightDType>;
   };
-  const { dim, hiddenDim, vocabSize, nHeads, nKvHeads, nLayers } = config;
+  const { dim, vocabSize, nHeads, nKvHeads, nLayers } = config;
   const { headDim, qDim, kvDim } = llamaDims(config);
-  const linearShapes: Record<LlamaLinear, readonly [number, number]> = {
-    wq: [qDim, dim],
-    wk: [kvDim, dim],
-    wv: [kvDim, dim],
-    wo: [dim, qDim],
-    w1: [hiddenDim, dim],
-    w2: [dim, hiddenDim],
-    w3: [hiddenDim, dim],
-  };
+  const linearShapes = llamaLinearShapes(config);
   const shapes = (l: number): Record<string, readonly number[]> => {
     const n = hfNames(l);
     return {

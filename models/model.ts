@@ -190,6 +190,29 @@ export function llamaDims(
 }
 
 /**
+ * The shape [out, in] of every linear of a block, from the configuration (so
+ * that a lazily loaded layer's linears need not be read for it).
+ *
+ * @param config The configuration.
+ * @returns The shapes by linear.
+ */
+export function llamaLinearShapes(
+  config: LlamaConfig,
+): Record<LlamaLinear, readonly [number, number]> {
+  const { dim, hiddenDim } = config;
+  const { qDim, kvDim } = llamaDims(config);
+  return {
+    wq: [qDim, dim],
+    wk: [kvDim, dim],
+    wv: [kvDim, dim],
+    wo: [dim, qDim],
+    w1: [hiddenDim, dim],
+    w2: [dim, hiddenDim],
+    w3: [hiddenDim, dim],
+  };
+}
+
+/**
  * Checks a configuration's consistency (integer head width, even for rotary
  * pairs; query heads a multiple of key/value heads).
  *

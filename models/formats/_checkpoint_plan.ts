@@ -11,7 +11,13 @@ import { type Tensor, tensor } from "../../core/tensor.ts";
 import { toGptqCheckpoint } from "../../quantizers/gptq_checkpoint.ts";
 import { groupCount, type QuantizedWeight } from "../../quantizers/quantized_weight.ts";
 import { hfNames, permuteRotaryRows, permuteRotaryVector, rotaryRowOrder } from "../hf.ts";
-import { LLAMA_LINEARS, llamaDims, type LlamaLinear, type LlamaModel } from "../model.ts";
+import {
+  LLAMA_LINEARS,
+  llamaDims,
+  type LlamaLinear,
+  llamaLinearShapes,
+  type LlamaModel,
+} from "../model.ts";
 import type { PlannedTensor } from "./_shards.ts";
 import { toPackQuantized } from "./pack_quantized.ts";
 import { isTwoFour, type SparseFormat, toSparseBitmask } from "./sparse_bitmask.ts";
@@ -127,17 +133,9 @@ export function planCheckpoint(
   format: CheckpointFormat,
   o: { dtype: DenseDType; version: 1 | 2; dampPercent: number; trueSequential: boolean },
 ): { plan: PlannedTensor[]; quantizationConfig: Record<string, unknown> | null } {
-  const { nHeads, nKvHeads, dim, hiddenDim } = model.config;
+  const { nHeads, nKvHeads } = model.config;
   const { qDim, kvDim } = llamaDims(model.config);
-  const shapes: Record<LlamaLinear, readonly [number, number]> = {
-    wq: [qDim, dim],
-    wk: [kvDim, dim],
-    wv: [kvDim, dim],
-    wo: [dim, qDim],
-    w1: [hiddenDim, dim],
-    w2: [dim, hiddenDim],
-    w3: [hiddenDim, dim],
-  };
+  const shapes = llamaLinearShapes(model.config);
   const src = model.tokenEmbedding.dtype;
   const vec = (name: string, v: Float32Array) =>
     planned(name, () => convert(tensor("f32", [v.length], v), src), src, [v.length]);
