@@ -7,6 +7,7 @@
  * @module
  */
 
+import { tensorChecker } from "./_tensor_check.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { GPTQ_CHECKPOINT_BITS } from "../../quantizers/gptq_checkpoint.ts";
 import type { GptqLinear, ScaleDType } from "./packed_linear.ts";
@@ -77,21 +78,7 @@ export function gptqLinear(
   const [N, K] = shape;
   const groups = groupSize > 0 ? Math.ceil(K / groupSize) : 1;
   const cfg = `bits ${bits}, group_size ${groupSize}`;
-  const need = (key: keyof GptqLinearTensors, dtypes: readonly string[], dims: number[]) => {
-    const t = tensors[key];
-    if (!t) throw new RangeError(`missing tensor ${name}.${key} (${cfg})`);
-    if (!dtypes.includes(t.dtype)) {
-      throw new RangeError(
-        `tensor ${name}.${key} has dtype ${t.dtype}; expected ${dtypes.join(" or ")}`,
-      );
-    }
-    if (t.shape.join() !== dims.join()) {
-      throw new RangeError(
-        `tensor ${name}.${key} has shape [${t.shape}]; [${dims}] fits [${N}, ${K}] with ${cfg}`,
-      );
-    }
-    return t;
-  };
+  const need = tensorChecker<keyof GptqLinearTensors>(tensors, name, [N, K], cfg);
   const qweight = need("qweight", ["i32"], [Math.ceil((K * bits) / 32), N]);
   const qzeros = need("qzeros", ["i32"], [groups, Math.ceil((N * bits) / 32)]);
   const scales = need("scales", ["f16", "bf16", "f32"], [groups, N]) as Tensor<ScaleDType>;

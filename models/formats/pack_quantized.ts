@@ -39,6 +39,7 @@
  * @module
  */
 
+import { tensorChecker } from "./_tensor_check.ts";
 import { convert } from "../../core/convert.ts";
 import { type Tensor, tensor } from "../../core/tensor.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
@@ -252,21 +253,13 @@ export function packQuantizedLinear(
         `as compressed-tensors requires`,
     );
   }
-  const need = (key: keyof PackQuantizedTensors, dtypes: readonly string[], dims: number[]) => {
-    const t = tensors[key];
-    if (!t) throw new RangeError(`missing tensor ${name}.${key} (${cfg}, symmetric ${symmetric})`);
-    if (!dtypes.includes(t.dtype)) {
-      throw new RangeError(
-        `tensor ${name}.${key} has dtype ${t.dtype}; expected ${dtypes.join(" or ")}`,
-      );
-    }
-    if (t.shape.join() !== dims.join()) {
-      throw new RangeError(
-        `tensor ${name}.${key} has shape [${t.shape}]; [${dims}] fits [${N}, ${K}] with ${cfg}`,
-      );
-    }
-    return t;
-  };
+  const need = tensorChecker<keyof PackQuantizedTensors>(
+    tensors,
+    name,
+    [N, K],
+    cfg,
+    `${cfg}, symmetric ${symmetric}`,
+  );
   const packed = need("weight_packed", ["i32"], [N, Math.ceil(K / per)]);
   const scales = need("weight_scale", ["f16", "bf16", "f32"], [N, groups]) as Tensor<ScaleDType>;
   const ws = tensors.weight_shape;
