@@ -13,6 +13,7 @@ import { dynamicLayouts } from "./_dynamic_uniforms.ts";
 import { copyMappedRange, takeMappedRange } from "./_mapped_range.ts";
 import { releaseReadback, takeReadback } from "./_readback_pool.ts";
 import { assertDeviceAlive, type Gpu } from "./gpu_device.ts";
+import { UniformArenas, type UniformField } from "./_uniform_arenas.ts";
 
 /** Races a promise against device loss, so a lost device rejects instead of hanging. */
 async function guardLoss<T>(gpu: Gpu, p: Promise<T>): Promise<T> {
@@ -32,8 +33,7 @@ function objectId(o: object): number {
   return id;
 }
 
-/** A value for a uniform block: u32, i32 or f32 fields in declaration order. */
-export type UniformField = { u32: number } | { i32: number } | { f32: number };
+export type { UniformField };
 
 /**
  * What {@linkcode GpuBatch.submit} reads back: a whole buffer, or a byte range,
@@ -48,9 +48,7 @@ export type GpuRead =
     into?: Uint8Array | Promise<Uint8Array>;
   };
 
-const UNIFORM_SLOT = 256;
 const MAX_PHASES = 16;
-const UNIFORM_CHUNK_SLOTS = 1024;
 
 /**
  * Records many dispatches into one compute pass of one submission (each
@@ -63,7 +61,7 @@ export class GpuBatch {
   readonly gpu: Gpu;
   #encoder: GPUCommandEncoder;
   #pass: GPUComputePassEncoder | null = null;
-  #chunks: { buffer: GPUBuffer; data: ArrayBuffer; used: number }[] = [];
+  #uniforms: UniformArenas;
   #query: GPUQuerySet | null = null;
   #passes: string[] = [];
   #dispatches = 0;
@@ -82,6 +80,7 @@ export class GpuBatch {
   constructor(gpu: Gpu) {
     assertDeviceAlive();
     this.gpu = gpu;
+    this.#uniforms = new UniformArenas(gpu, "uniforms");
     this.#encoder = gpu.device.createCommandEncoder();
     if (gpu.timestamps) {
       this.#query = gpu.device.createQuerySet({ type: "timestamp", count: 2 * MAX_PHASES });
@@ -136,27 +135,7 @@ export class GpuBatch {
    * @returns The binding resource.
    */
   uniform(fields: readonly UniformField[]): GPUBufferBinding {
-    const bytes = Math.max(16, Math.ceil(fields.length / 4) * 16);
-    if (bytes > UNIFORM_SLOT) throw new RangeError("uniform block too large");
-    let chunk = this.#chunks[this.#chunks.length - 1];
-    if (!chunk || chunk.used + UNIFORM_SLOT > chunk.data.byteLength) {
-      const size = UNIFORM_SLOT * UNIFORM_CHUNK_SLOTS;
-      chunk = {
-        buffer: this.gpu.device.createBuffer({ size, usage: 0x40 | 0x8, label: "uniforms" }),
-        data: new ArrayBuffer(size),
-        used: 0,
-      };
-      this.#chunks.push(chunk);
-    }
-    const view = new DataView(chunk.data, chunk.used, bytes);
-    fields.forEach((f, i) => {
-      if ("u32" in f) view.setUint32(i * 4, f.u32, true);
-      else if ("i32" in f) view.setInt32(i * 4, f.i32, true);
-      else view.setFloat32(i * 4, f.f32, true);
-    });
-    const binding = { buffer: chunk.buffer, offset: chunk.used, size: bytes };
-    chunk.used += UNIFORM_SLOT;
-    return binding;
+    return this.#uniforms.uniform(fields);
   }
 
   /**
@@ -276,9 +255,7 @@ export class GpuBatch {
     const device = this.gpu.device;
     if (this.#pass !== null) this.phase("rest");
     const timed = Math.min(this.#passes.length, MAX_PHASES);
-    for (const chunk of this.#chunks) {
-      device.queue.writeBuffer(chunk.buffer, 0, chunk.data, 0, chunk.used);
-    }
+    this.#uniforms.upload();
     device.pushErrorScope("validation");
     device.pushErrorScope("out-of-memory");
     // The work goes first; the copies, the read-back buffers and the
@@ -364,7 +341,7 @@ export class GpuBatch {
     } finally {
       for (const b of pending) b.destroy();
       resolve?.destroy();
-      for (const chunk of this.#chunks) chunk.buffer.destroy();
+      for (const b of this.#uniforms.buffers) b.destroy();
       this.#query?.destroy();
     }
   }

@@ -14,6 +14,7 @@
  */
 
 import { dynamicLayouts } from "../kernels/_dynamic_uniforms.ts";
+import { UniformArenas } from "../kernels/_uniform_arenas.ts";
 import { type Gpu, GpuBatch, type GpuRead, type UniformField } from "../kernels/backend.ts";
 
 /** One recorded dispatch. */
@@ -30,10 +31,6 @@ interface Pass {
   readonly commands: Command[];
 }
 
-const UNIFORM_SLOT = 256;
-const UNIFORM_CHUNK = 256 * 1024;
-const UNIFORM_USAGE = 0x40 | 0x8; // UNIFORM | COPY_DST
-
 /**
  * A `GpuBatch` that records instead of encoding: dispatches become commands
  * of a {@linkcode GpuProgram} (bind groups created now, once), `phase` starts
@@ -42,12 +39,13 @@ const UNIFORM_USAGE = 0x40 | 0x8; // UNIFORM | COPY_DST
  */
 export class ProgramRecorder extends GpuBatch {
   readonly #passes: Pass[] = [{ name: "", commands: [] }];
-  readonly #arenas: { buffer: GPUBuffer; data: ArrayBuffer; used: number }[] = [];
+  readonly #arenas: UniformArenas;
   #finished = false;
 
   /** @param gpu The GPU to record for. */
   constructor(gpu: Gpu) {
     super(gpu);
+    this.#arenas = new UniformArenas(gpu, "program-uniforms");
   }
 
   #check(): void {
@@ -65,30 +63,7 @@ export class ProgramRecorder extends GpuBatch {
 
   override uniform(fields: readonly UniformField[]): GPUBufferBinding {
     this.#check();
-    const bytes = Math.max(16, Math.ceil(fields.length / 4) * 16);
-    if (bytes > UNIFORM_SLOT) throw new RangeError("uniform block too large");
-    let arena = this.#arenas[this.#arenas.length - 1];
-    if (!arena || arena.used + UNIFORM_SLOT > arena.data.byteLength) {
-      arena = {
-        buffer: this.gpu.device.createBuffer({
-          size: UNIFORM_CHUNK,
-          usage: UNIFORM_USAGE,
-          label: "program-uniforms",
-        }),
-        data: new ArrayBuffer(UNIFORM_CHUNK),
-        used: 0,
-      };
-      this.#arenas.push(arena);
-    }
-    const view = new DataView(arena.data, arena.used, bytes);
-    fields.forEach((f, i) => {
-      if ("u32" in f) view.setUint32(i * 4, f.u32, true);
-      else if ("i32" in f) view.setInt32(i * 4, f.i32, true);
-      else view.setFloat32(i * 4, f.f32, true);
-    });
-    const binding = { buffer: arena.buffer, offset: arena.used, size: bytes };
-    arena.used += UNIFORM_SLOT;
-    return binding;
+    return this.#arenas.uniform(fields);
   }
 
   override dispatch(
@@ -151,9 +126,9 @@ export class ProgramRecorder extends GpuBatch {
     // The parent's own encoder and timestamp queries are never used: submitting the
     // empty batch releases them.
     super.submit().catch(() => {});
-    for (const a of this.#arenas) this.gpu.device.queue.writeBuffer(a.buffer, 0, a.data, 0, a.used);
+    this.#arenas.upload();
     const passes = this.#passes.filter((p) => p.commands.length > 0);
-    return new GpuProgram(passes, this.#arenas.map((a) => a.buffer));
+    return new GpuProgram(passes, this.#arenas.buffers);
   }
 }
 
