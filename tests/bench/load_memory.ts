@@ -16,14 +16,16 @@
 import { LLAMA_SHAPES, writeRandomLlama } from "../models/_random_checkpoint.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 
-function procStatus(key: string): number {
+/** A /proc/self/status entry in bytes (VmRSS, VmHWM). */
+export function procStatus(key: string): number {
   const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(
     Deno.readTextFileSync("/proc/self/status"),
   );
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
-async function measure(dir: string): Promise<void> {
+/** Loads a folder, runs 8 tokens on the CPU, prints one JSON line (run it in a fresh process). */
+export async function measure(dir: string): Promise<void> {
   const rss0 = procStatus("VmRSS");
   const t0 = performance.now();
   const lm = await loadModel(dir);

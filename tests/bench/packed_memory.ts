@@ -15,17 +15,11 @@
 
 import { LLAMA_SHAPES, writeRandomLlama } from "../models/_random_checkpoint.ts";
 import { loadModel } from "../../models/causal_lm.ts";
+import { measure } from "./load_memory.ts";
 import { writeCheckpoint } from "../../models/formats/write_checkpoint.ts";
 import { LLAMA_LINEARS } from "../../models/model.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { rtn } from "../../quantizers/rtn.ts";
-
-function procStatus(key: string): number {
-  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(
-    Deno.readTextFileSync("/proc/self/status"),
-  );
-  return m ? Number(m[1]) * 1024 : NaN;
-}
 
 function folderBytes(dir: string): number {
   let n = 0;
@@ -33,26 +27,6 @@ function folderBytes(dir: string): number {
     if (e.name.endsWith(".safetensors")) n += Deno.statSync(`${dir}/${e.name}`).size;
   }
   return n;
-}
-
-/** Loads a folder, runs 8 tokens on the CPU, prints one JSON line (in a fresh process). */
-async function measure(dir: string): Promise<void> {
-  const rss0 = procStatus("VmRSS");
-  const t0 = performance.now();
-  const lm = await loadModel(dir);
-  const loadSeconds = (performance.now() - t0) / 1000;
-  const afterLoad = procStatus("VmHWM");
-  const t1 = performance.now();
-  const logits = await lm.logits([1, 791, 4062, 14198, 39935, 35308, 927, 279], { backend: "cpu" });
-  const logitsSeconds = (performance.now() - t1) / 1000;
-  if (!logits.every(Number.isFinite)) throw new Error("non-finite logits");
-  console.log(JSON.stringify({
-    baselineRss: rss0,
-    peakRssAfterLoad: afterLoad,
-    peakRss: procStatus("VmHWM"),
-    loadSeconds,
-    logitsSeconds,
-  }));
 }
 
 /** Quantizes every block linear of a folder with RTN and writes it as GPTQ (in a fresh process). */
