@@ -16,6 +16,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../core/tensor.ts";
 import { writeSafetensors } from "../core/safetensors_file.ts";
 import { hfConfig, hfLayerTensors } from "./hf.ts";
+import { shardName, writeShardIndex } from "./formats/_shards.ts";
 import { hfTokenizerJson } from "./hf_tokenizer.ts";
 import { LLAMA_LINEARS } from "./model.ts";
 import type { LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
@@ -52,11 +53,6 @@ export interface HfStreamWriter {
   finish(classifier?: Tensor): Promise<void>;
   /** Removes the partial folder (after a failure). */
   abort(): Promise<void>;
-}
-
-function shardName(i: number, total: number): string {
-  const pad = (k: number) => String(k).padStart(5, "0");
-  return `model-${pad(i + 1)}-of-${pad(total)}.safetensors`;
 }
 
 /**
@@ -121,10 +117,7 @@ export async function openHfStreamWriter(
       if (!tied) rest.set("lm_head.weight", classifier);
       await writeShard(L, rest);
       const json = (v: unknown) => JSON.stringify(v, null, 2) + "\n";
-      await Deno.writeTextFile(
-        `${tmp}/model.safetensors.index.json`,
-        json({ metadata: { total_size: totalSize }, weight_map: weightMap }),
-      );
+      await writeShardIndex(tmp, weightMap, totalSize);
       await Deno.writeTextFile(`${tmp}/config.json`, json(hfConfig(model.config, tied)));
       if (tokenizer) {
         await Deno.writeTextFile(`${tmp}/tokenizer.json`, json(hfTokenizerJson(tokenizer)));

@@ -55,10 +55,9 @@ export async function writeShards(
     shards.at(-1)!.push(t);
     size += b;
   }
-  const pad = (i: number) => String(i).padStart(5, "0");
   const names = shards.length === 1
     ? ["model.safetensors"]
-    : shards.map((_, i) => `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`);
+    : shards.map((_, i) => shardName(i, shards.length));
   const weightMap: Record<string, string> = {};
   let total = 0;
   for (let i = 0; i < shards.length; i++) {
@@ -77,10 +76,36 @@ export async function writeShards(
     await writeSafetensors(`${dir}/${names[i]}`, made, metadata);
   }
   if (shards.length === 1) return names;
-  const index = { metadata: { total_size: total }, weight_map: weightMap };
-  await Deno.writeTextFile(
-    `${dir}/model.safetensors.index.json`,
-    JSON.stringify(index, null, 2) + "\n",
-  );
-  return [...names, "model.safetensors.index.json"];
+  return [...names, await writeShardIndex(dir, weightMap, total)];
+}
+
+/**
+ * The file name of shard `i` (from 0) of `total`.
+ *
+ * @param i The shard's index.
+ * @param total The number of shards.
+ * @returns `model-0000{i+1}-of-0000{total}.safetensors`.
+ */
+export function shardName(i: number, total: number): string {
+  const pad = (k: number) => String(k).padStart(5, "0");
+  return `model-${pad(i + 1)}-of-${pad(total)}.safetensors`;
+}
+
+/**
+ * Writes `model.safetensors.index.json`.
+ *
+ * @param dir The folder.
+ * @param weightMap The shard file of every tensor.
+ * @param totalSize Bytes of all tensors' data.
+ * @returns The file's name.
+ */
+export async function writeShardIndex(
+  dir: string,
+  weightMap: Readonly<Record<string, string>>,
+  totalSize: number,
+): Promise<string> {
+  const name = "model.safetensors.index.json";
+  const index = { metadata: { total_size: totalSize }, weight_map: weightMap };
+  await Deno.writeTextFile(`${dir}/${name}`, JSON.stringify(index, null, 2) + "\n");
+  return name;
 }
