@@ -34,7 +34,6 @@ export interface Hessian {
   readonly xtx: Float64Array;
 }
 
-
 function inputsOf(x: Tensor, what: string): { tokens: number; cols: number; data: Float64Array } {
   if (x === null || typeof x !== "object" || !("shape" in x)) {
     throw new TypeError(`Cannot accumulate a Hessian as '${what}' must be a Tensor`);
