@@ -26,6 +26,7 @@ import { checkObsFinite, complementMask, countOnes, prepareObs, setObsMasks } fr
 import { checkStructure, compileDecider, fail, type SolveContext } from "./_obs_deciders.ts";
 import { type Backend, bindingLimit, resolveBackend } from "../kernels/backend.ts";
 import { obsSolveGpu } from "./obs_gpu.ts";
+import type { DeviceWeight } from "../kernels/device_copies.ts";
 
 /** Rows per chunk of the in-block loop: a [128, 256] float32 slice is 128 KiB. */
 const ROW_CHUNK = 256;
@@ -127,6 +128,15 @@ export interface ObsOptions {
    * @default false
    */
   measureError?: boolean;
+  /**
+   * Receives the new weights on the device, when the loop ran on the GPU with
+   * W in one buffer in the original order (no permutation): a buffer of
+   * [rows, cols] float32 on the solve's device, equal to `result.weight`,
+   * which the callee now owns (and must destroy). Not called otherwise. A
+   * pipeline that runs its calibration passes on the same device copies it
+   * there instead of uploading the new weights again.
+   */
+  onDeviceWeight?: (weight: DeviceWeight) => void;
   /**
    * Where the column loop runs: "auto" (WebGPU, except for a "custom" decider, on a hardware adapter, else
    * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
@@ -262,6 +272,7 @@ export async function obsSolve(
     backend = "auto",
     mask = "pruned",
     measureError = false,
+    onDeviceWeight,
   } = options;
   if (mask !== "pruned" && mask !== "kept") {
     fail(`'mask' must be "pruned" or "kept": current value is ${String(mask)}`);
@@ -279,6 +290,9 @@ export async function obsSolve(
     throw new TypeError(
       `Cannot run the OBS solver as 'actOrder' must be a boolean: current value is ${actOrder}`,
     );
+  }
+  if (onDeviceWeight !== undefined && typeof onDeviceWeight !== "function") {
+    throw new TypeError(`Cannot run the OBS solver as 'onDeviceWeight' must be a function`);
   }
   if (onProgress !== undefined && typeof onProgress !== "function") {
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
@@ -344,6 +358,7 @@ export async function obsSolve(
       checkFinite: () => checkObsFinite(original, xtx ?? new Float64Array(0)),
       keepMask: mask === "kept",
       measureError,
+      onDeviceWeight,
     });
   }
   let damping = dampRatio * meanDiag;

@@ -48,6 +48,7 @@ import {
   writeBuffer,
 } from "../kernels/backend.ts";
 import { encodeNonFiniteCheck } from "../kernels/_nonfinite_kernel.ts";
+import { deviceCopyOf, type DeviceWeight } from "../kernels/device_copies.ts";
 import { pagedArrays } from "../kernels/_paged_arrays.ts";
 import {
   choleskyBuffers,
@@ -147,6 +148,8 @@ export interface ObsGpuProblem {
    * permutation (else absent).
    */
   readonly measureError?: boolean | undefined;
+  /** See `ObsOptions.onDeviceWeight`. */
+  readonly onDeviceWeight?: ((weight: DeviceWeight) => void) | undefined;
 }
 
 /**
@@ -306,21 +309,27 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           : {}),
       };
       const errorBufs: { m: GPUBuffer; p: GPUBuffer; s: GPUBuffer }[] = [];
+      // W's values already on this device (a calibration runner's copy of
+      // the weight): copied there instead of uploaded. The copies are the
+      // first commands of the loop's submission.
+      const batch = new GpuBatch(gpu);
+      const source = deviceCopyOf(p.w, gpu);
       const obsTiles: ObsTile[] = tiles.map(({ r0, r1 }) => {
         const tr = r1 - r0;
         const W = mk(tr * n * 4, "W");
-        const w = p.w.subarray(r0 * n, r1 * n);
-        for (let o = 0; o < w.length; o += UPLOAD_CHUNK) {
-          writeBuffer(gpu, W, o * 4, w.subarray(o, o + UPLOAD_CHUNK));
+        if (source !== null) {
+          batch.copy(source.buffer, source.offset + r0 * n * 4, W, 0, tr * n * 4);
+        } else {
+          const w = p.w.subarray(r0 * n, r1 * n);
+          for (let o = 0; o < w.length; o += UPLOAD_CHUNK) {
+            writeBuffer(gpu, W, o * 4, w.subarray(o, o + UPLOAD_CHUNK));
+          }
         }
         if (measure) {
           // [W; W], whose first half becomes D = W − Ŵ after the loop.
           const m = mk(2 * tr * n * 4, "error:m");
-          for (const half of [0, tr * n]) {
-            for (let o = 0; o < w.length; o += UPLOAD_CHUNK) {
-              writeBuffer(gpu, m, (half + o) * 4, w.subarray(o, o + UPLOAD_CHUNK));
-            }
-          }
+          batch.copy(W, 0, m, 0, tr * n * 4);
+          batch.copy(W, 0, m, tr * n * 4, tr * n * 4);
           errorBufs.push({ m, p: mk(2 * tr * n * 4, "error:p"), s: mk(2 * tr * 4, "error:s") });
         }
         const bufs: ObsBuffers = {
@@ -343,7 +352,6 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         return { rows: tr, bufs };
       });
       const tEncode = performance.now();
-      const batch = new GpuBatch(gpu);
       // W's finiteness, scanned before the loop changes it.
       for (const t of obsTiles) encodeNonFiniteCheck(batch, t.bufs.W, t.rows * n, flags, 0);
       encodeObsLoop(batch, spec, obsTiles, { rows, n, groups, sparsity }, (i1, i2, t) => {
@@ -434,81 +442,96 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       const tWait = performance.now();
       let out: Awaited<ReturnType<GpuBatch["submit"]>>;
       let factorOut: Awaited<ReturnType<GpuBatch["submit"]>>;
+      // The buffer of Ŵ handed to the caller (only after a successful attempt).
+      const keep = p.onDeviceWeight !== undefined && p.perm === null && obsTiles.length === 1
+        ? obsTiles[0]!.bufs.W
+        : null;
+      let kept = false;
       try {
         [factorOut, out] = await Promise.all([factored, pending]);
       } catch (e) {
+        keep?.destroy();
         throw hostFailed ? hostError : e;
       } finally {
-        for (const b of owned) b.destroy();
+        for (const b of owned) if (b !== keep) b.destroy();
       }
-      if (hostFailed) throw hostError;
-      const nonFinite = new Uint32Array(out.data[1]!);
-      if ((nonFinite[0]! | nonFinite[1]!) !== 0 && p.checkFinite) {
-        p.checkFinite(); // throws, naming the value
-        if (!hostH && nonFinite[1]) {
+      // Freed unless attached to the result below.
+      try {
+        if (hostFailed) throw hostError;
+        const nonFinite = new Uint32Array(out.data[1]!);
+        if ((nonFinite[0]! | nonFinite[1]!) !== 0 && p.checkFinite) {
+          p.checkFinite(); // throws, naming the value
+          if (!hostH && nonFinite[1]) {
+            throw new RangeError(
+              `Cannot run the OBS solver as the Hessian (on the device) holds a NaN or an infinity`,
+            );
+          }
+          // Finite in float64 but not in float32.
           throw new RangeError(
-            `Cannot run the OBS solver as the Hessian (on the device) holds a NaN or an infinity`,
+            `Cannot run the OBS solver on the GPU as ${
+              nonFinite[0] ? "'weight'" : "the Hessian"
+            } holds values beyond the float32 range`,
           );
         }
-        // Finite in float64 but not in float32.
-        throw new RangeError(
-          `Cannot run the OBS solver on the GPU as ${
-            nonFinite[0] ? "'weight'" : "the Hessian"
-          } holds values beyond the float32 range`,
-        );
-      }
-      const status = new Uint32Array(out.data[0]!)[0]!;
-      if (status !== 0) {
-        if (attempt >= p.maxDampingRetries) throw new CholeskyError(status - 1, NaN);
-        damping = damping > 0 ? damping * 10 : 1e-8 * p.meanDiag;
-        continue;
-      }
-      const tAssemble = performance.now();
-      const arrays = await hostArrays.ready;
-      const result = assembleObsResult(p, perm, {
-        data: [
-          out.data[0]!,
-          lossHost.buffer,
-          arrays[0]!.buffer as ArrayBuffer,
-          ...(hasGrid ? [scalesHost.buffer, zerosHost.buffer] : []),
-          ...(structure ? [arrays[1]!.buffer as ArrayBuffer] : []),
-        ],
-        gpuSeconds: factorOut.gpuSeconds + out.gpuSeconds,
-        phases: { ...out.phases, ...factorOut.phases },
-      }, {
-        hasGrid,
-        cpw,
-        groups,
-        gIdx,
-        damping,
-        structure: structure !== null,
-        ...(structure ? { maskOut: arrays[2]!, keepMask: p.keepMask ?? false } : {}),
-        ...(permutedWeight ? { weightOut: new Float32Array(arrays[3]!.buffer) } : {}),
-      });
-      const s = result.stats;
-      if (measure) {
-        let num = 0, den = 0;
-        errorSums.forEach((sums, k) => {
-          const r = obsTiles[k]!.rows;
-          for (let i = 0; i < r; i++) {
-            num += sums[i]!;
-            den += sums[r + i]!;
-          }
+        const status = new Uint32Array(out.data[0]!)[0]!;
+        if (status !== 0) {
+          if (attempt >= p.maxDampingRetries) throw new CholeskyError(status - 1, NaN);
+          damping = damping > 0 ? damping * 10 : 1e-8 * p.meanDiag;
+          continue;
+        }
+        const tAssemble = performance.now();
+        const arrays = await hostArrays.ready;
+        const result = assembleObsResult(p, perm, {
+          data: [
+            out.data[0]!,
+            lossHost.buffer,
+            arrays[0]!.buffer as ArrayBuffer,
+            ...(hasGrid ? [scalesHost.buffer, zerosHost.buffer] : []),
+            ...(structure ? [arrays[1]!.buffer as ArrayBuffer] : []),
+          ],
+          gpuSeconds: factorOut.gpuSeconds + out.gpuSeconds,
+          phases: { ...out.phases, ...factorOut.phases },
+        }, {
+          hasGrid,
+          cpw,
+          groups,
+          gIdx,
+          damping,
+          structure: structure !== null,
+          ...(structure ? { maskOut: arrays[2]!, keepMask: p.keepMask ?? false } : {}),
+          ...(permutedWeight ? { weightOut: new Float32Array(arrays[3]!.buffer) } : {}),
         });
-        s.layerError = den === 0 ? (num === 0 ? 0 : Infinity) : num / den;
+        if (keep !== null) {
+          kept = true;
+          p.onDeviceWeight!({ gpu, buffer: keep });
+        }
+        const s = result.stats;
+        if (measure) {
+          let num = 0, den = 0;
+          errorSums.forEach((sums, k) => {
+            const r = obsTiles[k]!.rows;
+            for (let i = 0; i < r; i++) {
+              num += sums[i]!;
+              den += sums[r + i]!;
+            }
+          });
+          s.layerError = den === 0 ? (num === 0 ? 0 : Infinity) : num / den;
+        }
+        s.setupSeconds = (tPrep - p.t0) / 1000;
+        s.reverseSeconds = (tUpload - tPrep) / 1000;
+        s.uploadSeconds = (tFactor - tUpload) / 1000;
+        s.factorEncodeSeconds = (tW - tFactor) / 1000;
+        s.wUploadSeconds = (tEncode - tW) / 1000;
+        s.encodeSeconds = (tSubmit - tEncode) / 1000;
+        s.submitSeconds = (tWait - tSubmit) / 1000;
+        s.waitSeconds = (tAssemble - tWait) / 1000;
+        s.readSeconds = out.readSeconds;
+        s.assembleSeconds = (performance.now() - tAssemble) / 1000;
+        s.seconds = (performance.now() - p.t0) / 1000;
+        return result;
+      } finally {
+        if (keep !== null && !kept) keep.destroy();
       }
-      s.setupSeconds = (tPrep - p.t0) / 1000;
-      s.reverseSeconds = (tUpload - tPrep) / 1000;
-      s.uploadSeconds = (tFactor - tUpload) / 1000;
-      s.factorEncodeSeconds = (tW - tFactor) / 1000;
-      s.wUploadSeconds = (tEncode - tW) / 1000;
-      s.encodeSeconds = (tSubmit - tEncode) / 1000;
-      s.submitSeconds = (tWait - tSubmit) / 1000;
-      s.waitSeconds = (tAssemble - tWait) / 1000;
-      s.readSeconds = out.readSeconds;
-      s.assembleSeconds = (performance.now() - tAssemble) / 1000;
-      s.seconds = (performance.now() - p.t0) / 1000;
-      return result;
     }
   } finally {
     if (hostH) hBuf?.destroy();

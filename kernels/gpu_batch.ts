@@ -122,10 +122,33 @@ export class GpuBatch {
    * @param name The phase's name.
    */
   phase(name: string): void {
-    if (this.#pass === null) return;
-    this.#pass.end();
-    this.#pass = null;
-    this.#passes[this.#passes.length - 1] = name;
+    if (this.#pass !== null) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+    // The passes a `copy` ended since the last phase belong to this one too.
+    for (let i = this.#passes.length - 1; i >= 0 && this.#passes[i] === ""; i--) {
+      this.#passes[i] = name;
+    }
+  }
+
+  /**
+   * Records a buffer-to-buffer copy in order: dispatches recorded before it
+   * finish first, and later ones see the copied bytes (it ends the current
+   * compute pass; the phase it belongs to is named by the next `phase`).
+   *
+   * @param src Source buffer (COPY_SRC).
+   * @param srcOffset Source byte offset (a multiple of 4).
+   * @param dst Destination buffer (COPY_DST).
+   * @param dstOffset Destination byte offset (a multiple of 4).
+   * @param size Bytes (a multiple of 4).
+   */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    if (this.#pass !== null) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+    if (size > 0) this.#encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
 
   /**
@@ -253,7 +276,7 @@ export class GpuBatch {
   > {
     assertDeviceAlive();
     const device = this.gpu.device;
-    if (this.#pass !== null) this.phase("rest");
+    this.phase("rest");
     const timed = Math.min(this.#passes.length, MAX_PHASES);
     this.#uniforms.upload();
     device.pushErrorScope("validation");

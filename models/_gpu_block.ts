@@ -8,7 +8,13 @@
  * @module
  */
 
-import { type Gpu, type GpuBatch, uploadBuffer } from "../kernels/backend.ts";
+import {
+  type Gpu,
+  type GpuBatch,
+  storageBuffer,
+  uploadBuffer,
+  writeBuffer,
+} from "../kernels/backend.ts";
 import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
 import { encodeGemmTiled } from "../kernels/gemm_tiled_kernel.ts";
 import { gemmTiledSpec } from "../kernels/gemm_tiled_wgsl.ts";
@@ -96,6 +102,25 @@ export function concatRows(...parts: Float32Array[]): Float32Array {
 }
 
 /**
+ * Uploads the rows of several matrices, one after the other, into one fresh
+ * buffer (each part written in place: no concatenated copy on the host).
+ *
+ * @param gpu The GPU.
+ * @param parts The matrices' values.
+ * @param label Debug label.
+ * @returns The buffer.
+ */
+export function uploadRows(gpu: Gpu, parts: readonly Float32Array[], label: string): GPUBuffer {
+  const buffer = storageBuffer(gpu, parts.reduce((n, p) => n + p.byteLength, 0), label);
+  let offset = 0;
+  for (const p of parts) {
+    writeBuffer(gpu, buffer, offset, p);
+    offset += p.byteLength;
+  }
+  return buffer;
+}
+
+/**
  * Uploads one block's weights (q, k, v rows concatenated; gate and up rows
  * concatenated).
  *
@@ -126,10 +151,10 @@ export function uploadBlock(
   };
   return {
     attnNorm: up(l.attnNorm, "attnNorm"),
-    wqkv: up(concatRows(l.wq.data, l.wk.data, l.wv.data), "wqkv"),
+    wqkv: uploadRows(gpu, [l.wq.data, l.wk.data, l.wv.data], `${label}:wqkv`),
     wo: up(l.wo.data, "wo"),
     ffnNorm: up(l.ffnNorm, "ffnNorm"),
-    w13: up(concatRows(l.w1.data, l.w3.data), "w13"),
+    w13: uploadRows(gpu, [l.w1.data, l.w3.data], `${label}:w13`),
     w2: up(l.w2.data, "w2"),
     bqkv: bias === null ? null : up(bias, "bqkv"),
     qkNorm,

@@ -107,6 +107,10 @@ export class ProgramRecorder extends GpuBatch {
     throw new TypeError("A recorded program has no copies: copy after replaying it");
   }
 
+  override copy(): void {
+    throw new TypeError("A recorded program has no copies: copy after replaying it");
+  }
+
   override submit(
     _reads?: readonly GpuRead[],
   ): Promise<

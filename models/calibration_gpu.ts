@@ -33,8 +33,13 @@ import { encodeHessian, encodeHessianFinish } from "../kernels/hessian_kernel.ts
 import { type DeviceHessian, wrapDeviceHessian } from "../hessian/device_hessian.ts";
 import type { CalibrationRunner } from "../pipeline/model.ts";
 import {
+  attachDeviceCopy,
+  deviceCopyOf,
+  releaseDeviceCopy,
+  takeDeviceCopy,
+} from "../kernels/device_copies.ts";
+import {
   checkLayerExtras,
-  concatRows,
   encodeBlock,
   encodeLinear,
   type LayerBuffers,
@@ -189,9 +194,11 @@ export function calibrationMemory(
   const scratch = maxRows * (dim + qDim + 2 * kvDim + 2 * H + (cacheMlp ? 0 : H)) * 4 +
     maxT * headDim * 4;
   const weights = 4 * dim * (2 * qDim + 2 * kvDim + 3 * H);
-  // Linears as [rows, cols]: the solve holds H, the factor and its inverse
-  // (3·cols²) and about five [rows, cols] arrays (W, codes, the layer
-  // error's [D; W] and its product).
+  // Groups of linears as [rows, cols]: a solve holds H, the factor and its
+  // inverse (3·cols²) and about five [rows, cols] arrays of its linear (W,
+  // codes, the layer error's [D; W] and its product), and the new weights
+  // of the group's earlier linears stay on the device until the next pass
+  // copies them: five arrays of the whole group's rows cover both.
   const linears: [number, number][] = [
     [qDim + 2 * kvDim, dim],
     [dim, qDim],
@@ -407,42 +414,97 @@ export function llamaCalibrationRunner(
     return from;
   }
 
+  /** Where a linear's rows are in the block's buffers (byte offset into its product). */
+  function placeOf(name: LlamaLinear, l: LayerBuffers): { buffer: GPUBuffer; offset: number } {
+    const row = dim * 4;
+    switch (name) {
+      case "wq":
+        return { buffer: l.wqkv, offset: 0 };
+      case "wk":
+        return { buffer: l.wqkv, offset: qDim * row };
+      case "wv":
+        return { buffer: l.wqkv, offset: (qDim + kvDim) * row };
+      case "wo":
+        return { buffer: l.wo, offset: 0 };
+      case "w1":
+        return { buffer: l.w13, offset: 0 };
+      case "w3":
+        return { buffer: l.w13, offset: H * row };
+      case "w2":
+        return { buffer: l.w2, offset: 0 };
+    }
+  }
+
+  /** Registers the block's linears as device copies (views into its buffers), for the solvers. */
+  function attachViews(u: UploadedBlock): void {
+    for (const n of LLAMA_LINEARS) {
+      attachDeviceCopy(u.from[n].data, { gpu, ...placeOf(n, u.buffers), owned: false });
+    }
+  }
+
+  /** Forgets the block's views (before its buffers change or go). */
+  function forgetViews(u: UploadedBlock): void {
+    for (const n of LLAMA_LINEARS) {
+      const c = deviceCopyOf(u.from[n].data, gpu);
+      if (c !== null && !c.owned && placeOf(n, u.buffers).buffer === c.buffer) {
+        releaseDeviceCopy(u.from[n].data);
+      }
+    }
+  }
+
   /**
    * The block's weights on the GPU: uploaded when the block changes, and then
-   * only the products (q/k/v, o, gate/up, down) whose linears the pipeline replaced.
+   * only the linears the pipeline replaced, written in place: copied on the
+   * GPU where the solver left the new weight there (a device copy, taken and
+   * freed), else uploaded. The block's linears are registered as device
+   * copies, so that a GPU solver copies W from here instead of uploading it.
    */
   function blockOn(block: number, from: LinearWeights): LayerBuffers {
     const t0 = performance.now();
     if (uploaded === null || uploaded.index !== block) {
-      if (uploaded !== null) release(layerBuffers(uploaded.buffers));
+      if (uploaded !== null) {
+        forgetViews(uploaded);
+        release(layerBuffers(uploaded.buffers));
+      }
       const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
       checkLayerExtras(config, merged, block);
       const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
       for (const b of layerBuffers(buffers)) bytes += b.size;
       uploaded = { index: block, from, buffers };
+      attachViews(uploaded);
     } else {
       const prev: UploadedBlock = uploaded;
-      const changed = (names: readonly LlamaLinear[]) =>
-        names.some((n) => prev.from[n] !== from[n]);
-      const part = (old: GPUBuffer, names: readonly LlamaLinear[], label: string): GPUBuffer => {
-        if (!changed(names)) return old;
-        release([old]);
-        const b = uploadBuffer(gpu, concatRows(...names.map((n) => from[n].data)), label);
-        bytes += b.size;
-        return b;
-      };
-      const l = prev.buffers;
-      uploaded = {
-        index: block,
-        from,
-        buffers: {
-          ...l,
-          wqkv: part(l.wqkv, ["wq", "wk", "wv"], `calib:${block}:wqkv`),
-          wo: part(l.wo, ["wo"], `calib:${block}:wo`),
-          w13: part(l.w13, ["w1", "w3"], `calib:${block}:w13`),
-          w2: part(l.w2, ["w2"], `calib:${block}:w2`),
-        },
-      };
+      const changed = LLAMA_LINEARS.filter((n) => prev.from[n] !== from[n]);
+      if (changed.length > 0) {
+        const encoder = gpu.device.createCommandEncoder();
+        const taken: GPUBuffer[] = [];
+        for (const n of changed) {
+          const old = deviceCopyOf(prev.from[n].data, gpu);
+          if (old !== null && !old.owned) releaseDeviceCopy(prev.from[n].data);
+          const place = placeOf(n, prev.buffers);
+          const values = from[n].data;
+          const source = takeDeviceCopy(values, gpu);
+          if (source !== null) {
+            encoder.copyBufferToBuffer(
+              source.buffer,
+              source.offset,
+              place.buffer,
+              place.offset,
+              values.byteLength,
+            );
+            if (source.owned) taken.push(source.buffer);
+            timings.linearsCopied = (timings.linearsCopied ?? 0) + 1;
+          } else {
+            writeBuffer(gpu, place.buffer, place.offset, values);
+            timings.linearsUploaded = (timings.linearsUploaded ?? 0) + 1;
+          }
+          attachDeviceCopy(values, { gpu, ...place, owned: false });
+        }
+        gpu.device.queue.submit([encoder.finish()]);
+        // Freed once the copies (already submitted) are done.
+        for (const b of taken) b.destroy();
+      }
+      uploaded = { index: block, from, buffers: prev.buffers };
     }
     peak = Math.max(peak, bytes);
     timings.upload = (timings.upload ?? 0) + (performance.now() - t0) / 1000;
@@ -677,7 +739,10 @@ export function llamaCalibrationRunner(
         rope,
       ]
         .filter((b): b is GPUBuffer => b !== null);
-      if (uploaded !== null) all.push(...layerBuffers(uploaded.buffers));
+      if (uploaded !== null) {
+        forgetViews(uploaded);
+        all.push(...layerBuffers(uploaded.buffers));
+      }
       for (const b of all) b.destroy();
       bytes = 0;
     },

@@ -31,6 +31,7 @@ import { rtn } from "../quantizers/rtn.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import type { Stage } from "./recipe.ts";
 import type { Backend } from "../kernels/backend.ts";
+import { attachDeviceCopy, type DeviceWeight } from "../kernels/device_copies.ts";
 
 /** A compressed linear layer: its dense stand-in, storage cost and records. */
 export interface CompressedLinear {
@@ -71,6 +72,16 @@ export interface CompressLinearOptions {
    * @default "auto"
    */
   backend?: Backend;
+  /**
+   * Leave the compressed weight on the GPU where a lone GPTQ or SparseGPT
+   * stage solved it there (in the original column order): it is registered
+   * as an owned device copy of `result.weight.data`
+   * (`kernels/device_copies.ts`), for calibration passes on the same device
+   * to copy instead of uploading it. Whoever is done with it releases it
+   * (`releaseDeviceCopy`); a consumer may take it.
+   * @default false
+   */
+  deviceWeight?: boolean;
 }
 
 /** Storage bits per weight of a uniform grid's scales (f16) and zero points. */
@@ -172,7 +183,12 @@ export async function compressLinear(
   stages: readonly Stage[],
   options: CompressLinearOptions = {},
 ): Promise<CompressedLinear> {
-  const { name = "linear", backend = "auto" } = options;
+  const { name = "linear", backend = "auto", deviceWeight = false } = options;
+  if (typeof deviceWeight !== "boolean") {
+    throw new TypeError(
+      `Cannot compress ${name} as 'deviceWeight' must be a boolean: current value is ${deviceWeight}`,
+    );
+  }
   if (!hessian && stages.some(stageNeedsHessian)) {
     throw new TypeError(
       `Cannot compress ${name}: its stages (${stages.map((s) => s.kind)}) need a Hessian`,
@@ -194,6 +210,11 @@ export async function compressLinear(
   // measure the layer error in its own submission (with a device Hessian).
   const single = stages.length === 1;
   let measured: number | undefined;
+  // The solver's Ŵ on the GPU (a lone solver stage: the final weight).
+  let onDevice: DeviceWeight | null = null;
+  const keepOnDevice = deviceWeight && single
+    ? { onDeviceWeight: (d: DeviceWeight) => void (onDevice = d) }
+    : {};
 
   const keepMask = (t: Tensor<"f32">): Tensor<"f32"> => {
     if (!mask) return t;
@@ -232,6 +253,7 @@ export async function compressLinear(
           structure: stage.structure,
           backend,
           measureError: single,
+          ...keepOnDevice,
           ...(stage.grid ? { quantize: stage.grid } : {}),
           ...(stage.dampRatio !== undefined ? { dampRatio: stage.dampRatio } : {}),
           ...(stage.blockSize !== undefined ? { blockSize: stage.blockSize } : {}),
@@ -272,7 +294,7 @@ export async function compressLinear(
         const { kind: _k, ...opts } = stage;
         const q = stage.kind === "rtn"
           ? await rtn(w, opts)
-          : await gptq(w, needH(), { ...opts, backend, measureError: single });
+          : await gptq(w, needH(), { ...opts, backend, measureError: single, ...keepOnDevice });
         quantized = q;
         w = keepMask(dequantize(q));
         measured = (q.stats as { layerError?: number } | undefined)?.layerError;
@@ -298,6 +320,10 @@ export async function compressLinear(
     }
   }
   if (rotation) w = asF32(unrotateWeight(w, rotation));
+  if (onDevice !== null) {
+    const { gpu, buffer } = onDevice as DeviceWeight;
+    attachDeviceCopy(w.data, { gpu, buffer, offset: 0, owned: true });
+  }
   let kept = rows * cols;
   if (mask) {
     kept = 0;

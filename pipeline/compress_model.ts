@@ -21,6 +21,7 @@ import { compressLinear, stageNeedsHessian } from "./compress_linear.ts";
 import type { CompressedLinear } from "./compress_linear.ts";
 import type { CalibrationRunner, CompressibleBlock, CompressibleModel } from "./model.ts";
 import type { Backend } from "../kernels/backend.ts";
+import { releaseDeviceCopy } from "../kernels/device_copies.ts";
 import { stagesFor, validateRecipe } from "./recipe.ts";
 import type { Recipe } from "./recipe.ts";
 
@@ -245,6 +246,8 @@ export async function compressModel(
         }),
     )
     : null;
+  // The weights of the block in progress (whose device copies a failure releases).
+  let current: Record<string, Tensor<"f32">> | null = null;
   try {
     let xs: Tensor<"f32">[] = anyNeeds && runner === null ? seqs.map((s) => model.embed(s)) : [];
     for (let b = 0; b < B; b++) {
@@ -258,6 +261,7 @@ export async function compressModel(
         );
       }
       const weights: Record<string, Tensor<"f32">> = { ...block.linears };
+      current = weights;
       const results: CompressedLinear[] = [];
       if (done.length === names.length) {
         for (const n of names) {
@@ -306,7 +310,13 @@ export async function compressModel(
                 }
                 : await timed(
                   "compress",
-                  () => compressLinear(w, h, stages, { name: full(n), backend: solveBackend }),
+                  () =>
+                    compressLinear(w, h, stages, {
+                      name: full(n),
+                      backend: solveBackend,
+                      // Ŵ stays on the GPU for the runner to copy (it takes it).
+                      deviceWeight: runner !== null,
+                    }),
                 );
               weights[n] = c.weight;
               results.push(c);
@@ -325,6 +335,9 @@ export async function compressModel(
           else xs = xs.map((x) => block.forward(x, weights)!);
         });
       }
+      // A device copy the runner did not take (or a view of its) is not needed any more.
+      releaseCopies(weights);
+      current = null;
       await onBlockDone?.(b, results);
       if (!keepModules) { for (const c of results) modules.delete(c.name); }
       report(b, "done", 1);
@@ -356,6 +369,7 @@ export async function compressModel(
       report(B, "done", 1);
     }
   } finally {
+    if (current !== null) releaseCopies(current);
     runner?.dispose();
   }
   let bits = 0, count = 0;
@@ -413,6 +427,11 @@ function addInputsFrom(a: Hessian, b: Hessian): Hessian {
     for (let i = 0; i < xtx.length; i++) xtx[i] = wa * a.xtx[i]! + wb * b.xtx[i]!;
   }
   return { cols: a.cols, count: total, xtx };
+}
+
+/** Releases the device copies of a block's weights (`kernels/device_copies.ts`). */
+function releaseCopies(weights: Readonly<Record<string, Tensor<"f32">>>): void {
+  for (const w of Object.values(weights)) releaseDeviceCopy(w.data);
 }
 
 /** Frees the device Hessians among `hessians` (each once). */

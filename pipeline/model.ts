@@ -85,7 +85,11 @@ export interface CalibrationRunner {
   readonly device: string;
   /** Device bytes the runner holds now, and the most it held. */
   readonly memory: { readonly current: number; readonly peak: number };
-  /** Seconds spent so far, by what the runner measures (e.g. GPU seconds by phase, host work). */
+  /**
+   * Seconds spent so far, by what the runner measures (e.g. GPU seconds by
+   * phase, host work), and counts where a name says so (e.g. linears copied
+   * on the device rather than uploaded).
+   */
   readonly timings: Readonly<Record<string, number>>;
   /**
    * The Hessians of the inputs of `linears` (names local to the block) over

@@ -22,6 +22,7 @@ import {
   obsSolve,
 } from "../hessian/obs.ts";
 import type { Backend } from "../kernels/backend.ts";
+import type { DeviceWeight } from "../kernels/device_copies.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import { checkWeight } from "./_common.ts";
@@ -69,6 +70,11 @@ export interface SparseGptOptions {
    * @default false
    */
   measureError?: boolean;
+  /**
+   * Receives the new weights left on the GPU ([rows, cols] float32, equal to
+   * `result.weight`; the callee owns the buffer); see `ObsOptions.onDeviceWeight`.
+   */
+  onDeviceWeight?: (weight: DeviceWeight) => void;
 }
 
 /** What {@linkcode sparsegpt} returns. */
@@ -118,6 +124,7 @@ export async function sparsegpt(
     onProgress,
     backend = "auto",
     measureError = false,
+    onDeviceWeight,
   } = options;
   // The values are scanned by obsSolve (on the GPU when it runs there): its
   // error is replaced by this function's own TypeError below.
@@ -154,6 +161,7 @@ export async function sparsegpt(
       dampRatio,
       backend,
       measureError,
+      ...(onDeviceWeight ? { onDeviceWeight } : {}),
       mask: "kept",
       ...(onProgress ? { onProgress } : {}),
     });

@@ -14,6 +14,7 @@ import type { Hessian } from "../hessian/hessian.ts";
 import type { DeviceHessian } from "../hessian/device_hessian.ts";
 import { obsSolve } from "../hessian/obs.ts";
 import type { Backend } from "../kernels/backend.ts";
+import type { DeviceWeight } from "../kernels/device_copies.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
 
 /** Options of {@linkcode gptq}. */
@@ -57,6 +58,11 @@ export interface GptqOptions {
    * @default false
    */
   measureError?: boolean;
+  /**
+   * Receives the new weights left on the GPU ([rows, cols] float32, equal to
+   * `dequantize(result)`; the callee owns the buffer); see `ObsOptions.onDeviceWeight`.
+   */
+  onDeviceWeight?: (weight: DeviceWeight) => void;
 }
 
 /**
@@ -109,6 +115,7 @@ export async function gptq(
     onProgress,
     backend = "auto",
     measureError = false,
+    onDeviceWeight,
   } = options;
   if (typeof staticGroups !== "boolean") {
     throw new TypeError(
@@ -122,6 +129,7 @@ export async function gptq(
     actOrder,
     backend,
     measureError,
+    ...(onDeviceWeight ? { onDeviceWeight } : {}),
     ...(onProgress ? { onProgress } : {}),
   });
   const [rows, cols] = [weight.shape[0]!, weight.shape[1]!];

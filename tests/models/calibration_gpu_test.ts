@@ -13,6 +13,8 @@ import type { Hessian } from "../../hessian/hessian.ts";
 import { hostHessian, isDeviceHessian } from "../../hessian/device_hessian.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
+import { uploadBuffer } from "../../kernels/backend.ts";
+import { attachDeviceCopy, deviceCopyOf } from "../../kernels/device_copies.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
 
 function sequences(count: number, T: number, vocab: number, seed: number): number[][] {
@@ -136,6 +138,84 @@ Deno.test("compressModel with the GPU runner gives the CPU path's GPTQ codes and
       const floor = gpuDevice.software ? (solveBackend === "cpu" ? 0.999 : 0.995) : 0.98;
       compare(cpu, gpu, bits, floor);
     }
+  }
+});
+
+Deno.test("the runner writes replaced linears in place: copied from a device copy or uploaded, the same bits", async () => {
+  const gpuDevice = await testGpu();
+  if (!gpuDevice) return;
+  const gpu = gpuDevice;
+  const lm = await loadModel(fixtureDir("qwen3"));
+  const seqs = sequences(3, 20, 400, 5);
+  const base = { ...lm.blocks[0]!.linears };
+  // New q and w1 weights (as a solver would return them).
+  const scaled = (t: Tensor<"f32">) => ({ ...t, data: t.data.map((v) => v * 0.75) });
+  const wq = scaled(base.wq!), w1 = scaled(base.w1!);
+  const replaced = { ...base, wq, w1 };
+  const run = async (onDevice: boolean) => {
+    const runner = llamaCalibrationRunner(gpu, lm.model, seqs);
+    const copies: GPUBuffer[] = [];
+    try {
+      const first = await runner.hessians(0, base, ["wq"]);
+      // The runner registers its copies of the block's linears for the solvers.
+      const view = deviceCopyOf(base.wk!.data, gpu);
+      assert(view !== null && !view.owned);
+      for (const h of new Set(first.values())) if (isDeviceHessian(h)) h.release();
+      if (onDevice) {
+        for (const t of [wq, w1]) {
+          const b = uploadBuffer(gpu, t.data, "new weight");
+          copies.push(b);
+          attachDeviceCopy(t.data, { gpu, buffer: b, offset: 0, owned: true });
+        }
+      }
+      const hs = await runner.hessians(0, replaced, ["wo", "w2"]);
+      const out = await Promise.all(["wo", "w2"].map((n) => hostHessian(hs.get(n)!)));
+      for (const h of new Set(hs.values())) if (isDeviceHessian(h)) h.release();
+      // The owned copies were taken; views of the new weights replace them,
+      // and the old weights' views are gone.
+      assert.equal(deviceCopyOf(wq.data, gpu)?.owned, false);
+      assert.equal(deviceCopyOf(base.wq!.data, gpu), null);
+      assert.notEqual(deviceCopyOf(base.wk!.data, gpu), null);
+      return { out, timings: runner.timings };
+    } finally {
+      runner.dispose();
+      // dispose forgets the views.
+      assert.equal(deviceCopyOf(base.wk!.data, gpu), null);
+    }
+  };
+  const copied = await run(true), uploaded = await run(false);
+  assert.equal(copied.timings.linearsCopied, 2);
+  assert.equal(copied.timings.linearsUploaded, undefined);
+  assert.equal(uploaded.timings.linearsUploaded, 2);
+  for (let i = 0; i < 2; i++) assert.deepEqual(copied.out[i]!.xtx, uploaded.out[i]!.xtx);
+  // Against the host path with the new weights.
+  const xs = seqs.map((s) => lm.embed(s));
+  const host = hostHessians(lm, 0, xs, replaced);
+  assert(relDiff(copied.out[0]!, host.get("wo")!) < 1e-5);
+  assert(relDiff(copied.out[1]!, host.get("w2")!) < 1e-5);
+});
+
+Deno.test("compressModel hands the GPU solves' weights to the runner on the device", async () => {
+  const gpuDevice = await testGpu();
+  if (!gpuDevice) return;
+  const lm = await loadModel(fixtureDir("qwen3"));
+  const seqs = sequences(4, 24, 400, 6);
+  const recipe = { stages: [{ kind: "gptq", bits: 4, groupSize: 32 } as const] };
+  const blocks = lm.blocks.length;
+  const onGpu = await compressModel(lm, seqs, recipe, {
+    backend: "webgpu",
+    solveBackend: "webgpu",
+  });
+  // Every linear of every block is copied on the device (the q/k/v group at
+  // the o pass, o at the gate/up pass, gate/up at the down pass, down at the
+  // propagation); none is uploaded again.
+  assert.equal(onGpu.device!.timings.linearsCopied, 7 * blocks);
+  assert.equal(onGpu.device!.timings.linearsUploaded, undefined);
+  const onCpu = await compressModel(lm, seqs, recipe, { backend: "webgpu", solveBackend: "cpu" });
+  assert.equal(onCpu.device!.timings.linearsUploaded, 7 * blocks);
+  // Nothing is left registered.
+  for (const m of onGpu.modules.values()) {
+    assert.equal(deviceCopyOf(m.weight.data, gpuDevice), null, m.name);
   }
 });
 
