@@ -25,7 +25,6 @@ import {
   type Gpu,
   GpuBatch,
   storageBuffer,
-  uploadBuffer,
   writeBuffer,
 } from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
