@@ -21,12 +21,7 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import {
-  type Gpu,
-  GpuBatch,
-  storageBuffer,
-  writeBuffer,
-} from "../kernels/backend.ts";
+import { type Gpu, GpuBatch, storageBuffer, writeBuffer } from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
 import { encodeHessian, encodeHessianFinish } from "../kernels/hessian_kernel.ts";
 import { type DeviceHessian, wrapDeviceHessian } from "../hessian/device_hessian.ts";
@@ -67,6 +62,15 @@ export interface GpuCalibrationOptions {
    * @default true
    */
   cacheMlp?: boolean;
+  /**
+   * While the GPU moves the activations through a finished block, read the
+   * next block's linears from the model (widening a lazily loaded block on
+   * the host) and upload them, so that neither waits for the other: one
+   * more block of weights on the GPU. Used when the pipeline then passes
+   * those same tensors.
+   * @default true
+   */
+  prefetch?: boolean;
 }
 
 /**
@@ -180,7 +184,7 @@ export function calibrationMemory(
   sequences: readonly (readonly number[])[],
   options: GpuCalibrationOptions = {},
 ): CalibrationMemory {
-  const { chunkTokens = 8192, cacheMlp = true } = options;
+  const { chunkTokens = 8192, cacheMlp = true, prefetch = true } = options;
   const seqs = sequences.filter((s) => s.length > 0);
   const { dim, hiddenDim: H } = config;
   const { qDim, kvDim, headDim } = llamaDims(config);
@@ -192,7 +196,8 @@ export function calibrationMemory(
   const activations = tokens * (2 * dim + qDim) * 4 + mlpCache;
   const scratch = maxRows * (dim + qDim + 2 * kvDim + 2 * H + (cacheMlp ? 0 : H)) * 4 +
     maxT * headDim * 4;
-  const weights = 4 * dim * (2 * qDim + 2 * kvDim + 3 * H);
+  // One block's linears in f32 (two while the next one is prefetched).
+  const weights = (prefetch ? 2 : 1) * 4 * dim * (2 * qDim + 2 * kvDim + 3 * H);
   // Groups of linears as [rows, cols]: a solve holds H, the factor and its
   // inverse (3·cols²) and about five [rows, cols] arrays of its linear (W,
   // codes, the layer error's [D; W] and its product), and the new weights
@@ -321,7 +326,7 @@ export function llamaCalibrationRunner(
   sequences: readonly (readonly number[])[],
   options: GpuCalibrationOptions = {},
 ): CalibrationRunner {
-  const { chunkTokens = 8192, cacheMlp = true } = options;
+  const { chunkTokens = 8192, cacheMlp = true, prefetch = true } = options;
   if (!(Number.isInteger(chunkTokens) && chunkTokens >= 1)) {
     throw new RangeError(
       `Cannot calibrate on the GPU as 'chunkTokens' must be a positive integer: current value is ${chunkTokens}`,
@@ -380,6 +385,8 @@ export function llamaCalibrationRunner(
   const rope = writeRope();
   let peak = bytes;
   let uploaded: UploadedBlock | null = null;
+  /** The next block's weights, uploaded ahead (see `prefetch`). */
+  let next: UploadedBlock | null = null;
   let attFor: CacheKey | null = null, resFor: CacheKey | null = null;
   let gFor: CacheKey | null = null;
   const timings: Record<string, number> = {};
@@ -465,49 +472,73 @@ export function llamaCalibrationRunner(
         forgetViews(uploaded);
         release(layerBuffers(uploaded.buffers));
       }
-      const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
-      checkLayerExtras(config, merged, block);
-      const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
-      for (const b of layerBuffers(buffers)) bytes += b.size;
-      uploaded = { index: block, from, buffers };
-      attachViews(uploaded);
-    } else {
-      const prev: UploadedBlock = uploaded;
-      const changed = LLAMA_LINEARS.filter((n) => prev.from[n] !== from[n]);
-      if (changed.length > 0) {
-        const encoder = gpu.device.createCommandEncoder();
-        const taken: GPUBuffer[] = [];
-        for (const n of changed) {
-          const old = deviceCopyOf(prev.from[n].data, gpu);
-          if (old !== null && !old.owned) releaseDeviceCopy(prev.from[n].data);
-          const place = placeOf(n, prev.buffers);
-          const values = from[n].data;
-          const source = takeDeviceCopy(values, gpu);
-          if (source !== null) {
-            encoder.copyBufferToBuffer(
-              source.buffer,
-              source.offset,
-              place.buffer,
-              place.offset,
-              values.byteLength,
-            );
-            if (source.owned) taken.push(source.buffer);
-            timings.linearsCopied = (timings.linearsCopied ?? 0) + 1;
-          } else {
-            writeBuffer(gpu, place.buffer, place.offset, values);
-            timings.linearsUploaded = (timings.linearsUploaded ?? 0) + 1;
-          }
-          attachDeviceCopy(values, { gpu, ...place, owned: false });
-        }
-        gpu.device.queue.submit([encoder.finish()]);
-        // Freed once the copies (already submitted) are done.
-        for (const b of taken) b.destroy();
+      if (next !== null && next.index === block) {
+        // Uploaded ahead: the linears the pipeline passes otherwise are written below.
+        uploaded = next;
+        timings.blocksPrefetched = (timings.blocksPrefetched ?? 0) + 1;
+      } else {
+        if (next !== null) release(layerBuffers(next.buffers));
+        uploaded = upload(block, from);
       }
-      uploaded = { index: block, from, buffers: prev.buffers };
+      next = null;
+      attachViews(uploaded);
     }
+    const prev: UploadedBlock = uploaded;
+    const changed = LLAMA_LINEARS.filter((n) => prev.from[n] !== from[n]);
+    if (changed.length > 0) {
+      const encoder = gpu.device.createCommandEncoder();
+      const taken: GPUBuffer[] = [];
+      for (const n of changed) {
+        const old = deviceCopyOf(prev.from[n].data, gpu);
+        if (old !== null && !old.owned) releaseDeviceCopy(prev.from[n].data);
+        const place = placeOf(n, prev.buffers);
+        const values = from[n].data;
+        const source = takeDeviceCopy(values, gpu);
+        if (source !== null) {
+          encoder.copyBufferToBuffer(
+            source.buffer,
+            source.offset,
+            place.buffer,
+            place.offset,
+            values.byteLength,
+          );
+          if (source.owned) taken.push(source.buffer);
+          timings.linearsCopied = (timings.linearsCopied ?? 0) + 1;
+        } else {
+          writeBuffer(gpu, place.buffer, place.offset, values);
+          timings.linearsUploaded = (timings.linearsUploaded ?? 0) + 1;
+        }
+        attachDeviceCopy(values, { gpu, ...place, owned: false });
+      }
+      gpu.device.queue.submit([encoder.finish()]);
+      // Freed once the copies (already submitted) are done.
+      for (const b of taken) b.destroy();
+    }
+    uploaded = { index: block, from, buffers: prev.buffers };
     peak = Math.max(peak, bytes);
     timings.upload = (timings.upload ?? 0) + (performance.now() - t0) / 1000;
     return uploaded.buffers;
+  }
+
+  /** Uploads a block's weights into fresh buffers. */
+  function upload(block: number, from: LinearWeights): UploadedBlock {
+    const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
+    checkLayerExtras(config, merged, block);
+    const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
+    for (const b of layerBuffers(buffers)) bytes += b.size;
+    peak = Math.max(peak, bytes);
+    return { index: block, from, buffers };
+  }
+
+  /** Uploads the linears the model holds for `block` ahead of their use (see `prefetch`). */
+  function prefetchBlock(block: number): void {
+    if (!prefetch || next !== null || block >= model.layers.length) return;
+    const t0 = performance.now();
+    const layer = model.layers[block]!;
+    const from = {} as Record<LlamaLinear, Tensor<"f32">>;
+    for (const n of LLAMA_LINEARS) from[n] = layer[n];
+    next = upload(block, from);
+    timings.prefetch = (timings.prefetch ?? 0) + (performance.now() - t0) / 1000;
   }
 
   function release(buffers: readonly GPUBuffer[]): void {
@@ -708,7 +739,15 @@ export function llamaCalibrationRunner(
       }
       batch.phase("mlp");
       attFor = resFor = gFor = null;
-      account(await batch.submit([]), (performance.now() - t0) / 1000);
+      const pending = batch.submit([]);
+      // The work is queued: the host reads and uploads the next block meanwhile.
+      try {
+        prefetchBlock(block + 1);
+      } catch (e) {
+        pending.catch(() => {});
+        throw e;
+      }
+      account(await pending, (performance.now() - t0) / 1000);
     },
     async headHessian() {
       if (disposed) throw new Error("Cannot use a disposed calibration runner");
@@ -742,6 +781,7 @@ export function llamaCalibrationRunner(
         forgetViews(uploaded);
         all.push(...layerBuffers(uploaded.buffers));
       }
+      if (next !== null) all.push(...layerBuffers(next.buffers));
       for (const b of all) b.destroy();
       bytes = 0;
     },
