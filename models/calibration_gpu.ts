@@ -198,18 +198,18 @@ export function calibrationMemory(
     maxT * headDim * 4;
   // One block's linears in f32 (two while the next one is prefetched).
   const weights = (prefetch ? 2 : 1) * 4 * dim * (2 * qDim + 2 * kvDim + 3 * H);
-  // Groups of linears as [rows, cols]: a solve holds H, the factor and its
-  // inverse (3·cols²) and about five [rows, cols] arrays of its linear (W,
-  // codes, the layer error's [D; W] and its product), and the new weights
-  // of the group's earlier linears stay on the device until the next pass
-  // copies them: five arrays of the whole group's rows cover both.
-  const linears: [number, number][] = [
-    [qDim + 2 * kvDim, dim],
-    [dim, qDim],
-    [2 * H, dim],
-    [dim, H],
+  // Groups of linears as [rows, cols, linears]: the group's linears are
+  // solved together, each holding H's factor and its inverse (2·cols²) and
+  // about five [rows, cols] arrays of its linear (W, codes, the layer
+  // error's [D; W] and its product; W stays as the new weight until the next
+  // pass copies it), beside the group's Hessian (cols²).
+  const groups: [number, number, number][] = [
+    [qDim + 2 * kvDim, dim, 3],
+    [dim, qDim, 1],
+    [2 * H, dim, 2],
+    [dim, H, 1],
   ];
-  const solve = Math.max(...linears.map(([r, c]) => 4 * (3 * c * c + 5 * r * c)));
+  const solve = Math.max(...groups.map(([r, c, k]) => 4 * ((1 + 2 * k) * c * c + 5 * r * c)));
   const transient = weights + solve;
   return {
     tokens,

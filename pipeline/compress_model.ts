@@ -107,7 +107,10 @@ export interface ModuleSummary {
   readonly stages: readonly string[];
   /** Relative output error on the calibration inputs. */
   readonly layerError: number;
-  /** Seconds spent in the stages. */
+  /**
+   * Seconds from the start of its stages to their end (a group's linears
+   * are compressed together, so their spans overlap).
+   */
   readonly seconds: number;
 }
 
@@ -293,34 +296,47 @@ export async function compressModel(
             );
           }
           try {
-            for (const n of group) {
-              report(b, "compress", (g + 0.5) / groups.length, full(n));
-              const stages = stagesFor(recipe, full(n));
-              const w = block.linears[n]!;
-              const h = hessians.get(n) ?? null;
-              const c = stages.length === 0
-                ? {
-                  name: full(n),
-                  weight: w,
-                  bitsPerWeight: 32,
-                  density: 1,
-                  stages: [],
-                  layerError: 0,
-                  seconds: 0,
-                }
-                : await timed(
-                  "compress",
-                  () =>
-                    compressLinear(w, h, stages, {
+            // The group's linears are compressed together: a GPU solve queues
+            // its work before it first waits, so the device solves the next
+            // linear while the host assembles the last one's result.
+            const settled = await timed(
+              "compress",
+              () =>
+                Promise.allSettled(group.map(async (n): Promise<CompressedLinear> => {
+                  report(b, "compress", (g + 0.5) / groups.length, full(n));
+                  const stages = stagesFor(recipe, full(n));
+                  const w = block.linears[n]!;
+                  if (stages.length === 0) {
+                    return {
                       name: full(n),
-                      backend: solveBackend,
-                      // Ŵ stays on the GPU for the runner to copy (it takes it).
-                      deviceWeight: runner !== null,
-                    }),
-                );
+                      weight: w,
+                      bitsPerWeight: 32,
+                      density: 1,
+                      stages: [],
+                      layerError: 0,
+                      seconds: 0,
+                    };
+                  }
+                  return await compressLinear(w, hessians.get(n) ?? null, stages, {
+                    name: full(n),
+                    backend: solveBackend,
+                    // Ŵ stays on the GPU for the runner to copy (it takes it).
+                    deviceWeight: runner !== null,
+                  });
+                })),
+            );
+            const failed = settled.find((r) => r.status === "rejected");
+            if (failed !== undefined) {
+              for (const r of settled) {
+                if (r.status === "fulfilled") releaseDeviceCopy(r.value.weight.data);
+              }
+              throw failed.reason;
+            }
+            group.forEach((n, i) => {
+              const c = (settled[i] as PromiseFulfilledResult<CompressedLinear>).value;
               weights[n] = c.weight;
               results.push(c);
-            }
+            });
           } finally {
             releaseAll(hessians.values());
           }
