@@ -43,7 +43,7 @@ import {
 } from "./_gpu_block.ts";
 import { encodeCopy, encodeRmsNorm, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkWindow, llamaEmbed } from "./forward.ts";
-import { LLAMA_LINEARS, llamaDims } from "./model.ts";
+import { layerVectors, LLAMA_LINEARS, llamaDims } from "./model.ts";
 import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
 
 /** Options of {@linkcode llamaCalibrationRunner}. */
@@ -522,7 +522,7 @@ export function llamaCalibrationRunner(
 
   /** Uploads a block's weights into fresh buffers. */
   function upload(block: number, from: LinearWeights): UploadedBlock {
-    const merged: LlamaLayer = { ...smallOf(model.layers[block]!), ...from };
+    const merged: LlamaLayer = { ...layerVectors(model.layers[block]!), ...from };
     checkLayerExtras(config, merged, block);
     const buffers = uploadBlock(gpu, config, merged, `calib:${block}`);
     for (const b of layerBuffers(buffers)) bytes += b.size;
@@ -785,19 +785,5 @@ export function llamaCalibrationRunner(
       for (const b of all) b.destroy();
       bytes = 0;
     },
-  };
-}
-
-/** A layer's norms and biases (not its linears, so a lazy layer is not widened). */
-function smallOf(layer: LlamaLayer): Omit<LlamaLayer, LlamaLinear> {
-  const { attnNorm, ffnNorm, bq, bk, bv, qNorm, kNorm } = layer;
-  return {
-    attnNorm,
-    ffnNorm,
-    ...(bq ? { bq } : {}),
-    ...(bk ? { bk } : {}),
-    ...(bv ? { bv } : {}),
-    ...(qNorm ? { qNorm } : {}),
-    ...(kNorm ? { kNorm } : {}),
   };
 }

@@ -18,7 +18,7 @@ import { writeSafetensors } from "../core/safetensors_file.ts";
 import { hfConfig, hfLayerTensors } from "./hf.ts";
 import { shardName, writeShardIndex } from "./formats/_shards.ts";
 import { hfTokenizerJson } from "./hf_tokenizer.ts";
-import { LLAMA_LINEARS } from "./model.ts";
+import { layerVectors, LLAMA_LINEARS } from "./model.ts";
 import type { LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -96,7 +96,8 @@ export async function openHfStreamWriter(
           new RangeError(`Cannot write block ${block}: not a block index, or written already`),
         );
       }
-      const layer = { ...model.layers[block]! } as LlamaLayer;
+      // The norms and biases from the model (reading its linears would widen a lazy layer).
+      const layer = { ...layerVectors(model.layers[block]!) } as LlamaLayer;
       for (const n of LLAMA_LINEARS) {
         const w = weights[n];
         if (!w) return Promise.reject(new RangeError(`Cannot write block ${block}: no '${n}'`));

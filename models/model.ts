@@ -141,6 +141,27 @@ export interface LlamaLayer {
 }
 
 /**
+ * A layer's vectors (norms and biases), not its linears: reading them does
+ * not widen a lazily loaded layer (see `loadHfLlama`), as a copy of the
+ * whole layer (`{ ...layer }`) would.
+ *
+ * @param layer The layer.
+ * @returns Its norms and the biases and head norms it has.
+ */
+export function layerVectors(layer: LlamaLayer): Omit<LlamaLayer, LlamaLinear> {
+  const { attnNorm, ffnNorm, bq, bk, bv, qNorm, kNorm } = layer;
+  return {
+    attnNorm,
+    ffnNorm,
+    ...(bq ? { bq } : {}),
+    ...(bk ? { bk } : {}),
+    ...(bv ? { bv } : {}),
+    ...(qNorm ? { qNorm } : {}),
+    ...(kNorm ? { kNorm } : {}),
+  };
+}
+
+/**
  * Storage types of the weights a model keeps as read: checkpoints stay in
  * their stored dtype and are widened to float32 where the math needs them.
  */

@@ -48,6 +48,17 @@ Deno.test("a folder streamed block by block loads as the folder written at the e
       assert.equal(files.filter((f) => f.endsWith(".safetensors")).length, lm.blocks.length + 1);
     }
     const lm = await loadModel(fixtureDir("llama"));
+    {
+      // Writing a block reads only its norms from the model: the lazily
+      // widened block in hand (here block 1) is not dropped for block 0's.
+      const w = await openHfStreamWriter(lm.model, `${tmp}/lazy`);
+      const block0 = { ...lm.blocks[0]!.linears };
+      const held = lm.model.layers[1]!.wq;
+      await w.writeBlock(0, block0);
+      const again = lm.model.layers[1]!.wq;
+      assert.equal(again, held);
+      await w.abort();
+    }
     await assert.rejects(() => openHfStreamWriter(lm.model, tmp), /it exists/);
     const w = await openHfStreamWriter(lm.model, `${tmp}/partial`);
     await assert.rejects(() => w.finish(), /blocks 0,1.* missing/);
