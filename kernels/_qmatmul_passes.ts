@@ -18,13 +18,15 @@ export interface QmatmulGatherSpec {
 
 /**
  * WGSL of the second pass of a split-K product: y[i] = Σ_s partials[s·count + i]
- * over the `splitK` slices in order. Bindings: 0 = y (f32), 1 = partials
- * (f32 [splitK, count]), 2 = the uniform parameters {count, groupsX}.
+ * over the `splitK` slices in order (added to y[i] when `accumulate`).
+ * Bindings: 0 = y (f32), 1 = partials (f32 [splitK, count]), 2 = the
+ * uniform parameters {count, groupsX}.
  *
  * @param splitK Slices.
+ * @param accumulate Add the sum to y's values instead of overwriting them.
  * @returns WGSL source with entry point `main`.
  */
-export function qmatmulSplitReduceWgsl(splitK: number): string {
+export function qmatmulSplitReduceWgsl(splitK: number, accumulate = false): string {
   const terms = Array.from({ length: splitK }, (_, s) => `P[${s}u * p.count + i]`);
   return `struct Params { count: u32, groupsX: u32 }
 @group(0) @binding(0) var<storage, read_write> Y: array<f32>;
@@ -34,7 +36,7 @@ export function qmatmulSplitReduceWgsl(splitK: number): string {
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u32) {
   let i = (wg.x + wg.y * p.groupsX) * 256u + t;
   if (i >= p.count) { return; }
-  Y[i] = ${terms.join(" + ")};
+  Y[i] ${accumulate ? "+=" : "="} ${terms.join(" + ")};
 }
 `;
 }

@@ -124,6 +124,7 @@ export function qmatmulTiledWgsl(spec: QmatmulSpec): string {
   const xUnits = BM * U * 8, wUnits = BN * P * U;
   const xPer = Math.ceil(xUnits / TPT), wPer = Math.ceil(wUnits / TPT);
   const NA = TM * (TN / 4); // vec4 accumulators per thread
+  const set = spec.accumulate ? "+=" : "="; // add the product to y's values
   const xs = "xyzw";
   const meta = scaleType === "f16" ? "u32" : "f32";
   const lines: string[] = [];
@@ -302,7 +303,7 @@ export function qmatmulTiledWgsl(spec: QmatmulSpec): string {
         emit(
           `        { let n = wg.x * ${BN}u + ${
             g * BN / 2
-          }u + nb * 4u + ${e}u; if (n < p.N) { Y[m * p.N + n] = acc${i * (TN / 4) + g}.${
+          }u + nb * 4u + ${e}u; if (n < p.N) { Y[m * p.N + n] ${set} acc${i * (TN / 4) + g}.${
             xs[e]
           }; } }`,
         );

@@ -4,7 +4,8 @@
  * 8-bit codes, per-group scales and zero points in f16 or f32 (or one common
  * zero point), any group layout (act-order weights arrive with contiguous
  * groups and a column map that gathers x), activations f32 or f16, f32
- * accumulation, y f32.
+ * accumulation, y f32. An accumulating variant adds the product to y's
+ * values (y += x·Ŵᵀ, into a residual stream) in its last pass.
  *
  * One kernel family (`qmatmul_wgsl.ts`, whose module docs describe the work
  * split and the dequantizations) covers every batch size: batch 1 is the
@@ -110,6 +111,8 @@ export interface QmatmulOperands {
   readonly m: number;
   /** y, f32 [M, N]. */
   readonly y: GPUBuffer;
+  /** Add the product to y's values (y += x·Ŵᵀ) instead of overwriting them. @default false */
+  readonly accumulate?: boolean;
   /** f32 scratch of at least M·Kp values, needed when {@linkcode qmatmulNeedsGather}. */
   readonly scratch?: GPUBuffer;
   /**
@@ -136,7 +139,8 @@ function cachedPartials(gpu: Gpu, bytes: number): GPUBuffer {
 }
 
 /**
- * Records y = x·Ŵᵀ into a batch (the gather pass first when needed).
+ * Records y = x·Ŵᵀ (or y += x·Ŵᵀ with `accumulate`) into a batch (the gather
+ * pass first when needed).
  *
  * @param batch The batch to record into.
  * @param w The resident packed weight.
@@ -170,7 +174,8 @@ export function encodeQmatmul(
     );
   }
   const gpu = batch.gpu;
-  const spec = qmatmulResolvedSpec(gpu, packed, m, variant);
+  const resolved = qmatmulResolvedSpec(gpu, packed, m, variant);
+  const spec = ops.accumulate ? { ...resolved, accumulate: true } : resolved;
   let x = ops.x;
   if (qmatmulNeedsGather(packed, input)) {
     if (!ops.scratch || ops.scratch.size < m * Kp * 4) {
@@ -273,22 +278,27 @@ export function qmatmulDispatch(
       Math.ceil(packed.paddedRows / PACK_TILE / spec.rowTiles) * spec.split,
       Math.ceil(m / spec.batch) * sk,
     ],
-    ...(sk > 1 ? { reduce: splitReduceDispatch(gpu, y, partials!, m * packed.shape[0], sk) } : {}),
+    ...(sk > 1
+      ? {
+        reduce: splitReduceDispatch(gpu, y, partials!, m * packed.shape[0], sk, !!spec.accumulate),
+      }
+      : {}),
   };
 }
 
-/** The second pass of a split-K product: y = Σ over the slices of the partials, in order. */
+/** The second pass of a split-K product: y (+)= Σ over the slices of the partials, in order. */
 function splitReduceDispatch(
   gpu: Gpu,
   y: GPUBuffer,
   partials: GPUBuffer,
   count: number,
   splitK: number,
+  accumulate: boolean,
 ): Omit<QmatmulDispatch, "reduce"> {
   const pipeline = cachedPipeline(
     gpu,
-    `qmatmul-split-reduce:${splitK}`,
-    () => qmatmulSplitReduceWgsl(splitK),
+    `qmatmul-split-reduce:${splitK}:${accumulate}`,
+    () => qmatmulSplitReduceWgsl(splitK, accumulate),
   );
   const [gx, gy] = foldGroups(gpu, Math.ceil(count / 256));
   return {
@@ -305,10 +315,17 @@ export interface QmatmulOptions {
   backend?: Backend;
   /** Overrides of the kernel specialization (tuning). @default {} */
   variant?: QmatmulVariant;
+  /**
+   * y0, f32 [M, N]: the product is added to it, y = y0 + x·Ŵᵀ (the
+   * kernel's accumulating variant; y0 itself is not modified).
+   * @default none (y = x·Ŵᵀ)
+   */
+  addend?: Tensor<"f32">;
 }
 
 /**
- * y = x·Ŵᵀ for a packed low-bit weight, dequantized on the fly.
+ * y = x·Ŵᵀ (or y0 + x·Ŵᵀ with an `addend`) for a packed low-bit weight,
+ * dequantized on the fly.
  *
  * @example
  * ```ts
@@ -325,15 +342,16 @@ export interface QmatmulOptions {
  * ```
  * @param x Activations, f32 or f16 [M, K] (or [K]).
  * @param packed The packed weight (or one already resident on the GPU, which the WebGPU path uses as is).
- * @param options Backend and kernel variant.
+ * @param options Backend, kernel variant and addend.
  * @returns y, f32 [M, N].
+ * @throws {RangeError} for x whose width is not K, or an addend that is not f32 [M, N].
  */
 export async function qmatmul(
   x: Tensor<"f32"> | Tensor<"f16">,
   packed: PackedWeight | GpuPackedWeight,
   options: QmatmulOptions = {},
 ): Promise<Tensor<"f32">> {
-  const { backend = "auto", variant = {} } = options;
+  const { backend = "auto", variant = {}, addend } = options;
   const resident = "words" in packed && "packed" in packed ? packed : null;
   const p = resident ? resident.packed : packed as PackedWeight;
   if (p?.kind !== "packed" || p.format !== "rowtile32") {
@@ -341,12 +359,21 @@ export async function qmatmul(
   }
   const [N, K] = p.shape;
   const m = xShape(x, K);
+  if (addend !== undefined && (addend?.dtype !== "f32" || addend.data.length !== m * N)) {
+    throw new RangeError(
+      `Cannot multiply as 'addend' must be f32 [${m}, ${N}]: current value is ${
+        String(addend?.dtype)
+      } [${addend?.shape}]`,
+    );
+  }
   const gpu = await resolveBackend(backend, "qmatmul");
-  if (gpu === null) return qmatmulReference(x, p);
+  if (gpu === null) return qmatmulReference(x, p, addend);
   const w = resident ?? uploadPackedWeight(gpu, p);
   const input = x.dtype;
   const xb = uploadBuffer(gpu, x.data, "qmatmul-x");
-  const y = storageBuffer(gpu, m * N * 4, "qmatmul-y");
+  const y = addend
+    ? uploadBuffer(gpu, addend.data, "qmatmul-y")
+    : storageBuffer(gpu, m * N * 4, "qmatmul-y");
   const scratch = qmatmulNeedsGather(p, input)
     ? storageBuffer(gpu, m * p.paddedCols * 4, "qmatmul-xp")
     : undefined;
@@ -355,7 +382,7 @@ export async function qmatmul(
     encodeQmatmul(
       batch,
       w,
-      scratch ? { x: xb, input, m, y, scratch } : { x: xb, input, m, y },
+      { x: xb, input, m, y, accumulate: addend !== undefined, ...(scratch ? { scratch } : {}) },
       variant,
     );
     const { data } = await batch.submit([y]);

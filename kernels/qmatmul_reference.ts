@@ -17,13 +17,19 @@ import { xShape } from "./_qmatmul_x_shape.ts";
  * CPU reference of the kernel, the executable specification of the packed
  * layout: y[m, n] = Σ_j Ŵ(n, j)·x[m, colIdx[j]] in float64, decoding the
  * chunks, tiles, groups and column map as the module docs of
- * `packed_layout.ts` describe.
+ * `packed_layout.ts` describe; with an addend y0 (the accumulating
+ * variant), y[m, n] = y0[m, n] + fround(that sum).
  *
  * @param x Activations, f32 or f16 [M, K] (or [K]).
  * @param p The packed weight.
+ * @param addend y0, f32 [M, N] (not modified), or none.
  * @returns y, f32 [M, N].
  */
-export function qmatmulReference(x: Tensor<"f32"> | Tensor<"f16">, p: PackedWeight): Tensor<"f32"> {
+export function qmatmulReference(
+  x: Tensor<"f32"> | Tensor<"f16">,
+  p: PackedWeight,
+  addend?: Tensor<"f32">,
+): Tensor<"f32"> {
   const [N, K] = p.shape;
   const M = xShape(x, K);
   const { bits, groupStride: Gp, paddedRows: Np, paddedCols: Kp } = p;
@@ -45,7 +51,7 @@ export function qmatmulReference(x: Tensor<"f32"> | Tensor<"f16">, p: PackedWeig
         const k = src[j]!;
         if (k >= 0) acc += w[j]! * x.data[m * K + k]!;
       }
-      y[m * N + n] = acc;
+      y[m * N + n] = addend ? addend.data[m * N + n]! + Math.fround(acc) : acc;
     }
   }
   return { dtype: "f32", shape: [M, N], data: y };

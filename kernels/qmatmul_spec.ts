@@ -83,6 +83,12 @@ export interface QmatmulSpec {
    * adds the slices in order. @default 1
    */
   readonly splitK?: number;
+  /**
+   * The product is added to y's values (y += x·Ŵᵀ, e.g. into a residual
+   * stream) instead of overwriting them: the last pass (the product, or
+   * the split-K sum) adds. @default false
+   */
+  readonly accumulate?: boolean;
   /** Tiled path: weight rows per thread, 4 or 8. @default 4 */
   readonly microRows?: number;
   /** Tiled path: x rows per thread, 4 or 8. @default 4 */
@@ -139,7 +145,7 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
   }
-  for (const key of ["codesFirst", "tiled"] as const) {
+  for (const key of ["codesFirst", "tiled", "accumulate"] as const) {
     const v = spec[key];
     if (v !== undefined && typeof v !== "boolean") bad(key, v, "a boolean");
   }

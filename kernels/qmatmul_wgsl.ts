@@ -188,6 +188,8 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   const SK = spec.splitK ?? 1, SS = Math.ceil(steps / SK);
   const first = SK > 1 ? "sLo + team" : "team", end = SK > 1 ? "sHi" : `${steps}u`;
   const yRow = SK > 1 ? "ks * p.M + " : "";
+  // Adding to y is the last pass's: the split-K sum's when K is split.
+  const set = spec.accumulate && SK === 1 ? "+=" : "=";
   const half = dequant === "half";
   const dot4 = dequant === "dot4";
   const exact = dequant === "exact";
@@ -492,7 +494,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   for (let r = 0; r < R; r++) {
     for (let m = 0; m < BM; m++) {
       emit(
-        `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(${yRow}m0 + ${m}u) * p.N + n${r}] = a${r}_${m}; }`,
+        `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(${yRow}m0 + ${m}u) * p.N + n${r}] ${set} a${r}_${m}; }`,
       );
     }
   }

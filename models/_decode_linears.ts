@@ -1,5 +1,7 @@
 /**
- * Library-internal: the linears of a decode session on the GPU. Linears that
+ * Library-internal: the linears of a decode session on the GPU, and of the
+ * whole-sequence forward session for blocks with packed checkpoint linears
+ * (`_gpu_packed_block.ts`). Linears that
  * share an input (q, k, v; gate, up) run as one group whose outputs lie side
  * by side in one row: dense ones concatenated into one weight (f32 or f16,
  * rows padded for the matrix-vector kernel), quantized ones on the same grid
@@ -7,8 +9,9 @@
  * `encodeQmatmul`; a group that mixes kinds or grids runs part by part, each
  * quantized part through a scratch row copied into its slice. A product that
  * adds to its output (the residual stream) does so in the GEMV; one quantized
- * weight leaves its output in a scratch buffer for the caller to add (fused
- * into the next RMSNorm). Web-standard only.
+ * weight either leaves its output in a scratch buffer for the caller to add
+ * (the decoder fuses it into the next RMSNorm) or adds it itself through
+ * qmatmul's accumulating variant. Web-standard only.
  *
  * @module
  */
@@ -120,6 +123,8 @@ function checkBits(w: QuantizedWeight | PackedWeight, label: string): void {
  * @param weights The linears, in output order (same input width).
  * @param dense Storage of dense weights.
  * @param label Buffer label and the name in error messages.
+ * @param scaleType Storage of the scales and zero points of quantized weights packed here
+ *   ("f16" rounds them; already packed ones keep theirs).
  * @returns The group.
  * @throws {RangeError} for mismatched input widths or a bit width the kernels lack.
  */
@@ -128,6 +133,7 @@ export function uploadLinear(
   weights: readonly LinearWeight[],
   dense: "f32" | "f16",
   label: string,
+  scaleType: "f16" | "f32" = "f16",
 ): GpuLinear {
   const shapes = weights.map(linearShape);
   const k = shapes[0]![1];
@@ -154,7 +160,7 @@ export function uploadLinear(
       offset: 0,
     }];
   } else if (oneGrid) {
-    const weight = uploadPackedWeight(gpu, packWeights(concatQuantized(unpacked)));
+    const weight = uploadPackedWeight(gpu, packWeights(concatQuantized(unpacked), { scaleType }));
     parts = [{ kind: "packed", weight, n, offset: 0 }];
   } else {
     let offset = 0;
@@ -169,7 +175,7 @@ export function uploadLinear(
         }
         : {
           kind: "packed",
-          weight: uploadPackedWeight(gpu, w.kind === "packed" ? w : packWeights(w)),
+          weight: uploadPackedWeight(gpu, w.kind === "packed" ? w : packWeights(w, { scaleType })),
           n: rows,
           offset,
         };
@@ -178,6 +184,25 @@ export function uploadLinear(
     });
   }
   return { n, k, dense, parts };
+}
+
+/**
+ * Bytes a group's weights take on the GPU (codes, scales, zero points and
+ * column maps of packed parts, the padded rows of dense ones).
+ *
+ * @param l The group.
+ * @returns The byte count.
+ */
+export function linearBytes(l: GpuLinear): number {
+  let bytes = 0;
+  for (const p of l.parts) {
+    if (p.kind === "dense") bytes += p.buffer.size;
+    else {
+      const { words, scales, zeros, colIdx } = p.weight;
+      bytes += words.size + scales.size + (zeros?.size ?? 0) + (colIdx?.size ?? 0);
+    }
+  }
+  return bytes;
 }
 
 /** Frees a group's buffers. */
@@ -195,7 +220,8 @@ export function destroyLinear(l: GpuLinear): void {
  * @param gpu The GPU.
  * @param l The group.
  * @param rows Rows of x.
- * @param accumulate Whether the products add to their output.
+ * @param accumulate Whether the products add to their output and one quantized weight defers
+ *   its sum to the caller (through `delta`).
  * @returns Bytes of the output scratch, the pending addend, the gather scratch and the split-K
  *   partials.
  */
@@ -244,9 +270,11 @@ export function allocateScratch(
 }
 
 /**
- * Records y (+)= x·Wᵀ for a group: x [rows, k], y [rows, n]. When adding,
- * a group of one quantized weight writes x·Wᵀ to `scratch.delta` instead
- * and returns it: the caller adds it to y before y is read.
+ * Records y (+)= x·Wᵀ for a group: x [rows, k], y [rows, n]. When adding
+ * with `defer`, a group of one quantized weight writes x·Wᵀ to
+ * `scratch.delta` instead and returns it: the caller adds it to y before y
+ * is read; without `defer` it adds to y itself (qmatmul's accumulating
+ * variant, no `delta` needed).
  *
  * @param batch The batch.
  * @param l The group.
@@ -255,6 +283,7 @@ export function allocateScratch(
  * @param rows Rows of x.
  * @param accumulate Add to y.
  * @param scratch Scratch of at least {@linkcode linearScratchBytes} for these rows.
+ * @param defer Leave the sum of one quantized weight to the caller when adding.
  * @returns The pending addend, or null when y holds the result.
  */
 export function encodeLinearGroup(
@@ -265,6 +294,7 @@ export function encodeLinearGroup(
   rows: number,
   accumulate: boolean,
   scratch: LinearScratch,
+  defer = true,
 ): GPUBuffer | null {
   const { n, k } = l;
   for (const p of l.parts) {
@@ -286,17 +316,18 @@ export function encodeLinearGroup(
       }
       continue;
     }
-    const alone = l.parts.length === 1;
-    const out = alone ? (accumulate ? scratch.delta : y) : scratch.y;
+    const alone = l.parts.length === 1, pending = alone && accumulate && defer;
+    const out = alone ? (pending ? scratch.delta : y) : scratch.y;
     encodeQmatmul(batch, p.weight, {
       x,
       input: "f32",
       m: rows,
       y: out,
+      accumulate: alone && accumulate && !defer,
       scratch: scratch.gather,
       partials: scratch.partials,
     });
-    if (alone && accumulate) return scratch.delta;
+    if (pending) return scratch.delta;
     if (!alone) {
       encodeSliceCopy(batch, y, out, {
         rows,

@@ -21,7 +21,7 @@ import { gemmTiledSpec } from "../kernels/gemm_tiled_wgsl.ts";
 import { encodeAttention, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
 import { ropeTables } from "./_rope.ts";
 import { llamaDims } from "./model.ts";
-import type { LlamaConfig, LlamaLayer, RopeScaling } from "./model.ts";
+import type { LlamaConfig, LlamaLayer, LlamaLinear, RopeScaling } from "./model.ts";
 
 /** (cos, sin) of position p and frequency i at [p·hd/2 + i], float64 rounded once. */
 export function ropeTable(
@@ -39,33 +39,33 @@ export function ropeTable(
   return cs;
 }
 
-/** A block's weights on the GPU. */
-export interface LayerBuffers {
+/** A block's norms, biases and head norms on the GPU. */
+export interface BlockVectors {
   attnNorm: GPUBuffer;
-  wqkv: GPUBuffer; // [qDim + 2·kvDim, dim]
-  wo: GPUBuffer; // [dim, qDim]
   ffnNorm: GPUBuffer;
-  w13: GPUBuffer; // [2·hidden, dim]: gate rows, then up rows
-  w2: GPUBuffer; // [dim, hidden]
   /** q, k and v biases side by side [qDim + 2·kvDim] (zeros for a missing one), or null. */
   bqkv: GPUBuffer | null;
   /** qNorm, then kNorm [2, hd], and the heads of a q/k row they scale, or null without either. */
   qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
 }
 
+/** A block's weights on the GPU, its linears dense float32. */
+export interface LayerBuffers extends BlockVectors {
+  wqkv: GPUBuffer; // [qDim + 2·kvDim, dim]
+  wo: GPUBuffer; // [dim, qDim]
+  w13: GPUBuffer; // [2·hidden, dim]: gate rows, then up rows
+  w2: GPUBuffer; // [dim, hidden]
+}
+
+/** Every buffer of a block's vectors. */
+export function vectorBuffers(l: BlockVectors): GPUBuffer[] {
+  const { attnNorm, ffnNorm, bqkv, qkNorm } = l;
+  return [attnNorm, ffnNorm, ...(bqkv ? [bqkv] : []), ...(qkNorm ? [qkNorm.weight] : [])];
+}
+
 /** Every buffer of a block (to destroy them). */
 export function layerBuffers(l: LayerBuffers): GPUBuffer[] {
-  const { attnNorm, wqkv, wo, ffnNorm, w13, w2, bqkv, qkNorm } = l;
-  return [
-    attnNorm,
-    wqkv,
-    wo,
-    ffnNorm,
-    w13,
-    w2,
-    ...(bqkv ? [bqkv] : []),
-    ...(qkNorm ? [qkNorm.weight] : []),
-  ];
+  return [l.wqkv, l.wo, l.w13, l.w2, ...vectorBuffers(l)];
 }
 
 /**
@@ -121,21 +121,20 @@ export function uploadRows(gpu: Gpu, parts: readonly Float32Array[], label: stri
 }
 
 /**
- * Uploads one block's weights (q, k, v rows concatenated; gate and up rows
- * concatenated).
+ * Uploads one block's norms, biases and head norms.
  *
  * @param gpu The GPU.
  * @param config The configuration.
- * @param l The block's weights.
+ * @param l The block's weights (its linears are not read).
  * @param label Buffer label prefix.
  * @returns The buffers.
  */
-export function uploadBlock(
+export function uploadBlockVectors(
   gpu: Gpu,
   config: LlamaConfig,
-  l: LlamaLayer,
+  l: Omit<LlamaLayer, LlamaLinear>,
   label: string,
-): LayerBuffers {
+): BlockVectors {
   const { headDim: hd, qDim, kvDim } = llamaDims(config);
   const up = (data: Float32Array, name: string) => uploadBuffer(gpu, data, `${label}:${name}`);
   const zeros = (n: number) => new Float32Array(n);
@@ -151,13 +150,34 @@ export function uploadBlock(
   };
   return {
     attnNorm: up(l.attnNorm, "attnNorm"),
-    wqkv: uploadRows(gpu, [l.wq.data, l.wk.data, l.wv.data], `${label}:wqkv`),
-    wo: up(l.wo.data, "wo"),
     ffnNorm: up(l.ffnNorm, "ffnNorm"),
-    w13: uploadRows(gpu, [l.w1.data, l.w3.data], `${label}:w13`),
-    w2: up(l.w2.data, "w2"),
     bqkv: bias === null ? null : up(bias, "bqkv"),
     qkNorm,
+  };
+}
+
+/**
+ * Uploads one block's weights (q, k, v rows concatenated; gate and up rows
+ * concatenated).
+ *
+ * @param gpu The GPU.
+ * @param config The configuration.
+ * @param l The block's weights.
+ * @param label Buffer label prefix.
+ * @returns The buffers.
+ */
+export function uploadBlock(
+  gpu: Gpu,
+  config: LlamaConfig,
+  l: LlamaLayer,
+  label: string,
+): LayerBuffers {
+  return {
+    ...uploadBlockVectors(gpu, config, l, label),
+    wqkv: uploadRows(gpu, [l.wq.data, l.wk.data, l.wv.data], `${label}:wqkv`),
+    wo: uploadBuffer(gpu, l.wo.data, `${label}:wo`),
+    w13: uploadRows(gpu, [l.w1.data, l.w3.data], `${label}:w13`),
+    w2: uploadBuffer(gpu, l.w2.data, `${label}:w2`),
   };
 }
 
@@ -224,7 +244,50 @@ export interface BlockActivations {
 export type BlockStop = "o" | "out";
 
 /**
- * Records one block over `rows` = B·T tokens (B sequences of T tokens).
+ * The four products of a block: q/k/v (x = h), o (x = the attention output,
+ * added to the residual), gate/up (x = h), down (x = the SwiGLU output, added
+ * to the residual).
+ */
+export type BlockProduct = "qkv" | "o" | "gateUp" | "down";
+
+/**
+ * Records one product of a block over `rows` rows: out = x·Wᵀ for q/k/v and
+ * gate/up, out += x·Wᵀ for o and down.
+ */
+export type ProductEncoder = (
+  batch: GpuBatch,
+  product: BlockProduct,
+  out: GPUBuffer,
+  x: GPUBuffer,
+  rows: number,
+) => void;
+
+/**
+ * The products of a block of dense float32 linears: the GEMM of
+ * {@linkcode encodeLinear}.
+ *
+ * @param config The configuration.
+ * @param l The block's weights.
+ * @returns The product encoder.
+ */
+export function denseProducts(config: LlamaConfig, l: LayerBuffers): ProductEncoder {
+  const { dim, hiddenDim: H } = config;
+  const { qDim, kvDim } = llamaDims(config);
+  const shapes = {
+    qkv: [l.wqkv, qDim + 2 * kvDim, dim, false],
+    o: [l.wo, dim, qDim, true],
+    gateUp: [l.w13, 2 * H, dim, false],
+    down: [l.w2, dim, H, true],
+  } as const;
+  return (batch, product, out, x, rows) => {
+    const [w, n, k, accumulate] = shapes[product];
+    encodeLinear(batch, out, x, w, rows, n, k, accumulate);
+  };
+}
+
+/**
+ * Records one block of dense float32 linears over `rows` = B·T tokens (B
+ * sequences of T tokens).
  *
  * @param batch The batch.
  * @param config The configuration.
@@ -245,11 +308,39 @@ export function encodeBlock(
   T: number,
   stop: BlockStop = "out",
 ): void {
+  encodeBlockWith(batch, config, rope, l, denseProducts(config, l), acts, rows, T, stop);
+}
+
+/**
+ * Records one block over `rows` = B·T tokens (B sequences of T tokens), its
+ * linear products recorded by `products`.
+ *
+ * @param batch The batch.
+ * @param config The configuration.
+ * @param rope The rotary table of at least T positions ({@linkcode ropeTable}).
+ * @param l The block's norms, biases and head norms.
+ * @param products Records the block's linear products.
+ * @param acts The activations.
+ * @param rows Rows.
+ * @param T Tokens per sequence.
+ * @param stop Where to stop.
+ */
+export function encodeBlockWith(
+  batch: GpuBatch,
+  config: LlamaConfig,
+  rope: GPUBuffer,
+  l: BlockVectors,
+  products: ProductEncoder,
+  acts: BlockActivations,
+  rows: number,
+  T: number,
+  stop: BlockStop = "out",
+): void {
   const { dim, hiddenDim: H, normEps, nHeads, nKvHeads } = config;
   const { headDim: hd, qDim, kvDim } = llamaDims(config);
   const qkvW = qDim + 2 * kvDim;
   encodeRmsNorm(batch, acts.h, acts.x, l.attnNorm, rows, dim, normEps);
-  encodeLinear(batch, acts.qkv, acts.h, l.wqkv, rows, qkvW, dim, false);
+  products(batch, "qkv", acts.qkv, acts.h, rows);
   // The biases and q/k head norms run in the rotation's dispatch.
   encodeRope(batch, acts.qkv, rope, { rows, T, width: qDim + kvDim, ld: qkvW, hd }, {
     ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
@@ -269,9 +360,9 @@ export function encodeBlock(
   if (acts.g === null) {
     throw new TypeError("encodeBlock: the whole block needs a SwiGLU buffer 'g'");
   }
-  encodeLinear(batch, acts.x, acts.att, l.wo, rows, dim, qDim, true);
+  products(batch, "o", acts.x, acts.att, rows);
   encodeRmsNorm(batch, acts.h, acts.x, l.ffnNorm, rows, dim, normEps);
-  encodeLinear(batch, acts.u, acts.h, l.w13, rows, 2 * H, dim, false);
+  products(batch, "gateUp", acts.u, acts.h, rows);
   encodeSwiglu(batch, acts.g, acts.u, rows, H);
-  encodeLinear(batch, acts.x, acts.g, l.w2, rows, dim, H, true);
+  products(batch, "down", acts.x, acts.g, rows);
 }

@@ -43,7 +43,11 @@ export interface CausalLM extends CompressibleModel {
   /**
    * Next-token logits at every position of one sequence, float32 compute. On
    * WebGPU each call uploads the weights once for its one pass; for many
-   * passes keep a session (`llamaSession(lm.model, { backend })`).
+   * passes keep a session (`llamaSession(lm.model, { backend })`). The linears
+   * of a GPTQ or compressed-tensors pack-quantized folder stay packed: on
+   * WebGPU they run through the low-bit `qmatmul` (2, 3, 4 or 8 bits; other
+   * widths and sparse-bitmask linears are widened to float32), on the CPU
+   * through the formats' CPU reference (`dequantizePackedRows`).
    *
    * @param ids Token ids (each in [0, vocabSize)).
    * @param options Backend.
@@ -53,7 +57,7 @@ export interface CausalLM extends CompressibleModel {
   logits(ids: ArrayLike<number>, options?: LogitsOptions): Promise<Float32Array>;
   /**
    * Perplexity of a token stream over windows of `seqLen` tokens (on WebGPU,
-   * one session for all the windows).
+   * one session for all the windows; packed linears run as in {@linkcode CausalLM.logits}).
    *
    * @param ids Token ids (documents concatenated).
    * @param options Window length, cap, progress, backend.

@@ -2,7 +2,10 @@
  * The Llama forward pass on WebGPU: a session uploads the weights once, and
  * each call runs a whole forward pass (embedding, RMSNorm, the fused q/k/v and
  * gate/up projections and the other linears through the register-blocked f32
- * matrix product of `kernels/gemm_kernel.ts`, q/k/v biases, per-head q/k
+ * matrix product of `kernels/gemm_kernel.ts`, or, for the GPTQ and
+ * compressed-tensors pack-quantized linears a loaded checkpoint keeps packed,
+ * through the low-bit `qmatmul` of `kernels/qmatmul_kernel.ts` on weights
+ * that stay packed on the GPU (`_gpu_packed_block.ts`), q/k/v biases, per-head q/k
  * RMSNorm and rotary embeddings on interleaved pairs (with the configuration's
  * frequency scaling) in one dispatch, causal grouped-query attention, SwiGLU,
  * the classifier) in one submission with one read-back. The head width may
@@ -30,14 +33,25 @@ import { encodeEmbed, encodeNll, encodeRmsNorm } from "./_gpu_kernels.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import {
   checkLayerExtras,
-  encodeBlock,
+  denseProducts,
+  encodeBlockWith,
   encodeLinear,
   type LayerBuffers,
   layerBuffers,
   ropeTable,
   uploadBlock,
 } from "./_gpu_block.ts";
-import { llamaDims } from "./model.ts";
+import { allocateScratch, type LinearScratch } from "./_decode_linears.ts";
+import {
+  destroyPackedBlock,
+  packedBlockLinearBytes,
+  packedBlockScratch,
+  type PackedLayerBuffers,
+  packedLinearCount,
+  packedProducts,
+  uploadPackedBlock,
+} from "./_gpu_packed_block.ts";
+import { LLAMA_LINEARS, llamaDims } from "./model.ts";
 import type { LlamaModel } from "./model.ts";
 import { perplexity, planWindows } from "./perplexity.ts";
 import type { PerplexityOptions, PerplexityResult } from "./perplexity.ts";
@@ -60,6 +74,12 @@ export interface LlamaSession {
   readonly model: LlamaModel;
   /** GPU seconds of the last pass (NaN on the CPU or without timestamp queries). */
   readonly gpuSeconds: number;
+  /**
+   * The block linears on the GPU: how many run packed through `qmatmul`
+   * (a loaded GPTQ or pack-quantized checkpoint's), how many through the
+   * dense float32 GEMM, and the bytes all of them take (all 0 on the CPU).
+   */
+  readonly linears: SessionLinears;
   /**
    * Logits of every position of one sequence (positions start at 0).
    *
@@ -86,6 +106,16 @@ export interface LlamaSession {
   ): Promise<{ nll: number; tokens: number }>;
   /** Frees the GPU buffers; the session must not be used afterwards. */
   dispose(): void;
+}
+
+/** What a session holds of the block linears ({@linkcode LlamaSession.linears}). */
+export interface SessionLinears {
+  /** Linears running packed through `qmatmul`. */
+  readonly packed: number;
+  /** Linears running dense (float32). */
+  readonly dense: number;
+  /** Bytes of all the block linears on the GPU. */
+  readonly bytes: number;
 }
 
 function checkTokens(tokens: ArrayLike<number>, vocabSize: number, what: string): void {
@@ -129,6 +159,7 @@ function cpuSession(model: LlamaModel): LlamaSession {
     backend: "cpu",
     model,
     gpuSeconds: NaN,
+    linears: { packed: 0, dense: 0, bytes: 0 },
     forward(tokens) {
       return Promise.resolve(llamaForward(model, tokens));
     },
@@ -160,17 +191,25 @@ interface Activations {
   nll: GPUBuffer; // [rows]
 }
 
+/** A block on the GPU: dense float32 linears, or some kept packed. */
+type SessionBlock =
+  | { readonly kind: "dense"; readonly buffers: LayerBuffers }
+  | { readonly kind: "packed"; readonly buffers: PackedLayerBuffers };
+
 class GpuLlamaSession implements LlamaSession {
   readonly backend = "webgpu" as const;
   readonly model: LlamaModel;
   gpuSeconds = NaN;
+  readonly linears: SessionLinears;
   readonly #gpu: Gpu;
   readonly #embedding: GPUBuffer;
   readonly #classifier: GPUBuffer;
   readonly #finalNorm: GPUBuffer;
-  readonly #layers: LayerBuffers[];
+  readonly #layers: SessionBlock[];
   #rope: { buffer: GPUBuffer; positions: number } | null = null;
   #acts: Activations | null = null;
+  /** Scratch of the packed blocks' products (null until a pass needs it; see `#scratchFor`). */
+  #scratch: LinearScratch | null = null;
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
 
@@ -184,7 +223,23 @@ class GpuLlamaSession implements LlamaSession {
       ? this.#embedding
       : up(asFloat32(model.classifier), "llama:classifier");
     this.#finalNorm = up(model.finalNorm, "llama:finalNorm");
-    this.#layers = model.layers.map((l, i) => uploadBlock(gpu, model.config, l, `llama:${i}`));
+    // A block with linears kept packed runs them through qmatmul; others upload dense.
+    this.#layers = model.layers.map((l, i): SessionBlock =>
+      packedLinearCount(l) > 0
+        ? { kind: "packed", buffers: uploadPackedBlock(gpu, model.config, l, `llama:${i}`) }
+        : { kind: "dense", buffers: uploadBlock(gpu, model.config, l, `llama:${i}`) }
+    );
+    let packed = 0, bytes = 0;
+    for (const b of this.#layers) {
+      if (b.kind === "packed") {
+        packed += b.buffers.packed;
+        bytes += packedBlockLinearBytes(b.buffers);
+      } else {
+        const { wqkv, wo, w13, w2 } = b.buffers;
+        bytes += wqkv.size + wo.size + w13.size + w2.size;
+      }
+    }
+    this.linears = { packed, dense: LLAMA_LINEARS.length * model.layers.length - packed, bytes };
   }
 
   #ropeFor(T: number): GPUBuffer {
@@ -223,13 +278,44 @@ class GpuLlamaSession implements LlamaSession {
     return this.#acts;
   }
 
+  /**
+   * Scratch of the packed blocks' products over `rows` rows (grown when a
+   * pass needs more: fewer rows may split K and need more partials).
+   */
+  #scratchFor(rows: number): LinearScratch | null {
+    const needs = this.#layers.flatMap((b) =>
+      b.kind === "packed" ? packedBlockScratch(this.#gpu, b.buffers, rows) : []
+    );
+    if (needs.length === 0) return null;
+    const old = this.#scratch;
+    if (old !== null) {
+      const keys = Object.keys(old) as (keyof LinearScratch)[];
+      if (keys.every((k) => needs.every((n) => n[k] <= old[k].size))) return old;
+      for (const b of Object.values(old)) b.destroy();
+      needs.push({
+        y: old.y.size,
+        delta: old.delta.size,
+        gather: old.gather.size,
+        partials: old.partials.size,
+      });
+    }
+    this.#scratch = allocateScratch(this.#gpu, needs, "llama:linears");
+    return this.#scratch;
+  }
+
   /** Records the forward pass of `rows` = B·T tokens into logits. */
   #encode(batch: GpuBatch, acts: Activations, rows: number, T: number): void {
     const { config } = this.model;
     const { dim, vocabSize: V, normEps } = config;
     const rope = this.#ropeFor(T);
+    const scratch = this.#scratchFor(rows);
     encodeEmbed(batch, acts.x, this.#embedding, acts.tokens, rows, dim);
-    for (const l of this.#layers) encodeBlock(batch, config, rope, l, acts, rows, T);
+    for (const { kind, buffers } of this.#layers) {
+      const products = kind === "dense"
+        ? denseProducts(config, buffers)
+        : packedProducts(buffers, scratch!);
+      encodeBlockWith(batch, config, rope, buffers, products, acts, rows, T);
+    }
     encodeRmsNorm(batch, acts.h, acts.x, this.#finalNorm, rows, dim, normEps);
     encodeLinear(batch, acts.logits, acts.h, this.#classifier, rows, V, dim, false);
   }
@@ -295,14 +381,20 @@ class GpuLlamaSession implements LlamaSession {
     if (this.#disposed) return;
     this.#disposed = true;
     const buffers = new Set<GPUBuffer>([this.#embedding, this.#classifier, this.#finalNorm]);
-    for (const l of this.#layers) for (const b of layerBuffers(l)) buffers.add(b);
+    const packed: PackedLayerBuffers[] = [];
+    for (const l of this.#layers) {
+      if (l.kind === "packed") packed.push(l.buffers);
+      else for (const b of layerBuffers(l.buffers)) buffers.add(b);
+    }
     if (this.#rope) buffers.add(this.#rope.buffer);
     if (this.#acts) {
       for (const b of Object.values(this.#acts)) if (typeof b !== "number") buffers.add(b);
     }
+    if (this.#scratch) { for (const b of Object.values(this.#scratch)) buffers.add(b); }
     // Buffers of a pass still in flight are freed once it has finished.
     this.#queue.then(() => {
       for (const b of buffers) b.destroy();
+      for (const l of packed) destroyPackedBlock(l);
     });
   }
 }

@@ -4,7 +4,10 @@
  * layout (described in `pack_quantized.ts`), written by
  * {@linkcode writeCheckpoint} (with the dense layout) and read by
  * `loadModel`, which keeps their linears packed ({@linkcode PackedLinear})
- * and runs them on the CPU through {@linkcode dequantizePackedRows}.
+ * and runs them on the CPU through {@linkcode dequantizePackedRows}, the
+ * formats' CPU reference; a WebGPU session (`llamaSession`, and so
+ * `CausalLM.logits`/`perplexity` on WebGPU) converts the quantized ones of
+ * 2, 3, 4 or 8 bits to the layout of `qmatmul` once and runs them packed.
  *
  * @module
  */

@@ -245,6 +245,61 @@ Deno.test("split-K, the codes-first emission order and the tiled path match the 
   }
 });
 
+Deno.test("the accumulating qmatmul adds the product to y on the default, split-K and tiled paths, as its CPU reference does", async () => {
+  // The reference: y0 + the product, y0 untouched.
+  const q0 = randomQuantized(45, 256, 4, 32, 800);
+  const p0 = packWeights(q0, { scaleType: "f32" });
+  const x0 = randomX(3, 256, 801, "f32"), y0 = randomX(3, 45, 802, "f32");
+  const copy = Float32Array.from(y0.data);
+  const sum = qmatmulReference(x0, p0, y0), plain = qmatmulReference(x0, p0);
+  assert.deepEqual(y0.data, copy);
+  assert.deepEqual(sum.data, plain.data.map((v, i) => copy[i]! + v));
+  assert.deepEqual((await qmatmul(x0, p0, { backend: "cpu", addend: y0 })).data, sum.data);
+  await assert.rejects(
+    () => qmatmul(x0, p0, { backend: "cpu", addend: randomX(2, 45, 1, "f32") }),
+    /'addend' must be f32 \[3, 45\]/,
+  );
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const plainSplit = { split: 1, sharedX: false, batchedStage: false, reduce: "tree" } as const;
+  const variants = [
+    {},
+    { ...plainSplit, splitK: 4, dequant: "fma", rowTiles: 2, warps: 2, batch: 8, unroll: 1 },
+    {
+      ...plainSplit,
+      tiled: true,
+      dequant: "fma",
+      rowTiles: 1,
+      batch: 16,
+      microRows: 4,
+      microBatch: 4,
+      warps: 2,
+      unroll: 1,
+      prefetch: false,
+    },
+  ] as const;
+  for (const c of productCases([3, 4], [1, 21, 37], 810)) {
+    const { index, bits, layout, m, scaleType, dtype, x } = c;
+    const p = packWeights(c.q, { scaleType });
+    // A residual of the product's size.
+    const r = randomX(m, 45, 900 + index, "f32");
+    const addend = { ...r, data: r.data.map((v) => 16 * v) };
+    const expected = qmatmulReference(x, p, addend).data;
+    // Each variant meets every batch size.
+    const variant = variants[(index + Math.floor(index / 3)) % variants.length]!;
+    const y = await qmatmul(x, p, { backend: "webgpu", variant, addend });
+    const err = relError(y.data, expected);
+    assert(
+      err < 1e-5,
+      `${bits} bits, ${layout}, M = ${m}, x ${dtype}, ${
+        JSON.stringify(variant)
+      }: relative error ${err}`,
+    );
+    // Without the addend in the sum, the error would be of its size.
+    assert(relError(y.data, qmatmulReference(x, p).data) > 0.1);
+  }
+});
+
 Deno.test("the default at batch 9–16 with a long K splits K over workgroups and matches the CPU reference", async () => {
   // 256 chunks of 32 columns: the split-K default.
   const q = randomQuantized(40, 8192, 4, 128, 700);
