@@ -15,7 +15,8 @@
 import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../core/tensor.ts";
 import { writeSafetensors } from "../core/safetensors_file.ts";
-import { hfConfig, hfLayerTensors } from "./hf.ts";
+import { hfConfig, hfLayerTensors, hfNames } from "./hf.ts";
+import { convert } from "../core/convert.ts";
 import { shardName, writeShardIndex } from "./formats/_shards.ts";
 import { hfTokenizerJson } from "./hf_tokenizer.ts";
 import { layerVectors, LLAMA_LINEARS } from "./model.ts";
@@ -28,6 +29,13 @@ export interface HfStreamOptions {
   metadata?: Record<string, string>;
   /** A tokenizer to write as `tokenizer.json`. */
   tokenizer?: Tokenizer;
+  /**
+   * The dtype of the block linears in the shards (rounded to nearest even
+   * from float32); norms and biases stay float32, the embedding and the
+   * classifier in their stored dtype.
+   * @default "f32"
+   */
+  dtype?: "f32" | "f16" | "bf16";
 }
 
 /** A folder being written block by block. */
@@ -69,7 +77,14 @@ export async function openHfStreamWriter(
   dir: string,
   options: HfStreamOptions = {},
 ): Promise<HfStreamWriter> {
-  const { metadata = {}, tokenizer } = options;
+  const { metadata = {}, tokenizer, dtype = "f32" } = options;
+  if (dtype !== "f32" && dtype !== "f16" && dtype !== "bf16") {
+    throw new RangeError(
+      `Cannot write a model as 'dtype' must be "f32", "f16" or "bf16": current value is ${
+        JSON.stringify(dtype)
+      }`,
+    );
+  }
   const exists = await Deno.stat(dir).then(() => true, () => false);
   if (exists) throw new Error(`Cannot write the model into ${dir}: it exists`);
   const tmp = `${dir}.partial-${crypto.randomUUID().slice(0, 8)}`;
@@ -103,7 +118,14 @@ export async function openHfStreamWriter(
         if (!w) return Promise.reject(new RangeError(`Cannot write block ${block}: no '${n}'`));
         (layer as Record<LlamaLinear, Tensor<"f32">>)[n] = w;
       }
-      const p = writeShard(block, hfLayerTensors(model.config, block, layer));
+      const tensors = hfLayerTensors(model.config, block, layer);
+      if (dtype !== "f32") {
+        for (const n of LLAMA_LINEARS) {
+          const key = hfNames(block)[n];
+          tensors.set(key, convert(tensors.get(key)!, dtype));
+        }
+      }
+      const p = writeShard(block, tensors);
       written.set(block, p);
       return p;
     },

@@ -9,10 +9,12 @@
  * the pipeline.
  *
  *     deno task bench:pipeline [--shape=1b|8b] [--layers=N] [--samples=128] [--len=2048]
- *       [--dir=DIR] [--keep] [--no-write] [--backend=auto|webgpu|cpu] [--json] [--verbose]
+ *       [--dir=DIR] [--keep] [--no-write] [--dtype=f32|bf16|f16] [--backend=auto|webgpu|cpu]
+ *       [--json] [--verbose]
  *
  * `--layers` keeps the first N blocks (a quicker run; per-block figures
- * scale). Uses the file system; reads /proc (Linux).
+ * scale). `--dtype` is the output's block linears (float32 by default, as
+ * `deno task compress --format dense` writes them). Uses the file system; reads /proc (Linux).
  *
  * @module
  */
@@ -84,7 +86,8 @@ function addSolveStats(m: CompressedLinear): void {
 const writeOut = !Deno.args.includes("--no-write");
 const outDir = `${dir}-out`;
 await Deno.remove(outDir, { recursive: true }).catch(() => {});
-const writer = writeOut ? await openHfStreamWriter(lm.model, outDir) : null;
+const dtype = (flag("dtype") ?? "f32") as "f32" | "bf16" | "f16";
+const writer = writeOut ? await openHfStreamWriter(lm.model, outDir, { dtype }) : null;
 const pending: Promise<void>[] = [];
 t0 = performance.now();
 let last = 0;
@@ -127,6 +130,7 @@ const report = {
   shape: shapeName,
   layers: shape.layers,
   calibration: { samples, len },
+  output: writeOut ? dtype : null,
   seconds: {
     load: t.load,
     calibration: result.phases.calibration,

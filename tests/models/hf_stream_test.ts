@@ -5,7 +5,11 @@ import { writeHfLlama } from "../../models/hf.ts";
 import { withCompressedWeights } from "../../models/compressible.ts";
 import { compressModel } from "../../pipeline/compress_model.ts";
 import { prng } from "../../core/prng.ts";
+import { type Tensor, tensor } from "../../core/tensor.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
+import { readSafetensors } from "../../core/safetensors_file.ts";
+import { convert } from "../../core/convert.ts";
+import { shardName } from "../../models/formats/_shards.ts";
 
 Deno.test("a folder streamed block by block loads as the folder written at the end", async () => {
   const tmp = await Deno.makeTempDir();
@@ -67,6 +71,36 @@ Deno.test("a folder streamed block by block loads as the folder written at the e
       [...Deno.readDirSync(tmp)].map((e) => e.name).filter((n) => n.startsWith("partial")),
       [],
       "an aborted folder leaves nothing",
+    );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("a streamed folder stores its block linears in the dtype asked for", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    const lm = await loadModel(fixtureDir("llama"));
+    const w = await openHfStreamWriter(lm.model, `${tmp}/bf16`, { dtype: "bf16" });
+    // Weights a third of the model's: not bf16 values.
+    const third = (t: Tensor<"f32">) => tensor("f32", t.shape, t.data.map((v) => v / 3));
+    const w2 = third(lm.model.layers[0]!.w2);
+    for (let b = 0; b < lm.blocks.length; b++) {
+      const linears = Object.entries(lm.blocks[b]!.linears).map(([n, t]) => [n, third(t)]);
+      await w.writeBlock(b, { ...Object.fromEntries(linears), ...(b === 0 ? { w2 } : {}) });
+    }
+    await w.finish();
+    const { tensors } = await readSafetensors(`${tmp}/bf16/${shardName(0, lm.blocks.length + 1)}`);
+    assert.equal(tensors.get("model.layers.0.mlp.down_proj.weight")!.dtype, "bf16");
+    assert.equal(tensors.get("model.layers.0.input_layernorm.weight")!.dtype, "f32");
+    const back = await loadModel(`${tmp}/bf16`);
+    const rounded = convert(convert(w2, "bf16"), "f32").data;
+    assert.deepEqual(back.model.layers[0]!.w2.data, rounded);
+    assert.notDeepEqual(rounded, w2.data);
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      () => openHfStreamWriter(lm.model, `${tmp}/x`, { dtype: "f64" as any }),
+      /'dtype' must be "f32", "f16" or "bf16"/,
     );
   } finally {
     await Deno.remove(tmp, { recursive: true });
