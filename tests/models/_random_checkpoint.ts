@@ -7,7 +7,7 @@
  */
 
 import { f32ToBf16Bits } from "../../core/convert.ts";
-import { writeSafetensors } from "../../core/safetensors_file.ts";
+import { serializeSafetensors } from "../../core/safetensors.ts";
 import type { Tensor } from "../../core/tensor.ts";
 
 /** The shapes of a Llama checkpoint. */
@@ -46,25 +46,29 @@ export const LLAMA_SHAPES: Readonly<Record<"1b" | "8b", LlamaShape>> = {
   },
 };
 
-/** Random bf16 weights, uniform in ±scale (xorshift32, seeded per tensor). */
+/**
+ * Random bf16 weights, uniform in ±scale up to a table of 4096 values
+ * (xorshift32, seeded per tensor; two values per draw: a 1.9 B-value 8B
+ * folder takes ~5 s).
+ */
 function randomBf16(shape: number[], seed: number, scale: number): Tensor<"bf16"> {
   const n = shape.reduce((a, b) => a * b, 1);
-  // A table of 4096 bf16 values, indexed by a xorshift stream: fast enough for 1.2 B values.
   const table = new Uint16Array(4096);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const next = () => {
+  let s = (seed * 2654435761) | 0 || 1;
+  for (let i = 0; i < table.length; i++) {
     s ^= s << 13;
-    s >>>= 0;
     s ^= s >>> 17;
     s ^= s << 5;
-    return (s >>>= 0);
-  };
-  for (let i = 0; i < table.length; i++) {
-    table[i] = f32ToBf16Bits((next() / 2 ** 32 - 0.5) * 2 * scale);
+    table[i] = f32ToBf16Bits(((s >>> 0) / 2 ** 32 - 0.5) * 2 * scale);
   }
-  const data = new Uint16Array(n);
-  for (let i = 0; i < n; i++) data[i] = table[next() & 4095]!;
-  return { dtype: "bf16", shape, data };
+  const words = new Uint32Array(Math.ceil(n / 2));
+  for (let i = 0; i < words.length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    words[i] = table[s & 4095]! | (table[(s >>> 16) & 4095]! << 16);
+  }
+  return { dtype: "bf16", shape, data: new Uint16Array(words.buffer, 0, n) };
 }
 
 /**
@@ -95,13 +99,28 @@ export async function writeRandomLlama(dir: string, shape: LlamaShape): Promise<
   }
   names.push(["model.norm.weight", [d]]);
   if (!tied) names.push(["lm_head.weight", [vocab, d]]);
-  const shards = 3, perShard = Math.ceil(names.length / shards);
+  // Shards of at most ~2 GB, written without a sync (a benchmark's scratch
+  // folder: the page cache takes it at memory speed).
+  const size = (shape: number[]) => 2 * shape.reduce((a, b) => a * b, 1);
+  const plan: [string, number[]][][] = [[]];
+  let inShard = 0;
+  for (const entry of names) {
+    if (inShard > 0 && inShard + size(entry[1]) > 2e9) {
+      plan.push([]);
+      inShard = 0;
+    }
+    plan.at(-1)!.push(entry);
+    inShard += size(entry[1]);
+  }
+  const shards = plan.length;
   const weightMap: Record<string, string> = {};
   let bytes = 0;
   for (let s = 0; s < shards; s++) {
-    const file = `model-0000${s + 1}-of-0000${shards}.safetensors`;
+    const file = `model-${String(s + 1).padStart(5, "0")}-of-${
+      String(shards).padStart(5, "0")
+    }.safetensors`;
     const tensors = new Map<string, Tensor>();
-    names.slice(s * perShard, (s + 1) * perShard).forEach(([name, shape], i) => {
+    plan[s]!.forEach(([name, shape], i) => {
       const norm = shape.length === 1;
       const t = randomBf16(shape, s * 1000 + i + 1, norm ? 1 : 1 / Math.sqrt(shape[1]!));
       if (norm) t.data.fill(f32ToBf16Bits(1));
@@ -109,7 +128,7 @@ export async function writeRandomLlama(dir: string, shape: LlamaShape): Promise<
       weightMap[name] = file;
       bytes += t.data.byteLength;
     });
-    await writeSafetensors(`${dir}/${file}`, tensors, { format: "pt" });
+    await Deno.writeFile(`${dir}/${file}`, serializeSafetensors(tensors, { format: "pt" }));
   }
   await Deno.writeTextFile(
     `${dir}/model.safetensors.index.json`,
