@@ -206,3 +206,43 @@ export function resolveGrid(
   }
   return { bits, maxq: 2 ** bits - 1, symmetric, groupSize, perTensor, mse };
 }
+
+/**
+ * Ŵ[r, c] = scales[r, g]·(codes[r, c] − zeros[r, g]) with g = gIdx[c], for
+ * every row: the dequantization of a grid with a group per column. Columns
+ * are walked in runs of one group (contiguous groups make a handful of
+ * runs), so each value costs one multiply-subtract; each product is the
+ * float32 rounding of the exact one, as `Math.fround(s·(q − z))`.
+ *
+ * @param codes Codes [rows, cols].
+ * @param scales Steps [rows, groups].
+ * @param zeros Zero points [rows, groups].
+ * @param gIdx Group of each column [cols].
+ * @param rows Rows.
+ * @param cols Columns.
+ * @returns Ŵ [rows, cols].
+ */
+export function dequantizeGrid(
+  codes: ArrayLike<number>,
+  scales: ArrayLike<number>,
+  zeros: ArrayLike<number>,
+  gIdx: ArrayLike<number>,
+  rows: number,
+  cols: number,
+): Float32Array {
+  const out = new Float32Array(rows * cols);
+  const groups = rows > 0 ? scales.length / rows : 0;
+  // Runs of columns in one group: [start, end) with the group.
+  const starts: number[] = [];
+  for (let c = 0; c < cols; c++) if (c === 0 || gIdx[c] !== gIdx[c - 1]) starts.push(c);
+  starts.push(cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols, g0 = r * groups;
+    for (let k = 0; k + 1 < starts.length; k++) {
+      const a = starts[k]!, g = g0 + gIdx[a]!;
+      const s = scales[g]!, z = zeros[g]!;
+      for (let i = o + a, end = o + starts[k + 1]!; i < end; i++) out[i] = s * (codes[i]! - z);
+    }
+  }
+  return out;
+}

@@ -8,6 +8,7 @@
  */
 
 import { tensor } from "../core/tensor.ts";
+import { dequantizeGrid } from "../core/uniform_grid.ts";
 import type { ObsResult } from "./obs.ts";
 import { setObsMasks } from "./_obs_host.ts";
 import type { ObsGpuProblem } from "./obs_gpu.ts";
@@ -197,17 +198,8 @@ export function assembleObsResult(
   // (gptq() never reads them).
   const gIdxOrig = new Int32Array(n);
   for (let i = 0; i < n; i++) gIdxOrig[perm[i]!] = o.gIdx[i]!;
-  const dequantized = (): Float32Array => {
-    const out = new Float32Array(rows * n), groups = o.groups;
-    for (let r = 0; r < rows; r++) {
-      const row = r * n, gr = r * groups;
-      for (let c = 0; c < n; c++) {
-        const k = gr + gIdxOrig[c]!;
-        out[row + c] = scales![k]! * (codes![row + c]! - zeros![k]!);
-      }
-    }
-    return out;
-  };
+  const dequantized = (): Float32Array =>
+    dequantizeGrid(codes!, scales!, zeros!, gIdxOrig, rows, n);
   p.onProgress?.(n, n);
   let weightTensor: ObsResult["weight"] | null = weight === null
     ? null

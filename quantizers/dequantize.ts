@@ -8,6 +8,7 @@
 import { type Tensor, tensor } from "../core/tensor.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
 import { type AqlmWeight, dequantizeAqlm } from "./aqlm.ts";
+import { dequantizeGrid } from "../core/uniform_grid.ts";
 
 /**
  * The float32 weight of a quantized weight (uniform grids from RTN/GPTQ, or
@@ -40,16 +41,11 @@ export function dequantize(q: QuantizedWeight | AqlmWeight): Tensor<"f32"> {
           `Cannot dequantize as 'codes' (${q.codes.length}) or 'gIdx' (${q.gIdx.length}) do not match the shape [${q.shape}]`,
         );
       }
-      const groups = q.scales.length / rows;
-      const out = new Float32Array(rows * cols);
-      for (let r = 0; r < rows; r++) {
-        const o = r * cols, g0 = r * groups;
-        for (let c = 0; c < cols; c++) {
-          const k = g0 + q.gIdx[c]!;
-          out[o + c] = q.scales[k]! * (q.codes[o + c]! - q.zeros[k]!);
-        }
-      }
-      return tensor("f32", [rows, cols], out);
+      return tensor(
+        "f32",
+        [rows, cols],
+        dequantizeGrid(q.codes, q.scales, q.zeros, q.gIdx, rows, cols),
+      );
     }
     case "aqlm":
       return tensor("f32", [q.shape[0], q.shape[1]], dequantizeAqlm(q));
