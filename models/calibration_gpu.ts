@@ -40,6 +40,8 @@ import {
   layerBuffers,
   ropeTable,
   uploadBlock,
+  uploadBlockVectors,
+  vectorBuffers,
 } from "./_gpu_block.ts";
 import { encodeCopy, encodeRmsNorm, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkWindow, llamaEmbed } from "./forward.ts";
@@ -387,6 +389,8 @@ export function llamaCalibrationRunner(
   let uploaded: UploadedBlock | null = null;
   /** The next block's weights, uploaded ahead (see `prefetch`). */
   let next: UploadedBlock | null = null;
+  /** The upload of `next` while it is under way. */
+  let prefetching: Promise<void> | null = null;
   let attFor: CacheKey | null = null, resFor: CacheKey | null = null;
   let gFor: CacheKey | null = null;
   const timings: Record<string, number> = {};
@@ -530,15 +534,68 @@ export function llamaCalibrationRunner(
     return { index: block, from, buffers };
   }
 
-  /** Uploads the linears the model holds for `block` ahead of their use (see `prefetch`). */
-  function prefetchBlock(block: number): void {
-    if (!prefetch || next !== null || block >= model.layers.length) return;
-    const t0 = performance.now();
-    const layer = model.layers[block]!;
-    const from = {} as Record<LlamaLinear, Tensor<"f32">>;
-    for (const n of LLAMA_LINEARS) from[n] = layer[n];
-    next = upload(block, from);
-    timings.prefetch = (timings.prefetch ?? 0) + (performance.now() - t0) / 1000;
+  /**
+   * Starts reading and uploading the linears the model holds for `block`
+   * ahead of their use (see `prefetch`), unless that is under way or done.
+   * It runs between the host's other work: one linear at a time (widened
+   * from a lazily loaded model, then written to its place), yielding to the
+   * event loop in between, so that it fills the host's waits for the GPU.
+   * A failure only drops it (the block is then uploaded when used).
+   */
+  function startPrefetch(block: number): void {
+    if (!prefetch || disposed || next !== null || prefetching !== null) return;
+    if (block >= model.layers.length) return;
+    prefetching = prefetchBlock(block).catch(() => {}).finally(() => {
+      prefetching = null;
+    });
+  }
+
+  async function prefetchBlock(block: number): Promise<void> {
+    let t = performance.now(), host = 0;
+    const owned: GPUBuffer[] = [];
+    try {
+      const layer = model.layers[block]!;
+      const label = `calib:${block}`;
+      const vectors = uploadBlockVectors(gpu, config, layerVectors(layer), label);
+      owned.push(...vectorBuffers(vectors));
+      const product = (rows: number, cols: number, name: string): GPUBuffer => {
+        const b = storageBuffer(gpu, rows * cols * 4, `${label}:${name}`);
+        owned.push(b);
+        return b;
+      };
+      const buffers: LayerBuffers = {
+        ...vectors,
+        wqkv: product(qDim + 2 * kvDim, dim, "wqkv"),
+        wo: product(dim, qDim, "wo"),
+        w13: product(2 * H, dim, "w13"),
+        w2: product(dim, H, "w2"),
+      };
+      const from = {} as Record<LlamaLinear, Tensor<"f32">>;
+      for (const n of LLAMA_LINEARS) {
+        host += performance.now() - t;
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        t = performance.now();
+        if (disposed || next !== null) return;
+        from[n] = layer[n];
+        const place = placeOf(n, buffers);
+        writeBuffer(gpu, place.buffer, place.offset, from[n].data);
+      }
+      checkLayerExtras(config, { ...layerVectors(layer), ...from }, block);
+      for (const b of owned) bytes += b.size;
+      peak = Math.max(peak, bytes);
+      next = { index: block, from, buffers };
+      owned.length = 0;
+    } finally {
+      // Freed unless handed over as `next`.
+      for (const b of owned) b.destroy();
+      host += performance.now() - t;
+      timings.prefetch = (timings.prefetch ?? 0) + host / 1000;
+    }
+  }
+
+  /** Waits for a prefetch under way (before the block's buffers are read or replaced). */
+  async function settlePrefetch(): Promise<void> {
+    if (prefetching !== null) await prefetching;
   }
 
   function release(buffers: readonly GPUBuffer[]): void {
@@ -619,11 +676,14 @@ export function llamaCalibrationRunner(
     batch: GpuBatch,
     out: GPUBuffer,
     cols: number,
+    whileGpuWorks?: () => void,
   ): Promise<{ hessian: DeviceHessian; gpuSeconds: number; phases: Record<string, number> }> {
     const diagBuf = storageBuffer(gpu, cols * 4, "calib:diag");
     try {
       encodeHessianFinish(batch, out, cols, 1 / count, diagBuf);
-      const result = await batch.submit([diagBuf]);
+      const pending = batch.submit([diagBuf]);
+      whileGpuWorks?.();
+      const result = await pending;
       const diag = Float64Array.from(new Float32Array(result.data[0]!));
       const hessian = wrapDeviceHessian(gpu, out, cols, count, diag, () => {
         bytes -= out.size;
@@ -659,6 +719,7 @@ export function llamaCalibrationRunner(
   ): Promise<DeviceHessian> {
     const t0 = performance.now();
     const w = linearsOf(block, weights);
+    await settlePrefetch();
     const lb = blockOn(block, w);
     const cols = stop === "o" ? qDim : stop === "down" ? H : dim;
     const out = buffer(cols * cols * 4, "calib:xtx");
@@ -693,7 +754,14 @@ export function llamaCalibrationRunner(
       out.destroy();
       throw e;
     }
-    const { hessian, ...result } = await finishHessian(batch, out, cols);
+    // The down projection's pass is the block's longest: the next block is
+    // read and uploaded meanwhile (the pipeline holds this block's weights).
+    const { hessian, ...result } = await finishHessian(
+      batch,
+      out,
+      cols,
+      stop === "down" ? () => startPrefetch(block + 1) : undefined,
+    );
     account(result, (performance.now() - t0) / 1000);
     return hessian;
   }
@@ -724,6 +792,7 @@ export function llamaCalibrationRunner(
     async propagate(block, weights) {
       check(block);
       const w = linearsOf(block, weights);
+      await settlePrefetch();
       const lb = blockOn(block, w);
       const t0 = performance.now();
       const batch = new GpuBatch(gpu);
@@ -740,13 +809,9 @@ export function llamaCalibrationRunner(
       batch.phase("mlp");
       attFor = resFor = gFor = null;
       const pending = batch.submit([]);
-      // The work is queued: the host reads and uploads the next block meanwhile.
-      try {
-        prefetchBlock(block + 1);
-      } catch (e) {
-        pending.catch(() => {});
-        throw e;
-      }
+      // The work is queued: the next block is read and uploaded meanwhile
+      // (unless the down projection's pass started that).
+      startPrefetch(block + 1);
       account(await pending, (performance.now() - t0) / 1000);
     },
     async headHessian() {

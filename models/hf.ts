@@ -246,8 +246,9 @@ export async function writeHfLlama(
 export interface LoadHfOptions {
   /**
    * When the block weights become float32: `"block"` keeps every tensor in
-   * its stored dtype (bf16, f16 or f32) and widens one block at a time as the
-   * forward pass or the pipeline reads it (the last block widened is kept);
+   * its stored dtype (bf16, f16 or f32) and widens a block's linears as the
+   * forward pass or the pipeline reads them, one at a time (the widened
+   * linears of the last block read are kept);
    * `"load"` widens every block once, at load (faster repeated passes over a
    * small model, 2× the memory of a bf16 checkpoint and more).
    * @default "block"
@@ -352,30 +353,29 @@ export function rotaryRowOrder(heads: number, rows: number): Int32Array {
 /**
  * Layers whose small vectors (norms, biases) are plain fields and whose
  * linears are read through getters: the first read of a linear of layer l
- * widens that block's linears (`widen(l)`) and keeps them until another
- * block's are read, so at most one widened block exists at a time (plus what
- * callers hold on to). Each layer also keeps its linears as stored under the
- * non-enumerable {@linkcode STORED_LINEARS}, which the CPU forward pass uses
- * without widening.
+ * widens that linear (`widen(l, key)`), and the block's widened linears are
+ * kept until a linear of another block is read, so at most one widened
+ * block exists at a time (plus what callers hold on to); a caller may widen
+ * a block linear by linear. Each layer also keeps its linears as stored
+ * under the non-enumerable {@linkcode STORED_LINEARS}, which the CPU forward
+ * pass uses without widening.
  */
 function lazyLayers(
   n: number,
   small: (l: number) => Omit<LlamaLayer, LlamaLinear>,
   stored: (l: number) => Record<LlamaLinear, StoredLinear>,
-  widen: (l: number) => Record<LlamaLinear, Tensor<"f32">>,
+  widen: (l: number, key: LlamaLinear) => Tensor<"f32">,
 ): LlamaLayer[] {
-  let cached: { l: number; linears: Record<LlamaLinear, Tensor<"f32">> } | null = null;
-  const block = (l: number): Record<LlamaLinear, Tensor<"f32">> => {
-    if (cached === null || cached.l !== l) {
-      cached = null; // release the previous block before widening the next
-      cached = { l, linears: widen(l) };
-    }
-    return cached.linears;
+  let cached: { l: number; linears: Partial<Record<LlamaLinear, Tensor<"f32">>> } | null = null;
+  const linear = (l: number, key: LlamaLinear): Tensor<"f32"> => {
+    // The previous block is released before a linear of the next is widened.
+    if (cached === null || cached.l !== l) cached = { l, linears: {} };
+    return cached.linears[key] ??= widen(l, key);
   };
   return Array.from({ length: n }, (_, l) => {
     const layer = { ...small(l) };
     for (const key of LLAMA_LINEARS) {
-      Object.defineProperty(layer, key, { get: () => block(l)[key], enumerable: true });
+      Object.defineProperty(layer, key, { get: () => linear(l, key), enumerable: true });
     }
     Object.defineProperty(layer, STORED_LINEARS, { value: stored(l), enumerable: false });
     return layer as LlamaLayer;
@@ -531,21 +531,20 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
   };
   const f32 = (w: Tensor<WeightDType> | PackedLinear): Tensor<"f32"> =>
     isPackedLinear(w) ? dequantizePacked(w) : f32Weight(w);
-  const widenLinears = (l: number): Record<LlamaLinear, Tensor<"f32">> => {
-    const s = storedLinears(l);
-    return {
-      wq: permuteRotaryRows(f32(s.wq.weight), nHeads, false),
-      wk: permuteRotaryRows(f32(s.wk.weight), nKvHeads, false),
-      wv: f32(s.wv.weight),
-      wo: f32(s.wo.weight),
-      w1: f32(s.w1.weight),
-      w3: f32(s.w3.weight),
-      w2: f32(s.w2.weight),
-    };
+  const widenLinear = (l: number, key: LlamaLinear): Tensor<"f32"> => {
+    const w = f32(linearWeight(l, key));
+    if (key === "wq") return permuteRotaryRows(w, nHeads, false);
+    if (key === "wk") return permuteRotaryRows(w, nKvHeads, false);
+    return w;
   };
+  const widenLinears = (l: number): Record<LlamaLinear, Tensor<"f32">> =>
+    Object.fromEntries(LLAMA_LINEARS.map((key) => [key, widenLinear(l, key)])) as Record<
+      LlamaLinear,
+      Tensor<"f32">
+    >;
   const layers = widen === "load"
     ? Array.from({ length: nLayers }, (_, l): LlamaLayer => ({ ...small(l), ...widenLinears(l) }))
-    : lazyLayers(nLayers, small, storedLinears, widenLinears);
+    : lazyLayers(nLayers, small, storedLinears, widenLinear);
   const stored = (t: Tensor<WeightDType>) => widen === "load" ? f32Weight(t) : t;
   const tokenEmbedding = stored(get("model.embed_tokens.weight", [vocabSize, dim]));
   const finalNorm = vec(get("model.norm.weight", [dim]));

@@ -263,7 +263,10 @@ export async function compressModel(
           `Cannot resume: block ${block.name} is only partly completed (${done.join(", ")})`,
         );
       }
-      const weights: Record<string, Tensor<"f32">> = { ...block.linears };
+      // The block's weights as read once here (a lazily loaded model may drop
+      // them from its cache meanwhile: a runner reads the next block ahead).
+      const originals: Readonly<Record<string, Tensor<"f32">>> = { ...block.linears };
+      const weights: Record<string, Tensor<"f32">> = { ...originals };
       current = weights;
       const results: CompressedLinear[] = [];
       if (done.length === names.length) {
@@ -305,7 +308,7 @@ export async function compressModel(
                 Promise.allSettled(group.map(async (n): Promise<CompressedLinear> => {
                   report(b, "compress", (g + 0.5) / groups.length, full(n));
                   const stages = stagesFor(recipe, full(n));
-                  const w = block.linears[n]!;
+                  const w = originals[n]!;
                   if (stages.length === 0) {
                     return {
                       name: full(n),
