@@ -63,6 +63,11 @@ export interface HfStreamWriter {
   abort(): Promise<void>;
 }
 
+/** Lets the event loop run what is waiting (a macrotask turn). */
+function pause(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
 /**
  * Opens a folder to write a model block by block.
  *
@@ -118,14 +123,21 @@ export async function openHfStreamWriter(
         if (!w) return Promise.reject(new RangeError(`Cannot write block ${block}: no '${n}'`));
         (layer as Record<LlamaLinear, Tensor<"f32">>)[n] = w;
       }
-      const tensors = hfLayerTensors(model.config, block, layer);
-      if (dtype !== "f32") {
-        for (const n of LLAMA_LINEARS) {
-          const key = hfNames(block)[n];
-          tensors.set(key, convert(tensors.get(key)!, dtype));
+      // The host work (q/k rows to Hugging Face's order, the dtype's
+      // rounding) runs a linear at a time, yielding to the event loop in
+      // between, so that it fills the caller's waits (e.g. for the GPU).
+      const p = (async () => {
+        await pause();
+        const tensors = hfLayerTensors(model.config, block, layer);
+        if (dtype !== "f32") {
+          for (const n of LLAMA_LINEARS) {
+            await pause();
+            const key = hfNames(block)[n];
+            tensors.set(key, convert(tensors.get(key)!, dtype));
+          }
         }
-      }
-      const p = writeShard(block, tensors);
+        await writeShard(block, tensors);
+      })();
       written.set(block, p);
       return p;
     },
