@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { testGpu } from "../kernels/_gpu.ts";
+import { randomTensor } from "./_random_tensor.ts";
 import { prng } from "../../core/prng.ts";
-import { type Tensor, tensor } from "../../core/tensor.ts";
+import { tensor } from "../../core/tensor.ts";
 import { hessian } from "../../hessian/hessian.ts";
 import {
   hessianOnDevice,
@@ -19,16 +20,6 @@ import { encodeHessianFinish, hessianFinishReference } from "../../kernels/hessi
 import { GpuBatch, storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { encodeSubtract, subtractReference } from "../../kernels/subtract_kernel.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
-
-function randomTensor(rows: number, cols: number, seed: number, scale = 1): Tensor<"f32"> {
-  const rng = prng(seed);
-  // Columns of different scales, so that the Hessian is not close to a multiple of I.
-  const data = Float32Array.from(
-    { length: rows * cols },
-    (_, i) => rng.normal() * scale * (1 + (i % cols) / cols),
-  );
-  return tensor("f32", [rows, cols], data);
-}
 
 Deno.test("the Hessian finishing pass mirrors, scales and extracts the diagonal like its reference", async () => {
   const gpu = await testGpu();

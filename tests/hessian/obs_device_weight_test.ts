@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { testGpu } from "../kernels/_gpu.ts";
-import { prng } from "../../core/prng.ts";
-import { type Tensor, tensor } from "../../core/tensor.ts";
+import { randomTensor } from "./_random_tensor.ts";
+import { tensor } from "../../core/tensor.ts";
 import { hessianOnDevice } from "../../hessian/device_hessian.ts";
 import { gptq } from "../../quantizers/gptq.ts";
 import { sparsegpt } from "../../pruners/sparsegpt.ts";
@@ -14,15 +14,6 @@ import {
   type DeviceWeight,
   releaseDeviceCopy,
 } from "../../kernels/device_copies.ts";
-
-function randomTensor(rows: number, cols: number, seed: number, scale = 1): Tensor<"f32"> {
-  const rng = prng(seed);
-  const data = Float32Array.from(
-    { length: rows * cols },
-    (_, i) => rng.normal() * scale * (1 + (i % cols) / cols),
-  );
-  return tensor("f32", [rows, cols], data);
-}
 
 async function read(gpu: Gpu, buffer: GPUBuffer, offset: number, count: number) {
   const out = await new GpuBatch(gpu).submit([{ buffer, offset, size: count * 4 }]);
