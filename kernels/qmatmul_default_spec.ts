@@ -1,9 +1,11 @@
 /**
  * The specialization of the packed low-bit matmul: the default per packed
- * weight and batch size (`qmatmulSpec`, chosen from H100 sweeps), and the one
- * a product runs (`qmatmulResolvedSpec`: the default with a variant's
- * overrides, checked against the device's limits). `qmatmul_kernel.ts`
- * records the product with it.
+ * weight and batch size (`qmatmulSpec`: the few-row path `qmatmulFewRowSpec`
+ * up to 4 rows of x, provisional; above, rules chosen from H100 sweeps), the
+ * previous batch 1–4 default (`qmatmulSweptFewRowSpec`, kept for the
+ * benchmarks), and the one a product runs (`qmatmulResolvedSpec`: the
+ * default with a variant's overrides, checked against the device's limits).
+ * `qmatmul_kernel.ts` records the product with it.
  *
  * Web-standard only.
  *
@@ -85,9 +87,146 @@ function nearestPow2(v: number): number {
 }
 
 /**
- * The default specialization for a packed weight and a batch size, from the
- * H100 sweep of tests/bench/qmatmul_sweep.ts (every variant timed in
- * alternation with the previous kernel, fastest of many short passes).
+ * Rows of x up to which {@linkcode qmatmulSpec} takes the few-row path
+ * ({@linkcode qmatmulFewRowSpec}). Provisional: chosen before any H100
+ * timing of that path (tests/bench/generate.ts times it beside
+ * {@linkcode qmatmulSweptFewRowSpec} per Llama linear), to be tuned there.
+ */
+export const QMATMUL_FEW_ROWS = 4;
+
+/**
+ * Workgroups the few-row path aims for at least (about two per SM of an
+ * H100's 132): sub-teams (`split`) are added until the row tiles give this
+ * many. Provisional, like {@linkcode QMATMUL_FEW_ROWS}.
+ */
+const FEW_ROW_WORKGROUPS = 256;
+
+/** The weight's dimensions in tiles and chunks, and the fields every specialization shares. */
+function weightBase(packed: PackedWeight) {
+  const tiles = packed.paddedRows / PACK_TILE, chunks = packed.paddedCols / PACK_TILE;
+  const groupChunks = packed.groupStride / PACK_TILE;
+  return {
+    tiles,
+    base: {
+      bits: packed.bits,
+      scaleType: packed.scaleType,
+      zeros: packed.zeros !== null,
+      chunks,
+      groupChunks,
+      split: 1,
+      batchedStage: false,
+      reduce: "tree" as const,
+    },
+  };
+}
+
+/**
+ * Keeps a specialization to the weight and the device: row tiles to the
+ * weight's, steps to the group size, teams to the invocation limit and to
+ * the steps there are; then x staged only where it fits the workgroup
+ * memory, and teams halved until the partial sums fit it.
+ */
+function fitSpec(
+  s: QmatmulSpec,
+  tiles: number,
+  workgroupBytes: number,
+  invocations: number,
+): QmatmulSpec {
+  let { rowTiles, warps } = s;
+  while (rowTiles > 1 && rowTiles > tiles) rowTiles /= 2;
+  const unroll = fitUnroll(s.unroll, s.groupChunks);
+  warps = Math.min(warps, 32, invocations / PACK_TILE);
+  while (warps > 1 && warps * s.split > s.chunks / unroll) warps /= 2;
+  s = { ...s, rowTiles, warps, unroll };
+  if (s.sharedX && qmatmulWorkgroupBytes(s) > workgroupBytes) s = { ...s, sharedX: false };
+  while (s.warps > 1 && qmatmulWorkgroupBytes(s) > workgroupBytes) {
+    s = { ...s, warps: s.warps / 2 };
+  }
+  return s;
+}
+
+/** Throws unless m is a batch size of the few-row path. */
+function checkFewRows(m: number, what: string): void {
+  if (!Number.isInteger(m) || m < 1 || m > QMATMUL_FEW_ROWS) {
+    throw new RangeError(
+      `Cannot choose ${what} as 'm' must be an integer in [1, ${QMATMUL_FEW_ROWS}]: current value is ${m}`,
+    );
+  }
+}
+
+/**
+ * The few-row specialization (batch 1 to {@linkcode QMATMUL_FEW_ROWS}: the
+ * GEMV of token generation), the default there. Many small workgroups,
+ * each reading K once with every one of its 32-lane teams:
+ *
+ * - a workgroup owns 32/`split` rows of one row tile, `split` the smallest
+ *   of 1, 2, 4 that gives at least 256 workgroups (Llama-3.2-1B's 64-tile
+ *   o and down projections get 4: 256 workgroups of 8 rows; its gate and up
+ *   together, 512 tiles, get 1). Each sub-team of 32/split lanes reads
+ *   32/split·b contiguous words per chunk (128 bytes at 4 bits and split 4:
+ *   whole cache lines);
+ * - its `warps` teams (8, i.e. 256 threads, halved until every sub-team
+ *   has at least two steps) take the K steps in turn, consecutive sub-teams
+ *   consecutive steps, so a round of loads is contiguous; a step is 4
+ *   chunks at batch 1–2 and 2 at batch 3–4 (at most one group), and the
+ *   next step's words and scales are loaded while the current one is used
+ *   (`prefetch`); the partial sums are added in workgroup memory (tree);
+ * - x is read from global memory, each chunk once per thread and batch row
+ *   (broadcast loads that the L1 cache serves), not staged: a workgroup of
+ *   8 rows staging all of x would copy as many bytes of x as it reads of
+ *   weights (so neither "half" nor "dot4", which read a staged x);
+ * - the "exact" dequantization where the zero points allow it, else "fma".
+ *
+ * Provisional (not yet timed on the H100; tests/bench/generate.ts times it
+ * beside {@linkcode qmatmulSweptFewRowSpec}, the previous default, and
+ * neighbours of both).
+ *
+ * @param packed The packed weight.
+ * @param m Rows of x, 1 to {@linkcode QMATMUL_FEW_ROWS}.
+ * @param limits The device's limits.
+ * @returns The specialization.
+ * @throws {RangeError} for m outside [1, {@linkcode QMATMUL_FEW_ROWS}].
+ */
+export function qmatmulFewRowSpec(
+  packed: PackedWeight,
+  m: number,
+  limits: QmatmulLimits = {},
+): QmatmulSpec {
+  checkFewRows(m, "the few-row qmatmul specialization");
+  const { workgroupBytes = 16384, invocations = 256 } = limits;
+  const { tiles, base } = weightBase(packed);
+  let split = 1;
+  while (split < 4 && tiles * split < FEW_ROW_WORKGROUPS) split *= 2;
+  const unroll = fitUnroll(m <= 2 ? 4 : 2, base.groupChunks);
+  const steps = base.chunks / unroll;
+  let warps = 8;
+  while (warps > 1 && warps * split * 2 > steps) warps /= 2;
+  return fitSpec(
+    {
+      ...base,
+      rowTiles: 1,
+      warps,
+      split,
+      batch: m,
+      unroll,
+      prefetch: true,
+      sharedX: false,
+      dequant: qmatmulExactZeros(packed) ? "exact" : "fma",
+    },
+    tiles,
+    workgroupBytes,
+    invocations,
+  );
+}
+
+/**
+ * The batch 1–4 defaults of the H100 sweeps of tests/bench/qmatmul_sweep.ts
+ * (every variant timed in alternation with the previous kernel, fastest of
+ * many short passes, on N×K ∈ {4096², 11008×4096, 4096×11008, 16384×4096}),
+ * the default before the few-row path ({@linkcode qmatmulFewRowSpec}); kept
+ * so that the benchmarks time both, until the choice is measured per shape.
+ * One workgroup per row tile (or two), its teams splitting K, x mostly
+ * staged in workgroup memory.
  *
  * - Batch 1–2 (GEMV): "exact" dequantization (where the zero points allow
  *   it), steps of 4 chunks without prefetch, x staged in workgroup memory
@@ -110,6 +249,82 @@ function nearestPow2(v: number): number {
  *   f16 subnormals (`limits.f16Subnormals` false).
  * - Batch 3–4: from 344 tiles (N ≥ 11008) on two row tiles, 8 teams, steps
  *   of 2 with prefetch; below, one row tile, 32 teams, steps of 2.
+ *
+ * Teams are then halved until the partial sums (and staged x) fit the
+ * workgroup memory and the workgroup fits the invocation limit; x is staged
+ * only where it fits.
+ *
+ * @param packed The packed weight.
+ * @param m Rows of x, 1 to 4.
+ * @param limits The device's limits.
+ * @returns The specialization.
+ * @throws {RangeError} for m outside [1, 4].
+ */
+export function qmatmulSweptFewRowSpec(
+  packed: PackedWeight,
+  m: number,
+  limits: QmatmulLimits = {},
+): QmatmulSpec {
+  checkFewRows(m, "the swept few-row qmatmul specialization");
+  const { workgroupBytes = 16384, invocations = 256, f16Subnormals = true } = limits;
+  const { tiles, base } = weightBase(packed);
+  const exact = qmatmulExactZeros(packed);
+  const fit = (s: QmatmulSpec) => fitSpec(s, tiles, workgroupBytes, invocations);
+  if (m > 2) {
+    const wide = tiles >= 344;
+    return fit({
+      ...base,
+      rowTiles: wide ? 2 : 1,
+      warps: wide ? 8 : 32,
+      batch: m,
+      unroll: 2,
+      prefetch: wide,
+      sharedX: false,
+      dequant: exact ? "exact" : "fma",
+    });
+  }
+  const rowTiles = tiles >= 512 ? 2 : 1;
+  const warps = nearestPow2(4096 / Math.ceil(tiles / rowTiles));
+  // Batch 1 where the --gemv sweep measured batched staging > 3% faster.
+  const batched = m === 1 && rowTiles === 1 &&
+    (packed.bits === 4 || (packed.bits === 8 && tiles <= 128));
+  const spec: QmatmulSpec = {
+    ...base,
+    rowTiles,
+    warps: batched ? Math.min(16, warps) : warps,
+    batch: m,
+    unroll: 4,
+    prefetch: false,
+    sharedX: packed.bits === 3 || packed.bits === 4 || batched,
+    batchedStage: batched,
+    dequant: exact ? "exact" : "fma",
+  };
+  // Where the --confirm sweep measured "half" faster than "exact" (it stages x).
+  const half = f16Subnormals &&
+    ((packed.bits === 4 && (m === 1 || tiles >= 512)) || (packed.bits === 2 && m === 1));
+  if (!half) return fit(spec);
+  const fitted = fit({
+    ...spec,
+    prefetch: packed.bits === 4 && (m === 2 || rowTiles === 1),
+    sharedX: true,
+    batchedStage: true,
+    dequant: "half",
+  });
+  // "half" reads the staged copy of x: where it does not fit, the default without it.
+  return fitted.sharedX ? fitted : fit(spec);
+}
+
+/**
+ * The default specialization for a packed weight and a batch size.
+ *
+ * - Batch 1 to {@linkcode QMATMUL_FEW_ROWS} (4): the few-row path,
+ *   {@linkcode qmatmulFewRowSpec} (provisional; the previous default, from
+ *   H100 sweeps at N ≥ 4096, is {@linkcode qmatmulSweptFewRowSpec}).
+ *
+ * Larger batches, from the H100 sweep of tests/bench/qmatmul_sweep.ts
+ * (every variant timed in alternation with the previous kernel, fastest of
+ * many short passes):
+ *
  * - Batch 5–8: one x tile; 4 row tiles and 16 teams from 512 tiles on, else
  *   one row tile and 16 teams; single-chunk steps.
  * - Batch 9–16: from 512 tiles on one x tile of 16 rows, 4 row tiles, 8
@@ -150,66 +365,12 @@ export function qmatmulSpec(
   m: number,
   limits: QmatmulLimits = {},
 ): QmatmulSpec {
-  const { workgroupBytes = 16384, invocations = 256, f16Subnormals = true } = limits;
-  const tiles = packed.paddedRows / PACK_TILE, chunks = packed.paddedCols / PACK_TILE;
-  const groupChunks = packed.groupStride / PACK_TILE;
-  const exact = qmatmulExactZeros(packed);
-  const base = {
-    bits: packed.bits,
-    scaleType: packed.scaleType,
-    zeros: packed.zeros !== null,
-    chunks,
-    groupChunks,
-    split: 1,
-    batchedStage: false,
-    reduce: "tree" as const,
-  };
+  if (m <= QMATMUL_FEW_ROWS) return qmatmulFewRowSpec(packed, m, limits);
+  const { workgroupBytes = 16384, invocations = 256 } = limits;
+  const { tiles, base } = weightBase(packed);
+  const { chunks } = base;
   let spec: QmatmulSpec;
-  // The default without "half", where "half" is chosen (it needs x staged, which may not fit).
-  let withoutHalf: QmatmulSpec | null = null;
-  if (m <= 2) {
-    const rowTiles = tiles >= 512 ? 2 : 1;
-    const warps = nearestPow2(4096 / Math.ceil(tiles / rowTiles));
-    // Batch 1 where the --gemv sweep measured batched staging > 3% faster.
-    const batched = m === 1 && rowTiles === 1 &&
-      (packed.bits === 4 || (packed.bits === 8 && tiles <= 128));
-    // Where the --confirm sweep measured "half" faster than "exact" (it stages x).
-    const half = f16Subnormals &&
-      ((packed.bits === 4 && (m === 1 || tiles >= 512)) || (packed.bits === 2 && m === 1));
-    spec = {
-      ...base,
-      rowTiles,
-      warps: batched ? Math.min(16, warps) : warps,
-      batch: Math.max(1, m),
-      unroll: 4,
-      prefetch: false,
-      sharedX: packed.bits === 3 || packed.bits === 4 || batched,
-      batchedStage: batched,
-      dequant: exact ? "exact" : "fma",
-    };
-    if (half) {
-      withoutHalf = spec;
-      spec = {
-        ...spec,
-        prefetch: packed.bits === 4 && (m === 2 || rowTiles === 1),
-        sharedX: true,
-        batchedStage: true,
-        dequant: "half",
-      };
-    }
-  } else if (m <= 4) {
-    const wide = tiles >= 344;
-    spec = {
-      ...base,
-      rowTiles: wide ? 2 : 1,
-      warps: wide ? 8 : 32,
-      batch: m,
-      unroll: 2,
-      prefetch: wide,
-      sharedX: false,
-      dequant: exact ? "exact" : "fma",
-    };
-  } else if (m <= 8) {
+  if (m <= 8) {
     const wide = tiles >= 512;
     spec = {
       ...base,
@@ -258,23 +419,7 @@ export function qmatmulSpec(
       dequant: "fma",
     };
   }
-  // Keep to the weight (row tiles, steps per group) and the device.
-  const fit = (s: QmatmulSpec): QmatmulSpec => {
-    let { rowTiles, warps } = s;
-    while (rowTiles > 1 && rowTiles > tiles) rowTiles /= 2;
-    const unroll = fitUnroll(s.unroll, groupChunks);
-    warps = Math.min(warps, 32, invocations / PACK_TILE);
-    while (warps > 1 && warps * s.split > chunks / unroll) warps /= 2;
-    s = { ...s, rowTiles, warps, unroll };
-    if (s.sharedX && qmatmulWorkgroupBytes(s) > workgroupBytes) s = { ...s, sharedX: false };
-    while (s.warps > 1 && qmatmulWorkgroupBytes(s) > workgroupBytes) {
-      s = { ...s, warps: s.warps / 2 };
-    }
-    return s;
-  };
-  const fitted = fit(spec);
-  // "half" reads the staged copy of x: where it does not fit, the default without it.
-  return fitted.dequant === "half" && !fitted.sharedX ? fit(withoutHalf!) : fitted;
+  return fitSpec(spec, tiles, workgroupBytes, invocations);
 }
 
 /**

@@ -9,7 +9,9 @@
  *
  * One kernel family (`qmatmul_wgsl.ts`, whose module docs describe the work
  * split and the dequantizations) covers every batch size: batch 1 is the
- * GEMV, larger batches are split into tiles of up to 32 x rows (16 in the
+ * GEMV (up to 4 rows, the few-row default: many workgroups of 8–32 weight
+ * rows whose teams split K, x read from global memory), larger batches are
+ * split into tiles of up to 32 x rows (16 in the
  * defaults), each thread feeding every dequantized code to the FMAs of all
  * rows of its tile; where K is long and the rows few, K is also split over
  * workgroups whose partial sums a second pass adds (`splitK`). This

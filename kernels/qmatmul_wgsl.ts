@@ -21,7 +21,10 @@
  * the current step is used (software pipelining), so two steps of loads are
  * in flight per thread. x is read with broadcast loads (every lane of a team
  * reads the same address) from global memory, or from a copy of the
- * workgroup's x rows staged in workgroup memory once (`sharedX`).
+ * workgroup's x rows staged in workgroup memory once (`sharedX`). The
+ * few-row default (`qmatmulFewRowSpec`, 1–4 rows of x) is this split with
+ * sub-teams of 8–32 lanes, so that even 64 row tiles give 256 workgroups,
+ * and x read from global memory.
  *
  * With `splitK` > 1, the workgroups of an output tile also split K: each
  * takes a contiguous slice of the steps and writes its sums to its slice
@@ -60,7 +63,8 @@
  *   conversion per code (two per mask) and one FMA per code and x row. Needs
  *   a device whose f16 → f32 conversion keeps f16 subnormals (the tests and
  *   the sweep's check catch one that flushes them; the H100 keeps them).
- *   The default at 2 and 4 bits for batch 1 (see `qmatmulSpec`). Its
+ *   The swept default at 2 and 4 bits for batch 1 (see
+ *   `qmatmulSweptFewRowSpec`). Its
  *   rounding is relative to Σ|q·x| + |z·Σx| per step rather than the
  *   Σ|(q − z)·x| of "exact" (the zero point is subtracted after the sums):
  *   measured 2.5e−7 against 1.6e−7 relative (rms) with normal x, 1.5e−7

@@ -101,7 +101,13 @@ export interface DecodeRunResult {
   readonly stopped: boolean;
   readonly prefillSeconds: number;
   readonly decodeSeconds: number;
-  readonly gpu?: { readonly stepSeconds: number; readonly phases: Record<string, number> };
+  /** Compute dispatches of one decode step. */
+  readonly stepDispatches: number;
+  readonly gpu?: {
+    readonly stepSeconds: number;
+    readonly phases: Record<string, number>;
+    readonly phaseDispatches: Record<string, number>;
+  };
 }
 
 const MAP_READ = 0x1, COPY_DST = 0x8, QUERY_RESOLVE = 0x200, COPY_SRC = 0x4;
@@ -530,13 +536,18 @@ export class GpuDecoder {
       });
     }
     for (const k of Object.keys(phases)) phases[k] = phases[k]! / Math.max(1, timedSteps);
+    const phaseDispatches: Record<string, number> = {};
+    step.passDispatches.forEach((n, i) => {
+      phaseDispatches[passes[i]!] = (phaseDispatches[passes[i]!] ?? 0) + n;
+    });
     return {
       tokens,
       stopped: tokens.length > 0 && stop.has(tokens[tokens.length - 1]!),
       prefillSeconds: (tPrefill - t0) / 1000,
       decodeSeconds: (tEnd - tPrefill) / 1000,
+      stepDispatches: step.dispatches,
       ...(timed && timedSteps > 0
-        ? { gpu: { stepSeconds: stepSeconds / timedSteps, phases } }
+        ? { gpu: { stepSeconds: stepSeconds / timedSteps, phases, phaseDispatches } }
         : {}),
     };
   }

@@ -168,6 +168,11 @@ export class GpuProgram {
     return this.#passes.reduce((n, p) => n + p.commands.length, 0);
   }
 
+  /** Number of dispatches of each pass, in the order of {@linkcode GpuProgram.passNames}. */
+  get passDispatches(): number[] {
+    return this.#passes.map((p) => p.commands.length);
+  }
+
   /**
    * Records every pass into an encoder.
    *

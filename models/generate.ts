@@ -91,10 +91,20 @@ export interface GenerateResult {
   /** Tokens after the first per second of `decodeSeconds` (NaN with fewer than 2 tokens). */
   tokensPerSecond: number;
   /**
-   * With `profile` on WebGPU: mean GPU seconds of a decode step, and of each
-   * phase ("qkv", "attention", "o", "gate-up", "down" summed over the blocks, "head").
+   * On WebGPU: the compute dispatches of one decode step (one token: the
+   * embedding, every block, the head, the argmax and the position counter).
    */
-  gpu?: { stepSeconds: number; phases: Record<string, number> };
+  stepDispatches?: number;
+  /**
+   * With `profile` on WebGPU: mean GPU seconds of a decode step, and of each
+   * phase ("qkv", "attention", "o", "gate-up", "down" summed over the blocks, "head"),
+   * and the dispatches of each phase in one step.
+   */
+  gpu?: {
+    stepSeconds: number;
+    phases: Record<string, number>;
+    phaseDispatches: Record<string, number>;
+  };
 }
 
 /** A model ready to generate from, its weights uploaded once. */
@@ -190,7 +200,12 @@ function result(
     stopped: boolean;
     prefillSeconds: number;
     decodeSeconds: number;
-    gpu?: { stepSeconds: number; phases: Record<string, number> };
+    stepDispatches?: number;
+    gpu?: {
+      stepSeconds: number;
+      phases: Record<string, number>;
+      phaseDispatches: Record<string, number>;
+    };
   },
 ): GenerateResult {
   const { tokens, prefillSeconds, decodeSeconds } = r;
@@ -201,6 +216,7 @@ function result(
     prefillSeconds,
     decodeSeconds,
     tokensPerSecond: tokens.length > 1 ? (tokens.length - 1) / decodeSeconds : NaN,
+    ...(r.stepDispatches === undefined ? {} : { stepDispatches: r.stepDispatches }),
     ...(r.gpu ? { gpu: r.gpu } : {}),
   };
 }

@@ -5,14 +5,27 @@
  * block linears RTN-quantized to 4 bits in groups of 128 (embedding and
  * classifier f16), each after a warm-up run, at one step in flight and at
  * `--in-flight` steps, and once more with timestamp queries for the GPU time
- * of each phase of a step. Before that (unless `--no-kernels`) it times the
- * one-row products of every block linear and the classifier: the forward
- * pass's GEMM (`encodeLinear`), the decode GEMV in f32 and f16, and
- * `qmatmul` at 4 bits g128. Prints one JSON object on stdout (progress on
- * stderr).
+ * of each phase of a step; each configuration also reports the dispatches
+ * of one step (in all and per phase) and the GPU µs per dispatch.
+ *
+ * Before that (unless `--no-kernels`) it times the one-row products of
+ * every block linear and the classifier at the shapes of `--kernel-shapes`
+ * (default: the run's shape; e.g. `1b,8b`), all in this process: the
+ * forward pass's GEMM (`encodeLinear`) and the decode GEMV in f32 (where the
+ * weight fits one binding), the f16 GEMV, and `qmatmul` at 4 bits g128 with
+ * its few-row default (`qmatmulFewRowSpec`, key "qmatmul-w4g128") beside the
+ * previous default (`qmatmulSweptFewRowSpec`, "qmatmul-w4g128-swept"), and
+ * with `--neighbours` variants around the few-row default. Weights rotate
+ * through copies spanning more than the L2 cache (a decode step reads each
+ * weight once); each figure is the fastest of many short passes after
+ * `--warmup` seconds of untimed calls (`timeCalls` of
+ * tests/bench/_qmatmul_common.ts). `--kernel-rows=1,2,4` times those batch
+ * sizes too; `--kernels-only` stops after the kernels. Prints one JSON
+ * object on stdout (progress on stderr).
  *
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
- *       [--in-flight=8] [--dir=DIR] [--no-kernels]
+ *       [--in-flight=8] [--dir=DIR] [--no-kernels] [--kernels-only] [--kernel-shapes=1b,8b]
+ *       [--kernel-rows=1] [--neighbours] [--warmup=0.3]
  *
  * Uses the file system.
  *
@@ -21,28 +34,38 @@
 
 import {
   acquireGpu,
+  bindingLimit,
   type Gpu,
-  GpuBatch,
+  type GpuBatch,
   storageBuffer,
   uploadBuffer,
 } from "../../kernels/backend.ts";
+import { encodeQmatmul } from "../../kernels/qmatmul_kernel.ts";
 import {
-  destroyPackedWeight,
-  encodeQmatmul,
-  uploadPackedWeight,
-} from "../../kernels/qmatmul_kernel.ts";
+  type QmatmulLimits,
+  qmatmulResolvedSpec,
+  qmatmulSweptFewRowSpec,
+  type QmatmulVariant,
+} from "../../kernels/qmatmul_default_spec.ts";
+import type { QmatmulSpec } from "../../kernels/qmatmul_spec.ts";
 import { encodeLinear } from "../../models/_gpu_block.ts";
-import { encodeGemv, uploadGemvWeight } from "../../models/_gpu_gemv.ts";
+import { encodeGemv, gemvRowLength, uploadGemvWeight } from "../../models/_gpu_gemv.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 import { decodeSession, type GenerateResult } from "../../models/generate.ts";
 import type { BlockLinears } from "../../models/linear_weight.ts";
 import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
-import { packWeights } from "../../quantizers/pack.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
 import { rtn } from "../../quantizers/rtn.ts";
 import { prng } from "../../core/prng.ts";
 import { LLAMA_SHAPES, type LlamaShape, writeRandomLlama } from "../models/_random_checkpoint.ts";
-import { median } from "./_bench.ts";
+import {
+  destroyCopies,
+  packedBytes,
+  randomPacked,
+  replicate,
+  residentCopies,
+  timeCalls,
+} from "./_qmatmul_common.ts";
 
 function flag(name: string): string | undefined {
   return Deno.args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -69,6 +92,23 @@ const shape: LlamaShape = { ...base, layers: Number(flag("layers") ?? base.layer
 const tokens = Number(flag("tokens") ?? 128), promptLen = Number(flag("prompt") ?? 16);
 const inFlight = Number(flag("in-flight") ?? 8);
 const dir = flag("dir") ?? `/tmp/llmc-bench-${shapeName}-${shape.layers}`;
+const kernelShapes = (flag("kernel-shapes") ?? shapeName).split(",");
+for (const k of kernelShapes) {
+  if (!SHAPES[k]) throw new RangeError(`--kernel-shapes must list 1b, 8b or tiny: one is ${k}`);
+}
+const kernelRows = (flag("kernel-rows") ?? "1").split(",").map(Number);
+if (!kernelRows.every((m) => Number.isInteger(m) && m >= 1)) {
+  throw new RangeError(`--kernel-rows must list positive integers: current value is ${kernelRows}`);
+}
+const warmup = Number(flag("warmup") ?? 0.3);
+if (!(warmup >= 0)) {
+  throw new RangeError(`--warmup must be seconds ≥ 0: current value is ${warmup}`);
+}
+const timeNeighbours = Deno.args.includes("--neighbours");
+const kernelsOnly = Deno.args.includes("--kernels-only");
+// Weight copies span more than the H100's 50 MB of L2 (two copies for the tiny shape, which
+// only checks the script on a software adapter).
+const rotateBytes = kernelShapes.every((k) => k === "tiny") ? 0 : 200 << 20;
 const log = (s: string) => console.error(`[${(performance.now() / 1000).toFixed(1)} s] ${s}`);
 
 // The adapter goes to stderr with the progress: stdout holds only the JSON.
@@ -79,20 +119,6 @@ if (acquired === null) {
 }
 const gpu: Gpu = acquired;
 log(`adapter: ${gpu.description}; f16 ${gpu.f16}; timestamps ${gpu.timestamps}`);
-
-/** GPU (else wall) seconds of one dispatch group, the median of 5 batches of `reps`. */
-async function timeKernel(record: (batch: GpuBatch) => void, reps = 20): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < 6; i++) {
-    const batch = new GpuBatch(gpu);
-    for (let r = 0; r < reps; r++) record(batch);
-    const t0 = performance.now();
-    const { gpuSeconds } = await batch.submit();
-    const wall = (performance.now() - t0) / 1000;
-    if (i > 0) times.push((Number.isNaN(gpuSeconds) ? wall : gpuSeconds) / reps);
-  }
-  return median(times);
-}
 
 /** Values in ±0.05 (a cheap fill: the kernels' speed does not depend on them). */
 function filled(n: number, seed: number): Float32Array {
@@ -105,77 +131,185 @@ function filled(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** One-row products of every linear shape: µs and weight GB/s per kernel. */
-async function kernels(): Promise<Record<string, Record<string, { us: number; gbps: number }>>> {
-  const d = shape.hidden, q = shape.heads * shape.headDim, kv = shape.kvHeads * shape.headDim;
-  const shapes: Record<string, [number, number]> = {
-    qkv: [q + 2 * kv, d],
-    o: [d, q],
-    "gate-up": [2 * shape.inter, d],
-    down: [d, shape.inter],
-    classifier: [shape.vocab, d],
+/** Records call i of a timing. */
+type Recorder = (batch: GpuBatch, i: number) => void;
+
+/** A weight buffer and copies of it, spanning more than the L2 cache (the buffer is kept). */
+function rotated(buffer: GPUBuffer): Promise<GPUBuffer[]> {
+  return replicate(gpu, buffer, Math.max(2, Math.ceil(rotateBytes / buffer.size) + 1));
+}
+
+/** What one kernel took: GPU µs per call and the weight bytes it read per second. */
+interface KernelTime {
+  us: number;
+  gbps: number;
+}
+
+/** One linear's kernels at one batch size, and the qmatmul specializations timed. */
+interface LinearTimes {
+  n: number;
+  k: number;
+  rows: number;
+  times: Record<string, KernelTime | { error: string }>;
+  /** The qmatmul specializations: the few-row default and the previous default (not for the classifier). */
+  specs?: { fewRow: QmatmulSpec; swept: QmatmulSpec };
+  /** The few-row default's speedup over the previous default, and over the f16 GEMV. */
+  fewRowVsSwept?: number;
+  fewRowVsF16?: number;
+}
+
+/** The device's limits as the qmatmul specializations take them. */
+function qmatmulLimits(): QmatmulLimits {
+  return {
+    workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
+    invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
+    f16Subnormals: gpu.f16Subnormals,
   };
-  const out: Record<string, Record<string, { us: number; gbps: number }>> = {};
-  for (const [name, [n, k]] of Object.entries(shapes)) {
-    const w = filled(n * k, n + k);
-    const x = uploadBuffer(gpu, filled(k, 7), "x"), y = storageBuffer(gpu, n * 4, "y");
-    const row: Record<string, { us: number; gbps: number }> = {};
-    const put = (key: string, seconds: number, bytes: number) =>
-      row[key] = { us: seconds * 1e6, gbps: bytes / seconds / 1e9 };
-    const wf32 = uploadBuffer(gpu, w, "w32");
-    put(
-      "gemm-f32",
-      await timeKernel((b) => encodeLinear(b, y, x, wf32, 1, n, k, false)),
-      4 * n * k,
-    );
-    put(
-      "gemv-f32",
-      await timeKernel((b) =>
-        encodeGemv(b, { y, x, w: wf32 }, { rows: 1, n, k }, { weights: "f32", accumulate: false })
-      ),
-      4 * n * k,
-    );
-    wf32.destroy();
-    const wf16 = uploadGemvWeight(gpu, w, n, k, "f16", "w16");
-    put(
-      "gemv-f16",
-      await timeKernel((b) =>
-        encodeGemv(b, { y, x, w: wf16 }, { rows: 1, n, k }, { weights: "f16", accumulate: false })
-      ),
-      2 * n * k,
-    );
-    wf16.destroy();
-    if (name !== "classifier") {
-      const groups = k / 128, rng = prng(n);
-      const qw: QuantizedWeight = {
-        kind: "uniform",
-        shape: [n, k],
-        bits: 4,
-        groupSize: 128,
-        symmetric: false,
-        codes: Uint8Array.from({ length: n * k }, () => rng.int(16)),
-        scales: filled(n * groups, 3).map((v) => Math.abs(v) + 0.01),
-        zeros: new Float32Array(n * groups).fill(8),
-        gIdx: Int32Array.from({ length: k }, (_, c) => Math.floor(c / 128)),
-        stats: { seconds: 0 },
-      };
-      const packed = uploadPackedWeight(gpu, packWeights(qw));
-      const bytes = packed.words.size + packed.scales.size;
-      put(
-        "qmatmul-w4g128",
-        await timeKernel((b) => encodeQmatmul(b, packed, { x, input: "f32", m: 1, y })),
-        bytes,
-      );
-      destroyPackedWeight(packed);
+}
+
+/**
+ * Neighbours of the few-row default for `--neighbours`: the other sub-team
+ * splits, twice and half the teams, the other step length, no prefetch,
+ * K split over 4 workgroups (a second pass), and the previous default with
+ * its workgroups split in two.
+ */
+function neighbours(d: QmatmulSpec, swept: QmatmulSpec): Record<string, QmatmulVariant> {
+  const out: Record<string, QmatmulVariant> = {};
+  for (const split of [1, 2, 4]) if (split !== d.split) out[`split ${split}`] = { split };
+  if (d.warps < 32) out[`warps ${d.warps * 2}`] = { warps: d.warps * 2 };
+  if (d.warps > 1) out[`warps ${d.warps / 2}`] = { warps: d.warps / 2 };
+  const unroll = d.unroll === 4 ? 2 : 4;
+  if (d.groupChunks % unroll === 0) out[`unroll ${unroll}`] = { unroll };
+  out["no prefetch"] = { prefetch: false };
+  out["split 1, splitK 4"] = { split: 1, splitK: 4 };
+  out["swept, split 2"] = { ...swept, split: 2 };
+  return out;
+}
+
+/**
+ * One-row (or `--kernel-rows`) products of every block linear and the
+ * classifier at each of `--kernel-shapes`: the forward pass's GEMM and the
+ * decode GEMV in f32 (where the weight fits one binding), the f16 GEMV, and
+ * qmatmul at 4 bits g128 with the few-row default, the previous default
+ * ({@linkcode qmatmulSweptFewRowSpec}) and, with `--neighbours`, variants
+ * around the few-row default. Weights rotate through copies spanning more
+ * than the L2 cache (as one decode step reads each weight once), and each
+ * figure is the fastest of many short passes after a warm-up
+ * (`timeCalls`), all in this process.
+ */
+async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
+  const out: Record<string, Record<string, LinearTimes>> = {};
+  for (const name of kernelShapes) {
+    const s = SHAPES[name]!;
+    const d = s.hidden, q = s.heads * s.headDim, kv = s.kvHeads * s.headDim;
+    const linears: Record<string, [number, number]> = {
+      qkv: [q + 2 * kv, d],
+      o: [d, q],
+      "gate-up": [2 * s.inter, d],
+      down: [d, s.inter],
+      classifier: [s.vocab, d],
+    };
+    const rows: Record<string, LinearTimes> = {};
+    for (const [linear, [n, k]] of Object.entries(linears)) {
+      const w = filled(n * k, n + k);
+      const kp = gemvRowLength(k);
+      const f32 = 4 * n * kp <= bindingLimit(gpu);
+      const w32 = f32 ? await rotated(uploadGemvWeight(gpu, w, n, k, "f32", "w32")) : [];
+      const w16 = await rotated(uploadGemvWeight(gpu, w, n, k, "f16", "w16"));
+      const packed = linear === "classifier" ? null : randomPacked(n, k, 4, 128, n + k);
+      const copies = packed ? await residentCopies(gpu, packed, rotateBytes) : [];
+      for (const m of kernelRows) {
+        const x = uploadBuffer(gpu, filled(m * k, 7), "x"), y = storageBuffer(gpu, m * n * 4, "y");
+        const times: Record<string, KernelTime | { error: string }> = {};
+        const time = async (key: string, bytes: number, calls: number, rec: Recorder) => {
+          try {
+            const t = await timeCalls(gpu, calls, rec, undefined, undefined, undefined, warmup);
+            times[key] = { us: t.gpu * 1e6, gbps: bytes / t.gpu / 1e9 };
+          } catch (e) {
+            times[key] = { error: (e as Error).message };
+          }
+        };
+        const shape = { rows: m, n, k };
+        if (f32) {
+          await time(
+            "gemm-f32",
+            4 * n * k,
+            w32.length,
+            (b, i) => encodeLinear(b, y, x, w32[i % w32.length]!, m, n, k, false),
+          );
+          await time(
+            "gemv-f32",
+            4 * n * k,
+            w32.length,
+            (b, i) =>
+              encodeGemv(b, { y, x, w: w32[i % w32.length]! }, shape, {
+                weights: "f32",
+                accumulate: false,
+              }),
+          );
+        }
+        await time(
+          "gemv-f16",
+          2 * n * k,
+          w16.length,
+          (b, i) =>
+            encodeGemv(b, { y, x, w: w16[i % w16.length]! }, shape, {
+              weights: "f16",
+              accumulate: false,
+            }),
+        );
+        if (packed) {
+          const bytes = packedBytes(packed);
+          const fewRow = qmatmulResolvedSpec(gpu, packed, m);
+          const swept = qmatmulSweptFewRowSpec(packed, m, qmatmulLimits());
+          const variants: Record<string, QmatmulVariant> = {
+            "qmatmul-w4g128": {},
+            "qmatmul-w4g128-swept": swept,
+          };
+          if (timeNeighbours) {
+            for (const [key, v] of Object.entries(neighbours(fewRow, swept))) {
+              variants[`qmatmul-w4g128 ${key}`] = v;
+            }
+          }
+          for (const [key, variant] of Object.entries(variants)) {
+            await time(
+              key,
+              bytes,
+              copies.length,
+              (b, i) =>
+                encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y }, variant),
+            );
+          }
+          const us = (key: string) => {
+            const t = times[key];
+            return t && "us" in t ? t.us : NaN;
+          };
+          rows[m === 1 ? linear : `${linear} M=${m}`] = {
+            n,
+            k,
+            rows: m,
+            times,
+            specs: { fewRow, swept },
+            fewRowVsSwept: us("qmatmul-w4g128-swept") / us("qmatmul-w4g128"),
+            fewRowVsF16: us("gemv-f16") / us("qmatmul-w4g128"),
+          };
+        } else {
+          rows[m === 1 ? linear : `${linear} M=${m}`] = { n, k, rows: m, times };
+        }
+        x.destroy();
+        y.destroy();
+        log(
+          `${name} ${linear} [${n}, ${k}] M=${m}: ${
+            Object.entries(times).map(([key, v]) =>
+              `${key} ${"us" in v ? `${v.us.toFixed(1)} µs` : `failed (${v.error})`}`
+            ).join(", ")
+          }`,
+        );
+      }
+      for (const b of [...w32, ...w16]) b.destroy();
+      destroyCopies(copies);
     }
-    x.destroy();
-    y.destroy();
-    out[name] = row;
-    log(
-      `${name} [${n}, ${k}]: ${
-        Object.entries(row).map(([k, v]) => `${k} ${v.us.toFixed(1)} µs`).join(", ")
-      }`,
-    );
+    out[name] = rows;
   }
   return out;
 }
@@ -185,8 +319,12 @@ interface Measured {
   tokensPerSecond: Record<string, number>;
   prefillSeconds: number;
   uploadSeconds: number;
+  stepDispatches?: number;
   gpuStepMs?: number;
   gpuPhasesMs?: Record<string, number>;
+  phaseDispatches?: Record<string, number>;
+  /** GPU µs of a step per dispatch. */
+  gpuUsPerDispatch?: number;
 }
 
 async function measure(
@@ -216,16 +354,23 @@ async function measure(
       profile: true,
     });
     const ms = (s: number) => s * 1e3;
+    const dispatches = profiled.stepDispatches;
+    if (dispatches !== undefined) log(`  ${dispatches} dispatches per step`);
     return {
       tokensPerSecond,
       prefillSeconds: last!.prefillSeconds,
       uploadSeconds,
+      ...(dispatches === undefined ? {} : { stepDispatches: dispatches }),
       ...(profiled.gpu
         ? {
           gpuStepMs: ms(profiled.gpu.stepSeconds),
           gpuPhasesMs: Object.fromEntries(
             Object.entries(profiled.gpu.phases).map(([k, v]) => [k, ms(v)]),
           ),
+          phaseDispatches: profiled.gpu.phaseDispatches,
+          ...(dispatches
+            ? { gpuUsPerDispatch: (profiled.gpu.stepSeconds * 1e6) / dispatches }
+            : {}),
         }
         : {}),
     };
@@ -235,6 +380,10 @@ async function measure(
 }
 
 const kernelTimes = Deno.args.includes("--no-kernels") ? null : await kernels();
+if (kernelsOnly) {
+  console.log(JSON.stringify({ adapter: gpu.description, kernels: kernelTimes }, null, 2));
+  Deno.exit(0);
+}
 
 try {
   await Deno.stat(`${dir}/config.json`);

@@ -17,7 +17,8 @@
  * group layout, scale type and activation type).
  *
  * Each case also times a few neighbours of the default variant (last
- * column: the fastest). Flags: `--small` (tiny sizes, for a software
+ * column: the fastest), at batch 1–4 including the previous default
+ * (`qmatmulSweptFewRowSpec`). Flags: `--small` (tiny sizes, for a software
  * adapter), `--sweep` (print every variant's time), `--no-torch`,
  * `--no-neighbours` (time the defaults only: the neighbours' pipelines take
  * most of the run's compile time), `--batches=1,16` (only these batch sizes),
@@ -32,7 +33,12 @@
 import { storageBuffer, uploadBuffer } from "../../kernels/backend.ts";
 import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
 import { encodeQmatmul, type GpuPackedWeight, qmatmul } from "../../kernels/qmatmul_kernel.ts";
-import { qmatmulResolvedSpec, type QmatmulVariant } from "../../kernels/qmatmul_default_spec.ts";
+import {
+  QMATMUL_FEW_ROWS,
+  qmatmulResolvedSpec,
+  qmatmulSweptFewRowSpec,
+  type QmatmulVariant,
+} from "../../kernels/qmatmul_default_spec.ts";
 import { qmatmulReference } from "../../kernels/qmatmul_reference.ts";
 import { type PackedWeight, packWeights } from "../../quantizers/pack.ts";
 import { prng } from "../../core/prng.ts";
@@ -248,15 +254,29 @@ async function timeDense(
 /**
  * The default variant and three neighbours of it, for the autotuning
  * column: twice and half the teams, and x staged or not (batch ≤ 2) or
- * twice or half the row tiles (tests/bench/qmatmul_sweep.ts searches wider).
+ * twice or half the row tiles (tests/bench/qmatmul_sweep.ts searches wider);
+ * at batch 1–4 also the previous default (`qmatmulSweptFewRowSpec`), and
+ * the few-row default's other sub-team splits. Each with a label.
  */
-function candidates(p: PackedWeight, m: number): Variant[] {
+function candidates(p: PackedWeight, m: number): [string, Variant][] {
   const d = qmatmulResolvedSpec(gpu, p, m);
-  const out: Variant[] = [{}];
-  if (d.warps < 32) out.push({ warps: d.warps * 2 });
-  if (d.warps > 1) out.push({ warps: d.warps / 2 });
-  if (m <= 2) out.push({ sharedX: !d.sharedX });
-  else out.push({ rowTiles: d.rowTiles === 4 ? 2 : d.rowTiles * 2 });
+  const out: [string, Variant][] = [["default", {}]];
+  const add = (v: Variant) => out.push([JSON.stringify(v), v]);
+  if (d.warps < 32) add({ warps: d.warps * 2 });
+  if (d.warps > 1) add({ warps: d.warps / 2 });
+  if (m <= 2) add({ sharedX: !d.sharedX });
+  else add({ rowTiles: d.rowTiles === 4 ? 2 : d.rowTiles * 2 });
+  if (m <= QMATMUL_FEW_ROWS) {
+    for (const split of [1, 2, 4]) if (split !== d.split) add({ split });
+    out.push([
+      "swept (previous default)",
+      qmatmulSweptFewRowSpec(p, m, {
+        workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
+        invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
+        f16Subnormals: gpu.f16Subnormals,
+      }),
+    ]);
+  }
   return out;
 }
 
@@ -294,17 +314,13 @@ for (const [n, k] of SHAPES) {
     const t = await timeOurs(copies, m);
     const ti = await timeOurs(copies, m, {}, true);
     let best = { gpu: t.gpu, variant: "default" };
-    for (const v of neighbours ? candidates(p, m).slice(1) : []) {
+    for (const [label, v] of neighbours ? candidates(p, m).slice(1) : []) {
       try {
         const tv = await timeOurs(copies, m, v);
-        if (sweep) {
-          console.log(`  ${n}x${k} M=${m} ${(tv.gpu * 1e6).toFixed(1)} µs ${JSON.stringify(v)}`);
-        }
-        if (tv.gpu < best.gpu) best = { gpu: tv.gpu, variant: JSON.stringify(v) };
+        if (sweep) console.log(`  ${n}x${k} M=${m} ${(tv.gpu * 1e6).toFixed(1)} µs ${label}`);
+        if (tv.gpu < best.gpu) best = { gpu: tv.gpu, variant: label };
       } catch (e) {
-        if (sweep) {
-          console.log(`  ${n}x${k} M=${m} ${JSON.stringify(v)} failed: ${(e as Error).message}`);
-        }
+        if (sweep) console.log(`  ${n}x${k} M=${m} ${label} failed: ${(e as Error).message}`);
       }
     }
     if (sweep) {

@@ -9,6 +9,7 @@ import {
   qmatmulExactZeros,
   qmatmulResolvedSpec,
   qmatmulSpec,
+  qmatmulSweptFewRowSpec,
 } from "../../kernels/qmatmul_default_spec.ts";
 import { qmatmulDenseReference, qmatmulReference } from "../../kernels/qmatmul_reference.ts";
 import { qmatmulWgsl, qmatmulWorkgroupBytes } from "../../kernels/qmatmul_wgsl.ts";
@@ -403,16 +404,22 @@ Deno.test("qmatmul dequantizes fractional zero points with the FMA or half path 
   const p = packWeights(frac, { scaleType: "f32" });
   assert.equal(qmatmulExactZeros(p), false);
   assert.equal(qmatmulSpec(p, 2).dequant, "fma");
-  assert.equal(qmatmulSpec(p, 1).dequant, "half");
+  assert.equal(qmatmulSpec(p, 1).dequant, "fma");
+  assert.equal(qmatmulSweptFewRowSpec(p, 2).dequant, "fma");
+  assert.equal(qmatmulSweptFewRowSpec(p, 1).dequant, "half");
   assert.equal(qmatmulExactZeros(packWeights(q)), true);
   assert.equal(qmatmulSpec(packWeights(q), 2).dequant, "exact");
+  assert.equal(qmatmulSweptFewRowSpec(packWeights(q), 2).dequant, "exact");
   const gpu = await testGpu();
   if (!gpu) return;
   for (const m of [1, 2]) {
     const x = randomX(m, 128, 22, "f32");
-    const y = await qmatmul(x, p, { backend: "webgpu" });
-    const err = relError(y.data, qmatmulReference(x, p).data);
-    assert(err < 1e-5, `batch ${m}: relative error ${err}`);
+    const swept = qmatmulSweptFewRowSpec(p, m);
+    for (const variant of [{}, { dequant: swept.dequant, sharedX: swept.sharedX }]) {
+      const y = await qmatmul(x, p, { backend: "webgpu", variant });
+      const err = relError(y.data, qmatmulReference(x, p).data);
+      assert(err < 1e-5, `batch ${m} ${JSON.stringify(variant)}: relative error ${err}`);
+    }
   }
   const x = randomX(2, 128, 22, "f32");
   await assert.rejects(
@@ -438,14 +445,18 @@ Deno.test("the default qmatmul specialization is valid and within the device lim
     const p = packWeights(randomQuantized(rows, cols, bits, groupSize, 31));
     for (const limits of [{}, { workgroupBytes: 49152, invocations: 1024 }]) {
       for (let m = 1; m <= 130; m += m < 20 ? 1 : 37) {
-        const spec = qmatmulSpec(p, m, limits);
-        checkQmatmulSpec(spec);
-        assert(
-          qmatmulWorkgroupBytes(spec) <= (limits.workgroupBytes ?? 16384),
-          JSON.stringify(spec),
-        );
-        assert(spec.warps * 32 <= (limits.invocations ?? 256), JSON.stringify(spec));
-        assert(spec.batch <= m && spec.chunks === p.paddedCols / 32, JSON.stringify(spec));
+        // The previous batch 1–4 default too.
+        const specs = [qmatmulSpec(p, m, limits)];
+        if (m <= 4) specs.push(qmatmulSweptFewRowSpec(p, m, limits));
+        for (const spec of specs) {
+          checkQmatmulSpec(spec);
+          assert(
+            qmatmulWorkgroupBytes(spec) <= (limits.workgroupBytes ?? 16384),
+            JSON.stringify(spec),
+          );
+          assert(spec.warps * 32 <= (limits.invocations ?? 256), JSON.stringify(spec));
+          assert(spec.batch <= m && spec.chunks === p.paddedCols / 32, JSON.stringify(spec));
+        }
       }
     }
   }
@@ -536,17 +547,19 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
 
 Deno.test("qmatmul never picks the half dequantization on a device that flushes f16 subnormals, and refuses it there", async () => {
   const p = packWeights(randomQuantized(64, 256, 4, 64, 41));
-  assert.equal(qmatmulSpec(p, 1).dequant, "half");
-  assert.equal(qmatmulSpec(p, 1, { f16Subnormals: false }).dequant, "exact");
+  assert.equal(qmatmulSweptFewRowSpec(p, 1).dequant, "half");
+  assert.equal(qmatmulSweptFewRowSpec(p, 1, { f16Subnormals: false }).dequant, "exact");
   const p2 = packWeights(randomQuantized(64, 256, 2, 64, 42));
-  assert.equal(qmatmulSpec(p2, 1, { f16Subnormals: false }).dequant, "exact");
+  assert.equal(qmatmulSweptFewRowSpec(p2, 1, { f16Subnormals: false }).dequant, "exact");
   // Where x staged in workgroup memory does not fit (K = 14336 in 48 KB), the default without it.
   const long = packWeights(randomQuantized(64, 14336, 4, 128, 43));
   const limits = { workgroupBytes: 49152, invocations: 1024 };
   assert.deepEqual(
-    qmatmulSpec(long, 1, limits),
-    qmatmulSpec(long, 1, { ...limits, f16Subnormals: false }),
+    qmatmulSweptFewRowSpec(long, 1, limits),
+    qmatmulSweptFewRowSpec(long, 1, { ...limits, f16Subnormals: false }),
   );
+  // The defaults never take it (the few-row path reads x from global memory, "half" a staged x).
+  for (const m of [1, 2, 5, 16]) assert.notEqual(qmatmulSpec(p, m).dequant, "half");
   const gpu = await testGpu();
   if (!gpu) return;
   const flushing = { ...gpu, f16Subnormals: false };
@@ -555,5 +568,7 @@ Deno.test("qmatmul never picks the half dequantization on a device that flushes 
     () => qmatmulResolvedSpec(flushing, p, 1, { dequant: "half", sharedX: true }),
     /flushes f16 subnormals/,
   );
-  assert.equal(qmatmulResolvedSpec(gpu, p, 1).dequant, gpu.f16Subnormals ? "half" : "exact");
+  const swept = qmatmulSweptFewRowSpec(p, 1, { f16Subnormals: gpu.f16Subnormals });
+  assert.equal(swept.dequant, gpu.f16Subnormals ? "half" : "exact");
+  assert.doesNotThrow(() => qmatmulResolvedSpec(gpu, p, 1, swept));
 });

@@ -251,3 +251,37 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
     /'bits' must be 2, 3, 4 or 8 .*current value is 5/,
   );
 });
+
+Deno.test("a decode step reports its dispatches: 9 per block and 7 around them, as many with 4-bit linears as with dense ones", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const { model } = await loadModel(fixtureDir("llama"));
+  const L = model.layers.length;
+  const linears: BlockLinears[] = [];
+  for (const l of model.layers) {
+    const b: Record<string, LinearWeight> = {};
+    for (const name of LLAMA_LINEARS) b[name] = await rtn(l[name], { bits: 4, groupSize: 32 });
+    linears.push(b);
+  }
+  for (const options of [{}, { linears }]) {
+    const plain = await generate(model, PROMPT, { maxNewTokens: 2, backend: "webgpu", ...options });
+    // Embedding and rotary rows; per block norm, qkv, rope, attention, o, norm (adding a
+    // pending o), gate-up, swiglu, down; the head's norm, classifier, 2 argmax passes, position.
+    assert.equal(plain.stepDispatches, 9 * L + 7);
+    if (!gpu.timestamps) continue;
+    const r = await generate(model, PROMPT, {
+      maxNewTokens: 2,
+      backend: "webgpu",
+      profile: true,
+      ...options,
+    });
+    assert.deepEqual(r.gpu?.phaseDispatches, {
+      qkv: 2 * L + 2,
+      attention: 2 * L,
+      o: L,
+      "gate-up": 3 * L,
+      down: L,
+      head: 5,
+    });
+  }
+});

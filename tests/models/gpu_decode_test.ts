@@ -13,6 +13,18 @@ import {
 } from "../../models/_gpu_decode.ts";
 import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
 import {
+  allocateScratch,
+  destroyLinear,
+  encodeLinearGroup,
+  linearScratchBytes,
+  uploadLinear,
+} from "../../models/_decode_linears.ts";
+import { qmatmulFewRowSpec } from "../../kernels/qmatmul_default_spec.ts";
+import { qmatmulDispatch } from "../../kernels/qmatmul_kernel.ts";
+import { qmatmulReference } from "../../kernels/qmatmul_reference.ts";
+import { rtn } from "../../quantizers/rtn.ts";
+import { tensor } from "../../core/tensor.ts";
+import {
   encodeGemv,
   gemvReference,
   gemvRowLength,
@@ -157,5 +169,69 @@ Deno.test("the slice copy writes and adds a block of columns into a slice of wid
     assertClose(new Float32Array(await read(batch, yb)), expected, { atol: 1e-6, rtol: 0 });
     xb.destroy();
     yb.destroy();
+  }
+});
+
+Deno.test("decode's quantized linears run qmatmul's few-row specialization at 1–4 rows, and the product matches the CPU reference", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  /** A batch that records which pipelines it dispatches. */
+  class Recording extends GpuBatch {
+    readonly pipelines: GPUComputePipeline[] = [];
+    override dispatch(
+      pipeline: GPUComputePipeline,
+      resources: readonly (GPUBuffer | GPUBufferBinding)[],
+      groups: readonly [number, number?, number?],
+    ): void {
+      this.pipelines.push(pipeline);
+      super.dispatch(pipeline, resources, groups);
+    }
+  }
+  const limits = {
+    workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
+    invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
+  };
+  // o (accumulating into the residual, left pending) and gate-up (two weights, one group).
+  const [n, k] = [96, 256];
+  const wo = await rtn(tensor("f32", [n, k], normals(n * k, 7)), { bits: 4, groupSize: 64 });
+  const w1 = await rtn(tensor("f32", [n, k], normals(n * k, 8)), { bits: 4, groupSize: 64 });
+  const w3 = await rtn(tensor("f32", [n, k], normals(n * k, 9)), { bits: 4, groupSize: 64 });
+  for (const [weights, accumulate] of [[[wo], true], [[w1, w3], false]] as const) {
+    const l = uploadLinear(gpu, weights, "f16", "test");
+    const part = l.parts[0]!;
+    assert(part.kind === "packed" && l.parts.length === 1);
+    // Adding to y: left to the caller (defer, the decoder's o and down) or in the kernel.
+    for (const defer of accumulate ? [true, false] : [true]) {
+      for (const rows of [1, 2, 4]) {
+        const needs = linearScratchBytes(gpu, l, rows, accumulate);
+        const scratch = allocateScratch(gpu, [needs], "test");
+        const x = normals(rows * k, rows), y0 = normals(rows * l.n, rows + 1);
+        const xb = uploadBuffer(gpu, x), yb = uploadBuffer(gpu, y0);
+        const batch: Recording = new Recording(gpu);
+        const pending = encodeLinearGroup(batch, l, xb, yb, rows, accumulate, scratch, defer);
+        assert.equal(pending !== null, accumulate && defer);
+        const out = pending ?? yb;
+        const adds = accumulate && !defer;
+        const spec = qmatmulFewRowSpec(part.weight.packed, rows, limits);
+        const expected: GPUComputePipeline = qmatmulDispatch(gpu, part.weight, xb, out, rows, {
+          ...spec,
+          ...(adds ? { accumulate: true } : {}),
+        }).pipeline;
+        assert.deepEqual(batch.pipelines, [expected], `${l.n} rows of W, ${rows} of x`);
+        const got = new Float32Array(await read(batch, out));
+        const ref = qmatmulReference(
+          tensor("f32", [rows, k], x),
+          part.weight.packed,
+          adds ? tensor("f32", [rows, l.n], y0) : undefined,
+        );
+        assertClose(got, ref.data, {
+          atol: 1e-4,
+          rtol: 1e-5,
+          message: `${rows} rows, defer ${defer}`,
+        });
+        for (const b of [xb, yb, ...Object.values(scratch)]) b.destroy();
+      }
+    }
+    destroyLinear(l);
   }
 });
