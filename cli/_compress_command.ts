@@ -317,6 +317,10 @@ export async function compressCommand(
   const stopEnv = Deno.env.get("LLMC_COMPRESS_STOP_AFTER_BLOCK");
   const stopAfter = stopEnv === undefined ? null : Number(stopEnv);
   const bar = progressBar(!args.quiet);
+  // A block's journal file is written while the pipeline goes on with the
+  // next block (one write in flight: the next block's waits for it, and so
+  // does the end of the run); a failed write stops the run there.
+  let saving: Promise<void> = Promise.resolve();
   let run: CompressRunResult;
   try {
     run = await compressRun(lm, calib.windows, method.recipe, {
@@ -328,15 +332,21 @@ export async function compressCommand(
         bar.update(p.fraction, `${where} ${p.phase}${p.module ? ` ${p.module}` : ""}`);
       },
       onBlockDone: async (block, modules) => {
-        await journal.saveBlock(method.id, block, modules);
+        await saving;
+        saving = journal.saveBlock(method.id, block, modules);
+        saving.catch(() => {}); // awaited (and thrown) by the next block or the end
         if (block === stopAfter) {
+          await saving;
           throw new Error(
             `stopped after block ${block} as LLMC_COMPRESS_STOP_AFTER_BLOCK asks (for tests)`,
           );
         }
       },
     });
+    await saving;
   } catch (e) {
+    // The blocks finished before the failure are in the journal.
+    await saving.catch(() => {});
     bar.done();
     throw new Error(
       `${(e as Error).message}\n${journalDir} keeps the finished blocks: the same command with ` +

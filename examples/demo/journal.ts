@@ -1,9 +1,10 @@
 /**
  * The demo's `--resume` journal: a folder holding the finished rows
  * (`journal.json`) and, per method, the modules of the blocks finished so far
- * (`<method>.block-NNNNN.safetensors`: dense float32 weights, the uniform
- * grids and AQLM codes the packed checkpoint formats are written from, keep
- * masks, module records in the metadata).
+ * (`<method>.block-NNNNN.safetensors`: the uniform grids and AQLM codes the
+ * packed checkpoint formats are written from, dense float32 weights where
+ * the grid does not give them back bit for bit (a module without a grid,
+ * pruned or rotated), keep masks, module records in the metadata).
  * Every file is replaced atomically, so an interrupted run leaves the last
  * consistent state, and a rerun continues from the last finished block.
  * Uses the `Deno` namespace.
@@ -20,6 +21,7 @@ import {
   type StoredWeight,
 } from "../../quantizers/serialize.ts";
 import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
 import type { DemoRow } from "./report.ts";
 
 /** An open journal. */
@@ -60,6 +62,15 @@ async function writeAtomic(path: string, text: string): Promise<void> {
   const tmp = `${path}.${crypto.randomUUID()}.tmp`;
   await Deno.writeTextFile(tmp, text);
   await Deno.rename(tmp, path);
+}
+
+/** Whether two float32 tensors hold the same bits (NaN payloads included). */
+function sameBits(a: Tensor<"f32">, b: Tensor<"f32">): boolean {
+  if (a.shape.join() !== b.shape.join()) return false;
+  const x = new Uint32Array(a.data.buffer, a.data.byteOffset, a.data.length);
+  const y = new Uint32Array(b.data.buffer, b.data.byteOffset, b.data.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
 }
 
 function safeName(method: string): string {
@@ -110,22 +121,29 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
       }
       for (const p of files.sort()) {
         const st = await readSafetensors(p);
-        const records = JSON.parse(st.metadata.modules ?? "[]") as Omit<
-          CompressedLinear,
-          "weight"
-        >[];
+        const records = JSON.parse(st.metadata.modules ?? "[]") as (
+          & Omit<CompressedLinear, "weight">
+          & { weightFromGrid?: boolean }
+        )[];
         const quantized = st.metadata[LAYERS_METADATA_KEY] === undefined
           ? new Map<string, StoredWeight>()
           : compressedFromTensors(st.tensors, st.metadata);
-        for (const r of records) {
-          const t = st.tensors.get(r.name);
-          if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
+        for (const { weightFromGrid, ...r } of records) {
           const q = quantized.get(r.name);
+          let weight: Tensor<"f32">;
+          if (weightFromGrid) {
+            if (q?.kind !== "uniform") throw new Error(`${p}: missing the grid of ${r.name}`);
+            weight = dequantize(q);
+          } else {
+            const t = st.tensors.get(r.name);
+            if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
+            weight = tensor("f32", t.shape, Float32Array.from(t.data as Float32Array));
+          }
           const mask = st.tensors.get(`${r.name}.mask`);
           out.set(r.name, {
             ...r,
             layerError: r.layerError ?? NaN,
-            weight: tensor("f32", t.shape, Float32Array.from(t.data as Float32Array)),
+            weight,
             ...(q ? { quantized: q } : {}),
             ...(mask ? { mask: Uint8Array.from(mask.data as Uint8Array) } : {}),
           });
@@ -137,13 +155,22 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
       if (!(Number.isInteger(block) && block >= 0)) {
         throw new RangeError(`Cannot journal block ${block}: not a block index`);
       }
-      const tensors = new Map<string, Tensor>(modules.map((m) => [m.name, m.weight]));
+      // The host work runs after the caller's turn (e.g. while the GPU works).
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const tensors = new Map<string, Tensor>();
       // The grids (and AQLM codes) too: the packed checkpoint formats are written from them.
       const grids = new Map<string, StoredWeight>();
+      // Modules whose weight is the dequantized grid, bit for bit: not stored twice.
+      const fromGrid = new Set<string>();
       for (const m of modules) {
         if (m.quantized?.kind === "uniform" || m.quantized?.kind === "aqlm") {
           grids.set(m.name, m.quantized as StoredWeight);
         }
+        if (
+          m.quantized?.kind === "uniform" && !m.mask && sameBits(dequantize(m.quantized), m.weight)
+        ) {
+          fromGrid.add(m.name);
+        } else tensors.set(m.name, m.weight);
         if (m.mask) tensors.set(`${m.name}.mask`, tensor("u8", m.weight.shape, m.mask));
       }
       const packed = compressedToTensors(grids);
@@ -155,6 +182,7 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
         stages: m.stages,
         layerError: Number.isFinite(m.layerError) ? m.layerError : null,
         seconds: m.seconds,
+        ...(fromGrid.has(m.name) ? { weightFromGrid: true } : {}),
       }));
       const name = `${safeName(method)}.block-${String(block).padStart(5, "0")}.safetensors`;
       await writeSafetensors(`${dir}/${name}`, tensors, {

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { tensor } from "../../core/tensor.ts";
 import { openJournal } from "../../examples/demo/journal.ts";
+import { readSafetensors } from "../../core/safetensors_file.ts";
+import { rtn } from "../../quantizers/rtn.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
 import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
 
 Deno.test("the demo journal keeps finished modules and rows across runs and refuses other settings", async () => {
@@ -69,6 +72,38 @@ Deno.test("a journal holding only a method's modules (no finished row yet) still
     }]);
     await assert.rejects(() => openJournal(dir, "settings B"), /other settings/);
     assert.equal((await (await openJournal(dir, "settings A")).completed("rtn-w4")).size, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the journal stores a quantized module's weight only where its grid does not give it back", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const j = await openJournal(dir, "s");
+    const w = tensor("f32", [4, 64], Float32Array.from({ length: 256 }, (_, i) => Math.sin(i)));
+    const q = await rtn(w, { bits: 4, groupSize: 32 });
+    const exact: CompressedLinear = {
+      name: "layers.0.wq",
+      weight: dequantize(q),
+      bitsPerWeight: 4.5,
+      density: 1,
+      stages: ["rtn"],
+      layerError: 0.01,
+      seconds: 0,
+      quantized: q,
+    };
+    // A weight that differs from its grid (as after a rotation): stored.
+    const rotated = { ...exact, name: "layers.0.wk", weight: w };
+    await j.saveBlock("m", 0, [exact, rotated]);
+    const file = [...Deno.readDirSync(dir)].find((e) => e.name.endsWith(".safetensors"))!.name;
+    const { tensors } = await readSafetensors(`${dir}/${file}`);
+    assert(!tensors.has("layers.0.wq") && tensors.has("layers.0.wk"));
+    const back = await j.completed("m");
+    assert.deepEqual(back.get("layers.0.wq")!.weight.data, exact.weight.data);
+    assert.deepEqual(back.get("layers.0.wk")!.weight.data, w.data);
+    const bq = back.get("layers.0.wq")!.quantized as typeof q;
+    assert.deepEqual([bq.codes, bq.scales, bq.zeros], [q.codes, q.scales, q.zeros]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
