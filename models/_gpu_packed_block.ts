@@ -41,9 +41,10 @@ import {
   type QuantizedPackedLinear,
   unpackPackedLinear,
 } from "./formats/packed_linear.ts";
-import { type LinearWeight, reorderQuantizedRows } from "./linear_weight.ts";
+import { type BlockLinears, type LinearWeight, reorderQuantizedRows } from "./linear_weight.ts";
 import {
   f32Weight,
+  LLAMA_LINEARS,
   type LlamaConfig,
   type LlamaLayer,
   type LlamaLinear,
@@ -79,6 +80,24 @@ export function packedLinearCount(layer: LlamaLayer): number {
   const stored = layer[STORED_LINEARS];
   if (!stored) return 0;
   return Object.values(stored).filter((s) => runsPacked(s.weight)).length;
+}
+
+/**
+ * The linears of a layer that a session runs packed, as replacements in the
+ * forward pass's row order (quantized: `qmatmul` takes them); the layer's
+ * other linears are absent (read from the layer as usual).
+ *
+ * @param layer The layer (a lazily loaded checkpoint layer has stored linears).
+ * @returns The packed ones by name (empty without stored linears).
+ */
+export function storedPackedLinears(layer: LlamaLayer): BlockLinears {
+  const stored = layer[STORED_LINEARS];
+  const out: Partial<Record<LlamaLinear, LinearWeight>> = {};
+  if (!stored) return out;
+  for (const key of LLAMA_LINEARS) {
+    if (runsPacked(stored[key].weight)) out[key] = sessionLinear(stored[key]);
+  }
+  return out;
 }
 
 /** Rows of a float32 weight reordered: row r is row order[r]. */

@@ -13,6 +13,7 @@
 
 import { type Backend, resolveBackend } from "../kernels/backend.ts";
 import { GpuDecoder } from "./_gpu_decoder.ts";
+import { storedPackedLinears } from "./_gpu_packed_block.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import { type BlockLinears, denseLinear, linearShape } from "./linear_weight.ts";
 import { LLAMA_LINEARS, llamaLinearShapes, withLayerWeights } from "./model.ts";
@@ -44,7 +45,8 @@ export interface DecodeSessionOptions {
    * Per block, linears that replace the model's own (quantized ones run
    * through the packed low-bit kernels), in the forward pass's row order
    * (see `linear_weight.ts`).
-   * @default []
+   * @default the quantized linears of a loaded GPTQ or compressed-tensors
+   *   checkpoint, kept packed (none for a dense model)
    */
   linears?: readonly BlockLinears[];
 }
@@ -306,7 +308,7 @@ export async function decodeSession(
     backend = "auto",
     weights = "f32",
     maxTokens = Math.min(model.config.seqLen, 4096),
-    linears = [],
+    linears: given,
   } = options;
   if (weights !== "f32" && weights !== "f16") {
     throw new RangeError(
@@ -316,9 +318,12 @@ export async function decodeSession(
     );
   }
   positiveInteger("maxTokens", maxTokens, "open a decode session");
-  checkLinears(model, linears);
+  if (given !== undefined) checkLinears(model, given);
   const gpu = await resolveBackend(backend, "generation");
-  if (gpu === null) return cpuSession(model, maxTokens, linears);
+  // The CPU forward pass reads a checkpoint's stored linears itself.
+  if (gpu === null) return cpuSession(model, maxTokens, given ?? []);
+  // A loaded quantized checkpoint's linears as stored: packed, not widened.
+  const linears = given ?? model.layers.map(storedPackedLinears);
   const decoder = new GpuDecoder(gpu, model, { weights, maxTokens, linears });
   let queue: Promise<unknown> = Promise.resolve();
   return {

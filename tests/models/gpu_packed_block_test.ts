@@ -4,7 +4,8 @@ import { testGpu } from "../kernels/_gpu.ts";
 import { type CausalLM, loadModel } from "../../models/causal_lm.ts";
 import { llamaSession, type SessionLinears } from "../../models/forward_gpu.ts";
 import { writeCheckpoint } from "../../models/formats/write_checkpoint.ts";
-import { llamaLinearShapes } from "../../models/model.ts";
+import { LLAMA_LINEARS, llamaLinearShapes } from "../../models/model.ts";
+import { generate } from "../../models/generate.ts";
 import { magnitudePrune } from "../../pruners/magnitude.ts";
 import { rtn } from "../../quantizers/rtn.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
@@ -142,5 +143,41 @@ Deno.test("a folder mixing grids, widths qmatmul lacks, pruned, dense linears an
     // Block 0: all but w3; block 1: none; block 2: q, k, v, gate, up.
     assert.deepEqual([p.packed, p.dense], [11, 10]);
     assert.ok(p.bytes < d.bytes, `${p.bytes} packed bytes, ${d.bytes} dense`);
+  });
+});
+
+Deno.test("generation from a GPTQ folder runs its stored linears packed, never widened, with the CPU's tokens", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  await withTemp(async (tmp) => {
+    const lm = await loadModel(fixtureDir("qwen3"));
+    const grid: TestGrid = { bits: 4, groupSize: 32, symmetric: false, actOrder: true };
+    await writeCheckpoint(lm.model, await quantizedModules(lm.model, () => grid), `${tmp}/q`, {
+      format: "gptq",
+    });
+    const packed = await loadModel(`${tmp}/q`);
+    // Reading a block linear of this model (widening it) throws.
+    const guarded = {
+      ...packed.model,
+      layers: packed.model.layers.map((layer) =>
+        new Proxy(layer, {
+          get(target, key, receiver) {
+            if ((LLAMA_LINEARS as readonly PropertyKey[]).includes(key)) {
+              throw new Error(`widened ${String(key)}`);
+            }
+            return Reflect.get(target, key, receiver);
+          },
+        })
+      ),
+    };
+    const prompt = [1, 17, 200, 33];
+    const onGpu = await generate(guarded, prompt, { maxNewTokens: 6, backend: "webgpu" });
+    const onCpu = await generate(packed.model, prompt, { maxNewTokens: 6, backend: "cpu" });
+    assert.deepEqual(onGpu.tokens, onCpu.tokens);
+    // The dense path would have read them.
+    await assert.rejects(
+      () => generate(guarded, prompt, { maxNewTokens: 1, backend: "webgpu", linears: [] }),
+      /widened/,
+    );
   });
 });
