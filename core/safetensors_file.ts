@@ -267,3 +267,47 @@ export async function openSafetensors(path: string | URL): Promise<SafetensorsFi
     throw err;
   }
 }
+
+/**
+ * Reads one tensor of a safetensors file, synchronously, by the byte range
+ * an earlier {@linkcode openSafetensors} reported (`info(name)`): the file
+ * is opened, read at that range and closed again, so nothing stays open
+ * between reads. For loaders that read a large checkpoint's tensors when
+ * they are used rather than at load.
+ *
+ * @param path File path.
+ * @param info The tensor's dtype, shape and byte range (as `info(name)` gave them).
+ * @returns The tensor, in fresh memory.
+ * @throws {SafetensorsError} When the file ends before the range (it shrank) or
+ *   the data is invalid for its dtype.
+ */
+export function readSafetensorsTensorSync(
+  path: string | URL,
+  info: SafetensorsTensorInfo,
+): Tensor {
+  const n = info.byteLength / itemSize(info.dtype);
+  const data = allocate(info.dtype, n);
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const file = Deno.openSync(path, { read: true });
+  try {
+    file.seekSync(info.byteOffset, Deno.SeekMode.Start);
+    let at = 0;
+    while (at < bytes.length) {
+      const got = file.readSync(bytes.subarray(at));
+      if (got === null || got === 0) {
+        throw new SafetensorsError(
+          `Invalid safetensors file ${String(path)}: it ends at byte ${
+            info.byteOffset + at
+          }, before byte ${info.byteOffset + bytes.length} (it changed since it was opened?)`,
+        );
+      }
+      at += got;
+    }
+  } finally {
+    file.close();
+  }
+  const checked = !LITTLE_ENDIAN || info.dtype === "bool"
+    ? storageFrom(info.dtype, bytes, LITTLE_ENDIAN)
+    : data;
+  return { dtype: info.dtype, shape: [...info.shape], data: checked };
+}

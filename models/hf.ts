@@ -17,7 +17,13 @@ import { tensor } from "../core/tensor.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
 import { SafetensorsError } from "../core/safetensors.ts";
-import { readSafetensors, writeSafetensors } from "../core/safetensors_file.ts";
+import {
+  openSafetensors,
+  readSafetensors,
+  readSafetensorsTensorSync,
+  type SafetensorsTensorInfo,
+  writeSafetensors,
+} from "../core/safetensors_file.ts";
 import { f32Weight, LLAMA_LINEARS, llamaDims, llamaLinearShapes, STORED_LINEARS } from "./model.ts";
 import type {
   LlamaConfig,
@@ -254,6 +260,17 @@ export interface LoadHfOptions {
    * @default "block"
    */
   widen?: "block" | "load";
+  /**
+   * Where the block linears' stored values live: `"memory"` reads every
+   * tensor at load; `"disk"` reads only the headers (checking every tensor's
+   * name, shape and dtype), the embedding, classifier, norms and biases at
+   * load, and each block linear from its file when it is widened or read as
+   * stored (so the host holds one block, not the checkpoint); `"auto"` is
+   * `"disk"` for an unquantized checkpoint of at least 1 GiB with `widen:
+   * "block"`, else `"memory"`.
+   * @default "auto"
+   */
+  read?: "auto" | "memory" | "disk";
 }
 
 const STORED: readonly string[] = ["f32", "f16", "bf16"];
@@ -358,12 +375,13 @@ export function rotaryRowOrder(heads: number, rows: number): Int32Array {
  * block exists at a time (plus what callers hold on to); a caller may widen
  * a block linear by linear. Each layer also keeps its linears as stored
  * under the non-enumerable {@linkcode STORED_LINEARS}, which the CPU forward
- * pass uses without widening.
+ * pass uses without widening (not when `stored` is null: a checkpoint read
+ * from disk, whose linears are read when widened).
  */
 function lazyLayers(
   n: number,
   small: (l: number) => Omit<LlamaLayer, LlamaLinear>,
-  stored: (l: number) => Record<LlamaLinear, StoredLinear>,
+  stored: ((l: number) => Record<LlamaLinear, StoredLinear>) | null,
   widen: (l: number, key: LlamaLinear) => Tensor<"f32">,
 ): LlamaLayer[] {
   let cached: { l: number; linears: Partial<Record<LlamaLinear, Tensor<"f32">>> } | null = null;
@@ -377,7 +395,9 @@ function lazyLayers(
     for (const key of LLAMA_LINEARS) {
       Object.defineProperty(layer, key, { get: () => linear(l, key), enumerable: true });
     }
-    Object.defineProperty(layer, STORED_LINEARS, { value: stored(l), enumerable: false });
+    if (stored !== null) {
+      Object.defineProperty(layer, STORED_LINEARS, { value: stored(l), enumerable: false });
+    }
     return layer as LlamaLayer;
   });
 }
@@ -400,11 +420,18 @@ function lazyLayers(
  * @throws {SafetensorsError} naming the file for a truncated or broken shard.
  */
 export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Promise<LlamaModel> {
-  const { widen = "block" } = options;
+  const { widen = "block", read = "auto" } = options;
   if (widen !== "block" && widen !== "load") {
     throw new RangeError(
       `Cannot load a model as 'widen' must be "block" or "load": current value is ${
         JSON.stringify(widen)
+      }`,
+    );
+  }
+  if (read !== "auto" && read !== "memory" && read !== "disk") {
+    throw new RangeError(
+      `Cannot load a model as 'read' must be "auto", "memory" or "disk": current value is ${
+        JSON.stringify(read)
       }`,
     );
   }
@@ -415,23 +442,63 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     ? null
     : parseQuantizationConfig(json.quantization_config, configPath);
   const { files, index } = await shardFiles(dir);
-  const all = new Map<string, { t: Tensor; file: string }>();
+  let totalBytes = 0;
+  // Each file's size and modification time: a block linear read later from
+  // a file that changed since is refused (its byte ranges may be others').
+  const stamps = new Map<string, string>();
+  const stamp = (info: Deno.FileInfo) => `${info.size}:${info.mtime?.getTime()}`;
   for (const f of files) {
-    let tensors: Map<string, Tensor>;
+    const info = await Deno.stat(f);
+    totalBytes += info.size;
+    stamps.set(f, stamp(info));
+  }
+  if (read === "disk" && (quantization !== null || widen !== "block")) {
+    throw new RangeError(
+      `Cannot load ${dir} with 'read' "disk": it applies to unquantized checkpoints ` +
+        `widened by block (this one is ${
+          quantization !== null ? "quantized" : 'widened at "load"'
+        })`,
+    );
+  }
+  const fromDisk = read === "disk" ||
+    (read === "auto" && widen === "block" && quantization === null && totalBytes >= 2 ** 30);
+  // Every tensor's header; its values read now, or (block linears read from
+  // disk) when used.
+  const all = new Map<string, { t: Tensor | SafetensorsTensorInfo; file: string }>();
+  const blockLinear = new Set<string>();
+  for (let l = 0; l < config.nLayers; l++) {
+    for (const key of LLAMA_LINEARS) blockLinear.add(hfNames(l)[key]);
+  }
+  for (const f of files) {
     try {
-      ({ tensors } = await readSafetensors(f));
+      if (fromDisk) {
+        const handle = await openSafetensors(f);
+        try {
+          for (const name of handle.names) {
+            all.set(name, {
+              t: blockLinear.has(name) ? handle.info(name) : await handle.read(name),
+              file: f,
+            });
+          }
+        } finally {
+          handle.close();
+        }
+      } else {
+        const { tensors } = await readSafetensors(f);
+        for (const [name, t] of tensors) all.set(name, { t, file: f });
+      }
     } catch (e) {
       if (e instanceof SafetensorsError) throw new SafetensorsError(`${f}: ${e.message}`);
       throw e;
     }
-    for (const [name, t] of tensors) all.set(name, { t, file: f });
   }
   const where = (name: string): string => {
     const listed = index.get(name);
     if (listed !== undefined) return `${dir}/${listed} (as the index says)`;
     return files.length === 1 ? files[0]! : `${dir} (${files.length} safetensors files)`;
   };
-  const get = (name: string, shape: readonly number[]): Tensor<WeightDType> => {
+  /** A tensor's entry, its presence, shape and dtype checked (nothing read). */
+  const entry = (name: string, shape: readonly number[]) => {
     const e = all.get(name);
     if (!e) throw new RangeError(`${where(name)}: missing tensor ${name}`);
     if (e.t.shape.join() !== shape.join()) {
@@ -444,7 +511,19 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
         `${e.file}: tensor ${name} has dtype ${e.t.dtype}; expected bf16, f16 or f32`,
       );
     }
-    return e.t as Tensor<WeightDType>;
+    return e;
+  };
+  /** A checked tensor; one left on disk is read now (each time: callers keep what they need). */
+  const get = (name: string, shape: readonly number[]): Tensor<WeightDType> => {
+    const e = entry(name, shape);
+    if ("data" in e.t) return e.t as Tensor<WeightDType>;
+    if (stamp(Deno.statSync(e.file)) !== stamps.get(e.file)) {
+      throw new Error(
+        `Cannot read tensor ${name}: ${e.file} changed since the model was loaded ` +
+          `(its block linears are read from disk when used); load the model again`,
+      );
+    }
+    return readSafetensorsTensorSync(e.file, e.t) as Tensor<WeightDType>;
   };
   const { dim, vocabSize, nHeads, nKvHeads, nLayers } = config;
   const { headDim, qDim, kvDim } = llamaDims(config);
@@ -471,11 +550,15 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
       const name = hfNames(l)[key], module = name.slice(0, -".weight".length);
       const q = quantization && moduleQuantization(quantization, module);
       if (!q) {
-        get(name, linearShapes[key]);
+        entry(name, linearShapes[key]);
         continue;
       }
       try {
-        packed.set(name, readPackedLinear(q, (t) => all.get(t)?.t, module, linearShapes[key]));
+        const tensorOf = (t: string) => {
+          const e = all.get(t);
+          return e && "data" in e.t ? e.t : undefined;
+        };
+        packed.set(name, readPackedLinear(q, tensorOf, module, linearShapes[key]));
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
         const first = `${module}.${
@@ -544,7 +627,7 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     >;
   const layers = widen === "load"
     ? Array.from({ length: nLayers }, (_, l): LlamaLayer => ({ ...small(l), ...widenLinears(l) }))
-    : lazyLayers(nLayers, small, storedLinears, widenLinear);
+    : lazyLayers(nLayers, small, fromDisk ? null : storedLinears, widenLinear);
   const stored = (t: Tensor<WeightDType>) => widen === "load" ? f32Weight(t) : t;
   const tokenEmbedding = stored(get("model.embed_tokens.weight", [vocabSize, dim]));
   const finalNorm = vec(get("model.norm.weight", [dim]));

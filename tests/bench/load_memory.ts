@@ -6,7 +6,10 @@
  * logits of 8 tokens on the CPU (every block widened once, the classifier in
  * chunks) and reports the peak resident memory against the checkpoint's size.
  *
- *     deno run -A tests/bench/load_memory.ts [--dir=DIR] [--keep]
+ *     deno run -A tests/bench/load_memory.ts [--dir=DIR] [--keep] [--read=auto|memory|disk]
+ *
+ * `--read` is `loadModel`'s: "memory" holds the checkpoint, "disk" reads each
+ * block from its file when used (the default for a checkpoint this size).
  *
  * Uses the file system and subprocesses; reads /proc (Linux).
  *
@@ -25,10 +28,13 @@ export function procStatus(key: string): number {
 }
 
 /** Loads a folder, runs 8 tokens on the CPU, prints one JSON line (run it in a fresh process). */
-export async function measure(dir: string): Promise<void> {
+export async function measure(
+  dir: string,
+  read: "auto" | "memory" | "disk" = "auto",
+): Promise<void> {
   const rss0 = procStatus("VmRSS");
   const t0 = performance.now();
-  const lm = await loadModel(dir);
+  const lm = await loadModel(dir, { read });
   const loadSeconds = (performance.now() - t0) / 1000;
   const afterLoad = procStatus("VmHWM");
   const t1 = performance.now();
@@ -46,21 +52,28 @@ export async function measure(dir: string): Promise<void> {
 
 if (import.meta.main) {
   const measureDir = Deno.args.find((a) => a.startsWith("--measure="))?.slice(10);
+  const read = (Deno.args.find((a) => a.startsWith("--read="))?.slice(7) ?? "auto") as
+    | "auto"
+    | "memory"
+    | "disk";
   if (measureDir) {
-    await measure(measureDir);
+    await measure(measureDir, read);
   } else {
     const given = Deno.args.find((a) => a.startsWith("--dir="))?.slice(6);
     const dir = given ?? await Deno.makeTempDir({ prefix: "llmc-1b-" });
     await Deno.mkdir(dir, { recursive: true });
     const t0 = performance.now();
-    const bytes = await writeRandomLlama(dir, LLAMA_SHAPES["1b"]);
+    const bytes = given && await Deno.stat(`${dir}/config.json`).then(() => true, () => false)
+      ? [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".safetensors"))
+        .reduce((n, e) => n + Deno.statSync(`${dir}/${e.name}`).size, 0)
+      : await writeRandomLlama(dir, LLAMA_SHAPES["1b"]);
     console.error(
       `wrote ${(bytes / 1e9).toFixed(2)} GB in ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s to ${dir}`,
     );
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(import.meta.url).pathname, `--measure=${dir}`],
+      args: ["run", "-A", new URL(import.meta.url).pathname, `--measure=${dir}`, `--read=${read}`],
       stderr: "inherit",
     }).output();
     if (!out.success) throw new Error("the measuring process failed");

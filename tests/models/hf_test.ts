@@ -7,7 +7,7 @@ import { writeSafetensors } from "../../core/safetensors_file.ts";
 import { bf16BitsToF32, convert, f32ToBf16Bits } from "../../core/convert.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { loadLlama2cTokenizer } from "../../models/llama2c_tokenizer.ts";
-import type { LlamaModel } from "../../models/model.ts";
+import { type LlamaModel, STORED_LINEARS } from "../../models/model.ts";
 
 /**
  * Runs `body` on stories260K with a fresh temporary folder, removed afterwards;
@@ -152,4 +152,47 @@ Deno.test("f16 and bf16 HF tensors load as their float32 values", () =>
     for (let i = 0; i < bf.length; i += 97) {
       assert.equal(bf[i], bf16BitsToF32(f32ToBf16Bits(model.layers[1]!.w2.data[i]!)));
     }
+  }));
+
+Deno.test("a checkpoint read from disk checks every tensor at load, reads each block linear when widened, and gives the same logits", () =>
+  withModelDir(async (model, dir) => {
+    await writeHfLlama(model, dir);
+    const ids = [1, 365, 191, 263, 31];
+    const inMemory = await loadHfLlama(dir, { read: "memory" });
+    const fromDisk = await loadHfLlama(dir, { read: "disk" });
+    assert.deepEqual(
+      llamaForward(fromDisk, ids),
+      llamaForward(inMemory, ids),
+    );
+    assert.deepEqual(fromDisk.layers[2]!.w2.data, inMemory.layers[2]!.w2.data);
+    // Its linears are not kept as stored (the CPU pass widens them instead).
+    assert.equal(fromDisk.layers[0]![STORED_LINEARS], undefined);
+    assert.notEqual(inMemory.layers[0]![STORED_LINEARS], undefined);
+    // Read when used: a file changed since the load is refused by name.
+    await writeHfLlama(model, `${dir}/c`);
+    const again = await loadHfLlama(`${dir}/c`, { read: "disk" });
+    await Deno.writeFile(`${dir}/c/model.safetensors`, new Uint8Array(64));
+    assert.throws(
+      () => again.layers[3]!.wq,
+      /model\.safetensors changed since the model was loaded/,
+    );
+    // A misshapen tensor is refused at load, before any linear is read.
+    await writeHfLlama(model, `${dir}/b`);
+    await Deno.writeTextFile(
+      `${dir}/b/config.json`,
+      JSON.stringify({ ...hfConfig(model.config, true), intermediate_size: 180 }),
+    );
+    await assert.rejects(
+      () => loadHfLlama(`${dir}/b`, { read: "disk" }),
+      /gate_proj\.weight has shape \[172,64\], config\.json implies \[180,64\]/,
+    );
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      () => loadHfLlama(dir, { read: "mmap" as any }),
+      /'read' must be "auto", "memory" or "disk"/,
+    );
+    await assert.rejects(
+      () => loadHfLlama(`${dir}/b`, { read: "disk", widen: "load" }),
+      /'read' "disk": it applies to unquantized checkpoints widened by block/,
+    );
   }));
