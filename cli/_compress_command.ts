@@ -26,6 +26,7 @@ import type { CompressedLinear } from "../pipeline/compress_linear.ts";
 import { type CompressArgs, UsageError } from "./_compress_args.ts";
 import { CALIBRATION_CORPORA, calibrationSet } from "./_calibration.ts";
 import { compressRun, type CompressRunResult } from "./_compress_run.ts";
+import { measureLayerErrors } from "./_layer_errors.ts";
 import { hostPeakBytes, trackGpuBuffers } from "./_memory.ts";
 
 /** One module of the report. */
@@ -325,6 +326,8 @@ export async function compressCommand(
   try {
     run = await compressRun(lm, calib.windows, method.recipe, {
       backend: args.backend,
+      // The journal has every finished block: the host keeps one at a time.
+      keepModules: false,
       ...(args.gpuMemoryBytes !== undefined ? { gpuMemoryBytes: args.gpuMemoryBytes } : {}),
       completed,
       onProgress: (p) => {
@@ -356,6 +359,10 @@ export async function compressCommand(
   }
   bar.done();
   for (const note of run.notes) log(`note: ${note}`);
+  // Every module, read back from the journal (a quantized one holds its
+  // codes; its weight is dequantized when read), with the layer errors that
+  // data-free stages leave out measured now.
+  const modules = measureLayerErrors(lm, calib.windows, await journal.completed(method.id));
 
   const tWrite = performance.now();
   const tmp = `${partial}/output`;
@@ -364,7 +371,7 @@ export async function compressCommand(
     const config = modelInfo.isDirectory
       ? JSON.parse(await Deno.readTextFile(`${args.model}/config.json`)) as Record<string, unknown>
       : undefined;
-    await writeCheckpoint(lm.model, run.modules, tmp, {
+    await writeCheckpoint(lm.model, modules, tmp, {
       format: args.format,
       dtype: args.dtype,
       checkpointFormat: args.checkpointFormat,
@@ -419,7 +426,7 @@ export async function compressCommand(
       tokens: calib.tokens,
       tokenizer: tokPath,
     },
-    modules: [...run.modules.values()].map((m) => ({
+    modules: [...modules.values()].map((m) => ({
       name: m.name,
       layerError: Number.isFinite(m.layerError) ? m.layerError : null,
       bits: m.bitsPerWeight,

@@ -40,6 +40,14 @@ export interface CompressRunOptions {
     block: number,
     modules: readonly CompressedLinear[],
   ) => void | Promise<void>;
+  /**
+   * Keep the blocks' modules in the result. With false (a journal has them),
+   * the host holds one block's at a time; `modules` then holds the head's
+   * alone, and the layer errors of data-free stages are left to the caller
+   * (`measureLayerErrors` on the modules it reads back).
+   * @default true
+   */
+  readonly keepModules?: boolean;
 }
 
 /** What {@linkcode compressRun} returns. */
@@ -78,13 +86,20 @@ export async function compressRun(
   recipe: Recipe,
   options: CompressRunOptions = {},
 ): Promise<CompressRunResult> {
-  const { backend = "auto", completed = new Map(), onProgress, onBlockDone, gpuMemoryBytes } =
-    options;
+  const {
+    backend = "auto",
+    completed = new Map(),
+    onProgress,
+    onBlockDone,
+    gpuMemoryBytes,
+    keepModules = true,
+  } = options;
   const notes: string[] = [];
   const t0 = performance.now();
   const res = await compressModel(model, calibration, recipe, {
     completed,
     trueSequential: true,
+    keepModules,
     backend,
     solveBackend: backend,
     ...(gpuMemoryBytes !== undefined ? { gpuMemoryBytes } : {}),
@@ -95,11 +110,11 @@ export async function compressRun(
     },
   });
   const t1 = performance.now();
-  const modules = measureLayerErrors(model, calibration, res.modules);
+  const modules = keepModules ? measureLayerErrors(model, calibration, res.modules) : res.modules;
   return {
     modules,
     bitsPerWeight: res.bitsPerWeight,
-    resumed: [...res.modules.keys()].filter((n) => completed.has(n)).length,
+    resumed: [...res.summaries.keys()].filter((n) => completed.has(n)).length,
     seconds: { pipeline: (t1 - t0) / 1000, measure: (performance.now() - t1) / 1000 },
     phases: res.phases,
     notes,

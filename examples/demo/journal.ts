@@ -29,7 +29,9 @@ export interface Journal {
   /** Rows finished by earlier runs, by method. */
   readonly rows: ReadonlyMap<string, DemoRow>;
   /**
-   * Modules of a method's finished blocks (empty when none).
+   * Modules of a method's finished blocks (empty when none). A module whose
+   * weight is its dequantized grid reads `weight` as a fresh dequantization
+   * each time (the modules hold codes, not float32 weights).
    *
    * @param method Method id.
    * @returns Modules by name.
@@ -130,23 +132,28 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
           : compressedFromTensors(st.tensors, st.metadata);
         for (const { weightFromGrid, ...r } of records) {
           const q = quantized.get(r.name);
-          let weight: Tensor<"f32">;
+          const mask = st.tensors.get(`${r.name}.mask`);
+          const module = {
+            ...r,
+            layerError: r.layerError ?? NaN,
+            ...(q ? { quantized: q } : {}),
+            ...(mask ? { mask: Uint8Array.from(mask.data as Uint8Array) } : {}),
+          };
           if (weightFromGrid) {
             if (q?.kind !== "uniform") throw new Error(`${p}: missing the grid of ${r.name}`);
-            weight = dequantize(q);
+            // Dequantized when read, each time: a model's worth of modules
+            // holds its codes, not its float32 weights.
+            Object.defineProperty(module, "weight", {
+              get: () => dequantize(q),
+              enumerable: true,
+            });
+            out.set(r.name, module as CompressedLinear);
           } else {
             const t = st.tensors.get(r.name);
             if (!t || t.dtype !== "f32") throw new Error(`${p}: missing module ${r.name}`);
-            weight = tensor("f32", t.shape, Float32Array.from(t.data as Float32Array));
+            const weight = tensor("f32", t.shape, Float32Array.from(t.data as Float32Array));
+            out.set(r.name, { ...module, weight });
           }
-          const mask = st.tensors.get(`${r.name}.mask`);
-          out.set(r.name, {
-            ...r,
-            layerError: r.layerError ?? NaN,
-            weight,
-            ...(q ? { quantized: q } : {}),
-            ...(mask ? { mask: Uint8Array.from(mask.data as Uint8Array) } : {}),
-          });
         }
       }
       return out;

@@ -74,3 +74,21 @@ Deno.test("compressRun's backend reaches the GPTQ and SparseGPT solvers", async 
   assert.deepEqual(sparse.notes, []);
   assert.ok([...sparse.modules.values()].every((m) => m.density === 0.5));
 });
+
+Deno.test("compressRun() with keepModules false hands every block to onBlockDone and keeps none", async () => {
+  const { lm, windows } = await fixture();
+  const recipe = parseMethodId("gptq-w4-g32").recipe;
+  const handed = new Map<string, CompressedLinear>();
+  const run = await compressRun(lm, windows, recipe, {
+    backend: "cpu",
+    keepModules: false,
+    onBlockDone: (_, modules) => void modules.forEach((m) => handed.set(m.name, m)),
+  });
+  assert.equal([...run.modules.keys()].filter((n) => n.startsWith("layers.")).length, 0);
+  assert.equal(handed.size, 7 * lm.blocks.length);
+  const kept = await compressRun(lm, windows, recipe, { backend: "cpu" });
+  for (const [name, m] of handed) {
+    assert.deepEqual(m.weight.data, kept.modules.get(name)!.weight.data, name);
+  }
+  assert.equal(run.bitsPerWeight, kept.bitsPerWeight);
+});
