@@ -174,6 +174,19 @@ export async function gptq(
   options: GptqFloatOptions & { format: "fp8" },
 ): Promise<Fp8Weight>;
 /**
+ * Quantizes a layer weight with GPTQ onto a scaled floating-point format.
+ *
+ * @param weight [rows, cols] = [out features, in features], any float dtype.
+ * @param hessian Hessian of the layer's inputs (cols × cols).
+ * @param options The format and the solver's options.
+ * @returns The quantized weight.
+ */
+export async function gptq(
+  weight: Tensor,
+  hessian: Hessian | DeviceHessian,
+  options: GptqFloatOptions,
+): Promise<MxWeight | Fp8Weight>;
+/**
  * Quantizes a layer weight with GPTQ onto a uniform grid or a scaled floating-point format.
  *
  * @param weight [rows, cols] = [out features, in features], any float dtype.
