@@ -7,7 +7,8 @@
  * Built-in deciders are plain values (`{ kind: "grid", ... }`,
  * `{ kind: "prune", ... }`, `{ kind: "prune+grid", ... }`) so that a GPU
  * backend can run the same decision in a kernel; `{ kind: "custom" }` takes a
- * JavaScript callback (CPU only). Web-standard only.
+ * JavaScript callback (CPU only), and `{ kind: "float-grid" }` (MXFP4, NVFP4,
+ * FP8) has no kernel yet (CPU only). Web-standard only.
  *
  * @see Frantar et al., "GPTQ" (2023), Algorithm 1; Frantar & Alistarh,
  * "SparseGPT" (2023), Algorithm 1.
