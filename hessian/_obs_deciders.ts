@@ -15,6 +15,20 @@ import {
 } from "../core/uniform_grid.ts";
 import type { ObsDecider, ObsPruneStructure } from "./obs.ts";
 import { kthSmallestInPlace } from "../core/_select.ts";
+import {
+  absMax,
+  e2m1Code,
+  e2m1Value,
+  e4m3Code,
+  e4m3Value,
+  fp8Scale,
+  type MxFormat,
+  mxLayout,
+  mxScaleCode,
+  mxScaleValue,
+  mxTensorScale,
+  type ScaledFloatFormat,
+} from "../core/scaled_float.ts";
 
 /**
  * A decider compiled for one solve. Positions are in processing order; the
@@ -173,6 +187,115 @@ function gridState(ctx: SolveContext, options: GridOptions, staticGroups: boolea
   };
 }
 
+/** What a "float-grid" decider decided: codes and scales (see `ObsResult`). */
+export interface FloatGridState {
+  /** Codes [rows, n], processing order until unpermuted. */
+  codes: Uint8Array;
+  /** Float32 multiplier per row and block [rows, blocks] (FP8: [rows] or [1]). */
+  scales: Float32Array;
+  /** MX block scale codes [rows, blocks]. */
+  scaleCodes?: Uint8Array;
+  /** MX tensor scale. */
+  tensorScale?: number;
+}
+
+function floatGridDecider(
+  ctx: SolveContext,
+  format: ScaledFloatFormat,
+  granularity: unknown,
+  staticGroups: unknown,
+): { decider: ColumnDecider; float: FloatGridState } {
+  const { rows, n, perm } = ctx;
+  if (typeof staticGroups !== "boolean") {
+    throw new TypeError(
+      `Cannot run the OBS solver as 'staticGroups' must be a boolean: current value is ${staticGroups}`,
+    );
+  }
+  if (format !== "fp8" && format !== "mxfp4" && format !== "nvfp4") {
+    throw new TypeError(
+      `Cannot run the OBS solver as 'format' must be "mxfp4", "nvfp4" or "fp8": current value is ${
+        String(format)
+      }`,
+    );
+  }
+  const codes = new Uint8Array(rows * n);
+  if (format === "fp8") {
+    if (granularity !== "channel" && granularity !== "tensor") {
+      throw new TypeError(
+        `Cannot run the OBS solver as 'granularity' must be "channel" or "tensor": current value is ${
+          String(granularity)
+        }`,
+      );
+    }
+    // Scales of the weights as given (as per-channel grids), never refitted.
+    const scales = granularity === "channel"
+      ? Float32Array.from({ length: rows }, (_, r) => fp8Scale(absMax(ctx.original, r * n, n)))
+      : Float32Array.of(fp8Scale(absMax(ctx.original, 0, rows * n)));
+    const perRow = granularity === "channel";
+    return {
+      float: { codes, scales },
+      decider: {
+        wholeColumns: false,
+        beginBlock() {},
+        decide(pos, i1, block, r0, r1, q) {
+          const o = (pos - i1) * rows;
+          for (let r = r0; r < r1; r++) {
+            const s = scales[perRow ? r : 0]!;
+            const c = e4m3Code(block[o + r]!, s);
+            codes[r * n + pos] = c;
+            q[r] = e4m3Value(c, s);
+          }
+        },
+      },
+    };
+  }
+  if (granularity !== undefined) {
+    fail(`'granularity' applies to "fp8" only: current format is ${String(format)}`);
+  }
+  const f: MxFormat = format;
+  const { blockSize: bs } = mxLayout(f, "run the OBS solver");
+  const blocks = Math.ceil(n / bs);
+  const tensorScale = mxTensorScale(f, absMax(ctx.original, 0, rows * n));
+  const scaleCodes = new Uint8Array(rows * blocks), scales = new Float32Array(rows * blocks);
+  // Fits block k of every row on columns [k·bs, …) of src [rows, n] (original order).
+  const fit = (src: Float32Array, k: number): void => {
+    const c0 = k * bs, len = Math.min(n, c0 + bs) - c0;
+    for (let r = 0; r < rows; r++) {
+      const sc = mxScaleCode(f, absMax(src, r * n + c0, len), tensorScale);
+      scaleCodes[r * blocks + k] = sc;
+      scales[r * blocks + k] = mxScaleValue(f, sc, tensorScale);
+    }
+  };
+  let identity = true;
+  for (let i = 0; i < n && identity; i++) identity = perm[i] === i;
+  if (staticGroups) {
+    for (let k = 0; k < blocks; k++) fit(ctx.cleaned, k);
+  } else if (!identity) {
+    fail(`the ${f} blocks are runs of original columns: a permuted order needs 'staticGroups'`);
+  }
+  return {
+    float: { codes, scales, scaleCodes, tensorScale },
+    decider: {
+      wholeColumns: false,
+      beginBlock(i1, i2) {
+        // Dynamic blocks: fitted when the loop reaches their first column, on
+        // W as the lazy updates left it (processing order is the original one).
+        if (staticGroups) return;
+        for (let k = Math.ceil(i1 / bs); k * bs < i2; k++) fit(ctx.w, k);
+      },
+      decide(pos, i1, block, r0, r1, q) {
+        const o = (pos - i1) * rows, k = Math.floor(perm[pos]! / bs);
+        for (let r = r0; r < r1; r++) {
+          const m = scales[r * blocks + k]!;
+          const c = e2m1Code(block[o + r]!, m);
+          codes[r * n + pos] = c;
+          q[r] = e2m1Value(c, m);
+        }
+      },
+    },
+  };
+}
+
 interface PruneState {
   pruned: Uint8Array; // [rows, n], processing order until unpermuted
   beginBlock(i1: number, i2: number, block: Float32Array): void;
@@ -281,7 +404,7 @@ function pruneState(ctx: SolveContext, structure: ObsPruneStructure): PruneState
 export function compileDecider(
   ctx: SolveContext,
   decider: ObsDecider,
-): { decider: ColumnDecider; grid?: GridState; prune?: PruneState } {
+): { decider: ColumnDecider; grid?: GridState; prune?: PruneState; float?: FloatGridState } {
   const { rows, n } = ctx;
   if (decider === null || typeof decider !== "object") {
     throw new TypeError(
@@ -361,6 +484,12 @@ export function compileDecider(
         },
       };
     }
+    case "float-grid": {
+      const granularity = decider.format === "fp8"
+        ? decider.granularity ?? "channel"
+        : decider.granularity;
+      return floatGridDecider(ctx, decider.format, granularity, decider.staticGroups ?? false);
+    }
     case "custom": {
       if (typeof decider.decide !== "function") {
         throw new TypeError(`Cannot run the OBS solver as 'decider.decide' must be a function`);
@@ -397,7 +526,7 @@ export function compileDecider(
     }
     default:
       throw new TypeError(
-        `Cannot run the OBS solver as 'decider.kind' must be "grid", "prune", "prune+grid" or "custom": current value is ${
+        `Cannot run the OBS solver as 'decider.kind' must be "grid", "float-grid", "prune", "prune+grid" or "custom": current value is ${
           (decider as { kind: unknown }).kind
         }`,
       );

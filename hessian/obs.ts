@@ -7,7 +7,8 @@
  * Built-in deciders are plain values (`{ kind: "grid", ... }`,
  * `{ kind: "prune", ... }`, `{ kind: "prune+grid", ... }`) so that a GPU
  * backend can run the same decision in a kernel; `{ kind: "custom" }` takes a
- * JavaScript callback (CPU only). Web-standard only.
+ * JavaScript callback (CPU only), and `{ kind: "float-grid" }` (MXFP4, NVFP4,
+ * FP8) has no kernel yet (CPU only). Web-standard only.
  *
  * @see Frantar et al., "GPTQ" (2023), Algorithm 1; Frantar & Alistarh,
  * "SparseGPT" (2023), Algorithm 1.
@@ -19,6 +20,7 @@ import { dims2, type Tensor, tensor } from "../core/tensor.ts";
 import { CholeskyError, gemmSubInPlaceF32 } from "../core/_dense.ts";
 import type { CompressionStats } from "../core/compression_stats.ts";
 import type { GridOptions } from "../core/uniform_grid.ts";
+import type { ScaledFloatFormat } from "../core/scaled_float.ts";
 import type { Hessian } from "./hessian.ts";
 import { type DeviceHessian, hostHessian, isDeviceHessian } from "./device_hessian.ts";
 import { upperCholeskyOfInverse } from "./_obs_kernels.ts";
@@ -71,6 +73,26 @@ export type ObsDecider =
      * lazy updates left them, in processing order.
      * @default false
      */
+    readonly staticGroups?: boolean;
+  }
+  | {
+    /**
+     * GPTQ on a scaled floating-point format (`core/scaled_float.ts`): each
+     * column rounds to nearest on the format's grid (E2M1 under the block
+     * multiplier for MXFP4/NVFP4, E4M3 under the row's or tensor's scale for
+     * FP8). CPU only. The NVFP4 tensor scale and the FP8 scales are fitted on
+     * the weights as given, before the loop. The MX block scales are fitted
+     * per block of 32 (MXFP4) or 16 (NVFP4) columns of each row when the loop
+     * reaches the block's first column, on the weights as the lazy updates left
+     * them (as the grid decider's dynamic groups), or, with `staticGroups`, on
+     * the original weights before the loop (needed for act-order or `perm`, as
+     * the blocks are runs of original columns).
+     */
+    readonly kind: "float-grid";
+    readonly format: ScaledFloatFormat;
+    /** FP8 only: one scale per output row or per tensor. @default "channel" */
+    readonly granularity?: "channel" | "tensor";
+    /** MX formats only: fit the block scales before the loop. @default false */
     readonly staticGroups?: boolean;
   }
   | {
@@ -138,7 +160,7 @@ export interface ObsOptions {
    */
   onDeviceWeight?: (weight: DeviceWeight) => void;
   /**
-   * Where the column loop runs: "auto" (WebGPU, except for a "custom" decider, on a hardware adapter, else
+   * Where the column loop runs: "auto" (WebGPU, except for a "custom" or "float-grid" decider, on a hardware adapter, else
    * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
    * without one). The GPU path gives the same result to float32 tolerance.
    * @default "auto"
@@ -184,6 +206,14 @@ export interface ObsResult {
   zeros?: Float32Array;
   /** Group of each column [cols] (grid deciders). */
   gIdx?: Int32Array;
+  /**
+   * Block scale codes [rows, ⌈cols/blockSize⌉] (E8M0 or E4M3; "float-grid"
+   * with an MX format); `scales` then holds their float32 multipliers, and for
+   * FP8 the scale of each row [rows] or of the tensor [1].
+   */
+  scaleCodes?: Uint8Array;
+  /** The NVFP4 tensor scale (1 for MXFP4; "float-grid" with an MX format). */
+  tensorScale?: number;
   /**
    * 1 where the weight was pruned to 0, [rows, cols] (prune deciders). It and
    * `kept` are the result's own arrays: the one the solver produced is a
@@ -296,6 +326,11 @@ export async function obsSolve(
   }
   if (onProgress !== undefined && typeof onProgress !== "function") {
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
+  }
+  if (decider?.kind === "float-grid" && backend === "webgpu") {
+    throw new TypeError(
+      `Cannot run the OBS solver as 'backend' "webgpu" does not support the "float-grid" decider: use "cpu" or "auto"`,
+    );
   }
   const gpuDecider = decider !== null && typeof decider === "object" &&
     (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid");
@@ -483,6 +518,13 @@ export async function obsSolve(
     const gIdx = new Int32Array(n);
     for (let i = 0; i < n; i++) gIdx[perm[i]!] = g.gIdx[i]!;
     result.gIdx = gIdx;
+  }
+  if (compiled.float) {
+    const f = compiled.float;
+    result.codes = unpermute(f.codes);
+    result.scales = f.scales;
+    if (f.scaleCodes) result.scaleCodes = f.scaleCodes;
+    if (f.tensorScale !== undefined) result.tensorScale = f.tensorScale;
   }
   if (compiled.prune) {
     const pruned = unpermute(compiled.prune.pruned);

@@ -109,7 +109,7 @@ export interface ObsGpuProblem {
   readonly dampRatio: number;
   /** Damping retries (×10 each). */
   readonly maxDampingRetries: number;
-  /** The decision (not "custom"). */
+  /** The decision (not "custom" or "float-grid"). */
   readonly decider: ObsDecider;
   /** Block size (a multiple of m for N:M). */
   readonly blockSize: number;
@@ -170,9 +170,9 @@ export interface ObsGpuProblem {
  */
 export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult> {
   const { rows, n, decider } = p;
-  if (decider.kind === "custom") {
+  if (decider.kind === "custom" || decider.kind === "float-grid") {
     throw new TypeError(
-      `Cannot run the OBS solver on the GPU with a "custom" decider: use backend "cpu"`,
+      `Cannot run the OBS solver on the GPU with a "${decider.kind}" decider: use backend "cpu"`,
     );
   }
   const limit = p.maxBindingBytes ?? bindingLimit(gpu);

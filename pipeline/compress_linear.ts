@@ -29,6 +29,9 @@ import { dequantize } from "../quantizers/dequantize.ts";
 import { gptq } from "../quantizers/gptq.ts";
 import { rtn } from "../quantizers/rtn.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
+import { mxQuantize, type MxWeight } from "../quantizers/mx.ts";
+import { fp8Quantize, type Fp8Weight } from "../quantizers/fp8_quantize.ts";
+import { MX_LAYOUTS } from "../core/scaled_float.ts";
 import type { Stage } from "./recipe.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { attachDeviceCopy, type DeviceWeight } from "../kernels/device_copies.ts";
@@ -57,7 +60,13 @@ export interface CompressedLinear {
   /** Seconds spent in the stages. */
   readonly seconds: number;
   /** The quantized form, when a quantizer ran (in the rotated basis after `rotate`). */
-  readonly quantized?: QuantizedWeight | AqlmWeight | HiggsWeight | Nf4Weight;
+  readonly quantized?:
+    | QuantizedWeight
+    | AqlmWeight
+    | HiggsWeight
+    | Nf4Weight
+    | MxWeight
+    | Fp8Weight;
   /** Keep-mask [out, in] (1 kept), when a pruner ran. */
   readonly mask?: Uint8Array;
 }
@@ -82,6 +91,17 @@ export interface CompressLinearOptions {
    * @default false
    */
   deviceWeight?: boolean;
+}
+
+/**
+ * Storage bits per weight of a scaled floating-point weight's scales: 8 per
+ * MX block (E8M0 or E4M3), 32 for the NVFP4 tensor scale, 32 per FP8 scale.
+ */
+function floatOverhead(q: MxWeight | Fp8Weight): number {
+  const [rows, cols] = q.shape;
+  if (q.kind === "fp8") return (32 * q.scales.length) / (rows * cols);
+  const tensorBits = MX_LAYOUTS[q.format].tensorScale ? 32 : 0;
+  return (8 * q.scales.length + tensorBits) / (rows * cols);
 }
 
 /** Storage bits per weight of a uniform grid's scales (f16) and zero points. */
@@ -130,11 +150,12 @@ function asF32(t: Tensor): Tensor<"f32"> {
  * Whether a stage reads the Hessian (calibration inputs) of its layer.
  *
  * @param stage The stage.
- * @returns True for GPTQ, SparseGPT, Wanda and AQLM.
+ * @returns True for GPTQ (on a grid or a float format), SparseGPT, Wanda and AQLM.
  */
 export function stageNeedsHessian(stage: Stage): boolean {
   return stage.kind === "gptq" || stage.kind === "sparsegpt" || stage.kind === "wanda" ||
-    stage.kind === "aqlm";
+    stage.kind === "aqlm" ||
+    ((stage.kind === "mx" || stage.kind === "fp8") && stage.method === "gptq");
 }
 
 /**
@@ -203,7 +224,14 @@ export async function compressLinear(
   let rotation: Rotation | undefined;
   let mask: Uint8Array | undefined;
   let maskStructure: SparsityStructure | "mask" = "mask";
-  let quantized: QuantizedWeight | AqlmWeight | HiggsWeight | Nf4Weight | undefined;
+  let quantized:
+    | QuantizedWeight
+    | AqlmWeight
+    | HiggsWeight
+    | Nf4Weight
+    | MxWeight
+    | Fp8Weight
+    | undefined;
   let valueBits = 32, overhead = 0;
   const applied: string[] = [];
   // A lone solver stage's result is the final weight: its GPU solve can
@@ -300,6 +328,48 @@ export async function compressLinear(
         measured = (q.stats as { layerError?: number } | undefined)?.layerError;
         valueBits = q.bits;
         overhead = gridOverhead(q);
+        break;
+      }
+      case "mx":
+      case "fp8": {
+        const { method = "rtn", actOrder, dampRatio, blockSize } = stage;
+        if (method !== "rtn" && method !== "gptq") {
+          throw new TypeError(
+            `Cannot compress ${name} as 'method' must be "rtn" or "gptq": current value is ${
+              String(method)
+            }`,
+          );
+        }
+        const format = stage.kind === "mx" ? stage.format : "fp8";
+        const granularity = stage.kind === "fp8" ? stage.granularity ?? "channel" : undefined;
+        let q: MxWeight | Fp8Weight;
+        if (method === "rtn") {
+          if (actOrder !== undefined || dampRatio !== undefined || blockSize !== undefined) {
+            throw new TypeError(
+              `Cannot compress ${name} as 'actOrder', 'dampRatio' and 'blockSize' need method "gptq"`,
+            );
+          }
+          q = stage.kind === "mx"
+            ? await mxQuantize(w, { format: stage.format })
+            : await fp8Quantize(w, { granularity: granularity! });
+        } else {
+          // GPTQ over these grids runs on the CPU only: "auto" picks it, "webgpu" throws.
+          q = await gptq(w, needH(), {
+            format,
+            backend,
+            ...(granularity !== undefined ? { granularity } : {}),
+            ...(stage.kind === "mx" && stage.staticGroups !== undefined
+              ? { staticGroups: stage.staticGroups }
+              : {}),
+            ...(actOrder !== undefined ? { actOrder } : {}),
+            ...(dampRatio !== undefined ? { dampRatio } : {}),
+            ...(blockSize !== undefined ? { blockSize } : {}),
+          });
+        }
+        quantized = q;
+        w = keepMask(dequantize(q));
+        valueBits = q.kind === "mx" ? 4 : 8;
+        overhead = floatOverhead(q);
         break;
       }
       case "aqlm": {

@@ -8,6 +8,7 @@
 
 import type { SparsityStructure } from "../pruners/structure.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
+import type { MxFormat } from "../core/scaled_float.ts";
 
 /** Round-to-nearest onto a uniform grid (`rtn`). */
 export interface RtnStage {
@@ -145,6 +146,46 @@ export interface Nf4Stage {
   readonly blockSize?: number;
 }
 
+/**
+ * GPTQ's options for a scaled floating-point stage (`method: "gptq"`); see
+ * `GptqFloatOptions`.
+ */
+export interface FloatGptqStageOptions {
+  /** `"rtn"` (round to nearest) or `"gptq"` (the OBS loop over the format's grid, CPU only). @default "rtn" */
+  readonly method?: "rtn" | "gptq";
+  /** GPTQ: process columns by decreasing Hessian diagonal. @default false */
+  readonly actOrder?: boolean;
+  /** GPTQ: damping, as a fraction of the mean Hessian diagonal. @default 0.01 */
+  readonly dampRatio?: number;
+  /** GPTQ: columns per lazy batch update. @default 128 */
+  readonly blockSize?: number;
+}
+
+/**
+ * A microscaling format (`mxQuantize`, or `gptq` with `format`): MXFP4 (E2M1,
+ * an E8M0 scale per 32: 4.25 bits per weight) or NVFP4 (E2M1, an E4M3 scale
+ * per 16 and an FP32 tensor scale: 4.5 bits per weight and 32 per tensor).
+ */
+export interface MxStage extends FloatGptqStageOptions {
+  /** Discriminant. */
+  readonly kind: "mx";
+  /** The format. */
+  readonly format: MxFormat;
+  /** GPTQ: fit the block scales on the original weights before the loop (needed with `actOrder`). @default false */
+  readonly staticGroups?: boolean;
+}
+
+/**
+ * FP8 E4M3 with an FP32 scale per output row or per tensor (`fp8Quantize`,
+ * or `gptq` with `format: "fp8"`).
+ */
+export interface Fp8Stage extends FloatGptqStageOptions {
+  /** Discriminant. */
+  readonly kind: "fp8";
+  /** One scale per output row or per tensor. @default "channel" */
+  readonly granularity?: "channel" | "tensor";
+}
+
 /** One step of a linear layer's compression, as a value. */
 export type Stage =
   | RtnStage
@@ -155,7 +196,9 @@ export type Stage =
   | RotateStage
   | AqlmStage
   | HiggsStage
-  | Nf4Stage;
+  | Nf4Stage
+  | MxStage
+  | Fp8Stage;
 
 /** Stages for the modules whose name matches `match`. */
 export interface RecipeOverride {
@@ -231,6 +274,8 @@ const KINDS = new Set([
   "aqlm",
   "higgs",
   "nf4",
+  "mx",
+  "fp8",
 ]);
 
 /**

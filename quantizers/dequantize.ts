@@ -9,10 +9,12 @@ import { type Tensor, tensor } from "../core/tensor.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
 import { type AqlmWeight, dequantizeAqlm } from "./aqlm.ts";
 import { dequantizeGrid } from "../core/uniform_grid.ts";
+import { dequantizeMx, type MxWeight } from "./mx.ts";
+import { dequantizeFp8, type Fp8Weight } from "./fp8_quantize.ts";
 
 /**
- * The float32 weight of a quantized weight (uniform grids from RTN/GPTQ, or
- * AQLM codebooks). Uniform grids:
+ * The float32 weight of a quantized weight (uniform grids from RTN/GPTQ,
+ * AQLM codebooks, microscaling MXFP4/NVFP4 or FP8 weights). Uniform grids:
  * Ŵ[r, c] = scales[r, g]·(codes[r, c] − zeros[r, g]) with g = gIdx[c].
  *
  * @example
@@ -32,7 +34,9 @@ import { dequantizeGrid } from "../core/uniform_grid.ts";
  * @returns Ŵ, f32 [rows, cols].
  * @throws {TypeError} for an unknown format.
  */
-export function dequantize(q: QuantizedWeight | AqlmWeight): Tensor<"f32"> {
+export function dequantize(
+  q: QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight,
+): Tensor<"f32"> {
   switch (q?.kind) {
     case "uniform": {
       const [rows, cols] = q.shape;
@@ -49,6 +53,10 @@ export function dequantize(q: QuantizedWeight | AqlmWeight): Tensor<"f32"> {
     }
     case "aqlm":
       return tensor("f32", [q.shape[0], q.shape[1]], dequantizeAqlm(q));
+    case "mx":
+      return tensor("f32", [q.shape[0], q.shape[1]], dequantizeMx(q));
+    case "fp8":
+      return tensor("f32", [q.shape[0], q.shape[1]], dequantizeFp8(q));
     default:
       throw new TypeError(
         `Cannot dequantize as 'kind' ${

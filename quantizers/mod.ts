@@ -13,6 +13,8 @@ export * from "./grid.ts";
 export * from "./rtn.ts";
 export * from "./gptq.ts";
 export * from "./dequantize.ts";
+export * from "./mx.ts";
+export * from "./fp8_quantize.ts";
 export * from "./qsgd.ts";
 export * from "./low_rank.ts";
 export * from "./lloyd_max.ts";

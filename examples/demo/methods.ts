@@ -59,6 +59,29 @@ export const DEMO_METHODS: readonly DemoMethod[] = [
   ]),
   method("higgs-w4", "HIGGS, 4 bits, data-free", [{ kind: "higgs", bits: 4 }], false),
   method("nf4", "NF4 with absmax blocks of 64, data-free", [{ kind: "nf4" }], false),
+  method("rtn-mxfp4", "MXFP4 (E2M1, an E8M0 scale per 32), round to nearest", [
+    { kind: "mx", format: "mxfp4" },
+  ], false),
+  method("gptq-mxfp4", "GPTQ over the MXFP4 grid (CPU)", [
+    { kind: "mx", format: "mxfp4", method: "gptq" },
+  ], false),
+  method(
+    "rtn-nvfp4",
+    "NVFP4 (E2M1, an E4M3 scale per 16, an FP32 tensor scale), round to nearest",
+    [
+      { kind: "mx", format: "nvfp4" },
+    ],
+    false,
+  ),
+  method("gptq-nvfp4", "GPTQ over the NVFP4 grid (CPU)", [
+    { kind: "mx", format: "nvfp4", method: "gptq" },
+  ], false),
+  method("rtn-fp8", "FP8 E4M3, an FP32 scale per output channel, round to nearest", [
+    { kind: "fp8" },
+  ], false),
+  method("gptq-fp8", "GPTQ over the FP8 E4M3 per-channel grid (CPU)", [
+    { kind: "fp8", method: "gptq" },
+  ], false),
   {
     id: "aqlm-2bit",
     description: "AQLM, 2 bits of codes: 2 codebooks of 2^8 vectors of 8 weights " +

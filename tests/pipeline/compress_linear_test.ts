@@ -66,3 +66,41 @@ Deno.test("compressLinear() needs a Hessian only for calibration-based stages", 
   assertClose(c.bitsPerWeight, 4 + 16 / 64, { atol: 1e-12 });
   assert.deepEqual([higgsGroupSize(64), higgsGroupSize(172), higgsGroupSize(768)], [64, 4, 128]);
 });
+
+Deno.test("MXFP4, NVFP4 and FP8 stages count 4 + 8/32, 4 + 8/16 + 32/(rows·cols) and 8 + 32/cols bits per weight", async () => {
+  const mx = await compressLinear(W, null, [{ kind: "mx", format: "mxfp4" }]);
+  assert.equal(mx.bitsPerWeight, 4 + 8 / 32);
+  assert.equal(mx.quantized?.kind, "mx");
+  const nv = await compressLinear(W, null, [{ kind: "mx", format: "nvfp4" }]);
+  assertClose(nv.bitsPerWeight, 4 + 8 / 16 + 32 / (R * C), { atol: 1e-12 });
+  const f8 = await compressLinear(W, null, [{ kind: "fp8" }]);
+  assertClose(f8.bitsPerWeight, 8 + 32 / C, { atol: 1e-12 });
+  const f8t = await compressLinear(W, null, [{ kind: "fp8", granularity: "tensor" }]);
+  assertClose(f8t.bitsPerWeight, 8 + 32 / (R * C), { atol: 1e-12 });
+});
+
+Deno.test("a float-format stage with method gptq has a lower layer error than round to nearest", async () => {
+  for (
+    const stage of [
+      { kind: "mx", format: "mxfp4" },
+      { kind: "mx", format: "nvfp4" },
+      { kind: "fp8" },
+    ] as const
+  ) {
+    const rtn = await compressLinear(W, H, [stage]);
+    const g = await compressLinear(W, H, [{ ...stage, method: "gptq" }]);
+    assert.ok(
+      g.layerError < rtn.layerError,
+      `${JSON.stringify(stage)}: ${g.layerError} ≥ ${rtn.layerError}`,
+    );
+    assert.equal(g.bitsPerWeight, rtn.bitsPerWeight);
+  }
+  await assert.rejects(
+    () => compressLinear(W, null, [{ kind: "mx", format: "mxfp4", method: "gptq" }]),
+    /need a Hessian/,
+  );
+  await assert.rejects(
+    () => compressLinear(W, H, [{ kind: "mx", format: "mxfp4", actOrder: true }]),
+    /need method "gptq"/,
+  );
+});
