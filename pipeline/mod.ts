@@ -12,3 +12,4 @@ export * from "./recipe.ts";
 export * from "./compress_linear.ts";
 export * from "./compress_model.ts";
 export * from "./level_database.ts";
+export * from "./dp_allocation.ts";
