@@ -13,3 +13,4 @@ export * from "./compress_linear.ts";
 export * from "./compress_model.ts";
 export * from "./level_database.ts";
 export * from "./dp_allocation.ts";
+export * from "./evopress.ts";
