@@ -123,41 +123,47 @@ export class KlFitness {
     return this.#model.head!.weight.shape[0]!;
   }
 
+  /** The weights of block `b` in an assignment. */
+  #blockWeights(w: WeightAssignment, b: number): Readonly<Record<string, Tensor<"f32">>> {
+    const block = this.#model.blocks[b]!;
+    let r: Record<string, Tensor<"f32">> | null = null;
+    this.#modules.forEach((m, i) => {
+      if (m.block !== b) return;
+      r ??= { ...block.linears };
+      r[m.local] = w[i]!;
+    });
+    return r ?? block.linears;
+  }
+
+  /** The anchor's output of every block on a piece (computed once per anchor). */
+  #anchorOutputs(p: Piece): Tensor<"f32">[] {
+    let acts = this.#anchorActs.get(p.key);
+    if (!acts) {
+      acts = [];
+      let x = this.#model.embed(p.tokens);
+      for (let b = 0; b < this.#model.blocks.length; b++) {
+        x = this.#model.blocks[b]!.forward(x, this.#blockWeights(this.#anchor!, b))!;
+        acts.push(x);
+      }
+      this.#anchorActs.set(p.key, acts);
+    }
+    return acts;
+  }
+
   #logits(w: WeightAssignment, p: Piece, useAnchor: boolean): Float32Array {
     const model = this.#model;
     const B = model.blocks.length;
     const anchor = useAnchor ? this.#anchor : null;
     // The first block whose weights differ from the anchor's.
-    let first = anchor === null ? 0 : B;
+    let first = 0;
     if (anchor !== null) {
+      first = B;
       this.#modules.forEach((m, i) => {
         if (w[i] !== anchor[i] && m.block < first) first = m.block;
       });
     }
-    const isAnchor = anchor !== null && first === B;
-    const saved = anchor !== null ? this.#anchorActs.get(p.key) : undefined;
-    let x: Tensor<"f32">;
-    let start: number;
-    if (saved && first > 0) {
-      x = saved[first - 1]!;
-      start = first;
-    } else {
-      x = model.embed(p.tokens);
-      start = 0;
-    }
-    const acts: Tensor<"f32">[] = [];
-    const byBlock = new Map<number, Record<string, Tensor<"f32">>>();
-    this.#modules.forEach((m, i) => {
-      let r = byBlock.get(m.block);
-      if (!r) byBlock.set(m.block, r = { ...model.blocks[m.block]!.linears });
-      r[m.local] = w[i]!;
-    });
-    for (let b = start; b < B; b++) {
-      const block = model.blocks[b]!;
-      x = block.forward(x, byBlock.get(b) ?? block.linears)!;
-      acts.push(x);
-    }
-    if (isAnchor && !saved) this.#anchorActs.set(p.key, acts);
+    let x = first > 0 ? this.#anchorOutputs(p)[first - 1]! : model.embed(p.tokens);
+    for (let b = first; b < B; b++) x = model.blocks[b]!.forward(x, this.#blockWeights(w, b))!;
     return headLogits(model, x);
   }
 }
