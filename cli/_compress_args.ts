@@ -30,6 +30,8 @@ Required
                           llama2.c .bin file
   --method ID             method id, e.g. gptq-w4-g128, rtn-w4-g32, sparsegpt-50, sparsegpt-2:4
                           (--list prints the named ones and the patterns)
+  --recipe FILE           instead of --method: a per-module recipe (JSON: a recipe, or the file
+                          deno task evopress writes, whose 'recipe' it takes); --format dense
   --out DIR               output folder; must be absent or empty unless --force
 
 Calibration
@@ -77,8 +79,10 @@ Exit status: 0 done, 1 failed (the journal in DIR.partial/ stays for --resume), 
 export interface CompressArgs {
   /** `--model`. */
   readonly model: string;
-  /** `--method` (a valid id). */
+  /** `--method` (a valid id), or `recipe` with `--recipe`. */
   readonly method: string;
+  /** `--recipe`, when given (instead of `--method`). */
+  readonly recipeFile?: string;
   /** `--out`, without trailing slashes. */
   readonly out: string;
   /** `--calib`. */
@@ -120,6 +124,7 @@ export type CompressCommandLine =
 const VALUE_FLAGS = [
   "--model",
   "--method",
+  "--recipe",
   "--out",
   "--calib",
   "--calib-samples",
@@ -147,14 +152,22 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
   const { values, switches } = splitFlags(argv, VALUE_FLAGS, SWITCHES);
   if (switches.has("--help") || switches.has("-h")) return { kind: "help" };
   if (switches.has("--list")) return { kind: "list" };
-  const missing = ["--model", "--method", "--out"].filter((f) => !values.has(f));
+  const recipeFile = values.get("--recipe");
+  if (recipeFile !== undefined && values.has("--method")) {
+    throw new UsageError(`--recipe and --method exclude each other: give one`);
+  }
+  const missing = ["--model", recipeFile === undefined ? "--method" : "", "--out"].filter((f) =>
+    f !== "" && !values.has(f)
+  );
   if (missing.length > 0) throw new UsageError(`Missing ${missing.join(", ")}`);
-  const method = values.get("--method")!;
-  let recipe: Recipe;
-  try {
-    recipe = parseMethodId(method).recipe;
-  } catch (e) {
-    throw new UsageError(`--method: ${(e as Error).message}`);
+  const method = recipeFile === undefined ? values.get("--method")! : "recipe";
+  let recipe: Recipe = { stages: [] };
+  if (recipeFile === undefined) {
+    try {
+      recipe = parseMethodId(method).recipe;
+    } catch (e) {
+      throw new UsageError(`--method: ${(e as Error).message}`);
+    }
   }
   const format = values.get("--format") ?? "dense";
   if (!(CHECKPOINT_FORMATS as readonly string[]).includes(format)) {
@@ -176,6 +189,9 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
   }
   if (values.has("--checkpoint-format") && format !== "gptq") {
     throw new UsageError(`--checkpoint-format applies to --format gptq, not ${format}`);
+  }
+  if (recipeFile !== undefined && format !== "dense") {
+    throw new UsageError(`--recipe writes --format dense: got --format ${format}`);
   }
   if (format !== "dense") checkMethodFits(method, recipe, format as CheckpointFormat);
   const backend = values.get("--backend") ?? "auto";
@@ -205,6 +221,7 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
     args: {
       model: values.get("--model")!,
       method,
+      ...(recipeFile !== undefined ? { recipeFile } : {}),
       out,
       calib,
       calibSamples: integerFlag("--calib-samples", values.get("--calib-samples") ?? "128", 1),

@@ -19,7 +19,7 @@ import { progressBar } from "../examples/demo/report.ts";
 import { type CausalLM, loadModel } from "../models/causal_lm.ts";
 import { llamaDims, llamaParameterCount } from "../models/model.ts";
 import type { LlamaConfig } from "../models/model.ts";
-import type { Recipe } from "../pipeline/recipe.ts";
+import { type Recipe, validateRecipe } from "../pipeline/recipe.ts";
 import { type CheckpointFormat, writeCheckpoint } from "../models/formats/write_checkpoint.ts";
 import { loadTokenizer, type Tokenizer } from "../models/tokenizer.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
@@ -159,6 +159,25 @@ async function tokenizerPath(args: CompressArgs, modelIsDir: boolean): Promise<s
   return path;
 }
 
+/**
+ * The method of `--recipe FILE`: a recipe in JSON, or an object whose
+ * `recipe` is one (the file `deno task evopress` writes).
+ */
+async function recipeMethod(
+  file: string,
+): Promise<{ id: string; description: string; recipe: Recipe }> {
+  let recipe: Recipe;
+  try {
+    const json = JSON.parse(await Deno.readTextFile(file));
+    recipe = json !== null && typeof json === "object" && "recipe" in json ? json.recipe : json;
+    validateRecipe(recipe);
+  } catch (e) {
+    throw new UsageError(`--recipe ${file}: ${(e as Error).message}`);
+  }
+  const n = recipe.overrides?.length ?? 0;
+  return { id: "recipe", description: `the recipe of ${file} (${n} module overrides)`, recipe };
+}
+
 /** Total bytes of the files a model is read from (part of the journal's fingerprint). */
 async function modelBytes(path: string, isDir: boolean): Promise<number> {
   if (!isDir) return (await Deno.stat(path)).size;
@@ -215,7 +234,9 @@ export async function compressCommand(
 ): Promise<CompressReport> {
   const t0 = performance.now();
   const gpu = trackGpuBuffers();
-  const method = parseMethodId(args.method);
+  const method = args.recipeFile === undefined
+    ? parseMethodId(args.method)
+    : await recipeMethod(args.recipeFile);
   const { out } = args;
   const partial = `${out}.partial`;
   const info = (line: string) => {
@@ -285,6 +306,7 @@ export async function compressCommand(
     model: await Deno.realPath(args.model),
     bytes: await modelBytes(args.model, modelInfo.isDirectory),
     method: method.id,
+    ...(args.recipeFile !== undefined ? { recipe: method.recipe } : {}),
     calibration: {
       source: (await statOrNull(calib.source))?.isFile
         ? await Deno.realPath(calib.source)

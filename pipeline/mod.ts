@@ -2,7 +2,8 @@
  * The layer-wise compression pipeline: a small model interface, recipes of
  * stages per linear layer (rotate → prune → quantize) with per-module
  * overrides, and GPTQ-style sequential compression with true-sequential
- * groups.
+ * groups; level databases and the non-uniform allocations over them (the
+ * DP allocation, the EvoPress search).
  *
  * @module
  */
@@ -10,3 +11,6 @@ export * from "./model.ts";
 export * from "./recipe.ts";
 export * from "./compress_linear.ts";
 export * from "./compress_model.ts";
+export * from "./level_database.ts";
+export * from "./dp_allocation.ts";
+export * from "./evopress.ts";

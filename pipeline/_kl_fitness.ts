@@ -1,0 +1,222 @@
+/**
+ * The fitness of a compressed model: the mean KL divergence of its
+ * next-token distribution from the dense model's, computed through the
+ * pipeline's model interface alone (embed → blocks' `forward` → the head's
+ * input → the head's weight), on the host. Web-standard only.
+ *
+ * Candidates of a search differ from their parent in a few modules, so the
+ * evaluator keeps the parent's ("anchor's") block outputs per sequence and
+ * starts a candidate's forward at the first block whose weights differ.
+ *
+ * @module
+ */
+
+import type { Tensor } from "../core/tensor.ts";
+import type { CompressibleModel } from "./model.ts";
+
+/** A weight per module, by module index, in the order of `modules`. */
+export type WeightAssignment = readonly Tensor<"f32">[];
+
+interface Piece {
+  key: string;
+  tokens: readonly number[];
+}
+
+/** KL fitness of weight assignments against the dense model. */
+export class KlFitness {
+  readonly #model: CompressibleModel;
+  readonly #modules: readonly { block: number; local: string }[];
+  readonly #sequences: readonly (readonly number[])[];
+  readonly #dense: WeightAssignment;
+  readonly #denseLogProbs = new Map<string, Float64Array>();
+  #anchor: WeightAssignment | null = null;
+  #anchorActs = new Map<string, Tensor<"f32">[]>();
+  /** Tokens scored so far (for cost reports). */
+  tokensScored = 0;
+
+  /**
+   * @param model The model; it must have a head.
+   * @param modules Block and local name of each module.
+   * @param sequences The fitness token sequences.
+   * @param caller What is being done (for messages).
+   */
+  constructor(
+    model: CompressibleModel,
+    modules: readonly { block: number; local: string }[],
+    sequences: readonly (readonly number[])[],
+    caller: string,
+  ) {
+    if (!model.head) {
+      throw new TypeError(`Cannot ${caller}: the model has no head to compute logits with`);
+    }
+    const seqs = sequences.filter((s) => s.length >= 2);
+    if (seqs.length === 0) {
+      throw new RangeError(
+        `Cannot ${caller} as 'calibration' must hold a sequence of at least 2 tokens`,
+      );
+    }
+    this.#model = model;
+    this.#modules = modules;
+    this.#sequences = seqs;
+    this.#dense = modules.map((m) => model.blocks[m.block]!.linears[m.local]!);
+  }
+
+  /** The dense weights. */
+  get dense(): WeightAssignment {
+    return this.#dense;
+  }
+
+  /** Tokens available. */
+  get totalTokens(): number {
+    return this.#sequences.reduce((a, s) => a + s.length, 0);
+  }
+
+  /** The first `tokens` tokens as whole sequences and one cut one. */
+  #pieces(tokens: number): Piece[] {
+    const out: Piece[] = [];
+    let left = tokens;
+    for (let i = 0; i < this.#sequences.length && left >= 2; i++) {
+      const s = this.#sequences[i]!;
+      const n = Math.min(s.length, left);
+      out.push({ key: `${i}:${n}`, tokens: n === s.length ? s : s.slice(0, n) });
+      left -= n;
+    }
+    return out;
+  }
+
+  /**
+   * Makes `w` the anchor whose block outputs are kept for later candidates.
+   *
+   * @param w The anchor's weights.
+   */
+  setAnchor(w: WeightAssignment): void {
+    if (this.#anchor !== null && w.every((t, i) => t === this.#anchor![i])) return;
+    this.#anchor = w;
+    this.#anchorActs = new Map();
+  }
+
+  /**
+   * Mean KL(dense ‖ candidate) in nats per token over the first `tokens` tokens.
+   *
+   * @param w The candidate's weights.
+   * @param tokens Tokens to score.
+   * @returns The mean KL.
+   */
+  evaluate(w: WeightAssignment, tokens: number): number {
+    const pieces = this.#pieces(tokens);
+    let sum = 0, count = 0;
+    for (const p of pieces) {
+      let dense = this.#denseLogProbs.get(p.key);
+      if (!dense) {
+        dense = logSoftmaxRows(this.#logits(this.#dense, p, false), this.#vocab());
+        this.#denseLogProbs.set(p.key, dense);
+      }
+      const logits = this.#logits(w, p, true);
+      sum += klRows(dense, logits, this.#vocab());
+      count += p.tokens.length;
+    }
+    this.tokensScored += count;
+    return sum / count;
+  }
+
+  #vocab(): number {
+    return this.#model.head!.weight.shape[0]!;
+  }
+
+  /** The weights of block `b` in an assignment. */
+  #blockWeights(w: WeightAssignment, b: number): Readonly<Record<string, Tensor<"f32">>> {
+    const block = this.#model.blocks[b]!;
+    let r: Record<string, Tensor<"f32">> | null = null;
+    this.#modules.forEach((m, i) => {
+      if (m.block !== b) return;
+      r ??= { ...block.linears };
+      r[m.local] = w[i]!;
+    });
+    return r ?? block.linears;
+  }
+
+  /** The anchor's output of every block on a piece (computed once per anchor). */
+  #anchorOutputs(p: Piece): Tensor<"f32">[] {
+    let acts = this.#anchorActs.get(p.key);
+    if (!acts) {
+      acts = [];
+      let x = this.#model.embed(p.tokens);
+      for (let b = 0; b < this.#model.blocks.length; b++) {
+        x = this.#model.blocks[b]!.forward(x, this.#blockWeights(this.#anchor!, b))!;
+        acts.push(x);
+      }
+      this.#anchorActs.set(p.key, acts);
+    }
+    return acts;
+  }
+
+  #logits(w: WeightAssignment, p: Piece, useAnchor: boolean): Float32Array {
+    const model = this.#model;
+    const B = model.blocks.length;
+    const anchor = useAnchor ? this.#anchor : null;
+    // The first block whose weights differ from the anchor's.
+    let first = 0;
+    if (anchor !== null) {
+      first = B;
+      this.#modules.forEach((m, i) => {
+        if (w[i] !== anchor[i] && m.block < first) first = m.block;
+      });
+    }
+    let x = first > 0 ? this.#anchorOutputs(p)[first - 1]! : model.embed(p.tokens);
+    for (let b = first; b < B; b++) x = model.blocks[b]!.forward(x, this.#blockWeights(w, b))!;
+    return headLogits(model, x);
+  }
+}
+
+/** logits [T, V] = input(x) · Wᵀ with the head's weight [V, width]. */
+function headLogits(model: CompressibleModel, x: Tensor<"f32">): Float32Array {
+  const head = model.head!;
+  const h = head.input(x); // [T, width]
+  const W = head.weight; // [V, width]
+  const [T, D] = [h.shape[0]!, h.shape[1]!];
+  const V = W.shape[0]!;
+  const out = new Float32Array(T * V);
+  for (let t = 0; t < T; t++) {
+    const ho = t * D;
+    for (let v = 0; v < V; v++) {
+      const wo = v * D;
+      let s = 0;
+      for (let k = 0; k < D; k++) s += h.data[ho + k]! * W.data[wo + k]!;
+      out[t * V + v] = s;
+    }
+  }
+  return out;
+}
+
+/** Row-wise log-softmax of [T, V]. */
+function logSoftmaxRows(logits: Float32Array, V: number): Float64Array {
+  const out = new Float64Array(logits.length);
+  for (let o = 0; o < logits.length; o += V) {
+    let max = -Infinity;
+    for (let v = 0; v < V; v++) max = Math.max(max, logits[o + v]!);
+    let sum = 0;
+    for (let v = 0; v < V; v++) sum += Math.exp(logits[o + v]! - max);
+    const lse = max + Math.log(sum);
+    for (let v = 0; v < V; v++) out[o + v] = logits[o + v]! - lse;
+  }
+  return out;
+}
+
+/** Σ over rows of KL(p ‖ q), p given as log-probabilities, q as logits. */
+function klRows(logP: Float64Array, logitsQ: Float32Array, V: number): number {
+  let total = 0;
+  for (let o = 0; o < logP.length; o += V) {
+    let max = -Infinity;
+    for (let v = 0; v < V; v++) max = Math.max(max, logitsQ[o + v]!);
+    let sum = 0;
+    for (let v = 0; v < V; v++) sum += Math.exp(logitsQ[o + v]! - max);
+    const lse = max + Math.log(sum);
+    let kl = 0;
+    for (let v = 0; v < V; v++) {
+      const lp = logP[o + v]!;
+      kl += Math.exp(lp) * (lp - (logitsQ[o + v]! - lse));
+    }
+    total += Math.max(0, kl);
+  }
+  return total;
+}

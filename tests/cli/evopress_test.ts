@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import type { EvoPressFile } from "../../cli/evopress.ts";
+import { parseCompressArgs, UsageError } from "../../cli/_compress_args.ts";
+import type { CompressReport } from "../../cli/_compress_command.ts";
+import { cli, LLAMA, ROOT, withDir } from "./_cli.ts";
+
+async function evopress(args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}cli/evopress.ts`, ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+const small = (dir: string) => [
+  "--model",
+  LLAMA,
+  "--bits",
+  "2,3,4",
+  "--group-size",
+  "16",
+  "--target",
+  "3",
+  "--db",
+  `${dir}/db`,
+  "--calib",
+  `${dir}/calib.txt`,
+  "--calib-samples",
+  "2",
+  "--calib-len",
+  "32",
+  "--fitness",
+  `${dir}/calib.txt`,
+  "--fitness-samples",
+  "2",
+  "--fitness-len",
+  "16",
+  "--offspring",
+  "3",
+  "--first-tokens",
+  "8",
+  "--survivors",
+  "2",
+  "--backend",
+  "cpu",
+  "--quiet",
+];
+
+Deno.test("evopress writes an allocation at the target that compress --recipe reproduces, and --resume continues its search", async () => {
+  await withDir(async (dir) => {
+    const r = await evopress([...small(dir), "--out", `${dir}/a.json`, "--generations", "3"]);
+    assert.equal(r.code, 0, r.stderr);
+    const a = JSON.parse(await Deno.readTextFile(`${dir}/a.json`)) as EvoPressFile;
+    assert(a.done);
+    assert.equal(a.state!.generation, 3);
+    const values = Object.values(a.levels);
+    assert.equal(values.length, 3 * 7);
+    const n = values.reduce((s, l) => s + l.weights, 0);
+    assert.equal(values.reduce((s, l) => s + l.weights * l.value, 0), 3 * n);
+    const c = await cli([
+      "--model",
+      LLAMA,
+      "--recipe",
+      `${dir}/a.json`,
+      "--out",
+      `${dir}/c`,
+      "--calib",
+      `${dir}/calib.txt`,
+      "--calib-samples",
+      "2",
+      "--calib-len",
+      "32",
+      "--backend",
+      "cpu",
+      "--quiet",
+      "--json",
+    ]);
+    assert.equal(c.code, 0, c.stderr);
+    const report = JSON.parse(c.stdout) as CompressReport;
+    assert.equal(report.method, "recipe");
+    assert(Math.abs(report.bitsPerWeight - a.bitsPerWeight) < 1e-9);
+    // A search of 1 generation, resumed to 3, ends where the 3-generation search ended.
+    const part = await evopress([...small(dir), "--out", `${dir}/b.json`, "--generations", "1"]);
+    assert.equal(part.code, 0, part.stderr);
+    const rest = await evopress([
+      ...small(dir),
+      "--out",
+      `${dir}/b.json`,
+      "--generations",
+      "3",
+      "--resume",
+    ]);
+    assert.equal(rest.code, 0, rest.stderr);
+    const b = JSON.parse(await Deno.readTextFile(`${dir}/b.json`)) as EvoPressFile;
+    assert.deepEqual(b.levels, a.levels);
+    assert.equal(b.fitness, a.fitness);
+  });
+});
+
+Deno.test("evopress refuses bad flags and a target it cannot meet", async () => {
+  await withDir(async (dir) => {
+    const missing = await evopress(["--model", LLAMA]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /Missing --target, --db, --out/);
+    const bad = await evopress([...small(dir), "--out", `${dir}/a.json`, "--levels", "aqlm"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--levels must be gptq or sparsegpt: got 'aqlm'/);
+    const far = await evopress([...small(dir), "--out", `${dir}/a.json`, "--target", "5"]);
+    assert.equal(far.code, 1);
+    assert.match(far.stderr, /'target' must be a number in \[2, 4\]/);
+  });
+});
+
+Deno.test("compress's --recipe excludes --method and writes only dense folders", () => {
+  const base = ["--model", "m", "--out", "o"];
+  const line = parseCompressArgs([...base, "--recipe", "r.json"]);
+  assert(line.kind === "run" && line.args.recipeFile === "r.json" && line.args.method === "recipe");
+  assert.throws(
+    () => parseCompressArgs([...base, "--recipe", "r.json", "--method", "gptq-w4"]),
+    UsageError,
+  );
+  assert.throws(
+    () => parseCompressArgs([...base, "--recipe", "r.json", "--format", "gptq"]),
+    /--recipe writes --format dense/,
+  );
+  assert.throws(() => parseCompressArgs(base), /Missing --method/);
+});
