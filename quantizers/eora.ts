@@ -21,7 +21,7 @@
  * rounding gives a semidefinite H) is treated as exactly 0: column i of M is
  * 0, so directions the calibration inputs do not excite have no say in U_r.
  * In those directions the loss does not depend on A at all; A = U_rᵀ·ΔW
- * applies the same row projection there too, which among the loss-optimal
+ * applies the same projection U_r·U_rᵀ there too, which among the loss-optimal
  * corrections with that column space is the one closest to ΔW in Frobenius
  * norm. When M has rank below r (fewer tokens than r, or Ŵ = W on the excited
  * span), singular values at most 1e-12·σ₁ count as 0 and the factor rows and
@@ -29,8 +29,8 @@
  * correction is 0.
  *
  * @see Liu et al., "EoRA: Training-free Compensation for Compressed LLM with
- *   Eigenspace Low-Rank Approximation" (2024), Section 3 (the eigenspace
- *   projection and its closed form).
+ *   Eigenspace Low-Rank Approximation" (2024): the eigenspace projection
+ *   of the compression error and its truncated SVD.
  *
  * @module
  */

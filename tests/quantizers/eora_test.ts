@@ -207,7 +207,7 @@ Deno.test("eora() stays finite and optimal on the span of rank-deficient inputs"
       assert.ok(f.a.data.slice(6 * cols).every((v) => v === 0));
     }
     // Outside the span of the inputs the loss is blind; the correction there
-    // is the row projection of ΔW, closer to ΔW than leaving it out (B·A·Π).
+    // is the projection U_r·U_rᵀ·ΔW, closer to ΔW than leaving it out (B·A·Π).
     const p = pinv(
       Array.from({ length: tokens }, (_, t) => Array.from(x.data.slice(t * cols, (t + 1) * cols))),
     ) as number[][]; // X⁺ [cols, tokens]
