@@ -429,8 +429,10 @@ function packedTensors(
     for (const n of ["wq", "wk", "wv", "wo", "w1", "w2", "w3"] as const) {
       const name = `layers.${i}.${n}`, m = modules.get(name);
       const q = m?.quantized;
-      // Rotated layers hold codes in the rotated basis: stored dense here.
-      if (m && q && (q.kind === "uniform" || q.kind === "aqlm") && !m.stages.includes("rotate")) {
+      // Rotated layers hold codes in the rotated basis, and a low-rank correction
+      // (eora, svd) adds B·A to the codes' weight: both are stored dense here.
+      const dense = m?.stages.some((k) => k === "rotate" || k === "eora" || k === "svd");
+      if (m && q && (q.kind === "uniform" || q.kind === "aqlm") && !dense) {
         stored.set(name, q);
       } else tensors.set(`${name}.weight`, m?.weight ?? layer[n]);
     }

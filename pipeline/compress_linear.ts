@@ -1,7 +1,8 @@
 /**
- * Runs a recipe's stages on one linear layer: rotate → prune → quantize, each
- * stage calling the library's compressor, and accounts the storage the result
- * needs in bits per weight. Web-standard only.
+ * Runs a recipe's stages on one linear layer: rotate → prune → quantize → a
+ * low-rank correction (EoRA or SVD), each stage calling the library's
+ * compressor, and accounts the storage the result needs in bits per weight.
+ * Web-standard only.
  *
  * @module
  */
@@ -32,7 +33,10 @@ import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import { mxQuantize, type MxWeight } from "../quantizers/mx.ts";
 import { fp8Quantize, type Fp8Weight } from "../quantizers/fp8_quantize.ts";
 import { MX_LAYOUTS } from "../core/scaled_float.ts";
-import type { Stage } from "./recipe.ts";
+import { eora } from "../quantizers/eora.ts";
+import { lowRankSvd } from "../quantizers/low_rank_svd.ts";
+import { addLowRank, type LowRankFactors } from "../quantizers/low_rank_factors.ts";
+import { isLowRankStage, type Stage } from "./recipe.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { attachDeviceCopy, type DeviceWeight } from "../kernels/device_copies.ts";
 
@@ -40,15 +44,20 @@ import { attachDeviceCopy, type DeviceWeight } from "../kernels/device_copies.ts
 export interface CompressedLinear {
   /** Module name. */
   readonly name: string;
-  /** The dense weight the compressed form stands for, [out, in], in the original basis. */
+  /**
+   * The dense weight the compressed form stands for, [out, in], in the
+   * original basis; with a low-rank stage, Ŵ + B·A (dense even where a
+   * pruner's `mask` is 0).
+   */
   readonly weight: Tensor<"f32">;
   /**
    * Storage in bits per weight: values (codes or float32), grid scales (f16) and
    * zero points, sparsity metadata (bitmask, or the N:M index per kept weight),
-   * codebooks. 32 for an uncompressed float32 layer.
+   * codebooks, and a low-rank correction's factors (`lowRank.bitsPerWeight`).
+   * 32 for an uncompressed float32 layer.
    */
   readonly bitsPerWeight: number;
-  /** Fraction of weights kept (1 when not pruned). */
+  /** Fraction of the weights of Ŵ kept (1 when not pruned; a low-rank correction is not counted). */
   readonly density: number;
   /** The stage kinds applied, in order. */
   readonly stages: readonly string[];
@@ -67,8 +76,13 @@ export interface CompressedLinear {
     | Nf4Weight
     | MxWeight
     | Fp8Weight;
-  /** Keep-mask [out, in] (1 kept), when a pruner ran. */
+  /** Keep-mask [out, in] (1 kept) of Ŵ, when a pruner ran. */
   readonly mask?: Uint8Array;
+  /**
+   * The correction B [out, r], A [r, in] of an `eora` or `svd` stage, in the
+   * original basis: `weight` = Ŵ + B·A, with Ŵ what the other stages made.
+   */
+  readonly lowRank?: LowRankFactors;
 }
 
 /** Options of {@linkcode compressLinear}. */
@@ -150,11 +164,11 @@ function asF32(t: Tensor): Tensor<"f32"> {
  * Whether a stage reads the Hessian (calibration inputs) of its layer.
  *
  * @param stage The stage.
- * @returns True for GPTQ (on a grid or a float format), SparseGPT, Wanda and AQLM.
+ * @returns True for GPTQ (on a grid or a float format), SparseGPT, Wanda, AQLM and EoRA.
  */
 export function stageNeedsHessian(stage: Stage): boolean {
   return stage.kind === "gptq" || stage.kind === "sparsegpt" || stage.kind === "wanda" ||
-    stage.kind === "aqlm" ||
+    stage.kind === "aqlm" || stage.kind === "eora" ||
     ((stage.kind === "mx" || stage.kind === "fp8") && stage.method === "gptq");
 }
 
@@ -176,7 +190,10 @@ export function higgsGroupSize(cols: number): number {
  * Compresses one linear layer by running stages in order. Pruning records a
  * mask that later quantizers keep (pruned weights stay exactly 0); a
  * `rotate` stage makes later stages work on W·Q and QᵀHQ, and the dense
- * result is rotated back.
+ * result is rotated back. A last `eora` or `svd` stage then fits a rank-r
+ * correction B·A of that result Ŵ against the original W (with `hessian`, in
+ * the original basis): the dense stand-in becomes Ŵ + B·A, its layer error is
+ * measured on that, and its bits per weight add the factors'.
  *
  * @example
  * ```ts
@@ -233,6 +250,7 @@ export async function compressLinear(
     | Fp8Weight
     | undefined;
   let valueBits = 32, overhead = 0;
+  let lowRank: LowRankFactors | undefined;
   const applied: string[] = [];
   // A lone solver stage's result is the final weight: its GPU solve can
   // measure the layer error in its own submission (with a device Hessian).
@@ -257,8 +275,19 @@ export async function compressLinear(
     w = r.weight;
   };
 
-  for (const stage of stages) {
+  for (const [at, stage] of stages.entries()) {
     applied.push(stage.kind);
+    if (isLowRankStage(stage)) {
+      if (at !== stages.length - 1 || !stages.slice(0, at).some((e) => e.kind !== "rotate")) {
+        throw new RangeError(
+          `Cannot compress ${name}: '${stage.kind}' corrects a compressed weight, so it must be ` +
+            `the last stage and follow a pruner or quantizer (stages: ${
+              stages.map((e) => e.kind)
+            })`,
+        );
+      }
+      continue; // after the rotation is undone, below
+    }
     switch (stage.kind) {
       case "rotate": {
         if (rotation) throw new RangeError(`Cannot compress ${name}: two rotate stages`);
@@ -390,6 +419,19 @@ export async function compressLinear(
     }
   }
   if (rotation) w = asF32(unrotateWeight(w, rotation));
+  const last = stages[stages.length - 1];
+  if (last && isLowRankStage(last)) {
+    const { rank, quantize } = last;
+    const options = { rank, ...(quantize !== undefined ? { quantize } : {}) };
+    lowRank = last.kind === "eora"
+      ? await eora(weight, w, hessian!, { // the original basis: not a rotated `h`
+        ...options,
+        ...(last.eigenFloor !== undefined ? { eigenFloor: last.eigenFloor } : {}),
+      })
+      : await lowRankSvd(weight, w, options);
+    w = addLowRank(w, lowRank);
+    measured = undefined; // the solver measured Ŵ, not Ŵ + B·A
+  }
   if (onDevice !== null) {
     const { gpu, buffer } = onDevice as DeviceWeight;
     attachDeviceCopy(w.data, { gpu, buffer, offset: 0, owned: true });
@@ -402,7 +444,8 @@ export async function compressLinear(
   const density = kept / (rows * cols);
   // Only uniform-grid codes and float values shrink with sparsity (zeros need no code).
   const values = quantized && quantized.kind !== "uniform" ? valueBits : density * valueBits;
-  const bitsPerWeight = values + overhead + (mask ? maskBits(maskStructure) : 0);
+  const bitsPerWeight = values + overhead + (mask ? maskBits(maskStructure) : 0) +
+    (lowRank?.bitsPerWeight ?? 0);
   const err = stages.length === 0
     ? 0
     : measured !== undefined
@@ -420,5 +463,6 @@ export async function compressLinear(
     seconds: (performance.now() - t0) / 1000,
     ...(quantized ? { quantized } : {}),
     ...(mask ? { mask } : {}),
+    ...(lowRank ? { lowRank } : {}),
   };
 }

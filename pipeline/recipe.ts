@@ -1,7 +1,7 @@
 /**
  * Compression recipes as plain values: a list of stages per linear layer
- * (rotate → prune → quantize), with per-module overrides selected by name
- * pattern. Web-standard only.
+ * (rotate → prune → quantize → low-rank correction), with per-module
+ * overrides selected by name pattern. Web-standard only.
  *
  * @module
  */
@@ -186,6 +186,35 @@ export interface Fp8Stage extends FloatGptqStageOptions {
   readonly granularity?: "channel" | "tensor";
 }
 
+/**
+ * EoRA: a rank-r correction B·A of the compressed weight, fitted in the
+ * eigenspace of the layer's input Hessian (`eora`); the last stage, after the
+ * compressors. The dense stand-in becomes Ŵ + B·A in the original basis.
+ */
+export interface EoraStage {
+  /** Discriminant. */
+  readonly kind: "eora";
+  /** Rank of the correction (at most min(out, in) of every module it reaches). */
+  readonly rank: number;
+  /** Store the factors on a uniform grid (RTN) instead of float16. */
+  readonly quantize?: GridOptions;
+  /** Relative eigenvalue floor (see `EoraOptions.eigenFloor`). @default 1e-10 */
+  readonly eigenFloor?: number;
+}
+
+/**
+ * The plain baseline of {@linkcode EoraStage}: the rank-r truncated SVD of
+ * the compression error W − Ŵ (`lowRankSvd`), blind to the inputs.
+ */
+export interface SvdStage {
+  /** Discriminant. */
+  readonly kind: "svd";
+  /** Rank of the correction (at most min(out, in) of every module it reaches). */
+  readonly rank: number;
+  /** Store the factors on a uniform grid (RTN) instead of float16. */
+  readonly quantize?: GridOptions;
+}
+
 /** One step of a linear layer's compression, as a value. */
 export type Stage =
   | RtnStage
@@ -198,7 +227,9 @@ export type Stage =
   | HiggsStage
   | Nf4Stage
   | MxStage
-  | Fp8Stage;
+  | Fp8Stage
+  | EoraStage
+  | SvdStage;
 
 /** Stages for the modules whose name matches `match`. */
 export interface RecipeOverride {
@@ -276,12 +307,27 @@ const KINDS = new Set([
   "nf4",
   "mx",
   "fp8",
+  "eora",
+  "svd",
 ]);
 
 /**
- * Checks a recipe's shape: known stage kinds, integer bits, and the order
- * rotate → prune → quantize (`rotate` first, at most one quantizer, last);
- * each stage's own options are checked by the compressor it calls.
+ * Whether a stage is a low-rank correction of the compressed weight (EoRA or
+ * SVD), which comes last and needs a compressor before it.
+ *
+ * @param stage The stage.
+ * @returns True for `eora` and `svd`.
+ */
+export function isLowRankStage(stage: Stage): stage is EoraStage | SvdStage {
+  return stage.kind === "eora" || stage.kind === "svd";
+}
+
+/**
+ * Checks a recipe's shape: known stage kinds, integer bits and ranks, and the
+ * order rotate → prune → quantize → low-rank correction (`rotate` first, at
+ * most one quantizer, last but for an `eora` or `svd` stage, which follows a
+ * pruner or quantizer and ends the list); each stage's own options are
+ * checked by the compressor it calls.
  *
  * @param recipe The recipe.
  * @throws {TypeError} for an unknown stage kind or a malformed recipe.
@@ -311,6 +357,28 @@ export function validateRecipe(recipe: Recipe): void {
             earlier.map((e) => e.kind)
           }`,
         );
+      }
+      const correction = earlier.find(isLowRankStage);
+      if (correction) {
+        throw new RangeError(
+          `Cannot compress as a low-rank correction ('${correction.kind}') must be the last ` +
+            `stage: '${s.kind}' follows it (order: rotate → prune → quantize → correct)`,
+        );
+      }
+      if (isLowRankStage(s)) {
+        if (!earlier.some((e) => e.kind !== "rotate")) {
+          throw new RangeError(
+            `Cannot compress as '${s.kind}' corrects a compressed weight: it must follow a ` +
+              `pruner or quantizer (stages: ${(stages as Stage[]).map((e) => e.kind)})`,
+          );
+        }
+        if (!(Number.isInteger(s.rank) && s.rank >= 1)) {
+          throw new RangeError(
+            `Cannot compress as a ${s.kind} stage's 'rank' must be a positive integer: ` +
+              `current value is ${s.rank}`,
+          );
+        }
+        continue;
       }
       const quantizer = earlier.find((e) =>
         e.kind !== "rotate" && e.kind !== "magnitude" && e.kind !== "wanda" &&

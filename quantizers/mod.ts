@@ -1,5 +1,6 @@
 /**
- * Quantizers: uniform grids, RTN, GPTQ, FP formats, HIGGS, AQLM, packing.
+ * Quantizers: uniform grids, RTN, GPTQ, FP formats, HIGGS, AQLM, packing, and
+ * low-rank corrections of a compressed weight (EoRA, truncated SVD).
  *
  * @module
  */
@@ -22,3 +23,6 @@ export * from "./nf4.ts";
 export * from "./higgs.ts";
 export * from "./rotated.ts";
 export * from "./pack.ts";
+export * from "./low_rank_factors.ts";
+export * from "./eora.ts";
+export * from "./low_rank_svd.ts";

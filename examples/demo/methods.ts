@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Recipe, Stage } from "../../pipeline/recipe.ts";
+import { isLowRankStage, type Recipe, type Stage } from "../../pipeline/recipe.ts";
 import type { SparsityStructure } from "../../pruners/structure.ts";
 
 /** One row of the demo's table. */
@@ -145,6 +145,13 @@ export const METHOD_PATTERNS: readonly MethodPattern[] = [
     description: "N:M sparsity: keep N of every M consecutive input columns (1 ≤ N < M)",
     examples: ["sparsegpt-2:4", "wanda-4:8"],
   },
+  {
+    pattern: "{method}+eora|svd-r{R}[-w{B}[-g{G}]]",
+    description: "then a rank-R correction B·A of each compressed linear: EoRA (in the " +
+      "eigenspace of its inputs) or the plain SVD of W − Ŵ; factors float16, or with -w{B} " +
+      "B-bit RTN per row (-g{G}: groups of G)",
+    examples: ["gptq-w3+eora-r32-w4", "gptq-w3+svd-r32-w4", "sparsegpt-2:4+eora-r64"],
+  },
 ];
 
 const PRUNER_NAMES = {
@@ -193,6 +200,8 @@ function methodOf(id: string, extra: string): DemoMethod {
   const unknownMethod = (reason: string) => unknown(id, reason, extra);
   const named = DEMO_METHODS.find((m) => m.id === id);
   if (named) return named;
+  const corrected = /^(.+)\+(eora|svd)-r(\d+)(?:-w(\d+)(?:-g(\d+))?)?$/.exec(id);
+  if (corrected) return withLowRank(id, corrected, extra);
   const quant = /^(rtn|gptq)-w(\d+)(?:-g(\d+))?(-act)?(-sym)?$/.exec(id);
   if (quant) {
     const kind = quant[1] as "rtn" | "gptq", b = quant[2]!, g = quant[3], act = quant[4];
@@ -240,6 +249,58 @@ function methodOf(id: string, extra: string): DemoMethod {
     return method(id, `${PRUNER_NAMES[kind]}, ${what}`, [{ kind, structure }], false);
   }
   throw unknownMethod("no named method or pattern fits it");
+}
+
+/** `{method}+eora|svd-r{R}[-w{B}[-g{G}]]`: the base method with a low-rank stage appended. */
+function withLowRank(id: string, match: RegExpExecArray, extra: string): DemoMethod {
+  const unknownMethod = (reason: string) => unknown(id, reason, extra);
+  const [, baseId, kind, r, b, g] = match as unknown as [
+    string,
+    string,
+    "eora" | "svd",
+    string,
+    string?,
+    string?,
+  ];
+  const base = methodOf(baseId, extra);
+  if (base.recipe.stages.length === 0) {
+    throw unknownMethod(`a low-rank correction needs a compressed base method, not '${baseId}'`);
+  }
+  if (base.recipe.stages.some(isLowRankStage)) {
+    throw unknownMethod("a method takes one low-rank correction (one +eora or +svd)");
+  }
+  const rank = field(r);
+  if (rank === null || rank < 1) throw unknownMethod(`the rank (r${r}) must be a positive integer`);
+  const bits = b === undefined ? undefined : field(b);
+  if (bits === null || (bits !== undefined && (bits < 2 || bits > 8))) {
+    throw unknownMethod(`the factor bits (w${b}) must be an integer in 2..8`);
+  }
+  const groupSize = g === undefined ? undefined : field(g);
+  if (groupSize === null || (groupSize !== undefined && groupSize < 1)) {
+    throw unknownMethod(`the factor group size (g${g}) must be a positive integer`);
+  }
+  const stage: Stage = {
+    kind,
+    rank,
+    ...(bits !== undefined
+      ? { quantize: { bits, ...(groupSize !== undefined ? { groupSize } : {}) } }
+      : {}),
+  };
+  const append = (stages: readonly Stage[]): Stage[] =>
+    stages.length === 0 ? [] : [...stages, stage];
+  const storage = bits === undefined
+    ? "float16"
+    : `${bits}-bit RTN ${groupSize === undefined ? "per row" : `groups of ${groupSize}`}`;
+  return {
+    id,
+    description: `${base.description}, then ${kind === "eora" ? "EoRA" : "SVD of W − Ŵ"} ` +
+      `rank ${rank} (factors ${storage})`,
+    recipe: {
+      stages: append(base.recipe.stages),
+      overrides: (base.recipe.overrides ?? []).map((o) => ({ ...o, stages: append(o.stages) })),
+    },
+    default: false,
+  };
 }
 
 /**

@@ -77,3 +77,36 @@ Deno.test("the method list names every table row and every pattern with examples
     for (const id of p.examples) assert.equal(parseMethodId(id).id, id);
   }
 });
+
+Deno.test("parseMethodId() appends an eora or svd stage to a compressed base method", () => {
+  const m = parseMethodId("gptq-w3+eora-r32-w4-g64");
+  assert.deepEqual(m.recipe, {
+    stages: [{ kind: "gptq", bits: 3 }, {
+      kind: "eora",
+      rank: 32,
+      quantize: { bits: 4, groupSize: 64 },
+    }],
+    overrides: KEEP_HEAD,
+  });
+  assert.equal(
+    m.description,
+    "GPTQ, 3 bits, per channel, then EoRA rank 32 (factors 4-bit RTN groups of 64)",
+  );
+  assert.deepEqual(parseMethodId("sparsegpt-2:4+svd-r8").recipe.stages, [
+    { kind: "sparsegpt", structure: { kind: "nm", n: 2, m: 4 } },
+    { kind: "svd", rank: 8 },
+  ]);
+  // A named base keeps its overrides; the kept head stays uncompressed.
+  const aqlm = parseMethodId("aqlm-2bit+eora-r4");
+  assert.equal(aqlm.recipe.overrides![0]!.stages.at(-1)!.kind, "eora");
+  assert.deepEqual(aqlm.recipe.overrides!.at(-1), KEEP_HEAD[0]);
+  const cases: [string, RegExp][] = [
+    ["fp32+eora-r8", /needs a compressed base method, not 'fp32'/],
+    ["gptq-w3+eora-r8+svd-r4", /one low-rank correction/],
+    ["gptq-w3+eora-r0", /the rank \(r0\) must be a positive integer/],
+    ["gptq-w3+svd-r8-w9", /the factor bits \(w9\) must be an integer in 2\.\.8/],
+    ["gptq-w3+svd-r8-w4-g0", /the factor group size \(g0\)/],
+    ["awq-w4+eora-r8", /no named method or pattern fits it/],
+  ];
+  for (const [id, re] of cases) assert.throws(() => parseMethodId(id), re);
+});

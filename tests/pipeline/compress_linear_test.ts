@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import { tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
 import { hessian } from "../../hessian/hessian.ts";
+import { layerError } from "../../hessian/layer_error.ts";
 import { compressLinear, higgsGroupSize } from "../../pipeline/compress_linear.ts";
+import { addLowRank } from "../../quantizers/low_rank_factors.ts";
+import { correlatedInputs } from "../quantizers/_correlated.ts";
 import { assertClose } from "../_helpers.ts";
 
 const R = 16, C = 64;
@@ -102,5 +105,94 @@ Deno.test("a float-format stage with method gptq has a lower layer error than ro
   await assert.rejects(
     () => compressLinear(W, H, [{ kind: "mx", format: "mxfp4", actOrder: true }]),
     /need method "gptq"/,
+  );
+});
+
+const XC = correlatedInputs(512, C, 6);
+const HC = hessian(XC);
+
+Deno.test("an eora stage after GPTQ stands for Ŵ + B·A, lowers the layer error and counts the factors", async () => {
+  const plain = await compressLinear(W, HC, [{ kind: "gptq", bits: 3 }], { backend: "cpu" });
+  const c = await compressLinear(W, HC, [{ kind: "gptq", bits: 3 }, { kind: "eora", rank: 4 }], {
+    backend: "cpu",
+  });
+  assert.deepEqual(c.stages, ["gptq", "eora"]);
+  const lr = c.lowRank!;
+  assert.equal(lr.kind, "eora");
+  assert.deepEqual([lr.b.shape, lr.a.shape], [[R, 4], [4, C]]);
+  assert.deepEqual(Array.from(c.weight.data), Array.from(addLowRank(plain.weight, lr).data));
+  // float16 factors: 16 bits for each of r·(out + in) values, over out·in weights.
+  assertClose(c.bitsPerWeight, plain.bitsPerWeight + (16 * 4 * (R + C)) / (R * C), { atol: 1e-12 });
+  assertClose(c.layerError, layerError(W, c.weight, HC), { rtol: 1e-9, atol: 0 });
+  assert.ok(c.layerError < 0.5 * plain.layerError, `${c.layerError} vs ${plain.layerError}`);
+  // The eora stage saw the Hessian it was given: its loss before is GPTQ's error.
+  let whw = 0;
+  for (let r = 0; r < R; r++) {
+    for (let i = 0; i < C; i++) {
+      for (let j = 0; j < C; j++) {
+        whw += W.data[r * C + i]! * HC.xtx[i * C + j]! * W.data[r * C + j]!;
+      }
+    }
+  }
+  assertClose(lr.stats.errorBefore / whw, plain.layerError, { rtol: 1e-6, atol: 0 });
+});
+
+Deno.test("an eora stage has a lower layer error than an svd stage of the same rank", async () => {
+  for (const rank of [2, 8]) {
+    const [e, s] = await Promise.all(
+      (["eora", "svd"] as const).map((kind) =>
+        compressLinear(W, HC, [{ kind: "rtn", bits: 3 }, { kind, rank }])
+      ),
+    );
+    assert.equal(s!.lowRank!.kind, "svd");
+    assert.ok(e!.layerError < s!.layerError, `rank ${rank}: ${e!.layerError} vs ${s!.layerError}`);
+  }
+  // An svd stage reads no Hessian.
+  const noH = await compressLinear(W, null, [{ kind: "rtn", bits: 3 }, { kind: "svd", rank: 2 }]);
+  assert.ok(Number.isNaN(noH.layerError) && noH.lowRank !== undefined);
+});
+
+Deno.test("a low-rank stage after a rotation corrects in the original basis", async () => {
+  const stages = [{ kind: "rotate" }, { kind: "rtn", bits: 3 }] as const;
+  const plain = await compressLinear(W, HC, stages);
+  const c = await compressLinear(W, HC, [...stages, { kind: "eora", rank: 4 }]);
+  assertClose(c.weight.data, addLowRank(plain.weight, c.lowRank!).data, { atol: 1e-6 });
+  assert.ok(c.layerError < 0.5 * plain.layerError, `${c.layerError} vs ${plain.layerError}`);
+});
+
+Deno.test("eora after 2:4 SparseGPT keeps Ŵ's mask and counts the mask and quantized factors", async () => {
+  const twoFour = { kind: "nm", n: 2, m: 4 } as const;
+  const plain = await compressLinear(W, HC, [{ kind: "sparsegpt", structure: twoFour }], {
+    backend: "cpu",
+  });
+  const c = await compressLinear(W, HC, [
+    { kind: "sparsegpt", structure: twoFour },
+    { kind: "eora", rank: 4, quantize: { bits: 4, groupSize: 32 } },
+  ], { backend: "cpu" });
+  assert.equal(c.density, 0.5);
+  assert.deepEqual(c.mask, plain.mask);
+  const lr = c.lowRank!;
+  assert.ok(lr.quantized !== undefined);
+  // 4-bit codes; f16 scale and 4-bit zero per group: B one per row, A two per rank row.
+  const factorBits = 4 * 4 * (R + C) + (R + 4 * 2) * 20;
+  assertClose(c.bitsPerWeight, plain.bitsPerWeight + factorBits / (R * C), { atol: 1e-12 });
+  assert.ok(c.layerError < plain.layerError);
+});
+
+Deno.test("compressLinear() puts a low-rank stage last, after a compressor", async () => {
+  const bad: Parameters<typeof compressLinear>[2][] = [
+    [{ kind: "eora", rank: 2 }],
+    [{ kind: "rotate" }, { kind: "svd", rank: 2 }],
+    [{ kind: "eora", rank: 2 }, { kind: "rtn", bits: 4 }],
+  ];
+  for (const stages of bad) {
+    await assert.rejects(
+      () => compressLinear(W, H, stages),
+      /must be the last stage and follow a pruner or quantizer/,
+    );
+  }
+  await assert.rejects(
+    () => compressLinear(W, H, [{ kind: "rtn", bits: 4 }, { kind: "eora", rank: 17 }]),
+    /'rank' must be an integer in \[1, min\(rows, cols\) = 16\]/,
   );
 });

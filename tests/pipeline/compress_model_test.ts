@@ -219,6 +219,29 @@ Deno.test("validateRecipe() names the bad stage kind or bits", () => {
       }),
     /'rotate' must be the first stage/,
   );
+  assert.throws(
+    () =>
+      validateRecipe({
+        stages: [{ kind: "gptq", bits: 3 }, { kind: "eora", rank: 8 }, { kind: "rtn", bits: 4 }],
+      }),
+    /a low-rank correction \('eora'\) must be the last stage: 'rtn' follows it/,
+  );
+  assert.throws(
+    () => validateRecipe({ stages: [{ kind: "rotate" }, { kind: "svd", rank: 8 }] }),
+    /'svd' corrects a compressed weight: it must follow a pruner or quantizer/,
+  );
+  assert.throws(
+    () => validateRecipe({ stages: [{ kind: "gptq", bits: 3 }, { kind: "eora", rank: 0 }] }),
+    /eora stage's 'rank' must be a positive integer: current value is 0/,
+  );
+  validateRecipe({ stages: [{ kind: "gptq", bits: 3 }, { kind: "eora", rank: 8 }] });
+  validateRecipe({
+    stages: [{ kind: "sparsegpt", structure: { kind: "nm", n: 2, m: 4 } }, {
+      kind: "svd",
+      rank: 8,
+      quantize: { bits: 4 },
+    }],
+  });
   validateRecipe({
     stages: [{ kind: "rotate" }, { kind: "wanda", structure: { kind: "nm", n: 2, m: 4 } }, {
       kind: "gptq",

@@ -1,6 +1,6 @@
 /**
  * The pipeline on a real model (stories260K): the orderings the literature
- * reports, measured by perplexity on held-out TinyStories text with
+ * reports (EoRA's included), measured by perplexity on held-out TinyStories text with
  * calibration on the disjoint first part. Small evaluation (2,048 tokens; 16 calibration windows of 256) to
  * stay fast.
  */
@@ -90,6 +90,42 @@ Deno.test({
       assert.ok(rtn3! > fp32! && gptq3! > fp32!, msg);
       const single = perplexity(model, evalIds, { seqLen: 256 }).perplexity;
       assert.ok(Math.abs(single - fp32!) < 1e-9 * fp32!, `${single} vs ${fp32}`);
+    } finally {
+      pool.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "on stories260K, EoRA after GPTQ 3-bit lowers perplexity more than the plain SVD of the " +
+    "error at the same rank, and a higher rank lowers it further",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const s = await setup();
+    if (!s) return;
+    const { model, evalIds, calib } = s;
+    const pool = perplexityPool(2);
+    try {
+      const run = async (...stages: Stage[]) => {
+        const res = await compressModel(llamaCompressible(model), calib, {
+          stages,
+          overrides: [{ match: "output", stages: [] }],
+        });
+        const m = withCompressedWeights(model, res.modules);
+        return (await pool.evaluate(m, evalIds, { seqLen: 256 })).perplexity;
+      };
+      const gptq = { kind: "gptq", bits: 3 } as const;
+      const q4 = { bits: 4 };
+      const [plain, eora4, svd4, eora16] = await Promise.all([
+        run(gptq),
+        run(gptq, { kind: "eora", rank: 4, quantize: q4 }),
+        run(gptq, { kind: "svd", rank: 4, quantize: q4 }),
+        run(gptq, { kind: "eora", rank: 16, quantize: q4 }),
+      ]);
+      const msg = JSON.stringify({ plain, eora4, svd4, eora16 });
+      assert.ok(eora4! < svd4! && svd4! < plain!, msg);
+      assert.ok(eora16! < eora4!, msg);
     } finally {
       pool.close();
     }
