@@ -9,7 +9,7 @@
 
 import { dims2, type Tensor, tensor } from "../core/tensor.ts";
 import { asFloat64 } from "../core/convert.ts";
-import { eigh } from "../core/linalg.ts";
+import { eigh, svd } from "../core/linalg.ts";
 import { matmulRaw } from "../core/_dense.ts";
 import { firstNonFinite } from "../core/_finite.ts";
 import { resolveGrid } from "../core/uniform_grid.ts";
@@ -196,6 +196,42 @@ export async function storeFactors(
     ...(qa && qb ? { quantized: { a: qa, b: qb } } : {}),
     bits,
   };
+}
+
+/** Singular values at most this fraction of the largest count as zero. */
+const SIGMA_FLOOR = 1e-12;
+
+/**
+ * The rank-`o.rank` correction of ΔW from the left singular vectors of M
+ * (ΔW itself for the plain SVD, ΔW·Q·Λ^½ for EoRA): singular values at most
+ * 1e-12 of the largest count as zero (B's columns past them are zero), the
+ * squared ones past the rank are what the optimum leaves, and the factors
+ * are stored as {@linkcode storeFactors} stores them.
+ *
+ * @param d ΔW [rows, cols].
+ * @param m M [rows, cols].
+ * @param o Resolved options.
+ * @param fn The function, for messages.
+ * @returns The stored factors, the rank used and the discarded Σσ².
+ */
+export async function truncatedFactors(
+  d: Float64Array,
+  m: Float64Array,
+  rows: number,
+  cols: number,
+  o: ResolvedFactorOptions,
+  fn: string,
+): Promise<{ stored: StoredFactors; effectiveRank: number; discarded: number }> {
+  const { u, s } = svd(tensor("f64", [rows, cols], m)); // U [rows, min], σ descending
+  const sigma = s.data, top = sigma[0] ?? 0;
+  let effectiveRank = 0;
+  while (effectiveRank < o.rank && top > 0 && sigma[effectiveRank]! > SIGMA_FLOOR * top) {
+    effectiveRank++;
+  }
+  let discarded = 0;
+  for (let k = effectiveRank; k < sigma.length; k++) discarded += sigma[k]! ** 2;
+  const stored = await storeFactors(d, rows, cols, u.data, u.shape[1]!, effectiveRank, o, fn);
+  return { stored, effectiveRank, discarded };
 }
 
 /**

@@ -37,7 +37,7 @@
 
 import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../core/tensor.ts";
-import { eigh, svd } from "../core/linalg.ts";
+import { eigh } from "../core/linalg.ts";
 import { matmulRaw } from "../core/_dense.ts";
 import { firstNonFinite } from "../core/_finite.ts";
 import type { Hessian } from "../hessian/hessian.ts";
@@ -48,7 +48,7 @@ import {
   quadraticLoss,
   residual,
   resolveFactorOptions,
-  storeFactors,
+  truncatedFactors,
 } from "./_low_rank_factors.ts";
 
 /** Options of {@linkcode eora}. */
@@ -61,9 +61,6 @@ export interface EoraOptions extends LowRankFactorOptions {
    */
   eigenFloor?: number;
 }
-
-/** Singular values at most this fraction of the largest count as zero. */
-const SIGMA_FLOOR = 1e-12;
 
 /**
  * The EoRA correction of a compressed weight: B [rows, r], A [r, cols] with
@@ -130,24 +127,7 @@ export async function eora(
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) m[i * cols + j] = m[i * cols + j]! * root[j]!;
   }
-  const { u, s } = svd(tensor("f64", [rows, cols], m)); // U [rows, min], σ descending
-  const sigma = s.data, top = sigma[0] ?? 0;
-  let effectiveRank = 0;
-  while (effectiveRank < o.rank && top > 0 && sigma[effectiveRank]! > SIGMA_FLOOR * top) {
-    effectiveRank++;
-  }
-  let discarded = 0;
-  for (let k = effectiveRank; k < sigma.length; k++) discarded += sigma[k]! ** 2;
-  const stored = await storeFactors(
-    d,
-    rows,
-    cols,
-    u.data,
-    u.shape[1]!,
-    effectiveRank,
-    o,
-    "eora",
-  );
+  const { stored, effectiveRank, discarded } = await truncatedFactors(d, m, rows, cols, o, "eora");
   const error = quadraticLoss(residual(d, rows, cols, stored), rows, cols, h);
   const errorBefore = quadraticLoss(d, rows, cols, h);
   return {

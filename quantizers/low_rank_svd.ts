@@ -14,15 +14,13 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
-import { tensor } from "../core/tensor.ts";
-import { svd } from "../core/linalg.ts";
 import type { LowRankFactorOptions, LowRankFactors } from "./low_rank_factors.ts";
 import {
   correctionInputs,
   quadraticLoss,
   residual,
   resolveFactorOptions,
-  storeFactors,
+  truncatedFactors,
 } from "./_low_rank_factors.ts";
 
 /** Options of {@linkcode lowRankSvd}: rank and factor storage. */
@@ -57,21 +55,11 @@ export async function lowRankSvd(
   const t0 = performance.now();
   const { rows, cols, d } = correctionInputs(weight, approx, "lowRankSvd");
   const o = resolveFactorOptions(options, rows, cols, "lowRankSvd");
-  const { u, s } = svd(tensor("f64", [rows, cols], d));
-  const sigma = s.data, top = sigma[0] ?? 0;
-  let effectiveRank = 0;
-  while (effectiveRank < o.rank && top > 0 && sigma[effectiveRank]! > 1e-12 * top) {
-    effectiveRank++;
-  }
-  let discarded = 0;
-  for (let k = effectiveRank; k < sigma.length; k++) discarded += sigma[k]! ** 2;
-  const stored = await storeFactors(
+  const { stored, effectiveRank, discarded } = await truncatedFactors(
+    d,
     d,
     rows,
     cols,
-    u.data,
-    u.shape[1]!,
-    effectiveRank,
     o,
     "lowRankSvd",
   );
