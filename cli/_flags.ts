@@ -72,3 +72,20 @@ export function integerFlag(flag: string, v: string, min: number): number {
   }
   return n;
 }
+
+/**
+ * Reports a command's failure on stderr and gives its exit status: 2 for a
+ * usage error (with where the flags are listed), 1 for anything else.
+ *
+ * @param e What was thrown.
+ * @param task The `deno task` name, for the hint.
+ * @returns The exit status.
+ */
+export function failureStatus(e: unknown, task: string): number {
+  if (e instanceof UsageError) {
+    console.error(`error: ${e.message}\n(deno task ${task} --help lists the flags)`);
+    return 2;
+  }
+  console.error(`error: ${(e as Error).message}`);
+  return 1;
+}

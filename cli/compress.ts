@@ -19,7 +19,8 @@
 
 import { quietGpuProbe } from "../examples/data.ts";
 import { formatMethodList } from "../examples/demo/methods.ts";
-import { COMPRESS_USAGE, parseCompressArgs, UsageError } from "./_compress_args.ts";
+import { COMPRESS_USAGE, parseCompressArgs } from "./_compress_args.ts";
+import { failureStatus } from "./_flags.ts";
 import { compressCommand } from "./_compress_command.ts";
 
 /**
@@ -51,12 +52,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}\n(deno task compress --help lists the flags)`);
-      return 2;
-    }
-    console.error(`error: ${(e as Error).message}`);
-    return 1;
+    return failureStatus(e, "compress");
   }
 }
 

@@ -34,7 +34,7 @@ import {
 import type { Recipe } from "../pipeline/recipe.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { calibrationSet } from "./_calibration.ts";
-import { integerFlag, splitFlags, UsageError } from "./_flags.ts";
+import { failureStatus, integerFlag, splitFlags, UsageError } from "./_flags.ts";
 import { tokenizerBeside } from "./_tokenizer_beside.ts";
 
 /** The usage text (`--help`). */
@@ -305,12 +305,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}\n(deno task evopress --help lists the flags)`);
-      return 2;
-    }
-    console.error(`error: ${(e as Error).message}`);
-    return 1;
+    return failureStatus(e, "evopress");
   }
 }
 

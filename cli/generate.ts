@@ -15,7 +15,7 @@
  * @module
  */
 
-import { integerFlag, splitFlags, UsageError } from "./_flags.ts";
+import { failureStatus, integerFlag, splitFlags, UsageError } from "./_flags.ts";
 import { tokenizerBeside } from "./_tokenizer_beside.ts";
 import { quietGpuProbe } from "../examples/data.ts";
 import type { Backend } from "../kernels/backend.ts";
@@ -251,12 +251,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}\n(deno task generate --help lists the flags)`);
-      return 2;
-    }
-    console.error(`error: ${(e as Error).message}`);
-    return 1;
+    return failureStatus(e, "generate");
   }
 }
 
