@@ -61,3 +61,41 @@ export function assertClose(
 }
 
 export { dataFile, dataRoot } from "../examples/data.ts";
+
+/** What a script run in a subprocess gave. */
+export interface ScriptRun {
+  /** Exit status. */
+  code: number;
+  /** Standard output. */
+  stdout: string;
+  /** Standard error. */
+  stderr: string;
+}
+
+/**
+ * Runs a Deno script in a subprocess (`deno run -A`), from the repository
+ * root, and collects its output.
+ *
+ * @param script The script's path.
+ * @param args Its arguments.
+ * @param env Extra environment variables.
+ * @returns Its exit status, stdout and stderr.
+ */
+export async function runScript(
+  script: string,
+  args: readonly string[],
+  env: Record<string, string> = {},
+): Promise<ScriptRun> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    cwd: new URL("../", import.meta.url).pathname,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}

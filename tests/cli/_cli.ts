@@ -6,6 +6,7 @@
  */
 
 import { prng } from "../../core/prng.ts";
+import { runScript, type ScriptRun } from "../_helpers.ts";
 
 /** The repository root. */
 export const ROOT = new URL("../../", import.meta.url).pathname;
@@ -17,19 +18,8 @@ export const LLAMA = `${ROOT}tests/fixtures/hf/models/llama`;
 export const QWEN3 = `${ROOT}tests/fixtures/hf/models/qwen3`;
 
 /** Runs the CLI with the arguments; its exit status, stdout and stderr. */
-export async function cli(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    cwd: ROOT,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+export function cli(args: string[], env: Record<string, string> = {}): Promise<ScriptRun> {
+  return runScript(CLI, args, env);
 }
 
 /** A seeded text of short blank-line-separated documents. */

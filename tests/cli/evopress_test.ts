@@ -1,21 +1,12 @@
 import assert from "node:assert/strict";
+import { runScript } from "../_helpers.ts";
 import type { EvoPressFile } from "../../cli/evopress.ts";
 import { parseCompressArgs, UsageError } from "../../cli/_compress_args.ts";
 import type { CompressReport } from "../../cli/_compress_command.ts";
 import { cli, LLAMA, ROOT, withDir } from "./_cli.ts";
 
-async function evopress(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}cli/evopress.ts`, ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function evopress(args: string[]) {
+  return runScript(`${ROOT}cli/evopress.ts`, args);
 }
 
 const small = (dir: string) => [

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { runScript } from "../_helpers.ts";
 import { testGpu } from "../kernels/_gpu.ts";
 import { parseGenerateArgs } from "../../cli/generate.ts";
 import { UsageError } from "../../cli/_flags.ts";
@@ -10,18 +11,8 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 const CLI = `${ROOT}cli/generate.ts`;
 const LLAMA = `${ROOT}tests/fixtures/hf/models/llama`;
 
-async function cli(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function cli(args: string[]) {
+  return runScript(CLI, args);
 }
 
 Deno.test("parseGenerateArgs reads the flags with their defaults and refuses bad ones by name", () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dataFile } from "../_helpers.ts";
+import { dataFile, runScript } from "../_helpers.ts";
 import { parseSafetensors } from "../../core/safetensors.ts";
 import { compressedFromTensors } from "../../quantizers/serialize.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
@@ -8,18 +8,8 @@ import type { DemoRow } from "../../examples/demo/report.ts";
 
 const DEMO = new URL("../../examples/demo.ts", import.meta.url).pathname;
 
-async function demo(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", DEMO, "--quiet", ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function demo(args: string[], env: Record<string, string> = {}) {
+  return runScript(DEMO, ["--quiet", ...args], env);
 }
 
 Deno.test("the demo prints JSON rows, writes --out atomically and resumes finished methods from its journal", async () => {
