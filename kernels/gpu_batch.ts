@@ -173,14 +173,9 @@ export class GpuBatch {
     resources: readonly (GPUBuffer | GPUBufferBinding)[],
     groups: readonly [number, number?, number?],
   ): void {
-    const [x, y = 1, z = 1] = groups;
-    const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
-    if (x > max || y > max || z > max) {
-      throw new RangeError(
-        `dispatch of [${x}, ${y}, ${z}] workgroups exceeds ${max} per dimension`,
-      );
-    }
-    if (x === 0 || y === 0 || z === 0) return;
+    const counts = workgroupCounts(this.gpu, groups);
+    if (counts === null) return;
+    const [x, y, z] = counts;
     const dynamic = dynamicLayouts.get(pipeline);
     const pass = this.#passEncoder();
     if (this.#lastPipeline !== pipeline) {
@@ -368,6 +363,27 @@ export class GpuBatch {
       this.#query?.destroy();
     }
   }
+}
+
+/**
+ * A dispatch's workgroup counts [x, y, z] (missing ones 1), checked against
+ * the device's per-dimension limit.
+ *
+ * @param gpu The GPU.
+ * @param groups Workgroup counts [x, y?, z?].
+ * @returns The counts, or null when one is 0 (nothing to dispatch).
+ * @throws {RangeError} when a count exceeds the limit.
+ */
+export function workgroupCounts(
+  gpu: Gpu,
+  groups: readonly [number, number?, number?],
+): [number, number, number] | null {
+  const [x, y = 1, z = 1] = groups;
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (x > max || y > max || z > max) {
+    throw new RangeError(`dispatch of [${x}, ${y}, ${z}] workgroups exceeds ${max} per dimension`);
+  }
+  return x === 0 || y === 0 || z === 0 ? null : [x, y, z];
 }
 
 /**

@@ -15,7 +15,13 @@
 
 import { dynamicLayouts } from "../kernels/_dynamic_uniforms.ts";
 import { UniformArenas } from "../kernels/_uniform_arenas.ts";
-import { type Gpu, GpuBatch, type GpuRead, type UniformField } from "../kernels/backend.ts";
+import {
+  type Gpu,
+  GpuBatch,
+  type GpuRead,
+  type UniformField,
+  workgroupCounts,
+} from "../kernels/backend.ts";
 
 /** One recorded dispatch. */
 interface Command {
@@ -72,14 +78,9 @@ export class ProgramRecorder extends GpuBatch {
     groups: readonly [number, number?, number?],
   ): void {
     this.#check();
-    const [x, y = 1, z = 1] = groups;
-    const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
-    if (x > max || y > max || z > max) {
-      throw new RangeError(
-        `dispatch of [${x}, ${y}, ${z}] workgroups exceeds ${max} per dimension`,
-      );
-    }
-    if (x === 0 || y === 0 || z === 0) return;
+    const counts = workgroupCounts(this.gpu, groups);
+    if (counts === null) return;
+    const [x, y, z] = counts;
     const dynamic = dynamicLayouts.get(pipeline);
     const offsets: number[] = [];
     const entries = resources.map((r, binding): GPUBindGroupEntry => {
