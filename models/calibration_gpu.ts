@@ -21,6 +21,7 @@
  */
 
 import type { Tensor } from "../core/tensor.ts";
+import { nextTask } from "../core/_next_task.ts";
 import { type Gpu, GpuBatch, storageBuffer, writeBuffer } from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
 import { encodeHessian, encodeHessianFinish } from "../kernels/hessian_kernel.ts";
@@ -573,7 +574,7 @@ export function llamaCalibrationRunner(
       const from = {} as Record<LlamaLinear, Tensor<"f32">>;
       for (const n of LLAMA_LINEARS) {
         host += performance.now() - t;
-        await new Promise((resolve) => setTimeout(resolve, 0));
+        await nextTask();
         t = performance.now();
         if (disposed || next !== null) return;
         from[n] = layer[n];

@@ -17,6 +17,7 @@ import { tensor } from "../core/tensor.ts";
 import { writeSafetensors } from "../core/safetensors_file.ts";
 import { hfConfig, hfLayerTensors, hfNames } from "./hf.ts";
 import { convert } from "../core/convert.ts";
+import { nextTask } from "../core/_next_task.ts";
 import { shardName, writeShardIndex } from "./formats/_shards.ts";
 import { hfTokenizerJson } from "./hf_tokenizer.ts";
 import { layerVectors, LLAMA_LINEARS } from "./model.ts";
@@ -61,11 +62,6 @@ export interface HfStreamWriter {
   finish(classifier?: Tensor): Promise<void>;
   /** Removes the partial folder (after a failure). */
   abort(): Promise<void>;
-}
-
-/** Lets the event loop run what is waiting (a macrotask turn). */
-function pause(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /**
@@ -127,11 +123,11 @@ export async function openHfStreamWriter(
       // rounding) runs a linear at a time, yielding to the event loop in
       // between, so that it fills the caller's waits (e.g. for the GPU).
       const p = (async () => {
-        await pause();
+        await nextTask();
         const tensors = hfLayerTensors(model.config, block, layer);
         if (dtype !== "f32") {
           for (const n of LLAMA_LINEARS) {
-            await pause();
+            await nextTask();
             const key = hfNames(block)[n];
             tensors.set(key, convert(tensors.get(key)!, dtype));
           }

@@ -13,6 +13,7 @@
  */
 
 import { type Tensor, tensor } from "../../core/tensor.ts";
+import { nextTask } from "../../core/_next_task.ts";
 import { readSafetensors, writeSafetensors } from "../../core/safetensors_file.ts";
 import {
   compressedFromTensors,
@@ -163,7 +164,7 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
         throw new RangeError(`Cannot journal block ${block}: not a block index`);
       }
       // The host work runs after the caller's turn (e.g. while the GPU works).
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await nextTask();
       const tensors = new Map<string, Tensor>();
       // The grids (and AQLM codes) too: the packed checkpoint formats are written from them.
       const grids = new Map<string, StoredWeight>();
