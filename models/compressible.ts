@@ -78,10 +78,11 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
         tensor("f32", x.shape, rmsNorm(x.data, x.shape[0]!, model.finalNorm, config.normEps)),
     },
     embed: (tokens) => tensor("f32", [tokens.length, config.dim], llamaEmbed(model, tokens)),
-    async calibrationRunner(sequences, { backend, memoryBudget }) {
+    async calibrationRunner(sequences, { backend, memoryBudget, prefetch }) {
       const gpu = await resolveBackend(backend, "the calibration passes");
       return gpu === null ? null : await openLlamaCalibrationRunner(gpu, model, sequences, {
         ...(memoryBudget !== undefined ? { memoryBudget } : {}),
+        ...(prefetch !== undefined ? { prefetch } : {}),
       });
     },
   };

@@ -84,6 +84,12 @@ export interface CompressModelOptions {
    */
   gpuMemoryBytes?: number;
   /**
+   * Let a device runner read and upload the next block while the GPU works
+   * on this one (two blocks' weights on the device instead of one).
+   * @default true
+   */
+  prefetch?: boolean;
+  /**
    * Keep every finished module (its weight, codes, mask) in the result. With
    * false, a block's modules are dropped once `onBlockDone` returned (a
    * journal or a streaming writer has them), so the host holds one block's
@@ -186,6 +192,7 @@ export async function compressModel(
     backend = "auto",
     solveBackend = "auto",
     gpuMemoryBytes,
+    prefetch = true,
     keepModules = true,
   } = options;
   if (typeof trueSequential !== "boolean") {
@@ -246,6 +253,7 @@ export async function compressModel(
         model.calibrationRunner!(seqs, {
           backend,
           ...(gpuMemoryBytes !== undefined ? { memoryBudget: gpuMemoryBytes } : {}),
+          prefetch,
         }),
     )
     : null;

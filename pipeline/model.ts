@@ -142,12 +142,17 @@ export interface CompressibleModel {
    * `forward` on the host).
    *
    * @param sequences The calibration token sequences.
-   * @param options Where to run, and the device memory the run may use
-   *   (bytes): a runner refuses, before starting, a run that does not fit.
+   * @param options Where to run, the device memory the run may use
+   *   (bytes): a runner refuses, before starting, a run that does not fit;
+   *   whether it may read the next block ahead (default true).
    * @returns The runner, or null.
    */
   calibrationRunner?(
     sequences: readonly (readonly number[])[],
-    options: { readonly backend: Backend; readonly memoryBudget?: number },
+    options: {
+      readonly backend: Backend;
+      readonly memoryBudget?: number;
+      readonly prefetch?: boolean;
+    },
   ): Promise<CalibrationRunner | null>;
 }

@@ -10,6 +10,7 @@
  *
  *     deno task bench:pipeline [--shape=1b|8b] [--layers=N] [--samples=128] [--len=2048]
  *       [--dir=DIR] [--keep] [--no-write] [--dtype=f32|bf16|f16] [--backend=auto|webgpu|cpu]
+ *       [--read=auto|memory|disk] [--no-prefetch]
  *       [--json] [--verbose]
  *
  * `--layers` keeps the first N blocks (a quicker run; per-block figures
@@ -59,7 +60,8 @@ t.write = (performance.now() - t0) / 1000;
 const rssBefore = hwm();
 
 t0 = performance.now();
-const lm = await loadModel(dir);
+const read = (flag("read") ?? "auto") as "auto" | "memory" | "disk";
+const lm = await loadModel(dir, { read });
 t.load = (performance.now() - t0) / 1000;
 log(`loaded in ${t.load.toFixed(1)} s`);
 
@@ -97,6 +99,7 @@ const result = await compressModel(lm, calibration, {
 }, {
   backend,
   keepModules: false,
+  prefetch: !Deno.args.includes("--no-prefetch"),
   onBlockDone: (b, modules) => {
     for (const m of modules) addSolveStats(m);
     if (writer === null || b >= lm.blocks.length) return;
@@ -131,6 +134,8 @@ const report = {
   layers: shape.layers,
   calibration: { samples, len },
   output: writeOut ? dtype : null,
+  read,
+  prefetch: !Deno.args.includes("--no-prefetch"),
   seconds: {
     load: t.load,
     calibration: result.phases.calibration,
