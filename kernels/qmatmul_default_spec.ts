@@ -177,9 +177,10 @@ function checkFewRows(m: number, what: string): void {
  *   weights (so neither "half" nor "dot4", which read a staged x);
  * - the "exact" dequantization where the zero points allow it, else "fma".
  *
- * Provisional (not yet timed on the H100; tests/bench/generate.ts times it
- * beside {@linkcode qmatmulSweptFewRowSpec}, the previous default, and
- * neighbours of both).
+ * Timed at batch 1 on an H100 beside {@linkcode qmatmulSweptFewRowSpec},
+ * the previous default (tests/bench/generate.ts, README): faster on the
+ * Llama q/k/v and down projections (up to 1.45×), 6–17% slower on the
+ * square o and the wide gate+up; batches 2–4 are not timed yet.
  *
  * @param packed The packed weight.
  * @param m Rows of x, 1 to {@linkcode QMATMUL_FEW_ROWS}.
