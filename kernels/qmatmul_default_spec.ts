@@ -180,7 +180,8 @@ function checkFewRows(m: number, what: string): void {
  * Timed at batch 1 on an H100 beside {@linkcode qmatmulSweptFewRowSpec},
  * the previous default (tests/bench/generate.ts, README): faster on the
  * Llama q/k/v and down projections (up to 1.45×), 6–17% slower on the
- * square o and the wide gate+up; batches 2–4 are not timed yet.
+ * square o and the wide gate+up, where `qmatmulSpec` takes the previous
+ * default at batch 1; batches 2–4 are not timed yet.
  *
  * @param packed The packed weight.
  * @param m Rows of x, 1 to {@linkcode QMATMUL_FEW_ROWS}.
@@ -218,6 +219,21 @@ export function qmatmulFewRowSpec(
     workgroupBytes,
     invocations,
   );
+}
+
+/**
+ * Whether batch 1 takes {@linkcode qmatmulSweptFewRowSpec} rather than
+ * {@linkcode qmatmulFewRowSpec}: on square weights (N = K) and wide ones
+ * (N ≥ 4K). Timed per Llama linear on an H100 (tests/bench/generate.ts
+ * `--kernel-shapes=1b,8b --kernels-only`, README): the swept kernel took
+ * 10.06 / 9.02 µs on the 2048² and 4096² o projections (few-row 11.61 /
+ * 9.60) and 18.41 / 29.54 µs on the 16384×2048 and 28672×4096 gate+up
+ * (few-row 19.61 / 35.66); the few-row kernel won on q/k/v (N = 1.5K, up
+ * to 1.33×) and down (N ≈ K/4, up to 1.45×).
+ */
+function sweptAtBatchOne(packed: PackedWeight): boolean {
+  const n = packed.paddedRows, k = packed.paddedCols;
+  return n === k || n >= 4 * k;
 }
 
 /**
@@ -366,7 +382,11 @@ export function qmatmulSpec(
   m: number,
   limits: QmatmulLimits = {},
 ): QmatmulSpec {
-  if (m <= QMATMUL_FEW_ROWS) return qmatmulFewRowSpec(packed, m, limits);
+  if (m <= QMATMUL_FEW_ROWS) {
+    return m === 1 && sweptAtBatchOne(packed)
+      ? qmatmulSweptFewRowSpec(packed, m, limits)
+      : qmatmulFewRowSpec(packed, m, limits);
+  }
   const { workgroupBytes = 16384, invocations = 256 } = limits;
   const { tiles, base } = weightBase(packed);
   const { chunks } = base;
