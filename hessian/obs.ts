@@ -277,7 +277,7 @@ export interface ObsResult {
   outliers?: Uint8Array;
   /**
    * The bilevel statistics ("spqr"); `scales` and `zeros` then hold their
-   * decoded values, and `codes` an outlier's code is that of 0.
+   * decoded values, and an outlier's entry in `codes` is the code of 0.
    */
   statistics?: ObsBilevelStatistics;
   /** Loss, damping, dead columns and timings. */

@@ -120,21 +120,41 @@ if (values.reference) {
 
 if (values.goal) {
   const configs: { label: string; options: SpqrOptions }[] = [
+    { label: "w3 g16 τ∞", options: { bits: 3, groupSize: 16, outlierThreshold: Infinity } },
     { label: "w3 g16 τ0.2", options: { bits: 3, groupSize: 16, outlierThreshold: 0.2 } },
     { label: "w3 g16 τ0.35", options: { bits: 3, groupSize: 16, outlierThreshold: 0.35 } },
     { label: "w3 g16 τ0.5", options: { bits: 3, groupSize: 16, outlierThreshold: 0.5 } },
     { label: "w3 g32 τ0.2", options: { bits: 3, groupSize: 32, outlierThreshold: 0.2 } },
-    { label: "w3 g32 τ0.1", options: { bits: 3, groupSize: 32, outlierThreshold: 0.1 } },
+    { label: "w4 g16 τ0.2", options: { bits: 4, groupSize: 16, outlierThreshold: 0.2 } },
   ];
-  const head = ["layer ", "GPTQ w4 g128", ...configs.map((c) => c.label)];
+  const head = [
+    "layer ",
+    "GPTQ w4 g128",
+    "GPTQ w4",
+    "GPTQ w3 g16",
+    ...configs.map((c) => c.label),
+  ];
   console.log("relative layer error (bits per weight, everything counted)");
   console.log(head.map((h) => h.padEnd(22)).join(""));
   const rel: number[][] = configs.map(() => []);
   const bitsAll: number[][] = configs.map(() => []);
+  const gptq3: number[] = [], gptq4: number[] = [];
   for (const { name, w, h } of await layers()) {
     const g = await gptq(w, h, { bits: 4, groupSize: 128 });
     const gErr = layerError(w, dequantize(g), h);
-    const cells = [name, `${gErr.toExponential(3)} (4.25)`];
+    const g4 = await gptq(w, h, { bits: 4 });
+    const g4Err = layerError(w, dequantize(g4), h);
+    gptq4.push(g4Err / gErr);
+    const g3 = await gptq(w, h, { bits: 3, groupSize: 16 });
+    const g3Err = layerError(w, dequantize(g3), h);
+    gptq3.push(g3Err / gErr);
+    // GPTQ's bits: codes, an f16 scale and a b-bit zero point per group.
+    const cells = [
+      name,
+      `${gErr.toExponential(3)} (4.16)`,
+      `${g4Err.toExponential(3)} (${(4 + 20 / w.shape[1]!).toFixed(2)})`,
+      `${g3Err.toExponential(3)} (4.19)`,
+    ];
     for (const [i, c] of configs.entries()) {
       const q = await spqr(w, h, c.options);
       const err = layerError(w, dequantize(q), h);
@@ -144,6 +164,8 @@ if (values.goal) {
     }
     console.log(cells.map((s) => s.padEnd(22)).join(""));
   }
+  console.log(`GPTQ w4 per channel: error / GPTQ w4 g128 geomean ${geo(gptq4).toFixed(3)}`);
+  console.log(`GPTQ w3 g16: error / GPTQ w4 g128 geomean ${geo(gptq3).toFixed(3)}`);
   for (const [i, c] of configs.entries()) {
     const mean = bitsAll[i]!.reduce((a, b) => a + b, 0) / bitsAll[i]!.length;
     console.log(
