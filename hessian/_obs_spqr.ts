@@ -96,8 +96,11 @@ function outlierThreshold(ctx: SolveContext, tau: number): number {
   return tau * (typical / n);
 }
 
-/** Σ ((q(v) − v)/d)² over v[k], k ≠ skip, on the min–max grid of [lo, hi]. */
-function groupError(
+/**
+ * terms[k] = ((q(v[k]) − v[k])/d[k])², k ≠ skip, on the min–max grid of
+ * [lo, hi] (terms[skip] = 0).
+ */
+function groupTerms(
   v: Float64Array,
   dg: Float64Array,
   len: number,
@@ -105,15 +108,20 @@ function groupError(
   lo: number,
   hi: number,
   maxq: number,
-): number {
+  terms: Float64Array,
+): void {
   const { scale, zero } = minMaxGrid(lo, hi, maxq);
-  let e = 0;
   for (let k = 0; k < len; k++) {
-    if (k === skip) continue;
     const x = v[k]!;
     const t = (valueOnGrid(codeOnGrid(x, scale, zero, maxq), scale, zero) - x) / dg[k]!;
-    e += t * t;
+    terms[k] = k === skip ? 0 : t * t;
   }
+}
+
+/** Σ terms[k] over k < len, k ≠ skip. */
+function sumBut(terms: Float64Array, len: number, skip: number): number {
+  let e = 0;
+  for (let k = 0; k < len; k++) if (k !== skip) e += terms[k]!;
   return e;
 }
 
@@ -121,7 +129,8 @@ function groupError(
  * The reference's leave-one-out screening of one row of a group: marks in
  * `likely` the weights whose removal from the grid's fit lowers the group's
  * OBS error Σ((q − w)/[U]_jj)² (the removed weight counted as exact) by more
- * than the threshold.
+ * than the threshold. Leaving out a weight other than the (first) smallest
+ * or largest keeps the grid, so only those two need a grid of their own.
  */
 function screenRow(
   v: Float64Array,
@@ -130,21 +139,32 @@ function screenRow(
   maxq: number,
   threshold: number,
   likely: Uint8Array,
+  terms: Float64Array,
+  other: Float64Array,
 ): void {
   // Smallest and largest two, so that each leave-one-out range is O(1).
   let min1 = Infinity, min2 = Infinity, max1 = -Infinity, max2 = -Infinity, iMin = -1, iMax = -1;
   for (let k = 0; k < len; k++) {
     const x = v[k]!;
-    if (x < min1) [min2, min1, iMin] = [min1, x, k];
-    else if (x < min2) min2 = x;
-    if (x > max1) [max2, max1, iMax] = [max1, x, k];
-    else if (x > max2) max2 = x;
+    if (x < min1) {
+      min2 = min1;
+      min1 = x;
+      iMin = k;
+    } else if (x < min2) min2 = x;
+    if (x > max1) {
+      max2 = max1;
+      max1 = x;
+      iMax = k;
+    } else if (x > max2) max2 = x;
   }
-  const base = groupError(v, dg, len, -1, min1, max1, maxq);
+  groupTerms(v, dg, len, -1, min1, max1, maxq, terms);
+  const base = sumBut(terms, len, -1);
   for (let j = 0; j < len; j++) {
-    const loo = len === 1
-      ? 0
-      : groupError(v, dg, len, j, j === iMin ? min2 : min1, j === iMax ? max2 : max1, maxq);
+    let loo = 0;
+    if (len > 1 && (j === iMin || j === iMax)) {
+      groupTerms(v, dg, len, j, j === iMin ? min2 : min1, j === iMax ? max2 : max1, maxq, other);
+      loo = sumBut(other, len, j);
+    } else if (len > 1) loo = sumBut(terms, len, j);
     likely[j] = base - loo > threshold ? 1 : 0;
   }
 }
@@ -181,6 +201,7 @@ export function spqrDecider(
     outlierThreshold: threshold,
   };
   const v = new Float64Array(gs), dg = new Float64Array(gs), likely = new Uint8Array(gs);
+  const terms = new Float64Array(gs), other = new Float64Array(gs);
 
   /** Fits group k (positions [pos, pos + len)) on the current weights. */
   const fitGroup = (pos: number, i1: number, block: Float32Array): void => {
@@ -195,7 +216,7 @@ export function spqrDecider(
       let lo = Infinity, hi = -Infinity;
       if (screen) {
         // Fit without the likely outliers: they take the mean of the others.
-        screenRow(v, dg, len, maxq, threshold, likely);
+        screenRow(v, dg, len, maxq, threshold, likely, terms, other);
         let sum = 0, count = 0;
         for (let t = 0; t < len; t++) {
           if (!likely[t]) {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { type Tensor, tensor } from "../../core/tensor.ts";
+import { prng } from "../../core/prng.ts";
 import { cholesky, choleskyInverse } from "../../core/linalg.ts";
 import { type Hessian, hessian } from "../../hessian/hessian.ts";
 import { layerError } from "../../hessian/layer_error.ts";
@@ -315,4 +316,91 @@ Deno.test("spqr() refuses a bad Hessian, non-finite values, bad options and the 
       }),
     /does not support the "spqr" decider/,
   );
+});
+
+/** ((q − v)/d)² summed over a row's values on the min–max grid of `fit` (−1 skips none). */
+function rowError(v: number[], fit: number[], d: number, bits: number, skip: number): number {
+  let lo = Math.min(...fit), hi = Math.max(...fit);
+  if (lo === hi) [lo, hi] = [-1, 1];
+  const maxq = 2 ** bits - 1, s = (hi - lo) / maxq, z = -lo / s;
+  let e = 0;
+  v.forEach((x, k) => {
+    if (k === skip) return;
+    const c = Math.min(maxq, Math.max(0, Math.round(x / s + z)));
+    e += ((s * (c - z) - x) / d) ** 2;
+  });
+  return e;
+}
+
+Deno.test("spqr()'s leave-one-out screening and outlier test follow the reference on one group with uncoupled inputs", async () => {
+  // H = I: U = I/√(1 + damp), so no error moves between columns and each row
+  // of the one group can be followed by hand.
+  const rows = 8, n = 16, bits = 3, damp = 0.01, tau = 0.2;
+  const g = prng(31);
+  const w = Array.from(
+    { length: rows },
+    (_, r) => Array.from({ length: n }, (_, c) => (c === r ? 0.3 : 0) + 0.02 * g.normal()),
+  );
+  const xtx = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) xtx[i * n + i] = 1;
+  const q = await spqr(tensor("f32", [rows, n], Float32Array.from(w.flat())), {
+    cols: n,
+    count: 1,
+    xtx,
+  }, { bits, groupSize: n, statisticGroupSize: rows, outlierThreshold: tau, dampRatio: damp });
+  const d = 1 / Math.sqrt(1 + damp);
+  let typical = 0;
+  for (let c = 0; c < n; c++) {
+    const col = w.map((row) => Math.fround(row[c]!));
+    const mean = col.reduce((a, b) => a + b, 0) / rows;
+    typical += col.reduce((a, b) => a + (b - mean) ** 2, 0) / (rows - 1) / (d * d) / n;
+  }
+  const threshold = tau * typical;
+  assertClose(q.stats.outlierThreshold, threshold, { rtol: 1e-5 });
+  // Screening: a weight is set aside when leaving it out of the fit lowers the error by more.
+  const scales: number[] = [], zeros: number[] = [];
+  for (const row of w) {
+    const v = row.map(Math.fround);
+    const base = rowError(v, v, d, bits, -1);
+    const likely = v.map((_, j) =>
+      base - rowError(v, v.filter((_, k) => k !== j), d, bits, j) > threshold
+    );
+    const kept = v.filter((_, k) => !likely[k]);
+    const mean = kept.reduce((a, b) => a + b, 0) / Math.max(kept.length, 1);
+    const fit = v.map((x, k) => (likely[k] ? mean : x));
+    let lo = Math.min(...fit), hi = Math.max(...fit);
+    if (lo === hi) [lo, hi] = [-1, 1];
+    scales.push((hi - lo) / (2 ** bits - 1));
+    zeros.push(-lo / scales.at(-1)!);
+  }
+  // The statistics the quantizer fitted, before their second level, round to the decoded ones.
+  const decodedScales = decodeSpqrStatistic(q.scales, rows, rows);
+  const decodedZeros = decodeSpqrStatistic(q.zeros, rows, rows);
+  const step = (a: number[]) => (Math.max(...a) - Math.min(...a)) / 7;
+  for (let r = 0; r < rows; r++) {
+    assert(Math.abs(decodedScales[r]! - scales[r]!) <= step(scales) / 2 + 1e-3 * scales[r]!);
+    assert(Math.abs(decodedZeros[r]! - zeros[r]!) <= step(zeros) / 2 + 1e-3 * Math.abs(zeros[r]!));
+  }
+  // Outliers: exactly the weights whose error on the decoded grid exceeds the threshold.
+  const deq = dequantize(q).data;
+  for (let r = 0; r < rows; r++) {
+    const s = decodedScales[r]!, z = decodedZeros[r]!;
+    const cs = Array.from(
+      q.outliers.columns.subarray(q.outliers.rowStart[r]!, q.outliers.rowStart[r + 1]!),
+    );
+    for (let c = 0; c < n; c++) {
+      const x = Math.fround(w[r]![c]!);
+      const code = Math.min(7, Math.max(0, Math.round(x / s + z)));
+      const e = ((x - s * (code - z)) / d) ** 2;
+      assert.equal(
+        cs.includes(c),
+        e > threshold,
+        `(${r}, ${c}): error ${e}, threshold ${threshold}`,
+      );
+      assertClose(deq[r * n + c]!, cs.includes(c) ? Math.f16round(x) : s * (code - z), {
+        atol: 1e-6,
+      });
+    }
+    assert(cs.includes(r), `the planted weight (${r}, ${r}) is an outlier`);
+  }
 });
