@@ -16,7 +16,7 @@
 
 import { codeOnGrid, minMaxGrid, quantizeStatistics, valueOnGrid } from "../core/_bilevel_grid.ts";
 import type { ObsBilevelStatistics, ObsDecider } from "./obs.ts";
-import type { ColumnDecider, SolveContext } from "./_obs_deciders.ts";
+import { type ColumnDecider, fail, type SolveContext } from "./_obs_deciders.ts";
 
 const f = Math.fround;
 
@@ -266,9 +266,15 @@ export function spqrDecider(
           const value = valueOnGrid(c, s, z);
           const e = f(f(x - value) / hd);
           if (e * e > threshold) {
+            const kept = Math.f16round(x);
+            if (!Number.isFinite(kept)) {
+              fail(
+                `the outlier at row ${r}, column ${ctx.perm[pos]} (${x}) does not fit in float16`,
+              );
+            }
             outliers[r * n + pos] = 1;
             codes[r * n + pos] = codeOnGrid(0, s, z, maxq);
-            q[r] = Math.f16round(x);
+            q[r] = kept;
           } else {
             codes[r * n + pos] = c;
             q[r] = value;

@@ -95,7 +95,8 @@ export interface SpqrOptions {
  * @param options Bits, groups, statistics, outlier threshold, order, damping.
  * @returns The quantized weight, with its bits per weight counted in `stats`.
  * @throws {RangeError} on invalid options (naming the option), a Hessian of
- *   the wrong order, or non-finite values in the weight or the Hessian.
+ *   the wrong order, non-finite values in the weight or the Hessian, or an
+ *   outlier beyond float16's range.
  * @throws {TypeError} for `backend: "webgpu"` or arguments of the wrong type.
  */
 export async function spqr(

@@ -299,6 +299,13 @@ Deno.test("spqr() refuses a bad Hessian, non-finite values, bad options and the 
     () => spqr(w, h, { simplifiedOutliers: 1 as unknown as boolean }),
     TypeError,
   );
+  const huge = Float32Array.from(w.data);
+  // Off any grid of row 3 and beyond float16's range: an outlier that cannot be stored.
+  [huge[3 * 16 + 7], huge[3 * 16 + 8], huge[3 * 16 + 9]] = [1e6, -1e6, 3.3e5];
+  await assert.rejects(
+    () => spqr(tensor("f32", [8, 16], huge), h, { outlierThreshold: 0 }),
+    /the outlier at row 3, column \d+ \(.+\) does not fit in float16/,
+  );
   await assert.rejects(() => spqr(w, h, { backend: "webgpu" }), /"webgpu" has no kernel/);
   await assert.rejects(
     () =>
