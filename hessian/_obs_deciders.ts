@@ -1,6 +1,6 @@
 /**
  * Library-internal: the built-in deciders of the OBS solver (grid, prune,
- * prune+grid, custom), compiled for one solve. Positions are in processing
+ * prune+grid, float-grid, custom; spqr in `_obs_spqr.ts`), compiled for one solve. Positions are in processing
  * order. Web-standard only.
  *
  * @module
@@ -15,6 +15,7 @@ import {
 } from "../core/uniform_grid.ts";
 import type { ObsDecider, ObsPruneStructure } from "./obs.ts";
 import { kthSmallestInPlace } from "../core/_select.ts";
+import { spqrDecider, type SpqrState } from "./_obs_spqr.ts";
 import {
   absMax,
   e2m1Code,
@@ -404,7 +405,13 @@ function pruneState(ctx: SolveContext, structure: ObsPruneStructure): PruneState
 export function compileDecider(
   ctx: SolveContext,
   decider: ObsDecider,
-): { decider: ColumnDecider; grid?: GridState; prune?: PruneState; float?: FloatGridState } {
+): {
+  decider: ColumnDecider;
+  grid?: GridState;
+  prune?: PruneState;
+  float?: FloatGridState;
+  spqr?: SpqrState;
+} {
   const { rows, n } = ctx;
   if (decider === null || typeof decider !== "object") {
     throw new TypeError(
@@ -490,6 +497,8 @@ export function compileDecider(
         : decider.granularity;
       return floatGridDecider(ctx, decider.format, granularity, decider.staticGroups ?? false);
     }
+    case "spqr":
+      return spqrDecider(ctx, decider);
     case "custom": {
       if (typeof decider.decide !== "function") {
         throw new TypeError(`Cannot run the OBS solver as 'decider.decide' must be a function`);
@@ -526,7 +535,7 @@ export function compileDecider(
     }
     default:
       throw new TypeError(
-        `Cannot run the OBS solver as 'decider.kind' must be "grid", "float-grid", "prune", "prune+grid" or "custom": current value is ${
+        `Cannot run the OBS solver as 'decider.kind' must be "grid", "float-grid", "prune", "prune+grid", "spqr" or "custom": current value is ${
           (decider as { kind: unknown }).kind
         }`,
       );

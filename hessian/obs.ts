@@ -8,7 +8,9 @@
  * `{ kind: "prune", ... }`, `{ kind: "prune+grid", ... }`) so that a GPU
  * backend can run the same decision in a kernel; `{ kind: "custom" }` takes a
  * JavaScript callback (CPU only), and `{ kind: "float-grid" }` (MXFP4, NVFP4,
- * FP8) has no kernel yet (CPU only). Web-standard only.
+ * FP8) and `{ kind: "spqr" }` (bilevel groups and float16 outliers, whose
+ * second level spans rows and whose outlier screening refits each group) have
+ * no kernel (CPU only). Web-standard only.
  *
  * @see Frantar et al., "GPTQ" (2023), Algorithm 1; Frantar & Alistarh,
  * "SparseGPT" (2023), Algorithm 1.
@@ -109,6 +111,31 @@ export type ObsDecider =
     readonly staticGroups?: boolean;
   }
   | {
+    /**
+     * SpQR: groups of `groupSize` columns (in processing order) on min–max
+     * grids fitted when the loop reaches them, on the updated weights; their
+     * scales and zero points quantized again to `scaleBits`/`zeroBits` in
+     * runs of `statisticGroupSize` output rows; a weight whose error
+     * (w − q)²/[U]_jj² exceeds `outlierThreshold` times the layer's typical
+     * error is an outlier, kept in float16. CPU only (whole columns).
+     */
+    readonly kind: "spqr";
+    /** Bits per code, in [1, 8]. */
+    readonly bits: number;
+    /** Columns per first-level group. */
+    readonly groupSize: number;
+    /** Bits of each scale's code (second level), in [1, 8]. */
+    readonly scaleBits: number;
+    /** Bits of each zero point's code (second level), in [1, 8]. */
+    readonly zeroBits: number;
+    /** Output rows per second-level run. */
+    readonly statisticGroupSize: number;
+    /** τ, relative to the typical error; `Infinity`: no outliers. */
+    readonly outlierThreshold: number;
+    /** Fit each group's grid on all its weights (no leave-one-out screening). @default false */
+    readonly simplifiedOutliers?: boolean;
+  }
+  | {
     /** Any JavaScript decision (CPU only). */
     readonly kind: "custom";
     /**
@@ -160,7 +187,7 @@ export interface ObsOptions {
    */
   onDeviceWeight?: (weight: DeviceWeight) => void;
   /**
-   * Where the column loop runs: "auto" (WebGPU, except for a "custom" or "float-grid" decider, on a hardware adapter, else
+   * Where the column loop runs: "auto" (WebGPU, except for a "custom", "float-grid" or "spqr" decider, on a hardware adapter, else
    * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
    * without one). The GPU path gives the same result to float32 tolerance.
    * @default "auto"
@@ -190,6 +217,28 @@ export interface ObsStats extends CompressionStats {
   updateSeconds: number;
   /** The layer error, when `measureError` was honoured (see {@linkcode ObsOptions.measureError}). */
   layerError?: number;
+}
+
+/**
+ * The stored statistics of the "spqr" decider: each first-level scale and zero
+ * point as a code, and the float16 range of each second-level run (the run of
+ * rows [b·statisticGroupSize, …) of group k is entry k·rowGroups + b).
+ */
+export interface ObsBilevelStatistics {
+  /** Codes of the first-level steps [rows, groups]. */
+  scaleCodes: Uint8Array;
+  /** Codes of the first-level zero points [rows, groups]. */
+  zeroCodes: Uint8Array;
+  /** Smallest step of each run (float16 value) [groups, rowGroups]. */
+  scaleLo: Float32Array;
+  /** Largest step of each run (float16 value) [groups, rowGroups]. */
+  scaleHi: Float32Array;
+  /** Smallest zero point of each run (float16 value) [groups, rowGroups]. */
+  zeroLo: Float32Array;
+  /** Largest zero point of each run (float16 value) [groups, rowGroups]. */
+  zeroHi: Float32Array;
+  /** The absolute threshold on (w − q)²/[U]_jj² (τ times the typical error). */
+  outlierThreshold: number;
 }
 
 /** What {@linkcode obsSolve} returns; columns in the original order. */
@@ -224,6 +273,13 @@ export interface ObsResult {
   kept?: Uint8Array;
   /** The number of pruned weights (prune deciders). */
   prunedCount?: number;
+  /** 1 where the weight is an outlier, kept in float16, [rows, cols] ("spqr"). */
+  outliers?: Uint8Array;
+  /**
+   * The bilevel statistics ("spqr"); `scales` and `zeros` then hold their
+   * decoded values, and an outlier's entry in `codes` is the code of 0.
+   */
+  statistics?: ObsBilevelStatistics;
   /** Loss, damping, dead columns and timings. */
   stats: ObsStats;
 }
@@ -327,9 +383,9 @@ export async function obsSolve(
   if (onProgress !== undefined && typeof onProgress !== "function") {
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
   }
-  if (decider?.kind === "float-grid" && backend === "webgpu") {
+  if ((decider?.kind === "float-grid" || decider?.kind === "spqr") && backend === "webgpu") {
     throw new TypeError(
-      `Cannot run the OBS solver as 'backend' "webgpu" does not support the "float-grid" decider: use "cpu" or "auto"`,
+      `Cannot run the OBS solver as 'backend' "webgpu" does not support the "${decider.kind}" decider: use "cpu" or "auto"`,
     );
   }
   const gpuDecider = decider !== null && typeof decider === "object" &&
@@ -525,6 +581,17 @@ export async function obsSolve(
     result.scales = f.scales;
     if (f.scaleCodes) result.scaleCodes = f.scaleCodes;
     if (f.tensorScale !== undefined) result.tensorScale = f.tensorScale;
+  }
+  if (compiled.spqr) {
+    const s = compiled.spqr;
+    result.codes = unpermute(s.codes);
+    result.scales = s.scales;
+    result.zeros = s.zeros;
+    const gIdx = new Int32Array(n);
+    for (let i = 0; i < n; i++) gIdx[perm[i]!] = s.gIdx[i]!;
+    result.gIdx = gIdx;
+    result.outliers = unpermute(s.outliers);
+    result.statistics = s.statistics;
   }
   if (compiled.prune) {
     const pruned = unpermute(compiled.prune.pruned);

@@ -170,7 +170,7 @@ export interface ObsGpuProblem {
  */
 export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult> {
   const { rows, n, decider } = p;
-  if (decider.kind === "custom" || decider.kind === "float-grid") {
+  if (decider.kind === "custom" || decider.kind === "float-grid" || decider.kind === "spqr") {
     throw new TypeError(
       `Cannot run the OBS solver on the GPU with a "${decider.kind}" decider: use backend "cpu"`,
     );

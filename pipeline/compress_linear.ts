@@ -33,6 +33,8 @@ import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import { mxQuantize, type MxWeight } from "../quantizers/mx.ts";
 import { fp8Quantize, type Fp8Weight } from "../quantizers/fp8_quantize.ts";
 import { MX_LAYOUTS } from "../core/scaled_float.ts";
+import { spqr } from "../quantizers/spqr.ts";
+import type { SpqrWeight } from "../quantizers/spqr_weight.ts";
 import { eora } from "../quantizers/eora.ts";
 import { lowRankSvd } from "../quantizers/low_rank_svd.ts";
 import { addLowRank, type LowRankFactors } from "../quantizers/low_rank_factors.ts";
@@ -53,7 +55,8 @@ export interface CompressedLinear {
   /**
    * Storage in bits per weight: values (codes or float32), grid scales (f16) and
    * zero points, sparsity metadata (bitmask, or the N:M index per kept weight),
-   * codebooks, and a low-rank correction's factors (`lowRank.bitsPerWeight`).
+   * codebooks, SpQR's second-level statistics, outliers and order, and a low-rank
+   * correction's factors (`lowRank.bitsPerWeight`).
    * 32 for an uncompressed float32 layer.
    */
   readonly bitsPerWeight: number;
@@ -75,7 +78,8 @@ export interface CompressedLinear {
     | HiggsWeight
     | Nf4Weight
     | MxWeight
-    | Fp8Weight;
+    | Fp8Weight
+    | SpqrWeight;
   /** Keep-mask [out, in] (1 kept) of Ŵ, when a pruner ran. */
   readonly mask?: Uint8Array;
   /**
@@ -164,11 +168,11 @@ function asF32(t: Tensor): Tensor<"f32"> {
  * Whether a stage reads the Hessian (calibration inputs) of its layer.
  *
  * @param stage The stage.
- * @returns True for GPTQ (on a grid or a float format), SparseGPT, Wanda, AQLM and EoRA.
+ * @returns True for GPTQ (on a grid or a float format), SpQR, SparseGPT, Wanda, AQLM and EoRA.
  */
 export function stageNeedsHessian(stage: Stage): boolean {
   return stage.kind === "gptq" || stage.kind === "sparsegpt" || stage.kind === "wanda" ||
-    stage.kind === "aqlm" || stage.kind === "eora" ||
+    stage.kind === "aqlm" || stage.kind === "eora" || stage.kind === "spqr" ||
     ((stage.kind === "mx" || stage.kind === "fp8") && stage.method === "gptq");
 }
 
@@ -248,6 +252,7 @@ export async function compressLinear(
     | Nf4Weight
     | MxWeight
     | Fp8Weight
+    | SpqrWeight
     | undefined;
   let valueBits = 32, overhead = 0;
   let lowRank: LowRankFactors | undefined;
@@ -399,6 +404,16 @@ export async function compressLinear(
         w = keepMask(dequantize(q));
         valueBits = q.kind === "mx" ? 4 : 8;
         overhead = floatOverhead(q);
+        break;
+      }
+      case "spqr": {
+        // CPU only: "auto" solves there, "webgpu" throws (quantizers/spqr.ts).
+        const { kind: _k, ...opts } = stage;
+        const q = await spqr(w, needH(), { ...opts, backend });
+        quantized = q;
+        w = keepMask(dequantize(q));
+        valueBits = q.bits;
+        overhead = q.stats.bitsPerWeight - q.bits; // statistics, outliers, order
         break;
       }
       case "aqlm": {

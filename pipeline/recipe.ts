@@ -187,6 +187,36 @@ export interface Fp8Stage extends FloatGptqStageOptions {
 }
 
 /**
+ * SpQR (`spqr`): small groups on min–max grids whose scales and zero points
+ * are quantized again, float16 outliers found in the OBS loop, act-order.
+ * CPU only. Defaults are the paper's.
+ */
+export interface SpqrStage {
+  /** Discriminant. */
+  readonly kind: "spqr";
+  /** Bits per code, in [1, 8]. @default 3 */
+  readonly bits?: number;
+  /** Input columns per first-level group. @default 16 */
+  readonly groupSize?: number;
+  /** Bits of each group's scale (second level). @default 3 */
+  readonly scaleBits?: number;
+  /** Bits of each group's zero point (second level). @default 3 */
+  readonly zeroBits?: number;
+  /** Output rows per second-level run. @default 16 */
+  readonly statisticGroupSize?: number;
+  /** τ, relative to the layer's typical OBS error; `Infinity`: no outliers. @default 0.2 */
+  readonly outlierThreshold?: number;
+  /** Skip the leave-one-out screening before each group's fit. @default false */
+  readonly simplifiedOutliers?: boolean;
+  /** Process columns by decreasing Hessian diagonal. @default true */
+  readonly actOrder?: boolean;
+  /** Damping, as a fraction of the mean Hessian diagonal. @default 0.01 */
+  readonly dampRatio?: number;
+  /** Columns per lazy batch update. @default 128 */
+  readonly blockSize?: number;
+}
+
+/**
  * EoRA: a rank-r correction B·A of the compressed weight, fitted in the
  * eigenspace of the layer's input Hessian (`eora`); the last stage, after the
  * compressors. The dense stand-in becomes Ŵ + B·A in the original basis.
@@ -228,6 +258,7 @@ export type Stage =
   | Nf4Stage
   | MxStage
   | Fp8Stage
+  | SpqrStage
   | EoraStage
   | SvdStage;
 
@@ -307,6 +338,7 @@ const KINDS = new Set([
   "nf4",
   "mx",
   "fp8",
+  "spqr",
   "eora",
   "svd",
 ]);

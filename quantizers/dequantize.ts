@@ -11,10 +11,12 @@ import { type AqlmWeight, dequantizeAqlm } from "./aqlm.ts";
 import { dequantizeGrid } from "../core/uniform_grid.ts";
 import { dequantizeMx, type MxWeight } from "./mx.ts";
 import { dequantizeFp8, type Fp8Weight } from "./fp8_quantize.ts";
+import { dequantizeSpqr, type SpqrWeight } from "./spqr_weight.ts";
 
 /**
  * The float32 weight of a quantized weight (uniform grids from RTN/GPTQ,
- * AQLM codebooks, microscaling MXFP4/NVFP4 or FP8 weights). Uniform grids:
+ * AQLM codebooks, microscaling MXFP4/NVFP4 or FP8 weights, SpQR weights with
+ * their outliers). Uniform grids:
  * Ŵ[r, c] = scales[r, g]·(codes[r, c] − zeros[r, g]) with g = gIdx[c].
  *
  * @example
@@ -35,7 +37,7 @@ import { dequantizeFp8, type Fp8Weight } from "./fp8_quantize.ts";
  * @throws {TypeError} for an unknown format.
  */
 export function dequantize(
-  q: QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight,
+  q: QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight,
 ): Tensor<"f32"> {
   switch (q?.kind) {
     case "uniform": {
@@ -57,6 +59,8 @@ export function dequantize(
       return tensor("f32", [q.shape[0], q.shape[1]], dequantizeMx(q));
     case "fp8":
       return tensor("f32", [q.shape[0], q.shape[1]], dequantizeFp8(q));
+    case "spqr":
+      return tensor("f32", [q.shape[0], q.shape[1]], dequantizeSpqr(q));
     default:
       throw new TypeError(
         `Cannot dequantize as 'kind' ${

@@ -1,5 +1,5 @@
 /**
- * Quantizers: uniform grids, RTN, GPTQ, FP formats, HIGGS, AQLM, packing, and
+ * Quantizers: uniform grids, RTN, GPTQ, SpQR, FP formats, HIGGS, AQLM, packing, and
  * low-rank corrections of a compressed weight (EoRA, truncated SVD).
  *
  * @module
@@ -26,3 +26,5 @@ export * from "./pack.ts";
 export * from "./low_rank_factors.ts";
 export * from "./eora.ts";
 export * from "./low_rank_svd.ts";
+export * from "./spqr_weight.ts";
+export * from "./spqr.ts";

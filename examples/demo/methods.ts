@@ -82,6 +82,13 @@ export const DEMO_METHODS: readonly DemoMethod[] = [
   method("gptq-fp8", "GPTQ over the FP8 E4M3 per-channel grid (CPU)", [
     { kind: "fp8", method: "gptq" },
   ], false),
+  method(
+    "spqr-w3-g16",
+    "SpQR: 3 bits, groups of 16, 3-bit statistics in runs of 16 rows, float16 outliers " +
+      "(τ 0.2), act-order (CPU)",
+    [{ kind: "spqr", bits: 3, groupSize: 16 }],
+    false,
+  ),
   {
     id: "aqlm-2bit",
     description: "AQLM, 2 bits of codes: 2 codebooks of 2^8 vectors of 8 weights " +
@@ -134,6 +141,13 @@ export const METHOD_PATTERNS: readonly MethodPattern[] = [
     pattern: "gptq-w{2..8}[-g{G}][-act][-sym]",
     description: "GPTQ, same grids; -act: columns by decreasing Hessian diagonal (act-order)",
     examples: ["gptq-w4-g128", "gptq-w3-act"],
+  },
+  {
+    pattern: "spqr-w{2..8}[-g{G}][-t{T}]",
+    description: "SpQR: B-bit codes in groups of G input columns (16), 3-bit scales and zero " +
+      "points in runs of 16 rows, float16 outliers above T times the typical OBS error " +
+      "(0.2; -tinf: none), act-order, CPU",
+    examples: ["spqr-w3-g16", "spqr-w3-g16-t0.35", "spqr-w4-g16-tinf"],
   },
   {
     pattern: "magnitude|wanda|sparsegpt-{P}",
@@ -226,6 +240,31 @@ function methodOf(id: string, extra: string): DemoMethod {
     const grid = groupSize === undefined ? "per channel" : `groups of ${groupSize}`;
     const extras = `${act ? ", act-order" : ""}${sym ? ", symmetric" : ""}`;
     return method(id, `${what}, ${bits} bits, ${grid}${extras}`, [stage], false);
+  }
+  const sp = /^spqr-w(\d+)(?:-g(\d+))?(?:-t(inf|\d+(?:\.\d+)?))?$/.exec(id);
+  if (sp) {
+    const bits = field(sp[1]!);
+    if (bits === null || bits < 2 || bits > 8) {
+      throw unknownMethod(`the bits (w${sp[1]}) must be an integer in 2..8`);
+    }
+    const groupSize = sp[2] === undefined ? 16 : field(sp[2]);
+    if (groupSize === null || groupSize < 1) {
+      throw unknownMethod(`the group size (g${sp[2]}) must be a positive integer`);
+    }
+    const tau = sp[3] === undefined ? 0.2 : sp[3] === "inf" ? Infinity : Number(sp[3]);
+    const stage: Stage = {
+      kind: "spqr",
+      bits,
+      groupSize,
+      ...(sp[3] !== undefined ? { outlierThreshold: tau } : {}),
+    };
+    const outliers = tau === Infinity ? "no outliers" : `float16 outliers (τ ${tau})`;
+    return method(
+      id,
+      `SpQR: ${bits} bits, groups of ${groupSize}, 3-bit statistics, ${outliers}, act-order (CPU)`,
+      [stage],
+      false,
+    );
   }
   const prune = /^(magnitude|wanda|sparsegpt)-(?:(\d+)|(\d+):(\d+))$/.exec(id);
   if (prune) {

@@ -20,6 +20,9 @@ Deno.test("parseMethodId() builds quantizer and pruner methods from their parame
     ["magnitude-25", { kind: "magnitude", structure: { kind: "unstructured", sparsity: 0.25 } }],
     ["wanda-4:8", { kind: "wanda", structure: { kind: "nm", n: 4, m: 8 } }],
     ["sparsegpt-1:2", { kind: "sparsegpt", structure: { kind: "nm", n: 1, m: 2 } }],
+    ["spqr-w4-g32", { kind: "spqr", bits: 4, groupSize: 32 }],
+    ["spqr-w3-g16-t0.35", { kind: "spqr", bits: 3, groupSize: 16, outlierThreshold: 0.35 }],
+    ["spqr-w3-tinf", { kind: "spqr", bits: 3, groupSize: 16, outlierThreshold: Infinity }],
   ];
   for (const [id, stage] of cases) {
     const m = parseMethodId(id);
@@ -44,6 +47,9 @@ Deno.test("parseMethodId() names the parameter out of range and lists what exist
     ["sparsegpt-100", /the sparsity \(100%\) must be an integer percentage in 1\.\.99/],
     ["wanda-0", /the sparsity \(0%\)/],
     ["sparsegpt-4:2", /N:M sparsity needs integers 1 ≤ N < M: got 4:2/],
+    ["spqr-w1", /the bits \(w1\) must be an integer in 2\.\.8/],
+    ["spqr-w3-g0", /the group size \(g0\) must be a positive integer/],
+    ["spqr-w3-t-1", /no named method or pattern fits it/],
     ["awq-w4", /no named method or pattern fits it/],
   ];
   for (const [id, re] of cases) {

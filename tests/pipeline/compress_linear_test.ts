@@ -196,3 +196,24 @@ Deno.test("compressLinear() puts a low-rank stage last, after a compressor", asy
     /'rank' must be an integer in \[1, min\(rows, cols\) = 16\]/,
   );
 });
+
+Deno.test("an spqr stage stands for dequantize(spqr()), counts its bits and beats GPTQ 3-bit per channel", async () => {
+  const x = correlatedInputs(512, C, 9);
+  const h = hessian(x);
+  const c = await compressLinear(W, h, [{ kind: "spqr", bits: 3, groupSize: 16 }]);
+  const q = c.quantized!;
+  assert.equal(q.kind, "spqr");
+  if (q.kind !== "spqr") return;
+  assertClose(c.bitsPerWeight, q.stats.bitsPerWeight, { atol: 1e-12 });
+  // 3 + 6/16 + 64/256 + 16/rows (the order) + 32 per outlier.
+  assertClose(c.bitsPerWeight, 3 + 6 / 16 + 64 / 256 + 16 / R + (32 * q.stats.outliers) / (R * C), {
+    atol: 1e-12,
+  });
+  assertClose(c.layerError, layerError(W, c.weight, h), { rtol: 1e-9 });
+  const g = await compressLinear(W, h, [{ kind: "gptq", bits: 3 }]);
+  assert(c.layerError < g.layerError, `${c.layerError} vs GPTQ ${g.layerError}`);
+  await assert.rejects(
+    () => compressLinear(W, h, [{ kind: "spqr" }], { backend: "webgpu" }),
+    /"webgpu" has no kernel/,
+  );
+});
