@@ -26,3 +26,4 @@ export * from "./pack.ts";
 export * from "./low_rank_factors.ts";
 export * from "./eora.ts";
 export * from "./low_rank_svd.ts";
+export * from "./activation_quant.ts";
