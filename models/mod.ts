@@ -17,6 +17,8 @@ export * from "./capture.ts";
 export * from "./compressible.ts";
 export * from "./perplexity.ts";
 export * from "./perplexity_pool.ts";
+export * from "./linear_input_stats.ts";
+export * from "./with_activation_quant.ts";
 export * from "./tokenizer.ts";
 export * from "./llama2c_tokenizer.ts";
 export * from "./hf_tokenizer.ts";

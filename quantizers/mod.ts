@@ -27,3 +27,4 @@ export * from "./low_rank_factors.ts";
 export * from "./eora.ts";
 export * from "./low_rank_svd.ts";
 export * from "./activation_quant.ts";
+export * from "./gptq_outliers.ts";
