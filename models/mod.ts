@@ -19,6 +19,8 @@ export * from "./perplexity.ts";
 export * from "./perplexity_pool.ts";
 export * from "./linear_input_stats.ts";
 export * from "./with_activation_quant.ts";
+export * from "./smooth_quant.ts";
+export * from "./quarot.ts";
 export * from "./tokenizer.ts";
 export * from "./llama2c_tokenizer.ts";
 export * from "./hf_tokenizer.ts";
