@@ -10,12 +10,12 @@
  */
 
 import type { ActivationQuant } from "../quantizers/activation_quant.ts";
-import { checkActivationQuant } from "../quantizers/activation_quant.ts";
+import { activationBits, checkActivationQuant } from "../quantizers/activation_quant.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
 import { activationStage, type Recipe, stagesFor, validateRecipe } from "../pipeline/recipe.ts";
 import { type LinearInputStats, linearInputStats } from "./linear_input_stats.ts";
 import { LLAMA_HEAD } from "./compressible.ts";
-import { LLAMA_LINEARS, type LlamaLinear, type LlamaModel } from "./model.ts";
+import { LLAMA_LINEARS, type LlamaLinear, llamaLinearShapes, type LlamaModel } from "./model.ts";
 
 /** Options of {@linkcode withActivationQuant}. */
 export interface WithActivationQuantOptions {
@@ -75,7 +75,7 @@ export function withActivationQuant(
       const stage = activationStage(stagesFor(recipe, name));
       if (!stage) continue;
       const { format, granularity = "token", outliers } = stage;
-      const inFeatures = layer[n].shape[1]!;
+      const inFeatures = llamaLinearShapes(model.config)[n][1];
       let spec: ActivationQuant = { format, granularity };
       if (granularity === "tensor") {
         spec = { ...spec, absMax: statsOf(name, "a static scale").absMax };
@@ -104,4 +104,26 @@ function largestColumns(s: LinearInputStats, count: number): Int32Array {
   const order = Array.from(s.channelSumSq.keys());
   order.sort((a, b) => s.channelSumSq[b]! - s.channelSumSq[a]! || a - b);
   return Int32Array.from(order.slice(0, count)).sort();
+}
+
+/**
+ * Mean storage bits per activation element over the inputs of a model's
+ * block linears, weighted by their widths (an input without activation
+ * quantization counts 32; the classifier's input is not counted, as the
+ * weights' bits leave out the classifier).
+ *
+ * @param model The model.
+ * @returns Bits per activation (32 for a float model).
+ */
+export function meanActivationBits(model: LlamaModel): number {
+  let bits = 0, n = 0;
+  const shapes = llamaLinearShapes(model.config);
+  for (const layer of model.layers) {
+    for (const name of LLAMA_LINEARS) {
+      const inFeatures = shapes[name][1], spec = layer.actQuant?.[name];
+      bits += (spec ? activationBits(spec, inFeatures) : 32) * inFeatures;
+      n += inFeatures;
+    }
+  }
+  return n > 0 ? bits / n : 32;
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { syntheticModel } from "./_synthetic_model.ts";
 import { llamaCompressible, withCompressedWeights } from "../../models/compressible.ts";
 import { linearInputStats } from "../../models/linear_input_stats.ts";
-import { withActivationQuant } from "../../models/with_activation_quant.ts";
+import { meanActivationBits, withActivationQuant } from "../../models/with_activation_quant.ts";
 import { perplexity } from "../../models/perplexity.ts";
 import { perplexityPool } from "../../models/perplexity_pool.ts";
 import { compressModel } from "../../pipeline/compress_model.ts";
@@ -59,6 +59,9 @@ Deno.test("W8A8 static: a recipe's act stages calibrate per-tensor scales and pe
   assert.equal(q.layers[1]!.actQuant!.wq!.absMax, stats.get("layers.1.wq")!.absMax);
   assert.equal(q.layers[0]!.actQuant!.wo!.granularity, "tensor");
   assert.equal(q.layers[0]!.actQuant!.w2, undefined, "the override without 'act' keeps w2's input");
+  // dim 32 feeds wq, wk, wv, wo (qDim 32), w1, w3 at 8 bits; w2 (48 inputs) stays at 32
+  assert.equal(meanActivationBits(q), (6 * 32 * 8 + 48 * 32) / (6 * 32 + 48));
+  assert.equal(meanActivationBits(compressed), 32);
   const a = perplexity(q, stream, { seqLen: 16 });
   const b = perplexity(compressed, stream, { seqLen: 16 });
   assert(Number.isFinite(a.perplexity) && a.perplexity !== b.perplexity);
