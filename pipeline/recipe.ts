@@ -262,6 +262,17 @@ export function activationStage(stages: readonly Stage[]): ActivationStage | und
   return stages.find((s): s is ActivationStage => s.kind === "act");
 }
 
+/**
+ * Whether any module of a recipe has an activation stage.
+ *
+ * @param recipe The recipe.
+ * @returns True when the default stages or an override hold an `act` stage.
+ */
+export function hasActivationStages(recipe: Recipe): boolean {
+  return [recipe.stages, ...(recipe.overrides ?? []).map((o) => o.stages)]
+    .some((stages) => activationStage(stages) !== undefined);
+}
+
 /** One step of a linear layer's compression, as a value. */
 export type Stage =
   | RtnStage
