@@ -4,6 +4,8 @@ import { dataFile } from "../_helpers.ts";
 import { llamaForward } from "../../models/forward.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
 import { quarot } from "../../models/quarot.ts";
+import { llamaCompressible } from "../../models/compressible.ts";
+import { llamaForwardGpu } from "../../models/forward_gpu.ts";
 import type { LlamaModel } from "../../models/model.ts";
 
 const tokens = [3, 9, 1, 7, 22, 5, 13, 2];
@@ -53,4 +55,17 @@ Deno.test("quarot() names bad options", () => {
     () => quarot(model, { onlineHadamard: "yes" as unknown as boolean }),
     /'onlineHadamard' must be a boolean/,
   );
+});
+
+Deno.test("a rotated model's calibration passes and forward refuse WebGPU, naming the online Hadamard", async () => {
+  const r = quarot(syntheticModel({}, 25), { seed: 1 });
+  await assert.rejects(
+    () => llamaCompressible(r).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
+    /'onlineHadamard' of layer 0/,
+  );
+  assert.equal(
+    await llamaCompressible(r).calibrationRunner!([[1, 2, 3]], { backend: "auto" }),
+    null,
+  );
+  await assert.rejects(() => llamaForwardGpu(r, [1, 2], { backend: "webgpu" }), /CPU forward/);
 });
