@@ -8,12 +8,16 @@
  * stream W·Q, those that write it (wo, w2) Qᵀ·W, the classifier C·Q. With
  * `onlineHadamard`, w2 also holds W2·H for a randomized Hadamard H of its
  * input width, and the forward pass multiplies w2's input by H (the layer's
- * `onlineHadamard`). Orders without a Hadamard construction use the
+ * `onlineHadamard`). With `headHadamard`, each head's values are rotated
+ * by a randomized Hadamard H_h of the head width (wv's rows and bias become
+ * H_hᵀ per head) and wo's columns by H_h per query head, which attention
+ * passes through (it mixes positions, not channels), so wo reads rotated
+ * inputs at no cost. Orders without a Hadamard construction use the
  * Kronecker fallback of `randomHadamard` (see `core/hadamard.ts`).
  * Web-standard only.
  *
- * Left out: QuaRot's per-head Hadamard of v and wo and its online Hadamard
- * across heads (wo's input is not rotated), and the rotation of the KV cache.
+ * Left out: QuaRot's online Hadamard across heads before wo (only the
+ * per-head part is folded), and the rotation of the KV cache.
  *
  * @see S. Ashkboos et al., "QuaRot: Outlier-Free 4-Bit Inference in Rotated
  * LLMs" (NeurIPS 2024), §4 and Figure 3.
@@ -21,9 +25,9 @@
  */
 
 import { randomHadamard } from "../core/rotation.ts";
-import { type Tensor, tensor } from "../core/tensor.ts";
+import { type Tensor, tensor, transpose } from "../core/tensor.ts";
 import { onlineRotation } from "./_online_hadamard.ts";
-import { f32Weight, type LlamaLayer, type LlamaModel } from "./model.ts";
+import { f32Weight, llamaDims, type LlamaLayer, type LlamaModel } from "./model.ts";
 
 /** Options of {@linkcode quarot}. */
 export interface QuarotOptions {
@@ -31,6 +35,8 @@ export interface QuarotOptions {
   seed?: number;
   /** Rotate w2's input online by a randomized Hadamard. @default true */
   onlineHadamard?: boolean;
+  /** Rotate v and wo's input per head (seed + 2), folded into wv and wo. @default true */
+  headHadamard?: boolean;
 }
 
 const f32 = (t: Tensor): Tensor<"f32"> =>
@@ -58,16 +64,16 @@ function foldNorm(w: Tensor<"f32">, g: Float32Array): Tensor<"f32"> {
  * @throws {RangeError} for a bad seed.
  */
 export function quarot(model: LlamaModel, options: QuarotOptions = {}): LlamaModel {
-  const { seed = 0, onlineHadamard = true } = options;
+  const { seed = 0, onlineHadamard = true, headHadamard = true } = options;
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new RangeError(
       `Cannot rotate as 'seed' must be a non-negative integer: current value is ${seed}`,
     );
   }
-  if (typeof onlineHadamard !== "boolean") {
-    throw new TypeError(
-      `Cannot rotate as 'onlineHadamard' must be a boolean: current value is ${onlineHadamard}`,
-    );
+  for (const [k, v] of [["onlineHadamard", onlineHadamard], ["headHadamard", headHadamard]]) {
+    if (typeof v !== "boolean") {
+      throw new TypeError(`Cannot rotate as '${k}' must be a boolean: current value is ${v}`);
+    }
   }
   const { dim, hiddenDim } = model.config;
   const Q = randomHadamard(dim, { seed, fallback: "kronecker" });
@@ -77,17 +83,34 @@ export function quarot(model: LlamaModel, options: QuarotOptions = {}): LlamaMod
   const reads = (w: Tensor<"f32">, g: Float32Array) =>
     f32(Q.applyToRows(foldNorm(w, g), { transpose: true })); // W·diag(g)·Q
   const writes = (w: Tensor<"f32">) => f32(Q.applyToColumns(w, { transpose: true })); // Qᵀ·W
+  const { headDim } = llamaDims(model.config);
+  const Hh = headHadamard
+    ? randomHadamard(headDim, { seed: seed + 2, fallback: "kronecker" })
+    : null;
+  // X·(I ⊗ H_h) for rows of whole heads: the rows split into heads, each times H_h.
+  const perHead = (x: Tensor<"f32">): Tensor<"f32"> => {
+    const rows = x.data.length / headDim;
+    const r = Hh!.applyToRows(tensor("f32", [rows, headDim], x.data), { transpose: true });
+    return tensor("f32", x.shape, f32(r).data);
+  };
   const layers = model.layers.map((layer): LlamaLayer => {
     let w2 = writes(layer.w2);
     if (H) w2 = f32(H.applyToRows(w2, { transpose: true })); // ·H
+    let wv = reads(layer.wv, layer.attnNorm), wo = writes(layer.wo), bv = layer.bv;
+    if (Hh) {
+      wv = transpose(perHead(transpose(wv))); // (I ⊗ H_h)ᵀ·Wv
+      wo = perHead(wo); // Wo·(I ⊗ H_h)
+      if (bv) bv = perHead(tensor("f32", [bv.length], bv)).data;
+    }
     return {
       ...layer,
       attnNorm: ones,
       ffnNorm: ones,
       wq: reads(layer.wq, layer.attnNorm),
       wk: reads(layer.wk, layer.attnNorm),
-      wv: reads(layer.wv, layer.attnNorm),
-      wo: writes(layer.wo),
+      wv,
+      wo,
+      ...(bv ? { bv } : {}),
       w1: reads(layer.w1, layer.ffnNorm),
       w3: reads(layer.w3, layer.ffnNorm),
       w2,

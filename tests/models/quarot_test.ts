@@ -21,10 +21,11 @@ function relErr(a: Float32Array, b: Float32Array): number {
 
 function check(model: LlamaModel, ids: number[], what: string): void {
   const want = llamaForward(model, ids);
-  for (const onlineHadamard of [true, false]) {
-    const r = quarot(model, { seed: 3, onlineHadamard });
+  const cases: [boolean, boolean][] = [[true, true], [false, true], [true, false]];
+  for (const [onlineHadamard, headHadamard] of cases) {
+    const r = quarot(model, { seed: 3, onlineHadamard, headHadamard });
     const err = relErr(llamaForward(r, ids), want);
-    assert(err < 1e-5, `${what}, online ${onlineHadamard}: relative error ${err}`);
+    assert(err < 1e-5, `${what}, online ${onlineHadamard}, heads ${headHadamard}: error ${err}`);
     assert.equal(r.layers[0]!.onlineHadamard !== undefined, onlineHadamard);
     assert(r.layers[0]!.attnNorm.every((g) => g === 1));
     assert.notDeepEqual(r.layers[0]!.wq.data, model.layers[0]!.wq.data);
@@ -54,6 +55,10 @@ Deno.test("quarot() names bad options", () => {
   assert.throws(
     () => quarot(model, { onlineHadamard: "yes" as unknown as boolean }),
     /'onlineHadamard' must be a boolean/,
+  );
+  assert.throws(
+    () => quarot(model, { headHadamard: 1 as unknown as boolean }),
+    /'headHadamard' must be a boolean/,
   );
 });
 
