@@ -12,6 +12,7 @@ export { UsageError };
 import type { Backend } from "../kernels/backend.ts";
 import { parseMethodId } from "../examples/demo/methods.ts";
 import type { Recipe, Stage } from "../pipeline/recipe.ts";
+import { hasActivationStages } from "../pipeline/recipe.ts";
 import {
   CHECKPOINT_FORMATS,
   type CheckpointFormat,
@@ -163,11 +164,21 @@ export function parseCompressArgs(argv: readonly string[]): CompressCommandLine 
   const method = recipeFile === undefined ? values.get("--method")! : "recipe";
   let recipe: Recipe = { stages: [] };
   if (recipeFile === undefined) {
+    let parsed;
     try {
-      recipe = parseMethodId(method).recipe;
+      parsed = parseMethodId(method);
     } catch (e) {
       throw new UsageError(`--method: ${(e as Error).message}`);
     }
+    if (parsed.transform || hasActivationStages(parsed.recipe)) {
+      throw new UsageError(
+        `--method ${method} quantizes activations${
+          parsed.transform ? ` after a ${parsed.transform.kind} transform` : ""
+        }, which a checkpoint does not hold: this command writes weights only ` +
+          `(evaluate it with examples/demo.ts)`,
+      );
+    }
+    recipe = parsed.recipe;
   }
   const format = values.get("--format") ?? "dense";
   if (!(CHECKPOINT_FORMATS as readonly string[]).includes(format)) {

@@ -19,7 +19,7 @@ import { progressBar } from "../examples/demo/report.ts";
 import { type CausalLM, loadModel } from "../models/causal_lm.ts";
 import { llamaDims, llamaParameterCount } from "../models/model.ts";
 import type { LlamaConfig } from "../models/model.ts";
-import { type Recipe, validateRecipe } from "../pipeline/recipe.ts";
+import { hasActivationStages, type Recipe, validateRecipe } from "../pipeline/recipe.ts";
 import { type CheckpointFormat, writeCheckpoint } from "../models/formats/write_checkpoint.ts";
 import { loadTokenizer, type Tokenizer } from "../models/tokenizer.ts";
 import type { CompressedLinear } from "../pipeline/compress_linear.ts";
@@ -173,6 +173,12 @@ async function recipeMethod(
     validateRecipe(recipe);
   } catch (e) {
     throw new UsageError(`--recipe ${file}: ${(e as Error).message}`);
+  }
+  if (hasActivationStages(recipe)) {
+    throw new UsageError(
+      `--recipe ${file}: its 'act' stages quantize activations, which a checkpoint does not ` +
+        `hold: this command writes weights only`,
+    );
   }
   const n = recipe.overrides?.length ?? 0;
   return { id: "recipe", description: `the recipe of ${file} (${n} module overrides)`, recipe };

@@ -19,6 +19,7 @@
 
 import { dataRoot, quietGpuProbe } from "./data.ts";
 import {
+  cpuOnlyFeature,
   hfConfig,
   llamaCompressible,
   type LlamaModel,
@@ -26,13 +27,16 @@ import {
   loadHfLlama,
   loadLlama2c,
   loadTokenizer,
+  meanActivationBits,
   perplexityGpu,
   perplexityPool,
   type PerplexityResult,
   toHfTensors,
   type Tokenizer,
+  withActivationQuant,
   withCompressedWeights,
 } from "../models/mod.ts";
+import { transformModel } from "./demo/transform.ts";
 import { blankLineBlocks, calibrationWindows, encodeDocs, loadCorpus } from "./datasets.ts";
 import type { CorpusName } from "./datasets.ts";
 import { resolveBackend } from "../kernels/backend.ts";
@@ -593,7 +597,9 @@ async function main(): Promise<void> {
       label = `${method.id}: compressing`;
       show();
       const tc = performance.now();
-      let compressed = model, bits = 32, layerError: number | null = null, density = 1;
+      // SmoothQuant or QuaRot first: the method compresses the transformed model.
+      const base = transformModel(model, method.transform, calibration, args.seed);
+      let compressed = base, bits = 32, layerError: number | null = null, density = 1;
       let modules: ReadonlyMap<string, CompressedLinear> = new Map();
       if (method.recipe.stages.length > 0) {
         const completed = journal
@@ -602,7 +608,7 @@ async function main(): Promise<void> {
         if (completed.size > 0) {
           log(`${method.id}: resuming after ${completed.size} finished modules`);
         }
-        const res = await compressModel(llamaCompressible(model), calibration, method.recipe, {
+        const res = await compressModel(llamaCompressible(base), calibration, method.recipe, {
           completed,
           trueSequential: args.trueSequential,
           onProgress: (p) => {
@@ -618,7 +624,11 @@ async function main(): Promise<void> {
             if (fresh.length > 0) await journal.saveBlock(method.id, b, fresh);
           },
         });
-        compressed = withCompressedWeights(model, res.modules);
+        // The recipe's activation stages (static scales calibrated on the compressed model).
+        compressed = withActivationQuant(withCompressedWeights(base, res.modules), method.recipe, {
+          calibration,
+          modules: res.modules,
+        });
         modules = res.modules;
         bits = res.bitsPerWeight;
         let err = 0, kept = 0, n = 0;
@@ -647,12 +657,14 @@ async function main(): Promise<void> {
         };
         let packedNote = "";
         if (args.outFormat === "packed") {
-          const p = packedTensors(model, modules);
+          const p = packedTensors(base, modules);
           await writeSafetensors(path, p.tensors, { ...meta, ...p.metadata });
           packedNote = `, ${p.packed} linears packed`;
         } else await writeSafetensors(path, toHfTensors(compressed), meta);
         const bytes = (await Deno.stat(path)).size;
         log(`${method.id}: wrote ${path} (${bytes.toLocaleString("en-US")} bytes${packedNote})`);
+        const cpuOnly = cpuOnlyFeature(compressed);
+        if (cpuOnly) log(`${method.id}: note: the file does not hold ${cpuOnly}`);
       }
       const sizeBytes = Math.round(((totalParams - linears) * 32 + bits * linears) / 8);
       const te = performance.now();
@@ -667,7 +679,8 @@ async function main(): Promise<void> {
             show();
           },
         };
-        return gpu
+        // Quantized activations and online Hadamards run on the CPU forward only.
+        return gpu && cpuOnlyFeature(compressed) === null
           ? perplexityGpu(compressed, s.ids, { ...options, backend: "webgpu" })
           : pool.evaluate(compressed, s.ids, options);
       });
@@ -683,6 +696,7 @@ async function main(): Promise<void> {
             evalSeconds: (performance.now() - te) / 1000,
             layerError,
             density,
+            bitsPerActivation: meanActivationBits(compressed),
           };
           await journal?.saveRow(row);
           return row;

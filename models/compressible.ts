@@ -7,8 +7,8 @@
  * @module
  */
 
+import { modelBackend } from "./_model_backend.ts";
 import { tensor } from "../core/tensor.ts";
-import { resolveBackend } from "../kernels/backend.ts";
 import { openLlamaCalibrationRunner } from "./calibration_gpu.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { CompressibleBlock, CompressibleModel } from "../pipeline/model.ts";
@@ -79,7 +79,7 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
     },
     embed: (tokens) => tensor("f32", [tokens.length, config.dim], llamaEmbed(model, tokens)),
     async calibrationRunner(sequences, { backend, memoryBudget, prefetch }) {
-      const gpu = await resolveBackend(backend, "the calibration passes");
+      const gpu = await modelBackend(model, backend, "the calibration passes");
       return gpu === null ? null : await openLlamaCalibrationRunner(gpu, model, sequences, {
         ...(memoryBudget !== undefined ? { memoryBudget } : {}),
         ...(prefetch !== undefined ? { prefetch } : {}),

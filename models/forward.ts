@@ -13,6 +13,8 @@ import { asFloat32 } from "../core/convert.ts";
 import { llamaDims } from "./model.ts";
 import { type RopeTables, ropeTables } from "./_rope.ts";
 import { STORED_LINEARS } from "./model.ts";
+import { fakeQuantizeActivations } from "../quantizers/activation_quant.ts";
+import { applyOnlineHadamard } from "./_online_hadamard.ts";
 import {
   dequantizePackedRows,
   isPackedLinear,
@@ -310,6 +312,9 @@ function headNorm(x: Float32Array, weight: Float32Array | undefined, eps: number
 
 /**
  * One transformer block over one sequence: x + Attn(norm(x)), then + FFN(norm(·)).
+ * A linear with an activation quantization (`layer.actQuant`) multiplies its
+ * fake-quantized input; the hook receives the input before quantization (and
+ * w2's after the layer's online Hadamard, if any).
  *
  * @param config The model configuration.
  * @param layer The block's weights.
@@ -376,7 +381,10 @@ export function llamaBlockPartial(
   const c = cache ?? {};
   // A lazily loaded layer multiplies by its stored weights (no widened block is made).
   const stored = layer[STORED_LINEARS];
-  const linear = (name: LlamaLinear, input: Float32Array): Float32Array => {
+  const linear = (name: LlamaLinear, x: Float32Array): Float32Array => {
+    // Quantized activations: the linear multiplies the fake-quantized input.
+    const aq = layer.actQuant?.[name];
+    const input = aq ? fakeQuantizeActivations(x, T, aq) : x;
     const s = stored?.[name];
     return s
       ? storedLinearForward(input, T, s.weight, s.rowOrder)
@@ -430,6 +438,8 @@ export function llamaBlockPartial(
       const z = u1[i]!;
       u1[i] = (z / (1 + Math.exp(-z))) * u3[i]!;
     }
+    // QuaRot's online Hadamard: w2 holds W2·Q and multiplies u·Q.
+    if (layer.onlineHadamard) u1 = applyOnlineHadamard(u1, T, layer.onlineHadamard);
     if (cache) cache.ffn = { g, w1: layer.w1, w3: layer.w3, u: u1 };
   }
   if (deliver("w2", u1)) return null;

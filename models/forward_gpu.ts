@@ -19,11 +19,11 @@
  * @module
  */
 
+import { modelBackend } from "./_model_backend.ts";
 import {
   type Backend,
   type Gpu,
   GpuBatch,
-  resolveBackend,
   storageBuffer,
   uploadBuffer,
   writeBuffer,
@@ -424,7 +424,7 @@ export async function llamaSession(
   options: LlamaSessionOptions = {},
 ): Promise<LlamaSession> {
   const { backend = "auto" } = options;
-  const gpu = await resolveBackend(backend, "the Llama forward pass");
+  const gpu = await modelBackend(model, backend, "the Llama forward pass");
   return gpu === null ? cpuSession(model) : new GpuLlamaSession(gpu, model);
 }
 

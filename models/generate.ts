@@ -11,7 +11,8 @@
  * @module
  */
 
-import { type Backend, resolveBackend } from "../kernels/backend.ts";
+import { modelBackend } from "./_model_backend.ts";
+import type { Backend } from "../kernels/backend.ts";
 import { GpuDecoder } from "./_gpu_decoder.ts";
 import { storedPackedLinears } from "./_gpu_packed_block.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
@@ -319,7 +320,7 @@ export async function decodeSession(
   }
   positiveInteger("maxTokens", maxTokens, "open a decode session");
   if (given !== undefined) checkLinears(model, given);
-  const gpu = await resolveBackend(backend, "generation");
+  const gpu = await modelBackend(model, backend, "generation");
   // The CPU forward pass reads a checkpoint's stored linears itself.
   if (gpu === null) return cpuSession(model, maxTokens, given ?? []);
   // A loaded quantized checkpoint's linears as stored: packed, not widened.

@@ -10,6 +10,7 @@
 import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
 import type { PackedLinear } from "./formats/packed_linear.ts";
+import type { ActivationQuant } from "../quantizers/activation_quant.ts";
 
 /**
  * How the rotary frequencies are derived from θ (Hugging Face's `rope_type`):
@@ -136,12 +137,52 @@ export interface LlamaLayer {
   readonly qNorm?: Float32Array;
   /** RMSNorm weight of each key head, [headDim] (when `config.qkNorm`). */
   readonly kNorm?: Float32Array;
+  /**
+   * Activation quantization at the inputs of linears: the CPU forward pass
+   * fake-quantizes (quantize → dequantize in float32) a linear's input
+   * before its matmul (see `quantizers/activation_quant.ts`). CPU only.
+   */
+  readonly actQuant?: Readonly<Partial<Record<LlamaLinear, ActivationQuant>>>;
+  /**
+   * A seeded randomized Hadamard applied to w2's input in the forward pass
+   * (QuaRot's online Hadamard; w2 then holds W2·H). CPU only.
+   */
+  readonly onlineHadamard?: OnlineHadamard;
   /** The linears as stored, on a lazily loaded layer (see {@linkcode STORED_LINEARS}). */
   readonly [STORED_LINEARS]?: Readonly<Record<LlamaLinear, StoredLinear>>;
 }
 
 /**
- * A layer's vectors (norms and biases), not its linears: reading them does
+ * An online rotation, as data: the forward pass rebuilds Q =
+ * `randomHadamard(n, { seed, fallback: "kronecker" })` and multiplies the
+ * input rows by it (x ↦ x·Q).
+ */
+export interface OnlineHadamard {
+  /** The order (w2's input width). */
+  readonly n: number;
+  /** The seed of the random signs. */
+  readonly seed: number;
+}
+
+/**
+ * What in a model only the CPU forward pass runs (activation quantization,
+ * an online Hadamard), or null.
+ *
+ * @param model The model.
+ * @returns A description naming the layer and the field, or null.
+ */
+export function cpuOnlyFeature(model: LlamaModel): string | null {
+  for (const [i, layer] of model.layers.entries()) {
+    if (layer.actQuant && Object.keys(layer.actQuant).length > 0) {
+      return `activation quantization ('actQuant' of layer ${i})`;
+    }
+    if (layer.onlineHadamard) return `an online Hadamard ('onlineHadamard' of layer ${i})`;
+  }
+  return null;
+}
+
+/**
+ * A layer's vectors (norms and biases) and activation settings, not its linears: reading them does
  * not widen a lazily loaded layer (see `loadHfLlama`), as a copy of the
  * whole layer (`{ ...layer }`) would.
  *
@@ -149,10 +190,12 @@ export interface LlamaLayer {
  * @returns Its norms and the biases and head norms it has.
  */
 export function layerVectors(layer: LlamaLayer): Omit<LlamaLayer, LlamaLinear> {
-  const { attnNorm, ffnNorm, bq, bk, bv, qNorm, kNorm } = layer;
+  const { attnNorm, ffnNorm, bq, bk, bv, qNorm, kNorm, actQuant, onlineHadamard } = layer;
   return {
     attnNorm,
     ffnNorm,
+    ...(actQuant ? { actQuant } : {}),
+    ...(onlineHadamard ? { onlineHadamard } : {}),
     ...(bq ? { bq } : {}),
     ...(bk ? { bk } : {}),
     ...(bv ? { bv } : {}),

@@ -38,7 +38,8 @@ import type { SpqrWeight } from "../quantizers/spqr_weight.ts";
 import { eora } from "../quantizers/eora.ts";
 import { lowRankSvd } from "../quantizers/low_rank_svd.ts";
 import { addLowRank, type LowRankFactors } from "../quantizers/low_rank_factors.ts";
-import { isLowRankStage, type Stage } from "./recipe.ts";
+import { isLowRankStage, type Stage, weightStages } from "./recipe.ts";
+import { gptqOutliers, largestInputColumns } from "../quantizers/gptq_outliers.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { attachDeviceCopy, type DeviceWeight } from "../kernels/device_copies.ts";
 
@@ -82,6 +83,8 @@ export interface CompressedLinear {
     | SpqrWeight;
   /** Keep-mask [out, in] (1 kept) of Ŵ, when a pruner ran. */
   readonly mask?: Uint8Array;
+  /** The input columns a GPTQ stage with `outliers` (QUIK) kept on its wider grid, ascending. */
+  readonly outlierColumns?: Int32Array;
   /**
    * The correction B [out, r], A [r, in] of an `eora` or `svd` stage, in the
    * original basis: `weight` = Ŵ + B·A, with Ŵ what the other stages made.
@@ -222,9 +225,11 @@ export function higgsGroupSize(cols: number): number {
 export async function compressLinear(
   weight: Tensor<"f32">,
   hessian: Hessian | DeviceHessian | null,
-  stages: readonly Stage[],
+  allStages: readonly Stage[],
   options: CompressLinearOptions = {},
 ): Promise<CompressedLinear> {
+  // An activation stage describes the input, not the weight (the model applies it).
+  const stages = weightStages(allStages);
   const { name = "linear", backend = "auto", deviceWeight = false } = options;
   if (typeof deviceWeight !== "boolean") {
     throw new TypeError(
@@ -256,6 +261,7 @@ export async function compressLinear(
     | undefined;
   let valueBits = 32, overhead = 0;
   let lowRank: LowRankFactors | undefined;
+  let outlierColumns: Int32Array | undefined;
   const applied: string[] = [];
   // A lone solver stage's result is the final weight: its GPU solve can
   // measure the layer error in its own submission (with a device Hessian).
@@ -351,8 +357,32 @@ export async function compressLinear(
         overhead = q.bitsPerWeight - 4;
         break;
       }
-      case "rtn":
-      case "gptq": {
+      case "gptq":
+        if (stage.outliers !== undefined) {
+          const { bits, symmetric, dampRatio, blockSize, outliers } = stage;
+          if (stage.groupSize !== undefined || stage.actOrder || stage.mse || stage.staticGroups) {
+            throw new TypeError(
+              `Cannot compress ${name} as GPTQ with 'outliers' takes per-channel grids only ` +
+                `(no 'groupSize', 'actOrder', 'mse' or 'staticGroups')`,
+            );
+          }
+          const host = await hostHessian(needH());
+          const q = await gptqOutliers(w, host, {
+            bits,
+            columns: largestInputColumns(host, Math.min(outliers.count, cols)),
+            ...(outliers.bits !== undefined ? { outlierBits: outliers.bits } : {}),
+            ...(symmetric !== undefined ? { symmetric } : {}),
+            ...(dampRatio !== undefined ? { dampRatio } : {}),
+            ...(blockSize !== undefined ? { blockSize } : {}),
+          });
+          w = keepMask(q.weight);
+          outlierColumns = q.columns;
+          valueBits = q.bitsPerWeight;
+          overhead = 0;
+          break;
+        }
+      // falls through
+      case "rtn": {
         const { kind: _k, ...opts } = stage;
         const q = stage.kind === "rtn"
           ? await rtn(w, opts)
@@ -479,5 +509,6 @@ export async function compressLinear(
     ...(quantized ? { quantized } : {}),
     ...(mask ? { mask } : {}),
     ...(lowRank ? { lowRank } : {}),
+    ...(outlierColumns ? { outlierColumns } : {}),
   };
 }

@@ -22,7 +22,7 @@ import type { CompressedLinear } from "./compress_linear.ts";
 import type { CalibrationRunner, CompressibleBlock, CompressibleModel } from "./model.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { releaseDeviceCopy } from "../kernels/device_copies.ts";
-import { stagesFor, validateRecipe } from "./recipe.ts";
+import { stagesFor, validateRecipe, weightStages } from "./recipe.ts";
 import type { Recipe } from "./recipe.ts";
 
 /** What {@linkcode compressModel} reports through `onProgress`. */
@@ -317,7 +317,7 @@ export async function compressModel(
                   report(b, "compress", (g + 0.5) / groups.length, full(n));
                   const stages = stagesFor(recipe, full(n));
                   const w = originals[n]!;
-                  if (stages.length === 0) {
+                  if (weightStages(stages).length === 0) {
                     return {
                       name: full(n),
                       weight: w,
@@ -373,7 +373,7 @@ export async function compressModel(
       const { name } = model.head;
       const stages = stagesFor(recipe, name);
       if (completed.has(name)) keep(completed.get(name)!);
-      else if (stages.length > 0) {
+      else if (weightStages(stages).length > 0) {
         report(B, "capture", 0);
         let h: Hessian | DeviceHessian | undefined;
         if (needs(name)) {

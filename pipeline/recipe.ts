@@ -9,6 +9,7 @@
 import type { SparsityStructure } from "../pruners/structure.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { MxFormat } from "../core/scaled_float.ts";
+import type { ActivationFormat } from "../quantizers/activation_quant.ts";
 
 /** Round-to-nearest onto a uniform grid (`rtn`). */
 export interface RtnStage {
@@ -44,6 +45,12 @@ export interface GptqStage {
   readonly blockSize?: number;
   /** MSE clipping search. @default false */
   readonly mse?: boolean;
+  /**
+   * QUIK: keep the `count` input columns with the largest input norms (the
+   * Hessian diagonal) on a `bits`-bit grid of their own, solved last
+   * (`gptqOutliers`; per channel only, CPU).
+   */
+  readonly outliers?: { readonly count: number; readonly bits?: number };
 }
 
 /**
@@ -245,6 +252,57 @@ export interface SvdStage {
   readonly quantize?: GridOptions;
 }
 
+/**
+ * Quantized activations at the module's input (see
+ * `quantizers/activation_quant.ts`): not a weight stage, so it may stand
+ * anywhere in the list (at most once); `compressLinear` skips it and the
+ * model applies it (`withActivationQuant` in `models/`).
+ */
+export interface ActivationStage {
+  /** Discriminant. */
+  readonly kind: "act";
+  /** The format. */
+  readonly format: ActivationFormat;
+  /** Dynamic per-token scales, or one static scale calibrated as the calibration set's max |x|. @default "token" */
+  readonly granularity?: "token" | "tensor";
+  /**
+   * QUIK: keep the `count` input columns with the largest input norms in
+   * `format` (the columns a GPTQ stage's `outliers` kept, where it ran).
+   */
+  readonly outliers?: { readonly count: number; readonly format?: "int8" | "fp8" };
+}
+
+/**
+ * The weight stages of a list (every stage but the activation stage).
+ *
+ * @param stages Stages.
+ * @returns Those that compress the weight.
+ */
+export function weightStages(stages: readonly Stage[]): Stage[] {
+  return stages.filter((s) => s.kind !== "act");
+}
+
+/**
+ * The activation stage of a list, if any.
+ *
+ * @param stages Stages.
+ * @returns It, or undefined.
+ */
+export function activationStage(stages: readonly Stage[]): ActivationStage | undefined {
+  return stages.find((s): s is ActivationStage => s.kind === "act");
+}
+
+/**
+ * Whether any module of a recipe has an activation stage.
+ *
+ * @param recipe The recipe.
+ * @returns True when the default stages or an override hold an `act` stage.
+ */
+export function hasActivationStages(recipe: Recipe): boolean {
+  return [recipe.stages, ...(recipe.overrides ?? []).map((o) => o.stages)]
+    .some((stages) => activationStage(stages) !== undefined);
+}
+
 /** One step of a linear layer's compression, as a value. */
 export type Stage =
   | RtnStage
@@ -260,7 +318,8 @@ export type Stage =
   | Fp8Stage
   | SpqrStage
   | EoraStage
-  | SvdStage;
+  | SvdStage
+  | ActivationStage;
 
 /** Stages for the modules whose name matches `match`. */
 export interface RecipeOverride {
@@ -341,6 +400,7 @@ const KINDS = new Set([
   "spqr",
   "eora",
   "svd",
+  "act",
 ]);
 
 /**
@@ -370,16 +430,28 @@ export function validateRecipe(recipe: Recipe): void {
     throw new TypeError(`Cannot compress as 'recipe' must be { stages: Stage[], overrides? }`);
   }
   const all = [recipe.stages, ...(recipe.overrides ?? []).map((o) => o.stages)];
-  for (const stages of all) {
-    if (!Array.isArray(stages)) {
+  for (const list of all) {
+    if (!Array.isArray(list)) {
       throw new TypeError(`Cannot compress as every override needs 'stages' (an array)`);
     }
-    for (const s of stages as Stage[]) {
+    const acts = (list as Stage[]).filter((s) => s?.kind === "act");
+    if (acts.length > 1) {
+      throw new RangeError(
+        `Cannot compress as a module takes at most one 'act' stage: found ${acts.length}`,
+      );
+    }
+    // The activation stage is outside the weight stages' order.
+    const stages = (list as Stage[]).filter((s) => s?.kind !== "act");
+    for (const s of [...stages, ...acts]) {
       if (s === null || typeof s !== "object" || !KINDS.has(s.kind)) {
         throw new TypeError(
           `Cannot compress as a stage's 'kind' must be one of ${[...KINDS].join(", ")}: ` +
             `current value is ${String((s as { kind?: unknown })?.kind)}`,
         );
+      }
+      if (s.kind === "act") {
+        checkActivationStage(s);
+        continue;
       }
       const at = (stages as Stage[]).indexOf(s);
       const earlier = (stages as Stage[]).slice(0, at);
@@ -428,6 +500,33 @@ export function validateRecipe(recipe: Recipe): void {
             `current value is ${s.bits}`,
         );
       }
+    }
+  }
+}
+
+const ACT_FORMATS = ["int8", "int4", "fp8", "mxfp4", "nvfp4"];
+
+function checkActivationStage(s: ActivationStage): void {
+  if (!ACT_FORMATS.includes(s.format)) {
+    throw new TypeError(
+      `Cannot compress as an act stage's 'format' must be one of ${ACT_FORMATS.join(", ")}: ` +
+        `current value is ${String(s.format)}`,
+    );
+  }
+  const g = s.granularity ?? "token";
+  if (g !== "token" && g !== "tensor") {
+    throw new TypeError(
+      `Cannot compress as an act stage's 'granularity' must be "token" or "tensor": ` +
+        `current value is ${String(g)}`,
+    );
+  }
+  if (s.outliers !== undefined) {
+    const { count, format = "int8" } = s.outliers;
+    if (!(Number.isInteger(count) && count >= 1) || (format !== "int8" && format !== "fp8")) {
+      throw new RangeError(
+        `Cannot compress as an act stage's 'outliers' needs a positive integer 'count' and ` +
+          `'format' "int8" or "fp8": current values are ${count} and ${String(format)}`,
+      );
     }
   }
 }

@@ -28,3 +28,5 @@ export * from "./eora.ts";
 export * from "./low_rank_svd.ts";
 export * from "./spqr_weight.ts";
 export * from "./spqr.ts";
+export * from "./activation_quant.ts";
+export * from "./gptq_outliers.ts";

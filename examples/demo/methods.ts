@@ -10,6 +10,15 @@
 import { isLowRankStage, type Recipe, type Stage } from "../../pipeline/recipe.ts";
 import type { SparsityStructure } from "../../pruners/structure.ts";
 
+/**
+ * A function-preserving change of the model before compression: SmoothQuant's
+ * migration (`smoothQuant`, α) or QuaRot's rotation (`quarot`, with or
+ * without the online Hadamard before w2).
+ */
+export type ModelTransform =
+  | { readonly kind: "smoothquant"; readonly alpha: number }
+  | { readonly kind: "quarot"; readonly onlineHadamard: boolean };
+
 /** One row of the demo's table. */
 export interface DemoMethod {
   /** Identifier used on the command line, e.g. `gptq-w4-g32`. */
@@ -20,13 +29,112 @@ export interface DemoMethod {
   readonly recipe: Recipe;
   /** In the default set. */
   readonly default: boolean;
+  /** Applied to the model before compression. */
+  readonly transform?: ModelTransform;
 }
 
 const KEEP_HEAD = [{ match: "output", stages: [] }] as const;
 
-function method(id: string, description: string, stages: Stage[], isDefault = true): DemoMethod {
-  return { id, description, recipe: { stages, overrides: KEEP_HEAD }, default: isDefault };
+function method(
+  id: string,
+  description: string,
+  stages: Stage[],
+  isDefault = true,
+  transform?: ModelTransform,
+): DemoMethod {
+  return {
+    id,
+    description,
+    recipe: { stages, overrides: KEEP_HEAD },
+    default: isDefault,
+    ...(transform ? { transform } : {}),
+  };
 }
+
+const smooth = { kind: "smoothquant", alpha: 0.5 } as const;
+const rotate = (onlineHadamard: boolean) => ({ kind: "quarot", onlineHadamard }) as const;
+const int8Weights = { kind: "gptq", bits: 8, symmetric: true } as const;
+const int4Weights = { kind: "gptq", bits: 4, symmetric: true } as const;
+const act = (format: "int8" | "int4" | "fp8" | "mxfp4" | "nvfp4", granularity?: "tensor") =>
+  ({ kind: "act", format, ...(granularity ? { granularity } : {}) }) as const;
+
+/** Weight and activation quantization (W8A8, W4A4); none is in the default set. */
+const ACTIVATION_METHODS: readonly DemoMethod[] = [
+  method("w8a8-fp8", "FP8 E4M3 weights (a scale per channel) and activations (per token)", [
+    { kind: "fp8" },
+    act("fp8"),
+  ], false),
+  method("w8a8-int8", "GPTQ int8 symmetric weights, int8 activations per token", [
+    int8Weights,
+    act("int8"),
+  ], false),
+  method(
+    "w8a8-int8-smooth",
+    "SmoothQuant (α = 0.5), then w8a8-int8",
+    [
+      int8Weights,
+      act("int8"),
+    ],
+    false,
+    smooth,
+  ),
+  method("w8a8-int8-static", "GPTQ int8 weights, int8 activations with a static scale per tensor", [
+    int8Weights,
+    act("int8", "tensor"),
+  ], false),
+  method(
+    "w8a8-int8-static-smooth",
+    "SmoothQuant (α = 0.5), then w8a8-int8-static",
+    [
+      int8Weights,
+      act("int8", "tensor"),
+    ],
+    false,
+    smooth,
+  ),
+  method("w16a4", "float32 weights, int4 activations per token", [act("int4")], false),
+  method(
+    "quarot-w16a4",
+    "QuaRot rotation, float32 weights, int4 activations per token",
+    [
+      act("int4"),
+    ],
+    false,
+    rotate(true),
+  ),
+  method("gptq-w4a4", "GPTQ int4 symmetric weights, int4 activations per token", [
+    int4Weights,
+    act("int4"),
+  ], false),
+  method(
+    "quarot-w4a4",
+    "QuaRot (rotated residual, online Hadamard before w2), then gptq-w4a4",
+    [
+      int4Weights,
+      act("int4"),
+    ],
+    false,
+    rotate(true),
+  ),
+  method(
+    "quarot-w4a4-nohad",
+    "QuaRot without the online Hadamard, then gptq-w4a4",
+    [
+      int4Weights,
+      act("int4"),
+    ],
+    false,
+    rotate(false),
+  ),
+  method("mxfp4-w4a4", "GPTQ over MXFP4 weights, MXFP4 activations (E8M0 scale per 32)", [
+    { kind: "mx", format: "mxfp4", method: "gptq" },
+    act("mxfp4"),
+  ], false),
+  method("nvfp4-w4a4", "GPTQ over NVFP4 weights, NVFP4 activations (E4M3 per 16, a token scale)", [
+    { kind: "mx", format: "nvfp4", method: "gptq" },
+    act("nvfp4"),
+  ], false),
+];
 
 const half = { kind: "unstructured", sparsity: 0.5 } as const;
 const twoFour = { kind: "nm", n: 2, m: 4 } as const;
@@ -117,6 +225,7 @@ export const DEMO_METHODS: readonly DemoMethod[] = [
   method("sparsegpt-50-w4", "SparseGPT 50% jointly with a 4-bit grid", [
     { kind: "sparsegpt", structure: half, grid: { bits: 4 } },
   ], false),
+  ...ACTIVATION_METHODS,
 ];
 
 /** A family of method ids with parameters, for `--list` and error messages. */
@@ -158,6 +267,12 @@ export const METHOD_PATTERNS: readonly MethodPattern[] = [
     pattern: "magnitude|wanda|sparsegpt-{N}:{M}",
     description: "N:M sparsity: keep N of every M consecutive input columns (1 ≤ N < M)",
     examples: ["sparsegpt-2:4", "wanda-4:8"],
+  },
+  {
+    pattern: "quik-w4a4-c{K}",
+    description: "QUIK: the K input columns with the largest activation norms in 8 bits " +
+      "(GPTQ weights solved last, int8 activations), the rest int4 (GPTQ, per-token activations)",
+    examples: ["quik-w4a4-c64", "quik-w4a4-c128", "quik-w4a4-c256"],
   },
   {
     pattern: "{method}+eora|svd-r{R}[-w{B}[-g{G}]]",
@@ -266,6 +381,22 @@ function methodOf(id: string, extra: string): DemoMethod {
       false,
     );
   }
+  const quik = /^quik-w4a4-c(\d+)$/.exec(id);
+  if (quik) {
+    const count = field(quik[1]!);
+    if (count === null || count < 1) {
+      throw unknownMethod(`the kept columns (c${quik[1]}) must be a positive integer`);
+    }
+    return method(
+      id,
+      `QUIK: ${count} input columns with the largest activation norms in 8 bits, the rest 4-bit`,
+      [
+        { ...int4Weights, outliers: { count, bits: 8 } },
+        { kind: "act", format: "int4", outliers: { count, format: "int8" } },
+      ],
+      false,
+    );
+  }
   const prune = /^(magnitude|wanda|sparsegpt)-(?:(\d+)|(\d+):(\d+))$/.exec(id);
   if (prune) {
     const kind = prune[1] as keyof typeof PRUNER_NAMES;
@@ -339,6 +470,7 @@ function withLowRank(id: string, match: RegExpExecArray, extra: string): DemoMet
       overrides: (base.recipe.overrides ?? []).map((o) => ({ ...o, stages: append(o.stages) })),
     },
     default: false,
+    ...(base.transform ? { transform: base.transform } : {}),
   };
 }
 

@@ -26,6 +26,8 @@ export interface DemoRow {
   layerError: number | null;
   /** Fraction of weights kept in the compressed linears. */
   density: number;
+  /** Mean bits per activation at the block linears' inputs (absent or 32: float). */
+  bitsPerActivation?: number;
 }
 
 function fmtBytes(n: number): string {
@@ -54,9 +56,12 @@ export function formatTable(
   texts: readonly string[],
   metric = "ppl",
 ): string {
+  // A bits-per-activation column only where some method quantizes activations.
+  const acts = rows.some((r) => (r.bitsPerActivation ?? 32) < 32);
   const head = [
     "method",
     "bits/weight",
+    ...(acts ? ["bits/act"] : []),
     "size",
     ...texts.map((t) =>
       `${metric} ${t} (${(rows[0]?.tokens[t] ?? 0).toLocaleString("en-US")} tok)`
@@ -66,6 +71,7 @@ export function formatTable(
   const body = rows.map((r) => [
     r.method,
     r.bitsPerWeight.toFixed(2),
+    ...(acts ? [(r.bitsPerActivation ?? 32).toFixed(2)] : []),
     fmtBytes(r.sizeBytes),
     ...texts.map((t) => fmtNum(r.perplexity[t] ?? NaN)),
     r.seconds.toFixed(1),

@@ -305,6 +305,12 @@ Deno.test("compress's flags: defaults, --flag=value, and the usage errors before
   assert.throws(() => parseCompressArgs(["--bad", "--help"]), /Unknown flag '--bad'/);
   assert.throws(() => parseCompressArgs(["model"]), /Unexpected argument 'model'/);
   assert.throws(() => parseCompressArgs(["--model"]), /--model needs a value/);
+  for (const method of ["w8a8-int8", "quarot-w4a4"]) {
+    assert.throws(
+      () => parseCompressArgs(["--model", "m", "--method", method, "--out", "o"]),
+      /quantizes activations.*writes weights only/,
+    );
+  }
 });
 
 Deno.test("compress --backend webgpu runs GPTQ's solver on the GPU, to the CPU's layer errors", async () => {

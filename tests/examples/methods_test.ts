@@ -116,3 +116,37 @@ Deno.test("parseMethodId() appends an eora or svd stage to a compressed base met
   ];
   for (const [id, re] of cases) assert.throws(() => parseMethodId(id), re);
 });
+
+Deno.test("the W8A8 and W4A4 methods name their weight, activation and transform stages", () => {
+  const quik = parseMethodId("quik-w4a4-c128");
+  assert.deepEqual(quik.recipe.stages, [
+    { kind: "gptq", bits: 4, symmetric: true, outliers: { count: 128, bits: 8 } },
+    { kind: "act", format: "int4", outliers: { count: 128, format: "int8" } },
+  ]);
+  assert.throws(() => parseMethodId("quik-w4a4-c0"), /kept columns \(c0\) must be a positive/);
+  assert.deepEqual(parseMethodId("w8a8-int8-smooth").transform, {
+    kind: "smoothquant",
+    alpha: 0.5,
+  });
+  assert.deepEqual(parseMethodId("quarot-w4a4").transform, {
+    kind: "quarot",
+    onlineHadamard: true,
+  });
+  assert.deepEqual(parseMethodId("quarot-w4a4-nohad").transform, {
+    kind: "quarot",
+    onlineHadamard: false,
+  });
+  assert.deepEqual(parseMethodId("w8a8-fp8").recipe.stages, [
+    { kind: "fp8" },
+    { kind: "act", format: "fp8" },
+  ]);
+  assert.equal(parseMethodId("w8a8-int8").transform, undefined);
+  // a low-rank correction keeps the base method's transform
+  assert.deepEqual(
+    parseMethodId("quarot-w4a4+eora-r8").transform,
+    parseMethodId("quarot-w4a4").transform,
+  );
+  for (const id of ["w8a8-int8", "quarot-w4a4", "mxfp4-w4a4", "nvfp4-w4a4", "w8a8-int8-static"]) {
+    assert.equal(parseMethodId(id).default, false, id);
+  }
+});

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { syntheticModel } from "./_synthetic_model.ts";
+import { dataFile } from "../_helpers.ts";
+import { llamaForward } from "../../models/forward.ts";
+import { loadLlama2c } from "../../models/llama2c.ts";
+import { quarot } from "../../models/quarot.ts";
+import { llamaCompressible } from "../../models/compressible.ts";
+import { llamaForwardGpu } from "../../models/forward_gpu.ts";
+import type { LlamaModel } from "../../models/model.ts";
+
+const tokens = [3, 9, 1, 7, 22, 5, 13, 2];
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+function check(model: LlamaModel, ids: number[], what: string): void {
+  const want = llamaForward(model, ids);
+  const cases: [boolean, boolean][] = [[true, true], [false, true], [true, false]];
+  for (const [onlineHadamard, headHadamard] of cases) {
+    const r = quarot(model, { seed: 3, onlineHadamard, headHadamard });
+    const err = relErr(llamaForward(r, ids), want);
+    assert(err < 1e-5, `${what}, online ${onlineHadamard}, heads ${headHadamard}: error ${err}`);
+    assert.equal(r.layers[0]!.onlineHadamard !== undefined, onlineHadamard);
+    assert(r.layers[0]!.attnNorm.every((g) => g === 1));
+    assert.notDeepEqual(r.layers[0]!.wq.data, model.layers[0]!.wq.data);
+  }
+}
+
+Deno.test("quarot() leaves the float model's logits unchanged (widths 32 and 48, GQA, biases, head norms)", () => {
+  check(syntheticModel({}, 21, 0.3), tokens, "plain");
+  check(syntheticModel({ qkvBias: true, qkNorm: true }, 22, 0.3), tokens, "qwen-like");
+  // width 40 and hidden 44 have no Hadamard order: the Kronecker fallback
+  check(
+    syntheticModel({ dim: 40, nHeads: 4, nKvHeads: 2, hiddenDim: 44 }, 23, 0.3),
+    tokens,
+    "fallback",
+  );
+});
+
+Deno.test("quarot() leaves stories260K's logits unchanged (hidden width 172: Kronecker fallback)", async () => {
+  const path = dataFile("stories260K/stories260K.bin");
+  if (!path) return;
+  check(await loadLlama2c(path), [1, 403, 407, 261, 378, 10, 9], "stories260K");
+});
+
+Deno.test("quarot() names bad options", () => {
+  const model = syntheticModel({}, 24);
+  assert.throws(() => quarot(model, { seed: -1 }), /'seed' must be a non-negative integer/);
+  assert.throws(
+    () => quarot(model, { onlineHadamard: "yes" as unknown as boolean }),
+    /'onlineHadamard' must be a boolean/,
+  );
+  assert.throws(
+    () => quarot(model, { headHadamard: 1 as unknown as boolean }),
+    /'headHadamard' must be a boolean/,
+  );
+});
+
+Deno.test("a rotated model's calibration passes and forward refuse WebGPU, naming the online Hadamard", async () => {
+  const r = quarot(syntheticModel({}, 25), { seed: 1 });
+  await assert.rejects(
+    () => llamaCompressible(r).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
+    /'onlineHadamard' of layer 0/,
+  );
+  assert.equal(
+    await llamaCompressible(r).calibrationRunner!([[1, 2, 3]], { backend: "auto" }),
+    null,
+  );
+  await assert.rejects(() => llamaForwardGpu(r, [1, 2], { backend: "webgpu" }), /CPU forward/);
+});
