@@ -47,11 +47,11 @@ deno task compress --recipe FILE.
 
   --model PATH            Hugging Face folder or llama2.c .bin file
   --tokenizer PATH        tokenizer (default: the folder's, or the tok*.bin beside a .bin)
-  --levels KIND           gptq (bits 2,3,4,5,6,8; X in bits) or sparsegpt (0-70% in steps of
+  --levels KIND           gptq (bits 2,3,4,5,6,8; X in bits) or sparsegpt (0-90% in steps of
                           10; X in percent) (default gptq)
   --bits LIST             GPTQ levels' bits (default 2,3,4,5,6,8)
   --group-size G          GPTQ groups (default 128)
-  --sparsities LIST       SparseGPT levels in percent (default 0,10,20,30,40,50,60,70)
+  --sparsities LIST       SparseGPT levels in percent (default 0,10,...,90)
   --target X              the weighted average level value to meet exactly
   --search S              evopress or dp (default evopress)
   --db DIR                folder of the level files (built there once, then read back)
@@ -168,7 +168,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         integerFlag("--group-size", values.get("--group-size") ?? "128", 1),
       )
       : sparseGptLevels(
-        list("--sparsities", values.get("--sparsities") ?? "0,10,20,30,40,50,60,70"),
+        list("--sparsities", values.get("--sparsities") ?? "0,10,20,30,40,50,60,70,80,90"),
       );
     const target = Number(values.get("--target"));
     if (!Number.isFinite(target)) {

@@ -1,6 +1,6 @@
 /**
  * Non-uniform compression of llama5M on the CPU: a level database (GPTQ at
- * 2, 3, 4, 5, 6, 8 bits with groups of 128, or SparseGPT at 0–70%), then for
+ * 2, 3, 4, 5, 6, 8 bits with groups of 128, or SparseGPT at 0–90%), then for
  * each target the uniform levels at and next to it, the DP allocation and
  * the EvoPress search (from the better of the DP and the uniform
  * allocation), each scored by perplexity on two held-out texts. Uses the
@@ -77,7 +77,7 @@ const evals = await Promise.all(
 );
 const levels = kind === "gptq"
   ? gptqLevels([2, 3, 4, 5, 6, 8], 128)
-  : sparseGptLevels([0, 10, 20, 30, 40, 50, 60, 70]);
+  : sparseGptLevels([0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
 await Deno.mkdir(dir, { recursive: true });
 let t = performance.now();
 const db = await buildLevelDatabase(lm, calib.windows, levels, {
