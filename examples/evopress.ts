@@ -110,11 +110,14 @@ console.log(
     evals.map((e) => e.name).join(" | ")
   } | seconds |`,
 );
+const targets = targetList.split(",").map(Number);
 const shown = new Set<number>();
-for (const target of targetList.split(",").map(Number)) {
-  // The uniform levels at and around the target (each printed once).
+for (const target of targets) {
+  // The uniform levels at and around the target, each printed once: at its own target when it
+  // is one (with its KL), else beside the first target next to it.
   for (const [u, l] of levels.entries()) {
     if (shown.has(u) || Math.abs(l.value - target) >= (kind === "gptq" ? 1 : 10)) continue;
+    if (l.value !== target && targets.includes(l.value)) continue;
     shown.add(u);
     const choice = new Map(db.modules.map((m) => [m.name, u]));
     const v = db.modules[0]!.variants[u]!;
