@@ -248,8 +248,11 @@ export async function evoPress(
   const M = database.modules.length;
   const weightsOf = (levels: ArrayLike<number>) =>
     database.modules.map((m, i) => m.variants[levels[i]!]!.weight);
-  const checkExact = (levels: ArrayLike<number>, what: string) => {
-    if (levels.length !== M || Array.from(levels).some((l) => !database.levels[l])) {
+  const checkExact = (levels: ArrayLike<number> | undefined, what: string) => {
+    // (A state saved before the start was kept in it has no `start`.)
+    if (
+      levels?.length !== M || Array.from(levels).some((l) => !database.levels[l])
+    ) {
       throw new RangeError(`Cannot search as '${what}' must give a level to every module`);
     }
     if (allocationCost(b, levels) !== b.budget) {

@@ -72,6 +72,20 @@ Deno.test("evoPress() refuses a start that misses the target and bad options, na
       }),
     /'selection' must end with a step of 1 survivor/,
   );
+  // A state saved without its start (before the start was kept in it) is refused, not misread.
+  const old = {
+    generation: 1,
+    levels: db.modules.map(() => 1),
+    fitness: 0.1,
+    startFitness: 0.1,
+    history: [0.1],
+    evaluations: 5,
+    tokensScored: 100,
+  } as unknown as EvoPressState;
+  await assert.rejects(
+    () => evoPress(lm, db, { ...SEARCH, calibration: heldApart, resume: old }),
+    /'resume' must give a level to every module/,
+  );
 });
 
 Deno.test("evoPress() re-scores the parent on each generation's resampled windows of the pool", async () => {
