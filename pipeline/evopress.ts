@@ -106,7 +106,7 @@ export interface EvoPressOptions extends SensitivityOptions {
   calibration: readonly (readonly number[])[];
   /**
    * Generations. About 20 s each with the default offspring and selection
-   * on llama5M on one core of a 2-core machine.
+   * on llama5M on a free CPU core (25-40 s on a shared one).
    * @default 24
    */
   generations?: number;
