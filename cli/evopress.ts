@@ -23,7 +23,7 @@ import { quietGpuProbe } from "../examples/data.ts";
 import { loadModel } from "../models/causal_lm.ts";
 import { loadTokenizer } from "../models/tokenizer.ts";
 import { dpAllocation } from "../pipeline/dp_allocation.ts";
-import { evoPress, type EvoPressState } from "../pipeline/evopress.ts";
+import { evoPress, type EvoPressState, type SelectionStep } from "../pipeline/evopress.ts";
 import {
   allocationRecipe,
   buildLevelDatabase,
@@ -47,11 +47,11 @@ deno task compress --recipe FILE.
 
   --model PATH            Hugging Face folder or llama2.c .bin file
   --tokenizer PATH        tokenizer (default: the folder's, or the tok*.bin beside a .bin)
-  --levels KIND           gptq (bits 2,3,4,5,6,8; X in bits) or sparsegpt (0-70% in steps of
+  --levels KIND           gptq (bits 2,3,4,5,6,8; X in bits) or sparsegpt (0-90% in steps of
                           10; X in percent) (default gptq)
   --bits LIST             GPTQ levels' bits (default 2,3,4,5,6,8)
   --group-size G          GPTQ groups (default 128)
-  --sparsities LIST       SparseGPT levels in percent (default 0,10,20,30,40,50,60,70)
+  --sparsities LIST       SparseGPT levels in percent (default 0,10,...,90)
   --target X              the weighted average level value to meet exactly
   --search S              evopress or dp (default evopress)
   --db DIR                folder of the level files (built there once, then read back)
@@ -59,10 +59,14 @@ deno task compress --recipe FILE.
   --calib NAME|FILE       the database's calibration text (default c4)
   --calib-samples N       windows (default 16)   --calib-len L   tokens per window (default 256)
   --fitness NAME|FILE     held-apart text the KL fitness is measured on (default tinystories)
-  --fitness-samples N     windows (default 2)    --fitness-len L tokens per window (default 256)
-  --generations N         (default 50)           --offspring N   (default 16)
-  --first-tokens N        tokens of the first selection step (default 128)
-  --survivors N           candidates that pass the first step (default 3)
+  --fitness-samples N     windows of the fitness pool (default 32)
+  --fitness-len L         tokens per window (default 256)
+  --generations N         (default 24)           --offspring N   (default 16)
+  --selection LIST        selection steps as tokens:survivors, the last with 1 survivor; each
+                          step scores its candidates on windows drawn afresh from the pool
+                          (default 128:4,512:2,1024:1, clipped to the pool)
+  --evaluation-tokens N   the pool's first N tokens choose the start (DP or uniform) and
+                          the result must beat it on them (default: the whole pool)
   --seed S                seed of the windows and the search (default 0)
   --backend B             where the database's passes run: auto, cpu, webgpu (default auto)
   --resume                continue the search from the state in --out
@@ -89,8 +93,8 @@ const VALUE_FLAGS = [
   "--fitness-len",
   "--generations",
   "--offspring",
-  "--first-tokens",
-  "--survivors",
+  "--selection",
+  "--evaluation-tokens",
   "--seed",
   "--backend",
 ] as const;
@@ -108,7 +112,11 @@ export interface EvoPressFile {
   readonly bitsPerWeight: number;
   /** Weighted average fraction of weights kept. */
   readonly density: number;
-  /** Mean KL (nats per token) from the dense model on the fitness text. */
+  /**
+   * Mean KL (nats per token) from the dense model on the fitness text: on the
+   * evaluation tokens when done; while a search runs, the parent's on the last
+   * generation's sample.
+   */
   readonly fitness: number;
   /** The level of every module, its value and the module's weight count. */
   readonly levels: Readonly<Record<string, { level: string; value: number; weights: number }>>;
@@ -120,6 +128,19 @@ export interface EvoPressFile {
 
 function list(flag: string, v: string): number[] {
   return v.split(",").map((x) => integerFlag(flag, x.trim(), 0));
+}
+
+function selectionSteps(v: string): SelectionStep[] {
+  return v.split(",").map((step) => {
+    const [tokens, survivors, ...rest] = step.trim().split(":");
+    if (tokens === undefined || survivors === undefined || rest.length > 0) {
+      throw new UsageError(`--selection needs steps of tokens:survivors: got '${step}'`);
+    }
+    return {
+      tokens: integerFlag("--selection", tokens, 2),
+      survivors: integerFlag("--selection", survivors, 1),
+    };
+  });
 }
 
 /**
@@ -147,7 +168,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         integerFlag("--group-size", values.get("--group-size") ?? "128", 1),
       )
       : sparseGptLevels(
-        list("--sparsities", values.get("--sparsities") ?? "0,10,20,30,40,50,60,70"),
+        list("--sparsities", values.get("--sparsities") ?? "0,10,20,30,40,50,60,70,80,90"),
       );
     const target = Number(values.get("--target"));
     if (!Number.isFinite(target)) {
@@ -197,7 +218,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       maxLength,
     });
     const fitness = await calibrationSet(tokenizer, values.get("--fitness") ?? "tinystories", {
-      samples: int("--fitness-samples", "2", 1),
+      samples: int("--fitness-samples", "32", 1),
       length: int("--fitness-len", "256", 2),
       seed: seed + 1,
       maxLength,
@@ -253,23 +274,28 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (search === "dp") {
       result = fileOf(dpAllocation(lm, database, { target, calibration: fitness.windows }), true);
     } else {
-      const generations = int("--generations", "50", 0);
+      const generations = int("--generations", "24", 0);
+      const selection = values.has("--selection")
+        ? selectionSteps(values.get("--selection")!)
+        : undefined;
       const r = await evoPress(lm, database, {
         target,
         calibration: fitness.windows,
         generations,
         offspring: int("--offspring", "16", 1),
-        selection: [
-          { tokens: int("--first-tokens", "128", 2), survivors: int("--survivors", "3", 1) },
-          { tokens: fitness.windows.reduce((a, w) => a + w.length, 0), survivors: 1 },
-        ],
+        ...(selection ? { selection } : {}),
+        ...(values.has("--evaluation-tokens")
+          ? { evaluationTokens: int("--evaluation-tokens", "0", 2) }
+          : {}),
         seed,
         ...(state ? { resume: state } : {}),
         onGeneration: async (p) => {
           log(
-            `generation ${p.state.generation}/${p.generations}: best KL ${
+            `generation ${p.state.generation}/${p.generations}: parent KL ${
               p.state.fitness.toFixed(5)
-            }${p.improved ? " (improved)" : ""}, ${p.seconds.toFixed(0)} s`,
+            } on this generation's sample${p.improved ? " (replaced)" : ""}, ${
+              p.seconds.toFixed(0)
+            } s`,
           );
           const levelsByName = new Map(
             database.modules.map((m, i) => [m.name, p.state.levels[i]!]),

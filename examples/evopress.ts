@@ -1,22 +1,27 @@
 /**
  * Non-uniform compression of llama5M on the CPU: a level database (GPTQ at
- * 2, 3, 4, 5, 6, 8 bits with groups of 128, or SparseGPT at 0–70%), then for
+ * 2, 3, 4, 5, 6, 8 bits with groups of 128, or SparseGPT at 0–90%), then for
  * each target the uniform levels at and next to it, the DP allocation and
- * the EvoPress search started from it, each scored by perplexity on two
- * held-out texts. Uses the `Deno` namespace (files).
+ * the EvoPress search (from the better of the DP and the uniform
+ * allocation), each scored by perplexity on two held-out texts. Uses the
+ * `Deno` namespace (files).
  *
  * ```sh
- * deno run -A examples/evopress.ts gptq 2.5,3,3.5 [generations [offspring]]
- * deno run -A examples/evopress.ts sparsegpt 50,60,70 [generations [offspring]]
+ * deno run -A examples/evopress.ts gptq 2.5,3,3.5 [generations [offspring [dir]]]
+ * deno run -A examples/evopress.ts sparsegpt 50,60,70 [generations [offspring [dir]]]
  * ```
  *
  * The database is calibrated on 16 windows of 256 tokens of C4 (its
- * calibration part); the fitness is measured on 2 windows of 256 tokens of
- * the calibration part of TinyStories (held apart from both); perplexity on
- * the held-out TinyStories part and WikiText-2 test, 4,096 tokens each. The
- * search: 10 generations of 8 offspring (by default), 3 survive 128 tokens, the best of them meets the
- * parent on all 512. The
- * level files go to `out/levels-<kind>/` (a rerun reads them back).
+ * calibration part); the fitness pool is 32 windows of 256 tokens of the
+ * calibration part of TinyStories (held apart from both): each selection
+ * step draws its windows from it afresh, and its first 4,096 tokens are the
+ * evaluation tokens on which the start is chosen, the KL column is measured
+ * and the search's result must beat its start. Perplexity on the held-out
+ * TinyStories part and WikiText-2 test, 4,096 tokens each. The search:
+ * `evoPress`'s defaults (24 generations of 16 offspring, 128 → 512 → 1,024
+ * tokens with 4 → 2 → 1 survivors, the parent re-scored at the last step).
+ * The level files go to `dir` (default `out/levels-<kind>/`; a rerun reads
+ * them back).
  *
  * @module
  */
@@ -37,7 +42,13 @@ import {
 import { dataFile } from "./data.ts";
 import { encodeDocs, loadCorpus } from "./datasets.ts";
 
-const [kind = "gptq", targetList = "2.5,3,3.5", gens = "10", offspring = "8"] = Deno.args;
+const [
+  kind = "gptq",
+  targetList = "2.5,3,3.5",
+  gens = "24",
+  offspring = "16",
+  dir = `out/levels-${kind}`,
+] = Deno.args;
 const modelPath = dataFile("llama5M/llama5M.bin");
 const tokPath = dataFile("stories260K/tok512.bin");
 if (!modelPath || !tokPath) Deno.exit(0);
@@ -49,12 +60,15 @@ const calib = await calibrationSet(tokenizer, "c4", {
   seed: 0,
   maxLength: 256,
 });
-const heldApart = await calibrationSet(tokenizer, "tinystories", {
-  samples: 2,
+const pool = (await calibrationSet(tokenizer, "tinystories", {
+  samples: 32,
   length: 256,
   seed: 1,
   maxLength: 256,
-});
+})).windows;
+const EVALUATION_TOKENS = 4096;
+// The evaluation tokens as sequences (the DP allocation's fitness is measured on them).
+const evaluation = pool.slice(0, EVALUATION_TOKENS / 256);
 const evals = await Promise.all(
   (["tinystories", "wikitext2"] as const).map(async (name) => ({
     name,
@@ -63,8 +77,7 @@ const evals = await Promise.all(
 );
 const levels = kind === "gptq"
   ? gptqLevels([2, 3, 4, 5, 6, 8], 128)
-  : sparseGptLevels([0, 10, 20, 30, 40, 50, 60, 70]);
-const dir = `out/levels-${kind}`;
+  : sparseGptLevels([0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
 await Deno.mkdir(dir, { recursive: true });
 let t = performance.now();
 const db = await buildLevelDatabase(lm, calib.windows, levels, {
@@ -90,18 +103,21 @@ console.log(
   }`,
 );
 t = performance.now();
-const sensitivities = moduleSensitivities(lm, db, heldApart.windows, { tokens: 256 });
+const sensitivities = moduleSensitivities(lm, db, pool, { tokens: 256 });
 console.log(`sensitivities: ${((performance.now() - t) / 1000).toFixed(1)} s`);
 console.log(
   `| target | method | bits/weight | density | KL | ${
     evals.map((e) => e.name).join(" | ")
   } | seconds |`,
 );
+const targets = targetList.split(",").map(Number);
 const shown = new Set<number>();
-for (const target of targetList.split(",").map(Number)) {
-  // The uniform levels at and around the target (each printed once).
+for (const target of targets) {
+  // The uniform levels at and around the target, each printed once: at its own target when it
+  // is one (with its KL), else beside the first target next to it.
   for (const [u, l] of levels.entries()) {
     if (shown.has(u) || Math.abs(l.value - target) >= (kind === "gptq" ? 1 : 10)) continue;
+    if (l.value !== target && targets.includes(l.value)) continue;
     shown.add(u);
     const choice = new Map(db.modules.map((m) => [m.name, u]));
     const v = db.modules[0]!.variants[u]!;
@@ -109,7 +125,7 @@ for (const target of targetList.split(",").map(Number)) {
     const kl = l.value === target
       ? (await evoPress(lm, db, {
         target,
-        calibration: heldApart.windows,
+        calibration: evaluation,
         start: choice,
         generations: 0,
       })).fitness.toFixed(4)
@@ -121,7 +137,7 @@ for (const target of targetList.split(",").map(Number)) {
     );
   }
   t = performance.now();
-  const dp = dpAllocation(lm, db, { target, calibration: heldApart.windows, sensitivities });
+  const dp = dpAllocation(lm, db, { target, calibration: evaluation, sensitivities });
   const dpSeconds = (performance.now() - t) / 1000;
   console.log(
     `| ${target} | DP | ${dp.bitsPerWeight.toFixed(3)} | ${dp.density.toFixed(3)} | ${
@@ -130,25 +146,28 @@ for (const target of targetList.split(",").map(Number)) {
   );
   const evo = await evoPress(lm, db, {
     target,
-    calibration: heldApart.windows,
-    start: dp.levels,
+    calibration: pool,
+    sensitivities,
+    evaluationTokens: EVALUATION_TOKENS,
     generations: Number(gens),
     offspring: Number(offspring),
-    selection: [{ tokens: 128, survivors: 3 }, { tokens: 512, survivors: 1 }],
     seed: 0,
     onGeneration: (p) => {
-      if (p.state.generation % 5 === 0) {
-        console.error(
-          `  gen ${p.state.generation}: KL ${p.state.fitness.toFixed(4)} (${
-            p.seconds.toFixed(0)
-          } s)`,
-        );
-      }
+      console.error(
+        `  gen ${p.state.generation}: parent KL ${p.state.fitness.toFixed(4)} on its sample${
+          p.improved ? " (replaced)" : ""
+        } (${p.seconds.toFixed(0)} s)`,
+      );
     },
   });
+  const s = evo.state;
   console.log(
     `| ${target} | EvoPress | ${evo.bitsPerWeight.toFixed(3)} | ${evo.density.toFixed(3)} | ${
       evo.fitness.toFixed(4)
-    } | ${ppl(db, evo.levels)} | ${evo.seconds.toFixed(1)} (${evo.state.tokensScored} tokens) |`,
+    } | ${ppl(db, evo.levels)} | ${
+      evo.seconds.toFixed(1)
+    } (${s.evaluations} evaluations, ${s.tokensScored} tokens; start KL ${
+      evo.startFitness.toFixed(4)
+    }, ${evo.improved ? "improved" : "kept the start"}) |`,
   );
 }

@@ -7,15 +7,28 @@
  * Candidates of a search differ from their parent in a few modules, so the
  * evaluator keeps the parent's ("anchor's") block outputs per sequence and
  * starts a candidate's forward at the first block whose weights differ.
+ * Tokens are scored either as the first tokens of the sequences (a fixed
+ * set) or as a seeded sample of whole sequences (a search resamples its
+ * fitness tokens every selection step, as EvoPress does, so that it does not
+ * fit one small set of tokens).
  *
  * @module
  */
 
+import type { Prng } from "../core/prng.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { CompressibleModel } from "./model.ts";
 
 /** A weight per module, by module index, in the order of `modules`. */
 export type WeightAssignment = readonly Tensor<"f32">[];
+
+/** A piece of the fitness tokens: the first `length` tokens of sequence `sequence`. */
+export interface FitnessPiece {
+  /** Index of the sequence. */
+  readonly sequence: number;
+  /** Tokens of it scored (its first ones). */
+  readonly length: number;
+}
 
 interface Piece {
   key: string;
@@ -31,6 +44,8 @@ export class KlFitness {
   readonly #denseLogProbs = new Map<string, Float64Array>();
   #anchor: WeightAssignment | null = null;
   #anchorActs = new Map<string, Tensor<"f32">[]>();
+  /** Evaluations so far (one assignment on one set of tokens; for cost reports). */
+  evaluations = 0;
   /** Tokens scored so far (for cost reports). */
   tokensScored = 0;
 
@@ -71,17 +86,61 @@ export class KlFitness {
     return this.#sequences.reduce((a, s) => a + s.length, 0);
   }
 
-  /** The first `tokens` tokens as whole sequences and one cut one. */
-  #pieces(tokens: number): Piece[] {
-    const out: Piece[] = [];
+  /**
+   * The first `tokens` tokens: whole sequences in order, the last one cut.
+   *
+   * @param tokens Tokens wanted.
+   * @returns The pieces.
+   */
+  first(tokens: number): FitnessPiece[] {
+    return this.#take(this.#sequences.map((_, i) => i), tokens);
+  }
+
+  /**
+   * `tokens` tokens of whole sequences drawn at random without replacement
+   * (the last one cut), in the order drawn.
+   *
+   * @param tokens Tokens wanted (at most every token).
+   * @param rng The generator.
+   * @returns The pieces.
+   */
+  sample(tokens: number, rng: Prng): FitnessPiece[] {
+    const order = this.#sequences.map((_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    return this.#take(order, tokens);
+  }
+
+  #take(order: readonly number[], tokens: number): FitnessPiece[] {
+    const out: FitnessPiece[] = [];
     let left = tokens;
-    for (let i = 0; i < this.#sequences.length && left >= 2; i++) {
-      const s = this.#sequences[i]!;
-      const n = Math.min(s.length, left);
-      out.push({ key: `${i}:${n}`, tokens: n === s.length ? s : s.slice(0, n) });
-      left -= n;
+    for (const i of order) {
+      if (left < 2) break;
+      const length = Math.min(this.#sequences[i]!.length, left);
+      out.push({ sequence: i, length });
+      left -= length;
     }
     return out;
+  }
+
+  /**
+   * The tokens of a piece.
+   *
+   * @param p The piece.
+   * @returns Its tokens.
+   */
+  tokensOf(p: FitnessPiece): readonly number[] {
+    return this.#piece(p).tokens;
+  }
+
+  #piece(p: FitnessPiece): Piece {
+    const s = this.#sequences[p.sequence]!;
+    return {
+      key: `${p.sequence}:${p.length}`,
+      tokens: p.length === s.length ? s : s.slice(0, p.length),
+    };
   }
 
   /**
@@ -96,14 +155,17 @@ export class KlFitness {
   }
 
   /**
-   * Mean KL(dense ‖ candidate) in nats per token over the first `tokens` tokens.
+   * Mean KL(dense ‖ candidate) in nats per token over the first `tokens`
+   * tokens, or over the given pieces.
    *
    * @param w The candidate's weights.
-   * @param tokens Tokens to score.
+   * @param tokens Tokens to score, or the pieces (from `first` or `sample`).
    * @returns The mean KL.
    */
-  evaluate(w: WeightAssignment, tokens: number): number {
-    const pieces = this.#pieces(tokens);
+  evaluate(w: WeightAssignment, tokens: number | readonly FitnessPiece[]): number {
+    const pieces = (typeof tokens === "number" ? this.first(tokens) : tokens).map((p) =>
+      this.#piece(p)
+    );
     let sum = 0, count = 0;
     for (const p of pieces) {
       let dense = this.#denseLogProbs.get(p.key);
@@ -115,6 +177,7 @@ export class KlFitness {
       sum += klRows(dense, logits, this.#vocab());
       count += p.tokens.length;
     }
+    this.evaluations++;
     this.tokensScored += count;
     return sum / count;
   }

@@ -3,13 +3,21 @@
  * under a global constraint (average bits per weight, or average sparsity),
  * scored against the dense model's output rather than summed layer errors
  * (error monotonicity fails for LLMs: a set of lower per-layer errors can
- * give a worse model). Each generation makes λ offspring of the parent by
- * level switches that keep the constraint exact, scores them on a few
- * calibration tokens, keeps the best few, scores those on more, and replaces
- * the parent when the last survivor beats it on the last stage's tokens.
- * Fitness is the mean KL divergence of the candidate's next-token
- * distribution from the dense model's on held-apart calibration text.
- * Web-standard only.
+ * give a worse model). Fitness is the mean KL divergence of the candidate's
+ * next-token distribution from the dense model's on held-apart calibration
+ * text. Web-standard only.
+ *
+ * A generation makes λ distinct offspring of the parent by level switches
+ * that keep the constraint exact, then selects in steps: every step scores
+ * the remaining candidates on a fresh seeded sample of calibration windows
+ * (few tokens first, many at the end) and keeps the best few; at the last
+ * step the parent is scored again on the same tokens as the survivors, and
+ * the best of them becomes the parent. Resampling keeps the search from
+ * fitting one small set of tokens, and re-scoring the parent lets a parent
+ * that was lucky on one sample be replaced. The search starts from the
+ * better, on the evaluation tokens (a fixed set), of the DP allocation and
+ * the uniform allocation when one meets the target, and returns its final
+ * parent only when that is better than the start on those tokens.
  *
  * It sits in the pipeline because it needs the model only through
  * `CompressibleModel` (embed, the blocks' forward, the head), which gives
@@ -19,7 +27,8 @@
  *
  * @see Sieberling et al., "EvoPress: Towards Optimal Dynamic Model
  * Compression via Evolutionary Search" (2024), Algorithm 1 and Section 3.2
- * (level-switch mutation, multi-step selection).
+ * (level-switch mutation, multi-step selection on resampled calibration
+ * data, elitism).
  *
  * @module
  */
@@ -40,7 +49,11 @@ import type { CompressibleModel } from "./model.ts";
 
 /** One step of the multi-step selection. */
 export interface SelectionStep {
-  /** Calibration tokens each candidate is scored on (the first this many). */
+  /**
+   * Calibration tokens each candidate of the step is scored on: whole
+   * windows drawn afresh at random (seeded) each generation and step, the
+   * last one cut.
+   */
   readonly tokens: number;
   /** How many candidates go on to the next step (1 at the last step). */
   readonly survivors: number;
@@ -52,12 +65,19 @@ export interface EvoPressState {
   readonly generation: number;
   /** The parent's level index per module, in the database's module order. */
   readonly levels: readonly number[];
-  /** The parent's fitness on the last selection step's tokens. */
+  /**
+   * The parent's fitness on the last generation's last selection sample
+   * (before the first generation: on the evaluation tokens).
+   */
   readonly fitness: number;
-  /** The starting allocation's fitness on the last selection step's tokens. */
+  /** The starting allocation's level index per module. */
+  readonly start: readonly number[];
+  /** The starting allocation's fitness on the evaluation tokens. */
   readonly startFitness: number;
-  /** The parent's fitness after each generation so far. */
+  /** The parent's fitness on each generation's last selection sample. */
   readonly history: readonly number[];
+  /** Fitness evaluations so far (one candidate on one sample). */
+  readonly evaluations: number;
   /** Tokens scored so far (forward passes, in tokens). */
   readonly tokensScored: number;
 }
@@ -80,28 +100,52 @@ export interface EvoPressOptions extends SensitivityOptions {
   target: number;
   /**
    * Held-apart calibration token sequences (not the ones the database was
-   * built on): the fitness is measured on their first tokens.
+   * built on): the pool the selection steps sample windows from, and whose
+   * first `evaluationTokens` tokens decide between the start and the result.
    */
   calibration: readonly (readonly number[])[];
-  /** Generations. @default 50 */
+  /**
+   * Generations. About 20 s each with the default offspring and selection
+   * on llama5M on a free CPU core (25-40 s on a shared one).
+   * @default 24
+   */
   generations?: number;
-  /** Offspring per generation (λ). @default 16 */
+  /** Distinct offspring per generation (λ). @default 16 */
   offspring?: number;
-  /** Each offspring makes between 1 and this many level switches. @default 3 */
+  /**
+   * An offspring makes between 1 and this many level switches, the count
+   * drawn as the least of two uniform draws (biased towards 1, as EvoPress).
+   * @default 3
+   */
   maxSwitches?: number;
   /**
    * The multi-step selection; the parent competes with the last step's
-   * survivor on the last step's tokens.
-   * @default [{ tokens: 256, survivors: 4 }, { tokens: every calibration token, survivors: 1 }]
+   * candidates on the last step's tokens. Token counts above the pool's are
+   * an error.
+   * (EvoPress's own runs use 2,048 → 16,384 → 131,072 tokens with 16 → 4 → 1
+   * survivors of 128 offspring on a GPU; these defaults fit a CPU.)
+   * @default [{ tokens: 128, survivors: 4 }, { tokens: 512, survivors: 2 }, { tokens: 1024, survivors: 1 }], each clipped to the pool's tokens
    */
   selection?: readonly SelectionStep[];
-  /** Seed of the mutations. @default 0 */
+  /**
+   * Tokens (the first of the calibration pool) on which the start
+   * candidates are compared and the final parent must beat the start.
+   * @default every calibration token
+   */
+  evaluationTokens?: number;
+  /** Seed of the mutations and the samples. @default 0 */
   seed?: number;
   /**
    * The starting level index per module name (it must meet the target).
-   * @default the {@linkcode dpAllocation} for the target
+   * @default the better on the evaluation tokens of the {@linkcode dpAllocation}
+   * and, when a level's value equals the target, the uniform allocation
    */
   start?: ReadonlyMap<string, number>;
+  /**
+   * Sensitivities by module name for the default start's DP allocation
+   * (measured when absent).
+   */
+  sensitivities?: ReadonlyMap<string, number>;
   /** A state from `onGeneration` to continue from (same options otherwise). */
   resume?: EvoPressState;
   /** Called after each generation (awaited: a journal can save the state). */
@@ -112,8 +156,13 @@ export interface EvoPressOptions extends SensitivityOptions {
 export interface EvoPressResult extends Allocation {
   /** The search's final state. */
   readonly state: EvoPressState;
-  /** The starting allocation's fitness on the last selection step's tokens. */
+  /** The starting allocation's fitness on the evaluation tokens. */
   readonly startFitness: number;
+  /**
+   * Whether the search's final parent beat the start on the evaluation
+   * tokens (otherwise the start is returned).
+   */
+  readonly improved: boolean;
   /** Seconds this call took. */
   readonly seconds: number;
 }
@@ -140,7 +189,7 @@ function positiveInteger(name: string, v: number): void {
  * @param model The model (its head gives the logits; not modified).
  * @param database The level database.
  * @param options Target, held-apart calibration, search settings, resumption.
- * @returns The best allocation found, its fitness and the search's state.
+ * @returns The best allocation found, its fitness on the evaluation tokens and the search's state.
  * @throws {RangeError} for bad options, a start or resume state that misses the target.
  */
 export async function evoPress(
@@ -152,7 +201,7 @@ export async function evoPress(
   const {
     target,
     calibration,
-    generations = 50,
+    generations = 24,
     offspring = 16,
     maxSwitches = 3,
     seed = 0,
@@ -172,28 +221,38 @@ export async function evoPress(
     throw new RangeError(`Cannot search as 'seed' must be an integer: current value is ${seed}`);
   }
   const fit = new KlFitness(model, database.modules, calibration, "search");
+  const total = fit.totalTokens;
   const selection = options.selection ?? [
-    { tokens: Math.min(256, fit.totalTokens), survivors: Math.min(4, offspring) },
-    { tokens: fit.totalTokens, survivors: 1 },
+    { tokens: Math.min(128, total), survivors: Math.min(4, offspring) },
+    { tokens: Math.min(512, total), survivors: Math.min(2, offspring) },
+    { tokens: Math.min(1024, total), survivors: 1 },
   ];
   if (selection.length === 0 || selection[selection.length - 1]!.survivors !== 1) {
     throw new RangeError(`Cannot search as 'selection' must end with a step of 1 survivor`);
   }
-  for (const s of selection) {
-    if (!(Number.isSafeInteger(s.tokens) && s.tokens >= 2 && s.tokens <= fit.totalTokens)) {
+  const tokenRange = (what: string, v: number) => {
+    if (!(Number.isSafeInteger(v) && v >= 2 && v <= total)) {
       throw new RangeError(
-        `Cannot search as a selection step's 'tokens' must be an integer in [2, ${fit.totalTokens}] ` +
-          `(the calibration tokens): current value is ${s.tokens}`,
+        `Cannot search as ${what} must be an integer in [2, ${total}] ` +
+          `(the calibration tokens): current value is ${v}`,
       );
     }
+  };
+  for (const s of selection) {
+    tokenRange("a selection step's 'tokens'", s.tokens);
     positiveInteger("survivors", s.survivors);
   }
-  const finalTokens = selection[selection.length - 1]!.tokens;
+  const evaluationTokens = options.evaluationTokens ?? total;
+  tokenRange("'evaluationTokens'", evaluationTokens);
+  const evaluation = fit.first(evaluationTokens);
   const M = database.modules.length;
-  const weightsOf = (levels: Int32Array) =>
+  const weightsOf = (levels: ArrayLike<number>) =>
     database.modules.map((m, i) => m.variants[levels[i]!]!.weight);
-  const checkExact = (levels: ArrayLike<number>, what: string) => {
-    if (levels.length !== M || Array.from(levels).some((l) => !database.levels[l])) {
+  const checkExact = (levels: ArrayLike<number> | undefined, what: string) => {
+    // (A state saved before the start was kept in it has no `start`.)
+    if (
+      levels?.length !== M || Array.from(levels).some((l) => !database.levels[l])
+    ) {
       throw new RangeError(`Cannot search as '${what}' must give a level to every module`);
     }
     if (allocationCost(b, levels) !== b.budget) {
@@ -202,93 +261,132 @@ export async function evoPress(
       );
     }
   };
+  const same = (x: ArrayLike<number>, y: ArrayLike<number>) =>
+    Array.from(x).every((l, i) => l === y[i]);
 
   let parent: Int32Array;
   let parentFitness: number;
   let history: number[];
   let generation: number;
+  let startLevels: Int32Array;
   let startFitness: number;
   if (resume) {
     checkExact(resume.levels, "resume");
+    checkExact(resume.start, "resume");
     parent = Int32Array.from(resume.levels);
     parentFitness = resume.fitness;
     history = [...resume.history];
     generation = resume.generation;
+    startLevels = Int32Array.from(resume.start);
     startFitness = resume.startFitness;
+    fit.evaluations = resume.evaluations;
     fit.tokensScored = resume.tokensScored;
   } else {
-    let init: readonly number[];
+    const candidates: number[][] = [];
+    const scores: number[] = [];
     if (start) {
-      init = database.modules.map((m) => start.get(m.name) ?? -1);
+      candidates.push(database.modules.map((m) => start.get(m.name) ?? -1));
     } else {
-      const dp = dpAllocation(model, database, options);
-      init = database.modules.map((m) => dp.levels.get(m.name)!);
+      // The DP allocation's own fitness is measured on the evaluation tokens.
+      const dp = dpAllocation(model, database, {
+        ...options,
+        calibration: evaluation.map((p) => fit.tokensOf(p)),
+      });
+      // Counted as one evaluation of the search (the sensitivities are not counted).
+      fit.evaluations++;
+      fit.tokensScored += evaluationTokens;
+      candidates.push(database.modules.map((m) => dp.levels.get(m.name)!));
+      scores.push(dp.fitness);
+      const u = database.levels.findIndex((l) => l.value === target);
+      const uniform = database.modules.map(() => u);
+      if (u >= 0 && !same(uniform, candidates[0]!)) candidates.push(uniform);
     }
-    checkExact(init, "start");
-    parent = Int32Array.from(init);
-    fit.setAnchor(weightsOf(parent));
-    parentFitness = fit.evaluate(weightsOf(parent), finalTokens);
-    startFitness = parentFitness;
+    candidates.forEach((c) => checkExact(c, "start"));
+    // The better on the evaluation tokens (ties: the first, i.e. the DP allocation).
+    for (let i = scores.length; i < candidates.length; i++) {
+      scores.push(fit.evaluate(weightsOf(candidates[i]!), evaluation));
+    }
+    const best = scores.indexOf(Math.min(...scores));
+    startLevels = Int32Array.from(candidates[best]!);
+    startFitness = scores[best]!;
+    parent = startLevels;
+    parentFitness = startFitness;
     history = [];
     generation = 0;
   }
   for (; generation < generations; generation++) {
     const rng = prng(mixSeed(seed, generation, "evopress"));
-    const pw = weightsOf(parent);
-    fit.setAnchor(pw);
+    fit.setAnchor(weightsOf(parent));
+    // λ distinct offspring, none equal to the parent (a bounded number of draws).
     let pool: Int32Array[] = [];
-    for (let k = 0; k < offspring; k++) {
+    const seen = new Set([parent.join(",")]);
+    for (let draw = 0; draw < 8 * offspring && pool.length < offspring; draw++) {
       let child: Int32Array | null = parent;
-      const switches = 1 + rng.int(maxSwitches);
+      const switches = Math.min(1 + rng.int(maxSwitches), 1 + rng.int(maxSwitches));
       for (let s = 0; s < switches && child; s++) child = levelSwitch(b, child, rng);
-      if (child === null || child === parent) continue;
+      if (child === null) continue;
       // Every candidate meets the constraint exactly (by construction; checked).
       if (allocationCost(b, child) !== b.budget) throw new Error("level switch broke the budget");
+      const key = child.join(",");
+      if (seen.has(key)) continue;
+      seen.add(key);
       pool.push(child);
     }
     let scores: number[] = [];
-    for (const step of selection) {
-      scores = pool.map((c) => fit.evaluate(weightsOf(c), step.tokens));
+    let parentScore = parentFitness;
+    for (let si = 0; si < selection.length && pool.length > 0; si++) {
+      const step = selection[si]!;
+      const sample = fit.sample(step.tokens, rng);
+      scores = pool.map((c) => fit.evaluate(weightsOf(c), sample));
+      // The parent meets the last step's candidates on the same tokens.
+      if (si === selection.length - 1) parentScore = fit.evaluate(weightsOf(parent), sample);
       const order = pool.map((_, i) => i).sort((x, y) => scores[x]! - scores[y]! || x - y);
       const keep = order.slice(0, step.survivors);
       pool = keep.map((i) => pool[i]!);
       scores = keep.map((i) => scores[i]!);
     }
-    const improved = pool.length > 0 && scores[0]! < parentFitness;
+    const improved = pool.length > 0 && scores[0]! < parentScore;
     if (improved) {
       parent = pool[0]!;
       parentFitness = scores[0]!;
+    } else {
+      parentFitness = parentScore;
     }
     history.push(parentFitness);
     await onGeneration?.({
-      state: state(),
+      state: state(generation + 1),
       generations,
       improved,
       seconds: (performance.now() - t0) / 1000,
     });
   }
-  function state(): EvoPressState {
+  function state(g: number): EvoPressState {
     return {
-      generation: generation + 1,
+      generation: g,
       levels: Array.from(parent),
       fitness: parentFitness,
+      start: Array.from(startLevels),
       startFitness,
       history: [...history],
+      evaluations: fit.evaluations,
       tokensScored: fit.tokensScored,
     };
   }
-  const final: EvoPressState = {
-    generation,
-    levels: Array.from(parent),
-    fitness: parentFitness,
-    startFitness,
-    history,
-    tokensScored: fit.tokensScored,
-  };
+  // The final parent is returned only when it beats the start on the evaluation tokens.
+  let final = startLevels;
+  let finalFitness = startFitness;
+  if (!same(parent, startLevels)) {
+    const f = fit.evaluate(weightsOf(parent), evaluation);
+    if (f < startFitness) {
+      final = parent;
+      finalFitness = f;
+    }
+  }
   return {
-    ...allocationOf(database, parent, parentFitness),
-    state: final,
+    ...allocationOf(database, final, finalFitness),
+    state: state(generation),
     startFitness,
+    improved: final !== startLevels,
     seconds: (performance.now() - t0) / 1000,
   };
 }

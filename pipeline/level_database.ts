@@ -1,7 +1,7 @@
 /**
  * Level databases for dynamic non-uniform compression: every block linear of
  * a model compressed at several levels (e.g. GPTQ at 2, 3, 4, 5, 6, 8 bits,
- * or SparseGPT at 0–70% sparsity), with what each variant costs as the
+ * or SparseGPT at 0–90% sparsity), with what each variant costs as the
  * pipeline counts it. A search (`evoPress`) or an allocation (`dpAllocation`)
  * then picks one level per module. Each level is one calibration pass of
  * {@linkcode compressModel}; with `dir`, each finished level is stored as one

@@ -34,10 +34,8 @@ const small = (dir: string) => [
   "16",
   "--offspring",
   "3",
-  "--first-tokens",
-  "8",
-  "--survivors",
-  "2",
+  "--selection",
+  "8:2,16:1",
   "--backend",
   "cpu",
   "--quiet",
@@ -102,6 +100,9 @@ Deno.test("evopress refuses bad flags and a target it cannot meet", async () => 
     const bad = await evopress([...small(dir), "--out", `${dir}/a.json`, "--levels", "aqlm"]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--levels must be gptq or sparsegpt: got 'aqlm'/);
+    const steps = await evopress([...small(dir), "--out", `${dir}/a.json`, "--selection", "8"]);
+    assert.equal(steps.code, 2);
+    assert.match(steps.stderr, /--selection needs steps of tokens:survivors: got '8'/);
     const far = await evopress([...small(dir), "--out", `${dir}/a.json`, "--target", "5"]);
     assert.equal(far.code, 1);
     assert.match(far.stderr, /'target' must be a number in \[2, 4\]/);

@@ -26,6 +26,8 @@ export interface StoriesLevels {
   readonly calibration: number[][];
   /** Held-apart sequences for the fitness. */
   readonly heldApart: number[][];
+  /** A larger held-apart pool for resampled fitness: 8 stories of 24 tokens. */
+  readonly pool: number[][];
 }
 
 /**
@@ -43,10 +45,11 @@ export async function storiesLevels(
   const encode = (s: string, n: number) => setup.tok.encode(s, { bos: true }).slice(0, n);
   const calibration = setup.stories.slice(0, 4).map((s) => encode(s, 64));
   const heldApart = setup.stories.slice(10, 12).map((s) => encode(s, 48));
+  const pool = setup.stories.slice(12, 20).map((s) => encode(s, 24));
   const db = await buildLevelDatabase(lm, calibration, gptqLevels([2, 3, 4], -1), {
     backend: "cpu",
     solveBackend: "cpu",
     ...options,
   });
-  return { lm, db, calibration, heldApart };
+  return { lm, db, calibration, heldApart, pool };
 }

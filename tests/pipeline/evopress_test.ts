@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { KlFitness } from "../../pipeline/_kl_fitness.ts";
+import { moduleSensitivities } from "../../pipeline/dp_allocation.ts";
 import { evoPress, type EvoPressState } from "../../pipeline/evopress.ts";
 import { storiesLevels } from "./_stories_levels.ts";
 
@@ -22,7 +24,9 @@ Deno.test("evoPress() is deterministic for a seed and keeps the target exactly",
   assert.equal(a.value, 3);
   assert(a.fitness <= a.startFitness);
   assert.equal(a.state.history.length, 4);
-  for (let g = 1; g < 4; g++) assert(a.state.history[g]! <= a.state.history[g - 1]!);
+  // 4 offspring and the parent per generation; the start's and the result's evaluations.
+  assert(a.state.evaluations >= 4 * (4 + 2 + 1) && a.state.tokensScored > 0);
+  if (!a.improved) assert.deepEqual([...a.levels.values()], a.state.start);
 });
 
 Deno.test("evoPress() resumed from a generation's state ends as the uninterrupted run", async () => {
@@ -68,4 +72,103 @@ Deno.test("evoPress() refuses a start that misses the target and bad options, na
       }),
     /'selection' must end with a step of 1 survivor/,
   );
+  // A state saved without its start (before the start was kept in it) is refused, not misread.
+  const old = {
+    generation: 1,
+    levels: db.modules.map(() => 1),
+    fitness: 0.1,
+    startFitness: 0.1,
+    history: [0.1],
+    evaluations: 5,
+    tokensScored: 100,
+  } as unknown as EvoPressState;
+  await assert.rejects(
+    () => evoPress(lm, db, { ...SEARCH, calibration: heldApart, resume: old }),
+    /'resume' must give a level to every module/,
+  );
+});
+
+Deno.test("evoPress() re-scores the parent on each generation's resampled windows of the pool", async () => {
+  const s = await storiesLevels();
+  if (!s) return;
+  const { lm, db, pool } = s;
+  // From the uniform 3-bit allocation; every generation's last step scores the survivor and the
+  // parent on 2 of the pool's 8 windows of 24 tokens, drawn afresh.
+  const start = new Map(db.modules.map((m) => [m.name, 1]));
+  const progress: { levels: readonly number[]; fitness: number; improved: boolean }[] = [];
+  const r = await evoPress(lm, db, {
+    target: 3,
+    calibration: pool,
+    start,
+    generations: 6,
+    offspring: 3,
+    selection: [{ tokens: 24, survivors: 2 }, { tokens: 48, survivors: 1 }],
+    seed: 2,
+    onGeneration: (p) => {
+      progress.push({ levels: p.state.levels, fitness: p.state.fitness, improved: p.improved });
+    },
+  });
+  assert.equal(progress.length, 6);
+  // A generation's parent fitness is its KL on 2 whole windows of the pool: one of the 28 pairs.
+  const fit = new KlFitness(lm, db.modules, pool, "test");
+  const pairsOf = (levels: readonly number[]) => {
+    const w = db.modules.map((m, i) => m.variants[levels[i]!]!.weight);
+    const out: number[] = [];
+    for (let i = 0; i < pool.length; i++) {
+      for (let j = i + 1; j < pool.length; j++) {
+        const one = fit.evaluate(w, [{ sequence: i, length: 24 }]);
+        const two = fit.evaluate(w, [{ sequence: j, length: 24 }]);
+        out.push((one + two) / 2);
+      }
+    }
+    return out;
+  };
+  for (const p of progress) {
+    const pairs = pairsOf(p.levels);
+    assert(pairs.some((v) => Math.abs(v - p.fitness) < 1e-12), `${p.fitness} is not on 2 windows`);
+  }
+  // A parent kept from one generation to the next is scored again, on other windows.
+  const kept = progress.filter((p, g) => g > 0 && !p.improved);
+  assert(kept.length > 0);
+  for (const p of kept) {
+    const g = progress.indexOf(p);
+    assert.deepEqual(p.levels, progress[g - 1]!.levels);
+  }
+  assert(kept.some((p) => p.fitness !== progress[progress.indexOf(p) - 1]!.fitness));
+  // The result is scored on the evaluation tokens (the whole pool) and never worse than the start.
+  const all = fit.evaluate(db.modules.map((m, i) => m.variants[r.state.start[i]!]!.weight), 8 * 24);
+  assert.equal(r.startFitness, all);
+  assert(r.fitness <= r.startFitness);
+});
+
+Deno.test("evoPress() starts from the better of the DP and the uniform allocation and never ends worse", async () => {
+  const s = await storiesLevels();
+  if (!s) return;
+  const { lm, db, pool } = s;
+  const sensitivities = moduleSensitivities(lm, db, pool, { tokens: 48 });
+  const fit = new KlFitness(lm, db.modules, pool, "test");
+  const uniform = fit.evaluate(db.modules.map((m) => m.variants[1]!.weight), 96);
+  const r = await evoPress(lm, db, {
+    target: 3,
+    calibration: pool,
+    sensitivities,
+    generations: 2,
+    offspring: 3,
+    selection: [{ tokens: 24, survivors: 2 }, { tokens: 48, survivors: 1 }],
+    evaluationTokens: 96,
+  });
+  assert(r.startFitness <= uniform);
+  assert(r.fitness <= r.startFitness && r.fitness <= uniform);
+  assert.equal(r.value, 3);
+  // No search at all returns the start, scored on the evaluation tokens.
+  const none = await evoPress(lm, db, {
+    target: 3,
+    calibration: pool,
+    sensitivities,
+    generations: 0,
+    evaluationTokens: 96,
+  });
+  assert.equal(none.fitness, r.startFitness);
+  assert.deepEqual([...none.levels.values()], r.state.start);
+  assert(!none.improved);
 });
