@@ -5,11 +5,8 @@
  * calibration windows of its disjoint first part.
  */
 import assert from "node:assert/strict";
-import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../models/llama2c.ts";
-import { loadLlama2cTokenizer } from "../../models/llama2c_tokenizer.ts";
 import { perplexity } from "../../models/perplexity.ts";
-import { calibrationWindows, encodeDocs, loadCorpus } from "../../examples/datasets.ts";
+import { storiesEval } from "../_stories_eval.ts";
 import type { LlamaModel } from "../../models/model.ts";
 import { linearInputStats } from "../../models/linear_input_stats.ts";
 import { quarot } from "../../models/quarot.ts";
@@ -17,19 +14,7 @@ import { smoothQuant } from "../../models/smooth_quant.ts";
 import { withActivationQuant } from "../../models/with_activation_quant.ts";
 import type { Stage } from "../../pipeline/recipe.ts";
 
-async function setup() {
-  const modelPath = dataFile("stories260K/stories260K.bin");
-  const tokPath = dataFile("stories260K/tok512.bin");
-  if (!modelPath || !tokPath) return null;
-  const evalCorpus = await loadCorpus("tinystories", "eval");
-  const calibCorpus = await loadCorpus("tinystories", "calib");
-  if (!evalCorpus || !calibCorpus) return null;
-  const model = await loadLlama2c(modelPath);
-  const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: 512 });
-  const evalIds = encodeDocs(tok, evalCorpus.docs, 2048);
-  const calib = calibrationWindows(encodeDocs(tok, calibCorpus.docs, 60_000), 16, 256, 0);
-  return { model, evalIds, calib };
-}
+const setup = () => storiesEval(2048);
 
 Deno.test("on stories260K, rotation lowers int4 activations' perplexity, smoothing static int8's, and FP8 stays within 1%", async () => {
   const s = await setup();

@@ -5,12 +5,9 @@
  * stay fast.
  */
 import assert from "node:assert/strict";
-import { dataFile } from "../_helpers.ts";
-import { loadLlama2c } from "../../models/llama2c.ts";
-import { loadLlama2cTokenizer } from "../../models/llama2c_tokenizer.ts";
 import { perplexityPool } from "../../models/perplexity_pool.ts";
 import { perplexity } from "../../models/perplexity.ts";
-import { calibrationWindows, encodeDocs, loadCorpus } from "../../examples/datasets.ts";
+import { storiesEval } from "../_stories_eval.ts";
 import { llamaCompressible, withCompressedWeights } from "../../models/compressible.ts";
 import type { LlamaModel } from "../../models/model.ts";
 import { compressModel } from "../../pipeline/compress_model.ts";
@@ -18,19 +15,7 @@ import type { Stage } from "../../pipeline/recipe.ts";
 
 const EVAL_TOKENS = 2048;
 
-async function setup() {
-  const modelPath = dataFile("stories260K/stories260K.bin");
-  const tokPath = dataFile("stories260K/tok512.bin");
-  if (!modelPath || !tokPath) return null;
-  const evalCorpus = await loadCorpus("tinystories", "eval");
-  const calibCorpus = await loadCorpus("tinystories", "calib");
-  if (!evalCorpus || !calibCorpus) return null;
-  const model = await loadLlama2c(modelPath);
-  const tok = await loadLlama2cTokenizer(tokPath, { vocabSize: 512 });
-  const evalIds = encodeDocs(tok, evalCorpus.docs, EVAL_TOKENS);
-  const calib = calibrationWindows(encodeDocs(tok, calibCorpus.docs, 60_000), 16, 256, 0);
-  return { model, evalIds, calib };
-}
+const setup = () => storiesEval(EVAL_TOKENS);
 
 Deno.test({
   name:
