@@ -566,15 +566,16 @@ export async function obsSolve(
     }
     return dst;
   };
-  if (compiled.grid) {
-    const g = compiled.grid;
+  // A grid's codes, steps, zero points and column groups, in the original column order.
+  const gridFields = (g: NonNullable<typeof compiled.grid> | NonNullable<typeof compiled.spqr>) => {
     result.codes = unpermute(g.codes);
     result.scales = g.scales;
     result.zeros = g.zeros;
     const gIdx = new Int32Array(n);
     for (let i = 0; i < n; i++) gIdx[perm[i]!] = g.gIdx[i]!;
     result.gIdx = gIdx;
-  }
+  };
+  if (compiled.grid) gridFields(compiled.grid);
   if (compiled.float) {
     const f = compiled.float;
     result.codes = unpermute(f.codes);
@@ -584,12 +585,7 @@ export async function obsSolve(
   }
   if (compiled.spqr) {
     const s = compiled.spqr;
-    result.codes = unpermute(s.codes);
-    result.scales = s.scales;
-    result.zeros = s.zeros;
-    const gIdx = new Int32Array(n);
-    for (let i = 0; i < n; i++) gIdx[perm[i]!] = s.gIdx[i]!;
-    result.gIdx = gIdx;
+    gridFields(s);
     result.outliers = unpermute(s.outliers);
     result.statistics = s.statistics;
   }
