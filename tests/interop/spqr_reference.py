@@ -28,50 +28,13 @@ Needs torch (Debian's python3-torch 1.13 works), numpy and tqdm; no GPU.
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 
-import numpy as np
 import torch
 
-DTYPES = {"F64": np.float64, "F32": np.float32}
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        arr = np.frombuffer(data[base + start : base + end], dtype=DTYPES[info["dtype"]])
-        out[name] = arr.reshape(info["shape"]).copy()
-    return out, header.get("__metadata__", {})
-
-
-def write_safetensors(path, tensors, metadata):
-    header = {"__metadata__": metadata}
-    offset = 0
-    blobs = []
-    for name, arr in tensors.items():
-        blob = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
-    os.replace(tmp, path)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from _safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 
 def main():
