@@ -28,6 +28,7 @@ import {
   loadLlama2c,
   loadTokenizer,
   meanActivationBits,
+  meanKvCacheBits,
   perplexityGpu,
   perplexityPool,
   type PerplexityResult,
@@ -35,6 +36,7 @@ import {
   type Tokenizer,
   withActivationQuant,
   withCompressedWeights,
+  withKvCacheQuant,
 } from "../models/mod.ts";
 import { transformModel } from "./demo/transform.ts";
 import { blankLineBlocks, calibrationWindows, encodeDocs, loadCorpus } from "./datasets.ts";
@@ -641,6 +643,8 @@ async function main(): Promise<void> {
         layerError = n > 0 && Number.isFinite(err) ? err / n : null;
         density = n > 0 ? kept / n : 1;
       }
+      // A quantized KV cache (CPU forward pass), after the weights and activations.
+      if (method.kvCache) compressed = withKvCacheQuant(compressed, method.kvCache);
       const seconds = (performance.now() - tc) / 1000;
       compressDone = index + 1;
       if (args.out && method.recipe.stages.length > 0) {
@@ -697,6 +701,7 @@ async function main(): Promise<void> {
             layerError,
             density,
             bitsPerActivation: meanActivationBits(compressed),
+            bitsPerKv: meanKvCacheBits(compressed),
           };
           await journal?.saveRow(row);
           return row;

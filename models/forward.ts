@@ -14,6 +14,7 @@ import { llamaDims } from "./model.ts";
 import { type RopeTables, ropeTables } from "./_rope.ts";
 import { STORED_LINEARS } from "./model.ts";
 import { fakeQuantizeActivations } from "../quantizers/activation_quant.ts";
+import { fakeQuantizeKvCache } from "../quantizers/kv_cache_quant.ts";
 import { applyOnlineHadamard } from "./_online_hadamard.ts";
 import {
   dequantizePackedRows,
@@ -298,6 +299,50 @@ export function checkWindow(config: LlamaConfig, T: number): void {
   }
 }
 
+/**
+ * Queries, keys and values as attention reads them: after the rotary
+ * embedding, every query and key head times the layer's `qkHadamard` (q·kᵀ
+ * is unchanged), then the keys and values fake-quantized by its `kvQuant`
+ * (one group per token per key/value head), as a quantized KV cache holds
+ * them. The arguments are not modified.
+ *
+ * @param config The model configuration.
+ * @param layer The block (its `qkHadamard` and `kvQuant`).
+ * @param q Queries after the rotary embedding [T, nHeads·headDim].
+ * @param k Keys after the rotary embedding [T, nKvHeads·headDim].
+ * @param v Values [T, nKvHeads·headDim].
+ * @param T Sequence length.
+ * @returns The queries, keys and values attention reads.
+ * @throws {RangeError} for a `qkHadamard` whose order is not the head width, or a bad `kvQuant`.
+ */
+export function attentionInputs(
+  config: LlamaConfig,
+  layer: Pick<LlamaLayer, "qkHadamard" | "kvQuant">,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  T: number,
+): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const { headDim } = llamaDims(config);
+  const { qkHadamard, kvQuant } = layer;
+  if (qkHadamard) {
+    if (qkHadamard.n !== headDim) {
+      throw new RangeError(
+        `Cannot rotate queries and keys as 'qkHadamard.n' must be the head width ${headDim}: ` +
+          `current value is ${qkHadamard.n}`,
+      );
+    }
+    q = applyOnlineHadamard(q, q.length / headDim, qkHadamard);
+    k = applyOnlineHadamard(k, k.length / headDim, qkHadamard);
+  }
+  if (kvQuant) {
+    const groups = T * config.nKvHeads;
+    k = fakeQuantizeKvCache(k, groups, kvQuant);
+    v = fakeQuantizeKvCache(v, groups, kvQuant);
+  }
+  return { q, k, v };
+}
+
 /** Adds a bias [width] to every row of x [T, width] in place. */
 function addBias(x: Float32Array, bias: Float32Array | undefined): void {
   if (!bias) return;
@@ -402,9 +447,9 @@ export function llamaBlockPartial(
     if (c.attn && c.attn.wq === layer.wq && c.attn.wk === layer.wk && c.attn.wv === layer.wv) {
       a = c.attn.a;
     } else {
-      const q = linear("wq", h);
-      const k = linear("wk", h);
-      const v = linear("wv", h);
+      let q = linear("wq", h);
+      let k = linear("wk", h);
+      let v = linear("wv", h);
       addBias(q, layer.bq);
       addBias(k, layer.bk);
       addBias(v, layer.bv);
@@ -412,6 +457,7 @@ export function llamaBlockPartial(
       headNorm(k, layer.kNorm, normEps);
       applyRope(q, T, qDim, config, 0);
       applyRope(k, T, kvDim, config, 0);
+      ({ q, k, v } = attentionInputs(config, layer, q, k, v, T));
       a = causalAttention(q, k, v, T, config);
       if (cache) cache.attn = { wq: layer.wq, wk: layer.wk, wv: layer.wv, a };
     }

@@ -19,6 +19,7 @@ export * from "./perplexity.ts";
 export * from "./perplexity_pool.ts";
 export * from "./linear_input_stats.ts";
 export * from "./with_activation_quant.ts";
+export * from "./with_kv_cache_quant.ts";
 export * from "./smooth_quant.ts";
 export * from "./quarot.ts";
 export * from "./tokenizer.ts";

@@ -11,6 +11,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { asFloat32 } from "../core/convert.ts";
 import type { PackedLinear } from "./formats/packed_linear.ts";
 import type { ActivationQuant } from "../quantizers/activation_quant.ts";
+import type { KvCacheQuant } from "../quantizers/kv_cache_quant.ts";
 
 /**
  * How the rotary frequencies are derived from θ (Hugging Face's `rope_type`):
@@ -148,6 +149,19 @@ export interface LlamaLayer {
    * (QuaRot's online Hadamard; w2 then holds W2·H). CPU only.
    */
   readonly onlineHadamard?: OnlineHadamard;
+  /**
+   * A seeded randomized Hadamard of the head width applied to every query
+   * and key head after the rotary embedding (QuaRot's online rotation of the
+   * keys; q·kᵀ is unchanged, the keys spread their outliers). CPU only.
+   */
+  readonly qkHadamard?: OnlineHadamard;
+  /**
+   * KV cache quantization: the CPU forward pass fake-quantizes the keys
+   * (after the rotary embedding and `qkHadamard`) and the values, one group
+   * per token per key/value head, before attention reads them (see
+   * `quantizers/kv_cache_quant.ts`). CPU only.
+   */
+  readonly kvQuant?: KvCacheQuant;
   /** The linears as stored, on a lazily loaded layer (see {@linkcode STORED_LINEARS}). */
   readonly [STORED_LINEARS]?: Readonly<Record<LlamaLinear, StoredLinear>>;
 }
@@ -158,7 +172,7 @@ export interface LlamaLayer {
  * input rows by it (x ↦ x·Q).
  */
 export interface OnlineHadamard {
-  /** The order (w2's input width). */
+  /** The order (w2's input width; the head width for `qkHadamard`). */
   readonly n: number;
   /** The seed of the random signs. */
   readonly seed: number;
@@ -166,7 +180,7 @@ export interface OnlineHadamard {
 
 /**
  * What in a model only the CPU forward pass runs (activation quantization,
- * an online Hadamard), or null.
+ * an online Hadamard, KV cache quantization), or null.
  *
  * @param model The model.
  * @returns A description naming the layer and the field, or null.
@@ -177,6 +191,10 @@ export function cpuOnlyFeature(model: LlamaModel): string | null {
       return `activation quantization ('actQuant' of layer ${i})`;
     }
     if (layer.onlineHadamard) return `an online Hadamard ('onlineHadamard' of layer ${i})`;
+    if (layer.kvQuant) return `KV cache quantization ('kvQuant' of layer ${i})`;
+    if (layer.qkHadamard) {
+      return `an online Hadamard of queries and keys ('qkHadamard' of layer ${i})`;
+    }
   }
   return null;
 }
@@ -191,11 +209,14 @@ export function cpuOnlyFeature(model: LlamaModel): string | null {
  */
 export function layerVectors(layer: LlamaLayer): Omit<LlamaLayer, LlamaLinear> {
   const { attnNorm, ffnNorm, bq, bk, bv, qNorm, kNorm, actQuant, onlineHadamard } = layer;
+  const { qkHadamard, kvQuant } = layer;
   return {
     attnNorm,
     ffnNorm,
     ...(actQuant ? { actQuant } : {}),
     ...(onlineHadamard ? { onlineHadamard } : {}),
+    ...(qkHadamard ? { qkHadamard } : {}),
+    ...(kvQuant ? { kvQuant } : {}),
     ...(bq ? { bq } : {}),
     ...(bk ? { bk } : {}),
     ...(bv ? { bv } : {}),

@@ -12,12 +12,16 @@
  * by a randomized Hadamard H_h of the head width (wv's rows and bias become
  * H_hᵀ per head) and wo's columns by H_h per query head, which attention
  * passes through (it mixes positions, not channels), so wo reads rotated
- * inputs at no cost. Orders without a Hadamard construction use the
+ * inputs at no cost. With `qkHadamard`, the forward pass multiplies every
+ * query and key head by a randomized Hadamard of the head width after the
+ * rotary embedding (the layer's `qkHadamard`; q·kᵀ is unchanged), for a
+ * quantized KV cache: the keys are rotated before they are quantized, and
+ * the values already are by `headHadamard`. Orders without a Hadamard construction use the
  * Kronecker fallback of `randomHadamard` (see `core/hadamard.ts`).
  * Web-standard only.
  *
  * Left out: QuaRot's online Hadamard across heads before wo (only the
- * per-head part is folded), and the rotation of the KV cache.
+ * per-head part is folded).
  *
  * @see S. Ashkboos et al., "QuaRot: Outlier-Free 4-Bit Inference in Rotated
  * LLMs" (NeurIPS 2024), §4 and Figure 3.
@@ -37,6 +41,11 @@ export interface QuarotOptions {
   onlineHadamard?: boolean;
   /** Rotate v and wo's input per head (seed + 2), folded into wv and wo. @default true */
   headHadamard?: boolean;
+  /**
+   * Rotate every query and key head online after the rotary embedding
+   * (seed + 3), for a quantized KV cache (`withKvCacheQuant`). @default false
+   */
+  qkHadamard?: boolean;
 }
 
 const f32 = (t: Tensor): Tensor<"f32"> =>
@@ -59,18 +68,23 @@ function foldNorm(w: Tensor<"f32">, g: Float32Array): Tensor<"f32"> {
  * const rotated = quarot(model, { seed: 0, onlineHadamard: true });
  * ```
  * @param model The model (not modified; lazily loaded weights are widened).
- * @param options Seed and the online Hadamard.
+ * @param options Seed and the online Hadamards.
  * @returns The rotated model.
  * @throws {RangeError} for a bad seed.
  */
 export function quarot(model: LlamaModel, options: QuarotOptions = {}): LlamaModel {
-  const { seed = 0, onlineHadamard = true, headHadamard = true } = options;
+  const { seed = 0, onlineHadamard = true, headHadamard = true, qkHadamard = false } = options;
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new RangeError(
       `Cannot rotate as 'seed' must be a non-negative integer: current value is ${seed}`,
     );
   }
-  for (const [k, v] of [["onlineHadamard", onlineHadamard], ["headHadamard", headHadamard]]) {
+  const flags = [
+    ["onlineHadamard", onlineHadamard],
+    ["headHadamard", headHadamard],
+    ["qkHadamard", qkHadamard],
+  ];
+  for (const [k, v] of flags) {
     if (typeof v !== "boolean") {
       throw new TypeError(`Cannot rotate as '${k}' must be a boolean: current value is ${v}`);
     }
@@ -93,6 +107,7 @@ export function quarot(model: LlamaModel, options: QuarotOptions = {}): LlamaMod
     const r = Hh!.applyToRows(tensor("f32", [rows, headDim], x.data), { transpose: true });
     return tensor("f32", x.shape, f32(r).data);
   };
+  const qk = qkHadamard ? { n: headDim, seed: seed + 3 } : null;
   const layers = model.layers.map((layer): LlamaLayer => {
     let w2 = writes(layer.w2);
     if (H) w2 = f32(H.applyToRows(w2, { transpose: true })); // ·H
@@ -115,6 +130,7 @@ export function quarot(model: LlamaModel, options: QuarotOptions = {}): LlamaMod
       w3: reads(layer.w3, layer.ffnNorm),
       w2,
       ...(H ? { onlineHadamard: online } : {}),
+      ...(qk ? { qkHadamard: qk } : {}),
     };
   });
   const embedding = f32(Q.applyToRows(f32Weight(model.tokenEmbedding), { transpose: true }));

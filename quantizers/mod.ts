@@ -29,4 +29,5 @@ export * from "./low_rank_svd.ts";
 export * from "./spqr_weight.ts";
 export * from "./spqr.ts";
 export * from "./activation_quant.ts";
+export * from "./kv_cache_quant.ts";
 export * from "./gptq_outliers.ts";

@@ -9,15 +9,21 @@
 
 import { isLowRankStage, type Recipe, type Stage } from "../../pipeline/recipe.ts";
 import type { SparsityStructure } from "../../pruners/structure.ts";
+import type { KvCacheQuant } from "../../quantizers/kv_cache_quant.ts";
 
 /**
  * A function-preserving change of the model before compression: SmoothQuant's
  * migration (`smoothQuant`, α) or QuaRot's rotation (`quarot`, with or
- * without the online Hadamard before w2).
+ * without the online Hadamard before w2, and with the online Hadamard of
+ * queries and keys, `qkHadamard`, for a quantized KV cache).
  */
 export type ModelTransform =
   | { readonly kind: "smoothquant"; readonly alpha: number }
-  | { readonly kind: "quarot"; readonly onlineHadamard: boolean };
+  | {
+    readonly kind: "quarot";
+    readonly onlineHadamard: boolean;
+    readonly qkHadamard?: boolean;
+  };
 
 /** One row of the demo's table. */
 export interface DemoMethod {
@@ -31,6 +37,8 @@ export interface DemoMethod {
   readonly default: boolean;
   /** Applied to the model before compression. */
   readonly transform?: ModelTransform;
+  /** KV cache quantization, put into the compressed model (`withKvCacheQuant`). */
+  readonly kvCache?: KvCacheQuant;
 }
 
 const KEEP_HEAD = [{ match: "output", stages: [] }] as const;
@@ -55,6 +63,8 @@ const smooth = { kind: "smoothquant", alpha: 0.5 } as const;
 const rotate = (onlineHadamard: boolean) => ({ kind: "quarot", onlineHadamard }) as const;
 const int8Weights = { kind: "gptq", bits: 8, symmetric: true } as const;
 const int4Weights = { kind: "gptq", bits: 4, symmetric: true } as const;
+/** QuaRot's KV cache: asymmetric int4, a scale and zero point per token per head, clip 0.95. */
+const kv4: KvCacheQuant = { format: "int4", asymmetric: true, clipRatio: 0.95 };
 const act = (format: "int8" | "int4" | "fp8" | "mxfp4" | "nvfp4", granularity?: "tensor") =>
   ({ kind: "act", format, ...(granularity ? { granularity } : {}) }) as const;
 
@@ -126,6 +136,48 @@ const ACTIVATION_METHODS: readonly DemoMethod[] = [
     false,
     rotate(false),
   ),
+  {
+    ...method(
+      "quarot-w4a4-kv4",
+      "quarot-w4a4 with a 4-bit KV cache (asymmetric int4 per token and head, clip 0.95; " +
+        "queries and keys rotated per head online)",
+      [int4Weights, act("int4")],
+      false,
+      { kind: "quarot", onlineHadamard: true, qkHadamard: true },
+    ),
+    kvCache: kv4,
+  },
+  {
+    ...method(
+      "quarot-w4a4-kv4-noqk",
+      "quarot-w4a4-kv4 without the online rotation of queries and keys",
+      [int4Weights, act("int4")],
+      false,
+      rotate(true),
+    ),
+    kvCache: kv4,
+  },
+  {
+    ...method(
+      "w16a16-kv4",
+      "float32 weights and activations, the 4-bit KV cache of quarot-w4a4-kv4 " +
+        "without any rotation",
+      [],
+      false,
+    ),
+    kvCache: kv4,
+  },
+  {
+    ...method(
+      "quarot-w16a16-kv4",
+      "QuaRot rotation with queries and keys rotated online, float32 weights and activations, " +
+        "the 4-bit KV cache",
+      [],
+      false,
+      { kind: "quarot", onlineHadamard: true, qkHadamard: true },
+    ),
+    kvCache: kv4,
+  },
   method("mxfp4-w4a4", "GPTQ over MXFP4 weights, MXFP4 activations (E8M0 scale per 32)", [
     { kind: "mx", format: "mxfp4", method: "gptq" },
     act("mxfp4"),
@@ -471,6 +523,7 @@ function withLowRank(id: string, match: RegExpExecArray, extra: string): DemoMet
     },
     default: false,
     ...(base.transform ? { transform: base.transform } : {}),
+    ...(base.kvCache ? { kvCache: base.kvCache } : {}),
   };
 }
 

@@ -28,6 +28,8 @@ export interface DemoRow {
   density: number;
   /** Mean bits per activation at the block linears' inputs (absent or 32: float). */
   bitsPerActivation?: number;
+  /** Mean bits per cached key or value element (absent or 32: a float KV cache). */
+  bitsPerKv?: number;
 }
 
 function fmtBytes(n: number): string {
@@ -58,10 +60,13 @@ export function formatTable(
 ): string {
   // A bits-per-activation column only where some method quantizes activations.
   const acts = rows.some((r) => (r.bitsPerActivation ?? 32) < 32);
+  // Likewise a bits-per-KV-element column where some method quantizes the KV cache.
+  const kv = rows.some((r) => (r.bitsPerKv ?? 32) < 32);
   const head = [
     "method",
     "bits/weight",
     ...(acts ? ["bits/act"] : []),
+    ...(kv ? ["bits/kv"] : []),
     "size",
     ...texts.map((t) =>
       `${metric} ${t} (${(rows[0]?.tokens[t] ?? 0).toLocaleString("en-US")} tok)`
@@ -72,6 +77,7 @@ export function formatTable(
     r.method,
     r.bitsPerWeight.toFixed(2),
     ...(acts ? [(r.bitsPerActivation ?? 32).toFixed(2)] : []),
+    ...(kv ? [(r.bitsPerKv ?? 32).toFixed(2)] : []),
     fmtBytes(r.sizeBytes),
     ...texts.map((t) => fmtNum(r.perplexity[t] ?? NaN)),
     r.seconds.toFixed(1),

@@ -1,6 +1,7 @@
 /**
  * The demo's model transforms before compression: SmoothQuant's migration
- * (statistics from the calibration set) and QuaRot's rotation.
+ * (statistics from the calibration set) and QuaRot's rotation (with the
+ * online rotation of queries and keys where the method quantizes the KV cache).
  * Web-standard only.
  *
  * @module
@@ -28,5 +29,9 @@ export function transformModel(
   if (transform.kind === "smoothquant") {
     return smoothQuant(model, linearInputStats(model, calibration), { alpha: transform.alpha });
   }
-  return quarot(model, { seed, onlineHadamard: transform.onlineHadamard });
+  return quarot(model, {
+    seed,
+    onlineHadamard: transform.onlineHadamard,
+    qkHadamard: transform.qkHadamard ?? false,
+  });
 }

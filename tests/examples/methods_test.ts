@@ -150,3 +150,22 @@ Deno.test("the W8A8 and W4A4 methods name their weight, activation and transform
     assert.equal(parseMethodId(id).default, false, id);
   }
 });
+
+Deno.test("the KV cache methods carry QuaRot's 4-bit cache and rotate queries and keys where named", () => {
+  const kv4 = { format: "int4", asymmetric: true, clipRatio: 0.95 };
+  const m = parseMethodId("quarot-w4a4-kv4");
+  assert.deepEqual(m.kvCache, kv4);
+  assert.deepEqual(m.transform, { kind: "quarot", onlineHadamard: true, qkHadamard: true });
+  assert.deepEqual(m.recipe.stages, parseMethodId("quarot-w4a4").recipe.stages);
+  assert.deepEqual(parseMethodId("quarot-w4a4-kv4-noqk").transform, {
+    kind: "quarot",
+    onlineHadamard: true,
+  });
+  assert.deepEqual(parseMethodId("w16a16-kv4").kvCache, kv4);
+  assert.equal(parseMethodId("w16a16-kv4").transform, undefined);
+  assert.deepEqual(parseMethodId("w16a16-kv4").recipe.stages, []);
+  assert.deepEqual(parseMethodId("quarot-w16a16-kv4").transform, m.transform);
+  assert.equal(parseMethodId("quarot-w4a4").kvCache, undefined);
+  // a low-rank correction keeps the base method's KV cache
+  assert.deepEqual(parseMethodId("quarot-w4a4-kv4+eora-r8").kvCache, kv4);
+});

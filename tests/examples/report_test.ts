@@ -22,3 +22,12 @@ Deno.test("formatTable() adds a bits/act column only when some method quantizes 
   assert.match(a!, /4\.25 \|\s+32\.00 \|/);
   assert.match(b!, /4\.25 \|\s+4\.40 \|/);
 });
+
+Deno.test("formatTable() adds a bits/kv column only when some method quantizes the KV cache", () => {
+  assert(!formatTable([row("a"), { ...row("b"), bitsPerKv: 32 }], ["t"]).includes("bits/kv"));
+  const table = formatTable([row("a", 4.4), { ...row("b", 4.4), bitsPerKv: 5.125 }], ["t"]);
+  const [head, , a, b] = table.split("\n");
+  assert.match(head!, /bits\/act \| bits\/kv \|/);
+  assert.match(a!, /4\.40 \|\s+32\.00 \|/);
+  assert.match(b!, /4\.40 \|\s+5\.13 \|/);
+});
