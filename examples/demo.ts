@@ -34,6 +34,7 @@ import {
   type PerplexityResult,
   toHfTensors,
   type Tokenizer,
+  webgpuForwardFeature,
   withActivationQuant,
   withCompressedWeights,
   withKvCacheQuant,
@@ -683,8 +684,8 @@ async function main(): Promise<void> {
             show();
           },
         };
-        // Quantized activations and online Hadamards run on the CPU forward only.
-        return gpu && cpuOnlyFeature(compressed) === null
+        // MXFP4/NVFP4 activations, online Hadamards and KV cache quantization run on the CPU only.
+        return gpu && webgpuForwardFeature(compressed) === null
           ? perplexityGpu(compressed, s.ids, { ...options, backend: "webgpu" })
           : pool.evaluate(compressed, s.ids, options);
       });

@@ -1,13 +1,14 @@
 /**
  * The backend a model's passes run on: the one asked for, except that a model
- * with CPU-only features (activation quantization, an online Hadamard) runs
- * on the CPU under "auto" and is refused on "webgpu".
+ * with features the pass runs only on the CPU (activation quantization, an
+ * online Hadamard, KV cache quantization; each pass says what of them it runs
+ * on WebGPU) runs on the CPU under "auto" and is refused on "webgpu".
  *
  * @module
  */
 
 import { type Backend, type Gpu, resolveBackend } from "../kernels/backend.ts";
-import { cpuOnlyFeature, type LlamaModel } from "./model.ts";
+import { cpuOnlyFeature, type GpuFeatures, type LlamaModel } from "./model.ts";
 
 /**
  * Resolves the backend of a pass over a model.
@@ -15,6 +16,7 @@ import { cpuOnlyFeature, type LlamaModel } from "./model.ts";
  * @param model The model.
  * @param backend The backend asked for.
  * @param what The pass, for messages.
+ * @param features What the pass runs on WebGPU of the CPU-only features. @default nothing
  * @returns The GPU, or null for the CPU.
  * @throws {TypeError} for "webgpu" on a model with a CPU-only feature, naming it.
  */
@@ -22,8 +24,9 @@ export async function modelBackend(
   model: LlamaModel,
   backend: Backend,
   what: string,
+  features: GpuFeatures = {},
 ): Promise<Gpu | null> {
-  const feature = cpuOnlyFeature(model);
+  const feature = cpuOnlyFeature(model, features);
   if (feature === null) return await resolveBackend(backend, what);
   if (backend === "webgpu") {
     throw new TypeError(

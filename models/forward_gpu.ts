@@ -8,7 +8,10 @@
  * that stay packed on the GPU (`_gpu_packed_block.ts`), q/k/v biases, per-head q/k
  * RMSNorm and rotary embeddings on interleaved pairs (with the configuration's
  * frequency scaling) in one dispatch, causal grouped-query attention, SwiGLU,
- * the classifier) in one submission with one read-back. The head width may
+ * the classifier) in one submission with one read-back. A layer's activation
+ * quantization (`actQuant`: int8, int4 and FP8 inputs, per token or static,
+ * QUIK's kept columns) fake-quantizes each product's input in place first
+ * (`_gpu_act_quant.ts`, the CPU's values exactly). The head width may
  * differ from dim / nHeads; a sequence longer than the sliding window is
  * refused, as on the CPU. Perplexity batches several windows into one
  * pass and reads back only the per-token negative log-likelihoods. With
@@ -51,7 +54,14 @@ import {
   packedProducts,
   uploadPackedBlock,
 } from "./_gpu_packed_block.ts";
-import { LLAMA_LINEARS, llamaDims } from "./model.ts";
+import {
+  actQuantBuffers,
+  type BlockActQuant,
+  gpuActQuantIssue,
+  uploadBlockActQuant,
+  withActQuantProducts,
+} from "./_gpu_act_quant.ts";
+import { cpuOnlyFeature, type GpuFeatures, LLAMA_LINEARS, llamaDims } from "./model.ts";
 import type { LlamaModel } from "./model.ts";
 import { perplexity, planWindows } from "./perplexity.ts";
 import type { PerplexityOptions, PerplexityResult } from "./perplexity.ts";
@@ -206,6 +216,8 @@ class GpuLlamaSession implements LlamaSession {
   readonly #classifier: GPUBuffer;
   readonly #finalNorm: GPUBuffer;
   readonly #layers: SessionBlock[];
+  /** Each layer's activation quantizations. */
+  readonly #actQuant: BlockActQuant[];
   #rope: { buffer: GPUBuffer; positions: number } | null = null;
   #acts: Activations | null = null;
   /** Scratch of the packed blocks' products (null until a pass needs it; see `#scratchFor`). */
@@ -228,6 +240,12 @@ class GpuLlamaSession implements LlamaSession {
       packedLinearCount(l) > 0
         ? { kind: "packed", buffers: uploadPackedBlock(gpu, model.config, l, `llama:${i}`) }
         : { kind: "dense", buffers: uploadBlock(gpu, model.config, l, `llama:${i}`) }
+    );
+    const { dim, hiddenDim } = model.config;
+    const { qDim } = llamaDims(model.config);
+    const widths = { qkv: dim, o: qDim, gateUp: dim, down: hiddenDim };
+    this.#actQuant = model.layers.map((l, i) =>
+      uploadBlockActQuant(gpu, l, widths, `llama:${i}:actQuant`)
     );
     let packed = 0, bytes = 0;
     for (const b of this.#layers) {
@@ -310,10 +328,11 @@ class GpuLlamaSession implements LlamaSession {
     const rope = this.#ropeFor(T);
     const scratch = this.#scratchFor(rows);
     encodeEmbed(batch, acts.x, this.#embedding, acts.tokens, rows, dim);
-    for (const { kind, buffers } of this.#layers) {
-      const products = kind === "dense"
-        ? denseProducts(config, buffers)
-        : packedProducts(buffers, scratch!);
+    for (const [i, { kind, buffers }] of this.#layers.entries()) {
+      const products = withActQuantProducts(
+        kind === "dense" ? denseProducts(config, buffers) : packedProducts(buffers, scratch!),
+        this.#actQuant[i]!,
+      );
       encodeBlockWith(batch, config, rope, buffers, products, acts, rows, T);
     }
     encodeRmsNorm(batch, acts.h, acts.x, this.#finalNorm, rows, dim, normEps);
@@ -386,6 +405,7 @@ class GpuLlamaSession implements LlamaSession {
       if (l.kind === "packed") packed.push(l.buffers);
       else for (const b of layerBuffers(l.buffers)) buffers.add(b);
     }
+    for (const plans of this.#actQuant) for (const b of actQuantBuffers(plans)) buffers.add(b);
     if (this.#rope) buffers.add(this.#rope.buffer);
     if (this.#acts) {
       for (const b of Object.values(this.#acts)) if (typeof b !== "number") buffers.add(b);
@@ -397,6 +417,23 @@ class GpuLlamaSession implements LlamaSession {
       for (const l of packed) destroyPackedBlock(l);
     });
   }
+}
+
+/** What the WebGPU forward pass runs of the CPU-only features. */
+const WEBGPU_FORWARD: GpuFeatures = { actQuant: gpuActQuantIssue };
+
+/**
+ * What in a model the WebGPU forward pass (of {@linkcode llamaSession},
+ * `logits` and perplexity) does not run, or null: MXFP4 and NVFP4
+ * activations, different activation quantizations of linears that share a
+ * product (wq, wk, wv; w1, w3), an online Hadamard, KV cache quantization,
+ * the query/key Hadamard.
+ *
+ * @param model The model.
+ * @returns A description naming the layer and the field, or null.
+ */
+export function webgpuForwardFeature(model: LlamaModel): string | null {
+  return cpuOnlyFeature(model, WEBGPU_FORWARD);
 }
 
 /**
@@ -424,7 +461,7 @@ export async function llamaSession(
   options: LlamaSessionOptions = {},
 ): Promise<LlamaSession> {
   const { backend = "auto" } = options;
-  const gpu = await modelBackend(model, backend, "the Llama forward pass");
+  const gpu = await modelBackend(model, backend, "the Llama forward pass", WEBGPU_FORWARD);
   return gpu === null ? cpuSession(model) : new GpuLlamaSession(gpu, model);
 }
 

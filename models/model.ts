@@ -141,7 +141,10 @@ export interface LlamaLayer {
   /**
    * Activation quantization at the inputs of linears: the CPU forward pass
    * fake-quantizes (quantize → dequantize in float32) a linear's input
-   * before its matmul (see `quantizers/activation_quant.ts`). CPU only.
+   * before its matmul (see `quantizers/activation_quant.ts`). The WebGPU
+   * forward pass (`llamaSession`, perplexity) runs the int8, int4 and FP8
+   * formats, static scales and QUIK's kept columns; the decode session and
+   * the calibration runner run none of it (see `webgpuForwardFeature`).
    */
   readonly actQuant?: Readonly<Partial<Record<LlamaLinear, ActivationQuant>>>;
   /**
@@ -178,17 +181,31 @@ export interface OnlineHadamard {
   readonly seed: number;
 }
 
+/** What a WebGPU pass runs of the features {@linkcode cpuOnlyFeature} lists. */
+export interface GpuFeatures {
+  /**
+   * Describes what the pass cannot run of a layer's `actQuant` (null: all of
+   * it). Absent: the pass runs no activation quantization.
+   */
+  readonly actQuant?: (layer: LlamaLayer, i: number) => string | null;
+}
+
 /**
  * What in a model only the CPU forward pass runs (activation quantization,
- * an online Hadamard, KV cache quantization), or null.
+ * an online Hadamard, KV cache quantization), or null: of a WebGPU pass that
+ * runs some of them (`gpu`), only what it does not.
  *
  * @param model The model.
+ * @param gpu What the WebGPU pass runs. @default nothing of them
  * @returns A description naming the layer and the field, or null.
  */
-export function cpuOnlyFeature(model: LlamaModel): string | null {
+export function cpuOnlyFeature(model: LlamaModel, gpu: GpuFeatures = {}): string | null {
   for (const [i, layer] of model.layers.entries()) {
     if (layer.actQuant && Object.keys(layer.actQuant).length > 0) {
-      return `activation quantization ('actQuant' of layer ${i})`;
+      const issue = gpu.actQuant
+        ? gpu.actQuant(layer, i)
+        : `activation quantization ('actQuant' of layer ${i})`;
+      if (issue !== null) return issue;
     }
     if (layer.onlineHadamard) return `an online Hadamard ('onlineHadamard' of layer ${i})`;
     if (layer.kvQuant) return `KV cache quantization ('kvQuant' of layer ${i})`;

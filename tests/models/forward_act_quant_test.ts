@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { assertClose } from "../_helpers.ts";
 import { syntheticModel } from "./_synthetic_model.ts";
 import { llamaForward } from "../../models/forward.ts";
-import { llamaForwardGpu } from "../../models/forward_gpu.ts";
+import { llamaForwardGpu, perplexityGpu } from "../../models/forward_gpu.ts";
+import { perplexity } from "../../models/perplexity.ts";
+import { llamaCompressible } from "../../models/compressible.ts";
+import { decodeSession } from "../../models/generate.ts";
+import { prng } from "../../core/prng.ts";
+import { testGpu } from "../kernels/_gpu.ts";
 import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
 import {
   type ActivationQuant,
@@ -86,13 +91,72 @@ Deno.test("llamaForward() quantizes activations per token: a prefix's logits do 
   assertClose(long.subarray(0, short.length), short, { atol: 1e-5, rtol: 1e-5 });
 });
 
-Deno.test("the WebGPU forward refuses quantized activations, naming the option", async () => {
-  const model = withActQuant(syntheticModel({}, 5), { format: "int8" });
+Deno.test("the WebGPU forward refuses MXFP4/NVFP4 activations and mismatched fused inputs, naming them", async () => {
+  const model = syntheticModel({}, 5);
+  for (const format of ["mxfp4", "nvfp4"] as const) {
+    await assert.rejects(
+      () => llamaForwardGpu(withActQuant(model, { format }), [1, 2], { backend: "webgpu" }),
+      new RegExp(`${format} activation quantization \\('actQuant.wq' of layer 0\\).*backend "cpu"`),
+    );
+  }
+  // wq, wk and wv are one product on the GPU: their inputs must be quantized alike
+  const layers = model.layers.map((l) => ({ ...l, actQuant: { wq: { format: "int8" as const } } }));
   await assert.rejects(
-    () => llamaForwardGpu(model, [1, 2], { backend: "webgpu" }),
-    /'actQuant' of layer 0.*backend "cpu"/,
+    () => llamaForwardGpu({ ...model, layers }, [1, 2], { backend: "webgpu" }),
+    /different activation quantizations of wq, wk, wv \('actQuant' of layer 0/,
   );
-  // "auto" runs it on the CPU
-  const auto = await llamaForwardGpu(model, [1, 2], { backend: "auto" });
-  assertClose(auto, llamaForward(model, [1, 2]), { atol: 0, rtol: 0 });
+  // "auto" runs them on the CPU
+  const mx = withActQuant(model, { format: "mxfp4" });
+  const auto = await llamaForwardGpu(mx, [1, 2], { backend: "auto" });
+  assertClose(auto, llamaForward(mx, [1, 2]), { atol: 0, rtol: 0 });
+});
+
+const GPU_SPECS: ActivationQuant[] = [
+  { format: "int8" },
+  { format: "int4" },
+  { format: "fp8" },
+  { format: "int8", granularity: "tensor", absMax: 2 },
+  { format: "fp8", granularity: "tensor", absMax: 3 },
+  { format: "int4", outliers: { columns: [1, 7, 30], format: "int8" } },
+  { format: "int4", outliers: { columns: [0, 31], format: "fp8" } },
+];
+
+Deno.test("the WebGPU forward with quantized activations gives the CPU forward's logits", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const model = syntheticModel({}, 6, 0.35);
+  const tokens = [3, 9, 1, 7, 20, 11];
+  const float = llamaForward(model, tokens);
+  for (const spec of GPU_SPECS) {
+    const quantized = withActQuant(model, spec);
+    const want = llamaForward(quantized, tokens);
+    const got = await llamaForwardGpu(quantized, tokens, { backend: "webgpu" });
+    assertClose(got, want, { atol: 1e-5, rtol: 1e-4, message: JSON.stringify(spec) });
+    // the quantization is applied: the float logits are farther away than the tolerance
+    assert(float.some((v, i) => Math.abs(v - got[i]!) > 1e-3), JSON.stringify(spec));
+  }
+});
+
+Deno.test("GPU perplexity with W4A4-style int4 activations equals the CPU perplexity", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const model = withActQuant(syntheticModel({}, 7, 0.35), { format: "int4" });
+  const rng = prng(3);
+  const stream = Array.from({ length: 40 }, () => rng.int(model.config.vocabSize));
+  const cpu = perplexity(model, stream, { seqLen: 16 });
+  const onGpu = await perplexityGpu(model, stream, { seqLen: 16, backend: "webgpu" });
+  assert.equal(onGpu.tokens, cpu.tokens);
+  assertClose(onGpu.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
+});
+
+Deno.test("the WebGPU decode session and calibration runner still refuse quantized activations by name", async () => {
+  const model = withActQuant(syntheticModel({}, 8), { format: "int8" });
+  await assert.rejects(
+    () => decodeSession(model, { backend: "webgpu", maxTokens: 8 }),
+    /activation quantization \('actQuant' of layer 0\)/,
+  );
+  await assert.rejects(
+    () => llamaCompressible(model).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
+    /activation quantization \('actQuant' of layer 0\)/,
+  );
 });
