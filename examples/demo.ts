@@ -684,7 +684,7 @@ async function main(): Promise<void> {
             show();
           },
         };
-        // MXFP4/NVFP4 activations, online Hadamards and KV cache quantization run on the CPU only.
+        // KV cache quantization and the query/key Hadamard run on the CPU forward only.
         return gpu && webgpuForwardFeature(compressed) === null
           ? perplexityGpu(compressed, s.ids, { ...options, backend: "webgpu" })
           : pool.evaluate(compressed, s.ids, options);

@@ -9,9 +9,11 @@
  * RMSNorm and rotary embeddings on interleaved pairs (with the configuration's
  * frequency scaling) in one dispatch, causal grouped-query attention, SwiGLU,
  * the classifier) in one submission with one read-back. A layer's activation
- * quantization (`actQuant`: int8, int4 and FP8 inputs, per token or static,
- * QUIK's kept columns) fake-quantizes each product's input in place first
- * (`_gpu_act_quant.ts`, the CPU's values exactly). The head width may
+ * quantization (`actQuant`: int8, int4, FP8, MXFP4 and NVFP4 inputs, per
+ * token or static, QUIK's kept columns) fake-quantizes each product's input
+ * in place first (`_gpu_act_quant.ts`, the CPU's values exactly), and its
+ * online Hadamard multiplies w2's input by the dense rotation first (one
+ * GEMM; n² floats per distinct rotation). The head width may
  * differ from dim / nHeads; a sequence longer than the sliding window is
  * refused, as on the CPU. Perplexity batches several windows into one
  * pass and reads back only the per-token negative log-likelihoods. With
@@ -54,6 +56,7 @@ import {
   packedProducts,
   uploadPackedBlock,
 } from "./_gpu_packed_block.ts";
+import { onlineRotation } from "./_online_hadamard.ts";
 import {
   actQuantBuffers,
   type BlockActQuant,
@@ -218,6 +221,8 @@ class GpuLlamaSession implements LlamaSession {
   readonly #layers: SessionBlock[];
   /** Each layer's activation quantizations. */
   readonly #actQuant: BlockActQuant[];
+  /** Each layer's online Hadamard Qᵀ [hidden, hidden] (shared by layers with the same one), or null. */
+  readonly #hadamard: (GPUBuffer | null)[];
   #rope: { buffer: GPUBuffer; positions: number } | null = null;
   #acts: Activations | null = null;
   /** Scratch of the packed blocks' products (null until a pass needs it; see `#scratchFor`). */
@@ -247,6 +252,26 @@ class GpuLlamaSession implements LlamaSession {
     this.#actQuant = model.layers.map((l, i) =>
       uploadBlockActQuant(gpu, l, widths, `llama:${i}:actQuant`)
     );
+    const rotations = new Map<string, GPUBuffer>();
+    this.#hadamard = model.layers.map((l, i) => {
+      if (!l.onlineHadamard) return null;
+      const { n, seed } = l.onlineHadamard;
+      if (n !== hiddenDim) {
+        throw new RangeError(
+          `Cannot upload layer ${i}: 'onlineHadamard.n' must be w2's input width ${hiddenDim}: ` +
+            `current value is ${n}`,
+        );
+      }
+      const key = `${n}/${seed}`;
+      let qt = rotations.get(key);
+      if (!qt) {
+        const q = onlineRotation(l.onlineHadamard).dense(); // [n, n]
+        const t = new Float32Array(n * n);
+        for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) t[c * n + r] = q[r * n + c]!;
+        rotations.set(key, qt = uploadBuffer(gpu, t, `llama:hadamard:${key}`));
+      }
+      return qt;
+    });
     let packed = 0, bytes = 0;
     for (const b of this.#layers) {
       if (b.kind === "packed") {
@@ -329,9 +354,12 @@ class GpuLlamaSession implements LlamaSession {
     const scratch = this.#scratchFor(rows);
     encodeEmbed(batch, acts.x, this.#embedding, acts.tokens, rows, dim);
     for (const [i, { kind, buffers }] of this.#layers.entries()) {
+      const qt = this.#hadamard[i]!;
       const products = withActQuantProducts(
         kind === "dense" ? denseProducts(config, buffers) : packedProducts(buffers, scratch!),
         this.#actQuant[i]!,
+        // u (gate and up, [rows, 2·hidden]) is free once SwiGLU has read it.
+        qt === null ? null : { qt, n: config.hiddenDim, scratch: acts.u },
       );
       encodeBlockWith(batch, config, rope, buffers, products, acts, rows, T);
     }
@@ -406,6 +434,7 @@ class GpuLlamaSession implements LlamaSession {
       else for (const b of layerBuffers(l.buffers)) buffers.add(b);
     }
     for (const plans of this.#actQuant) for (const b of actQuantBuffers(plans)) buffers.add(b);
+    for (const qt of this.#hadamard) if (qt) buffers.add(qt);
     if (this.#rope) buffers.add(this.#rope.buffer);
     if (this.#acts) {
       for (const b of Object.values(this.#acts)) if (typeof b !== "number") buffers.add(b);
@@ -420,14 +449,13 @@ class GpuLlamaSession implements LlamaSession {
 }
 
 /** What the WebGPU forward pass runs of the CPU-only features. */
-const WEBGPU_FORWARD: GpuFeatures = { actQuant: gpuActQuantIssue };
+const WEBGPU_FORWARD: GpuFeatures = { actQuant: gpuActQuantIssue, onlineHadamard: true };
 
 /**
  * What in a model the WebGPU forward pass (of {@linkcode llamaSession},
- * `logits` and perplexity) does not run, or null: MXFP4 and NVFP4
- * activations, different activation quantizations of linears that share a
- * product (wq, wk, wv; w1, w3), an online Hadamard, KV cache quantization,
- * the query/key Hadamard.
+ * `logits` and perplexity) does not run, or null: different activation
+ * quantizations of linears that share a product (wq, wk, wv; w1, w3), KV
+ * cache quantization, the query/key Hadamard.
  *
  * @param model The model.
  * @returns A description naming the layer and the field, or null.

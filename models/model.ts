@@ -142,14 +142,16 @@ export interface LlamaLayer {
    * Activation quantization at the inputs of linears: the CPU forward pass
    * fake-quantizes (quantize → dequantize in float32) a linear's input
    * before its matmul (see `quantizers/activation_quant.ts`). The WebGPU
-   * forward pass (`llamaSession`, perplexity) runs the int8, int4 and FP8
-   * formats, static scales and QUIK's kept columns; the decode session and
-   * the calibration runner run none of it (see `webgpuForwardFeature`).
+   * forward pass (`llamaSession`, perplexity) runs every format, static
+   * scales and QUIK's kept columns, where linears that share an input (wq,
+   * wk, wv; w1, w3) have the same settings; the decode session and the
+   * calibration runner run none of it (see `webgpuForwardFeature`).
    */
   readonly actQuant?: Readonly<Partial<Record<LlamaLinear, ActivationQuant>>>;
   /**
    * A seeded randomized Hadamard applied to w2's input in the forward pass
-   * (QuaRot's online Hadamard; w2 then holds W2·H). CPU only.
+   * (QuaRot's online Hadamard; w2 then holds W2·H). The CPU and the WebGPU
+   * forward passes; not the WebGPU decode session or calibration runner.
    */
   readonly onlineHadamard?: OnlineHadamard;
   /**
@@ -188,6 +190,8 @@ export interface GpuFeatures {
    * it). Absent: the pass runs no activation quantization.
    */
   readonly actQuant?: (layer: LlamaLayer, i: number) => string | null;
+  /** Whether the pass runs the online Hadamard before w2 (`onlineHadamard`). @default false */
+  readonly onlineHadamard?: boolean;
 }
 
 /**
@@ -207,7 +211,9 @@ export function cpuOnlyFeature(model: LlamaModel, gpu: GpuFeatures = {}): string
         : `activation quantization ('actQuant' of layer ${i})`;
       if (issue !== null) return issue;
     }
-    if (layer.onlineHadamard) return `an online Hadamard ('onlineHadamard' of layer ${i})`;
+    if (layer.onlineHadamard && !gpu.onlineHadamard) {
+      return `an online Hadamard ('onlineHadamard' of layer ${i})`;
+    }
     if (layer.kvQuant) return `KV cache quantization ('kvQuant' of layer ${i})`;
     if (layer.qkHadamard) {
       return `an online Hadamard of queries and keys ('qkHadamard' of layer ${i})`;

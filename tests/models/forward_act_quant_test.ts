@@ -6,6 +6,7 @@ import { llamaForwardGpu, perplexityGpu } from "../../models/forward_gpu.ts";
 import { perplexity } from "../../models/perplexity.ts";
 import { llamaCompressible } from "../../models/compressible.ts";
 import { decodeSession } from "../../models/generate.ts";
+import { quarot } from "../../models/quarot.ts";
 import { prng } from "../../core/prng.ts";
 import { testGpu } from "../kernels/_gpu.ts";
 import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
@@ -91,24 +92,29 @@ Deno.test("llamaForward() quantizes activations per token: a prefix's logits do 
   assertClose(long.subarray(0, short.length), short, { atol: 1e-5, rtol: 1e-5 });
 });
 
-Deno.test("the WebGPU forward refuses MXFP4/NVFP4 activations and mismatched fused inputs, naming them", async () => {
+Deno.test("the WebGPU forward refuses mismatched fused inputs, naming them", async () => {
   const model = syntheticModel({}, 5);
-  for (const format of ["mxfp4", "nvfp4"] as const) {
-    await assert.rejects(
-      () => llamaForwardGpu(withActQuant(model, { format }), [1, 2], { backend: "webgpu" }),
-      new RegExp(`${format} activation quantization \\('actQuant.wq' of layer 0\\).*backend "cpu"`),
-    );
-  }
   // wq, wk and wv are one product on the GPU: their inputs must be quantized alike
   const layers = model.layers.map((l) => ({ ...l, actQuant: { wq: { format: "int8" as const } } }));
+  const mismatched = { ...model, layers };
   await assert.rejects(
-    () => llamaForwardGpu({ ...model, layers }, [1, 2], { backend: "webgpu" }),
-    /different activation quantizations of wq, wk, wv \('actQuant' of layer 0/,
+    () => llamaForwardGpu(mismatched, [1, 2], { backend: "webgpu" }),
+    /different activation quantizations of wq, wk, wv \('actQuant' of layer 0.*backend "cpu"/,
   );
+  // kept columns outside the input are refused as on the CPU
+  const outside = withActQuant(model, {
+    format: "int4",
+    outliers: { columns: [40], format: "int8" },
+  });
+  if (await testGpu()) {
+    await assert.rejects(
+      () => llamaForwardGpu(outside, [1, 2], { backend: "webgpu" }),
+      /'outliers.columns' must be distinct integers in \[0, 32\): found 40/,
+    );
+  }
   // "auto" runs them on the CPU
-  const mx = withActQuant(model, { format: "mxfp4" });
-  const auto = await llamaForwardGpu(mx, [1, 2], { backend: "auto" });
-  assertClose(auto, llamaForward(mx, [1, 2]), { atol: 0, rtol: 0 });
+  const auto = await llamaForwardGpu(mismatched, [1, 2], { backend: "auto" });
+  assertClose(auto, llamaForward(mismatched, [1, 2]), { atol: 0, rtol: 0 });
 });
 
 const GPU_SPECS: ActivationQuant[] = [
@@ -119,6 +125,9 @@ const GPU_SPECS: ActivationQuant[] = [
   { format: "fp8", granularity: "tensor", absMax: 3 },
   { format: "int4", outliers: { columns: [1, 7, 30], format: "int8" } },
   { format: "int4", outliers: { columns: [0, 31], format: "fp8" } },
+  { format: "mxfp4" },
+  { format: "nvfp4" },
+  { format: "nvfp4", granularity: "tensor", absMax: 3 },
 ];
 
 Deno.test("the WebGPU forward with quantized activations gives the CPU forward's logits", async () => {
@@ -158,5 +167,29 @@ Deno.test("the WebGPU decode session and calibration runner still refuse quantiz
   await assert.rejects(
     () => llamaCompressible(model).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
     /activation quantization \('actQuant' of layer 0\)/,
+  );
+});
+
+Deno.test("the WebGPU forward runs QuaRot's online Hadamard before w2, with and without int4 activations", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const model = syntheticModel({ hiddenDim: 48 }, 9, 0.35);
+  const rotated = quarot(model, { seed: 1, onlineHadamard: true });
+  assert(rotated.layers[0]!.onlineHadamard);
+  const tokens = [4, 8, 15, 16, 23];
+  for (const m of [rotated, withActQuant(rotated, { format: "int4" })]) {
+    const got = await llamaForwardGpu(m, tokens, { backend: "webgpu" });
+    assertClose(got, llamaForward(m, tokens), { atol: 1e-5, rtol: 1e-4 });
+  }
+  // the rotation leaves the float logits as they were
+  const float = await llamaForwardGpu(rotated, tokens, { backend: "webgpu" });
+  assertClose(float, llamaForward(model, tokens), { atol: 1e-4, rtol: 1e-4 });
+  const bad = {
+    ...rotated,
+    layers: rotated.layers.map((l) => ({ ...l, onlineHadamard: { n: 16, seed: 1 } })),
+  };
+  await assert.rejects(
+    () => llamaForwardGpu(bad, tokens, { backend: "webgpu" }),
+    /'onlineHadamard.n' must be w2's input width 48: current value is 16/,
   );
 });

@@ -83,6 +83,9 @@ const SPECS: ActivationQuant[] = [
   { format: "int4", outliers: { columns: [0, 5, 64, 70], format: "int8" } },
   { format: "int4", outliers: { columns: [3, 1], format: "fp8" } },
   { format: "fp8", outliers: { columns: [2], format: "int8" } },
+  { format: "mxfp4" },
+  { format: "nvfp4" },
+  { format: "nvfp4", granularity: "tensor", absMax: 2.5 },
 ];
 
 Deno.test("the WebGPU activation quantization kernel gives fakeQuantizeActivations' values exactly", async () => {
@@ -114,6 +117,11 @@ Deno.test("the WebGPU activation quantization kernel breaks ties to even as the 
   // the ties do land on midpoints: int4 rounds 2.5 to 2 and −3.5 to −4, fp8 1.0625 to 1
   assert.deepEqual([...fakeQuantizeActivations(int4, 1, { format: "int4" })].slice(1, 3), [2, -4]);
   assert.equal(fakeQuantizeActivations(fp8, 1, { format: "fp8" })[1], 1);
+  // MXFP4: amax 5 gives the block scale 1, so E2M1's midpoints tie (0.25 → 0, 2.5 → 2, 5 → 4)
+  const mx = new Float32Array([5, 0.25, 0.75, 1.25, 1.75, 2.5, -3.5, -5]);
+  const mxWant = fakeQuantizeActivations(mx, 1, { format: "mxfp4" });
+  assert.deepEqual([...mxWant], [4, 0, 1, 1, 2, 2, -4, -4]);
+  assertSame(await onGpu(gpu, mx, 1, { format: "mxfp4" }), mxWant, "mxfp4 ties");
   // FP8 rounds the exact x/s: here x/s = 1.0625 + 6·10⁻⁸ rounds up to 1.125, though its float32
   // quotient is the midpoint 1.0625 (which would round down to 1)
   const s = Math.fround(1 + 8 * 2 ** -23), x = Math.fround(1.0625 + 9 * 2 ** -23);

@@ -6,6 +6,7 @@ import { llamaSession, type SessionLinears } from "../../models/forward_gpu.ts";
 import { writeCheckpoint } from "../../models/formats/write_checkpoint.ts";
 import { LLAMA_LINEARS, llamaLinearShapes } from "../../models/model.ts";
 import { generate } from "../../models/generate.ts";
+import { llamaForward } from "../../models/forward.ts";
 import { magnitudePrune } from "../../pruners/magnitude.ts";
 import { rtn } from "../../quantizers/rtn.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
@@ -179,5 +180,36 @@ Deno.test("generation from a GPTQ folder runs its stored linears packed, never w
       () => generate(guarded, prompt, { maxNewTokens: 1, backend: "webgpu", linears: [] }),
       /widened/,
     );
+  });
+});
+
+Deno.test("a GPTQ folder's packed linears multiply quantized activations on WebGPU as the CPU does", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  await withTemp(async (tmp) => {
+    const lm = await loadModel(fixtureDir("llama"));
+    const grid = { bits: 4, groupSize: 32, symmetric: false, actOrder: true };
+    await writeCheckpoint(lm.model, await quantizedModules(lm.model, () => grid), `${tmp}/q`, {
+      format: "gptq",
+    });
+    const packed = (await loadModel(`${tmp}/q`)).model;
+    for (const spec of [{ format: "int8" }, { format: "nvfp4" }] as const) {
+      const actQuant = Object.fromEntries(LLAMA_LINEARS.map((n) => [n, spec]));
+      // Copy the lazy layers with their getters and stored linears (a spread would widen them).
+      const layers = packed.layers.map((l) =>
+        Object.defineProperties({ actQuant }, Object.getOwnPropertyDescriptors(l)) as typeof l
+      );
+      const model = { ...packed, layers };
+      const cpuFloat = llamaForward(packed, IDS);
+      const session = await llamaSession(model, { backend: "webgpu" });
+      try {
+        assert.equal(session.linears.packed, 7 * model.config.nLayers);
+        const got = await session.forward(IDS);
+        assertClose(got, llamaForward(model, IDS), { ...LOGITS, message: spec.format });
+        assert.ok(got.some((v, i) => Math.abs(v - cpuFloat[i]!) > 1e-3), spec.format);
+      } finally {
+        session.dispose();
+      }
+    }
   });
 });

@@ -5,7 +5,7 @@ import { llamaForward } from "../../models/forward.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
 import { quarot } from "../../models/quarot.ts";
 import { llamaCompressible } from "../../models/compressible.ts";
-import { llamaForwardGpu } from "../../models/forward_gpu.ts";
+import { decodeSession } from "../../models/generate.ts";
 import type { LlamaModel } from "../../models/model.ts";
 
 const tokens = [3, 9, 1, 7, 22, 5, 13, 2];
@@ -62,7 +62,7 @@ Deno.test("quarot() names bad options", () => {
   );
 });
 
-Deno.test("a rotated model's calibration passes and forward refuse WebGPU, naming the online Hadamard", async () => {
+Deno.test("a rotated model's calibration passes and decode session refuse WebGPU, naming the online Hadamard", async () => {
   const r = quarot(syntheticModel({}, 25), { seed: 1 });
   await assert.rejects(
     () => llamaCompressible(r).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
@@ -72,5 +72,9 @@ Deno.test("a rotated model's calibration passes and forward refuse WebGPU, namin
     await llamaCompressible(r).calibrationRunner!([[1, 2, 3]], { backend: "auto" }),
     null,
   );
-  await assert.rejects(() => llamaForwardGpu(r, [1, 2], { backend: "webgpu" }), /CPU forward/);
+  await assert.rejects(
+    () => decodeSession(r, { backend: "webgpu", maxTokens: 8 }),
+    /'onlineHadamard' of layer 0.*CPU forward/,
+  );
+  // the WebGPU forward pass runs it (tests/models/forward_act_quant_test.ts)
 });
