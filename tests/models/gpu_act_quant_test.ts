@@ -122,6 +122,13 @@ Deno.test("the WebGPU activation quantization kernel breaks ties to even as the 
   const mxWant = fakeQuantizeActivations(mx, 1, { format: "mxfp4" });
   assert.deepEqual([...mxWant], [4, 0, 1, 1, 2, 2, -4, -4]);
   assertSame(await onGpu(gpu, mx, 1, { format: "mxfp4" }), mxWant, "mxfp4 ties");
+  // int formats round the float32 quotient: x/s = 2.5 + 1.2·10⁻⁷ is the tie 2.5 in float32, so 2
+  const si = Math.fround(1 + 2 * 2 ** -23), xi = Math.fround(2.5 + 3 * 2 ** -22);
+  assert(xi / si > 2.5 && Math.fround(xi / si) === 2.5);
+  const int4Static = { format: "int4", granularity: "tensor", absMax: si * 7 } as const;
+  const intWant = fakeQuantizeActivations(new Float32Array([xi]), 1, int4Static);
+  assert.equal(intWant[0], Math.fround(2 * si));
+  assertSame(await onGpu(gpu, new Float32Array([xi]), 1, int4Static), intWant, "int4 float32 tie");
   // FP8 rounds the exact x/s: here x/s = 1.0625 + 6·10⁻⁸ rounds up to 1.125, though its float32
   // quotient is the midpoint 1.0625 (which would round down to 1)
   const s = Math.fround(1 + 8 * 2 ** -23), x = Math.fround(1.0625 + 9 * 2 ** -23);
