@@ -338,19 +338,40 @@ export function gpuActQuantIssue(layer: Pick<LlamaLayer, "actQuant">, i: number)
   return null;
 }
 
+/**
+ * Checks a layer's activation quantizations against the products' input
+ * widths, as the CPU forward pass does before quantizing.
+ *
+ * @param layer The layer.
+ * @param widths The input width of each product.
+ * @throws {TypeError|RangeError} for an invalid spec (`checkActivationQuant`).
+ */
+export function checkBlockActQuant(
+  layer: Pick<LlamaLayer, "actQuant">,
+  widths: Readonly<Record<BlockProduct, number>>,
+): void {
+  for (
+    const [product, names] of Object.entries(PRODUCT_LINEARS) as [BlockProduct, LlamaLinear[]][]
+  ) {
+    for (const n of names) {
+      const aq = layer.actQuant?.[n];
+      if (aq) checkActivationQuant(aq, widths[product]);
+    }
+  }
+}
+
 /** A block's activation quantizations on the GPU, per product. */
 export type BlockActQuant = Partial<Record<BlockProduct, GpuActQuant>>;
 
 /**
  * Uploads a block's activation quantizations (the layer passed
- * {@linkcode gpuActQuantIssue}).
+ * {@linkcode gpuActQuantIssue} and {@linkcode checkBlockActQuant}).
  *
  * @param gpu The GPU.
  * @param layer The layer.
  * @param widths The input width of each product.
  * @param label Buffer label prefix.
  * @returns The plans, per product (empty without `actQuant`).
- * @throws {TypeError|RangeError} for an invalid spec (`checkActivationQuant`).
  */
 export function uploadBlockActQuant(
   gpu: Gpu,
@@ -363,9 +384,7 @@ export function uploadBlockActQuant(
     const [product, names] of Object.entries(PRODUCT_LINEARS) as [BlockProduct, LlamaLinear[]][]
   ) {
     const aq = layer.actQuant?.[names[0]!];
-    if (!aq) continue;
-    checkActivationQuant(aq, widths[product]); // as the CPU forward pass does before quantizing
-    out[product] = uploadActQuant(gpu, aq, widths[product], `${label}:${product}`);
+    if (aq) out[product] = uploadActQuant(gpu, aq, widths[product], `${label}:${product}`);
   }
   return out;
 }

@@ -60,6 +60,7 @@ import { onlineRotation } from "./_online_hadamard.ts";
 import {
   actQuantBuffers,
   type BlockActQuant,
+  checkBlockActQuant,
   gpuActQuantIssue,
   uploadBlockActQuant,
   withActQuantProducts,
@@ -231,7 +232,20 @@ class GpuLlamaSession implements LlamaSession {
   #disposed = false;
 
   constructor(gpu: Gpu, model: LlamaModel) {
-    model.layers.forEach((l, i) => checkLayerExtras(model.config, l, i));
+    const { dim, hiddenDim } = model.config;
+    const { qDim } = llamaDims(model.config);
+    const widths = { qkv: dim, o: qDim, gateUp: dim, down: hiddenDim };
+    // Everything is checked before the first upload.
+    model.layers.forEach((l, i) => {
+      checkLayerExtras(model.config, l, i);
+      checkBlockActQuant(l, widths);
+      if (l.onlineHadamard && l.onlineHadamard.n !== hiddenDim) {
+        throw new RangeError(
+          `Cannot upload layer ${i}: 'onlineHadamard.n' must be w2's input width ${hiddenDim}: ` +
+            `current value is ${l.onlineHadamard.n}`,
+        );
+      }
+    });
     this.#gpu = gpu;
     this.model = model;
     const up = (data: Float32Array, label: string) => uploadBuffer(gpu, data, label);
@@ -246,22 +260,13 @@ class GpuLlamaSession implements LlamaSession {
         ? { kind: "packed", buffers: uploadPackedBlock(gpu, model.config, l, `llama:${i}`) }
         : { kind: "dense", buffers: uploadBlock(gpu, model.config, l, `llama:${i}`) }
     );
-    const { dim, hiddenDim } = model.config;
-    const { qDim } = llamaDims(model.config);
-    const widths = { qkv: dim, o: qDim, gateUp: dim, down: hiddenDim };
     this.#actQuant = model.layers.map((l, i) =>
       uploadBlockActQuant(gpu, l, widths, `llama:${i}:actQuant`)
     );
     const rotations = new Map<string, GPUBuffer>();
-    this.#hadamard = model.layers.map((l, i) => {
+    this.#hadamard = model.layers.map((l) => {
       if (!l.onlineHadamard) return null;
       const { n, seed } = l.onlineHadamard;
-      if (n !== hiddenDim) {
-        throw new RangeError(
-          `Cannot upload layer ${i}: 'onlineHadamard.n' must be w2's input width ${hiddenDim}: ` +
-            `current value is ${n}`,
-        );
-      }
       const key = `${n}/${seed}`;
       let qt = rotations.get(key);
       if (!qt) {
