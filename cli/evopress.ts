@@ -33,7 +33,7 @@ import {
 } from "../pipeline/level_database.ts";
 import type { Recipe } from "../pipeline/recipe.ts";
 import type { Backend } from "../kernels/backend.ts";
-import { calibrationSet } from "./_calibration.ts";
+import { calibrationSet, fitnessWindows } from "./_calibration.ts";
 import { failureStatus, integerFlag, splitFlags, UsageError } from "./_flags.ts";
 import { tokenizerBeside } from "./_tokenizer_beside.ts";
 
@@ -58,15 +58,20 @@ deno task compress --recipe FILE.
   --out FILE              the result (JSON); rewritten after every generation
   --calib NAME|FILE       the database's calibration text (default c4)
   --calib-samples N       windows (default 16)   --calib-len L   tokens per window (default 256)
-  --fitness NAME|FILE     held-apart text the KL fitness is measured on (default tinystories)
-  --fitness-samples N     windows of the fitness pool (default 32)
+  --fitness LIST          held-apart texts the KL fitness is measured on, comma-separated
+                          corpus names or files, mixed in one pool (default tinystories,c4; a
+                          text that is also --calib leaves out the database's windows)
+  --fitness-samples N     windows of the pool the selection samples, shared out among the
+                          texts (default 64)
+  --evaluation-samples N  windows set apart from the pool, shared out among the texts: the start
+                          (DP or uniform) is chosen on them and the result must beat it on them
+                          (default 16)
   --fitness-len L         tokens per window (default 256)
   --generations N         (default 24)           --offspring N   (default 16)
   --selection LIST        selection steps as tokens:survivors, the last with 1 survivor; each
                           step scores its candidates on windows drawn afresh from the pool
                           (default 128:4,512:2,1024:1, clipped to the pool)
-  --evaluation-tokens N   the pool's first N tokens choose the start (DP or uniform) and
-                          the result must beat it on them (default: the whole pool)
+  --evaluation-tokens N   of the evaluation windows, only the first N tokens (default: all)
   --seed S                seed of the windows and the search (default 0)
   --backend B             where the database's passes run: auto, cpu, webgpu (default auto)
   --resume                continue the search from the state in --out
@@ -90,6 +95,7 @@ const VALUE_FLAGS = [
   "--calib-len",
   "--fitness",
   "--fitness-samples",
+  "--evaluation-samples",
   "--fitness-len",
   "--generations",
   "--offspring",
@@ -217,12 +223,20 @@ export async function main(argv: readonly string[]): Promise<number> {
       seed,
       maxLength,
     });
-    const fitness = await calibrationSet(tokenizer, values.get("--fitness") ?? "tinystories", {
-      samples: int("--fitness-samples", "32", 1),
-      length: int("--fitness-len", "256", 2),
-      seed: seed + 1,
-      maxLength,
-    });
+    const calibSource = values.get("--calib") ?? "c4";
+    const fitness = await fitnessWindows(
+      tokenizer,
+      (values.get("--fitness") ?? "tinystories,c4").split(",").map((x) => x.trim()),
+      {
+        samples: int("--fitness-samples", "64", 1),
+        evaluationSamples: int("--evaluation-samples", "16", 1),
+        length: int("--fitness-len", "256", 2),
+        seed: seed + 1,
+        maxLength,
+        skip: { [calibSource]: calib.tokens },
+      },
+    );
+    for (const n of [...calib.notes, ...fitness.notes]) log(n);
     await Deno.mkdir(db, { recursive: true });
     const t0 = performance.now();
     const database = await buildLevelDatabase(lm, calib.windows, levels, {
@@ -272,7 +286,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     });
     let result;
     if (search === "dp") {
-      result = fileOf(dpAllocation(lm, database, { target, calibration: fitness.windows }), true);
+      result = fileOf(
+        dpAllocation(lm, database, { target, calibration: fitness.evaluation }),
+        true,
+      );
     } else {
       const generations = int("--generations", "24", 0);
       const selection = values.has("--selection")
@@ -280,7 +297,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         : undefined;
       const r = await evoPress(lm, database, {
         target,
-        calibration: fitness.windows,
+        calibration: fitness.pool,
+        evaluation: fitness.evaluation,
         generations,
         offspring: int("--offspring", "16", 1),
         ...(selection ? { selection } : {}),

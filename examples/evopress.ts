@@ -7,17 +7,20 @@
  * `Deno` namespace (files).
  *
  * ```sh
- * deno run -A examples/evopress.ts gptq 2.5,3,3.5 [generations [offspring [dir]]]
- * deno run -A examples/evopress.ts sparsegpt 50,60,70 [generations [offspring [dir]]]
+ * deno run -A examples/evopress.ts gptq 2.5,3,3.5 [generations [offspring [dir [fitness [pool]]]]]
+ * deno run -A examples/evopress.ts sparsegpt 50,60,70 [generations [offspring [dir [fitness [pool]]]]]
  * ```
  *
  * The database is calibrated on 16 windows of 256 tokens of C4 (its
- * calibration part); the fitness pool is 32 windows of 256 tokens of the
- * calibration part of TinyStories (held apart from both): each selection
- * step draws its windows from it afresh, and its first 4,096 tokens are the
- * evaluation tokens on which the start is chosen, the KL column is measured
- * and the search's result must beat its start. Perplexity on the held-out
- * TinyStories part and WikiText-2 test, 4,096 tokens each. The search:
+ * calibration part). The fitness texts (`fitness`, default `tinystories,c4`:
+ * the calibration parts of TinyStories and C4, C4's past the database's
+ * calibration stream) give a pool of `pool` windows of 256 tokens (default
+ * 64, shared out among the texts), which each selection step draws from
+ * afresh, and apart from it 16 evaluation windows (4,096 tokens, shared out
+ * likewise, never sampled by the search) on which the start is chosen, the
+ * KL column is measured and the search's result must beat its start.
+ * Perplexity on the held-out TinyStories part and WikiText-2 test, 4,096
+ * tokens each (texts neither the pool nor the evaluation windows touch). The search:
  * `evoPress`'s defaults (24 generations of 16 offspring, 128 → 512 → 1,024
  * tokens with 4 → 2 → 1 survivors, the parent re-scored at the last step).
  * The level files go to `dir` (default `out/levels-<kind>/`; a rerun reads
@@ -26,7 +29,7 @@
  * @module
  */
 
-import { calibrationSet } from "../cli/_calibration.ts";
+import { calibrationSet, fitnessWindows } from "../cli/_calibration.ts";
 import { loadModel } from "../models/causal_lm.ts";
 import { withCompressedWeights } from "../models/compressible.ts";
 import { loadLlama2cTokenizer } from "../models/llama2c_tokenizer.ts";
@@ -48,6 +51,8 @@ const [
   gens = "24",
   offspring = "16",
   dir = `out/levels-${kind}`,
+  fitnessTexts = "tinystories,c4",
+  poolWindows = "64",
 ] = Deno.args;
 const modelPath = dataFile("llama5M/llama5M.bin");
 const tokPath = dataFile("stories260K/tok512.bin");
@@ -60,15 +65,20 @@ const calib = await calibrationSet(tokenizer, "c4", {
   seed: 0,
   maxLength: 256,
 });
-const pool = (await calibrationSet(tokenizer, "tinystories", {
-  samples: 32,
+// The pool and the evaluation windows (disjoint; the DP allocation's fitness is measured on the
+// evaluation windows too).
+const { pool, evaluation, notes } = await fitnessWindows(tokenizer, fitnessTexts.split(","), {
+  samples: Number(poolWindows),
+  evaluationSamples: 16,
   length: 256,
   seed: 1,
   maxLength: 256,
-})).windows;
-const EVALUATION_TOKENS = 4096;
-// The evaluation tokens as sequences (the DP allocation's fitness is measured on them).
-const evaluation = pool.slice(0, EVALUATION_TOKENS / 256);
+  skip: { c4: calib.tokens },
+});
+notes.forEach((n) => console.error(n));
+console.log(
+  `fitness: ${fitnessTexts}, pool ${pool.length} windows, evaluation ${evaluation.length}`,
+);
 const evals = await Promise.all(
   (["tinystories", "wikitext2"] as const).map(async (name) => ({
     name,
@@ -121,11 +131,12 @@ for (const target of targets) {
     shown.add(u);
     const choice = new Map(db.modules.map((m) => [m.name, u]));
     const v = db.modules[0]!.variants[u]!;
-    // Its KL on the fitness text: a search of 0 generations from it.
+    // Its KL on the evaluation windows: a search of 0 generations from it.
     const kl = l.value === target
       ? (await evoPress(lm, db, {
         target,
-        calibration: evaluation,
+        calibration: pool,
+        evaluation,
         start: choice,
         generations: 0,
       })).fitness.toFixed(4)
@@ -147,8 +158,8 @@ for (const target of targets) {
   const evo = await evoPress(lm, db, {
     target,
     calibration: pool,
+    evaluation,
     sensitivities,
-    evaluationTokens: EVALUATION_TOKENS,
     generations: Number(gens),
     offspring: Number(offspring),
     seed: 0,

@@ -10,7 +10,9 @@
  * Tokens are scored either as the first tokens of the sequences (a fixed
  * set) or as a seeded sample of whole sequences (a search resamples its
  * fitness tokens every selection step, as EvoPress does, so that it does not
- * fit one small set of tokens).
+ * fit one small set of tokens). Held-apart sequences are scored only as
+ * their first tokens (`held`), never sampled: a search judges its result on
+ * tokens its selection has not seen.
  *
  * @module
  */
@@ -39,7 +41,10 @@ interface Piece {
 export class KlFitness {
   readonly #model: CompressibleModel;
   readonly #modules: readonly { block: number; local: string }[];
+  /** The pool's sequences, then the held-apart ones. */
   readonly #sequences: readonly (readonly number[])[];
+  /** How many of `#sequences` are the pool's. */
+  readonly #poolCount: number;
   readonly #dense: WeightAssignment;
   readonly #denseLogProbs = new Map<string, Float64Array>();
   #anchor: WeightAssignment | null = null;
@@ -52,14 +57,16 @@ export class KlFitness {
   /**
    * @param model The model; it must have a head.
    * @param modules Block and local name of each module.
-   * @param sequences The fitness token sequences.
+   * @param sequences The fitness token sequences (the pool `first` and `sample` take from).
    * @param caller What is being done (for messages).
+   * @param heldApart Sequences scored only through `held`, never sampled.
    */
   constructor(
     model: CompressibleModel,
     modules: readonly { block: number; local: string }[],
     sequences: readonly (readonly number[])[],
     caller: string,
+    heldApart: readonly (readonly number[])[] = [],
   ) {
     if (!model.head) {
       throw new TypeError(`Cannot ${caller}: the model has no head to compute logits with`);
@@ -72,7 +79,8 @@ export class KlFitness {
     }
     this.#model = model;
     this.#modules = modules;
-    this.#sequences = seqs;
+    this.#sequences = [...seqs, ...heldApart.filter((s) => s.length >= 2)];
+    this.#poolCount = seqs.length;
     this.#dense = modules.map((m) => model.blocks[m.block]!.linears[m.local]!);
   }
 
@@ -81,31 +89,68 @@ export class KlFitness {
     return this.#dense;
   }
 
-  /** Tokens available. */
+  /** Tokens of the pool. */
   get totalTokens(): number {
-    return this.#sequences.reduce((a, s) => a + s.length, 0);
+    return this.#pool().reduce((a, i) => a + this.#sequences[i]!.length, 0);
+  }
+
+  /** Tokens of the held-apart sequences. */
+  get heldTokens(): number {
+    return this.#held().reduce((a, i) => a + this.#sequences[i]!.length, 0);
+  }
+
+  #pool(): number[] {
+    return Array.from({ length: this.#poolCount }, (_, i) => i);
+  }
+
+  #held(): number[] {
+    return Array.from(
+      { length: this.#sequences.length - this.#poolCount },
+      (_, i) => this.#poolCount + i,
+    );
   }
 
   /**
-   * The first `tokens` tokens: whole sequences in order, the last one cut.
+   * The first `tokens` tokens of the pool: whole sequences in order, the last one cut.
    *
    * @param tokens Tokens wanted.
    * @returns The pieces.
    */
   first(tokens: number): FitnessPiece[] {
-    return this.#take(this.#sequences.map((_, i) => i), tokens);
+    return this.#take(this.#pool(), tokens);
   }
 
   /**
-   * `tokens` tokens of whole sequences drawn at random without replacement
-   * (the last one cut), in the order drawn.
+   * The first `tokens` tokens of the held-apart sequences: whole sequences in
+   * order, the last one cut.
+   *
+   * @param tokens Tokens wanted.
+   * @returns The pieces.
+   */
+  held(tokens: number): FitnessPiece[] {
+    return this.#take(this.#held(), tokens);
+  }
+
+  /**
+   * Whether a piece is of a held-apart sequence.
+   *
+   * @param p The piece.
+   * @returns True for a held-apart sequence's piece.
+   */
+  isHeld(p: FitnessPiece): boolean {
+    return p.sequence >= this.#poolCount;
+  }
+
+  /**
+   * `tokens` tokens of whole pool sequences drawn at random without
+   * replacement (the last one cut), in the order drawn.
    *
    * @param tokens Tokens wanted (at most every token).
    * @param rng The generator.
    * @returns The pieces.
    */
   sample(tokens: number, rng: Prng): FitnessPiece[] {
-    const order = this.#sequences.map((_, i) => i);
+    const order = this.#pool();
     for (let i = order.length - 1; i > 0; i--) {
       const j = rng.int(i + 1);
       [order[i], order[j]] = [order[j]!, order[i]!];

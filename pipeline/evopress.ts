@@ -15,9 +15,10 @@
  * the best of them becomes the parent. Resampling keeps the search from
  * fitting one small set of tokens, and re-scoring the parent lets a parent
  * that was lucky on one sample be replaced. The search starts from the
- * better, on the evaluation tokens (a fixed set), of the DP allocation and
- * the uniform allocation when one meets the target, and returns its final
- * parent only when that is better than the start on those tokens.
+ * better, on the evaluation tokens (a fixed set held apart from the pool the
+ * selection samples), of the DP allocation and the uniform allocation when
+ * one meets the target, and returns its final parent only when that is
+ * better than the start on those tokens, which the selection never scored.
  *
  * It sits in the pipeline because it needs the model only through
  * `CompressibleModel` (embed, the blocks' forward, the head), which gives
@@ -100,10 +101,18 @@ export interface EvoPressOptions extends SensitivityOptions {
   target: number;
   /**
    * Held-apart calibration token sequences (not the ones the database was
-   * built on): the pool the selection steps sample windows from, and whose
-   * first `evaluationTokens` tokens decide between the start and the result.
+   * built on): the pool the selection steps sample windows from. Without
+   * `evaluation`, its first whole sequences holding `evaluationTokens` tokens
+   * are set apart as the evaluation tokens and never sampled.
    */
   calibration: readonly (readonly number[])[];
+  /**
+   * Evaluation sequences, apart from `calibration` (the search never samples
+   * them): the start is chosen on their first `evaluationTokens` tokens, and
+   * the result must beat the start on them.
+   * @default the first whole sequences of `calibration` that hold `evaluationTokens` tokens, taken out of the pool
+   */
+  evaluation?: readonly (readonly number[])[];
   /**
    * Generations. About 20 s each with the default offspring and selection
    * on llama5M on a free CPU core (25-40 s on a shared one).
@@ -128,9 +137,9 @@ export interface EvoPressOptions extends SensitivityOptions {
    */
   selection?: readonly SelectionStep[];
   /**
-   * Tokens (the first of the calibration pool) on which the start
+   * Evaluation tokens (the first of `evaluation`) on which the start
    * candidates are compared and the final parent must beat the start.
-   * @default every calibration token
+   * @default every token of `evaluation`; without it, a quarter of the calibration tokens (whole sequences, all but one at most)
    */
   evaluationTokens?: number;
   /** Seed of the mutations and the samples. @default 0 */
@@ -220,7 +229,32 @@ export async function evoPress(
   if (!Number.isSafeInteger(seed)) {
     throw new RangeError(`Cannot search as 'seed' must be an integer: current value is ${seed}`);
   }
-  const fit = new KlFitness(model, database.modules, calibration, "search");
+  let pool = calibration;
+  let held = options.evaluation;
+  if (held === undefined) {
+    // The first whole sequences holding the evaluation tokens, set apart from the pool.
+    const seqs = calibration.filter((q) => q.length >= 2);
+    const all = seqs.reduce((a, q) => a + q.length, 0);
+    const want = options.evaluationTokens ?? Math.ceil(all / 4);
+    let n = 0;
+    for (let got = 0; got < want && n < seqs.length; n++) got += seqs[n]!.length;
+    if (seqs.length >= 2 && n >= seqs.length) n = seqs.length - 1;
+    if (seqs.length < 2 || !(Number.isSafeInteger(want) && want >= 2)) {
+      throw new RangeError(
+        `Cannot search as 'calibration' must hold 2 sequences of at least 2 tokens to set the ` +
+          `evaluation tokens apart from the pool (or pass 'evaluation'), and 'evaluationTokens' ` +
+          `must be an integer of at least 2: current values are ${seqs.length} sequences, ${want}`,
+      );
+    }
+    held = seqs.slice(0, n);
+    pool = seqs.slice(n);
+  }
+  const fit = new KlFitness(model, database.modules, pool, "search", held);
+  if (fit.heldTokens < 2) {
+    throw new RangeError(
+      `Cannot search as 'evaluation' must hold a sequence of at least 2 tokens`,
+    );
+  }
   const total = fit.totalTokens;
   const selection = options.selection ?? [
     { tokens: Math.min(128, total), survivors: Math.min(4, offspring) },
@@ -242,9 +276,18 @@ export async function evoPress(
     tokenRange("a selection step's 'tokens'", s.tokens);
     positiveInteger("survivors", s.survivors);
   }
-  const evaluationTokens = options.evaluationTokens ?? total;
-  tokenRange("'evaluationTokens'", evaluationTokens);
-  const evaluation = fit.first(evaluationTokens);
+  const evaluationTokens = options.evaluationTokens ?? fit.heldTokens;
+  if (
+    !(Number.isSafeInteger(evaluationTokens) && evaluationTokens >= 2 &&
+      evaluationTokens <= fit.heldTokens)
+  ) {
+    throw new RangeError(
+      `Cannot search as 'evaluationTokens' must be an integer in [2, ${fit.heldTokens}] (the ` +
+        `evaluation tokens, apart from a pool of at least one sequence): current value is ` +
+        `${evaluationTokens}`,
+    );
+  }
+  const evaluation = fit.held(evaluationTokens);
   const M = database.modules.length;
   const weightsOf = (levels: ArrayLike<number>) =>
     database.modules.map((m, i) => m.variants[levels[i]!]!.weight);

@@ -3,6 +3,9 @@ import { runScript } from "../_helpers.ts";
 import type { EvoPressFile } from "../../cli/evopress.ts";
 import { parseCompressArgs, UsageError } from "../../cli/_compress_args.ts";
 import type { CompressReport } from "../../cli/_compress_command.ts";
+import { fitnessWindows } from "../../cli/_calibration.ts";
+import { encodeDocs } from "../../examples/datasets.ts";
+import { loadTokenizer } from "../../models/tokenizer.ts";
 import { cli, LLAMA, ROOT, withDir } from "./_cli.ts";
 
 function evopress(args: string[]) {
@@ -122,4 +125,38 @@ Deno.test("compress's --recipe excludes --method and writes only dense folders",
     /--recipe writes --format dense/,
   );
   assert.throws(() => parseCompressArgs(base), /Missing --method/);
+});
+
+Deno.test("fitnessWindows() deals each text's windows to the evaluation and the pool without overlap, leaving out the database's stream", async () => {
+  await withDir(async (dir) => {
+    const tokenizer = await loadTokenizer(LLAMA);
+    const text = await Deno.readTextFile(`${dir}/calib.txt`);
+    const sources = [`${dir}/calib.txt`, `${dir}/other.txt`];
+    await Deno.writeTextFile(sources[1]!, text.split("").reverse().join(""));
+    const options = { samples: 6, evaluationSamples: 4, length: 8, seed: 3, maxLength: 64 };
+    const a = await fitnessWindows(tokenizer, sources, options);
+    const b = await fitnessWindows(tokenizer, sources, options);
+    assert.deepEqual(a, b);
+    assert.equal(a.pool.length, 6);
+    assert.equal(a.evaluation.length, 4);
+    for (const [i, source] of sources.entries()) {
+      const docs = (await Deno.readTextFile(source)).split(/\n\s*\n/).map((d) => d.trim())
+        .filter((d) => d.length > 0);
+      const stream = encodeDocs(tokenizer, docs);
+      // Windows start at multiples of 8: find each one's tile in its own text's stream.
+      const tileOf = (w: number[]) => {
+        for (let k = 0; (k + 1) * 8 <= stream.length; k++) {
+          if (w.every((t, j) => t === stream[k * 8 + j])) return k;
+        }
+        return -1;
+      };
+      const ev = a.evaluation.slice(2 * i, 2 * i + 2).map(tileOf);
+      const pool = a.pool.slice(3 * i, 3 * i + 3).map(tileOf);
+      assert(ev.every((k) => k >= 0) && pool.every((k) => k >= 0));
+      assert.equal(new Set([...ev, ...pool]).size, 5);
+    }
+    // Leaving out the first 40 tokens of the first text: no window starts before them.
+    const c = await fitnessWindows(tokenizer, sources, { ...options, skip: { [sources[0]!]: 40 } });
+    assert.notDeepEqual(c.pool.slice(0, 3), a.pool.slice(0, 3));
+  });
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { KlFitness } from "../../pipeline/_kl_fitness.ts";
 import { moduleSensitivities } from "../../pipeline/dp_allocation.ts";
 import { evoPress, type EvoPressState } from "../../pipeline/evopress.ts";
+import type { CompressibleModel } from "../../pipeline/model.ts";
 import { storiesLevels } from "./_stories_levels.ts";
 
 const SEARCH = {
@@ -15,9 +16,9 @@ const SEARCH = {
 Deno.test("evoPress() is deterministic for a seed and keeps the target exactly", async () => {
   const s = await storiesLevels();
   if (!s) return;
-  const { lm, db, heldApart } = s;
-  const a = await evoPress(lm, db, { ...SEARCH, calibration: heldApart, seed: 5 });
-  const b = await evoPress(lm, db, { ...SEARCH, calibration: heldApart, seed: 5 });
+  const { lm, db, pool } = s;
+  const a = await evoPress(lm, db, { ...SEARCH, calibration: pool, seed: 5 });
+  const b = await evoPress(lm, db, { ...SEARCH, calibration: pool, seed: 5 });
   assert.deepEqual([...a.levels], [...b.levels]);
   assert.equal(a.fitness, b.fitness);
   assert.deepEqual(a.state, b.state);
@@ -32,19 +33,19 @@ Deno.test("evoPress() is deterministic for a seed and keeps the target exactly",
 Deno.test("evoPress() resumed from a generation's state ends as the uninterrupted run", async () => {
   const s = await storiesLevels();
   if (!s) return;
-  const { lm, db, heldApart } = s;
+  const { lm, db, pool } = s;
   const start = new Map(db.modules.map((m) => [m.name, 1])); // uniform 3 bits
   const states: EvoPressState[] = [];
   const whole = await evoPress(lm, db, {
     ...SEARCH,
-    calibration: heldApart,
+    calibration: pool,
     start,
     onGeneration: (p) => {
       states.push(p.state);
     },
   });
   assert.equal(states.length, 4);
-  const resumed = await evoPress(lm, db, { ...SEARCH, calibration: heldApart, resume: states[1]! });
+  const resumed = await evoPress(lm, db, { ...SEARCH, calibration: pool, resume: states[1]! });
   assert.deepEqual([...resumed.levels], [...whole.levels]);
   assert.deepEqual(resumed.state.history, whole.state.history);
   assert.equal(resumed.fitness, whole.fitness);
@@ -53,21 +54,31 @@ Deno.test("evoPress() resumed from a generation's state ends as the uninterrupte
 Deno.test("evoPress() refuses a start that misses the target and bad options, naming them", async () => {
   const s = await storiesLevels();
   if (!s) return;
-  const { lm, db, heldApart } = s;
+  const { lm, db, pool } = s;
   const start = new Map(db.modules.map((m) => [m.name, 2])); // 4 bits everywhere
   await assert.rejects(
-    () => evoPress(lm, db, { ...SEARCH, calibration: heldApart, start }),
+    () => evoPress(lm, db, { ...SEARCH, calibration: pool, start }),
     /'start' does not meet 'target' 3 exactly/,
   );
   await assert.rejects(
-    () => evoPress(lm, db, { ...SEARCH, calibration: heldApart, offspring: 0 }),
+    () => evoPress(lm, db, { ...SEARCH, calibration: pool, offspring: 0 }),
     /'offspring' must be a positive integer: current value is 0/,
+  );
+  // Evaluation tokens past the evaluation windows, or a pool of one window that cannot be split.
+  await assert.rejects(
+    () =>
+      evoPress(lm, db, { ...SEARCH, calibration: pool, evaluation: pool, evaluationTokens: 999 }),
+    /'evaluationTokens' must be an integer in \[2, 192\]/,
+  );
+  await assert.rejects(
+    () => evoPress(lm, db, { ...SEARCH, calibration: pool.slice(0, 1) }),
+    /'calibration' must hold 2 sequences of at least 2 tokens/,
   );
   await assert.rejects(
     () =>
       evoPress(lm, db, {
         ...SEARCH,
-        calibration: heldApart,
+        calibration: pool,
         selection: [{ tokens: 24, survivors: 2 }],
       }),
     /'selection' must end with a step of 1 survivor/,
@@ -83,7 +94,7 @@ Deno.test("evoPress() refuses a start that misses the target and bad options, na
     tokensScored: 100,
   } as unknown as EvoPressState;
   await assert.rejects(
-    () => evoPress(lm, db, { ...SEARCH, calibration: heldApart, resume: old }),
+    () => evoPress(lm, db, { ...SEARCH, calibration: pool, resume: old }),
     /'resume' must give a level to every module/,
   );
 });
@@ -91,14 +102,15 @@ Deno.test("evoPress() refuses a start that misses the target and bad options, na
 Deno.test("evoPress() re-scores the parent on each generation's resampled windows of the pool", async () => {
   const s = await storiesLevels();
   if (!s) return;
-  const { lm, db, pool } = s;
+  const { lm, db, pool, heldApart } = s;
   // From the uniform 3-bit allocation; every generation's last step scores the survivor and the
-  // parent on 2 of the pool's 8 windows of 24 tokens, drawn afresh.
+  // parent on 2 of the pool's 8 windows of 24 tokens, drawn afresh; the evaluation is apart.
   const start = new Map(db.modules.map((m) => [m.name, 1]));
   const progress: { levels: readonly number[]; fitness: number; improved: boolean }[] = [];
   const r = await evoPress(lm, db, {
     target: 3,
     calibration: pool,
+    evaluation: heldApart,
     start,
     generations: 6,
     offspring: 3,
@@ -135,8 +147,9 @@ Deno.test("evoPress() re-scores the parent on each generation's resampled window
     assert.deepEqual(p.levels, progress[g - 1]!.levels);
   }
   assert(kept.some((p) => p.fitness !== progress[progress.indexOf(p) - 1]!.fitness));
-  // The result is scored on the evaluation tokens (the whole pool) and never worse than the start.
-  const all = fit.evaluate(db.modules.map((m, i) => m.variants[r.state.start[i]!]!.weight), 8 * 24);
+  // The result is scored on the evaluation tokens (held apart) and never worse than the start.
+  const held = new KlFitness(lm, db.modules, heldApart, "test");
+  const all = held.evaluate(db.modules.map((m, i) => m.variants[r.state.start[i]!]!.weight), 96);
   assert.equal(r.startFitness, all);
   assert(r.fitness <= r.startFitness);
 });
@@ -171,4 +184,79 @@ Deno.test("evoPress() starts from the better of the DP and the uniform allocatio
   assert.equal(none.fitness, r.startFitness);
   assert.deepEqual([...none.levels.values()], r.state.start);
   assert(!none.improved);
+});
+
+/** The model, recording the token sequences its forward passes start from. */
+function recording(lm: CompressibleModel): { model: CompressibleModel; seen: number[][] } {
+  const seen: number[][] = [];
+  const model: CompressibleModel = {
+    blocks: lm.blocks,
+    ...(lm.head ? { head: lm.head } : {}),
+    embed: (tokens) => {
+      seen.push([...tokens]);
+      return lm.embed(tokens);
+    },
+  };
+  return { model, seen };
+}
+
+/** Whether `piece` is the first tokens of one of `seqs`. */
+function within(piece: readonly number[], seqs: readonly (readonly number[])[]): boolean {
+  return seqs.some((q) => piece.length <= q.length && piece.every((t, i) => t === q[i]));
+}
+
+Deno.test("evoPress() samples only the pool and judges its start and result on the held-apart evaluation windows", async () => {
+  const s = await storiesLevels();
+  if (!s) return;
+  const { lm, db, pool, heldApart } = s;
+  const start = new Map(db.modules.map((m) => [m.name, 1]));
+  const search = {
+    target: 3,
+    start,
+    generations: 4,
+    offspring: 4,
+    selection: [{ tokens: 24, survivors: 2 }, { tokens: 72, survivors: 1 }],
+    seed: 3,
+  };
+  // Given apart (`evaluation`), or the default: the first 2 of the pool's 8 windows (48 of its
+  // 192 tokens) set apart, the selection sampling the other 6.
+  for (
+    const [options, evaluation, sampled] of [
+      [{ calibration: pool, evaluation: heldApart }, heldApart, pool],
+      [{ calibration: pool }, pool.slice(0, 2), pool.slice(2)],
+    ] as const
+  ) {
+    for (const e of evaluation) assert(!within(e, sampled) && !sampled.some((q) => within(q, [e])));
+    const states: EvoPressState[] = [];
+    const whole = await evoPress(lm, db, {
+      ...search,
+      ...options,
+      onGeneration: (p) => {
+        states.push(p.state);
+      },
+    });
+    // The start is scored on the evaluation windows alone.
+    const first = recording(lm);
+    await evoPress(first.model, db, { ...search, ...options, generations: 0 });
+    assert(first.seen.length > 0 && first.seen.every((t) => within(t, evaluation)));
+    // The generations score the pool's windows alone, and the final guard the evaluation's.
+    const rec = recording(lm);
+    let searched = 0;
+    const resumed = await evoPress(rec.model, db, {
+      ...search,
+      ...options,
+      resume: states[0]!,
+      onGeneration: () => {
+        searched = rec.seen.length;
+      },
+    });
+    assert.deepEqual([...resumed.levels], [...whole.levels]);
+    assert.deepEqual(resumed.state, whole.state);
+    assert.equal(resumed.fitness, whole.fitness);
+    assert.notDeepEqual(whole.state.levels, whole.state.start);
+    const during = rec.seen.slice(0, searched);
+    const guard = rec.seen.slice(searched);
+    assert(during.length > 0 && during.every((t) => within(t, sampled) && !within(t, evaluation)));
+    assert(guard.length > 0 && guard.every((t) => within(t, evaluation)));
+  }
 });
