@@ -9,7 +9,7 @@
 import type { SparsityStructure } from "../pruners/structure.ts";
 import type { GridOptions } from "../quantizers/grid.ts";
 import type { MxFormat } from "../core/scaled_float.ts";
-import type { ActivationFormat } from "../quantizers/activation_quant.ts";
+import { ACTIVATION_FORMATS, type ActivationFormat } from "../quantizers/activation_quant.ts";
 
 /** Round-to-nearest onto a uniform grid (`rtn`). */
 export interface RtnStage {
@@ -504,12 +504,12 @@ export function validateRecipe(recipe: Recipe): void {
   }
 }
 
-const ACT_FORMATS = ["int8", "int4", "fp8", "mxfp4", "nvfp4"];
-
 function checkActivationStage(s: ActivationStage): void {
-  if (!ACT_FORMATS.includes(s.format)) {
+  if (!ACTIVATION_FORMATS.includes(s.format)) {
     throw new TypeError(
-      `Cannot compress as an act stage's 'format' must be one of ${ACT_FORMATS.join(", ")}: ` +
+      `Cannot compress as an act stage's 'format' must be one of ${
+        ACTIVATION_FORMATS.join(", ")
+      }: ` +
         `current value is ${String(s.format)}`,
     );
   }

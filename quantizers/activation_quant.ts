@@ -64,16 +64,19 @@ export interface ActivationQuant {
   readonly outliers?: ActivationOutliers;
 }
 
-const FORMATS: readonly ActivationFormat[] = ["int8", "int4", "fp8", "mxfp4", "nvfp4"];
-
-/** Element bits of each format. */
-const ELEMENT_BITS: Readonly<Record<ActivationFormat, number>> = {
+/** Element bits of each activation format. */
+export const ACTIVATION_ELEMENT_BITS: Readonly<Record<ActivationFormat, number>> = {
   int8: 8,
   int4: 4,
   fp8: 8,
   mxfp4: 4,
   nvfp4: 4,
 };
+
+/** The activation formats. */
+export const ACTIVATION_FORMATS = Object.keys(
+  ACTIVATION_ELEMENT_BITS,
+) as readonly ActivationFormat[];
 
 /**
  * Checks an activation quantization and returns it.
@@ -91,9 +94,9 @@ export function checkActivationQuant(spec: ActivationQuant, inFeatures?: number)
     );
   }
   const { format, granularity = "token", absMax: amax, outliers } = spec;
-  if (!FORMATS.includes(format)) {
+  if (!ACTIVATION_FORMATS.includes(format)) {
     throw new TypeError(
-      `Cannot quantize activations as 'format' must be one of ${FORMATS.join(", ")}: ` +
+      `Cannot quantize activations as 'format' must be one of ${ACTIVATION_FORMATS.join(", ")}: ` +
         `current value is ${String(format)}`,
     );
   }
@@ -159,10 +162,10 @@ export function activationBits(spec: ActivationQuant, inFeatures: number): numbe
   const dynamic = (spec.granularity ?? "token") === "token";
   const scale = dynamic ? 32 / inFeatures : 0;
   const block = spec.format === "mxfp4" ? 8 / 32 : spec.format === "nvfp4" ? 8 / 16 : 0;
-  const base = ELEMENT_BITS[spec.format] + block + (spec.format === "mxfp4" ? 0 : scale);
+  const base = ACTIVATION_ELEMENT_BITS[spec.format] + block + (spec.format === "mxfp4" ? 0 : scale);
   const k = spec.outliers ? spec.outliers.columns.length : 0;
   if (k === 0) return base;
-  return ((inFeatures - k) * ELEMENT_BITS[spec.format] + k * 8 + 64) / inFeatures;
+  return ((inFeatures - k) * ACTIVATION_ELEMENT_BITS[spec.format] + k * 8 + 64) / inFeatures;
 }
 
 const f = Math.fround;

@@ -23,7 +23,12 @@
  */
 
 import { roundHalfEven } from "../core/uniform_grid.ts";
-import { type ActivationFormat, fakeQuantizeActivations } from "./activation_quant.ts";
+import {
+  ACTIVATION_ELEMENT_BITS,
+  ACTIVATION_FORMATS,
+  type ActivationFormat,
+  fakeQuantizeActivations,
+} from "./activation_quant.ts";
 
 /** KV cache quantization of one attention layer, as plain data. */
 export interface KvCacheQuant {
@@ -34,16 +39,6 @@ export interface KvCacheQuant {
   /** The range's clipping ratio c in (0, 1] (asymmetric grids only). @default 1 */
   readonly clipRatio?: number;
 }
-
-const FORMATS: readonly ActivationFormat[] = ["int8", "int4", "fp8", "mxfp4", "nvfp4"];
-
-const ELEMENT_BITS: Readonly<Record<ActivationFormat, number>> = {
-  int8: 8,
-  int4: 4,
-  fp8: 8,
-  mxfp4: 4,
-  nvfp4: 4,
-};
 
 /**
  * Checks a KV cache quantization and returns it.
@@ -61,9 +56,9 @@ export function checkKvCacheQuant(spec: KvCacheQuant): KvCacheQuant {
     );
   }
   const { format, asymmetric = false, clipRatio = 1 } = spec;
-  if (!FORMATS.includes(format)) {
+  if (!ACTIVATION_FORMATS.includes(format)) {
     throw new TypeError(
-      `Cannot quantize the KV cache as 'format' must be one of ${FORMATS.join(", ")}: ` +
+      `Cannot quantize the KV cache as 'format' must be one of ${ACTIVATION_FORMATS.join(", ")}: ` +
         `current value is ${String(format)}`,
     );
   }
@@ -105,7 +100,7 @@ export function checkKvCacheQuant(spec: KvCacheQuant): KvCacheQuant {
  * @returns Bits per element.
  */
 export function kvCacheBits(spec: KvCacheQuant, headDim: number): number {
-  const e = ELEMENT_BITS[spec.format];
+  const e = ACTIVATION_ELEMENT_BITS[spec.format];
   if (spec.format === "mxfp4") return e + 8 / 32;
   if (spec.format === "nvfp4") return e + 8 / 16 + 32 / headDim;
   return e + (32 + (spec.asymmetric ? e : 0)) / headDim;
