@@ -250,15 +250,7 @@ export async function compressLinear(
   let rotation: Rotation | undefined;
   let mask: Uint8Array | undefined;
   let maskStructure: SparsityStructure | "mask" = "mask";
-  let quantized:
-    | QuantizedWeight
-    | AqlmWeight
-    | HiggsWeight
-    | Nf4Weight
-    | MxWeight
-    | Fp8Weight
-    | SpqrWeight
-    | undefined;
+  let quantized: CompressedLinear["quantized"];
   let valueBits = 32, overhead = 0;
   let lowRank: LowRankFactors | undefined;
   let outlierColumns: Int32Array | undefined;
