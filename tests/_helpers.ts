@@ -7,6 +7,23 @@
 
 import { AssertionError } from "node:assert/strict";
 
+/**
+ * Relative Frobenius error ‖a − b‖ / ‖b‖.
+ *
+ * @param a Values.
+ * @param b Reference values.
+ * @returns The relative error.
+ */
+export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = a[i]! - b[i]!;
+    num += d * d;
+    den += b[i]! * b[i]!;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-300));
+}
+
 /** Tolerances for {@linkcode assertClose}. */
 export interface CloseOptions {
   /** Absolute tolerance. @default 1e-9 */

@@ -3,6 +3,7 @@ import { paleyFastApplies, paleyFastPlan, paleyInPlace } from "../../core/_paley
 import { primePower } from "../../core/galois.ts";
 import { type HadamardFactor, hadamardFactorMatrix } from "../../core/hadamard.ts";
 import { prng, randn } from "../../core/prng.ts";
+import { relError } from "../_helpers.ts";
 
 /** Every Paley I factor of order ≤ limit: q + 1 for the prime powers q ≡ 3 (mod 4). */
 function paleyFactors(limit: number): HadamardFactor[] {
@@ -25,15 +26,6 @@ function dense(b: Int8Array, m: number, x: Float64Array, transpose: boolean): Fl
   return y;
 }
 
-function relErr(a: Float64Array, b: Float64Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
 Deno.test("the fast Paley I transform equals the dense block of hadamardFactorMatrix for every order up to 1000", () => {
   const rng = prng(11);
   const factors = paleyFactors(1000);
@@ -49,7 +41,7 @@ Deno.test("the fast Paley I transform equals the dense block of hadamardFactorMa
       paleyInPlace(y, plan, 1, transpose);
       for (let r = 0; r < 3; r++) {
         const want = dense(b, m, x.subarray(r * m, (r + 1) * m), transpose);
-        const err = relErr(y.subarray(r * m, (r + 1) * m), want);
+        const err = relError(y.subarray(r * m, (r + 1) * m), want);
         assert.ok(err < 1e-12, `q = ${f.q} = ${f.p}^${f.k}, transpose ${transpose}: error ${err}`);
       }
     }
@@ -69,7 +61,7 @@ Deno.test("the fast Paley I transform along a strided axis equals the dense bloc
       for (let t = 0; t < s; t++) {
         const fibre = Float64Array.from({ length: m }, (_, i) => x[o * m * s + i * s + t]!);
         const got = Float64Array.from({ length: m }, (_, i) => y[o * m * s + i * s + t]!);
-        const err = relErr(got, dense(b, m, fibre, false));
+        const err = relError(got, dense(b, m, fibre, false));
         assert.ok(err < 1e-12, `q = ${q}, fibre ${o}, ${t}: error ${err}`);
       }
     }

@@ -26,22 +26,7 @@ export async function testGpu(): Promise<Gpu | null> {
   return gpu;
 }
 
-/**
- * Relative Frobenius error ‖a − b‖ / ‖b‖.
- *
- * @param a Values.
- * @param b Reference values.
- * @returns The relative error.
- */
-export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = a[i]! - b[i]!;
-    num += d * d;
-    den += b[i]! * b[i]!;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300));
-}
+export { relError } from "../_helpers.ts";
 
 /**
  * Seeded standard-normal activations x [m, k] (drawn in float32; f16 rounds them).

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { syntheticModel } from "./_synthetic_model.ts";
-import { dataFile } from "../_helpers.ts";
+import { dataFile, relError } from "../_helpers.ts";
 import { llamaForward } from "../../models/forward.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
 import { quarot } from "../../models/quarot.ts";
@@ -10,21 +10,12 @@ import type { LlamaModel } from "../../models/model.ts";
 
 const tokens = [3, 9, 1, 7, 22, 5, 13, 2];
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
 function check(model: LlamaModel, ids: number[], what: string): void {
   const want = llamaForward(model, ids);
   const cases: [boolean, boolean][] = [[true, true], [false, true], [true, false]];
   for (const [onlineHadamard, headHadamard] of cases) {
     const r = quarot(model, { seed: 3, onlineHadamard, headHadamard });
-    const err = relErr(llamaForward(r, ids), want);
+    const err = relError(llamaForward(r, ids), want);
     assert(err < 1e-5, `${what}, online ${onlineHadamard}, heads ${headHadamard}: error ${err}`);
     assert.equal(r.layers[0]!.onlineHadamard !== undefined, onlineHadamard);
     assert(r.layers[0]!.attnNorm.every((g) => g === 1));

@@ -4,18 +4,10 @@ import { llamaForward } from "../../models/forward.ts";
 import { linearInputStats } from "../../models/linear_input_stats.ts";
 import { smoothQuant } from "../../models/smooth_quant.ts";
 import type { LlamaModel } from "../../models/model.ts";
+import { relError } from "../_helpers.ts";
 
 const tokens = [3, 9, 1, 7, 22, 5, 13, 2];
 const calib = [[1, 5, 9, 2, 7, 3, 8, 4], [6, 2, 11, 30, 4, 17, 9, 1]];
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 /** A model whose attention-norm input has a few large channels, as real LLMs do. */
 function withOutliers(model: LlamaModel): LlamaModel {
@@ -33,7 +25,7 @@ Deno.test("smoothQuant() leaves the float model's logits unchanged (GQA, biases,
     const stats = linearInputStats(model, calib);
     for (const outputs of [true, false]) {
       const smooth = smoothQuant(model, stats, { alpha: 0.5, outputs });
-      const err = relErr(llamaForward(smooth, tokens), llamaForward(model, tokens));
+      const err = relError(llamaForward(smooth, tokens), llamaForward(model, tokens));
       assert(err < 1e-5, `relative error ${err} (${JSON.stringify(shape)}, outputs ${outputs})`);
       assert.notDeepEqual(smooth.layers[0]!.attnNorm, model.layers[0]!.attnNorm);
       assert.equal(smooth.layers[0]!.wo === model.layers[0]!.wo, !outputs);

@@ -15,17 +15,9 @@ import { quarot } from "../../models/quarot.ts";
 import { llamaDims, type LlamaLayer, type LlamaModel } from "../../models/model.ts";
 import { meanKvCacheBits, withKvCacheQuant } from "../../models/with_kv_cache_quant.ts";
 import type { KvCacheQuant } from "../../quantizers/kv_cache_quant.ts";
+import { relError } from "../_helpers.ts";
 
 const f = Math.fround;
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 /** Asymmetric b-bit fake quantization of each group of n, written out for the test. */
 function asymGroups(x: Float32Array, n: number, bits: number, clip: number): Float32Array {
@@ -116,16 +108,19 @@ Deno.test("the forward pass with a 4-bit KV cache equals a hand-computed one- an
   for (const ids of [[7], [7, 19]]) {
     const want = logitsByHand(model, ids, { bits: 4, clip: 0.9 });
     const got = llamaForward(kv, ids);
-    assert(relErr(got, want) < 1e-5, `${ids.length} tokens: error ${relErr(got, want)}`);
+    assert(relError(got, want) < 1e-5, `${ids.length} tokens: error ${relError(got, want)}`);
     // the quantization is visible: the float cache gives other logits
     const float = logitsByHand(model, ids, null);
-    assert(relErr(float, want) > 1e-3, `${ids.length} tokens: the KV quantization changed nothing`);
-    assert(relErr(llamaForward(model, ids), float) < 1e-5);
+    assert(
+      relError(float, want) > 1e-3,
+      `${ids.length} tokens: the KV quantization changed nothing`,
+    );
+    assert(relError(llamaForward(model, ids), float) < 1e-5);
   }
   // int8 with the full range
   const kv8 = withKvCacheQuant(model, { format: "int8", asymmetric: true });
   const want8 = logitsByHand(model, [7, 19], { bits: 8, clip: 1 });
-  assert(relErr(llamaForward(kv8, [7, 19]), want8) < 1e-5);
+  assert(relError(llamaForward(kv8, [7, 19]), want8) < 1e-5);
   assert.equal(meanKvCacheBits(kv), 4 + 36 / 8);
   assert.equal(meanKvCacheBits(model), 32);
 });
@@ -140,16 +135,16 @@ Deno.test("the online Hadamard of queries and keys alone leaves the float logits
       ...model,
       layers: model.layers.map((l) => ({ ...l, qkHadamard: { n: headDim, seed: 5 } })),
     };
-    assert(relErr(llamaForward(qkOnly, ids), want) < 1e-5);
+    assert(relError(llamaForward(qkOnly, ids), want) < 1e-5);
     const r = quarot(model, { seed: 2, qkHadamard: true });
     assert.deepEqual(r.layers[1]!.qkHadamard, { n: headDim, seed: 5 });
-    assert(relErr(llamaForward(r, ids), want) < 1e-5);
+    assert(relError(llamaForward(r, ids), want) < 1e-5);
     assert.equal(quarot(model, { seed: 2 }).layers[0]!.qkHadamard, undefined);
     // with a quantized cache, the rotation changes which keys are quantized
     const spec: KvCacheQuant = { format: "int4", asymmetric: true };
     const a = llamaForward(withKvCacheQuant(model, spec), ids);
     const b = llamaForward(withKvCacheQuant(qkOnly, spec), ids);
-    assert(relErr(a, b) > 1e-4);
+    assert(relError(a, b) > 1e-4);
   }
 });
 
