@@ -296,15 +296,20 @@ function headLogits(model: CompressibleModel, x: Tensor<"f32">): Float32Array {
   return out;
 }
 
+/** log Σ exp of the row of V values starting at o, shifted by its maximum. */
+function logSumExp(x: Float32Array, o: number, V: number): number {
+  let max = -Infinity;
+  for (let v = 0; v < V; v++) max = Math.max(max, x[o + v]!);
+  let sum = 0;
+  for (let v = 0; v < V; v++) sum += Math.exp(x[o + v]! - max);
+  return max + Math.log(sum);
+}
+
 /** Row-wise log-softmax of [T, V]. */
 function logSoftmaxRows(logits: Float32Array, V: number): Float64Array {
   const out = new Float64Array(logits.length);
   for (let o = 0; o < logits.length; o += V) {
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, logits[o + v]!);
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[o + v]! - max);
-    const lse = max + Math.log(sum);
+    const lse = logSumExp(logits, o, V);
     for (let v = 0; v < V; v++) out[o + v] = logits[o + v]! - lse;
   }
   return out;
@@ -314,11 +319,7 @@ function logSoftmaxRows(logits: Float32Array, V: number): Float64Array {
 function klRows(logP: Float64Array, logitsQ: Float32Array, V: number): number {
   let total = 0;
   for (let o = 0; o < logP.length; o += V) {
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, logitsQ[o + v]!);
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logitsQ[o + v]! - max);
-    const lse = max + Math.log(sum);
+    const lse = logSumExp(logitsQ, o, V);
     let kl = 0;
     for (let v = 0; v < V; v++) {
       const lp = logP[o + v]!;
