@@ -11,6 +11,17 @@ import { dequantize } from "../../quantizers/dequantize.ts";
 import { correlatedInputs, randomWeight } from "./_correlated.ts";
 import { assertClose } from "../_helpers.ts";
 
+/** spqr()'s defaults as the OBS solver's decider. */
+const DEFAULT_DECIDER = {
+  kind: "spqr",
+  bits: 3,
+  groupSize: 16,
+  scaleBits: 3,
+  zeroBits: 3,
+  statisticGroupSize: 16,
+  outlierThreshold: 0.2,
+} as const;
+
 function problem(rows: number, cols: number, seed: number): { w: Tensor<"f32">; h: Hessian } {
   return {
     w: randomWeight(rows, cols, seed),
@@ -213,15 +224,7 @@ Deno.test("spqr() keeps planted large weights as outliers, stored in CSR at thei
 
 Deno.test("spqr()'s stored form dequantizes to exactly the weights the OBS loop produced", async () => {
   const { w, h } = problem(24, 40, 17);
-  const options = {
-    kind: "spqr",
-    bits: 3,
-    groupSize: 16,
-    scaleBits: 3,
-    zeroBits: 3,
-    statisticGroupSize: 16,
-    outlierThreshold: 0.2,
-  } as const;
+  const options = DEFAULT_DECIDER;
   const solved = await obsSolve(w, h, { decider: options, actOrder: true, backend: "cpu" });
   const q = await spqr(w, h);
   assert.deepEqual(dequantize(q).data, solved.weight.data);
@@ -310,15 +313,7 @@ Deno.test("spqr() refuses a bad Hessian, non-finite values, bad options and the 
   await assert.rejects(
     () =>
       obsSolve(w, h, {
-        decider: {
-          kind: "spqr",
-          bits: 3,
-          groupSize: 16,
-          scaleBits: 3,
-          zeroBits: 3,
-          statisticGroupSize: 16,
-          outlierThreshold: 0.2,
-        },
+        decider: DEFAULT_DECIDER,
         backend: "webgpu",
       }),
     /does not support the "spqr" decider/,
