@@ -61,6 +61,7 @@ const rssBefore = hwm();
 
 t0 = performance.now();
 const read = (flag("read") ?? "auto") as "auto" | "memory" | "disk";
+const prefetch = !Deno.args.includes("--no-prefetch");
 const lm = await loadModel(dir, { read });
 t.load = (performance.now() - t0) / 1000;
 log(`loaded in ${t.load.toFixed(1)} s`);
@@ -99,7 +100,7 @@ const result = await compressModel(lm, calibration, {
 }, {
   backend,
   keepModules: false,
-  prefetch: !Deno.args.includes("--no-prefetch"),
+  prefetch,
   onBlockDone: (b, modules) => {
     for (const m of modules) addSolveStats(m);
     if (writer === null || b >= lm.blocks.length) return;
@@ -135,7 +136,7 @@ const report = {
   calibration: { samples, len },
   output: writeOut ? dtype : null,
   read,
-  prefetch: !Deno.args.includes("--no-prefetch"),
+  prefetch,
   seconds: {
     load: t.load,
     calibration: result.phases.calibration,
