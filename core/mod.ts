@@ -5,6 +5,7 @@
  * @module
  */
 export * from "./tensor.ts";
+export * from "./lazy_tensor.ts";
 export * from "./convert.ts";
 export * from "./prng.ts";
 export { CholeskyError } from "./_dense.ts";

@@ -220,7 +220,9 @@ export function resolveGrid(
  * @param gIdx Group of each column [cols].
  * @param rows Rows.
  * @param cols Columns.
- * @returns Ŵ [rows, cols].
+ * @param out Where to write Ŵ (every element is written), instead of a new array.
+ * @returns Ŵ [rows, cols] (`out` when given).
+ * @throws {RangeError} when `out` does not hold rows·cols values.
  */
 export function dequantizeGrid(
   codes: ArrayLike<number>,
@@ -229,8 +231,13 @@ export function dequantizeGrid(
   gIdx: ArrayLike<number>,
   rows: number,
   cols: number,
+  out: Float32Array = new Float32Array(rows * cols),
 ): Float32Array {
-  const out = new Float32Array(rows * cols);
+  if (out.length !== rows * cols) {
+    throw new RangeError(
+      `Cannot dequantize into 'out' of ${out.length} values: the grid has ${rows}×${cols}`,
+    );
+  }
   const groups = rows > 0 ? scales.length / rows : 0;
   // Runs of columns in one group: [start, end) with the group.
   const starts: number[] = [];

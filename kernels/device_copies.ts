@@ -10,12 +10,28 @@
  * The host array is the key, so a copy is found through any tensor that
  * wraps the same array; host arrays are treated as immutable (as tensors
  * are in this library): whoever changes the buffer range must release the
- * entry first. Web-standard only.
+ * entry first. Each function takes the array or a tensor of it: a tensor is
+ * keyed by its storage without being filled (`core/lazy_tensor.ts`), so a
+ * weight whose host values are computed only when read can stand for its
+ * device copy. Web-standard only.
  *
  * @module
  */
 
 import type { Gpu } from "./backend.ts";
+import { numel, type Tensor } from "../core/tensor.ts";
+import { storageIdentity } from "../core/lazy_tensor.ts";
+
+/** Host values: a float32 array, or a tensor of one (possibly lazy, then not filled here). */
+export type HostValues = Float32Array | Tensor<"f32">;
+
+function keyOf(values: HostValues): object {
+  return ArrayBuffer.isView(values) ? values : storageIdentity(values);
+}
+
+function byteLengthOf(values: HostValues): number {
+  return ArrayBuffer.isView(values) ? values.byteLength : numel(values.shape) * 4;
+}
 
 /** Where a host array's values are on a device. */
 export interface DeviceCopy {
@@ -40,42 +56,44 @@ export interface DeviceWeight {
   readonly buffer: GPUBuffer;
 }
 
-const copies = new WeakMap<Float32Array, DeviceCopy>();
+const copies = new WeakMap<object, DeviceCopy>();
 
 /**
  * Registers a device copy of `values` (replacing, and releasing, any earlier one).
  *
- * @param values The host values (their `byteLength` bytes are at `offset` of the buffer).
+ * @param values The host values, or a tensor of them (their bytes are at `offset` of the buffer).
  * @param copy Where they are, and whether the registry owns the buffer.
  * @throws {RangeError} when the range does not fit the buffer or the offset is unaligned.
  */
-export function attachDeviceCopy(values: Float32Array, copy: DeviceCopy): void {
+export function attachDeviceCopy(values: HostValues, copy: DeviceCopy): void {
   const { buffer, offset } = copy;
   if (!(Number.isInteger(offset) && offset >= 0 && offset % 4 === 0)) {
     throw new RangeError(
       `Cannot attach a device copy at byte offset ${offset}: it must be a multiple of 4`,
     );
   }
-  if (offset + values.byteLength > buffer.size) {
+  const byteLength = byteLengthOf(values);
+  if (offset + byteLength > buffer.size) {
     throw new RangeError(
-      `Cannot attach a device copy of ${values.byteLength} bytes at offset ${offset} ` +
+      `Cannot attach a device copy of ${byteLength} bytes at offset ${offset} ` +
         `of a buffer of ${buffer.size} bytes`,
     );
   }
-  const prev = copies.get(values);
+  const key = keyOf(values);
+  const prev = copies.get(key);
   if (prev !== undefined && prev.buffer !== buffer) releaseDeviceCopy(values);
-  copies.set(values, copy);
+  copies.set(key, copy);
 }
 
 /**
  * The device copy of `values` on `gpu`'s device, if one is registered.
  *
- * @param values The host values.
+ * @param values The host values, or a tensor of them.
  * @param gpu The device the copy must live on.
  * @returns The copy, or null.
  */
-export function deviceCopyOf(values: Float32Array, gpu: Gpu): DeviceCopy | null {
-  const c = copies.get(values);
+export function deviceCopyOf(values: HostValues, gpu: Gpu): DeviceCopy | null {
+  const c = copies.get(keyOf(values));
   return c !== undefined && c.gpu.device === gpu.device ? c : null;
 }
 
@@ -83,13 +101,13 @@ export function deviceCopyOf(values: Float32Array, gpu: Gpu): DeviceCopy | null 
  * Removes the entry of `values` and hands it over: the caller now owns the
  * buffer of an owned copy (and destroys it when done).
  *
- * @param values The host values.
+ * @param values The host values, or a tensor of them.
  * @param gpu The device the copy must live on.
  * @returns The copy, or null (then nothing changed).
  */
-export function takeDeviceCopy(values: Float32Array, gpu: Gpu): DeviceCopy | null {
+export function takeDeviceCopy(values: HostValues, gpu: Gpu): DeviceCopy | null {
   const c = deviceCopyOf(values, gpu);
-  if (c !== null) copies.delete(values);
+  if (c !== null) copies.delete(keyOf(values));
   return c;
 }
 
@@ -97,11 +115,12 @@ export function takeDeviceCopy(values: Float32Array, gpu: Gpu): DeviceCopy | nul
  * Forgets the device copy of `values`, destroying its buffer when the
  * registry owns it. Nothing happens when none is registered.
  *
- * @param values The host values.
+ * @param values The host values, or a tensor of them.
  */
-export function releaseDeviceCopy(values: Float32Array): void {
-  const c = copies.get(values);
+export function releaseDeviceCopy(values: HostValues): void {
+  const key = keyOf(values);
+  const c = copies.get(key);
   if (c === undefined) return;
-  copies.delete(values);
+  copies.delete(key);
   if (c.owned) c.buffer.destroy();
 }

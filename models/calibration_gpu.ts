@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { Tensor } from "../core/tensor.ts";
+import { numel, type Tensor } from "../core/tensor.ts";
 import { nextTask } from "../core/_next_task.ts";
 import { type Gpu, GpuBatch, storageBuffer, writeBuffer } from "../kernels/backend.ts";
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
@@ -48,6 +48,11 @@ import { encodeCopy, encodeRmsNorm, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkWindow, llamaEmbed } from "./forward.ts";
 import { layerVectors, LLAMA_LINEARS, llamaDims } from "./model.ts";
 import type { LlamaConfig, LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
+import { readLinearAhead, type WidenRows } from "./hf.ts";
+import { type DenseWorker, denseWorker } from "./_dense_on_worker.ts";
+
+/** Bytes of a block linear written to the GPU at a time by the read-ahead. */
+const UPLOAD_PIECE = 64 << 20;
 
 /** Options of {@linkcode llamaCalibrationRunner}. */
 export interface GpuCalibrationOptions {
@@ -449,16 +454,16 @@ export function llamaCalibrationRunner(
   /** Registers the block's linears as device copies (views into its buffers), for the solvers. */
   function attachViews(u: UploadedBlock): void {
     for (const n of LLAMA_LINEARS) {
-      attachDeviceCopy(u.from[n].data, { gpu, ...placeOf(n, u.buffers), owned: false });
+      attachDeviceCopy(u.from[n], { gpu, ...placeOf(n, u.buffers), owned: false });
     }
   }
 
   /** Forgets the block's views (before its buffers change or go). */
   function forgetViews(u: UploadedBlock): void {
     for (const n of LLAMA_LINEARS) {
-      const c = deviceCopyOf(u.from[n].data, gpu);
+      const c = deviceCopyOf(u.from[n], gpu);
       if (c !== null && !c.owned && placeOf(n, u.buffers).buffer === c.buffer) {
-        releaseDeviceCopy(u.from[n].data);
+        releaseDeviceCopy(u.from[n]);
       }
     }
   }
@@ -494,10 +499,11 @@ export function llamaCalibrationRunner(
       const encoder = gpu.device.createCommandEncoder();
       const taken: GPUBuffer[] = [];
       for (const n of changed) {
-        const old = deviceCopyOf(prev.from[n].data, gpu);
-        if (old !== null && !old.owned) releaseDeviceCopy(prev.from[n].data);
+        const old = deviceCopyOf(prev.from[n], gpu);
+        if (old !== null && !old.owned) releaseDeviceCopy(prev.from[n]);
         const place = placeOf(n, prev.buffers);
-        const values = from[n].data;
+        // By the tensor: a lazily dequantized Ŵ is not filled on the host here.
+        const values = from[n];
         const source = takeDeviceCopy(values, gpu);
         if (source !== null) {
           encoder.copyBufferToBuffer(
@@ -505,12 +511,12 @@ export function llamaCalibrationRunner(
             source.offset,
             place.buffer,
             place.offset,
-            values.byteLength,
+            numel(values.shape) * 4,
           );
           if (source.owned) taken.push(source.buffer);
           timings.linearsCopied = (timings.linearsCopied ?? 0) + 1;
         } else {
-          writeBuffer(gpu, place.buffer, place.offset, values);
+          writeBuffer(gpu, place.buffer, place.offset, values.data);
           timings.linearsUploaded = (timings.linearsUploaded ?? 0) + 1;
         }
         attachDeviceCopy(values, { gpu, ...place, owned: false });
@@ -572,14 +578,35 @@ export function llamaCalibrationRunner(
         w2: product(dim, H, "w2"),
       };
       const from = {} as Record<LlamaLinear, Tensor<"f32">>;
-      for (const n of LLAMA_LINEARS) {
-        host += performance.now() - t;
+      // Each linear is read (and widened) while the previous one is uploaded.
+      const read = async (n: LlamaLinear): Promise<Tensor<"f32">> => {
         await nextTask();
-        t = performance.now();
-        if (disposed || next !== null) return;
-        from[n] = layer[n];
-        const place = placeOf(n, buffers);
-        writeBuffer(gpu, place.buffer, place.offset, from[n].data);
+        return await readLinearAhead(layer, n, widenRows);
+      };
+      let reading: Promise<Tensor<"f32">> | null = read(LLAMA_LINEARS[0]);
+      try {
+        for (const [i, n] of LLAMA_LINEARS.entries()) {
+          host += performance.now() - t;
+          const w: Tensor<"f32"> = await reading!;
+          const after = LLAMA_LINEARS[i + 1];
+          reading = after !== undefined ? read(after) : null;
+          t = performance.now();
+          if (disposed || next !== null) return;
+          from[n] = w;
+          // In pieces, so that the host's copies leave room for the GPU's continuations.
+          const place = placeOf(n, buffers), values = w.data, piece = UPLOAD_PIECE / 4;
+          for (let at = 0; at < values.length; at += piece) {
+            writeBuffer(gpu, place.buffer, place.offset + at * 4, values.subarray(at, at + piece));
+            if (at + piece < values.length) {
+              host += performance.now() - t;
+              await nextTask();
+              t = performance.now();
+              if (disposed) return;
+            }
+          }
+        }
+      } finally {
+        reading?.catch(() => {}); // dropped with the read-ahead
       }
       checkLayerExtras(config, { ...layerVectors(layer), ...from }, block);
       for (const b of owned) bytes += b.size;
@@ -593,6 +620,13 @@ export function llamaCalibrationRunner(
       timings.prefetch = (timings.prefetch ?? 0) + host / 1000;
     }
   }
+
+  /** Widens a stored linear on a worker thread (started on first use, stopped by `dispose`). */
+  let worker: DenseWorker | null = null;
+  const widenRows: WidenRows = (weight, rowFrom) => {
+    if (disposed) return Promise.reject(new Error("Cannot use a disposed calibration runner"));
+    return (worker ??= denseWorker()).widen(weight, rowFrom);
+  };
 
   /** Waits for a prefetch under way (before the block's buffers are read or replaced). */
   async function settlePrefetch(): Promise<void> {
@@ -836,6 +870,8 @@ export function llamaCalibrationRunner(
     dispose() {
       if (disposed) return;
       disposed = true;
+      worker?.close();
+      worker = null;
       for (const h of [...live]) h.release();
       const all = [
         ...chunks.flatMap((c) => [c.x, c.att, c.res, c.g]),

@@ -134,32 +134,38 @@ export function toHfTensors(model: LlamaModel): Map<string, Tensor> {
  * @param config The configuration.
  * @param l The block's index.
  * @param layer The block.
+ * @param hfLinears Linears already in HF's layout (and dtype), used as they
+ *   are instead of `layer`'s (whose values are then not read).
  * @returns Tensors by HF name, in a stable order.
  */
 export function hfLayerTensors(
   config: LlamaConfig,
   l: number,
   layer: LlamaLayer,
+  hfLinears: Partial<Readonly<Record<LlamaLinear, Tensor>>> = {},
 ): Map<string, Tensor> {
   const { nHeads, nKvHeads, dim } = config;
   const out = new Map<string, Tensor>();
   const vec = (v: Float32Array) => tensor("f32", [v.length], v);
+  const linear = (key: LlamaLinear, heads?: number): Tensor =>
+    hfLinears[key] ??
+      (heads === undefined ? layer[key] : permuteRotaryRows(layer[key], heads, true));
   {
     const n = hfNames(l);
     out.set(n.attnNorm, tensor("f32", [dim], layer.attnNorm));
-    out.set(n.wq, permuteRotaryRows(layer.wq, nHeads, true));
+    out.set(n.wq, linear("wq", nHeads));
     if (layer.bq) out.set(n.bq, vec(permuteRotaryVector(layer.bq, nHeads, true)));
-    out.set(n.wk, permuteRotaryRows(layer.wk, nKvHeads, true));
+    out.set(n.wk, linear("wk", nKvHeads));
     if (layer.bk) out.set(n.bk, vec(permuteRotaryVector(layer.bk, nKvHeads, true)));
-    out.set(n.wv, layer.wv);
+    out.set(n.wv, linear("wv"));
     if (layer.bv) out.set(n.bv, vec(layer.bv));
-    out.set(n.wo, layer.wo);
+    out.set(n.wo, linear("wo"));
     if (layer.qNorm) out.set(n.qNorm, vec(permuteRotaryVector(layer.qNorm, 1, true)));
     if (layer.kNorm) out.set(n.kNorm, vec(permuteRotaryVector(layer.kNorm, 1, true)));
     out.set(n.ffnNorm, tensor("f32", [dim], layer.ffnNorm));
-    out.set(n.w1, layer.w1);
-    out.set(n.w2, layer.w2);
-    out.set(n.w3, layer.w3);
+    out.set(n.w1, linear("w1"));
+    out.set(n.w2, linear("w2"));
+    out.set(n.w3, linear("w3"));
   }
   return out;
 }
@@ -383,23 +389,81 @@ function lazyLayers(
   small: (l: number) => Omit<LlamaLayer, LlamaLinear>,
   stored: ((l: number) => Record<LlamaLinear, StoredLinear>) | null,
   widen: (l: number, key: LlamaLinear) => Tensor<"f32">,
+  readAsync: ((l: number, key: LlamaLinear) => Promise<StoredRows>) | null,
 ): LlamaLayer[] {
   let cached: { l: number; linears: Partial<Record<LlamaLinear, Tensor<"f32">>> } | null = null;
-  const linear = (l: number, key: LlamaLinear): Tensor<"f32"> => {
-    // The previous block is released before a linear of the next is widened.
+  /** The block's cache entry of a linear (the previous block's released first). */
+  const keep = (l: number, key: LlamaLinear, make: () => Tensor<"f32">): Tensor<"f32"> => {
     if (cached === null || cached.l !== l) cached = { l, linears: {} };
-    return cached.linears[key] ??= widen(l, key);
+    return cached.linears[key] ??= make();
   };
   return Array.from({ length: n }, (_, l) => {
     const layer = { ...small(l) };
     for (const key of LLAMA_LINEARS) {
-      Object.defineProperty(layer, key, { get: () => linear(l, key), enumerable: true });
+      Object.defineProperty(layer, key, {
+        get: () => keep(l, key, () => widen(l, key)),
+        enumerable: true,
+      });
     }
     if (stored !== null) {
       Object.defineProperty(layer, STORED_LINEARS, { value: stored(l), enumerable: false });
     }
+    if (readAsync !== null) {
+      const ahead: ReadAhead = async (key, widenRows) => {
+        const held = cached?.l === l ? cached.linears[key] : undefined;
+        if (held !== undefined) return held;
+        const { weight, rowFrom } = await readAsync(l, key);
+        const wide = await widenRows(weight, rowFrom);
+        // A read of `layer[key]` meanwhile wins (one tensor per linear while cached).
+        return keep(l, key, () => wide);
+      };
+      Object.defineProperty(layer, READ_AHEAD, { value: ahead, enumerable: false });
+    }
     return layer as LlamaLayer;
   });
+}
+
+/** A stored block linear and the source row of each of its rows in the model's order. */
+interface StoredRows {
+  readonly weight: Tensor<WeightDType>;
+  readonly rowFrom: Int32Array | null;
+}
+
+/**
+ * Widens a stored weight to float32 with row r taken from row `rowFrom[r]`
+ * (null: the same order), as `f32Weight` and a row gather do; it may take
+ * `weight`'s buffer (transfer it to a worker).
+ */
+export type WidenRows = (
+  weight: Tensor<WeightDType>,
+  rowFrom: Int32Array | null,
+) => Promise<Tensor<"f32">>;
+
+type ReadAhead = (key: LlamaLinear, widen: WidenRows) => Promise<Tensor<"f32">>;
+
+const READ_AHEAD = Symbol("readAhead");
+
+/**
+ * A block linear of a loaded model, the tensor `layer[key]` returns, read
+ * without blocking the caller's thread where the loader can: a checkpoint
+ * read from disk by block (`loadHf`'s `read: "disk"`) reads the linear's
+ * bytes asynchronously and hands them to `widen` (e.g. a worker thread), and
+ * the result is then what `layer[key]` returns while the block stays cached.
+ * Any other layer gives `layer[key]`.
+ *
+ * @param layer A block of a model.
+ * @param key The linear.
+ * @param widen Widens the stored weight and orders its rows (the result must
+ *   equal `f32Weight(weight)` with row r taken from row `rowFrom[r]`).
+ * @returns The linear, float32, in the model's row order.
+ */
+export async function readLinearAhead(
+  layer: LlamaLayer,
+  key: LlamaLinear,
+  widen: WidenRows,
+): Promise<Tensor<"f32">> {
+  const ahead = (layer as { [READ_AHEAD]?: ReadAhead })[READ_AHEAD];
+  return ahead ? await ahead(key, widen) : layer[key];
 }
 
 /**
@@ -620,6 +684,25 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     if (key === "wk") return permuteRotaryRows(w, nKvHeads, false);
     return w;
   };
+  /** A block linear left on disk, read without blocking (`readLinearAhead`). */
+  const readStoredAsync = async (l: number, key: LlamaLinear): Promise<StoredRows> => {
+    const name = hfNames(l)[key];
+    const e = entry(name, linearShapes[key]);
+    const rowFrom = key === "wq" ? qOrder : key === "wk" ? kOrder : null;
+    if ("data" in e.t) return { weight: e.t as Tensor<WeightDType>, rowFrom };
+    if (stamp(await Deno.stat(e.file)) !== stamps.get(e.file)) {
+      throw new Error(
+        `Cannot read tensor ${name}: ${e.file} changed since the model was loaded ` +
+          `(its block linears are read from disk when used); load the model again`,
+      );
+    }
+    const handle = await openSafetensors(e.file);
+    try {
+      return { weight: await handle.read(name) as Tensor<WeightDType>, rowFrom };
+    } finally {
+      handle.close();
+    }
+  };
   const widenLinears = (l: number): Record<LlamaLinear, Tensor<"f32">> =>
     Object.fromEntries(LLAMA_LINEARS.map((key) => [key, widenLinear(l, key)])) as Record<
       LlamaLinear,
@@ -627,7 +710,13 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     >;
   const layers = widen === "load"
     ? Array.from({ length: nLayers }, (_, l): LlamaLayer => ({ ...small(l), ...widenLinears(l) }))
-    : lazyLayers(nLayers, small, fromDisk ? null : storedLinears, widenLinear);
+    : lazyLayers(
+      nLayers,
+      small,
+      fromDisk ? null : storedLinears,
+      widenLinear,
+      fromDisk ? readStoredAsync : null,
+    );
   const stored = (t: Tensor<WeightDType>) => widen === "load" ? f32Weight(t) : t;
   const tokenEmbedding = stored(get("model.embed_tokens.weight", [vocabSize, dim]));
   const finalNorm = vec(get("model.norm.weight", [dim]));

@@ -15,7 +15,10 @@
 import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../core/tensor.ts";
 import { writeSafetensors } from "../core/safetensors_file.ts";
-import { hfConfig, hfLayerTensors, hfNames } from "./hf.ts";
+import { hfConfig, hfLayerTensors, hfNames, rotaryRowOrder } from "./hf.ts";
+import { isFilled } from "../core/lazy_tensor.ts";
+import { dequantizedFrom } from "../quantizers/dequantize.ts";
+import { type DenseWorker, denseWorker } from "./_dense_on_worker.ts";
 import { convert } from "../core/convert.ts";
 import { nextTask } from "../core/_next_task.ts";
 import { shardName, writeShardIndex } from "./formats/_shards.ts";
@@ -23,6 +26,12 @@ import { hfTokenizerJson } from "./hf_tokenizer.ts";
 import { layerVectors, LLAMA_LINEARS } from "./model.ts";
 import type { LlamaLayer, LlamaLinear, LlamaModel } from "./model.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+
+function inverse(order: Int32Array): Int32Array {
+  const inv = new Int32Array(order.length);
+  for (let i = 0; i < order.length; i++) inv[order[i]!] = i;
+  return inv;
+}
 
 /** Options of {@linkcode openHfStreamWriter}. */
 export interface HfStreamOptions {
@@ -104,6 +113,30 @@ export async function openHfStreamWriter(
     }
     await writeSafetensors(`${tmp}/${name}`, tensors, meta);
   };
+  let worker: DenseWorker | null = null;
+  const { nHeads, nKvHeads } = model.config;
+  const denseFromGrids = async (
+    layer: LlamaLayer,
+  ): Promise<Partial<Record<LlamaLinear, Tensor>>> => {
+    const out: Partial<Record<LlamaLinear, Tensor>> = {};
+    const jobs: Promise<void>[] = [];
+    for (const n of LLAMA_LINEARS) {
+      const w = layer[n], q = dequantizedFrom(w);
+      if (q?.kind !== "uniform" || isFilled(w)) continue;
+      const rows = w.shape[0]!;
+      const heads = n === "wq" ? nHeads : n === "wk" ? nKvHeads : 0;
+      worker ??= denseWorker();
+      // Hugging Face's row r of q/k is our row order⁻¹[r] (`permuteRotaryRows`).
+      const rowFrom = heads > 0 ? inverse(rotaryRowOrder(heads, rows)) : null;
+      jobs.push(worker.grid(q, dtype, rowFrom).then((t) => void (out[n] = t)));
+    }
+    await Promise.all(jobs);
+    return out;
+  };
+  const closeWorker = () => {
+    worker?.close();
+    worker = null;
+  };
   return {
     dir,
     writeBlock(block, weights) {
@@ -121,12 +154,17 @@ export async function openHfStreamWriter(
       }
       // The host work (q/k rows to Hugging Face's order, the dtype's
       // rounding) runs a linear at a time, yielding to the event loop in
-      // between, so that it fills the caller's waits (e.g. for the GPU).
+      // between, so that it fills the caller's waits (e.g. for the GPU). A
+      // weight that is a uniform grid not yet dequantized on the host
+      // (`dequantizeLazily`, a pipeline's Ŵ left on the GPU) is made dense
+      // on a worker thread instead, from its codes.
       const p = (async () => {
         await nextTask();
-        const tensors = hfLayerTensors(model.config, block, layer);
+        const fromGrids = await denseFromGrids(layer);
+        const tensors = hfLayerTensors(model.config, block, layer, fromGrids);
         if (dtype !== "f32") {
           for (const n of LLAMA_LINEARS) {
+            if (fromGrids[n]) continue;
             await nextTask();
             const key = hfNames(block)[n];
             tensors.set(key, convert(tensors.get(key)!, dtype));
@@ -140,7 +178,11 @@ export async function openHfStreamWriter(
     async finish(classifier = model.classifier) {
       const missing = model.layers.map((_, l) => l).filter((l) => !written.has(l));
       if (missing.length > 0) throw new Error(`Cannot finish ${dir}: blocks ${missing} missing`);
-      await Promise.all(written.values());
+      try {
+        await Promise.all(written.values());
+      } finally {
+        closeWorker();
+      }
       const rest = new Map<string, Tensor>();
       rest.set("model.embed_tokens.weight", model.tokenEmbedding);
       rest.set("model.norm.weight", tensor("f32", [model.config.dim], model.finalNorm));
@@ -157,6 +199,7 @@ export async function openHfStreamWriter(
     },
     async abort() {
       await Promise.allSettled(written.values());
+      closeWorker();
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     },
   };

@@ -26,7 +26,7 @@ import { dequantizeNf4, nf4 } from "../quantizers/nf4.ts";
 import type { Nf4Weight } from "../quantizers/nf4.ts";
 import { aqlm, dequantizeAqlm } from "../quantizers/aqlm.ts";
 import type { AqlmWeight } from "../quantizers/aqlm.ts";
-import { dequantize } from "../quantizers/dequantize.ts";
+import { dequantize, dequantizeLazily } from "../quantizers/dequantize.ts";
 import { gptq } from "../quantizers/gptq.ts";
 import { rtn } from "../quantizers/rtn.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
@@ -108,7 +108,9 @@ export interface CompressLinearOptions {
    * as an owned device copy of `result.weight.data`
    * (`kernels/device_copies.ts`), for calibration passes on the same device
    * to copy instead of uploading it. Whoever is done with it releases it
-   * (`releaseDeviceCopy`); a consumer may take it.
+   * (`releaseDeviceCopy`); a consumer may take it. A GPTQ or RTN weight is
+   * then dequantized on the host only when `result.weight.data` is first
+   * read (`dequantizeLazily`).
    * @default false
    */
   deviceWeight?: boolean;
@@ -380,7 +382,8 @@ export async function compressLinear(
           ? await rtn(w, opts)
           : await gptq(w, needH(), { ...opts, backend, measureError: single, ...keepOnDevice });
         quantized = q;
-        w = keepMask(dequantize(q));
+        // Ŵ that stays on the GPU is dequantized on the host only if someone reads it.
+        w = deviceWeight && !mask ? dequantizeLazily(q) : keepMask(dequantize(q));
         measured = (q.stats as { layerError?: number } | undefined)?.layerError;
         valueBits = q.bits;
         overhead = gridOverhead(q);
@@ -471,7 +474,7 @@ export async function compressLinear(
   }
   if (onDevice !== null) {
     const { gpu, buffer } = onDevice as DeviceWeight;
-    attachDeviceCopy(w.data, { gpu, buffer, offset: 0, owned: true });
+    attachDeviceCopy(w, { gpu, buffer, offset: 0, owned: true });
   }
   let kept = rows * cols;
   if (mask) {

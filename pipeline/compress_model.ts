@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Tensor } from "../core/tensor.ts";
+import { numel, type Tensor } from "../core/tensor.ts";
 import { addInputs, hessian } from "../hessian/hessian.ts";
 import type { Hessian } from "../hessian/hessian.ts";
 import { type DeviceHessian, isDeviceHessian } from "../hessian/device_hessian.ts";
@@ -215,7 +215,7 @@ export async function compressModel(
     modules.set(c.name, c);
     summaries.set(c.name, {
       name: c.name,
-      weights: c.weight.data.length,
+      weights: numel(c.weight.shape),
       bitsPerWeight: c.bitsPerWeight,
       density: c.density,
       stages: c.stages,
@@ -339,7 +339,7 @@ export async function compressModel(
             const failed = settled.find((r) => r.status === "rejected");
             if (failed !== undefined) {
               for (const r of settled) {
-                if (r.status === "fulfilled") releaseDeviceCopy(r.value.weight.data);
+                if (r.status === "fulfilled") releaseDeviceCopy(r.value.weight);
               }
               throw failed.reason;
             }
@@ -458,7 +458,7 @@ function addInputsFrom(a: Hessian, b: Hessian): Hessian {
 
 /** Releases the device copies of a block's weights (`kernels/device_copies.ts`). */
 function releaseCopies(weights: Readonly<Record<string, Tensor<"f32">>>): void {
-  for (const w of Object.values(weights)) releaseDeviceCopy(w.data);
+  for (const w of Object.values(weights)) releaseDeviceCopy(w);
 }
 
 /** Frees the device Hessians among `hessians` (each once). */

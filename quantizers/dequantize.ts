@@ -6,12 +6,85 @@
  */
 
 import { type Tensor, tensor } from "../core/tensor.ts";
+import { lazyTensor } from "../core/lazy_tensor.ts";
 import type { QuantizedWeight } from "./quantized_weight.ts";
 import { type AqlmWeight, dequantizeAqlm } from "./aqlm.ts";
 import { dequantizeGrid } from "../core/uniform_grid.ts";
 import { dequantizeMx, type MxWeight } from "./mx.ts";
 import { dequantizeFp8, type Fp8Weight } from "./fp8_quantize.ts";
 import { dequantizeSpqr, type SpqrWeight } from "./spqr_weight.ts";
+
+function dequantizeUniform(q: QuantizedWeight, out?: Float32Array): Float32Array {
+  const [rows, cols] = q.shape;
+  if (q.codes.length !== rows * cols || q.gIdx.length !== cols) {
+    throw new RangeError(
+      `Cannot dequantize as 'codes' (${q.codes.length}) or 'gIdx' (${q.gIdx.length}) do not match the shape [${q.shape}]`,
+    );
+  }
+  return dequantizeGrid(q.codes, q.scales, q.zeros, q.gIdx, rows, cols, out);
+}
+
+/**
+ * {@linkcode dequantize}'s values, computed when they are first read
+ * (`core/lazy_tensor.ts`): for a caller that may never need Ŵ on the host
+ * (a pipeline whose Ŵ stays on the GPU). A uniform grid is dequantized
+ * straight into the tensor's storage; other formats are copied in.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dequantize, dequantizeLazily } from "./dequantize.ts";
+ * import { rtn } from "./rtn.ts";
+ * import { tensor } from "../core/tensor.ts";
+ * const q = await rtn(tensor("f32", [2, 4], Float32Array.from([1, -2, 3, 0.5, 4, 1, -1, 2])), { bits: 3 });
+ * assert.deepEqual(dequantizeLazily(q).data, dequantize(q).data);
+ * ```
+ *
+ * @param q The quantized weight (not copied: it must not change afterwards).
+ * @returns Ŵ, f32 [rows, cols], filled on first read.
+ * @throws {TypeError} for an unknown format.
+ */
+export function dequantizeLazily(
+  q: QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight,
+): Tensor<"f32"> {
+  const kinds = ["uniform", "aqlm", "mx", "fp8", "spqr"];
+  if (!kinds.includes((q as { kind?: unknown } | null)?.kind as string)) {
+    return dequantize(q); // throws, naming the kind
+  }
+  const t = lazyTensor("f32", [q.shape[0], q.shape[1]], (out) => {
+    if (q.kind === "uniform") dequantizeUniform(q, out);
+    else out.set(dequantize(q).data);
+  });
+  sources.set(t, q);
+  return t;
+}
+
+type Dequantizable = QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight;
+
+const sources = new WeakMap<Tensor<"f32">, Dequantizable>();
+
+/**
+ * The quantized weight a tensor of {@linkcode dequantizeLazily} stands for,
+ * so that a caller that must know whether a weight is its grid, bit for bit
+ * (a checkpoint writer, a journal), need not dequantize to compare.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dequantize, dequantizedFrom, dequantizeLazily } from "./dequantize.ts";
+ * import { rtn } from "./rtn.ts";
+ * import { tensor } from "../core/tensor.ts";
+ * const q = await rtn(tensor("f32", [1, 2], new Float32Array([1, -1])), { bits: 4 });
+ * assert.equal(dequantizedFrom(dequantizeLazily(q)), q);
+ * assert.equal(dequantizedFrom(dequantize(q)), undefined);
+ * ```
+ *
+ * @param t A tensor.
+ * @returns The quantized weight it was made from by `dequantizeLazily`, else undefined.
+ */
+export function dequantizedFrom(t: Tensor): Dequantizable | undefined {
+  return sources.get(t as Tensor<"f32">);
+}
 
 /**
  * The float32 weight of a quantized weight (uniform grids from RTN/GPTQ,
@@ -40,19 +113,8 @@ export function dequantize(
   q: QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight,
 ): Tensor<"f32"> {
   switch (q?.kind) {
-    case "uniform": {
-      const [rows, cols] = q.shape;
-      if (q.codes.length !== rows * cols || q.gIdx.length !== cols) {
-        throw new RangeError(
-          `Cannot dequantize as 'codes' (${q.codes.length}) or 'gIdx' (${q.gIdx.length}) do not match the shape [${q.shape}]`,
-        );
-      }
-      return tensor(
-        "f32",
-        [rows, cols],
-        dequantizeGrid(q.codes, q.scales, q.zeros, q.gIdx, rows, cols),
-      );
-    }
+    case "uniform":
+      return tensor("f32", [q.shape[0], q.shape[1]], dequantizeUniform(q));
     case "aqlm":
       return tensor("f32", [q.shape[0], q.shape[1]], dequantizeAqlm(q));
     case "mx":

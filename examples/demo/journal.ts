@@ -22,7 +22,7 @@ import {
   type StoredWeight,
 } from "../../quantizers/serialize.ts";
 import type { CompressedLinear } from "../../pipeline/compress_linear.ts";
-import { dequantize } from "../../quantizers/dequantize.ts";
+import { dequantize, dequantizedFrom } from "../../quantizers/dequantize.ts";
 import type { DemoRow } from "./report.ts";
 
 /** An open journal. */
@@ -175,7 +175,8 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
           grids.set(m.name, m.quantized as StoredWeight);
         }
         if (
-          m.quantized?.kind === "uniform" && !m.mask && sameBits(dequantize(m.quantized), m.weight)
+          m.quantized?.kind === "uniform" && !m.mask &&
+          (dequantizedFrom(m.weight) === m.quantized || sameBits(dequantize(m.quantized), m.weight))
         ) {
           fromGrid.add(m.name);
         } else tensors.set(m.name, m.weight);

@@ -10,6 +10,7 @@ import { convert } from "../../core/convert.ts";
 import { type Tensor, tensor } from "../../core/tensor.ts";
 import { toGptqCheckpoint } from "../../quantizers/gptq_checkpoint.ts";
 import { groupCount, type QuantizedWeight } from "../../quantizers/quantized_weight.ts";
+import { dequantizedFrom } from "../../quantizers/dequantize.ts";
 import { hfNames, permuteRotaryRows, permuteRotaryVector, rotaryRowOrder } from "../hf.ts";
 import {
   LLAMA_LINEARS,
@@ -70,6 +71,7 @@ function uniformOf(name: string, m: CheckpointModule | undefined, format: string
   }
   const q = m.quantized as QuantizedWeight;
   // The grid must be the weight itself (not e.g. its rotation, or a pruned copy).
+  if (dequantizedFrom(m.weight) === q) return q; // made from the grid itself
   const [N, K] = q.shape, G = groupCount(q), w = m.weight.data;
   for (let n = 0; n < N; n++) {
     for (let k = 0; k < K; k++) {

@@ -8,6 +8,8 @@ import {
   takeDeviceCopy,
 } from "../../kernels/device_copies.ts";
 import { encodeSubtract } from "../../kernels/subtract_kernel.ts";
+import { tensor } from "../../core/tensor.ts";
+import { lazyTensor } from "../../core/lazy_tensor.ts";
 
 Deno.test("device copies are found by their host array, taken once, and released", async () => {
   const gpu = await testGpu();
@@ -39,6 +41,35 @@ Deno.test("device copies are found by their host array, taken once, and released
       () => attachDeviceCopy(values, { gpu, buffer, offset: 24, owned: false }),
       /12 bytes at offset 24 of a buffer of 32 bytes/,
     );
+  } finally {
+    buffer.destroy();
+  }
+});
+
+Deno.test("a tensor finds its array's device copy, and a lazy tensor's is found without filling it", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const buffer = uploadBuffer(gpu, new Float32Array(8), "b");
+  try {
+    const plain = tensor("f32", [3], Float32Array.from([1, 2, 3]));
+    attachDeviceCopy(plain, { gpu, buffer, offset: 4, owned: false });
+    assert.equal(deviceCopyOf(plain.data, gpu)?.offset, 4);
+    releaseDeviceCopy(plain.data);
+    assert.equal(deviceCopyOf(plain, gpu), null);
+    let fills = 0;
+    const lazy = lazyTensor("f32", [2, 3], (out) => void (fills++, out.fill(5)));
+    attachDeviceCopy(lazy, { gpu, buffer, offset: 8, owned: false });
+    assert.equal(deviceCopyOf(lazy, gpu)?.offset, 8);
+    assert.throws(
+      () => attachDeviceCopy(lazy, { gpu, buffer, offset: 12, owned: false }),
+      /24 bytes at offset 12 of a buffer of 32 bytes/,
+    );
+    assert.equal(fills, 0);
+    // Once filled, its values are the same key.
+    assert.equal(deviceCopyOf(lazy.data, gpu)?.offset, 8);
+    assert.equal(takeDeviceCopy(lazy, gpu)?.buffer, buffer);
+    assert.equal(deviceCopyOf(lazy.data, gpu), null);
+    assert.equal(fills, 1);
   } finally {
     buffer.destroy();
   }

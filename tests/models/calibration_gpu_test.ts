@@ -16,6 +16,9 @@ import { prng } from "../../core/prng.ts";
 import { uploadBuffer } from "../../kernels/backend.ts";
 import { attachDeviceCopy, deviceCopyOf } from "../../kernels/device_copies.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
+import { isFilled } from "../../core/lazy_tensor.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
+import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
 
 function sequences(count: number, T: number, vocab: number, seed: number): number[][] {
   const rng = prng(seed);
@@ -216,9 +219,25 @@ Deno.test("compressModel hands the GPU solves' weights to the runner on the devi
   assert.equal(onGpu.device!.timings.blocksPrefetched, blocks - 1);
   const onCpu = await compressModel(lm, seqs, recipe, { backend: "webgpu", solveBackend: "cpu" });
   assert.equal(onCpu.device!.timings.linearsUploaded, 7 * blocks);
-  // Nothing is left registered.
+  // Nothing is left registered, and no Ŵ was dequantized on the host: each
+  // is filled when first read, with its grid's values.
   for (const m of onGpu.modules.values()) {
-    assert.equal(deviceCopyOf(m.weight.data, gpuDevice), null, m.name);
+    assert.equal(deviceCopyOf(m.weight, gpuDevice), null, m.name);
+    if (m.name === "output") continue;
+    assert.equal(isFilled(m.weight), false, m.name);
+    assert.deepEqual(m.weight.data, dequantize(m.quantized as QuantizedWeight).data, m.name);
+  }
+  // A checkpoint read from disk block by block is read ahead by a worker
+  // thread (widened there), to the same bits as the model held in memory.
+  const fromDisk = await loadModel(fixtureDir("qwen3"), { read: "disk" });
+  const again = await compressModel(fromDisk, seqs, recipe, {
+    backend: "webgpu",
+    solveBackend: "webgpu",
+  });
+  assert.equal(again.device!.timings.blocksPrefetched, blocks - 1);
+  for (const [name, m] of onGpu.modules) {
+    assert.deepEqual(again.modules.get(name)!.quantized?.codes, m.quantized?.codes, name);
+    assert.equal(again.modules.get(name)!.layerError, m.layerError, name);
   }
 });
 

@@ -10,6 +10,9 @@ import { fixtureDir } from "./_hf_fixtures.ts";
 import { readSafetensors } from "../../core/safetensors_file.ts";
 import { convert } from "../../core/convert.ts";
 import { shardName } from "../../models/formats/_shards.ts";
+import { rtn } from "../../quantizers/rtn.ts";
+import { dequantize, dequantizeLazily } from "../../quantizers/dequantize.ts";
+import { isFilled } from "../../core/lazy_tensor.ts";
 
 Deno.test("a folder streamed block by block loads as the folder written at the end", async () => {
   const tmp = await Deno.makeTempDir();
@@ -102,6 +105,52 @@ Deno.test("a streamed folder stores its block linears in the dtype asked for", a
       () => openHfStreamWriter(lm.model, `${tmp}/x`, { dtype: "f64" as any }),
       /'dtype' must be "f32", "f16" or "bf16"/,
     );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("grids not yet dequantized are written from their codes, as their dense weights are", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    const lm = await loadModel(fixtureDir("llama"));
+    for (const dtype of ["f32", "bf16", "f16"] as const) {
+      const lazy = await openHfStreamWriter(lm.model, `${tmp}/lazy-${dtype}`, { dtype });
+      const dense = await openHfStreamWriter(lm.model, `${tmp}/dense-${dtype}`, { dtype });
+      const held: Tensor<"f32">[] = [];
+      for (let b = 0; b < lm.blocks.length; b++) {
+        const lazyW: Record<string, Tensor<"f32">> = {}, denseW: Record<string, Tensor<"f32">> = {};
+        for (const [n, w] of Object.entries(lm.blocks[b]!.linears)) {
+          const q = await rtn(w, { bits: 3, groupSize: 16 });
+          lazyW[n] = dequantizeLazily(q);
+          denseW[n] = dequantize(q);
+          held.push(lazyW[n]!);
+        }
+        await Promise.all([lazy.writeBlock(b, lazyW), dense.writeBlock(b, denseW)]);
+      }
+      await lazy.finish();
+      await dense.finish();
+      assert(held.every((t) => !isFilled(t)), "the writer did not dequantize on the host");
+      for (let s = 0; s < lm.blocks.length; s++) {
+        const name = shardName(s, lm.blocks.length + 1);
+        const a = (await readSafetensors(`${tmp}/lazy-${dtype}/${name}`)).tensors;
+        const b = (await readSafetensors(`${tmp}/dense-${dtype}/${name}`)).tensors;
+        assert.deepEqual([...a.keys()], [...b.keys()]);
+        for (const [k, t] of a) {
+          assert.equal(t.dtype, b.get(k)!.dtype, k);
+          assert.deepEqual(t.data, b.get(k)!.data, k);
+        }
+      }
+      // The rows of wq were reordered to Hugging Face's layout (not the identity).
+      const l0 =
+        (await readSafetensors(`${tmp}/lazy-${dtype}/${shardName(0, lm.blocks.length + 1)}`))
+          .tensors.get("model.layers.0.self_attn.q_proj.weight")!;
+      const cols = held[0]!.shape[1]!;
+      assert.notDeepEqual(
+        Array.from(convert(l0, "f32").data.subarray(cols, 2 * cols)),
+        Array.from(convert(convert(held[0]!, dtype), "f32").data.subarray(cols, 2 * cols)),
+      );
+    }
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }

@@ -2,7 +2,16 @@ import assert from "node:assert/strict";
 import { dataFile } from "../_helpers.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
 import { llamaForward } from "../../models/forward.ts";
-import { hfConfig, loadHfLlama, toHfTensors, writeHfLlama } from "../../models/hf.ts";
+import {
+  hfConfig,
+  loadHfLlama,
+  readLinearAhead,
+  toHfTensors,
+  type WidenRows,
+  writeHfLlama,
+} from "../../models/hf.ts";
+import { denseWorker } from "../../models/_dense_on_worker.ts";
+import { openHfStreamWriter } from "../../models/hf_stream.ts";
 import { writeSafetensors } from "../../core/safetensors_file.ts";
 import { bf16BitsToF32, convert, f32ToBf16Bits } from "../../core/convert.ts";
 import type { Tensor } from "../../core/tensor.ts";
@@ -195,4 +204,50 @@ Deno.test("a checkpoint read from disk checks every tensor at load, reads each b
       () => loadHfLlama(`${dir}/b`, { read: "disk", widen: "load" }),
       /'read' "disk": it applies to unquantized checkpoints widened by block/,
     );
+  }));
+
+Deno.test("readLinearAhead() reads a linear from disk without blocking, widened by the caller's function, as the layer gives it", () =>
+  withModelDir(async (model, dir) => {
+    // In bf16, so that widening does work (and q/k rows are reordered).
+    const writer = await openHfStreamWriter(model, `${dir}/bf16`, { dtype: "bf16" });
+    for (const [l, layer] of model.layers.entries()) {
+      await writer.writeBlock(l, layer as unknown as Record<string, Tensor<"f32">>);
+    }
+    await writer.finish();
+    dir = `${dir}/bf16`;
+    const inMemory = await loadHfLlama(dir, { read: "memory" });
+    const fromDisk = await loadHfLlama(dir, { read: "disk" });
+    let calls = 0;
+    const onWorker = denseWorker();
+    try {
+      const widen: WidenRows = (w, rowFrom) => {
+        calls++;
+        assert.equal(w.dtype, "bf16");
+        return onWorker.widen(w, rowFrom);
+      };
+      for (const key of ["wq", "wk", "w2"] as const) {
+        const ahead = await readLinearAhead(fromDisk.layers[1]!, key, widen);
+        assert.deepEqual(ahead.data, inMemory.layers[1]![key].data, key);
+        // The layer now gives that tensor (the block is cached).
+        assert.equal(fromDisk.layers[1]![key], ahead, key);
+        assert.equal(await readLinearAhead(fromDisk.layers[1]!, key, widen), ahead, key);
+      }
+      assert.equal(calls, 3);
+      // A model held in memory gives the layer's linear, without calling `widen`.
+      const held = await readLinearAhead(inMemory.layers[0]!, "wv", widen);
+      assert.equal(held, inMemory.layers[0]!.wv);
+      assert.equal(calls, 3);
+      // A file changed since the load is refused by name, as a synchronous read is.
+      for (const e of Deno.readDirSync(dir)) {
+        if (e.name.endsWith(".safetensors")) {
+          await Deno.writeFile(`${dir}/${e.name}`, new Uint8Array(64));
+        }
+      }
+      await assert.rejects(
+        () => readLinearAhead(fromDisk.layers[3]!, "wq", widen),
+        /\.safetensors changed since the model was loaded/,
+      );
+    } finally {
+      onWorker.close();
+    }
   }));
