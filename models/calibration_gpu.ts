@@ -71,11 +71,12 @@ export interface GpuCalibrationOptions {
    */
   cacheMlp?: boolean;
   /**
-   * While the GPU moves the activations through a finished block, read the
-   * next block's linears from the model (widening a lazily loaded block on
-   * the host) and upload them, so that neither waits for the other: one
-   * more block of weights on the GPU. Used when the pipeline then passes
-   * those same tensors.
+   * From a block's first pass on, read the next block's linears from the
+   * model while the GPU works (a checkpoint read from disk by block is read
+   * asynchronously and widened on a worker thread; see `readLinearAhead`)
+   * and upload them, so that neither waits for the other: one more block of
+   * weights on the GPU. Used when the pipeline then passes those same
+   * tensors.
    * @default true
    */
   prefetch?: boolean;
@@ -628,9 +629,14 @@ export function llamaCalibrationRunner(
     return (worker ??= denseWorker()).widen(weight, rowFrom);
   };
 
-  /** Waits for a prefetch under way (before the block's buffers are read or replaced). */
-  async function settlePrefetch(): Promise<void> {
-    if (prefetching !== null) await prefetching;
+  /**
+   * Waits for a prefetch under way before the runner moves to `block`: one
+   * that is already on the GPU only has its replaced linears written into
+   * its own buffers, which the read-ahead (into buffers of its own) does not
+   * touch, so work on it goes on while the next block is read.
+   */
+  async function settlePrefetch(block: number): Promise<void> {
+    if (prefetching !== null && uploaded?.index !== block) await prefetching;
   }
 
   function release(buffers: readonly GPUBuffer[]): void {
@@ -754,7 +760,7 @@ export function llamaCalibrationRunner(
   ): Promise<DeviceHessian> {
     const t0 = performance.now();
     const w = linearsOf(block, weights);
-    await settlePrefetch();
+    await settlePrefetch(block);
     const lb = blockOn(block, w);
     const cols = stop === "o" ? qDim : stop === "down" ? H : dim;
     const out = buffer(cols * cols * 4, "calib:xtx");
@@ -789,13 +795,13 @@ export function llamaCalibrationRunner(
       out.destroy();
       throw e;
     }
-    // The down projection's pass is the block's longest: the next block is
-    // read and uploaded meanwhile (the pipeline holds this block's weights).
+    // The next block is read and uploaded from the block's first pass on,
+    // while the GPU works (the memory check counts two blocks' weights).
     const { hessian, ...result } = await finishHessian(
       batch,
       out,
       cols,
-      stop === "down" ? () => startPrefetch(block + 1) : undefined,
+      () => startPrefetch(block + 1),
     );
     account(result, (performance.now() - t0) / 1000);
     return hessian;
@@ -827,7 +833,7 @@ export function llamaCalibrationRunner(
     async propagate(block, weights) {
       check(block);
       const w = linearsOf(block, weights);
-      await settlePrefetch();
+      await settlePrefetch(block);
       const lb = blockOn(block, w);
       const t0 = performance.now();
       const batch = new GpuBatch(gpu);

@@ -113,19 +113,22 @@ export async function openHfStreamWriter(
     }
     await writeSafetensors(`${tmp}/${name}`, tensors, meta);
   };
-  let worker: DenseWorker | null = null;
+  // Two threads: a block's linears are made dense two at a time.
+  const workers: DenseWorker[] = [];
   const { nHeads, nKvHeads } = model.config;
   const denseFromGrids = async (
     layer: LlamaLayer,
   ): Promise<Partial<Record<LlamaLinear, Tensor>>> => {
     const out: Partial<Record<LlamaLinear, Tensor>> = {};
     const jobs: Promise<void>[] = [];
+    let turn = 0;
     for (const n of LLAMA_LINEARS) {
       const w = layer[n], q = dequantizedFrom(w);
       if (q?.kind !== "uniform" || isFilled(w)) continue;
       const rows = w.shape[0]!;
       const heads = n === "wq" ? nHeads : n === "wk" ? nKvHeads : 0;
-      worker ??= denseWorker();
+      if (workers.length < 2) workers.push(denseWorker());
+      const worker = workers[turn++ % workers.length]!;
       // Hugging Face's row r of q/k is our row order⁻¹[r] (`permuteRotaryRows`).
       const rowFrom = heads > 0 ? inverse(rotaryRowOrder(heads, rows)) : null;
       jobs.push(worker.grid(q, dtype, rowFrom).then((t) => void (out[n] = t)));
@@ -134,8 +137,7 @@ export async function openHfStreamWriter(
     return out;
   };
   const closeWorker = () => {
-    worker?.close();
-    worker = null;
+    for (const w of workers.splice(0)) w.close();
   };
   return {
     dir,
