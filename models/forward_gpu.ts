@@ -13,7 +13,11 @@
  * token or static, QUIK's kept columns) fake-quantizes each product's input
  * in place first (`_gpu_act_quant.ts`, the CPU's values exactly), and its
  * online Hadamard multiplies w2's input by the dense rotation first (one
- * GEMM; n² floats per distinct rotation). The head width may
+ * GEMM; n² floats per distinct rotation). After the rotary embedding, a
+ * layer's query/key Hadamard (`qkHadamard`) multiplies every query and key
+ * head by its rotation and its KV cache quantization (`kvQuant`)
+ * fake-quantizes the keys and values, one group per head of a token
+ * (`_gpu_attention_inputs.ts`, the CPU's grid values exactly). The head width may
  * differ from dim / nHeads; a sequence longer than the sliding window is
  * refused, as on the CPU. Perplexity batches several windows into one
  * pass and reads back only the per-token negative log-likelihoods. With
@@ -65,6 +69,13 @@ import {
   uploadBlockActQuant,
   withActQuantProducts,
 } from "./_gpu_act_quant.ts";
+import {
+  attentionInputBuffers,
+  checkAttentionInputs,
+  encodeAttentionInputs,
+  type GpuAttentionInputs,
+  uploadAttentionInputs,
+} from "./_gpu_attention_inputs.ts";
 import { cpuOnlyFeature, type GpuFeatures, LLAMA_LINEARS, llamaDims } from "./model.ts";
 import type { LlamaModel } from "./model.ts";
 import { perplexity, planWindows } from "./perplexity.ts";
@@ -224,6 +235,8 @@ class GpuLlamaSession implements LlamaSession {
   readonly #actQuant: BlockActQuant[];
   /** Each layer's online Hadamard Qᵀ [hidden, hidden] (shared by layers with the same one), or null. */
   readonly #hadamard: (GPUBuffer | null)[];
+  /** Each layer's query/key rotation and KV cache quantization. */
+  readonly #attentionInputs: GpuAttentionInputs[];
   #rope: { buffer: GPUBuffer; positions: number } | null = null;
   #acts: Activations | null = null;
   /** Scratch of the packed blocks' products (null until a pass needs it; see `#scratchFor`). */
@@ -239,6 +252,7 @@ class GpuLlamaSession implements LlamaSession {
     model.layers.forEach((l, i) => {
       checkLayerExtras(model.config, l, i);
       checkBlockActQuant(l, widths);
+      checkAttentionInputs(model.config, l, i);
       if (l.onlineHadamard && l.onlineHadamard.n !== hiddenDim) {
         throw new RangeError(
           `Cannot upload layer ${i}: 'onlineHadamard.n' must be w2's input width ${hiddenDim}: ` +
@@ -277,6 +291,7 @@ class GpuLlamaSession implements LlamaSession {
       }
       return qt;
     });
+    this.#attentionInputs = uploadAttentionInputs(gpu, model.layers, "llama");
     let packed = 0, bytes = 0;
     for (const b of this.#layers) {
       if (b.kind === "packed") {
@@ -366,7 +381,12 @@ class GpuLlamaSession implements LlamaSession {
         // u (gate and up, [rows, 2·hidden]) is free once SwiGLU has read it.
         qt === null ? null : { qt, n: config.hiddenDim, scratch: acts.u },
       );
-      encodeBlockWith(batch, config, rope, buffers, products, acts, rows, T);
+      const plan = this.#attentionInputs[i]!;
+      const inputs = plan.rotation === null && plan.kvQuant === null
+        ? undefined
+        : (b: GpuBatch, qkv: GPUBuffer, r: number) =>
+          encodeAttentionInputs(b, config, qkv, plan, r);
+      encodeBlockWith(batch, config, rope, buffers, products, acts, rows, T, "out", inputs);
     }
     encodeRmsNorm(batch, acts.h, acts.x, this.#finalNorm, rows, dim, normEps);
     encodeLinear(batch, acts.logits, acts.h, this.#classifier, rows, V, dim, false);
@@ -440,6 +460,7 @@ class GpuLlamaSession implements LlamaSession {
     }
     for (const plans of this.#actQuant) for (const b of actQuantBuffers(plans)) buffers.add(b);
     for (const qt of this.#hadamard) if (qt) buffers.add(qt);
+    for (const b of attentionInputBuffers(this.#attentionInputs)) buffers.add(b);
     if (this.#rope) buffers.add(this.#rope.buffer);
     if (this.#acts) {
       for (const b of Object.values(this.#acts)) if (typeof b !== "number") buffers.add(b);
@@ -454,13 +475,19 @@ class GpuLlamaSession implements LlamaSession {
 }
 
 /** What the WebGPU forward pass runs of the CPU-only features. */
-const WEBGPU_FORWARD: GpuFeatures = { actQuant: gpuActQuantIssue, onlineHadamard: true };
+const WEBGPU_FORWARD: GpuFeatures = {
+  actQuant: gpuActQuantIssue,
+  onlineHadamard: true,
+  kvQuant: true,
+  qkHadamard: true,
+};
 
 /**
  * What in a model the WebGPU forward pass (of {@linkcode llamaSession},
  * `logits` and perplexity) does not run, or null: different activation
- * quantizations of linears that share a product (wq, wk, wv; w1, w3), KV
- * cache quantization, the query/key Hadamard.
+ * quantizations of linears that share a product (wq, wk, wv; w1, w3). It
+ * runs every other activation quantization, the online Hadamard before w2,
+ * the query/key Hadamard and KV cache quantization.
  *
  * @param model The model.
  * @returns A description naming the layer and the field, or null.

@@ -157,14 +157,15 @@ export interface LlamaLayer {
   /**
    * A seeded randomized Hadamard of the head width applied to every query
    * and key head after the rotary embedding (QuaRot's online rotation of the
-   * keys; q·kᵀ is unchanged, the keys spread their outliers). CPU only.
+   * keys; q·kᵀ is unchanged, the keys spread their outliers). The CPU and
+   * WebGPU forward passes.
    */
   readonly qkHadamard?: OnlineHadamard;
   /**
    * KV cache quantization: the CPU forward pass fake-quantizes the keys
    * (after the rotary embedding and `qkHadamard`) and the values, one group
    * per token per key/value head, before attention reads them (see
-   * `quantizers/kv_cache_quant.ts`). CPU only.
+   * `quantizers/kv_cache_quant.ts`). The CPU and WebGPU forward passes.
    */
   readonly kvQuant?: KvCacheQuant;
   /** The linears as stored, on a lazily loaded layer (see {@linkcode STORED_LINEARS}). */
@@ -192,6 +193,10 @@ export interface GpuFeatures {
   readonly actQuant?: (layer: LlamaLayer, i: number) => string | null;
   /** Whether the pass runs the online Hadamard before w2 (`onlineHadamard`). @default false */
   readonly onlineHadamard?: boolean;
+  /** Whether the pass runs KV cache quantization (`kvQuant`). @default false */
+  readonly kvQuant?: boolean;
+  /** Whether the pass runs the query/key Hadamard (`qkHadamard`). @default false */
+  readonly qkHadamard?: boolean;
 }
 
 /**
@@ -214,8 +219,8 @@ export function cpuOnlyFeature(model: LlamaModel, gpu: GpuFeatures = {}): string
     if (layer.onlineHadamard && !gpu.onlineHadamard) {
       return `an online Hadamard ('onlineHadamard' of layer ${i})`;
     }
-    if (layer.kvQuant) return `KV cache quantization ('kvQuant' of layer ${i})`;
-    if (layer.qkHadamard) {
+    if (layer.kvQuant && !gpu.kvQuant) return `KV cache quantization ('kvQuant' of layer ${i})`;
+    if (layer.qkHadamard && !gpu.qkHadamard) {
       return `an online Hadamard of queries and keys ('qkHadamard' of layer ${i})`;
     }
   }
