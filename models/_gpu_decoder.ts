@@ -24,7 +24,22 @@ import {
   writeBuffer,
 } from "../kernels/backend.ts";
 import { encodeEmbed, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
-import { checkLayerExtras, concatRows, ropeTable } from "./_gpu_block.ts";
+import { checkLayerExtras, concatRows, encodeLinear, ropeTable } from "./_gpu_block.ts";
+import {
+  actQuantBuffers,
+  type BlockActQuant,
+  checkBlockActQuant,
+  encodeActQuant,
+  uploadBlockActQuant,
+} from "./_gpu_act_quant.ts";
+import {
+  attentionInputBuffers,
+  checkAttentionInputs,
+  encodeAttentionInputs,
+  type GpuAttentionInputs,
+  uploadAttentionInputs,
+} from "./_gpu_attention_inputs.ts";
+import { onlineRotation } from "./_online_hadamard.ts";
 import {
   argmaxScratchBytes,
   encodeAddRmsNorm,
@@ -62,6 +77,12 @@ interface DecodeLayer {
   readonly qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
   /** Keys and values [maxTokens, kvDim]. */
   readonly cache: { readonly k: GPUBuffer; readonly v: GPUBuffer };
+  /** The activation quantization of each product's input. */
+  readonly actQuant: BlockActQuant;
+  /** Qᵀ [hidden, hidden] of the online Hadamard before down (shared by layers), or null. */
+  readonly hadamard: GPUBuffer | null;
+  /** The query/key rotation and KV cache quantization. */
+  readonly attentionInputs: GpuAttentionInputs;
 }
 
 /** Activations of `rows` rows. */
@@ -175,6 +196,21 @@ export class GpuDecoder {
     const { headDim: hd, kvDim } = llamaDims(config);
     const { weights, maxTokens, linears } = options;
     checkBindings(gpu, model, options);
+    const { hiddenDim } = config;
+    const { qDim: qWidth } = llamaDims(config);
+    const widths = { qkv: dim, o: qWidth, gateUp: dim, down: hiddenDim };
+    // Everything is checked before the first upload.
+    model.layers.forEach((l, i) => {
+      checkLayerExtras(config, l, i);
+      checkBlockActQuant(l, widths);
+      checkAttentionInputs(config, l, i);
+      if (l.onlineHadamard && l.onlineHadamard.n !== hiddenDim) {
+        throw new RangeError(
+          `Cannot upload layer ${i}: 'onlineHadamard.n' must be w2's input width ${hiddenDim}: ` +
+            `current value is ${l.onlineHadamard.n}`,
+        );
+      }
+    });
     const buffers: GPUBuffer[] = [];
     const groups: GpuLinear[] = [];
     const up = (data: ArrayBufferView, label: string) => {
@@ -182,9 +218,11 @@ export class GpuDecoder {
       buffers.push(b);
       return b;
     };
+    const rotations = new Map<string, GPUBuffer>();
     try {
+      const attentionInputs = uploadAttentionInputs(gpu, model.layers, "decode");
+      buffers.push(...attentionInputBuffers(attentionInputs));
       model.layers.forEach((l, i) => {
-        checkLayerExtras(config, l, i);
         const over = linears[i] ?? {};
         const w = (name: LlamaLinear) => over[name] ?? l[name];
         const label = `decode:${i}`;
@@ -195,6 +233,20 @@ export class GpuDecoder {
         };
         const zeros = (n: number) => new Float32Array(n);
         const { qDim } = llamaDims(config);
+        const actQuant = uploadBlockActQuant(gpu, l, widths, `${label}:actQuant`);
+        buffers.push(...actQuantBuffers(actQuant));
+        let hadamard: GPUBuffer | null = null;
+        if (l.onlineHadamard) {
+          const { n, seed } = l.onlineHadamard;
+          const key = `${n}/${seed}`;
+          hadamard = rotations.get(key) ?? null;
+          if (hadamard === null) {
+            const q = onlineRotation(l.onlineHadamard).dense(); // [n, n]
+            const t = new Float32Array(n * n);
+            for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) t[c * n + r] = q[r * n + c]!;
+            rotations.set(key, hadamard = up(t, `decode:hadamard:${key}`));
+          }
+        }
         const anyBias = l.bq !== undefined || l.bk !== undefined || l.bv !== undefined;
         const layer: DecodeLayer = {
           attnNorm: up(l.attnNorm, `${label}:attnNorm`),
@@ -218,6 +270,9 @@ export class GpuDecoder {
             k: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:k-cache`),
             v: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:v-cache`),
           },
+          actQuant,
+          hadamard,
+          attentionInputs: attentionInputs[i]!,
         };
         buffers.push(layer.cache.k, layer.cache.v);
         this.#layers.push(layer);
@@ -312,14 +367,25 @@ export class GpuDecoder {
       hd,
       positions: this.#options.maxTokens,
     });
+    // A product's input is fake-quantized in place first (no later kernel reads it).
+    const quantize = (l: DecodeLayer, product: keyof BlockActQuant, x: GPUBuffer) => {
+      const plan = l.actQuant[product];
+      if (plan) encodeActQuant(rec, x, plan, R);
+    };
     for (const l of this.#layers) {
       norm(l.attnNorm);
+      quantize(l, "qkv", a.h);
       encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s);
       phase("qkv");
       encodeRope(rec, a.qkv, a.rope, { rows: R, T: R, width: qDim + kvDim, ld: qkvW, hd }, {
         ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
         ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
       });
+      // The cache receives the rotated and quantized keys and values of the new rows.
+      const inputs = l.attentionInputs;
+      if (inputs.rotation !== null || inputs.kvQuant !== null) {
+        encodeAttentionInputs(rec, config, a.qkv, inputs, R);
+      }
       encodeCachedAttention(rec, a.att, a.qkv, l.cache, this.#pos, {
         rows: R,
         nHeads,
@@ -329,13 +395,22 @@ export class GpuDecoder {
         cap: this.#options.maxTokens,
       });
       phase("attention");
+      quantize(l, "o", a.att);
       pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);
       phase("o");
       norm(l.ffnNorm);
+      quantize(l, "gateUp", a.h);
       encodeLinearGroup(rec, l.up, a.h, a.u, R, false, s);
       encodeSwiglu(rec, a.g, a.u, R, H);
       phase("gate-up");
-      pending = encodeLinearGroup(rec, l.down, a.g, a.x, R, true, s);
+      // QuaRot's online Hadamard: g·Q = g·(Qᵀ)ᵀ into u, free once SwiGLU has read it.
+      let g = a.g;
+      if (l.hadamard !== null) {
+        encodeLinear(rec, a.u, a.g, l.hadamard, R, H, H, false);
+        g = a.u;
+      }
+      quantize(l, "down", g);
+      pending = encodeLinearGroup(rec, l.down, g, a.x, R, true, s);
       phase("down");
     }
     return pending;
@@ -571,6 +646,9 @@ export class GpuDecoder {
       for (const b of [l.attnNorm, l.ffnNorm, l.bqkv, l.qkNorm?.weight, l.cache.k, l.cache.v]) {
         if (b) buffers.add(b);
       }
+      for (const b of actQuantBuffers(l.actQuant)) buffers.add(b);
+      if (l.hadamard) buffers.add(l.hadamard);
+      if (l.attentionInputs.rotation) buffers.add(l.attentionInputs.rotation);
     }
     const layers = this.#layers, step = this.#step, programs = [...this.#programs.values()];
     this.#gpu.device.queue.onSubmittedWorkDone().then(() => {
