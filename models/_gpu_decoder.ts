@@ -25,21 +25,14 @@ import {
 } from "../kernels/backend.ts";
 import { encodeEmbed, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkLayerExtras, concatRows, encodeLinear, ropeTable } from "./_gpu_block.ts";
+import { type BlockActQuant, encodeActQuant } from "./_gpu_act_quant.ts";
 import {
-  actQuantBuffers,
-  type BlockActQuant,
-  checkBlockActQuant,
-  encodeActQuant,
-  uploadBlockActQuant,
-} from "./_gpu_act_quant.ts";
-import {
-  attentionInputBuffers,
-  checkAttentionInputs,
-  encodeAttentionInputs,
-  type GpuAttentionInputs,
-  uploadAttentionInputs,
-} from "./_gpu_attention_inputs.ts";
-import { onlineRotation } from "./_online_hadamard.ts";
+  attentionInputsHook,
+  checkLayerQuant,
+  type GpuLayerQuant,
+  layerQuantBuffers,
+  uploadLayerQuant,
+} from "./_gpu_layer_quant.ts";
 import {
   argmaxScratchBytes,
   encodeAddRmsNorm,
@@ -77,12 +70,8 @@ interface DecodeLayer {
   readonly qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
   /** Keys and values [maxTokens, kvDim]. */
   readonly cache: { readonly k: GPUBuffer; readonly v: GPUBuffer };
-  /** The activation quantization of each product's input. */
-  readonly actQuant: BlockActQuant;
-  /** Qᵀ [hidden, hidden] of the online Hadamard before down (shared by layers), or null. */
-  readonly hadamard: GPUBuffer | null;
-  /** The query/key rotation and KV cache quantization. */
-  readonly attentionInputs: GpuAttentionInputs;
+  /** Activation quantization, online Hadamard, query/key rotation, KV cache quantization. */
+  readonly quant: GpuLayerQuant;
 }
 
 /** Activations of `rows` rows. */
@@ -196,20 +185,10 @@ export class GpuDecoder {
     const { headDim: hd, kvDim } = llamaDims(config);
     const { weights, maxTokens, linears } = options;
     checkBindings(gpu, model, options);
-    const { hiddenDim } = config;
-    const { qDim: qWidth } = llamaDims(config);
-    const widths = { qkv: dim, o: qWidth, gateUp: dim, down: hiddenDim };
     // Everything is checked before the first upload.
     model.layers.forEach((l, i) => {
       checkLayerExtras(config, l, i);
-      checkBlockActQuant(l, widths);
-      checkAttentionInputs(config, l, i);
-      if (l.onlineHadamard && l.onlineHadamard.n !== hiddenDim) {
-        throw new RangeError(
-          `Cannot upload layer ${i}: 'onlineHadamard.n' must be w2's input width ${hiddenDim}: ` +
-            `current value is ${l.onlineHadamard.n}`,
-        );
-      }
+      checkLayerQuant(config, l, i);
     });
     const buffers: GPUBuffer[] = [];
     const groups: GpuLinear[] = [];
@@ -218,10 +197,9 @@ export class GpuDecoder {
       buffers.push(b);
       return b;
     };
-    const rotations = new Map<string, GPUBuffer>();
     try {
-      const attentionInputs = uploadAttentionInputs(gpu, model.layers, "decode");
-      buffers.push(...attentionInputBuffers(attentionInputs));
+      const quant = uploadLayerQuant(gpu, config, model.layers, "decode");
+      buffers.push(...layerQuantBuffers(quant));
       model.layers.forEach((l, i) => {
         const over = linears[i] ?? {};
         const w = (name: LlamaLinear) => over[name] ?? l[name];
@@ -233,20 +211,6 @@ export class GpuDecoder {
         };
         const zeros = (n: number) => new Float32Array(n);
         const { qDim } = llamaDims(config);
-        const actQuant = uploadBlockActQuant(gpu, l, widths, `${label}:actQuant`);
-        buffers.push(...actQuantBuffers(actQuant));
-        let hadamard: GPUBuffer | null = null;
-        if (l.onlineHadamard) {
-          const { n, seed } = l.onlineHadamard;
-          const key = `${n}/${seed}`;
-          hadamard = rotations.get(key) ?? null;
-          if (hadamard === null) {
-            const q = onlineRotation(l.onlineHadamard).dense(); // [n, n]
-            const t = new Float32Array(n * n);
-            for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) t[c * n + r] = q[r * n + c]!;
-            rotations.set(key, hadamard = up(t, `decode:hadamard:${key}`));
-          }
-        }
         const anyBias = l.bq !== undefined || l.bk !== undefined || l.bv !== undefined;
         const layer: DecodeLayer = {
           attnNorm: up(l.attnNorm, `${label}:attnNorm`),
@@ -270,9 +234,7 @@ export class GpuDecoder {
             k: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:k-cache`),
             v: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:v-cache`),
           },
-          actQuant,
-          hadamard,
-          attentionInputs: attentionInputs[i]!,
+          quant: quant[i]!,
         };
         buffers.push(layer.cache.k, layer.cache.v);
         this.#layers.push(layer);
@@ -369,7 +331,7 @@ export class GpuDecoder {
     });
     // A product's input is fake-quantized in place first (no later kernel reads it).
     const quantize = (l: DecodeLayer, product: keyof BlockActQuant, x: GPUBuffer) => {
-      const plan = l.actQuant[product];
+      const plan = l.quant.actQuant[product];
       if (plan) encodeActQuant(rec, x, plan, R);
     };
     for (const l of this.#layers) {
@@ -382,10 +344,7 @@ export class GpuDecoder {
         ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
       });
       // The cache receives the rotated and quantized keys and values of the new rows.
-      const inputs = l.attentionInputs;
-      if (inputs.rotation !== null || inputs.kvQuant !== null) {
-        encodeAttentionInputs(rec, config, a.qkv, inputs, R);
-      }
+      attentionInputsHook(config, l.quant)?.(rec, a.qkv, R);
       encodeCachedAttention(rec, a.att, a.qkv, l.cache, this.#pos, {
         rows: R,
         nHeads,
@@ -405,8 +364,8 @@ export class GpuDecoder {
       phase("gate-up");
       // QuaRot's online Hadamard: g·Q = g·(Qᵀ)ᵀ into u, free once SwiGLU has read it.
       let g = a.g;
-      if (l.hadamard !== null) {
-        encodeLinear(rec, a.u, a.g, l.hadamard, R, H, H, false);
+      if (l.quant.hadamard !== null) {
+        encodeLinear(rec, a.u, a.g, l.quant.hadamard, R, H, H, false);
         g = a.u;
       }
       quantize(l, "down", g);
@@ -646,10 +605,8 @@ export class GpuDecoder {
       for (const b of [l.attnNorm, l.ffnNorm, l.bqkv, l.qkNorm?.weight, l.cache.k, l.cache.v]) {
         if (b) buffers.add(b);
       }
-      for (const b of actQuantBuffers(l.actQuant)) buffers.add(b);
-      if (l.hadamard) buffers.add(l.hadamard);
-      if (l.attentionInputs.rotation) buffers.add(l.attentionInputs.rotation);
     }
+    for (const b of layerQuantBuffers(this.#layers.map((l) => l.quant))) buffers.add(b);
     const layers = this.#layers, step = this.#step, programs = [...this.#programs.values()];
     this.#gpu.device.queue.onSubmittedWorkDone().then(() => {
       for (const b of buffers) b.destroy();

@@ -21,8 +21,8 @@ import { GpuDecoder } from "./_gpu_decoder.ts";
 import { storedPackedLinears } from "./_gpu_packed_block.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import { type BlockLinears, denseLinear, linearShape } from "./linear_weight.ts";
-import { gpuActQuantIssue } from "./_gpu_act_quant.ts";
-import { type GpuFeatures, LLAMA_LINEARS, llamaLinearShapes, withLayerWeights } from "./model.ts";
+import { WEBGPU_LAYER_QUANT } from "./_gpu_layer_quant.ts";
+import { LLAMA_LINEARS, llamaLinearShapes, withLayerWeights } from "./model.ts";
 import type { LlamaLinear, LlamaModel } from "./model.ts";
 
 /** Options of {@linkcode decodeSession}. */
@@ -285,14 +285,6 @@ function cpuSession(
   };
 }
 
-/** What the WebGPU decode session runs of the CPU-only features: what the forward pass runs. */
-const WEBGPU_DECODE: GpuFeatures = {
-  actQuant: gpuActQuantIssue,
-  onlineHadamard: true,
-  kvQuant: true,
-  qkHadamard: true,
-};
-
 /**
  * A session that generates from one model: on WebGPU with its weights and a
  * KV cache on the GPU (see the module docs), else on the CPU.
@@ -333,7 +325,7 @@ export async function decodeSession(
   }
   positiveInteger("maxTokens", maxTokens, "open a decode session");
   if (given !== undefined) checkLinears(model, given);
-  const gpu = await modelBackend(model, backend, "generation", WEBGPU_DECODE);
+  const gpu = await modelBackend(model, backend, "generation", WEBGPU_LAYER_QUANT);
   // The CPU forward pass reads a checkpoint's stored linears itself.
   if (gpu === null) return cpuSession(model, maxTokens, given ?? []);
   // A loaded quantized checkpoint's linears as stored: packed, not widened.
