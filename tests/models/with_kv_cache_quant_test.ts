@@ -12,7 +12,6 @@ import { llamaForwardGpu, perplexityGpu, webgpuForwardFeature } from "../../mode
 import { perplexity } from "../../models/perplexity.ts";
 import { prng } from "../../core/prng.ts";
 import { testGpu } from "../kernels/_gpu.ts";
-import { llamaCompressible } from "../../models/compressible.ts";
 import { quarot } from "../../models/quarot.ts";
 import { llamaDims, type LlamaLayer, type LlamaModel } from "../../models/model.ts";
 import { meanKvCacheBits, withKvCacheQuant } from "../../models/with_kv_cache_quant.ts";
@@ -226,18 +225,5 @@ Deno.test("the WebGPU forward with a quantized KV cache and the query/key Hadama
   await assert.rejects(
     () => llamaForwardGpu(bad, [1, 2], { backend: "webgpu" }),
     /'qkHadamard.n' must be the head width 8: current value is 16/,
-  );
-});
-
-Deno.test("the WebGPU calibration runner refuses a quantized KV cache by name", async () => {
-  const model = syntheticModel({}, 35);
-  const kv = withKvCacheQuant(model, { format: "int4", asymmetric: true, clipRatio: 0.95 });
-  await assert.rejects(
-    () => llamaCompressible(kv).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
-    /'kvQuant' of layer 0/,
-  );
-  assert.equal(
-    await llamaCompressible(kv).calibrationRunner!([[1, 2, 3]], { backend: "auto" }),
-    null,
   );
 });
