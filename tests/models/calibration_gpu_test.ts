@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { testGpu } from "../kernels/_gpu.ts";
 import { loadModel } from "../../models/causal_lm.ts";
+import { syntheticModel } from "./_synthetic_model.ts";
+import { llamaCompressible } from "../../models/compressible.ts";
+import { quarot } from "../../models/quarot.ts";
+import { withKvCacheQuant } from "../../models/with_kv_cache_quant.ts";
+import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
+import type { ActivationQuant } from "../../quantizers/activation_quant.ts";
+import type { CompressibleModel } from "../../pipeline/model.ts";
 import {
   calibrationMemory,
   llamaCalibrationRunner,
@@ -16,13 +23,6 @@ import { prng } from "../../core/prng.ts";
 import { uploadBuffer } from "../../kernels/backend.ts";
 import { attachDeviceCopy, deviceCopyOf } from "../../kernels/device_copies.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
-import { syntheticModel } from "./_synthetic_model.ts";
-import { llamaCompressible } from "../../models/compressible.ts";
-import { quarot } from "../../models/quarot.ts";
-import { withKvCacheQuant } from "../../models/with_kv_cache_quant.ts";
-import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
-import type { ActivationQuant } from "../../quantizers/activation_quant.ts";
-import type { CompressibleModel } from "../../pipeline/model.ts";
 
 function sequences(count: number, T: number, vocab: number, seed: number): number[][] {
   const rng = prng(seed);
