@@ -684,7 +684,7 @@ async function main(): Promise<void> {
             show();
           },
         };
-        // KV cache quantization and the query/key Hadamard run on the CPU forward only.
+        // Only mismatched activation settings of linears that share a product run on the CPU.
         return gpu && webgpuForwardFeature(compressed) === null
           ? perplexityGpu(compressed, s.ids, { ...options, backend: "webgpu" })
           : pool.evaluate(compressed, s.ids, options);

@@ -44,6 +44,24 @@ export interface ActQuantKernelSpec {
   readonly static: boolean;
   /** Format of QUIK's kept columns (a 0/1 mask per column; int and FP8 formats only), or null. */
   readonly kept: "int8" | "fp8" | null;
+  /**
+   * Rows are groups of `width` values inside wider rows (a KV cache's heads):
+   * group g starts at ⌊g / per⌋·ld + off + (g mod per)·width. @default false
+   */
+  readonly groups?: boolean;
+}
+
+/** The uniform struct and the first value of row (or group) wgi. */
+function rowOrigin(groups: boolean | undefined): { struct: string; origin: string } {
+  return groups
+    ? {
+      struct: "struct P { rows: u32, width: u32, scale: f32, per: u32, ld: u32, off: u32 }",
+      origin: "let o = (wgi / p.per) * p.ld + p.off + (wgi % p.per) * p.width;",
+    }
+    : {
+      struct: "struct P { rows: u32, width: u32, scale: f32 }",
+      origin: "let o = wgi * p.width;",
+    };
 }
 
 /** The largest integer code of a symmetric int format. */
@@ -85,7 +103,8 @@ function scaleDivisor(format: KernelFormat): number {
  */
 export function actQuantWgsl(spec: ActQuantKernelSpec): string {
   const { format, kept } = spec;
-  if (format === "mxfp4" || format === "nvfp4") return mxWgsl(format, spec.static);
+  if (format === "mxfp4" || format === "nvfp4") return mxWgsl(format, spec.static, spec.groups);
+  const { struct, origin } = rowOrigin(spec.groups);
   const keptDecl = kept
     ? "@group(0) @binding(1) var<storage, read> keep: array<u32>;\n" +
       "@group(0) @binding(2) var<uniform> p: P;"
@@ -94,7 +113,7 @@ export function actQuantWgsl(spec: ActQuantKernelSpec): string {
   const scale = (f: KernelFormat, amax: string) => `quo(${amax}, ${scaleDivisor(f)}.0, 23u, -126)`;
   const s0 = spec.static ? "p.scale" : scale(format, "red[0].x");
   const s1 = kept ? scale(kept, "red[0].y") : "0.0";
-  return `struct P { rows: u32, width: u32, scale: f32 }
+  return `${struct}
 @group(0) @binding(0) var<storage, read_write> X: array<f32>;
 ${keptDecl}
 var<workgroup> red: array<vec2f, ${WG}>;
@@ -104,7 +123,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
         @builtin(num_workgroups) nw: vec3u) {
   ${WG_FLAT}
   if (wgi >= p.rows) { return; }
-  let o = wgi * p.width;
+  ${origin}
   var m = vec2f(0.0);
   for (var i = lid; i < p.width; i += ${WG}u) {
     let a = abs(X[o + i]);
@@ -130,7 +149,8 @@ ${reduce("max", WG)}
  * WGSL of the microscaling formats: one thread per block of a row (NVFP4's
  * tensor scale from the row's amax, or static).
  */
-function mxWgsl(format: "mxfp4" | "nvfp4", isStatic: boolean): string {
+function mxWgsl(format: "mxfp4" | "nvfp4", isStatic: boolean, groups?: boolean): string {
+  const { struct, origin } = rowOrigin(groups);
   const bs = format === "mxfp4" ? 32 : 16;
   const rowAmax = format === "nvfp4" && !isStatic
     ? `  var a = 0.0;
@@ -151,7 +171,7 @@ ${reduce("max", WG)}
       let T = sig(ts);
       m = min(quoSig(sig(amax), Sig(3u * T.m, T.e + 1), false, 3u, -6), 448.0) * ts;
     }`;
-  return `struct P { rows: u32, width: u32, scale: f32 }
+  return `${struct}
 @group(0) @binding(0) var<storage, read_write> X: array<f32>;
 @group(0) @binding(1) var<uniform> p: P;
 var<workgroup> red: array<vec2f, ${WG}>;
@@ -161,7 +181,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
         @builtin(num_workgroups) nw: vec3u) {
   ${WG_FLAT}
   if (wgi >= p.rows) { return; }
-  let o = wgi * p.width;
+  ${origin}
 ${rowAmax}
   let nb = (p.width + ${bs - 1}u) / ${bs}u;
   for (var b = lid; b < nb; b += ${WG}u) {
@@ -178,8 +198,8 @@ ${blockScale}
 `;
 }
 
-/** WGSL of exactly rounded division (see {@linkcode actQuantWgsl}). */
-const DIVISION = `
+/** WGSL of exactly rounded division (see {@linkcode actQuantWgsl}): `sig`, `quoSig`, `quo`. */
+export const DIVISION = `
 struct Sig { m: u32, e: i32 }
 
 // |v| = m·2^(e − 23), m in [2^23, 2^24) (v ≠ 0, subnormals normalized).
@@ -195,8 +215,8 @@ fn sig(v: f32) -> Sig {
 
 // ±A / B (A = A.m·2^(A.e − 23) > 0, B likewise with B.m < 2^26) rounded to
 // nearest, ties to even, on the grid of mb fraction bits whose exponent is at
-// least emin (spacing 2^(max(e, emin) − mb)); magnitudes of 2^30 and more
-// return ±2^30.
+// least emin (spacing 2^(max(e, emin) − mb)); magnitudes of 2^126 and more
+// return ±2^126 (every caller clamps them or cannot reach them).
 fn quoSig(A: Sig, B: Sig, neg: bool, mb: u32, emin: i32) -> f32 {
   var ma = A.m;
   var e = A.e - B.e;
@@ -210,8 +230,8 @@ fn quoSig(A: Sig, B: Sig, neg: bool, mb: u32, emin: i32) -> f32 {
     if (r >= B.m) { r = r - B.m; q = q | 1u; }
   }
   // |a / b| = (q + r / B.m) · 2^(e − 25)
-  var v = 1073741824.0;
-  if (e < 30) {
+  var v = ldexp(1.0, 126);
+  if (e < 126) {
     let d = u32(25 - i32(mb) + max(0, emin - e));
     if (d > 26u) { return 0.0; }
     var k = q >> d;

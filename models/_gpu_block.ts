@@ -324,6 +324,9 @@ export function encodeBlock(
  * @param rows Rows.
  * @param T Tokens per sequence.
  * @param stop Where to stop.
+ * @param attentionInputs Records what the layer does to the q/k/v rows after the rotary
+ * embedding, in place, before attention reads them (the query/key rotation and the KV cache
+ * quantization of `_gpu_attention_inputs.ts`), or nothing.
  */
 export function encodeBlockWith(
   batch: GpuBatch,
@@ -335,6 +338,7 @@ export function encodeBlockWith(
   rows: number,
   T: number,
   stop: BlockStop = "out",
+  attentionInputs?: (batch: GpuBatch, qkv: GPUBuffer, rows: number) => void,
 ): void {
   const { dim, hiddenDim: H, normEps, nHeads, nKvHeads } = config;
   const { headDim: hd, qDim, kvDim } = llamaDims(config);
@@ -346,6 +350,7 @@ export function encodeBlockWith(
     ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
     ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
   });
+  attentionInputs?.(batch, acts.qkv, rows);
   encodeAttention(batch, acts.att, acts.qkv, {
     rows,
     T,

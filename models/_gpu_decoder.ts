@@ -24,7 +24,15 @@ import {
   writeBuffer,
 } from "../kernels/backend.ts";
 import { encodeEmbed, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
-import { checkLayerExtras, concatRows, ropeTable } from "./_gpu_block.ts";
+import { checkLayerExtras, concatRows, encodeLinear, ropeTable } from "./_gpu_block.ts";
+import { type BlockActQuant, encodeActQuant } from "./_gpu_act_quant.ts";
+import {
+  attentionInputsHook,
+  checkLayerQuant,
+  type GpuLayerQuant,
+  layerQuantBuffers,
+  uploadLayerQuant,
+} from "./_gpu_layer_quant.ts";
 import {
   argmaxScratchBytes,
   encodeAddRmsNorm,
@@ -62,6 +70,8 @@ interface DecodeLayer {
   readonly qkNorm: { weight: GPUBuffer; from: number; to: number } | null;
   /** Keys and values [maxTokens, kvDim]. */
   readonly cache: { readonly k: GPUBuffer; readonly v: GPUBuffer };
+  /** Activation quantization, online Hadamard, query/key rotation, KV cache quantization. */
+  readonly quant: GpuLayerQuant;
 }
 
 /** Activations of `rows` rows. */
@@ -175,6 +185,11 @@ export class GpuDecoder {
     const { headDim: hd, kvDim } = llamaDims(config);
     const { weights, maxTokens, linears } = options;
     checkBindings(gpu, model, options);
+    // Everything is checked before the first upload.
+    model.layers.forEach((l, i) => {
+      checkLayerExtras(config, l, i);
+      checkLayerQuant(config, l, i);
+    });
     const buffers: GPUBuffer[] = [];
     const groups: GpuLinear[] = [];
     const up = (data: ArrayBufferView, label: string) => {
@@ -183,8 +198,9 @@ export class GpuDecoder {
       return b;
     };
     try {
+      const quant = uploadLayerQuant(gpu, config, model.layers, "decode");
+      buffers.push(...layerQuantBuffers(quant));
       model.layers.forEach((l, i) => {
-        checkLayerExtras(config, l, i);
         const over = linears[i] ?? {};
         const w = (name: LlamaLinear) => over[name] ?? l[name];
         const label = `decode:${i}`;
@@ -218,6 +234,7 @@ export class GpuDecoder {
             k: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:k-cache`),
             v: storageBuffer(gpu, maxTokens * kvDim * 4, `${label}:v-cache`),
           },
+          quant: quant[i]!,
         };
         buffers.push(layer.cache.k, layer.cache.v);
         this.#layers.push(layer);
@@ -312,14 +329,22 @@ export class GpuDecoder {
       hd,
       positions: this.#options.maxTokens,
     });
+    // A product's input is fake-quantized in place first (no later kernel reads it).
+    const quantize = (l: DecodeLayer, product: keyof BlockActQuant, x: GPUBuffer) => {
+      const plan = l.quant.actQuant[product];
+      if (plan) encodeActQuant(rec, x, plan, R);
+    };
     for (const l of this.#layers) {
       norm(l.attnNorm);
+      quantize(l, "qkv", a.h);
       encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s);
       phase("qkv");
       encodeRope(rec, a.qkv, a.rope, { rows: R, T: R, width: qDim + kvDim, ld: qkvW, hd }, {
         ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
         ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
       });
+      // The cache receives the rotated and quantized keys and values of the new rows.
+      attentionInputsHook(config, l.quant)?.(rec, a.qkv, R);
       encodeCachedAttention(rec, a.att, a.qkv, l.cache, this.#pos, {
         rows: R,
         nHeads,
@@ -329,13 +354,22 @@ export class GpuDecoder {
         cap: this.#options.maxTokens,
       });
       phase("attention");
+      quantize(l, "o", a.att);
       pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);
       phase("o");
       norm(l.ffnNorm);
+      quantize(l, "gateUp", a.h);
       encodeLinearGroup(rec, l.up, a.h, a.u, R, false, s);
       encodeSwiglu(rec, a.g, a.u, R, H);
       phase("gate-up");
-      pending = encodeLinearGroup(rec, l.down, a.g, a.x, R, true, s);
+      // QuaRot's online Hadamard: g·Q = g·(Qᵀ)ᵀ into u, free once SwiGLU has read it.
+      let g = a.g;
+      if (l.quant.hadamard !== null) {
+        encodeLinear(rec, a.u, a.g, l.quant.hadamard, R, H, H, false);
+        g = a.u;
+      }
+      quantize(l, "down", g);
+      pending = encodeLinearGroup(rec, l.down, g, a.x, R, true, s);
       phase("down");
     }
     return pending;
@@ -572,6 +606,7 @@ export class GpuDecoder {
         if (b) buffers.add(b);
       }
     }
+    for (const b of layerQuantBuffers(this.#layers.map((l) => l.quant))) buffers.add(b);
     const layers = this.#layers, step = this.#step, programs = [...this.#programs.values()];
     this.#gpu.device.queue.onSubmittedWorkDone().then(() => {
       for (const b of buffers) b.destroy();

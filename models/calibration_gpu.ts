@@ -26,6 +26,15 @@ import { type Gpu, GpuBatch, storageBuffer, writeBuffer } from "../kernels/backe
 import { bindingLimit } from "../kernels/gpu_buffers.ts";
 import { encodeHessian, encodeHessianFinish } from "../kernels/hessian_kernel.ts";
 import { type DeviceHessian, wrapDeviceHessian } from "../hessian/device_hessian.ts";
+import { encodeActQuant, withActQuantProducts } from "./_gpu_act_quant.ts";
+import {
+  attentionInputsHook,
+  checkLayerQuant,
+  layerQuantBuffers,
+  uploadLayerQuant,
+  WEBGPU_LAYER_QUANT,
+} from "./_gpu_layer_quant.ts";
+import { cpuOnlyFeature } from "./model.ts";
 import type { CalibrationRunner } from "../pipeline/model.ts";
 import {
   attachDeviceCopy,
@@ -35,7 +44,8 @@ import {
 } from "../kernels/device_copies.ts";
 import {
   checkLayerExtras,
-  encodeBlock,
+  denseProducts,
+  encodeBlockWith,
   encodeLinear,
   type LayerBuffers,
   layerBuffers,
@@ -317,7 +327,12 @@ export async function openLlamaCalibrationRunner(
 }
 
 /**
- * A `CalibrationRunner` on WebGPU for a Llama-style model.
+ * A `CalibrationRunner` on WebGPU for a Llama-style model. A layer's
+ * activation settings run as in the CPU forward pass: each product's input
+ * fake-quantized (`actQuant`), w2's after the online Hadamard, the
+ * query/key Hadamard and the KV cache quantization before attention; the
+ * Hessians are of the inputs before quantization (w2's after the Hadamard),
+ * what the CPU pass hands its hook.
  *
  * @param gpu The GPU.
  * @param model The model (its block norms, biases and head are read from it;
@@ -328,6 +343,8 @@ export async function openLlamaCalibrationRunner(
  * @throws {RangeError} for an empty calibration, a token outside the
  *   vocabulary, a sequence longer than the sliding window, or a chunk whose
  *   activations exceed one storage binding.
+ * @throws {TypeError} for activation settings the WebGPU passes do not run (different ones on
+ *   linears that share a product), naming them.
  */
 export function llamaCalibrationRunner(
   gpu: Gpu,
@@ -348,6 +365,13 @@ export function llamaCalibrationRunner(
   const { qDim, kvDim, headDim } = llamaDims(config);
   const maxT = Math.max(...seqs.map((s) => s.length));
   checkWindow(config, maxT);
+  // Activation settings (quantized inputs, online Hadamards, a quantized KV cache) run as in
+  // the CPU forward; the Hessians are of the inputs before quantization, as the CPU hook sees.
+  const unsupported = cpuOnlyFeature(model, WEBGPU_LAYER_QUANT);
+  if (unsupported !== null) {
+    throw new TypeError(`Cannot calibrate on the GPU: the model has ${unsupported}`);
+  }
+  model.layers.forEach((l, i) => checkLayerQuant(config, l, i));
   const plan = chunkPlan(seqs, chunkTokens);
   const maxRows = Math.max(...plan.map((c) => c.T * c.seqs.length));
   const widest = Math.max(2 * H, qDim + 2 * kvDim, dim);
@@ -392,6 +416,8 @@ export function llamaCalibrationRunner(
     g: cacheMlp ? null : f(H, "calib:g"),
   };
   const rope = writeRope();
+  const quant = uploadLayerQuant(gpu, config, model.layers, "calib");
+  for (const b of layerQuantBuffers(quant)) bytes += b.size;
   let peak = bytes;
   let uploaded: UploadedBlock | null = null;
   /** The next block's weights, uploaded ahead (see `prefetch`). */
@@ -657,9 +683,12 @@ export function llamaCalibrationRunner(
   ): void {
     const key = [w.wq, w.wk, w.wv];
     if (sameKey(attFor, block, key)) return;
+    const q = quant[block]!;
+    const products = withActQuantProducts(denseProducts(config, lb), q.actQuant);
+    const inputs = attentionInputsHook(config, q);
     for (const c of chunks) {
-      const att = c.att;
-      encodeBlock(batch, config, rope, lb, { ...scratch, x: c.x, att }, c.rows, c.T, "o");
+      const acts = { ...scratch, x: c.x, att: c.att };
+      encodeBlockWith(batch, config, rope, lb, products, acts, c.rows, c.T, "o", inputs);
     }
     attFor = { block, weights: key };
     resFor = null;
@@ -675,10 +704,17 @@ export function llamaCalibrationRunner(
     ensureAttention(batch, block, lb, w);
     const key = [w.wq, w.wk, w.wv, w.wo];
     if (sameKey(resFor, block, key)) return;
+    const aq = quant[block]!.actQuant.o;
     for (const c of chunks) {
       const res = c.res;
       encodeCopy(batch, res, c.x, c.rows * dim);
-      encodeLinear(batch, res, c.att, lb.wo, c.rows, dim, qDim, true);
+      // o's input quantized in a copy (q/k/v's scratch): the kept attention output stays float.
+      const att = aq ? scratch.qkv : c.att;
+      if (aq) {
+        encodeCopy(batch, att, c.att, c.rows * qDim);
+        encodeActQuant(batch, att, aq, c.rows);
+      }
+      encodeLinear(batch, res, att, lb.wo, c.rows, dim, qDim, true);
     }
     resFor = { block, weights: key };
     gFor = null;
@@ -698,11 +734,33 @@ export function llamaCalibrationRunner(
    * Records the MLP input norm (in h) and, unless `upTo` is "gateUp", its
    * SwiGLU (in `gOf(c)`).
    */
-  function encodeMlp(batch: GpuBatch, c: Chunk, lb: LayerBuffers, upTo: "gateUp" | "down"): void {
+  function encodeMlp(
+    batch: GpuBatch,
+    c: Chunk,
+    lb: LayerBuffers,
+    upTo: "gateUp" | "down",
+    block: number,
+  ): void {
     encodeRmsNorm(batch, scratch.h, c.res, lb.ffnNorm, c.rows, dim, config.normEps);
     if (upTo === "gateUp") return;
+    const q = quant[block]!;
+    if (q.actQuant.gateUp) encodeActQuant(batch, scratch.h, q.actQuant.gateUp, c.rows);
     encodeLinear(batch, scratch.u, scratch.h, lb.w13, c.rows, 2 * H, dim, false);
     encodeSwiglu(batch, gOf(c), scratch.u, c.rows, H);
+    if (q.hadamard !== null) {
+      // QuaRot's online Hadamard: g·Q = g·(Qᵀ)ᵀ, through u (free once SwiGLU has read it).
+      encodeLinear(batch, scratch.u, gOf(c), q.hadamard, c.rows, H, H, false);
+      encodeCopy(batch, gOf(c), scratch.u, c.rows * H);
+    }
+  }
+
+  /** The down projection's input of a chunk for the product: `gOf(c)`, or a quantized copy. */
+  function downInput(batch: GpuBatch, c: Chunk, block: number): GPUBuffer {
+    const aq = quant[block]!.actQuant.down;
+    if (!aq) return gOf(c);
+    encodeCopy(batch, scratch.u, gOf(c), c.rows * H);
+    encodeActQuant(batch, scratch.u, aq, c.rows);
+    return scratch.u;
   }
 
   /** Device Hessians handed out and not yet released (freed by `dispose`). */
@@ -783,7 +841,7 @@ export function llamaCalibrationRunner(
         } else if (stop === "o") {
           input = c.att;
         } else {
-          encodeMlp(batch, c, lb, stop);
+          encodeMlp(batch, c, lb, stop, block);
           input = stop === "down" ? gOf(c) : scratch.h;
         }
         encodeHessian(batch, input, c.rows, cols, out, F32, i === 0 ? 0 : 1);
@@ -843,9 +901,9 @@ export function llamaCalibrationRunner(
       // computed with these weights; else computed here.
       const cached = sameKey(gFor, block, mlpKey(w));
       for (const c of chunks) {
-        if (!cached) encodeMlp(batch, c, lb, "down");
+        if (!cached) encodeMlp(batch, c, lb, "down", block);
         encodeCopy(batch, c.x, c.res, c.rows * dim);
-        encodeLinear(batch, c.x, gOf(c), lb.w2, c.rows, dim, H, true);
+        encodeLinear(batch, c.x, downInput(batch, c, block), lb.w2, c.rows, dim, H, true);
       }
       batch.phase("mlp");
       attFor = resFor = gFor = null;
@@ -891,6 +949,7 @@ export function llamaCalibrationRunner(
       }
       if (next !== null) all.push(...layerBuffers(next.buffers));
       for (const b of all) b.destroy();
+      for (const b of layerQuantBuffers(quant)) b.destroy();
       bytes = 0;
     },
   };

@@ -8,6 +8,7 @@
  */
 
 import { modelBackend } from "./_model_backend.ts";
+import { WEBGPU_LAYER_QUANT } from "./_gpu_layer_quant.ts";
 import { tensor } from "../core/tensor.ts";
 import { openLlamaCalibrationRunner } from "./calibration_gpu.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -79,7 +80,7 @@ export function llamaCompressible(model: LlamaModel): CompressibleModel {
     },
     embed: (tokens) => tensor("f32", [tokens.length, config.dim], llamaEmbed(model, tokens)),
     async calibrationRunner(sequences, { backend, memoryBudget, prefetch }) {
-      const gpu = await modelBackend(model, backend, "the calibration passes");
+      const gpu = await modelBackend(model, backend, "the calibration passes", WEBGPU_LAYER_QUANT);
       return gpu === null ? null : await openLlamaCalibrationRunner(gpu, model, sequences, {
         ...(memoryBudget !== undefined ? { memoryBudget } : {}),
         ...(prefetch !== undefined ? { prefetch } : {}),

@@ -13,7 +13,11 @@
  * token or static, QUIK's kept columns) fake-quantizes each product's input
  * in place first (`_gpu_act_quant.ts`, the CPU's values exactly), and its
  * online Hadamard multiplies w2's input by the dense rotation first (one
- * GEMM; n² floats per distinct rotation). The head width may
+ * GEMM; n² floats per distinct rotation). After the rotary embedding, a
+ * layer's query/key Hadamard (`qkHadamard`) multiplies every query and key
+ * head by its rotation and its KV cache quantization (`kvQuant`)
+ * fake-quantizes the keys and values, one group per head of a token
+ * (`_gpu_attention_inputs.ts`, the CPU's grid values exactly). The head width may
  * differ from dim / nHeads; a sequence longer than the sliding window is
  * refused, as on the CPU. Perplexity batches several windows into one
  * pass and reads back only the per-token negative log-likelihoods. With
@@ -56,16 +60,16 @@ import {
   packedProducts,
   uploadPackedBlock,
 } from "./_gpu_packed_block.ts";
-import { onlineRotation } from "./_online_hadamard.ts";
+import { withActQuantProducts } from "./_gpu_act_quant.ts";
 import {
-  actQuantBuffers,
-  type BlockActQuant,
-  checkBlockActQuant,
-  gpuActQuantIssue,
-  uploadBlockActQuant,
-  withActQuantProducts,
-} from "./_gpu_act_quant.ts";
-import { cpuOnlyFeature, type GpuFeatures, LLAMA_LINEARS, llamaDims } from "./model.ts";
+  attentionInputsHook,
+  checkLayerQuant,
+  type GpuLayerQuant,
+  layerQuantBuffers,
+  uploadLayerQuant,
+  WEBGPU_LAYER_QUANT,
+} from "./_gpu_layer_quant.ts";
+import { cpuOnlyFeature, LLAMA_LINEARS, llamaDims } from "./model.ts";
 import type { LlamaModel } from "./model.ts";
 import { perplexity, planWindows } from "./perplexity.ts";
 import type { PerplexityOptions, PerplexityResult } from "./perplexity.ts";
@@ -220,10 +224,11 @@ class GpuLlamaSession implements LlamaSession {
   readonly #classifier: GPUBuffer;
   readonly #finalNorm: GPUBuffer;
   readonly #layers: SessionBlock[];
-  /** Each layer's activation quantizations. */
-  readonly #actQuant: BlockActQuant[];
-  /** Each layer's online Hadamard Qᵀ [hidden, hidden] (shared by layers with the same one), or null. */
-  readonly #hadamard: (GPUBuffer | null)[];
+  /**
+   * Each layer's activation quantizations, online Hadamard Qᵀ [hidden, hidden]
+   * (shared by layers with the same one), query/key rotation and KV cache quantization.
+   */
+  readonly #quant: GpuLayerQuant[];
   #rope: { buffer: GPUBuffer; positions: number } | null = null;
   #acts: Activations | null = null;
   /** Scratch of the packed blocks' products (null until a pass needs it; see `#scratchFor`). */
@@ -232,19 +237,10 @@ class GpuLlamaSession implements LlamaSession {
   #disposed = false;
 
   constructor(gpu: Gpu, model: LlamaModel) {
-    const { dim, hiddenDim } = model.config;
-    const { qDim } = llamaDims(model.config);
-    const widths = { qkv: dim, o: qDim, gateUp: dim, down: hiddenDim };
     // Everything is checked before the first upload.
     model.layers.forEach((l, i) => {
       checkLayerExtras(model.config, l, i);
-      checkBlockActQuant(l, widths);
-      if (l.onlineHadamard && l.onlineHadamard.n !== hiddenDim) {
-        throw new RangeError(
-          `Cannot upload layer ${i}: 'onlineHadamard.n' must be w2's input width ${hiddenDim}: ` +
-            `current value is ${l.onlineHadamard.n}`,
-        );
-      }
+      checkLayerQuant(model.config, l, i);
     });
     this.#gpu = gpu;
     this.model = model;
@@ -260,23 +256,7 @@ class GpuLlamaSession implements LlamaSession {
         ? { kind: "packed", buffers: uploadPackedBlock(gpu, model.config, l, `llama:${i}`) }
         : { kind: "dense", buffers: uploadBlock(gpu, model.config, l, `llama:${i}`) }
     );
-    this.#actQuant = model.layers.map((l, i) =>
-      uploadBlockActQuant(gpu, l, widths, `llama:${i}:actQuant`)
-    );
-    const rotations = new Map<string, GPUBuffer>();
-    this.#hadamard = model.layers.map((l) => {
-      if (!l.onlineHadamard) return null;
-      const { n, seed } = l.onlineHadamard;
-      const key = `${n}/${seed}`;
-      let qt = rotations.get(key);
-      if (!qt) {
-        const q = onlineRotation(l.onlineHadamard).dense(); // [n, n]
-        const t = new Float32Array(n * n);
-        for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) t[c * n + r] = q[r * n + c]!;
-        rotations.set(key, qt = uploadBuffer(gpu, t, `llama:hadamard:${key}`));
-      }
-      return qt;
-    });
+    this.#quant = uploadLayerQuant(gpu, model.config, model.layers, "llama");
     let packed = 0, bytes = 0;
     for (const b of this.#layers) {
       if (b.kind === "packed") {
@@ -359,14 +339,15 @@ class GpuLlamaSession implements LlamaSession {
     const scratch = this.#scratchFor(rows);
     encodeEmbed(batch, acts.x, this.#embedding, acts.tokens, rows, dim);
     for (const [i, { kind, buffers }] of this.#layers.entries()) {
-      const qt = this.#hadamard[i]!;
+      const quant = this.#quant[i]!, qt = quant.hadamard;
       const products = withActQuantProducts(
         kind === "dense" ? denseProducts(config, buffers) : packedProducts(buffers, scratch!),
-        this.#actQuant[i]!,
+        quant.actQuant,
         // u (gate and up, [rows, 2·hidden]) is free once SwiGLU has read it.
         qt === null ? null : { qt, n: config.hiddenDim, scratch: acts.u },
       );
-      encodeBlockWith(batch, config, rope, buffers, products, acts, rows, T);
+      const inputs = attentionInputsHook(config, quant);
+      encodeBlockWith(batch, config, rope, buffers, products, acts, rows, T, "out", inputs);
     }
     encodeRmsNorm(batch, acts.h, acts.x, this.#finalNorm, rows, dim, normEps);
     encodeLinear(batch, acts.logits, acts.h, this.#classifier, rows, V, dim, false);
@@ -438,8 +419,7 @@ class GpuLlamaSession implements LlamaSession {
       if (l.kind === "packed") packed.push(l.buffers);
       else for (const b of layerBuffers(l.buffers)) buffers.add(b);
     }
-    for (const plans of this.#actQuant) for (const b of actQuantBuffers(plans)) buffers.add(b);
-    for (const qt of this.#hadamard) if (qt) buffers.add(qt);
+    for (const b of layerQuantBuffers(this.#quant)) buffers.add(b);
     if (this.#rope) buffers.add(this.#rope.buffer);
     if (this.#acts) {
       for (const b of Object.values(this.#acts)) if (typeof b !== "number") buffers.add(b);
@@ -454,13 +434,14 @@ class GpuLlamaSession implements LlamaSession {
 }
 
 /** What the WebGPU forward pass runs of the CPU-only features. */
-const WEBGPU_FORWARD: GpuFeatures = { actQuant: gpuActQuantIssue, onlineHadamard: true };
+const WEBGPU_FORWARD = WEBGPU_LAYER_QUANT;
 
 /**
  * What in a model the WebGPU forward pass (of {@linkcode llamaSession},
  * `logits` and perplexity) does not run, or null: different activation
- * quantizations of linears that share a product (wq, wk, wv; w1, w3), KV
- * cache quantization, the query/key Hadamard.
+ * quantizations of linears that share a product (wq, wk, wv; w1, w3). It
+ * runs every other activation quantization, the online Hadamard before w2,
+ * the query/key Hadamard and KV cache quantization.
  *
  * @param model The model.
  * @returns A description naming the layer and the field, or null.

@@ -4,7 +4,11 @@
  * low-bit kernels) and keeps a KV cache on the GPU: the prompt runs in one
  * submission, then each new token in one submission of all blocks, the
  * classifier and the argmax, reading back only the token's id (see
- * `_gpu_decoder.ts`). On the CPU the same calls recompute the forward pass of
+ * `_gpu_decoder.ts`), running the layers' activation quantization, online
+ * Hadamard before w2, query/key Hadamard and KV cache quantization as the
+ * WebGPU forward pass does (the cache holds the quantized keys and values:
+ * their groups are one head of one token, so each token's equal the whole
+ * sequence's). On the CPU the same calls recompute the forward pass of
  * `forward.ts` over the whole prefix for each token: the reference the GPU
  * path is tested against. Web-standard only.
  *
@@ -17,6 +21,7 @@ import { GpuDecoder } from "./_gpu_decoder.ts";
 import { storedPackedLinears } from "./_gpu_packed_block.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import { type BlockLinears, denseLinear, linearShape } from "./linear_weight.ts";
+import { WEBGPU_LAYER_QUANT } from "./_gpu_layer_quant.ts";
 import { LLAMA_LINEARS, llamaLinearShapes, withLayerWeights } from "./model.ts";
 import type { LlamaLinear, LlamaModel } from "./model.ts";
 
@@ -320,7 +325,7 @@ export async function decodeSession(
   }
   positiveInteger("maxTokens", maxTokens, "open a decode session");
   if (given !== undefined) checkLinears(model, given);
-  const gpu = await modelBackend(model, backend, "generation");
+  const gpu = await modelBackend(model, backend, "generation", WEBGPU_LAYER_QUANT);
   // The CPU forward pass reads a checkpoint's stored linears itself.
   if (gpu === null) return cpuSession(model, maxTokens, given ?? []);
   // A loaded quantized checkpoint's linears as stored: packed, not widened.

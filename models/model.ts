@@ -142,29 +142,31 @@ export interface LlamaLayer {
    * Activation quantization at the inputs of linears: the CPU forward pass
    * fake-quantizes (quantize → dequantize in float32) a linear's input
    * before its matmul (see `quantizers/activation_quant.ts`). The WebGPU
-   * forward pass (`llamaSession`, perplexity) runs every format, static
-   * scales and QUIK's kept columns, where linears that share an input (wq,
-   * wk, wv; w1, w3) have the same settings; the decode session and the
-   * calibration runner run none of it (see `webgpuForwardFeature`).
+   * forward pass (`llamaSession`, perplexity), the decode session and the
+   * calibration runner run every format, static scales and QUIK's kept
+   * columns, where linears that share an input (wq, wk, wv; w1, w3) have
+   * the same settings (see `webgpuForwardFeature`).
    */
   readonly actQuant?: Readonly<Partial<Record<LlamaLinear, ActivationQuant>>>;
   /**
    * A seeded randomized Hadamard applied to w2's input in the forward pass
-   * (QuaRot's online Hadamard; w2 then holds W2·H). The CPU and the WebGPU
-   * forward passes; not the WebGPU decode session or calibration runner.
+   * (QuaRot's online Hadamard; w2 then holds W2·H). The CPU and every
+   * WebGPU pass (forward, decode session, calibration runner).
    */
   readonly onlineHadamard?: OnlineHadamard;
   /**
    * A seeded randomized Hadamard of the head width applied to every query
    * and key head after the rotary embedding (QuaRot's online rotation of the
-   * keys; q·kᵀ is unchanged, the keys spread their outliers). CPU only.
+   * keys; q·kᵀ is unchanged, the keys spread their outliers). The CPU and
+   * every WebGPU pass.
    */
   readonly qkHadamard?: OnlineHadamard;
   /**
    * KV cache quantization: the CPU forward pass fake-quantizes the keys
    * (after the rotary embedding and `qkHadamard`) and the values, one group
    * per token per key/value head, before attention reads them (see
-   * `quantizers/kv_cache_quant.ts`). CPU only.
+   * `quantizers/kv_cache_quant.ts`). The CPU and every WebGPU pass (the decode
+   * session's cache holds the quantized values).
    */
   readonly kvQuant?: KvCacheQuant;
   /** The linears as stored, on a lazily loaded layer (see {@linkcode STORED_LINEARS}). */
@@ -192,6 +194,10 @@ export interface GpuFeatures {
   readonly actQuant?: (layer: LlamaLayer, i: number) => string | null;
   /** Whether the pass runs the online Hadamard before w2 (`onlineHadamard`). @default false */
   readonly onlineHadamard?: boolean;
+  /** Whether the pass runs KV cache quantization (`kvQuant`). @default false */
+  readonly kvQuant?: boolean;
+  /** Whether the pass runs the query/key Hadamard (`qkHadamard`). @default false */
+  readonly qkHadamard?: boolean;
 }
 
 /**
@@ -214,8 +220,8 @@ export function cpuOnlyFeature(model: LlamaModel, gpu: GpuFeatures = {}): string
     if (layer.onlineHadamard && !gpu.onlineHadamard) {
       return `an online Hadamard ('onlineHadamard' of layer ${i})`;
     }
-    if (layer.kvQuant) return `KV cache quantization ('kvQuant' of layer ${i})`;
-    if (layer.qkHadamard) {
+    if (layer.kvQuant && !gpu.kvQuant) return `KV cache quantization ('kvQuant' of layer ${i})`;
+    if (layer.qkHadamard && !gpu.qkHadamard) {
       return `an online Hadamard of queries and keys ('qkHadamard' of layer ${i})`;
     }
   }

@@ -1,8 +1,8 @@
 /**
  * Puts KV cache quantization into a model: every block's keys (after the
  * rotary embedding and any online Hadamard of queries and keys) and values
- * are fake-quantized before attention reads them (`layer.kvQuant`, CPU
- * forward pass only). Web-standard only.
+ * are fake-quantized before attention reads them (`layer.kvQuant`, the CPU
+ * and WebGPU forward passes). Web-standard only.
  *
  * @module
  */
@@ -11,8 +11,8 @@ import { checkKvCacheQuant, kvCacheBits, type KvCacheQuant } from "../quantizers
 import { llamaDims, type LlamaModel } from "./model.ts";
 
 /**
- * A copy of the model whose blocks quantize their KV cache (the CPU forward
- * pass applies it; rotate the keys first with `quarot(model, { qkHadamard: true })`,
+ * A copy of the model whose blocks quantize their KV cache (the CPU and WebGPU
+ * forward passes apply it; rotate the keys first with `quarot(model, { qkHadamard: true })`,
  * as QuaRot does).
  *
  * @example

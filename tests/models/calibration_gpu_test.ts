@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { testGpu } from "../kernels/_gpu.ts";
 import { loadModel } from "../../models/causal_lm.ts";
+import { syntheticModel } from "./_synthetic_model.ts";
+import { llamaCompressible } from "../../models/compressible.ts";
+import { quarot } from "../../models/quarot.ts";
+import { withKvCacheQuant } from "../../models/with_kv_cache_quant.ts";
+import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
+import type { ActivationQuant } from "../../quantizers/activation_quant.ts";
+import type { CompressibleModel } from "../../pipeline/model.ts";
 import {
   calibrationMemory,
   llamaCalibrationRunner,
@@ -36,7 +43,7 @@ function relDiff(a: Hessian, b: Hessian): number {
 
 /** Host Hessians of every linear of block b through the block's forward (the CPU path). */
 function hostHessians(
-  lm: Awaited<ReturnType<typeof loadModel>>,
+  lm: Pick<CompressibleModel, "blocks">,
   b: number,
   xs: Tensor<"f32">[],
   weights: Record<string, Tensor<"f32">>,
@@ -118,6 +125,63 @@ Deno.test("the GPU calibration runner's Hessians and propagation equal the host 
       });
       assert(relDiff(head, hostHead) < 1e-5, `${name} head`);
       assert(runner.memory.peak > 0);
+    } finally {
+      runner.dispose();
+    }
+  }
+});
+
+Deno.test("with quantized activations, QuaRot's Hadamards and a 4-bit KV cache the GPU runner's Hessians and propagation equal the host path's", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const base = syntheticModel({ hiddenDim: 48 }, 41, 0.35);
+  const rotated = quarot(base, { seed: 2, onlineHadamard: true, qkHadamard: true });
+  const act = (spec: ActivationQuant): LlamaModel => {
+    const actQuant = Object.fromEntries(LLAMA_LINEARS.map((n) => [n, spec]));
+    return { ...rotated, layers: rotated.layers.map((l) => ({ ...l, actQuant })) };
+  };
+  const kv = { format: "int4", asymmetric: true, clipRatio: 0.95 } as const;
+  const models: [string, LlamaModel][] = [
+    ["quarot-w16a4-kv4", withKvCacheQuant(act({ format: "int4" }), kv)],
+    ["quik-a4-c3", act({ format: "int4", outliers: { columns: [0, 5, 17], format: "int8" } })],
+  ];
+  const seqs = [...sequences(3, 12, 40, 3), ...sequences(2, 7, 40, 4)];
+  for (const [name, model] of models) {
+    const lm = llamaCompressible(model);
+    const floatLm = llamaCompressible(rotated);
+    const runner = llamaCalibrationRunner(gpu, model, seqs, { chunkTokens: 24 });
+    try {
+      let xs = seqs.map((s) => lm.embed(s));
+      for (let b = 0; b < lm.blocks.length; b++) {
+        const weights = { ...lm.blocks[b]!.linears };
+        const host = hostHessians(lm, b, xs, weights);
+        const names = ["wq", "wk", "wv", "wo", "w1", "w3", "w2"];
+        const dev = await runner.hessians(b, weights, names);
+        for (const n of names) {
+          const d = relDiff(await hostHessian(dev.get(n)!), host.get(n)!);
+          assert(d < 1e-4, `${name} block ${b} ${n}: relative difference ${d}`);
+        }
+        for (const h of new Set(dev.values())) if (isDeviceHessian(h)) h.release();
+        await runner.propagate(b, weights);
+        xs = xs.map((x) => lm.blocks[b]!.forward(x, weights)!);
+      }
+      const head = await hostHessian(await runner.headHessian());
+      const rows = xs.reduce((n, x) => n + x.shape[0]!, 0);
+      const hostHead = (m: typeof lm, x: typeof xs) =>
+        hessian({
+          dtype: "f32",
+          shape: [rows, model.config.dim],
+          data: Float32Array.from(x.flatMap((t) => Array.from(m.head!.input(t).data))),
+        });
+      const want = hostHead(lm, xs);
+      assert(relDiff(head, want) < 1e-4, `${name} head: ${relDiff(head, want)}`);
+      // the quantization is applied: the rotated float model's head Hessian is farther away
+      let ys = seqs.map((s) => floatLm.embed(s));
+      for (const block of floatLm.blocks) {
+        ys = ys.map((y) => block.forward(y, { ...block.linears })!);
+      }
+      const float = hostHead(floatLm, ys);
+      assert(relDiff(head, float) > 1e-3, `${name}: the quantization changed nothing`);
     } finally {
       runner.dispose();
     }

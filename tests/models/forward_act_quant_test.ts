@@ -5,6 +5,7 @@ import { llamaForward } from "../../models/forward.ts";
 import { llamaForwardGpu, perplexityGpu } from "../../models/forward_gpu.ts";
 import { perplexity } from "../../models/perplexity.ts";
 import { llamaCompressible } from "../../models/compressible.ts";
+import { llamaCalibrationRunner } from "../../models/calibration_gpu.ts";
 import { decodeSession } from "../../models/generate.ts";
 import { quarot } from "../../models/quarot.ts";
 import { prng } from "../../core/prng.ts";
@@ -158,15 +159,24 @@ Deno.test("GPU perplexity with W4A4-style int4 activations equals the CPU perple
   assertClose(onGpu.nll, cpu.nll, { atol: 0, rtol: 1e-5 });
 });
 
-Deno.test("the WebGPU decode session and calibration runner still refuse quantized activations by name", async () => {
-  const model = withActQuant(syntheticModel({}, 8), { format: "int8" });
+Deno.test("the WebGPU decode session and calibration runner refuse mismatched fused inputs by name", async () => {
+  const model = syntheticModel({}, 8);
+  // w1 and w3 are one product on the GPU: their inputs must be quantized alike
+  const layers = model.layers.map((l) => ({ ...l, actQuant: { w1: { format: "int4" as const } } }));
+  const mismatched = { ...model, layers };
   await assert.rejects(
-    () => decodeSession(model, { backend: "webgpu", maxTokens: 8 }),
-    /activation quantization \('actQuant' of layer 0\)/,
+    () => decodeSession(mismatched, { backend: "webgpu", maxTokens: 8 }),
+    /different activation quantizations of w1, w3 \('actQuant' of layer 0/,
   );
   await assert.rejects(
-    () => llamaCompressible(model).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
-    /activation quantization \('actQuant' of layer 0\)/,
+    () => llamaCompressible(mismatched).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
+    /different activation quantizations of w1, w3 \('actQuant' of layer 0/,
+  );
+  const gpu = await testGpu();
+  if (!gpu) return;
+  assert.throws(
+    () => llamaCalibrationRunner(gpu, mismatched, [[1, 2, 3]]),
+    /Cannot calibrate on the GPU: the model has different activation quantizations of w1, w3/,
   );
 });
 

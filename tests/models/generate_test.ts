@@ -13,6 +13,11 @@ import { dequantize } from "../../quantizers/dequantize.ts";
 import { packWeights, unpackWeights } from "../../quantizers/pack.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
 import { rtn } from "../../quantizers/rtn.ts";
+import type { ActivationQuant } from "../../quantizers/activation_quant.ts";
+import { quarot } from "../../models/quarot.ts";
+import { withKvCacheQuant } from "../../models/with_kv_cache_quant.ts";
+import { syntheticModel } from "./_synthetic_model.ts";
+import { relError } from "../_helpers.ts";
 
 // The software adapter is slow: tiny fixtures, short prompts, a few tokens.
 
@@ -66,6 +71,48 @@ Deno.test("GPU greedy decoding picks the CPU forward pass's argmax at every step
         seq.push(id);
       });
     }
+  }
+});
+
+Deno.test("GPU greedy decoding with quantized activations, QuaRot's Hadamards and a quantized KV cache picks the CPU forward pass's argmax, logits within 1e-4", async () => {
+  if (!await testGpu()) return;
+  const base = syntheticModel({ hiddenDim: 48 }, 40, 0.35);
+  const rotated = quarot(base, { seed: 1, onlineHadamard: true, qkHadamard: true });
+  const act = (model: LlamaModel, spec: ActivationQuant): LlamaModel => {
+    const actQuant = Object.fromEntries(LLAMA_LINEARS.map((n) => [n, spec]));
+    return { ...model, layers: model.layers.map((l) => ({ ...l, actQuant })) };
+  };
+  const models: [string, LlamaModel][] = [
+    [
+      "quarot-w16a4-kv4",
+      withKvCacheQuant(act(rotated, { format: "int4" }), {
+        format: "int4",
+        asymmetric: true,
+        clipRatio: 0.95,
+      }),
+    ],
+    ["a8-kv-nvfp4", withKvCacheQuant(act(base, { format: "int8" }), { format: "nvfp4" })],
+  ];
+  const V = base.config.vocabSize;
+  for (const [name, model] of models) {
+    const { result, logits } = await gpuRun(model, PROMPT, 6);
+    assert.equal(result.tokens.length, 6);
+    const seq = [...PROMPT];
+    const floatSeq = [...PROMPT];
+    let differs = false;
+    result.tokens.forEach((id, i) => {
+      const full = llamaForward(model, seq);
+      const last = (seq.length - 1) * V;
+      assert.equal(id, argmax(full, last, V), `${name}: token ${i}`);
+      const want = full.subarray(last, last + V);
+      assert(relError(logits[i]!, want) < 1e-4, `${name}: logits of step ${i}`);
+      // the quantization is applied: the float model's logits are farther away
+      const float = llamaForward(base, floatSeq).subarray(last, last + V);
+      if (relError(float, want) > 1e-3) differs = true;
+      seq.push(id);
+      floatSeq.push(id);
+    });
+    assert(differs, `${name}: the quantization changed nothing`);
   }
 });
 

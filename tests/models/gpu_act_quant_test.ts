@@ -142,3 +142,23 @@ Deno.test("the WebGPU activation quantization kernel breaks ties to even as the 
     "fp8 above a float32 midpoint",
   );
 });
+
+Deno.test("the WebGPU activation quantization kernel takes scales above 2^30 from rows of large magnitude", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  // amax/127 ≈ 1.1·10¹⁰: the scale's quotient is above 2^30 (quoSig once capped it there)
+  const x = new Float32Array([
+    1.2345 * 2 ** 40,
+    -1.0987,
+    3 * 2 ** 35,
+    -(2 ** 38),
+    7,
+    0,
+    1e9,
+    -5e11,
+  ]);
+  for (const format of ["int8", "int4", "fp8", "nvfp4"] as const) {
+    const want = fakeQuantizeActivations(x, 1, { format });
+    assertSame(await onGpu(gpu, x, 1, { format }), want, format);
+  }
+});

@@ -8,9 +8,10 @@ import {
   llamaHead,
   rmsNorm,
 } from "../../models/forward.ts";
-import { llamaForwardGpu } from "../../models/forward_gpu.ts";
-import { llamaCompressible } from "../../models/compressible.ts";
-import { decodeSession } from "../../models/generate.ts";
+import { llamaForwardGpu, perplexityGpu, webgpuForwardFeature } from "../../models/forward_gpu.ts";
+import { perplexity } from "../../models/perplexity.ts";
+import { prng } from "../../core/prng.ts";
+import { testGpu } from "../kernels/_gpu.ts";
 import { quarot } from "../../models/quarot.ts";
 import { llamaDims, type LlamaLayer, type LlamaModel } from "../../models/model.ts";
 import { meanKvCacheBits, withKvCacheQuant } from "../../models/with_kv_cache_quant.ts";
@@ -173,32 +174,56 @@ Deno.test("KV cache options that are wrong are errors naming them", () => {
   assert.throws(() => llamaForward(bad, [1, 2]), /'qkHadamard.n' must be the head width 8/);
 });
 
-Deno.test("WebGPU passes refuse a quantized KV cache and a query/key Hadamard by name", async () => {
-  const model = syntheticModel({}, 35);
-  const kv = withKvCacheQuant(model, { format: "int4", asymmetric: true, clipRatio: 0.95 });
-  await assert.rejects(
-    () => llamaForwardGpu(kv, [1, 2], { backend: "webgpu" }),
-    /KV cache quantization \('kvQuant' of layer 0\)/,
-  );
-  await assert.rejects(
-    () => decodeSession(kv, { backend: "webgpu", maxTokens: 8 }),
-    /'kvQuant' of layer 0/,
-  );
-  await assert.rejects(
-    () => llamaCompressible(kv).calibrationRunner!([[1, 2, 3]], { backend: "webgpu" }),
-    /'kvQuant' of layer 0/,
-  );
-  assert.equal(
-    await llamaCompressible(kv).calibrationRunner!([[1, 2, 3]], { backend: "auto" }),
-    null,
-  );
-  const { headDim } = llamaDims(model.config);
-  const qk: LlamaModel = {
+Deno.test("the WebGPU forward with a quantized KV cache and the query/key Hadamard gives the CPU forward's logits", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const ids = [3, 9, 1, 7, 22, 5, 13];
+  for (
+    const [shape, seed] of [[{}, 36], [{ qkvBias: true, qkNorm: true, nKvHeads: 4 }, 37]] as const
+  ) {
+    const model = syntheticModel(shape, seed, 0.35);
+    const float = llamaForward(model, ids);
+    const rotated = quarot(model, { seed: 4, qkHadamard: true });
+    const models: [string, LlamaModel][] = [
+      ["qkHadamard", rotated],
+      ["kv4", withKvCacheQuant(model, { format: "int4", asymmetric: true, clipRatio: 0.95 })],
+      [
+        "quarot-kv4",
+        withKvCacheQuant(rotated, { format: "int4", asymmetric: true, clipRatio: 0.95 }),
+      ],
+      ["kv8", withKvCacheQuant(model, { format: "int8", asymmetric: true })],
+      ["kv-int4-symmetric", withKvCacheQuant(rotated, { format: "int4" })],
+      ["kv-nvfp4", withKvCacheQuant(model, { format: "nvfp4" })],
+    ];
+    for (const [what, m] of models) {
+      const want = llamaForward(m, ids);
+      const got = await llamaForwardGpu(m, ids, { backend: "webgpu" });
+      const e = relError(got, want);
+      assert(e < 1e-4, `${what} (seed ${seed}): relative error ${e}`);
+      if (what !== "qkHadamard") {
+        assert(relError(got, float) > 1e-3, `${what}: the KV quantization changed nothing`);
+      }
+    }
+    assert.equal(webgpuForwardFeature(models[2]![1]), null);
+  }
+  const model = syntheticModel({}, 38, 0.35);
+  const kv = withKvCacheQuant(quarot(model, { seed: 4, qkHadamard: true }), {
+    format: "int4",
+    asymmetric: true,
+    clipRatio: 0.95,
+  });
+  const rng = prng(6);
+  const stream = Array.from({ length: 40 }, () => rng.int(model.config.vocabSize));
+  const cpu = perplexity(kv, stream, { seqLen: 16 });
+  const onGpu = await perplexityGpu(kv, stream, { seqLen: 16, backend: "webgpu" });
+  assert.equal(onGpu.tokens, cpu.tokens);
+  assert(Math.abs(onGpu.nll - cpu.nll) < 1e-5 * cpu.nll, `${onGpu.nll} against ${cpu.nll}`);
+  const bad: LlamaModel = {
     ...model,
-    layers: model.layers.map((l) => ({ ...l, qkHadamard: { n: headDim, seed: 0 } })),
+    layers: model.layers.map((l) => ({ ...l, qkHadamard: { n: 16, seed: 0 } })),
   };
   await assert.rejects(
-    () => llamaForwardGpu(qk, [1, 2], { backend: "webgpu" }),
-    /'qkHadamard' of layer 0/,
+    () => llamaForwardGpu(bad, [1, 2], { backend: "webgpu" }),
+    /'qkHadamard.n' must be the head width 8: current value is 16/,
   );
 });
