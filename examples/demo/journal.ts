@@ -182,8 +182,16 @@ export async function openJournal(dir: string, fingerprint: string): Promise<Jou
         } else tensors.set(m.name, m.weight);
         if (m.mask) tensors.set(`${m.name}.mask`, tensor("u8", m.weight.shape, m.mask));
       }
-      const packed = compressedToTensors(grids);
-      for (const [k, t] of packed.tensors) tensors.set(k, t);
+      // Packed a module at a time, yielding in between (a block's codes are
+      // hundreds of millions at 8B: this runs between the GPU's waits).
+      const layers: Record<string, unknown> = {};
+      for (const [name, q] of grids) {
+        await nextTask();
+        const one = compressedToTensors(new Map([[name, q]]));
+        for (const [k, t] of one.tensors) tensors.set(k, t);
+        Object.assign(layers, JSON.parse(one.metadata[LAYERS_METADATA_KEY]!));
+      }
+      const packed = { metadata: { [LAYERS_METADATA_KEY]: JSON.stringify(layers) } };
       const records = modules.map((m) => ({
         name: m.name,
         bitsPerWeight: m.bitsPerWeight,
