@@ -577,16 +577,20 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     }
     return e;
   };
+  /** Refuses to read `name` from `file` if the file changed since the load (`info`: its stat now). */
+  const checkUnchanged = (name: string, file: string, info: Deno.FileInfo): void => {
+    if (stamp(info) !== stamps.get(file)) {
+      throw new Error(
+        `Cannot read tensor ${name}: ${file} changed since the model was loaded ` +
+          `(its block linears are read from disk when used); load the model again`,
+      );
+    }
+  };
   /** A checked tensor; one left on disk is read now (each time: callers keep what they need). */
   const get = (name: string, shape: readonly number[]): Tensor<WeightDType> => {
     const e = entry(name, shape);
     if ("data" in e.t) return e.t as Tensor<WeightDType>;
-    if (stamp(Deno.statSync(e.file)) !== stamps.get(e.file)) {
-      throw new Error(
-        `Cannot read tensor ${name}: ${e.file} changed since the model was loaded ` +
-          `(its block linears are read from disk when used); load the model again`,
-      );
-    }
+    checkUnchanged(name, e.file, Deno.statSync(e.file));
     return readSafetensorsTensorSync(e.file, e.t) as Tensor<WeightDType>;
   };
   const { dim, vocabSize, nHeads, nKvHeads, nLayers } = config;
@@ -690,12 +694,7 @@ export async function loadHfLlama(dir: string, options: LoadHfOptions = {}): Pro
     const e = entry(name, linearShapes[key]);
     const rowFrom = key === "wq" ? qOrder : key === "wk" ? kOrder : null;
     if ("data" in e.t) return { weight: e.t as Tensor<WeightDType>, rowFrom };
-    if (stamp(await Deno.stat(e.file)) !== stamps.get(e.file)) {
-      throw new Error(
-        `Cannot read tensor ${name}: ${e.file} changed since the model was loaded ` +
-          `(its block linears are read from disk when used); load the model again`,
-      );
-    }
+    checkUnchanged(name, e.file, await Deno.stat(e.file));
     const handle = await openSafetensors(e.file);
     try {
       return { weight: await handle.read(name) as Tensor<WeightDType>, rowFrom };
