@@ -222,7 +222,7 @@ export function resolveGrid(
  * @param cols Columns.
  * @param out Where to write Ŵ (every element is written), instead of a new array.
  * @returns Ŵ [rows, cols] (`out` when given).
- * @throws {RangeError} when `out` does not hold rows·cols values.
+ * @throws {RangeError} when `codes` or `out` do not hold rows·cols values, or `gIdx` cols.
  */
 export function dequantizeGrid(
   codes: ArrayLike<number>,
@@ -233,6 +233,11 @@ export function dequantizeGrid(
   cols: number,
   out: Float32Array = new Float32Array(rows * cols),
 ): Float32Array {
+  if (codes.length !== rows * cols || gIdx.length !== cols) {
+    throw new RangeError(
+      `Cannot dequantize as 'codes' (${codes.length}) or 'gIdx' (${gIdx.length}) do not match the shape [${rows},${cols}]`,
+    );
+  }
   if (out.length !== rows * cols) {
     throw new RangeError(
       `Cannot dequantize into 'out' of ${out.length} values: the grid has ${rows}×${cols}`,

@@ -33,7 +33,10 @@ interface Reply {
   id: number;
   data?: Float32Array | Float16Array | Uint16Array;
   error?: string;
+  kind?: "RangeError" | "TypeError" | "Error";
 }
+
+const ERRORS = { RangeError, TypeError, Error } as const;
 
 /** A worker thread that makes dense weights (jobs run in the order they are sent). */
 export interface DenseWorker {
@@ -80,7 +83,7 @@ export function denseWorker(): DenseWorker {
     const p = pending.get(e.data.id);
     if (!p) return;
     pending.delete(e.data.id);
-    if (e.data.error !== undefined) p.reject(new Error(e.data.error));
+    if (e.data.error !== undefined) p.reject(new ERRORS[e.data.kind ?? "Error"](e.data.error));
     else p.resolve(e.data);
   };
   worker.onerror = (e) => {
@@ -101,12 +104,8 @@ export function denseWorker(): DenseWorker {
   };
   return {
     async grid(q, dtype, rowFrom) {
+      // The worker's dequantizeGrid checks the arrays against the shape.
       const [rows, cols] = q.shape;
-      if (q.codes.length !== rows * cols || q.gIdx.length !== cols) {
-        throw new RangeError(
-          `Cannot dequantize as 'codes' (${q.codes.length}) or 'gIdx' (${q.gIdx.length}) do not match the shape [${q.shape}]`,
-        );
-      }
       checkRows(rows, rowFrom);
       const { codes, scales, zeros, gIdx } = q;
       const reply = await send(

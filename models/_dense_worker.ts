@@ -45,6 +45,12 @@ scope.onmessage = (e: MessageEvent<DenseJob>) => {
     }
     scope.postMessage({ id: job.id, data }, [data.buffer as ArrayBuffer]);
   } catch (err) {
-    scope.postMessage({ id: job.id, error: String((err as Error)?.message ?? err) });
+    // The error's class goes back with its message (a RangeError for arrays that do not match).
+    const kind = err instanceof RangeError
+      ? "RangeError"
+      : err instanceof TypeError
+      ? "TypeError"
+      : "Error";
+    scope.postMessage({ id: job.id, error: String((err as Error)?.message ?? err), kind });
   }
 };

@@ -124,7 +124,7 @@ export async function openHfStreamWriter(
     let turn = 0;
     for (const n of LLAMA_LINEARS) {
       const w = layer[n], q = dequantizedFrom(w);
-      if (q?.kind !== "uniform" || isFilled(w)) continue;
+      if (q === undefined || isFilled(w)) continue;
       const rows = w.shape[0]!;
       const heads = n === "wq" ? nHeads : n === "wk" ? nKvHeads : 0;
       if (workers.length < 2) workers.push(denseWorker());

@@ -14,13 +14,11 @@ import { dequantizeMx, type MxWeight } from "./mx.ts";
 import { dequantizeFp8, type Fp8Weight } from "./fp8_quantize.ts";
 import { dequantizeSpqr, type SpqrWeight } from "./spqr_weight.ts";
 
+/** Every weight {@linkcode dequantize} accepts. */
+export type Dequantizable = QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight;
+
 function dequantizeUniform(q: QuantizedWeight, out?: Float32Array): Float32Array {
   const [rows, cols] = q.shape;
-  if (q.codes.length !== rows * cols || q.gIdx.length !== cols) {
-    throw new RangeError(
-      `Cannot dequantize as 'codes' (${q.codes.length}) or 'gIdx' (${q.gIdx.length}) do not match the shape [${q.shape}]`,
-    );
-  }
   return dequantizeGrid(q.codes, q.scales, q.zeros, q.gIdx, rows, cols, out);
 }
 
@@ -28,7 +26,8 @@ function dequantizeUniform(q: QuantizedWeight, out?: Float32Array): Float32Array
  * {@linkcode dequantize}'s values, computed when they are first read
  * (`core/lazy_tensor.ts`): for a caller that may never need Ŵ on the host
  * (a pipeline whose Ŵ stays on the GPU). A uniform grid is dequantized
- * straight into the tensor's storage; other formats are copied in.
+ * straight into the tensor's storage on the first read; other formats
+ * (whose solvers run on the host) are dequantized now.
  *
  * @example
  * ```ts
@@ -41,30 +40,20 @@ function dequantizeUniform(q: QuantizedWeight, out?: Float32Array): Float32Array
  * ```
  *
  * @param q The quantized weight (not copied: it must not change afterwards).
- * @returns Ŵ, f32 [rows, cols], filled on first read.
+ * @returns Ŵ, f32 [rows, cols] (a uniform grid's filled on first read).
  * @throws {TypeError} for an unknown format.
  */
-export function dequantizeLazily(
-  q: QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight,
-): Tensor<"f32"> {
-  const kinds = ["uniform", "aqlm", "mx", "fp8", "spqr"];
-  if (!kinds.includes((q as { kind?: unknown } | null)?.kind as string)) {
-    return dequantize(q); // throws, naming the kind
-  }
-  const t = lazyTensor("f32", [q.shape[0], q.shape[1]], (out) => {
-    if (q.kind === "uniform") dequantizeUniform(q, out);
-    else out.set(dequantize(q).data);
-  });
+export function dequantizeLazily(q: Dequantizable): Tensor<"f32"> {
+  if (q?.kind !== "uniform") return dequantize(q);
+  const t = lazyTensor("f32", [q.shape[0], q.shape[1]], (out) => void dequantizeUniform(q, out));
   sources.set(t, q);
   return t;
 }
 
-type Dequantizable = QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight;
-
-const sources = new WeakMap<Tensor<"f32">, Dequantizable>();
+const sources = new WeakMap<Tensor<"f32">, QuantizedWeight>();
 
 /**
- * The quantized weight a tensor of {@linkcode dequantizeLazily} stands for,
+ * The uniform grid a tensor of {@linkcode dequantizeLazily} stands for,
  * so that a caller that must know whether a weight is its grid, bit for bit
  * (a checkpoint writer, a journal), need not dequantize to compare.
  *
@@ -80,9 +69,9 @@ const sources = new WeakMap<Tensor<"f32">, Dequantizable>();
  * ```
  *
  * @param t A tensor.
- * @returns The quantized weight it was made from by `dequantizeLazily`, else undefined.
+ * @returns The grid it was made from by `dequantizeLazily`, else undefined.
  */
-export function dequantizedFrom(t: Tensor): Dequantizable | undefined {
+export function dequantizedFrom(t: Tensor): QuantizedWeight | undefined {
   return sources.get(t as Tensor<"f32">);
 }
 
@@ -109,9 +98,7 @@ export function dequantizedFrom(t: Tensor): Dequantizable | undefined {
  * @returns Ŵ, f32 [rows, cols].
  * @throws {TypeError} for an unknown format.
  */
-export function dequantize(
-  q: QuantizedWeight | AqlmWeight | MxWeight | Fp8Weight | SpqrWeight,
-): Tensor<"f32"> {
+export function dequantize(q: Dequantizable): Tensor<"f32"> {
   switch (q?.kind) {
     case "uniform":
       return tensor("f32", [q.shape[0], q.shape[1]], dequantizeUniform(q));

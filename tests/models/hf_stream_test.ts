@@ -13,6 +13,7 @@ import { shardName } from "../../models/formats/_shards.ts";
 import { rtn } from "../../quantizers/rtn.ts";
 import { dequantize, dequantizeLazily } from "../../quantizers/dequantize.ts";
 import { isFilled } from "../../core/lazy_tensor.ts";
+import { denseWorker } from "../../models/_dense_on_worker.ts";
 
 Deno.test("a folder streamed block by block loads as the folder written at the end", async () => {
   const tmp = await Deno.makeTempDir();
@@ -150,6 +151,19 @@ Deno.test("grids not yet dequantized are written from their codes, as their dens
         Array.from(convert(l0, "f32").data.subarray(cols, 2 * cols)),
         Array.from(convert(convert(held[0]!, dtype), "f32").data.subarray(cols, 2 * cols)),
       );
+    }
+    // A grid whose arrays do not match its shape is refused by name, as on the main thread.
+    const q = await rtn(lm.blocks[0]!.linears.wv!, { bits: 4, groupSize: 16 });
+    const bad = { ...q, codes: q.codes.subarray(1) };
+    assert.throws(() => dequantize(bad), { name: "RangeError", message: /do not match the shape/ });
+    const onWorker = denseWorker();
+    try {
+      await assert.rejects(
+        () => onWorker.grid(bad, "bf16", null),
+        { name: "RangeError", message: /do not match the shape/ },
+      );
+    } finally {
+      onWorker.close();
     }
   } finally {
     await Deno.remove(tmp, { recursive: true });
