@@ -22,6 +22,15 @@ export interface CachedAttentionSpec {
   readonly hd: number;
   /** Values per load: 4 (vec4, for head widths that are multiples of 4) or 1. */
   readonly width: 1 | 4;
+  /**
+   * One new row (a decode step): every query head writes the new key and
+   * value of its key/value head into the cache (the same values from each
+   * head of a group), so every key and value is then read from the cache,
+   * without the branch between the cache and the new rows that keeps the
+   * loads of the general kernel from being issued together. Needs the new
+   * row's position inside the cache (the decode session checks it).
+   */
+  readonly single: boolean;
 }
 
 /**
@@ -30,10 +39,11 @@ export interface CachedAttentionSpec {
  * positions [0, pos + t] of its key/value head h / group, those before pos
  * read from the cache, the new ones from the q/k/v rows; the first query head
  * of each key/value head writes the new keys and values into the cache (rows
- * past its capacity are dropped). One workgroup per (t, h): keys in tiles of
+ * past its capacity are dropped). With `single` (one new row), every query
+ * head writes them and then reads them back from the cache. One workgroup per (t, h): keys in tiles of
  * 128, one thread per key for the scores, a running (online) softmax over the
  * tiles, and the weighted value rows summed by (group of threads, vector of
- * the head), groups added at the end. With `width` 4 every load is a vec4
+ * the head; four keys at a time), groups added at the end. With `width` 4 every load is a vec4
  * (the q/k/v rows, the cache and the output then hold whole vec4s: widths
  * and offsets are multiples of 4). Reference: `causalAttention` of
  * `forward.ts` over the whole sequence, rows pos… of its output.
@@ -42,7 +52,7 @@ export interface CachedAttentionSpec {
  * @returns WGSL source.
  */
 export function cachedAttentionWgsl(spec: CachedAttentionSpec): string {
-  const { hd, width: W } = spec;
+  const { hd, width: W, single } = spec;
   const T = W === 4 ? "vec4<f32>" : "f32";
   const HDV = hd / W;
   const { groups: G, lanes: LN, perThread: DPT } = headSplit(HDV);
@@ -80,7 +90,7 @@ ${G > 1 ? `var<workgroup> accs: array<${T}, ${WG}>;` : ""}
 fn dotv(a: ${T}, b: ${T}) -> f32 { return ${dotv}; }
 /** Vector c of the key (or value) row of position s: the cache before p0, else the new rows. */
 fn kv(s: u32, p0: u32, c: u32, value: bool) -> ${T} {
-  if (s < p0) {
+  if (${single ? "true" : "s < p0"}) {
     if (value) { return Vc[${v("s * p.kvDim")} + c]; }
     return Kc[${v("s * p.kvDim")} + c];
   }
@@ -97,12 +107,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let p0 = pos[0];
   let L = p0 + t + 1u;
   for (var i = lid; i < HDV; i += ${WG}u) { qs[i] = QKV[${v("t * p.ld + h * HD")} + i] * p.scale; }
-  if (h % p.group == 0u && p0 + t < p.cap) {
+  if (${single ? "" : "h % p.group == 0u && "}p0 + t < p.cap) {
     for (var i = lid; i < HDV; i += ${WG}u) {
       Kc[${v("(p0 + t) * p.kvDim")} + kb + i] = QKV[${v("t * p.ld + p.kOff")} + kb + i];
       Vc[${v("(p0 + t) * p.kvDim")} + kb + i] = QKV[${v("t * p.ld + p.vOff")} + kb + i];
     }
   }
+  ${single ? "storageBarrier();" : ""}
   workgroupBarrier();
   let g = lid / ${LN}u;
   let d0 = lid % ${LN}u;
@@ -132,9 +143,24 @@ ${tree("max")}
       for (var j = 0u; j < ${DPT}u; j++) {
         let d = d0 + j * ${LN}u;
         if (d < HDV) {
-          var a = acc[j] * c;
-          for (var i = g; i < n; i += ${G}u) { a = fma(${T}(pr[i]), kv(s0 + i, p0, kb + d, true), a); }
-          acc[j] = a;
+          // Four independent sums, so that four value loads are in flight at once.
+          var a0 = acc[j] * c;
+          var a1 = ${T}(0.0);
+          var a2 = ${T}(0.0);
+          var a3 = ${T}(0.0);
+          var i = g;
+          for (; i + ${3 * G}u < n; i += ${4 * G}u) {
+            let v0 = kv(s0 + i, p0, kb + d, true);
+            let v1 = kv(s0 + i + ${G}u, p0, kb + d, true);
+            let v2 = kv(s0 + i + ${2 * G}u, p0, kb + d, true);
+            let v3 = kv(s0 + i + ${3 * G}u, p0, kb + d, true);
+            a0 = fma(${T}(pr[i]), v0, a0);
+            a1 = fma(${T}(pr[i + ${G}u]), v1, a1);
+            a2 = fma(${T}(pr[i + ${2 * G}u]), v2, a2);
+            a3 = fma(${T}(pr[i + ${3 * G}u]), v3, a3);
+          }
+          for (; i < n; i += ${G}u) { a0 = fma(${T}(pr[i]), kv(s0 + i, p0, kb + d, true), a0); }
+          acc[j] = (a0 + a1) + (a2 + a3);
         }
       }
     }
@@ -186,10 +212,14 @@ export function encodeCachedAttention(
   shape: CachedAttentionShape,
 ): void {
   const { rows, nHeads, nKvHeads, hd, ld, cap } = shape;
-  const spec: CachedAttentionSpec = { hd, width: hd % 4 === 0 && hd <= 4 * WG ? 4 : 1 };
+  const spec: CachedAttentionSpec = {
+    hd,
+    width: hd % 4 === 0 && hd <= 4 * WG ? 4 : 1,
+    single: rows === 1,
+  };
   const pipeline = cachedPipeline(
     batch.gpu,
-    `decode:attention:${hd}:${spec.width}`,
+    `decode:attention:${hd}:${spec.width}:${spec.single ? "single" : "rows"}`,
     () => cachedAttentionWgsl(spec),
   );
   const u = batch.uniform([

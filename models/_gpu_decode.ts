@@ -294,47 +294,67 @@ export function encodeArgmax(
   batch.dispatch(second, [tok, scratch.values, scratch.indices, u], [1]);
 }
 
+/** Threads per workgroup of {@linkcode addRmsNormWgsl}. */
+const NORM_WG = 256;
+
 /**
- * x += d, then y = x / sqrt(mean(x²) + eps) · w, one workgroup per row: a
- * residual add that a quantized product left pending, fused into the
- * RMSNorm that reads the sum next. Reference: the sum, then `rmsNorm` of
+ * (x += d, then) y = x / sqrt(mean(x²) + eps) · w, one workgroup of 256
+ * threads per row: the RMSNorm of a decode step's row, with the residual add
+ * a quantized product left pending fused into it. Specialized on the width,
+ * so each thread loads its ⌈dim/256⌉ values at once and keeps them in
+ * registers for the output (a row of a decode step is a single workgroup's
+ * work, so its latency is the step's). Reference: the sum, then `rmsNorm` of
  * `forward.ts`.
+ *
+ * @param dim Row width.
+ * @param add Add a pending addend D into X first.
+ * @returns WGSL source.
  */
-export function addRmsNormWgsl(): string {
-  return `struct P { rows: u32, dim: u32, eps: f32 }
+export function addRmsNormWgsl(dim: number, add: boolean): string {
+  const per = Math.ceil(dim / NORM_WG);
+  return `struct P { rows: u32, eps: f32 }
 @group(0) @binding(0) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
-@group(0) @binding(2) var<storage, read> D: array<f32>;
-@group(0) @binding(3) var<storage, read> W: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
-var<workgroup> red: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
+@group(0) @binding(2) var<storage, read> W: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;
+${add ? "@group(0) @binding(4) var<storage, read> D: array<f32>;" : ""}
+const DIM = ${dim}u;
+const PER = ${per}u;
+var<workgroup> red: array<f32, ${NORM_WG}>;
+@compute @workgroup_size(${NORM_WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
         @builtin(num_workgroups) nw: vec3u) {
   ${WG_FLAT}
   if (wgi >= p.rows) { return; }
-  let o = wgi * p.dim;
+  let o = wgi * DIM;
+  var v: array<f32, PER>;
   var s = 0.0;
-  for (var i = lid; i < p.dim; i += ${WG}u) {
-    let v = X[o + i] + D[o + i];
-    X[o + i] = v;
-    s = fma(v, v, s);
+  for (var j = 0u; j < PER; j++) {
+    let i = lid + j * ${NORM_WG}u;
+    if (i < DIM) {
+      ${add ? "let a = X[o + i] + D[o + i];\n      X[o + i] = a;" : "let a = X[o + i];"}
+      v[j] = a;
+      s = fma(a, a, s);
+    }
   }
   red[lid] = s;
-${tree("sum")}
-  let inv = 1.0 / sqrt(red[0] / f32(p.dim) + p.eps);
-  for (var i = lid; i < p.dim; i += ${WG}u) { Y[o + i] = X[o + i] * inv * W[i]; }
+${reduce("sum", NORM_WG)}
+  let inv = 1.0 / sqrt(red[0] / f32(DIM) + p.eps);
+  for (var j = 0u; j < PER; j++) {
+    let i = lid + j * ${NORM_WG}u;
+    if (i < DIM) { Y[o + i] = v[j] * inv * W[i]; }
+  }
 }
 `;
 }
 
 /**
- * Records x += d and the RMSNorm of the sum, for every row.
+ * Records (x += d, then) the RMSNorm of every row of x into y.
  *
  * @param batch The batch.
  * @param y Output [rows, dim].
- * @param x Residual stream [rows, dim], updated in place.
- * @param d The pending addend [rows, dim].
+ * @param x Residual stream [rows, dim], updated in place when `d` is given.
+ * @param d The pending addend [rows, dim], or null (a plain RMSNorm).
  * @param weight Scale [dim].
  * @param shape Rows, width and epsilon.
  */
@@ -342,12 +362,18 @@ export function encodeAddRmsNorm(
   batch: GpuBatch,
   y: GPUBuffer,
   x: GPUBuffer,
-  d: GPUBuffer,
+  d: GPUBuffer | null,
   weight: GPUBuffer,
   shape: { rows: number; dim: number; eps: number },
 ): void {
   const { rows, dim, eps } = shape;
-  const pipeline = cachedPipeline(batch.gpu, "decode:add-rmsnorm", addRmsNormWgsl);
-  const u = batch.uniform([{ u32: rows }, { u32: dim }, { f32: eps }]);
-  batch.dispatch(pipeline, [y, x, d, weight, u], foldGroups(batch.gpu, rows));
+  const add = d !== null;
+  const pipeline = cachedPipeline(
+    batch.gpu,
+    `decode:${add ? "add-" : ""}rmsnorm:${dim}`,
+    () => addRmsNormWgsl(dim, add),
+  );
+  const u = batch.uniform([{ u32: rows }, { f32: eps }]);
+  const bindings = [y, x, weight, u, ...(add ? [d] : [])];
+  batch.dispatch(pipeline, bindings, foldGroups(batch.gpu, rows));
 }

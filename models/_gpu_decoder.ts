@@ -23,7 +23,7 @@ import {
   uploadBuffer,
   writeBuffer,
 } from "../kernels/backend.ts";
-import { encodeEmbed, encodeRmsNorm, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
+import { encodeEmbed, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
 import { checkLayerExtras, concatRows, encodeLinear, ropeTable } from "./_gpu_block.ts";
 import { type BlockActQuant, encodeActQuant } from "./_gpu_act_quant.ts";
 import {
@@ -113,8 +113,16 @@ export interface DecodeRunResult {
   readonly decodeSeconds: number;
   /** Compute dispatches of one decode step. */
   readonly stepDispatches: number;
+  /** Host seconds per decode step spent encoding and submitting it. */
+  readonly hostStepSeconds: number;
   readonly gpu?: {
+    /**
+     * GPU seconds of a step recorded as one compute pass (as it runs
+     * unprofiled; NaN when a single step ran, timed per phase).
+     */
     readonly stepSeconds: number;
+    /** GPU seconds of a step recorded as one pass per phase (the phases' sum and gaps). */
+    readonly phasedStepSeconds: number;
     readonly phases: Record<string, number>;
     readonly phaseDispatches: Record<string, number>;
   };
@@ -320,8 +328,7 @@ export class GpuDecoder {
     // A quantized o or down leaves its output pending: the next norm adds it to x.
     let pending: GPUBuffer | null = null;
     const norm = (w: GPUBuffer) => {
-      if (pending === null) encodeRmsNorm(rec, a.h, a.x, w, R, dim, normEps);
-      else encodeAddRmsNorm(rec, a.h, a.x, pending, w, { rows: R, dim, eps: normEps });
+      encodeAddRmsNorm(rec, a.h, a.x, pending, w, { rows: R, dim, eps: normEps });
       pending = null;
     };
     encodeRopeRows(rec, a.rope, this.#ropeTable, this.#pos, {
@@ -387,8 +394,7 @@ export class GpuDecoder {
   ): void {
     const { dim, vocabSize: V, normEps } = this.#model.config;
     const a = this.#step;
-    if (pending === null) encodeRmsNorm(rec, a.h, a.x, this.#finalNorm, 1, dim, normEps);
-    else encodeAddRmsNorm(rec, a.h, a.x, pending, this.#finalNorm, { rows: 1, dim, eps: normEps });
+    encodeAddRmsNorm(rec, a.h, a.x, pending, this.#finalNorm, { rows: 1, dim, eps: normEps });
     encodeGemv(rec, { y: this.#logits, x: a.h, w: this.#classifier }, { rows: 1, n: V, k: dim }, {
       weights: this.#options.weights,
       accumulate: false,
@@ -462,8 +468,11 @@ export class GpuDecoder {
     const V = this.#model.config.vocabSize;
     const timed = profile && gpu.timestamps;
     const depth = profile || onLogits ? 1 : Math.min(run.inFlight, maxNewTokens);
-    const step = this.#stepProgram(timed);
-    const passes = step.passNames;
+    // Profiled, steps alternate between one pass per phase (the phases' times) and the single
+    // pass that runs unprofiled (the step's time without the gaps between passes).
+    const step = this.#stepProgram(false);
+    const phased = timed ? this.#stepProgram(true) : step;
+    const passes = phased.passNames;
     const querySet = timed
       ? device.createQuerySet({ type: "timestamp", count: 2 * passes.length })
       : null;
@@ -492,21 +501,27 @@ export class GpuDecoder {
       throw new Error(`the WebGPU device was lost (${info.reason}): ${info.message}`);
     });
     lost.catch(() => {});
-    const pending: { slot: Slot; done: Promise<void>; timedStep: boolean }[] = [];
-    let next = 0;
+    const pending: { slot: Slot; done: Promise<void>; timed: GpuProgram | null }[] = [];
+    let next = 0, hostSeconds = 0, hostSteps = 0;
     const submit = (program: GpuProgram, timedStep: boolean) => {
+      const t = performance.now();
       const slot = slots[next++ % depth]!;
       const enc = device.createCommandEncoder();
+      const queries = 2 * program.passNames.length;
       program.encode(enc, timedStep ? { querySet: querySet!, first: 0 } : undefined);
       enc.copyBufferToBuffer(this.#token, 0, slot.token, 0, 4);
       if (slot.logits) enc.copyBufferToBuffer(this.#logits, 0, slot.logits, 0, V * 4);
       if (timedStep) {
-        enc.resolveQuerySet(querySet!, 0, 2 * passes.length, resolve!, 0);
-        enc.copyBufferToBuffer(resolve!, 0, slot.times!, 0, 16 * passes.length);
+        enc.resolveQuerySet(querySet!, 0, queries, resolve!, 0);
+        enc.copyBufferToBuffer(resolve!, 0, slot.times!, 0, 8 * queries);
       }
       device.pushErrorScope("out-of-memory");
       device.pushErrorScope("validation");
       device.queue.submit([enc.finish()]);
+      if (program !== prefill.program) {
+        hostSeconds += (performance.now() - t) / 1000;
+        hostSteps++;
+      }
       const invalid = device.popErrorScope(), oom = device.popErrorScope();
       const maps = [slot.token, slot.logits, timedStep ? slot.times : null]
         .filter((b): b is GPUBuffer => b !== null)
@@ -517,11 +532,11 @@ export class GpuDecoder {
         if (o) throw new Error(`WebGPU ran out of memory: ${o.message}`);
         await Promise.race([Promise.all(maps), lost]);
       })();
-      pending.push({ slot, done, timedStep });
+      pending.push({ slot, done, timed: timedStep ? program : null });
     };
     const tokens: number[] = [];
     const phases: Record<string, number> = {};
-    let stepSeconds = 0, timedSteps = 0, stopped = false;
+    let stepSeconds = 0, onePassSteps = 0, phasedSeconds = 0, phasedSteps = 0, stopped = false;
     const t0 = performance.now();
     let tPrefill = t0, tEnd = t0;
     try {
@@ -530,11 +545,11 @@ export class GpuDecoder {
       let submitted = 1;
       for (;;) {
         while (!stopped && submitted < maxNewTokens && pending.length < depth) {
-          submit(step, timed);
+          submit(timed && submitted % 2 === 1 ? phased : step, timed);
           submitted++;
         }
         if (pending.length === 0) break;
-        const { slot, done, timedStep } = pending.shift()!;
+        const { slot, done, timed: timedProgram } = pending.shift()!;
         await done;
         const id = new Uint32Array(slot.token.getMappedRange(0, 4))[0]!;
         slot.token.unmap();
@@ -543,14 +558,21 @@ export class GpuDecoder {
           slot.logits.unmap();
           if (!stopped) onLogits?.(logits, tokens.length);
         }
-        if (timedStep && slot.times) {
-          const t = new BigUint64Array(slot.times.getMappedRange(0, 16 * passes.length).slice(0));
+        if (timedProgram !== null && slot.times) {
+          const n = timedProgram.passNames.length;
+          const t = new BigUint64Array(slot.times.getMappedRange(0, 16 * n).slice(0));
           slot.times.unmap();
-          passes.forEach((name, i) => {
-            phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
-          });
-          stepSeconds += Number(t[2 * passes.length - 1]! - t[0]!) / 1e9;
-          timedSteps++;
+          const seconds = Number(t[2 * n - 1]! - t[0]!) / 1e9;
+          if (timedProgram === phased) {
+            passes.forEach((name, i) => {
+              phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
+            });
+            phasedSeconds += seconds;
+            phasedSteps++;
+          } else {
+            stepSeconds += seconds;
+            onePassSteps++;
+          }
         }
         if (stopped) continue;
         tokens.push(id);
@@ -569,9 +591,9 @@ export class GpuDecoder {
         resolve?.destroy();
       });
     }
-    for (const k of Object.keys(phases)) phases[k] = phases[k]! / Math.max(1, timedSteps);
+    for (const k of Object.keys(phases)) phases[k] = phases[k]! / Math.max(1, phasedSteps);
     const phaseDispatches: Record<string, number> = {};
-    step.passDispatches.forEach((n, i) => {
+    phased.passDispatches.forEach((n, i) => {
       phaseDispatches[passes[i]!] = (phaseDispatches[passes[i]!] ?? 0) + n;
     });
     return {
@@ -580,8 +602,16 @@ export class GpuDecoder {
       prefillSeconds: (tPrefill - t0) / 1000,
       decodeSeconds: (tEnd - tPrefill) / 1000,
       stepDispatches: step.dispatches,
-      ...(timed && timedSteps > 0
-        ? { gpu: { stepSeconds: stepSeconds / timedSteps, phases, phaseDispatches } }
+      hostStepSeconds: hostSeconds / Math.max(1, hostSteps),
+      ...(timed && phasedSteps > 0
+        ? {
+          gpu: {
+            stepSeconds: onePassSteps > 0 ? stepSeconds / onePassSteps : NaN,
+            phasedStepSeconds: phasedSeconds / phasedSteps,
+            phases,
+            phaseDispatches,
+          },
+        }
         : {}),
     };
   }

@@ -103,13 +103,18 @@ export interface GenerateResult {
    * embedding, every block, the head, the argmax and the position counter).
    */
   stepDispatches?: number;
+  /** On WebGPU: mean host seconds spent encoding and submitting one decode step. */
+  hostStepSeconds?: number;
   /**
-   * With `profile` on WebGPU: mean GPU seconds of a decode step, and of each
-   * phase ("qkv", "attention", "o", "gate-up", "down" summed over the blocks, "head"),
+   * With `profile` on WebGPU (steps alternate between the two recordings):
+   * mean GPU seconds of a decode step as it runs (one compute pass; NaN when
+   * a single step ran), of a step recorded as one pass per phase, and of each phase
+   * ("qkv", "attention", "o", "gate-up", "down" summed over the blocks, "head"),
    * and the dispatches of each phase in one step.
    */
   gpu?: {
     stepSeconds: number;
+    phasedStepSeconds: number;
     phases: Record<string, number>;
     phaseDispatches: Record<string, number>;
   };
@@ -209,8 +214,10 @@ function result(
     prefillSeconds: number;
     decodeSeconds: number;
     stepDispatches?: number;
+    hostStepSeconds?: number;
     gpu?: {
       stepSeconds: number;
+      phasedStepSeconds: number;
       phases: Record<string, number>;
       phaseDispatches: Record<string, number>;
     };
@@ -225,6 +232,7 @@ function result(
     decodeSeconds,
     tokensPerSecond: tokens.length > 1 ? (tokens.length - 1) / decodeSeconds : NaN,
     ...(r.stepDispatches === undefined ? {} : { stepDispatches: r.stepDispatches }),
+    ...(r.hostStepSeconds === undefined ? {} : { hostStepSeconds: r.hostStepSeconds }),
     ...(r.gpu ? { gpu: r.gpu } : {}),
   };
 }

@@ -320,7 +320,12 @@ interface Measured {
   prefillSeconds: number;
   uploadSeconds: number;
   stepDispatches?: number;
+  /** Host ms a step spent encoding and submitting it, per depth. */
+  hostStepMs: Record<string, number>;
+  /** GPU ms of a step as one compute pass (as it runs). */
   gpuStepMs?: number;
+  /** GPU ms of a step recorded as one pass per phase. */
+  gpuPhasedStepMs?: number;
   gpuPhasesMs?: Record<string, number>;
   phaseDispatches?: Record<string, number>;
   /** GPU µs of a step per dispatch. */
@@ -343,11 +348,17 @@ async function measure(
   try {
     await session.generate(prompt, { maxNewTokens: Math.min(tokens, 16), inFlight }); // warm-up
     const tokensPerSecond: Record<string, number> = {};
+    const hostStepMs: Record<string, number> = {};
     let last: GenerateResult | null = null;
     for (const depth of [...new Set([1, inFlight])]) {
       last = await session.generate(prompt, { maxNewTokens: tokens, inFlight: depth });
       tokensPerSecond[`inFlight${depth}`] = last.tokensPerSecond;
-      log(`  in flight ${depth}: ${last.tokensPerSecond.toFixed(1)} tokens/s`);
+      hostStepMs[`inFlight${depth}`] = (last.hostStepSeconds ?? NaN) * 1e3;
+      log(
+        `  in flight ${depth}: ${last.tokensPerSecond.toFixed(1)} tokens/s, host ${
+          hostStepMs[`inFlight${depth}`]!.toFixed(3)
+        } ms a step to encode and submit`,
+      );
     }
     const profiled = await session.generate(prompt, {
       maxNewTokens: Math.min(tokens, 32),
@@ -356,14 +367,23 @@ async function measure(
     const ms = (s: number) => s * 1e3;
     const dispatches = profiled.stepDispatches;
     if (dispatches !== undefined) log(`  ${dispatches} dispatches per step`);
+    if (profiled.gpu) {
+      log(
+        `  GPU ${ms(profiled.gpu.stepSeconds).toFixed(3)} ms a step (one pass), ${
+          ms(profiled.gpu.phasedStepSeconds).toFixed(3)
+        } ms in one pass per phase`,
+      );
+    }
     return {
       tokensPerSecond,
+      hostStepMs,
       prefillSeconds: last!.prefillSeconds,
       uploadSeconds,
       ...(dispatches === undefined ? {} : { stepDispatches: dispatches }),
       ...(profiled.gpu
         ? {
           gpuStepMs: ms(profiled.gpu.stepSeconds),
+          gpuPhasedStepMs: ms(profiled.gpu.phasedStepSeconds),
           gpuPhasesMs: Object.fromEntries(
             Object.entries(profiled.gpu.phases).map(([k, v]) => [k, ms(v)]),
           ),

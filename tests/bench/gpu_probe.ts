@@ -4,6 +4,8 @@
  *
  * - the adapter's features and main limits, and whether f16 subnormals survive
  *   `unpack2x16float` (`Gpu.f16Subnormals`);
+ * - the host's cost per dispatch of encoding, finishing and submitting a
+ *   replayed pass (1 binding, or 4 and a uniform at a dynamic offset);
  * - the per-dispatch floor: many tiny dispatches in one compute pass (GPU time
  *   from timestamp queries), writing one buffer (a barrier between
  *   dispatches) or a buffer each;
@@ -15,7 +17,7 @@
  * - uploads of 485 MB (one writeBuffer, 16 MB writeBuffer chunks, and a
  *   buffer mapped at creation).
  *
- * Run on the GPU machine: `deno run -A tests/bench/gpu_probe.ts [floor] [fma] [read]
+ * Run on the GPU machine: `deno run -A tests/bench/gpu_probe.ts [floor] [host] [fma] [read]
  * [readback] [upload]` (all sections when none is named; `--small` for a quick
  * check on a software adapter).
  *
@@ -65,7 +67,7 @@ async function perCall(
   return out[1]!;
 }
 
-// Sections to run: all, or those named (floor, fma, read, readback, upload).
+// Sections to run: all, or those named (floor, host, fma, read, readback, upload).
 const named = Deno.args.filter((a) => !a.startsWith("--"));
 const want = (section: string) => named.length === 0 || named.includes(section);
 
@@ -90,6 +92,112 @@ if (want("floor")) {
     );
     for (const buf of bufs) buf.destroy();
   }
+}
+
+// 1a. Host cost of encoding and submitting recorded dispatches (as a decode step replays them):
+// `calls` dispatches of a tiny kernel with 1 or 5 bindings (the last a uniform at a dynamic
+// offset), bind groups created once, replayed into a fresh encoder each time; host µs per dispatch
+// for the pass (setPipeline/setBindGroup/dispatch and end), finish, and submit, the median of 20.
+if (want("host")) {
+  const one = pipeline(`@group(0) @binding(0) var<storage, read_write> y: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x == 0u) { y[0] = y[0] + 1u; }
+}`);
+  const fiveLayout = device.createBindGroupLayout({
+    entries: [
+      ...[0, 1, 2, 3].map((binding) => ({
+        binding,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: binding === 0 ? "storage" : "read-only-storage" } as GPUBufferBindingLayout,
+      })),
+      {
+        binding: 4,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: "uniform", hasDynamicOffset: true } as GPUBufferBindingLayout,
+      },
+    ],
+  });
+  const five = device.createComputePipeline({
+    layout: device.createPipelineLayout({ bindGroupLayouts: [fiveLayout] }),
+    compute: {
+      module: device.createShaderModule({
+        code: `struct P { n: u32 }
+@group(0) @binding(0) var<storage, read_write> y: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read> c: array<u32>;
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x == 0u) { y[0] = y[0] + a[0] + b[0] + c[0] + p.n; }
+}`,
+      }),
+      entryPoint: "main",
+    },
+  });
+  const calls = Number(Deno.env.get("CALLS") ?? (small ? 50 : 150));
+  const bufs = Array.from({ length: 16 }, () => storageBuffer(gpu, 256));
+  const uniforms = device.createBuffer({
+    size: 256 * calls,
+    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+  });
+  const configs = [
+    ["1 binding", one, null, false],
+    ["5 bindings", five, fiveLayout, false],
+    ["1 binding, one bind group set once", one, null, true],
+  ] as const;
+  for (const [name, p, groups, once] of configs) {
+    const cmds = Array.from({ length: once ? 1 : calls }, (_, i) => ({
+      bg: device.createBindGroup({
+        layout: groups ?? p.getBindGroupLayout(0),
+        entries: groups === null ? [{ binding: 0, resource: { buffer: bufs[i % 16]! } }] : [
+          ...[0, 1, 2, 3].map((binding) => ({
+            binding,
+            resource: { buffer: bufs[(i + binding) % 16]! },
+          })),
+          { binding: 4, resource: { buffer: uniforms, offset: 0, size: 16 } },
+        ],
+      }),
+      offsets: groups === null ? [] : [256 * i],
+    }));
+    const tPass: number[] = [], tFinish: number[] = [], tSubmit: number[] = [];
+    for (let rep = 0; rep < 24; rep++) {
+      let t = performance.now();
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(p);
+      if (once) {
+        pass.setBindGroup(0, cmds[0]!.bg);
+        for (let i = 0; i < calls; i++) pass.dispatchWorkgroups(1);
+      } else {
+        for (const c of cmds) {
+          pass.setBindGroup(0, c.bg, c.offsets);
+          pass.dispatchWorkgroups(1);
+        }
+      }
+      pass.end();
+      const t1 = performance.now();
+      const cb = enc.finish();
+      const t2 = performance.now();
+      device.queue.submit([cb]);
+      const t3 = performance.now();
+      if (rep >= 4) {
+        tPass.push(t1 - t);
+        tFinish.push(t2 - t1);
+        tSubmit.push(t3 - t2);
+      }
+      if (rep % 4 === 3) await device.queue.onSubmittedWorkDone();
+      t = performance.now();
+    }
+    await device.queue.onSubmittedWorkDone();
+    const med = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1]! * 1e3 / calls;
+    console.log(
+      `host per dispatch, ${calls} dispatches, ${name}: pass ${med(tPass).toFixed(2)} µs, finish ${
+        med(tFinish).toFixed(2)
+      } µs, submit ${med(tSubmit).toFixed(2)} µs`,
+    );
+  }
+  for (const b of bufs) b.destroy();
+  uniforms.destroy();
 }
 
 // 1b. Arithmetic peak: independent FMA chains per thread (loop unrolled 8×), f32 and (with

@@ -105,6 +105,11 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
       [128, 2, 1, 20, 17],
       [256, 2, 2, 9, 0],
       [6, 3, 1, 40, 33], // loads of one value
+      // One new row (the decode step's kernel): across a key tile, the first, a GQA group.
+      [64, 8, 2, 144, 143],
+      [64, 4, 4, 1, 0],
+      [48, 4, 2, 130, 129],
+      [6, 3, 1, 7, 6],
     ] as const
   ) {
     const config = { nHeads, nKvHeads, headDim: hd, dim: nHeads * hd } as LlamaConfig;
@@ -135,20 +140,28 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
   }
 });
 
-Deno.test("the fused residual add and RMSNorm equals the sum, then rmsNorm", async () => {
+Deno.test("the fused residual add and RMSNorm equals the sum, then rmsNorm, at widths below, at and above its threads", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
-  const rows = 3, dim = 300;
-  const x = normals(rows * dim, 1), d = normals(rows * dim, 2), w = normals(dim, 3);
-  const sum = x.map((v, i) => v + d[i]!);
-  const xb = uploadBuffer(gpu, x), db = uploadBuffer(gpu, d), wb = uploadBuffer(gpu, w);
-  const yb = storageBuffer(gpu, rows * dim * 4);
-  const batch: GpuBatch = new GpuBatch(gpu);
-  encodeAddRmsNorm(batch, yb, xb, db, wb, { rows, dim, eps: 1e-5 });
-  const { data } = await batch.submit([yb, xb]);
-  assertClose(new Float32Array(data[1]!), sum, { atol: 0, rtol: 0, message: "x + d" });
-  assertClose(new Float32Array(data[0]!), rmsNorm(sum, rows, w, 1e-5), { atol: 1e-5, rtol: 1e-5 });
-  for (const b of [xb, db, wb, yb]) b.destroy();
+  for (const [rows, dim] of [[3, 300], [1, 2048], [2, 100], [1, 256]] as const) {
+    for (const add of [true, false]) {
+      const x = normals(rows * dim, 1), d = normals(rows * dim, 2), w = normals(dim, 3);
+      const sum = add ? x.map((v, i) => v + d[i]!) : x;
+      const xb = uploadBuffer(gpu, x), db = uploadBuffer(gpu, d), wb = uploadBuffer(gpu, w);
+      const yb = storageBuffer(gpu, rows * dim * 4);
+      const batch: GpuBatch = new GpuBatch(gpu);
+      encodeAddRmsNorm(batch, yb, xb, add ? db : null, wb, { rows, dim, eps: 1e-5 });
+      const { data } = await batch.submit([yb, xb]);
+      const message = `rows ${rows}, dim ${dim}, add ${add}`;
+      assertClose(new Float32Array(data[1]!), sum, { atol: 0, rtol: 0, message: `x: ${message}` });
+      assertClose(new Float32Array(data[0]!), rmsNorm(sum, rows, w, 1e-5), {
+        atol: 1e-5,
+        rtol: 1e-5,
+        message,
+      });
+      for (const b of [xb, db, wb, yb]) b.destroy();
+    }
+  }
 });
 
 Deno.test("the slice copy writes and adds a block of columns into a slice of wider rows", async () => {
