@@ -31,6 +31,13 @@ export interface CachedAttentionSpec {
    * row's position inside the cache (the decode session checks it).
    */
   readonly single: boolean;
+  /**
+   * With `single` and `width` 4: the q/k/v row holds the queries and keys
+   * before the rotary embedding, which the kernel applies itself (the
+   * interleaved pairs of `encodeRope`, turned by the (cos, sin) row of the
+   * new position) to the queries it stages and the keys it writes.
+   */
+  readonly rope: boolean;
 }
 
 /**
@@ -52,7 +59,14 @@ export interface CachedAttentionSpec {
  * @returns WGSL source.
  */
 export function cachedAttentionWgsl(spec: CachedAttentionSpec): string {
-  const { hd, width: W, single } = spec;
+  const { hd, width: W, single, rope } = spec;
+  if (rope && (!single || W !== 4)) {
+    throw new RangeError(
+      "Cannot fuse the rotary embedding into attention of several rows or scalars",
+    );
+  }
+  // Vector i of a query or key row, rotated by (cos, sin) pairs CS[i] when the kernel rotates.
+  const turn = (e: string) => rope ? `turn(${e}, CS[i])` : e;
   const T = W === 4 ? "vec4<f32>" : "f32";
   const HDV = hd / W;
   const { groups: G, lanes: LN, perThread: DPT } = headSplit(HDV);
@@ -88,6 +102,16 @@ var<workgroup> red: array<f32, ${WG}>;
 var<workgroup> pr: array<f32, ${WG}>;
 ${G > 1 ? `var<workgroup> accs: array<${T}, ${WG}>;` : ""}
 fn dotv(a: ${T}, b: ${T}) -> f32 { return ${dotv}; }
+${
+    rope
+      ? `@group(0) @binding(6) var<storage, read> CS: array<vec4<f32>>;
+/** Two interleaved pairs (x, y) turned by their (cos, sin) pairs. */
+fn turn(v: vec4<f32>, cs: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(v.x * cs.x - v.y * cs.y, v.x * cs.y + v.y * cs.x,
+                   v.z * cs.z - v.w * cs.w, v.z * cs.w + v.w * cs.z);
+}`
+      : ""
+  }
 /** Vector c of the key (or value) row of position s: the cache before p0, else the new rows. */
 fn kv(s: u32, p0: u32, c: u32, value: bool) -> ${T} {
   if (${single ? "true" : "s < p0"}) {
@@ -106,10 +130,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let kb = ${v("(h / p.group) * HD")};
   let p0 = pos[0];
   let L = p0 + t + 1u;
-  for (var i = lid; i < HDV; i += ${WG}u) { qs[i] = QKV[${v("t * p.ld + h * HD")} + i] * p.scale; }
+  for (var i = lid; i < HDV; i += ${WG}u) {
+    qs[i] = ${turn(`QKV[${v("t * p.ld + h * HD")} + i]`)} * p.scale;
+  }
   if (${single ? "" : "h % p.group == 0u && "}p0 + t < p.cap) {
     for (var i = lid; i < HDV; i += ${WG}u) {
-      Kc[${v("(p0 + t) * p.kvDim")} + kb + i] = QKV[${v("t * p.ld + p.kOff")} + kb + i];
+      Kc[${v("(p0 + t) * p.kvDim")} + kb + i] = ${turn(`QKV[${v("t * p.ld + p.kOff")} + kb + i]`)};
       Vc[${v("(p0 + t) * p.kvDim")} + kb + i] = QKV[${v("t * p.ld + p.vOff")} + kb + i];
     }
   }
@@ -192,16 +218,25 @@ export interface CachedAttentionShape {
   readonly cap: number;
 }
 
+/** Whether {@linkcode encodeCachedAttention} can apply the rotary embedding itself. */
+export function attentionRotates(rows: number, hd: number): boolean {
+  return rows === 1 && hd % 4 === 0 && hd <= 4 * WG;
+}
+
 /**
  * Records attention of new queries against the KV cache of one layer, and
  * the cache write of their keys and values.
  *
  * @param batch The batch.
  * @param out Output [rows, nHeads·hd].
- * @param qkv q/k/v rows [rows, ld] (rotated queries and keys).
+ * @param qkv q/k/v rows [rows, ld] (rotated queries and keys, or unrotated
+ *   ones with `rope`).
  * @param cache The layer's keys and values [cap, nKvHeads·hd] each.
  * @param pos The position counter (u32 [1]): row t is at position pos + t.
  * @param shape Sizes.
+ * @param rope The (cos, sin) row [hd] of the new position, for the kernel to
+ *   rotate the queries and keys itself (one row only: see
+ *   {@linkcode attentionRotates}).
  */
 export function encodeCachedAttention(
   batch: GpuBatch,
@@ -210,16 +245,26 @@ export function encodeCachedAttention(
   cache: { readonly k: GPUBuffer; readonly v: GPUBuffer },
   pos: GPUBuffer,
   shape: CachedAttentionShape,
+  rope?: GPUBuffer,
 ): void {
   const { rows, nHeads, nKvHeads, hd, ld, cap } = shape;
+  if (rope !== undefined && !attentionRotates(rows, hd)) {
+    throw new RangeError(
+      `Cannot rotate inside attention for ${rows} rows of head width ${hd}: one row, a width ` +
+        `that is a multiple of 4 up to ${4 * WG}`,
+    );
+  }
   const spec: CachedAttentionSpec = {
     hd,
     width: hd % 4 === 0 && hd <= 4 * WG ? 4 : 1,
     single: rows === 1,
+    rope: rope !== undefined,
   };
   const pipeline = cachedPipeline(
     batch.gpu,
-    `decode:attention:${hd}:${spec.width}:${spec.single ? "single" : "rows"}`,
+    `decode:attention:${hd}:${spec.width}:${spec.single ? "single" : "rows"}${
+      spec.rope ? ":rope" : ""
+    }`,
     () => cachedAttentionWgsl(spec),
   );
   const u = batch.uniform([
@@ -236,7 +281,7 @@ export function encodeCachedAttention(
   ]);
   batch.dispatch(
     pipeline,
-    [out, qkv, cache.k, cache.v, pos, u],
+    [out, qkv, cache.k, cache.v, pos, u, ...(rope ? [rope] : [])],
     foldGroups(batch.gpu, rows * nHeads),
   );
 }

@@ -51,7 +51,7 @@ import {
   linearScratchBytes,
   uploadLinear,
 } from "./_decode_linears.ts";
-import { encodeCachedAttention } from "./_gpu_cached_attention.ts";
+import { attentionRotates, encodeCachedAttention } from "./_gpu_cached_attention.ts";
 import { encodeGemv, gemvRowLength, toF16, uploadGemvWeight } from "./_gpu_gemv.ts";
 import { type GpuProgram, ProgramRecorder } from "./_gpu_program.ts";
 import type { BlockLinears } from "./linear_weight.ts";
@@ -346,20 +346,27 @@ export class GpuDecoder {
       quantize(l, "qkv", a.h);
       encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s);
       phase("qkv");
-      encodeRope(rec, a.qkv, a.rope, { rows: R, T: R, width: qDim + kvDim, ld: qkvW, hd }, {
-        ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
-        ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
-      });
+      const hook = attentionInputsHook(config, l.quant);
+      // A plain layer's single row is rotated by the attention kernel itself.
+      const fused = hook === undefined && l.bqkv === null && l.qkNorm === null &&
+        attentionRotates(R, hd);
+      if (!fused) {
+        encodeRope(rec, a.qkv, a.rope, { rows: R, T: R, width: qDim + kvDim, ld: qkvW, hd }, {
+          ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
+          ...(l.qkNorm ? { norm: { ...l.qkNorm, split: nHeads, eps: normEps } } : {}),
+        });
+      }
       // The cache receives the rotated and quantized keys and values of the new rows.
-      attentionInputsHook(config, l.quant)?.(rec, a.qkv, R);
-      encodeCachedAttention(rec, a.att, a.qkv, l.cache, this.#pos, {
-        rows: R,
-        nHeads,
-        nKvHeads,
-        hd,
-        ld: qkvW,
-        cap: this.#options.maxTokens,
-      });
+      hook?.(rec, a.qkv, R);
+      encodeCachedAttention(
+        rec,
+        a.att,
+        a.qkv,
+        l.cache,
+        this.#pos,
+        { rows: R, nHeads, nKvHeads, hd, ld: qkvW, cap: this.#options.maxTokens },
+        fused ? a.rope : undefined,
+      );
       phase("attention");
       quantize(l, "o", a.att);
       pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);

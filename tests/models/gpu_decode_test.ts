@@ -12,6 +12,7 @@ import {
   encodeSliceCopy,
 } from "../../models/_gpu_decode.ts";
 import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
+import { encodeRope } from "../../models/_gpu_kernels.ts";
 import {
   allocateScratch,
   destroyLinear,
@@ -138,6 +139,58 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
     assertClose(got, expected, { atol: 2e-5, rtol: 1e-4, message: `hd ${hd}, pos ${pos}` });
     for (const b of [cache.k, cache.v, old, fresh, zero, at, scratch, out]) b.destroy();
   }
+});
+
+Deno.test("one-row attention that rotates its query and key itself equals the rotary kernel followed by attention, output and cache", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const cases = [[64, 8, 2, 140], [16, 2, 1, 0], [128, 2, 2, 5]] as const;
+  for (const [hd, nHeads, nKvHeads, pos] of cases) {
+    const qDim = nHeads * hd, kvDim = nKvHeads * hd, ld = qDim + 2 * kvDim, cap = pos + 1;
+    const row = normals(ld, 7);
+    const angles = normals(hd / 2, 8);
+    const cs = new Float32Array(hd);
+    angles.forEach((t, j) => {
+      cs[2 * j] = Math.cos(t);
+      cs[2 * j + 1] = Math.sin(t);
+    });
+    const past = { k: normals(cap * kvDim, 9), v: normals(cap * kvDim, 10) };
+    const shape = { rows: 1, nHeads, nKvHeads, hd, ld, cap };
+    const at = uploadBuffer(gpu, Uint32Array.of(pos)), rope = uploadBuffer(gpu, cs);
+    const run = async (fused: boolean) => {
+      const qkv = uploadBuffer(gpu, row), out = storageBuffer(gpu, qDim * 4);
+      const cache = { k: uploadBuffer(gpu, past.k), v: uploadBuffer(gpu, past.v) };
+      const batch: GpuBatch = new GpuBatch(gpu);
+      if (!fused) encodeRope(batch, qkv, rope, { rows: 1, T: 1, width: qDim + kvDim, ld, hd });
+      encodeCachedAttention(batch, out, qkv, cache, at, shape, fused ? rope : undefined);
+      const { data } = await batch.submit([out, cache.k, cache.v]);
+      for (const b of [qkv, out, cache.k, cache.v]) b.destroy();
+      return data.map((d) => new Float32Array(d));
+    };
+    const [want, got] = [await run(false), await run(true)];
+    const message = `hd ${hd}, heads ${nHeads}/${nKvHeads}, pos ${pos}`;
+    assertClose(got[0]!, want[0]!, { atol: 1e-6, rtol: 1e-5, message: `output: ${message}` });
+    assertClose(got[1]!, want[1]!, { atol: 1e-6, rtol: 1e-6, message: `keys: ${message}` });
+    assertClose(got[2]!, want[2]!, { atol: 0, rtol: 0, message: `values: ${message}` });
+    // The new key is rotated: it differs from the unrotated row's.
+    const k0 = got[1]!.subarray(pos * kvDim, pos * kvDim + hd);
+    assert.ok(k0.some((v, i) => Math.abs(v - row[qDim + i]!) > 1e-3), message);
+    at.destroy();
+    rope.destroy();
+  }
+  assert.throws(
+    () =>
+      encodeCachedAttention(
+        new GpuBatch(gpu),
+        storageBuffer(gpu, 64),
+        storageBuffer(gpu, 64),
+        { k: storageBuffer(gpu, 64), v: storageBuffer(gpu, 64) },
+        storageBuffer(gpu, 4),
+        { rows: 2, nHeads: 1, nKvHeads: 1, hd: 4, ld: 12, cap: 2 },
+        storageBuffer(gpu, 16),
+      ),
+    /Cannot rotate inside attention for 2 rows/,
+  );
 });
 
 Deno.test("the fused residual add and RMSNorm equals the sum, then rmsNorm, at widths below, at and above its threads", async () => {
