@@ -10,7 +10,8 @@
  * the token come back, and since the GPU feeds itself, up to `inFlight`
  * steps are submitted before the first of them is read: the host's round
  * trip overlaps the GPU's work (a stop token found late only discards the
- * steps already queued). Web-standard only.
+ * steps already queued). `stepsPerSubmission` steps share one command
+ * buffer, their tokens copied out one after another. Web-standard only.
  *
  * @module
  */
@@ -100,6 +101,8 @@ export interface DecodeRun {
   readonly maxNewTokens: number;
   readonly stop: ReadonlySet<number>;
   readonly inFlight: number;
+  /** Decode steps recorded into one command buffer (one submission, one read-back). */
+  readonly stepsPerSubmission: number;
   readonly profile: boolean;
   readonly onToken?: (id: number, index: number) => void;
   readonly onLogits?: (logits: Float32Array, index: number) => void;
@@ -474,7 +477,9 @@ export class GpuDecoder {
     const gpu = this.#gpu, device = gpu.device;
     const V = this.#model.config.vocabSize;
     const timed = profile && gpu.timestamps;
-    const depth = profile || onLogits ? 1 : Math.min(run.inFlight, maxNewTokens);
+    const single = profile || onLogits !== undefined;
+    const per = single ? 1 : Math.min(run.stepsPerSubmission, maxNewTokens);
+    const depth = single ? 1 : Math.ceil(Math.min(run.inFlight, maxNewTokens) / per);
     // Profiled, steps alternate between one pass per phase (the phases' times) and the single
     // pass that runs unprofiled (the step's time without the gaps between passes).
     const step = this.#stepProgram(false);
@@ -488,7 +493,7 @@ export class GpuDecoder {
       : null;
     const slots: Slot[] = Array.from({ length: depth }, () => ({
       token: device.createBuffer({
-        size: 4,
+        size: 4 * per,
         usage: MAP_READ | COPY_DST,
         label: "decode:token-read",
       }),
@@ -508,15 +513,23 @@ export class GpuDecoder {
       throw new Error(`the WebGPU device was lost (${info.reason}): ${info.message}`);
     });
     lost.catch(() => {});
-    const pending: { slot: Slot; done: Promise<void>; timed: GpuProgram | null }[] = [];
+    const pending: {
+      slot: Slot;
+      done: Promise<void>;
+      timed: GpuProgram | null;
+      count: number;
+    }[] = [];
     let next = 0, hostSeconds = 0, hostSteps = 0;
-    const submit = (program: GpuProgram, timedStep: boolean) => {
+    // `count` replays of a program in one submission, each token copied out after its step.
+    const submit = (program: GpuProgram, timedStep: boolean, count = 1) => {
       const t = performance.now();
       const slot = slots[next++ % depth]!;
       const enc = device.createCommandEncoder();
       const queries = 2 * program.passNames.length;
-      program.encode(enc, timedStep ? { querySet: querySet!, first: 0 } : undefined);
-      enc.copyBufferToBuffer(this.#token, 0, slot.token, 0, 4);
+      for (let c = 0; c < count; c++) {
+        program.encode(enc, timedStep ? { querySet: querySet!, first: 0 } : undefined);
+        enc.copyBufferToBuffer(this.#token, 0, slot.token, 4 * c, 4);
+      }
       if (slot.logits) enc.copyBufferToBuffer(this.#logits, 0, slot.logits, 0, V * 4);
       if (timedStep) {
         enc.resolveQuerySet(querySet!, 0, queries, resolve!, 0);
@@ -527,7 +540,7 @@ export class GpuDecoder {
       device.queue.submit([enc.finish()]);
       if (program !== prefill.program) {
         hostSeconds += (performance.now() - t) / 1000;
-        hostSteps++;
+        hostSteps += count;
       }
       const invalid = device.popErrorScope(), oom = device.popErrorScope();
       const maps = [slot.token, slot.logits, timedStep ? slot.times : null]
@@ -539,7 +552,7 @@ export class GpuDecoder {
         if (o) throw new Error(`WebGPU ran out of memory: ${o.message}`);
         await Promise.race([Promise.all(maps), lost]);
       })();
-      pending.push({ slot, done, timed: timedStep ? program : null });
+      pending.push({ slot, done, timed: timedStep ? program : null, count });
     };
     const tokens: number[] = [];
     const phases: Record<string, number> = {};
@@ -552,13 +565,14 @@ export class GpuDecoder {
       let submitted = 1;
       for (;;) {
         while (!stopped && submitted < maxNewTokens && pending.length < depth) {
-          submit(timed && submitted % 2 === 1 ? phased : step, timed);
-          submitted++;
+          const count = Math.min(per, maxNewTokens - submitted);
+          submit(timed && submitted % 2 === 1 ? phased : step, timed, count);
+          submitted += count;
         }
         if (pending.length === 0) break;
-        const { slot, done, timed: timedProgram } = pending.shift()!;
+        const { slot, done, timed: timedProgram, count } = pending.shift()!;
         await done;
-        const id = new Uint32Array(slot.token.getMappedRange(0, 4))[0]!;
+        const ids = new Uint32Array(slot.token.getMappedRange(0, 4 * count).slice(0));
         slot.token.unmap();
         if (slot.logits) {
           const logits = new Float32Array(slot.logits.getMappedRange(0, V * 4).slice(0));
@@ -581,12 +595,14 @@ export class GpuDecoder {
             onePassSteps++;
           }
         }
-        if (stopped) continue;
-        tokens.push(id);
-        if (tokens.length === 1) tPrefill = performance.now();
-        tEnd = performance.now();
-        onToken?.(id, tokens.length - 1);
-        if (stop.has(id) || tokens.length >= maxNewTokens) stopped = true;
+        for (const id of ids) {
+          if (stopped) break;
+          tokens.push(id);
+          if (tokens.length === 1) tPrefill = performance.now();
+          tEnd = performance.now();
+          onToken?.(id, tokens.length - 1);
+          if (stop.has(id) || tokens.length >= maxNewTokens) stopped = true;
+        }
       }
     } finally {
       // Whatever is still queued (after an error) finishes before its buffers go.

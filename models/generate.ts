@@ -77,6 +77,12 @@ export interface GenerateOptions {
    */
   inFlight?: number;
   /**
+   * Decode steps recorded into one submission (WebGPU): their tokens come
+   * back together, and the host submits and maps once for all of them.
+   * @default 1
+   */
+  stepsPerSubmission?: number;
+  /**
    * Time each decode step's phases with timestamp queries (WebGPU with
    * `timestamp-query`; one step in flight, so the throughput is lower).
    * @default false
@@ -181,10 +187,11 @@ function checkRun(
   maxTokens: number,
   prompt: ArrayLike<number>,
   options: GenerateOptions,
-): Required<Pick<GenerateOptions, "maxNewTokens" | "inFlight">> {
-  const { maxNewTokens = 32, inFlight = 8 } = options;
+): Required<Pick<GenerateOptions, "maxNewTokens" | "inFlight" | "stepsPerSubmission">> {
+  const { maxNewTokens = 32, inFlight = 8, stepsPerSubmission = 1 } = options;
   positiveInteger("maxNewTokens", maxNewTokens, "generate");
   positiveInteger("inFlight", inFlight, "generate");
+  positiveInteger("stepsPerSubmission", stepsPerSubmission, "generate");
   if (prompt.length < 1) throw new RangeError("Cannot generate from an empty prompt");
   checkTokenIds(prompt, model.config.vocabSize);
   checkTokenIds(options.stop ?? [], model.config.vocabSize);
@@ -203,7 +210,7 @@ function checkRun(
     );
   }
   checkWindow(model.config, total);
-  return { maxNewTokens, inFlight };
+  return { maxNewTokens, inFlight, stepsPerSubmission };
 }
 
 function result(
@@ -345,7 +352,7 @@ export async function decodeSession(
     model,
     maxTokens,
     generate(prompt, options = {}) {
-      let checked: { maxNewTokens: number; inFlight: number };
+      let checked: { maxNewTokens: number; inFlight: number; stepsPerSubmission: number };
       try {
         checked = checkRun(model, maxTokens, prompt, options);
       } catch (e) {

@@ -4,7 +4,8 @@
  * then generates from a random prompt with (a) dense f16 weights and (b) the
  * block linears RTN-quantized to 4 bits in groups of 128 (embedding and
  * classifier f16), each after a warm-up run, at one step in flight and at
- * `--in-flight` steps, and once more with timestamp queries for the GPU time
+ * `--in-flight` steps (and with `--per-submission` steps in one submission), and once
+ * more with timestamp queries for the GPU time
  * of each phase of a step; each configuration also reports the dispatches
  * of one step (in all and per phase) and the GPU µs per dispatch.
  *
@@ -24,7 +25,8 @@
  * object on stdout (progress on stderr).
  *
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
- *       [--in-flight=8] [--dir=DIR] [--no-kernels] [--kernels-only] [--kernel-shapes=1b,8b]
+ *       [--in-flight=8] [--per-submission=4,8] [--dir=DIR] [--no-kernels] [--kernels-only]
+ *       [--kernel-shapes=1b,8b]
  *       [--kernel-rows=1] [--neighbours] [--warmup=0.3]
  *
  * Uses the file system.
@@ -91,6 +93,10 @@ if (!base) throw new RangeError(`--shape must be 1b, 8b or tiny: current value i
 const shape: LlamaShape = { ...base, layers: Number(flag("layers") ?? base.layers) };
 const tokens = Number(flag("tokens") ?? 128), promptLen = Number(flag("prompt") ?? 16);
 const inFlight = Number(flag("in-flight") ?? 8);
+/** Steps per submission to time besides 1 (`--per-submission=4,8`; `inFlight` at least as many). */
+const perSubmission = (flag("per-submission") ?? "4,8").split(",").filter((v) => v !== "").map(
+  Number,
+).filter((n) => n > 1);
 const dir = flag("dir") ?? `/tmp/llmc-bench-${shapeName}-${shape.layers}`;
 const kernelShapes = (flag("kernel-shapes") ?? shapeName).split(",");
 for (const k of kernelShapes) {
@@ -350,14 +356,21 @@ async function measure(
     const tokensPerSecond: Record<string, number> = {};
     const hostStepMs: Record<string, number> = {};
     let last: GenerateResult | null = null;
-    for (const depth of [...new Set([1, inFlight])]) {
-      last = await session.generate(prompt, { maxNewTokens: tokens, inFlight: depth });
-      tokensPerSecond[`inFlight${depth}`] = last.tokensPerSecond;
-      hostStepMs[`inFlight${depth}`] = (last.hostStepSeconds ?? NaN) * 1e3;
+    // Steps in flight, and steps per submission.
+    const depths = [[1, 1], [inFlight, 1], ...perSubmission.map((n) => [Math.max(inFlight, n), n])];
+    for (const [depth, per] of depths) {
+      last = await session.generate(prompt, {
+        maxNewTokens: tokens,
+        inFlight: depth!,
+        stepsPerSubmission: per!,
+      });
+      const key = `inFlight${depth}${per! > 1 ? `x${per}` : ""}`;
+      tokensPerSecond[key] = last.tokensPerSecond;
+      hostStepMs[key] = (last.hostStepSeconds ?? NaN) * 1e3;
       log(
-        `  in flight ${depth}: ${last.tokensPerSecond.toFixed(1)} tokens/s, host ${
-          hostStepMs[`inFlight${depth}`]!.toFixed(3)
-        } ms a step to encode and submit`,
+        `  in flight ${depth}, ${per} a submission: ${
+          last.tokensPerSecond.toFixed(1)
+        } tokens/s, host ${hostStepMs[key]!.toFixed(3)} ms a step to encode and submit`,
       );
     }
     const profiled = await session.generate(prompt, {

@@ -176,7 +176,7 @@ Deno.test("quantized linears (packed, unpacked, grouped, mixed with dense) give 
   }
 });
 
-Deno.test("generation stops at a stop token with tokens already queued, and the session runs again", async () => {
+Deno.test("generation stops at a stop token with tokens already queued, one or several steps a submission, and the session runs again", async () => {
   if (!await testGpu()) return;
   const { model } = await loadModel(fixtureDir("llama_linear_rope"));
   const session = await decodeSession(model, { backend: "webgpu", maxTokens: 32 });
@@ -194,6 +194,21 @@ Deno.test("generation stops at a stop token with tokens already queued, and the 
     assert.deepEqual(stopped.tokens, full.tokens.slice(0, firstStop + 1));
     assert.deepEqual(streamed, stopped.tokens);
     assert.equal(stopped.finishReason, "stop");
+    // Several steps per submission: the same tokens, and a stop inside a submission's steps.
+    for (const stepsPerSubmission of [2, 4, 8]) {
+      const chunked = await session.generate(PROMPT, {
+        maxNewTokens: 6,
+        inFlight: 4,
+        stepsPerSubmission,
+      });
+      assert.deepEqual(chunked.tokens, full.tokens, `${stepsPerSubmission} steps a submission`);
+      const early = await session.generate(PROMPT, {
+        maxNewTokens: 6,
+        stop: [stopAt],
+        stepsPerSubmission,
+      });
+      assert.deepEqual(early.tokens, stopped.tokens, `${stepsPerSubmission}, stopped`);
+    }
     const again = await session.generate([...PROMPT, 3], { maxNewTokens: 3, inFlight: 2 });
     const cpu = await decodeSession(model, { backend: "cpu", maxTokens: 32 });
     assert.deepEqual(
@@ -260,6 +275,10 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
     /'maxNewTokens' must be a positive integer: current value is 0/,
   );
   await reject(session.generate([1], { inFlight: 1.5 }), /'inFlight'/);
+  await reject(
+    session.generate([1], { stepsPerSubmission: 0 }),
+    /'stepsPerSubmission' must be a positive integer: current value is 0/,
+  );
   await reject(generate(model, [1], { maxNewTokens: 300, backend: "cpu" }), /context of 256/);
   await reject(
     decodeSession(model, { weights: "f8" as "f16" }),
