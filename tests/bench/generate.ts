@@ -16,7 +16,8 @@
  * weight fits one binding), the f16 GEMV, and `qmatmul` at 4 bits g128 with
  * its few-row default (`qmatmulFewRowSpec`, key "qmatmul-w4g128") beside the
  * previous default (`qmatmulSweptFewRowSpec`, "qmatmul-w4g128-swept"), and
- * with `--neighbours` variants around the few-row default. Weights rotate
+ * with `--neighbours` variants around the few-row default (with `--sweep` a grid of
+ * warps, sub-teams, row tiles and prefetching instead). Weights rotate
  * through copies spanning more than the L2 cache (a decode step reads each
  * weight once); each figure is the fastest of many short passes after
  * `--warmup` seconds of untimed calls (`timeCalls` of
@@ -27,7 +28,7 @@
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
  *       [--in-flight=8] [--per-submission=4,8] [--dir=DIR] [--no-kernels] [--kernels-only]
  *       [--kernel-shapes=1b,8b]
- *       [--kernel-rows=1] [--neighbours] [--warmup=0.3]
+ *       [--kernel-rows=1] [--neighbours | --sweep] [--warmup=0.3]
  *
  * Uses the file system.
  *
@@ -111,6 +112,8 @@ if (!(warmup >= 0)) {
   throw new RangeError(`--warmup must be seconds ≥ 0: current value is ${warmup}`);
 }
 const timeNeighbours = Deno.args.includes("--neighbours");
+/** Time a grid of qmatmul variants (warps × split × rowTiles × prefetch) instead of the neighbours. */
+const timeSweep = Deno.args.includes("--sweep");
 const kernelsOnly = Deno.args.includes("--kernels-only");
 // Weight copies span more than the H100's 50 MB of L2 (two copies for the tiny shape, which
 // only checks the script on a software adapter).
@@ -272,7 +275,19 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
             "qmatmul-w4g128": {},
             "qmatmul-w4g128-swept": swept,
           };
-          if (timeNeighbours) {
+          if (timeSweep) {
+            for (const warps of [2, 4, 8, 16, 32]) {
+              for (const split of [1, 2, 4]) {
+                for (const rowTiles of [1, 2]) {
+                  for (const prefetch of [true, false]) {
+                    variants[
+                      `qmatmul-w4g128 w${warps} s${split} r${rowTiles}${prefetch ? "" : " np"}`
+                    ] = { warps, split, rowTiles, prefetch };
+                  }
+                }
+              }
+            }
+          } else if (timeNeighbours) {
             for (const [key, v] of Object.entries(neighbours(fewRow, swept))) {
               variants[`qmatmul-w4g128 ${key}`] = v;
             }
