@@ -122,6 +122,12 @@ export interface QmatmulOperands {
    * split-K specialization (else a buffer cached per device is used).
    */
   readonly partials?: GPUBuffer;
+  /**
+   * SwiGLU epilogue (`QmatmulSpec.swiglu`): the weight's tiles alternate
+   * gate and up rows, y is [M, N/2] = silu(gate)·up. The specialization
+   * then owns two row tiles per thread and does not split K. @default false
+   */
+  readonly swiglu?: boolean;
 }
 
 const partialBuffers = new WeakMap<GPUDevice, GPUBuffer>();
@@ -170,13 +176,30 @@ export function encodeQmatmul(
   }
   const Kp = packed.paddedCols;
   const xBytes = m * K * (input === "f16" ? 2 : 4);
-  if (ops.x.size < xBytes || ops.y.size < m * N * 4) {
+  const swiglu = ops.swiglu === true;
+  const yCols = swiglu ? N / 2 : N;
+  if (ops.x.size < xBytes || ops.y.size < m * yCols * 4) {
     throw new RangeError(
-      `Cannot encode qmatmul: x (${ops.x.size} bytes) or y (${ops.y.size} bytes) is smaller than [${m}, ${K}] ${input} or [${m}, ${N}] f32`,
+      `Cannot encode qmatmul: x (${ops.x.size} bytes) or y (${ops.y.size} bytes) is smaller than [${m}, ${K}] ${input} or [${m}, ${yCols}] f32`,
+    );
+  }
+  if (swiglu && (N % (2 * PACK_TILE) !== 0 || ops.accumulate)) {
+    throw new RangeError(
+      `Cannot encode a SwiGLU qmatmul over ${N} rows${
+        ops.accumulate ? " accumulating" : ""
+      }: gate and up tiles need a multiple of ${2 * PACK_TILE} rows, and no accumulation`,
     );
   }
   const gpu = batch.gpu;
-  const resolved = qmatmulResolvedSpec(gpu, packed, m, variant);
+  let resolved = qmatmulResolvedSpec(gpu, packed, m, variant);
+  if (swiglu) {
+    resolved = qmatmulResolvedSpec(gpu, packed, m, {
+      ...variant,
+      rowTiles: resolved.rowTiles === 1 ? 2 : resolved.rowTiles,
+      splitK: 1,
+    });
+    resolved = { ...resolved, swiglu: true };
+  }
   const spec = ops.accumulate ? { ...resolved, accumulate: true } : resolved;
   let x = ops.x;
   if (qmatmulNeedsGather(packed, input)) {

@@ -89,6 +89,14 @@ export interface QmatmulSpec {
    * the split-K sum) adds. @default false
    */
   readonly accumulate?: boolean;
+  /**
+   * SwiGLU epilogue: the weight's 32-row tiles alternate between gate and
+   * up rows (tile 2j holds gate rows [32j, 32j + 32), tile 2j + 1 the same
+   * up rows), and y[m, 32j + l] = silu(gate)·up, y of N/2 columns. Needs
+   * `rowTiles` 2 or 4 (a thread owns both rows), `splitK` 1, not `tiled`,
+   * not `accumulate`. @default false
+   */
+  readonly swiglu?: boolean;
   /** Tiled path: weight rows per thread, 4 or 8. @default 4 */
   readonly microRows?: number;
   /** Tiled path: x rows per thread, 4 or 8. @default 4 */
@@ -145,7 +153,7 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
   }
-  for (const key of ["codesFirst", "tiled", "accumulate"] as const) {
+  for (const key of ["codesFirst", "tiled", "accumulate", "swiglu"] as const) {
     const v = spec[key];
     if (v !== undefined && typeof v !== "boolean") bad(key, v, "a boolean");
   }
@@ -155,5 +163,14 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   }
   if (spec.codesFirst && (staged || spec.tiled)) {
     bad("codesFirst", spec.codesFirst, 'false with dequant "half" or "dot4" or when tiled');
+  }
+  if (
+    spec.swiglu && (spec.tiled || sk > 1 || spec.accumulate || ![2, 4].includes(spec.rowTiles))
+  ) {
+    bad(
+      "swiglu",
+      spec.swiglu,
+      "false unless rowTiles is 2 or 4, splitK 1, not tiled or accumulating",
+    );
   }
 }

@@ -495,11 +495,24 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     }
   }
   emit(`  if (team == 0u) {`);
-  for (let r = 0; r < R; r++) {
-    for (let m = 0; m < BM; m++) {
-      emit(
-        `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(${yRow}m0 + ${m}u) * p.N + n${r}] ${set} a${r}_${m}; }`,
-      );
+  if (spec.swiglu) {
+    // Tiles r and r + 1 are the gate and up rows of the same outputs.
+    for (let r = 0; r < R; r += 2) {
+      for (let m = 0; m < BM; m++) {
+        emit(
+          `    if (m0 + ${m}u < p.M && n${r} < p.N) { let z = a${r}_${m}; Y[(m0 + ${m}u) * (p.N / 2u) + (tile0 + ${r}u) / 2u * ${T}u + n${r} % ${T}u] = z / (1.0 + exp(-z)) * a${
+            r + 1
+          }_${m}; }`,
+        );
+      }
+    }
+  } else {
+    for (let r = 0; r < R; r++) {
+      for (let m = 0; m < BM; m++) {
+        emit(
+          `    if (m0 + ${m}u < p.M && n${r} < p.N) { Y[(${yRow}m0 + ${m}u) * p.N + n${r}] ${set} a${r}_${m}; }`,
+        );
+      }
     }
   }
   emit(`  }`);

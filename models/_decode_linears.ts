@@ -20,7 +20,7 @@ import { type Gpu, type GpuBatch, storageBuffer } from "../kernels/backend.ts";
 import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
 import { encodeGemmTiled } from "../kernels/gemm_tiled_kernel.ts";
 import { gemmTiledSpec } from "../kernels/gemm_tiled_wgsl.ts";
-import { PACKED_BITS, type PackedWeight } from "../kernels/packed_layout.ts";
+import { PACK_TILE, PACKED_BITS, type PackedWeight } from "../kernels/packed_layout.ts";
 import { qmatmulResolvedSpec } from "../kernels/qmatmul_default_spec.ts";
 import {
   destroyPackedWeight,
@@ -33,8 +33,20 @@ import { packWeights } from "../quantizers/pack.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import { concatRows } from "./_gpu_block.ts";
 import { encodeSliceCopy } from "./_gpu_decode.ts";
-import { encodeGemv, gemvRowLength, uploadGemvWeight } from "./_gpu_gemv.ts";
-import { isQuantizedLinear, linearShape, type LinearWeight } from "./linear_weight.ts";
+import {
+  encodeGemv,
+  GEMV_GATE_BLOCK,
+  gemvRowLength,
+  interleaveGateUp,
+  uploadGemvWeight,
+} from "./_gpu_gemv.ts";
+import { encodeSwiglu } from "./_gpu_kernels.ts";
+import {
+  isQuantizedLinear,
+  linearShape,
+  type LinearWeight,
+  reorderQuantizedRows,
+} from "./linear_weight.ts";
 
 /** One weight of a group: its rows [offset, offset + n) of the group's output. */
 type Part =
@@ -61,6 +73,11 @@ export interface GpuLinear {
   readonly dense: "f32" | "f16";
   /** The weights. */
   readonly parts: readonly Part[];
+  /**
+   * Gate and up rows alternate in blocks of this many (a SwiGLU product,
+   * see {@linkcode encodeGateUp}); 0 when the rows are in their given order.
+   */
+  readonly gateBlock: number;
 }
 
 /** Scratch buffers a group's products may need, shared by all groups of a session. */
@@ -134,6 +151,7 @@ export function uploadLinear(
   dense: "f32" | "f16",
   label: string,
   scaleType: "f16" | "f32" = "f16",
+  gateUp = false,
 ): GpuLinear {
   const shapes = weights.map(linearShape);
   const k = shapes[0]![1];
@@ -150,9 +168,17 @@ export function uploadLinear(
   );
   const oneGrid = unpacked.length === weights.length &&
     unpacked.every((q) => sameGrid(q, unpacked[0]!));
+  // A gate-and-up pair of equal halves in one weight goes interleaved for the SwiGLU products.
+  const H = n / 2;
+  const pair = gateUp && weights.length === 2 && shapes[0]![0] === shapes[1]![0];
   let parts: Part[];
+  let gateBlock = 0;
   if (allDense) {
-    const data = concatRows(...weights.map((w) => (w as { data: Float32Array }).data));
+    let data = concatRows(...weights.map((w) => (w as { data: Float32Array }).data));
+    if (pair && H % GEMV_GATE_BLOCK === 0) {
+      gateBlock = GEMV_GATE_BLOCK;
+      data = reorderRows(data, k, interleaveGateUp(H, gateBlock));
+    }
     parts = [{
       kind: "dense",
       buffer: uploadGemvWeight(gpu, data, n, k, dense, label),
@@ -160,7 +186,12 @@ export function uploadLinear(
       offset: 0,
     }];
   } else if (oneGrid) {
-    const weight = uploadPackedWeight(gpu, packWeights(concatQuantized(unpacked), { scaleType }));
+    let q = concatQuantized(unpacked);
+    if (pair && H % PACK_TILE === 0) {
+      gateBlock = PACK_TILE;
+      q = reorderQuantizedRows(q, interleaveGateUp(H, gateBlock));
+    }
+    const weight = uploadPackedWeight(gpu, packWeights(q, { scaleType }));
     parts = [{ kind: "packed", weight, n, offset: 0 }];
   } else {
     let offset = 0;
@@ -183,7 +214,68 @@ export function uploadLinear(
       return part;
     });
   }
-  return { n, k, dense, parts };
+  return { n, k, dense, parts, gateBlock };
+}
+
+/** Rows of a row-major [rows, k] matrix reordered: row r is row order[r]. */
+function reorderRows(data: Float32Array, k: number, order: Int32Array): Float32Array {
+  const out = new Float32Array(data.length);
+  order.forEach((src, r) => out.set(data.subarray(src * k, (src + 1) * k), r * k));
+  return out;
+}
+
+/** Rows of x up to which a SwiGLU product runs as one kernel (the GEMV and few-row qmatmul). */
+const FUSED_ROWS = 4;
+
+/**
+ * Records g = silu(gate)·up for x·[gate; up]ᵀ of a gate-and-up linear
+ * uploaded with `gateUp`: one product whose epilogue applies SwiGLU where
+ * the linear is interleaved and its kernel allows it (the GEMV at one row or
+ * f16 weights, qmatmul up to 4 rows), else the product into u and the
+ * SwiGLU kernel over u's layout.
+ *
+ * @param batch The batch.
+ * @param l The gate-and-up linear (n = 2H).
+ * @param x Input [rows, k].
+ * @param u Scratch [rows, 2H] for the unfused path.
+ * @param g Output [rows, H].
+ * @param rows Rows of x.
+ * @param scratch The linears' scratch.
+ */
+export function encodeGateUp(
+  batch: GpuBatch,
+  l: GpuLinear,
+  x: GPUBuffer,
+  u: GPUBuffer,
+  g: GPUBuffer,
+  rows: number,
+  scratch: LinearScratch,
+): void {
+  const H = l.n / 2, part = l.parts[0]!;
+  if (l.gateBlock > 0 && l.parts.length === 1) {
+    if (part.kind === "dense" && (rows === 1 || l.dense === "f16")) {
+      encodeGemv(batch, { y: g, x, w: part.buffer }, { rows, n: l.n, k: l.k }, {
+        weights: l.dense,
+        accumulate: false,
+        swiglu: true,
+      });
+      return;
+    }
+    if (part.kind === "packed" && rows <= FUSED_ROWS) {
+      encodeQmatmul(batch, part.weight, {
+        x,
+        input: "f32",
+        m: rows,
+        y: g,
+        scratch: scratch.gather,
+        partials: scratch.partials,
+        swiglu: true,
+      });
+      return;
+    }
+  }
+  encodeLinearGroup(batch, l, x, u, rows, false, scratch);
+  encodeSwiglu(batch, g, u, rows, H, l.gateBlock > 0 ? l.gateBlock : H);
 }
 
 /**

@@ -24,7 +24,7 @@ import {
   uploadBuffer,
   writeBuffer,
 } from "../kernels/backend.ts";
-import { encodeEmbed, encodeRope, encodeSwiglu } from "./_gpu_kernels.ts";
+import { encodeEmbed, encodeRope } from "./_gpu_kernels.ts";
 import { checkLayerExtras, concatRows, encodeLinear, ropeTable } from "./_gpu_block.ts";
 import { type BlockActQuant, encodeActQuant } from "./_gpu_act_quant.ts";
 import {
@@ -46,6 +46,7 @@ import {
 import {
   allocateScratch,
   destroyLinear,
+  encodeGateUp,
   encodeLinearGroup,
   type GpuLinear,
   type LinearScratch,
@@ -215,8 +216,8 @@ export class GpuDecoder {
         const over = linears[i] ?? {};
         const w = (name: LlamaLinear) => over[name] ?? l[name];
         const label = `decode:${i}`;
-        const group = (names: LlamaLinear[], what: string) => {
-          const g = uploadLinear(gpu, names.map(w), weights, `${label}:${what}`);
+        const group = (names: LlamaLinear[], what: string, gateUp = false) => {
+          const g = uploadLinear(gpu, names.map(w), weights, `${label}:${what}`, "f16", gateUp);
           groups.push(g);
           return g;
         };
@@ -228,7 +229,7 @@ export class GpuDecoder {
           ffnNorm: up(l.ffnNorm, `${label}:ffnNorm`),
           qkv: group(["wq", "wk", "wv"], "qkv"),
           o: group(["wo"], "o"),
-          up: group(["w1", "w3"], "gate-up"),
+          up: group(["w1", "w3"], "gate-up", true),
           down: group(["w2"], "down"),
           bqkv: anyBias
             ? up(
@@ -376,8 +377,7 @@ export class GpuDecoder {
       phase("o");
       norm(l.ffnNorm);
       quantize(l, "gateUp", a.h);
-      encodeLinearGroup(rec, l.up, a.h, a.u, R, false, s);
-      encodeSwiglu(rec, a.g, a.u, R, H);
+      encodeGateUp(rec, l.up, a.h, a.u, a.g, R, s);
       phase("gate-up");
       // QuaRot's online Hadamard: g·Q = g·(Qᵀ)ᵀ into u, free once SwiGLU has read it.
       let g = a.g;

@@ -36,6 +36,36 @@ export interface GemvSpec {
   readonly accumulate: boolean;
   /** k is a multiple of 8 (x read as vec4s; else one guarded load per value). */
   readonly aligned: boolean;
+  /**
+   * SwiGLU epilogue: W holds gate and up rows interleaved in blocks of
+   * {@linkcode GEMV_GATE_BLOCK} ({@linkcode interleaveGateUp}), and output i
+   * is silu(gate_i)·up_i (n/2 outputs). Not with `accumulate`. @default false
+   */
+  readonly swiglu?: boolean;
+}
+
+/** Gate (then up) rows per block of a SwiGLU GEMV's weight: half a workgroup's rows. */
+export const GEMV_GATE_BLOCK = 4;
+
+/**
+ * The row order of a gate-and-up weight [2H, k] (gate rows, then up rows)
+ * for a SwiGLU product: blocks of `block` gate rows, each followed by the
+ * same up rows, so one workgroup owns both halves of its outputs.
+ *
+ * @param H Rows of each half (a multiple of `block`).
+ * @param block Rows per block.
+ * @returns order[r] = the source row of row r.
+ */
+export function interleaveGateUp(H: number, block: number): Int32Array {
+  if (H % block !== 0) {
+    throw new RangeError(`Cannot interleave ${H} gate rows in blocks of ${block}`);
+  }
+  const order = new Int32Array(2 * H);
+  for (let r = 0; r < 2 * H; r++) {
+    const b = Math.floor(r / (2 * block)), o = r % (2 * block);
+    order[r] = o < block ? b * block + o : H + b * block + o - block;
+  }
+  return order;
 }
 
 /** The padded row length of a weight of k columns. */
@@ -51,7 +81,8 @@ export function gemvRowLength(k: number): number {
  * @returns WGSL source.
  */
 export function gemvWgsl(spec: GemvSpec): string {
-  const { weights, accumulate, aligned } = spec;
+  const { weights, accumulate, aligned, swiglu = false } = spec;
+  if (swiglu && accumulate) throw new RangeError("Cannot accumulate a SwiGLU GEMV");
   const wType = weights === "f16" ? "vec4<u32>" : "vec4<f32>";
   const xDecl = aligned
     ? "@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;"
@@ -115,9 +146,19 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
     if (lane < st) { red[lid] = red[lid] + red[lid + st]; }
     workgroupBarrier();
   }
-  if (lane == 0u && i < p.n) {
+${
+    swiglu
+      ? `  // Rows [0, ${GEMV_GATE_BLOCK}) of the workgroup are gates, the next ${GEMV_GATE_BLOCK} their ups.
+  let slot = lid / ${LANES}u;
+  if (lane == 0u && slot < ${GEMV_GATE_BLOCK}u && i < p.n) {
+    let o = wg.z * p.ldy + p.yOff + (wg.x + wg.y * nw.x) * ${GEMV_GATE_BLOCK}u + slot;
+    let z = red[lid];
+    Y[o] = z / (1.0 + exp(-z)) * red[lid + ${GEMV_GATE_BLOCK * LANES}u];
+  }`
+      : `  if (lane == 0u && i < p.n) {
     let o = wg.z * p.ldy + p.yOff + i;
     ${store}
+  }`
   }
 }
 `;
@@ -195,12 +236,14 @@ export interface GemvShape {
 }
 
 /**
- * Records y[r, yOff + i] (+)= x[r, :]·W[i, :] for r < rows, i < n.
+ * Records y[r, yOff + i] (+)= x[r, :]·W[i, :] for r < rows, i < n (with
+ * `swiglu`, y[r, yOff + i] = silu(gate_i)·up_i for i < n/2, W's n rows
+ * interleaved by {@linkcode interleaveGateUp}; `ldy` then defaults to n/2).
  *
  * @param batch The batch.
  * @param ops y (f32), x (f32) and W ({@linkcode uploadGemvWeight}).
  * @param shape Sizes and placement.
- * @param spec Weight storage and accumulation (alignment follows from k and ldx).
+ * @param spec Weight storage, accumulation, SwiGLU (alignment follows from k and ldx).
  */
 export function encodeGemv(
   batch: GpuBatch,
@@ -208,11 +251,19 @@ export function encodeGemv(
   shape: GemvShape,
   spec: Omit<GemvSpec, "aligned">,
 ): void {
-  const { rows, n, k, ldx = k, ldy = n, yOff = 0 } = shape;
-  const full: GemvSpec = { ...spec, aligned: k % 8 === 0 && ldx % 4 === 0 };
+  const swiglu = spec.swiglu === true;
+  const { rows, n, k, ldx = k, ldy = swiglu ? n / 2 : n, yOff = 0 } = shape;
+  if (swiglu && n % (2 * GEMV_GATE_BLOCK) !== 0) {
+    throw new RangeError(
+      `Cannot run a SwiGLU GEMV over ${n} rows: gate and up blocks of ${GEMV_GATE_BLOCK} need a multiple of ${
+        2 * GEMV_GATE_BLOCK
+      }`,
+    );
+  }
+  const full: GemvSpec = { ...spec, aligned: k % 8 === 0 && ldx % 4 === 0, swiglu };
   const pipeline = cachedPipeline(
     batch.gpu,
-    `decode:gemv:${full.weights}:${full.accumulate}:${full.aligned}`,
+    `decode:gemv:${full.weights}:${full.accumulate}:${full.aligned}${swiglu ? ":swiglu" : ""}`,
     () => gemvWgsl(full),
   );
   const u = batch.uniform([

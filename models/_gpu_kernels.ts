@@ -568,9 +568,13 @@ export function encodeAttention(
   batch.dispatch(pipeline, [out, qkv, u], foldGroups(batch.gpu, nSeq * nHeads * nQB));
 }
 
-/** g[r, i] = silu(u[r, i]) · u[r, H + i] for u [rows, 2H] (gate, then up). */
+/**
+ * g[r, i] = silu(gate_i) · up_i for u [rows, 2H]: gate and up columns in
+ * alternating blocks of B (gate column i at (i / B)·2B + i mod B, its up
+ * column B later); B = H is the plain layout (all gates, then all ups).
+ */
 export function swigluWgsl(): string {
-  return `struct P { n: u32, H: u32 }
+  return `struct P { n: u32, H: u32, B: u32 }
 @group(0) @binding(0) var<storage, read_write> G: array<f32>;
 @group(0) @binding(1) var<storage, read> U: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -580,8 +584,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: 
   if (i >= p.n) { return; }
   let r = i / p.H;
   let c = i % p.H;
-  let z = U[r * 2u * p.H + c];
-  G[i] = z / (1.0 + exp(-z)) * U[r * 2u * p.H + p.H + c];
+  let o = r * 2u * p.H + (c / p.B) * 2u * p.B + c % p.B;
+  let z = U[o];
+  G[i] = z / (1.0 + exp(-z)) * U[o + p.B];
 }
 `;
 }
@@ -594,6 +599,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: 
  * @param u Gate and up projections side by side [rows, 2H].
  * @param rows Rows.
  * @param H Hidden width.
+ * @param block Gate and up columns alternate in blocks of this many (a
+ *   divisor of H; H: all gates, then all ups).
  */
 export function encodeSwiglu(
   batch: GpuBatch,
@@ -601,9 +608,14 @@ export function encodeSwiglu(
   u: GPUBuffer,
   rows: number,
   H: number,
+  block: number = H,
 ): void {
+  if (!Number.isInteger(block) || block < 1 || H % block !== 0) {
+    throw new RangeError(`Cannot run SwiGLU over blocks of ${block}: not a divisor of ${H}`);
+  }
   const { pipeline, groups } = elementwise(batch, "llama:swiglu", swigluWgsl, rows * H);
-  batch.dispatch(pipeline, [g, u, batch.uniform([{ u32: rows * H }, { u32: H }])], groups);
+  const u32s = [{ u32: rows * H }, { u32: H }, { u32: block }];
+  batch.dispatch(pipeline, [g, u, batch.uniform(u32s)], groups);
 }
 
 /**

@@ -513,6 +513,12 @@ Deno.test("qmatmul rejects bad shapes, options and variants", async () => {
   assert.throws(() => qmatmulWgsl({ ...tiled, sharedX: true }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...tiled, dequant: "exact" }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, split: 3 }), RangeError);
+  // SwiGLU: a thread must own the gate and the up tile, in one pass.
+  assert.doesNotThrow(() => qmatmulWgsl({ ...spec, rowTiles: 2, swiglu: true }));
+  assert.throws(() => qmatmulWgsl({ ...spec, swiglu: true }), /'swiglu' must be false unless/);
+  assert.throws(() => qmatmulWgsl({ ...spec, rowTiles: 2, swiglu: true, splitK: 2 }), RangeError);
+  assert.throws(() => qmatmulWgsl({ ...spec, rowTiles: 2, swiglu: true, accumulate: true }));
+  assert.throws(() => qmatmulWgsl({ ...tiled, swiglu: true }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 3 }), RangeError);
   assert.throws(() => qmatmulWgsl({ ...spec, unroll: 4 }), RangeError); // 4 does not divide 2
   assert.throws(() => qmatmulWgsl({ ...spec, groupChunks: 3 }), RangeError);

@@ -16,10 +16,12 @@ import { encodeRope } from "../../models/_gpu_kernels.ts";
 import {
   allocateScratch,
   destroyLinear,
+  encodeGateUp,
   encodeLinearGroup,
   linearScratchBytes,
   uploadLinear,
 } from "../../models/_decode_linears.ts";
+import { dequantize } from "../../quantizers/dequantize.ts";
 import { qmatmulFewRowSpec } from "../../kernels/qmatmul_default_spec.ts";
 import { qmatmulDispatch } from "../../kernels/qmatmul_kernel.ts";
 import { qmatmulReference } from "../../kernels/qmatmul_reference.ts";
@@ -298,6 +300,65 @@ Deno.test("decode's quantized linears run qmatmul's few-row specialization at 1�
         for (const b of [xb, yb, ...Object.values(scratch)]) b.destroy();
       }
     }
+    destroyLinear(l);
+  }
+});
+
+Deno.test("a gate-and-up linear applies SwiGLU in its product's epilogue where it can, and every path equals silu(x·W1ᵀ)·(x·W3ᵀ)", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const silu = (z: number) => z / (1 + Math.exp(-z));
+  // [kind, H, k, rows, dispatches]: fused (1), or the product and the SwiGLU kernel (2).
+  const cases = [
+    ["f32", 12, 40, 1, 1],
+    ["f32", 12, 40, 3, 2], // f32 weights at 3 rows: the GEMM, not the GEMV
+    ["f16", 12, 48, 3, 1],
+    ["f16", 10, 48, 1, 2], // H not a multiple of 4: not interleaved
+    ["4-bit", 64, 256, 1, 1],
+    ["4-bit", 64, 256, 4, 1],
+    ["4-bit", 64, 256, 6, 2], // past the few-row kernels: the product, then SwiGLU by blocks
+    ["4-bit", 48, 256, 2, 2], // H not a multiple of 32: not interleaved
+  ] as const;
+  for (const [kind, H, k, rows, dispatches] of cases) {
+    const g1 = normals(H * k, H + k), g3 = normals(H * k, H + k + 1);
+    let weights, w1: Float32Array, w3: Float32Array;
+    if (kind === "4-bit") {
+      const q1 = await rtn(tensor("f32", [H, k], g1), { bits: 4, groupSize: 64 });
+      const q3 = await rtn(tensor("f32", [H, k], g3), { bits: 4, groupSize: 64 });
+      weights = [q1, q3];
+      // The packed weight keeps f16 scales (and zero points).
+      const f16 = (a: Float32Array) => Float32Array.from(Float16Array.from(a));
+      const stored = (q: typeof q1) => ({ ...q, scales: f16(q.scales), zeros: f16(q.zeros) });
+      [w1, w3] = [dequantize(stored(q1)).data, dequantize(stored(q3)).data];
+    } else {
+      weights = [tensor("f32", [H, k], g1), tensor("f32", [H, k], g3)];
+      const round = (w: Float32Array) =>
+        kind === "f16" ? Float32Array.from(Float16Array.from(w)) : w;
+      [w1, w3] = [round(g1), round(g3)];
+    }
+    const l = uploadLinear(gpu, weights, kind === "f32" ? "f32" : "f16", "test", "f16", true);
+    const scratch = allocateScratch(gpu, [linearScratchBytes(gpu, l, rows, false)], "test");
+    const x = normals(rows * k, rows);
+    const xb = uploadBuffer(gpu, x), ub = storageBuffer(gpu, rows * 2 * H * 4);
+    const gb = storageBuffer(gpu, rows * H * 4);
+    const batch: GpuBatch = new GpuBatch(gpu);
+    encodeGateUp(batch, l, xb, ub, gb, rows, scratch);
+    const message = `${kind}, H ${H}, ${rows} rows`;
+    assert.equal(batch.dispatches, dispatches, message);
+    const got = new Float32Array(await read(batch, gb));
+    const want = new Float32Array(rows * H);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < H; i++) {
+        let a = 0, b = 0;
+        for (let j = 0; j < k; j++) {
+          a += x[r * k + j]! * w1[i * k + j]!;
+          b += x[r * k + j]! * w3[i * k + j]!;
+        }
+        want[r * H + i] = silu(a) * b;
+      }
+    }
+    assertClose(got, want, { atol: 1e-4, rtol: 1e-4, message });
+    for (const b of [xb, ub, gb, ...Object.values(scratch)]) b.destroy();
     destroyLinear(l);
   }
 });
