@@ -42,6 +42,9 @@ Flags
   --tokenizer PATH        tokenizer (default: the model folder's; for a .bin model, tokenizer.bin
                           or the tok*.bin beside it)
   --in-flight N           decode steps queued before the first is read back (default 8)
+  --steps-per-submission N
+                          decode steps recorded into one submission, their tokens read back
+                          together (default 1)
   --ignore-eos            do not stop at the tokenizer's end-of-sequence token
   --profile               time each step's phases on the GPU (timestamp queries; one step in
                           flight, so tokens/s is lower)
@@ -60,6 +63,7 @@ export interface GenerateArgs {
   readonly weights: "f16" | "f32";
   readonly tokenizer?: string;
   readonly inFlight: number;
+  readonly stepsPerSubmission: number;
   readonly ignoreEos: boolean;
   readonly profile: boolean;
   readonly json: boolean;
@@ -73,6 +77,7 @@ const VALUE_FLAGS = [
   "--weights",
   "--tokenizer",
   "--in-flight",
+  "--steps-per-submission",
 ];
 const SWITCHES = ["--ignore-eos", "--profile", "--json", "--help", "-h"];
 
@@ -107,6 +112,11 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateArgs | null 
     weights,
     ...(tokenizer !== undefined ? { tokenizer } : {}),
     inFlight: integerFlag("--in-flight", values.get("--in-flight") ?? "8", 1),
+    stepsPerSubmission: integerFlag(
+      "--steps-per-submission",
+      values.get("--steps-per-submission") ?? "1",
+      1,
+    ),
     ignoreEos: switches.has("--ignore-eos"),
     profile: switches.has("--profile"),
     json: switches.has("--json"),
@@ -195,6 +205,7 @@ export async function generateCommand(
       maxNewTokens: args.maxTokens,
       stop,
       inFlight: args.inFlight,
+      stepsPerSubmission: args.stepsPerSubmission,
       profile: args.profile,
       onToken: (id) => {
         if (args.json) return;

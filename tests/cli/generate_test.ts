@@ -24,11 +24,14 @@ Deno.test("parseGenerateArgs reads the flags with their defaults and refuses bad
     backend: "auto",
     weights: "f16",
     inFlight: 8,
+    stepsPerSubmission: 1,
     ignoreEos: false,
     profile: false,
     json: false,
   });
   assert.equal(parseGenerateArgs(["--help"]), null);
+  const chunked = parseGenerateArgs(["--model", "m", "--prompt", "x", "--steps-per-submission=4"]);
+  assert.equal(chunked?.stepsPerSubmission, 4);
   const bad: [string[], RegExp][] = [
     [["--prompt", "x"], /Missing --model/],
     [["--model", "m"], /Missing --prompt/],
@@ -47,6 +50,10 @@ Deno.test("parseGenerateArgs reads the flags with their defaults and refuses bad
     ],
     [["--model", "m", "--prompt", "x", "--temperature", "1"], /Unknown flag '--temperature'/],
     [["--model", "m", "--prompt"], /--prompt needs a value/],
+    [
+      ["--model", "m", "--prompt", "x", "--steps-per-submission", "0"],
+      /--steps-per-submission needs an integer ≥ 1: got '0'/,
+    ],
   ];
   for (const [argv, re] of bad) {
     assert.throws(
