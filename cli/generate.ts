@@ -41,10 +41,10 @@ Flags
   --weights T             storage of the dense weights on the GPU: f16 or f32 (default f16)
   --tokenizer PATH        tokenizer (default: the model folder's; for a .bin model, tokenizer.bin
                           or the tok*.bin beside it)
-  --in-flight N           decode steps queued before the first is read back (default 8)
+  --in-flight N           decode steps queued before the first is read back (default 64)
   --steps-per-submission N
                           decode steps recorded into one submission, their tokens read back
-                          together (default 1)
+                          together (default 8)
   --ignore-eos            do not stop at the tokenizer's end-of-sequence token
   --profile               time each step's phases on the GPU (timestamp queries; one step in
                           flight, so tokens/s is lower)
@@ -111,10 +111,10 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateArgs | null 
     backend,
     weights,
     ...(tokenizer !== undefined ? { tokenizer } : {}),
-    inFlight: integerFlag("--in-flight", values.get("--in-flight") ?? "8", 1),
+    inFlight: integerFlag("--in-flight", values.get("--in-flight") ?? "64", 1),
     stepsPerSubmission: integerFlag(
       "--steps-per-submission",
-      values.get("--steps-per-submission") ?? "1",
+      values.get("--steps-per-submission") ?? "8",
       1,
     ),
     ignoreEos: switches.has("--ignore-eos"),

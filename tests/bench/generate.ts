@@ -26,7 +26,7 @@
  * object on stdout (progress on stderr).
  *
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
- *       [--in-flight=8] [--per-submission=4,8] [--dir=DIR] [--no-kernels] [--kernels-only]
+ *       [--in-flight=64] [--per-submission=8] [--dir=DIR] [--no-kernels] [--kernels-only]
  *       [--kernel-shapes=1b,8b]
  *       [--kernel-rows=1] [--neighbours | --sweep] [--warmup=0.3]
  *
@@ -93,9 +93,9 @@ const base = SHAPES[shapeName];
 if (!base) throw new RangeError(`--shape must be 1b, 8b or tiny: current value is ${shapeName}`);
 const shape: LlamaShape = { ...base, layers: Number(flag("layers") ?? base.layers) };
 const tokens = Number(flag("tokens") ?? 128), promptLen = Number(flag("prompt") ?? 16);
-const inFlight = Number(flag("in-flight") ?? 8);
+const inFlight = Number(flag("in-flight") ?? 64);
 /** Steps per submission to time besides 1 (`--per-submission=4,8`; `inFlight` at least as many). */
-const perSubmission = (flag("per-submission") ?? "4,8").split(",").filter((v) => v !== "").map(
+const perSubmission = (flag("per-submission") ?? "8").split(",").filter((v) => v !== "").map(
   Number,
 ).filter((n) => n > 1);
 const dir = flag("dir") ?? `/tmp/llmc-bench-${shapeName}-${shape.layers}`;
