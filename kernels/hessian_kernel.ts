@@ -54,7 +54,19 @@ export interface GpuXtx {
 }
 
 /**
- * Records C ← β·C + XᵀX (lower-triangle tiles) for X already on the GPU: on
+ * Tokens per product of {@linkcode encodeHessian}: longer inputs run as
+ * products over slices of this many tokens, each added into C, so that no
+ * float32 sum runs over more than this many products before it lands in C.
+ * One sum over all of a calibration's tokens (8,192 for llama5M) moved the
+ * Hessian by up to 7e-5 relative and flipped 0.18% of layer 0's query codes
+ * against the float64 Hessian; slices of 1,024 (or 256, or 2,048) tokens
+ * flipped none (tests/bench/calibration_agreement.ts has the whole-model figures).
+ */
+export const HESSIAN_SLICE_TOKENS = 1024;
+
+/**
+ * Records C ← β·C + XᵀX (lower-triangle tiles) for X already on the GPU, in
+ * products over slices of {@linkcode HESSIAN_SLICE_TOKENS} tokens: on
  * a hardware adapter with the tiled kernel's fastest Hessian variant
  * (`gemm_tiled_kernel.ts`; on the H100 48.5 TFLOP/s of computed tiles, 1.23×
  * the large tiles of `gemm_kernel.ts`, which shapes it cannot take fall back
@@ -77,12 +89,7 @@ export function encodeHessian(
   spec: HessianSpec,
   beta: 0 | 1,
 ): void {
-  const shape = { m: cols, n: cols, k: tokens, lda: cols, ldb: cols, ldc: cols, alpha: 1, beta };
-  if (batch.gpu.software) {
-    encodeGemm(batch, gemmSpecOf(spec), { c: out, a: x, b: x }, shape);
-    return;
-  }
-  const tiled = gemmTiledSpec({
+  const tiled = batch.gpu.software ? null : gemmTiledSpec({
     transA: true,
     accumulate: true,
     inputs: spec.inputs,
@@ -90,7 +97,24 @@ export function encodeHessian(
     bk: 32,
     doubleBuffer: false,
   });
-  encodeGemmTiled(batch, tiled, { c: out, a: x, b: x }, shape, { fallback: true });
+  for (let r0 = 0; r0 < tokens || r0 === 0; r0 += HESSIAN_SLICE_TOKENS) {
+    const k = Math.min(HESSIAN_SLICE_TOKENS, tokens - r0);
+    const shape = {
+      m: cols,
+      n: cols,
+      k,
+      lda: cols,
+      ldb: cols,
+      ldc: cols,
+      offA: r0 * cols,
+      offB: r0 * cols,
+      alpha: 1,
+      beta: r0 === 0 ? beta : 1,
+    };
+    if (tiled === null) encodeGemm(batch, gemmSpecOf(spec), { c: out, a: x, b: x }, shape);
+    else encodeGemmTiled(batch, tiled, { c: out, a: x, b: x }, shape, { fallback: true });
+    if (tokens === 0) break;
+  }
 }
 
 /**

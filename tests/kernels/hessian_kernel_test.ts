@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { xtxGpu, xtxReference } from "../../kernels/hessian_kernel.ts";
+import {
+  encodeHessian,
+  HESSIAN_SLICE_TOKENS,
+  xtxGpu,
+  xtxReference,
+} from "../../kernels/hessian_kernel.ts";
+import { GpuBatch, storageBuffer } from "../../kernels/backend.ts";
 import { accumulateHessian, hessian } from "../../hessian/hessian.ts";
 import { tensor } from "../../core/tensor.ts";
 import { prng } from "../../core/prng.ts";
@@ -38,4 +44,31 @@ Deno.test("accumulateHessian() on the GPU continues a Hessian as addInputs() doe
   const h = await accumulateHessian(b, { previous: first, backend: "webgpu" });
   assert.equal(h.count, 65);
   assert.ok(relError(h.xtx, hessian(all).xtx) < 1e-5);
+});
+
+Deno.test("GPU XᵀX runs one product per slice of 1,024 tokens, and sliced it stays within float32 rounding of the float64 sum", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const tokens = 8 * HESSIAN_SLICE_TOKENS + 300, cols = 8;
+  const rng = prng(5);
+  // Nearly equal products make one long float32 sum drift (1.1e-5 relative on the host, summed
+  // in order): each slice's sum stays short (3.6e-7).
+  const data = Float32Array.from({ length: tokens * cols }, () => 7.3 + rng.normal() * 0.001);
+  const x = storageBuffer(gpu, data.byteLength);
+  gpu.device.queue.writeBuffer(x, 0, data);
+  const out = storageBuffer(gpu, cols * cols * 4);
+  const batch = new GpuBatch(gpu);
+  encodeHessian(batch, x, tokens, cols, out, { inputs: "f32" }, 0);
+  assert.equal(batch.dispatches, 9);
+  const { data: read } = await batch.submit([out]);
+  const lower = new Float32Array(read[0]!);
+  const want = xtxReference(tensor("f32", [tokens, cols], data));
+  for (let i = 0; i < cols; i++) {
+    for (let j = 0; j <= i; j++) {
+      const rel = Math.abs(lower[i * cols + j]! - want[i * cols + j]!) / want[i * cols + j]!;
+      assert.ok(rel < 2e-6, `[${i}, ${j}]: ${lower[i * cols + j]} against ${want[i * cols + j]}`);
+    }
+  }
+  x.destroy();
+  out.destroy();
 });
