@@ -7,8 +7,8 @@
  * `Deno` namespace (files).
  *
  * ```sh
- * deno run -A examples/evopress.ts gptq 2.5,3,3.5 [generations [offspring [dir [fitness [pool]]]]]
- * deno run -A examples/evopress.ts sparsegpt 50,60,70 [generations [offspring [dir [fitness [pool]]]]]
+ * deno run -A examples/evopress.ts gptq 2.5,3,3.5 [generations [offspring [dir [fitness [pool [selection]]]]]]
+ * deno run -A examples/evopress.ts sparsegpt 50,60,70 [generations [offspring [dir [fitness [pool [selection]]]]]]
  * ```
  *
  * The database is calibrated on 16 windows of 256 tokens of C4 (its
@@ -22,7 +22,9 @@
  * Perplexity on the held-out TinyStories part and WikiText-2 test, 4,096
  * tokens each (texts neither the pool nor the evaluation windows touch). The search:
  * `evoPress`'s defaults (24 generations of 16 offspring, 128 → 512 → 1,024
- * tokens with 4 → 2 → 1 survivors, the parent re-scored at the last step).
+ * tokens with 4 → 2 → 1 survivors, the parent re-scored at the last step);
+ * `selection` replaces the steps, as `tokens:survivors` pairs
+ * (`128:4,1024:2,4096:1`).
  * The level files go to `dir` (default `out/levels-<kind>/`; a rerun reads
  * them back).
  *
@@ -53,7 +55,15 @@ const [
   dir = `out/levels-${kind}`,
   fitnessTexts = "tinystories,c4",
   poolWindows = "64",
+  selectionList = "",
 ] = Deno.args;
+const selection = selectionList === "" ? undefined : selectionList.split(",").map((step) => {
+  const [tokens, survivors, ...rest] = step.split(":").map(Number);
+  if (!Number.isSafeInteger(tokens) || !Number.isSafeInteger(survivors) || rest.length > 0) {
+    throw new TypeError(`selection needs steps of tokens:survivors: got '${step}'`);
+  }
+  return { tokens: tokens!, survivors: survivors! };
+});
 const modelPath = dataFile("llama5M/llama5M.bin");
 const tokPath = dataFile("stories260K/tok512.bin");
 if (!modelPath || !tokPath) Deno.exit(0);
@@ -77,7 +87,8 @@ const { pool, evaluation, notes } = await fitnessWindows(tokenizer, fitnessTexts
 });
 notes.forEach((n) => console.error(n));
 console.log(
-  `fitness: ${fitnessTexts}, pool ${pool.length} windows, evaluation ${evaluation.length}`,
+  `fitness: ${fitnessTexts}, pool ${pool.length} windows, evaluation ${evaluation.length}` +
+    (selectionList === "" ? "" : `, selection ${selectionList}`),
 );
 const evals = await Promise.all(
   (["tinystories", "wikitext2"] as const).map(async (name) => ({
@@ -162,6 +173,7 @@ for (const target of targets) {
     sensitivities,
     generations: Number(gens),
     offspring: Number(offspring),
+    ...(selection ? { selection } : {}),
     seed: 0,
     onGeneration: (p) => {
       console.error(

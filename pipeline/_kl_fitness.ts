@@ -6,7 +6,14 @@
  *
  * Candidates of a search differ from their parent in a few modules, so the
  * evaluator keeps the parent's ("anchor's") block outputs per sequence and
- * starts a candidate's forward at the first block whose weights differ.
+ * starts a candidate's forward at the first block whose weights differ. The
+ * anchor's outputs are computed only as far as a candidate needs them, and a
+ * new anchor keeps the old one's outputs of the blocks before the first block
+ * where the two differ, plus the outputs of the later blocks that a candidate
+ * evaluated with `keepOutputs` computed, when the new anchor is that
+ * candidate (a search's survivor becoming the parent): the same values as
+ * computed afresh, since a block's output depends only on its input and its
+ * weights.
  * Tokens are scored either as the first tokens of the sequences (a fixed
  * set) or as a seeded sample of whole sequences (a search resamples its
  * fitness tokens every selection step, as EvoPress does, so that it does not
@@ -37,6 +44,33 @@ interface Piece {
   tokens: readonly number[];
 }
 
+/** Options of {@linkcode KlFitness.evaluate}. */
+export interface KlEvaluateOptions {
+  /**
+   * Keep the block outputs the candidate's forward computes, for
+   * {@linkcode KlFitness.setAnchor} to reuse should the candidate become the
+   * anchor (they are dropped at the next `setAnchor`).
+   * @default false
+   */
+  keepOutputs?: boolean;
+}
+
+/** The anchor's values on one piece. */
+interface AnchorActs {
+  /** The embedding (kept so that a block's own cache of its input's intermediates is hit). */
+  embed: Tensor<"f32">;
+  /** Outputs of blocks 0, 1, ... (as many as computed so far). */
+  outs: Tensor<"f32">[];
+}
+
+/** Block outputs a candidate computed, from its first block that differs from the anchor's. */
+interface KeptOutputs {
+  weights: WeightAssignment;
+  anchor: WeightAssignment;
+  first: number;
+  outs: Map<string, Tensor<"f32">[]>;
+}
+
 /** KL fitness of weight assignments against the dense model. */
 export class KlFitness {
   readonly #model: CompressibleModel;
@@ -48,11 +82,14 @@ export class KlFitness {
   readonly #dense: WeightAssignment;
   readonly #denseLogProbs = new Map<string, Float64Array>();
   #anchor: WeightAssignment | null = null;
-  #anchorActs = new Map<string, Tensor<"f32">[]>();
+  #anchorActs = new Map<string, AnchorActs>();
+  #kept: KeptOutputs[] = [];
   /** Evaluations so far (one assignment on one set of tokens; for cost reports). */
   evaluations = 0;
   /** Tokens scored so far (for cost reports). */
   tokensScored = 0;
+  /** Block forwards run so far, in tokens (a block on T tokens counts T; for cost reports). */
+  blockTokens = 0;
 
   /**
    * @param model The model; it must have a head.
@@ -190,13 +227,39 @@ export class KlFitness {
 
   /**
    * Makes `w` the anchor whose block outputs are kept for later candidates.
+   * The old anchor's outputs of the blocks before the first block where the
+   * two differ stay; so do the later ones that a candidate with these weights
+   * kept (`keepOutputs`) while the old anchor was the anchor. Kept outputs
+   * are dropped.
    *
    * @param w The anchor's weights.
    */
   setAnchor(w: WeightAssignment): void {
-    if (this.#anchor !== null && w.every((t, i) => t === this.#anchor![i])) return;
+    const old = this.#anchor;
+    const kept = this.#kept;
+    this.#kept = [];
+    if (old !== null && w.every((t, i) => t === old[i])) return;
     this.#anchor = w;
-    this.#anchorActs = new Map();
+    if (old === null) {
+      this.#anchorActs = new Map();
+      return;
+    }
+    const first = this.#firstChanged(w, old);
+    const from = kept.find((k) => k.anchor === old && k.weights.every((t, i) => t === w[i]));
+    for (const [key, acts] of this.#anchorActs) {
+      if (acts.outs.length > first) acts.outs.length = first;
+      const outs = from?.first === first ? from.outs.get(key) : undefined;
+      if (outs && acts.outs.length === first) acts.outs.push(...outs);
+    }
+  }
+
+  /** The first block where `w`'s weights differ from `anchor`'s (the block count if none). */
+  #firstChanged(w: WeightAssignment, anchor: WeightAssignment): number {
+    let first = this.#model.blocks.length;
+    this.#modules.forEach((m, i) => {
+      if (w[i] !== anchor[i] && m.block < first) first = m.block;
+    });
+    return first;
   }
 
   /**
@@ -205,20 +268,36 @@ export class KlFitness {
    *
    * @param w The candidate's weights.
    * @param tokens Tokens to score, or the pieces (from `first` or `sample`).
+   * @param options Whether to keep the block outputs for `setAnchor`.
    * @returns The mean KL.
    */
-  evaluate(w: WeightAssignment, tokens: number | readonly FitnessPiece[]): number {
+  evaluate(
+    w: WeightAssignment,
+    tokens: number | readonly FitnessPiece[],
+    options: KlEvaluateOptions = {},
+  ): number {
+    const { keepOutputs = false } = options;
     const pieces = (typeof tokens === "number" ? this.first(tokens) : tokens).map((p) =>
       this.#piece(p)
     );
+    let kept: KeptOutputs | null = null;
+    if (keepOutputs && this.#anchor !== null) {
+      const anchor = this.#anchor;
+      kept = this.#kept.find((k) => k.anchor === anchor && k.weights.every((t, i) => t === w[i])) ??
+        null;
+      if (!kept) {
+        kept = { weights: w, anchor, first: this.#firstChanged(w, anchor), outs: new Map() };
+        this.#kept.push(kept);
+      }
+    }
     let sum = 0, count = 0;
     for (const p of pieces) {
       let dense = this.#denseLogProbs.get(p.key);
       if (!dense) {
-        dense = logSoftmaxRows(this.#logits(this.#dense, p, false), this.#vocab());
+        dense = logSoftmaxRows(this.#logits(this.#dense, p, false, null), this.#vocab());
         this.#denseLogProbs.set(p.key, dense);
       }
-      const logits = this.#logits(w, p, true);
+      const logits = this.#logits(w, p, true, kept);
       sum += klRows(dense, logits, this.#vocab());
       count += p.tokens.length;
     }
@@ -243,35 +322,52 @@ export class KlFitness {
     return r ?? block.linears;
   }
 
-  /** The anchor's output of every block on a piece (computed once per anchor). */
-  #anchorOutputs(p: Piece): Tensor<"f32">[] {
+  /** The anchor's embedding and outputs of blocks 0 to `upTo - 1` (at least) on a piece. */
+  #anchorOutputs(p: Piece, upTo: number): AnchorActs {
     let acts = this.#anchorActs.get(p.key);
-    if (!acts) {
-      acts = [];
-      let x = this.#model.embed(p.tokens);
-      for (let b = 0; b < this.#model.blocks.length; b++) {
-        x = this.#model.blocks[b]!.forward(x, this.#blockWeights(this.#anchor!, b))!;
-        acts.push(x);
-      }
-      this.#anchorActs.set(p.key, acts);
+    if (!acts) this.#anchorActs.set(p.key, acts = { embed: this.#model.embed(p.tokens), outs: [] });
+    const { outs } = acts;
+    let x = outs.length > 0 ? outs[outs.length - 1]! : acts.embed;
+    for (let b = outs.length; b < upTo; b++) {
+      x = this.#forward(b, x, this.#blockWeights(this.#anchor!, b));
+      outs.push(x);
     }
     return acts;
   }
 
-  #logits(w: WeightAssignment, p: Piece, useAnchor: boolean): Float32Array {
+  #forward(
+    b: number,
+    x: Tensor<"f32">,
+    weights: Readonly<Record<string, Tensor<"f32">>>,
+  ): Tensor<"f32"> {
+    this.blockTokens += x.shape[0]!;
+    return this.#model.blocks[b]!.forward(x, weights)!;
+  }
+
+  #logits(
+    w: WeightAssignment,
+    p: Piece,
+    useAnchor: boolean,
+    kept: KeptOutputs | null,
+  ): Float32Array {
     const model = this.#model;
     const B = model.blocks.length;
     const anchor = useAnchor ? this.#anchor : null;
     // The first block whose weights differ from the anchor's.
-    let first = 0;
+    const first = anchor !== null ? this.#firstChanged(w, anchor) : 0;
+    let x: Tensor<"f32">;
     if (anchor !== null) {
-      first = B;
-      this.#modules.forEach((m, i) => {
-        if (w[i] !== anchor[i] && m.block < first) first = m.block;
-      });
+      const acts = this.#anchorOutputs(p, first);
+      x = first > 0 ? acts.outs[first - 1]! : acts.embed;
+    } else {
+      x = model.embed(p.tokens);
     }
-    let x = first > 0 ? this.#anchorOutputs(p)[first - 1]! : model.embed(p.tokens);
-    for (let b = first; b < B; b++) x = model.blocks[b]!.forward(x, this.#blockWeights(w, b))!;
+    const outs: Tensor<"f32">[] = [];
+    for (let b = first; b < B; b++) {
+      x = this.#forward(b, x, this.#blockWeights(w, b));
+      outs.push(x);
+    }
+    if (kept && !kept.outs.has(p.key)) kept.outs.set(p.key, outs);
     return headLogits(model, x);
   }
 }

@@ -380,9 +380,12 @@ export async function evoPress(
     for (let si = 0; si < selection.length && pool.length > 0; si++) {
       const step = selection[si]!;
       const sample = fit.sample(step.tokens, rng);
-      scores = pool.map((c) => fit.evaluate(weightsOf(c), sample));
+      const last = si === selection.length - 1;
+      // The last step's candidates keep their block outputs: the next generation's anchor, should
+      // one of them become the parent, starts from them.
+      scores = pool.map((c) => fit.evaluate(weightsOf(c), sample, { keepOutputs: last }));
       // The parent meets the last step's candidates on the same tokens.
-      if (si === selection.length - 1) parentScore = fit.evaluate(weightsOf(parent), sample);
+      if (last) parentScore = fit.evaluate(weightsOf(parent), sample);
       const order = pool.map((_, i) => i).sort((x, y) => scores[x]! - scores[y]! || x - y);
       const keep = order.slice(0, step.survivors);
       pool = keep.map((i) => pool[i]!);

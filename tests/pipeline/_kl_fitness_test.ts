@@ -36,3 +36,38 @@ Deno.test("KlFitness.sample() draws whole sequences without repeats, the last on
   const w = db.modules.map((m) => m.variants[1]!.weight);
   assert.equal(fit.evaluate(w, fit.first(30)), fit.evaluate(w, 30));
 });
+
+Deno.test("KlFitness reuses a kept candidate's block outputs and the old anchor's earlier ones when the anchor changes, scoring as a fresh evaluator", async () => {
+  const s = await storiesLevels();
+  if (!s) return;
+  const { lm, db, pool } = s;
+  const B = lm.blocks.length;
+  const at = (block: number, local: string) =>
+    db.modules.findIndex((m) => m.block === block && m.local === local);
+  const parent = db.modules.map((m) => m.variants[1]!.weight);
+  const swap = (w: readonly (typeof parent)[number][], i: number, level: number) =>
+    w.map((t, j) => j === i ? db.modules[i]!.variants[level]!.weight : t);
+  const child = swap(parent, at(2, "w1"), 0);
+  const other = swap(child, at(3, "wq"), 2);
+  const fresh = new KlFitness(lm, db.modules, pool, "test");
+  const fit = new KlFitness(lm, db.modules, pool, "test");
+  const pieces = fit.sample(60, prng(1));
+  const tokens = pieces.reduce((a, p) => a + p.length, 0);
+  fit.setAnchor(parent);
+  fit.evaluate(child, pieces, { keepOutputs: true });
+  // The child becomes the anchor: every block output on these pieces is known already.
+  fit.setAnchor(child);
+  let before = fit.blockTokens;
+  assert.equal(fit.evaluate(child, pieces), fresh.evaluate(child, pieces));
+  assert.equal(fit.blockTokens - before, 0);
+  // A candidate that differs from the new anchor from block 3 on runs blocks 3 to B - 1 only.
+  before = fit.blockTokens;
+  assert.equal(fit.evaluate(other, pieces), fresh.evaluate(other, pieces));
+  assert.equal(fit.blockTokens - before, (B - 3) * tokens);
+  // An anchor that was not kept: the blocks before 3 stay, the later ones are computed afresh.
+  fit.setAnchor(other);
+  before = fit.blockTokens;
+  assert.equal(fit.evaluate(other, pieces), fresh.evaluate(other, pieces));
+  assert.equal(fit.blockTokens - before, (B - 3) * tokens);
+  assert.equal(fit.evaluate(parent, pieces), fresh.evaluate(parent, pieces));
+});
