@@ -97,8 +97,10 @@ export function encodeHessian(
     bk: 32,
     doubleBuffer: false,
   });
-  for (let r0 = 0; r0 < tokens || r0 === 0; r0 += HESSIAN_SLICE_TOKENS) {
-    const k = Math.min(HESSIAN_SLICE_TOKENS, tokens - r0);
+  // One product at least: with no tokens it still applies β.
+  const slices = Math.max(1, Math.ceil(tokens / HESSIAN_SLICE_TOKENS));
+  for (let s = 0; s < slices; s++) {
+    const r0 = s * HESSIAN_SLICE_TOKENS, k = Math.min(HESSIAN_SLICE_TOKENS, tokens - r0);
     const shape = {
       m: cols,
       n: cols,
@@ -113,7 +115,6 @@ export function encodeHessian(
     };
     if (tiled === null) encodeGemm(batch, gemmSpecOf(spec), { c: out, a: x, b: x }, shape);
     else encodeGemmTiled(batch, tiled, { c: out, a: x, b: x }, shape, { fallback: true });
-    if (tokens === 0) break;
   }
 }
 

@@ -41,6 +41,7 @@ import {
   uploadGemvWeight,
 } from "./_gpu_gemv.ts";
 import { encodeSwiglu } from "./_gpu_kernels.ts";
+import { gatherRows } from "./_gather_rows.ts";
 import {
   isQuantizedLinear,
   linearShape,
@@ -177,7 +178,7 @@ export function uploadLinear(
     let data = concatRows(...weights.map((w) => (w as { data: Float32Array }).data));
     if (pair && H % GEMV_GATE_BLOCK === 0) {
       gateBlock = GEMV_GATE_BLOCK;
-      data = reorderRows(data, k, interleaveGateUp(H, gateBlock));
+      data = gatherRows(data, k, interleaveGateUp(H, gateBlock));
     }
     parts = [{
       kind: "dense",
@@ -215,13 +216,6 @@ export function uploadLinear(
     });
   }
   return { n, k, dense, parts, gateBlock };
-}
-
-/** Rows of a row-major [rows, k] matrix reordered: row r is row order[r]. */
-function reorderRows(data: Float32Array, k: number, order: Int32Array): Float32Array {
-  const out = new Float32Array(data.length);
-  order.forEach((src, r) => out.set(data.subarray(src * k, (src + 1) * k), r * k));
-  return out;
 }
 
 /** Rows of x up to which a SwiGLU product runs as one kernel (the GEMV and few-row qmatmul). */

@@ -12,20 +12,12 @@ import { dequantizeGrid } from "../core/uniform_grid.ts";
 import { convert } from "../core/convert.ts";
 import { tensor } from "../core/tensor.ts";
 import type { DenseJob } from "./_dense_on_worker.ts";
+import { gatherRows } from "./_gather_rows.ts";
 
 const scope = self as unknown as {
   onmessage: ((e: MessageEvent<DenseJob>) => void) | null;
   postMessage(m: unknown, transfer?: Transferable[]): void;
 };
-
-/** Row r of the result is row from[r] of `w` [rows, cols]. */
-function gather(w: Float32Array, rows: number, cols: number, from: Int32Array): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    out.set(w.subarray(from[r]! * cols, (from[r]! + 1) * cols), r * cols);
-  }
-  return out;
-}
 
 scope.onmessage = (e: MessageEvent<DenseJob>) => {
   const job = e.data;
@@ -34,13 +26,13 @@ scope.onmessage = (e: MessageEvent<DenseJob>) => {
     let data: Float32Array | Float16Array | Uint16Array;
     if (job.kind === "grid") {
       let w = dequantizeGrid(job.codes, job.scales, job.zeros, job.gIdx, rows, cols);
-      if (rowFrom !== null) w = gather(w, rows, cols, rowFrom);
+      if (rowFrom !== null) w = gatherRows(w, cols, rowFrom);
       data = job.dtype === "f32" ? w : convert(tensor("f32", [rows, cols], w), job.dtype).data;
     } else {
       let w = job.dtype === "f32"
         ? job.data as Float32Array
         : convert(tensor(job.dtype, [rows, cols], job.data as never), "f32").data;
-      if (rowFrom !== null) w = gather(w, rows, cols, rowFrom);
+      if (rowFrom !== null) w = gatherRows(w, cols, rowFrom);
       data = w;
     }
     scope.postMessage({ id: job.id, data }, [data.buffer as ArrayBuffer]);

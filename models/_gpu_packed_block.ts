@@ -42,6 +42,7 @@ import {
   unpackPackedLinear,
 } from "./formats/packed_linear.ts";
 import { type BlockLinears, type LinearWeight, reorderQuantizedRows } from "./linear_weight.ts";
+import { gatherRows } from "./_gather_rows.ts";
 import {
   f32Weight,
   LLAMA_LINEARS,
@@ -103,9 +104,7 @@ export function storedPackedLinears(layer: LlamaLayer): BlockLinears {
 /** Rows of a float32 weight reordered: row r is row order[r]. */
 function reorderRows(w: Tensor<"f32">, order: Int32Array): Tensor<"f32"> {
   const [n, k] = w.shape as [number, number];
-  const data = new Float32Array(n * k);
-  for (let r = 0; r < n; r++) data.set(w.data.subarray(order[r]! * k, (order[r]! + 1) * k), r * k);
-  return { dtype: "f32", shape: [n, k], data };
+  return { dtype: "f32", shape: [n, k], data: gatherRows(w.data, k, order) };
 }
 
 /** A stored linear in the forward pass's row order, quantized where it runs packed. */
