@@ -29,7 +29,6 @@ import {
   qmatmulNeedsGather,
   uploadPackedWeight,
 } from "../kernels/qmatmul_kernel.ts";
-import { encodeQgemv, qgemvApplies } from "../kernels/qgemv_kernel.ts";
 import { packWeights } from "../quantizers/pack.ts";
 import type { QuantizedWeight } from "../quantizers/quantized_weight.ts";
 import { concatRows } from "./_gpu_block.ts";
@@ -236,7 +235,6 @@ const FUSED_ROWS = 4;
  * @param g Output [rows, H].
  * @param rows Rows of x.
  * @param scratch The linears' scratch.
- * @param oneRow A packed weight's product at one row goes through `encodeQgemv` where it applies.
  */
 export function encodeGateUp(
   batch: GpuBatch,
@@ -246,7 +244,6 @@ export function encodeGateUp(
   g: GPUBuffer,
   rows: number,
   scratch: LinearScratch,
-  oneRow = true,
 ): void {
   const H = l.n / 2, part = l.parts[0]!;
   if (l.gateBlock > 0 && l.parts.length === 1) {
@@ -256,10 +253,6 @@ export function encodeGateUp(
         accumulate: false,
         swiglu: true,
       });
-      return;
-    }
-    if (part.kind === "packed" && rows === 1 && oneRow && qgemvApplies(part.weight.packed)) {
-      encodeQgemv(batch, part.weight, { x, y: g, swiglu: true });
       return;
     }
     if (part.kind === "packed" && rows <= FUSED_ROWS) {
@@ -275,7 +268,7 @@ export function encodeGateUp(
       return;
     }
   }
-  encodeLinearGroup(batch, l, x, u, rows, false, scratch, true, oneRow);
+  encodeLinearGroup(batch, l, x, u, rows, false, scratch);
   encodeSwiglu(batch, g, u, rows, H, l.gateBlock > 0 ? l.gateBlock : H);
 }
 
@@ -377,8 +370,6 @@ export function allocateScratch(
  * @param accumulate Add to y.
  * @param scratch Scratch of at least {@linkcode linearScratchBytes} for these rows.
  * @param defer Leave the sum of one quantized weight to the caller when adding.
- * @param oneRow A packed weight's product at one row goes through `encodeQgemv` where it
- *   applies (which adds to y itself: nothing is left pending).
  * @returns The pending addend, or null when y holds the result.
  */
 export function encodeLinearGroup(
@@ -390,7 +381,6 @@ export function encodeLinearGroup(
   accumulate: boolean,
   scratch: LinearScratch,
   defer = true,
-  oneRow = true,
 ): GPUBuffer | null {
   const { n, k } = l;
   for (const p of l.parts) {
@@ -412,23 +402,7 @@ export function encodeLinearGroup(
       }
       continue;
     }
-    const alone = l.parts.length === 1;
-    if (rows === 1 && oneRow && qgemvApplies(p.weight.packed)) {
-      const out = alone ? y : scratch.y;
-      encodeQgemv(batch, p.weight, { x, y: out, accumulate: alone && accumulate });
-      if (!alone) {
-        encodeSliceCopy(batch, y, out, {
-          rows,
-          w: p.n,
-          ldx: p.n,
-          xOff: 0,
-          ldy: n,
-          yOff: p.offset,
-        }, accumulate);
-      }
-      continue;
-    }
-    const pending = alone && accumulate && defer;
+    const alone = l.parts.length === 1, pending = alone && accumulate && defer;
     const out = alone ? (pending ? scratch.delta : y) : scratch.y;
     encodeQmatmul(batch, p.weight, {
       x,

@@ -95,8 +95,6 @@ export interface GpuDecoderOptions {
   readonly weights: "f32" | "f16";
   readonly maxTokens: number;
   readonly linears: readonly BlockLinears[];
-  /** One-row products of packed weights through `encodeQgemv` (see `DecodeSessionOptions`). */
-  readonly packedGemv: boolean;
 }
 
 /** One greedy run. */
@@ -329,7 +327,7 @@ export class GpuDecoder {
     const { dim, hiddenDim: H, normEps, nHeads, nKvHeads } = config;
     const { headDim: hd, qDim, kvDim } = llamaDims(config);
     const qkvW = qDim + 2 * kvDim;
-    const R = a.rows, s = a.scratch, oneRow = this.#options.packedGemv;
+    const R = a.rows, s = a.scratch;
     const phase = (name: string) => profile && rec.phase(name);
     // A quantized o or down leaves its output pending: the next norm adds it to x.
     let pending: GPUBuffer | null = null;
@@ -350,7 +348,7 @@ export class GpuDecoder {
     for (const l of this.#layers) {
       norm(l.attnNorm);
       quantize(l, "qkv", a.h);
-      encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s, true, oneRow);
+      encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s);
       phase("qkv");
       const hook = attentionInputsHook(config, l.quant);
       // A plain layer's single row is rotated by the attention kernel itself.
@@ -375,11 +373,11 @@ export class GpuDecoder {
       );
       phase("attention");
       quantize(l, "o", a.att);
-      pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s, true, oneRow);
+      pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);
       phase("o");
       norm(l.ffnNorm);
       quantize(l, "gateUp", a.h);
-      encodeGateUp(rec, l.up, a.h, a.u, a.g, R, s, oneRow);
+      encodeGateUp(rec, l.up, a.h, a.u, a.g, R, s);
       phase("gate-up");
       // QuaRot's online Hadamard: g·Q = g·(Qᵀ)ᵀ into u, free once SwiGLU has read it.
       let g = a.g;
@@ -388,7 +386,7 @@ export class GpuDecoder {
         g = a.u;
       }
       quantize(l, "down", g);
-      pending = encodeLinearGroup(rec, l.down, g, a.x, R, true, s, true, oneRow);
+      pending = encodeLinearGroup(rec, l.down, g, a.x, R, true, s);
       phase("down");
     }
     return pending;

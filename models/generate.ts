@@ -55,13 +55,6 @@ export interface DecodeSessionOptions {
    *   checkpoint, kept packed (none for a dense model)
    */
   linears?: readonly BlockLinears[];
-  /**
-   * Run a decode step's products of packed weights (without a column map)
-   * through the one-row kernel (`kernels/qgemv_kernel.ts`) instead of
-   * qmatmul's few-row kernel; false to compare the two.
-   * @default true
-   */
-  packedGemv?: boolean;
 }
 
 /** Options of {@linkcode DecodeSession.generate}. */
@@ -339,15 +332,7 @@ export async function decodeSession(
     weights = "f32",
     maxTokens = Math.min(model.config.seqLen, 4096),
     linears: given,
-    packedGemv = true,
   } = options;
-  if (typeof packedGemv !== "boolean") {
-    throw new TypeError(
-      `Cannot open a decode session as 'packedGemv' must be a boolean: current value is ${
-        String(packedGemv)
-      }`,
-    );
-  }
   if (weights !== "f32" && weights !== "f16") {
     throw new RangeError(
       `Cannot open a decode session as 'weights' must be "f32" or "f16": current value is ${
@@ -362,12 +347,7 @@ export async function decodeSession(
   if (gpu === null) return cpuSession(model, maxTokens, given ?? []);
   // A loaded quantized checkpoint's linears as stored: packed, not widened.
   const linears = given ?? model.layers.map(storedPackedLinears);
-  const decoder = new GpuDecoder(gpu, model, {
-    weights,
-    maxTokens,
-    linears,
-    packedGemv,
-  });
+  const decoder = new GpuDecoder(gpu, model, { weights, maxTokens, linears });
   let queue: Promise<unknown> = Promise.resolve();
   return {
     backend: "webgpu",

@@ -3,8 +3,7 @@
  * random-weight bf16 folder at Llama-3.2-1B (or 8B) shapes (or reuses one),
  * then generates from a random prompt with (a) dense f16 weights and (b) the
  * block linears RTN-quantized to 4 bits in groups of 128 (embedding and
- * classifier f16; once with the one-row products through `encodeQgemv`, the
- * default, and once through qmatmul's few-row kernel), each after a warm-up run, at one step in flight and at
+ * classifier f16), each after a warm-up run, at one step in flight and at
  * `--in-flight` steps (and with `--per-submission` steps in one submission), and once
  * more with timestamp queries for the GPU time
  * of each phase of a step; each configuration also reports the dispatches
@@ -18,9 +17,7 @@
  * its few-row default (`qmatmulFewRowSpec`, key "qmatmul-w4g128") beside the
  * previous default (`qmatmulSweptFewRowSpec`, "qmatmul-w4g128-swept"), and
  * with `--neighbours` variants around the few-row default (with `--sweep` a grid of
- * warps, sub-teams, row tiles and prefetching instead), and at one row the
- * one-row kernel `encodeQgemv` ("qgemv-w4g128"; `--qgemv-sweep` adds a grid
- * of its lanes, rows, threads and unrolling). Weights rotate
+ * warps, sub-teams, row tiles and prefetching instead). Weights rotate
  * through copies spanning more than the L2 cache (a decode step reads each
  * weight once); each figure is the fastest of many short passes after
  * `--warmup` seconds of untimed calls (`timeCalls` of
@@ -31,7 +28,7 @@
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
  *       [--in-flight=64] [--per-submission=8] [--dir=DIR] [--no-kernels] [--kernels-only]
  *       [--kernel-shapes=1b,8b]
- *       [--kernel-rows=1] [--neighbours | --sweep] [--qgemv-sweep] [--warmup=0.3]
+ *       [--kernel-rows=1] [--neighbours | --sweep] [--warmup=0.3]
  *
  * Uses the file system.
  *
@@ -47,7 +44,6 @@ import {
   uploadBuffer,
 } from "../../kernels/backend.ts";
 import { encodeQmatmul } from "../../kernels/qmatmul_kernel.ts";
-import { encodeQgemv, type QgemvVariant } from "../../kernels/qgemv_kernel.ts";
 import {
   type QmatmulLimits,
   qmatmulResolvedSpec,
@@ -118,8 +114,6 @@ if (!(warmup >= 0)) {
 const timeNeighbours = Deno.args.includes("--neighbours");
 /** Time a grid of qmatmul variants (warps × split × rowTiles × prefetch) instead of the neighbours. */
 const timeSweep = Deno.args.includes("--sweep");
-/** Time a grid of the one-row kernel's work splits (lanes × rows × threads × unroll). */
-const timeQgemvSweep = Deno.args.includes("--qgemv-sweep");
 const kernelsOnly = Deno.args.includes("--kernels-only");
 // Weight copies span more than the H100's 50 MB of L2 (two copies for the tiny shape, which
 // only checks the script on a software adapter).
@@ -171,9 +165,6 @@ interface LinearTimes {
   /** The few-row default's speedup over the previous default, and over the f16 GEMV. */
   fewRowVsSwept?: number;
   fewRowVsF16?: number;
-  /** At one row: the one-row kernel's speedup over the few-row default, and over the f16 GEMV. */
-  qgemvVsFewRow?: number;
-  qgemvVsF16?: number;
 }
 
 /** The device's limits as the qmatmul specializations take them. */
@@ -310,33 +301,6 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
                 encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y }, variant),
             );
           }
-          // The one-row kernel (its default, and with --qgemv-sweep a grid of work splits).
-          const oneRow: Record<string, QgemvVariant> = m === 1 ? { "qgemv-w4g128": {} } : {};
-          if (m === 1 && timeQgemvSweep) {
-            for (const lanes of [16, 32, 64]) {
-              for (const rows of [1, 2, 4]) {
-                for (const threads of [128, 256]) {
-                  for (const unroll of [1, 2, 4]) {
-                    if (lanes * unroll > k / 32 && unroll > 1) continue;
-                    oneRow[`qgemv-w4g128 l${lanes} r${rows} t${threads} u${unroll}`] = {
-                      lanes,
-                      rows,
-                      teams: threads / lanes,
-                      unroll,
-                    };
-                  }
-                }
-              }
-            }
-          }
-          for (const [key, variant] of Object.entries(oneRow)) {
-            await time(
-              key,
-              bytes,
-              copies.length,
-              (b, i) => encodeQgemv(b, copies[i % copies.length]!, { x, y }, variant),
-            );
-          }
           const us = (key: string) => {
             const t = times[key];
             return t && "us" in t ? t.us : NaN;
@@ -349,12 +313,6 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
             specs: { fewRow, swept },
             fewRowVsSwept: us("qmatmul-w4g128-swept") / us("qmatmul-w4g128"),
             fewRowVsF16: us("gemv-f16") / us("qmatmul-w4g128"),
-            ...(m === 1
-              ? {
-                qgemvVsFewRow: us("qmatmul-w4g128") / us("qgemv-w4g128"),
-                qgemvVsF16: us("gemv-f16") / us("qgemv-w4g128"),
-              }
-              : {}),
           };
         } else {
           rows[m === 1 ? linear : `${linear} M=${m}`] = { n, k, rows: m, times };
@@ -399,7 +357,6 @@ async function measure(
   model: LlamaModel,
   prompt: number[],
   linears: BlockLinears[],
-  packedGemv = true,
 ): Promise<Measured> {
   const t0 = performance.now();
   const session = await decodeSession(model, {
@@ -407,7 +364,6 @@ async function measure(
     weights: "f16",
     maxTokens: prompt.length + tokens,
     linears,
-    packedGemv,
   });
   const uploadSeconds = (performance.now() - t0) / 1000;
   try {
@@ -504,8 +460,6 @@ for (const layer of lm.model.layers) {
 const quantizeSeconds = (performance.now() - t0) / 1000;
 log(`  quantized in ${quantizeSeconds.toFixed(1)} s`);
 const w4 = await measure(lm.model, prompt, linears);
-log("RTN 4-bit g128, one-row products through qmatmul's few-row kernel (the previous path)");
-const w4Qmatmul = await measure(lm.model, prompt, linears, false);
 
 const best = (m: Measured) => Math.max(...Object.values(m.tokensPerSecond));
 console.log(JSON.stringify(
@@ -518,9 +472,7 @@ console.log(JSON.stringify(
     inFlight,
     denseF16: dense,
     w4g128: { ...w4, quantizeSeconds },
-    w4g128Qmatmul: w4Qmatmul,
     speedup: best(w4) / best(dense),
-    speedupQmatmul: best(w4Qmatmul) / best(dense),
     ...(kernelTimes ? { kernels: kernelTimes } : {}),
   },
   null,

@@ -24,7 +24,6 @@ import {
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { qmatmulFewRowSpec } from "../../kernels/qmatmul_default_spec.ts";
 import { qmatmulDispatch } from "../../kernels/qmatmul_kernel.ts";
-import { qgemvPipeline, qgemvSpec } from "../../kernels/qgemv_kernel.ts";
 import { qmatmulReference } from "../../kernels/qmatmul_reference.ts";
 import { rtn } from "../../quantizers/rtn.ts";
 import { tensor } from "../../core/tensor.ts";
@@ -241,7 +240,7 @@ Deno.test("the slice copy writes and adds a block of columns into a slice of wid
   }
 });
 
-Deno.test("decode's quantized linears run qgemv at one row and qmatmul's few-row specialization at 1–4 rows, and the product matches the CPU reference", async () => {
+Deno.test("decode's quantized linears run qmatmul's few-row specialization at 1–4 rows, and the product matches the CPU reference", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   /** A batch that records which pipelines it dispatches. */
@@ -269,52 +268,36 @@ Deno.test("decode's quantized linears run qgemv at one row and qmatmul's few-row
     const l = uploadLinear(gpu, weights, "f16", "test");
     const part = l.parts[0]!;
     assert(part.kind === "packed" && l.parts.length === 1);
-    // Adding to y: left to the caller (defer, the decoder's o and down) or in the kernel; one
-    // row goes through qgemv (which adds itself) unless oneRow is off.
-    for (const oneRow of [true, false]) {
-      for (const defer of accumulate ? [true, false] : [true]) {
-        for (const rows of [1, 2, 4]) {
-          const needs = linearScratchBytes(gpu, l, rows, accumulate);
-          const scratch = allocateScratch(gpu, [needs], "test");
-          const x = normals(rows * k, rows), y0 = normals(rows * l.n, rows + 1);
-          const xb = uploadBuffer(gpu, x), yb = uploadBuffer(gpu, y0);
-          const batch: Recording = new Recording(gpu);
-          const pending = encodeLinearGroup(
-            batch,
-            l,
-            xb,
-            yb,
-            rows,
-            accumulate,
-            scratch,
-            defer,
-            oneRow,
-          );
-          const qg = oneRow && rows === 1;
-          assert.equal(pending !== null, accumulate && defer && !qg);
-          const out = pending ?? yb;
-          const adds = accumulate && (!defer || qg);
-          const spec = qmatmulFewRowSpec(part.weight.packed, rows, limits);
-          const expected: GPUComputePipeline = qg
-            ? qgemvPipeline(gpu, qgemvSpec(part.weight.packed, { accumulate: adds }))
-            : qmatmulDispatch(gpu, part.weight, xb, out, rows, {
-              ...spec,
-              ...(adds ? { accumulate: true } : {}),
-            }).pipeline;
-          assert.deepEqual(batch.pipelines, [expected], `${l.n} rows of W, ${rows} of x`);
-          const got = new Float32Array(await read(batch, out));
-          const ref = qmatmulReference(
-            tensor("f32", [rows, k], x),
-            part.weight.packed,
-            adds ? tensor("f32", [rows, l.n], y0) : undefined,
-          );
-          assertClose(got, ref.data, {
-            atol: 1e-4,
-            rtol: 1e-5,
-            message: `${rows} rows, defer ${defer}, oneRow ${oneRow}`,
-          });
-          for (const b of [xb, yb, ...Object.values(scratch)]) b.destroy();
-        }
+    // Adding to y: left to the caller (defer, the decoder's o and down) or in the kernel.
+    for (const defer of accumulate ? [true, false] : [true]) {
+      for (const rows of [1, 2, 4]) {
+        const needs = linearScratchBytes(gpu, l, rows, accumulate);
+        const scratch = allocateScratch(gpu, [needs], "test");
+        const x = normals(rows * k, rows), y0 = normals(rows * l.n, rows + 1);
+        const xb = uploadBuffer(gpu, x), yb = uploadBuffer(gpu, y0);
+        const batch: Recording = new Recording(gpu);
+        const pending = encodeLinearGroup(batch, l, xb, yb, rows, accumulate, scratch, defer);
+        assert.equal(pending !== null, accumulate && defer);
+        const out = pending ?? yb;
+        const adds = accumulate && !defer;
+        const spec = qmatmulFewRowSpec(part.weight.packed, rows, limits);
+        const expected: GPUComputePipeline = qmatmulDispatch(gpu, part.weight, xb, out, rows, {
+          ...spec,
+          ...(adds ? { accumulate: true } : {}),
+        }).pipeline;
+        assert.deepEqual(batch.pipelines, [expected], `${l.n} rows of W, ${rows} of x`);
+        const got = new Float32Array(await read(batch, out));
+        const ref = qmatmulReference(
+          tensor("f32", [rows, k], x),
+          part.weight.packed,
+          adds ? tensor("f32", [rows, l.n], y0) : undefined,
+        );
+        assertClose(got, ref.data, {
+          atol: 1e-4,
+          rtol: 1e-5,
+          message: `${rows} rows, defer ${defer}`,
+        });
+        for (const b of [xb, yb, ...Object.values(scratch)]) b.destroy();
       }
     }
     destroyLinear(l);
@@ -325,11 +308,9 @@ Deno.test("a gate-and-up linear applies SwiGLU in its product's epilogue where i
   const gpu = await testGpu();
   if (!gpu) return;
   const silu = (z: number) => z / (1 + Math.exp(-z));
-  // [kind, H, k, rows, dispatches, oneRow]: fused (1), or the product and the SwiGLU kernel (2);
-  // one row of 4-bit through qgemv, or (oneRow off) qmatmul.
+  // [kind, H, k, rows, dispatches]: fused (1), or the product and the SwiGLU kernel (2).
   const cases = [
     ["f32", 12, 40, 1, 1],
-    ["4-bit", 64, 256, 1, 1, false],
     ["f32", 12, 40, 3, 2], // f32 weights at 3 rows: the GEMM, not the GEMV
     ["f16", 12, 48, 3, 1],
     ["f16", 10, 48, 1, 2], // H not a multiple of 4: not interleaved
@@ -338,7 +319,7 @@ Deno.test("a gate-and-up linear applies SwiGLU in its product's epilogue where i
     ["4-bit", 64, 256, 6, 2], // past the few-row kernels: the product, then SwiGLU by blocks
     ["4-bit", 48, 256, 2, 2], // H not a multiple of 32: not interleaved
   ] as const;
-  for (const [kind, H, k, rows, dispatches, oneRow = true] of cases) {
+  for (const [kind, H, k, rows, dispatches] of cases) {
     const g1 = normals(H * k, H + k), g3 = normals(H * k, H + k + 1);
     let weights, w1: Float32Array, w3: Float32Array;
     if (kind === "4-bit") {
@@ -361,8 +342,8 @@ Deno.test("a gate-and-up linear applies SwiGLU in its product's epilogue where i
     const xb = uploadBuffer(gpu, x), ub = storageBuffer(gpu, rows * 2 * H * 4);
     const gb = storageBuffer(gpu, rows * H * 4);
     const batch: GpuBatch = new GpuBatch(gpu);
-    encodeGateUp(batch, l, xb, ub, gb, rows, scratch, oneRow);
-    const message = `${kind}, H ${H}, ${rows} rows, oneRow ${oneRow}`;
+    encodeGateUp(batch, l, xb, ub, gb, rows, scratch);
+    const message = `${kind}, H ${H}, ${rows} rows`;
     assert.equal(batch.dispatches, dispatches, message);
     const got = new Float32Array(await read(batch, gb));
     const want = new Float32Array(rows * H);
