@@ -49,6 +49,8 @@ export interface StagedGen {
   readonly masks: readonly { shift: number; p: number; k: number }[];
   /** Word j of chunk u of row tile r, as a WGSL expression over the loaded values. */
   readonly word: (u: number, r: number) => (j: number) => string;
+  /** vec4 j of chunk i of x (`X[i][j]`, times the norm weight with `norm`), as WGSL. */
+  readonly xRead: (i: string, j: string) => string;
 }
 
 /** x rows into workgroup memory (after the first loads of weights are issued, with prefetch). */
@@ -76,7 +78,7 @@ function stageDot4(g: StagedGen): void {
   emit(`  for (var i = t; i < ${BM * C}u; i += ${W * T}u) {`);
   emit(`    let m = i / ${C}u;`);
   emit(`    let src = min(m0 + m, p.M - 1u) * ${C}u + i - m * ${C}u;`);
-  for (let j = 0; j < 8; j++) emit(`    let v${j} = X[src][${j}];`);
+  for (let j = 0; j < 8; j++) emit(`    let v${j} = ${g.xRead("src", `${j}u`)};`);
   emit(`    let a4 = max(max(max(abs(v0), abs(v1)), max(abs(v2), abs(v3))),`);
   emit(`      max(max(abs(v4), abs(v5)), max(abs(v6), abs(v7))));`);
   // E ≥ −100 keeps ldexp's exponents in range (smaller activations round to 0).
@@ -129,7 +131,11 @@ function stageX(g: StagedGen): void {
       emit(`  let si${k} = min(t + ${k * W * T}u, ${total - 1}u);`);
       emit(`  let sm${k} = si${k} / ${C * 8}u;`);
       emit(`  let sj${k} = si${k} - sm${k} * ${C * 8}u;`);
-      emit(`  let sv${k} = X[min(m0 + sm${k}, p.M - 1u) * ${C}u + sj${k} / 8u][sj${k} % 8u];`);
+      emit(
+        `  let sv${k} = ${
+          g.xRead(`min(m0 + sm${k}, p.M - 1u) * ${C}u + sj${k} / 8u`, `sj${k} % 8u`)
+        };`,
+      );
     }
     for (let k = 0; k < per; k++) {
       const store = `xs[sm${k} * ${C}u + sj${k} / 8u][sj${k} % 8u] = sv${k};`;
@@ -145,7 +151,11 @@ function stageX(g: StagedGen): void {
   emit(`  for (var i = t; i < ${BM * C * 8}u; i += ${W * T}u) {`);
   emit(`    let m = i / ${C * 8}u;`);
   emit(`    let j = i - m * ${C * 8}u;`);
-  emit(`    xs[m * ${C}u + j / 8u][j % 8u] = X[min(m0 + m, p.M - 1u) * ${C}u + j / 8u][j % 8u];`);
+  emit(
+    `    xs[m * ${C}u + j / 8u][j % 8u] = ${
+      g.xRead(`min(m0 + m, p.M - 1u) * ${C}u + j / 8u`, "j % 8u")
+    };`,
+  );
   emit(`  }`);
   emit(`  workgroupBarrier();`);
 }

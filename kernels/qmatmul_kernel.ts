@@ -46,6 +46,7 @@ import {
   qmatmulGatherWgsl,
   qmatmulSplitReduceWgsl,
   qmatmulWgsl,
+  qmatmulWorkgroupBytes,
 } from "./qmatmul_wgsl.ts";
 import type { QmatmulSpec } from "./qmatmul_spec.ts";
 import { qmatmulResolvedSpec, type QmatmulVariant } from "./qmatmul_default_spec.ts";
@@ -128,6 +129,20 @@ export interface QmatmulOperands {
    * then owns two row tiles per thread and does not split K. @default false
    */
   readonly swiglu?: boolean;
+  /**
+   * RMSNorm prologue (`QmatmulSpec.norm`): each row of x is used as
+   * x/sqrt(mean(x²) + eps)·weight (weight f32 [K]). Needs f32 x without a
+   * column map, and a specialization that is not tiled.
+   */
+  readonly norm?: QmatmulNorm;
+}
+
+/** The RMSNorm a product applies to x first (see {@linkcode QmatmulOperands.norm}). */
+export interface QmatmulNorm {
+  /** Norm weight, f32 [K]. */
+  readonly weight: GPUBuffer;
+  /** Added to mean(x²) under the square root. */
+  readonly eps: number;
 }
 
 const partialBuffers = new WeakMap<GPUDevice, GPUBuffer>();
@@ -191,15 +206,19 @@ export function encodeQmatmul(
     );
   }
   const gpu = batch.gpu;
-  let resolved = qmatmulResolvedSpec(gpu, packed, m, variant);
-  if (swiglu) {
-    resolved = qmatmulResolvedSpec(gpu, packed, m, {
-      ...variant,
-      rowTiles: resolved.rowTiles === 1 ? 2 : resolved.rowTiles,
-      splitK: 1,
-    });
-    resolved = { ...resolved, swiglu: true };
+  if (ops.norm) {
+    if (!qmatmulTakesNorm(gpu, packed, m, input, swiglu, variant)) {
+      throw new RangeError(
+        "Cannot encode qmatmul with an RMSNorm prologue: it needs f32 x without a column map and a specialization that is not tiled and fits the workgroup memory",
+      );
+    }
+    if (ops.norm.weight.size < K * 4) {
+      throw new RangeError(
+        `Cannot encode qmatmul: the norm weight (${ops.norm.weight.size} bytes) is smaller than [${K}] f32`,
+      );
+    }
   }
+  const resolved = productSpec(gpu, packed, m, swiglu, ops.norm !== undefined, variant);
   const spec = ops.accumulate ? { ...resolved, accumulate: true } : resolved;
   let x = ops.x;
   if (qmatmulNeedsGather(packed, input)) {
@@ -234,12 +253,60 @@ export function encodeQmatmul(
     }
     partials = ops.partials ?? cachedPartials(gpu, bytes);
   }
-  const d = qmatmulDispatch(gpu, w, x, ops.y, m, spec, partials);
+  const d = qmatmulDispatch(gpu, w, x, ops.y, m, spec, partials, ops.norm);
   batch.dispatch(d.pipeline, [...d.resources, batch.uniform(d.uniform)], d.groups);
   if (d.reduce) {
     const r = d.reduce;
     batch.dispatch(r.pipeline, [...r.resources, batch.uniform(r.uniform)], r.groups);
   }
+}
+
+/** The specialization a product runs: the default (or variant), adapted to SwiGLU and the norm. */
+function productSpec(
+  gpu: Gpu,
+  packed: PackedWeight,
+  m: number,
+  swiglu: boolean,
+  norm: boolean,
+  variant: QmatmulVariant,
+): QmatmulSpec {
+  let resolved = qmatmulResolvedSpec(gpu, packed, m, variant);
+  if (swiglu) {
+    resolved = qmatmulResolvedSpec(gpu, packed, m, {
+      ...variant,
+      rowTiles: resolved.rowTiles === 1 ? 2 : resolved.rowTiles,
+      splitK: 1,
+    });
+    resolved = { ...resolved, swiglu: true };
+  }
+  return norm ? { ...resolved, norm: true } : resolved;
+}
+
+/**
+ * Whether a product of `m` rows can take an RMSNorm prologue
+ * ({@linkcode QmatmulOperands.norm}): f32 x without a column map, a
+ * specialization that is not tiled, and workgroup memory for the sums.
+ *
+ * @param gpu The GPU.
+ * @param packed The packed weight.
+ * @param m Rows of x.
+ * @param input Storage of x.
+ * @param swiglu The SwiGLU epilogue.
+ * @param variant Overrides of the default specialization.
+ * @returns Whether `encodeQmatmul` accepts `norm` for it.
+ */
+export function qmatmulTakesNorm(
+  gpu: Gpu,
+  packed: PackedWeight,
+  m: number,
+  input: "f32" | "f16" = "f32",
+  swiglu = false,
+  variant: QmatmulVariant = {},
+): boolean {
+  if (qmatmulNeedsGather(packed, input)) return false;
+  const spec = productSpec(gpu, packed, m, swiglu, true, variant);
+  return !spec.tiled &&
+    qmatmulWorkgroupBytes(spec) <= gpu.limits.maxComputeWorkgroupStorageSize;
 }
 
 /** One dispatch of the product kernel: what {@linkcode encodeQmatmul} records. */
@@ -267,6 +334,7 @@ export interface QmatmulDispatch {
  * @param m Rows of x.
  * @param spec The specialization ({@linkcode qmatmulResolvedSpec}).
  * @param partials f32 scratch of splitK·m·N values, needed when `spec.splitK` > 1.
+ * @param norm The norm weight and epsilon, needed when `spec.norm`.
  * @returns Pipeline, bindings, uniform block and workgroup counts (and the second pass).
  */
 export function qmatmulDispatch(
@@ -277,6 +345,7 @@ export function qmatmulDispatch(
   m: number,
   spec: QmatmulSpec,
   partials?: GPUBuffer,
+  norm?: QmatmulNorm,
 ): QmatmulDispatch {
   const { packed } = w;
   const sk = spec.splitK ?? 1;
@@ -293,12 +362,20 @@ export function qmatmulDispatch(
     }
     resources.push(w.zeros);
   }
+  if (spec.norm) {
+    if (!norm) throw new TypeError("Cannot encode qmatmul: a norm specialization needs its weight");
+    resources.push(norm.weight);
+  }
   return {
     pipeline,
     resources,
-    uniform: [{ u32: m }, { u32: packed.shape[0] }, { u32: packed.paddedRows }, {
-      f32: packed.zero,
-    }],
+    uniform: [
+      { u32: m },
+      { u32: packed.shape[0] },
+      { u32: packed.paddedRows },
+      { f32: packed.zero },
+      ...(spec.norm ? [{ f32: norm!.eps }] : []),
+    ],
     groups: [
       Math.ceil(packed.paddedRows / PACK_TILE / spec.rowTiles) * spec.split,
       Math.ceil(m / spec.batch) * sk,

@@ -97,6 +97,15 @@ export interface QmatmulSpec {
    * not `accumulate`. @default false
    */
   readonly swiglu?: boolean;
+  /**
+   * RMSNorm prologue: each row of x is used as x/sqrt(mean(x²) + eps)·w,
+   * with w the norm weight (f32 [K], bound after the zero points) and eps
+   * the uniform's last field. The workgroup sums its rows' squares first,
+   * reads x·w wherever it reads x, and scales its sums by the rows'
+   * 1/sqrt(mean(x²) + eps) before they leave the thread (the product is
+   * linear in x). Not `tiled`. @default false
+   */
+  readonly norm?: boolean;
   /** Tiled path: weight rows per thread, 4 or 8. @default 4 */
   readonly microRows?: number;
   /** Tiled path: x rows per thread, 4 or 8. @default 4 */
@@ -153,7 +162,7 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (spec.reduce !== "tree" && spec.reduce !== "flat") {
     bad("reduce", spec.reduce, '"tree" or "flat"');
   }
-  for (const key of ["codesFirst", "tiled", "accumulate", "swiglu"] as const) {
+  for (const key of ["codesFirst", "tiled", "accumulate", "swiglu", "norm"] as const) {
     const v = spec[key];
     if (v !== undefined && typeof v !== "boolean") bad(key, v, "a boolean");
   }
@@ -161,6 +170,7 @@ export function checkQmatmulSpec(spec: QmatmulSpec): void {
   if (![1, 2, 4, 8].includes(sk) || (sk > 1 && spec.tiled)) {
     bad("splitK", spec.splitK, "1, 2, 4 or 8 (1 when tiled)");
   }
+  if (spec.norm && spec.tiled) bad("norm", spec.norm, "false when tiled");
   if (spec.codesFirst && (staged || spec.tiled)) {
     bad("codesFirst", spec.codesFirst, 'false with dequant "half" or "dot4" or when tiled');
   }

@@ -145,7 +145,8 @@ export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
   const chunks = spec.batch * spec.chunks;
   if (spec.dequant === "dot4") return red + chunks * (24 + 3) * 4; // planes, scale, Σx, Σhi
   const sums = spec.dequant === "half" ? chunks * 4 : 0;
-  return red + sums + (spec.sharedX ? chunks * PACK_TILE * 4 : 0);
+  const norm = spec.norm ? spec.warps * PACK_TILE * 4 : 0;
+  return red + sums + norm + (spec.sharedX ? chunks * PACK_TILE * 4 : 0);
 }
 
 /**
@@ -216,8 +217,12 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     if (bits === 2) return `v${u}_${r}_0.${xs[j]}`;
     return `v${u}_${r}_${j >> 2}.${xs[j & 3]}`;
   };
+  const norm = spec.norm === true;
+  // vec4 j of chunk i of x, as the product uses it (times the norm weight with a norm prologue).
+  const xRead = (i: string, j: string) => norm ? `xin(${i}, ${j})` : `X[${i}][${j}]`;
   // What the staged-x generators (`_qmatmul_staged.ts`) read.
   const g: StagedGen = {
+    xRead,
     emit,
     spec,
     bits,
@@ -235,7 +240,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     word,
   };
 
-  emit(`struct Params { M: u32, N: u32, Np: u32, zero: f32 }`);
+  emit(`struct Params { M: u32, N: u32, Np: u32, zero: f32${norm ? ", eps: f32" : ""} }`);
   emit(`@group(0) @binding(0) var<storage, read_write> Y: array<f32>;`);
   emit(`@group(0) @binding(1) var<storage, read> X: array<array<vec4<f32>, 8>>;`);
   emit(`@group(0) @binding(2) var<storage, read> Wq: array<${WORDS_TYPE[bits]}>;`);
@@ -247,7 +252,15 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       `@group(0) @binding(4) var<storage, read> Z: array<${scaleType === "f16" ? "u32" : "f32"}>;`,
     );
   }
-  emit(`@group(0) @binding(${zeros ? 5 : 4}) var<uniform> p: Params;`);
+  const nwBinding = zeros ? 5 : 4;
+  if (norm) {
+    emit(
+      `@group(0) @binding(${nwBinding}) var<storage, read> NW: array<array<vec4<f32>, 8>>;`,
+    );
+    emit(`fn xin(i: u32, j: u32) -> vec4<f32> { return X[i][j] * NW[i % ${C}u][j]; }`);
+    emit(`var<workgroup> nred: array<f32, ${W * T}>;`);
+  }
+  emit(`@group(0) @binding(${nwBinding + (norm ? 1 : 0)}) var<uniform> p: Params;`);
   if (VW > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * L}>;`);
   if (sharedX && !dot4) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
   if (half || dot4) emit(`var<workgroup> xsum: array<f32, ${BM * C}>;`);
@@ -351,14 +364,15 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     }
     for (let u = 0; u < U; u++) {
       emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
-      const xsrc = (m: number) => sharedX ? `xs[${m * C}u + c${u}]` : `X[xr${m} + c${u}]`;
+      const xsrc = (m: number, i4: number) =>
+        sharedX ? `xs[${m * C}u + c${u}][${i4}]` : xRead(`xr${m} + c${u}`, `${i4}u`);
       if (spec.codesFirst) {
         codesFirst(u, indent, xsrc);
         continue;
       }
       for (let i4 = 0; i4 < T / 4; i4++) {
         for (let m = 0; m < BM; m++) {
-          emit(`${indent}let x${u}_${i4}_${m} = ${xsrc(m)}[${i4}];`);
+          emit(`${indent}let x${u}_${i4}_${m} = ${xsrc(m, i4)};`);
         }
         for (let r = 0; r < R; r++) {
           for (let e = 0; e < 4; e++) {
@@ -395,7 +409,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   };
 
   // codesFirst: per 4 columns, the R×4 codes dequantized first, then one x vec4 and 4R FMAs per row.
-  const codesFirst = (u: number, indent: string, xsrc: (m: number) => string) => {
+  const codesFirst = (u: number, indent: string, xsrc: (m: number, i4: number) => string) => {
     for (let i4 = 0; i4 < T / 4; i4++) {
       const accOf: number[][] = [];
       for (let r = 0; r < R; r++) {
@@ -414,7 +428,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
         }
       }
       for (let m = 0; m < BM; m++) {
-        emit(`${indent}{ let xv = ${xsrc(m)}[${i4}];`);
+        emit(`${indent}{ let xv = ${xsrc(m, i4)};`);
         for (let r = 0; r < R; r++) {
           for (let e = 0; e < 4; e++) {
             const a = exact ? `e${r}_${m}_${accOf[r]![e]}` : `a${r}_${m}_${accOf[r]![e]}`;
@@ -426,9 +440,29 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     }
   };
 
+  // RMSNorm prologue: 1/sqrt(mean(x²) + eps) of each of the workgroup's x rows.
+  const normPrologue = () => {
+    if (!norm) return;
+    for (let m = 0; m < BM; m++) {
+      emit(`  var ns${m} = 0.0;`);
+      emit(`  for (var i = t; i < ${C * 8}u; i += ${W * T}u) {`);
+      emit(`    let v = X[xr${m} + i / 8u][i % 8u];`);
+      emit(`    ns${m} += dot(v, v);`);
+      emit(`  }`);
+      emit(`  nred[t] = ns${m};`);
+      emit(`  workgroupBarrier();`);
+      for (let h = (W * T) / 2; h >= 1; h /= 2) {
+        emit(`  if (t < ${h}u) { nred[t] += nred[t + ${h}u]; }`);
+        emit(`  workgroupBarrier();`);
+      }
+      emit(`  let inv${m} = 1.0 / sqrt(nred[0] / ${C * 32}.0 + p.eps);`);
+      emit(`  workgroupBarrier();`);
+    }
+  };
   if (prefetch) {
     // Software pipelining: the loads of step st + W are in flight while step st is used.
     loads(`min(${first}, ${steps - 1}u)`, "  ", false);
+    normPrologue();
     stage(g);
     emit(`  for (var st = ${first}; st < ${end}; st += ${VW}u) {`);
     const cur = loadNames.map((n) => `    let ${n}c = ${n};`);
@@ -441,6 +475,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     emit(`    }`);
     emit(`  }`);
   } else {
+    normPrologue();
     stage(g);
     emit(`  for (var st = ${first}; st < ${end}; st += ${VW}u) {`);
     loads("st", "    ", false);
@@ -450,7 +485,8 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
   for (let r = 0; r < R; r++) {
     for (let m = 0; m < BM; m++) {
       const parts = Array.from({ length: P }, (_, q) => `a${r}_${m}_${q}`);
-      emit(`  var a${r}_${m} = ${parts.join(" + ")};`);
+      const sum = parts.join(" + ");
+      emit(`  var a${r}_${m} = ${norm ? `(${sum}) * inv${m}` : sum};`);
     }
   }
   const per = R * BM * L;

@@ -27,6 +27,8 @@ import {
   encodeQmatmul,
   type GpuPackedWeight,
   qmatmulNeedsGather,
+  type QmatmulNorm,
+  qmatmulTakesNorm,
   uploadPackedWeight,
 } from "../kernels/qmatmul_kernel.ts";
 import { packWeights } from "../quantizers/pack.ts";
@@ -235,6 +237,7 @@ const FUSED_ROWS = 4;
  * @param g Output [rows, H].
  * @param rows Rows of x.
  * @param scratch The linears' scratch.
+ * @param norm An RMSNorm the product applies to x first (where {@linkcode linearTakesNorm}).
  */
 export function encodeGateUp(
   batch: GpuBatch,
@@ -244,32 +247,63 @@ export function encodeGateUp(
   g: GPUBuffer,
   rows: number,
   scratch: LinearScratch,
+  norm?: QmatmulNorm,
 ): void {
   const H = l.n / 2, part = l.parts[0]!;
-  if (l.gateBlock > 0 && l.parts.length === 1) {
-    if (part.kind === "dense" && (rows === 1 || l.dense === "f16")) {
-      encodeGemv(batch, { y: g, x, w: part.buffer }, { rows, n: l.n, k: l.k }, {
+  if (fusedGateUp(l, rows)) {
+    if (part.kind === "dense") {
+      encodeGemv(batch, { y: g, x, w: part.buffer, ...(norm ? { norm } : {}) }, {
+        rows,
+        n: l.n,
+        k: l.k,
+      }, {
         weights: l.dense,
         accumulate: false,
         swiglu: true,
       });
       return;
     }
-    if (part.kind === "packed" && rows <= FUSED_ROWS) {
-      encodeQmatmul(batch, part.weight, {
-        x,
-        input: "f32",
-        m: rows,
-        y: g,
-        scratch: scratch.gather,
-        partials: scratch.partials,
-        swiglu: true,
-      });
-      return;
-    }
+    encodeQmatmul(batch, part.weight, {
+      x,
+      input: "f32",
+      m: rows,
+      y: g,
+      scratch: scratch.gather,
+      partials: scratch.partials,
+      swiglu: true,
+      ...(norm ? { norm } : {}),
+    });
+    return;
   }
-  encodeLinearGroup(batch, l, x, u, rows, false, scratch);
+  encodeLinearGroup(batch, l, x, u, rows, false, scratch, true, norm);
   encodeSwiglu(batch, g, u, rows, H, l.gateBlock > 0 ? l.gateBlock : H);
+}
+
+/** Whether {@linkcode encodeGateUp} runs one kernel (SwiGLU in the product's epilogue). */
+function fusedGateUp(l: GpuLinear, rows: number): boolean {
+  if (l.gateBlock === 0 || l.parts.length !== 1) return false;
+  const part = l.parts[0]!;
+  return part.kind === "dense" ? rows === 1 || l.dense === "f16" : rows <= FUSED_ROWS;
+}
+
+/**
+ * Whether a group's product over `rows` rows can apply the RMSNorm of its
+ * input itself (`norm` of {@linkcode encodeLinearGroup} and
+ * {@linkcode encodeGateUp}): one weight, through the GEMV (dense) or a
+ * qmatmul specialization that takes it (f32 x without a column map, not
+ * tiled).
+ *
+ * @param gpu The GPU.
+ * @param l The group.
+ * @param rows Rows of x.
+ * @param gateUp The product is {@linkcode encodeGateUp}'s.
+ * @returns Whether the norm can be fused.
+ */
+export function linearTakesNorm(gpu: Gpu, l: GpuLinear, rows: number, gateUp = false): boolean {
+  if (l.parts.length !== 1) return false;
+  const part = l.parts[0]!;
+  if (part.kind === "dense") return rows === 1 || l.dense === "f16";
+  return qmatmulTakesNorm(gpu, part.weight.packed, rows, "f32", gateUp && fusedGateUp(l, rows));
 }
 
 /**
@@ -370,7 +404,9 @@ export function allocateScratch(
  * @param accumulate Add to y.
  * @param scratch Scratch of at least {@linkcode linearScratchBytes} for these rows.
  * @param defer Leave the sum of one quantized weight to the caller when adding.
+ * @param norm An RMSNorm the product applies to x first (where {@linkcode linearTakesNorm}).
  * @returns The pending addend, or null when y holds the result.
+ * @throws {RangeError} with `norm` for a group that cannot take it.
  */
 export function encodeLinearGroup(
   batch: GpuBatch,
@@ -381,12 +417,25 @@ export function encodeLinearGroup(
   accumulate: boolean,
   scratch: LinearScratch,
   defer = true,
+  norm?: QmatmulNorm,
 ): GPUBuffer | null {
   const { n, k } = l;
+  if (norm && !linearTakesNorm(batch.gpu, l, rows)) {
+    throw new RangeError(
+      `Cannot fuse the RMSNorm into a group of ${l.parts.length} weights over ${rows} rows`,
+    );
+  }
+  const withNorm = norm ? { norm } : {};
   for (const p of l.parts) {
     if (p.kind === "dense") {
       if (rows === 1 || l.dense === "f16") {
-        encodeGemv(batch, { y, x, w: p.buffer }, { rows, n: p.n, k, ldy: n, yOff: p.offset }, {
+        encodeGemv(batch, { y, x, w: p.buffer, ...withNorm }, {
+          rows,
+          n: p.n,
+          k,
+          ldy: n,
+          yOff: p.offset,
+        }, {
           weights: l.dense,
           accumulate,
         });
@@ -412,6 +461,7 @@ export function encodeLinearGroup(
       accumulate: alone && accumulate && !defer,
       scratch: scratch.gather,
       partials: scratch.partials,
+      ...withNorm,
     });
     if (pending) return scratch.delta;
     if (!alone) {

@@ -51,8 +51,10 @@ import {
   type GpuLinear,
   type LinearScratch,
   linearScratchBytes,
+  linearTakesNorm,
   uploadLinear,
 } from "./_decode_linears.ts";
+import type { QmatmulNorm } from "../kernels/qmatmul_kernel.ts";
 import { attentionRotates, encodeCachedAttention } from "./_gpu_cached_attention.ts";
 import { encodeGemv, gemvRowLength, toF16, uploadGemvWeight } from "./_gpu_gemv.ts";
 import { type GpuProgram, ProgramRecorder } from "./_gpu_program.ts";
@@ -329,11 +331,34 @@ export class GpuDecoder {
     const qkvW = qDim + 2 * kvDim;
     const R = a.rows, s = a.scratch;
     const phase = (name: string) => profile && rec.phase(name);
-    // A quantized o or down leaves its output pending: the next norm adds it to x.
+    // A quantized o or down leaves its output pending for prompts (the next norm adds it to
+    // x); at one row it adds it itself, so that the next product can apply the norm.
     let pending: GPUBuffer | null = null;
+    const defer = R > 1;
     const norm = (w: GPUBuffer) => {
       encodeAddRmsNorm(rec, a.h, a.x, pending, w, { rows: R, dim, eps: normEps });
       pending = null;
+    };
+    /**
+     * The norm before a product: fused into it (returned) where nothing is pending, the
+     * input is not fake-quantized, and the product takes it; else run into a.h.
+     */
+    const normFor = (
+      l: DecodeLayer,
+      w: GPUBuffer,
+      lin: GpuLinear,
+      product: keyof BlockActQuant,
+    ): QmatmulNorm | undefined => {
+      const gateUp = product === "gateUp";
+      if (
+        pending === null && !l.quant.actQuant[product] &&
+        linearTakesNorm(this.#gpu, lin, R, gateUp)
+      ) {
+        return { weight: w, eps: normEps };
+      }
+      norm(w);
+      quantize(l, product, a.h);
+      return undefined;
     };
     encodeRopeRows(rec, a.rope, this.#ropeTable, this.#pos, {
       rows: R,
@@ -346,9 +371,8 @@ export class GpuDecoder {
       if (plan) encodeActQuant(rec, x, plan, R);
     };
     for (const l of this.#layers) {
-      norm(l.attnNorm);
-      quantize(l, "qkv", a.h);
-      encodeLinearGroup(rec, l.qkv, a.h, a.qkv, R, false, s);
+      const attnNorm = normFor(l, l.attnNorm, l.qkv, "qkv");
+      encodeLinearGroup(rec, l.qkv, attnNorm ? a.x : a.h, a.qkv, R, false, s, true, attnNorm);
       phase("qkv");
       const hook = attentionInputsHook(config, l.quant);
       // A plain layer's single row is rotated by the attention kernel itself.
@@ -373,11 +397,10 @@ export class GpuDecoder {
       );
       phase("attention");
       quantize(l, "o", a.att);
-      pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s);
+      pending = encodeLinearGroup(rec, l.o, a.att, a.x, R, true, s, defer);
       phase("o");
-      norm(l.ffnNorm);
-      quantize(l, "gateUp", a.h);
-      encodeGateUp(rec, l.up, a.h, a.u, a.g, R, s);
+      const ffnNorm = normFor(l, l.ffnNorm, l.up, "gateUp");
+      encodeGateUp(rec, l.up, ffnNorm ? a.x : a.h, a.u, a.g, R, s, ffnNorm);
       phase("gate-up");
       // QuaRot's online Hadamard: g·Q = g·(Qᵀ)ᵀ into u, free once SwiGLU has read it.
       let g = a.g;
@@ -386,7 +409,7 @@ export class GpuDecoder {
         g = a.u;
       }
       quantize(l, "down", g);
-      pending = encodeLinearGroup(rec, l.down, g, a.x, R, true, s);
+      pending = encodeLinearGroup(rec, l.down, g, a.x, R, true, s, defer);
       phase("down");
     }
     return pending;
@@ -404,8 +427,18 @@ export class GpuDecoder {
   ): void {
     const { dim, vocabSize: V, normEps } = this.#model.config;
     const a = this.#step;
-    encodeAddRmsNorm(rec, a.h, a.x, pending, this.#finalNorm, { rows: 1, dim, eps: normEps });
-    encodeGemv(rec, { y: this.#logits, x: a.h, w: this.#classifier }, { rows: 1, n: V, k: dim }, {
+    // The final norm runs inside the classifier's GEMV unless an addend is pending.
+    let x = a.x, norm: QmatmulNorm | undefined = { weight: this.#finalNorm, eps: normEps };
+    if (pending !== null) {
+      encodeAddRmsNorm(rec, a.h, a.x, pending, this.#finalNorm, { rows: 1, dim, eps: normEps });
+      x = a.h;
+      norm = undefined;
+    }
+    encodeGemv(rec, { y: this.#logits, x, w: this.#classifier, ...(norm ? { norm } : {}) }, {
+      rows: 1,
+      n: V,
+      k: dim,
+    }, {
       weights: this.#options.weights,
       accumulate: false,
     });

@@ -42,6 +42,13 @@ export interface GemvSpec {
    * is silu(gate_i)·up_i (n/2 outputs). Not with `accumulate`. @default false
    */
   readonly swiglu?: boolean;
+  /**
+   * RMSNorm prologue: each row of x is used as x/sqrt(mean(x²) + eps)·w
+   * (w f32 [k] at binding 4, eps in the uniform): the workgroup sums the
+   * row's squares first, reads x·w, and scales its sums by the row's
+   * 1/sqrt(mean(x²) + eps) (the product is linear in x). @default false
+   */
+  readonly norm?: boolean;
 }
 
 /** Gate (then up) rows per block of a SwiGLU GEMV's weight: half a workgroup's rows. */
@@ -81,7 +88,7 @@ export function gemvRowLength(k: number): number {
  * @returns WGSL source.
  */
 export function gemvWgsl(spec: GemvSpec): string {
-  const { weights, accumulate, aligned, swiglu = false } = spec;
+  const { weights, accumulate, aligned, swiglu = false, norm = false } = spec;
   if (swiglu && accumulate) throw new RangeError("Cannot accumulate a SwiGLU GEMV");
   const wType = weights === "f16" ? "vec4<u32>" : "vec4<f32>";
   const xDecl = aligned
@@ -96,9 +103,10 @@ export function gemvWgsl(spec: GemvSpec): string {
       let wb${u} = vec4f(unpack2x16float(w${u}.z), unpack2x16float(w${u}.w));`
       : `let wa${u} = W[wrow + 2u * ${j}];
       let wb${u} = W[wrow + 2u * ${j} + 1u];`;
+    const nw = (v: string) => norm ? ` * NW[${v}]` : "";
     const x = aligned
-      ? `let xa${u} = X[xrow / 4u + 2u * ${j}];
-      let xb${u} = X[xrow / 4u + 2u * ${j} + 1u];`
+      ? `let xa${u} = X[xrow / 4u + 2u * ${j}]${nw(`2u * ${j}`)};
+      let xb${u} = X[xrow / 4u + 2u * ${j} + 1u]${nw(`2u * ${j} + 1u`)};`
       : `let c${u} = 8u * ${j};
       let xa${u} = vec4f(xv(xrow, c${u}), xv(xrow, c${u} + 1u), xv(xrow, c${u} + 2u), xv(xrow, c${u} + 3u));
       let xb${u} = vec4f(xv(xrow, c${u} + 4u), xv(xrow, c${u} + 5u), xv(xrow, c${u} + 6u), xv(xrow, c${u} + 7u));`;
@@ -109,15 +117,36 @@ export function gemvWgsl(spec: GemvSpec): string {
   const units = Array.from({ length: UNROLL }, (_, u) => u);
   const xv = aligned ? "" : `
 fn xv(row: u32, c: u32) -> f32 {
-  if (c < p.k) { return X[row + c]; }
+  if (c < p.k) { return X[row + c]${norm ? " * NW[c]" : ""}; }
   return 0.0;
 }`;
+  const nwDecl = !norm
+    ? ""
+    : aligned
+    ? "@group(0) @binding(4) var<storage, read> NW: array<vec4<f32>>;"
+    : "@group(0) @binding(4) var<storage, read> NW: array<f32>;";
+  // The row's 1/sqrt(mean(x²) + eps), in uniform control flow (before the row guard).
+  const prologue = !norm ? "" : `  var ns = 0.0;
+  for (var c = lid; c < ${aligned ? "p.k / 4u" : "p.k"}; c += ${ROWS * LANES}u) {
+    ${aligned ? "let v = X[xrow / 4u + c];" : "let v = X[xrow + c];"}
+    ${aligned ? "ns += dot(v, v);" : "ns = fma(v, v, ns);"}
+  }
+  red[lid] = ns;
+  workgroupBarrier();
+  for (var st = ${(ROWS * LANES) / 2}u; st > 0u; st = st >> 1u) {
+    if (lid < st) { red[lid] = red[lid] + red[lid + st]; }
+    workgroupBarrier();
+  }
+  let inv = 1.0 / sqrt(red[0] / f32(p.k) + p.eps);
+  workgroupBarrier();
+`;
   const store = accumulate ? "Y[o] = Y[o] + red[lid];" : "Y[o] = red[lid];";
-  return `struct P { n: u32, k: u32, steps: u32, ldx: u32, ldy: u32, yOff: u32 }
+  return `struct P { n: u32, k: u32, steps: u32, ldx: u32, ldy: u32, yOff: u32, eps: f32 }
 @group(0) @binding(0) var<storage, read_write> Y: array<f32>;
 ${xDecl}
 @group(0) @binding(2) var<storage, read> W: array<${wType}>;
 @group(0) @binding(3) var<uniform> p: P;
+${nwDecl}
 var<workgroup> red: array<f32, ${ROWS * LANES}>;
 ${xv}
 @compute @workgroup_size(${ROWS * LANES})
@@ -126,7 +155,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let i = (wg.x + wg.y * nw.x) * ${ROWS}u + lid / ${LANES}u;
   let lane = lid % ${LANES}u;
   let xrow = wg.z * p.ldx;
-  var s = 0.0;
+${prologue}  var s = 0.0;
   if (i < p.n) {
     let wrow = i * p.steps${weights === "f16" ? "" : " * 2u"};
     var j = lane;
@@ -140,7 +169,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
       ${add(0)}
     }
   }
-  red[lid] = s;
+  red[lid] = s${norm ? " * inv" : ""};
   workgroupBarrier();
   for (var st = ${LANES / 2}u; st > 0u; st = st >> 1u) {
     if (lane < st) { red[lid] = red[lid] + red[lid + st]; }
@@ -247,9 +276,15 @@ export interface GemvShape {
  */
 export function encodeGemv(
   batch: GpuBatch,
-  ops: { readonly y: GPUBuffer; readonly x: GPUBuffer; readonly w: GPUBuffer },
+  ops: {
+    readonly y: GPUBuffer;
+    readonly x: GPUBuffer;
+    readonly w: GPUBuffer;
+    /** RMSNorm prologue: the norm weight (f32 [k]) and epsilon. */
+    readonly norm?: { readonly weight: GPUBuffer; readonly eps: number };
+  },
   shape: GemvShape,
-  spec: Omit<GemvSpec, "aligned">,
+  spec: Omit<GemvSpec, "aligned" | "norm">,
 ): void {
   const swiglu = spec.swiglu === true;
   const { rows, n, k, ldx = k, ldy = swiglu ? n / 2 : n, yOff = 0 } = shape;
@@ -260,10 +295,13 @@ export function encodeGemv(
       }`,
     );
   }
-  const full: GemvSpec = { ...spec, aligned: k % 8 === 0 && ldx % 4 === 0, swiglu };
+  const norm = ops.norm !== undefined;
+  const full: GemvSpec = { ...spec, aligned: k % 8 === 0 && ldx % 4 === 0, swiglu, norm };
   const pipeline = cachedPipeline(
     batch.gpu,
-    `decode:gemv:${full.weights}:${full.accumulate}:${full.aligned}${swiglu ? ":swiglu" : ""}`,
+    `decode:gemv:${full.weights}:${full.accumulate}:${full.aligned}${swiglu ? ":swiglu" : ""}${
+      norm ? ":norm" : ""
+    }`,
     () => gemvWgsl(full),
   );
   const u = batch.uniform([
@@ -273,11 +311,13 @@ export function encodeGemv(
     { u32: ldx },
     { u32: ldy },
     { u32: yOff },
+    { f32: ops.norm?.eps ?? 0 },
   ]);
   const blocks = Math.ceil(n / ROWS);
   const max = batch.gpu.limits.maxComputeWorkgroupsPerDimension;
   const gy = Math.ceil(blocks / max);
-  batch.dispatch(pipeline, [ops.y, ops.x, ops.w, u], [Math.ceil(blocks / gy), gy, rows]);
+  const resources = [ops.y, ops.x, ops.w, u, ...(ops.norm ? [ops.norm.weight] : [])];
+  batch.dispatch(pipeline, resources, [Math.ceil(blocks / gy), gy, rows]);
 }
 
 /**

@@ -578,3 +578,88 @@ Deno.test("qmatmul never picks the half dequantization on a device that flushes 
   assert.equal(swept.dequant, gpu.f16Subnormals ? "half" : "exact");
   assert.doesNotThrow(() => qmatmulResolvedSpec(gpu, p, 1, swept));
 });
+
+Deno.test("qmatmul's RMSNorm prologue equals the product of rmsNorm(x) for every dequantization, staged and global x, prefetch, split-K, SwiGLU and several rows; act-order weights refuse it", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const eps = 1e-5;
+  const K = 256, N = 128;
+  /** x/sqrt(mean(x²) + eps)·w per row, in float64. */
+  const rmsNorm = (x: Float32Array, m: number, w: Float32Array) => {
+    const out = new Float32Array(m * K);
+    for (let r = 0; r < m; r++) {
+      let ss = 0;
+      for (let j = 0; j < K; j++) ss += x[r * K + j]! ** 2;
+      const inv = 1 / Math.sqrt(ss / K + eps);
+      for (let j = 0; j < K; j++) out[r * K + j] = x[r * K + j]! * inv * w[j]!;
+    }
+    return out;
+  };
+  const p = packWeights(randomQuantized(N, K, 4, 64, 91));
+  const w = uploadPackedWeight(gpu, p);
+  const nw = randomX(1, K, 92).data;
+  const nb = uploadBuffer(gpu, nw);
+  const variants: [string, Record<string, unknown>, number][] = [
+    ["default", {}, 1],
+    ["fma", { dequant: "fma" }, 1],
+    ["exact, staged, flat", { dequant: "exact", sharedX: true, reduce: "flat" }, 1],
+    ["half", { dequant: "half", sharedX: true, batchedStage: true }, 1],
+    ["dot4", { dequant: "dot4", sharedX: true }, 1],
+    ["codesFirst, no prefetch", { dequant: "fma", codesFirst: true, prefetch: false }, 2],
+    ["split-K", { splitK: 2, rowTiles: 1 }, 3],
+    ["two row tiles", { rowTiles: 2, warps: 2 }, 4],
+    ["swiglu", {}, 1],
+  ];
+  for (const [name, variant, m] of variants) {
+    const swiglu = name === "swiglu";
+    const x = randomX(m, K, 93 + m).data;
+    const h = rmsNorm(x, m, nw);
+    const full = qmatmulReference({ dtype: "f32", shape: [m, K], data: h }, p).data;
+    let want = full;
+    if (swiglu) {
+      want = new Float32Array(m * (N / 2));
+      for (let r = 0; r < m; r++) {
+        for (let j = 0; j < N / 2; j++) {
+          const t = Math.floor(j / 32), l = j % 32;
+          const gate = full[r * N + t * 64 + l]!, up = full[r * N + t * 64 + 32 + l]!;
+          want[r * (N / 2) + j] = gate / (1 + Math.exp(-gate)) * up;
+        }
+      }
+    }
+    const xb = uploadBuffer(gpu, x), yb = storageBuffer(gpu, want.length * 4);
+    const batch = new GpuBatch(gpu);
+    encodeQmatmul(
+      batch,
+      w,
+      { x: xb, input: "f32", m, y: yb, norm: { weight: nb, eps }, ...(swiglu ? { swiglu } : {}) },
+      variant,
+    );
+    const { data } = await batch.submit([yb]);
+    const e = relError(new Float32Array(data[0]!), want);
+    // dot4 rounds x to 24 bits per chunk; the others only reorder f32 sums.
+    assert.ok(e < (name === "dot4" ? 1e-5 : 2e-6), `${name}, ${m} rows: ${e}`);
+    xb.destroy();
+    yb.destroy();
+  }
+  // Act-order weights gather x first: no prologue.
+  const act = uploadPackedWeight(gpu, packWeights(randomQuantized(N, K, 4, 64, 94, "actOrder")));
+  const batch = new GpuBatch(gpu);
+  const xb = uploadBuffer(gpu, new Float32Array(K)), yb = storageBuffer(gpu, N * 4);
+  const scratch = storageBuffer(gpu, K * 4);
+  assert.throws(
+    () =>
+      encodeQmatmul(batch, act, {
+        x: xb,
+        input: "f32",
+        m: 1,
+        y: yb,
+        scratch,
+        norm: { weight: nb, eps },
+      }),
+    /RMSNorm prologue/,
+  );
+  await batch.submit();
+  for (const b of [xb, yb, scratch, nb]) b.destroy();
+  destroyPackedWeight(w);
+  destroyPackedWeight(act);
+});

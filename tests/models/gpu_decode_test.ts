@@ -77,6 +77,55 @@ Deno.test("the GEMV kernel equals its CPU reference for f32 and f16 weights, ali
   }
 });
 
+Deno.test("the GEMV with an RMSNorm prologue equals the GEMV of rmsNorm(x), per row, aligned and ragged, plain, accumulating and SwiGLU", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const eps = 1e-5;
+  for (const weights of ["f32", "f16"] as const) {
+    for (const [n, k] of [[40, 64], [24, 45], [8, 1344], [16, 2051]] as const) {
+      for (const mode of ["plain", "accumulate", "swiglu"] as const) {
+        const rows = 2;
+        const w = normals(n * k, 11), nw = normals(k, 12), x = normals(rows * k, 13);
+        const stored = weights === "f16" ? Float32Array.from(Float16Array.from(w)) : w;
+        const y0 = normals(rows * n, 14);
+        const h = rmsNorm(x, rows, nw, eps);
+        let expected = Float32Array.from(y0);
+        gemvReference(expected, h, stored, { rows, n, k }, mode === "accumulate");
+        if (mode === "swiglu") {
+          // Rows interleaved by blocks of 4 gates and their 4 ups.
+          const out = new Float32Array(rows * (n / 2));
+          for (let r = 0; r < rows; r++) {
+            for (let i = 0; i < n / 2; i++) {
+              const b = Math.floor(i / 4), o = i % 4;
+              const gate = expected[r * n + b * 8 + o]!, up = expected[r * n + b * 8 + 4 + o]!;
+              out[r * (n / 2) + i] = gate / (1 + Math.exp(-gate)) * up;
+            }
+          }
+          expected = out;
+        }
+        const wb = uploadGemvWeight(gpu, w, n, k, weights, "w");
+        const xb = uploadBuffer(gpu, x), nb = uploadBuffer(gpu, nw);
+        const yb = mode === "swiglu"
+          ? storageBuffer(gpu, rows * (n / 2) * 4)
+          : uploadBuffer(gpu, y0);
+        const batch: GpuBatch = new GpuBatch(gpu);
+        encodeGemv(batch, { y: yb, x: xb, w: wb, norm: { weight: nb, eps } }, { rows, n, k }, {
+          weights,
+          accumulate: mode === "accumulate",
+          swiglu: mode === "swiglu",
+        });
+        const got = new Float32Array(await read(batch, yb));
+        assertClose(got, expected, {
+          atol: 1e-5,
+          rtol: 1e-4,
+          message: `${weights} ${n}×${k} ${mode}`,
+        });
+        for (const b of [wb, xb, nb, yb]) b.destroy();
+      }
+    }
+  }
+});
+
 Deno.test("the argmax kernel returns the first index of the largest value and skips NaN", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
