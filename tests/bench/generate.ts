@@ -140,6 +140,14 @@ function filled(n: number, seed: number): Float32Array {
   return out;
 }
 
+const normWeights = new Map<number, GPUBuffer>();
+/** A norm weight of k values (cached per width). */
+function normWeight(k: number): GPUBuffer {
+  let b = normWeights.get(k);
+  if (!b) normWeights.set(k, b = uploadBuffer(gpu, filled(k, k), "norm"));
+  return b;
+}
+
 /** Records call i of a timing. */
 type Recorder = (batch: GpuBatch, i: number) => void;
 
@@ -267,6 +275,18 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
               accumulate: false,
             }),
         );
+        // With the RMSNorm prologue the decode step uses before qkv, gate-up and the classifier.
+        const norm = { weight: normWeight(k), eps: 1e-5 };
+        await time(
+          "gemv-f16+norm",
+          2 * n * k,
+          w16.length,
+          (b, i) =>
+            encodeGemv(b, { y, x, w: w16[i % w16.length]!, norm }, shape, {
+              weights: "f16",
+              accumulate: false,
+            }),
+        );
         if (packed) {
           const bytes = packedBytes(packed);
           const fewRow = qmatmulResolvedSpec(gpu, packed, m);
@@ -301,6 +321,13 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
                 encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y }, variant),
             );
           }
+          await time(
+            "qmatmul-w4g128+norm",
+            bytes,
+            copies.length,
+            (b, i) =>
+              encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y, norm }),
+          );
           const us = (key: string) => {
             const t = times[key];
             return t && "us" in t ? t.us : NaN;
