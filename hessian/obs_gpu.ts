@@ -13,7 +13,18 @@
  *
  * W larger than one storage binding is split into tiles of rows (rows are
  * independent in the loop, except for the unstructured selection, which
- * spans the tiles); U must fit one binding (n ≤ 23170 at 2 GB).
+ * spans the tiles, and SpQR's second level, whose runs of rows each tile
+ * holds whole); U must fit one binding (n ≤ 23170 at 2 GB).
+ *
+ * SpQR (the "spqr" decider) runs in the same loop: the host computes each
+ * column's variance (the typical error's numerators) and the threshold is
+ * computed on the GPU from U; the in-block kernel runs each block in segments
+ * split at the groups' first columns, and before each segment that starts a
+ * group, `kernels/obs_spqr_kernel.ts` fits the group's grids on W as the
+ * loop left it and quantizes their scales and zero points per run of rows.
+ * Nothing is read back before the loop ends: then the loop's Ŵ (which holds
+ * the float16 outliers), the codes, the outlier bits and the statistics. A
+ * float16 overflow of an outlier is flagged on the GPU and refused then.
  *
  * Wall time: on the GPU machine the host's first touch of fresh memory costs
  * about 3 µs per 4 KiB page, so the arrays that receive the results get their
@@ -26,7 +37,9 @@
  * Differences from the CPU path, all within float32 rounding: U is computed
  * in float32 (the CPU uses float64), so near-ties of a decision (a rounding
  * exactly between two codes, equal pruning scores) can fall the other way;
- * the MSE grid search sums its error in float32.
+ * the MSE grid search sums its error in float32, as do SpQR's screening and
+ * threshold (with SpQR a flipped near-tie can move the later groups of the
+ * rows that share its run of statistics).
  *
  * Web-standard only.
  *
@@ -143,7 +156,7 @@ export interface ObsGpuProblem {
   readonly dampRatio: number;
   /** Damping retries (×10 each). */
   readonly maxDampingRetries: number;
-  /** The decision (not "custom" or "float-grid"). */
+  /** The decision (not "custom" or "float-grid"); "spqr" options are checked here. */
   readonly decider: ObsDecider;
   /** Block size (a multiple of m for N:M). */
   readonly blockSize: number;

@@ -6,8 +6,12 @@
  *   inside a block) keeps the row's block in workgroup memory, fits the grids
  *   of groups that start in the block (on the block-start weights, as the CPU
  *   path does), and runs the column loop: decide q (grid rounding, pruning,
- *   or both, mirroring the deciders of `hessian/obs.ts`), record the scaled
- *   error e = (w − q)/U_jj, and update the rest of the block, w −= e·U[j, ·];
+ *   both, or SpQR's grid and outliers, mirroring the deciders of
+ *   `hessian/obs.ts`), record the scaled error e = (w − q)/U_jj, and update
+ *   the rest of the block, w −= e·U[j, ·]. It decides a segment [j0, j1) of
+ *   the block (the whole block but for SpQR, whose groups are fitted and
+ *   their statistics quantized across rows between segments by
+ *   `kernels/obs_spqr_kernel.ts`);
  * - for unstructured pruning, the block's mask threshold: scores w²/U_jj²,
  *   a 4-pass radix select of the k-th smallest over all rows of the block,
  *   and a scan that breaks ties in row-major order (exactly k pruned);

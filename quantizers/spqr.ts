@@ -1,7 +1,8 @@
 /**
  * SpQR: small groups with bilevel statistics and float16 outliers, found and
  * compensated during the Optimal Brain Surgeon column loop (the solver's
- * "spqr" decider). Web-standard only.
+ * "spqr" decider), on the CPU or on WebGPU (`kernels/obs_spqr_kernel.ts`).
+ * Web-standard only.
  *
  * @see Dettmers, Svirschevski, Egiazarian, Kuznedelev, Frantar, Ashkboos,
  *   Borzunov, Hoefler, Alistarh, "SpQR: A Sparse-Quantized Representation for
