@@ -54,6 +54,28 @@ function compare(
   };
 }
 
+Deno.test('spqr() and the OBS solver\'s spqr decider take backend "webgpu" (no longer refused)', async () => {
+  if (!await testGpu()) return;
+  const w = randomWeight(16, 32, 5), h = hessian(correlatedInputs(128, 32, 6));
+  const q = await spqr(w, h, { backend: "webgpu" });
+  assert.equal(q.kind, "spqr");
+  assert.equal(q.codes.length, 16 * 32);
+  const res = await obsSolve(w, h, {
+    decider: {
+      kind: "spqr",
+      bits: 3,
+      groupSize: 16,
+      scaleBits: 3,
+      zeroBits: 3,
+      statisticGroupSize: 16,
+      outlierThreshold: 0.2,
+    },
+    backend: "webgpu",
+  });
+  // The GPU path reports GPU seconds (the CPU path has none).
+  assert(res.stats.gpuSeconds !== undefined && res.statistics !== undefined);
+});
+
 Deno.test("spqr() on the GPU gives the CPU's codes, outliers and layer error on 12 random correlated layers", async () => {
   if (!await testGpu()) return;
   // Float32 on the GPU (its factor U, the screening's sums) against float64
