@@ -195,6 +195,7 @@ ${
   }
 ${pr?.kind === "unstructured" ? "  var allow = allowBuf[r]; let T = selState[256];" : ""}
 ${pr?.kind === "nm" ? "  var nmMask = 0u;" : ""}
+${sp?.outliers ? "  let spqrThr = bitcast<f32>(atomicLoad(&spqrState[0]));" : ""}
   var loss = 0.0;
   var codeWord = 0u;
   var maskWord = 0u;

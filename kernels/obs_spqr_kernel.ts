@@ -120,7 +120,8 @@ fn spqrTerm(x: f32, d: f32, g: vec2<f32>) -> f32 {
 
 /**
  * WGSL of the per-weight decision in the in-block kernel: it reads `w`, `d`,
- * `r`, `pos`, and sets `q`, `c` (the code) and `pruned` (here: outlier).
+ * `r`, `pos` and (with outliers) `spqrThr`, the threshold, and sets `q`, `c`
+ * (the code) and `pruned` (here: outlier).
  * Needs the bindings codes, scales, zeros, gIdx, mask and spqrState.
  *
  * @param spec The SpQR specialization.
@@ -134,7 +135,7 @@ export function spqrDecisionWgsl(spec: ObsSpqrSpec): string {
 ${
     spec.outliers
       ? `    let eq = (w - q) / d;
-    if (eq * eq > bitcast<f32>(atomicLoad(&spqrState[0]))) {
+    if (eq * eq > spqrThr) {
       // An outlier: kept in float16, stored with the code of 0.
       pruned = true;
       q = spqrF16(w);
