@@ -139,6 +139,29 @@ Deno.test("spqr() on the GPU follows the CPU with its options: screening off, no
   }
 });
 
+Deno.test("spqr() on the GPU treats dead input columns as the CPU does (zeroed before the loop and in the typical error)", async () => {
+  if (!await testGpu()) return;
+  const { w, h } = problem(3);
+  // Inputs 5 and 40 never fire: their weights are zeroed before the loop, and
+  // the typical error sees zeros there.
+  const xtx = Float64Array.from(h.xtx);
+  for (const dead of [5, 40]) {
+    for (let j = 0; j < cols; j++) xtx[dead * cols + j] = xtx[j * cols + dead] = 0;
+  }
+  const hd = { ...h, xtx };
+  const cpu = await spqr(w, hd, { backend: "cpu" });
+  const gpu = await spqr(w, hd, { backend: "webgpu" });
+  assert.equal(gpu.stats.deadColumns, 2);
+  const c = compare(w, hd, cpu, gpu);
+  assert(c.codes >= 0.99 && c.outliers >= 0.995, JSON.stringify(c));
+  assert(c.threshold <= 1e-5, `thresholds differ by ${c.threshold}`);
+  // A dead weight (0 on entry) lands on its grid's point nearest 0, as on the CPU.
+  const dg = dequantize(gpu).data, dc = dequantize(cpu).data;
+  for (let r = 0; r < rows; r++) {
+    for (const dead of [5, 40]) assert.equal(dg[r * cols + dead], dc[r * cols + dead]);
+  }
+});
+
 Deno.test("spqr()'s GPU stored form dequantizes bit for bit to the GPU loop's Ŵ", async () => {
   if (!await testGpu()) return;
   const { w, h } = problem(1);
