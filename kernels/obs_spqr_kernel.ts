@@ -22,8 +22,8 @@
  * (hi − lo)/maxq is divided in integer arithmetic (correctly rounded, as the
  * host's `statisticValue`), float16 rounding is done on the bits (ties to
  * even, as `Math.f16round`), and lo + code·step is kept from being fused into
- * one fma, so that the host decodes the stored statistics to the very values
- * the loop used. Web-standard only.
+ * one fma (WGSL rounds each +, − and × correctly), so that the host decodes
+ * the stored statistics to the very values the loop used. Web-standard only.
  *
  * @see Dettmers et al., "SpQR" (2023), Algorithm 1 and §4.1–4.2.
  *
@@ -139,6 +139,7 @@ ${
       // An outlier: kept in float16, stored with the code of 0.
       pruned = true;
       q = spqrF16(w);
+      // The first overflow in processing order (exact while rows·n < 2^32).
       if (abs(q) > 65504.0) { atomicMin(&spqrState[1], pos * prm.rowsAll + prm.row0 + r); }
       c = clamp(round(grid.y), 0.0, ${lit(spec.maxq)});
     }`
