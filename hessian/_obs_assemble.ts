@@ -139,6 +139,24 @@ export interface ObsAssembleOptions {
   keepMask?: boolean;
   /** A zero-filled array [rows, n] for the weights in the original order, when permuted. */
   weightOut?: Float32Array;
+  /**
+   * SpQR's results (with `hasGrid`: its codes, decoded scales and zero points
+   * come as a grid's): the loop's Ŵ, which carries the float16 outliers.
+   */
+  spqr?: {
+    /** The new weights in processing order [rows, n]. */
+    weight: Float32Array;
+    /** Outlier bits [rows, ⌈n/32⌉], processing order. */
+    outlierWords: Uint32Array;
+    /** Codes of the first-level steps [rows, groups]. */
+    scaleCodes: Uint8Array;
+    /** Codes of the first-level zero points [rows, groups]. */
+    zeroCodes: Uint8Array;
+    /** scaleLo, scaleHi, zeroLo, zeroHi, each [groups, rowGroups]. */
+    ranges: Float32Array;
+    /** The absolute outlier threshold (∞: none). */
+    threshold: number;
+  };
 }
 
 /**
@@ -184,8 +202,9 @@ export function assembleObsResult(
         }
       }
     }
-  } else {
-    const w = new Float32Array(out.data[next++]!);
+  }
+  if (o.spqr || !o.hasGrid) {
+    const w = o.spqr?.weight ?? new Float32Array(out.data[next++]!);
     if (identity) weight = w;
     else {
       weight = o.weightOut ?? new Float32Array(rows * n);
@@ -226,6 +245,19 @@ export function assembleObsResult(
     result.scales = scales!;
     result.zeros = zeros!;
     result.gIdx = gIdxOrig;
+  }
+  if (o.spqr) {
+    const s = o.spqr, q = s.ranges.length / 4;
+    result.outliers = unpackMask(s.outlierWords, rows, n, identity ? null : perm);
+    result.statistics = {
+      scaleCodes: s.scaleCodes,
+      zeroCodes: s.zeroCodes,
+      scaleLo: s.ranges.slice(0, q),
+      scaleHi: s.ranges.slice(q, 2 * q),
+      zeroLo: s.ranges.slice(2 * q, 3 * q),
+      zeroHi: s.ranges.slice(3 * q),
+      outlierThreshold: s.threshold,
+    };
   }
   if (o.structure) {
     const words = new Uint32Array(out.data[next++]!), keep = o.keepMask ?? false;

@@ -74,24 +74,50 @@ export function checkSpqrOptions(d: Omit<SpqrDecider, "kind">, what: string): vo
 }
 
 /**
+ * Each column's variance over the rows (unbiased, as `torch.var`) on the
+ * weights as given with dead columns zeroed, in processing order: the
+ * typical error's numerators, shared by the CPU and GPU solvers.
+ *
+ * @param rows Rows of W (at least 2).
+ * @param n Columns.
+ * @param cleaned Weights with dead columns zeroed, original order [rows, n].
+ * @param perm Processing order.
+ * @returns The variances [n], position order.
+ */
+export function spqrColumnVariances(
+  rows: number,
+  n: number,
+  cleaned: Float32Array,
+  perm: Int32Array,
+): Float64Array {
+  // Row-major passes (each column still sums its rows in order).
+  const mean = new Float64Array(n), ss = new Float64Array(n);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < n; c++) mean[c] = mean[c]! + cleaned[r * n + c]!;
+  }
+  for (let c = 0; c < n; c++) mean[c] = mean[c]! / rows;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < n; c++) ss[c] = ss[c]! + (cleaned[r * n + c]! - mean[c]!) ** 2;
+  }
+  const out = new Float64Array(n);
+  for (let pos = 0; pos < n; pos++) out[pos] = ss[perm[pos]!]! / (rows - 1);
+  return out;
+}
+
+/**
  * The outlier threshold on (w − q)²/[U]_jj²: τ times the mean over columns of
- * the column's variance over the rows (unbiased, as `torch.var`) divided by
- * [U]_jj², on the weights as given (dead columns zeroed). ∞ when τ is ∞ or W
- * has one row (no spread to compare with).
+ * the column's variance over the rows divided by [U]_jj²
+ * ({@linkcode spqrColumnVariances}). ∞ when τ is ∞ or W has one row (no
+ * spread to compare with).
  */
 function outlierThreshold(ctx: SolveContext, tau: number): number {
   const { rows, n, cleaned, perm, u } = ctx;
   if (tau === Infinity || rows < 2) return Infinity;
+  const v = spqrColumnVariances(rows, n, cleaned, perm);
   let typical = 0;
   for (let pos = 0; pos < n; pos++) {
-    const c = perm[pos]!;
-    let sum = 0;
-    for (let r = 0; r < rows; r++) sum += cleaned[r * n + c]!;
-    const mean = sum / rows;
-    let ss = 0;
-    for (let r = 0; r < rows; r++) ss += (cleaned[r * n + c]! - mean) ** 2;
     const d = u[pos * n + pos]!;
-    typical += ss / (rows - 1) / (d * d);
+    typical += v[pos]! / (d * d);
   }
   return tau * (typical / n);
 }
@@ -170,8 +196,9 @@ function screenRow(
 }
 
 /**
- * Compiles the "spqr" decider for one solve (CPU only; it needs whole
- * columns, as the second level spans rows).
+ * Compiles the "spqr" decider for one solve on the CPU (it needs whole
+ * columns, as the second level spans rows); the GPU solver runs the same
+ * decisions in `kernels/obs_spqr_kernel.ts`.
  *
  * @param ctx The solve.
  * @param d The options (checked here).

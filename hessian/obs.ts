@@ -6,11 +6,12 @@
  *
  * Built-in deciders are plain values (`{ kind: "grid", ... }`,
  * `{ kind: "prune", ... }`, `{ kind: "prune+grid", ... }`) so that a GPU
- * backend can run the same decision in a kernel; `{ kind: "custom" }` takes a
+ * backend can run the same decision in a kernel, `{ kind: "spqr" }`
+ * (bilevel groups and float16 outliers) included: on the GPU its groups are
+ * fitted and their statistics quantized between segments of the in-block
+ * kernel (`kernels/obs_spqr_kernel.ts`). `{ kind: "custom" }` takes a
  * JavaScript callback (CPU only), and `{ kind: "float-grid" }` (MXFP4, NVFP4,
- * FP8) and `{ kind: "spqr" }` (bilevel groups and float16 outliers, whose
- * second level spans rows and whose outlier screening refits each group) have
- * no kernel (CPU only). Web-standard only.
+ * FP8) has no kernel (CPU only). Web-standard only.
  *
  * @see Frantar et al., "GPTQ" (2023), Algorithm 1; Frantar & Alistarh,
  * "SparseGPT" (2023), Algorithm 1.
@@ -117,7 +118,7 @@ export type ObsDecider =
      * scales and zero points quantized again to `scaleBits`/`zeroBits` in
      * runs of `statisticGroupSize` output rows; a weight whose error
      * (w − q)²/[U]_jj² exceeds `outlierThreshold` times the layer's typical
-     * error is an outlier, kept in float16. CPU only (whole columns).
+     * error is an outlier, kept in float16. On the GPU as on the CPU.
      */
     readonly kind: "spqr";
     /** Bits per code, in [1, 8]. */
@@ -187,7 +188,7 @@ export interface ObsOptions {
    */
   onDeviceWeight?: (weight: DeviceWeight) => void;
   /**
-   * Where the column loop runs: "auto" (WebGPU, except for a "custom", "float-grid" or "spqr" decider, on a hardware adapter, else
+   * Where the column loop runs: "auto" (WebGPU, except for a "custom" or "float-grid" decider, on a hardware adapter, else
    * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
    * without one). The GPU path gives the same result to float32 tolerance.
    * @default "auto"
@@ -383,13 +384,14 @@ export async function obsSolve(
   if (onProgress !== undefined && typeof onProgress !== "function") {
     throw new TypeError(`Cannot run the OBS solver as 'onProgress' must be a function`);
   }
-  if ((decider?.kind === "float-grid" || decider?.kind === "spqr") && backend === "webgpu") {
+  if (decider?.kind === "float-grid" && backend === "webgpu") {
     throw new TypeError(
       `Cannot run the OBS solver as 'backend' "webgpu" does not support the "${decider.kind}" decider: use "cpu" or "auto"`,
     );
   }
   const gpuDecider = decider !== null && typeof decider === "object" &&
-    (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid");
+    (decider.kind === "grid" || decider.kind === "prune" || decider.kind === "prune+grid" ||
+      decider.kind === "spqr");
   let gpu = gpuDecider || backend !== "auto"
     ? await resolveBackend(backend, "the OBS solver")
     : null;

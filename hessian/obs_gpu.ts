@@ -13,7 +13,18 @@
  *
  * W larger than one storage binding is split into tiles of rows (rows are
  * independent in the loop, except for the unstructured selection, which
- * spans the tiles); U must fit one binding (n ≤ 23170 at 2 GB).
+ * spans the tiles, and SpQR's second level, whose runs of rows each tile
+ * holds whole); U must fit one binding (n ≤ 23170 at 2 GB).
+ *
+ * SpQR (the "spqr" decider) runs in the same loop: the host computes each
+ * column's variance (the typical error's numerators) and the threshold is
+ * computed on the GPU from U; the in-block kernel runs each block in segments
+ * split at the groups' first columns, and before each segment that starts a
+ * group, `kernels/obs_spqr_kernel.ts` fits the group's grids on W as the
+ * loop left it and quantizes their scales and zero points per run of rows.
+ * Nothing is read back before the loop ends: then the loop's Ŵ (which holds
+ * the float16 outliers), the codes, the outlier bits and the statistics. A
+ * float16 overflow of an outlier is flagged on the GPU and refused then.
  *
  * Wall time: on the GPU machine the host's first touch of fresh memory costs
  * about 3 µs per 4 KiB page, so the arrays that receive the results get their
@@ -26,7 +37,9 @@
  * Differences from the CPU path, all within float32 rounding: U is computed
  * in float32 (the CPU uses float64), so near-ties of a decision (a rounding
  * exactly between two codes, equal pruning scores) can fall the other way;
- * the MSE grid search sums its error in float32.
+ * the MSE grid search sums its error in float32, as do SpQR's screening and
+ * threshold (with SpQR a flipped near-tie can move the later groups of the
+ * rows that share its run of statistics).
  *
  * Web-standard only.
  *
@@ -36,7 +49,8 @@
 import { CholeskyError } from "../core/_dense.ts";
 import { firstNonFinite } from "../core/_finite.ts";
 import { MSE_GRID, MSE_MAX_SHRINK } from "../core/uniform_grid.ts";
-import { initialGrids } from "./_obs_deciders.ts";
+import { fail, initialGrids } from "./_obs_deciders.ts";
+import { checkSpqrOptions, spqrColumnVariances } from "./_obs_spqr.ts";
 import type { ObsDecider, ObsResult } from "./obs.ts";
 import {
   bindingLimit,
@@ -57,7 +71,7 @@ import {
   packLowerChunks,
 } from "../kernels/cholesky_kernel.ts";
 import { encodeGemm, gemmSpec } from "../kernels/gemm_kernel.ts";
-import { assembleObsResult } from "./_obs_assemble.ts";
+import { assembleObsResult, type ObsAssembleOptions } from "./_obs_assemble.ts";
 import { encodeLayerErrorSums } from "./layer_error.ts";
 import { encodeSubtract } from "../kernels/subtract_kernel.ts";
 import {
@@ -87,6 +101,39 @@ function upperHasNonFinite(xtx: Float64Array, n: number): boolean {
   return false;
 }
 
+/**
+ * SpQR's read-back as `assembleObsResult` takes it: the tiles' second-level
+ * codes, [2, tile rows, groups] each, split into scale and zero-point codes
+ * [rows, groups], and the threshold's bits as a number.
+ */
+function spqrAssembly(
+  h: {
+    weight: Float32Array;
+    words: Uint32Array;
+    statCodes: Uint32Array;
+    ranges: Float32Array;
+    state: Uint32Array;
+  },
+  rows: number,
+  groups: number,
+  tileRows: number,
+): NonNullable<ObsAssembleOptions["spqr"]> {
+  const scaleCodes = new Uint8Array(rows * groups), zeroCodes = new Uint8Array(rows * groups);
+  for (let r0 = 0; r0 < rows; r0 += tileRows) {
+    const tr = Math.min(rows, r0 + tileRows) - r0, base = 2 * r0 * groups;
+    scaleCodes.set(h.statCodes.subarray(base, base + tr * groups), r0 * groups);
+    zeroCodes.set(h.statCodes.subarray(base + tr * groups, base + 2 * tr * groups), r0 * groups);
+  }
+  return {
+    weight: h.weight,
+    outlierWords: h.words,
+    scaleCodes,
+    zeroCodes,
+    ranges: h.ranges,
+    threshold: new Float32Array(h.state.buffer, 0, 1)[0]!,
+  };
+}
+
 /** The prepared problem `obsSolve` hands to the GPU. */
 export interface ObsGpuProblem {
   /** Rows of W. */
@@ -109,7 +156,7 @@ export interface ObsGpuProblem {
   readonly dampRatio: number;
   /** Damping retries (×10 each). */
   readonly maxDampingRetries: number;
-  /** The decision (not "custom" or "float-grid"). */
+  /** The decision (not "custom" or "float-grid"); "spqr" options are checked here. */
   readonly decider: ObsDecider;
   /** Block size (a multiple of m for N:M). */
   readonly blockSize: number;
@@ -170,7 +217,7 @@ export interface ObsGpuProblem {
  */
 export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult> {
   const { rows, n, decider } = p;
-  if (decider.kind === "custom" || decider.kind === "float-grid" || decider.kind === "spqr") {
+  if (decider.kind === "custom" || decider.kind === "float-grid") {
     throw new TypeError(
       `Cannot run the OBS solver on the GPU with a "${decider.kind}" decider: use backend "cpu"`,
     );
@@ -183,11 +230,22 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       } bytes, over the device's storage binding limit (maxStorageBufferBindingSize) of ${limit} bytes; use backend "cpu"`,
     );
   }
+  const spqr = decider.kind === "spqr" ? decider : null;
+  if (spqr) checkSpqrOptions(spqr, "run the OBS solver");
   const perm = p.perm ?? Int32Array.from({ length: n }, (_, i) => i);
   const bs = p.blockSize;
   // Tiles of rows whose largest buffer (W's rows, or Err's and the scores'
-  // [rows, blockSize]) fits one binding.
-  const tileRows = Math.max(1, Math.floor(limit / (4 * Math.max(n, bs))));
+  // [rows, blockSize]) fits one binding; SpQR's hold whole runs of the second level.
+  let tileRows = Math.max(1, Math.floor(limit / (4 * Math.max(n, bs))));
+  if (spqr && tileRows < rows) {
+    const sgs = spqr.statisticGroupSize;
+    if (tileRows < sgs) {
+      fail(
+        `'statisticGroupSize' (${sgs}) rows of W [${rows}, ${n}] exceed one storage binding of ${limit} bytes on the GPU; use backend "cpu"`,
+      );
+    }
+    tileRows = Math.floor(tileRows / sgs) * sgs;
+  }
   const tiles: { r0: number; r1: number }[] = [];
   for (let r0 = 0; r0 < rows; r0 += tileRows) tiles.push({ r0, r1: Math.min(rows, r0 + tileRows) });
   const hasGrid = decider.kind === "grid" || decider.kind === "prune+grid";
@@ -228,17 +286,34 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         : { kind: "nm", n: structure.n, m: structure.m },
     };
   }
+  // SpQR: groups fitted and their statistics quantized inside the loop
+  // (kernels/obs_spqr_kernel.ts); the threshold from the host's column variances.
+  let rowGroups = 0, colVar = new Float32Array(1), outliers = false;
+  if (spqr) {
+    maxq = 2 ** spqr.bits - 1;
+    const gs = spqr.groupSize;
+    groups = Math.ceil(n / gs);
+    rowGroups = Math.ceil(rows / spqr.statisticGroupSize);
+    for (let pos = 0; pos < n; pos++) gIdx[pos] = Math.floor(pos / gs);
+    outliers = spqr.outlierThreshold !== Infinity && rows >= 2;
+    if (outliers) colVar = Float32Array.from(spqrColumnVariances(rows, n, p.cleaned, perm));
+    spec = {
+      ...spec,
+      spqr: { maxq, groupSize: gs, outliers, simplified: spqr.simplifiedOutliers ?? false },
+    };
+  }
+  const hasCodes = hasGrid || spqr !== null;
   const sparsity = structure?.kind === "unstructured" ? structure.sparsity : 0;
-  const cpw = hasGrid ? codesPerWord(maxq) : 4;
+  const cpw = hasCodes ? codesPerWord(maxq) : 4;
   const shrink = new Float32Array(Math.floor(MSE_MAX_SHRINK * MSE_GRID));
   for (let s = 0; s < shrink.length; s++) shrink[s] = 1 - s / MSE_GRID;
 
   // Host arrays that receive the large results, their pages mapped by a
   // worker thread while this one uploads and the GPU works (reused by retries).
-  const bigRowBytes = hasGrid ? Math.ceil(n / cpw) * 4 : n * 4;
+  const bigRowBytes = hasCodes ? Math.ceil(n / cpw) * 4 : n * 4;
   const maskRowBytes = Math.ceil(n / 32) * 4;
   const bigBytes = rows * bigRowBytes, maskWordBytes = rows * maskRowBytes;
-  const permutedWeight = !hasGrid && p.perm !== null;
+  const permutedWeight = !hasCodes && p.perm !== null;
   const hostArrays = pagedArrays([
     bigBytes,
     ...(structure ? [maskWordBytes, rows * n] : []),
@@ -307,6 +382,15 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
         ...(structure?.kind === "unstructured"
           ? { state: mk(OBS_SELECT_STATE_WORDS * 4, "select") }
           : {}),
+        ...(spqr
+          ? {
+            gIdx: up(gIdx, "gIdx"),
+            spqrVar: up(colVar, "spqr-var"),
+            // The threshold (∞ unless the kernel sets it), the first float16 overflow.
+            spqrState: up(Uint32Array.of(0x7f800000, 0xffffffff), "spqr-state"),
+            statRanges: mk(4 * groups * rowGroups * 4, "spqr-ranges"),
+          }
+          : {}),
       };
       const errorBufs: { m: GPUBuffer; p: GPUBuffer; s: GPUBuffer }[] = [];
       // W's values already on this device (a calibration runner's copy of
@@ -344,7 +428,15 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
               zeros: up(zeros!.subarray(r0 * groups, r1 * groups), "zeros"),
             }
             : {}),
-          ...(structure ? { mask: mk(tr * maskRowBytes, "mask") } : {}),
+          ...(spqr
+            ? {
+              codes: mk(tr * bigRowBytes, "codes"),
+              scales: mk(tr * groups * 4, "scales"),
+              zeros: mk(tr * groups * 4, "zeros"),
+              statCodes: mk(2 * tr * groups * 4, "spqr-codes"),
+            }
+            : {}),
+          ...(structure || spqr ? { mask: mk(tr * maskRowBytes, "mask") } : {}),
           ...(structure?.kind === "unstructured"
             ? { scores: mk(tr * bs * 4, "scores"), allow: mk(tr * 4, "allow") }
             : {}),
@@ -354,7 +446,23 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       const tEncode = performance.now();
       // W's finiteness, scanned before the loop changes it.
       for (const t of obsTiles) encodeNonFiniteCheck(batch, t.bufs.W, t.rows * n, flags, 0);
-      encodeObsLoop(batch, spec, obsTiles, { rows, n, groups, sparsity }, (i1, i2, t) => {
+      const shape = {
+        rows,
+        n,
+        groups,
+        sparsity,
+        ...(spqr
+          ? {
+            spqr: {
+              tau: spqr.outlierThreshold,
+              statisticGroupSize: spqr.statisticGroupSize,
+              scaleMaxq: 2 ** spqr.scaleBits - 1,
+              zeroMaxq: 2 ** spqr.zeroBits - 1,
+            },
+          }
+          : {}),
+      };
+      encodeObsLoop(batch, spec, obsTiles, shape, (i1, i2, t) => {
         encodeGemm(
           batch,
           gemmSpec({ accumulate: true }),
@@ -387,8 +495,18 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
       const bigHost = hostArray(0);
       const maskHost = structure ? hostArray(1) : null;
       const lossHost = new Float32Array(rows);
-      const scalesHost = new Float32Array(hasGrid ? rows * groups : 0);
-      const zerosHost = new Float32Array(hasGrid ? rows * groups : 0);
+      const scalesHost = new Float32Array(hasCodes ? rows * groups : 0);
+      const zerosHost = new Float32Array(hasCodes ? rows * groups : 0);
+      // SpQR: the loop's Ŵ (processing order), the outlier bits, the second level.
+      const spqrHost = spqr
+        ? {
+          weight: new Float32Array(rows * n),
+          words: new Uint32Array(rows * (maskRowBytes / 4)),
+          statCodes: new Uint32Array(2 * rows * groups),
+          ranges: new Float32Array(4 * groups * rowGroups),
+          state: new Uint32Array(2),
+        }
+        : null;
       const bytes = (a: Float32Array) => new Uint8Array(a.buffer);
       const reads: GpuRead[] = [chol.status, flags];
       obsTiles.forEach((t, k) => {
@@ -397,11 +515,27 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           reads.push({ buffer, offset: 0, size, into });
         range(t.bufs.loss, bytes(lossHost).subarray(r0 * 4, r1 * 4), t.rows * 4);
         range(
-          hasGrid ? t.bufs.codes! : t.bufs.W,
+          hasCodes ? t.bufs.codes! : t.bufs.W,
           bigHost.then((a) => a.subarray(r0 * bigRowBytes, r1 * bigRowBytes)),
           t.rows * bigRowBytes,
         );
-        if (hasGrid) {
+        if (spqrHost) {
+          const u8 = (a: Float32Array | Uint32Array) => new Uint8Array(a.buffer);
+          range(t.bufs.W, u8(spqrHost.weight).subarray(r0 * n * 4, r1 * n * 4), t.rows * n * 4);
+          range(
+            t.bufs.mask!,
+            u8(spqrHost.words).subarray(r0 * maskRowBytes, r1 * maskRowBytes),
+            t.rows * maskRowBytes,
+          );
+          // [2, tile rows, groups] per tile, tiles in row order.
+          const c = u8(spqrHost.statCodes);
+          range(
+            t.bufs.statCodes!,
+            c.subarray(2 * r0 * groups * 4, 2 * r1 * groups * 4),
+            2 * t.rows * groups * 4,
+          );
+        }
+        if (hasCodes) {
           const g = groups * 4;
           range(t.bufs.scales!, bytes(scalesHost).subarray(r0 * g, r1 * g), t.rows * g);
           range(t.bufs.zeros!, bytes(zerosHost).subarray(r0 * g, r1 * g), t.rows * g);
@@ -414,6 +548,21 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           );
         }
       });
+      if (spqrHost) {
+        const b = obsTiles[0]!.bufs;
+        reads.push({
+          buffer: b.statRanges!,
+          offset: 0,
+          size: spqrHost.ranges.byteLength,
+          into: bytes(spqrHost.ranges),
+        });
+        reads.push({
+          buffer: b.spqrState!,
+          offset: 0,
+          size: 8,
+          into: new Uint8Array(spqrHost.state.buffer),
+        });
+      }
       errorBufs.forEach((e, k) => {
         const sums = errorSums[k]!;
         reads.push({ buffer: e.s, offset: 0, size: sums.byteLength, into: bytes(sums) });
@@ -479,6 +628,14 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           damping = damping > 0 ? damping * 10 : 1e-8 * p.meanDiag;
           continue;
         }
+        if (spqrHost && spqrHost.state[1] !== 0xffffffff) {
+          const at = spqrHost.state[1]!, pos = Math.floor(at / rows);
+          fail(
+            `the outlier at row ${at % rows}, column ${
+              perm[pos]
+            } does not fit in float16 (beyond ±65504)`,
+          );
+        }
         const tAssemble = performance.now();
         const arrays = await hostArrays.ready;
         const result = assembleObsResult(p, perm, {
@@ -486,13 +643,13 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
             out.data[0]!,
             lossHost.buffer,
             arrays[0]!.buffer as ArrayBuffer,
-            ...(hasGrid ? [scalesHost.buffer, zerosHost.buffer] : []),
+            ...(hasCodes ? [scalesHost.buffer, zerosHost.buffer] : []),
             ...(structure ? [arrays[1]!.buffer as ArrayBuffer] : []),
           ],
           gpuSeconds: factorOut.gpuSeconds + out.gpuSeconds,
           phases: { ...out.phases, ...factorOut.phases },
         }, {
-          hasGrid,
+          hasGrid: hasCodes,
           cpw,
           groups,
           gIdx,
@@ -500,6 +657,7 @@ export async function obsSolveGpu(gpu: Gpu, p: ObsGpuProblem): Promise<ObsResult
           structure: structure !== null,
           ...(structure ? { maskOut: arrays[2]!, keepMask: p.keepMask ?? false } : {}),
           ...(permutedWeight ? { weightOut: new Float32Array(arrays[3]!.buffer) } : {}),
+          ...(spqrHost ? { spqr: spqrAssembly(spqrHost, rows, groups, tileRows) } : {}),
         });
         if (keep !== null) {
           kept = true;

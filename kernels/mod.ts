@@ -10,6 +10,7 @@ export * from "./gemm_tiled_wgsl.ts";
 export * from "./hessian_kernel.ts";
 export * from "./cholesky_kernel.ts";
 export * from "./obs_kernel.ts";
+export * from "./obs_spqr_kernel.ts";
 export * from "./fwht_kernel.ts";
 export * from "./qmatmul_kernel.ts";
 export * from "./aqlm_matmul_kernel.ts";

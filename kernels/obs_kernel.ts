@@ -6,8 +6,12 @@
  *   inside a block) keeps the row's block in workgroup memory, fits the grids
  *   of groups that start in the block (on the block-start weights, as the CPU
  *   path does), and runs the column loop: decide q (grid rounding, pruning,
- *   or both, mirroring the deciders of `hessian/obs.ts`), record the scaled
- *   error e = (w − q)/U_jj, and update the rest of the block, w −= e·U[j, ·];
+ *   both, or SpQR's grid and outliers, mirroring the deciders of
+ *   `hessian/obs.ts`), record the scaled error e = (w − q)/U_jj, and update
+ *   the rest of the block, w −= e·U[j, ·]. It decides a segment [j0, j1) of
+ *   the block (the whole block but for SpQR, whose groups are fitted and
+ *   their statistics quantized across rows between segments by
+ *   `kernels/obs_spqr_kernel.ts`);
  * - for unstructured pruning, the block's mask threshold: scores w²/U_jj²,
  *   a 4-pass radix select of the k-th smallest over all rows of the block,
  *   and a scan that breaks ties in row-major order (exactly k pruned);
@@ -22,6 +26,15 @@
  */
 
 import { cachedPipeline, foldGroups, type GpuBatch } from "./backend.ts";
+import {
+  encodeSpqrGroup,
+  encodeSpqrThreshold,
+  type ObsSpqrBuffers,
+  type ObsSpqrShape,
+  type ObsSpqrSpec,
+  spqrDecisionWgsl,
+  spqrWgslHelpers,
+} from "./obs_spqr_kernel.ts";
 
 /** Specialization of the in-block kernel ({@linkcode obsBlockWgsl}). */
 export interface ObsBlockSpec {
@@ -48,6 +61,12 @@ export interface ObsBlockSpec {
     /** Group length. */
     readonly m: number;
   };
+  /**
+   * SpQR's decision (`kernels/obs_spqr_kernel.ts`; excludes `grid` and
+   * `prune`): each block runs in segments that start at the groups' first
+   * columns, each group fitted and its statistics quantized in between.
+   */
+  readonly spqr?: ObsSpqrSpec;
 }
 
 /** Codes packed per u32 word (4 up to 8 bits, else 2). */
@@ -60,13 +79,14 @@ export function codesPerWord(maxq: number): 4 | 2 {
  *
  * @param spec The specialization.
  * @returns Buffer names: W, U, err, loss, [codes, scales, zeros, gIdx], [shrink], [mask],
- *   [scores, allow, state], params.
+ *   [spqrState], [scores, allow, state], params.
  */
 export function obsBlockBindings(spec: ObsBlockSpec): string[] {
   const names = ["W", "U", "err", "loss"];
-  if (spec.grid) names.push("codes", "scales", "zeros", "gIdx");
+  if (spec.grid || spec.spqr) names.push("codes", "scales", "zeros", "gIdx");
   if (spec.grid && spec.grid.mse && spec.grid.fitGroupSize > 0) names.push("shrink");
-  if (spec.prune) names.push("mask");
+  if (spec.prune || spec.spqr?.outliers) names.push("mask");
+  if (spec.spqr?.outliers) names.push("spqrState");
   if (spec.prune?.kind === "unstructured") names.push("scores", "allow", "state");
   names.push("params");
   return names;
@@ -97,11 +117,13 @@ export function obsBlockWgsl(spec: ObsBlockSpec): string {
     scores: "var<storage, read> scoreBuf: array<u32>",
     allow: "var<storage, read> allowBuf: array<u32>",
     state: "var<storage, read> selState: array<u32>",
+    spqrState: "var<storage, read_write> spqrState: array<atomic<u32>>",
     params: "var<uniform> prm: Params",
   };
   const decls = names.map((name, i) => `@group(0) @binding(${i}) ${type[name]};`).join("\n");
-  const g = spec.grid, pr = spec.prune;
+  const g = spec.grid, pr = spec.prune, sp = spec.spqr ?? null;
   const cpw = g ? codesPerWord(g.maxq) : 4;
+  const hasCodes = g !== null || sp !== null, hasMask = pr !== null || sp?.outliers === true;
   const fit = g && g.fitGroupSize > 0
     ? `
 fn quantError(x: f32, s: f32, z: f32) -> f32 {
@@ -138,11 +160,15 @@ fn fitGroup(row: u32, start: u32, len: u32) -> vec2<f32> {
     : "";
   const score = `fn score(v: f32, d: f32) -> f32 { return (v * v) / (d * d); }`;
   return `
-struct Params { rows: u32, n: u32, i1: u32, width: u32, groups: u32, kPrune: u32, pad0: u32, pad1: u32 }
+struct Params {
+  rows: u32, n: u32, i1: u32, width: u32, groups: u32, kPrune: u32, j0: u32, j1: u32,
+  row0: u32, rowsAll: u32, pad0: u32, pad1: u32
+}
 ${decls}
 var<workgroup> blk: array<f32, ${BS * R}>;
 ${score}
 ${fit}
+${sp ? spqrWgslHelpers(sp.maxq) : ""}
 @compute @workgroup_size(${R})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
@@ -150,7 +176,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (r >= prm.rows) { return; }
   let n = prm.n; let i1 = prm.i1; let width = prm.width;
   let wrow = r * n;
-  for (var k = 0u; k < width; k++) { blk[k * ${R}u + t] = W[wrow + i1 + k]; }
+  // Columns [j0, j1) of the block are decided (one segment: the whole block,
+  // except for SpQR), and [j0, width) updated.
+  let j0 = prm.j0; let j1 = prm.j1;
+  for (var k = j0; k < width; k++) { blk[k * ${R}u + t] = W[wrow + i1 + k]; }
 ${
     g && g.fitGroupSize > 0
       ? `  // Groups that start in this block, fitted on the block-start weights.
@@ -166,12 +195,13 @@ ${
   }
 ${pr?.kind === "unstructured" ? "  var allow = allowBuf[r]; let T = selState[256];" : ""}
 ${pr?.kind === "nm" ? "  var nmMask = 0u;" : ""}
+${sp?.outliers ? "  let spqrThr = bitcast<f32>(atomicLoad(&spqrState[0]));" : ""}
   var loss = 0.0;
   var codeWord = 0u;
   var maskWord = 0u;
   let codeRow = r * ((n + ${cpw - 1}u) / ${cpw}u);
   let maskRow = r * ((n + 31u) / 32u);
-  for (var j = 0u; j < width; j++) {
+  for (var j = j0; j < j1; j++) {
     let pos = i1 + j;
     let w = blk[j * ${R}u + t];
     let d = U[pos * n + pos];
@@ -204,7 +234,7 @@ ${
       : ""
   }
 ${
-    g
+    sp ? spqrDecisionWgsl(sp) : g
       ? `    let gk = gIdx[pos];
     let s = scales[r * prm.groups + gk];
     let z = zeros[r * prm.groups + gk];
@@ -212,19 +242,23 @@ ${
     if (pruned) { q = 0.0; } else {
       c = clamp(round(w / s) + z, 0.0, ${f(g.maxq)});
       q = s * (c - z);
-    }
-    let cw = codeRow + pos / ${cpw}u;
-    if (pos % ${cpw}u == 0u) { codeWord = 0u; } else if (j == 0u) { codeWord = codes[cw]; }
-    codeWord |= u32(c) << ((pos % ${cpw}u) * ${32 / cpw}u);
-    if (pos % ${cpw}u == ${cpw - 1}u || j + 1u == width) { codes[cw] = codeWord; }`
+    }`
       : "    if (pruned) { q = 0.0; }"
   }
 ${
-    pr
+    hasCodes
+      ? `    let cw = codeRow + pos / ${cpw}u;
+    if (pos % ${cpw}u == 0u) { codeWord = 0u; } else if (j == j0) { codeWord = codes[cw]; }
+    codeWord |= u32(c) << ((pos % ${cpw}u) * ${32 / cpw}u);
+    if (pos % ${cpw}u == ${cpw - 1}u || j + 1u == j1) { codes[cw] = codeWord; }`
+      : ""
+  }
+${
+    hasMask
       ? `    let mw = maskRow + pos / 32u;
-    if (pos % 32u == 0u) { maskWord = 0u; } else if (j == 0u) { maskWord = maskBits[mw]; }
+    if (pos % 32u == 0u) { maskWord = 0u; } else if (j == j0) { maskWord = maskBits[mw]; }
     if (pruned) { maskWord |= 1u << (pos % 32u); }
-    if (pos % 32u == 31u || j + 1u == width) { maskBits[mw] = maskWord; }`
+    if (pos % 32u == 31u || j + 1u == j1) { maskBits[mw] = maskWord; }`
       : ""
   }
     let e = (w - q) / d;
@@ -236,7 +270,7 @@ ${
       blk[k * ${R}u + t] = fma(-e, U[urow + k], blk[k * ${R}u + t]);
     }
   }
-  for (var k = 0u; k < width; k++) { W[wrow + i1 + k] = blk[k * ${R}u + t]; }
+  for (var k = j0; k < width; k++) { W[wrow + i1 + k] = blk[k * ${R}u + t]; }
   lossBuf[r] = lossBuf[r] + loss;
 }
 `;
@@ -412,6 +446,14 @@ export interface ObsBuffers {
   readonly allow?: GPUBuffer;
   /** Histogram and selection state [{@linkcode OBS_SELECT_STATE_WORDS}] u32 (unstructured). */
   readonly state?: GPUBuffer;
+  /** Per-column variance [n] f32 (SpQR with outliers). */
+  readonly spqrVar?: GPUBuffer;
+  /** Threshold and overflow words [2] u32 (SpQR). */
+  readonly spqrState?: GPUBuffer;
+  /** Second-level ranges (SpQR). */
+  readonly statRanges?: GPUBuffer;
+  /** Second-level codes of the tile's rows (SpQR). */
+  readonly statCodes?: GPUBuffer;
 }
 
 /**
@@ -439,6 +481,8 @@ export interface ObsShape {
   readonly groups: number;
   /** Unstructured sparsity (0 otherwise). */
   readonly sparsity: number;
+  /** SpQR's sizes (with `spec.spqr`). */
+  readonly spqr?: ObsSpqrShape;
 }
 
 /**
@@ -446,7 +490,11 @@ export interface ObsShape {
  * updates) into a batch. W may come in tiles of rows (each within the
  * binding limit): rows are independent in the loop except for the
  * unstructured selection, whose histogram, threshold and tie allowance span
- * all tiles in order.
+ * all tiles in order, and SpQR's second level, whose runs of rows must not
+ * straddle two tiles. With SpQR, the outlier threshold is computed first,
+ * and each block runs in segments split at the groups' first columns: before
+ * a segment that starts a group, every tile fits the group's grids on W as
+ * the loop left it and quantizes their statistics.
  *
  * @param batch The batch.
  * @param spec The in-block specialization.
@@ -475,6 +523,23 @@ export function encodeObsLoop(
   const sel = (e: Parameters<typeof obsSelectWgsl>[0]) =>
     cachedPipeline(gpu, `obs-select:${e}:${bs}`, () => obsSelectWgsl(e, bs), dynamicUniforms);
   const names = obsBlockBindings(spec);
+  const sp = spec.spqr ?? null;
+  if (sp !== null && !shape.spqr) {
+    throw new TypeError(`Cannot encode the OBS loop: SpQR's sizes ('shape.spqr') are missing`);
+  }
+  const rowOffsets: number[] = [];
+  tiles.reduce((r0, t) => (rowOffsets.push(r0), r0 + t.rows), 0);
+  const spqrBufs = (
+    t: ObsTile,
+  ): { W: GPUBuffer; U: GPUBuffer; scales: GPUBuffer; zeros: GPUBuffer } & ObsSpqrBuffers => {
+    const b = t.bufs;
+    if (!b.scales || !b.zeros || !b.spqrVar || !b.spqrState || !b.statRanges || !b.statCodes) {
+      throw new TypeError(`Cannot encode the OBS loop: a SpQR buffer is missing`);
+    }
+    const { W, U, scales, zeros, spqrVar, spqrState, statRanges, statCodes } = b;
+    return { W, U, scales, zeros, spqrVar, spqrState, statRanges, statCodes };
+  };
+  if (sp?.outliers) encodeSpqrThreshold(batch, spqrBufs(tiles[0]!), n, shape.spqr!.tau);
   for (let i1 = 0; i1 < n; i1 += bs) {
     const i2 = Math.min(n, i1 + bs), width = i2 - i1;
     const kPrune = spec.prune?.kind === "unstructured" ? Math.floor(sparsity * rows * width) : 0;
@@ -522,24 +587,53 @@ export function encodeObsLoop(
       );
       tiles.forEach((t, k) => batch.dispatch(sel("allow"), [base[k]!, state, t.bufs.allow!], [1]));
     }
-    for (const t of tiles) {
-      const params = batch.uniform([
-        { u32: t.rows },
-        { u32: n },
-        { u32: i1 },
-        { u32: width },
-        { u32: groups },
-        { u32: kPrune },
-        { u32: 0 },
-        { u32: 0 },
-      ]);
-      const resources = names.map((name) => {
-        if (name === "params") return params;
-        const b = (t.bufs as unknown as Record<string, GPUBuffer | undefined>)[name];
-        if (!b) throw new TypeError(`Cannot encode the OBS loop: buffer '${name}' is missing`);
-        return b;
+    // Segments of the block: SpQR's start at its groups' first columns.
+    const cuts = [0];
+    if (sp !== null) {
+      const gs = sp.groupSize;
+      for (let pos = Math.ceil((i1 + 1) / gs) * gs; pos < i2; pos += gs) cuts.push(pos - i1);
+    }
+    cuts.push(width);
+    for (let c = 0; c + 1 < cuts.length; c++) {
+      const j0 = cuts[c]!, j1 = cuts[c + 1]!, pos = i1 + j0;
+      if (sp !== null && pos % sp.groupSize === 0) {
+        const sgs = shape.spqr!.statisticGroupSize;
+        tiles.forEach((t, k) =>
+          encodeSpqrGroup(batch, sp, shape.spqr!, spqrBufs(t), {
+            rows: t.rows,
+            run0: rowOffsets[k]! / sgs,
+            n,
+            pos,
+            len: Math.min(sp.groupSize, n - pos),
+            k: pos / sp.groupSize,
+            groups,
+            rowGroups: Math.ceil(rows / sgs),
+          })
+        );
+      }
+      tiles.forEach((t, k) => {
+        const params = batch.uniform([
+          { u32: t.rows },
+          { u32: n },
+          { u32: i1 },
+          { u32: width },
+          { u32: groups },
+          { u32: kPrune },
+          { u32: j0 },
+          { u32: j1 },
+          { u32: rowOffsets[k]! },
+          { u32: rows },
+          { u32: 0 },
+          { u32: 0 },
+        ]);
+        const resources = names.map((name) => {
+          if (name === "params") return params;
+          const b = (t.bufs as unknown as Record<string, GPUBuffer | undefined>)[name];
+          if (!b) throw new TypeError(`Cannot encode the OBS loop: buffer '${name}' is missing`);
+          return b;
+        });
+        batch.dispatch(block, resources, foldGroups(gpu, Math.ceil(t.rows / spec.rowsPerGroup)));
       });
-      batch.dispatch(block, resources, foldGroups(gpu, Math.ceil(t.rows / spec.rowsPerGroup)));
     }
     if (i2 < n) { for (const t of tiles) lazyUpdate(i1, i2, t); }
   }

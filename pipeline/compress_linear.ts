@@ -432,7 +432,6 @@ export async function compressLinear(
         break;
       }
       case "spqr": {
-        // CPU only: "auto" solves there, "webgpu" throws (quantizers/spqr.ts).
         const { kind: _k, ...opts } = stage;
         const q = await spqr(w, needH(), { ...opts, backend });
         quantized = q;

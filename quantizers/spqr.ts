@@ -1,7 +1,8 @@
 /**
  * SpQR: small groups with bilevel statistics and float16 outliers, found and
  * compensated during the Optimal Brain Surgeon column loop (the solver's
- * "spqr" decider). Web-standard only.
+ * "spqr" decider), on the CPU or on WebGPU (`kernels/obs_spqr_kernel.ts`).
+ * Web-standard only.
  *
  * @see Dettmers, Svirschevski, Egiazarian, Kuznedelev, Frantar, Ashkboos,
  *   Borzunov, Hoefler, Alistarh, "SpQR: A Sparse-Quantized Representation for
@@ -58,9 +59,11 @@ export interface SpqrOptions {
   /** Called after each block with the columns done and the total. */
   onProgress?: (done: number, total: number) => void;
   /**
-   * "auto" or "cpu" (both solve on the CPU); "webgpu" throws: the GPU loop has
-   * no kernel for this decider (its second level spans rows and its outlier
-   * screening refits every group).
+   * Where the column loop runs: "auto" (WebGPU on a hardware adapter, else
+   * the CPU), "cpu", or "webgpu" (any adapter, software ones included; throws
+   * without one). The GPU gives the same stored form; its float32 factor and
+   * arithmetic (the CPU's factor and some of its sums are float64) can put a
+   * rare near-tie of a code or of the outlier test the other way.
    * @default "auto"
    */
   backend?: Backend;
@@ -97,7 +100,8 @@ export interface SpqrOptions {
  * @throws {RangeError} on invalid options (naming the option), a Hessian of
  *   the wrong order, non-finite values in the weight or the Hessian, or an
  *   outlier beyond float16's range.
- * @throws {TypeError} for `backend: "webgpu"` or arguments of the wrong type.
+ * @throws {TypeError} for arguments of the wrong type; {Error} for
+ *   `backend: "webgpu"` without a WebGPU adapter.
  */
 export async function spqr(
   weight: Tensor,
@@ -134,17 +138,12 @@ export async function spqr(
     simplifiedOutliers,
   } as const;
   checkSpqrOptions(decider, "quantize with SpQR");
-  if (backend === "webgpu") {
-    throw new TypeError(
-      `Cannot quantize with SpQR as 'backend' "webgpu" has no kernel for its decider: use "cpu" or "auto"`,
-    );
-  }
   const res = await obsSolve(weight, hessian, {
     decider,
     blockSize,
     dampRatio,
     actOrder,
-    backend: backend === "auto" ? "cpu" : backend,
+    backend,
     ...(onProgress ? { onProgress } : {}),
   });
   const [rows, cols] = [weight.shape[0]!, weight.shape[1]!];

@@ -245,7 +245,7 @@ export const DEMO_METHODS: readonly DemoMethod[] = [
   method(
     "spqr-w3-g16",
     "SpQR: 3 bits, groups of 16, 3-bit statistics in runs of 16 rows, float16 outliers " +
-      "(τ 0.2), act-order (CPU)",
+      "(τ 0.2), act-order",
     [{ kind: "spqr", bits: 3, groupSize: 16 }],
     false,
   ),
@@ -307,7 +307,7 @@ export const METHOD_PATTERNS: readonly MethodPattern[] = [
     pattern: "spqr-w{2..8}[-g{G}][-t{T}]",
     description: "SpQR: B-bit codes in groups of G input columns (16), 3-bit scales and zero " +
       "points in runs of 16 rows, float16 outliers above T times the typical OBS error " +
-      "(0.2; -tinf: none), act-order, CPU",
+      "(0.2; -tinf: none), act-order",
     examples: ["spqr-w3-g16", "spqr-w3-g16-t0.35", "spqr-w4-g16-tinf"],
   },
   {
@@ -428,7 +428,7 @@ function methodOf(id: string, extra: string): DemoMethod {
     const outliers = tau === Infinity ? "no outliers" : `float16 outliers (τ ${tau})`;
     return method(
       id,
-      `SpQR: ${bits} bits, groups of ${groupSize}, 3-bit statistics, ${outliers}, act-order (CPU)`,
+      `SpQR: ${bits} bits, groups of ${groupSize}, 3-bit statistics, ${outliers}, act-order`,
       [stage],
       false,
     );

@@ -45,7 +45,20 @@ function same(tiled: ObsResult, whole: ObsResult, what: string): void {
   assert.deepEqual(tiled.scales, whole.scales, `${what}: scales`);
   assert.deepEqual(tiled.zeros, whole.zeros, `${what}: zeros`);
   assert.equal(tiled.stats.obsLoss, whole.stats.obsLoss, `${what}: loss`);
+  assert.deepEqual(tiled.outliers, whole.outliers, `${what}: outliers`);
+  assert.deepEqual(tiled.statistics, whole.statistics, `${what}: statistics`);
 }
+
+/** SpQR 3-bit with the paper's 3-bit statistics: groups of 12 span blocks of 8. */
+const SPQR: ObsDecider = {
+  kind: "spqr",
+  bits: 3,
+  groupSize: 12,
+  scaleBits: 3,
+  zeroBits: 3,
+  statisticGroupSize: 16,
+  outlierThreshold: 0.2,
+};
 
 Deno.test("the GPU OBS solve in tiles of rows (a small binding limit) gives the untiled result", async () => {
   const gpu = await testGpu();
@@ -88,6 +101,8 @@ Deno.test("the GPU OBS solve in tiles of rows (a small binding limit) gives the 
       },
       actOrder: false,
     },
+    // Tiles of 32 rows hold two runs of 16 statistics each (the last tile 4 rows, one short run).
+    { name: "SpQR 3-bit groups of 12, act-order", w, decider: SPQR, actOrder: true },
   ];
   for (const c of cases) {
     const whole = await obsSolveGpu(gpu, problem(c.w, rows, xtx, c.decider, c.actOrder));
@@ -96,6 +111,10 @@ Deno.test("the GPU OBS solve in tiles of rows (a small binding limit) gives the 
       problem(c.w, rows, xtx, c.decider, c.actOrder, n * n * 4),
     );
     same(tiled, whole, c.name);
+    if (c.decider.kind === "spqr") {
+      const o = tiled.outliers!.reduce((a, b) => a + b, 0);
+      assert(o > 0 && o < rows * n / 10, `${c.name}: ${o} outliers`);
+    }
     if (c.decider.kind === "prune" && c.decider.structure.kind === "unstructured") {
       // Exactly ⌊sparsity·rows·width⌋ pruned per block of 8 columns.
       const k = Math.floor(c.decider.structure.sparsity * rows * 8);
@@ -122,5 +141,21 @@ Deno.test("the GPU OBS solve names the limit and the size when the factor U exce
     (e: unknown) =>
       e instanceof RangeError && /U \[32, 32\] takes 4096 bytes/.test(e.message) &&
       /maxStorageBufferBindingSize\) of 4092 bytes/.test(e.message),
+  );
+});
+
+Deno.test("the GPU SpQR solve refuses tiles of rows smaller than one run of the second level", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const rng = prng(23);
+  const x = tensor("f32", [64, n], Float32Array.from({ length: 64 * n }, () => rng.normal()));
+  const w = Float32Array.from({ length: 100 * n }, () => rng.normal());
+  // Tiles of 32 rows, runs of 48.
+  const decider: ObsDecider = { ...SPQR, statisticGroupSize: 48 } as ObsDecider;
+  await assert.rejects(
+    () => obsSolveGpu(gpu, problem(w, 100, hessian(x).xtx, decider, false, n * n * 4)),
+    (e: unknown) =>
+      e instanceof RangeError &&
+      /'statisticGroupSize' \(48\) rows of W \[100, 32\]/.test(e.message),
   );
 });

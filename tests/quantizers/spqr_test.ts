@@ -10,6 +10,7 @@ import { decodeSpqrStatistic, spqrBitsPerWeight } from "../../quantizers/spqr_we
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { correlatedInputs, randomWeight } from "./_correlated.ts";
 import { assertClose } from "../_helpers.ts";
+import { testGpu } from "../kernels/_gpu.ts";
 
 /** spqr()'s defaults as the OBS solver's decider. */
 const DEFAULT_DECIDER = {
@@ -113,6 +114,7 @@ Deno.test("spqr() with τ = ∞ keeps no outliers and equals an unblocked float6
     statisticGroupSize: 8,
     outlierThreshold: Infinity,
     blockSize: 16, // groups cross no block edge; blocks only change rounding
+    backend: "cpu", // the float64 factor (the GPU's is float32: spqr_webgpu_test.ts)
   });
   assert.equal(q.stats.outliers, 0);
   assert.equal(q.outliers.values.length, 0);
@@ -226,7 +228,7 @@ Deno.test("spqr()'s stored form dequantizes to exactly the weights the OBS loop 
   const { w, h } = problem(24, 40, 17);
   const options = DEFAULT_DECIDER;
   const solved = await obsSolve(w, h, { decider: options, actOrder: true, backend: "cpu" });
-  const q = await spqr(w, h);
+  const q = await spqr(w, h, { backend: "cpu" });
   assert.deepEqual(dequantize(q).data, solved.weight.data);
   assert.deepEqual(q.codes, solved.codes);
 });
@@ -267,7 +269,7 @@ Deno.test("spqr() with act-order off keeps the identity order and stores none", 
   assert(layerError(w, dequantize(q), h) < 0.05);
 });
 
-Deno.test("spqr() refuses a bad Hessian, non-finite values, bad options and the webgpu backend, naming each", async () => {
+Deno.test("spqr() refuses a bad Hessian, non-finite values and bad options, naming each", async () => {
   const { w, h } = problem(8, 16, 29);
   await assert.rejects(
     () => spqr(w, hessian(correlatedInputs(32, 12, 1))),
@@ -309,14 +311,13 @@ Deno.test("spqr() refuses a bad Hessian, non-finite values, bad options and the 
     () => spqr(tensor("f32", [8, 16], huge), h, { outlierThreshold: 0 }),
     /the outlier at row 3, column \d+ \(.+\) does not fit in float16/,
   );
-  await assert.rejects(() => spqr(w, h, { backend: "webgpu" }), /"webgpu" has no kernel/);
   await assert.rejects(
     () =>
       obsSolve(w, h, {
-        decider: DEFAULT_DECIDER,
-        backend: "webgpu",
+        decider: { ...DEFAULT_DECIDER, statisticGroupSize: 0 },
+        backend: "cpu",
       }),
-    /does not support the "spqr" decider/,
+    /'statisticGroupSize' must be an integer/,
   );
 });
 
@@ -334,7 +335,8 @@ function rowError(v: number[], fit: number[], d: number, bits: number, skip: num
   return e;
 }
 
-Deno.test("spqr()'s leave-one-out screening and outlier test follow the reference on one group with uncoupled inputs", async () => {
+/** Follows spqr()'s screening and outlier test by hand on one group of uncoupled inputs. */
+async function followReference(backend: "cpu" | "webgpu"): Promise<void> {
   // H = I: U = I/√(1 + damp), so no error moves between columns and each row
   // of the one group can be followed by hand.
   const rows = 8, n = 16, bits = 3, damp = 0.01, tau = 0.2;
@@ -349,7 +351,14 @@ Deno.test("spqr()'s leave-one-out screening and outlier test follow the referenc
     cols: n,
     count: 1,
     xtx,
-  }, { bits, groupSize: n, statisticGroupSize: rows, outlierThreshold: tau, dampRatio: damp });
+  }, {
+    bits,
+    groupSize: n,
+    statisticGroupSize: rows,
+    outlierThreshold: tau,
+    dampRatio: damp,
+    backend, // followed in float64 below
+  });
   const d = 1 / Math.sqrt(1 + damp);
   let typical = 0;
   for (let c = 0; c < n; c++) {
@@ -405,4 +414,12 @@ Deno.test("spqr()'s leave-one-out screening and outlier test follow the referenc
     }
     assert(cs.includes(r), `the planted weight (${r}, ${r}) is an outlier`);
   }
+}
+
+Deno.test("spqr()'s leave-one-out screening and outlier test follow the reference on one group with uncoupled inputs", async () => {
+  await followReference("cpu");
+});
+
+Deno.test("spqr()'s screening and outlier test follow the reference on the GPU too", async () => {
+  if (await testGpu()) await followReference("webgpu");
 });
