@@ -325,8 +325,7 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
             "qmatmul-w4g128+norm",
             bytes,
             copies.length,
-            (b, i) =>
-              encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y, norm }),
+            (b, i) => encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y, norm }),
           );
           const us = (key: string) => {
             const t = times[key];
