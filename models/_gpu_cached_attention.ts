@@ -34,8 +34,8 @@ export interface CachedAttentionSpec {
   /**
    * With `single` and `width` 4: the q/k/v row holds the queries and keys
    * before the rotary embedding, which the kernel applies itself (the
-   * interleaved pairs of `encodeRope`, turned by the (cos, sin) row of the
-   * new position) to the queries it stages and the keys it writes.
+   * interleaved pairs of `encodeRope`, turned by the (cos, sin) pairs of row
+   * pos of the rotary table) to the queries it stages and the keys it writes.
    */
   readonly rope: boolean;
 }
@@ -65,8 +65,9 @@ export function cachedAttentionWgsl(spec: CachedAttentionSpec): string {
       "Cannot fuse the rotary embedding into attention of several rows or scalars",
     );
   }
-  // Vector i of a query or key row, rotated by (cos, sin) pairs CS[i] when the kernel rotates.
-  const turn = (e: string) => rope ? `turn(${e}, CS[i])` : e;
+  // Vector i of a query or key row, rotated by the (cos, sin) pairs of table row p0 when the
+  // kernel rotates.
+  const turn = (e: string) => rope ? `turn(${e}, CS[p0 * HDV + i])` : e;
   const T = W === 4 ? "vec4<f32>" : "f32";
   const HDV = hd / W;
   const { groups: G, lanes: LN, perThread: DPT } = headSplit(HDV);
@@ -234,9 +235,9 @@ export function attentionRotates(rows: number, hd: number): boolean {
  * @param cache The layer's keys and values [cap, nKvHeads·hd] each.
  * @param pos The position counter (u32 [1]): row t is at position pos + t.
  * @param shape Sizes.
- * @param rope The (cos, sin) row [hd] of the new position, for the kernel to
- *   rotate the queries and keys itself (one row only: see
- *   {@linkcode attentionRotates}).
+ * @param rope The rotary table [cap, hd] of (cos, sin) pairs (`ropeTable`),
+ *   for the kernel to rotate the query and key of the new row itself with
+ *   row pos of it (one row only: see {@linkcode attentionRotates}).
  */
 export function encodeCachedAttention(
   batch: GpuBatch,

@@ -3,12 +3,12 @@
  * cache, besides the matrix-vector product (`_gpu_gemv.ts`), the attention
  * against the cache (`_gpu_cached_attention.ts`) and the kernels the
  * whole-sequence forward pass shares (`_gpu_kernels.ts`): the rotary rows of
- * the current positions, the argmax that feeds the next step, copies into
- * column slices, the position counter, the gather of an f16 embedding, and
- * a residual add fused into the RMSNorm that follows it.
+ * the current positions, the argmax that feeds the next step (and advances
+ * the position counter), copies into column slices, the gather of an f16
+ * embedding, and a residual add fused into the RMSNorm that follows it.
  *
  * The current position lives on the GPU (`pos`, one u32): the kernels read
- * it, and a one-thread kernel advances it at the end of each step, so a
+ * it, and the argmax's last pass advances it at the end of each step, so a
  * step's commands are the same every time and can be replayed
  * (`_gpu_program.ts`) without writing anything from the host. Each kernel's
  * CPU reference is stated in its docs; the tests compare a whole decode
@@ -138,28 +138,6 @@ export function encodeSliceCopy(
   batch.dispatch(pipeline, [y, x, u], groups);
 }
 
-/** pos[0] += n (one thread). */
-export function advanceWgsl(): string {
-  return `struct P { n: u32 }
-@group(0) @binding(0) var<storage, read_write> pos: array<u32>;
-@group(0) @binding(1) var<uniform> p: P;
-@compute @workgroup_size(1)
-fn main() { pos[0] = pos[0] + p.n; }
-`;
-}
-
-/**
- * Records pos += n.
- *
- * @param batch The batch.
- * @param pos The position counter.
- * @param n Positions to advance.
- */
-export function encodeAdvance(batch: GpuBatch, pos: GPUBuffer, n: number): void {
-  const pipeline = cachedPipeline(batch.gpu, "decode:advance", advanceWgsl);
-  batch.dispatch(pipeline, [pos, batch.uniform([{ u32: n }])], [1]);
-}
-
 /** x[i] = E[tok[i / dim]·dim + i mod dim] for an f16 embedding stored as pairs in u32 words. */
 export function embedF16Wgsl(): string {
   return `struct P { n: u32, dim: u32 }
@@ -215,18 +193,23 @@ function argmaxParts(n: number): number {
  * The first index of the largest value (NaN never wins), in two passes:
  * `final` false, each of `parts` workgroups reduces a strided share of L to
  * one (value, index) pair; `final` true, one workgroup reduces the pairs
- * and writes the index to `tok[0]`. Reference: the first i with
- * L[i] = max(L), as the CPU's greedy choice.
+ * and writes the index to `tok[0]`, and with `advance` adds `p.adv` to the
+ * position counter `pos[0]` (the last kernel of a decode step, so that
+ * every kernel before it read the step's position). Reference: the first i
+ * with L[i] = max(L), as the CPU's greedy choice.
  *
  * @param final The second pass.
+ * @param advance The second pass also advances the position.
  * @returns WGSL source.
  */
-export function argmaxWgsl(final: boolean): string {
+export function argmaxWgsl(final: boolean, advance = false): string {
   const io = final
     ? `@group(0) @binding(0) var<storage, read_write> tok: array<u32>;
 @group(0) @binding(1) var<storage, read> PV: array<f32>;
 @group(0) @binding(2) var<storage, read> PI: array<u32>;
-@group(0) @binding(3) var<uniform> p: P;`
+@group(0) @binding(3) var<uniform> p: P;${
+      advance ? "\n@group(0) @binding(4) var<storage, read_write> pos: array<u32>;" : ""
+    }`
     : `@group(0) @binding(0) var<storage, read_write> PV: array<f32>;
 @group(0) @binding(1) var<storage, read_write> PI: array<u32>;
 @group(0) @binding(2) var<storage, read> L: array<f32>;
@@ -235,9 +218,13 @@ export function argmaxWgsl(final: boolean): string {
     ? `  for (var i = lid; i < p.parts; i += ${WG}u) { take(PV[i], PI[i]); }`
     : `  for (var i = wg.x * ${WG}u + lid; i < p.n; i += p.parts * ${WG}u) { take(L[i], i); }`;
   const write = final
-    ? "if (lid == 0u) { tok[0] = select(ri[0], 0u, ri[0] == 0xffffffffu); }"
+    ? `if (lid == 0u) {
+    tok[0] = select(ri[0], 0u, ri[0] == 0xffffffffu);${
+      advance ? "\n    pos[0] = pos[0] + p.adv;" : ""
+    }
+  }`
     : "if (lid == 0u) { PV[wg.x] = rv[0]; PI[wg.x] = ri[0]; }";
-  return `struct P { n: u32, parts: u32 }
+  return `struct P { n: u32, parts: u32, adv: u32 }
 ${io}
 var<workgroup> rv: array<f32, ${WG}>;
 var<workgroup> ri: array<u32, ${WG}>;
@@ -271,13 +258,15 @@ export function argmaxScratchBytes(n: number): number {
 }
 
 /**
- * Records tok[0] = the first index of the largest of n values.
+ * Records tok[0] = the first index of the largest of n values (and, with
+ * `advance`, pos[0] += advance.n after it).
  *
  * @param batch The batch.
  * @param tok Output (u32 [1]).
  * @param values Values (f32 [n]).
  * @param n Count.
  * @param scratch Partial values and indices ({@linkcode argmaxScratchBytes} bytes each).
+ * @param advance The position counter and the positions to advance it by.
  */
 export function encodeArgmax(
   batch: GpuBatch,
@@ -285,13 +274,20 @@ export function encodeArgmax(
   values: GPUBuffer,
   n: number,
   scratch: { readonly values: GPUBuffer; readonly indices: GPUBuffer },
+  advance?: { readonly pos: GPUBuffer; readonly n: number },
 ): void {
   const parts = argmaxParts(n);
-  const u = batch.uniform([{ u32: n }, { u32: parts }]);
+  const u = batch.uniform([{ u32: n }, { u32: parts }, { u32: advance?.n ?? 0 }]);
   const first = cachedPipeline(batch.gpu, "decode:argmax", () => argmaxWgsl(false));
   batch.dispatch(first, [scratch.values, scratch.indices, values, u], [parts]);
-  const second = cachedPipeline(batch.gpu, "decode:argmax-final", () => argmaxWgsl(true));
-  batch.dispatch(second, [tok, scratch.values, scratch.indices, u], [1]);
+  const adv = advance !== undefined;
+  const second = cachedPipeline(
+    batch.gpu,
+    `decode:argmax-final${adv ? ":advance" : ""}`,
+    () => argmaxWgsl(true, adv),
+  );
+  const resources = [tok, scratch.values, scratch.indices, u, ...(adv ? [advance.pos] : [])];
+  batch.dispatch(second, resources, [1]);
 }
 
 /** Threads per workgroup of {@linkcode addRmsNormWgsl}. */

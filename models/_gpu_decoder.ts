@@ -37,7 +37,6 @@ import {
 import {
   argmaxScratchBytes,
   encodeAddRmsNorm,
-  encodeAdvance,
   encodeArgmax,
   encodeEmbedF16,
   encodeRopeRows,
@@ -360,11 +359,17 @@ export class GpuDecoder {
       quantize(l, product, a.h);
       return undefined;
     };
-    encodeRopeRows(rec, a.rope, this.#ropeTable, this.#pos, {
-      rows: R,
-      hd,
-      positions: this.#options.maxTokens,
-    });
+    // A plain layer's single row is rotated by the attention kernel itself, from the table.
+    const rotates = (l: DecodeLayer) =>
+      attentionInputsHook(config, l.quant) === undefined && l.bqkv === null &&
+      l.qkNorm === null && attentionRotates(R, hd);
+    if (!this.#layers.every(rotates)) {
+      encodeRopeRows(rec, a.rope, this.#ropeTable, this.#pos, {
+        rows: R,
+        hd,
+        positions: this.#options.maxTokens,
+      });
+    }
     // A product's input is fake-quantized in place first (no later kernel reads it).
     const quantize = (l: DecodeLayer, product: keyof BlockActQuant, x: GPUBuffer) => {
       const plan = l.quant.actQuant[product];
@@ -375,9 +380,7 @@ export class GpuDecoder {
       encodeLinearGroup(rec, l.qkv, attnNorm ? a.x : a.h, a.qkv, R, false, s, true, attnNorm);
       phase("qkv");
       const hook = attentionInputsHook(config, l.quant);
-      // A plain layer's single row is rotated by the attention kernel itself.
-      const fused = hook === undefined && l.bqkv === null && l.qkNorm === null &&
-        attentionRotates(R, hd);
+      const fused = rotates(l);
       if (!fused) {
         encodeRope(rec, a.qkv, a.rope, { rows: R, T: R, width: qDim + kvDim, ld: qkvW, hd }, {
           ...(l.bqkv ? { bias: { buffer: l.bqkv, width: qkvW } } : {}),
@@ -393,7 +396,7 @@ export class GpuDecoder {
         l.cache,
         this.#pos,
         { rows: R, nHeads, nKvHeads, hd, ld: qkvW, cap: this.#options.maxTokens },
-        fused ? a.rope : undefined,
+        fused ? this.#ropeTable : undefined,
       );
       phase("attention");
       quantize(l, "o", a.att);
@@ -442,8 +445,7 @@ export class GpuDecoder {
       weights: this.#options.weights,
       accumulate: false,
     });
-    encodeArgmax(rec, this.#token, this.#logits, V, this.#argmax);
-    encodeAdvance(rec, this.#pos, advance);
+    encodeArgmax(rec, this.#token, this.#logits, V, this.#argmax, { pos: this.#pos, n: advance });
     if (profile) rec.phase("head");
   }
 

@@ -140,11 +140,14 @@ Deno.test("the argmax kernel returns the first index of the largest value and sk
       values: storageBuffer(gpu, argmaxScratchBytes(n)),
       indices: storageBuffer(gpu, argmaxScratchBytes(n)),
     };
+    // The second pass also advances a position counter when given one.
+    const pos = uploadBuffer(gpu, Uint32Array.of(n));
     const batch: GpuBatch = new GpuBatch(gpu);
-    encodeArgmax(batch, tok, vb, n, scratch);
-    const got: Uint32Array = new Uint32Array(await read(batch, tok));
-    assert.equal(got[0], top, `n = ${n}`);
-    for (const b of [vb, tok, scratch.values, scratch.indices]) b.destroy();
+    encodeArgmax(batch, tok, vb, n, scratch, n % 2 === 0 ? { pos, n: 3 } : undefined);
+    const { data } = await batch.submit([tok, pos]);
+    assert.equal(new Uint32Array(data[0]!)[0], top, `n = ${n}`);
+    assert.equal(new Uint32Array(data[1]!)[0], n % 2 === 0 ? n + 3 : n, `position, n = ${n}`);
+    for (const b of [vb, tok, pos, scratch.values, scratch.indices]) b.destroy();
   }
 });
 
@@ -207,13 +210,17 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
     });
     const past = { k: normals(cap * kvDim, 9), v: normals(cap * kvDim, 10) };
     const shape = { rows: 1, nHeads, nKvHeads, hd, ld, cap };
+    // The fused kernel reads row pos of a table whose other rows differ.
+    const table = normals(cap * hd, 15);
+    table.set(cs, pos * hd);
     const at = uploadBuffer(gpu, Uint32Array.of(pos)), rope = uploadBuffer(gpu, cs);
+    const tb = uploadBuffer(gpu, table);
     const run = async (fused: boolean) => {
       const qkv = uploadBuffer(gpu, row), out = storageBuffer(gpu, qDim * 4);
       const cache = { k: uploadBuffer(gpu, past.k), v: uploadBuffer(gpu, past.v) };
       const batch: GpuBatch = new GpuBatch(gpu);
       if (!fused) encodeRope(batch, qkv, rope, { rows: 1, T: 1, width: qDim + kvDim, ld, hd });
-      encodeCachedAttention(batch, out, qkv, cache, at, shape, fused ? rope : undefined);
+      encodeCachedAttention(batch, out, qkv, cache, at, shape, fused ? tb : undefined);
       const { data } = await batch.submit([out, cache.k, cache.v]);
       for (const b of [qkv, out, cache.k, cache.v]) b.destroy();
       return data.map((d) => new Float32Array(d));
@@ -228,6 +235,7 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
     assert.ok(k0.some((v, i) => Math.abs(v - row[qDim + i]!) > 1e-3), message);
     at.destroy();
     rope.destroy();
+    tb.destroy();
   }
   assert.throws(
     () =>
