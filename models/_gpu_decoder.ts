@@ -98,6 +98,23 @@ export interface GpuDecoderOptions {
   readonly linears: readonly BlockLinears[];
 }
 
+/**
+ * Tokens per second between read-backs: from the first read-back that
+ * brought at least a quarter of the tokens (and not the prompt's token
+ * alone) to the last one, so that a read-back's latency, paid at both ends,
+ * cancels; NaN with fewer than two such read-backs.
+ *
+ * @param arrivals Tokens held after each read-back, and its time (ms).
+ * @returns The rate.
+ */
+function steadyRate(arrivals: readonly { n: number; t: number }[]): number {
+  const last = arrivals[arrivals.length - 1];
+  if (last === undefined) return NaN;
+  const ref = arrivals.find((a) => a.n >= Math.max(2, last.n / 4));
+  if (ref === undefined || ref === last || last.t <= ref.t) return NaN;
+  return (last.n - ref.n) / ((last.t - ref.t) / 1000);
+}
+
 /** One greedy run. */
 export interface DecodeRun {
   readonly maxNewTokens: number;
@@ -116,6 +133,8 @@ export interface DecodeRunResult {
   readonly stopped: boolean;
   readonly prefillSeconds: number;
   readonly decodeSeconds: number;
+  /** See `GenerateResult.steadyTokensPerSecond`. */
+  readonly steadyTokensPerSecond: number;
   /** Compute dispatches of one decode step. */
   readonly stepDispatches: number;
   /** Host seconds per decode step spent encoding and submitting it. */
@@ -587,6 +606,8 @@ export class GpuDecoder {
     let stepSeconds = 0, onePassSteps = 0, phasedSeconds = 0, phasedSteps = 0, stopped = false;
     const t0 = performance.now();
     let tPrefill = t0, tEnd = t0;
+    // Tokens held after each read-back, and when it came.
+    const arrivals: { n: number; t: number }[] = [];
     try {
       writeBuffer(gpu, this.#pos, 0, Uint32Array.of(0));
       submit(prefill.program, false);
@@ -631,6 +652,7 @@ export class GpuDecoder {
           onToken?.(id, tokens.length - 1);
           if (stop.has(id) || tokens.length >= maxNewTokens) stopped = true;
         }
+        arrivals.push({ n: tokens.length, t: tEnd });
       }
     } finally {
       // Whatever is still queued (after an error) finishes before its buffers go.
@@ -652,6 +674,7 @@ export class GpuDecoder {
       stopped: tokens.length > 0 && stop.has(tokens[tokens.length - 1]!),
       prefillSeconds: (tPrefill - t0) / 1000,
       decodeSeconds: (tEnd - tPrefill) / 1000,
+      steadyTokensPerSecond: steadyRate(arrivals),
       stepDispatches: step.dispatches,
       hostStepSeconds: hostSeconds / Math.max(1, hostSteps),
       ...(timed && phasedSteps > 0

@@ -107,6 +107,14 @@ export interface GenerateResult {
   /** Tokens after the first per second of `decodeSeconds` (NaN with fewer than 2 tokens). */
   tokensPerSecond: number;
   /**
+   * On WebGPU: tokens per second from the read-back that brought the first
+   * quarter of the tokens to the last read-back, so that the latency of a
+   * read-back (paid once at each end of `decodeSeconds`) cancels: the rate
+   * once steps are queued (NaN with fewer than two read-backs after the
+   * first token's).
+   */
+  steadyTokensPerSecond?: number;
+  /**
    * On WebGPU: the compute dispatches of one decode step (one token: the
    * embedding, every block, the head, the argmax and the position counter).
    */
@@ -222,6 +230,7 @@ function result(
     stopped: boolean;
     prefillSeconds: number;
     decodeSeconds: number;
+    steadyTokensPerSecond?: number;
     stepDispatches?: number;
     hostStepSeconds?: number;
     gpu?: {
@@ -240,6 +249,9 @@ function result(
     prefillSeconds,
     decodeSeconds,
     tokensPerSecond: tokens.length > 1 ? (tokens.length - 1) / decodeSeconds : NaN,
+    ...(r.steadyTokensPerSecond === undefined
+      ? {}
+      : { steadyTokensPerSecond: r.steadyTokensPerSecond }),
     ...(r.stepDispatches === undefined ? {} : { stepDispatches: r.stepDispatches }),
     ...(r.hostStepSeconds === undefined ? {} : { hostStepSeconds: r.hostStepSeconds }),
     ...(r.gpu ? { gpu: r.gpu } : {}),

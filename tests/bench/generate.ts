@@ -7,7 +7,9 @@
  * `--in-flight` steps (and with `--per-submission` steps in one submission), and once
  * more with timestamp queries for the GPU time
  * of each phase of a step; each configuration also reports the dispatches
- * of one step (in all and per phase) and the GPU µs per dispatch.
+ * of one step (in all and per phase), the GPU µs per dispatch, and the
+ * tokens per second between read-backs (`steadyTokensPerSecond`, which the
+ * latency of the first and last read-backs does not bias; "speedupSteady").
  *
  * Before that (unless `--no-kernels`) it times the one-row products of
  * every block linear and the classifier at the shapes of `--kernel-shapes`
@@ -364,6 +366,8 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
 /** What one configuration measured. */
 interface Measured {
   tokensPerSecond: Record<string, number>;
+  /** Tokens per second between read-backs (`steadyTokensPerSecond`), per depth. */
+  steadyTokensPerSecond: Record<string, number>;
   prefillSeconds: number;
   uploadSeconds: number;
   stepDispatches?: number;
@@ -395,6 +399,7 @@ async function measure(
   try {
     await session.generate(prompt, { maxNewTokens: Math.min(tokens, 16), inFlight }); // warm-up
     const tokensPerSecond: Record<string, number> = {};
+    const steadyTokensPerSecond: Record<string, number> = {};
     const hostStepMs: Record<string, number> = {};
     let last: GenerateResult | null = null;
     // Steps in flight, and steps per submission.
@@ -407,11 +412,12 @@ async function measure(
       });
       const key = `inFlight${depth}${per! > 1 ? `x${per}` : ""}`;
       tokensPerSecond[key] = last.tokensPerSecond;
+      steadyTokensPerSecond[key] = last.steadyTokensPerSecond ?? NaN;
       hostStepMs[key] = (last.hostStepSeconds ?? NaN) * 1e3;
       log(
-        `  in flight ${depth}, ${per} a submission: ${
-          last.tokensPerSecond.toFixed(1)
-        } tokens/s, host ${hostStepMs[key]!.toFixed(3)} ms a step to encode and submit`,
+        `  in flight ${depth}, ${per} a submission: ${last.tokensPerSecond.toFixed(1)} tokens/s (${
+          steadyTokensPerSecond[key]!.toFixed(1)
+        } between read-backs), host ${hostStepMs[key]!.toFixed(3)} ms a step to encode and submit`,
       );
     }
     const profiled = await session.generate(prompt, {
@@ -430,6 +436,7 @@ async function measure(
     }
     return {
       tokensPerSecond,
+      steadyTokensPerSecond,
       hostStepMs,
       prefillSeconds: last!.prefillSeconds,
       uploadSeconds,
@@ -488,6 +495,8 @@ log(`  quantized in ${quantizeSeconds.toFixed(1)} s`);
 const w4 = await measure(lm.model, prompt, linears);
 
 const best = (m: Measured) => Math.max(...Object.values(m.tokensPerSecond));
+const bestSteady = (m: Measured) =>
+  Math.max(...Object.values(m.steadyTokensPerSecond).filter((v) => !Number.isNaN(v)));
 console.log(JSON.stringify(
   {
     adapter: gpu.description,
@@ -499,6 +508,7 @@ console.log(JSON.stringify(
     denseF16: dense,
     w4g128: { ...w4, quantizeSeconds },
     speedup: best(w4) / best(dense),
+    speedupSteady: bestSteady(w4) / bestSteady(dense),
     ...(kernelTimes ? { kernels: kernelTimes } : {}),
   },
   null,
