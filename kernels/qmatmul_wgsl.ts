@@ -143,9 +143,10 @@ export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
   if (spec.tiled) return tiledWorkgroupBytes(spec);
   const red = reduceSlots(spec) * spec.rowTiles * spec.batch * (PACK_TILE / spec.split) * 4;
   const chunks = spec.batch * spec.chunks;
-  if (spec.dequant === "dot4") return red + chunks * (24 + 3) * 4; // planes, scale, Σx, Σhi
-  const sums = spec.dequant === "half" ? chunks * 4 : 0;
+  // The norm prologue's sums, one per thread.
   const norm = spec.norm ? spec.warps * PACK_TILE * 4 : 0;
+  if (spec.dequant === "dot4") return red + norm + chunks * (24 + 3) * 4; // planes, scale, Σx, Σhi
+  const sums = spec.dequant === "half" ? chunks * 4 : 0;
   return red + sums + norm + (spec.sharedX ? chunks * PACK_TILE * 4 : 0);
 }
 

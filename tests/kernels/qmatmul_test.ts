@@ -580,6 +580,16 @@ Deno.test("qmatmul never picks the half dequantization on a device that flushes 
 });
 
 Deno.test("qmatmul's RMSNorm prologue equals the product of rmsNorm(x) for every dequantization, staged and global x, prefetch, split-K, SwiGLU and several rows; act-order weights refuse it", async () => {
+  // The prologue's sums take one f32 per thread of workgroup memory, whatever the dequantization.
+  const base = qmatmulSpec(packWeights(randomQuantized(64, 256, 4, 64, 90)), 1);
+  for (const dequant of ["fma", "exact", "half", "dot4"] as const) {
+    const spec = { ...base, dequant, sharedX: dequant === "half" || dequant === "dot4" };
+    assert.equal(
+      qmatmulWorkgroupBytes({ ...spec, norm: true }) - qmatmulWorkgroupBytes(spec),
+      spec.warps * 32 * 4,
+      dequant,
+    );
+  }
   const gpu = await testGpu();
   if (!gpu) return;
   const eps = 1e-5;
