@@ -283,7 +283,12 @@ export function encodeGateUp(
 function fusedGateUp(l: GpuLinear, rows: number): boolean {
   if (l.gateBlock === 0 || l.parts.length !== 1) return false;
   const part = l.parts[0]!;
-  return part.kind === "dense" ? rows === 1 || l.dense === "f16" : rows <= FUSED_ROWS;
+  return part.kind === "dense" ? denseByGemv(l, rows) : rows <= FUSED_ROWS;
+}
+
+/** Whether a group's dense weights run through the GEMV (else the GEMM: f32 past one row). */
+function denseByGemv(l: GpuLinear, rows: number): boolean {
+  return rows === 1 || l.dense === "f16";
 }
 
 /**
@@ -302,7 +307,7 @@ function fusedGateUp(l: GpuLinear, rows: number): boolean {
 export function linearTakesNorm(gpu: Gpu, l: GpuLinear, rows: number, gateUp = false): boolean {
   if (l.parts.length !== 1) return false;
   const part = l.parts[0]!;
-  if (part.kind === "dense") return rows === 1 || l.dense === "f16";
+  if (part.kind === "dense") return denseByGemv(l, rows);
   return qmatmulTakesNorm(gpu, part.weight.packed, rows, "f32", gateUp && fusedGateUp(l, rows));
 }
 
@@ -428,7 +433,7 @@ export function encodeLinearGroup(
   const withNorm = norm ? { norm } : {};
   for (const p of l.parts) {
     if (p.kind === "dense") {
-      if (rows === 1 || l.dense === "f16") {
+      if (denseByGemv(l, rows)) {
         encodeGemv(batch, { y, x, w: p.buffer, ...withNorm }, {
           rows,
           n: p.n,

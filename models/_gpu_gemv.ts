@@ -20,6 +20,8 @@
  */
 
 import { cachedPipeline, type Gpu, type GpuBatch, uploadBuffer } from "../kernels/backend.ts";
+import type { QmatmulNorm } from "../kernels/qmatmul_kernel.ts";
+import { reduce } from "./_gpu_kernels.ts";
 
 /** Weight rows per workgroup. */
 const ROWS = 8;
@@ -132,11 +134,7 @@ fn xv(row: u32, c: u32) -> f32 {
     ${aligned ? "ns += dot(v, v);" : "ns = fma(v, v, ns);"}
   }
   red[lid] = ns;
-  workgroupBarrier();
-  for (var st = ${(ROWS * LANES) / 2}u; st > 0u; st = st >> 1u) {
-    if (lid < st) { red[lid] = red[lid] + red[lid + st]; }
-    workgroupBarrier();
-  }
+${reduce("sum", ROWS * LANES)}
   let inv = 1.0 / sqrt(red[0] / f32(p.k) + p.eps);
   workgroupBarrier();
 `;
@@ -281,7 +279,7 @@ export function encodeGemv(
     readonly x: GPUBuffer;
     readonly w: GPUBuffer;
     /** RMSNorm prologue: the norm weight (f32 [k]) and epsilon. */
-    readonly norm?: { readonly weight: GPUBuffer; readonly eps: number };
+    readonly norm?: QmatmulNorm;
   },
   shape: GemvShape,
   spec: Omit<GemvSpec, "aligned" | "norm">,
