@@ -9,19 +9,9 @@ import { spqr } from "../../quantizers/spqr.ts";
 import { decodeSpqrStatistic, spqrBitsPerWeight } from "../../quantizers/spqr_weight.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { correlatedInputs, randomWeight } from "./_correlated.ts";
+import { SPQR_DEFAULT_DECIDER } from "./_spqr_defaults.ts";
 import { assertClose } from "../_helpers.ts";
 import { testGpu } from "../kernels/_gpu.ts";
-
-/** spqr()'s defaults as the OBS solver's decider. */
-const DEFAULT_DECIDER = {
-  kind: "spqr",
-  bits: 3,
-  groupSize: 16,
-  scaleBits: 3,
-  zeroBits: 3,
-  statisticGroupSize: 16,
-  outlierThreshold: 0.2,
-} as const;
 
 function problem(rows: number, cols: number, seed: number): { w: Tensor<"f32">; h: Hessian } {
   return {
@@ -226,7 +216,7 @@ Deno.test("spqr() keeps planted large weights as outliers, stored in CSR at thei
 
 Deno.test("spqr()'s stored form dequantizes to exactly the weights the OBS loop produced", async () => {
   const { w, h } = problem(24, 40, 17);
-  const options = DEFAULT_DECIDER;
+  const options = SPQR_DEFAULT_DECIDER;
   const solved = await obsSolve(w, h, { decider: options, actOrder: true, backend: "cpu" });
   const q = await spqr(w, h, { backend: "cpu" });
   assert.deepEqual(dequantize(q).data, solved.weight.data);
@@ -314,7 +304,7 @@ Deno.test("spqr() refuses a bad Hessian, non-finite values and bad options, nami
   await assert.rejects(
     () =>
       obsSolve(w, h, {
-        decider: { ...DEFAULT_DECIDER, statisticGroupSize: 0 },
+        decider: { ...SPQR_DEFAULT_DECIDER, statisticGroupSize: 0 },
         backend: "cpu",
       }),
     /'statisticGroupSize' must be an integer/,

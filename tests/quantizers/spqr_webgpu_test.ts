@@ -7,19 +7,9 @@ import { spqr, type SpqrOptions } from "../../quantizers/spqr.ts";
 import type { SpqrWeight } from "../../quantizers/spqr_weight.ts";
 import { dequantize } from "../../quantizers/dequantize.ts";
 import { correlatedInputs, randomWeight } from "./_correlated.ts";
+import { SPQR_DEFAULT_DECIDER } from "./_spqr_defaults.ts";
 import { testGpu } from "../kernels/_gpu.ts";
 import { assertClose } from "../_helpers.ts";
-
-/** spqr()'s defaults as the OBS solver's decider. */
-const DEFAULT_DECIDER = {
-  kind: "spqr",
-  bits: 3,
-  groupSize: 16,
-  scaleBits: 3,
-  zeroBits: 3,
-  statisticGroupSize: 16,
-  outlierThreshold: 0.2,
-} as const;
 
 const rows = 64, cols = 96;
 
@@ -72,7 +62,7 @@ Deno.test('spqr() and the OBS solver\'s spqr decider take backend "webgpu" (no l
   assert.equal(q.kind, "spqr");
   assert.equal(q.codes.length, 16 * 32);
   const res = await obsSolve(w, h, {
-    decider: DEFAULT_DECIDER,
+    decider: SPQR_DEFAULT_DECIDER,
     backend: "webgpu",
   });
   // The GPU path reports GPU seconds (the CPU path has none).
@@ -168,7 +158,7 @@ Deno.test("spqr() on the GPU treats dead input columns as the CPU does (zeroed b
 Deno.test("spqr()'s GPU stored form dequantizes bit for bit to the GPU loop's Ŵ", async () => {
   if (!await testGpu()) return;
   const { w, h } = problem(1);
-  const decider = DEFAULT_DECIDER;
+  const decider = SPQR_DEFAULT_DECIDER;
   const q = await spqr(w, h, { backend: "webgpu" });
   const loop = await obsSolve(w, h, { decider, actOrder: true, backend: "webgpu" });
   // The same solve: the loop's own codes and outliers.
