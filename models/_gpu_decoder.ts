@@ -123,6 +123,8 @@ export interface DecodeRun {
   /** Decode steps recorded into one command buffer (one submission, one read-back). */
   readonly stepsPerSubmission: number;
   readonly profile: boolean;
+  /** Brackets each submission of steps with timestamps (see `GenerateResult.sustained`). */
+  readonly trace?: boolean;
   readonly onToken?: (id: number, index: number) => void;
   readonly onLogits?: (logits: Float32Array, index: number) => void;
 }
@@ -150,6 +152,8 @@ export interface DecodeRunResult {
     readonly phases: Record<string, number>;
     readonly phaseDispatches: Record<string, number>;
   };
+  /** See `GenerateResult.sustained`. */
+  readonly sustained?: { readonly gpuStepSeconds: number; readonly gpuUtilization: number };
 }
 
 const MAP_READ = 0x1, COPY_DST = 0x8, QUERY_RESOLVE = 0x200, COPY_SRC = 0x4;
@@ -159,6 +163,8 @@ interface Slot {
   readonly token: GPUBuffer;
   readonly logits: GPUBuffer | null;
   readonly times: GPUBuffer | null;
+  /** The submission's first and last timestamps (traced runs). */
+  readonly span: GPUBuffer | null;
 }
 
 /**
@@ -538,6 +544,14 @@ export class GpuDecoder {
     const resolve = timed
       ? device.createBuffer({ size: 16 * passes.length, usage: QUERY_RESOLVE | COPY_SRC })
       : null;
+    // Traced: two timestamps per slot, around its submission's steps (resolved 256 bytes apart).
+    const traced = run.trace === true && gpu.timestamps && !single;
+    const spanQueries = traced
+      ? device.createQuerySet({ type: "timestamp", count: 2 * depth })
+      : null;
+    const spanResolve = traced
+      ? device.createBuffer({ size: 256 * depth, usage: QUERY_RESOLVE | COPY_SRC })
+      : null;
     const slots: Slot[] = Array.from({ length: depth }, () => ({
       token: device.createBuffer({
         size: 4 * per,
@@ -554,6 +568,7 @@ export class GpuDecoder {
       times: timed
         ? device.createBuffer({ size: 16 * passes.length, usage: MAP_READ | COPY_DST })
         : null,
+      span: traced ? device.createBuffer({ size: 16, usage: MAP_READ | COPY_DST }) : null,
     }));
     const prefill = this.#prefillProgram(prompt);
     const lost = device.lost.then((info) => {
@@ -565,17 +580,36 @@ export class GpuDecoder {
       done: Promise<void>;
       timed: GpuProgram | null;
       count: number;
+      span: boolean;
     }[] = [];
+    // Traced: GPU nanoseconds inside the step submissions, their steps, the first and last stamp.
+    let busy = 0n, busySteps = 0, firstStamp = -1n, lastStamp = -1n;
     let next = 0, hostSeconds = 0, hostSteps = 0;
     // `count` replays of a program in one submission, each token copied out after its step.
     const submit = (program: GpuProgram, timedStep: boolean, count = 1) => {
       const t = performance.now();
-      const slot = slots[next++ % depth]!;
+      const index = next++ % depth, slot = slots[index]!;
       const enc = device.createCommandEncoder();
       const queries = 2 * program.passNames.length;
+      const span = slot.span !== null && program !== prefill.program;
+      // Empty passes carry the timestamps, so the steps' own passes stay as they run untraced.
+      const mark = (end: boolean) => {
+        const i = 2 * index + (end ? 1 : 0);
+        enc.beginComputePass({
+          timestampWrites: end
+            ? { querySet: spanQueries!, endOfPassWriteIndex: i }
+            : { querySet: spanQueries!, beginningOfPassWriteIndex: i },
+        }).end();
+      };
+      if (span) mark(false);
       for (let c = 0; c < count; c++) {
         program.encode(enc, timedStep ? { querySet: querySet!, first: 0 } : undefined);
         enc.copyBufferToBuffer(this.#token, 0, slot.token, 4 * c, 4);
+      }
+      if (span) {
+        mark(true);
+        enc.resolveQuerySet(spanQueries!, 2 * index, 2, spanResolve!, 256 * index);
+        enc.copyBufferToBuffer(spanResolve!, 256 * index, slot.span!, 0, 16);
       }
       if (slot.logits) enc.copyBufferToBuffer(this.#logits, 0, slot.logits, 0, V * 4);
       if (timedStep) {
@@ -590,7 +624,7 @@ export class GpuDecoder {
         hostSteps += count;
       }
       const invalid = device.popErrorScope(), oom = device.popErrorScope();
-      const maps = [slot.token, slot.logits, timedStep ? slot.times : null]
+      const maps = [slot.token, slot.logits, timedStep ? slot.times : null, span ? slot.span : null]
         .filter((b): b is GPUBuffer => b !== null)
         .map((b) => b.mapAsync(MAP_READ));
       const done = (async () => {
@@ -599,7 +633,7 @@ export class GpuDecoder {
         if (o) throw new Error(`WebGPU ran out of memory: ${o.message}`);
         await Promise.race([Promise.all(maps), lost]);
       })();
-      pending.push({ slot, done, timed: timedStep ? program : null, count });
+      pending.push({ slot, done, timed: timedStep ? program : null, count, span });
     };
     const tokens: number[] = [];
     const phases: Record<string, number> = {};
@@ -619,8 +653,16 @@ export class GpuDecoder {
           submitted += count;
         }
         if (pending.length === 0) break;
-        const { slot, done, timed: timedProgram, count } = pending.shift()!;
+        const { slot, done, timed: timedProgram, count, span } = pending.shift()!;
         await done;
+        if (span) {
+          const [b, e] = new BigUint64Array(slot.span!.getMappedRange(0, 16).slice(0));
+          slot.span!.unmap();
+          busy += e! - b!;
+          busySteps += count;
+          if (firstStamp < 0n) firstStamp = b!;
+          lastStamp = e!;
+        }
         const ids = new Uint32Array(slot.token.getMappedRange(0, 4 * count).slice(0));
         slot.token.unmap();
         if (slot.logits) {
@@ -659,9 +701,11 @@ export class GpuDecoder {
       const rest = pending.map((p) => p.done.catch(() => {}));
       Promise.all(rest).then(() => {
         prefill.free();
-        for (const s of slots) for (const b of [s.token, s.logits, s.times]) b?.destroy();
+        for (const s of slots) for (const b of [s.token, s.logits, s.times, s.span]) b?.destroy();
         querySet?.destroy();
         resolve?.destroy();
+        spanQueries?.destroy();
+        spanResolve?.destroy();
       });
     }
     for (const k of Object.keys(phases)) phases[k] = phases[k]! / Math.max(1, phasedSteps);
@@ -677,6 +721,14 @@ export class GpuDecoder {
       steadyTokensPerSecond: steadyRate(arrivals),
       stepDispatches: step.dispatches,
       hostStepSeconds: hostSeconds / Math.max(1, hostSteps),
+      ...(busySteps > 0 && lastStamp > firstStamp
+        ? {
+          sustained: {
+            gpuStepSeconds: Number(busy) / 1e9 / busySteps,
+            gpuUtilization: Number(busy) / Number(lastStamp - firstStamp),
+          },
+        }
+        : {}),
       ...(timed && phasedSteps > 0
         ? {
           gpu: {

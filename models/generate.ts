@@ -90,6 +90,13 @@ export interface GenerateOptions {
    * @default false
    */
   profile?: boolean;
+  /**
+   * Bracket each submission of decode steps with timestamp queries (WebGPU
+   * with `timestamp-query`, not with `profile` or `onLogits`): reports
+   * {@linkcode GenerateResult.sustained}, the GPU time of steps as they run
+   * queued. @default false
+   */
+  trace?: boolean;
 }
 
 /** What {@linkcode DecodeSession.generate} returns. */
@@ -134,6 +141,14 @@ export interface GenerateResult {
     phases: Record<string, number>;
     phaseDispatches: Record<string, number>;
   };
+  /**
+   * With `trace` on WebGPU: GPU seconds per decode step inside the step
+   * submissions (from each submission's first timestamp to its last, summed,
+   * over the steps), and the share of the time from the first submission's
+   * start to the last one's end that the GPU spent inside them (below 1: the
+   * GPU waited for the host).
+   */
+  sustained?: { gpuStepSeconds: number; gpuUtilization: number };
 }
 
 /** A model ready to generate from, its weights uploaded once. */
@@ -239,6 +254,7 @@ function result(
       phases: Record<string, number>;
       phaseDispatches: Record<string, number>;
     };
+    sustained?: { gpuStepSeconds: number; gpuUtilization: number };
   },
 ): GenerateResult {
   const { tokens, prefillSeconds, decodeSeconds } = r;
@@ -255,6 +271,7 @@ function result(
     ...(r.stepDispatches === undefined ? {} : { stepDispatches: r.stepDispatches }),
     ...(r.hostStepSeconds === undefined ? {} : { hostStepSeconds: r.hostStepSeconds }),
     ...(r.gpu ? { gpu: r.gpu } : {}),
+    ...(r.sustained ? { sustained: r.sustained } : {}),
   };
 }
 
@@ -378,6 +395,7 @@ export async function decodeSession(
           ...checked,
           stop: new Set(options.stop ?? []),
           profile: options.profile === true,
+          trace: options.trace === true,
           ...(options.onToken ? { onToken: options.onToken } : {}),
           ...(options.onLogits ? { onLogits: options.onLogits } : {}),
         })

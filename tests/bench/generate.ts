@@ -47,6 +47,7 @@ import {
 } from "../../kernels/backend.ts";
 import { encodeQmatmul } from "../../kernels/qmatmul_kernel.ts";
 import {
+  qmatmulFewRowSpec,
   type QmatmulLimits,
   qmatmulResolvedSpec,
   qmatmulSweptFewRowSpec,
@@ -323,12 +324,43 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
                 encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y }, variant),
             );
           }
-          await time(
-            "qmatmul-w4g128+norm",
-            bytes,
-            copies.length,
-            (b, i) => encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y, norm }),
-          );
+          // The norm as the step runs it (default), and with each of the two batch-1 specs:
+          // the few-row one sums the squares inline, the swept one stages x after a prologue.
+          const fewRowSpec = qmatmulFewRowSpec(packed, m, qmatmulLimits());
+          const normVariants: Record<string, QmatmulVariant> = {
+            "qmatmul-w4g128+norm": {},
+            "qmatmul-w4g128+norm fewRow": fewRowSpec,
+            "qmatmul-w4g128+norm swept": swept,
+          };
+          for (const [key, variant] of Object.entries(normVariants)) {
+            await time(
+              key,
+              bytes,
+              copies.length,
+              (b, i) =>
+                encodeQmatmul(
+                  b,
+                  copies[i % copies.length]!,
+                  { x, input: "f32", m, y, norm },
+                  variant,
+                ),
+            );
+            // gate-up as the step runs it: the SwiGLU epilogue too.
+            if (linear === "gate-up") {
+              await time(
+                `${key}+swiglu`,
+                bytes,
+                copies.length,
+                (b, i) =>
+                  encodeQmatmul(
+                    b,
+                    copies[i % copies.length]!,
+                    { x, input: "f32", m, y, norm, swiglu: true },
+                    variant,
+                  ),
+              );
+            }
+          }
           const us = (key: string) => {
             const t = times[key];
             return t && "us" in t ? t.us : NaN;
@@ -381,6 +413,11 @@ interface Measured {
   phaseDispatches?: Record<string, number>;
   /** GPU µs of a step per dispatch. */
   gpuUsPerDispatch?: number;
+  /**
+   * A traced run at the last depth (`trace`): GPU ms a step inside the
+   * submissions as they run queued, the GPU's busy share, and its tokens/s.
+   */
+  sustained?: { gpuStepMs: number; gpuUtilization: number; tokensPerSecond: number };
 }
 
 async function measure(
@@ -420,6 +457,29 @@ async function measure(
         } between read-backs), host ${hostStepMs[key]!.toFixed(3)} ms a step to encode and submit`,
       );
     }
+    const [depth, per] = depths[depths.length - 1]!;
+    const traced = await session.generate(prompt, {
+      maxNewTokens: tokens,
+      inFlight: depth!,
+      stepsPerSubmission: per!,
+      trace: true,
+    });
+    const sustained = traced.sustained
+      ? {
+        gpuStepMs: traced.sustained.gpuStepSeconds * 1e3,
+        gpuUtilization: traced.sustained.gpuUtilization,
+        tokensPerSecond: traced.tokensPerSecond,
+      }
+      : undefined;
+    if (sustained) {
+      log(
+        `  traced at ${depth} × ${per}: GPU ${
+          sustained.gpuStepMs.toFixed(3)
+        } ms a step queued, busy ${(100 * sustained.gpuUtilization).toFixed(1)}% of the time (${
+          sustained.tokensPerSecond.toFixed(1)
+        } tokens/s)`,
+      );
+    }
     const profiled = await session.generate(prompt, {
       maxNewTokens: Math.min(tokens, 32),
       profile: true,
@@ -441,6 +501,7 @@ async function measure(
       prefillSeconds: last!.prefillSeconds,
       uploadSeconds,
       ...(dispatches === undefined ? {} : { stepDispatches: dispatches }),
+      ...(sustained ? { sustained } : {}),
       ...(profiled.gpu
         ? {
           gpuStepMs: ms(profiled.gpu.stepSeconds),
@@ -509,6 +570,9 @@ console.log(JSON.stringify(
     w4g128: { ...w4, quantizeSeconds },
     speedup: best(w4) / best(dense),
     speedupSteady: bestSteady(w4) / bestSteady(dense),
+    ...(dense.sustained && w4.sustained
+      ? { speedupGpuSustained: dense.sustained.gpuStepMs / w4.sustained.gpuStepMs }
+      : {}),
     ...(kernelTimes ? { kernels: kernelTimes } : {}),
   },
   null,

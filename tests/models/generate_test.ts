@@ -242,6 +242,29 @@ Deno.test("a profiled run reports the GPU time of each phase of a step", async (
   assert(r.gpu.stepSeconds > 0);
 });
 
+Deno.test("a traced run reports the GPU time of steps as they run queued, and the same tokens", async () => {
+  const gpu = await testGpu();
+  if (!gpu?.timestamps) return;
+  const { model } = await loadModel(fixtureDir("llama"));
+  const session = await decodeSession(model, { backend: "webgpu", maxTokens: 32 });
+  try {
+    const opts = { maxNewTokens: 12, inFlight: 6, stepsPerSubmission: 3 };
+    const plain = await session.generate(PROMPT, opts);
+    assert.equal(plain.sustained, undefined);
+    const traced = await session.generate(PROMPT, { ...opts, trace: true });
+    assert.deepEqual(traced.tokens, plain.tokens);
+    assert(traced.sustained !== undefined);
+    const { gpuStepSeconds, gpuUtilization } = traced.sustained;
+    assert(gpuStepSeconds > 0 && gpuStepSeconds < traced.decodeSeconds, `${gpuStepSeconds}`);
+    assert(gpuUtilization > 0 && gpuUtilization <= 1, `${gpuUtilization}`);
+    // One step in flight at a time (profiled or with logits) leaves nothing queued to trace.
+    const single = await session.generate(PROMPT, { ...opts, trace: true, profile: true });
+    assert.equal(single.sustained, undefined);
+  } finally {
+    session.dispose();
+  }
+});
+
 Deno.test("the CPU session is the reference: the argmax of the full forward pass over each prefix", async () => {
   const { model } = await loadModel(fixtureDir("llama"));
   const session = await decodeSession(model, { backend: "cpu", maxTokens: 16 });
