@@ -200,16 +200,21 @@ function argmaxParts(n: number): number {
  *
  * @param final The second pass.
  * @param advance The second pass also advances the position.
+ * @param history The second pass also writes the index to hist[new pos − 1]
+ *   (within its length; needs `advance`).
  * @returns WGSL source.
  */
-export function argmaxWgsl(final: boolean, advance = false): string {
+export function argmaxWgsl(final: boolean, advance = false, history = false): string {
+  if (history && !advance) {
+    throw new RangeError("Cannot keep an argmax history without advancing the position");
+  }
   const io = final
     ? `@group(0) @binding(0) var<storage, read_write> tok: array<u32>;
 @group(0) @binding(1) var<storage, read> PV: array<f32>;
 @group(0) @binding(2) var<storage, read> PI: array<u32>;
 @group(0) @binding(3) var<uniform> p: P;${
       advance ? "\n@group(0) @binding(4) var<storage, read_write> pos: array<u32>;" : ""
-    }`
+    }${history ? "\n@group(0) @binding(5) var<storage, read_write> hist: array<u32>;" : ""}`
     : `@group(0) @binding(0) var<storage, read_write> PV: array<f32>;
 @group(0) @binding(1) var<storage, read_write> PI: array<u32>;
 @group(0) @binding(2) var<storage, read> L: array<f32>;
@@ -219,8 +224,9 @@ export function argmaxWgsl(final: boolean, advance = false): string {
     : `  for (var i = wg.x * ${WG}u + lid; i < p.n; i += p.parts * ${WG}u) { take(L[i], i); }`;
   const write = final
     ? `if (lid == 0u) {
-    tok[0] = select(ri[0], 0u, ri[0] == 0xffffffffu);${
-      advance ? "\n    pos[0] = pos[0] + p.adv;" : ""
+    let id = select(ri[0], 0u, ri[0] == 0xffffffffu);
+    tok[0] = id;${advance ? "\n    let at = pos[0] + p.adv;\n    pos[0] = at;" : ""}${
+      history ? "\n    if (at - 1u < arrayLength(&hist)) { hist[at - 1u] = id; }" : ""
     }
   }`
     : "if (lid == 0u) { PV[wg.x] = rv[0]; PI[wg.x] = ri[0]; }";
@@ -259,14 +265,17 @@ export function argmaxScratchBytes(n: number): number {
 
 /**
  * Records tok[0] = the first index of the largest of n values (and, with
- * `advance`, pos[0] += advance.n after it).
+ * `advance`, pos[0] += advance.n after it; with `advance.history` also
+ * history[new pos − 1] = the index: the token that follows position
+ * new pos − 1, so a run's tokens gather in one buffer by position).
  *
  * @param batch The batch.
  * @param tok Output (u32 [1]).
  * @param values Values (f32 [n]).
  * @param n Count.
  * @param scratch Partial values and indices ({@linkcode argmaxScratchBytes} bytes each).
- * @param advance The position counter and the positions to advance it by.
+ * @param advance The position counter, the positions to advance it by, and
+ *   the history (u32 [positions]; an index past its end is not written).
  */
 export function encodeArgmax(
   batch: GpuBatch,
@@ -274,19 +283,27 @@ export function encodeArgmax(
   values: GPUBuffer,
   n: number,
   scratch: { readonly values: GPUBuffer; readonly indices: GPUBuffer },
-  advance?: { readonly pos: GPUBuffer; readonly n: number },
+  advance?: { readonly pos: GPUBuffer; readonly n: number; readonly history?: GPUBuffer },
 ): void {
   const parts = argmaxParts(n);
   const u = batch.uniform([{ u32: n }, { u32: parts }, { u32: advance?.n ?? 0 }]);
   const first = cachedPipeline(batch.gpu, "decode:argmax", () => argmaxWgsl(false));
   batch.dispatch(first, [scratch.values, scratch.indices, values, u], [parts]);
   const adv = advance !== undefined;
+  const hist = advance?.history !== undefined;
   const second = cachedPipeline(
     batch.gpu,
-    `decode:argmax-final${adv ? ":advance" : ""}`,
-    () => argmaxWgsl(true, adv),
+    `decode:argmax-final${adv ? ":advance" : ""}${hist ? ":history" : ""}`,
+    () => argmaxWgsl(true, adv, hist),
   );
-  const resources = [tok, scratch.values, scratch.indices, u, ...(adv ? [advance.pos] : [])];
+  const resources = [
+    tok,
+    scratch.values,
+    scratch.indices,
+    u,
+    ...(adv ? [advance.pos] : []),
+    ...(hist ? [advance.history!] : []),
+  ];
   batch.dispatch(second, resources, [1]);
 }
 

@@ -208,6 +208,8 @@ export class GpuDecoder {
   readonly #ropeTable: GPUBuffer;
   readonly #pos: GPUBuffer;
   readonly #token: GPUBuffer;
+  /** The token that follows each position ([maxTokens] u32; the argmax writes it). */
+  readonly #history: GPUBuffer;
   readonly #logits: GPUBuffer;
   readonly #argmax: { values: GPUBuffer; indices: GPUBuffer };
   readonly #step: Rows;
@@ -298,12 +300,20 @@ export class GpuDecoder {
       this.#ropeTable = up(ropeTable(hd, config.ropeTheta, maxTokens, config.rope), "decode:rope");
       this.#pos = storageBuffer(gpu, 4, "decode:pos");
       this.#token = storageBuffer(gpu, 4, "decode:token");
+      this.#history = storageBuffer(gpu, 4 * maxTokens, "decode:history");
       this.#logits = storageBuffer(gpu, V * 4, "decode:logits");
       this.#argmax = {
         values: storageBuffer(gpu, argmaxScratchBytes(V), "decode:argmax-values"),
         indices: storageBuffer(gpu, argmaxScratchBytes(V), "decode:argmax-indices"),
       };
-      buffers.push(this.#pos, this.#token, this.#logits, this.#argmax.values, this.#argmax.indices);
+      buffers.push(
+        this.#pos,
+        this.#token,
+        this.#history,
+        this.#logits,
+        this.#argmax.values,
+        this.#argmax.indices,
+      );
       this.#step = this.#rows(1, "decode:step");
     } catch (e) {
       for (const b of buffers) b.destroy();
@@ -463,7 +473,11 @@ export class GpuDecoder {
       weights: this.#options.weights,
       accumulate: false,
     });
-    encodeArgmax(rec, this.#token, this.#logits, V, this.#argmax, { pos: this.#pos, n: advance });
+    encodeArgmax(rec, this.#token, this.#logits, V, this.#argmax, {
+      pos: this.#pos,
+      n: advance,
+      history: this.#history,
+    });
     if (profile) rec.phase("head");
   }
 
@@ -585,8 +599,9 @@ export class GpuDecoder {
     // Traced: GPU nanoseconds inside the step submissions, their steps, the first and last stamp.
     let busy = 0n, busySteps = 0, firstStamp = -1n, lastStamp = -1n;
     let next = 0, hostSeconds = 0, hostSteps = 0;
-    // `count` replays of a program in one submission, each token copied out after its step.
-    const submit = (program: GpuProgram, timedStep: boolean, count = 1) => {
+    // `count` replays of a program in one submission (generated tokens first… first + count − 1),
+    // their tokens copied out of the history at the end.
+    const submit = (program: GpuProgram, timedStep: boolean, count: number, first: number) => {
       const t = performance.now();
       const index = next++ % depth, slot = slots[index]!;
       const enc = device.createCommandEncoder();
@@ -602,10 +617,15 @@ export class GpuDecoder {
         }).end();
       };
       if (span) mark(false);
-      for (let c = 0; c < count; c++) {
-        program.encode(enc, timedStep ? { querySet: querySet!, first: 0 } : undefined);
-        enc.copyBufferToBuffer(this.#token, 0, slot.token, 4 * c, 4);
-      }
+      program.encode(enc, timedStep ? { querySet: querySet!, first: 0 } : undefined, count);
+      // Generated token j follows position prompt.length − 1 + j.
+      enc.copyBufferToBuffer(
+        this.#history,
+        4 * (prompt.length - 1 + first),
+        slot.token,
+        0,
+        4 * count,
+      );
       if (span) {
         mark(true);
         enc.resolveQuerySet(spanQueries!, 2 * index, 2, spanResolve!, 256 * index);
@@ -644,12 +664,12 @@ export class GpuDecoder {
     const arrivals: { n: number; t: number }[] = [];
     try {
       writeBuffer(gpu, this.#pos, 0, Uint32Array.of(0));
-      submit(prefill.program, false);
+      submit(prefill.program, false, 1, 0);
       let submitted = 1;
       for (;;) {
         while (!stopped && submitted < maxNewTokens && pending.length < depth) {
           const count = Math.min(per, maxNewTokens - submitted);
-          submit(timed && submitted % 2 === 1 ? phased : step, timed, count);
+          submit(timed && submitted % 2 === 1 ? phased : step, timed, count, submitted);
           submitted += count;
         }
         if (pending.length === 0) break;
@@ -753,6 +773,7 @@ export class GpuDecoder {
       this.#ropeTable,
       this.#pos,
       this.#token,
+      this.#history,
       this.#logits,
       this.#argmax.values,
       this.#argmax.indices,

@@ -175,29 +175,53 @@ export class GpuProgram {
   }
 
   /**
-   * Records every pass into an encoder.
+   * Records every pass into an encoder, `repeat` times in a row. Untimed,
+   * the replays share each compute pass when the program is one pass (the
+   * dispatches run in order either way; a pass fewer per replay spares the
+   * host its calls and the GPU the pass boundary).
    *
    * @param encoder The command encoder.
-   * @param timer Timestamps around each pass (2·passes queries from `timer.first`).
+   * @param timer Timestamps around each pass (2·passes queries from
+   *   `timer.first`; each replay writes the same ones).
+   * @param repeat Replays (a positive integer).
    */
-  encode(encoder: GPUCommandEncoder, timer?: ProgramTimer): void {
-    this.#passes.forEach((p, i) => {
-      const desc: GPUComputePassDescriptor = timer === undefined ? {} : {
-        timestampWrites: {
-          querySet: timer.querySet,
-          beginningOfPassWriteIndex: timer.first + 2 * i,
-          endOfPassWriteIndex: timer.first + 2 * i + 1,
-        },
-      };
-      const pass = encoder.beginComputePass(desc);
-      let last: GPUComputePipeline | null = null;
-      for (const c of p.commands) {
-        if (c.pipeline !== last) pass.setPipeline(last = c.pipeline);
-        pass.setBindGroup(0, c.bindGroup, c.offsets as number[]);
-        pass.dispatchWorkgroups(c.groups[0], c.groups[1], c.groups[2]);
-      }
+  encode(encoder: GPUCommandEncoder, timer?: ProgramTimer, repeat = 1): void {
+    if (!Number.isInteger(repeat) || repeat < 1) {
+      throw new RangeError(
+        `Cannot replay a program as 'repeat' must be a positive integer: current value is ${repeat}`,
+      );
+    }
+    if (timer === undefined && this.#passes.length === 1) {
+      const pass = encoder.beginComputePass();
+      for (let r = 0; r < repeat; r++) this.#record(pass, this.#passes[0]!);
       pass.end();
-    });
+      return;
+    }
+    for (let r = 0; r < repeat; r++) {
+      this.#passes.forEach((p, i) => {
+        const desc: GPUComputePassDescriptor = timer === undefined ? {} : {
+          timestampWrites: {
+            querySet: timer.querySet,
+            beginningOfPassWriteIndex: timer.first + 2 * i,
+            endOfPassWriteIndex: timer.first + 2 * i + 1,
+          },
+        };
+        const pass = encoder.beginComputePass(desc);
+        this.#record(pass, p);
+        pass.end();
+      });
+    }
+  }
+
+  /** Records one pass's dispatches into an open compute pass. */
+  #record(pass: GPUComputePassEncoder, p: Pass): void {
+    let last: GPUComputePipeline | null = null;
+    for (const c of p.commands) {
+      if (c.pipeline !== last) pass.setPipeline(last = c.pipeline);
+      if (c.offsets.length > 0) pass.setBindGroup(0, c.bindGroup, c.offsets as number[]);
+      else pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(c.groups[0], c.groups[1], c.groups[2]);
+    }
   }
 
   /** Frees the uniform arenas (the program must not be replayed afterwards). */

@@ -7,11 +7,13 @@ import { causalAttention, rmsNorm } from "../../models/forward.ts";
 import type { LlamaConfig } from "../../models/model.ts";
 import {
   argmaxScratchBytes,
+  argmaxWgsl,
   encodeAddRmsNorm,
   encodeArgmax,
   encodeSliceCopy,
 } from "../../models/_gpu_decode.ts";
 import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
+import { ProgramRecorder } from "../../models/_gpu_program.ts";
 import { encodeRope } from "../../models/_gpu_kernels.ts";
 import {
   allocateScratch,
@@ -149,6 +151,36 @@ Deno.test("the argmax kernel returns the first index of the largest value and sk
     assert.equal(new Uint32Array(data[1]!)[0], n % 2 === 0 ? n + 3 : n, `position, n = ${n}`);
     for (const b of [vb, tok, pos, scratch.values, scratch.indices]) b.destroy();
   }
+});
+
+Deno.test("a recorded argmax replayed three times in one pass advances the position each time and writes the token that follows each position to the history, none past its end", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const n = 3000, top = 1234;
+  const v = normals(n, 7);
+  v[top] = 50;
+  const vb = uploadBuffer(gpu, v), tok = storageBuffer(gpu, 4);
+  const scratch = {
+    values: storageBuffer(gpu, argmaxScratchBytes(n)),
+    indices: storageBuffer(gpu, argmaxScratchBytes(n)),
+  };
+  const pos = uploadBuffer(gpu, Uint32Array.of(5));
+  const history = storageBuffer(gpu, 4 * 9);
+  const rec = new ProgramRecorder(gpu);
+  encodeArgmax(rec, tok, vb, n, scratch, { pos, n: 2, history });
+  const program = rec.finish();
+  assert.throws(() => program.encode(gpu.device.createCommandEncoder(), undefined, 0), /repeat/);
+  const enc = gpu.device.createCommandEncoder();
+  program.encode(enc, undefined, 3);
+  gpu.device.queue.submit([enc.finish()]);
+  const { data } = await new GpuBatch(gpu).submit([pos, history, tok]);
+  // Positions 5 → 7 → 9 → 11: the tokens after positions 6 and 8; 10 lies past the history.
+  assert.equal(new Uint32Array(data[0]!)[0], 11);
+  assert.deepEqual([...new Uint32Array(data[1]!)], [0, 0, 0, 0, 0, 0, top, 0, top]);
+  assert.equal(new Uint32Array(data[2]!)[0], top);
+  assert.throws(() => argmaxWgsl(true, false, true), /history/);
+  program.dispose();
+  for (const b of [vb, tok, pos, history, scratch.values, scratch.indices]) b.destroy();
 });
 
 Deno.test("cached attention of new queries, which writes their keys and values, equals the causal attention over the whole sequence, across key tiles and head widths", async () => {
