@@ -199,14 +199,15 @@ function argmaxParts(n: number): number {
  * with L[i] = max(L), as the CPU's greedy choice.
  *
  * @param final The second pass.
- * @param advance The second pass also advances the position.
- * @param history The second pass also writes the index to hist[new pos − 1]
- *   (within its length; needs `advance`).
+ * @param then What the second pass also does (see {@linkcode ArgmaxThen}).
  * @returns WGSL source.
  */
-export function argmaxWgsl(final: boolean, advance = false, history = false): string {
-  if (history && !advance) {
-    throw new RangeError("Cannot keep an argmax history without advancing the position");
+export function argmaxWgsl(final: boolean, then: ArgmaxThen = {}): string {
+  const { advance = false, history = false, embed } = then;
+  if ((history && !advance) || (embed !== undefined && !history)) {
+    throw new RangeError(
+      "Cannot keep an argmax history without advancing the position, or embed without a history",
+    );
   }
   const io = final
     ? `@group(0) @binding(0) var<storage, read_write> tok: array<u32>;
@@ -214,7 +215,12 @@ export function argmaxWgsl(final: boolean, advance = false, history = false): st
 @group(0) @binding(2) var<storage, read> PI: array<u32>;
 @group(0) @binding(3) var<uniform> p: P;${
       advance ? "\n@group(0) @binding(4) var<storage, read_write> pos: array<u32>;" : ""
-    }${history ? "\n@group(0) @binding(5) var<storage, read_write> hist: array<u32>;" : ""}`
+    }${history ? "\n@group(0) @binding(5) var<storage, read_write> hist: array<u32>;" : ""}${
+      embed
+        ? `\n@group(0) @binding(6) var<storage, read_write> X: array<f32>;
+@group(0) @binding(7) var<storage, read> E: array<${embed === "f16" ? "u32" : "f32"}>;`
+        : ""
+    }`
     : `@group(0) @binding(0) var<storage, read_write> PV: array<f32>;
 @group(0) @binding(1) var<storage, read_write> PI: array<u32>;
 @group(0) @binding(2) var<storage, read> L: array<f32>;
@@ -222,15 +228,28 @@ export function argmaxWgsl(final: boolean, advance = false, history = false): st
   const scan = final
     ? `  for (var i = lid; i < p.parts; i += ${WG}u) { take(PV[i], PI[i]); }`
     : `  for (var i = wg.x * ${WG}u + lid; i < p.n; i += p.parts * ${WG}u) { take(L[i], i); }`;
+  // Every thread reads the winner after the tree's last barrier; the embedding row is theirs.
+  const row = embed === "f16"
+    ? `let e = id * p.dim + i;
+    let pair = unpack2x16float(E[e / 2u]);
+    X[i] = select(pair.x, pair.y, e % 2u == 1u);`
+    : "X[i] = E[id * p.dim + i];";
   const write = final
-    ? `if (lid == 0u) {
-    let id = select(ri[0], 0u, ri[0] == 0xffffffffu);
+    ? `let id = select(ri[0], 0u, ri[0] == 0xffffffffu);
+  if (lid == 0u) {
     tok[0] = id;${advance ? "\n    let at = pos[0] + p.adv;\n    pos[0] = at;" : ""}${
       history ? "\n    if (at - 1u < arrayLength(&hist)) { hist[at - 1u] = id; }" : ""
     }
+  }${
+      embed
+        ? `
+  for (var i = lid; i < p.dim; i += ${WG}u) {
+    ${row}
   }`
+        : ""
+    }`
     : "if (lid == 0u) { PV[wg.x] = rv[0]; PI[wg.x] = ri[0]; }";
-  return `struct P { n: u32, parts: u32, adv: u32 }
+  return `struct P { n: u32, parts: u32, adv: u32, dim: u32 }
 ${io}
 var<workgroup> rv: array<f32, ${WG}>;
 var<workgroup> ri: array<u32, ${WG}>;
@@ -258,6 +277,19 @@ ${scan}
 `;
 }
 
+/** What the argmax's second pass does besides writing tok[0] ({@linkcode argmaxWgsl}). */
+export interface ArgmaxThen {
+  /** pos[0] += p.adv (the last kernel of a decode step). */
+  readonly advance?: boolean;
+  /** hist[new pos − 1] = the index, within its length (needs `advance`). */
+  readonly history?: boolean;
+  /**
+   * X[i] = E[index·dim + i] for i < dim: the next step's input row, from an
+   * f16 (pairs in u32 words) or f32 embedding (needs `history`).
+   */
+  readonly embed?: "f16" | "f32";
+}
+
 /** The scratch {@linkcode encodeArgmax} needs for n values: bytes of its value and index buffers. */
 export function argmaxScratchBytes(n: number): number {
   return argmaxParts(n) * 4;
@@ -267,15 +299,17 @@ export function argmaxScratchBytes(n: number): number {
  * Records tok[0] = the first index of the largest of n values (and, with
  * `advance`, pos[0] += advance.n after it; with `advance.history` also
  * history[new pos − 1] = the index: the token that follows position
- * new pos − 1, so a run's tokens gather in one buffer by position).
+ * new pos − 1, so a run's tokens gather in one buffer by position; with
+ * `advance.embed` x = the token's embedding row, the next step's input).
  *
  * @param batch The batch.
  * @param tok Output (u32 [1]).
  * @param values Values (f32 [n]).
  * @param n Count.
  * @param scratch Partial values and indices ({@linkcode argmaxScratchBytes} bytes each).
- * @param advance The position counter, the positions to advance it by, and
- *   the history (u32 [positions]; an index past its end is not written).
+ * @param advance The position counter, the positions to advance it by, the
+ *   history (u32 [positions]; an index past its end is not written), and
+ *   the embedding row to gather for the token (needs the history).
  */
 export function encodeArgmax(
   batch: GpuBatch,
@@ -283,28 +317,58 @@ export function encodeArgmax(
   values: GPUBuffer,
   n: number,
   scratch: { readonly values: GPUBuffer; readonly indices: GPUBuffer },
-  advance?: { readonly pos: GPUBuffer; readonly n: number; readonly history?: GPUBuffer },
+  advance?: {
+    readonly pos: GPUBuffer;
+    readonly n: number;
+    readonly history?: GPUBuffer;
+    readonly embed?: ArgmaxEmbed;
+  },
 ): void {
   const parts = argmaxParts(n);
-  const u = batch.uniform([{ u32: n }, { u32: parts }, { u32: advance?.n ?? 0 }]);
+  const embed = advance?.embed;
+  if (embed !== undefined && advance?.history === undefined) {
+    throw new RangeError("Cannot embed the argmax's token without a history");
+  }
+  const u = batch.uniform([
+    { u32: n },
+    { u32: parts },
+    { u32: advance?.n ?? 0 },
+    { u32: embed?.dim ?? 0 },
+  ]);
   const first = cachedPipeline(batch.gpu, "decode:argmax", () => argmaxWgsl(false));
   batch.dispatch(first, [scratch.values, scratch.indices, values, u], [parts]);
-  const adv = advance !== undefined;
-  const hist = advance?.history !== undefined;
+  const then: ArgmaxThen = {
+    advance: advance !== undefined,
+    history: advance?.history !== undefined,
+    ...(embed ? { embed: embed.dtype } : {}),
+  };
   const second = cachedPipeline(
     batch.gpu,
-    `decode:argmax-final${adv ? ":advance" : ""}${hist ? ":history" : ""}`,
-    () => argmaxWgsl(true, adv, hist),
+    `decode:argmax-final:${JSON.stringify(then)}`,
+    () => argmaxWgsl(true, then),
   );
   const resources = [
     tok,
     scratch.values,
     scratch.indices,
     u,
-    ...(adv ? [advance.pos] : []),
-    ...(hist ? [advance.history!] : []),
+    ...(advance ? [advance.pos] : []),
+    ...(advance?.history ? [advance.history] : []),
+    ...(embed ? [embed.x, embed.table] : []),
   ];
   batch.dispatch(second, resources, [1]);
+}
+
+/** The embedding row the argmax's second pass writes ({@linkcode ArgmaxThen.embed}). */
+export interface ArgmaxEmbed {
+  /** Output row (f32 [dim]). */
+  readonly x: GPUBuffer;
+  /** The embedding [vocab, dim]. */
+  readonly table: GPUBuffer;
+  /** Its storage. */
+  readonly dtype: "f16" | "f32";
+  /** Row width. */
+  readonly dim: number;
 }
 
 /** Threads per workgroup of {@linkcode addRmsNormWgsl}. */

@@ -5,13 +5,15 @@
  * stay on the GPU. The prompt runs in one submission (every block over all
  * its rows, filling the cache, then the head on its last row), and each
  * further token in one submission of a recorded program (`_gpu_program.ts`):
- * embedding of the token the previous step chose, every block, final norm,
- * classifier, argmax into the token buffer, position + 1. Only the 4 bytes of
- * the token come back, and since the GPU feeds itself, up to `inFlight`
- * steps are submitted before the first of them is read: the host's round
- * trip overlaps the GPU's work (a stop token found late only discards the
- * steps already queued). `stepsPerSubmission` steps share one command
- * buffer, their tokens copied out one after another. Web-standard only.
+ * every block, final norm, classifier, then the argmax, which writes the
+ * token into the token buffer and into a history by position, advances the
+ * position, and gathers the token's embedding row as the next step's input.
+ * Only the 4 bytes of each token come back, and since the GPU feeds itself,
+ * up to `inFlight` steps are submitted before the first of them is read: the
+ * host's round trip overlaps the GPU's work (a stop token found late only
+ * discards the steps already queued). `stepsPerSubmission` steps share one
+ * command buffer and one compute pass, their tokens copied out of the
+ * history together. Web-standard only.
  *
  * @module
  */
@@ -455,7 +457,8 @@ export class GpuDecoder {
 
   /**
    * Records the head on the step's row x (plus the pending addend): final
-   * norm, classifier, argmax, position + n.
+   * norm, classifier, argmax, position + n, and the chosen token's
+   * embedding into the step's row x (the next step's input).
    */
   #recordHead(
     rec: ProgramRecorder,
@@ -473,10 +476,17 @@ export class GpuDecoder {
       weights: this.#options.weights,
       accumulate: false,
     });
+    // The argmax also gathers the next step's input row: steps start with the first block.
     encodeArgmax(rec, this.#token, this.#logits, V, this.#argmax, {
       pos: this.#pos,
       n: advance,
       history: this.#history,
+      embed: {
+        x: this.#step.x,
+        table: this.#embedding,
+        dtype: this.#options.weights === "f16" ? "f16" : "f32",
+        dim,
+      },
     });
     if (profile) rec.phase("head");
   }
@@ -493,7 +503,7 @@ export class GpuDecoder {
     let p = this.#programs.get(key);
     if (p === undefined) {
       const rec = new ProgramRecorder(this.#gpu);
-      this.#embed(rec, this.#step.x, this.#token, 1);
+      // Its input row is the previous head's (the prompt's or the previous step's) embedding.
       const pending = this.#recordBlocks(rec, this.#step, profile);
       this.#recordHead(rec, pending, 1, profile);
       p = rec.finish();

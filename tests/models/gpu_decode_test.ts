@@ -178,7 +178,8 @@ Deno.test("a recorded argmax replayed three times in one pass advances the posit
   assert.equal(new Uint32Array(data[0]!)[0], 11);
   assert.deepEqual([...new Uint32Array(data[1]!)], [0, 0, 0, 0, 0, 0, top, 0, top]);
   assert.equal(new Uint32Array(data[2]!)[0], top);
-  assert.throws(() => argmaxWgsl(true, false, true), /history/);
+  assert.throws(() => argmaxWgsl(true, { history: true }), /history/);
+  assert.throws(() => argmaxWgsl(true, { advance: true, embed: "f16" }), /embed/);
   program.dispose();
   for (const b of [vb, tok, pos, history, scratch.values, scratch.indices]) b.destroy();
 });
