@@ -133,18 +133,6 @@ function reduceSlots(spec: QmatmulSpec): number {
 }
 
 /**
- * Whether a specialization's RMSNorm sums its x rows' squares as it reads
- * them in the product (x from global memory, K not split over workgroups:
- * the workgroup's sub-teams then read every column of x once between
- * them), so the squares are added across the sub-teams by the reduction
- * that adds their partial products; else a prologue sums them first.
- */
-function normInline(spec: QmatmulSpec): boolean {
-  return spec.norm === true && !spec.sharedX && (spec.splitK ?? 1) === 1 &&
-    spec.dequant !== "half" && spec.dequant !== "dot4";
-}
-
-/**
  * Workgroup memory (bytes) a specialization needs: the staged x rows and the
  * cross-team partial sums.
  *
@@ -153,13 +141,10 @@ function normInline(spec: QmatmulSpec): boolean {
  */
 export function qmatmulWorkgroupBytes(spec: QmatmulSpec): number {
   if (spec.tiled) return tiledWorkgroupBytes(spec);
-  // An inline norm's sums of squares ride the cross-team reduction as one more row tile.
-  const inline = normInline(spec);
-  const red = reduceSlots(spec) * (spec.rowTiles + (inline ? 1 : 0)) * spec.batch *
-    (PACK_TILE / spec.split) * 4;
+  const red = reduceSlots(spec) * spec.rowTiles * spec.batch * (PACK_TILE / spec.split) * 4;
   const chunks = spec.batch * spec.chunks;
   // The norm prologue's sums, one per thread.
-  const norm = spec.norm && !inline ? spec.warps * PACK_TILE * 4 : 0;
+  const norm = spec.norm ? spec.warps * PACK_TILE * 4 : 0;
   if (spec.dequant === "dot4") return red + norm + chunks * (24 + 3) * 4; // planes, scale, Σx, Σhi
   const sums = spec.dequant === "half" ? chunks * 4 : 0;
   return red + sums + norm + (spec.sharedX ? chunks * PACK_TILE * 4 : 0);
@@ -234,7 +219,6 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     return `v${u}_${r}_${j >> 2}.${xs[j & 3]}`;
   };
   const norm = spec.norm === true;
-  const inline = normInline(spec);
   // vec4 j of chunk i of x, as the product uses it (times the norm weight with a norm prologue).
   const xRead = (i: string, j: string) => norm ? `xin(${i}, ${j})` : `X[${i}][${j}]`;
   // What the staged-x generators (`_qmatmul_staged.ts`) read.
@@ -275,21 +259,10 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       `@group(0) @binding(${nwBinding}) var<storage, read> NW: array<array<vec4<f32>, 8>>;`,
     );
     emit(`fn xin(i: u32, j: u32) -> vec4<f32> { return X[i][j] * NW[i % ${C}u][j]; }`);
-    if (inline) {
-      // x·w, and x² added to the row's sum of squares.
-      emit(`fn xsq(i: u32, j: u32, s: ptr<function, f32>) -> vec4<f32> {`);
-      emit(`  let v = X[i][j];`);
-      emit(`  *s = *s + dot(v, v);`);
-      emit(`  return v * NW[i % ${C}u][j];`);
-      emit(`}`);
-    } else {
-      emit(`var<workgroup> nred: array<f32, ${W * T}>;`);
-    }
+    emit(`var<workgroup> nred: array<f32, ${W * T}>;`);
   }
   emit(`@group(0) @binding(${nwBinding + (norm ? 1 : 0)}) var<uniform> p: Params;`);
-  // Values each thread hands to the cross-team reduction: its sums, and its sums of squares.
-  const RV = R + (inline ? 1 : 0);
-  if (VW > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * RV * BM * L}>;`);
+  if (VW > 1) emit(`var<workgroup> red: array<f32, ${reduceSlots(spec) * R * BM * L}>;`);
   if (sharedX && !dot4) emit(`var<workgroup> xs: array<array<vec4<f32>, 8>, ${BM * C}>;`);
   if (half || dot4) emit(`var<workgroup> xsum: array<f32, ${BM * C}>;`);
   if (dot4) {
@@ -328,7 +301,6 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       for (let q = 0; q < P; q++) emit(`  var a${r}_${m}_${q} = 0.0;`);
     }
   }
-  if (inline) { for (let m = 0; m < BM; m++) emit(`  var ss${m} = 0.0;`); }
 
   // Raw loads of one step (st): words v{u}_{r}_{l} and metadata s{r}/z{r} (raw u32 pairs for f16).
   const loadNames: string[] = [];
@@ -394,11 +366,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     for (let u = 0; u < U; u++) {
       emit(`${indent}let c${u} = (${st}) * ${U}u + ${u}u;`);
       const xsrc = (m: number, i4: number) =>
-        sharedX
-          ? `xs[${m * C}u + c${u}][${i4}]`
-          : inline
-          ? `xsq(xr${m} + c${u}, ${i4}u, &ss${m})`
-          : xRead(`xr${m} + c${u}`, `${i4}u`);
+        sharedX ? `xs[${m * C}u + c${u}][${i4}]` : xRead(`xr${m} + c${u}`, `${i4}u`);
       if (spec.codesFirst) {
         codesFirst(u, indent, xsrc);
         continue;
@@ -475,7 +443,7 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
 
   // RMSNorm prologue: 1/sqrt(mean(x²) + eps) of each of the workgroup's x rows.
   const normPrologue = () => {
-    if (!norm || inline) return;
+    if (!norm) return;
     for (let m = 0; m < BM; m++) {
       emit(`  var ns${m} = 0.0;`);
       emit(`  for (var i = t; i < ${C * 8}u; i += ${W * T}u) {`);
@@ -519,27 +487,25 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     for (let m = 0; m < BM; m++) {
       const parts = Array.from({ length: P }, (_, q) => `a${r}_${m}_${q}`);
       const sum = parts.join(" + ");
-      emit(`  var a${r}_${m} = ${norm && !inline ? `(${sum}) * inv${m}` : sum};`);
+      emit(`  var a${r}_${m} = ${norm ? `(${sum}) * inv${m}` : sum};`);
     }
   }
-  // The values of "row tile" r of the reduction: the sums, then (inline norm) the squares.
-  const val = (r: number, m: number) => r < R ? `a${r}_${m}` : `ss${m}`;
-  const per = RV * BM * L;
+  const per = R * BM * L;
   if (spec.reduce === "flat" && VW > 1) {
     // Every team but the first hands its sums over at once; the first adds them in team order.
     emit(`  if (team > 0u) {`);
-    for (let r = 0; r < RV; r++) {
+    for (let r = 0; r < R; r++) {
       for (let m = 0; m < BM; m++) {
-        emit(`    red[(team - 1u) * ${per}u + ${(r * BM + m) * L}u + sl] = ${val(r, m)};`);
+        emit(`    red[(team - 1u) * ${per}u + ${(r * BM + m) * L}u + sl] = a${r}_${m};`);
       }
     }
     emit(`  }`);
     emit(`  workgroupBarrier();`);
     emit(`  if (team == 0u) {`);
     emit(`    for (var w = 0u; w < ${VW - 1}u; w++) {`);
-    for (let r = 0; r < RV; r++) {
+    for (let r = 0; r < R; r++) {
       for (let m = 0; m < BM; m++) {
-        emit(`      ${val(r, m)} += red[w * ${per}u + ${(r * BM + m) * L}u + sl];`);
+        emit(`      a${r}_${m} += red[w * ${per}u + ${(r * BM + m) * L}u + sl];`);
       }
     }
     emit(`    }`);
@@ -548,17 +514,17 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     // Tree reduction over the teams: the upper half hands its sums to the lower half.
     for (let h = VW / 2; h >= 1; h /= 2) {
       emit(`  if (team >= ${h}u && team < ${2 * h}u) {`);
-      for (let r = 0; r < RV; r++) {
+      for (let r = 0; r < R; r++) {
         for (let m = 0; m < BM; m++) {
-          emit(`    red[(team - ${h}u) * ${per}u + ${(r * BM + m) * L}u + sl] = ${val(r, m)};`);
+          emit(`    red[(team - ${h}u) * ${per}u + ${(r * BM + m) * L}u + sl] = a${r}_${m};`);
         }
       }
       emit(`  }`);
       emit(`  workgroupBarrier();`);
       emit(`  if (team < ${h}u) {`);
-      for (let r = 0; r < RV; r++) {
+      for (let r = 0; r < R; r++) {
         for (let m = 0; m < BM; m++) {
-          emit(`    ${val(r, m)} += red[team * ${per}u + ${(r * BM + m) * L}u + sl];`);
+          emit(`    a${r}_${m} += red[team * ${per}u + ${(r * BM + m) * L}u + sl];`);
         }
       }
       emit(`  }`);
@@ -566,13 +532,6 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
     }
   }
   emit(`  if (team == 0u) {`);
-  if (inline) {
-    // Every sub-team's squares are in: scale the sums by each row's 1/sqrt(mean(x²) + eps).
-    for (let m = 0; m < BM; m++) {
-      emit(`    let inv${m} = 1.0 / sqrt(ss${m} / ${C * 32}.0 + p.eps);`);
-      for (let r = 0; r < R; r++) emit(`    a${r}_${m} *= inv${m};`);
-    }
-  }
   if (spec.swiglu) {
     // Tiles r and r + 1 are the gate and up rows of the same outputs.
     for (let r = 0; r < R; r += 2) {
