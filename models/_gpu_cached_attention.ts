@@ -9,6 +9,7 @@
 
 import { cachedPipeline, foldGroups, type GpuBatch } from "../kernels/backend.ts";
 import { tree, WG, WG_FLAT } from "./_gpu_decode.ts";
+import { reduce } from "./_gpu_kernels.ts";
 
 /** The attention kernel's split of a head's vectors over its threads. */
 function headSplit(hdv: number): { groups: number; lanes: number; perThread: number } {
@@ -203,6 +204,188 @@ ${finish}
 `;
 }
 
+/** Threads of {@linkcode rowAttentionWgsl}'s workgroup, and keys per tile. */
+const ROW_WG = 256;
+
+/** Widest head (in vec4s) {@linkcode rowAttentionWgsl} takes; wider heads take the general kernel. */
+const ROW_MAX_HDV = 32;
+
+/** Vec4 loads one thread issues before it uses them (registers bound the batch). */
+const ROW_BATCH = 16;
+
+/** Whether {@linkcode rowAttentionWgsl} takes a head width: hd/4 a power of two up to 32. */
+function rowAttentionFits(hd: number): boolean {
+  const v = hd / 4;
+  return Number.isInteger(v) && v >= 1 && v <= ROW_MAX_HDV && (v & (v - 1)) === 0;
+}
+
+/**
+ * Attention of one new row (a decode step) against the cache, one workgroup
+ * of 256 threads per query head, in tiles of 256 keys: a thread scores one
+ * key of the tile (its key row's vec4 loads all issued before the dot
+ * products use them), a tree takes the tile's maximum, then groups of
+ * hd/4 lanes (one value vec4 a lane) sum the weighted value rows of their
+ * share of the tile's keys, the loads again issued first, with the running
+ * (online) softmax's rescaling between tiles; each group also sums its
+ * keys' weights, so the normalizer needs no second tree. The new row's key
+ * and value come from the q/k/v row (staged in workgroup memory, rotated
+ * with `rope`), and every query head writes them into the cache at pos
+ * without reading them back from it, so no workgroup waits on that write.
+ * Reference: `causalAttention` of `forward.ts`, row pos of its output.
+ *
+ * @param hd Head width (4 times a power of two, at most 4·32).
+ * @param rope The q/k/v row holds the queries and keys before the rotary
+ *   embedding, which the kernel applies (row pos of the table).
+ * @param threads Threads of the workgroup and keys of a tile (a power of two
+ *   from hd/4 to 256).
+ * @returns WGSL source.
+ */
+export function rowAttentionWgsl(hd: number, rope: boolean, threads = ROW_WG): string {
+  if (!rowAttentionFits(hd)) {
+    throw new RangeError(
+      `Cannot build one-row attention for head width ${hd}: 4 times a power of two up to ${
+        4 * ROW_MAX_HDV
+      }`,
+    );
+  }
+  const HDV = hd / 4;
+  if (!Number.isInteger(Math.log2(threads)) || threads < HDV || threads > 256) {
+    throw new RangeError(
+      `Cannot build one-row attention with ${threads} threads: a power of two from hd/4 to 256`,
+    );
+  }
+  const T = threads, G = T / HDV, KPG = T / G;
+  const turn = (e: string, i: string) => rope ? `turn(${e}, CS[p0 * HDV + ${i}])` : e;
+  // The score of key row `base` (not the new row): loads in batches, then four partial dot sums.
+  const score: string[] = [];
+  for (let b0 = 0; b0 < HDV; b0 += ROW_BATCH) {
+    const n = Math.min(ROW_BATCH, HDV - b0);
+    score.push("      {");
+    for (let i = 0; i < n; i++) score.push(`      let k${i} = Kc[base + ${b0 + i}u];`);
+    for (let i = 0; i < n; i++) {
+      score.push(`      d${(b0 + i) % 4} = fma4(qs[${b0 + i}], k${i}, d${(b0 + i) % 4});`);
+    }
+    score.push("      }");
+  }
+  // The weighted values of the group's keys j0 … j0 + n − 1 of the tile (clamped rows; the
+  // weights beyond the sequence are 0).
+  const values: string[] = [];
+  for (let j0 = 0; j0 < KPG; j0 += ROW_BATCH) {
+    const n = Math.min(ROW_BATCH, KPG - j0);
+    values.push("    {");
+    for (let j = 0; j < n; j++) {
+      values.push(`    let r${j} = s0 + min(g + ${(j0 + j) * G}u, last);`);
+      values.push(
+        `    var v${j}: vec4<f32>;\n    if (r${j} == p0) { v${j} = vn[d]; } else { v${j} = Vc[r${j} * KVV + kb + d]; }`,
+      );
+    }
+    for (let j = 0; j < n; j++) {
+      values.push(`    let w${j} = pr[g + ${(j0 + j) * G}u];`);
+      values.push(`    acc = fma(vec4<f32>(w${j}), v${j}, acc);`);
+      values.push(`    wsum = wsum + w${j};`);
+    }
+    values.push("    }");
+  }
+  return `struct P { rows: u32, nHeads: u32, group: u32, kvDim: u32, ld: u32, od: u32, scale: f32,
+  kOff: u32, vOff: u32, cap: u32 }
+@group(0) @binding(0) var<storage, read_write> O: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> QKV: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> Kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> Vc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> pos: array<u32>;
+@group(0) @binding(5) var<uniform> p: P;
+const HDV = ${HDV}u;
+var<workgroup> qs: array<vec4<f32>, ${HDV}>;
+var<workgroup> kn: array<vec4<f32>, ${HDV}>;
+var<workgroup> vn: array<vec4<f32>, ${HDV}>;
+var<workgroup> red: array<f32, ${T}>;
+var<workgroup> pr: array<f32, ${T}>;
+var<workgroup> accs: array<vec4<f32>, ${G * HDV}>;
+var<workgroup> wsums: array<f32, ${G}>;
+fn fma4(a: vec4<f32>, b: vec4<f32>, c: f32) -> f32 { return fma(a.x, b.x, fma(a.y, b.y, fma(a.z, b.z, fma(a.w, b.w, c)))); }
+${
+    rope
+      ? `@group(0) @binding(6) var<storage, read> CS: array<vec4<f32>>;
+/** Two interleaved pairs (x, y) turned by their (cos, sin) pairs. */
+fn turn(v: vec4<f32>, cs: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(v.x * cs.x - v.y * cs.y, v.x * cs.y + v.y * cs.x,
+                   v.z * cs.z - v.w * cs.w, v.z * cs.w + v.w * cs.z);
+}`
+      : ""
+  }
+@compute @workgroup_size(${T})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.nHeads) { return; }
+  let h = wgi;
+  let KVV = p.kvDim / 4u;
+  let kb = (h / p.group) * HDV;
+  let p0 = pos[0];
+  let L = p0 + 1u;
+  if (lid < HDV) {
+    let i = lid;
+    qs[i] = ${turn("QKV[h * HDV + i]", "i")} * p.scale;
+    let k = ${turn("QKV[p.kOff / 4u + kb + i]", "i")};
+    let v = QKV[p.vOff / 4u + kb + i];
+    kn[i] = k;
+    vn[i] = v;
+    if (p0 < p.cap) {
+      Kc[p0 * KVV + kb + i] = k;
+      Vc[p0 * KVV + kb + i] = v;
+    }
+  }
+  workgroupBarrier();
+  let g = lid / HDV;
+  let d = lid % HDV;
+  var acc = vec4<f32>(0.0);
+  var wsum = 0.0;
+  var m = -3.0e38;
+  for (var s0 = 0u; s0 < L; s0 += ${T}u) {
+    let s = s0 + lid;
+    var sc = -3.0e38;
+    if (s < L) {
+      var d0 = 0.0;
+      var d1 = 0.0;
+      var d2 = 0.0;
+      var d3 = 0.0;
+      if (s == p0) {
+        for (var i = 0u; i < HDV; i++) { d0 = fma4(qs[i], kn[i], d0); }
+      } else {
+        let base = s * KVV + kb;
+${score.join("\n")}
+      }
+      sc = (d0 + d1) + (d2 + d3);
+    }
+    red[lid] = sc;
+${reduce("max", T)}
+    let mNew = max(m, red[0]);
+    let c = exp(m - mNew);
+    pr[lid] = select(0.0, exp(sc - mNew), s < L);
+    workgroupBarrier();
+    let last = min(${T}u, L - s0) - 1u;
+    acc = acc * c;
+    wsum = wsum * c;
+${values.join("\n")}
+    m = mNew;
+    workgroupBarrier();
+  }
+  accs[lid] = acc;
+  if (d == 0u) { wsums[g] = wsum; }
+  workgroupBarrier();
+  if (lid < HDV) {
+    var a = vec4<f32>(0.0);
+    var l = 0.0;
+    for (var gg = 0u; gg < ${G}u; gg++) {
+      a = a + accs[gg * HDV + lid];
+      l = l + wsums[gg];
+    }
+    O[h * HDV + lid] = a / l;
+  }
+}
+`;
+}
+
 /** Sizes of {@linkcode encodeCachedAttention}. */
 export interface CachedAttentionShape {
   /** New queries (rows of the q/k/v buffer). */
@@ -255,6 +438,28 @@ export function encodeCachedAttention(
         `that is a multiple of 4 up to ${4 * WG}`,
     );
   }
+  const u = batch.uniform([
+    { u32: rows },
+    { u32: nHeads },
+    { u32: nHeads / nKvHeads },
+    { u32: nKvHeads * hd },
+    { u32: ld },
+    { u32: nHeads * hd },
+    { f32: 1 / Math.sqrt(hd) },
+    { u32: nHeads * hd },
+    { u32: (nHeads + nKvHeads) * hd },
+    { u32: cap },
+  ]);
+  const resources = [out, qkv, cache.k, cache.v, pos, u, ...(rope ? [rope] : [])];
+  if (rows === 1 && rowAttentionFits(hd)) {
+    const row = cachedPipeline(
+      batch.gpu,
+      `decode:attention-row:${hd}${rope ? ":rope" : ""}`,
+      () => rowAttentionWgsl(hd, rope !== undefined),
+    );
+    batch.dispatch(row, resources, foldGroups(batch.gpu, nHeads));
+    return;
+  }
   const spec: CachedAttentionSpec = {
     hd,
     width: hd % 4 === 0 && hd <= 4 * WG ? 4 : 1,
@@ -268,21 +473,5 @@ export function encodeCachedAttention(
     }`,
     () => cachedAttentionWgsl(spec),
   );
-  const u = batch.uniform([
-    { u32: rows },
-    { u32: nHeads },
-    { u32: nHeads / nKvHeads },
-    { u32: nKvHeads * hd },
-    { u32: ld },
-    { u32: nHeads * hd },
-    { f32: 1 / Math.sqrt(hd) },
-    { u32: nHeads * hd },
-    { u32: (nHeads + nKvHeads) * hd },
-    { u32: cap },
-  ]);
-  batch.dispatch(
-    pipeline,
-    [out, qkv, cache.k, cache.v, pos, u, ...(rope ? [rope] : [])],
-    foldGroups(batch.gpu, rows * nHeads),
-  );
+  batch.dispatch(pipeline, resources, foldGroups(batch.gpu, rows * nHeads));
 }

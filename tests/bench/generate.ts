@@ -28,7 +28,8 @@
  * object on stdout (progress on stderr).
  *
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
- *       [--in-flight=64] [--per-submission=8] [--dir=DIR] [--no-kernels] [--kernels-only]
+ *       [--in-flight=64] [--per-submission=8] [--runs=1x1,64x8] [--dir=DIR] [--no-kernels]
+ *       [--kernels-only]
  *       [--kernel-shapes=1b,8b]
  *       [--kernel-rows=1] [--neighbours | --sweep] [--warmup=0.3]
  *
@@ -101,6 +102,14 @@ const inFlight = Number(flag("in-flight") ?? 64);
 const perSubmission = (flag("per-submission") ?? "8").split(",").filter((v) => v !== "").map(
   Number,
 ).filter((n) => n > 1);
+/** `--runs=64x8,256x8`: the (steps in flight)×(steps a submission) runs instead of the defaults'. */
+const runs = flag("runs")?.split(",").map((r) => {
+  const [d, p] = r.split("x").map(Number);
+  if (!Number.isInteger(d) || !Number.isInteger(p) || d! < p! || p! < 1) {
+    throw new RangeError(`--runs must list DEPTHxPER with DEPTH ≥ PER ≥ 1: one is ${r}`);
+  }
+  return [d!, p!];
+});
 const dir = flag("dir") ?? `/tmp/llmc-bench-${shapeName}-${shape.layers}`;
 const kernelShapes = (flag("kernel-shapes") ?? shapeName).split(",");
 for (const k of kernelShapes) {
@@ -440,7 +449,8 @@ async function measure(
     const hostStepMs: Record<string, number> = {};
     let last: GenerateResult | null = null;
     // Steps in flight, and steps per submission.
-    const depths = [[1, 1], [inFlight, 1], ...perSubmission.map((n) => [Math.max(inFlight, n), n])];
+    const depths = runs ??
+      [[1, 1], [inFlight, 1], ...perSubmission.map((n) => [Math.max(inFlight, n), n])];
     for (const [depth, per] of depths) {
       last = await session.generate(prompt, {
         maxNewTokens: tokens,

@@ -198,6 +198,12 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
       [64, 4, 4, 1, 0],
       [48, 4, 2, 130, 129],
       [6, 3, 1, 7, 6],
+      // The one-row kernel's tiles of 256 keys: past one, one key past one, the new row alone in
+      // its tile, a head of 128 over three tiles.
+      [64, 4, 2, 300, 299],
+      [32, 2, 1, 258, 257],
+      [64, 2, 2, 257, 256],
+      [128, 2, 1, 600, 599],
     ] as const
   ) {
     const config = { nHeads, nKvHeads, headDim: hd, dim: nHeads * hd } as LlamaConfig;
