@@ -155,7 +155,11 @@ export interface DecodeRunResult {
     readonly phaseDispatches: Record<string, number>;
   };
   /** See `GenerateResult.sustained`. */
-  readonly sustained?: { readonly gpuStepSeconds: number; readonly gpuUtilization: number };
+  readonly sustained?: {
+    readonly gpuStepSeconds: number;
+    readonly gpuUtilization: number;
+    readonly longestIdleSeconds: number;
+  };
 }
 
 const MAP_READ = 0x1, COPY_DST = 0x8, QUERY_RESOLVE = 0x200, COPY_SRC = 0x4;
@@ -607,7 +611,7 @@ export class GpuDecoder {
       span: boolean;
     }[] = [];
     // Traced: GPU nanoseconds inside the step submissions, their steps, the first and last stamp.
-    let busy = 0n, busySteps = 0, firstStamp = -1n, lastStamp = -1n;
+    let busy = 0n, busySteps = 0, firstStamp = -1n, lastStamp = -1n, longestGap = 0n;
     let next = 0, hostSeconds = 0, hostSteps = 0;
     // `count` replays of a program in one submission (generated tokens first… first + count − 1),
     // their tokens copied out of the history at the end.
@@ -691,6 +695,7 @@ export class GpuDecoder {
           busy += e! - b!;
           busySteps += count;
           if (firstStamp < 0n) firstStamp = b!;
+          else if (b! - lastStamp > longestGap) longestGap = b! - lastStamp;
           lastStamp = e!;
         }
         const ids = new Uint32Array(slot.token.getMappedRange(0, 4 * count).slice(0));
@@ -756,6 +761,7 @@ export class GpuDecoder {
           sustained: {
             gpuStepSeconds: Number(busy) / 1e9 / busySteps,
             gpuUtilization: Number(busy) / Number(lastStamp - firstStamp),
+            longestIdleSeconds: Number(longestGap) / 1e9,
           },
         }
         : {}),

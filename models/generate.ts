@@ -146,9 +146,9 @@ export interface GenerateResult {
    * submissions (from each submission's first timestamp to its last, summed,
    * over the steps), and the share of the time from the first submission's
    * start to the last one's end that the GPU spent inside them (below 1: the
-   * GPU waited for the host).
+   * GPU waited for the host), and the longest wait between two submissions.
    */
-  sustained?: { gpuStepSeconds: number; gpuUtilization: number };
+  sustained?: { gpuStepSeconds: number; gpuUtilization: number; longestIdleSeconds: number };
 }
 
 /** A model ready to generate from, its weights uploaded once. */
@@ -254,7 +254,7 @@ function result(
       phases: Record<string, number>;
       phaseDispatches: Record<string, number>;
     };
-    sustained?: { gpuStepSeconds: number; gpuUtilization: number };
+    sustained?: { gpuStepSeconds: number; gpuUtilization: number; longestIdleSeconds: number };
   },
 ): GenerateResult {
   const { tokens, prefillSeconds, decodeSeconds } = r;

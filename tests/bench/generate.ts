@@ -426,7 +426,12 @@ interface Measured {
    * A traced run at the last depth (`trace`): GPU ms a step inside the
    * submissions as they run queued, the GPU's busy share, and its tokens/s.
    */
-  sustained?: { gpuStepMs: number; gpuUtilization: number; tokensPerSecond: number };
+  sustained?: {
+    gpuStepMs: number;
+    gpuUtilization: number;
+    longestIdleMs: number;
+    tokensPerSecond: number;
+  };
 }
 
 async function measure(
@@ -478,6 +483,7 @@ async function measure(
       ? {
         gpuStepMs: traced.sustained.gpuStepSeconds * 1e3,
         gpuUtilization: traced.sustained.gpuUtilization,
+        longestIdleMs: traced.sustained.longestIdleSeconds * 1e3,
         tokensPerSecond: traced.tokensPerSecond,
       }
       : undefined;
@@ -485,7 +491,9 @@ async function measure(
       log(
         `  traced at ${depth} × ${per}: GPU ${
           sustained.gpuStepMs.toFixed(3)
-        } ms a step queued, busy ${(100 * sustained.gpuUtilization).toFixed(1)}% of the time (${
+        } ms a step queued, busy ${
+          (100 * sustained.gpuUtilization).toFixed(1)
+        }% of the time, longest idle ${sustained.longestIdleMs.toFixed(2)} ms (${
           sustained.tokensPerSecond.toFixed(1)
         } tokens/s)`,
       );

@@ -257,6 +257,7 @@ Deno.test("a traced run reports the GPU time of steps as they run queued, and th
     const { gpuStepSeconds, gpuUtilization } = traced.sustained;
     assert(gpuStepSeconds > 0 && gpuStepSeconds < traced.decodeSeconds, `${gpuStepSeconds}`);
     assert(gpuUtilization > 0 && gpuUtilization <= 1, `${gpuUtilization}`);
+    assert(traced.sustained.longestIdleSeconds >= 0);
     // One step in flight at a time (profiled or with logits) leaves nothing queued to trace.
     const single = await session.generate(PROMPT, { ...opts, trace: true, profile: true });
     assert.equal(single.sustained, undefined);
