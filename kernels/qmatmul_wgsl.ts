@@ -460,7 +460,17 @@ export function qmatmulWgsl(spec: QmatmulSpec): string {
       emit(`  workgroupBarrier();`);
     }
   };
-  if (prefetch) {
+  if (prefetch && SK === 1 && steps === VW) {
+    // One step per sub-team: its loads go out first (before the norm prologue and the staging,
+    // which they overlap), with no next step to prefetch.
+    loads("team", "  ", false);
+    normPrologue();
+    stage(g);
+    emit(`  {`);
+    emit(`    let st = team;`);
+    compute("st", "    ");
+    emit(`  }`);
+  } else if (prefetch) {
     // Software pipelining: the loads of step st + W are in flight while step st is used.
     loads(`min(${first}, ${steps - 1}u)`, "  ", false);
     normPrologue();

@@ -618,10 +618,13 @@ Deno.test("qmatmul's RMSNorm prologue equals the product of rmsNorm(x) for every
     ["codesFirst, no prefetch", { dequant: "fma", codesFirst: true, prefetch: false }, 2],
     ["split-K", { splitK: 2, rowTiles: 1 }, 3],
     ["two row tiles", { rowTiles: 2, warps: 2 }, 4],
+    // Every sub-team takes one step: its loads go out before the prologue, no loop.
+    ["one step a sub-team", { unroll: 2, warps: 1, split: 4, prefetch: true }, 2],
+    ["one step a sub-team, SwiGLU", { unroll: 2, warps: 1, split: 4, prefetch: true }, 1],
     ["swiglu", {}, 1],
   ];
   for (const [name, variant, m] of variants) {
-    const swiglu = name === "swiglu";
+    const swiglu = name.endsWith("swiglu") || name.endsWith("SwiGLU");
     const x = randomX(m, K, 93 + m).data;
     const h = rmsNorm(x, m, nw);
     const full = qmatmulReference({ dtype: "f32", shape: [m, K], data: h }, p).data;
