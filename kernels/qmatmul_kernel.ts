@@ -49,11 +49,7 @@ import {
   qmatmulWorkgroupBytes,
 } from "./qmatmul_wgsl.ts";
 import type { QmatmulSpec } from "./qmatmul_spec.ts";
-import {
-  qmatmulFewRowSpec,
-  qmatmulResolvedSpec,
-  type QmatmulVariant,
-} from "./qmatmul_default_spec.ts";
+import { qmatmulResolvedSpec, type QmatmulVariant } from "./qmatmul_default_spec.ts";
 import { qmatmulReference } from "./qmatmul_reference.ts";
 import { xShape } from "./_qmatmul_x_shape.ts";
 
@@ -265,28 +261,6 @@ export function encodeQmatmul(
   }
 }
 
-/**
- * A one-row product with the RMSNorm prologue: the few-row specialization
- * ({@linkcode qmatmulFewRowSpec}, x read from global memory) with its teams
- * doubled while every sub-team keeps a step, so that where each takes one,
- * all of its weight loads are issued before the prologue's x reads and
- * tree, which they overlap.
- */
-function normedRowVariant(gpu: Gpu, packed: PackedWeight): QmatmulVariant {
-  const invocations = gpu.limits.maxComputeInvocationsPerWorkgroup;
-  const few = qmatmulFewRowSpec(packed, 1, {
-    workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
-    invocations,
-    f16Subnormals: gpu.f16Subnormals,
-  });
-  const steps = few.chunks / few.unroll;
-  let warps = few.warps;
-  while (warps < 32 && warps * 2 * few.split <= steps && warps * 2 * PACK_TILE <= invocations) {
-    warps *= 2;
-  }
-  return { ...few, warps };
-}
-
 /** The specialization a product runs: the default (or variant), adapted to SwiGLU and the norm. */
 function productSpec(
   gpu: Gpu,
@@ -296,7 +270,6 @@ function productSpec(
   norm: boolean,
   variant: QmatmulVariant,
 ): QmatmulSpec {
-  if (norm && m === 1 && Object.keys(variant).length === 0) variant = normedRowVariant(gpu, packed);
   let resolved = qmatmulResolvedSpec(gpu, packed, m, variant);
   if (swiglu) {
     resolved = qmatmulResolvedSpec(gpu, packed, m, {

@@ -386,6 +386,15 @@ ${values.join("\n")}
 `;
 }
 
+/**
+ * Which kernel {@linkcode encodeCachedAttention} records: "tiles", the
+ * general one ({@linkcode cachedAttentionWgsl}, the decode step's, timed on
+ * an H100), or "row", {@linkcode rowAttentionWgsl} (one row; equal to it
+ * within float32 rounding, its speed on hardware not yet measured:
+ * `deno task bench:generate --kernels-only` times both).
+ */
+export type CachedAttentionKernel = "tiles" | "row";
+
 /** Sizes of {@linkcode encodeCachedAttention}. */
 export interface CachedAttentionShape {
   /** New queries (rows of the q/k/v buffer). */
@@ -421,6 +430,8 @@ export function attentionRotates(rows: number, hd: number): boolean {
  * @param rope The rotary table [cap, hd] of (cos, sin) pairs (`ropeTable`),
  *   for the kernel to rotate the query and key of the new row itself with
  *   row pos of it (one row only: see {@linkcode attentionRotates}).
+ * @param kernel The kernel ({@linkcode CachedAttentionKernel}).
+ * @throws {RangeError} for "row" with several rows or a head width it does not take.
  */
 export function encodeCachedAttention(
   batch: GpuBatch,
@@ -430,8 +441,23 @@ export function encodeCachedAttention(
   pos: GPUBuffer,
   shape: CachedAttentionShape,
   rope?: GPUBuffer,
+  kernel: CachedAttentionKernel = "tiles",
 ): void {
   const { rows, nHeads, nKvHeads, hd, ld, cap } = shape;
+  if (kernel !== "tiles" && kernel !== "row") {
+    throw new RangeError(
+      `Cannot encode cached attention as 'kernel' must be "tiles" or "row": current value is ${
+        String(kernel)
+      }`,
+    );
+  }
+  if (kernel === "row" && (rows !== 1 || !rowAttentionFits(hd))) {
+    throw new RangeError(
+      `Cannot encode one-row attention for ${rows} rows of head width ${hd}: one row, a width of 4 times a power of two up to ${
+        4 * ROW_MAX_HDV
+      }`,
+    );
+  }
   if (rope !== undefined && !attentionRotates(rows, hd)) {
     throw new RangeError(
       `Cannot rotate inside attention for ${rows} rows of head width ${hd}: one row, a width ` +
@@ -451,7 +477,7 @@ export function encodeCachedAttention(
     { u32: cap },
   ]);
   const resources = [out, qkv, cache.k, cache.v, pos, u, ...(rope ? [rope] : [])];
-  if (rows === 1 && rowAttentionFits(hd)) {
+  if (kernel === "row") {
     const row = cachedPipeline(
       batch.gpu,
       `decode:attention-row:${hd}${rope ? ":rope" : ""}`,

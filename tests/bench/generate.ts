@@ -19,7 +19,11 @@
  * its few-row default (`qmatmulFewRowSpec`, key "qmatmul-w4g128") beside the
  * previous default (`qmatmulSweptFewRowSpec`, "qmatmul-w4g128-swept"), and
  * with `--neighbours` variants around the few-row default (with `--sweep` a grid of
- * warps, sub-teams, row tiles and prefetching instead). Weights rotate
+ * warps, sub-teams, row tiles and prefetching instead), with the RMSNorm prologue
+ * (default, few-row, few-row with one step a sub-team, previous default; SwiGLU
+ * too on gate-up), and one-row attention at positions 16, 144 and 528 with
+ * the general kernel the decode step runs ("tiles") and the one-row kernel
+ * ("row"). Weights rotate
  * through copies spanning more than the L2 cache (a decode step reads each
  * weight once); each figure is the fastest of many short passes after
  * `--warmup` seconds of untimed calls (`timeCalls` of
@@ -45,6 +49,7 @@ import {
   type GpuBatch,
   storageBuffer,
   uploadBuffer,
+  writeBuffer,
 } from "../../kernels/backend.ts";
 import { encodeQmatmul } from "../../kernels/qmatmul_kernel.ts";
 import {
@@ -56,6 +61,7 @@ import {
 } from "../../kernels/qmatmul_default_spec.ts";
 import type { QmatmulSpec } from "../../kernels/qmatmul_spec.ts";
 import { encodeLinear } from "../../models/_gpu_block.ts";
+import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
 import { encodeGemv, gemvRowLength, uploadGemvWeight } from "../../models/_gpu_gemv.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 import { decodeSession, type GenerateResult } from "../../models/generate.ts";
@@ -336,9 +342,18 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
           // The norm as the step runs it (default), and with each of the two batch-1 specs:
           // the few-row one sums the squares inline, the swept one stages x after a prologue.
           const fewRowSpec = qmatmulFewRowSpec(packed, m, qmatmulLimits());
+          // The few-row spec with its teams doubled while every sub-team keeps a step (one step
+          // each at 1B's q/k/v and gate-up): all weight loads go out before the norm prologue.
+          const oneStep = { ...fewRowSpec };
+          const steps = oneStep.chunks / oneStep.unroll;
+          while (
+            oneStep.warps < 32 && oneStep.warps * 2 * oneStep.split <= steps &&
+            oneStep.warps * 64 <= gpu.limits.maxComputeInvocationsPerWorkgroup
+          ) oneStep.warps *= 2;
           const normVariants: Record<string, QmatmulVariant> = {
             "qmatmul-w4g128+norm": {},
             "qmatmul-w4g128+norm fewRow": fewRowSpec,
+            [`qmatmul-w4g128+norm fewRow warps ${oneStep.warps}`]: oneStep,
             "qmatmul-w4g128+norm swept": swept,
           };
           for (const [key, variant] of Object.entries(normVariants)) {
@@ -399,6 +414,62 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
       for (const b of [...w32, ...w16]) b.destroy();
       destroyCopies(copies);
     }
+    // One-row attention (rotating q and k itself, as the step runs it) at several positions:
+    // the general kernel the step uses ("tiles") beside the one-row kernel ("row"), over 16
+    // layers' caches. Key "attention@P": n = query width, k = keys (P + 1).
+    const qDim = s.heads * s.headDim, kvDim = s.kvHeads * s.headDim, ld = qDim + 2 * kvDim;
+    const cap = 1024;
+    const qkv = uploadBuffer(gpu, filled(ld, 3), "attention-qkv");
+    const att = storageBuffer(gpu, qDim * 4, "attention-out");
+    const caches = Array.from({ length: 16 }, (_, i) => ({
+      k: uploadBuffer(gpu, filled(cap * kvDim, 11 + i), "k-cache"),
+      v: uploadBuffer(gpu, filled(cap * kvDim, 31 + i), "v-cache"),
+    }));
+    const table = uploadBuffer(gpu, filled(cap * s.headDim, 5), "rope-table");
+    const pos = storageBuffer(gpu, 4, "pos");
+    const shape = { rows: 1, nHeads: s.heads, nKvHeads: s.kvHeads, hd: s.headDim, ld, cap };
+    for (const p of [16, 144, 528]) {
+      writeBuffer(gpu, pos, 0, Uint32Array.of(p));
+      const times: Record<string, KernelTime | { error: string }> = {};
+      for (const kernel of ["tiles", "row"] as const) {
+        try {
+          const t = await timeCalls(
+            gpu,
+            caches.length,
+            (b, i) =>
+              encodeCachedAttention(
+                b,
+                att,
+                qkv,
+                caches[i % caches.length]!,
+                pos,
+                shape,
+                table,
+                kernel,
+              ),
+            undefined,
+            undefined,
+            undefined,
+            warmup,
+          );
+          times[`attention-${kernel}`] = {
+            us: t.gpu * 1e6,
+            gbps: (p + 1) * kvDim * 8 / t.gpu / 1e9,
+          };
+        } catch (e) {
+          times[`attention-${kernel}`] = { error: (e as Error).message };
+        }
+      }
+      rows[`attention@${p}`] = { n: qDim, k: p + 1, rows: 1, times };
+      log(
+        `${name} attention at position ${p}: ${
+          Object.entries(times).map(([key, v]) =>
+            `${key} ${"us" in v ? `${v.us.toFixed(1)} µs` : `failed (${v.error})`}`
+          ).join(", ")
+        }`,
+      );
+    }
+    for (const b of [qkv, att, table, pos, ...caches.flatMap((c) => [c.k, c.v])]) b.destroy();
     out[name] = rows;
   }
   return out;

@@ -198,8 +198,8 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
       [64, 4, 4, 1, 0],
       [48, 4, 2, 130, 129],
       [6, 3, 1, 7, 6],
-      // The one-row kernel's tiles of 256 keys: past one, one key past one, the new row alone in
-      // its tile, a head of 128 over three tiles.
+      // The one-row kernel's ("row") tiles of 256 keys: past one, one key past one, the new row
+      // alone in its tile, a head of 128 over three tiles.
       [64, 4, 2, 300, 299],
       [32, 2, 1, 258, 257],
       [64, 2, 2, 257, 256],
@@ -230,6 +230,29 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
     encodeCachedAttention(batch, out, fresh, cache, at, { rows, ...shape });
     const got = new Float32Array(await read(batch, out));
     assertClose(got, expected, { atol: 2e-5, rtol: 1e-4, message: `hd ${hd}, pos ${pos}` });
+    // The one-row kernel, where it takes the head width, on the same cache (it writes the new
+    // row's key and value again, the same ones).
+    if (rows === 1 && [4, 8, 16, 32, 64, 128].includes(hd)) {
+      const again: GpuBatch = new GpuBatch(gpu);
+      encodeCachedAttention(again, out, fresh, cache, at, { rows, ...shape }, undefined, "row");
+      const row = new Float32Array(await read(again, out));
+      assertClose(row, expected, { atol: 2e-5, rtol: 1e-4, message: `row, hd ${hd}, pos ${pos}` });
+    } else if (rows === 1) {
+      assert.throws(
+        () =>
+          encodeCachedAttention(
+            new GpuBatch(gpu),
+            out,
+            fresh,
+            cache,
+            at,
+            { rows, ...shape },
+            undefined,
+            "row",
+          ),
+        /Cannot encode one-row attention for 1 rows of head width/,
+      );
+    }
     for (const b of [cache.k, cache.v, old, fresh, zero, at, scratch, out]) b.destroy();
   }
 });
@@ -254,24 +277,27 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
     table.set(cs, pos * hd);
     const at = uploadBuffer(gpu, Uint32Array.of(pos)), rope = uploadBuffer(gpu, cs);
     const tb = uploadBuffer(gpu, table);
-    const run = async (fused: boolean) => {
+    const run = async (fused: boolean, kernel: "tiles" | "row" = "tiles") => {
       const qkv = uploadBuffer(gpu, row), out = storageBuffer(gpu, qDim * 4);
       const cache = { k: uploadBuffer(gpu, past.k), v: uploadBuffer(gpu, past.v) };
       const batch: GpuBatch = new GpuBatch(gpu);
       if (!fused) encodeRope(batch, qkv, rope, { rows: 1, T: 1, width: qDim + kvDim, ld, hd });
-      encodeCachedAttention(batch, out, qkv, cache, at, shape, fused ? tb : undefined);
+      encodeCachedAttention(batch, out, qkv, cache, at, shape, fused ? tb : undefined, kernel);
       const { data } = await batch.submit([out, cache.k, cache.v]);
       for (const b of [qkv, out, cache.k, cache.v]) b.destroy();
       return data.map((d) => new Float32Array(d));
     };
-    const [want, got] = [await run(false), await run(true)];
-    const message = `hd ${hd}, heads ${nHeads}/${nKvHeads}, pos ${pos}`;
-    assertClose(got[0]!, want[0]!, { atol: 1e-6, rtol: 1e-5, message: `output: ${message}` });
-    assertClose(got[1]!, want[1]!, { atol: 1e-6, rtol: 1e-6, message: `keys: ${message}` });
-    assertClose(got[2]!, want[2]!, { atol: 0, rtol: 0, message: `values: ${message}` });
-    // The new key is rotated: it differs from the unrotated row's.
-    const k0 = got[1]!.subarray(pos * kvDim, pos * kvDim + hd);
-    assert.ok(k0.some((v, i) => Math.abs(v - row[qDim + i]!) > 1e-3), message);
+    const want = await run(false);
+    for (const kernel of ["tiles", "row"] as const) {
+      const got = await run(true, kernel);
+      const message = `${kernel}, hd ${hd}, heads ${nHeads}/${nKvHeads}, pos ${pos}`;
+      assertClose(got[0]!, want[0]!, { atol: 1e-6, rtol: 1e-5, message: `output: ${message}` });
+      assertClose(got[1]!, want[1]!, { atol: 1e-6, rtol: 1e-6, message: `keys: ${message}` });
+      assertClose(got[2]!, want[2]!, { atol: 0, rtol: 0, message: `values: ${message}` });
+      // The new key is rotated: it differs from the unrotated row's.
+      const k0 = got[1]!.subarray(pos * kvDim, pos * kvDim + hd);
+      assert.ok(k0.some((v, i) => Math.abs(v - row[qDim + i]!) > 1e-3), message);
+    }
     at.destroy();
     rope.destroy();
     tb.destroy();
@@ -288,6 +314,20 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
         storageBuffer(gpu, 16),
       ),
     /Cannot rotate inside attention for 2 rows/,
+  );
+  assert.throws(
+    () =>
+      encodeCachedAttention(
+        new GpuBatch(gpu),
+        storageBuffer(gpu, 64),
+        storageBuffer(gpu, 64),
+        { k: storageBuffer(gpu, 64), v: storageBuffer(gpu, 64) },
+        storageBuffer(gpu, 4),
+        { rows: 1, nHeads: 1, nKvHeads: 1, hd: 4, ld: 12, cap: 2 },
+        undefined,
+        "rows" as "row",
+      ),
+    /'kernel' must be "tiles" or "row": current value is rows/,
   );
 });
 
