@@ -11,6 +11,14 @@ import { cachedPipeline, foldGroups, type GpuBatch } from "../kernels/backend.ts
 import { tree, WG, WG_FLAT } from "./_gpu_decode.ts";
 import { reduce } from "./_gpu_kernels.ts";
 
+/** The rotary table's binding and the turn of two interleaved pairs, for kernels that rotate. */
+const ROPE_WGSL = `@group(0) @binding(6) var<storage, read> CS: array<vec4<f32>>;
+/** Two interleaved pairs (x, y) turned by their (cos, sin) pairs. */
+fn turn(v: vec4<f32>, cs: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(v.x * cs.x - v.y * cs.y, v.x * cs.y + v.y * cs.x,
+                   v.z * cs.z - v.w * cs.w, v.z * cs.w + v.w * cs.z);
+}`;
+
 /** The attention kernel's split of a head's vectors over its threads. */
 function headSplit(hdv: number): { groups: number; lanes: number; perThread: number } {
   const lanes = Math.min(hdv, WG);
@@ -104,16 +112,7 @@ var<workgroup> red: array<f32, ${WG}>;
 var<workgroup> pr: array<f32, ${WG}>;
 ${G > 1 ? `var<workgroup> accs: array<${T}, ${WG}>;` : ""}
 fn dotv(a: ${T}, b: ${T}) -> f32 { return ${dotv}; }
-${
-    rope
-      ? `@group(0) @binding(6) var<storage, read> CS: array<vec4<f32>>;
-/** Two interleaved pairs (x, y) turned by their (cos, sin) pairs. */
-fn turn(v: vec4<f32>, cs: vec4<f32>) -> vec4<f32> {
-  return vec4<f32>(v.x * cs.x - v.y * cs.y, v.x * cs.y + v.y * cs.x,
-                   v.z * cs.z - v.w * cs.w, v.z * cs.w + v.w * cs.z);
-}`
-      : ""
-  }
+${rope ? ROPE_WGSL : ""}
 /** Vector c of the key (or value) row of position s: the cache before p0, else the new rows. */
 fn kv(s: u32, p0: u32, c: u32, value: bool) -> ${T} {
   if (${single ? "true" : "s < p0"}) {
@@ -303,16 +302,7 @@ var<workgroup> pr: array<f32, ${T}>;
 var<workgroup> accs: array<vec4<f32>, ${G * HDV}>;
 var<workgroup> wsums: array<f32, ${G}>;
 fn fma4(a: vec4<f32>, b: vec4<f32>, c: f32) -> f32 { return fma(a.x, b.x, fma(a.y, b.y, fma(a.z, b.z, fma(a.w, b.w, c)))); }
-${
-    rope
-      ? `@group(0) @binding(6) var<storage, read> CS: array<vec4<f32>>;
-/** Two interleaved pairs (x, y) turned by their (cos, sin) pairs. */
-fn turn(v: vec4<f32>, cs: vec4<f32>) -> vec4<f32> {
-  return vec4<f32>(v.x * cs.x - v.y * cs.y, v.x * cs.y + v.y * cs.x,
-                   v.z * cs.z - v.w * cs.w, v.z * cs.w + v.w * cs.z);
-}`
-      : ""
-  }
+${rope ? ROPE_WGSL : ""}
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
         @builtin(num_workgroups) nw: vec3u) {

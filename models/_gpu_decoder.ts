@@ -214,6 +214,8 @@ export class GpuDecoder {
   readonly #ropeTable: GPUBuffer;
   readonly #pos: GPUBuffer;
   readonly #token: GPUBuffer;
+  /** Every buffer the constructor allocated (not the linears' nor the activations'). */
+  readonly #owned: GPUBuffer[];
   /** The token that follows each position ([maxTokens] u32; the argmax writes it). */
   readonly #history: GPUBuffer;
   readonly #logits: GPUBuffer;
@@ -321,6 +323,7 @@ export class GpuDecoder {
         this.#argmax.indices,
       );
       this.#step = this.#rows(1, "decode:step");
+      this.#owned = buffers;
     } catch (e) {
       for (const b of buffers) b.destroy();
       for (const g of groups) destroyLinear(g);
@@ -782,24 +785,7 @@ export class GpuDecoder {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    const buffers = new Set<GPUBuffer>([
-      this.#embedding,
-      this.#classifier,
-      this.#finalNorm,
-      this.#ropeTable,
-      this.#pos,
-      this.#token,
-      this.#history,
-      this.#logits,
-      this.#argmax.values,
-      this.#argmax.indices,
-    ]);
-    for (const l of this.#layers) {
-      for (const b of [l.attnNorm, l.ffnNorm, l.bqkv, l.qkNorm?.weight, l.cache.k, l.cache.v]) {
-        if (b) buffers.add(b);
-      }
-    }
-    for (const b of layerQuantBuffers(this.#layers.map((l) => l.quant))) buffers.add(b);
+    const buffers = new Set(this.#owned);
     const layers = this.#layers, step = this.#step, programs = [...this.#programs.values()];
     this.#gpu.device.queue.onSubmittedWorkDone().then(() => {
       for (const b of buffers) b.destroy();

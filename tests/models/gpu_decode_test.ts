@@ -302,33 +302,27 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
     rope.destroy();
     tb.destroy();
   }
+  // Attention of `rows` rows of a head of 4 over small buffers (it throws before recording).
+  const attend = (rows: number, rope?: GPUBuffer, kernel?: "tiles" | "row") =>
+    encodeCachedAttention(
+      new GpuBatch(gpu),
+      storageBuffer(gpu, 64),
+      storageBuffer(gpu, 64),
+      { k: storageBuffer(gpu, 64), v: storageBuffer(gpu, 64) },
+      storageBuffer(gpu, 4),
+      { rows, nHeads: 1, nKvHeads: 1, hd: 4, ld: 12, cap: 2 },
+      rope,
+      kernel,
+    );
   assert.throws(
-    () =>
-      encodeCachedAttention(
-        new GpuBatch(gpu),
-        storageBuffer(gpu, 64),
-        storageBuffer(gpu, 64),
-        { k: storageBuffer(gpu, 64), v: storageBuffer(gpu, 64) },
-        storageBuffer(gpu, 4),
-        { rows: 2, nHeads: 1, nKvHeads: 1, hd: 4, ld: 12, cap: 2 },
-        storageBuffer(gpu, 16),
-      ),
+    () => attend(2, storageBuffer(gpu, 16)),
     /Cannot rotate inside attention for 2 rows/,
   );
   assert.throws(
-    () =>
-      encodeCachedAttention(
-        new GpuBatch(gpu),
-        storageBuffer(gpu, 64),
-        storageBuffer(gpu, 64),
-        { k: storageBuffer(gpu, 64), v: storageBuffer(gpu, 64) },
-        storageBuffer(gpu, 4),
-        { rows: 1, nHeads: 1, nKvHeads: 1, hd: 4, ld: 12, cap: 2 },
-        undefined,
-        "rows" as "row",
-      ),
+    () => attend(1, undefined, "rows" as "row"),
     /'kernel' must be "tiles" or "row": current value is rows/,
   );
+  assert.throws(() => attend(2, undefined, "row"), /Cannot encode one-row attention for 2 rows/);
 });
 
 Deno.test("the fused residual add and RMSNorm equals the sum, then rmsNorm, at widths below, at and above its threads", async () => {
