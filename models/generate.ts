@@ -122,8 +122,9 @@ export interface GenerateResult {
    */
   steadyTokensPerSecond?: number;
   /**
-   * On WebGPU: the compute dispatches of one decode step (one token: the
-   * embedding, every block, the head, the argmax and the position counter).
+   * On WebGPU: the compute dispatches of one decode step (one token: every
+   * block, the final norm, the classifier and the argmax, whose last pass
+   * also advances the position and gathers the next step's embedding row).
    */
   stepDispatches?: number;
   /** On WebGPU: mean host seconds spent encoding and submitting one decode step. */
