@@ -155,11 +155,17 @@ export interface DecodeRunResult {
     readonly phaseDispatches: Record<string, number>;
   };
   /** See `GenerateResult.sustained`. */
-  readonly sustained?: {
-    readonly gpuStepSeconds: number;
-    readonly gpuUtilization: number;
-    readonly longestIdleSeconds: number;
-  };
+  readonly sustained?: SustainedTimes;
+}
+
+/** What a traced run measured of steps as they ran queued (`GenerateResult.sustained`). */
+export interface SustainedTimes {
+  /** GPU seconds a step inside the step submissions. */
+  readonly gpuStepSeconds: number;
+  /** The GPU's busy share from the first submission's start to the last one's end. */
+  readonly gpuUtilization: number;
+  /** The longest GPU idle between two submissions. */
+  readonly longestIdleSeconds: number;
 }
 
 const MAP_READ = 0x1, COPY_DST = 0x8, QUERY_RESOLVE = 0x200, COPY_SRC = 0x4;

@@ -17,7 +17,8 @@
 
 import { modelBackend } from "./_model_backend.ts";
 import type { Backend } from "../kernels/backend.ts";
-import { GpuDecoder } from "./_gpu_decoder.ts";
+import { GpuDecoder, type SustainedTimes } from "./_gpu_decoder.ts";
+export type { SustainedTimes };
 import { storedPackedLinears } from "./_gpu_packed_block.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import { type BlockLinears, denseLinear, linearShape } from "./linear_weight.ts";
@@ -149,7 +150,7 @@ export interface GenerateResult {
    * start to the last one's end that the GPU spent inside them (below 1: the
    * GPU waited for the host), and the longest wait between two submissions.
    */
-  sustained?: { gpuStepSeconds: number; gpuUtilization: number; longestIdleSeconds: number };
+  sustained?: SustainedTimes;
 }
 
 /** A model ready to generate from, its weights uploaded once. */
@@ -255,7 +256,7 @@ function result(
       phases: Record<string, number>;
       phaseDispatches: Record<string, number>;
     };
-    sustained?: { gpuStepSeconds: number; gpuUtilization: number; longestIdleSeconds: number };
+    sustained?: SustainedTimes;
   },
 ): GenerateResult {
   const { tokens, prefillSeconds, decodeSeconds } = r;
