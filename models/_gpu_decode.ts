@@ -138,6 +138,12 @@ export function encodeSliceCopy(
   batch.dispatch(pipeline, [y, x, u], groups);
 }
 
+/** Element e of an f16 embedding E stored as pairs in u32 words, as WGSL (`f16At(e)`). */
+const F16_AT = `fn f16At(e: u32) -> f32 {
+  let pair = unpack2x16float(E[e / 2u]);
+  return select(pair.x, pair.y, e % 2u == 1u);
+}`;
+
 /** x[i] = E[tok[i / dim]·dim + i mod dim] for an f16 embedding stored as pairs in u32 words. */
 export function embedF16Wgsl(): string {
   return `struct P { n: u32, dim: u32 }
@@ -145,13 +151,12 @@ export function embedF16Wgsl(): string {
 @group(0) @binding(1) var<storage, read> E: array<u32>;
 @group(0) @binding(2) var<storage, read> tok: array<u32>;
 @group(0) @binding(3) var<uniform> p: P;
+${F16_AT}
 @compute @workgroup_size(${EW})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
   ${FLAT}
   if (i >= p.n) { return; }
-  let e = tok[i / p.dim] * p.dim + i % p.dim;
-  let pair = unpack2x16float(E[e / 2u]);
-  X[i] = select(pair.x, pair.y, e % 2u == 1u);
+  X[i] = f16At(tok[i / p.dim] * p.dim + i % p.dim);
 }
 `;
 }
@@ -218,7 +223,9 @@ export function argmaxWgsl(final: boolean, then: ArgmaxThen = {}): string {
     }${history ? "\n@group(0) @binding(5) var<storage, read_write> hist: array<u32>;" : ""}${
       embed
         ? `\n@group(0) @binding(6) var<storage, read_write> X: array<f32>;
-@group(0) @binding(7) var<storage, read> E: array<${embed === "f16" ? "u32" : "f32"}>;`
+@group(0) @binding(7) var<storage, read> E: array<${embed === "f16" ? "u32" : "f32"}>;${
+          embed === "f16" ? `\n${F16_AT}` : ""
+        }`
         : ""
     }`
     : `@group(0) @binding(0) var<storage, read_write> PV: array<f32>;
@@ -229,11 +236,7 @@ export function argmaxWgsl(final: boolean, then: ArgmaxThen = {}): string {
     ? `  for (var i = lid; i < p.parts; i += ${WG}u) { take(PV[i], PI[i]); }`
     : `  for (var i = wg.x * ${WG}u + lid; i < p.n; i += p.parts * ${WG}u) { take(L[i], i); }`;
   // Every thread reads the winner after the tree's last barrier; the embedding row is theirs.
-  const row = embed === "f16"
-    ? `let e = id * p.dim + i;
-    let pair = unpack2x16float(E[e / 2u]);
-    X[i] = select(pair.x, pair.y, e % 2u == 1u);`
-    : "X[i] = E[id * p.dim + i];";
+  const row = embed === "f16" ? "X[i] = f16At(id * p.dim + i);" : "X[i] = E[id * p.dim + i];";
   const write = final
     ? `let id = select(ri[0], 0u, ri[0] == 0xffffffffu);
   if (lid == 0u) {
