@@ -235,11 +235,9 @@ function rowAttentionFits(hd: number): boolean {
  * @param hd Head width (4 times a power of two, at most 4·32).
  * @param rope The q/k/v row holds the queries and keys before the rotary
  *   embedding, which the kernel applies (row pos of the table).
- * @param threads Threads of the workgroup and keys of a tile (a power of two
- *   from hd/4 to 256).
  * @returns WGSL source.
  */
-export function rowAttentionWgsl(hd: number, rope: boolean, threads = ROW_WG): string {
+export function rowAttentionWgsl(hd: number, rope: boolean): string {
   if (!rowAttentionFits(hd)) {
     throw new RangeError(
       `Cannot build one-row attention for head width ${hd}: 4 times a power of two up to ${
@@ -248,12 +246,7 @@ export function rowAttentionWgsl(hd: number, rope: boolean, threads = ROW_WG): s
     );
   }
   const HDV = hd / 4;
-  if (!Number.isInteger(Math.log2(threads)) || threads < HDV || threads > 256) {
-    throw new RangeError(
-      `Cannot build one-row attention with ${threads} threads: a power of two from hd/4 to 256`,
-    );
-  }
-  const T = threads, G = T / HDV, KPG = T / G;
+  const T = ROW_WG, G = T / HDV, KPG = T / G;
   const turn = (e: string, i: string) => rope ? `turn(${e}, CS[p0 * HDV + ${i}])` : e;
   // The score of key row `base` (not the new row): loads in batches, then four partial dot sums.
   const score: string[] = [];
