@@ -51,7 +51,7 @@ import {
   uploadBuffer,
   writeBuffer,
 } from "../../kernels/backend.ts";
-import { encodeQmatmul } from "../../kernels/qmatmul_kernel.ts";
+import { encodeQmatmul, type QmatmulOperands } from "../../kernels/qmatmul_kernel.ts";
 import {
   qmatmulFewRowSpec,
   type QmatmulLimits,
@@ -185,7 +185,7 @@ interface LinearTimes {
   n: number;
   k: number;
   rows: number;
-  times: Record<string, KernelTime | { error: string }>;
+  times: KernelTimes;
   /** The qmatmul specializations: the few-row default and the previous default (not for the classifier). */
   specs?: { fewRow: QmatmulSpec; swept: QmatmulSpec };
   /** The few-row default's speedup over the previous default, and over the f16 GEMV. */
@@ -219,6 +219,35 @@ function neighbours(d: QmatmulSpec, swept: QmatmulSpec): Record<string, QmatmulV
   out["split 1, splitK 4"] = { split: 1, splitK: 4 };
   out["swept, split 2"] = { ...swept, split: 2 };
   return out;
+}
+
+/** Timings by key, or why a kernel failed. */
+type KernelTimes = Record<string, KernelTime | { error: string }>;
+
+/**
+ * Times `calls` recorded calls (`timeCalls`, after `--warmup` seconds) into
+ * times[key], with the bandwidth of `bytes` a call, or records the error.
+ */
+async function timeKernel(
+  times: KernelTimes,
+  key: string,
+  bytes: number,
+  calls: number,
+  rec: Recorder,
+): Promise<void> {
+  try {
+    const t = await timeCalls(gpu, calls, rec, undefined, undefined, undefined, warmup);
+    times[key] = { us: t.gpu * 1e6, gbps: bytes / t.gpu / 1e9 };
+  } catch (e) {
+    times[key] = { error: (e as Error).message };
+  }
+}
+
+/** "key 12.3 µs, key failed (…)" for a log line. */
+function describeTimes(times: KernelTimes): string {
+  return Object.entries(times).map(([key, v]) =>
+    `${key} ${"us" in v ? `${v.us.toFixed(1)} µs` : `failed (${v.error})`}`
+  ).join(", ");
 }
 
 /**
@@ -255,15 +284,9 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
       const copies = packed ? await residentCopies(gpu, packed, rotateBytes) : [];
       for (const m of kernelRows) {
         const x = uploadBuffer(gpu, filled(m * k, 7), "x"), y = storageBuffer(gpu, m * n * 4, "y");
-        const times: Record<string, KernelTime | { error: string }> = {};
-        const time = async (key: string, bytes: number, calls: number, rec: Recorder) => {
-          try {
-            const t = await timeCalls(gpu, calls, rec, undefined, undefined, undefined, warmup);
-            times[key] = { us: t.gpu * 1e6, gbps: bytes / t.gpu / 1e9 };
-          } catch (e) {
-            times[key] = { error: (e as Error).message };
-          }
-        };
+        const times: KernelTimes = {};
+        const time = (key: string, bytes: number, calls: number, rec: Recorder) =>
+          timeKernel(times, key, bytes, calls, rec);
         const shape = { rows: m, n, k };
         if (f32) {
           await time(
@@ -330,17 +353,28 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
               variants[`qmatmul-w4g128 ${key}`] = v;
             }
           }
-          for (const [key, variant] of Object.entries(variants)) {
-            await time(
+          // qmatmul over the rotating copies, with the variant and the operands' extras.
+          const product = (
+            key: string,
+            variant: QmatmulVariant,
+            extra: Partial<Pick<QmatmulOperands, "norm" | "swiglu">> = {},
+          ) =>
+            time(
               key,
               bytes,
               copies.length,
               (b, i) =>
-                encodeQmatmul(b, copies[i % copies.length]!, { x, input: "f32", m, y }, variant),
+                encodeQmatmul(
+                  b,
+                  copies[i % copies.length]!,
+                  { x, input: "f32", m, y, ...extra },
+                  variant,
+                ),
             );
-          }
-          // The norm as the step runs it (default), and with each of the two batch-1 specs:
-          // the few-row one sums the squares inline, the swept one stages x after a prologue.
+          for (const [key, variant] of Object.entries(variants)) await product(key, variant);
+          // The norm as the step runs it (default), and with each of the batch-1 specs: the
+          // few-row one reads x from global memory, the swept one stages it; both sum the
+          // squares in a prologue.
           const fewRowSpec = qmatmulFewRowSpec(packed, m, qmatmulLimits());
           // The few-row spec with its teams doubled while every sub-team keeps a step (one step
           // each at 1B's q/k/v and gate-up): all weight loads go out before the norm prologue.
@@ -357,32 +391,10 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
             "qmatmul-w4g128+norm swept": swept,
           };
           for (const [key, variant] of Object.entries(normVariants)) {
-            await time(
-              key,
-              bytes,
-              copies.length,
-              (b, i) =>
-                encodeQmatmul(
-                  b,
-                  copies[i % copies.length]!,
-                  { x, input: "f32", m, y, norm },
-                  variant,
-                ),
-            );
+            await product(key, variant, { norm });
             // gate-up as the step runs it: the SwiGLU epilogue too.
             if (linear === "gate-up") {
-              await time(
-                `${key}+swiglu`,
-                bytes,
-                copies.length,
-                (b, i) =>
-                  encodeQmatmul(
-                    b,
-                    copies[i % copies.length]!,
-                    { x, input: "f32", m, y, norm, swiglu: true },
-                    variant,
-                  ),
-              );
+              await product(`${key}+swiglu`, variant, { norm, swiglu: true });
             }
           }
           const us = (key: string) => {
@@ -403,13 +415,7 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
         }
         x.destroy();
         y.destroy();
-        log(
-          `${name} ${linear} [${n}, ${k}] M=${m}: ${
-            Object.entries(times).map(([key, v]) =>
-              `${key} ${"us" in v ? `${v.us.toFixed(1)} µs` : `failed (${v.error})`}`
-            ).join(", ")
-          }`,
-        );
+        log(`${name} ${linear} [${n}, ${k}] M=${m}: ${describeTimes(times)}`);
       }
       for (const b of [...w32, ...w16]) b.destroy();
       destroyCopies(copies);
@@ -430,44 +436,28 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
     const shape = { rows: 1, nHeads: s.heads, nKvHeads: s.kvHeads, hd: s.headDim, ld, cap };
     for (const p of [16, 144, 528]) {
       writeBuffer(gpu, pos, 0, Uint32Array.of(p));
-      const times: Record<string, KernelTime | { error: string }> = {};
+      const times: KernelTimes = {};
       for (const kernel of ["tiles", "row"] as const) {
-        try {
-          const t = await timeCalls(
-            gpu,
-            caches.length,
-            (b, i) =>
-              encodeCachedAttention(
-                b,
-                att,
-                qkv,
-                caches[i % caches.length]!,
-                pos,
-                shape,
-                table,
-                kernel,
-              ),
-            undefined,
-            undefined,
-            undefined,
-            warmup,
-          );
-          times[`attention-${kernel}`] = {
-            us: t.gpu * 1e6,
-            gbps: (p + 1) * kvDim * 8 / t.gpu / 1e9,
-          };
-        } catch (e) {
-          times[`attention-${kernel}`] = { error: (e as Error).message };
-        }
+        await timeKernel(
+          times,
+          `attention-${kernel}`,
+          (p + 1) * kvDim * 8,
+          caches.length,
+          (b, i) =>
+            encodeCachedAttention(
+              b,
+              att,
+              qkv,
+              caches[i % caches.length]!,
+              pos,
+              shape,
+              table,
+              kernel,
+            ),
+        );
       }
       rows[`attention@${p}`] = { n: qDim, k: p + 1, rows: 1, times };
-      log(
-        `${name} attention at position ${p}: ${
-          Object.entries(times).map(([key, v]) =>
-            `${key} ${"us" in v ? `${v.us.toFixed(1)} µs` : `failed (${v.error})`}`
-          ).join(", ")
-        }`,
-      );
+      log(`${name} attention at position ${p}: ${describeTimes(times)}`);
     }
     for (const b of [qkv, att, table, pos, ...caches.flatMap((c) => [c.k, c.v])]) b.destroy();
     out[name] = rows;
