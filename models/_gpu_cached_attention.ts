@@ -369,14 +369,315 @@ ${values.join("\n")}
 `;
 }
 
+/** Threads of the split kernels' workgroups. */
+const SPLIT_WG = 128;
+
+/** Keys a split workgroup scores at once (a tile; a split longer than that loops). */
+const SPLIT_TILE = 32;
+
+/** Split workgroups {@linkcode splitAttentionSplits} aims at across the key/value heads. */
+const SPLIT_WORKGROUPS = 256;
+
+/** Query vec4s of one key/value head's group that the split kernel stages (8 KB). */
+const SPLIT_MAX_QUERY = 512;
+
+/**
+ * Whether the split kernels take a head width and a query group: hd/4 a
+ * power of two up to 128 (one thread per value vec4 and key group), the
+ * group's queries at most 512 vec4s (workgroup memory).
+ */
+export function splitAttentionFits(hd: number, group: number): boolean {
+  const v = hd / 4;
+  return Number.isInteger(v) && v >= 1 && v <= SPLIT_WG && (v & (v - 1)) === 0 &&
+    Number.isInteger(group) && group >= 1 && group * v <= SPLIT_MAX_QUERY;
+}
+
+/**
+ * The splits of the key range that {@linkcode encodeCachedAttention}'s split
+ * kernel takes by default: about 256 workgroups over the key/value heads,
+ * and no more splits than tiles of 16 positions in the cache.
+ *
+ * @param shape The attention's sizes.
+ * @returns Splits (at least 1).
+ */
+export function splitAttentionSplits(
+  shape: Pick<CachedAttentionShape, "nKvHeads" | "cap">,
+): number {
+  return Math.max(
+    1,
+    Math.min(Math.floor(SPLIT_WORKGROUPS / shape.nKvHeads), Math.ceil(shape.cap / 16)),
+  );
+}
+
+/**
+ * Bytes of the scratch the split kernel writes its partial sums into: per
+ * query head and split, the unnormalized weighted value row and the
+ * (maximum, normalizer) pair.
+ *
+ * @param shape The attention's sizes.
+ * @param splits Splits of the key range.
+ * @returns Bytes.
+ */
+export function splitAttentionScratchBytes(
+  shape: Pick<CachedAttentionShape, "nHeads" | "hd">,
+  splits: number,
+): number {
+  return shape.nHeads * splits * (shape.hd / 4 + 1) * 16;
+}
+
+/**
+ * Attention of one new row (a decode step) against the cache, its key range
+ * split over workgroups (the first pass of the split kernel; see
+ * {@linkcode splitCombineWgsl} for the second): workgroup (key/value head,
+ * split) takes the `group` query heads that share the key/value head over
+ * the split's positions [s·c, min(L, (s + 1)·c)), c = ⌈L / splits⌉, L =
+ * pos + 1, so that each key and value row is read by one workgroup for all
+ * its query heads, and short caches still spread over many workgroups.
+ * Per tile of 32 keys: one thread per (query head, key) scores it (the key
+ * row's loads issued before the dot products), one thread per query head
+ * takes the tile's maximum, the weights replace the scores, then one thread
+ * per (value vec4, key group) sums its keys' weighted value rows for every
+ * query head (the loads issued first), with the running (online) softmax's
+ * rescaling between tiles. The partial rows (unnormalized) and each head's
+ * (maximum, normalizer) go to the scratch. The new row's key and value come
+ * from the q/k/v row (rotated with `rope`), and the workgroup whose split
+ * holds pos writes them into the cache at pos.
+ *
+ * @param hd Head width (4 times a power of two, at most 512).
+ * @param group Query heads per key/value head (group · hd at most 2048).
+ * @param rope The q/k/v row holds the queries and keys before the rotary
+ *   embedding, which the kernel applies (row pos of the table).
+ * @returns WGSL source.
+ */
+export function splitAttentionWgsl(hd: number, group: number, rope: boolean): string {
+  if (!splitAttentionFits(hd, group)) {
+    throw new RangeError(
+      `Cannot build split attention for head width ${hd} and ${group} query heads per ` +
+        `key/value head: 4 times a power of two up to ${4 * SPLIT_WG}, the group's width ` +
+        `at most ${4 * SPLIT_MAX_QUERY}`,
+    );
+  }
+  const HDV = hd / 4, G = group, T = SPLIT_WG, TK = SPLIT_TILE;
+  const KG = Math.min(T / HDV, TK), KPG = TK / KG;
+  const turn = (e: string, i: string) => rope ? `turn(${e}, CS[p0 * HDV + ${i}])` : e;
+  // The score of key row `base` (not the new row): loads in batches, then four partial dot sums.
+  const score: string[] = [];
+  for (let b0 = 0; b0 < HDV; b0 += ROW_BATCH) {
+    const n = Math.min(ROW_BATCH, HDV - b0);
+    score.push("        {");
+    for (let i = 0; i < n; i++) score.push(`        let k${i} = Kc[base + ${b0 + i}u];`);
+    for (let i = 0; i < n; i++) {
+      score.push(
+        `        d${(b0 + i) % 4} = fma4(qs[qb + ${b0 + i}u], k${i}, d${(b0 + i) % 4});`,
+      );
+    }
+    score.push("        }");
+  }
+  // The group's keys kg, kg + KG, … of the tile: the value loads (rows clamped into the tile;
+  // weights past its end are 0), then every head's weighted sum.
+  const values: string[] = [];
+  for (let j = 0; j < KPG; j++) {
+    values.push(`      let r${j} = t0 + min(kg + ${j * KG}u, n - 1u);`);
+    values.push(
+      `      var v${j}: vec4<f32>;\n      if (r${j} == p0) { v${j} = vn[d]; } else { v${j} = Vc[r${j} * KVV + kb + d]; }`,
+    );
+  }
+  values.push(`      for (var h = 0u; h < G; h++) {`);
+  values.push(`        var a = acc[h] * ct[h];`);
+  values.push(`        var l = wsum[h] * ct[h];`);
+  for (let j = 0; j < KPG; j++) {
+    values.push(`        let w${j} = sc[h * TK + kg + ${j * KG}u];`);
+    values.push(`        a = fma(vec4<f32>(w${j}), v${j}, a);`);
+    values.push(`        l = l + w${j};`);
+  }
+  values.push(`        acc[h] = a;`);
+  values.push(`        wsum[h] = l;`);
+  values.push(`      }`);
+  return `struct P { nHeads: u32, kvDim: u32, scale: f32, kOff: u32, vOff: u32, cap: u32,
+  splits: u32, nKv: u32 }
+@group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> QKV: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> Kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> Vc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> pos: array<u32>;
+@group(0) @binding(5) var<uniform> p: P;
+const HDV = ${HDV}u;
+const G = ${G}u;
+const TK = ${TK}u;
+const KG = ${KG}u;
+var<workgroup> qs: array<vec4<f32>, ${G * HDV}>;
+var<workgroup> kn: array<vec4<f32>, ${HDV}>;
+var<workgroup> vn: array<vec4<f32>, ${HDV}>;
+var<workgroup> sc: array<f32, ${G * TK}>;
+var<workgroup> mt: array<f32, ${G}>;
+var<workgroup> ct: array<f32, ${G}>;
+var<workgroup> red: array<vec4<f32>, ${T}>;
+var<workgroup> reds: array<f32, ${T}>;
+fn fma4(a: vec4<f32>, b: vec4<f32>, c: f32) -> f32 { return fma(a.x, b.x, fma(a.y, b.y, fma(a.z, b.z, fma(a.w, b.w, c)))); }
+${rope ? ROPE_WGSL : ""}
+@compute @workgroup_size(${T})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.nKv * p.splits) { return; }
+  let kh = wgi / p.splits;
+  let sp = wgi % p.splits;
+  let KVV = p.kvDim / 4u;
+  let kb = kh * HDV;
+  let p0 = pos[0];
+  let L = p0 + 1u;
+  let c = (L + p.splits - 1u) / p.splits;
+  let begin = min(sp * c, L);
+  let end = min(begin + c, L);
+  for (var i = lid; i < G * HDV; i += ${T}u) {
+    let e = i % HDV;
+    qs[i] = ${turn("QKV[(kh * G) * HDV + i]", "e")} * p.scale;
+  }
+  if (lid < HDV) {
+    let i = lid;
+    let k = ${turn("QKV[p.kOff / 4u + kb + i]", "i")};
+    let v = QKV[p.vOff / 4u + kb + i];
+    kn[i] = k;
+    vn[i] = v;
+    if (begin <= p0 && p0 < end && p0 < p.cap) {
+      Kc[p0 * KVV + kb + i] = k;
+      Vc[p0 * KVV + kb + i] = v;
+    }
+  }
+  workgroupBarrier();
+  let d = lid % HDV;
+  let kg = lid / HDV;
+  let busy = kg < KG;
+  var acc: array<vec4<f32>, ${G}>;
+  var wsum: array<f32, ${G}>;
+  var m: array<f32, ${G}>;
+  for (var h = 0u; h < G; h++) { m[h] = -3.0e38; }
+  for (var t0 = begin; t0 < end; t0 += TK) {
+    let n = min(TK, end - t0);
+    // Scores of (query head, key).
+    for (var it = lid; it < G * TK; it += ${T}u) {
+      let j = it % TK;
+      let qb = (it / TK) * HDV;
+      var s = -3.0e38;
+      if (j < n) {
+        let row = t0 + j;
+        var d0 = 0.0;
+        var d1 = 0.0;
+        var d2 = 0.0;
+        var d3 = 0.0;
+        if (row == p0) {
+          for (var i = 0u; i < HDV; i++) { d0 = fma4(qs[qb + i], kn[i], d0); }
+        } else {
+          let base = row * KVV + kb;
+${score.join("\n")}
+        }
+        s = (d0 + d1) + (d2 + d3);
+      }
+      sc[it] = s;
+    }
+    workgroupBarrier();
+    // Each head's running maximum and the rescaling of what came before.
+    if (lid < G) {
+      var mx = m[lid];
+      for (var j = 0u; j < TK; j++) { mx = max(mx, sc[lid * TK + j]); }
+      mt[lid] = mx;
+      ct[lid] = exp(m[lid] - mx);
+    }
+    workgroupBarrier();
+    for (var it = lid; it < G * TK; it += ${T}u) {
+      sc[it] = select(0.0, exp(sc[it] - mt[it / TK]), it % TK < n);
+    }
+    workgroupBarrier();
+    if (busy) {
+${values.join("\n")}
+    }
+    for (var h = 0u; h < G; h++) { m[h] = mt[h]; }
+    workgroupBarrier();
+  }
+  // The key groups' sums, head by head, into the scratch: rows, then (maximum, normalizer).
+  for (var h = 0u; h < G; h++) {
+    red[lid] = acc[h];
+    reds[lid] = wsum[h];
+    workgroupBarrier();
+    let hq = kh * G + h;
+    if (lid < HDV) {
+      var a = vec4<f32>(0.0);
+      for (var g = 0u; g < KG; g++) { a = a + red[g * HDV + lid]; }
+      part[(hq * p.splits + sp) * HDV + lid] = a;
+    }
+    if (lid == 0u) {
+      var l = 0.0;
+      for (var g = 0u; g < KG; g++) { l = l + reds[g * HDV]; }
+      part[p.nHeads * p.splits * HDV + hq * p.splits + sp] = vec4<f32>(m[h], l, 0.0, 0.0);
+    }
+    workgroupBarrier();
+  }
+}
+`;
+}
+
+/**
+ * The second pass of the split kernel: one workgroup per query head merges
+ * the splits' partial rows of {@linkcode splitAttentionWgsl} (each scaled by
+ * exp(its maximum − the largest), over the normalizers scaled alike) into
+ * the head's output row.
+ *
+ * @param hd Head width (4 times a power of two, at most 512).
+ * @returns WGSL source.
+ */
+export function splitCombineWgsl(hd: number): string {
+  const HDV = hd / 4;
+  return `struct P { nHeads: u32, kvDim: u32, scale: f32, kOff: u32, vOff: u32, cap: u32,
+  splits: u32, nKv: u32 }
+@group(0) @binding(0) var<storage, read_write> O: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> pos: array<u32>;
+@group(0) @binding(3) var<uniform> p: P;
+const HDV = ${HDV}u;
+@compute @workgroup_size(${HDV})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nw: vec3u) {
+  ${WG_FLAT}
+  if (wgi >= p.nHeads) { return; }
+  let L = pos[0] + 1u;
+  let c = (L + p.splits - 1u) / p.splits;
+  // Splits that hold keys.
+  let ns = (L + c - 1u) / c;
+  let ml = p.nHeads * p.splits * HDV + wgi * p.splits;
+  var mx = -3.0e38;
+  for (var s = 0u; s < ns; s++) { mx = max(mx, part[ml + s].x); }
+  var a = vec4<f32>(0.0);
+  var l = 0.0;
+  for (var s = 0u; s < ns; s++) {
+    let e = part[ml + s];
+    let w = exp(e.x - mx);
+    a = fma(vec4<f32>(w), part[(wgi * p.splits + s) * HDV + lid], a);
+    l = fma(w, e.y, l);
+  }
+  O[wgi * HDV + lid] = a / l;
+}
+`;
+}
+
+/**
+ * The split kernel of {@linkcode encodeCachedAttention}: its scratch (at
+ * least {@linkcode splitAttentionScratchBytes} for `splits`) and the splits
+ * of the key range.
+ */
+export interface SplitAttention {
+  readonly scratch: GPUBuffer;
+  readonly splits: number;
+}
+
 /**
  * Which kernel {@linkcode encodeCachedAttention} records: "tiles", the
- * general one ({@linkcode cachedAttentionWgsl}, the decode step's, timed on
- * an H100), or "row", {@linkcode rowAttentionWgsl} (one row; equal to it
- * within float32 rounding, its speed on hardware not yet measured:
- * `deno task bench:generate --kernels-only` times both).
+ * general one ({@linkcode cachedAttentionWgsl}), "row",
+ * {@linkcode rowAttentionWgsl} (one row), or the split kernel's two passes
+ * ({@linkcode splitAttentionWgsl}, {@linkcode splitCombineWgsl}; one row),
+ * given its scratch and splits ({@linkcode SplitAttention}). All equal
+ * within float32 rounding.
  */
-export type CachedAttentionKernel = "tiles" | "row";
+export type CachedAttentionKernel = "tiles" | "row" | SplitAttention;
 
 /** Sizes of {@linkcode encodeCachedAttention}. */
 export interface CachedAttentionShape {
@@ -427,11 +728,11 @@ export function encodeCachedAttention(
   kernel: CachedAttentionKernel = "tiles",
 ): void {
   const { rows, nHeads, nKvHeads, hd, ld, cap } = shape;
-  if (kernel !== "tiles" && kernel !== "row") {
+  const split = typeof kernel === "object" && kernel !== null ? kernel : null;
+  if (kernel !== "tiles" && kernel !== "row" && split === null) {
     throw new RangeError(
-      `Cannot encode cached attention as 'kernel' must be "tiles" or "row": current value is ${
-        String(kernel)
-      }`,
+      `Cannot encode cached attention as 'kernel' must be "tiles", "row" or a split kernel's ` +
+        `scratch and splits: current value is ${String(kernel)}`,
     );
   }
   if (kernel === "row" && (rows !== 1 || !rowAttentionFits(hd))) {
@@ -446,6 +747,10 @@ export function encodeCachedAttention(
       `Cannot rotate inside attention for ${rows} rows of head width ${hd}: one row, a width ` +
         `that is a multiple of 4 up to ${4 * WG}`,
     );
+  }
+  if (split !== null) {
+    encodeSplitAttention(batch, out, qkv, cache, pos, shape, split, rope);
+    return;
   }
   const u = batch.uniform([
     { u32: rows },
@@ -483,4 +788,74 @@ export function encodeCachedAttention(
     () => cachedAttentionWgsl(spec),
   );
   batch.dispatch(pipeline, resources, foldGroups(batch.gpu, rows * nHeads));
+}
+
+/** The split kernel's two passes (see {@linkcode encodeCachedAttention}). */
+function encodeSplitAttention(
+  batch: GpuBatch,
+  out: GPUBuffer,
+  qkv: GPUBuffer,
+  cache: { readonly k: GPUBuffer; readonly v: GPUBuffer },
+  pos: GPUBuffer,
+  shape: CachedAttentionShape,
+  split: SplitAttention,
+  rope: GPUBuffer | undefined,
+): void {
+  const { rows, nHeads, nKvHeads, hd, ld, cap } = shape;
+  const group = nHeads / nKvHeads;
+  const { scratch, splits } = split;
+  if (rows !== 1 || !splitAttentionFits(hd, group)) {
+    throw new RangeError(
+      `Cannot encode split attention for ${rows} rows of head width ${hd} with ${group} query ` +
+        `heads per key/value head: one row, a width of 4 times a power of two up to ${
+          4 * SPLIT_WG
+        }, the group's width at most ${4 * SPLIT_MAX_QUERY}`,
+    );
+  }
+  if (ld !== nHeads * hd + 2 * nKvHeads * hd) {
+    throw new RangeError(
+      `Cannot encode split attention: the q/k/v row is ${ld} wide, not the queries, keys and ` +
+        `values' ${nHeads * hd + 2 * nKvHeads * hd}`,
+    );
+  }
+  if (!(Number.isInteger(splits) && splits >= 1)) {
+    throw new RangeError(
+      `Cannot encode split attention as 'splits' must be a positive integer: current value is ${
+        String(splits)
+      }`,
+    );
+  }
+  const need = splitAttentionScratchBytes(shape, splits);
+  if (scratch.size < need) {
+    throw new RangeError(
+      `Cannot encode split attention over ${splits} splits: its scratch holds ${scratch.size} ` +
+        `bytes, it needs ${need}`,
+    );
+  }
+  const u = batch.uniform([
+    { u32: nHeads },
+    { u32: nKvHeads * hd },
+    { f32: 1 / Math.sqrt(hd) },
+    { u32: nHeads * hd },
+    { u32: (nHeads + nKvHeads) * hd },
+    { u32: cap },
+    { u32: splits },
+    { u32: nKvHeads },
+  ]);
+  const first = cachedPipeline(
+    batch.gpu,
+    `decode:attention-split:${hd}:${group}${rope ? ":rope" : ""}`,
+    () => splitAttentionWgsl(hd, group, rope !== undefined),
+  );
+  batch.dispatch(
+    first,
+    [scratch, qkv, cache.k, cache.v, pos, u, ...(rope ? [rope] : [])],
+    foldGroups(batch.gpu, nKvHeads * splits),
+  );
+  const combine = cachedPipeline(
+    batch.gpu,
+    `decode:attention-combine:${hd}`,
+    () => splitCombineWgsl(hd),
+  );
+  batch.dispatch(combine, [out, scratch, pos, u], foldGroups(batch.gpu, nHeads));
 }

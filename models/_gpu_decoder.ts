@@ -56,7 +56,14 @@ import {
   uploadLinear,
 } from "./_decode_linears.ts";
 import type { QmatmulNorm } from "../kernels/qmatmul_kernel.ts";
-import { attentionRotates, encodeCachedAttention } from "./_gpu_cached_attention.ts";
+import {
+  attentionRotates,
+  type CachedAttentionKernel,
+  encodeCachedAttention,
+  splitAttentionFits,
+  splitAttentionScratchBytes,
+  splitAttentionSplits,
+} from "./_gpu_cached_attention.ts";
 import { encodeGemv, gemvRowLength, toF16, uploadGemvWeight } from "./_gpu_gemv.ts";
 import { type GpuProgram, ProgramRecorder } from "./_gpu_program.ts";
 import type { BlockLinears } from "./linear_weight.ts";
@@ -98,7 +105,16 @@ export interface GpuDecoderOptions {
   readonly weights: "f32" | "f16";
   readonly maxTokens: number;
   readonly linears: readonly BlockLinears[];
+  /** The decode step's attention kernel (see `DecodeSessionOptions.attention`). */
+  readonly attention: DecodeAttention;
 }
+
+/**
+ * The decode step's attention: "split", the key range split over workgroups
+ * and merged in a second pass (`splitAttentionWgsl`), or "tiles", one
+ * workgroup per query head (`cachedAttentionWgsl`, which prompts use).
+ */
+export type DecodeAttention = "split" | "tiles";
 
 /**
  * Tokens per second between read-backs: from the first read-back that
@@ -226,6 +242,8 @@ export class GpuDecoder {
   readonly #history: GPUBuffer;
   readonly #logits: GPUBuffer;
   readonly #argmax: { values: GPUBuffer; indices: GPUBuffer };
+  /** The step's attention kernel (the split kernel's scratch is among the owned buffers). */
+  readonly #attention: CachedAttentionKernel;
   readonly #step: Rows;
   readonly #programs = new Map<string, GpuProgram>();
   #disposed = false;
@@ -328,6 +346,19 @@ export class GpuDecoder {
         this.#argmax.values,
         this.#argmax.indices,
       );
+      const attention = { nHeads: config.nHeads, nKvHeads: config.nKvHeads, hd, cap: maxTokens };
+      if (
+        options.attention === "split" && splitAttentionFits(hd, config.nHeads / config.nKvHeads)
+      ) {
+        const splits = splitAttentionSplits(attention);
+        const scratch = storageBuffer(
+          gpu,
+          splitAttentionScratchBytes(attention, splits),
+          "decode:attention-splits",
+        );
+        buffers.push(scratch);
+        this.#attention = { scratch, splits };
+      } else this.#attention = "tiles";
       this.#step = this.#rows(1, "decode:step");
       this.#owned = buffers;
     } catch (e) {
@@ -447,6 +478,7 @@ export class GpuDecoder {
         this.#pos,
         { rows: R, nHeads, nKvHeads, hd, ld: qkvW, cap: this.#options.maxTokens },
         fused ? this.#ropeTable : undefined,
+        R === 1 ? this.#attention : "tiles",
       );
       phase("attention");
       quantize(l, "o", a.att);

@@ -17,8 +17,8 @@
 
 import { modelBackend } from "./_model_backend.ts";
 import type { Backend } from "../kernels/backend.ts";
-import { GpuDecoder, type SustainedTimes } from "./_gpu_decoder.ts";
-export type { SustainedTimes };
+import { type DecodeAttention, GpuDecoder, type SustainedTimes } from "./_gpu_decoder.ts";
+export type { DecodeAttention, SustainedTimes };
 import { storedPackedLinears } from "./_gpu_packed_block.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
 import { type BlockLinears, denseLinear, linearShape } from "./linear_weight.ts";
@@ -42,6 +42,16 @@ export interface DecodeSessionOptions {
    * @default "f32"
    */
   weights?: "f32" | "f16";
+  /**
+   * The decode step's attention kernel on WebGPU: "split" spreads each
+   * key/value head's positions over many workgroups and merges their
+   * partial softmax sums in a second pass; "tiles" runs one workgroup per
+   * query head over all positions (the kernel prompts use). Equal within
+   * float32 rounding. Falls back to "tiles" for head widths "split" does
+   * not take.
+   * @default "split"
+   */
+  attention?: DecodeAttention;
   /**
    * Positions the KV cache holds: prompt and generated tokens of one run
    * together.
@@ -363,7 +373,15 @@ export async function decodeSession(
     weights = "f32",
     maxTokens = Math.min(model.config.seqLen, 4096),
     linears: given,
+    attention = "split",
   } = options;
+  if (attention !== "split" && attention !== "tiles") {
+    throw new RangeError(
+      `Cannot open a decode session as 'attention' must be "split" or "tiles": current value is ${
+        String(attention)
+      }`,
+    );
+  }
   if (weights !== "f32" && weights !== "f16") {
     throw new RangeError(
       `Cannot open a decode session as 'weights' must be "f32" or "f16": current value is ${
@@ -378,7 +396,7 @@ export async function decodeSession(
   if (gpu === null) return cpuSession(model, maxTokens, given ?? []);
   // A loaded quantized checkpoint's linears as stored: packed, not widened.
   const linears = given ?? model.layers.map(storedPackedLinears);
-  const decoder = new GpuDecoder(gpu, model, { weights, maxTokens, linears });
+  const decoder = new GpuDecoder(gpu, model, { weights, maxTokens, linears, attention });
   let queue: Promise<unknown> = Promise.resolve();
   return {
     backend: "webgpu",

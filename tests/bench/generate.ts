@@ -61,10 +61,15 @@ import {
 } from "../../kernels/qmatmul_default_spec.ts";
 import type { QmatmulSpec } from "../../kernels/qmatmul_spec.ts";
 import { encodeLinear } from "../../models/_gpu_block.ts";
-import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
+import {
+  type CachedAttentionKernel,
+  encodeCachedAttention,
+  splitAttentionScratchBytes,
+  splitAttentionSplits,
+} from "../../models/_gpu_cached_attention.ts";
 import { encodeGemv, gemvRowLength, uploadGemvWeight } from "../../models/_gpu_gemv.ts";
 import { loadModel } from "../../models/causal_lm.ts";
-import { decodeSession, type GenerateResult } from "../../models/generate.ts";
+import { type DecodeAttention, decodeSession, type GenerateResult } from "../../models/generate.ts";
 import type { BlockLinears } from "../../models/linear_weight.ts";
 import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
@@ -133,6 +138,13 @@ const timeNeighbours = Deno.args.includes("--neighbours");
 /** Time a grid of qmatmul variants (warps × split × rowTiles × prefetch) instead of the neighbours. */
 const timeSweep = Deno.args.includes("--sweep");
 const kernelsOnly = Deno.args.includes("--kernels-only");
+/** `--attention=split,tiles`: the decode step's attention kernels, each timed with both folders. */
+const attentions = (flag("attention") ?? "split").split(",") as DecodeAttention[];
+for (const a of attentions) {
+  if (a !== "split" && a !== "tiles") {
+    throw new RangeError(`--attention must list split or tiles: one is ${a}`);
+  }
+}
 // Weight copies span more than the H100's 50 MB of L2 (two copies for the tiny shape, which
 // only checks the script on a software adapter).
 const rotateBytes = kernelShapes.every((k) => k === "tiny") ? 0 : 200 << 20;
@@ -434,13 +446,20 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
     const table = uploadBuffer(gpu, filled(cap * s.headDim, 5), "rope-table");
     const pos = storageBuffer(gpu, 4, "pos");
     const shape = { rows: 1, nHeads: s.heads, nKvHeads: s.kvHeads, hd: s.headDim, ld, cap };
+    const splits = splitAttentionSplits(shape);
+    const part = storageBuffer(gpu, splitAttentionScratchBytes(shape, splits), "attention-splits");
     for (const p of [16, 144, 528]) {
       writeBuffer(gpu, pos, 0, Uint32Array.of(p));
       const times: KernelTimes = {};
-      for (const kernel of ["tiles", "row"] as const) {
+      const kernels: Record<string, CachedAttentionKernel> = {
+        tiles: "tiles",
+        row: "row",
+        [`split ${splits}`]: { scratch: part, splits },
+      };
+      for (const [key, kernel] of Object.entries(kernels)) {
         await timeKernel(
           times,
-          `attention-${kernel}`,
+          `attention-${key}`,
           (p + 1) * kvDim * 8,
           caches.length,
           (b, i) =>
@@ -459,7 +478,9 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
       rows[`attention@${p}`] = { n: qDim, k: p + 1, rows: 1, times };
       log(`${name} attention at position ${p}: ${describeTimes(times)}`);
     }
-    for (const b of [qkv, att, table, pos, ...caches.flatMap((c) => [c.k, c.v])]) b.destroy();
+    for (const b of [qkv, att, table, pos, part, ...caches.flatMap((c) => [c.k, c.v])]) {
+      b.destroy();
+    }
     out[name] = rows;
   }
   return out;
@@ -484,21 +505,23 @@ interface Measured {
   /** GPU µs of a step per dispatch. */
   gpuUsPerDispatch?: number;
   /**
-   * A traced run at the last depth (`trace`): GPU ms a step inside the
-   * submissions as they run queued, the GPU's busy share, and its tokens/s.
+   * Each run of more than one step in flight once more, traced (`trace`): GPU
+   * ms a step inside the submissions as they run queued, the GPU's busy
+   * share, the longest idle, and its tokens/s.
    */
-  sustained?: {
+  sustained?: Record<string, {
     gpuStepMs: number;
     gpuUtilization: number;
     longestIdleMs: number;
     tokensPerSecond: number;
-  };
+  }>;
 }
 
 async function measure(
   model: LlamaModel,
   prompt: number[],
   linears: BlockLinears[],
+  attention: DecodeAttention,
 ): Promise<Measured> {
   const t0 = performance.now();
   const session = await decodeSession(model, {
@@ -506,6 +529,7 @@ async function measure(
     weights: "f16",
     maxTokens: prompt.length + tokens,
     linears,
+    attention,
   });
   const uploadSeconds = (performance.now() - t0) / 1000;
   try {
@@ -513,16 +537,14 @@ async function measure(
     const tokensPerSecond: Record<string, number> = {};
     const steadyTokensPerSecond: Record<string, number> = {};
     const hostStepMs: Record<string, number> = {};
+    const sustained: NonNullable<Measured["sustained"]> = {};
     let last: GenerateResult | null = null;
     // Steps in flight, and steps per submission.
     const depths = runs ??
       [[1, 1], [inFlight, 1], ...perSubmission.map((n) => [Math.max(inFlight, n), n])];
     for (const [depth, per] of depths) {
-      last = await session.generate(prompt, {
-        maxNewTokens: tokens,
-        inFlight: depth!,
-        stepsPerSubmission: per!,
-      });
+      const run = { maxNewTokens: tokens, inFlight: depth!, stepsPerSubmission: per! };
+      last = await session.generate(prompt, run);
       const key = `inFlight${depth}${per! > 1 ? `x${per}` : ""}`;
       tokensPerSecond[key] = last.tokensPerSecond;
       steadyTokensPerSecond[key] = last.steadyTokensPerSecond ?? NaN;
@@ -532,30 +554,21 @@ async function measure(
           steadyTokensPerSecond[key]!.toFixed(1)
         } between read-backs), host ${hostStepMs[key]!.toFixed(3)} ms a step to encode and submit`,
       );
-    }
-    const [depth, per] = depths[depths.length - 1]!;
-    const traced = await session.generate(prompt, {
-      maxNewTokens: tokens,
-      inFlight: depth!,
-      stepsPerSubmission: per!,
-      trace: true,
-    });
-    const sustained = traced.sustained
-      ? {
+      // The same run traced (a second run: the timestamps add two empty passes a submission).
+      if (depth! < 2) continue;
+      const traced = await session.generate(prompt, { ...run, trace: true });
+      if (!traced.sustained) continue;
+      const t = sustained[key] = {
         gpuStepMs: traced.sustained.gpuStepSeconds * 1e3,
         gpuUtilization: traced.sustained.gpuUtilization,
         longestIdleMs: traced.sustained.longestIdleSeconds * 1e3,
         tokensPerSecond: traced.tokensPerSecond,
-      }
-      : undefined;
-    if (sustained) {
+      };
       log(
-        `  traced at ${depth} × ${per}: GPU ${
-          sustained.gpuStepMs.toFixed(3)
-        } ms a step queued, busy ${
-          (100 * sustained.gpuUtilization).toFixed(1)
-        }% of the time, longest idle ${sustained.longestIdleMs.toFixed(2)} ms (${
-          sustained.tokensPerSecond.toFixed(1)
+        `    traced: GPU ${t.gpuStepMs.toFixed(3)} ms a step queued, busy ${
+          (100 * t.gpuUtilization).toFixed(1)
+        }% of the time, longest idle ${t.longestIdleMs.toFixed(2)} ms (${
+          t.tokensPerSecond.toFixed(1)
         } tokens/s)`,
       );
     }
@@ -580,7 +593,7 @@ async function measure(
       prefillSeconds: last!.prefillSeconds,
       uploadSeconds,
       ...(dispatches === undefined ? {} : { stepDispatches: dispatches }),
-      ...(sustained ? { sustained } : {}),
+      ...(Object.keys(sustained).length > 0 ? { sustained } : {}),
       ...(profiled.gpu
         ? {
           gpuStepMs: ms(profiled.gpu.stepSeconds),
@@ -617,9 +630,6 @@ const lm = await loadModel(dir);
 const rng = prng(1);
 const prompt = Array.from({ length: promptLen }, () => rng.int(lm.config.vocabSize));
 
-log("dense f16");
-const dense = await measure(lm.model, prompt, []);
-
 log("RTN 4-bit g128");
 const t0 = performance.now();
 const linears: BlockLinears[] = [];
@@ -632,11 +642,37 @@ for (const layer of lm.model.layers) {
 }
 const quantizeSeconds = (performance.now() - t0) / 1000;
 log(`  quantized in ${quantizeSeconds.toFixed(1)} s`);
-const w4 = await measure(lm.model, prompt, linears);
 
 const best = (m: Measured) => Math.max(...Object.values(m.tokensPerSecond));
 const bestSteady = (m: Measured) =>
   Math.max(...Object.values(m.steadyTokensPerSecond).filter((v) => !Number.isNaN(v)));
+/** Both folders with one attention kernel, and the 4-bit folder's speedups. */
+async function compare(attention: DecodeAttention) {
+  log(`dense f16, ${attention} attention`);
+  const dense = await measure(lm.model, prompt, [], attention);
+  log(`RTN 4-bit g128, ${attention} attention`);
+  const w4 = await measure(lm.model, prompt, linears, attention);
+  return {
+    denseF16: dense,
+    w4g128: { ...w4, quantizeSeconds },
+    speedup: best(w4) / best(dense),
+    speedupSteady: bestSteady(w4) / bestSteady(dense),
+    // Per traced run: dense GPU ms a step queued over 4-bit's.
+    ...(dense.sustained && w4.sustained
+      ? {
+        speedupGpuSustained: Object.fromEntries(
+          Object.entries(w4.sustained).map((
+            [k, v],
+          ) => [k, (dense.sustained?.[k]?.gpuStepMs ?? NaN) / v.gpuStepMs]),
+        ),
+      }
+      : {}),
+  };
+}
+const [first, ...others] = attentions;
+const main = await compare(first!);
+const alternatives: Record<string, Awaited<ReturnType<typeof compare>>> = {};
+for (const a of others) alternatives[a] = await compare(a);
 console.log(JSON.stringify(
   {
     adapter: gpu.description,
@@ -645,13 +681,9 @@ console.log(JSON.stringify(
     promptTokens: promptLen,
     newTokens: tokens,
     inFlight,
-    denseF16: dense,
-    w4g128: { ...w4, quantizeSeconds },
-    speedup: best(w4) / best(dense),
-    speedupSteady: bestSteady(w4) / bestSteady(dense),
-    ...(dense.sustained && w4.sustained
-      ? { speedupGpuSustained: dense.sustained.gpuStepMs / w4.sustained.gpuStepMs }
-      : {}),
+    attention: first,
+    ...main,
+    ...(others.length > 0 ? { otherAttention: alternatives } : {}),
     ...(kernelTimes ? { kernels: kernelTimes } : {}),
   },
   null,

@@ -5,7 +5,12 @@ import { bindingLimit } from "../../kernels/backend.ts";
 import { fixtureDir } from "./_hf_fixtures.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 import { llamaForward } from "../../models/forward.ts";
-import { decodeSession, generate, type GenerateResult } from "../../models/generate.ts";
+import {
+  type DecodeAttention,
+  decodeSession,
+  generate,
+  type GenerateResult,
+} from "../../models/generate.ts";
 import { loadLlama2c } from "../../models/llama2c.ts";
 import type { BlockLinears, LinearWeight } from "../../models/linear_weight.ts";
 import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
@@ -34,7 +39,7 @@ async function gpuRun(
   model: LlamaModel,
   prompt: number[],
   maxNewTokens: number,
-  options: { weights?: "f32" | "f16"; linears?: BlockLinears[] } = {},
+  options: { weights?: "f32" | "f16"; linears?: BlockLinears[]; attention?: DecodeAttention } = {},
 ): Promise<{ result: GenerateResult; logits: Float32Array[] }> {
   const session = await decodeSession(model, { backend: "webgpu", maxTokens: 32, ...options });
   try {
@@ -54,19 +59,23 @@ Deno.test("GPU greedy decoding picks the CPU forward pass's argmax at every step
   for (const name of ["llama", "qwen2", "qwen3", "llama3_rope"]) {
     const { model } = await loadModel(fixtureDir(name));
     const V = model.config.vocabSize;
-    for (const weights of name === "llama" ? ["f32", "f16"] as const : ["f32"] as const) {
-      const { result, logits } = await gpuRun(model, PROMPT, 6, { weights });
+    // The decode step's split attention (default) on every fixture, the tiles kernel on one.
+    const runs = name === "llama"
+      ? [["f32", "split"], ["f16", "split"], ["f32", "tiles"]] as const
+      : [["f32", "split"]] as const;
+    for (const [weights, attention] of runs) {
+      const { result, logits } = await gpuRun(model, PROMPT, 6, { weights, attention });
       assert.equal(result.tokens.length, 6);
       assert.equal(result.finishReason, "length");
       const seq = [...PROMPT];
       result.tokens.forEach((id, i) => {
         const full = llamaForward(model, seq);
         const last = (seq.length - 1) * V;
-        assert.equal(id, argmax(full, last, V), `${name} ${weights}: token ${i}`);
+        assert.equal(id, argmax(full, last, V), `${name} ${weights} ${attention}: token ${i}`);
         assertClose(logits[i]!, full.subarray(last, last + V), {
           atol: 1e-4,
           rtol: 0,
-          message: `${name} ${weights}: logits of step ${i}`,
+          message: `${name} ${weights} ${attention}: logits of step ${i}`,
         });
         seq.push(id);
       });
@@ -314,6 +323,10 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
     /'weights' must be "f32" or "f16": current value is f8/,
   );
   await reject(decodeSession(model, { maxTokens: 0 }), /'maxTokens'/);
+  await reject(
+    decodeSession(model, { attention: "row" as "split" }),
+    /'attention' must be "split" or "tiles": current value is row/,
+  );
   const wq = model.layers[0]!.wq;
   await reject(
     decodeSession(model, { linears: [{ wk: wq }] }),
@@ -347,7 +360,7 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
   );
 });
 
-Deno.test("a decode step reports its dispatches: 5 per block and 4 around them, as many with 4-bit linears as with dense ones", async () => {
+Deno.test("a decode step reports its dispatches: 6 per block (5 with the tiles attention) and 4 around them, as many with 4-bit linears as with dense ones", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   const { model } = await loadModel(fixtureDir("llama"));
@@ -358,13 +371,19 @@ Deno.test("a decode step reports its dispatches: 5 per block and 4 around them, 
     for (const name of LLAMA_LINEARS) b[name] = await rtn(l[name], { bits: 4, groupSize: 32 });
     linears.push(b);
   }
-  for (const options of [{}, { linears }]) {
+  for (
+    const options of [{}, { linears }, { attention: "tiles" as const }, {
+      linears,
+      attention: "tiles" as const,
+    }]
+  ) {
     const plain = await generate(model, PROMPT, { maxNewTokens: 2, backend: "webgpu", ...options });
-    // Per block qkv (with the norm), attention (which rotates q and k from the rotary table),
-    // o (adding to the residual), gate-up (with the norm and SwiGLU), down; the head's norm,
-    // classifier, 2 argmax passes (the second advances the position and gathers the next
-    // step's embedding row).
-    assert.equal(plain.stepDispatches, 5 * L + 4);
+    // Per block qkv (with the norm), attention (which rotates q and k from the rotary table; the
+    // split kernel's two passes), o (adding to the residual), gate-up (with the norm and
+    // SwiGLU), down; the head's norm, classifier, 2 argmax passes (the second advances the
+    // position and gathers the next step's embedding row).
+    const attention = options.attention === "tiles" ? 1 : 2;
+    assert.equal(plain.stepDispatches, (4 + attention) * L + 4);
     if (!gpu.timestamps) continue;
     const r = await generate(model, PROMPT, {
       maxNewTokens: 2,
@@ -374,7 +393,7 @@ Deno.test("a decode step reports its dispatches: 5 per block and 4 around them, 
     });
     assert.deepEqual(r.gpu?.phaseDispatches, {
       qkv: L,
-      attention: L,
+      attention: attention * L,
       o: L,
       "gate-up": L,
       down: L,

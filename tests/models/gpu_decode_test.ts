@@ -12,7 +12,13 @@ import {
   encodeArgmax,
   encodeSliceCopy,
 } from "../../models/_gpu_decode.ts";
-import { encodeCachedAttention } from "../../models/_gpu_cached_attention.ts";
+import {
+  type CachedAttentionKernel,
+  encodeCachedAttention,
+  splitAttentionFits,
+  splitAttentionScratchBytes,
+  splitAttentionSplits,
+} from "../../models/_gpu_cached_attention.ts";
 import { ProgramRecorder } from "../../models/_gpu_program.ts";
 import { encodeRope } from "../../models/_gpu_kernels.ts";
 import {
@@ -253,6 +259,40 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
         /Cannot encode one-row attention for 1 rows of head width/,
       );
     }
+    // The split kernel, where it takes the head width: its default splits, one split (every
+    // key in one workgroup, over tiles of 32), an odd count, more splits than keys.
+    if (rows === 1 && splitAttentionFits(hd, nHeads / nKvHeads)) {
+      for (const splits of [splitAttentionSplits(shape), 1, 7, 64]) {
+        const part = storageBuffer(gpu, splitAttentionScratchBytes(shape, splits));
+        const again: GpuBatch = new GpuBatch(gpu);
+        encodeCachedAttention(again, out, fresh, cache, at, { rows, ...shape }, undefined, {
+          scratch: part,
+          splits,
+        });
+        const got = new Float32Array(await read(again, out));
+        assertClose(got, expected, {
+          atol: 2e-5,
+          rtol: 1e-4,
+          message: `split ${splits}, hd ${hd}, pos ${pos}`,
+        });
+        part.destroy();
+      }
+    } else if (rows === 1) {
+      assert.throws(
+        () =>
+          encodeCachedAttention(
+            new GpuBatch(gpu),
+            out,
+            fresh,
+            cache,
+            at,
+            { rows, ...shape },
+            undefined,
+            { scratch: out, splits: 1 },
+          ),
+        /Cannot encode split attention for 1 rows of head width/,
+      );
+    }
     for (const b of [cache.k, cache.v, old, fresh, zero, at, scratch, out]) b.destroy();
   }
 });
@@ -277,7 +317,8 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
     table.set(cs, pos * hd);
     const at = uploadBuffer(gpu, Uint32Array.of(pos)), rope = uploadBuffer(gpu, cs);
     const tb = uploadBuffer(gpu, table);
-    const run = async (fused: boolean, kernel: "tiles" | "row" = "tiles") => {
+    const part = storageBuffer(gpu, splitAttentionScratchBytes(shape, 5));
+    const run = async (fused: boolean, kernel: CachedAttentionKernel = "tiles") => {
       const qkv = uploadBuffer(gpu, row), out = storageBuffer(gpu, qDim * 4);
       const cache = { k: uploadBuffer(gpu, past.k), v: uploadBuffer(gpu, past.v) };
       const batch: GpuBatch = new GpuBatch(gpu);
@@ -288,9 +329,11 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
       return data.map((d) => new Float32Array(d));
     };
     const want = await run(false);
-    for (const kernel of ["tiles", "row"] as const) {
+    for (const kernel of ["tiles", "row", { scratch: part, splits: 5 }] as const) {
       const got = await run(true, kernel);
-      const message = `${kernel}, hd ${hd}, heads ${nHeads}/${nKvHeads}, pos ${pos}`;
+      const message = `${
+        typeof kernel === "string" ? kernel : "split"
+      }, hd ${hd}, heads ${nHeads}/${nKvHeads}, pos ${pos}`;
       assertClose(got[0]!, want[0]!, { atol: 1e-6, rtol: 1e-5, message: `output: ${message}` });
       assertClose(got[1]!, want[1]!, { atol: 1e-6, rtol: 1e-6, message: `keys: ${message}` });
       assertClose(got[2]!, want[2]!, { atol: 0, rtol: 0, message: `values: ${message}` });
@@ -301,9 +344,10 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
     at.destroy();
     rope.destroy();
     tb.destroy();
+    part.destroy();
   }
   // Attention of `rows` rows of a head of 4 over small buffers (it throws before recording).
-  const attend = (rows: number, rope?: GPUBuffer, kernel?: "tiles" | "row") =>
+  const attend = (rows: number, rope?: GPUBuffer, kernel?: CachedAttentionKernel) =>
     encodeCachedAttention(
       new GpuBatch(gpu),
       storageBuffer(gpu, 64),
@@ -320,9 +364,22 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
   );
   assert.throws(
     () => attend(1, undefined, "rows" as "row"),
-    /'kernel' must be "tiles" or "row": current value is rows/,
+    /'kernel' must be "tiles", "row" or a split kernel's scratch and splits: current value is rows/,
   );
   assert.throws(() => attend(2, undefined, "row"), /Cannot encode one-row attention for 2 rows/);
+  const scratch = storageBuffer(gpu, 64);
+  assert.throws(
+    () => attend(2, undefined, { scratch, splits: 1 }),
+    /Cannot encode split attention for 2 rows/,
+  );
+  assert.throws(
+    () => attend(1, undefined, { scratch, splits: 0 }),
+    /'splits' must be a positive integer: current value is 0/,
+  );
+  assert.throws(
+    () => attend(1, undefined, { scratch, splits: 3 }),
+    /its scratch holds 64 bytes, it needs 96/,
+  );
 });
 
 Deno.test("the fused residual add and RMSNorm equals the sum, then rmsNorm, at widths below, at and above its threads", async () => {
