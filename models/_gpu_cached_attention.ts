@@ -213,7 +213,7 @@ const ROW_MAX_HDV = 32;
 const ROW_BATCH = 16;
 
 /** Whether {@linkcode rowAttentionWgsl} takes a head width: hd/4 a power of two up to 32. */
-function rowAttentionFits(hd: number): boolean {
+export function rowAttentionFits(hd: number): boolean {
   const v = hd / 4;
   return Number.isInteger(v) && v >= 1 && v <= ROW_MAX_HDV && (v & (v - 1)) === 0;
 }
@@ -374,6 +374,9 @@ const SPLIT_WG = 128;
 
 /** Keys a split workgroup scores at once (a tile; a split longer than that loops). */
 const SPLIT_TILE = 32;
+
+/** Most splits of the key range (the merge pass holds a weight per split). */
+const SPLIT_MAX = 1024;
 
 /** Split workgroups {@linkcode splitAttentionSplits} aims at across the key/value heads. */
 const SPLIT_WORKGROUPS = 256;
@@ -620,13 +623,28 @@ ${values.join("\n")}
  * The second pass of the split kernel: one workgroup per query head merges
  * the splits' partial rows of {@linkcode splitAttentionWgsl} (each scaled by
  * exp(its maximum − the largest), over the normalizers scaled alike) into
- * the head's output row.
+ * the head's output row. Its threads load the splits' (maximum, normalizer)
+ * pairs at once, then groups of hd/4 lanes (one vec4 a lane) sum their
+ * share of the splits' rows, every load issued before it is used, and the
+ * groups' sums are added in workgroup memory.
  *
  * @param hd Head width (4 times a power of two, at most 512).
+ * @param splits Splits of the key range (at most 1024).
  * @returns WGSL source.
  */
-export function splitCombineWgsl(hd: number): string {
-  const HDV = hd / 4;
+export function splitCombineWgsl(hd: number, splits: number): string {
+  const HDV = hd / 4, T = SPLIT_WG, S = splits;
+  const GR = Math.max(1, Math.min(T / HDV, S)), PER = Math.ceil(S / GR);
+  const rows: string[] = [];
+  for (let j = 0; j < PER; j++) {
+    rows.push(`  let s${j} = g + ${j * GR}u;`);
+    rows.push(
+      `  var r${j} = vec4<f32>(0.0);\n  if (s${j} < ns) { r${j} = part[(wgi * S + s${j}) * HDV + d]; }`,
+    );
+  }
+  for (let j = 0; j < PER; j++) {
+    rows.push(`  if (s${j} < ns) { a = fma(vec4<f32>(ws[s${j}]), r${j}, a); }`);
+  }
   return `struct P { nHeads: u32, kvDim: u32, scale: f32, kOff: u32, vOff: u32, cap: u32,
   splits: u32, nKv: u32 }
 @group(0) @binding(0) var<storage, read_write> O: array<vec4<f32>>;
@@ -634,27 +652,53 @@ export function splitCombineWgsl(hd: number): string {
 @group(0) @binding(2) var<storage, read> pos: array<u32>;
 @group(0) @binding(3) var<uniform> p: P;
 const HDV = ${HDV}u;
-@compute @workgroup_size(${HDV})
+const S = ${S}u;
+const GR = ${GR}u;
+var<workgroup> ws: array<f32, ${S}>;
+var<workgroup> ls: array<f32, ${S}>;
+var<workgroup> red: array<vec4<f32>, ${GR * HDV}>;
+var<workgroup> norm: f32;
+@compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
         @builtin(num_workgroups) nw: vec3u) {
   ${WG_FLAT}
   if (wgi >= p.nHeads) { return; }
   let L = pos[0] + 1u;
-  let c = (L + p.splits - 1u) / p.splits;
+  let c = (L + S - 1u) / S;
   // Splits that hold keys.
   let ns = (L + c - 1u) / c;
-  let ml = p.nHeads * p.splits * HDV + wgi * p.splits;
-  var mx = -3.0e38;
-  for (var s = 0u; s < ns; s++) { mx = max(mx, part[ml + s].x); }
-  var a = vec4<f32>(0.0);
-  var l = 0.0;
-  for (var s = 0u; s < ns; s++) {
+  let ml = p.nHeads * S * HDV + wgi * S;
+  for (var s = lid; s < ns; s += ${T}u) {
     let e = part[ml + s];
-    let w = exp(e.x - mx);
-    a = fma(vec4<f32>(w), part[(wgi * p.splits + s) * HDV + lid], a);
-    l = fma(w, e.y, l);
+    ws[s] = e.x;
+    ls[s] = e.y;
   }
-  O[wgi * HDV + lid] = a / l;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var mx = -3.0e38;
+    for (var s = 0u; s < ns; s++) { mx = max(mx, ws[s]); }
+    var l = 0.0;
+    for (var s = 0u; s < ns; s++) {
+      let w = exp(ws[s] - mx);
+      ws[s] = w;
+      l = fma(w, ls[s], l);
+    }
+    norm = l;
+  }
+  workgroupBarrier();
+  let d = lid % HDV;
+  let g = lid / HDV;
+  var a = vec4<f32>(0.0);
+  if (g < GR) {
+${rows.join("\n")}
+    red[lid] = a;
+  }
+  workgroupBarrier();
+  if (lid < HDV) {
+    var o = vec4<f32>(0.0);
+    for (var gg = 0u; gg < GR; gg++) { o = o + red[gg * HDV + lid]; }
+    O[wgi * HDV + lid] = o / norm;
+  }
 }
 `;
 }
@@ -818,11 +862,10 @@ function encodeSplitAttention(
         `values' ${nHeads * hd + 2 * nKvHeads * hd}`,
     );
   }
-  if (!(Number.isInteger(splits) && splits >= 1)) {
+  if (!(Number.isInteger(splits) && splits >= 1 && splits <= SPLIT_MAX)) {
     throw new RangeError(
-      `Cannot encode split attention as 'splits' must be a positive integer: current value is ${
-        String(splits)
-      }`,
+      `Cannot encode split attention as 'splits' must be an integer in [1, ${SPLIT_MAX}]: ` +
+        `current value is ${String(splits)}`,
     );
   }
   const need = splitAttentionScratchBytes(shape, splits);
@@ -854,8 +897,8 @@ function encodeSplitAttention(
   );
   const combine = cachedPipeline(
     batch.gpu,
-    `decode:attention-combine:${hd}`,
-    () => splitCombineWgsl(hd),
+    `decode:attention-combine:${hd}:${splits}`,
+    () => splitCombineWgsl(hd, splits),
   );
   batch.dispatch(combine, [out, scratch, pos, u], foldGroups(batch.gpu, nHeads));
 }

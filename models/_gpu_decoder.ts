@@ -9,11 +9,18 @@
  * token into the token buffer and into a history by position, advances the
  * position, and gathers the token's embedding row as the next step's input.
  * Only the 4 bytes of each token come back, and since the GPU feeds itself,
- * up to `inFlight` steps are submitted before the first of them is read: the
- * host's round trip overlaps the GPU's work (a stop token found late only
- * discards the steps already queued). `stepsPerSubmission` steps share one
- * command buffer and one compute pass, their tokens copied out of the
- * history together. Web-standard only.
+ * up to `inFlight` steps are on their way before the first of them is read
+ * (a stop token found late only discards the steps already queued).
+ * `stepsPerSubmission` steps share one command buffer and one compute pass,
+ * their tokens copied out of the history together.
+ *
+ * The order of the host's work follows from how Deno maps a buffer:
+ * `mapAsync` blocks the thread until the GPU has run everything submitted
+ * (a waiting device poll), and its promise resolves about 10 ms later. So
+ * each submission's read-backs are mapped only once the next submission is
+ * encoded, which then goes in as soon as the map returns: the GPU idles for
+ * a submit, not for the encoding of a submission (which, mapped at once,
+ * left it idle about 0.25 ms a step at 1B shapes). Web-standard only.
  *
  * @module
  */
@@ -60,6 +67,7 @@ import {
   attentionRotates,
   type CachedAttentionKernel,
   encodeCachedAttention,
+  rowAttentionFits,
   splitAttentionFits,
   splitAttentionScratchBytes,
   splitAttentionSplits,
@@ -111,10 +119,12 @@ export interface GpuDecoderOptions {
 
 /**
  * The decode step's attention: "split", the key range split over workgroups
- * and merged in a second pass (`splitAttentionWgsl`), or "tiles", one
- * workgroup per query head (`cachedAttentionWgsl`, which prompts use).
+ * and merged in a second pass (`splitAttentionWgsl`), "row", one workgroup
+ * per query head with loads issued in batches (`rowAttentionWgsl`), or
+ * "tiles", one workgroup per query head (`cachedAttentionWgsl`, which
+ * prompts use).
  */
-export type DecodeAttention = "split" | "tiles";
+export type DecodeAttention = "split" | "row" | "tiles";
 
 /**
  * Tokens per second between read-backs: from the first read-back that
@@ -188,6 +198,8 @@ const MAP_READ = 0x1, COPY_DST = 0x8, QUERY_RESOLVE = 0x200, COPY_SRC = 0x4;
 
 /** A read-back slot of one submission. */
 interface Slot {
+  /** Its place among the slots (its timestamps' indices). */
+  readonly index: number;
   readonly token: GPUBuffer;
   readonly logits: GPUBuffer | null;
   readonly times: GPUBuffer | null;
@@ -347,9 +359,8 @@ export class GpuDecoder {
         this.#argmax.indices,
       );
       const attention = { nHeads: config.nHeads, nKvHeads: config.nKvHeads, hd, cap: maxTokens };
-      if (
-        options.attention === "split" && splitAttentionFits(hd, config.nHeads / config.nKvHeads)
-      ) {
+      const group = config.nHeads / config.nKvHeads;
+      if (options.attention === "split" && splitAttentionFits(hd, group)) {
         const splits = splitAttentionSplits(attention);
         const scratch = storageBuffer(
           gpu,
@@ -358,7 +369,8 @@ export class GpuDecoder {
         );
         buffers.push(scratch);
         this.#attention = { scratch, splits };
-      } else this.#attention = "tiles";
+      } else if (options.attention === "row" && rowAttentionFits(hd)) this.#attention = "row";
+      else this.#attention = "tiles";
       this.#step = this.#rows(1, "decode:step");
       this.#owned = buffers;
     } catch (e) {
@@ -601,7 +613,9 @@ export class GpuDecoder {
     const timed = profile && gpu.timestamps;
     const single = profile || onLogits !== undefined;
     const per = single ? 1 : Math.min(run.stepsPerSubmission, maxNewTokens);
-    const depth = single ? 1 : Math.ceil(Math.min(run.inFlight, maxNewTokens) / per);
+    // The prompt and a step submission, or two step submissions, at least (one is encoded while
+    // the GPU runs the other).
+    const depth = single ? 1 : Math.max(2, Math.ceil(Math.min(run.inFlight, maxNewTokens) / per));
     // Profiled, steps alternate between one pass per phase (the phases' times) and the single
     // pass that runs unprofiled (the step's time without the gaps between passes).
     const step = this.#stepProgram(false);
@@ -615,13 +629,10 @@ export class GpuDecoder {
       : null;
     // Traced: two timestamps per slot, around its submission's steps (resolved 256 bytes apart).
     const traced = run.trace === true && gpu.timestamps && !single;
-    const spanQueries = traced
-      ? device.createQuerySet({ type: "timestamp", count: 2 * depth })
-      : null;
-    const spanResolve = traced
-      ? device.createBuffer({ size: 256 * depth, usage: QUERY_RESOLVE | COPY_SRC })
-      : null;
-    const slots: Slot[] = Array.from({ length: depth }, () => ({
+    // Slots of read-back buffers: one per submission between its encoding and its tokens'
+    // arrival, at least two so that a submission can be encoded while the previous one runs.
+    const slots: Slot[] = Array.from({ length: Math.max(2, depth) }, (_, index) => ({
+      index,
       token: device.createBuffer({
         size: 4 * per,
         usage: MAP_READ | COPY_DST,
@@ -639,26 +650,48 @@ export class GpuDecoder {
         : null,
       span: traced ? device.createBuffer({ size: 16, usage: MAP_READ | COPY_DST }) : null,
     }));
+    const spanQueries = traced
+      ? device.createQuerySet({ type: "timestamp", count: 2 * slots.length })
+      : null;
+    const spanResolve = traced
+      ? device.createBuffer({ size: 256 * slots.length, usage: QUERY_RESOLVE | COPY_SRC })
+      : null;
     const prefill = this.#prefillProgram(prompt);
     const lost = device.lost.then((info) => {
       throw new Error(`the WebGPU device was lost (${info.reason}): ${info.message}`);
     });
     lost.catch(() => {});
-    const pending: {
-      slot: Slot;
-      done: Promise<void>;
-      timed: GpuProgram | null;
-      count: number;
-      span: boolean;
-    }[] = [];
+    /** A submission: encoded, then submitted, then its read-backs mapped. */
+    interface Submission {
+      readonly slot: Slot;
+      readonly command: GPUCommandBuffer;
+      readonly timed: GpuProgram | null;
+      readonly count: number;
+      readonly span: boolean;
+      /** A submission of decode steps (not the prompt's). */
+      readonly step: boolean;
+      /** The error scopes around its submit. */
+      scopes?: Promise<[GPUError | null, GPUError | null]>;
+      /** Its read-backs mapped (after the scopes). */
+      done?: Promise<void>;
+      /** When its maps were made (`performance.now()`). */
+      finished?: number;
+      resolved?: boolean;
+    }
+    const free = [...slots];
     // Traced: GPU nanoseconds inside the step submissions, their steps, the first and last stamp.
     let busy = 0n, busySteps = 0, firstStamp = -1n, lastStamp = -1n, longestGap = 0n;
-    let next = 0, hostSeconds = 0, hostSteps = 0;
-    // `count` replays of a program in one submission (generated tokens first… first + count − 1),
-    // their tokens copied out of the history at the end.
-    const submit = (program: GpuProgram, timedStep: boolean, count: number, first: number) => {
+    let hostSeconds = 0, hostSteps = 0;
+    // `count` replays of a program in one command buffer (generated tokens first… first + count
+    // − 1), their tokens copied out of the history at the end.
+    const encode = (
+      program: GpuProgram,
+      timedStep: boolean,
+      count: number,
+      first: number,
+    ): Submission => {
       const t = performance.now();
-      const index = next++ % depth, slot = slots[index]!;
+      const slot = free.shift()!, index = slot.index;
       const enc = device.createCommandEncoder();
       const queries = 2 * program.passNames.length;
       const span = slot.span !== null && program !== prefill.program;
@@ -691,90 +724,147 @@ export class GpuDecoder {
         enc.resolveQuerySet(querySet!, 0, queries, resolve!, 0);
         enc.copyBufferToBuffer(resolve!, 0, slot.times!, 0, 8 * queries);
       }
-      device.pushErrorScope("out-of-memory");
-      device.pushErrorScope("validation");
-      device.queue.submit([enc.finish()]);
-      if (program !== prefill.program) {
+      const command = enc.finish();
+      const step = program !== prefill.program;
+      if (step) {
         hostSeconds += (performance.now() - t) / 1000;
         hostSteps += count;
       }
+      return { slot, command, timed: timedStep ? program : null, count, span, step };
+    };
+    const launch = (s: Submission) => {
+      const t = performance.now();
+      device.pushErrorScope("out-of-memory");
+      device.pushErrorScope("validation");
+      device.queue.submit([s.command]);
       const invalid = device.popErrorScope(), oom = device.popErrorScope();
-      const maps = [slot.token, slot.logits, timedStep ? slot.times : null, span ? slot.span : null]
+      s.scopes = Promise.all([invalid, oom]);
+      if (s.step) hostSeconds += (performance.now() - t) / 1000;
+    };
+    // Mapping waits (in Deno, blocking the thread) until the GPU has run everything submitted:
+    // so it comes after the next submission is encoded, which then goes in at once.
+    const map = (s: Submission) => {
+      const maps = [
+        s.slot.token,
+        s.slot.logits,
+        s.timed ? s.slot.times : null,
+        s.span ? s.slot.span : null,
+      ]
         .filter((b): b is GPUBuffer => b !== null)
         .map((b) => b.mapAsync(MAP_READ));
-      const done = (async () => {
-        const [v, o] = await Promise.all([invalid, oom]);
+      // In Deno the maps return once the GPU has run this submission: when its tokens were done.
+      s.finished = performance.now();
+      s.done = (async () => {
+        const [v, o] = await s.scopes!;
         if (v) throw new Error(`WebGPU validation failed: ${v.message}`);
         if (o) throw new Error(`WebGPU ran out of memory: ${o.message}`);
         await Promise.race([Promise.all(maps), lost]);
       })();
-      pending.push({ slot, done, timed: timedStep ? program : null, count, span });
+      s.done.then(() => s.resolved = true, () => s.resolved = true);
     };
     const tokens: number[] = [];
     const phases: Record<string, number> = {};
     let stepSeconds = 0, onePassSteps = 0, phasedSeconds = 0, phasedSteps = 0, stopped = false;
     const t0 = performance.now();
     let tPrefill = t0, tEnd = t0;
-    // Tokens held after each read-back, and when it came.
+    // Tokens held after each read-back, and when the GPU had them done.
     const arrivals: { n: number; t: number }[] = [];
+    /** A mapped submission's tokens (and times, logits), its slot freed. */
+    const take = (s: Submission) => {
+      const { slot, timed: timedProgram, count, span } = s;
+      if (span) {
+        const [b, e] = new BigUint64Array(slot.span!.getMappedRange(0, 16).slice(0));
+        slot.span!.unmap();
+        busy += e! - b!;
+        busySteps += count;
+        if (firstStamp < 0n) firstStamp = b!;
+        else if (b! - lastStamp > longestGap) longestGap = b! - lastStamp;
+        lastStamp = e!;
+      }
+      const ids = new Uint32Array(slot.token.getMappedRange(0, 4 * count).slice(0));
+      slot.token.unmap();
+      if (slot.logits) {
+        const logits = new Float32Array(slot.logits.getMappedRange(0, V * 4).slice(0));
+        slot.logits.unmap();
+        if (!stopped) onLogits?.(logits, tokens.length);
+      }
+      if (timedProgram !== null && slot.times) {
+        const n = timedProgram.passNames.length;
+        const t = new BigUint64Array(slot.times.getMappedRange(0, 16 * n).slice(0));
+        slot.times.unmap();
+        const seconds = Number(t[2 * n - 1]! - t[0]!) / 1e9;
+        if (timedProgram === phased) {
+          passes.forEach((name, i) => {
+            phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
+          });
+          phasedSeconds += seconds;
+          phasedSteps++;
+        } else {
+          stepSeconds += seconds;
+          onePassSteps++;
+        }
+      }
+      free.push(slot);
+      for (const id of ids) {
+        if (stopped) break;
+        tokens.push(id);
+        if (tokens.length === 1) tPrefill = s.finished!;
+        tEnd = s.finished!;
+        onToken?.(id, tokens.length - 1);
+        if (stop.has(id) || tokens.length >= maxNewTokens) stopped = true;
+      }
+      arrivals.push({ n: tokens.length, t: tEnd });
+    };
+    // Encoded, submitted (not yet mapped), mapped (tokens not yet taken): in queue order.
+    let ready: Submission | null = null;
+    let launched: Submission[] = [];
+    const reads: Submission[] = [];
     try {
       writeBuffer(gpu, this.#pos, 0, Uint32Array.of(0));
-      submit(prefill.program, false, 1, 0);
+      ready = encode(prefill.program, false, 1, 0);
       let submitted = 1;
+      const more = () => !stopped && submitted < maxNewTokens;
+      // Steps submitted and not yet taken stay within the depth (in submissions).
+      const room = () => free.length > 0 && reads.length + launched.length + 1 <= depth;
       for (;;) {
-        while (!stopped && submitted < maxNewTokens && pending.length < depth) {
+        if (ready !== null) {
+          launch(ready);
+          launched.push(ready);
+          ready = null;
+        }
+        // The next submission is encoded while the GPU runs the last one.
+        if (more() && room()) {
           const count = Math.min(per, maxNewTokens - submitted);
-          submit(timed && submitted % 2 === 1 ? phased : step, timed, count, submitted);
+          ready = encode(timed && submitted % 2 === 1 ? phased : step, timed, count, submitted);
           submitted += count;
         }
-        if (pending.length === 0) break;
-        const { slot, done, timed: timedProgram, count, span } = pending.shift()!;
-        await done;
-        if (span) {
-          const [b, e] = new BigUint64Array(slot.span!.getMappedRange(0, 16).slice(0));
-          slot.span!.unmap();
-          busy += e! - b!;
-          busySteps += count;
-          if (firstStamp < 0n) firstStamp = b!;
-          else if (b! - lastStamp > longestGap) longestGap = b! - lastStamp;
-          lastStamp = e!;
-        }
-        const ids = new Uint32Array(slot.token.getMappedRange(0, 4 * count).slice(0));
-        slot.token.unmap();
-        if (slot.logits) {
-          const logits = new Float32Array(slot.logits.getMappedRange(0, V * 4).slice(0));
-          slot.logits.unmap();
-          if (!stopped) onLogits?.(logits, tokens.length);
-        }
-        if (timedProgram !== null && slot.times) {
-          const n = timedProgram.passNames.length;
-          const t = new BigUint64Array(slot.times.getMappedRange(0, 16 * n).slice(0));
-          slot.times.unmap();
-          const seconds = Number(t[2 * n - 1]! - t[0]!) / 1e9;
-          if (timedProgram === phased) {
-            passes.forEach((name, i) => {
-              phases[name] = (phases[name] ?? 0) + Number(t[2 * i + 1]! - t[2 * i]!) / 1e9;
-            });
-            phasedSeconds += seconds;
-            phasedSteps++;
-          } else {
-            stepSeconds += seconds;
-            onePassSteps++;
+        // Tokens that arrived are taken. The oldest read is waited for while the GPU runs the
+        // submission just launched, once a newer one was mapped after it (its map resolves
+        // about 10 ms after it was made, in Deno), or when nothing else can go on.
+        while (reads.length > 0) {
+          const stuck = ready === null && launched.length === 0;
+          if (!reads[0]!.resolved && !stuck && reads.length < 2) break;
+          const s = reads.shift()!;
+          await s.done;
+          take(s);
+          if (stopped && ready !== null) {
+            // Steps past a stop token are not submitted.
+            free.push(ready.slot);
+            ready = null;
           }
+          if (ready === null && more() && room()) break;
         }
-        for (const id of ids) {
-          if (stopped) break;
-          tokens.push(id);
-          if (tokens.length === 1) tPrefill = performance.now();
-          tEnd = performance.now();
-          onToken?.(id, tokens.length - 1);
-          if (stop.has(id) || tokens.length >= maxNewTokens) stopped = true;
+        for (const s of launched) {
+          map(s);
+          reads.push(s);
         }
-        arrivals.push({ n: tokens.length, t: tEnd });
+        launched = [];
+        if (ready === null && reads.length === 0 && !more()) break;
       }
     } finally {
       // Whatever is still queued (after an error) finishes before its buffers go.
-      const rest = pending.map((p) => p.done.catch(() => {}));
+      for (const s of launched) map(s);
+      const rest = [...reads, ...launched].map((s) => s.done?.catch(() => {}));
       Promise.all(rest).then(() => {
         prefill.free();
         for (const s of slots) for (const b of [s.token, s.logits, s.times, s.span]) b?.destroy();

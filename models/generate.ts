@@ -45,10 +45,10 @@ export interface DecodeSessionOptions {
   /**
    * The decode step's attention kernel on WebGPU: "split" spreads each
    * key/value head's positions over many workgroups and merges their
-   * partial softmax sums in a second pass; "tiles" runs one workgroup per
-   * query head over all positions (the kernel prompts use). Equal within
-   * float32 rounding. Falls back to "tiles" for head widths "split" does
-   * not take.
+   * partial softmax sums in a second pass; "row" and "tiles" run one
+   * workgroup per query head over all positions ("tiles" is the kernel
+   * prompts use). Equal within float32 rounding. Falls back to "tiles" for
+   * head widths the others do not take.
    * @default "split"
    */
   attention?: DecodeAttention;
@@ -82,10 +82,12 @@ export interface GenerateOptions {
    */
   onLogits?: (logits: Float32Array, index: number) => void;
   /**
-   * Decode steps submitted before the first of them is read back (WebGPU):
-   * deeper queues hide the host's round trip (about 15 ms in Deno, against
-   * 1–2 ms of GPU time a step at 1B shapes on an H100: 64 keeps the GPU
-   * busy there). A stop token found late discards the steps queued behind it.
+   * Decode steps encoded or submitted before the first of them is read back
+   * (WebGPU), at least `stepsPerSubmission` (and two submissions, so that
+   * one is encoded while the GPU runs the other): a read-back's promise
+   * resolves about 10 ms after its map in Deno, so deeper queues keep the
+   * host from waiting for it. A stop token found late discards the steps
+   * queued behind it.
    * @default 64
    */
   inFlight?: number;
@@ -118,9 +120,13 @@ export interface GenerateResult {
   finishReason: "stop" | "length";
   /** Prompt tokens. */
   promptTokens: number;
-  /** Seconds until the first generated token was back (the prompt's pass). */
+  /**
+   * Seconds until the first generated token was done (the prompt's pass; on
+   * WebGPU in Deno, when the GPU had run it: the token reaches `onToken`
+   * about 10 ms later, when the read-back's promise resolves).
+   */
   prefillSeconds: number;
-  /** Seconds from the first generated token to the last. */
+  /** Seconds from the first generated token to the last (done, as `prefillSeconds`). */
   decodeSeconds: number;
   /** Tokens after the first per second of `decodeSeconds` (NaN with fewer than 2 tokens). */
   tokensPerSecond: number;
@@ -375,9 +381,9 @@ export async function decodeSession(
     linears: given,
     attention = "split",
   } = options;
-  if (attention !== "split" && attention !== "tiles") {
+  if (attention !== "split" && attention !== "row" && attention !== "tiles") {
     throw new RangeError(
-      `Cannot open a decode session as 'attention' must be "split" or "tiles": current value is ${
+      `Cannot open a decode session as 'attention' must be "split", "row" or "tiles": current value is ${
         String(attention)
       }`,
     );

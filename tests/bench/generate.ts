@@ -138,11 +138,11 @@ const timeNeighbours = Deno.args.includes("--neighbours");
 /** Time a grid of qmatmul variants (warps × split × rowTiles × prefetch) instead of the neighbours. */
 const timeSweep = Deno.args.includes("--sweep");
 const kernelsOnly = Deno.args.includes("--kernels-only");
-/** `--attention=split,tiles`: the decode step's attention kernels, each timed with both folders. */
+/** `--attention=split,row,tiles`: the decode step's attention kernels, each timed with both folders. */
 const attentions = (flag("attention") ?? "split").split(",") as DecodeAttention[];
 for (const a of attentions) {
-  if (a !== "split" && a !== "tiles") {
-    throw new RangeError(`--attention must list split or tiles: one is ${a}`);
+  if (a !== "split" && a !== "row" && a !== "tiles") {
+    throw new RangeError(`--attention must list split, row or tiles: one is ${a}`);
   }
 }
 // Weight copies span more than the H100's 50 MB of L2 (two copies for the tiny shape, which
@@ -446,16 +446,16 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
     const table = uploadBuffer(gpu, filled(cap * s.headDim, 5), "rope-table");
     const pos = storageBuffer(gpu, 4, "pos");
     const shape = { rows: 1, nHeads: s.heads, nKvHeads: s.kvHeads, hd: s.headDim, ld, cap };
-    const splits = splitAttentionSplits(shape);
-    const part = storageBuffer(gpu, splitAttentionScratchBytes(shape, splits), "attention-splits");
+    // The split kernel with its default splits and fewer (each with its scratch).
+    const splitCounts = [...new Set([splitAttentionSplits(shape), 16, 8])];
+    const parts = splitCounts.map((n) =>
+      storageBuffer(gpu, splitAttentionScratchBytes(shape, n), "attention-splits")
+    );
     for (const p of [16, 144, 528]) {
       writeBuffer(gpu, pos, 0, Uint32Array.of(p));
       const times: KernelTimes = {};
-      const kernels: Record<string, CachedAttentionKernel> = {
-        tiles: "tiles",
-        row: "row",
-        [`split ${splits}`]: { scratch: part, splits },
-      };
+      const kernels: Record<string, CachedAttentionKernel> = { tiles: "tiles", row: "row" };
+      splitCounts.forEach((n, i) => kernels[`split ${n}`] = { scratch: parts[i]!, splits: n });
       for (const [key, kernel] of Object.entries(kernels)) {
         await timeKernel(
           times,
@@ -478,7 +478,7 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
       rows[`attention@${p}`] = { n: qDim, k: p + 1, rows: 1, times };
       log(`${name} attention at position ${p}: ${describeTimes(times)}`);
     }
-    for (const b of [qkv, att, table, pos, part, ...caches.flatMap((c) => [c.k, c.v])]) {
+    for (const b of [qkv, att, table, pos, ...parts, ...caches.flatMap((c) => [c.k, c.v])]) {
       b.destroy();
     }
     out[name] = rows;

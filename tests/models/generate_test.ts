@@ -59,9 +59,9 @@ Deno.test("GPU greedy decoding picks the CPU forward pass's argmax at every step
   for (const name of ["llama", "qwen2", "qwen3", "llama3_rope"]) {
     const { model } = await loadModel(fixtureDir(name));
     const V = model.config.vocabSize;
-    // The decode step's split attention (default) on every fixture, the tiles kernel on one.
+    // The decode step's split attention (default) on every fixture, the others on one.
     const runs = name === "llama"
-      ? [["f32", "split"], ["f16", "split"], ["f32", "tiles"]] as const
+      ? [["f32", "split"], ["f16", "split"], ["f32", "tiles"], ["f32", "row"]] as const
       : [["f32", "split"]] as const;
     for (const [weights, attention] of runs) {
       const { result, logits } = await gpuRun(model, PROMPT, 6, { weights, attention });
@@ -324,8 +324,8 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
   );
   await reject(decodeSession(model, { maxTokens: 0 }), /'maxTokens'/);
   await reject(
-    decodeSession(model, { attention: "row" as "split" }),
-    /'attention' must be "split" or "tiles": current value is row/,
+    decodeSession(model, { attention: "rows" as "split" }),
+    /'attention' must be "split", "row" or "tiles": current value is rows/,
   );
   const wq = model.layers[0]!.wq;
   await reject(
@@ -360,7 +360,7 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
   );
 });
 
-Deno.test("a decode step reports its dispatches: 6 per block (5 with the tiles attention) and 4 around them, as many with 4-bit linears as with dense ones", async () => {
+Deno.test("a decode step reports its dispatches: 6 per block (5 with the one-pass attention kernels) and 4 around them, as many with 4-bit linears as with dense ones", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   const { model } = await loadModel(fixtureDir("llama"));
@@ -374,7 +374,7 @@ Deno.test("a decode step reports its dispatches: 6 per block (5 with the tiles a
   for (
     const options of [{}, { linears }, { attention: "tiles" as const }, {
       linears,
-      attention: "tiles" as const,
+      attention: "row" as const,
     }]
   ) {
     const plain = await generate(model, PROMPT, { maxNewTokens: 2, backend: "webgpu", ...options });
@@ -382,7 +382,7 @@ Deno.test("a decode step reports its dispatches: 6 per block (5 with the tiles a
     // split kernel's two passes), o (adding to the residual), gate-up (with the norm and
     // SwiGLU), down; the head's norm, classifier, 2 argmax passes (the second advances the
     // position and gathers the next step's embedding row).
-    const attention = options.attention === "tiles" ? 1 : 2;
+    const attention = options.attention === undefined ? 2 : 1;
     assert.equal(plain.stepDispatches, (4 + attention) * L + 4);
     if (!gpu.timestamps) continue;
     const r = await generate(model, PROMPT, {

@@ -374,7 +374,7 @@ Deno.test("one-row attention that rotates its query and key itself equals the ro
   );
   assert.throws(
     () => attend(1, undefined, { scratch, splits: 0 }),
-    /'splits' must be a positive integer: current value is 0/,
+    /'splits' must be an integer in \[1, 1024\]: current value is 0/,
   );
   assert.throws(
     () => attend(1, undefined, { scratch, splits: 3 }),
