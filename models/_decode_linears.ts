@@ -292,11 +292,16 @@ function denseByGemv(l: GpuLinear, rows: number): boolean {
 }
 
 /**
- * Whether a group's product over `rows` rows can apply the RMSNorm of its
+ * Whether a group's product over `rows` rows applies the RMSNorm of its
  * input itself (`norm` of {@linkcode encodeLinearGroup} and
  * {@linkcode encodeGateUp}): one weight, through the GEMV (dense) or a
  * qmatmul specialization that takes it (f32 x without a column map, not
- * tiled).
+ * tiled), except a packed weight at one row. There the prologue costs more
+ * than the norm's own kernel: the product reads each x vector with its norm
+ * weight beside it, twice the loads per code on the x side (H100, 1B
+ * shapes: q/k/v 18.0 µs with the norm against 7.8 without, gate-up with
+ * SwiGLU 17.2 against 10.6 without either, `deno task bench:generate
+ * --kernels-only`), while the dense GEMV's costs 1.6 µs.
  *
  * @param gpu The GPU.
  * @param l The group.
@@ -308,7 +313,8 @@ export function linearTakesNorm(gpu: Gpu, l: GpuLinear, rows: number, gateUp = f
   if (l.parts.length !== 1) return false;
   const part = l.parts[0]!;
   if (part.kind === "dense") return denseByGemv(l, rows);
-  return qmatmulTakesNorm(gpu, part.weight.packed, rows, "f32", gateUp && fusedGateUp(l, rows));
+  return rows > 1 &&
+    qmatmulTakesNorm(gpu, part.weight.packed, rows, "f32", gateUp && fusedGateUp(l, rows));
 }
 
 /**

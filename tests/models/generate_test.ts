@@ -360,7 +360,7 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
   );
 });
 
-Deno.test("a decode step reports its dispatches: 6 per block (5 with the one-pass attention kernels) and 4 around them, as many with 4-bit linears as with dense ones", async () => {
+Deno.test("a decode step reports its dispatches: 6 per block (5 with the one-pass attention kernels, 2 more with 4-bit linears) and 4 around them", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   const { model } = await loadModel(fixtureDir("llama"));
@@ -378,12 +378,14 @@ Deno.test("a decode step reports its dispatches: 6 per block (5 with the one-pas
     }]
   ) {
     const plain = await generate(model, PROMPT, { maxNewTokens: 2, backend: "webgpu", ...options });
-    // Per block qkv (with the norm), attention (which rotates q and k from the rotary table; the
-    // split kernel's two passes), o (adding to the residual), gate-up (with the norm and
-    // SwiGLU), down; the head's norm, classifier, 2 argmax passes (the second advances the
-    // position and gathers the next step's embedding row).
+    // Per block qkv (with the norm; a packed weight's norm is a kernel of its own), attention
+    // (which rotates q and k from the rotary table; the split kernel's two passes), o (adding to
+    // the residual), gate-up (with the norm, alike, and SwiGLU), down; the head's norm,
+    // classifier, 2 argmax passes (the second advances the position and gathers the next step's
+    // embedding row).
     const attention = options.attention === undefined ? 2 : 1;
-    assert.equal(plain.stepDispatches, (4 + attention) * L + 4);
+    const norms = "linears" in options ? 1 : 0;
+    assert.equal(plain.stepDispatches, (4 + attention + 2 * norms) * L + 4);
     if (!gpu.timestamps) continue;
     const r = await generate(model, PROMPT, {
       maxNewTokens: 2,
@@ -392,10 +394,10 @@ Deno.test("a decode step reports its dispatches: 6 per block (5 with the one-pas
       ...options,
     });
     assert.deepEqual(r.gpu?.phaseDispatches, {
-      qkv: L,
+      qkv: (1 + norms) * L,
       attention: attention * L,
       o: L,
-      "gate-up": L,
+      "gate-up": (1 + norms) * L,
       down: L,
       head: 4,
     });
