@@ -219,6 +219,31 @@ export function rowAttentionFits(hd: number): boolean {
 }
 
 /**
+ * WGSL statements that add the dot product of a query with the key row at
+ * vector index `base` into four partial sums d0…d3: the row's vec4 loads
+ * in batches of {@linkcode ROW_BATCH}, each issued before its products.
+ *
+ * @param hdv Vec4s of a head.
+ * @param query The query's vec4 i as WGSL (i a constant).
+ * @param indent Leading spaces.
+ * @returns The statements, one a line.
+ */
+function keyScore(hdv: number, query: (i: number) => string, indent: string): string[] {
+  const out: string[] = [];
+  for (let b0 = 0; b0 < hdv; b0 += ROW_BATCH) {
+    const n = Math.min(ROW_BATCH, hdv - b0);
+    out.push(`${indent}{`);
+    for (let i = 0; i < n; i++) out.push(`${indent}let k${i} = Kc[base + ${b0 + i}u];`);
+    for (let i = 0; i < n; i++) {
+      const d = `d${(b0 + i) % 4}`;
+      out.push(`${indent}${d} = fma4(${query(b0 + i)}, k${i}, ${d});`);
+    }
+    out.push(`${indent}}`);
+  }
+  return out;
+}
+
+/**
  * Attention of one new row (a decode step) against the cache, one workgroup
  * of 256 threads per query head, in tiles of 256 keys: a thread scores one
  * key of the tile (its key row's vec4 loads all issued before the dot
@@ -248,17 +273,8 @@ export function rowAttentionWgsl(hd: number, rope: boolean): string {
   const HDV = hd / 4;
   const T = ROW_WG, G = T / HDV, KPG = T / G;
   const turn = (e: string, i: string) => rope ? `turn(${e}, CS[p0 * HDV + ${i}])` : e;
-  // The score of key row `base` (not the new row): loads in batches, then four partial dot sums.
-  const score: string[] = [];
-  for (let b0 = 0; b0 < HDV; b0 += ROW_BATCH) {
-    const n = Math.min(ROW_BATCH, HDV - b0);
-    score.push("      {");
-    for (let i = 0; i < n; i++) score.push(`      let k${i} = Kc[base + ${b0 + i}u];`);
-    for (let i = 0; i < n; i++) {
-      score.push(`      d${(b0 + i) % 4} = fma4(qs[${b0 + i}], k${i}, d${(b0 + i) % 4});`);
-    }
-    score.push("      }");
-  }
+  // The score of key row `base` (not the new row).
+  const score = keyScore(HDV, (i) => `qs[${i}]`, "      ");
   // The weighted values of the group's keys j0 … j0 + n − 1 of the tile (clamped rows; the
   // weights beyond the sequence are 0).
   const values: string[] = [];
@@ -463,19 +479,8 @@ export function splitAttentionWgsl(hd: number, group: number, rope: boolean): st
   const HDV = hd / 4, G = group, T = SPLIT_WG, TK = SPLIT_TILE;
   const KG = Math.min(T / HDV, TK), KPG = TK / KG;
   const turn = (e: string, i: string) => rope ? `turn(${e}, CS[p0 * HDV + ${i}])` : e;
-  // The score of key row `base` (not the new row): loads in batches, then four partial dot sums.
-  const score: string[] = [];
-  for (let b0 = 0; b0 < HDV; b0 += ROW_BATCH) {
-    const n = Math.min(ROW_BATCH, HDV - b0);
-    score.push("        {");
-    for (let i = 0; i < n; i++) score.push(`        let k${i} = Kc[base + ${b0 + i}u];`);
-    for (let i = 0; i < n; i++) {
-      score.push(
-        `        d${(b0 + i) % 4} = fma4(qs[qb + ${b0 + i}u], k${i}, d${(b0 + i) % 4});`,
-      );
-    }
-    score.push("        }");
-  }
+  // The score of key row `base` (not the new row) for the query at qs[qb].
+  const score = keyScore(HDV, (i) => `qs[qb + ${i}u]`, "        ");
   // The group's keys kg, kg + KG, … of the tile: the value loads (rows clamped into the tile;
   // weights past its end are 0), then every head's weighted sum.
   const values: string[] = [];

@@ -236,62 +236,42 @@ Deno.test("cached attention of new queries, which writes their keys and values, 
     encodeCachedAttention(batch, out, fresh, cache, at, { rows, ...shape });
     const got = new Float32Array(await read(batch, out));
     assertClose(got, expected, { atol: 2e-5, rtol: 1e-4, message: `hd ${hd}, pos ${pos}` });
-    // The one-row kernel, where it takes the head width, on the same cache (it writes the new
-    // row's key and value again, the same ones).
-    if (rows === 1 && [4, 8, 16, 32, 64, 128].includes(hd)) {
-      const again: GpuBatch = new GpuBatch(gpu);
-      encodeCachedAttention(again, out, fresh, cache, at, { rows, ...shape }, undefined, "row");
-      const row = new Float32Array(await read(again, out));
-      assertClose(row, expected, { atol: 2e-5, rtol: 1e-4, message: `row, hd ${hd}, pos ${pos}` });
-    } else if (rows === 1) {
-      assert.throws(
-        () =>
-          encodeCachedAttention(
-            new GpuBatch(gpu),
-            out,
-            fresh,
-            cache,
-            at,
-            { rows, ...shape },
-            undefined,
-            "row",
-          ),
-        /Cannot encode one-row attention for 1 rows of head width/,
-      );
-    }
-    // The split kernel, where it takes the head width: its default splits, one split (every
-    // key in one workgroup, over tiles of 32), an odd count, more splits than keys.
-    if (rows === 1 && splitAttentionFits(hd, nHeads / nKvHeads)) {
-      for (const splits of [splitAttentionSplits(shape), 1, 7, 64]) {
-        const part = storageBuffer(gpu, splitAttentionScratchBytes(shape, splits));
+    // The one-row kernels on the same cache (they write the new row's key and value again, the
+    // same ones), where they take the head width: "row", and the split kernel with its default
+    // splits, one split (every key in one workgroup, over tiles of 32), an odd count, more splits
+    // than keys. Elsewhere they throw.
+    if (rows === 1) {
+      const rowFits = [4, 8, 16, 32, 64, 128].includes(hd);
+      const splitFits = splitAttentionFits(hd, nHeads / nKvHeads);
+      const parts = [splitAttentionSplits(shape), 1, 7, 64].map((splits) => ({
+        scratch: storageBuffer(gpu, splitAttentionScratchBytes(shape, splits)),
+        splits,
+      }));
+      const kernels: [string, CachedAttentionKernel, boolean, RegExp][] = [
+        ["row", "row", rowFits, /Cannot encode one-row attention for 1 rows of head width/],
+        ...parts.map((k): [string, CachedAttentionKernel, boolean, RegExp] => [
+          `split ${k.splits}`,
+          k,
+          splitFits,
+          /Cannot encode split attention for 1 rows of head width/,
+        ]),
+      ];
+      for (const [name, kernel, fits, refusal] of kernels) {
+        const record = (b: GpuBatch) =>
+          encodeCachedAttention(b, out, fresh, cache, at, { rows, ...shape }, undefined, kernel);
+        if (!fits) {
+          assert.throws(() => record(new GpuBatch(gpu)), refusal);
+          continue;
+        }
         const again: GpuBatch = new GpuBatch(gpu);
-        encodeCachedAttention(again, out, fresh, cache, at, { rows, ...shape }, undefined, {
-          scratch: part,
-          splits,
-        });
-        const got = new Float32Array(await read(again, out));
-        assertClose(got, expected, {
+        record(again);
+        assertClose(new Float32Array(await read(again, out)), expected, {
           atol: 2e-5,
           rtol: 1e-4,
-          message: `split ${splits}, hd ${hd}, pos ${pos}`,
+          message: `${name}, hd ${hd}, pos ${pos}`,
         });
-        part.destroy();
       }
-    } else if (rows === 1) {
-      assert.throws(
-        () =>
-          encodeCachedAttention(
-            new GpuBatch(gpu),
-            out,
-            fresh,
-            cache,
-            at,
-            { rows, ...shape },
-            undefined,
-            { scratch: out, splits: 1 },
-          ),
-        /Cannot encode split attention for 1 rows of head width/,
-      );
+      for (const k of parts) k.scratch.destroy();
     }
     for (const b of [cache.k, cache.v, old, fresh, zero, at, scratch, out]) b.destroy();
   }
