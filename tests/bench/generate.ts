@@ -28,12 +28,13 @@
  * weight once); each figure is the fastest of many short passes after
  * `--warmup` seconds of untimed calls (`timeCalls` of
  * tests/bench/_qmatmul_common.ts). `--kernel-rows=1,2,4` times those batch
- * sizes too; `--kernels-only` stops after the kernels. Prints one JSON
+ * sizes too; `--kernels-only` stops after the kernels, `--no-linears` times
+ * attention alone. Prints one JSON
  * object on stdout (progress on stderr).
  *
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
  *       [--in-flight=64] [--per-submission=8] [--runs=1x1,64x8] [--dir=DIR] [--no-kernels]
- *       [--kernels-only]
+ *       [--kernels-only] [--no-linears]
  *       [--kernel-shapes=1b,8b]
  *       [--kernel-rows=1] [--neighbours | --sweep] [--warmup=0.3]
  *
@@ -138,6 +139,8 @@ const timeNeighbours = Deno.args.includes("--neighbours");
 /** Time a grid of qmatmul variants (warps × split × rowTiles × prefetch) instead of the neighbours. */
 const timeSweep = Deno.args.includes("--sweep");
 const kernelsOnly = Deno.args.includes("--kernels-only");
+/** Time the attention kernels only, not the products. */
+const noLinears = Deno.args.includes("--no-linears");
 /** `--attention=split,row,tiles`: the decode step's attention kernels, each timed with both folders. */
 const attentions = (flag("attention") ?? "split").split(",") as DecodeAttention[];
 for (const a of attentions) {
@@ -286,7 +289,7 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
       classifier: [s.vocab, d],
     };
     const rows: Record<string, LinearTimes> = {};
-    for (const [linear, [n, k]] of Object.entries(linears)) {
+    for (const [linear, [n, k]] of noLinears ? [] : Object.entries(linears)) {
       const w = filled(n * k, n + k);
       const kp = gemvRowLength(k);
       const f32 = 4 * n * kp <= bindingLimit(gpu);
