@@ -391,6 +391,9 @@ const SPLIT_WG = 128;
 /** Keys a split workgroup scores at once (a tile; a split longer than that loops). */
 const SPLIT_TILE = 32;
 
+/** Fewest keys a split takes: shorter contexts use fewer splits. */
+const SPLIT_MIN_KEYS = 16;
+
 /** Most splits of the key range (the merge pass holds a weight per split). */
 const SPLIT_MAX = 1024;
 
@@ -449,9 +452,10 @@ export function splitAttentionScratchBytes(
  * split over workgroups (the first pass of the split kernel; see
  * {@linkcode splitCombineWgsl} for the second): workgroup (key/value head,
  * split) takes the `group` query heads that share the key/value head over
- * the split's positions [s·c, min(L, (s + 1)·c)), c = ⌈L / splits⌉, L =
- * pos + 1, so that each key and value row is read by one workgroup for all
- * its query heads, and short caches still spread over many workgroups.
+ * the split's positions [s·c, min(L, (s + 1)·c)), c = max(16, ⌈L / splits⌉), L =
+ * pos + 1 (splits past L return at once), so that each key and value row is
+ * read by one workgroup for all its query heads, and long contexts spread
+ * over many workgroups.
  * Per tile of 32 keys: one thread per (query head, key) scores it (the key
  * row's loads issued before the dot products), one thread per query head
  * takes the tile's maximum, the weights replace the scores, then one thread
@@ -534,8 +538,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let kb = kh * HDV;
   let p0 = pos[0];
   let L = p0 + 1u;
-  let c = (L + p.splits - 1u) / p.splits;
-  let begin = min(sp * c, L);
+  let c = max(${SPLIT_MIN_KEYS}u, (L + p.splits - 1u) / p.splits);
+  let begin = sp * c;
+  // A split past the last key has nothing to add (the merge reads the splits that hold keys).
+  if (begin >= L) { return; }
   let end = min(begin + c, L);
   for (var i = lid; i < G * HDV; i += ${T}u) {
     let e = i % HDV;
@@ -669,7 +675,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   ${WG_FLAT}
   if (wgi >= p.nHeads) { return; }
   let L = pos[0] + 1u;
-  let c = (L + S - 1u) / S;
+  let c = max(${SPLIT_MIN_KEYS}u, (L + S - 1u) / S);
   // Splits that hold keys.
   let ns = (L + c - 1u) / c;
   let ml = p.nHeads * S * HDV + wgi * S;
