@@ -142,7 +142,7 @@ const kernelsOnly = Deno.args.includes("--kernels-only");
 /** Time the attention kernels only, not the products. */
 const noLinears = Deno.args.includes("--no-linears");
 /** `--attention=split,row,tiles`: the decode step's attention kernels, each timed with both folders. */
-const attentions = (flag("attention") ?? "split").split(",") as DecodeAttention[];
+const attentions = (flag("attention") ?? "row").split(",") as DecodeAttention[];
 for (const a of attentions) {
   if (a !== "split" && a !== "row" && a !== "tiles") {
     throw new RangeError(`--attention must list split, row or tiles: one is ${a}`);
