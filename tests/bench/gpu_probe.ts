@@ -15,10 +15,13 @@
  * - read-back of 180 MB (copy to a MAP_READ buffer, mapAsync, getMappedRange
  *   and the copy out, timed separately; whole and in 16 MB chunks);
  * - uploads of 485 MB (one writeBuffer, 16 MB writeBuffer chunks, and a
- *   buffer mapped at creation).
+ *   buffer mapped at creation);
+ * - what a map waits for: how long the `mapAsync` call itself takes after a
+ *   long submission, and its promise after that (Deno polls the device
+ *   waiting inside the call, then sleeps 10 ms).
  *
  * Run on the GPU machine: `deno run -A tests/bench/gpu_probe.ts [floor] [host] [fma] [read]
- * [readback] [upload]` (all sections when none is named; `--small` for a quick
+ * [readback] [upload] [map]` (all sections when none is named; `--small` for a quick
  * check on a software adapter).
  *
  * @module
@@ -67,7 +70,7 @@ async function perCall(
   return out[1]!;
 }
 
-// Sections to run: all, or those named (floor, host, fma, read, readback, upload).
+// Sections to run: all, or those named (floor, host, fma, read, readback, upload, map).
 const named = Deno.args.filter((a) => !a.startsWith("--"));
 const want = (section: string) => named.length === 0 || named.includes(section);
 
@@ -408,4 +411,50 @@ if (want("upload")) {
   t = performance.now();
   copy.set(data);
   console.log(`host memcpy of the same bytes: ${ms(t).toFixed(1)} ms`);
+}
+
+// 7. What a map waits for: a long submission, then mapAsync on a small buffer it copies into.
+if (want("map")) {
+  // 32,768 workgroups of 64 threads (within one dimension's 65,535).
+  const n = small ? 1 << 12 : 1 << 21;
+  const a = storageBuffer(gpu, n * 4, "probe:map");
+  const spin = pipeline(`@group(0) @binding(0) var<storage, read_write> a: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  var v = a[g.x];
+  for (var i = 0u; i < ${small ? 256 : 4096}u; i++) { v = fma(v, 1.0001, 0.5); }
+  a[g.x] = v;
+}`);
+  const group = device.createBindGroup({
+    layout: spin.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer: a } }],
+  });
+  const read = device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  for (let rep = 0; rep < 3; rep++) {
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(spin);
+    pass.setBindGroup(0, group);
+    for (let i = 0; i < 8; i++) pass.dispatchWorkgroups(n / 64);
+    pass.end();
+    enc.copyBufferToBuffer(a, 0, read, 0, 16);
+    let t = performance.now();
+    device.queue.submit([enc.finish()]);
+    const submitMs = ms(t);
+    t = performance.now();
+    const mapped = read.mapAsync(GPUMapMode.READ);
+    const callMs = ms(t);
+    t = performance.now();
+    await mapped;
+    read.unmap();
+    console.log(
+      `map: submit ${submitMs.toFixed(2)} ms, the mapAsync call returned after ${
+        callMs.toFixed(2)
+      } ms, its promise ${ms(t).toFixed(2)} ms later`,
+    );
+  }
+  a.destroy();
+  read.destroy();
 }
