@@ -826,24 +826,28 @@ export class GpuDecoder {
       const more = () => !stopped && submitted < maxNewTokens;
       // Steps submitted and not yet taken stay within the depth (in submissions).
       const room = () => free.length > 0 && reads.length + launched.length + 1 <= depth;
+      // The next submission, encoded while the GPU runs the last one (null when none may go).
+      const next = (): Submission | null => {
+        if (!more() || !room()) return null;
+        const count = Math.min(per, maxNewTokens - submitted);
+        const s = encode(timed && submitted % 2 === 1 ? phased : step, timed, count, submitted);
+        submitted += count;
+        return s;
+      };
       for (;;) {
         if (ready !== null) {
           launch(ready);
           launched.push(ready);
           ready = null;
         }
-        // The next submission is encoded while the GPU runs the last one.
-        if (more() && room()) {
-          const count = Math.min(per, maxNewTokens - submitted);
-          ready = encode(timed && submitted % 2 === 1 ? phased : step, timed, count, submitted);
-          submitted += count;
-        }
-        // Tokens that arrived are taken. The oldest read is waited for while the GPU runs the
-        // submission just launched, once a newer one was mapped after it (its map resolves
-        // about 10 ms after it was made, in Deno), or when nothing else can go on.
+        ready = next();
+        // Tokens that arrived are taken. A read is waited for (while the GPU runs the submission
+        // just launched) only when the queue is full or nothing else can go on: its promise
+        // resolves about 10 ms after its map, in Deno.
         while (reads.length > 0) {
           const stuck = ready === null && launched.length === 0;
-          if (!reads[0]!.resolved && !stuck && reads.length < 2) break;
+          const full = ready === null && more() && !room();
+          if (!reads[0]!.resolved && !stuck && !full) break;
           const s = reads.shift()!;
           await s.done;
           take(s);
@@ -852,7 +856,7 @@ export class GpuDecoder {
             free.push(ready.slot);
             ready = null;
           }
-          if (ready === null && more() && room()) break;
+          ready ??= next();
         }
         for (const s of launched) {
           map(s);
