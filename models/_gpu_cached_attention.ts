@@ -19,6 +19,19 @@ fn turn(v: vec4<f32>, cs: vec4<f32>) -> vec4<f32> {
                    v.z * cs.z - v.w * cs.w, v.z * cs.w + v.w * cs.z);
 }`;
 
+/**
+ * The one-row kernels' inputs (vec4 loads: the q/k/v row, the cache, the
+ * position) and their dot-product step.
+ */
+const ROW_INPUTS_WGSL = `@group(0) @binding(1) var<storage, read> QKV: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> Kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> Vc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> pos: array<u32>;
+/** c + a·b. */
+fn fma4(a: vec4<f32>, b: vec4<f32>, c: f32) -> f32 {
+  return fma(a.x, b.x, fma(a.y, b.y, fma(a.z, b.z, fma(a.w, b.w, c))));
+}`;
+
 /** The attention kernel's split of a head's vectors over its threads. */
 function headSplit(hdv: number): { groups: number; lanes: number; perThread: number } {
   const lanes = Math.min(hdv, WG);
@@ -297,10 +310,7 @@ export function rowAttentionWgsl(hd: number, rope: boolean): string {
   return `struct P { rows: u32, nHeads: u32, group: u32, kvDim: u32, ld: u32, od: u32, scale: f32,
   kOff: u32, vOff: u32, cap: u32 }
 @group(0) @binding(0) var<storage, read_write> O: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> QKV: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> Kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> Vc: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> pos: array<u32>;
+${ROW_INPUTS_WGSL}
 @group(0) @binding(5) var<uniform> p: P;
 const HDV = ${HDV}u;
 var<workgroup> qs: array<vec4<f32>, ${HDV}>;
@@ -310,7 +320,6 @@ var<workgroup> red: array<f32, ${T}>;
 var<workgroup> pr: array<f32, ${T}>;
 var<workgroup> accs: array<vec4<f32>, ${G * HDV}>;
 var<workgroup> wsums: array<f32, ${G}>;
-fn fma4(a: vec4<f32>, b: vec4<f32>, c: f32) -> f32 { return fma(a.x, b.x, fma(a.y, b.y, fma(a.z, b.z, fma(a.w, b.w, c)))); }
 ${rope ? ROPE_WGSL : ""}
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
@@ -508,10 +517,7 @@ export function splitAttentionWgsl(hd: number, group: number, rope: boolean): st
   return `struct P { nHeads: u32, kvDim: u32, scale: f32, kOff: u32, vOff: u32, cap: u32,
   splits: u32, nKv: u32 }
 @group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> QKV: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> Kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> Vc: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> pos: array<u32>;
+${ROW_INPUTS_WGSL}
 @group(0) @binding(5) var<uniform> p: P;
 const HDV = ${HDV}u;
 const G = ${G}u;
@@ -525,7 +531,6 @@ var<workgroup> mt: array<f32, ${G}>;
 var<workgroup> ct: array<f32, ${G}>;
 var<workgroup> red: array<vec4<f32>, ${T}>;
 var<workgroup> reds: array<f32, ${T}>;
-fn fma4(a: vec4<f32>, b: vec4<f32>, c: f32) -> f32 { return fma(a.x, b.x, fma(a.y, b.y, fma(a.z, b.z, fma(a.w, b.w, c)))); }
 ${rope ? ROPE_WGSL : ""}
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32,
