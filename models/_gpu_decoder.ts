@@ -124,7 +124,10 @@ export interface GpuDecoderOptions {
  * "tiles", one workgroup per query head (`cachedAttentionWgsl`, which
  * prompts use).
  */
-export type DecodeAttention = "split" | "row" | "tiles";
+export type DecodeAttention = typeof DECODE_ATTENTIONS[number];
+
+/** The values of {@linkcode DecodeAttention}. */
+export const DECODE_ATTENTIONS = ["split", "row", "tiles"] as const;
 
 /**
  * Tokens per second between read-backs: from the first read-back that
@@ -630,8 +633,8 @@ export class GpuDecoder {
     // Traced: two timestamps per slot, around its submission's steps (resolved 256 bytes apart).
     const traced = run.trace === true && gpu.timestamps && !single;
     // Slots of read-back buffers: one per submission between its encoding and its tokens'
-    // arrival, at least two so that a submission can be encoded while the previous one runs.
-    const slots: Slot[] = Array.from({ length: Math.max(2, depth) }, (_, index) => ({
+    // arrival (every slot not free is the ready, a launched or a mapped submission's).
+    const slots: Slot[] = Array.from({ length: depth }, (_, index) => ({
       index,
       token: device.createBuffer({
         size: 4 * per,
@@ -824,8 +827,8 @@ export class GpuDecoder {
       ready = encode(prefill.program, false, 1, 0);
       let submitted = 1;
       const more = () => !stopped && submitted < maxNewTokens;
-      // Steps submitted and not yet taken stay within the depth (in submissions).
-      const room = () => free.length > 0 && reads.length + launched.length + 1 <= depth;
+      // Submissions encoded and not yet taken stay within the depth: one a slot.
+      const room = () => free.length > 0;
       // The next submission, encoded while the GPU runs the last one (null when none may go).
       const next = (): Submission | null => {
         if (!more() || !room()) return null;

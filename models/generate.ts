@@ -17,7 +17,12 @@
 
 import { modelBackend } from "./_model_backend.ts";
 import type { Backend } from "../kernels/backend.ts";
-import { type DecodeAttention, GpuDecoder, type SustainedTimes } from "./_gpu_decoder.ts";
+import {
+  DECODE_ATTENTIONS,
+  type DecodeAttention,
+  GpuDecoder,
+  type SustainedTimes,
+} from "./_gpu_decoder.ts";
 export type { DecodeAttention, SustainedTimes };
 import { storedPackedLinears } from "./_gpu_packed_block.ts";
 import { checkTokenIds, checkWindow, llamaForward } from "./forward.ts";
@@ -385,7 +390,7 @@ export async function decodeSession(
     linears: given,
     attention = "row",
   } = options;
-  if (attention !== "split" && attention !== "row" && attention !== "tiles") {
+  if (!DECODE_ATTENTIONS.includes(attention)) {
     throw new RangeError(
       `Cannot open a decode session as 'attention' must be "split", "row" or "tiles": current value is ${
         String(attention)

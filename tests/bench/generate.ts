@@ -22,8 +22,8 @@
  * warps, sub-teams, row tiles and prefetching instead), with the RMSNorm prologue
  * (default, few-row, few-row with one step a sub-team, previous default; SwiGLU
  * too on gate-up), and one-row attention at positions 16, 144 and 528 with
- * the general kernel the decode step runs ("tiles") and the one-row kernel
- * ("row"). Weights rotate
+ * the one-row kernel the decode step runs ("row"), the general kernel
+ * ("tiles") and the split kernel at 32, 16 and 8 splits. Weights rotate
  * through copies spanning more than the L2 cache (a decode step reads each
  * weight once); each figure is the fastest of many short passes after
  * `--warmup` seconds of untimed calls (`timeCalls` of
@@ -71,6 +71,7 @@ import {
 import { encodeGemv, gemvRowLength, uploadGemvWeight } from "../../models/_gpu_gemv.ts";
 import { loadModel } from "../../models/causal_lm.ts";
 import { type DecodeAttention, decodeSession, type GenerateResult } from "../../models/generate.ts";
+import { DECODE_ATTENTIONS } from "../../models/_gpu_decoder.ts";
 import type { BlockLinears } from "../../models/linear_weight.ts";
 import { LLAMA_LINEARS, type LlamaModel } from "../../models/model.ts";
 import type { QuantizedWeight } from "../../quantizers/quantized_weight.ts";
@@ -144,7 +145,7 @@ const noLinears = Deno.args.includes("--no-linears");
 /** `--attention=split,row,tiles`: the decode step's attention kernels, each timed with both folders. */
 const attentions = (flag("attention") ?? "row").split(",") as DecodeAttention[];
 for (const a of attentions) {
-  if (a !== "split" && a !== "row" && a !== "tiles") {
+  if (!DECODE_ATTENTIONS.includes(a)) {
     throw new RangeError(`--attention must list split, row or tiles: one is ${a}`);
   }
 }
@@ -436,8 +437,8 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
       destroyCopies(copies);
     }
     // One-row attention (rotating q and k itself, as the step runs it) at several positions:
-    // the general kernel the step uses ("tiles") beside the one-row kernel ("row"), over 16
-    // layers' caches. Key "attention@P": n = query width, k = keys (P + 1).
+    // the one-row kernel the step uses ("row") beside the general kernel ("tiles") and the split
+    // kernel, over 16 layers' caches. Key "attention@P": n = query width, k = keys (P + 1).
     const qDim = s.heads * s.headDim, kvDim = s.kvHeads * s.headDim, ld = qDim + 2 * kvDim;
     const cap = 1024;
     const qkv = uploadBuffer(gpu, filled(ld, 3), "attention-qkv");
