@@ -44,8 +44,42 @@ export function packedWords(count: number, bits: number): number {
  */
 export function packBits(codes: ArrayLike<number>, bits: number): Uint32Array {
   checkBits(bits, "pack codes");
+  return packBitsInto(codes, bits, new Uint32Array(packedWords(codes.length, bits)), 0);
+}
+
+/**
+ * Packs codes as {@linkcode packBits} does, into `out` from word `offset` on
+ * (the ⌈n·bits/32⌉ words there are overwritten), without allocating.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { packBitsInto, unpackBits } from "./bitpack.ts";
+ * const out = new Uint32Array(4).fill(7);
+ * packBitsInto([1, 2, 3], 4, out, 2);
+ * assert(out[0] === 7 && unpackBits(out.subarray(2), 4, 3).join() === "1,2,3");
+ * ```
+ * @param codes Codes in [0, 2^bits).
+ * @param bits Bits per code, 1–16.
+ * @param out The words to write.
+ * @param offset The first word written.
+ * @returns `out`.
+ */
+export function packBitsInto(
+  codes: ArrayLike<number>,
+  bits: number,
+  out: Uint32Array,
+  offset: number,
+): Uint32Array {
+  checkBits(bits, "pack codes");
   const n = codes.length;
-  const out = new Uint32Array(packedWords(n, bits));
+  const end = offset + packedWords(n, bits);
+  if (!(Number.isInteger(offset) && offset >= 0 && end <= out.length)) {
+    throw new RangeError(
+      `Cannot pack ${n} ${bits}-bit codes into words [${offset}, ${end}) of ${out.length}`,
+    );
+  }
+  out.fill(0, offset, end);
   const max = (1 << bits) - 1;
   for (let i = 0; i < n; i++) {
     const c = codes[i]!;
@@ -53,7 +87,7 @@ export function packBits(codes: ArrayLike<number>, bits: number): Uint32Array {
       throw new RangeError(`Cannot pack code ${c} at index ${i} into ${bits} bits`);
     }
     const s = i * bits;
-    const w = s >>> 5, o = s & 31;
+    const w = offset + (s >>> 5), o = s & 31;
     out[w] = (out[w]! | (c << o)) >>> 0;
     if (o + bits > 32) out[w + 1] = (out[w + 1]! | (c >>> (32 - o))) >>> 0;
   }

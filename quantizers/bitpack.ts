@@ -7,4 +7,4 @@
  * @module
  */
 
-export { packBits, packedWords, unpackBits } from "../core/bitpack.ts";
+export { packBits, packBitsInto, packedWords, unpackBits } from "../core/bitpack.ts";

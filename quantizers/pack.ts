@@ -8,7 +8,7 @@
  * @module
  */
 
-import { packBits, unpackBits } from "../core/bitpack.ts";
+import { packBitsInto, unpackBits } from "../core/bitpack.ts";
 import {
   PACK_TILE,
   PACKED_BITS,
@@ -139,7 +139,7 @@ export function packWeights(q: QuantizedWeight, options: PackWeightsOptions = {}
         }
         chunk[i] = code;
       }
-      words.set(packBits(chunk, bits), packedChunkOffset(n, c, C, bits));
+      packBitsInto(chunk, bits, words, packedChunkOffset(n, c, C, bits));
     }
   }
   const Store = scaleType === "f16" ? Float16Array : Float32Array;

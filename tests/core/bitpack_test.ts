@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { packBits, packedWords, unpackBits } from "../../core/bitpack.ts";
+import { packBits, packBitsInto, packedWords, unpackBits } from "../../core/bitpack.ts";
 import { prng } from "../../core/prng.ts";
 
 Deno.test("packBits() and unpackBits() round-trip every width from 1 to 16 bits", () => {
@@ -44,4 +44,19 @@ Deno.test("packBits() refuses codes out of range and bad widths", () => {
   assert.throws(() => packBits([1.5], 4), RangeError);
   assert.throws(() => packBits([1], 0), /'bits' must be an integer in \[1, 16\]/);
   assert.throws(() => unpackBits(new Uint32Array(1), 4, 9), /need 2/);
+});
+
+Deno.test("packBitsInto() overwrites exactly the stream's words at the offset, as packBits() packs them", () => {
+  const g = prng(17);
+  for (const bits of [2, 3, 4, 8]) {
+    const codes = Array.from({ length: 32 }, () => g.int(1 << bits));
+    const out = new Uint32Array(bits + 4).fill(0xffffffff);
+    assert.equal(packBitsInto(codes, bits, out, 2), out);
+    assert.deepEqual(Array.from(out.subarray(2, 2 + bits)), Array.from(packBits(codes, bits)));
+    for (const i of [0, 1, bits + 2, bits + 3]) {
+      assert.equal(out[i], 0xffffffff, `bits ${bits}, word ${i}`);
+    }
+  }
+  assert.throws(() => packBitsInto([1, 2, 3], 4, new Uint32Array(2), 2), /words \[2, 3\) of 2/);
+  assert.throws(() => packBitsInto([16], 4, new Uint32Array(1), 0), /Cannot pack code 16/);
 });
