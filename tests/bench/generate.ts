@@ -32,7 +32,7 @@
  * attention alone. Prints one JSON
  * object on stdout (progress on stderr).
  *
- *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128] [--prompt=16] [--layers=N]
+ *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128[,512]] [--prompt=16] [--layers=N]
  *       [--in-flight=64] [--per-submission=8] [--runs=1x1,64x8] [--dir=DIR] [--no-kernels]
  *       [--kernels-only] [--no-linears]
  *       [--kernel-shapes=1b,8b]
@@ -109,7 +109,12 @@ const shapeName = flag("shape") ?? "1b";
 const base = SHAPES[shapeName];
 if (!base) throw new RangeError(`--shape must be 1b, 8b or tiny: current value is ${shapeName}`);
 const shape: LlamaShape = { ...base, layers: Number(flag("layers") ?? base.layers) };
-const tokens = Number(flag("tokens") ?? 128), promptLen = Number(flag("prompt") ?? 16);
+/** `--tokens=512,128`: new tokens a run, each count timed in the same sessions (run keys gain `@N`). */
+const tokenCounts = (flag("tokens") ?? "128").split(",").map(Number);
+if (!tokenCounts.every((t) => Number.isInteger(t) && t >= 1)) {
+  throw new RangeError(`--tokens must list positive integers: current value is ${flag("tokens")}`);
+}
+const tokens = Math.max(...tokenCounts), promptLen = Number(flag("prompt") ?? 16);
 const inFlight = Number(flag("in-flight") ?? 64);
 /** Steps per submission to time besides 1 (`--per-submission=4,8`; `inFlight` at least as many). */
 const perSubmission = (flag("per-submission") ?? "8").split(",").filter((v) => v !== "").map(
@@ -546,35 +551,41 @@ async function measure(
     // Steps in flight, and steps per submission.
     const depths = runs ??
       [[1, 1], [inFlight, 1], ...perSubmission.map((n) => [Math.max(inFlight, n), n])];
-    for (const [depth, per] of depths) {
-      const run = { maxNewTokens: tokens, inFlight: depth!, stepsPerSubmission: per! };
-      last = await session.generate(prompt, run);
-      const key = `inFlight${depth}${per! > 1 ? `x${per}` : ""}`;
-      tokensPerSecond[key] = last.tokensPerSecond;
-      steadyTokensPerSecond[key] = last.steadyTokensPerSecond ?? NaN;
-      hostStepMs[key] = (last.hostStepSeconds ?? NaN) * 1e3;
-      log(
-        `  in flight ${depth}, ${per} a submission: ${last.tokensPerSecond.toFixed(1)} tokens/s (${
-          steadyTokensPerSecond[key]!.toFixed(1)
-        } between read-backs), host ${hostStepMs[key]!.toFixed(3)} ms a step to encode and submit`,
-      );
-      // The same run traced (a second run: the timestamps add two empty passes a submission).
-      if (depth! < 2) continue;
-      const traced = await session.generate(prompt, { ...run, trace: true });
-      if (!traced.sustained) continue;
-      const t = sustained[key] = {
-        gpuStepMs: traced.sustained.gpuStepSeconds * 1e3,
-        gpuUtilization: traced.sustained.gpuUtilization,
-        longestIdleMs: traced.sustained.longestIdleSeconds * 1e3,
-        tokensPerSecond: traced.tokensPerSecond,
-      };
-      log(
-        `    traced: GPU ${t.gpuStepMs.toFixed(3)} ms a step queued, busy ${
-          (100 * t.gpuUtilization).toFixed(1)
-        }% of the time, longest idle ${t.longestIdleMs.toFixed(2)} ms (${
-          t.tokensPerSecond.toFixed(1)
-        } tokens/s)`,
-      );
+    for (const count of tokenCounts) {
+      for (const [depth, per] of depths) {
+        const run = { maxNewTokens: count, inFlight: depth!, stepsPerSubmission: per! };
+        last = await session.generate(prompt, run);
+        const key = `inFlight${depth}${per! > 1 ? `x${per}` : ""}${
+          tokenCounts.length > 1 ? `@${count}` : ""
+        }`;
+        tokensPerSecond[key] = last.tokensPerSecond;
+        steadyTokensPerSecond[key] = last.steadyTokensPerSecond ?? NaN;
+        hostStepMs[key] = (last.hostStepSeconds ?? NaN) * 1e3;
+        log(
+          `  ${count} tokens, in flight ${depth}, ${per} a submission: ${
+            last.tokensPerSecond.toFixed(1)
+          } tokens/s (${steadyTokensPerSecond[key]!.toFixed(1)} between read-backs), host ${
+            hostStepMs[key]!.toFixed(3)
+          } ms a step to encode and submit`,
+        );
+        // The same run traced (a second run: the timestamps add two empty passes a submission).
+        if (depth! < 2) continue;
+        const traced = await session.generate(prompt, { ...run, trace: true });
+        if (!traced.sustained) continue;
+        const t = sustained[key] = {
+          gpuStepMs: traced.sustained.gpuStepSeconds * 1e3,
+          gpuUtilization: traced.sustained.gpuUtilization,
+          longestIdleMs: traced.sustained.longestIdleSeconds * 1e3,
+          tokensPerSecond: traced.tokensPerSecond,
+        };
+        log(
+          `    traced: GPU ${t.gpuStepMs.toFixed(3)} ms a step queued, busy ${
+            (100 * t.gpuUtilization).toFixed(1)
+          }% of the time, longest idle ${t.longestIdleMs.toFixed(2)} ms (${
+            t.tokensPerSecond.toFixed(1)
+          } tokens/s)`,
+        );
+      }
     }
     const profiled = await session.generate(prompt, {
       maxNewTokens: Math.min(tokens, 32),
@@ -661,6 +672,12 @@ async function compare(attention: DecodeAttention) {
     w4g128: { ...w4, quantizeSeconds },
     speedup: best(w4) / best(dense),
     speedupSteady: bestSteady(w4) / bestSteady(dense),
+    // Per run: 4-bit tokens/s over dense's.
+    speedupByRun: Object.fromEntries(
+      Object.entries(w4.tokensPerSecond).map((
+        [k, v],
+      ) => [k, v / (dense.tokensPerSecond[k] ?? NaN)]),
+    ),
     // Per traced run: dense GPU ms a step queued over 4-bit's.
     ...(dense.sustained && w4.sustained
       ? {
@@ -683,7 +700,7 @@ console.log(JSON.stringify(
     shape: shapeName,
     layers: shape.layers,
     promptTokens: promptLen,
-    newTokens: tokens,
+    newTokens: tokenCounts.length > 1 ? tokenCounts : tokens,
     inFlight,
     attention: first,
     ...main,
