@@ -296,12 +296,13 @@ function denseByGemv(l: GpuLinear, rows: number): boolean {
  * input itself (`norm` of {@linkcode encodeLinearGroup} and
  * {@linkcode encodeGateUp}): one weight, through the GEMV (dense) or a
  * qmatmul specialization that takes it (f32 x without a column map, not
- * tiled), except a packed weight at one row. There the prologue costs more
- * than the norm's own kernel: the product reads each x vector with its norm
- * weight beside it, twice the loads per code on the x side (H100, 1B
- * shapes: q/k/v 18.0 µs with the norm against 7.8 without, gate-up with
- * SwiGLU 17.2 against 10.6 without either, `deno task bench:generate
- * --kernels-only`), while the dense GEMV's costs 1.6 µs.
+ * tiled). A packed weight takes it at one row too: timed alone, its
+ * prologue looks dearer than the norm's own kernel (q/k/v 18.0 µs fused
+ * against 7.8 µs plus a 1-workgroup norm), but inside a decode step the
+ * extra dependent dispatch costs more (H100, 1B shapes, 128 new tokens, one
+ * call: 0.951 ms a step queued fused against 1.141 ms with the norms as
+ * kernels of their own, and 1.016 ms with only q/k/v's separate;
+ * `deno task bench:generate --no-kernels`).
  *
  * @param gpu The GPU.
  * @param l The group.
@@ -313,8 +314,7 @@ export function linearTakesNorm(gpu: Gpu, l: GpuLinear, rows: number, gateUp = f
   if (l.parts.length !== 1) return false;
   const part = l.parts[0]!;
   if (part.kind === "dense") return denseByGemv(l, rows);
-  return rows > 1 &&
-    qmatmulTakesNorm(gpu, part.weight.packed, rows, "f32", gateUp && fusedGateUp(l, rows));
+  return qmatmulTakesNorm(gpu, part.weight.packed, rows, "f32", gateUp && fusedGateUp(l, rows));
 }
 
 /**
