@@ -54,10 +54,10 @@ export interface DecodeSessionOptions {
    * each key/value head's positions over many workgroups and merges their
    * partial softmax sums in a second pass. Equal within float32 rounding.
    * Falls back to "tiles" for head widths the others do not take. On an
-   * H100 at 1B shapes "row" took 6.0 / 10.6 / 19.3 µs a layer at positions
-   * 16 / 144 / 528 against 7.9 / 19.5 / 47.8 for "tiles"; "split" is not
-   * timed in its current form (`deno task bench:generate --kernels-only
-   * --no-linears` times all three).
+   * H100 at 1B shapes "row" took 5.9 / 12.3 / 27.6 µs a layer at positions
+   * 16 / 144 / 528 against 7.9 / 20.7 / 70.8 for "tiles" and 14.3 / 32.4 /
+   * 30.8 for "split" over 32 workgroups (`deno task bench:generate
+   * --kernels-only --no-linears` times all three).
    * @default "row"
    */
   attention?: DecodeAttention;

@@ -360,7 +360,7 @@ Deno.test("bad input is a RangeError naming the problem: empty prompt, beyond th
   );
 });
 
-Deno.test("a decode step reports its dispatches: 5 per block (6 with the split attention, 2 more with 4-bit linears) and 4 around them", async () => {
+Deno.test("a decode step reports its dispatches: 5 per block (6 with the split attention), 4-bit linears alike, and 4 around them", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   const { model } = await loadModel(fixtureDir("llama"));
@@ -378,14 +378,13 @@ Deno.test("a decode step reports its dispatches: 5 per block (6 with the split a
     }]
   ) {
     const plain = await generate(model, PROMPT, { maxNewTokens: 2, backend: "webgpu", ...options });
-    // Per block qkv (with the norm; a packed weight's norm is a kernel of its own), attention
+    // Per block qkv (with the norm, packed weights too), attention
     // (which rotates q and k from the rotary table; the split kernel's two passes), o (adding to
     // the residual), gate-up (with the norm, alike, and SwiGLU), down; the head's norm,
     // classifier, 2 argmax passes (the second advances the position and gathers the next step's
     // embedding row).
     const attention = "attention" in options ? 2 : 1;
-    const norms = "linears" in options ? 1 : 0;
-    assert.equal(plain.stepDispatches, (4 + attention + 2 * norms) * L + 4);
+    assert.equal(plain.stepDispatches, (4 + attention) * L + 4);
     if (!gpu.timestamps) continue;
     const r = await generate(model, PROMPT, {
       maxNewTokens: 2,
@@ -394,10 +393,10 @@ Deno.test("a decode step reports its dispatches: 5 per block (6 with the split a
       ...options,
     });
     assert.deepEqual(r.gpu?.phaseDispatches, {
-      qkv: (1 + norms) * L,
+      qkv: L,
       attention: attention * L,
       o: L,
-      "gate-up": (1 + norms) * L,
+      "gate-up": L,
       down: L,
       head: 4,
     });
