@@ -218,7 +218,7 @@ export function encodeQmatmul(
       );
     }
   }
-  const resolved = productSpec(gpu, packed, m, swiglu, ops.norm !== undefined, variant);
+  const resolved = qmatmulProductSpec(gpu, packed, m, swiglu, ops.norm !== undefined, variant);
   const spec = ops.accumulate ? { ...resolved, accumulate: true } : resolved;
   let x = ops.x;
   if (qmatmulNeedsGather(packed, input)) {
@@ -261,8 +261,24 @@ export function encodeQmatmul(
   }
 }
 
-/** The specialization a product runs: the default (or variant), adapted to SwiGLU and the norm. */
-function productSpec(
+/**
+ * The specialization a product runs: the default (or variant), adapted to
+ * SwiGLU and the norm. At one row, a norm prologue over a specialization that
+ * reads x from storage every step (few-row) stages x·w in workgroup memory
+ * once instead (`sharedX`, where it fits and the variant does not set it):
+ * otherwise every step loads the norm weight beside x (H100, 1B shapes, one
+ * call: the 4-bit decode step 0.914 against 0.951 ms queued at 128 new tokens,
+ * `deno task bench:generate --no-kernels`).
+ *
+ * @param gpu The GPU.
+ * @param packed The packed weight.
+ * @param m Rows of x.
+ * @param swiglu The SwiGLU epilogue.
+ * @param norm The RMSNorm prologue.
+ * @param variant Overrides of the default specialization.
+ * @returns The specialization.
+ */
+export function qmatmulProductSpec(
   gpu: Gpu,
   packed: PackedWeight,
   m: number,
@@ -279,7 +295,17 @@ function productSpec(
     });
     resolved = { ...resolved, swiglu: true };
   }
-  return norm ? { ...resolved, norm: true } : resolved;
+  if (!norm) return resolved;
+  if (
+    m === 1 && !swiglu && !resolved.sharedX && !resolved.tiled && variant.sharedX === undefined
+  ) {
+    const staged: QmatmulSpec = {
+      ...qmatmulResolvedSpec(gpu, packed, m, { ...variant, sharedX: true }),
+      norm: true,
+    };
+    if (qmatmulWorkgroupBytes(staged) <= gpu.limits.maxComputeWorkgroupStorageSize) return staged;
+  }
+  return { ...resolved, norm: true };
 }
 
 /**
@@ -304,7 +330,7 @@ export function qmatmulTakesNorm(
   variant: QmatmulVariant = {},
 ): boolean {
   if (qmatmulNeedsGather(packed, input)) return false;
-  const spec = productSpec(gpu, packed, m, swiglu, true, variant);
+  const spec = qmatmulProductSpec(gpu, packed, m, swiglu, true, variant);
   return !spec.tiled &&
     qmatmulWorkgroupBytes(spec) <= gpu.limits.maxComputeWorkgroupStorageSize;
 }

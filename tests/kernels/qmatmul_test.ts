@@ -3,6 +3,7 @@ import {
   destroyPackedWeight,
   encodeQmatmul,
   qmatmul,
+  qmatmulProductSpec,
   uploadPackedWeight,
 } from "../../kernels/qmatmul_kernel.ts";
 import {
@@ -675,4 +676,37 @@ Deno.test("qmatmul's RMSNorm prologue equals the product of rmsNorm(x) for every
   for (const b of [xb, yb, scratch, nb]) b.destroy();
   destroyPackedWeight(w);
   destroyPackedWeight(act);
+});
+
+Deno.test("at one row the norm prologue stages x·w in workgroup memory where the few-row spec reads x from storage, and equals the reference", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  // 1B q/k/v: the few-row default, x read from storage every step.
+  const N = 3072, K = 2048, eps = 1e-5;
+  const p = packWeights(randomQuantized(N, K, 4, 128, 95));
+  const plain = qmatmulProductSpec(gpu, p, 1, false, false, {});
+  assert.equal(plain.sharedX, false);
+  const normed = qmatmulProductSpec(gpu, p, 1, false, true, {});
+  assert.deepEqual(normed, { ...plain, sharedX: true, norm: true });
+  // A variant that sets sharedX keeps it; two rows keep the spec as it is.
+  assert.equal(qmatmulProductSpec(gpu, p, 1, false, true, { sharedX: false }).sharedX, false);
+  assert.equal(
+    qmatmulProductSpec(gpu, p, 2, false, true, {}).sharedX,
+    qmatmulProductSpec(gpu, p, 2, false, false, {}).sharedX,
+  );
+  const w = uploadPackedWeight(gpu, p);
+  const nw = randomX(1, K, 96).data, x = randomX(1, K, 97).data;
+  let ss = 0;
+  for (let j = 0; j < K; j++) ss += x[j]! ** 2;
+  const inv = 1 / Math.sqrt(ss / K + eps);
+  const h = x.map((v, j) => v * inv * nw[j]!);
+  const want = qmatmulReference({ dtype: "f32", shape: [1, K], data: h }, p).data;
+  const xb = uploadBuffer(gpu, x), yb = storageBuffer(gpu, N * 4), nb = uploadBuffer(gpu, nw);
+  const batch = new GpuBatch(gpu);
+  encodeQmatmul(batch, w, { x: xb, input: "f32", m: 1, y: yb, norm: { weight: nb, eps } });
+  const { data } = await batch.submit([yb]);
+  const e = relError(new Float32Array(data[0]!), want);
+  assert.ok(e < 2e-6, `relative error ${e}`);
+  for (const b of [xb, yb, nb]) b.destroy();
+  destroyPackedWeight(w);
 });
