@@ -165,8 +165,12 @@ function checkFewRows(m: number, what: string): void {
  *   together, 512 tiles, get 1). Each sub-team of 32/split lanes reads
  *   32/split·b contiguous words per chunk (128 bytes at 4 bits and split 4:
  *   whole cache lines);
- * - its `warps` teams (8, i.e. 256 threads, halved until every sub-team
- *   has at least two steps) take the K steps in turn, consecutive sub-teams
+ * - its `warps` teams take the K steps in turn: at batch 1, 16 (512
+ *   threads) halved until every sub-team has at least one step (1B's down
+ *   projection: 16 teams, one step each; in the 4-bit decode step on an
+ *   H100 0.882 against 0.914 ms a step with 8 teams of two steps, 128 new
+ *   tokens, README); at batch 2–4, 8 (256 threads) halved until every
+ *   sub-team has at least two steps. Consecutive sub-teams take
  *   consecutive steps, so a round of loads is contiguous; a step is 4
  *   chunks at batch 1–2 and 2 at batch 3–4 (at most one group), and the
  *   next step's words and scales are loaded while the current one is used
@@ -201,8 +205,10 @@ export function qmatmulFewRowSpec(
   while (split < 4 && tiles * split < FEW_ROW_WORKGROUPS) split *= 2;
   const unroll = fitUnroll(m <= 2 ? 4 : 2, base.groupChunks);
   const steps = base.chunks / unroll;
-  let warps = 8;
-  while (warps > 1 && warps * split * 2 > steps) warps /= 2;
+  // Batch 1: up to 16 teams, each sub-team down to one step; else 8 teams with two steps each.
+  const least = m === 1 ? 1 : 2;
+  let warps = m === 1 ? 16 : 8;
+  while (warps > 1 && warps * split * least > steps) warps /= 2;
   return fitSpec(
     {
       ...base,
@@ -229,7 +235,9 @@ export function qmatmulFewRowSpec(
  * 10.06 / 9.02 µs on the 2048² and 4096² o projections (few-row 11.61 /
  * 9.60) and 18.41 / 29.54 µs on the 16384×2048 and 28672×4096 gate+up
  * (few-row 19.61 / 35.66); the few-row kernel won on q/k/v (N = 1.5K, up
- * to 1.33×) and down (N ≈ K/4, up to 1.45×).
+ * to 1.33×) and down (N ≈ K/4, up to 1.45×). With an RMSNorm prologue (q/k/v
+ * in the decode step) a product takes the swept one at batch 1 as well
+ * (`qmatmulProductSpec`).
  */
 function sweptAtBatchOne(packed: PackedWeight): boolean {
   const n = packed.paddedRows, k = packed.paddedCols;
@@ -444,6 +452,20 @@ export function qmatmulSpec(
 }
 
 /**
+ * The limits of {@linkcode QmatmulLimits} a device has.
+ *
+ * @param gpu The GPU.
+ * @returns Its workgroup memory, invocations and f16 subnormal support.
+ */
+export function qmatmulDeviceLimits(gpu: Gpu): Required<QmatmulLimits> {
+  return {
+    workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
+    invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
+    f16Subnormals: gpu.f16Subnormals,
+  };
+}
+
+/**
  * The specialization {@linkcode encodeQmatmul} runs: the default with the
  * variant's overrides, `unroll` lowered to the largest of 4, 2, 1 that
  * divides the chunks per group.
@@ -460,11 +482,7 @@ export function qmatmulResolvedSpec(
   m: number,
   variant: QmatmulVariant = {},
 ): QmatmulSpec {
-  const base = qmatmulSpec(packed, m, {
-    workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
-    invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
-    f16Subnormals: gpu.f16Subnormals,
-  });
+  const base = qmatmulSpec(packed, m, qmatmulDeviceLimits(gpu));
   const spec: QmatmulSpec = { ...base, ...variant };
   const resolved = { ...spec, unroll: fitUnroll(spec.unroll, spec.groupChunks) };
   checkQmatmulSpec(resolved);

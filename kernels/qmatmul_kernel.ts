@@ -49,7 +49,12 @@ import {
   qmatmulWorkgroupBytes,
 } from "./qmatmul_wgsl.ts";
 import type { QmatmulSpec } from "./qmatmul_spec.ts";
-import { qmatmulResolvedSpec, type QmatmulVariant } from "./qmatmul_default_spec.ts";
+import {
+  qmatmulDeviceLimits,
+  qmatmulResolvedSpec,
+  qmatmulSweptFewRowSpec,
+  type QmatmulVariant,
+} from "./qmatmul_default_spec.ts";
 import { qmatmulReference } from "./qmatmul_reference.ts";
 import { xShape } from "./_qmatmul_x_shape.ts";
 
@@ -263,12 +268,18 @@ export function encodeQmatmul(
 
 /**
  * The specialization a product runs: the default (or variant), adapted to
- * SwiGLU and the norm. At one row, a norm prologue over a specialization that
- * reads x from storage every step (few-row) stages x·w in workgroup memory
- * once instead (`sharedX`, where it fits and the variant does not set it):
- * otherwise every step loads the norm weight beside x (H100, 1B shapes, one
- * call: the 4-bit decode step 0.914 against 0.951 ms queued at 128 new tokens,
- * `deno task bench:generate --no-kernels`).
+ * SwiGLU and the norm. At one row, a norm prologue (without SwiGLU, where the
+ * variant does not set `sharedX`) takes the swept batch-1 specialization
+ * (`qmatmulSweptFewRowSpec` with the variant's fields over it): whole row
+ * tiles, so fewer workgroups repeat the prologue, and x·w staged in
+ * workgroup memory once per workgroup. Where that does not stage x or does
+ * not fit, a few-row specialization that reads x from storage stages x·w
+ * instead (`sharedX`), rather than load the norm weight beside x every step.
+ * On an H100 at 1B shapes (`deno task bench:generate --no-kernels
+ * --tokens=128,512 --runs=256x32`, GPU ms of a 4-bit decode step queued, 128
+ * new tokens): the swept specialization on q/k/v 0.839 against 0.914 with
+ * the staged few-row one (one call), which took 0.914 against 0.951 with
+ * the norm weight loaded every step (an earlier call).
  *
  * @param gpu The GPU.
  * @param packed The packed weight.
@@ -296,14 +307,29 @@ export function qmatmulProductSpec(
     resolved = { ...resolved, swiglu: true };
   }
   if (!norm) return resolved;
-  if (
-    m === 1 && !swiglu && !resolved.sharedX && !resolved.tiled && variant.sharedX === undefined
-  ) {
-    const staged: QmatmulSpec = {
-      ...qmatmulResolvedSpec(gpu, packed, m, { ...variant, sharedX: true }),
-      norm: true,
-    };
-    if (qmatmulWorkgroupBytes(staged) <= gpu.limits.maxComputeWorkgroupStorageSize) return staged;
+  if (m === 1 && !swiglu && !resolved.tiled && variant.sharedX === undefined) {
+    const fits = (s: QmatmulSpec) =>
+      s.sharedX && qmatmulWorkgroupBytes(s) <= gpu.limits.maxComputeWorkgroupStorageSize;
+    // The swept batch-1 specialization under the variant: whole row tiles, x·w staged.
+    try {
+      const swept: QmatmulSpec = {
+        ...qmatmulResolvedSpec(gpu, packed, m, {
+          ...qmatmulSweptFewRowSpec(packed, m, qmatmulDeviceLimits(gpu)),
+          ...variant,
+        }),
+        norm: true,
+      };
+      if (fits(swept)) return swept;
+    } catch (e) {
+      if (!(e instanceof RangeError)) throw e;
+    }
+    if (!resolved.sharedX) {
+      const staged: QmatmulSpec = {
+        ...qmatmulResolvedSpec(gpu, packed, m, { ...variant, sharedX: true }),
+        norm: true,
+      };
+      if (fits(staged)) return staged;
+    }
   }
   return { ...resolved, norm: true };
 }

@@ -107,6 +107,13 @@ Deno.test("the default at batch 1–4 is the few-row specialization (the swept o
   const down = layoutOnly(2048, 8192, 4, 128);
   assert.equal(qmatmulFewRowSpec(down, 1).split, 4);
   assert.equal(qmatmulFewRowSpec(down, 1).warps, 8);
+  // With 1024 invocations, batch 1 doubles the teams to one step a sub-team (64 steps over 16
+  // teams of 4 sub-teams); batch 2 keeps 8 teams of two steps each.
+  const wide = { workgroupBytes: 49152, invocations: 1024 };
+  assert.equal(qmatmulFewRowSpec(down, 1, wide).warps, 16);
+  assert.equal(qmatmulFewRowSpec(down, 2, wide).warps, 8);
+  // 1B q/k/v: 16 steps over 4 sub-teams a team: 4 teams.
+  assert.equal(qmatmulFewRowSpec(layoutOnly(3072, 2048, 4, 128), 1, wide).warps, 4);
   const gateUp = layoutOnly(16384, 2048, 4, 128);
   assert.equal(qmatmulFewRowSpec(gateUp, 1).split, 1);
   // Fractional zero points take the FMA dequantization.

@@ -7,6 +7,7 @@ import {
   uploadPackedWeight,
 } from "../../kernels/qmatmul_kernel.ts";
 import {
+  qmatmulDeviceLimits,
   qmatmulExactZeros,
   qmatmulResolvedSpec,
   qmatmulSpec,
@@ -678,7 +679,7 @@ Deno.test("qmatmul's RMSNorm prologue equals the product of rmsNorm(x) for every
   destroyPackedWeight(act);
 });
 
-Deno.test("at one row the norm prologue stages x·w in workgroup memory where the few-row spec reads x from storage, and equals the reference", async () => {
+Deno.test("at one row the norm prologue takes the swept specialization, x·w staged in workgroup memory, where the few-row spec reads x from storage, and equals the reference", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   // 1B q/k/v: the few-row default, x read from storage every step.
@@ -686,8 +687,14 @@ Deno.test("at one row the norm prologue stages x·w in workgroup memory where th
   const p = packWeights(randomQuantized(N, K, 4, 128, 95));
   const plain = qmatmulProductSpec(gpu, p, 1, false, false, {});
   assert.equal(plain.sharedX, false);
+  assert.equal(plain.split > 1, true);
   const normed = qmatmulProductSpec(gpu, p, 1, false, true, {});
-  assert.deepEqual(normed, { ...plain, sharedX: true, norm: true });
+  const swept = qmatmulSweptFewRowSpec(p, 1, qmatmulDeviceLimits(gpu));
+  assert.deepEqual(normed, { ...qmatmulResolvedSpec(gpu, p, 1, swept), norm: true });
+  assert.equal(normed.sharedX, true);
+  assert.equal(normed.split, 1);
+  // A variant's fields apply over the swept specialization.
+  assert.equal(qmatmulProductSpec(gpu, p, 1, false, true, { warps: 4 }).warps, 4);
   // A variant that sets sharedX keeps it; two rows keep the spec as it is.
   assert.equal(qmatmulProductSpec(gpu, p, 1, false, true, { sharedX: false }).sharedX, false);
   assert.equal(
