@@ -3,7 +3,8 @@
  * random-weight bf16 folder at Llama-3.2-1B (or 8B) shapes (or reuses one),
  * then generates from a random prompt with (a) dense f16 weights and (b) the
  * block linears RTN-quantized to 4 bits in groups of 128 (embedding and
- * classifier f16), each after a warm-up run, at one step in flight and at
+ * classifier f16), each after a warm-up run and `--repeats` times (tokens/s
+ * the median), at one step in flight and at
  * `--in-flight` steps (and with `--per-submission` steps in one submission), and once
  * more with timestamp queries for the GPU time
  * of each phase of a step; each configuration also reports the dispatches
@@ -33,7 +34,8 @@
  * object on stdout (progress on stderr).
  *
  *     deno task bench:generate [--shape=1b|8b|tiny] [--tokens=128[,512]] [--prompt=16] [--layers=N]
- *       [--in-flight=64] [--per-submission=8] [--runs=1x1,64x8] [--dir=DIR] [--no-kernels]
+ *       [--in-flight=64] [--per-submission=8] [--runs=1x1,64x8] [--repeats=3] [--dir=DIR]
+ *       [--no-kernels]
  *       [--kernels-only] [--no-linears]
  *       [--kernel-shapes=1b,8b]
  *       [--kernel-rows=1] [--neighbours | --sweep] [--warmup=0.3]
@@ -116,6 +118,11 @@ if (!tokenCounts.every((t) => Number.isInteger(t) && t >= 1)) {
 }
 const tokens = Math.max(...tokenCounts), promptLen = Number(flag("prompt") ?? 16);
 const inFlight = Number(flag("in-flight") ?? 64);
+/** Timed runs of each configuration; tokens/s figures are their median. */
+const repeats = Number(flag("repeats") ?? 3);
+if (!Number.isInteger(repeats) || repeats < 1) {
+  throw new RangeError(`--repeats must be a positive integer: current value is ${flag("repeats")}`);
+}
 /** Steps per submission to time besides 1 (`--per-submission=4,8`; `inFlight` at least as many). */
 const perSubmission = (flag("per-submission") ?? "8").split(",").filter((v) => v !== "").map(
   Number,
@@ -497,7 +504,10 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
 
 /** What one configuration measured. */
 interface Measured {
+  /** Median over the `--repeats` runs, per run key. */
   tokensPerSecond: Record<string, number>;
+  /** Every timed run's tokens/s, in order, per run key. */
+  tokensPerSecondRuns: Record<string, number[]>;
   /** Tokens per second between read-backs (`steadyTokensPerSecond`), per depth. */
   steadyTokensPerSecond: Record<string, number>;
   prefillSeconds: number;
@@ -524,6 +534,14 @@ interface Measured {
     longestIdleMs: number;
     tokensPerSecond: number;
   }>;
+}
+
+/** The median of the values that are not NaN (the mean of the middle two for an even count; NaN for none). */
+function median(values: readonly number[]): number {
+  const v = values.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  const h = Math.floor(v.length / 2);
+  if (v.length === 0) return NaN;
+  return v.length % 2 === 1 ? v[h]! : (v[h - 1]! + v[h]!) / 2;
 }
 
 async function measure(
@@ -555,6 +573,7 @@ async function measure(
       });
     }
     const tokensPerSecond: Record<string, number> = {};
+    const tokensPerSecondRuns: Record<string, number[]> = {};
     const steadyTokensPerSecond: Record<string, number> = {};
     const hostStepMs: Record<string, number> = {};
     const sustained: NonNullable<Measured["sustained"]> = {};
@@ -562,17 +581,24 @@ async function measure(
     for (const count of tokenCounts) {
       for (const [depth, per] of depths) {
         const run = { maxNewTokens: count, inFlight: depth!, stepsPerSubmission: per! };
-        last = await session.generate(prompt, run);
         const key = `inFlight${depth}${per! > 1 ? `x${per}` : ""}${
           tokenCounts.length > 1 ? `@${count}` : ""
         }`;
-        tokensPerSecond[key] = last.tokensPerSecond;
-        steadyTokensPerSecond[key] = last.steadyTokensPerSecond ?? NaN;
-        hostStepMs[key] = (last.hostStepSeconds ?? NaN) * 1e3;
+        // The median of several runs: one run can lose tens of ms to the host (a pause of the
+        // garbage collector after the upload, say) where the GPU then idles.
+        const timedRuns: GenerateResult[] = [];
+        for (let r = 0; r < repeats; r++) timedRuns.push(await session.generate(prompt, run));
+        last = timedRuns[timedRuns.length - 1]!;
+        tokensPerSecondRuns[key] = timedRuns.map((t) => t.tokensPerSecond);
+        tokensPerSecond[key] = median(tokensPerSecondRuns[key]!);
+        steadyTokensPerSecond[key] = median(timedRuns.map((t) => t.steadyTokensPerSecond ?? NaN));
+        hostStepMs[key] = median(timedRuns.map((t) => (t.hostStepSeconds ?? NaN) * 1e3));
         log(
           `  ${count} tokens, in flight ${depth}, ${per} a submission: ${
-            last.tokensPerSecond.toFixed(1)
-          } tokens/s (${steadyTokensPerSecond[key]!.toFixed(1)} between read-backs), host ${
+            tokensPerSecond[key]!.toFixed(1)
+          } tokens/s, median of ${repeats} (${
+            tokensPerSecondRuns[key]!.map((v) => v.toFixed(1)).join(", ")
+          }; ${steadyTokensPerSecond[key]!.toFixed(1)} between read-backs), host ${
             hostStepMs[key]!.toFixed(3)
           } ms a step to encode and submit`,
         );
@@ -611,6 +637,7 @@ async function measure(
     }
     return {
       tokensPerSecond,
+      tokensPerSecondRuns,
       steadyTokensPerSecond,
       hostStepMs,
       prefillSeconds: last!.prefillSeconds,
