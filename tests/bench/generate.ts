@@ -56,8 +56,8 @@ import {
 } from "../../kernels/backend.ts";
 import { encodeQmatmul, type QmatmulOperands } from "../../kernels/qmatmul_kernel.ts";
 import {
+  qmatmulDeviceLimits,
   qmatmulFewRowSpec,
-  type QmatmulLimits,
   qmatmulResolvedSpec,
   qmatmulSweptFewRowSpec,
   type QmatmulVariant,
@@ -221,15 +221,6 @@ interface LinearTimes {
   fewRowVsF16?: number;
 }
 
-/** The device's limits as the qmatmul specializations take them. */
-function qmatmulLimits(): QmatmulLimits {
-  return {
-    workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
-    invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
-    f16Subnormals: gpu.f16Subnormals,
-  };
-}
-
 /**
  * Neighbours of the few-row default for `--neighbours`: the other sub-team
  * splits, twice and half the teams, the other step length, no prefetch,
@@ -359,7 +350,7 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
         if (packed) {
           const bytes = packedBytes(packed);
           const fewRow = qmatmulResolvedSpec(gpu, packed, m);
-          const swept = qmatmulSweptFewRowSpec(packed, m, qmatmulLimits());
+          const swept = qmatmulSweptFewRowSpec(packed, m, qmatmulDeviceLimits(gpu));
           const variants: Record<string, QmatmulVariant> = {
             "qmatmul-w4g128": {},
             "qmatmul-w4g128-swept": swept,
@@ -403,7 +394,7 @@ async function kernels(): Promise<Record<string, Record<string, LinearTimes>>> {
           // The norm as the step runs it (default), and with each of the batch-1 specs: the
           // few-row one reads x from global memory, the swept one stages it; both sum the
           // squares in a prologue.
-          const fewRowSpec = qmatmulFewRowSpec(packed, m, qmatmulLimits());
+          const fewRowSpec = qmatmulFewRowSpec(packed, m, qmatmulDeviceLimits(gpu));
           // The few-row spec with its teams doubled while every sub-team keeps a step (one step
           // each at 1B's q/k/v and gate-up): all weight loads go out before the norm prologue.
           const oneStep = { ...fewRowSpec };

@@ -35,6 +35,7 @@ import { encodeGemm, gemmSpec } from "../../kernels/gemm_kernel.ts";
 import { encodeQmatmul, type GpuPackedWeight, qmatmul } from "../../kernels/qmatmul_kernel.ts";
 import {
   QMATMUL_FEW_ROWS,
+  qmatmulDeviceLimits,
   qmatmulResolvedSpec,
   qmatmulSweptFewRowSpec,
   type QmatmulVariant,
@@ -270,11 +271,7 @@ function candidates(p: PackedWeight, m: number): [string, Variant][] {
     for (const split of [1, 2, 4]) if (split !== d.split) add({ split });
     out.push([
       "swept (previous default)",
-      qmatmulSweptFewRowSpec(p, m, {
-        workgroupBytes: gpu.limits.maxComputeWorkgroupStorageSize,
-        invocations: gpu.limits.maxComputeInvocationsPerWorkgroup,
-        f16Subnormals: gpu.f16Subnormals,
-      }),
+      qmatmulSweptFewRowSpec(p, m, qmatmulDeviceLimits(gpu)),
     ]);
   }
   return out;
